@@ -1,0 +1,1 @@
+"""Typed settings: the model, and loading it from YAML, environment and flags."""

@@ -1,0 +1,1 @@
+"""HTTP in and out: the aiohttp application, ecosystems, upstreams and the CLI."""

@@ -1,0 +1,1 @@
+"""One module per package ecosystem; each owns its registry protocol."""

@@ -1,0 +1,1 @@
+"""Bytes at rest: the content-addressed blob store and its backends."""
