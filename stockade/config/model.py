@@ -1,0 +1,160 @@
+"""The typed, frozen settings model.
+
+Owns the shape of the configuration and its defaults. Loading from YAML,
+environment and flags is ``stockade.config.load``'s job; nothing here reads
+files or the environment.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSettings(_Frozen):
+    """Where the proxy listens and what it accepts from clients."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    client_max_size_bytes: int = Field(default=1024 * 1024, gt=0)
+    access_log: bool = True
+    shutdown_timeout_s: PositiveSeconds = 10.0
+
+
+class StorageSettings(_Frozen):
+    """Where bytes rest and how many of them may."""
+
+    path: Path = Path("./stockade-data")
+    # Total size of artifact blobs; least recently used blobs are evicted past it.
+    max_bytes: int | None = Field(default=None, gt=0)
+    # Largest single artifact accepted from an upstream.
+    max_artifact_bytes: int = Field(default=8 * 1024**3, gt=0)
+    # Largest metadata document (index page, packument) held in memory to rewrite.
+    max_metadata_bytes: int = Field(default=128 * 1024**2, gt=0)
+
+
+class UpstreamAuth(_Frozen):
+    """Credentials for one upstream, read from the environment at start.
+
+    Only the names of environment variables live in the config file, so the
+    file can be reviewed and committed without secrets.
+    """
+
+    token_env: str | None = None
+    username_env: str | None = None
+    password_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> UpstreamAuth:
+        if self.token_env and (self.username_env or self.password_env):
+            raise ValueError("use either token_env or username_env/password_env")
+        if bool(self.username_env) != bool(self.password_env):
+            raise ValueError("username_env and password_env go together")
+        return self
+
+
+class UpstreamSettings(_Frozen):
+    """One upstream registry of an ecosystem."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    url: str
+    # Name patterns this upstream owns (fnmatch style: "acme-*", "@acme/*",
+    # "com.acme.*"). A name matching one is served by this upstream only.
+    namespaces: tuple[str, ...] = ()
+    # Hosts besides the url's own that may serve files named in its metadata.
+    file_hosts: tuple[str, ...] = ()
+    auth: UpstreamAuth | None = None
+    connect_timeout_s: PositiveSeconds = 10.0
+    read_timeout_s: PositiveSeconds = 60.0
+    retries: int = Field(default=2, ge=0, le=10)
+    max_connections: int = Field(default=32, gt=0)
+    verify_tls: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"an upstream URL takes no query or fragment: {value!r}")
+        return value if value.endswith("/") else value + "/"
+
+    @property
+    def internal(self) -> bool:
+        """An upstream that owns namespaces is an internal one."""
+        return bool(self.namespaces)
+
+    def owns(self, name: str) -> bool:
+        """True when ``name`` (already normalised) falls in one of its namespaces."""
+        return any(fnmatch.fnmatchcase(name, pat.lower()) for pat in self.namespaces)
+
+
+class CacheSettings(_Frozen):
+    """How long metadata stays fresh and how long stale copies may stand in."""
+
+    metadata_ttl_s: PositiveSeconds = 300.0
+    # An index page older than the TTL is revalidated; if the upstream then
+    # fails, a copy up to this old is served instead of an error.
+    stale_if_error_s: PositiveSeconds = 7 * 24 * 3600.0
+
+
+class EcosystemSettings(_Frozen):
+    """The upstreams of one ecosystem, in order."""
+
+    enabled: bool = True
+    upstreams: tuple[UpstreamSettings, ...] = ()
+    cache: CacheSettings = CacheSettings()
+
+    @model_validator(mode="after")
+    def _unique(self) -> EcosystemSettings:
+        names = [u.name for u in self.upstreams]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"upstream names must be unique, repeated: {dupes}")
+        return self
+
+
+def _public(name: str, url: str, *file_hosts: str) -> tuple[UpstreamSettings, ...]:
+    return (UpstreamSettings(name=name, url=url, file_hosts=file_hosts),)
+
+
+class PolicySettings(_Frozen):
+    """Where the reviewed policy file lives."""
+
+    file: Path | None = None
+
+
+class LoggingSettings(_Frozen):
+    """Log level and format."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_logs: bool = Field(default=True, alias="json")
+
+
+class Settings(_Frozen):
+    """Everything stockade is configured with; built once, passed down."""
+
+    server: ServerSettings = ServerSettings()
+    storage: StorageSettings = StorageSettings()
+    pypi: EcosystemSettings = EcosystemSettings(
+        upstreams=_public("pypi", "https://pypi.org/simple/", "files.pythonhosted.org")
+    )
+    npm: EcosystemSettings = EcosystemSettings(
+        upstreams=_public("npmjs", "https://registry.npmjs.org/")
+    )
+    maven: EcosystemSettings = EcosystemSettings(
+        upstreams=_public("central", "https://repo.maven.apache.org/maven2/")
+    )
+    policy: PolicySettings = PolicySettings()
+    logging: LoggingSettings = LoggingSettings()

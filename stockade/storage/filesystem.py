@@ -1,0 +1,275 @@
+"""The filesystem blob store.
+
+Owns the on-disk layout under ``<root>/blobs/sha256/<ab>/<hex>``, atomic commit
+(spool in ``<root>/tmp``, fsync, ``os.replace``), least-recently-used eviction
+past a size limit, and cleaning spool files left by a crash. It does not know
+what a blob is for; indexes of names to blobs live in ``refs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+import aiofiles
+import aiofiles.os
+
+from stockade.storage.digest import Digest, MultiHasher
+from stockade.storage.errors import (
+    BlobNotFoundError,
+    BlobTooLargeError,
+    DigestMismatchError,
+    StorageError,
+    StorageFullError,
+)
+from stockade.storage.protocol import BlobInfo
+
+logger = logging.getLogger(__name__)
+
+READ_CHUNK = 256 * 1024  # bytes
+_TOUCH_EVERY_S = 3600.0  # persist last use at most hourly per blob
+
+
+class FilesystemBlobWriter:
+    """Spools one blob to a temp file while hashing it."""
+
+    def __init__(
+        self, store: FilesystemBlobStore, path: Path, algorithms: Iterable[str],
+        max_bytes: int | None,
+    ) -> None:
+        self._store = store
+        self._path = path
+        self._hasher = MultiHasher(algorithms)
+        self._max_bytes = max_bytes
+        self._file: aiofiles.threadpool.binary.AsyncBufferedIOBase | None = None
+        self._done = False
+
+    @property
+    def spool_path(self) -> Path:
+        return self._path
+
+    @property
+    def size(self) -> int:
+        return self._hasher.size
+
+    async def _open(self) -> None:
+        self._file = await aiofiles.open(self._path, "xb", buffering=0)
+
+    async def write(self, chunk: bytes) -> None:
+        if self._done or self._file is None:
+            raise StorageError("write to a closed blob writer")
+        if self._max_bytes is not None and self._hasher.size + len(chunk) > self._max_bytes:
+            await self.abort()
+            raise BlobTooLargeError(f"artifact exceeds the limit of {self._max_bytes} bytes")
+        try:
+            await self._file.write(chunk)
+        except OSError as exc:
+            await self.abort()
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFullError("the storage disk is full; nothing was stored") from exc
+            raise StorageError(f"cannot write blob: {exc.strerror}") from exc
+        self._hasher.update(chunk)
+
+    async def commit(self, expected: Iterable[Digest]) -> BlobInfo:
+        if self._done or self._file is None:
+            raise StorageError("commit of a closed blob writer")
+        bad = self._hasher.mismatches(expected)
+        if bad:
+            await self.abort()
+            want, got = bad[0]
+            raise DigestMismatchError(str(want), str(got))
+        digests = {alg: d.hex for alg, d in self._hasher.digests().items()}
+        info = BlobInfo(digests["sha256"], self._hasher.size, digests)
+        try:
+            await asyncio.to_thread(self._finish, info.sha256)
+        except OSError as exc:
+            await self.abort()
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFullError("the storage disk is full; nothing was stored") from exc
+            raise StorageError(f"cannot commit blob: {exc.strerror}") from exc
+        self._done = True
+        self._store._committed(info)
+        return info
+
+    def _finish(self, sha256: str) -> None:
+        assert self._file is not None
+        os.fsync(self._file.fileno())
+        final = self._store.blob_path(sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._path, final)
+        # A durable rename needs the directory entry on disk too.
+        dir_fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    async def abort(self) -> None:
+        if self._file is not None and not self._file.closed:
+            await self._file.close()
+        if not self._done:
+            self._done = True
+            try:
+                await aiofiles.os.remove(self._path)
+            except FileNotFoundError:
+                pass
+
+    async def close(self) -> None:
+        """Close the file handle after commit."""
+        if self._file is not None and not self._file.closed:
+            await self._file.close()
+
+
+class FilesystemBlobStore:
+    """Content-addressed blobs in a directory tree, with LRU eviction."""
+
+    def __init__(self, root: Path, *, max_bytes: int | None = None) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self._blobs = root / "blobs" / "sha256"
+        self._tmp = root / "tmp"
+        # sha256 -> [size, last_used]; loaded by open().
+        self._index: dict[str, list[float]] = {}
+        self._touched: dict[str, float] = {}
+        self.total_bytes = 0
+
+    async def open(self) -> None:
+        """Create the layout, drop spool files a crash left, index what is stored."""
+        await asyncio.to_thread(self._open_sync)
+
+    def _open_sync(self) -> None:
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        if self._tmp.exists():
+            shutil.rmtree(self._tmp)
+        self._tmp.mkdir(parents=True)
+        for path in self._blobs.glob("*/*"):
+            st = path.stat()
+            self._index[path.name] = [st.st_size, st.st_mtime]
+        self.total_bytes = int(sum(v[0] for v in self._index.values()))
+
+    def blob_path(self, sha256: str) -> Path:
+        """Where a blob lives (whether or not it is stored)."""
+        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+            raise BlobNotFoundError(f"not a sha256 digest: {sha256!r}")
+        return self._blobs / sha256[:2] / sha256
+
+    async def open_writer(
+        self, *, algorithms: Iterable[str] = (), max_bytes: int | None = None
+    ) -> FilesystemBlobWriter:
+        path = self._tmp / f"{uuid.uuid4().hex}.part"
+        writer = FilesystemBlobWriter(self, path, algorithms, max_bytes)
+        await writer._open()
+        return writer
+
+    async def stat(self, sha256: str) -> BlobInfo | None:
+        entry = self._index.get(sha256)
+        if entry is None:
+            return None
+        now = time.time()
+        entry[1] = now
+        if now - self._touched.get(sha256, 0.0) > _TOUCH_EVERY_S:
+            self._touched[sha256] = now
+            try:
+                await asyncio.to_thread(os.utime, self.blob_path(sha256))
+            except FileNotFoundError:
+                self._forget(sha256)
+                return None
+        return BlobInfo(sha256, int(entry[0]))
+
+    def local_path(self, sha256: str) -> Path | None:
+        return self.blob_path(sha256) if sha256 in self._index else None
+
+    async def read(self, sha256: str, start: int = 0) -> AsyncIterator[bytes]:
+        try:
+            handle = await aiofiles.open(self.blob_path(sha256), "rb")
+        except FileNotFoundError as exc:
+            self._forget(sha256)
+            raise BlobNotFoundError(f"blob {sha256} is not stored") from exc
+        async with handle:
+            await handle.seek(start)
+            while chunk := await handle.read(READ_CHUNK):
+                yield chunk
+
+    async def delete(self, sha256: str) -> bool:
+        self._forget(sha256)
+        try:
+            await aiofiles.os.remove(self.blob_path(sha256))
+        except FileNotFoundError:
+            return False
+        return True
+
+    async def iter_blobs(self) -> AsyncIterator[BlobInfo]:
+        for sha256, (size, _) in list(self._index.items()):
+            yield BlobInfo(sha256, int(size))
+
+    def _forget(self, sha256: str) -> None:
+        entry = self._index.pop(sha256, None)
+        if entry is not None:
+            self.total_bytes -= int(entry[0])
+        self._touched.pop(sha256, None)
+
+    def _committed(self, info: BlobInfo) -> None:
+        if info.sha256 not in self._index:
+            self.total_bytes += info.size
+        self._index[info.sha256] = [info.size, time.time()]
+        self._touched[info.sha256] = time.time()
+        if self.max_bytes is not None and self.total_bytes > self.max_bytes:
+            self._evict(keep=info.sha256)
+
+    def _evict(self, keep: str) -> None:
+        assert self.max_bytes is not None
+        # Oldest use first; a blob being served stays readable (POSIX unlink).
+        for sha256, _ in sorted(self._index.items(), key=lambda kv: kv[1][1]):
+            if self.total_bytes <= self.max_bytes:
+                break
+            if sha256 == keep:
+                continue
+            logger.info("evicting blob %s to stay under %d bytes", sha256, self.max_bytes)
+            self._forget(sha256)
+            try:
+                self.blob_path(sha256).unlink()
+            except FileNotFoundError:
+                pass
+
+    async def verify_all(self) -> tuple[int, list[str]]:
+        """Re-hash every blob; remove and return those whose bytes do not match.
+
+        Returns:
+            (number checked, digests of the blobs removed)
+        """
+        checked, removed = 0, []
+        for sha256 in list(self._index):
+            checked += 1
+            ok = await asyncio.to_thread(self._hash_matches, sha256)
+            if not ok:
+                logger.warning("blob %s failed verification and was removed", sha256)
+                await self.delete(sha256)
+                removed.append(sha256)
+        return checked, removed
+
+    def _hash_matches(self, sha256: str) -> bool:
+        hasher = MultiHasher()
+        try:
+            with self.blob_path(sha256).open("rb") as handle:
+                while chunk := handle.read(1024 * 1024):
+                    hasher.update(chunk)
+        except FileNotFoundError:
+            return False
+        return hasher.digests()["sha256"].hex == sha256
+
+    def writable(self) -> bool:
+        """True when a file can be created in the spool directory."""
+        probe = self._tmp / f".probe-{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError:
+            return False
+        return True
