@@ -1,0 +1,197 @@
+"""The metadata cache: index pages, packuments and maven-metadata.xml.
+
+Owns freshness (TTL), revalidation with ETag/Last-Modified, stale-if-error and
+coalescing identical misses into one upstream request. Documents are kept on
+disk through ``RefStore`` and the most recent ones in a bounded memory LRU.
+It does not parse or rewrite documents: ecosystem modules do.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from stockade.proxy.errors import UpstreamError, UpstreamStatusError
+from stockade.proxy.metrics import Metrics
+from stockade.proxy.singleflight import SingleFlight
+from stockade.proxy.upstream import Upstream
+from stockade.storage.errors import StorageError
+from stockade.storage.refs import RefStore
+
+logger = logging.getLogger(__name__)
+
+
+class CacheResult(enum.StrEnum):
+    """How a document was obtained; the metric label."""
+
+    HIT = "hit"
+    MISS = "miss"
+    STALE = "stale"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedDoc:
+    """One upstream metadata document as fetched."""
+
+    key: str
+    url: str
+    body: bytes
+    content_type: str
+    fetched_at: float
+    etag: str | None = None
+    last_modified: str | None = None
+    result: CacheResult = CacheResult.HIT
+
+    @property
+    def version(self) -> str:
+        """Changes whenever the body may have changed; keys derived caches."""
+        return f"{self.fetched_at:.6f}:{self.etag or ''}:{len(self.body)}"
+
+
+class MetadataCache:
+    """Fresh, revalidated or stale metadata documents, one upstream call per miss."""
+
+    def __init__(
+        self,
+        refs: RefStore,
+        metrics: Metrics,
+        *,
+        max_doc_bytes: int,
+        memory_bytes: int = 64 * 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._refs = refs
+        self._metrics = metrics
+        self._max_doc_bytes = max_doc_bytes
+        self._memory_bytes = memory_bytes
+        self._clock = clock
+        self._memory: OrderedDict[str, CachedDoc] = OrderedDict()
+        self._memory_used = 0
+        self._flight: SingleFlight[str, CachedDoc] = SingleFlight()
+
+    async def get(
+        self,
+        ecosystem: str,
+        upstream: Upstream,
+        url: str,
+        *,
+        accept: str,
+        ttl_s: float,
+        stale_if_error_s: float,
+    ) -> CachedDoc:
+        """The document at ``url``: cached if fresh, else revalidated or fetched.
+
+        Raises:
+            UpstreamError: the upstream failed and no usable stale copy exists
+                (an upstream 404 raises ``UpstreamStatusError`` with status 404).
+        """
+        key = f"{ecosystem}|{upstream.name}|{url}|{accept}"
+        cached = await self._load(key)
+        if cached is not None and self._clock() - cached.fetched_at < ttl_s:
+            self._metrics.cache_requests.labels(ecosystem, CacheResult.HIT).inc()
+            return cached
+
+        async def refresh() -> CachedDoc:
+            return await self._refresh(key, upstream, url, accept, cached, stale_if_error_s)
+
+        doc = await self._flight.do(key, refresh)
+        self._metrics.cache_requests.labels(ecosystem, doc.result).inc()
+        return doc
+
+    async def _refresh(
+        self, key: str, upstream: Upstream, url: str, accept: str,
+        cached: CachedDoc | None, stale_if_error_s: float,
+    ) -> CachedDoc:
+        headers = {"Accept": accept}
+        if cached is not None:
+            if cached.etag:
+                headers["If-None-Match"] = cached.etag
+            if cached.last_modified:
+                headers["If-Modified-Since"] = cached.last_modified
+        try:
+            async with upstream.get(url, headers=headers) as resp:
+                if resp.status == 304 and cached is not None:
+                    doc = replace(cached, fetched_at=self._clock(), result=CacheResult.HIT)
+                    await self._store(doc, body_changed=False)
+                    return doc
+                body = await resp.read(self._max_doc_bytes)
+                doc = CachedDoc(
+                    key=key, url=resp.url, body=body,
+                    content_type=resp.headers.get("Content-Type", ""),
+                    fetched_at=self._clock(), etag=resp.headers.get("ETag"),
+                    last_modified=resp.headers.get("Last-Modified"),
+                    result=CacheResult.MISS,
+                )
+        except UpstreamStatusError as exc:
+            if exc.upstream_status in (404, 410) or cached is None:
+                raise
+            return self._stale_or_raise(cached, exc, stale_if_error_s)
+        except UpstreamError as exc:
+            if cached is None:
+                raise
+            return self._stale_or_raise(cached, exc, stale_if_error_s)
+        try:
+            await self._store(doc, body_changed=True)
+        except StorageError as exc:
+            # Serving the fresh document matters more than caching it.
+            logger.warning("cannot cache %s: %s", url, exc.diagnostics())
+            self._remember(doc)
+        return doc
+
+    def _stale_or_raise(
+        self, cached: CachedDoc, exc: UpstreamError, stale_if_error_s: float
+    ) -> CachedDoc:
+        age = self._clock() - cached.fetched_at
+        if age > stale_if_error_s:
+            raise exc
+        logger.info(
+            "serving stale %s (%.0fs old) because upstream failed: %s", cached.url, age, exc
+        )
+        return replace(cached, result=CacheResult.STALE)
+
+    async def _load(self, key: str) -> CachedDoc | None:
+        doc = self._memory.get(key)
+        if doc is not None:
+            self._memory.move_to_end(key)
+            return replace(doc, result=CacheResult.HIT)
+        record = await self._refs.get(key)
+        if record is None:
+            return None
+        body = await self._refs.get_body(key)
+        if body is None:
+            return None
+        doc = CachedDoc(
+            key=key, url=record["url"], body=body, content_type=record["content_type"],
+            fetched_at=float(record["fetched_at"]), etag=record.get("etag"),
+            last_modified=record.get("last_modified"),
+        )
+        self._remember(doc)
+        return doc
+
+    async def _store(self, doc: CachedDoc, *, body_changed: bool) -> None:
+        record = {
+            "url": doc.url, "content_type": doc.content_type, "fetched_at": doc.fetched_at,
+            "etag": doc.etag, "last_modified": doc.last_modified,
+        }
+        await self._refs.put(doc.key, record, doc.body if body_changed else None)
+        self._remember(doc)
+
+    def _remember(self, doc: CachedDoc) -> None:
+        old = self._memory.pop(doc.key, None)
+        if old is not None:
+            self._memory_used -= len(old.body)
+        if len(doc.body) > self._memory_bytes // 4:
+            return  # a very large document is read from disk each time
+        self._memory[doc.key] = doc
+        self._memory_used += len(doc.body)
+        while self._memory_used > self._memory_bytes and self._memory:
+            _, evicted = self._memory.popitem(last=False)
+            self._memory_used -= len(evicted.body)
+
+    async def close(self) -> None:
+        """Stop any refresh still running."""
+        await self._flight.cancel_all()

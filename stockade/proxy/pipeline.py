@@ -1,0 +1,271 @@
+"""The artifact pipeline shared by every ecosystem.
+
+Owns serving an artifact whose upstream URL and expected digests an ecosystem
+module has already worked out: from storage when a verified copy exists,
+otherwise through one upstream fetch per artifact (single-flight) that spools
+to a blob writer while hashing. Every client waiting for the artifact tails the
+spool file, so memory stays bounded whatever the size and however many wait.
+The last chunk is held back until the digest has been checked and the blob
+committed: on a mismatch every client's response is aborted before it is
+whole, and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import aiofiles
+from aiohttp import web
+
+from stockade.policy.model import Ecosystem
+from stockade.proxy.errors import IntegrityError, ProxyError
+from stockade.proxy.metrics import Metrics
+from stockade.proxy.upstream import Upstream
+from stockade.storage.digest import Digest
+from stockade.storage.errors import DigestMismatchError, StorageError
+from stockade.storage.filesystem import FilesystemBlobStore
+from stockade.storage.protocol import BlobInfo
+from stockade.storage.refs import RefStore
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 256 * 1024  # bytes read from the spool per write to a client
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactSource:
+    """Everything the pipeline needs to serve one artifact.
+
+    ``expected`` comes from trusted upstream metadata (the index page, the
+    packument, the checksum file). An empty tuple means the ecosystem module has
+    already decided to accept unverified bytes.
+    """
+
+    ecosystem: Ecosystem
+    upstream: Upstream
+    url: str
+    key: str
+    filename: str
+    expected: tuple[Digest, ...]
+    algorithms: tuple[str, ...] = ()
+    content_type: str = "application/octet-stream"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Fill:
+    """One upstream fetch into storage, watched by any number of clients."""
+
+    def __init__(self, source: ArtifactSource) -> None:
+        self.source = source
+        self.spool_path: str | None = None
+        self.content_length: int | None = None
+        self.visible = 0  # bytes every reader may send
+        self.info: BlobInfo | None = None
+        self.error: BaseException | None = None
+        self.started = asyncio.Event()
+        self.finished = asyncio.Event()
+        self._tick = asyncio.Event()
+
+    def _notify(self) -> None:
+        tick, self._tick = self._tick, asyncio.Event()
+        tick.set()
+
+    async def changed(self) -> None:
+        """Wait until more bytes are visible or the fill ends."""
+        await self._tick.wait()
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.started.set()
+        self.finished.set()
+        self._notify()
+
+
+class ArtifactPipeline:
+    """Serve artifacts from storage, filling it from upstreams once per artifact."""
+
+    def __init__(
+        self,
+        store: FilesystemBlobStore,
+        index: RefStore,
+        metrics: Metrics,
+        *,
+        max_artifact_bytes: int,
+    ) -> None:
+        self._store = store
+        self._index = index
+        self._metrics = metrics
+        self._max_bytes = max_artifact_bytes
+        self._fills: dict[str, Fill] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def lookup(self, source: ArtifactSource) -> BlobInfo | None:
+        """The stored, verified blob for ``source``, if there is one."""
+        by_alg = {d.algorithm: d.hex for d in source.expected}
+        sha256 = by_alg.get("sha256")
+        if sha256 is None:
+            record = await self._index.get(source.key)
+            if record is None:
+                return None
+            digests = record.get("digests", {})
+            if any(digests.get(alg) != hexval for alg, hexval in by_alg.items()):
+                return None  # the upstream now publishes other bytes under this name
+            sha256 = record.get("sha256")
+            if not isinstance(sha256, str):
+                return None
+        return await self._store.stat(sha256)
+
+    async def ensure(self, source: ArtifactSource) -> BlobInfo:
+        """Make sure the artifact is stored, fetching it if needed.
+
+        Raises:
+            ProxyError: the upstream failed or the bytes did not verify.
+        """
+        info = await self.lookup(source)
+        if info is not None:
+            return info
+        fill = self._fill_for(source)
+        await fill.finished.wait()
+        if fill.error is not None:
+            raise fill.error
+        assert fill.info is not None
+        return fill.info
+
+    async def serve(self, request: web.Request, source: ArtifactSource) -> web.StreamResponse:
+        """Answer a GET or HEAD (with or without Range) for one artifact."""
+        info = await self.lookup(source)
+        if info is not None:
+            return self._from_store(request, source, info, "cache")
+        if request.method == "HEAD" or request.http_range.start is not None:
+            # A ranged or HEAD request needs the whole verified file first.
+            info = await self.ensure(source)
+            return self._from_store(request, source, info, "upstream")
+        fill = self._fill_for(source)
+        return await self._tail(request, fill)
+
+    def _from_store(
+        self, request: web.Request, source: ArtifactSource, info: BlobInfo, origin: str
+    ) -> web.StreamResponse:
+        path = self._store.local_path(info.sha256)
+        if path is None:
+            raise StorageError(f"blob {info.sha256} vanished from storage")
+        headers = {"Content-Type": source.content_type, **source.headers}
+        self._metrics.bytes_served.labels(source.ecosystem, origin).inc(
+            0 if request.method == "HEAD" else info.size
+        )
+        response = web.FileResponse(path, headers=headers)
+        response.headers["X-Stockade-Cache"] = "hit" if origin == "cache" else "miss"
+        return response
+
+    def _fill_for(self, source: ArtifactSource) -> Fill:
+        fill = self._fills.get(source.key)
+        if fill is None:
+            fill = Fill(source)
+            self._fills[source.key] = fill
+            task = asyncio.create_task(self._run(fill), name=f"fill {source.key}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return fill
+
+    async def _run(self, fill: Fill) -> None:
+        source = fill.source
+        algorithms = {d.algorithm for d in source.expected} | set(source.algorithms)
+        writer = None
+        try:
+            writer = await self._store.open_writer(
+                algorithms=sorted(algorithms), max_bytes=self._max_bytes
+            )
+            fill.spool_path = str(writer.spool_path)
+            async with source.upstream.get(source.url) as resp:
+                fill.content_length = resp.content_length
+                fill.started.set()
+                async for chunk in resp.iter_chunks():
+                    await writer.write(chunk)
+                    # Hold the newest chunk back until the digest is checked.
+                    fill.visible = writer.size - len(chunk)
+                    fill._notify()
+            info = await writer.commit(source.expected)
+            await self._index.put(
+                source.key, {"sha256": info.sha256, "size": info.size, "digests": info.digests,
+                             "url": source.url, "upstream": source.upstream.name},
+            )
+            self._metrics.storage_bytes.set(self._store.total_bytes)
+            fill.info = info
+            fill.visible = info.size
+            fill.finished.set()
+            fill._notify()
+        except DigestMismatchError as exc:
+            self._metrics.integrity_failures.labels(
+                source.ecosystem, source.upstream.name
+            ).inc()
+            logger.warning(
+                "integrity failure for %s from upstream %s: %s",
+                source.url, source.upstream.name, exc,
+            )
+            fill.fail(IntegrityError(
+                f"{source.filename} from upstream {source.upstream.name} does not match "
+                f"its published digest; it was not stored"
+            ))
+        except (ProxyError, StorageError) as exc:
+            logger.info("fetch of %s failed: %s", source.url, exc)
+            fill.fail(exc)
+        except asyncio.CancelledError:
+            fill.fail(ProxyError("stockade is shutting down"))
+            raise
+        except Exception as exc:  # noqa: BLE001 -- a task's top: log, fail the waiters
+            logger.exception("unexpected error fetching %s", source.url)
+            fill.fail(ProxyError(f"internal error fetching {source.filename}: {exc}"))
+        finally:
+            if writer is not None and fill.info is None:
+                await writer.abort()
+            elif writer is not None:
+                await writer.close()  # type: ignore[attr-defined]
+            self._fills.pop(source.key, None)
+
+    async def _tail(self, request: web.Request, fill: Fill) -> web.StreamResponse:
+        await fill.started.wait()
+        if fill.error is not None:
+            raise fill.error
+        source = fill.source
+        response = web.StreamResponse(
+            headers={"Content-Type": source.content_type, "X-Stockade-Cache": "miss",
+                     **source.headers}
+        )
+        if fill.content_length is not None:
+            response.content_length = fill.content_length
+        await response.prepare(request)
+        assert fill.spool_path is not None
+        sent = 0
+        async with aiofiles.open(fill.spool_path, "rb") as spool:
+            while True:
+                while sent < fill.visible:
+                    chunk = await spool.read(min(CHUNK, fill.visible - sent))
+                    if not chunk:
+                        break
+                    await response.write(chunk)
+                    sent += len(chunk)
+                if fill.error is not None:
+                    self._abort(request)
+                    raise fill.error
+                if fill.finished.is_set() and sent >= fill.visible:
+                    break
+                await fill.changed()
+        self._metrics.bytes_served.labels(source.ecosystem, "upstream").inc(sent)
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    def _abort(request: web.Request) -> None:
+        """Cut the connection so the client sees a broken body, never a whole one."""
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+
+    async def close(self) -> None:
+        """Cancel fills still running (at shutdown); their spool files are dropped."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

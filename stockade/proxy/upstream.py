@@ -1,0 +1,280 @@
+"""The upstream client: one pooled session per configured upstream.
+
+Owns talking to upstreams: timeouts, bounded retries with backoff for
+idempotent requests, redirects checked against the upstream's allowed hosts,
+credentials sent to the upstream's own host only, and translating aiohttp's
+exceptions into ``UpstreamError`` types. It is the only module that catches
+aiohttp client exceptions. Nothing from the client's request is forwarded:
+callers pass the few headers the protocol needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+from stockade import __version__
+from stockade.config.model import UpstreamSettings
+from stockade.proxy.errors import (
+    HostNotAllowedError,
+    UpstreamBodyError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from stockade.proxy.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = f"stockade/{__version__}"
+CHUNK = 64 * 1024  # bytes
+_RETRY_STATUSES = frozenset({500, 502, 503, 504})
+_MAX_REDIRECTS = 5
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    """An open upstream response whose body is read by streaming."""
+
+    upstream: str
+    url: str
+    status: int
+    headers: CIMultiDictProxy[str]
+    _raw: aiohttp.ClientResponse
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.headers.get("Content-Length")
+        return int(value) if value and value.isdigit() else None
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        """Stream the body, raising ``UpstreamBodyError`` if it ends early."""
+        received = 0
+        try:
+            async for chunk in self._raw.content.iter_chunked(CHUNK):
+                received += len(chunk)
+                yield chunk
+        except asyncio.TimeoutError as exc:
+            raise UpstreamTimeoutError(
+                f"upstream {self.upstream} stopped sending {self.url}", upstream=self.upstream
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamBodyError(
+                f"upstream {self.upstream} broke off the body of {self.url}: {exc}",
+                upstream=self.upstream,
+            ) from exc
+        expected = self.content_length
+        if expected is not None and received != expected and not self.headers.get(
+            "Content-Encoding"
+        ):
+            raise UpstreamBodyError(
+                f"upstream {self.upstream} sent {received} of {expected} bytes of {self.url}",
+                upstream=self.upstream,
+            )
+
+    async def read(self, max_bytes: int) -> bytes:
+        """The whole body, for metadata documents, refusing more than ``max_bytes``."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.iter_chunks():
+            size += len(chunk)
+            if size > max_bytes:
+                raise UpstreamBodyError(
+                    f"upstream {self.upstream} document {self.url} exceeds {max_bytes} bytes",
+                    upstream=self.upstream,
+                )
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+class Upstream:
+    """One configured upstream registry and its connection pool."""
+
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        *,
+        metrics: Metrics,
+        environ: Mapping[str, str],
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.url = settings.url
+        self.internal = settings.internal
+        self._metrics = metrics
+        self._host = (urlsplit(settings.url).hostname or "").lower()
+        self._port = urlsplit(settings.url).port
+        self._hosts = {self._host, *(h.lower() for h in settings.file_hosts)}
+        self._auth = _auth_header(settings, environ)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the pooled session."""
+        ssl_ctx: ssl.SSLContext | bool = ssl.create_default_context()
+        if not self.settings.verify_tls:
+            ssl_ctx = False  # explicit operator choice, logged at start
+            logger.warning("TLS verification is off for upstream %s", self.name)
+        connector = aiohttp.TCPConnector(
+            limit=self.settings.max_connections, ssl=ssl_ctx, enable_cleanup_closed=True
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=self.settings.connect_timeout_s,
+            sock_read=self.settings.read_timeout_s,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            headers={"User-Agent": USER_AGENT},
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=True,
+            trust_env=False,
+        )
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def allows(self, url: str) -> bool:
+        """True when ``url`` is http(s) on this upstream's own or file hosts."""
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and (parts.hostname or "").lower() in self._hosts
+
+    def resolve(self, link: str, base: str) -> str | None:
+        """Resolve a link from upstream metadata; None when its host is not allowed."""
+        url = urljoin(base, link)
+        url = url.split("#", 1)[0]
+        return url if self.allows(url) else None
+
+    def _headers_for(self, url: str, headers: Mapping[str, str] | None) -> dict[str, str]:
+        out = dict(headers or {})
+        parts = urlsplit(url)
+        if self._auth and (parts.hostname or "").lower() == self._host and parts.port == self._port:
+            out["Authorization"] = self._auth
+        return out
+
+    @asynccontextmanager
+    async def get(
+        self, url: str, *, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[UpstreamResponse]:
+        """GET ``url`` with retries, yielding the open response.
+
+        Statuses other than 2xx and 304 raise ``UpstreamStatusError``.
+
+        Raises:
+            HostNotAllowedError: the URL (or a redirect) leaves the allowed hosts.
+            UpstreamError: connect failures, timeouts, bad statuses.
+        """
+        response = await self._open_with_retries(url, headers)
+        try:
+            yield response
+        finally:
+            response._raw.release()
+
+    async def _open_with_retries(
+        self, url: str, headers: Mapping[str, str] | None
+    ) -> UpstreamResponse:
+        attempt = 0
+        while True:
+            try:
+                return await self._open(url, headers)
+            except (UpstreamUnavailableError, UpstreamTimeoutError, UpstreamStatusError) as exc:
+                retriable = not isinstance(exc, UpstreamStatusError) or (
+                    exc.upstream_status in _RETRY_STATUSES
+                )
+                if not retriable or attempt >= self.settings.retries:
+                    raise
+                attempt += 1
+                delay = min(2.0, 0.1 * 2**attempt) * (0.5 + random.random())  # noqa: S311
+                logger.info(
+                    "retrying %s on upstream %s in %.2fs: %s", url, self.name, delay, exc
+                )
+                await asyncio.sleep(delay)
+
+    async def _open(self, url: str, headers: Mapping[str, str] | None) -> UpstreamResponse:
+        if self._session is None:
+            raise UpstreamUnavailableError(f"upstream {self.name} is not started")
+        started = time.perf_counter()
+        for _ in range(_MAX_REDIRECTS + 1):
+            if not self.allows(url):
+                raise HostNotAllowedError(
+                    f"refusing to fetch {url}: host is not part of upstream {self.name}",
+                    upstream=self.name,
+                )
+            raw = await self._request(url, headers)
+            if raw.status in (301, 302, 303, 307, 308) and "Location" in raw.headers:
+                url = urljoin(url, raw.headers["Location"])
+                raw.release()
+                continue
+            break
+        else:
+            raise UpstreamStatusError(
+                f"upstream {self.name} redirected too often", upstream=self.name,
+                upstream_status=310,
+            )
+        elapsed = time.perf_counter() - started
+        self._metrics.upstream_requests.labels(self.name, str(raw.status)).inc()
+        self._metrics.upstream_duration.labels(self.name).observe(elapsed)
+        if raw.status >= 400 or raw.status < 200 or 300 <= raw.status < 400 and raw.status != 304:
+            raw.release()
+            raise UpstreamStatusError(
+                f"upstream {self.name} answered {raw.status} for {url}",
+                upstream=self.name, upstream_status=raw.status,
+            )
+        return UpstreamResponse(self.name, url, raw.status, raw.headers, raw)
+
+    async def _request(
+        self, url: str, headers: Mapping[str, str] | None
+    ) -> aiohttp.ClientResponse:
+        assert self._session is not None
+        try:
+            return await self._session.get(
+                url, headers=self._headers_for(url, headers), allow_redirects=False
+            )
+        except asyncio.TimeoutError as exc:
+            self._metrics.upstream_requests.labels(self.name, "timeout").inc()
+            raise UpstreamTimeoutError(
+                f"upstream {self.name} did not answer in time for {url}", upstream=self.name
+            ) from exc
+        except aiohttp.ClientSSLError as exc:
+            self._metrics.upstream_requests.labels(self.name, "tls_error").inc()
+            raise UpstreamUnavailableError(
+                f"TLS verification failed for upstream {self.name}: {exc}", upstream=self.name
+            ) from exc
+        except aiohttp.ClientError as exc:
+            self._metrics.upstream_requests.labels(self.name, "error").inc()
+            raise UpstreamUnavailableError(
+                f"cannot reach upstream {self.name} for {url}: {exc}", upstream=self.name
+            ) from exc
+
+
+def _auth_header(settings: UpstreamSettings, environ: Mapping[str, str]) -> str | None:
+    auth = settings.auth
+    if auth is None:
+        return None
+    if auth.token_env:
+        token = environ.get(auth.token_env)
+        return f"Bearer {token}" if token else None
+    if auth.username_env and auth.password_env:
+        user = environ.get(auth.username_env, "")
+        password = environ.get(auth.password_env, "")
+        if not user:
+            return None
+        raw = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return f"Basic {raw}"
+    return None
+
