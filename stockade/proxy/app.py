@@ -1,0 +1,112 @@
+"""Building the aiohttp application from settings.
+
+Owns the application's life: the services are opened in one cleanup context
+(storage, caches, upstream sessions, the policy gate) and closed in reverse.
+Nothing is module-global: two apps in one process share no state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+
+from aiohttp import web
+
+from stockade.config.model import Settings
+from stockade.policy.model import Ecosystem
+from stockade.proxy import routes
+from stockade.proxy.gate import Gate, PolicyEngine
+from stockade.proxy.metacache import MetadataCache
+from stockade.proxy.metrics import Metrics
+from stockade.proxy.pipeline import ArtifactPipeline
+from stockade.proxy.responses import make_middleware
+from stockade.proxy.state import SERVICES, Services
+from stockade.proxy.upstream import Upstream
+from stockade.storage.filesystem import FilesystemBlobStore
+from stockade.storage.refs import RefStore
+
+logger = logging.getLogger(__name__)
+
+EngineFactory = Callable[[Settings], PolicyEngine]
+
+
+def internal_namespaces(settings: Settings) -> dict[Ecosystem, tuple[str, ...]]:
+    """Every internal namespace pattern, per ecosystem, from the upstreams."""
+    return {
+        eco: tuple(ns for u in getattr(settings, eco.value).upstreams for ns in u.namespaces)
+        for eco in Ecosystem
+    }
+
+
+def load_engine(settings: Settings) -> PolicyEngine:
+    """The policy engine for the configured policy file (or the default policy).
+
+    Raises:
+        stockade.policy errors: the policy file is invalid.
+    """
+    from stockade.policy.engine import build_engine, load_policy  # noqa: PLC0415
+
+    policy = load_policy(settings.policy.file) if settings.policy.file else None
+    return build_engine(policy, internal=internal_namespaces(settings))
+
+
+def make_app(
+    settings: Settings,
+    *,
+    environ: Mapping[str, str] | None = None,
+    engine_factory: EngineFactory = load_engine,
+) -> web.Application:
+    """The stockade application for ``settings``."""
+    metrics = Metrics()
+    app = web.Application(
+        client_max_size=settings.server.client_max_size_bytes,
+        middlewares=[make_middleware(metrics)],
+    )
+    env = dict(os.environ if environ is None else environ)
+    app.cleanup_ctx.append(_services(settings, metrics, env, engine_factory))
+    routes.setup(app)
+    return app
+
+
+def _services(
+    settings: Settings, metrics: Metrics, environ: Mapping[str, str],
+    engine_factory: EngineFactory,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        root = settings.storage.path
+        store = FilesystemBlobStore(root, max_bytes=settings.storage.max_bytes)
+        await store.open()
+        metacache = MetadataCache(
+            RefStore(root, "metadata"), metrics, max_doc_bytes=settings.storage.max_metadata_bytes
+        )
+        pipeline = ArtifactPipeline(
+            store, RefStore(root, "artifacts"), metrics,
+            max_artifact_bytes=settings.storage.max_artifact_bytes,
+        )
+        upstreams = {
+            eco: tuple(
+                Upstream(u, metrics=metrics, environ=environ)
+                for u in getattr(settings, eco.value).upstreams
+            )
+            for eco in Ecosystem
+        }
+        for group in upstreams.values():
+            for upstream in group:
+                await upstream.start()
+        gate = Gate(engine_factory(settings), metrics)
+        app[SERVICES] = Services(
+            settings=settings, metrics=metrics, store=store, metacache=metacache,
+            pipeline=pipeline, upstreams=upstreams, gate=gate,
+        )
+        metrics.storage_bytes.set(store.total_bytes)
+        try:
+            yield
+        finally:
+            await pipeline.close()
+            await metacache.close()
+            for group in upstreams.values():
+                for upstream in group:
+                    await upstream.close()
+
+    return context

@@ -1,0 +1,114 @@
+"""The proxy's side of policy: asking the engine, counting, recording, reloading.
+
+Owns the running engine (swapped atomically on reload, kept when a new policy
+file is invalid), the ``stockade_policy_decisions_total`` counter and the
+decision log. Deciding itself is ``stockade.policy``'s job and does no I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from stockade.policy.model import Decision, Facts, PackageRef, Verdict
+from stockade.proxy.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+
+class PolicyEngine(Protocol):
+    """What the proxy needs from ``stockade.policy.engine.Engine``."""
+
+    @property
+    def revision(self) -> str: ...
+
+    def decide(self, ref: PackageRef, facts: Facts) -> Verdict: ...
+
+    def explain(self, ref: PackageRef, facts: Facts) -> list[Verdict]: ...
+
+    def filter_versions(
+        self, name: PackageRef, versions: Mapping[str, Facts]
+    ) -> dict[str, Verdict]: ...
+
+
+class DecisionSink(Protocol):
+    """Where refusals and audit hits are recorded (the decision log)."""
+
+    async def record(self, verdict: Verdict, ref: PackageRef, *, client: str,
+                     request_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VersionFilter:
+    """The outcome of deciding every version of a package."""
+
+    verdicts: dict[str, Verdict]
+    hidden: frozenset[str]
+    refused: frozenset[str]
+
+    def header(self) -> str | None:
+        """``X-Stockade-Filtered`` value: how many versions were hidden, by which rules."""
+        if not self.hidden:
+            return None
+        rules = sorted({self.verdicts[v].rule for v in self.hidden})
+        return f"{len(self.hidden)} versions hidden by rules: {', '.join(rules)}"
+
+
+class Gate:
+    """The current engine plus the bookkeeping around each decision."""
+
+    def __init__(
+        self, engine: PolicyEngine, metrics: Metrics, sink: DecisionSink | None = None
+    ) -> None:
+        self._engine = engine
+        self._metrics = metrics
+        self._sink = sink
+
+    @property
+    def engine(self) -> PolicyEngine:
+        return self._engine
+
+    @property
+    def revision(self) -> str:
+        return self._engine.revision
+
+    def swap(self, engine: PolicyEngine) -> None:
+        """Put a new engine in force (after it was built without error)."""
+        logger.info("policy revision %s in force (was %s)", engine.revision,
+                    self._engine.revision)
+        self._engine = engine
+
+    async def decide(
+        self, ref: PackageRef, facts: Facts, *, client: str = "", request_id: str = ""
+    ) -> Verdict:
+        """Decide one name or version, counting and recording what refuses."""
+        verdict = self._engine.decide(ref, facts)
+        await self._account(verdict, ref, client=client, request_id=request_id)
+        return verdict
+
+    async def _account(self, verdict: Verdict, ref: PackageRef, *, client: str,
+                       request_id: str) -> None:
+        self._metrics.policy_decisions.labels(
+            ref.ecosystem, verdict.rule, verdict.decision
+        ).inc()
+        if verdict.decision is Decision.ALLOW:
+            return
+        logger.info("policy %s %s %s: %s", verdict.decision, ref.ecosystem,
+                    ref.display(), verdict.reason)
+        if self._sink is not None:
+            await self._sink.record(verdict, ref, client=client, request_id=request_id)
+
+    def filter_versions(self, name: PackageRef, versions: Mapping[str, Facts]) -> VersionFilter:
+        """Decide every version; refused ones are hidden unless none would be left.
+
+        Where every version is refused, none is hidden: Python clients only print
+        the reason of a refused download, so the files stay listed and their
+        download is refused with the reason.
+        """
+        verdicts = self._engine.filter_versions(name, versions)
+        refused = frozenset(v for v, verdict in verdicts.items() if verdict.blocks)
+        kept = set(versions) - refused
+        hidden = refused if kept else frozenset()
+        return VersionFilter(verdicts, hidden, refused)

@@ -1,0 +1,127 @@
+"""Turning verdicts and errors into HTTP answers, in one place.
+
+Owns the refusal format of the contract (403, reason phrase starting with
+``Blocked by stockade:``, npm's JSON ``error`` field, a plain-text body for the
+others), the error middleware, request ids, per-route metrics and the JSON
+access log. Handlers raise or return verdicts; only this module writes errors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from stockade.policy.model import Verdict
+from stockade.proxy.errors import ProxyError
+from stockade.proxy.metrics import Metrics
+from stockade.storage.errors import BlobNotFoundError, StorageError, StorageFullError
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("stockade.access")
+
+REQUEST_ID = web.RequestKey("request_id", str)
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def reason_phrase(text: str) -> str:
+    """A single-line ASCII reason phrase (the status line cannot carry more)."""
+    flat = " ".join(text.split())
+    return flat.encode("ascii", "backslashreplace").decode("ascii")[:400]
+
+
+def route_labels(request: web.Request) -> tuple[str, str]:
+    """(ecosystem, kind) from the route name ``ecosystem:kind``."""
+    route = request.match_info.route
+    name = route.name if route is not None and route.name else "other:other"
+    eco, _, kind = name.partition(":")
+    return eco, kind or "other"
+
+
+def _body(request: web.Request, status: int, sentence: str) -> web.Response:
+    eco, _ = route_labels(request)
+    if eco == "npm" or eco == "admin":
+        body = json.dumps({"error": sentence}) + "\n"
+        ctype = "application/json"
+    else:
+        body, ctype = sentence + "\n", "text/plain"
+    return web.Response(
+        status=status, reason=reason_phrase(sentence), text=body, content_type=ctype,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def refusal(request: web.Request, verdict: Verdict) -> web.Response:
+    """The contract's 403 for a verdict that blocks."""
+    response = _body(request, 403, verdict.refusal_phrase())
+    response.headers["X-Stockade-Rule"] = reason_phrase(verdict.rule)
+    return response
+
+
+def error_response(request: web.Request, status: int, sentence: str) -> web.Response:
+    """An error answer in the form the route's clients read."""
+    return _body(request, status, sentence)
+
+
+def make_middleware(metrics: Metrics) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Request id, error rendering and request metrics for every route."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        incoming = request.headers.get("X-Request-Id", "")
+        request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        request[REQUEST_ID] = request_id
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            eco, kind = route_labels(request)
+            metrics.requests.labels(eco, kind, str(exc.status)).inc()
+            exc.headers["X-Request-Id"] = request_id
+            raise
+        except ProxyError as exc:
+            response = error_response(request, exc.status, exc.diagnostics())
+        except StorageFullError as exc:
+            response = error_response(request, 507, exc.diagnostics())
+        except BlobNotFoundError as exc:
+            response = error_response(request, 404, exc.diagnostics())
+        except StorageError as exc:
+            logger.error("storage failure on %s: %s", request.path, exc)
+            response = error_response(request, 500, exc.diagnostics())
+        eco, kind = route_labels(request)
+        metrics.requests.labels(eco, kind, str(response.status)).inc()
+        metrics.request_duration.labels(eco, kind).observe(time.perf_counter() - started)
+        if not response.prepared:
+            response.headers["X-Request-Id"] = request_id
+        return response
+
+    return middleware
+
+
+class JsonAccessLogger(AbstractAccessLogger):
+    """One JSON object per request on the ``stockade.access`` logger."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        record = {
+            "request_id": request.get(REQUEST_ID, ""),
+            "remote": request.remote,
+            "method": request.method,
+            "path": request.path_qs,
+            "status": response.status,
+            "bytes": response.body_length,
+            "duration_s": round(time, 6),
+            "user_agent": request.headers.get("User-Agent", ""),
+            "cache": response.headers.get("X-Stockade-Cache", ""),
+        }
+        self.logger.info(json.dumps(record))
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)

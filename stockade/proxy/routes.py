@@ -1,0 +1,14 @@
+"""The URL table: which module answers which path. Nothing else."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from stockade.proxy import health
+from stockade.proxy.ecosystems import pypi
+
+
+def setup(app: web.Application) -> None:
+    """Register every route of stockade on ``app``."""
+    health.setup(app)
+    pypi.setup(app)

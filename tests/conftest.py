@@ -1,0 +1,61 @@
+"""Shared fixtures: fake upstreams on 127.0.0.1 and a proxy app in front of them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from stockade.config.load import load_settings
+from stockade.config.model import Settings
+from stockade.proxy.app import make_app
+from tests.fakes.policy import FakeEngine
+from tests.fakes.pypi_upstream import FakePyPI
+
+
+@pytest.fixture
+async def fake_pypi() -> AsyncIterator[FakePyPI]:
+    index = FakePyPI()
+    await index.start()
+    yield index
+    await index.stop()
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+def settings_for(tmp_path: Path, pypi_upstreams: list[dict[str, Any]], **extra: Any) -> Settings:
+    """Settings with storage under ``tmp_path`` and the given PyPI upstreams."""
+    overrides: dict[str, Any] = {
+        "storage": {"path": str(tmp_path / "data")},
+        "pypi": {"upstreams": pypi_upstreams,
+                 "cache": {"metadata_ttl_s": 300}},
+        "npm": {"upstreams": []},
+        "maven": {"upstreams": []},
+        **extra,
+    }
+    return load_settings(None, environ={}, overrides=overrides)
+
+
+ProxyFactory = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+def make_proxy(
+    aiohttp_client: Any, tmp_path: Path, engine: FakeEngine
+) -> ProxyFactory:
+    async def factory(settings: Settings | None = None, *, upstream: FakePyPI | None = None,
+                      **extra: Any) -> TestClient:
+        if settings is None:
+            assert upstream is not None
+            settings = settings_for(tmp_path, [{"name": "pypi", "url": upstream.url}], **extra)
+        app = make_app(settings, environ={}, engine_factory=lambda _s: engine)
+        client: TestClient = await aiohttp_client(app)
+        return client
+
+    return factory
