@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import aiofiles
 from aiohttp import web
 
 from stockade.policy.model import Ecosystem
@@ -27,7 +27,7 @@ from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest
 from stockade.storage.errors import DigestMismatchError, StorageError
 from stockade.storage.filesystem import FilesystemBlobStore
-from stockade.storage.protocol import BlobInfo
+from stockade.storage.protocol import BlobInfo, BlobWriter
 from stockade.storage.refs import RefStore
 
 logger = logging.getLogger(__name__)
@@ -172,63 +172,85 @@ class ArtifactPipeline:
 
     async def _run(self, fill: Fill) -> None:
         source = fill.source
-        algorithms = {d.algorithm for d in source.expected} | set(source.algorithms)
-        writer = None
+        writer: BlobWriter | None = None
         try:
             writer = await self._store.open_writer(
-                algorithms=sorted(algorithms), max_bytes=self._max_bytes
+                algorithms=sorted({d.algorithm for d in source.expected} | set(source.algorithms)),
+                max_bytes=self._max_bytes,
             )
-            fill.spool_path = str(writer.spool_path)
-            async with source.upstream.get(source.url) as resp:
-                fill.content_length = resp.content_length
-                fill.started.set()
-                async for chunk in resp.iter_chunks():
-                    await writer.write(chunk)
-                    # Hold the newest chunk back until the digest is checked.
-                    fill.visible = writer.size - len(chunk)
-                    fill._notify()
-            info = await writer.commit(source.expected)
-            await self._index.put(
-                source.key, {"sha256": info.sha256, "size": info.size, "digests": info.digests,
-                             "url": source.url, "upstream": source.upstream.name},
-            )
-            self._metrics.storage_bytes.set(self._store.total_bytes)
-            fill.info = info
-            fill.visible = info.size
-            fill.finished.set()
-            fill._notify()
+            await self._fetch_into(fill, writer)
+        except asyncio.CancelledError:
+            await self._fail(fill, writer, ProxyError("stockade is shutting down"))
+            raise
         except DigestMismatchError as exc:
-            self._metrics.integrity_failures.labels(
-                source.ecosystem, source.upstream.name
-            ).inc()
-            logger.warning(
-                "integrity failure for %s from upstream %s: %s",
-                source.url, source.upstream.name, exc,
-            )
-            fill.fail(IntegrityError(
+            self._metrics.integrity_failures.labels(source.ecosystem, source.upstream.name).inc()
+            logger.warning("integrity failure for %s from upstream %s: %s",
+                           source.url, source.upstream.name, exc)
+            await self._fail(fill, writer, IntegrityError(
                 f"{source.filename} from upstream {source.upstream.name} does not match "
                 f"its published digest; it was not stored"
             ))
         except (ProxyError, StorageError) as exc:
             logger.info("fetch of %s failed: %s", source.url, exc)
-            fill.fail(exc)
-        except asyncio.CancelledError:
-            fill.fail(ProxyError("stockade is shutting down"))
-            raise
+            await self._fail(fill, writer, exc)
         except Exception as exc:  # noqa: BLE001 -- a task's top: log, fail the waiters
             logger.exception("unexpected error fetching %s", source.url)
-            fill.fail(ProxyError(f"internal error fetching {source.filename}: {exc}"))
+            await self._fail(fill, writer, ProxyError(f"internal error fetching {source.filename}"))
         finally:
-            if writer is not None and fill.info is None:
-                await writer.abort()
-            elif writer is not None:
-                await writer.close()  # type: ignore[attr-defined]
             self._fills.pop(source.key, None)
+
+    async def _fetch_into(self, fill: Fill, writer: BlobWriter) -> None:
+        source = fill.source
+        fill.spool_path = str(writer.spool_path)
+        async with source.upstream.get(source.url) as resp:
+            fill.content_length = resp.content_length
+            fill.started.set()
+            async for chunk in resp.iter_chunks():
+                await writer.write(chunk)
+                # Hold the newest chunk back until the digest is checked.
+                fill.visible = writer.size - len(chunk)
+                fill._notify()
+        info = await writer.commit(source.expected)
+        await writer.close()
+        await self._index.put(
+            source.key, {"sha256": info.sha256, "size": info.size, "digests": info.digests,
+                         "url": source.url, "upstream": source.upstream.name},
+        )
+        self._metrics.storage_bytes.set(self._store.total_bytes)
+        fill.info = info
+        fill.visible = info.size
+        fill.finished.set()
+        fill._notify()
+
+    @staticmethod
+    async def _fail(fill: Fill, writer: BlobWriter | None, exc: BaseException) -> None:
+        # Drop the spool before waking the waiters, so none sees a partial file.
+        if writer is not None:
+            await writer.abort()
+        fill.fail(exc)
 
     async def _tail(self, request: web.Request, fill: Fill) -> web.StreamResponse:
         await fill.started.wait()
         if fill.error is not None:
             raise fill.error
+        assert fill.spool_path is not None
+        try:
+            # A local open is one quick syscall; doing it on the loop means a
+            # cancelled request can never leak a descriptor opened in a thread.
+            fd = os.open(fill.spool_path, os.O_RDONLY)
+        except FileNotFoundError:
+            # The fill finished (and moved the spool into storage) meanwhile.
+            await fill.finished.wait()
+            if fill.error is not None:
+                raise fill.error from None
+            assert fill.info is not None
+            return self._from_store(request, fill.source, fill.info, "upstream")
+        try:
+            return await self._stream(request, fill, fd)
+        finally:
+            os.close(fd)
+
+    async def _stream(self, request: web.Request, fill: Fill, fd: int) -> web.StreamResponse:
         source = fill.source
         response = web.StreamResponse(
             headers={"Content-Type": source.content_type, "X-Stockade-Cache": "miss",
@@ -237,22 +259,20 @@ class ArtifactPipeline:
         if fill.content_length is not None:
             response.content_length = fill.content_length
         await response.prepare(request)
-        assert fill.spool_path is not None
         sent = 0
-        async with aiofiles.open(fill.spool_path, "rb") as spool:
-            while True:
-                while sent < fill.visible:
-                    chunk = await spool.read(min(CHUNK, fill.visible - sent))
-                    if not chunk:
-                        break
-                    await response.write(chunk)
-                    sent += len(chunk)
-                if fill.error is not None:
-                    self._abort(request)
-                    raise fill.error
-                if fill.finished.is_set() and sent >= fill.visible:
+        while True:
+            while sent < fill.visible:
+                chunk = await asyncio.to_thread(os.pread, fd, min(CHUNK, fill.visible - sent), sent)
+                if not chunk:
                     break
-                await fill.changed()
+                await response.write(chunk)
+                sent += len(chunk)
+            if fill.error is not None:
+                self._abort(request)
+                raise fill.error
+            if fill.finished.is_set() and sent >= fill.visible:
+                break
+            await fill.changed()
         self._metrics.bytes_served.labels(source.ecosystem, "upstream").inc(sent)
         await response.write_eof()
         return response

@@ -53,6 +53,9 @@ class BlobWriter(Protocol):
     async def abort(self) -> None:
         """Drop everything written; safe to call more than once."""
 
+    async def close(self) -> None:
+        """Release the file handle after a commit."""
+
 
 class BlobStore(Protocol):
     """Content-addressed storage of artifact bytes."""

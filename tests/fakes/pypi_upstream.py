@@ -51,6 +51,7 @@ class FakePyPI:
 
     projects: dict[str, list[Dist]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    headers_seen: list[dict[str, str]] = field(default_factory=list)
     # filename -> "truncate" | "reset" | "corrupt" | "500" | "slow" | "hang"
     faults: dict[str, str] = field(default_factory=dict)
     page_faults: dict[str, str] = field(default_factory=dict)
@@ -104,6 +105,7 @@ class FakePyPI:
     @web.middleware
     async def _record(self, request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:  # type: ignore[name-defined]
         self.requests.append((request.method, request.path))
+        self.headers_seen.append(dict(request.headers))
         return await handler(request)
 
     async def _index(self, request: web.Request) -> web.Response:
