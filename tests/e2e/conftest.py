@@ -1,0 +1,101 @@
+"""Running ``stockade serve`` as a real process for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stockade_command() -> list[str]:
+    """The installed console script, as a user would run it."""
+    script = Path(sys.executable).parent / "stockade"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("stockade")
+    if found is None:
+        pytest.skip("the stockade console script is not installed (pip install .)")
+    return [found]
+
+
+@dataclass
+class ProxyProcess:
+    """``stockade serve`` running with a config written by the test."""
+
+    workdir: Path
+    config: dict[str, Any]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "stockade.log"
+
+    def start(self) -> ProxyProcess:
+        cfg = {**self.config, "server": {"host": "127.0.0.1", "port": self.port}}
+        path = self.workdir / "stockade.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        log = self.log_path.open("ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKADE")}
+        self.proc = subprocess.Popen(  # noqa: S603
+            [*stockade_command(), "serve", "--config", str(path)],
+            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"stockade exited early:\n{self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as resp:  # noqa: S310
+                    if resp.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)
+        raise RuntimeError(f"stockade did not become ready:\n{self.log_path.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture
+def proxy_process(tmp_path: Path) -> Iterator[Any]:
+    started: list[ProxyProcess] = []
+
+    def start(config: dict[str, Any]) -> ProxyProcess:
+        proc = ProxyProcess(tmp_path, config).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
