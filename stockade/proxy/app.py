@@ -74,6 +74,8 @@ def _services(
     engine_factory: EngineFactory,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
+        # The policy first: if it cannot be loaded, nothing has been opened yet.
+        gate = Gate(engine_factory(settings), metrics)
         root = settings.storage.path
         store = FilesystemBlobStore(root, max_bytes=settings.storage.max_bytes)
         await store.open()
@@ -94,7 +96,6 @@ def _services(
         for group in upstreams.values():
             for upstream in group:
                 await upstream.start()
-        gate = Gate(engine_factory(settings), metrics)
         app[SERVICES] = Services(
             settings=settings, metrics=metrics, store=store, metacache=metacache,
             pipeline=pipeline, upstreams=upstreams, gate=gate,

@@ -58,12 +58,12 @@ class ProxyProcess:
         cfg = {**self.config, "server": {"host": "127.0.0.1", "port": self.port}}
         path = self.workdir / "stockade.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        log = self.log_path.open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKADE")}
-        self.proc = subprocess.Popen(  # noqa: S603
-            [*stockade_command(), "serve", "--config", str(path)],
-            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
-        )
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603
+                [*stockade_command(), "serve", "--config", str(path)],
+                cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

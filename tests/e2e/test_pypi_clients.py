@@ -161,6 +161,6 @@ def test_kill_during_fetch_leaves_no_partial_blob(
     del index.faults[big.filename]
     proxy = proxy_process(_config(tmp_path, server))
     assert list(spool.glob("*.part")) == []  # the restart dropped the partial spool
-    with urllib.request.urlopen(url) as resp:  # noqa: S310
+    with urllib.request.urlopen(f"{proxy.url}/pypi/files/e2e-big/{big.filename}") as resp:  # noqa: S310
         assert resp.read() == big.data
     assert len([p for p in blobs.rglob("*") if p.is_file()]) == 1

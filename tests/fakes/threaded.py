@@ -42,6 +42,8 @@ class ThreadedServer:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def stop(self) -> None:
+        if self._loop.is_closed():
+            return
         if self._runner is not None:
             self.call(self._runner.cleanup())
             self._runner = None

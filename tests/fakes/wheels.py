@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import random
 import tarfile
 import zipfile
 from collections.abc import Sequence
@@ -38,15 +39,14 @@ def build_wheel(name: str, version: str, requires: Sequence[str] = (),
                          b"Root-Is-Purelib: true\nTag: py3-none-any\n",
     }
     if payload_bytes:
-        files[f"{dist}/payload.bin"] = hashlib.sha256(name.encode()).digest() * (
-            payload_bytes // 32 + 1
-        )
+        # Incompressible, so the wheel really is that large.
+        files[f"{dist}/payload.bin"] = random.Random(name).randbytes(payload_bytes)  # noqa: S311
     record = "".join(f"{p},{_record_hash(d)},{len(d)}\n" for p, d in files.items())
     record += f"{info}/RECORD,,\n"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path, data in files.items():
-            zf.writestr(path, data)
+            zf.writestr(path, data, zipfile.ZIP_STORED if path.endswith(".bin") else None)
         zf.writestr(f"{info}/RECORD", record)
     return f"{dist}-{version}-py3-none-any.whl", buf.getvalue()
 

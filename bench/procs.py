@@ -1,0 +1,94 @@
+"""Starting the processes a benchmark measures: static upstreams and stockade itself."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    """A server process on 127.0.0.1."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait_ready(self, path: str, log: Path) -> Proc:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"process exited early; see {log}:\n{log.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url(path), timeout=2):  # noqa: S310
+                    return self
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)
+        raise RuntimeError(f"process did not become ready; see {log}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)  # noqa: S603
+
+
+def start_static(root: Path, log: Path) -> Proc:
+    """The static PEP 503 server over ``root``."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "bench.static_index", "--root", str(root), "--port", str(port)]
+    return Proc(_spawn(cmd, log), port).wait_ready("/_count", log)
+
+
+def start_proxy(upstream: str, storage: Path, log: Path) -> Proc:
+    """``stockade serve`` in front of ``upstream``, with access logs off."""
+    port = free_port()
+    config = {
+        "server": {"host": "127.0.0.1", "port": port, "access_log": False},
+        "storage": {"path": str(storage)},
+        "pypi": {"upstreams": [{"name": "local", "url": upstream}]},
+        "npm": {"upstreams": []},
+        "maven": {"upstreams": []},
+        "logging": {"level": "WARNING"},
+    }
+    storage.mkdir(parents=True, exist_ok=True)
+    path = storage.parent / f"{storage.name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    script = Path(sys.executable).parent / "stockade"
+    return Proc(_spawn([str(script), "serve", "--config", str(path)], log), port).wait_ready(
+        "/readyz", log
+    )
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of a process, in MiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
