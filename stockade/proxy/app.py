@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from aiohttp import web
 
 from stockade.config.model import Settings
+from stockade.policy.engine import build_engine
 from stockade.policy.model import Ecosystem
 from stockade.proxy import routes
 from stockade.proxy.gate import Gate, PolicyEngine
@@ -45,9 +46,11 @@ def load_engine(settings: Settings) -> PolicyEngine:
     Raises:
         stockade.policy errors: the policy file is invalid.
     """
-    from stockade.policy.engine import build_engine, load_policy  # noqa: PLC0415
+    policy = None
+    if settings.policy.file is not None:
+        from stockade.policy.file import load_policy  # noqa: PLC0415
 
-    policy = load_policy(settings.policy.file) if settings.policy.file else None
+        policy = load_policy(settings.policy.file)
     return build_engine(policy, internal=internal_namespaces(settings))
 
 
