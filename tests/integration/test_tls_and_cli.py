@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import ssl
@@ -68,7 +69,8 @@ async def test_cache_verify_command(tmp_path: Path, fake_pypi: FakePyPI,
         assert await resp.read() == dist.data
     blob = tmp_path / "data" / "blobs" / "sha256" / bad.sha256[:2] / bad.sha256
     blob.write_bytes(b"tampered")
-    code = main(["cache", "verify", "--storage", str(tmp_path / "data")])
+    # The command runs its own event loop, as it does from a shell.
+    code = await asyncio.to_thread(main, ["cache", "verify", "--storage", str(tmp_path / "data")])
     out = capsys.readouterr().out
     assert code == 1
     assert "checked 2 blobs, removed 1" in out
