@@ -30,7 +30,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.procs import Proc, free_port, rss_mib, start_proxy, start_static
+from bench.procs import Proc, rss_mib, start_proxy, start_static
 
 PROJECTS = [
     "requests", "flask", "click", "attrs", "packaging", "python-dateutil", "pyyaml",

@@ -48,7 +48,7 @@ def load_engine(settings: Settings) -> PolicyEngine:
     """
     policy = None
     if settings.policy.file is not None:
-        from stockade.policy.file import load_policy  # noqa: PLC0415
+        from stockade.policy.file import load_policy
 
         policy = load_policy(settings.policy.file)
     return build_engine(policy, internal=internal_namespaces(settings))

@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_policy_commands(sub: Any) -> None:
     try:
-        from stockade.proxy import policy_cli  # noqa: PLC0415
+        from stockade.proxy import policy_cli
     except ImportError:
         return
     policy_cli.add_subcommands(sub)

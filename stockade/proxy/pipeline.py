@@ -193,7 +193,8 @@ class ArtifactPipeline:
         except (ProxyError, StorageError) as exc:
             logger.info("fetch of %s failed: %s", source.url, exc)
             await self._fail(fill, writer, exc)
-        except Exception as exc:  # noqa: BLE001 -- a task's top: log, fail the waiters
+        except Exception:
+            # A task's top: log it, count nothing as stored, fail every waiter.
             logger.exception("unexpected error fetching %s", source.url)
             await self._fail(fill, writer, ProxyError(f"internal error fetching {source.filename}"))
         finally:

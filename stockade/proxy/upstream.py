@@ -29,7 +29,6 @@ from stockade.config.model import UpstreamSettings
 from stockade.proxy.errors import (
     HostNotAllowedError,
     UpstreamBodyError,
-    UpstreamError,
     UpstreamStatusError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
@@ -66,7 +65,7 @@ class UpstreamResponse:
             async for chunk in self._raw.content.iter_chunked(CHUNK):
                 received += len(chunk)
                 yield chunk
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeoutError(
                 f"upstream {self.upstream} stopped sending {self.url}", upstream=self.upstream
             ) from exc
@@ -229,7 +228,7 @@ class Upstream:
         elapsed = time.perf_counter() - started
         self._metrics.upstream_requests.labels(self.name, str(raw.status)).inc()
         self._metrics.upstream_duration.labels(self.name).observe(elapsed)
-        if raw.status >= 400 or raw.status < 200 or 300 <= raw.status < 400 and raw.status != 304:
+        if raw.status >= 400 or raw.status < 200 or (300 <= raw.status < 400 and raw.status != 304):
             raw.release()
             raise UpstreamStatusError(
                 f"upstream {self.name} answered {raw.status} for {url}",
@@ -245,7 +244,7 @@ class Upstream:
             return await self._session.get(
                 url, headers=self._headers_for(url, headers), allow_redirects=False
             )
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             self._metrics.upstream_requests.labels(self.name, "timeout").inc()
             raise UpstreamTimeoutError(
                 f"upstream {self.name} did not answer in time for {url}", upstream=self.name
