@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 from aiohttp import web
 
+from stockade.config.load import ConfigError
 from stockade.config.model import Settings
 from stockade.policy.engine import build_engine
 from stockade.policy.model import Ecosystem
@@ -48,8 +49,13 @@ def load_engine(settings: Settings) -> PolicyEngine:
     """
     policy = None
     if settings.policy.file is not None:
-        from stockade.policy.file import load_policy
-
+        try:
+            from stockade.policy.file import load_policy
+        except ImportError as exc:
+            raise ConfigError(
+                f"policy.file: this stockade cannot read policy files yet "
+                f"(got {str(settings.policy.file)!r})"
+            ) from exc
         policy = load_policy(settings.policy.file)
     return build_engine(policy, internal=internal_namespaces(settings))
 
