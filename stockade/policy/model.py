@@ -27,6 +27,13 @@ class Decision(enum.StrEnum):
     BLOCK = "block"
 
 
+class Mode(enum.StrEnum):
+    """How a rule (or the whole policy) acts on what it finds."""
+
+    ENFORCE = "enforce"  # refusals refuse
+    AUDIT = "audit"  # refusals are recorded and counted, the request goes through
+
+
 @dataclass(frozen=True, slots=True)
 class PackageRef:
     """A package, and optionally one version and one file of it.
