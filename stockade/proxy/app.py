@@ -22,6 +22,7 @@ from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.pipeline import ArtifactPipeline
+from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.responses import make_middleware
 from stockade.proxy.state import SERVICES, Services
 from stockade.proxy.upstream import Upstream
@@ -95,6 +96,8 @@ def _services(
             store, RefStore(root, "artifacts"), metrics,
             max_artifact_bytes=settings.storage.max_artifact_bytes,
         )
+        rendered = RenderedCache(root / "rendered")
+        await rendered.open()
         upstreams = {
             eco: tuple(
                 Upstream(u, metrics=metrics, environ=environ)
@@ -108,6 +111,7 @@ def _services(
         app[SERVICES] = Services(
             settings=settings, metrics=metrics, store=store, metacache=metacache,
             pipeline=pipeline, upstreams=upstreams, gate=gate,
+            rendered=rendered,
         )
         metrics.storage_bytes.set(store.total_bytes)
         try:

@@ -17,6 +17,7 @@ from stockade.proxy.gate import Gate
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.pipeline import ArtifactPipeline
+from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.upstream import Upstream
 from stockade.storage.filesystem import FilesystemBlobStore
 
@@ -32,6 +33,7 @@ class Services:
     pipeline: ArtifactPipeline
     upstreams: Mapping[Ecosystem, tuple[Upstream, ...]]
     gate: Gate
+    rendered: RenderedCache
 
     def ecosystem(self, eco: Ecosystem) -> EcosystemSettings:
         """The settings of one ecosystem."""

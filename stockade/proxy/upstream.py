@@ -184,6 +184,48 @@ class Upstream:
         finally:
             response._raw.release()
 
+    async def post(
+        self, url: str, body: bytes, *, content_type: str, max_bytes: int
+    ) -> tuple[int, str, bytes]:
+        """POST ``body`` to ``url`` once (no redirects, no retries); (status, type, body).
+
+        Used for the few read-only queries a registry takes as POST (npm's audit
+        endpoints). Statuses are returned, not raised.
+
+        Raises:
+            HostNotAllowedError: the URL is not on this upstream.
+            UpstreamError: connect failures, timeouts, a body over ``max_bytes``.
+        """
+        if self._session is None:
+            raise UpstreamUnavailableError(f"upstream {self.name} is not started")
+        if not self.allows(url):
+            raise HostNotAllowedError(
+                f"refusing to send to {url}: host is not part of upstream {self.name}",
+                upstream=self.name,
+            )
+        headers = self._headers_for(url, {"Content-Type": content_type, "Accept": "*/*"})
+        started = time.perf_counter()
+        try:
+            async with self._session.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as raw:
+                self._metrics.upstream_requests.labels(self.name, str(raw.status)).inc()
+                response = UpstreamResponse(self.name, url, raw.status, raw.headers, raw)
+                data = await response.read(max_bytes)
+                return raw.status, raw.headers.get("Content-Type", ""), data
+        except TimeoutError as exc:
+            raise UpstreamTimeoutError(
+                f"upstream {self.name} did not answer in time for {url}", upstream=self.name
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailableError(
+                f"cannot reach upstream {self.name} for {url}: {exc}", upstream=self.name
+            ) from exc
+        finally:
+            self._metrics.upstream_duration.labels(self.name).observe(
+                time.perf_counter() - started
+            )
+
     async def _open_with_retries(
         self, url: str, headers: Mapping[str, str] | None
     ) -> UpstreamResponse:

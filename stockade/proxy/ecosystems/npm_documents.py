@@ -1,0 +1,260 @@
+"""npm packuments: names, the per-version facts, and the documents stockade serves.
+
+Owns reading an upstream's full packument (the only form stockade fetches: it
+carries the ``time`` map the cooldown rule and ``npm audit signatures`` need)
+and writing the two forms clients ask for: the full document and the
+abbreviated ("corgi") one, with refused versions removed, ``dist-tags``
+repointed at allowed versions and ``dist.tarball`` / ``dist.attestations.url``
+rewritten to absolute proxy URLs. ``integrity``, ``shasum`` and ``signatures``
+are never touched: the registry's signature covers ``name@version:integrity``.
+Pure functions on bytes and dicts; the handlers in ``npm.py`` do the I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from stockade.policy.model import Facts
+
+FULL = "application/json"
+CORGI = "application/vnd.npm.install-v1+json"
+
+_NAME = re.compile(r"^(?:@[a-z0-9~][a-z0-9._~-]*/)?[A-Za-z0-9~][A-Za-z0-9._~-]*$")
+_VERSION = re.compile(r"^[0-9A-Za-z.+_-]{1,256}$")
+_INSTALL_SCRIPTS = ("preinstall", "install", "postinstall")
+# Per-version keys of the abbreviated document (npm registry-api docs, checked
+# against real captures).
+_CORGI_KEYS = (
+    "name", "version", "dependencies", "optionalDependencies", "devDependencies",
+    "peerDependencies", "peerDependenciesMeta", "bundleDependencies", "bin", "directories",
+    "engines", "os", "cpu", "deprecated", "funding", "_hasShrinkwrap", "hasInstallScript",
+    "acceptDependencies", "libc", "dist",
+)
+
+
+class PackumentError(ValueError):
+    """The upstream document is not a packument stockade can read."""
+
+
+def valid_name(name: str) -> bool:
+    """True for an npm package name (scoped or not) that is safe in a path."""
+    if not name or len(name) > 214 or ".." in name:
+        return False
+    return _NAME.match(name) is not None
+
+
+def valid_version(version: str) -> bool:
+    """True for a version string safe to put in a path (semver is checked by policy)."""
+    return _VERSION.match(version) is not None and ".." not in version
+
+
+def escape(name: str) -> str:
+    """The form a registry URL uses: ``@scope%2fname`` (as npm-package-arg writes it)."""
+    return name.replace("/", "%2f")
+
+
+def tarball_filename(name: str, version: str) -> str:
+    """``<unscoped>-<version>.tgz``, as the registry names tarballs."""
+    return f"{name.rpartition('/')[2]}-{version}.tgz"
+
+
+@dataclass(frozen=True, slots=True)
+class Tarball:
+    """One version's tarball as the packument describes it."""
+
+    version: str
+    url: str
+    integrity: str | None
+    shasum: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Packument:
+    """A parsed full packument and what stockade derives from it."""
+
+    name: str
+    data: dict[str, Any]
+    tarballs: dict[str, Tarball] = field(default_factory=dict)  # by file name
+
+    @property
+    def versions(self) -> dict[str, Any]:
+        versions = self.data.get("versions")
+        return versions if isinstance(versions, dict) else {}
+
+    @property
+    def times(self) -> dict[str, Any]:
+        times = self.data.get("time")
+        return times if isinstance(times, dict) else {}
+
+
+def parse(body: bytes, name: str) -> Packument:
+    """The packument in ``body``; raises ``PackumentError`` if it is not one for ``name``."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PackumentError(f"not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PackumentError("not a JSON object")
+    if data.get("name") not in (None, name):
+        raise PackumentError(f"document names {data.get('name')!r}, not {name!r}")
+    versions = data.get("versions", {})
+    if not isinstance(versions, dict):
+        raise PackumentError("'versions' is not an object")
+    tarballs = {}
+    for version, manifest in versions.items():
+        dist = manifest.get("dist") if isinstance(manifest, dict) else None
+        if not isinstance(dist, dict) or not isinstance(dist.get("tarball"), str):
+            continue
+        if not valid_version(version):
+            continue
+        filename = tarball_filename(name, version)
+        tarballs[filename] = Tarball(
+            version=version, url=dist["tarball"],
+            integrity=dist.get("integrity") if isinstance(dist.get("integrity"), str) else None,
+            shasum=dist.get("shasum") if isinstance(dist.get("shasum"), str) else None,
+        )
+    return Packument(name=name, data=data, tarballs=tarballs)
+
+
+def _when(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def has_install_script(manifest: Mapping[str, Any]) -> bool | None:
+    """Whether installing this version runs its code (either document form)."""
+    if isinstance(manifest.get("hasInstallScript"), bool):
+        return bool(manifest["hasInstallScript"])
+    scripts = manifest.get("scripts")
+    if isinstance(scripts, dict):
+        return any(key in scripts for key in _INSTALL_SCRIPTS)
+    return None
+
+
+def license_of(manifest: Mapping[str, Any]) -> str | None:
+    """The SPDX expression a version declares (old object forms read too)."""
+    value = manifest.get("license")
+    if isinstance(value, dict):
+        value = value.get("type")
+    return value if isinstance(value, str) and value else None
+
+
+def version_facts(packument: Packument, *, upstream: str, internal: bool) -> dict[str, Facts]:
+    """Facts per version: publish time, install scripts, licence."""
+    times = packument.times
+    out = {}
+    for version, manifest in packument.versions.items():
+        if not isinstance(manifest, dict):
+            continue
+        out[version] = Facts(
+            upstream=upstream, internal=internal, published_at=_when(times.get(version)),
+            has_install_script=has_install_script(manifest), license=license_of(manifest),
+        )
+    return out
+
+
+def _latest(kept: Collection[str], times: Mapping[str, Any]) -> str | None:
+    """The most recently published of ``kept`` (the tag a filtered ``latest`` moves to)."""
+    dated = [(str(times.get(v, "")), v) for v in kept if "-" not in v]
+    if not dated:
+        dated = [(str(times.get(v, "")), v) for v in kept]
+    return max(dated)[1] if dated else None
+
+
+def _rewrite_dist(
+    manifest: dict[str, Any], name: str, version: str, base: str,
+    allowed_url: Callable[[str], bool],
+) -> dict[str, Any] | None:
+    dist = manifest.get("dist")
+    if not isinstance(dist, dict) or not isinstance(dist.get("tarball"), str):
+        return None
+    if not allowed_url(dist["tarball"]):
+        return None
+    dist = {**dist, "tarball": f"{base}{name}/-/{quote(tarball_filename(name, version))}"}
+    attestations = dist.get("attestations")
+    if isinstance(attestations, dict) and isinstance(attestations.get("url"), str):
+        spec = quote(f"{escape(name)}@{version}", safe="@%")
+        dist["attestations"] = {**attestations, "url": f"{base}-/npm/v1/attestations/{spec}"}
+    return {**manifest, "dist": dist}
+
+
+def _corgi_version(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key in _CORGI_KEYS:
+        value = manifest.get(key)
+        if value is None or value == {} or (key == "_hasShrinkwrap" and value is False):
+            continue
+        out[key] = value
+    if "hasInstallScript" not in out and has_install_script(manifest):
+        out["hasInstallScript"] = True
+    return out
+
+
+def render(
+    packument: Packument,
+    *,
+    abbreviated: bool,
+    hidden: Collection[str],
+    base: str,
+    allowed_url: Callable[[str], bool],
+) -> bytes:
+    """The document a client gets, filtered and rewritten.
+
+    ``base`` is the proxy's absolute npm root (``http://host:port/npm/``);
+    ``allowed_url`` says whether a tarball URL stays on the upstream (versions
+    whose tarball points elsewhere are dropped, never fetched).
+    """
+    name = packument.name
+    versions = {}
+    for version, manifest in packument.versions.items():
+        if version in hidden or not isinstance(manifest, dict):
+            continue
+        rewritten = _rewrite_dist(manifest, name, version, base, allowed_url)
+        if rewritten is not None:
+            versions[version] = _corgi_version(rewritten) if abbreviated else rewritten
+    times = packument.times
+    tags = _filter_tags(packument.data.get("dist-tags"), versions, times)
+    if abbreviated:
+        doc: dict[str, Any] = {"name": name, "dist-tags": tags, "versions": versions}
+        if isinstance(times.get("modified"), str):
+            doc["modified"] = times["modified"]
+        return orjson.dumps(doc)
+    doc = {**packument.data, "dist-tags": tags, "versions": versions}
+    if times:
+        removed = set(packument.versions) - set(versions)
+        doc["time"] = {k: v for k, v in times.items() if k not in removed}
+    return orjson.dumps(doc)
+
+
+def _filter_tags(
+    tags: object, versions: Mapping[str, Any], times: Mapping[str, Any]
+) -> dict[str, str]:
+    out = {
+        tag: version for tag, version in (tags.items() if isinstance(tags, dict) else ())
+        if isinstance(version, str) and version in versions
+    }
+    if "latest" not in out and versions:
+        latest = _latest(list(versions), times)
+        if latest is not None:
+            out["latest"] = latest
+    return out
+
+
+def manifest_of(rendered_full: bytes, spec: str) -> bytes | None:
+    """One version's manifest (by version or dist-tag) from a rendered full document."""
+    data = orjson.loads(rendered_full)
+    version = data.get("dist-tags", {}).get(spec, spec)
+    manifest = data.get("versions", {}).get(version)
+    return None if manifest is None else orjson.dumps(manifest)
+
