@@ -66,17 +66,18 @@ def start_static(root: Path, log: Path) -> Proc:
     return Proc(_spawn(cmd, log), port).wait_ready("/_count", log)
 
 
-def start_proxy(upstream: str, storage: Path, log: Path) -> Proc:
-    """``stockade serve`` in front of ``upstream``, with access logs off."""
+def start_proxy(upstream: str, storage: Path, log: Path, *, ecosystem: str = "pypi") -> Proc:
+    """``stockade serve`` with ``upstream`` for ``ecosystem``, with access logs off."""
     port = free_port()
     config = {
         "server": {"host": "127.0.0.1", "port": port, "access_log": False},
         "storage": {"path": str(storage)},
-        "pypi": {"upstreams": [{"name": "local", "url": upstream}]},
+        "pypi": {"upstreams": []},
         "npm": {"upstreams": []},
         "maven": {"upstreams": []},
         "logging": {"level": "WARNING"},
     }
+    config[ecosystem] = {"upstreams": [{"name": "local", "url": upstream}]}
     storage.mkdir(parents=True, exist_ok=True)
     path = storage.parent / f"{storage.name}.yaml"
     path.write_text(yaml.safe_dump(config))

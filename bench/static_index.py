@@ -1,7 +1,8 @@
-"""A static PEP 503 upstream for benchmarks: serves a directory tree as-is.
+"""A static upstream for benchmarks: serves a directory tree as-is.
 
 ``<root>/simple/<name>/index.html`` and ``<root>/files/<filename>`` are served
-with sendfile, the way a plain web server would, and every request is counted
+(and ``<root>/npm/<name>.json`` as an npm packument) with sendfile, the way a
+plain web server would, and every request is counted
 so a benchmark can ask how many times a path was fetched (``/_count?suffix=``).
 
     python -m bench.static_index --root DIR --port PORT
@@ -39,6 +40,13 @@ def make_app(root: Path) -> web.Application:
         return web.FileResponse(root / "simple" / "index.html",
                                 headers={"Content-Type": "text/html"})
 
+    async def packument(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        path = root / "npm" / f"{name}.json"
+        if "/" in name or name.startswith(".") or not path.is_file():
+            raise web.HTTPNotFound()
+        return web.FileResponse(path, headers={"Content-Type": "application/json"})
+
     async def counted(request: web.Request) -> web.Response:
         suffix = request.query.get("suffix", "")
         total = sum(n for p, n in request.app[COUNTS].items() if p.endswith(suffix))
@@ -48,6 +56,7 @@ def make_app(root: Path) -> web.Application:
     app.router.add_get("/simple/", index)
     app.router.add_get("/simple/{name}/", page)
     app.router.add_static("/files/", root / "files")
+    app.router.add_get("/npm/{name}", packument)
     app.router.add_get("/_count", counted)
     return app
 

@@ -118,6 +118,7 @@ def _services(
             yield
         finally:
             await pipeline.close()
+            await rendered.close()
             await metacache.close()
             for group in upstreams.values():
                 for upstream in group:

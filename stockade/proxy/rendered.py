@@ -1,11 +1,16 @@
 """Rendered metadata documents: made once, served from disk many times.
 
 Owns the files behind large rewritten documents (npm packuments reach tens of
-megabytes): each is rendered off the event loop once per key (the key names
-the upstream document version, the policy revision and the form), written with
-a gzip sibling so aiohttp's file response can send either with sendfile, and
-kept under a byte budget, least recently used first. Rendered files are
-derived data: the folder is cleared at start and whatever is missing is
+megabytes) and the CPU work of making them. Each is rendered once per key (the
+key names the upstream document version, the policy revision and the form),
+written with a gzip sibling so aiohttp's file response can send either with
+sendfile, and kept under a byte budget, least recently used first.
+
+Parsing and rendering a large document holds the interpreter lock for tens of
+milliseconds at a time; in threads, twenty of them at once would starve the
+event loop. So work on large documents runs in a small pool of worker
+processes (started on first use), small documents in a thread. Rendered files
+are derived data: the folder is cleared at start and whatever is missing is
 rendered again.
 """
 
@@ -15,17 +20,22 @@ import asyncio
 import gzip
 import hashlib
 import logging
+import multiprocessing
 import os
 import shutil
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from stockade.proxy.singleflight import SingleFlight
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,26 +46,42 @@ class Rendered:
     size: int
     etag: str
     created_at: float
-    headers: Mapping[str, str] = field(default_factory=dict)  # what rendering found out
 
-Render = Callable[[], tuple[bytes, Mapping[str, str]]]
+
+def _render_to_file(
+    root: Path, key: str, created_at: float, render: Callable[..., bytes], args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Rendered:
+    """Render and write ``<hash>.json`` and ``<hash>.json.gz`` (runs in a worker)."""
+    body = render(*args, **kwargs)
+    digest = hashlib.sha256(body).hexdigest()
+    name = hashlib.sha256(key.encode()).hexdigest()
+    path = root / f"{name}-{digest[:16]}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(body)
+    os.replace(tmp, path)
+    gz_tmp = path.with_name(path.name + ".gz.tmp")
+    gz_tmp.write_bytes(gzip.compress(body, compresslevel=6, mtime=0))
+    os.replace(gz_tmp, path.with_name(path.name + ".gz"))
+    return Rendered(path, len(body), f'"{digest[:32]}"', created_at)
 
 
 class RenderedCache:
     """Rendered documents under ``root``, at most ``max_bytes`` of them."""
 
     def __init__(
-        self, root: Path, *, max_bytes: int = 1024**3, concurrency: int = 4,
+        self, root: Path, *, max_bytes: int = 1024**3, workers: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._root = root
         self._max_bytes = max_bytes
+        self._workers = workers or min(4, os.cpu_count() or 1)
         self._clock = clock
         self._entries: OrderedDict[str, Rendered] = OrderedDict()
         self._used = 0
         self._flight: SingleFlight[str, Rendered] = SingleFlight()
-        # Rendering a large packument holds it parsed in memory: bound how many at once.
-        self._slots = asyncio.Semaphore(concurrency)
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = asyncio.Lock()
 
     async def open(self) -> None:
         """Start empty: rendered files are derived and may belong to an old policy."""
@@ -65,8 +91,41 @@ class RenderedCache:
         shutil.rmtree(self._root, ignore_errors=True)
         self._root.mkdir(parents=True, exist_ok=True)
 
+    async def close(self) -> None:
+        """Stop the worker processes."""
+        await self._flight.cancel_all()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+    async def _executor(self, heavy: bool) -> Executor | None:
+        if not heavy:
+            return None  # the loop's default thread pool
+        async with self._pool_lock:
+            if self._pool is None:
+                # Starting the workers takes a while: never on the event loop.
+                self._pool = await asyncio.to_thread(self._start_pool)
+        return self._pool
+
+    def _start_pool(self) -> ProcessPoolExecutor:
+        # spawn: forking a process that runs threads and an event loop is unsafe.
+        pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
+        for future in [pool.submit(int) for _ in range(self._workers)]:
+            future.result()
+        return pool
+
+    async def compute(self, heavy: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` off the event loop: in a worker process when ``heavy``.
+
+        ``fn`` and its arguments must be picklable when ``heavy``.
+        """
+        loop = asyncio.get_running_loop()
+        executor = await self._executor(heavy)
+        return await loop.run_in_executor(executor, _call, fn, args, kwargs)
+
     async def get(
-        self, key: str, render: Render, *, max_age_s: float
+        self, key: str, render: Callable[..., bytes], *args: Any, max_age_s: float,
+        heavy: bool, **kwargs: Any,
     ) -> Rendered:
         """The rendered document for ``key``, rendering it (once) if absent or too old."""
         entry = self._entries.get(key)
@@ -75,46 +134,38 @@ class RenderedCache:
             return entry
 
         async def make() -> Rendered:
-            async with self._slots:
-                made = await asyncio.to_thread(self._write, key, render)
+            made = await self.compute(
+                heavy, _render_to_file, self._root, key, self._clock(), render, args, kwargs
+            )
             self._add(key, made)
             return made
 
         return await self._flight.do(key, make)
-
-    def _write(self, key: str, render: Render) -> Rendered:
-        body, headers = render()
-        digest = hashlib.sha256(body).hexdigest()
-        name = hashlib.sha256(key.encode()).hexdigest()
-        path = self._root / f"{name}-{digest[:16]}.json"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(body)
-        os.replace(tmp, path)
-        gz_tmp = path.with_name(path.name + ".gz.tmp")
-        gz_tmp.write_bytes(gzip.compress(body, compresslevel=6, mtime=0))
-        os.replace(gz_tmp, path.with_name(path.name + ".gz"))
-        return Rendered(path, len(body), f'"{digest[:32]}"', self._clock(), dict(headers))
 
     def _add(self, key: str, entry: Rendered) -> None:
         old = self._entries.pop(key, None)
         if old is not None:
             self._used -= old.size
             if old.path != entry.path:
-                self._unlink(old)
+                _unlink(old)
         self._entries[key] = entry
         self._used += entry.size
         while self._used > self._max_bytes and len(self._entries) > 1:
             _, victim = self._entries.popitem(last=False)
             self._used -= victim.size
-            self._unlink(victim)
+            _unlink(victim)
 
-    @staticmethod
-    def _unlink(entry: Rendered) -> None:
-        # A client already sending this file keeps its open descriptor.
-        for path in (entry.path, entry.path.with_name(entry.path.name + ".gz")):
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                logger.warning("cannot remove rendered document %s: %s", path, exc)
+
+def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    return fn(*args, **kwargs)
+
+
+def _unlink(entry: Rendered) -> None:
+    # A client already sending this file keeps its open descriptor.
+    for path in (entry.path, entry.path.with_name(entry.path.name + ".gz")):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning("cannot remove rendered document %s: %s", path, exc)

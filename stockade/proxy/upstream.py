@@ -148,6 +148,11 @@ class Upstream:
             await self._session.close()
             self._session = None
 
+    @property
+    def hosts(self) -> frozenset[str]:
+        """The host names this upstream's documents and files may come from."""
+        return frozenset(self._hosts)
+
     def allows(self, url: str) -> bool:
         """True when ``url`` is http(s) on this upstream's own or file hosts."""
         parts = urlsplit(url)

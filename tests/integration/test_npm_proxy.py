@@ -348,3 +348,26 @@ class TestSideEndpoints:
         assert resp.status == 502
         assert "npmjs" in (await resp.json())["error"]
 
+
+
+class TestLargePackuments:
+    async def test_large_document_rendered_in_a_worker_process(
+        self, fake_npm: FakeNpm, npm_proxy: Any, engine: FakeEngine
+    ) -> None:
+        # 400 versions with long descriptions: well past the size rendered off-process.
+        for i in range(400):
+            fake_npm.publish("busy", f"1.0.{i}", time=f"2024-01-01T00:{i // 60:02d}:{i % 60:02d}Z",
+                             extra={"description": "d" * 2000})
+        engine.blocked_versions.add(("busy", "1.0.399"))
+        proxy = await one(npm_proxy, fake_npm)
+        resp = await proxy.get("/npm/busy", headers={"Accept": NPM_CORGI_ACCEPT})
+        assert resp.status == 200
+        doc = await resp.json(content_type=None)
+        assert len(doc["versions"]) == 399
+        assert doc["dist-tags"]["latest"] == "1.0.398"
+        full = await (await proxy.get("/npm/busy")).json()
+        assert len(full["versions"]) == 399
+        assert full["versions"]["1.0.5"]["description"] == "d" * 2000
+        tgz = await proxy.get("/npm/busy/-/busy-1.0.5.tgz")
+        assert await tgz.read() == fake_npm.packages["busy"]["1.0.5"].data
+        assert (await proxy.get("/npm/busy/-/busy-1.0.399.tgz")).status == 403

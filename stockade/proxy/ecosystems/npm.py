@@ -13,10 +13,11 @@ are the shared pipeline's.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from urllib.parse import quote
 
 import orjson
@@ -31,6 +32,7 @@ from stockade.proxy.errors import (
     NotFoundError,
     UpstreamError,
 )
+from stockade.proxy.gate import VersionFilter
 from stockade.proxy.metacache import CachedDoc
 from stockade.proxy.pipeline import ArtifactSource
 from stockade.proxy.rendered import Rendered
@@ -46,24 +48,22 @@ ECO = Ecosystem.NPM
 PREFIX = "/npm"
 _IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 _INDEX_MAX = 4096  # packuments whose tarball index is kept in memory
+_INDEX_MAX_VERSIONS = 200_000  # versions across those indexes (about 100 MB)
 _OFFLOAD_BYTES = 256 * 1024
 _AUDIT_MAX_BYTES = 16 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class _Index:
-    """What a tarball request needs from a packument, kept small."""
-
-    tarballs: dict[str, docs.Tarball]
-    facts: dict[str, Facts]
-
-
-_indexes: web.AppKey[OrderedDict[str, _Index]] = web.AppKey("npm_indexes", OrderedDict)
+_indexes: web.AppKey[OrderedDict[str, docs.PackumentIndex]] = web.AppKey("npm_indexes", OrderedDict)
+# Version decisions per document version and policy revision, with when they were made.
+_decisions: web.AppKey[OrderedDict[str, tuple[float, VersionFilter]]] = web.AppKey(
+    "npm_decisions", OrderedDict
+)
 
 
 def setup(app: web.Application) -> None:
     """Register the npm routes, under ``/npm/`` and the root aliases npm builds."""
     app[_indexes] = OrderedDict()
+    app[_decisions] = OrderedDict()
     add = app.router.add_route
     for base, tag in ((PREFIX, ""), ("", "root-")):
         add("GET", f"{base}/-/npm/v1/keys", keys, name=f"npm:{tag}keys")
@@ -109,42 +109,36 @@ async def _document(svc: Services, upstream: Upstream, name: str) -> CachedDoc:
     )
 
 
-def _parse(doc: CachedDoc, name: str, upstream: Upstream) -> docs.Packument:
-    try:
-        return docs.parse(doc.body, name)
-    except docs.PackumentError as exc:
-        raise UpstreamError(
-            f"upstream {upstream.name} sent an unreadable packument for {name}: {exc}",
-            upstream=upstream.name,
-        ) from exc
-
-
-def _index_of(packument: docs.Packument, upstream: Upstream) -> _Index:
-    facts = docs.version_facts(packument, upstream=upstream.name, internal=upstream.internal)
-    return _Index(packument.tarballs, facts)
-
-
-def _remember(app: web.Application, key: str, index: _Index) -> None:
+def _remember(app: web.Application, key: str, index: docs.PackumentIndex) -> None:
     cache = app[_indexes]
     cache[key] = index
     cache.move_to_end(key)
-    while len(cache) > _INDEX_MAX:
-        cache.popitem(last=False)
+    # Bounded by versions held, not documents: one busy package has thousands.
+    held = sum(len(i.facts) for i in cache.values())
+    while len(cache) > 1 and (len(cache) > _INDEX_MAX or held > _INDEX_MAX_VERSIONS):
+        _, dropped = cache.popitem(last=False)
+        held -= len(dropped.facts)
 
 
 async def _index(
-    app: web.Application, doc: CachedDoc, name: str, upstream: Upstream
-) -> _Index:
+    app: web.Application, svc: Services, doc: CachedDoc, name: str, upstream: Upstream
+) -> docs.PackumentIndex:
+    """The tarball table and version facts of ``doc``, parsed once per document version."""
     key = f"{doc.key}|{doc.version}"
     found = app[_indexes].get(key)
     if found is not None:
         app[_indexes].move_to_end(key)
         return found
-
-    def work() -> _Index:
-        return _index_of(_parse(doc, name, upstream), upstream)
-
-    index = await asyncio.to_thread(work) if len(doc.body) > _OFFLOAD_BYTES else work()
+    try:
+        index = await svc.rendered.compute(
+            len(doc.body) > _OFFLOAD_BYTES, docs.index, doc.body, name,
+            upstream=upstream.name, internal=upstream.internal,
+        )
+    except docs.PackumentError as exc:
+        raise UpstreamError(
+            f"upstream {upstream.name} sent an unreadable packument for {name}: {exc}",
+            upstream=upstream.name,
+        ) from exc
     _remember(app, key, index)
     return index
 
@@ -169,57 +163,70 @@ async def packument(request: web.Request) -> web.StreamResponse:
     if verdict.blocks:
         return refusal(request, verdict)
     abbreviated = docs.CORGI in request.headers.get("Accept", "")
-    rendered, index, doc = await _rendered(request, svc, upstream, name, abbreviated=abbreviated)
-    if rendered.headers.get("X-Stockade-Refused"):
-        refused = {v: svc.gate.engine.decide(PackageRef(ECO, name, v), f)
-                   for v, f in index.facts.items()}
-        blocking = {v: r for v, r in refused.items() if r.blocks}
-        if blocking:
-            return refusal(request, _newest_refusal(blocking, index.facts))
+    rendered, index, doc, vf = await _rendered(
+        request, svc, upstream, name, abbreviated=abbreviated
+    )
+    if vf.refused and not set(index.facts) - vf.refused:
+        # Every version is refused: say why rather than "no matching version".
+        blocking = {v: vf.verdicts[v] for v in vf.refused}
+        return refusal(request, _newest_refusal(blocking, index.facts))
     headers = {
         "Content-Type": (docs.CORGI if abbreviated else docs.FULL) + "; charset=utf-8",
         "Vary": "Accept, Accept-Encoding", "ETag": rendered.etag,
         "Cache-Control": "public, max-age=60", "X-Stockade-Cache": doc.result.value,
         "X-Stockade-Policy-Revision": svc.gate.revision,
     }
-    if (filtered := rendered.headers.get("X-Stockade-Filtered")) is not None:
+    if (filtered := vf.header()) is not None:
         headers["X-Stockade-Filtered"] = filtered
     return web.FileResponse(rendered.path, headers=headers)
 
 
 async def _rendered(
     request: web.Request, svc: Services, upstream: Upstream, name: str, *, abbreviated: bool
-) -> tuple[Rendered, _Index, CachedDoc]:
+) -> tuple[Rendered, docs.PackumentIndex, CachedDoc, VersionFilter]:
     doc = await _document(svc, upstream, name)
-    gate = svc.gate
+    index = await _index(request.app, svc, doc, name, upstream)
+    heavy = len(doc.body) > _OFFLOAD_BYTES
+    vf = await _decide_versions(request.app, svc, doc, index, name, heavy=heavy)
     base = _base(request)
-    made: list[_Index] = []
-
-    def render() -> tuple[bytes, dict[str, str]]:
-        packument = _parse(doc, name, upstream)
-        index = _index_of(packument, upstream)
-        made.append(index)
-        vf = gate.filter_versions(PackageRef(ECO, name), index.facts)
-        headers = {}
-        if vf.refused and not (set(index.facts) - vf.refused):
-            headers["X-Stockade-Refused"] = "1"
-        if (filtered := vf.header()) is not None:
-            headers["X-Stockade-Filtered"] = filtered
-        body = docs.render(packument, abbreviated=abbreviated, hidden=vf.refused, base=base,
-                           allowed_url=upstream.allows)
-        return body, headers
-
     form = "corgi" if abbreviated else "full"
-    key = f"{doc.key}|{doc.version}|{gate.revision}|{form}|{base}"
-    # Decisions can depend on time (release age): render again once per TTL.
-    max_age = svc.ecosystem(ECO).cache.metadata_ttl_s
-    rendered = await svc.rendered.get(key, render, max_age_s=max_age)
-    if made:
-        _remember(request.app, f"{doc.key}|{doc.version}", made[0])
-        index = made[0]
+    hidden = vf.refused
+    hidden_id = hashlib.sha256("\n".join(sorted(hidden)).encode()).hexdigest()[:16]
+    key = f"{doc.key}|{doc.version}|{form}|{base}|{hidden_id}"
+    # Decisions can depend on time (release age): render again at least once per TTL.
+    rendered = await svc.rendered.get(
+        key, docs.render_body, doc.body, name, abbreviated=abbreviated, hidden=hidden,
+        base=base, hosts=upstream.hosts, heavy=heavy,
+        max_age_s=svc.ecosystem(ECO).cache.metadata_ttl_s,
+    )
+    return rendered, index, doc, vf
+
+
+async def _decide_versions(
+    app: web.Application, svc: Services, doc: CachedDoc, index: docs.PackumentIndex,
+    name: str, *, heavy: bool,
+) -> VersionFilter:
+    """Every version decided, reused per document version and policy revision.
+
+    Decisions can depend on time (release age), so they are made again at least
+    once per metadata TTL.
+    """
+    key = f"{doc.key}|{doc.version}|{svc.gate.revision}"
+    cache = app[_decisions]
+    now = time.time()
+    found = cache.get(key)
+    if found is not None and now - found[0] < svc.ecosystem(ECO).cache.metadata_ttl_s:
+        cache.move_to_end(key)
+        return found[1]
+    ref = PackageRef(ECO, name)
+    if heavy:
+        vf = await asyncio.to_thread(svc.gate.filter_versions, ref, index.facts)
     else:
-        index = await _index(request.app, doc, name, upstream)
-    return rendered, index, doc
+        vf = svc.gate.filter_versions(ref, index.facts)
+    cache[key] = (now, vf)
+    while len(cache) > _INDEX_MAX:
+        cache.popitem(last=False)
+    return vf
 
 
 async def version_doc(request: web.Request) -> web.StreamResponse:
@@ -234,7 +241,7 @@ async def version_doc(request: web.Request) -> web.StreamResponse:
     verdict = await svc.gate.decide(PackageRef(ECO, name), facts, **_client(request))
     if verdict.blocks:
         return refusal(request, verdict)
-    rendered, index, _ = await _rendered(request, svc, upstream, name, abbreviated=False)
+    rendered, index, _, _ = await _rendered(request, svc, upstream, name, abbreviated=False)
     body = await asyncio.to_thread(_manifest, rendered.path, spec)
     if body is None:
         if spec in index.facts:
@@ -260,7 +267,7 @@ async def tarball(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     upstream = pick_upstream(name, svc.upstreams[ECO])
     doc = await _document(svc, upstream, name)
-    index = await _index(request.app, doc, name, upstream)
+    index = await _index(request.app, svc, doc, name, upstream)
     entry = index.tarballs.get(filename)
     if entry is None:
         raise NotFoundError(f"{filename} is not a tarball of {name} on upstream {upstream.name}")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import orjson
 
@@ -121,6 +121,37 @@ def parse(body: bytes, name: str) -> Packument:
             shasum=dist.get("shasum") if isinstance(dist.get("shasum"), str) else None,
         )
     return Packument(name=name, data=data, tarballs=tarballs)
+
+
+@dataclass(frozen=True, slots=True)
+class PackumentIndex:
+    """What tarball requests and version decisions need from a packument, kept small."""
+
+    tarballs: dict[str, Tarball]
+    facts: dict[str, Facts]
+
+
+def index(body: bytes, name: str, *, upstream: str, internal: bool) -> PackumentIndex:
+    """Parse ``body`` and keep only the tarball table and the per-version facts.
+
+    A plain function of picklable values, so it can run in another process.
+    """
+    packument = parse(body, name)
+    facts = version_facts(packument, upstream=upstream, internal=internal)
+    return PackumentIndex(packument.tarballs, facts)
+
+
+def render_body(
+    body: bytes, name: str, *, abbreviated: bool, hidden: frozenset[str], base: str,
+    hosts: frozenset[str],
+) -> bytes:
+    """Parse and render in one call of picklable values (for another process)."""
+    def allowed(url: str) -> bool:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and (parts.hostname or "").lower() in hosts
+
+    return render(parse(body, name), abbreviated=abbreviated, hidden=hidden, base=base,
+                  allowed_url=allowed)
 
 
 def _when(value: object) -> datetime | None:
