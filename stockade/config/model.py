@@ -130,9 +130,14 @@ def _public(name: str, url: str, *file_hosts: str) -> tuple[UpstreamSettings, ..
 
 
 class PolicySettings(_Frozen):
-    """Where the reviewed policy file lives."""
+    """Where the reviewed policy file lives, and where decisions are recorded."""
 
     file: Path | None = None
+    # Append-only, hash-chained record of every refusal and audit hit;
+    # default: decisions.jsonl under storage.path.
+    decision_log: Path | None = None
+    # Seconds between checks of the policy file for changes (0: only on SIGHUP).
+    reload_check_s: float = Field(default=5.0, ge=0)
 
 
 class LoggingSettings(_Frozen):

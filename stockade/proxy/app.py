@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 
 from aiohttp import web
 
@@ -18,6 +19,7 @@ from stockade.config.model import Settings
 from stockade.policy.engine import build_engine
 from stockade.policy.model import Ecosystem
 from stockade.proxy import routes
+from stockade.proxy.decisionlog import DecisionLog
 from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metrics import Metrics
@@ -40,6 +42,11 @@ def internal_namespaces(settings: Settings) -> dict[Ecosystem, tuple[str, ...]]:
         eco: tuple(ns for u in getattr(settings, eco.value).upstreams for ns in u.namespaces)
         for eco in Ecosystem
     }
+
+
+def decision_log_path(settings: Settings) -> Path:
+    """Where refusals and audit hits are recorded."""
+    return settings.policy.decision_log or settings.storage.path / "decisions.jsonl"
 
 
 def load_engine(settings: Settings) -> PolicyEngine:
@@ -85,8 +92,11 @@ def _services(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         # The policy first: if it cannot be loaded, nothing has been opened yet.
-        gate = Gate(engine_factory(settings), metrics)
+        engine = engine_factory(settings)
         root = settings.storage.path
+        decisions = DecisionLog(decision_log_path(settings), revision=lambda: gate.revision)
+        await decisions.open()
+        gate = Gate(engine, metrics, decisions)
         store = FilesystemBlobStore(root, max_bytes=settings.storage.max_bytes)
         await store.open()
         metacache = MetadataCache(
@@ -119,6 +129,7 @@ def _services(
         finally:
             await pipeline.close()
             await rendered.close()
+            await decisions.close()
             await metacache.close()
             for group in upstreams.values():
                 for upstream in group:

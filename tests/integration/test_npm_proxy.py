@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from stockade.config.load import load_settings
 from stockade.config.model import Settings
 from stockade.proxy.app import make_app
+from stockade.proxy.decisionlog import verify
 from tests.fakes.npm_upstream import CORGI, FakeNpm, integrity
 from tests.fakes.policy import FakeEngine
 
@@ -254,16 +256,28 @@ class TestRoutingAndPolicy:
         finally:
             await internal.stop()
 
-    async def test_blocked_name_shows_reason(self, fake_npm: FakeNpm, npm_proxy: Any,
-                                             engine: FakeEngine) -> None:
+    async def test_blocked_name_shows_reason_and_is_logged(
+        self, fake_npm: FakeNpm, npm_proxy: Any, engine: FakeEngine, tmp_path: Path
+    ) -> None:
         fake_npm.publish("lodahs", "1.0.0")
         engine.blocked_names.add("lodahs")
         proxy = await one(npm_proxy, fake_npm)
-        resp = await proxy.get("/npm/lodahs")
+        resp = await proxy.get("/npm/lodahs", headers={"X-Request-Id": "req-42"})
         assert resp.status == 403
         assert resp.reason.startswith("Blocked by stockade:")
         assert (await resp.json())["error"].startswith("Blocked by stockade:")
         assert fake_npm.requests == []
+        log = tmp_path / "data" / "decisions.jsonl"
+        for _ in range(100):
+            if log.exists() and log.read_text():
+                break
+            await asyncio.sleep(0.02)
+        (record,) = [json.loads(line) for line in log.read_text().splitlines()]
+        assert record["name"] == "lodahs"
+        assert record["ecosystem"] == "npm"
+        assert record["decision"] == "block"
+        assert record["request_id"] == "req-42"
+        assert verify(log).ok
 
     async def test_refused_version_hidden_and_latest_repointed(
         self, fake_npm: FakeNpm, npm_proxy: Any, engine: FakeEngine
