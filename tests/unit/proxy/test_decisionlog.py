@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ async def test_records_chain_and_verify(tmp_path: Path) -> None:
     assert lines[0]["request_id"] == "req-0"
     assert lines[0]["policy_revision"] == "rev1"
     assert lines[0]["target"] == "requests"
-    assert all(b["prev"] == a["hash"] for a, b in zip(lines, lines[1:], strict=False))
+    assert all(b["prev"] == a["hash"] for a, b in itertools.pairwise(lines))
     result = verify(path)
     assert result.ok
     assert result.records == 5

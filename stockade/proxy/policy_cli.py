@@ -1,0 +1,124 @@
+"""The policy side of the ``stockade`` command: ``check`` and ``log verify``.
+
+Owns parsing their arguments, printing and exit codes; deciding is
+``stockade.policy``'s job, checking the log ``decisionlog``'s.
+
+``stockade check ECOSYSTEM NAME[@VERSION] [--config FILE] [--json]`` decides
+names without a server, with the facts routing gives (which upstream, internal
+or not); facts only an upstream knows (publish dates, install scripts) are not
+fetched, so rules that need them decide as they do when a fact is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from stockade.config.load import load_settings
+from stockade.config.model import Settings
+from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
+from stockade.proxy.app import decision_log_path, load_engine
+from stockade.proxy.decisionlog import verify
+
+
+def add_subcommands(sub: Any) -> None:
+    """Register ``check`` and ``log`` on the ``stockade`` parser."""
+    check = sub.add_parser("check", help="decide package names against the policy, no server")
+    check.add_argument("ecosystem", choices=[e.value for e in Ecosystem])
+    check.add_argument("name", help="NAME or NAME@VERSION (Maven: group:artifact[:version]); "
+                                    "'-' reads names from standard input, one per line")
+    check.add_argument("--config", help="YAML config file (or $STOCKADE_CONFIG)")
+    check.add_argument("--json", action="store_true", help="one JSON object per line")
+    check.set_defaults(func=_check)
+
+    log = sub.add_parser("log", help="the decision log")
+    log_sub = log.add_subparsers(dest="log_command", required=True)
+    lv = log_sub.add_parser("verify", help="check that no record was edited or deleted")
+    lv.add_argument("path", nargs="?", help="log file (default: from the config)")
+    lv.add_argument("--config", help="YAML config file (or $STOCKADE_CONFIG)")
+    lv.set_defaults(func=_log_verify)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    path = args.config or os.environ.get("STOCKADE_CONFIG")
+    return load_settings(Path(path) if path else None, environ=os.environ)
+
+
+def split_spec(ecosystem: Ecosystem, spec: str) -> tuple[str, str | None]:
+    """(name, version) from ``name@version`` (npm scopes kept; Maven ``g:a:v``)."""
+    spec = spec.strip()
+    if ecosystem is Ecosystem.MAVEN:
+        parts = spec.split(":")
+        if len(parts) == 3:
+            return f"{parts[0]}:{parts[1]}", parts[2] or None
+        return spec, None
+    head, sep, version = spec[1:].rpartition("@") if spec.startswith("@") else \
+        spec.rpartition("@")
+    if not sep:
+        return spec, None
+    name = ("@" + head) if spec.startswith("@") else head
+    return name, version or None
+
+
+def _names(arg: str) -> Iterator[str]:
+    if arg != "-":
+        yield arg
+        return
+    for line in sys.stdin:
+        if line.strip() and not line.lstrip().startswith("#"):
+            yield line.strip()
+
+
+def _facts(settings: Settings, ecosystem: Ecosystem, name: str) -> Facts:
+    upstreams = getattr(settings, ecosystem.value).upstreams
+    lowered = name.lower()
+    owner = next((u for u in upstreams if u.owns(lowered)), None)
+    if owner is None:
+        owner = next((u for u in upstreams if not u.internal), None)
+    if owner is None:
+        return Facts()
+    return Facts(upstream=owner.name, internal=owner.internal)
+
+
+def _line(ref: PackageRef, verdict: Verdict, as_json: bool) -> str:
+    if as_json:
+        return json.dumps({
+            "ecosystem": ref.ecosystem.value, "name": ref.name, "version": ref.version,
+            "decision": verdict.decision.value, "rule": verdict.rule,
+            "reason": verdict.reason, "target": verdict.target,
+        })
+    mode = " (audit: would refuse)" if verdict.audit_only else ""
+    return f"{ref.display()}: {verdict.decision.value}{mode} [{verdict.rule}] {verdict.reason}"
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    engine = load_engine(settings)
+    ecosystem = Ecosystem(args.ecosystem)
+    refused = False
+    for spec in _names(args.name):
+        name, version = split_spec(ecosystem, spec)
+        ref = PackageRef(ecosystem, name, version)
+        verdict = engine.decide(ref, _facts(settings, ecosystem, name))
+        refused = refused or verdict.blocks
+        print(_line(ref, verdict, args.json))
+    return 1 if refused else 0
+
+
+def _log_verify(args: argparse.Namespace) -> int:
+    path = Path(args.path) if args.path else decision_log_path(_settings(args))
+    try:
+        result = verify(path)
+    except FileNotFoundError:
+        print(f"no decision log at {path}", file=sys.stderr)
+        return 2
+    for problem in result.problems:
+        print(problem)
+    state = "intact" if result.ok else f"{len(result.problems)} problems"
+    print(f"{path}: {result.records} records, {state}; last hash {result.last_hash}")
+    return 0 if result.ok else 1
