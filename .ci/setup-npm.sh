@@ -17,10 +17,11 @@ cat > "$tools/package.json" <<'JSON'
 {
   "name": "stockade-e2e-npm-tools",
   "private": true,
-  "dependencies": {"verdaccio": "6.8.0", "pnpm": "10.34.9"},
+  "dependencies": {"verdaccio": "6.8.0", "pnpm": "10.34.9", "@yarnpkg/cli-dist": "4.18.1"},
   "overrides": {"node-fetch": "2.7.0"}
 }
 JSON
 npm install --prefix "$tools" --no-audit --no-fund --loglevel=error
 "$tools/node_modules/.bin/verdaccio" --version
 "$tools/node_modules/.bin/pnpm" --version
+"$tools/node_modules/.bin/yarn" --version

@@ -151,3 +151,29 @@ def test_npm_view_and_ping(tmp_path: Path, upstream: Verdaccio, proxy_process: A
     missing = npm(work, env, userconfig, tmp_path / "cache", "view", "e2e-absent", check=False)
     assert missing.returncode != 0
     assert "404" in missing.stderr
+
+
+def test_yarn_berry_install(tmp_path: Path, upstream: Verdaccio, proxy_process: Any) -> None:
+    proxy = proxy_process(proxy_config(tmp_path, upstream))
+    work, env, _ = project(tmp_path, "yarn", f"{proxy.url}/npm/")
+    (work / ".yarnrc.yml").write_text(
+        f'npmRegistryServer: "{proxy.url}/npm/"\n'
+        'unsafeHttpWhitelist: ["127.0.0.1"]\n'
+        "nodeLinker: node-modules\n"
+        "enableGlobalCache: false\n"
+        "enableTelemetry: false\n"
+        # Yarn 4.10+ holds back versions younger than a day; these were published just now.
+        "npmMinimalAgeGate: 0\n"
+    )
+    (work / "yarn.lock").write_text("")
+    env["YARN_ENABLE_IMMUTABLE_INSTALLS"] = "false"  # CI=true would forbid a new lockfile
+    run([tool("yarn"), "install"], work, env)
+    mid = work / "node_modules" / "e2e-mid" / "package.json"
+    assert json.loads(mid.read_text())["version"] == "2.0.0"
+    assert (work / "node_modules" / "@e2e" / "scoped" / "package.json").is_file()
+    lock = (work / "yarn.lock").read_text()
+    assert '"@e2e/scoped@npm:^1.0.0"' in lock
+    served = proxy.log_path.read_text()
+    # yarn builds the tarball URL itself, with the scope escaped
+    assert ('"path": "/npm/@e2e%2fscoped/-/scoped-1.0.0.tgz"' in served
+            or '"path": "/npm/@e2e/scoped/-/scoped-1.0.0.tgz"' in served)
