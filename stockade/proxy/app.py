@@ -24,6 +24,7 @@ from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.pipeline import ArtifactPipeline
+from stockade.proxy.reloader import PolicyReloader
 from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.responses import make_middleware
 from stockade.proxy.state import SERVICES, Services
@@ -124,9 +125,12 @@ def _services(
             rendered=rendered,
         )
         metrics.storage_bytes.set(store.total_bytes)
+        reloader = PolicyReloader(settings, gate, metrics, engine_factory)
+        await reloader.start()
         try:
             yield
         finally:
+            await reloader.close()
             await pipeline.close()
             await rendered.close()
             await decisions.close()

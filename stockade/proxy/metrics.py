@@ -41,6 +41,11 @@ class Metrics:
             "stockade_policy_decisions_total", "Policy decisions, by rule and outcome.",
             ["ecosystem", "rule", "decision"], registry=r,
         )
+        self.policy_reloads = Counter(
+            "stockade_policy_reloads_total",
+            "Policy reloads, by result (applied, rejected: the old policy stayed).",
+            ["result"], registry=r,
+        )
         self.integrity_failures = Counter(
             "stockade_integrity_failures_total",
             "Artifacts whose bytes did not match the published digest.",

@@ -1,0 +1,104 @@
+"""Putting a changed policy in force without a restart, and never failing open.
+
+Owns watching the policy file (its modification time, size and inode, polled
+every ``policy.reload_check_s``) and SIGHUP, building the new engine off the
+event loop, and swapping it into the gate only when it was built without error.
+An invalid new file is logged and counted; the running policy stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from stockade.config.load import ConfigError
+from stockade.config.model import Settings
+from stockade.proxy.gate import Gate, PolicyEngine
+from stockade.proxy.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+
+def _stamp(path: Path | None) -> tuple[int, int, int] | None:
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class PolicyReloader:
+    """Rebuilds the engine when the policy file changes or on SIGHUP."""
+
+    def __init__(
+        self, settings: Settings, gate: Gate, metrics: Metrics,
+        factory: Callable[[Settings], PolicyEngine],
+    ) -> None:
+        self._settings = settings
+        self._gate = gate
+        self._metrics = metrics
+        self._factory = factory
+        self._path = settings.policy.file
+        self._stamp = _stamp(self._path)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._signal = False
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Start watching; SIGHUP is handled where the loop allows signal handlers."""
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._wake.set)
+            self._signal = True
+        self._task = asyncio.create_task(self._watch(), name="policy-reloader")
+
+    async def close(self) -> None:
+        if self._signal:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _watch(self) -> None:
+        interval = self._settings.policy.reload_check_s
+        while True:
+            try:
+                if interval > 0:
+                    await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                else:
+                    await self._wake.wait()
+                reason = "SIGHUP"
+            except TimeoutError:
+                reason = "file changed"
+                if _stamp(self._path) == self._stamp:
+                    continue
+            self._wake.clear()
+            await self.reload(reason)
+
+    async def reload(self, reason: str = "requested") -> bool:
+        """Build the engine again; swap it in only if that succeeded."""
+        async with self._lock:
+            stamp = _stamp(self._path)
+            try:
+                engine = await asyncio.to_thread(self._factory, self._settings)
+            except (ConfigError, OSError, ValueError) as exc:
+                self._stamp = stamp  # do not retry the same broken file every tick
+                self._metrics.policy_reloads.labels("rejected").inc()
+                text = exc.diagnostics() if isinstance(exc, ConfigError) else str(exc)
+                logger.error("policy reload (%s) rejected, revision %s stays in force: %s",
+                             reason, self._gate.revision, text)
+                return False
+            self._stamp = stamp
+            self._metrics.policy_reloads.labels("applied").inc()
+            if engine.revision != self._gate.revision:
+                self._gate.swap(engine)
+            return True
