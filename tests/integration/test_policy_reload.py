@@ -28,8 +28,8 @@ def engine_from_file(settings: Settings) -> FakeEngine:
     return FakeEngine(blocked_names=set(names), revision=f"r-{len(text)}-{sorted(names)}")
 
 
-async def wait_for(condition: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for(condition: Any, limit_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + limit_s
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition never became true"
         await asyncio.sleep(0.02)
