@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from stockade.proxy import health
+from stockade.proxy import admin, health
 from stockade.proxy.ecosystems import npm, pypi
 
 
 def setup(app: web.Application) -> None:
     """Register every route of stockade on ``app``."""
     health.setup(app)
+    admin.setup(app)
     pypi.setup(app)
     npm.setup(app)

@@ -412,3 +412,17 @@ async def _ask_advisories(upstream: Upstream, names: dict[str, list[str]]) -> di
         raise UpstreamError(f"upstream {upstream.name} sent an unexpected audit answer",
                             upstream=upstream.name)
     return {k: v for k, v in answer.items() if k in names}
+
+
+async def known_versions(
+    request: web.Request, name: str
+) -> tuple[Facts, dict[str, Facts]]:
+    """The name's facts and every version's, from the (cached) packument (explain API)."""
+    if not docs.valid_name(name):
+        raise BadRequestError(f"{name!r} is not a valid npm package name")
+    svc = services(request)
+    upstream = pick_upstream(name, svc.upstreams[ECO])
+    base = Facts(upstream=upstream.name, internal=upstream.internal)
+    doc = await _document(svc, upstream, name)
+    index = await _index(request.app, svc, doc, name, upstream)
+    return base, dict(index.facts)

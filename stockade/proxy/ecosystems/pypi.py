@@ -310,3 +310,17 @@ async def index(request: web.Request) -> web.StreamResponse:
     ctype = pages.negotiate(request.headers.get("Accept"))
     body = pages.render_index(sorted(names.values(), key=str.lower), ctype)
     return web.Response(body=body, headers={"Content-Type": ctype, "Vary": "Accept"})
+
+
+async def known_versions(
+    request: web.Request, name: str
+) -> tuple[Facts, dict[str, Facts]]:
+    """The name's facts and every version's, from the (cached) project page (explain API)."""
+    if not pages.valid_name(name):
+        raise BadRequestError(f"{name!r} is not a valid Python project name")
+    name = pages.normalize(name)
+    svc = services(request)
+    upstream = pick_upstream(name, svc.upstreams[ECO])
+    base = Facts(upstream=upstream.name, internal=upstream.internal)
+    page, _ = await _page(svc, request.app, upstream, name)
+    return base, version_facts(page, upstream)

@@ -1,0 +1,106 @@
+"""The JSON admin API under ``/_stockade/``: explain a decision.
+
+Owns ``GET /_stockade/explain/<ecosystem>/<name>[/<version>]``: the same
+decision a request would get, with every rule's verdict, the facts it was made
+on, and, for a name, the versions policy hides and why. Facts come from the
+ecosystem modules (the cached metadata, fetched if needed); when the upstream
+cannot be reached the answer says so and decides on what routing knows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
+from stockade.proxy.ecosystems import npm, pypi
+from stockade.proxy.errors import BadRequestError, ProxyError
+from stockade.proxy.routing import pick_upstream
+from stockade.proxy.state import services
+
+logger = logging.getLogger(__name__)
+
+FactsProvider = Callable[[web.Request, str], Awaitable[tuple[Facts, dict[str, Facts]]]]
+_PROVIDERS: dict[Ecosystem, FactsProvider] = {
+    Ecosystem.NPM: npm.known_versions,
+    Ecosystem.PYPI: pypi.known_versions,
+}
+
+
+def setup(app: web.Application) -> None:
+    """Register the admin routes."""
+    app.router.add_get("/_stockade/explain/{ecosystem}/{rest:.+}", explain,
+                       name="admin:explain")
+
+
+def _split(ecosystem: Ecosystem, rest: str) -> tuple[str, str | None]:
+    parts = [p for p in rest.split("/") if p]
+    if ecosystem is Ecosystem.NPM and parts and parts[0].startswith("@") and "/" not in parts[0]:
+        if len(parts) < 2:
+            raise BadRequestError(f"{rest!r} is not @scope/name[/version]")
+        parts = [f"{parts[0]}/{parts[1]}", *parts[2:]]
+    if not parts or len(parts) > 2:
+        raise BadRequestError(f"{rest!r} is not <name>[/<version>]")
+    return parts[0], parts[1] if len(parts) == 2 else None
+
+
+def _verdict(verdict: Verdict) -> dict[str, Any]:
+    return {"rule": verdict.rule, "decision": verdict.decision.value, "reason": verdict.reason,
+            "target": verdict.target, "audit_only": verdict.audit_only,
+            "refuses": verdict.blocks}
+
+
+def _facts(facts: Facts) -> dict[str, Any]:
+    out = asdict(facts)
+    for key, value in out.items():
+        if isinstance(value, datetime):
+            out[key] = value.isoformat()
+    return out
+
+
+async def explain(request: web.Request) -> web.Response:
+    """Every rule's verdict on a name or one version of it."""
+    try:
+        ecosystem = Ecosystem(request.match_info["ecosystem"])
+    except ValueError as exc:
+        raise BadRequestError(
+            f"unknown ecosystem {request.match_info['ecosystem']!r} "
+            f"(one of {', '.join(e.value for e in Ecosystem)})"
+        ) from exc
+    name, version = _split(ecosystem, request.match_info["rest"])
+    svc = services(request)
+    upstream = pick_upstream(name.lower(), svc.upstreams[ecosystem])
+    base = Facts(upstream=upstream.name, internal=upstream.internal)
+    versions: dict[str, Facts] = {}
+    body: dict[str, Any] = {}
+    provider = _PROVIDERS.get(ecosystem)
+    if provider is not None:
+        try:
+            base, versions = await provider(request, name)
+        except ProxyError as exc:
+            body["facts_error"] = exc.diagnostics()
+    engine = svc.gate.engine
+    ref = PackageRef(ecosystem, name, version)
+    facts = versions.get(version, base) if version is not None else base
+    if version is not None and version not in versions and provider is not None:
+        body.setdefault("facts_error", f"{name} {version} is not in the upstream's metadata")
+    verdict = engine.decide(ref, facts)
+    body.update({
+        "ecosystem": ecosystem.value, "name": name, "version": version,
+        "policy_revision": engine.revision, "decision": _verdict(verdict),
+        "verdicts": [_verdict(v) for v in engine.explain(ref, facts)],
+        "facts": _facts(facts),
+    })
+    if version is None and versions:
+        vf = svc.gate.filter_versions(PackageRef(ecosystem, name), versions)
+        body["versions"] = {
+            "total": len(versions),
+            "hidden": {v: _verdict(vf.verdicts[v]) for v in sorted(vf.hidden)},
+            "refused": {v: _verdict(vf.verdicts[v]) for v in sorted(vf.refused)},
+        }
+    return web.json_response(body)
