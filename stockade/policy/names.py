@@ -1,0 +1,46 @@
+"""Package names as each ecosystem compares them.
+
+Owns normalisation (PEP 503 for PyPI; lower case with the scope for npm;
+``groupId:artifactId`` for Maven) and the validity checks rules rely on. Pure.
+"""
+
+from __future__ import annotations
+
+import re
+
+from stockade.policy.model import Ecosystem
+
+_PEP503 = re.compile(r"[-_.]+")
+_PYPI_VALID = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+_NPM_VALID = re.compile(r"^(?:@[a-z0-9~][a-z0-9._~-]*/)?[a-z0-9~][a-z0-9._~-]*$")
+_MAVEN_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+
+
+def normalize(ecosystem: Ecosystem, name: str) -> str:
+    """The form two names are compared in (idempotent)."""
+    name = name.strip()
+    if ecosystem is Ecosystem.PYPI:
+        return _PEP503.sub("-", name).lower()
+    if ecosystem is Ecosystem.NPM:
+        return name.replace("%2f", "/").replace("%2F", "/").lower()
+    return name.lower()
+
+
+def valid(ecosystem: Ecosystem, name: str) -> bool:
+    """True for a name the ecosystem could have published."""
+    if not name or len(name) > 214:
+        return False
+    if ecosystem is Ecosystem.PYPI:
+        return _PYPI_VALID.match(name) is not None
+    if ecosystem is Ecosystem.NPM:
+        return _NPM_VALID.match(normalize(ecosystem, name)) is not None
+    group, sep, artifact = name.partition(":")
+    return bool(sep) and all(_MAVEN_PART.match(p) for p in (group, artifact))
+
+
+def split_npm(name: str) -> tuple[str | None, str]:
+    """(scope without ``@``, bare name) of an npm name."""
+    if name.startswith("@") and "/" in name:
+        scope, _, bare = name[1:].partition("/")
+        return scope, bare
+    return None, name
