@@ -8,11 +8,13 @@ version of a package at once. It does no I/O; rules are plain values.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from stockade.policy.model import ALLOWED, Decision, Ecosystem, Facts, PackageRef, Verdict
 
+_NAME_CACHE = 65536
 _SEVERITY = {Decision.ALLOW: 0, Decision.WARN: 1, Decision.BLOCK: 2}
 
 
@@ -30,6 +32,12 @@ class Engine:
     def __init__(self, rules: Sequence[Rule], *, revision: str) -> None:
         self._rules = tuple(rules)
         self._revision = revision
+        # Name-level decisions repeat for every request of a package: keep them.
+        self._names: OrderedDict[tuple[PackageRef, str | None, bool], Verdict] = OrderedDict()
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self._rules
 
     @property
     def revision(self) -> str:
@@ -45,6 +53,17 @@ class Engine:
 
     def decide(self, ref: PackageRef, facts: Facts) -> Verdict:
         """The effective verdict: the most severe enforced one, else the first audit hit."""
+        if ref.version is not None:
+            return self._decide(ref, facts)
+        key = (ref, facts.upstream, facts.internal)
+        found = self._names.get(key)
+        if found is None:
+            found = self._names[key] = self._decide(ref, facts)
+            if len(self._names) > _NAME_CACHE:
+                self._names.popitem(last=False)
+        return found
+
+    def _decide(self, ref: PackageRef, facts: Facts) -> Verdict:
         best = ALLOWED
         audit: Verdict | None = None
         for verdict in self.explain(ref, facts):
@@ -72,13 +91,22 @@ def build_engine(
     policy: Any | None = None,
     *,
     internal: Mapping[Ecosystem, Sequence[str]] | None = None,
-    osv: Any | None = None,
 ) -> Engine:
     """The engine for a parsed policy; None gives the built-in default policy.
 
-    The built-in default has no rules yet: every name is allowed.
+    The built-in default protects against typosquats of popular names and
+    dependency confusion with the internal namespaces; nothing else is refused.
     """
+    if policy is None:
+        from stockade.policy.file import default_policy  # the file format builds rules
+
+        policy = default_policy({e: tuple(ns) for e, ns in (internal or {}).items()})
     rules: list[Rule] = list(getattr(policy, "rules", ()) or ())
-    material = repr((sorted((e.value, tuple(ns)) for e, ns in (internal or {}).items()),
+    for rule in rules:
+        prepare = getattr(rule, "prepare", None)
+        if callable(prepare):
+            prepare()  # large indexes are built here, off the request path
+    material = repr((getattr(policy, "revision", ""),
+                     sorted((e.value, tuple(ns)) for e, ns in (internal or {}).items()),
                      [r.name for r in rules]))
     return Engine(rules, revision=hashlib.sha256(material.encode()).hexdigest()[:12])

@@ -146,10 +146,7 @@ def is_affected(eco: Ecosystem, version: str, affected: Affected) -> bool:
     parsed = parse_version(eco, version)
     if parsed is None:
         return False
-    for events in affected.ranges:
-        if _in_range(eco, parsed, events):
-            return True
-    return False
+    return any(_in_range(eco, parsed, events) for events in affected.ranges)
 
 
 def _in_range(eco: Ecosystem, parsed: Any, events: tuple[tuple[str, str], ...]) -> bool:
@@ -172,9 +169,9 @@ def _in_range(eco: Ecosystem, parsed: Any, events: tuple[tuple[str, str], ...]) 
     for point, kind in ordered:
         if kind == "introduced" and (point is None or parsed >= point):
             affected = True
-        elif kind == "fixed" and point is not None and parsed >= point:
-            affected = False
-        elif kind == "last_affected" and point is not None and parsed > point:
+        elif point is not None and (
+            (kind == "fixed" and parsed >= point) or (kind == "last_affected" and parsed > point)
+        ):
             affected = False
     return affected
 

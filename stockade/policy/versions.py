@@ -99,7 +99,7 @@ def parse_range(ecosystem: Ecosystem, text: str) -> VersionRange:
         return VersionRange(ecosystem, cleaned or "*", None)
     try:
         parsed = _RANGE_CLASS[ecosystem].from_native(_native(ecosystem, cleaned))
-    except Exception as exc:  # noqa: BLE001 - univers raises many types; re-raised typed
+    except Exception as exc:
         raise VersionRangeError(
             f"{cleaned!r} is not a {ecosystem.value} version range: {exc}"
         ) from exc

@@ -65,7 +65,7 @@ def load_engine(settings: Settings) -> PolicyEngine:
                 f"policy.file: this stockade cannot read policy files yet "
                 f"(got {str(settings.policy.file)!r})"
             ) from exc
-        policy = load_policy(settings.policy.file)
+        policy = load_policy(settings.policy.file, internal=internal_namespaces(settings))
     return build_engine(policy, internal=internal_namespaces(settings))
 
 

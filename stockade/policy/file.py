@@ -1,0 +1,300 @@
+"""The policy file: one reviewed YAML document, validated, turned into rules.
+
+Owns the file format and its errors, which name the key path and the bad value
+(``policy.yaml: rules.cooldown.min_age: "3x" is not a duration``). A section
+that is absent is off, except ``typosquat`` and ``dependency_confusion``, which
+are on unless ``enabled: false``. A complete commented example is
+``stockade/policy/examples/policy.yaml``.
+
+```yaml
+mode: enforce                  # or audit: record what would be refused, refuse nothing
+internal_names: {pypi: [acme-billing], npm: ["@acme/*"], maven: ["com.acme:*"]}
+rules:
+  lists: {allowlist_only: {enabled: false, required_tags: [reviewed]}, allow: [...], deny: [...]}
+  typosquat: {protected: {pypi: [acme-billing]}}
+  dependency_confusion: {}
+  cooldown: {min_age: 3d, allow_undated: false, exempt_internal: true, cutoff: null, exempt: []}
+  osv: {paths: [osv/], min_severity: critical, block_ids: [], ignore_ids: []}
+  install_scripts: {npm: block, pypi_sdist_only: warn, hide_sdist_where_wheel: false, allow: []}
+  licenses: {allow: [], deny: [AGPL-3.0-only], unknown: warn}
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from stockade.config.load import ConfigError
+from stockade.policy.engine import Rule
+from stockade.policy.model import Decision, Ecosystem, Mode
+from stockade.policy.names import normalize
+from stockade.policy.osv import OsvDatabase, OsvError
+from stockade.policy.rules.age import CooldownRule
+from stockade.policy.rules.base import Entry
+from stockade.policy.rules.install import InstallScriptsRule
+from stockade.policy.rules.licenses import LicenseRule
+from stockade.policy.rules.lists import AllowlistOnly, ListEntry, ListsRule
+from stockade.policy.rules.typosquat import DependencyConfusionRule, TyposquatRule
+from stockade.policy.rules.vulns import OsvRule
+from stockade.policy.versions import VersionRangeError, parse_range
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class PolicyError(ConfigError):
+    """The policy file cannot be used; the message names the key and the value."""
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration (use e.g. 72h, 3d, 90m, 1w)")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EntryModel(_Model):
+    ecosystem: Ecosystem
+    name: str = Field(min_length=1)
+    versions: str | None = None
+
+
+class ListEntryModel(EntryModel):
+    reason: str = Field(min_length=1)
+    owner: str = ""
+    expires: date | None = None
+    tags: list[str] = []
+
+
+class AllowlistOnlyModel(_Model):
+    enabled: bool = False
+    required_tags: list[str] = []
+    ecosystems: list[Ecosystem] = list(Ecosystem)
+
+
+class ListsModel(_Model):
+    mode: Mode | None = None
+    allowlist_only: AllowlistOnlyModel = AllowlistOnlyModel()
+    allow: list[ListEntryModel] = []
+    deny: list[ListEntryModel] = []
+
+
+class TyposquatModel(_Model):
+    enabled: bool = True
+    mode: Mode | None = None
+    protected: dict[Ecosystem, list[str]] = {}
+
+
+class ConfusionModel(_Model):
+    enabled: bool = True
+    mode: Mode | None = None
+
+
+class CooldownModel(_Model):
+    mode: Mode | None = None
+    min_age: Duration | None = None
+    cutoff: datetime | None = None
+    allow_undated: bool = False
+    exempt_internal: bool = True
+    exempt: list[EntryModel] = []
+
+
+class OsvModel(_Model):
+    mode: Mode | None = None
+    paths: list[Path] = []
+    min_severity: Literal["low", "moderate", "high", "critical"] | None = "critical"
+    block_ids: list[str] = []
+    ignore_ids: list[str] = []
+
+
+class InstallModel(_Model):
+    mode: Mode | None = None
+    npm: Decision = Decision.BLOCK
+    pypi_sdist_only: Decision = Decision.WARN
+    hide_sdist_where_wheel: bool = False
+    allow: list[EntryModel] = []
+
+
+class LicensesModel(_Model):
+    mode: Mode | None = None
+    allow: list[str] = []
+    deny: list[str] = []
+    unknown: Decision = Decision.WARN
+
+
+class RulesModel(_Model):
+    lists: ListsModel | None = None
+    typosquat: TyposquatModel = TyposquatModel()
+    dependency_confusion: ConfusionModel = ConfusionModel()
+    cooldown: CooldownModel | None = None
+    osv: OsvModel | None = None
+    install_scripts: InstallModel | None = None
+    licenses: LicensesModel | None = None
+
+
+class PolicyModel(_Model):
+    mode: Mode = Mode.ENFORCE
+    internal_names: dict[Ecosystem, list[str]] = {}
+    rules: RulesModel = RulesModel()
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A validated policy: its rules, its revision and what it warns about."""
+
+    rules: tuple[Rule, ...]
+    mode: Mode
+    revision: str
+    internal_names: dict[Ecosystem, tuple[str, ...]] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    osv: OsvDatabase | None = None
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _entry(model: EntryModel, where: str) -> Entry:
+    versions = None
+    if model.versions is not None:
+        try:
+            versions = parse_range(model.ecosystem, model.versions)
+        except VersionRangeError as exc:
+            raise PolicyError(f"{where}.versions: {exc}") from exc
+    return Entry(model.ecosystem, normalize(model.ecosystem, model.name), versions)
+
+
+def _list_entry(model: ListEntryModel, where: str) -> ListEntry:
+    return ListEntry(_entry(model, where), model.reason, model.owner, model.expires,
+                     frozenset(model.tags))
+
+
+def parse_policy(
+    text: str, *, base_dir: Path, source: str = "policy",
+    internal: dict[Ecosystem, tuple[str, ...]] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Policy:
+    """The policy ``text`` describes (``base_dir`` resolves relative OSV paths).
+
+    Raises:
+        PolicyError: invalid YAML, an unknown key, a bad value, an unreadable OSV path.
+    """
+    try:
+        raw = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
+    try:
+        model = PolicyModel.model_validate(raw or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        value = first.get("input")
+        raise PolicyError(
+            f"{source}: {_where(first['loc'])}: {first['msg']} (got {value!r})"
+        ) from exc
+    try:
+        return _build(model, text, base_dir, source, internal or {}, now)
+    except PolicyError as exc:
+        raise PolicyError(f"{source}: {exc}") from exc
+
+
+def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
+           internal: dict[Ecosystem, tuple[str, ...]], now: Callable[[], datetime]) -> Policy:
+    def mode(section_mode: Mode | None) -> Mode:
+        return Mode.AUDIT if model.mode is Mode.AUDIT else (section_mode or Mode.ENFORCE)
+
+    r = model.rules
+    names = {eco: tuple(v) for eco, v in model.internal_names.items()}
+    patterns = {eco: (*internal.get(eco, ()), *names.get(eco, ())) for eco in Ecosystem}
+    rules: list[Rule] = []
+    warnings: list[str] = []
+    allowed: dict[Ecosystem, list[str]] = {}
+    if r.lists is not None:
+        lists = ListsRule(
+            allow=[_list_entry(e, f"rules.lists.allow.{i}") for i, e in enumerate(r.lists.allow)],
+            deny=[_list_entry(e, f"rules.lists.deny.{i}") for i, e in enumerate(r.lists.deny)],
+            allowlist_only=AllowlistOnly(r.lists.allowlist_only.enabled,
+                                         frozenset(r.lists.allowlist_only.required_tags),
+                                         frozenset(r.lists.allowlist_only.ecosystems)),
+            mode=mode(r.lists.mode), now=now,
+        )
+        rules.append(lists)
+        allowed = lists.allowed_names()
+        warnings += [f"expired list entry ({e.describe()}, expired {e.expires}): no longer "
+                     "applied" for e in lists.expired()]
+    if r.typosquat.enabled:
+        rules.append(TyposquatRule(mode=mode(r.typosquat.mode), protected=r.typosquat.protected,
+                                   allowed=allowed, internal=patterns))
+    if r.dependency_confusion.enabled:
+        rules.append(DependencyConfusionRule(internal=patterns, allowed=allowed,
+                                             mode=mode(r.dependency_confusion.mode)))
+    if (c := r.cooldown) is not None:
+        rules.append(CooldownRule(
+            min_age=c.min_age, cutoff=c.cutoff, allow_undated=c.allow_undated,
+            exempt_internal=c.exempt_internal,
+            exempt=[_entry(e, f"rules.cooldown.exempt.{i}") for i, e in enumerate(c.exempt)],
+            mode=mode(c.mode), now=now,
+        ))
+    database = None
+    if (o := r.osv) is not None:
+        paths = [p if p.is_absolute() else base_dir / p for p in o.paths]
+        try:
+            database = OsvDatabase.load(paths)
+        except (OsvError, OSError) as exc:
+            raise PolicyError(f"rules.osv.paths: {exc}") from exc
+        if database.skipped:
+            warnings.append(f"{database.skipped} OSV records could not be read and were skipped")
+        db = database
+        rules.append(OsvRule(lambda: db, o.min_severity, frozenset(o.block_ids),
+                             frozenset(o.ignore_ids), mode(o.mode)))
+    if (s := r.install_scripts) is not None:
+        rules.append(InstallScriptsRule(
+            s.npm, s.pypi_sdist_only, s.hide_sdist_where_wheel,
+            [_entry(e, f"rules.install_scripts.allow.{i}") for i, e in enumerate(s.allow)],
+            mode(s.mode),
+        ))
+    if (lic := r.licenses) is not None:
+        rules.append(LicenseRule(lic.allow, lic.deny, lic.unknown, mode(lic.mode)))
+    material = text.encode() + repr(sorted((e.value, v) for e, v in patterns.items())).encode()
+    if database is not None:
+        material += database.revision.encode()
+    return Policy(tuple(rules), model.mode, hashlib.sha256(material).hexdigest()[:12],
+                  names, tuple(warnings), database)
+
+
+def load_policy(path: Path, *, internal: dict[Ecosystem, tuple[str, ...]] | None = None,
+                now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Policy:
+    """Read and validate the policy file at ``path``.
+
+    Raises:
+        PolicyError: the file is missing, unreadable or invalid.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read the policy file: {exc.strerror}") from exc
+    return parse_policy(text, base_dir=path.parent, source=str(path), internal=internal, now=now)
+
+
+def default_policy(internal: dict[Ecosystem, tuple[str, ...]] | None = None) -> Policy:
+    """The policy in force without a policy file: typosquat and dependency confusion."""
+    return parse_policy("", base_dir=Path("."), source="built-in policy", internal=internal)

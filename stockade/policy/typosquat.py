@@ -1,0 +1,186 @@
+"""Finding names that imitate protected ones: the matching core of the typosquat rules.
+
+Owns the skeleton of a name (lower case, separators removed, look-alike
+characters folded to ASCII, npm scope joined in; ``rn`` read as ``m`` in a
+second look-up), and an
+index of protected names that answers "which protected name does this one
+imitate, and how" in a few microseconds: exact skeleton and affix look-ups in
+dictionaries, and edit distance through a one-deletion neighbourhood index
+(SymSpell's idea) checked with rapidfuzz's Damerau-Levenshtein distance: one
+edit for names of five letters or more, two from ten.
+Pure; the corpus is passed in.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from confusable_homoglyphs import confusables
+from rapidfuzz.distance import DamerauLevenshtein
+
+from stockade.policy.model import Ecosystem
+from stockade.policy.names import normalize
+
+_SEPARATORS = re.compile(r"[-_.@/:\s]+")
+# Affixes typosquats add to or drop from a popular name.
+_AFFIXES = ("python3", "python", "py3", "py", "node", "js", "lib", "cli", "dev", "sdk", "api")
+_MIN_FUZZY = 5  # shorter names differ by one letter from too many real ones
+_TWO_EDITS = 10  # from this length two edits are still a look-alike
+
+
+@lru_cache(maxsize=8192)
+def _fold_char(ch: str) -> str:
+    if ch.isascii():
+        return ch
+    decomposed = unicodedata.normalize("NFKD", ch)
+    base = "".join(c for c in decomposed if not unicodedata.combining(c))
+    if base.isascii() and base:
+        return base.lower()
+    found = confusables.is_confusable(ch, preferred_aliases=["latin"], greedy=True)
+    if found:
+        for item in found[0]["homoglyphs"]:
+            if item["c"].isascii():
+                return item["c"].lower()
+    return ch
+
+
+def skeleton(ecosystem: Ecosystem, name: str) -> str:
+    """The form look-alikes share: ``Req_uests`` and ``requests`` have one skeleton."""
+    text = unicodedata.normalize("NFKC", name).lower()
+    text = "".join(_fold_char(ch) for ch in text)
+    return _SEPARATORS.sub("", text)
+
+
+def _fold_pairs(skel: str) -> str:
+    # Letter pairs that read as one letter in many fonts.
+    return skel.replace("rn", "m").replace("vv", "w").replace("cl", "d")
+
+
+def _technique(candidate: str, target: str) -> str:
+    if len(candidate) == len(target) and sorted(candidate) == sorted(target):
+        return "swapped letters"
+    longer, shorter = (candidate, target) if len(candidate) > len(target) else (target, candidate)
+    if len(longer) == len(shorter) + 1:
+        for i in range(len(longer)):
+            if longer[:i] + longer[i + 1:] == shorter:
+                repeated = (i > 0 and longer[i - 1] == longer[i]) or (
+                    i + 1 < len(longer) and longer[i + 1] == longer[i])
+                if repeated:
+                    return "repeated letter" if longer is candidate else "dropped repeated letter"
+                return "added letter" if longer is candidate else "dropped letter"
+    distance = DamerauLevenshtein.distance(candidate, target)
+    return "one edit" if distance == 1 else f"{distance} edits"
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A protected name a candidate imitates, and how."""
+
+    target: str
+    technique: str
+
+
+class NameIndex:
+    """Protected names of one ecosystem, ranked (earlier is more protected)."""
+
+    def __init__(self, ecosystem: Ecosystem, names: Iterable[str]) -> None:
+        self.ecosystem = ecosystem
+        self.names: dict[str, int] = {}  # normalised name -> rank
+        self._skeletons: dict[str, str] = {}  # skeleton -> best-ranked name
+        self._folded: dict[str, str] = {}  # skeleton with rn->m etc. -> best-ranked name
+        # one-deletion variant -> skeleton(s); a str while unique, saving memory
+        self._deletes: dict[str, str | tuple[str, ...]] = {}
+        for rank, raw in enumerate(names):
+            name = normalize(ecosystem, raw)
+            if not name or name in self.names:
+                continue
+            self.names[name] = rank
+            skel = skeleton(ecosystem, name)
+            self._folded.setdefault(_fold_pairs(skel), name)
+            if skel not in self._skeletons:
+                self._skeletons[skel] = name
+                for variant in _deletions(skel):
+                    held = self._deletes.get(variant)
+                    if held is None:
+                        self._deletes[variant] = skel
+                    elif isinstance(held, str):
+                        self._deletes[variant] = (held, skel)
+                    else:
+                        self._deletes[variant] = (*held, skel)
+
+    def __contains__(self, name: str) -> bool:
+        return normalize(self.ecosystem, name) in self.names
+
+    def lookalike(self, name: str) -> Match | None:
+        """The protected name ``name`` imitates, if any (never itself)."""
+        norm = normalize(self.ecosystem, name)
+        if norm in self.names:
+            return None
+        skel = skeleton(self.ecosystem, norm)
+        exact = self._skeletons.get(skel)
+        if exact is not None:
+            return Match(exact, self._exact_technique(norm, exact))
+        folded = self._folded.get(_fold_pairs(skel))
+        if folded is not None and folded != norm:
+            return Match(folded, "confusable characters")
+        return self._affix(skel) or self._fuzzy(skel)
+
+    def _exact_technique(self, norm: str, target: str) -> str:
+        if self.ecosystem is Ecosystem.NPM and ("/" in norm) != ("/" in target):
+            return "scope confusion"
+        plain = _SEPARATORS.sub("", norm)
+        if not norm.isascii():
+            return "confusable characters"
+        if plain != _SEPARATORS.sub("", target):
+            return "confusable characters"
+        return "separator variant"
+
+    def _affix(self, skel: str) -> Match | None:
+        for affix in _AFFIXES:
+            for rest in (skel.removeprefix(affix), skel.removesuffix(affix)):
+                if rest != skel and len(rest) >= 4:
+                    target = self._skeletons.get(rest)
+                    if target is not None and self.names[target] < 2000:
+                        return Match(target, f"added affix {affix!r}")
+        return None
+
+    def _fuzzy(self, skel: str) -> Match | None:
+        if len(skel) < _MIN_FUZZY:
+            return None
+        best: tuple[int, int, str] | None = None
+        for variant in _deletions(skel):
+            held = self._deletes.get(variant, ())
+            for candidate in (held,) if isinstance(held, str) else held:
+                if len(candidate) < _MIN_FUZZY:
+                    continue
+                allowed = 2 if min(len(candidate), len(skel)) >= _TWO_EDITS else 1
+                distance = DamerauLevenshtein.distance(skel, candidate, score_cutoff=allowed)
+                if distance > allowed:
+                    continue
+                target = self._skeletons[candidate]
+                key = (distance, self.names[target], target)
+                if best is None or key < best:
+                    best = key
+        if best is None:
+            return None
+        target = best[2]
+        return Match(target, _technique(skel, skeleton(self.ecosystem, target)))
+
+
+def _deletions(word: str) -> set[str]:
+    """``word`` and every string made by deleting one character.
+
+    One deletion on each side finds every pair one edit apart (a transposition
+    included) and the two-edit pairs that share a deletion (a substitution plus
+    an insertion elsewhere, say); pairs two substitutions apart are not found.
+    """
+    return {word, *(word[:i] + word[i + 1:] for i in range(len(word)))}
+
+
+def load_index(ecosystem: Ecosystem, names: Sequence[str]) -> NameIndex:
+    """An index over ``names`` (ranked, most protected first)."""
+    return NameIndex(ecosystem, names)
