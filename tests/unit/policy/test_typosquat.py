@@ -1,0 +1,110 @@
+"""Typosquat and dependency-confusion detection on names from public incident reports."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stockade.policy.model import Ecosystem, Facts, Mode, PackageRef
+from stockade.policy.names import normalize
+from stockade.policy.rules.typosquat import DependencyConfusionRule, TyposquatRule
+from stockade.policy.typosquat import skeleton
+
+E = Ecosystem
+RULE = TyposquatRule()
+
+
+@pytest.mark.parametrize(("eco", "name", "target", "technique"), [
+    (E.PYPI, "reqeusts", "requests", "swapped letters"),
+    (E.PYPI, "colourama", "colorama", "added letter"),
+    (E.PYPI, "jeIlyfish", "jellyfish", None),  # capital I for l (2019)
+    (E.PYPI, "python3-dateutil", "python-dateutil", None),  # 2019
+    (E.PYPI, "urlib3", "urllib3", "dropped repeated letter"),
+    (E.PYPI, "djanga", "django", None),
+    (E.PYPI, "python-requests", "requests", "added affix 'python'"),
+    (E.PYPI, "reqυests", "requests", "confusable characters"),  # Greek upsilon
+    (E.NPM, "crossenv", "cross-env", "separator variant"),  # 2017
+    (E.NPM, "loadsh", "lodash", "swapped letters"),
+    (E.NPM, "electorn", "electron", "swapped letters"),
+    (E.NPM, "babelcli", "@babel/cli", "scope confusion"),  # 2017
+    (E.NPM, "types-node", "@types/node", "scope confusion"),
+    (E.NPM, "@typess/node", "@types/node", None),
+    (E.NPM, "rnocha", "mocha", "confusable characters"),
+    (E.MAVEN, "org.apache.common:commons-lang3", "org.apache.commons:commons-lang3", None),
+    (E.MAVEN, "com.goggle.guava:guava", "com.google.guava:guava", None),
+])
+def test_incident_names_are_caught(eco: Ecosystem, name: str, target: str,
+                                   technique: str | None) -> None:
+    verdict = RULE.evaluate(PackageRef(eco, name), Facts(upstream="public"))
+    assert verdict is not None, name
+    assert verdict.blocks
+    assert verdict.target == target
+    assert f'"{target}"' in verdict.reason
+    if technique is not None:
+        assert f"({technique})" in verdict.reason
+
+
+@pytest.mark.parametrize(("eco", "name"), [
+    (E.PYPI, "requests"), (E.PYPI, "numpy"), (E.PYPI, "numba"), (E.PYPI, "Flask"),
+    (E.PYPI, "python-dateutil"), (E.PYPI, "pytest"), (E.PYPI, "six"),
+    (E.NPM, "react"), (E.NPM, "preact"), (E.NPM, "jest-cli"), (E.NPM, "@types/node"),
+    (E.NPM, "node"), (E.NPM, "lodash"), (E.NPM, "cross-env"),
+    (E.MAVEN, "com.google.guava:guava"), (E.MAVEN, "junit:junit"),
+    (E.PYPI, "my-own-tool"), (E.NPM, "zzz-unique-name"),
+])
+def test_popular_and_unrelated_names_pass(eco: Ecosystem, name: str) -> None:
+    assert RULE.evaluate(PackageRef(eco, name), Facts(upstream="public")) is None
+
+
+def test_allowed_and_internal_names_pass() -> None:
+    rule = TyposquatRule(allowed={E.PYPI: ["reqeusts"]})
+    assert rule.evaluate(PackageRef(E.PYPI, "reqeusts"), Facts()) is None
+    assert RULE.evaluate(PackageRef(E.PYPI, "reqeusts"), Facts(internal=True)) is None
+
+
+def test_protected_internal_names_and_audit_mode() -> None:
+    rule = TyposquatRule(protected={E.PYPI: ["acme-billing"]}, mode=Mode.AUDIT)
+    verdict = rule.evaluate(PackageRef(E.PYPI, "acme-biling"), Facts())
+    assert verdict is not None
+    assert verdict.target == "acme-billing"
+    assert verdict.audit_only
+    assert not verdict.blocks
+
+
+CONFUSION = DependencyConfusionRule(internal={
+    E.PYPI: ["acme-*"], E.NPM: ["@acme/*"], E.MAVEN: ["com.acme.*"]})
+
+
+@pytest.mark.parametrize(("eco", "name", "facts", "refused"), [
+    (E.NPM, "@acme/utils", Facts(upstream="npmjs"), True),  # internal name, public source
+    (E.NPM, "@acme/utils", Facts(upstream="internal", internal=True), False),
+    (E.NPM, "acme-utils", Facts(upstream="npmjs"), True),  # imitates the scope
+    (E.NPM, "@acrne/utils", Facts(upstream="npmjs"), True),  # rn for m
+    (E.PYPI, "acme_billing", Facts(upstream="pypi"), True),  # normalises into acme-*
+    (E.PYPI, "acmebilling", Facts(upstream="pypi"), True),
+    (E.MAVEN, "com.acme-corp:core", Facts(upstream="central"), True),
+    (E.MAVEN, "corn.acme:core", Facts(upstream="central"), True),
+    (E.NPM, "react", Facts(upstream="npmjs"), False),
+    (E.PYPI, "requests", Facts(upstream="pypi"), False),
+    (E.MAVEN, "com.google.guava:guava", Facts(upstream="central"), False),
+])
+def test_dependency_confusion(eco: Ecosystem, name: str, facts: Facts, refused: bool) -> None:
+    verdict = CONFUSION.evaluate(PackageRef(eco, name), facts)
+    assert (verdict is not None and verdict.blocks) is refused
+
+
+names = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABC0123456789-_.", min_size=1, max_size=30)
+
+
+@given(names)
+def test_normalise_is_idempotent(name: str) -> None:
+    for eco in Ecosystem:
+        once = normalize(eco, name)
+        assert normalize(eco, once) == once
+
+
+@given(names)
+def test_skeleton_ignores_normalisation(name: str) -> None:
+    for eco in Ecosystem:
+        assert skeleton(eco, normalize(eco, name)) == skeleton(eco, name)
