@@ -177,3 +177,48 @@ def test_yarn_berry_install(tmp_path: Path, upstream: Verdaccio, proxy_process: 
     # yarn builds the tarball URL itself, with the scope escaped
     assert ('"path": "/npm/@e2e%2fscoped/-/scoped-1.0.0.tgz"' in served
             or '"path": "/npm/@e2e/scoped/-/scoped-1.0.0.tgz"' in served)
+
+
+def test_npm_shows_refusals_and_resolves_around_a_refused_version(
+    tmp_path: Path, upstream: Verdaccio, proxy_process: Any
+) -> None:
+    # First a lockfile resolved before the policy refused e2e-leaf 1.1.0.
+    (tmp_path / "before").mkdir()
+    plain = proxy_process(proxy_config(tmp_path / "before", upstream))
+    work, env, userconfig = project(tmp_path, "locked", f"{plain.url}/npm/")
+    npm(work, env, userconfig, tmp_path / "cache0", "install")
+    lock = (work / "package-lock.json").read_text()
+    plain.stop()
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "rules:\n  lists:\n    deny:\n"
+        "      - {ecosystem: npm, name: e2e-other, reason: 'test: known bad', owner: e2e}\n"
+        "      - {ecosystem: npm, name: e2e-leaf, versions: '1.1.0', reason: 'test: broken',"
+        " owner: e2e}\n")
+    proxy = proxy_process({**proxy_config(tmp_path, upstream), "policy": {"file": str(policy)}})
+    registry_url = f"{proxy.url}/npm/"
+
+    # A refused name: npm prints the reason from the JSON error body.
+    fresh, fenv, fconfig = project(tmp_path, "refused", registry_url)
+    result = npm(fresh, fenv, fconfig, tmp_path / "cache1", "install", check=False)
+    assert result.returncode != 0
+    assert "Blocked by stockade" in result.stderr
+    assert "test: known bad" in result.stderr
+
+    # The newest e2e-leaf is refused: ~1.1.0 has nothing left, ^1.0.0 resolves to 1.0.0.
+    leaf, lenv, lconfig = project(tmp_path, "leaf", registry_url)
+    (leaf / "package.json").write_text(json.dumps(
+        {"name": "leaf-user", "version": "1.0.0", "dependencies": {"e2e-leaf": "^1.0.0"}}))
+    npm(leaf, lenv, lconfig, tmp_path / "cache2", "install")
+    assert installed(leaf) == {"e2e-leaf": "1.0.0"}
+
+    # npm ci from the old lockfile asks for the refused tarball and shows why.
+    ci = tmp_path / "ci"
+    ci.mkdir()
+    (ci / "package.json").write_text((work / "package.json").read_text())
+    (ci / "package-lock.json").write_text(lock.replace(plain.url, proxy.url))
+    result = npm(ci, env, userconfig, tmp_path / "cache3", "ci", "--registry", registry_url,
+                 check=False)
+    assert result.returncode != 0
+    assert "Blocked by stockade" in result.stderr

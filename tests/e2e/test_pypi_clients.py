@@ -164,3 +164,48 @@ def test_kill_during_fetch_leaves_no_partial_blob(
     with urllib.request.urlopen(f"{proxy.url}/pypi/files/e2e-big/{big.filename}") as resp:  # noqa: S310
         assert resp.read() == big.data
     assert len([p for p in blobs.rglob("*") if p.is_file()]) == 1
+
+
+POLICY = """
+rules:
+  lists:
+    deny:
+      - {ecosystem: pypi, name: e2e-util, versions: "==1.0", reason: "test: bad build",
+         owner: e2e}
+      - {ecosystem: pypi, name: e2e-lib, versions: "2.0", reason: "test: broken release",
+         owner: e2e}
+"""
+
+
+def test_pip_shows_refusals_and_resolves_around_a_refused_version(
+    tmp_path: Path, upstream: tuple[FakePyPI, ThreadedServer], proxy_process: Any
+) -> None:
+    _, server = upstream
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    proxy = proxy_process({**_config(tmp_path, server), "policy": {"file": str(policy)}})
+    simple = f"{proxy.url}/pypi/simple/"
+
+    # The newest e2e-lib is refused: the resolver picks the newest allowed one.
+    result = pip_install(tmp_path, simple, "e2e-lib", "--no-deps", name="pip-lib")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "e2e_lib-1.0" in result.stdout
+    assert "e2e_lib-2.0" not in result.stdout
+
+    # Every version of e2e-util is refused: pip shows why, from the refused download.
+    result = pip_install(tmp_path, simple, "e2e-util", name="pip-util")
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "Blocked by stockade" in out
+    assert "test: bad build" in out
+
+    # A lockfile naming the refused file directly gets the reason too.
+    wheel = f"{proxy.url}/pypi/files/e2e-lib/e2e_lib-2.0-py3-none-any.whl"
+    result = pip_install(tmp_path, simple, wheel, "--no-deps", name="pip-direct")
+    assert result.returncode != 0
+    assert "test: broken release" in result.stdout + result.stderr
+
+    # uv prints the reason of the refused download as well.
+    result = uv_install(tmp_path, simple, "e2e-util", name="uv-util")
+    assert result.returncode != 0
+    assert "Blocked by stockade" in result.stdout + result.stderr
