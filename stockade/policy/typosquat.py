@@ -26,9 +26,17 @@ from stockade.policy.model import Ecosystem
 from stockade.policy.names import normalize
 
 _SEPARATORS = re.compile(r"[-_.@/:\s]+")
-# Affixes typosquats add to or drop from a popular name.
-_AFFIXES = ("python3", "python", "py3", "py", "node", "js", "lib", "cli", "dev", "sdk", "api")
+# Affixes typosquats add to or drop from a popular name, and how popular the
+# imitated name must be (by rank) for the affix alone to make a look-alike.
+_AFFIXES = {
+    Ecosystem.PYPI: (("python3", 20000), ("python", 20000), ("py3", 5000), ("py", 2000),
+                     ("lib", 2000), ("cli", 2000), ("dev", 2000), ("sdk", 2000)),
+    Ecosystem.NPM: (("node", 20000), ("js", 20000), ("lib", 2000), ("cli", 2000),
+                    ("dev", 2000), ("sdk", 2000)),
+    Ecosystem.MAVEN: (),
+}
 _MIN_FUZZY = 5  # shorter names differ by one letter from too many real ones
+_ANY_EDIT = 7  # below this, only swapped and repeated letters count (real names collide)
 _TWO_EDITS = 10  # from this length two edits are still a look-alike
 
 
@@ -55,9 +63,12 @@ def skeleton(ecosystem: Ecosystem, name: str) -> str:
     return _SEPARATORS.sub("", text)
 
 
+_ONE_LOOK = str.maketrans({"l": "i", "1": "i", "0": "o"})
+
+
 def _fold_pairs(skel: str) -> str:
-    # Letter pairs that read as one letter in many fonts.
-    return skel.replace("rn", "m").replace("vv", "w").replace("cl", "d")
+    # Letters and pairs that read alike in many fonts (capital I and l lower-cased apart).
+    return skel.replace("rn", "m").replace("vv", "w").replace("cl", "d").translate(_ONE_LOOK)
 
 
 def _technique(candidate: str, target: str) -> str:
@@ -140,11 +151,11 @@ class NameIndex:
         return "separator variant"
 
     def _affix(self, skel: str) -> Match | None:
-        for affix in _AFFIXES:
+        for affix, max_rank in _AFFIXES[self.ecosystem]:
             for rest in (skel.removeprefix(affix), skel.removesuffix(affix)):
-                if rest != skel and len(rest) >= 4:
+                if rest != skel and len(rest) >= 2:
                     target = self._skeletons.get(rest)
-                    if target is not None and self.names[target] < 2000:
+                    if target is not None and self.names[target] < max_rank:
                         return Match(target, f"added affix {affix!r}")
         return None
 
@@ -161,6 +172,8 @@ class NameIndex:
                 distance = DamerauLevenshtein.distance(skel, candidate, score_cutoff=allowed)
                 if distance > allowed:
                     continue
+                if min(len(candidate), len(skel)) < _ANY_EDIT and not _slip(skel, candidate):
+                    continue
                 target = self._skeletons[candidate]
                 key = (distance, self.names[target], target)
                 if best is None or key < best:
@@ -169,6 +182,22 @@ class NameIndex:
             return None
         target = best[2]
         return Match(target, _technique(skel, skeleton(self.ecosystem, target)))
+
+
+def _slip(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` differ by swapped neighbours or a doubled letter."""
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] \
+            and a[diff[1]] == b[diff[0]]
+    longer, shorter = (a, b) if len(a) > len(b) else (b, a)
+    if len(longer) != len(shorter) + 1:
+        return False
+    for i in range(len(longer)):
+        if longer[:i] + longer[i + 1:] == shorter:
+            return (i > 0 and longer[i - 1] == longer[i]) or (
+                i + 1 < len(longer) and longer[i + 1] == longer[i])
+    return False
 
 
 def _deletions(word: str) -> set[str]:

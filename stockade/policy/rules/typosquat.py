@@ -58,6 +58,7 @@ class TyposquatRule:
             eco: [normalize(eco, n) for n in names] for eco, names in self.allowed.items()
         }
         self._cache: OrderedDict[tuple[Ecosystem, str], Verdict | None] = OrderedDict()
+        self._indexes: dict[Ecosystem, NameIndex] = {}
 
     def prepare(self) -> None:
         """Build every ecosystem's index now rather than at the first decision."""
@@ -66,6 +67,12 @@ class TyposquatRule:
 
     def index(self, ecosystem: Ecosystem) -> NameIndex:
         """The protected names of ``ecosystem`` (built once, shared across reloads)."""
+        found = self._indexes.get(ecosystem)
+        if found is None:
+            found = self._indexes[ecosystem] = self._build(ecosystem)
+        return found
+
+    def _build(self, ecosystem: Ecosystem) -> NameIndex:
         extra = [*self.protected.get(ecosystem, ()),
                  *(n for n in self.internal.get(ecosystem, ()) if "*" not in n)]
         shipped = tuple(popular(ecosystem)) if self.popular is None else tuple(

@@ -21,7 +21,7 @@ RULE = TyposquatRule()
     (E.PYPI, "jeIlyfish", "jellyfish", None),  # capital I for l (2019)
     (E.PYPI, "python3-dateutil", "python-dateutil", None),  # 2019
     (E.PYPI, "urlib3", "urllib3", "dropped repeated letter"),
-    (E.PYPI, "djanga", "django", None),
+    (E.PYPI, "matplotlip", "matplotlib", "one edit"),
     (E.PYPI, "python-requests", "requests", "added affix 'python'"),
     (E.PYPI, "reqυests", "requests", "confusable characters"),  # Greek upsilon
     (E.NPM, "crossenv", "cross-env", "separator variant"),  # 2017
