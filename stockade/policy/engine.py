@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from stockade.policy.model import ALLOWED, Decision, Ecosystem, Facts, PackageRef, Verdict
@@ -29,9 +30,11 @@ class Rule(Protocol):
 class Engine:
     """A fixed set of rules under one revision."""
 
-    def __init__(self, rules: Sequence[Rule], *, revision: str) -> None:
+    def __init__(self, rules: Sequence[Rule], *, revision: str,
+                 sources: Sequence[Path] = ()) -> None:
         self._rules = tuple(rules)
         self._revision = revision
+        self.sources = tuple(sources)  # files the rules were read from (besides the policy)
         # Name-level decisions repeat for every request of a package: keep them.
         self._names: OrderedDict[tuple[PackageRef, str | None, bool], Verdict] = OrderedDict()
 
@@ -109,4 +112,5 @@ def build_engine(
     material = repr((getattr(policy, "revision", ""),
                      sorted((e.value, tuple(ns)) for e, ns in (internal or {}).items()),
                      [r.name for r in rules]))
-    return Engine(rules, revision=hashlib.sha256(material.encode()).hexdigest()[:12])
+    return Engine(rules, revision=hashlib.sha256(material.encode()).hexdigest()[:12],
+                  sources=getattr(policy, "osv_paths", ()))

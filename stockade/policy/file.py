@@ -168,6 +168,7 @@ class Policy:
     internal_names: dict[Ecosystem, tuple[str, ...]] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     osv: OsvDatabase | None = None
+    osv_paths: tuple[Path, ...] = ()  # where the OSV records were read (watched for changes)
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -255,6 +256,7 @@ def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
             mode=mode(c.mode), now=now,
         ))
     database = None
+    paths: list[Path] = []
     if (o := r.osv) is not None:
         paths = [p if p.is_absolute() else base_dir / p for p in o.paths]
         try:
@@ -278,7 +280,7 @@ def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
     if database is not None:
         material += database.revision.encode()
     return Policy(tuple(rules), model.mode, hashlib.sha256(material).hexdigest()[:12],
-                  names, tuple(warnings), database)
+                  names, tuple(warnings), database, tuple(paths))
 
 
 def load_policy(path: Path, *, internal: dict[Ecosystem, tuple[str, ...]] | None = None,

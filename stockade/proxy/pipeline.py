@@ -53,6 +53,8 @@ class ArtifactSource:
     algorithms: tuple[str, ...] = ()
     content_type: str = "application/octet-stream"
     headers: Mapping[str, str] = field(default_factory=dict)
+    name: str | None = None  # package name and version, recorded for `stockade audit`
+    version: str | None = None
 
 
 class Fill:
@@ -215,7 +217,9 @@ class ArtifactPipeline:
         await writer.close()
         await self._index.put(
             source.key, {"sha256": info.sha256, "size": info.size, "digests": info.digests,
-                         "url": source.url, "upstream": source.upstream.name},
+                         "url": source.url, "upstream": source.upstream.name,
+                         "ecosystem": source.ecosystem.value, "name": source.name,
+                         "version": source.version, "filename": source.filename},
         )
         self._metrics.storage_bytes.set(self._store.total_bytes)
         fill.info = info

@@ -1,4 +1,4 @@
-"""The policy side of the ``stockade`` command: ``check`` and ``log verify``.
+"""The policy side of ``stockade``: ``check``, ``audit``, ``osv import``, ``log verify``.
 
 Owns parsing their arguments, printing and exit codes; deciding is
 ``stockade.policy``'s job, checking the log ``decisionlog``'s.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +22,12 @@ from typing import Any
 
 from stockade.config.load import load_settings
 from stockade.config.model import Settings
-from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
+from stockade.policy.file import load_policy
+from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, Verdict
+from stockade.policy.osv import OsvDatabase, OsvError
 from stockade.proxy.app import decision_log_path, load_engine
 from stockade.proxy.decisionlog import verify
+from stockade.storage.refs import RefStore
 
 
 def add_subcommands(sub: Any) -> None:
@@ -35,6 +39,21 @@ def add_subcommands(sub: Any) -> None:
     check.add_argument("--config", help="YAML config file (or $STOCKADE_CONFIG)")
     check.add_argument("--json", action="store_true", help="one JSON object per line")
     check.set_defaults(func=_check)
+
+    audit = sub.add_parser("audit", help="re-decide everything in the cache against the "
+                                         "current policy and intel; changes nothing")
+    audit.add_argument("--config", help="YAML config file (or $STOCKADE_CONFIG)")
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit.set_defaults(func=_audit)
+
+    osv = sub.add_parser("osv", help="OSV advisory data")
+    osv_sub = osv.add_subparsers(dest="osv_command", required=True)
+    imp = osv_sub.add_parser("import", help="check OSV records (an export zip, a folder or a "
+                                            "JSON file) and copy them where the policy reads "
+                                            "them; a running server reloads them")
+    imp.add_argument("path")
+    imp.add_argument("--config", help="YAML config file (or $STOCKADE_CONFIG)")
+    imp.set_defaults(func=_osv_import)
 
     log = sub.add_parser("log", help="the decision log")
     log_sub = log.add_subparsers(dest="log_command", required=True)
@@ -122,3 +141,85 @@ def _log_verify(args: argparse.Namespace) -> int:
     state = "intact" if result.ok else f"{len(result.problems)} problems"
     print(f"{path}: {result.records} records, {state}; last hash {result.last_hash}")
     return 0 if result.ok else 1
+
+
+def _audit(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    engine = load_engine(settings)
+    refs = RefStore(settings.storage.path, "artifacts")
+    checked = refused = 0
+    for record in refs.records():
+        ref = _cached_ref(record)
+        if ref is None:
+            continue
+        checked += 1
+        facts = Facts(upstream=record.get("upstream"),
+                      internal=_facts(settings, ref.ecosystem, ref.name).internal)
+        verdict = engine.decide(ref, facts)
+        if verdict.decision is Decision.ALLOW:
+            continue
+        refused += verdict.blocks
+        if args.json:
+            print(json.dumps({"ecosystem": ref.ecosystem.value, "name": ref.name,
+                              "version": ref.version, "filename": ref.filename,
+                              "decision": verdict.decision.value, "rule": verdict.rule,
+                              "reason": verdict.reason, "target": verdict.target}))
+        else:
+            print(f"{ref.display()} ({ref.filename}): {verdict.decision.value} "
+                  f"[{verdict.rule}] {verdict.reason}")
+    print(f"{checked} cached artifacts checked against policy revision {engine.revision}: "
+          f"{refused} would now be refused", file=sys.stderr)
+    return 1 if refused else 0
+
+
+def _cached_ref(record: dict[str, Any]) -> PackageRef | None:
+    try:
+        ecosystem = Ecosystem(record.get("ecosystem", ""))
+    except ValueError:
+        return None
+    name, version = record.get("name"), record.get("version")
+    if not isinstance(name, str):
+        return None
+    return PackageRef(ecosystem, name, version if isinstance(version, str) else None,
+                      record.get("filename"))
+
+
+def _osv_import(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    source = Path(args.path)
+    try:
+        database = OsvDatabase.load([source])
+    except OsvError as exc:
+        print(f"cannot import {source}: {exc}", file=sys.stderr)
+        return 2
+    records = sum(len(v) for v in database.records.values())
+    target = _osv_target(settings)
+    if target is None:
+        print("the policy has no rules.osv.paths folder to import into", file=sys.stderr)
+        return 2
+    target.mkdir(parents=True, exist_ok=True)
+    name = source.name if source.is_file() else f"{source.name}.d"
+    destination = target / name
+    tmp = target / f".{name}.importing"
+    if source.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        shutil.rmtree(destination, ignore_errors=True)
+    else:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, destination)
+    os.utime(target)
+    print(f"imported {records} advisories ({database.skipped} unreadable records skipped) "
+          f"into {destination}")
+    return 0
+
+
+def _osv_target(settings: Settings) -> Path | None:
+    """The first folder the policy's ``osv`` rule reads records from."""
+    if settings.policy.file is None:
+        return None
+    policy = load_policy(settings.policy.file)
+    for path in policy.osv_paths:
+        if path.is_dir():
+            return path
+    return None

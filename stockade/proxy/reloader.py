@@ -1,8 +1,9 @@
 """Putting a changed policy in force without a restart, and never failing open.
 
-Owns watching the policy file (its modification time, size and inode, polled
-every ``policy.reload_check_s``) and SIGHUP, building the new engine off the
-event loop, and swapping it into the gate only when it was built without error.
+Owns watching the policy file and the OSV data its rules read (modification
+time, size and inode, polled every ``policy.reload_check_s``) and SIGHUP,
+building the new engine off the event loop, and swapping it into the gate only
+when it was built without error.
 An invalid new file is logged and counted; the running policy stays in force.
 """
 
@@ -34,6 +35,11 @@ def _stamp(path: Path | None) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+def _stamps(paths: tuple[Path | None, ...]) -> tuple[tuple[int, int, int] | None, ...]:
+    """What changes when a file, or a folder's entries, change."""
+    return tuple(_stamp(p) for p in paths)
+
+
 class PolicyReloader:
     """Rebuilds the engine when the policy file changes or on SIGHUP."""
 
@@ -46,11 +52,15 @@ class PolicyReloader:
         self._metrics = metrics
         self._factory = factory
         self._path = settings.policy.file
-        self._stamp = _stamp(self._path)
+        self._stamp = _stamps(self._watched())
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._signal = False
         self._lock = asyncio.Lock()
+
+    def _watched(self) -> tuple[Path | None, ...]:
+        # The policy file, and the OSV folders and files its rules read.
+        return (self._path, *getattr(self._gate.engine, "sources", ()))
 
     async def start(self) -> None:
         """Start watching; SIGHUP is handled where the loop allows signal handlers."""
@@ -79,7 +89,7 @@ class PolicyReloader:
                 reason = "SIGHUP"
             except TimeoutError:
                 reason = "file changed"
-                if _stamp(self._path) == self._stamp:
+                if _stamps(self._watched()) == self._stamp:
                     continue
             self._wake.clear()
             await self.reload(reason)
@@ -87,7 +97,7 @@ class PolicyReloader:
     async def reload(self, reason: str = "requested") -> bool:
         """Build the engine again; swap it in only if that succeeded."""
         async with self._lock:
-            stamp = _stamp(self._path)
+            stamp = _stamps(self._watched())
             try:
                 engine = await asyncio.to_thread(self._factory, self._settings)
             except (ConfigError, OSError, ValueError) as exc:
@@ -97,8 +107,8 @@ class PolicyReloader:
                 logger.error("policy reload (%s) rejected, revision %s stays in force: %s",
                              reason, self._gate.revision, text)
                 return False
-            self._stamp = stamp
             self._metrics.policy_reloads.labels("applied").inc()
             if engine.revision != self._gate.revision:
                 self._gate.swap(engine)
+            self._stamp = _stamps(self._watched())
             return True

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,18 @@ class RefStore:
             return await asyncio.to_thread(self._path(key, ".body").read_bytes)
         except FileNotFoundError:
             return None
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every record of the namespace (synchronous: for maintenance commands)."""
+        if not self._dir.is_dir():
+            return
+        for path in sorted(self._dir.glob("*/*.json")):
+            try:
+                doc = orjson.loads(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                continue
+            if isinstance(doc, dict):
+                yield doc
 
     async def delete(self, key: str) -> None:
         """Remove a record and its body."""

@@ -285,7 +285,8 @@ async def tarball(request: web.Request) -> web.StreamResponse:
     source = ArtifactSource(
         ecosystem=ECO, upstream=upstream, url=url, filename=filename,
         key=f"npm|{upstream.name}|{name}|{filename}", expected=_expected(entry, name),
-        content_type="application/octet-stream", headers=_IMMUTABLE,
+        content_type="application/octet-stream", headers=_IMMUTABLE, name=name,
+        version=entry.version,
     )
     return await svc.pipeline.serve(request, source)
 

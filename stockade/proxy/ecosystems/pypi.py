@@ -211,7 +211,7 @@ async def file(request: web.Request) -> web.StreamResponse:
     source = ArtifactSource(
         ecosystem=ECO, upstream=upstream, url=source_url, filename=filename,
         key=f"pypi|{upstream.name}|{filename}", expected=expected,
-        content_type=ctype, headers=_IMMUTABLE,
+        content_type=ctype, headers=_IMMUTABLE, name=name, version=version,
     )
     return await svc.pipeline.serve(request, source)
 

@@ -1,0 +1,86 @@
+"""The real policy engine in a running proxy: a policy file, OSV imports, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from stockade.config.load import load_settings
+from stockade.proxy.app import make_app
+from stockade.proxy.cli import main
+from stockade.proxy.state import SERVICES
+from tests.fakes.npm_upstream import FakeNpm
+
+MAL = {
+    "id": "MAL-2099-0001", "summary": "Malicious code in demo-widget (npm)",
+    "affected": [{"package": {"ecosystem": "npm", "name": "demo-widget"},
+                  "versions": ["1.0.1"]}],
+}
+
+
+async def test_osv_import_reaches_a_running_proxy_and_audit_reports_the_cache(
+    aiohttp_client: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = await FakeNpm().start()
+    try:
+        registry.publish("demo-widget", "1.0.0", time="2024-01-01T00:00:00.000Z")
+        registry.publish("demo-widget", "1.0.1", time="2024-02-01T00:00:00.000Z")
+        (tmp_path / "osv").mkdir()
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(
+            "rules:\n"
+            "  osv: {paths: [osv], min_severity: critical}\n"
+            "  lists: {deny: [{ecosystem: npm, name: event-stream, versions: '3.3.6',"
+            " reason: backdoor, owner: security}]}\n")
+        config = {
+            "storage": {"path": str(tmp_path / "data")},
+            "pypi": {"upstreams": []}, "maven": {"upstreams": []},
+            "npm": {"upstreams": [{"name": "npmjs", "url": registry.url}]},
+            "policy": {"file": str(policy), "reload_check_s": 0.05},
+        }
+        config_file = tmp_path / "stockade.yaml"
+        config_file.write_text(yaml.safe_dump(config))
+        client = await aiohttp_client(make_app(load_settings(config_file, environ={})))
+        gate = client.app[SERVICES].gate
+        tgz = "/npm/demo-widget/-/demo-widget-1.0.1.tgz"
+        assert (await client.get(tgz)).status == 200  # cached now
+
+        record = tmp_path / "MAL-2099-0001.json"
+        record.write_text(json.dumps(MAL))
+        before = gate.revision
+        assert main(["osv", "import", str(record), "--config", str(config_file)]) == 0
+        assert "imported 1 advisories" in capsys.readouterr().out
+        for _ in range(200):
+            if gate.revision != before:
+                break
+            await asyncio.sleep(0.02)
+        assert gate.revision != before
+        refused = await client.get(tgz)
+        assert refused.status == 403
+        assert "known malicious" in (await refused.json())["error"]
+        doc = await (await client.get("/npm/demo-widget")).json()
+        assert list(doc["versions"]) == ["1.0.0"]
+
+        assert main(["audit", "--config", str(config_file), "--json"]) == 1
+        out = capsys.readouterr()
+        (line,) = out.out.splitlines()
+        found = json.loads(line)
+        assert found["name"] == "demo-widget"
+        assert found["version"] == "1.0.1"
+        assert found["rule"] == "osv"
+        assert "1 would now be refused" in out.err
+    finally:
+        await registry.stop()
+
+
+def test_osv_import_rejects_unreadable_input(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "stockade.yaml"
+    config.write_text(yaml.safe_dump({"storage": {"path": str(tmp_path / "data")}}))
+    assert main(["osv", "import", str(tmp_path / "absent.zip"), "--config", str(config)]) == 2
+    assert "no such file" in capsys.readouterr().err
