@@ -125,6 +125,17 @@ class EcosystemSettings(_Frozen):
         return self
 
 
+class MavenSettings(EcosystemSettings):
+    """Maven upstreams, and what to do where Maven repositories differ in trust."""
+
+    # An artifact whose upstream publishes no .sha512/.sha256/.sha1 beside it:
+    # warn (serve it, log and count it) or block (refuse it with 502).
+    missing_checksum: Literal["warn", "block"] = "warn"
+    # SNAPSHOT versions change under the same name: refuse them, or proxy them
+    # uncached for immutability (metadata and files revalidated each time).
+    snapshots: Literal["refuse", "proxy"] = "refuse"
+
+
 def _public(name: str, url: str, *file_hosts: str) -> tuple[UpstreamSettings, ...]:
     return (UpstreamSettings(name=name, url=url, file_hosts=file_hosts),)
 
@@ -158,7 +169,7 @@ class Settings(_Frozen):
     npm: EcosystemSettings = EcosystemSettings(
         upstreams=_public("npmjs", "https://registry.npmjs.org/")
     )
-    maven: EcosystemSettings = EcosystemSettings(
+    maven: MavenSettings = MavenSettings(
         upstreams=_public("central", "https://repo.maven.apache.org/maven2/")
     )
     policy: PolicySettings = PolicySettings()

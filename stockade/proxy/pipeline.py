@@ -120,6 +120,16 @@ class ArtifactPipeline:
                 return None
         return await self._store.stat(sha256)
 
+    async def digests(self, source: ArtifactSource) -> dict[str, str]:
+        """Every digest recorded when the artifact was stored (empty if it is not)."""
+        record = await self._index.get(source.key)
+        if record is None:
+            return {}
+        out = {k: v for k, v in (record.get("digests") or {}).items() if isinstance(v, str)}
+        if isinstance(record.get("sha256"), str):
+            out["sha256"] = record["sha256"]
+        return out
+
     async def ensure(self, source: ArtifactSource) -> BlobInfo:
         """Make sure the artifact is stored, fetching it if needed.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from stockade.proxy import admin, health
-from stockade.proxy.ecosystems import npm, pypi
+from stockade.proxy.ecosystems import maven, npm, pypi
 
 
 def setup(app: web.Application) -> None:
@@ -13,4 +13,5 @@ def setup(app: web.Application) -> None:
     health.setup(app)
     admin.setup(app)
     pypi.setup(app)
+    maven.setup(app)
     npm.setup(app)
