@@ -201,3 +201,35 @@ class TestMetadata:
         assert resp.status == 403
         assert "Blocked by stockade" in resp.reason
         assert repo.requests == []
+
+
+class TestLayout:
+    async def test_classifiers_gradle_modules_and_signatures(self, repo: FakeMaven,
+                                                            maven_proxy: Any) -> None:
+        base = repo.add("org.example", "multi", "3.1", extra={
+            "multi-3.1-sources.jar": b"sources", "multi-3.1.module": b'{"formatVersion":"1.1"}',
+            "multi-3.1.jar.asc": b"-----BEGIN PGP SIGNATURE-----\n"})
+        proxy = await one(maven_proxy, repo)
+        for name, ctype in (("multi-3.1-sources.jar", "application/java-archive"),
+                            ("multi-3.1.module", "application/json"),
+                            ("multi-3.1.jar.asc", "application/pgp-signature")):
+            resp = await proxy.get(f"/maven/{base}/{name}")
+            assert resp.status == 200, name
+            assert resp.headers["Content-Type"] == ctype
+            assert await resp.read() == repo.files[f"{base}/{name}"]
+
+    async def test_snapshots_proxied_when_configured(self, repo: FakeMaven,
+                                                     maven_proxy: Any) -> None:
+        base = "org/example/snap/1.0-SNAPSHOT"
+        name = "snap-1.0-20240101.000000-1.jar"
+        repo.files[f"{base}/{name}"] = b"snapshot bytes"
+        repo.files[f"{base}/maven-metadata.xml"] = (
+            b"<metadata><groupId>org.example</groupId><artifactId>snap</artifactId>"
+            b"<version>1.0-SNAPSHOT</version><versioning><snapshot><timestamp>20240101.000000"
+            b"</timestamp><buildNumber>1</buildNumber></snapshot></versioning></metadata>")
+        proxy = await one(maven_proxy, repo, snapshots="proxy")
+        resp = await proxy.get(f"/maven/{base}/{name}")
+        assert await resp.read() == b"snapshot bytes"
+        assert resp.headers["Cache-Control"] == "no-cache"
+        meta = await (await proxy.get(f"/maven/{base}/maven-metadata.xml")).text()
+        assert "<buildNumber>1</buildNumber>" in meta

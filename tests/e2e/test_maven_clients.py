@@ -1,0 +1,153 @@
+"""Real ``mvn``, as a process, building through ``stockade serve``.
+
+The upstream is a repository on 127.0.0.1: artifacts the test builds (a small
+dependency tree) plus the machine's ``~/.m2/repository`` for the build plugins
+(with checksum files generated beside every file, as Central publishes them).
+Maven runs with its own settings (a mirror of everything to the proxy) and an
+empty local repository, so nothing comes from anywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.maven_upstream import FakeMaven
+from tests.fakes.threaded import ThreadedServer
+
+pytestmark = pytest.mark.e2e
+
+M2 = Path.home() / ".m2" / "repository"
+PLUGINS = M2 / "org" / "apache" / "maven" / "plugins"
+# Plugin versions present in the local repository, pinned so Maven needs no
+# plugin metadata and resolves what the upstream holds.
+RESOURCES = "3.3.1"
+COMPILER = "3.13.0"
+
+POM = f"""<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>org.e2e</groupId><artifactId>app</artifactId><version>1.0</version>
+  <properties>
+    <maven.compiler.source>1.8</maven.compiler.source>
+    <maven.compiler.target>1.8</maven.compiler.target>
+    <project.build.sourceEncoding>UTF-8</project.build.sourceEncoding>
+  </properties>
+  <dependencies>
+    <dependency><groupId>org.e2e</groupId><artifactId>lib</artifactId>
+      <version>1.0</version></dependency>
+    DEPENDENCY
+  </dependencies>
+  <build><plugins>
+    <plugin><groupId>org.apache.maven.plugins</groupId>
+      <artifactId>maven-resources-plugin</artifactId><version>{RESOURCES}</version></plugin>
+    <plugin><groupId>org.apache.maven.plugins</groupId>
+      <artifactId>maven-compiler-plugin</artifactId><version>{COMPILER}</version></plugin>
+  </plugins></build>
+</project>
+"""
+
+
+def _mvn() -> str:
+    found = shutil.which("mvn")
+    if found is None:
+        pytest.skip("mvn is not installed (.ci/setup-maven.sh installs it)")
+    if not (PLUGINS / "maven-compiler-plugin" / COMPILER).is_dir():
+        pytest.skip(f"~/.m2/repository lacks maven-compiler-plugin {COMPILER}: the build "
+                    "plugins cannot be served offline")
+    return found
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[FakeMaven, ThreadedServer]]:
+    _mvn()
+    repo = FakeMaven(root=M2)
+    repo.add("org.e2e", "util", "1.0")
+    repo.add("org.e2e", "lib", "1.0", dependencies=[("org.e2e", "util", "1.0")])
+    repo.add("org.e2e", "blocked", "1.0")
+    server = ThreadedServer(repo.app).start()
+    yield repo, server
+    server.stop()
+
+
+def _config(tmp_path: Path, server: ThreadedServer, **extra: Any) -> dict[str, Any]:
+    return {
+        "storage": {"path": str(tmp_path / "data")},
+        "pypi": {"upstreams": []}, "npm": {"upstreams": []},
+        "maven": {"upstreams": [{"name": "central", "url": server.url("/maven2/"),
+                                 "retries": 0}], "cache": {"metadata_ttl_s": 1}},
+        **extra,
+    }
+
+
+def _project(tmp_path: Path, name: str, proxy_url: str, dependency: str = "") -> Path:
+    work = tmp_path / name
+    (work / "src" / "main" / "java" / "e2e").mkdir(parents=True)
+    (work / "pom.xml").write_text(POM.replace("DEPENDENCY", dependency))
+    (work / "src" / "main" / "java" / "e2e" / "App.java").write_text(
+        "package e2e; public class App { public static void main(String[] a) {} }\n")
+    (work / "settings.xml").write_text(
+        "<settings><mirrors><mirror><id>stockade</id><mirrorOf>*</mirrorOf>"
+        f"<url>{proxy_url}/maven/</url></mirror></mirrors></settings>")
+    return work
+
+
+def mvn(work: Path, local: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAVEN_")}
+    return subprocess.run(  # noqa: S603
+        [_mvn(), "-B", "-s", str(work / "settings.xml"), f"-Dmaven.repo.local={local}",
+         *args, "compile"],
+        cwd=work, capture_output=True, text=True, timeout=600, env=env, check=False,
+    )
+
+
+def test_mvn_compile_through_proxy_then_cached_then_offline(
+    tmp_path: Path, upstream: tuple[FakeMaven, ThreadedServer], proxy_process: Any
+) -> None:
+    repo, server = upstream
+    proxy = proxy_process(_config(tmp_path, server))
+    work = _project(tmp_path, "first", proxy.url)
+    result = mvn(work, tmp_path / "m2-a")
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert (work / "target" / "classes" / "e2e" / "App.class").is_file()
+    assert (tmp_path / "m2-a" / "org" / "e2e" / "util" / "1.0" / "util-1.0.jar").is_file()
+    jars = [p for m, p in repo.requests if m == "GET" and p.endswith((".jar", ".pom"))]
+    assert len(jars) > 20  # the plugins and their dependencies came through the proxy
+
+    # Another empty local repository: every artifact comes from the proxy's cache.
+    before = len(repo.requests)
+    second = _project(tmp_path, "second", proxy.url)
+    result = mvn(second, tmp_path / "m2-b")
+    assert result.returncode == 0, result.stdout[-4000:]
+    fetched = [p for m, p in repo.requests[before:] if p.endswith((".jar", ".pom"))]
+    assert fetched == []
+
+    # The upstream goes away: what was resolved before resolves again.
+    server.stop()
+    third = _project(tmp_path, "third", proxy.url)
+    result = mvn(third, tmp_path / "m2-c")
+    assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_mvn_shows_refusal(tmp_path: Path, upstream: tuple[FakeMaven, ThreadedServer],
+                           proxy_process: Any) -> None:
+    _, server = upstream
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "rules:\n  lists:\n    deny:\n"
+        "      - {ecosystem: maven, name: 'org.e2e:blocked', reason: 'test: known bad',"
+        " owner: e2e}\n")
+    proxy = proxy_process(_config(tmp_path, server, policy={"file": str(policy)}))
+    dependency = ("<dependency><groupId>org.e2e</groupId><artifactId>blocked</artifactId>"
+                  "<version>1.0</version></dependency>")
+    work = _project(tmp_path, "refused", proxy.url, dependency)
+    result = mvn(work, tmp_path / "m2-r")
+    assert result.returncode != 0
+    assert "Blocked by stockade" in result.stdout
+    assert "test: known bad" in result.stdout
