@@ -20,6 +20,7 @@ from stockade.policy.engine import build_engine
 from stockade.policy.model import Ecosystem
 from stockade.proxy import routes
 from stockade.proxy.decisionlog import DecisionLog
+from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metrics import Metrics
@@ -122,7 +123,7 @@ def _services(
         app[SERVICES] = Services(
             settings=settings, metrics=metrics, store=store, metacache=metacache,
             pipeline=pipeline, upstreams=upstreams, gate=gate,
-            rendered=rendered,
+            rendered=rendered, first_seen=FirstSeen(RefStore(root, "firstseen")),
         )
         metrics.storage_bytes.set(store.total_bytes)
         reloader = PolicyReloader(settings, gate, metrics, engine_factory)

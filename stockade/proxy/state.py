@@ -13,6 +13,7 @@ from aiohttp import web
 
 from stockade.config.model import EcosystemSettings, Settings
 from stockade.policy.model import Ecosystem
+from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metrics import Metrics
@@ -34,6 +35,7 @@ class Services:
     upstreams: Mapping[Ecosystem, tuple[Upstream, ...]]
     gate: Gate
     rendered: RenderedCache
+    first_seen: FirstSeen
 
     def ecosystem(self, eco: Ecosystem) -> EcosystemSettings:
         """The settings of one ecosystem."""

@@ -219,10 +219,11 @@ async def _decide_versions(
         cache.move_to_end(key)
         return found[1]
     ref = PackageRef(ECO, name)
+    facts = await svc.first_seen.annotate(ECO, name, index.facts)
     if heavy:
-        vf = await asyncio.to_thread(svc.gate.filter_versions, ref, index.facts)
+        vf = await asyncio.to_thread(svc.gate.filter_versions, ref, facts)
     else:
-        vf = svc.gate.filter_versions(ref, index.facts)
+        vf = svc.gate.filter_versions(ref, facts)
     cache[key] = (now, vf)
     while len(cache) > _INDEX_MAX:
         cache.popitem(last=False)
@@ -272,6 +273,7 @@ async def tarball(request: web.Request) -> web.StreamResponse:
     if entry is None:
         raise NotFoundError(f"{filename} is not a tarball of {name} on upstream {upstream.name}")
     facts = index.facts.get(entry.version, Facts(upstream=upstream.name))
+    facts = (await svc.first_seen.annotate(ECO, name, {entry.version: facts}))[entry.version]
     ref = PackageRef(ECO, name, entry.version, filename)
     verdict = await svc.gate.decide(ref, facts, **_client(request))
     if verdict.blocks:
@@ -426,4 +428,4 @@ async def known_versions(
     base = Facts(upstream=upstream.name, internal=upstream.internal)
     doc = await _document(svc, upstream, name)
     index = await _index(request.app, svc, doc, name, upstream)
-    return base, dict(index.facts)
+    return base, await svc.first_seen.annotate(ECO, name, index.facts)

@@ -170,7 +170,8 @@ async def project(request: web.Request) -> web.StreamResponse:
         # files and refusing their download puts the reason in front of the user.
         headers["X-Stockade-Refused"] = verdict.rule
     else:
-        vf = svc.gate.filter_versions(ref, version_facts(page, upstream))
+        facts = await svc.first_seen.annotate(ECO, name, version_facts(page, upstream))
+        vf = svc.gate.filter_versions(ref, facts)
         page = pages.drop_versions(page, vf.hidden)
         if (filtered := vf.header()) is not None:
             headers["X-Stockade-Filtered"] = filtered
@@ -196,6 +197,8 @@ async def file(request: web.Request) -> web.StreamResponse:
         raise NotFoundError(f"{dist} is not a file of {name} on upstream {upstream.name}")
     version = entry.version
     facts = version_facts(page, upstream).get(version or "", Facts(upstream=upstream.name))
+    if version is not None:
+        facts = (await svc.first_seen.annotate(ECO, name, {version: facts}))[version]
     ref = PackageRef(ECO, name, version, dist)
     verdict = await svc.gate.decide(ref, facts, **_client(request))
     if verdict.blocks:
@@ -323,4 +326,4 @@ async def known_versions(
     upstream = pick_upstream(name, svc.upstreams[ECO])
     base = Facts(upstream=upstream.name, internal=upstream.internal)
     page, _ = await _page(svc, request.app, upstream, name)
-    return base, version_facts(page, upstream)
+    return base, await svc.first_seen.annotate(ECO, name, version_facts(page, upstream))

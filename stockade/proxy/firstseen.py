@@ -1,0 +1,68 @@
+"""When stockade first saw each version: a publish date upstreams cannot backdate.
+
+Owns one small record per package (``version -> first seen``), kept with the
+metadata. The first time a package is seen at all, its existing versions are
+recorded with their upstream publish dates (trust on first use: deploying
+stockade must not hold every existing version back); a version that appears
+later is recorded with the time stockade saw it, whatever date the upstream
+claims. The release-age rule uses the later of the two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from stockade.policy.model import Ecosystem, Facts
+from stockade.storage.errors import StorageError
+from stockade.storage.refs import RefStore
+
+logger = logging.getLogger(__name__)
+
+_MEMORY = 4096  # packages whose record is kept in memory
+
+
+class FirstSeen:
+    """First-seen times per (ecosystem, package, version)."""
+
+    def __init__(self, refs: RefStore, *, clock: Callable[[], float] = time.time) -> None:
+        self._refs = refs
+        self._clock = clock
+        self._memory: OrderedDict[str, dict[str, str]] = OrderedDict()
+
+    async def annotate(
+        self, ecosystem: Ecosystem, name: str, facts: Mapping[str, Facts]
+    ) -> dict[str, Facts]:
+        """``facts`` with ``first_seen_at`` set, recording versions seen for the first time."""
+        key = f"{ecosystem.value}|{name}"
+        seen = self._memory.get(key)
+        if seen is None:
+            record = await self._refs.get(key)
+            seen = dict(record.get("versions", {})) if record else {}
+            known_package = record is not None
+        else:
+            known_package = True
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        added = False
+        for version, fact in facts.items():
+            if version not in seen:
+                when = now if known_package or fact.published_at is None else fact.published_at
+                seen[version] = when.isoformat()
+                added = True
+        if added:
+            try:
+                await self._refs.put(key, {"versions": seen})
+            except StorageError as exc:
+                logger.warning("cannot record first-seen times of %s: %s", name, exc)
+        self._memory[key] = seen
+        self._memory.move_to_end(key)
+        while len(self._memory) > _MEMORY:
+            self._memory.popitem(last=False)
+        return {
+            v: dataclasses.replace(f, first_seen_at=datetime.fromisoformat(seen[v]))
+            for v, f in facts.items()
+        }

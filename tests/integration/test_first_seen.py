@@ -1,0 +1,61 @@
+"""Release age counts from when stockade first saw a version, not only the upstream's date."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stockade.config.load import load_settings
+from stockade.policy.model import Ecosystem, Facts
+from stockade.proxy.app import make_app
+from stockade.proxy.firstseen import FirstSeen
+from stockade.storage.refs import RefStore
+from tests.fakes.npm_upstream import FakeNpm
+
+OLD = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+async def test_first_sight_trusts_dates_later_versions_get_now(tmp_path: Path) -> None:
+    now = [datetime(2026, 11, 24, tzinfo=UTC).timestamp()]
+    seen = FirstSeen(RefStore(tmp_path, "firstseen"), clock=lambda: now[0])
+    first = await seen.annotate(Ecosystem.NPM, "x", {"1.0.0": Facts(published_at=OLD)})
+    assert first["1.0.0"].first_seen_at == OLD
+    later = await seen.annotate(Ecosystem.NPM, "x", {"1.0.0": Facts(published_at=OLD),
+                                                     "1.1.0": Facts(published_at=OLD)})
+    assert later["1.0.0"].first_seen_at == OLD
+    assert later["1.1.0"].first_seen_at == datetime.fromtimestamp(now[0], UTC)
+    again = FirstSeen(RefStore(tmp_path, "firstseen"))  # survives a restart
+    kept = await again.annotate(Ecosystem.NPM, "x", {"1.1.0": Facts(published_at=OLD)})
+    assert kept["1.1.0"].first_seen_at == later["1.1.0"].first_seen_at
+
+
+async def test_backdated_new_version_is_held_back(aiohttp_client: Any, tmp_path: Path) -> None:
+    registry = await FakeNpm().start()
+    try:
+        registry.publish("steady", "1.0.0", time="2020-01-01T00:00:00.000Z")
+        policy = tmp_path / "policy.yaml"
+        policy.write_text("rules: {cooldown: {min_age: 3d}}\n")
+        settings = load_settings(None, environ={}, overrides={
+            "storage": {"path": str(tmp_path / "data")},
+            "pypi": {"upstreams": []}, "maven": {"upstreams": []},
+            "npm": {"upstreams": [{"name": "npmjs", "url": registry.url}],
+                    "cache": {"metadata_ttl_s": 0.01}},
+            "policy": {"file": str(policy)},
+        })
+        client = await aiohttp_client(make_app(settings, environ={}))
+        doc = await (await client.get("/npm/steady")).json()
+        assert list(doc["versions"]) == ["1.0.0"]
+        # A new version claiming a date years ago: stockade saw it just now.
+        registry.publish("steady", "1.0.1", time="2020-01-02T00:00:00.000Z")
+        await asyncio.sleep(0.05)
+        resp = await client.get("/npm/steady")
+        doc = await resp.json()
+        assert list(doc["versions"]) == ["1.0.0"]
+        assert "cooldown" in resp.headers["X-Stockade-Filtered"]
+        refused = await client.get("/npm/steady/-/steady-1.0.1.tgz")
+        assert refused.status == 403
+        assert "held back" in (await refused.json())["error"]
+    finally:
+        await registry.stop()
