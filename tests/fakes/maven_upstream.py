@@ -68,6 +68,7 @@ class FakeMaven:
     no_checksums: set[str] = field(default_factory=set)  # paths published without any
     wrong_checksums: set[str] = field(default_factory=set)
     faults: dict[str, str] = field(default_factory=dict)  # "truncate" | "reset" | "500" | "hang"
+    last_modified: dict[str, str] = field(default_factory=dict)  # path -> HTTP date
     server: TestServer | None = None
 
     def add(self, group: str, artifact: str, version: str, *,
@@ -125,6 +126,9 @@ class FakeMaven:
                 return local.read_bytes()
         return None
 
+    def _date(self, path: str) -> str:
+        return self.last_modified.get(path, "Mon, 01 Jan 2024 00:00:00 GMT")
+
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
         for alg in ALGS:
@@ -136,7 +140,7 @@ class FakeMaven:
                 digest = hashlib.new(alg, data).hexdigest()
                 if base in self.wrong_checksums:
                     digest = hashlib.new(alg, data + b"x").hexdigest()
-                return web.Response(text=digest)
+                return web.Response(text=digest, headers={"Last-Modified": self._date(base)})
         data = self._read(path)
         if data is None:
             raise web.HTTPNotFound()
@@ -145,7 +149,7 @@ class FakeMaven:
             raise web.HTTPInternalServerError()
         if fault == "hang":
             await asyncio.sleep(3600)
-        headers = {"Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT",
+        headers = {"Last-Modified": self._date(path),
                    "Content-Type": "application/octet-stream"}
         if request.headers.get("Range") == "bytes=0-0":
             return web.Response(status=206, body=data[:1], headers=headers)

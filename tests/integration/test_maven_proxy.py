@@ -233,3 +233,26 @@ class TestLayout:
         assert resp.headers["Cache-Control"] == "no-cache"
         meta = await (await proxy.get(f"/maven/{base}/maven-metadata.xml")).text()
         assert "<buildNumber>1</buildNumber>" in meta
+
+
+async def test_release_age_from_the_published_checksum(aiohttp_client: Any, tmp_path: Path,
+                                                       repo: FakeMaven) -> None:
+    from datetime import UTC, datetime
+    from email.utils import format_datetime
+
+    fresh = "org/example/demo/2.0/demo-2.0.jar"
+    repo.last_modified[fresh] = format_datetime(datetime.now(UTC), usegmt=True)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: {cooldown: {min_age: 3d}}\n")
+    settings = load_settings(None, environ={}, overrides={
+        "storage": {"path": str(tmp_path / "data")},
+        "pypi": {"upstreams": []}, "npm": {"upstreams": []},
+        "maven": {"upstreams": [{"name": "central", "url": repo.url}]},
+        "policy": {"file": str(policy)},
+    })
+    client = await aiohttp_client(make_app(settings, environ={}))
+    assert (await client.get(f"/maven/{JAR}")).status == 200  # published in 2024
+    refused = await client.get(f"/maven/{fresh}")
+    assert refused.status == 403
+    assert "held back" in refused.reason
+    assert repo.count("demo-2.0.jar") == 0

@@ -16,6 +16,8 @@ import fnmatch
 import hashlib
 import logging
 from collections.abc import Sequence
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 
 from aiohttp import web
 
@@ -158,23 +160,30 @@ async def _artifact(request: web.Request, svc: Services, path: layout.MavenPath
     owner = upstreams[0]
     facts = Facts(upstream=owner.name, internal=owner.internal)
     verdict = await svc.gate.decide(PackageRef(ECO, ref.name), facts, **_client(request))
-    if not verdict.blocks:
-        verdict = await svc.gate.decide(ref, facts, **_client(request))
     if verdict.blocks:
         return refusal(request, verdict)
-    source = await _source(svc, path, upstreams)
+    source, published = await _source(svc, path, upstreams)
+    facts = Facts(upstream=source.upstream.name, internal=source.upstream.internal,
+                  published_at=published)
+    verdict = await svc.gate.decide(ref, facts, **_client(request))
+    if verdict.blocks:
+        return refusal(request, verdict)
     if path.checksum is None:
         return await svc.pipeline.serve(request, source)
     return await _checksum(svc, source, path.checksum)
 
 
-async def _source(svc: Services, path: layout.MavenPath,
-                  upstreams: Sequence[Upstream]) -> ArtifactSource:
-    """The first upstream that has the file, with the checksum it publishes."""
+async def _source(svc: Services, path: layout.MavenPath, upstreams: Sequence[Upstream]
+                  ) -> tuple[ArtifactSource, datetime | None]:
+    """The first upstream that has the file, with the checksum it publishes and when.
+
+    The checksum file's ``Last-Modified`` stands for the publish date (Central
+    writes both together); the release-age rule reads it.
+    """
     missing: list[str] = []
     for upstream in upstreams:
         url = upstream.url.rstrip("/") + "/" + path.path
-        expected = await _published_checksum(svc, upstream, url)
+        expected, published = await _published_checksum(svc, upstream, url)
         if expected is None:
             if not await _exists(upstream, url):
                 missing.append(upstream.name)
@@ -188,7 +197,7 @@ async def _source(svc: Services, path: layout.MavenPath,
             headers={"Cache-Control": "no-cache"} if snapshot else _IMMUTABLE,
             name=f"{path.coordinates[0]}:{path.coordinates[1]}" if path.coordinates else None,
             version=path.coordinates[2] if path.coordinates else None,
-        )
+        ), published
     raise NotFoundError(f"{path.path} is not on upstream {', '.join(missing)}")
 
 
@@ -204,8 +213,8 @@ def _unverified(svc: Services, path: layout.MavenPath, upstream: Upstream) -> tu
 
 
 async def _published_checksum(svc: Services, upstream: Upstream, url: str
-                              ) -> tuple[Digest, ...] | None:
-    """The strongest checksum the upstream publishes beside ``url``, if any."""
+                              ) -> tuple[tuple[Digest, ...] | None, datetime | None]:
+    """The strongest checksum the upstream publishes beside ``url`` (if any), and its date."""
     for alg in _VERIFY_WITH:
         try:
             doc = await svc.metacache.get(
@@ -218,12 +227,22 @@ async def _published_checksum(svc: Services, upstream: Upstream, url: str
             raise
         token = layout.first_token(doc.body)
         try:
-            return (Digest.parse(alg, token or ""),)
+            digest = Digest.parse(alg, token or "")
         except DigestError as exc:
             raise IntegrityError(
                 f"upstream {upstream.name} published a malformed {alg} for {url}"
             ) from exc
-    return None
+        return (digest,), _http_date(doc.last_modified)
+    return None, None
+
+
+def _http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
 
 
 async def _exists(upstream: Upstream, url: str) -> bool:
