@@ -84,3 +84,29 @@ def test_osv_import_rejects_unreadable_input(tmp_path: Path,
     config.write_text(yaml.safe_dump({"storage": {"path": str(tmp_path / "data")}}))
     assert main(["osv", "import", str(tmp_path / "absent.zip"), "--config", str(config)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+async def test_sdists_hidden_where_a_wheel_exists(aiohttp_client: Any, tmp_path: Path,
+                                                  fake_pypi: Any) -> None:
+    wheel = fake_pypi.add_wheel("demo-pkg", "1.0")
+    sdist = fake_pypi.add_sdist("demo-pkg", "1.0")
+    only = fake_pypi.add_sdist("demo-pkg", "0.9")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: {install_scripts: {hide_sdist_where_wheel: true,"
+                      " pypi_sdist_only: warn}}\n")
+    settings = load_settings(None, environ={}, overrides={
+        "storage": {"path": str(tmp_path / "data")},
+        "npm": {"upstreams": []}, "maven": {"upstreams": []},
+        "pypi": {"upstreams": [{"name": "pypi", "url": fake_pypi.url}]},
+        "policy": {"file": str(policy)},
+    })
+    client = await aiohttp_client(make_app(settings, environ={}))
+    resp = await client.get("/pypi/simple/demo-pkg/")
+    page = await resp.text()
+    assert wheel.filename in page
+    assert only.filename in page  # no wheel to fall back on: kept (and warned)
+    assert sdist.filename not in page
+    assert resp.headers["X-Stockade-Filtered-Files"] == "1 source distributions hidden"
+    refused = await client.get(f"/pypi/files/demo-pkg/{sdist.filename}")
+    assert refused.status == 403
+    assert "a wheel of the same version exists" in refused.reason

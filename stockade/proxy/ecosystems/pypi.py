@@ -173,12 +173,35 @@ async def project(request: web.Request) -> web.StreamResponse:
         facts = await svc.first_seen.annotate(ECO, name, version_facts(page, upstream))
         vf = svc.gate.filter_versions(ref, facts)
         page = pages.drop_versions(page, vf.hidden)
+        page, dropped = _drop_refused_sdists(svc, name, page, facts)
         if (filtered := vf.header()) is not None:
             headers["X-Stockade-Filtered"] = filtered
+        if dropped:
+            headers["X-Stockade-Filtered-Files"] = f"{dropped} source distributions hidden"
     page = pages.rewrite_files(page, lambda e: f"../../files/{name}/{quote(e.filename)}")
     ctype = pages.negotiate(request.headers.get("Accept"))
     body = pages.render_json(page) if ctype == pages.JSON_V1 else pages.render_html(page)
     return web.Response(body=body, headers={**headers, "Content-Type": ctype})
+
+
+_SDIST = (".tar.gz", ".zip", ".tar.bz2")
+
+
+def _drop_refused_sdists(svc: Services, name: str, page: pages.ProjectPage,
+                         facts: Mapping[str, Facts]) -> tuple[pages.ProjectPage, int]:
+    """Hide sdists the policy refuses where the same version has a wheel to install."""
+    refused = []
+    for entry in page.files:
+        version = entry.version
+        if version is None or not entry.filename.endswith(_SDIST):
+            continue
+        fact = facts.get(version)
+        if fact is None or not fact.has_wheel:
+            continue
+        verdict = svc.gate.engine.decide(PackageRef(ECO, name, version, entry.filename), fact)
+        if verdict.blocks:
+            refused.append(entry.filename)
+    return (pages.drop_files(page, refused), len(refused)) if refused else (page, 0)
 
 
 async def file(request: web.Request) -> web.StreamResponse:

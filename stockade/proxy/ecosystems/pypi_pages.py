@@ -308,6 +308,12 @@ def drop_versions(page: ProjectPage, versions: Iterable[str]) -> ProjectPage:
     )
 
 
+def drop_files(page: ProjectPage, filenames: Iterable[str]) -> ProjectPage:
+    """Remove single files (an sdist policy hides where a wheel exists)."""
+    gone = set(filenames)
+    return replace(page, files=tuple(f for f in page.files if f.filename not in gone))
+
+
 def _api_version(page: ProjectPage) -> str:
     return "1.1" if all(f.size is not None for f in page.files) else "1.0"
 
