@@ -46,7 +46,7 @@ def _project(work: Path, repo_url: str) -> Path:
 def _compile(work: Path, local: Path) -> tuple[float, int]:
     shutil.rmtree(local, ignore_errors=True)
     started = time.perf_counter()
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         ["mvn", "-B", "-s", str(work / "settings.xml"), f"-Dmaven.repo.local={local}",
          "compile"], cwd=work, capture_output=True, text=True, timeout=900, check=True,
     ).stdout

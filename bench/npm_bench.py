@@ -74,7 +74,7 @@ def _npm_install(work: Path, registry_url: str, home: Path) -> float:
     userconfig = home / "npmrc"
     userconfig.write_text(f"registry={registry_url}\n")
     started = time.perf_counter()
-    subprocess.run(  # noqa: S603
+    subprocess.run(
         [str(TOOLS / "npm") if (TOOLS / "npm").exists() else "npm", "install",
          "--no-package-lock", "--no-audit", "--no-fund", "--userconfig", str(userconfig),
          "--cache", str(cache)],

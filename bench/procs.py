@@ -56,7 +56,7 @@ class Proc:
 
 
 def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)  # noqa: S603
+    return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
 def start_static(root: Path, log: Path) -> Proc:

@@ -120,9 +120,10 @@ def pip_install(index: str, target: Path) -> float:
 
 
 async def count(static: Proc, suffix: str) -> int:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(static.url(f"/_count?suffix={suffix}")) as resp:
-            return int((await resp.json())["count"])
+    async with aiohttp.ClientSession() as session, session.get(
+        static.url(f"/_count?suffix={suffix}")
+    ) as resp:
+        return int((await resp.json())["count"])
 
 
 async def bench_abc(tree: Path, work: Path) -> None:
@@ -194,9 +195,10 @@ async def bench_d(work: Path) -> None:
     static = start_static(work / "big", work / "static-big.log")
     proxy = start_proxy(static.url("/simple/"), work / "proxy-big", work / "proxy-big.log")
     try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(proxy.url("/pypi/simple/bigpkg/")) as resp:
-                await resp.read()
+        async with aiohttp.ClientSession() as session, session.get(
+            proxy.url("/pypi/simple/bigpkg/")
+        ) as resp:
+            await resp.read()
         idle = rss_mib(proxy.pid)
         peak = idle
         done = asyncio.Event()

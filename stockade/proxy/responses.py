@@ -70,7 +70,9 @@ def error_response(request: web.Request, status: int, sentence: str) -> web.Resp
     return _body(request, status, sentence)
 
 
-def make_middleware(metrics: Metrics) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def make_middleware(
+    metrics: Metrics,
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """Request id, error rendering and request metrics for every route."""
 
     @web.middleware

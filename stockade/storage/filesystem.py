@@ -9,6 +9,7 @@ what a blob is for; indexes of names to blobs live in ``refs``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -116,10 +117,8 @@ class FilesystemBlobWriter:
             await self._file.close()
         if not self._done:
             self._done = True
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 await aiofiles.os.remove(self._path)
-            except FileNotFoundError:
-                pass
 
     async def close(self) -> None:
         """Close the file handle after commit."""
@@ -233,10 +232,8 @@ class FilesystemBlobStore:
                 continue
             logger.info("evicting blob %s to stay under %d bytes", sha256, self.max_bytes)
             self._forget(sha256)
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 self.blob_path(sha256).unlink()
-            except FileNotFoundError:
-                pass
 
     async def verify_all(self) -> tuple[int, list[str]]:
         """Re-hash every blob; remove and return those whose bytes do not match.

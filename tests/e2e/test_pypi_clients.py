@@ -65,7 +65,8 @@ def _venv(path: Path) -> Path:
     return path / "bin" / "python"
 
 
-def pip_install(tmp_path: Path, index: str, *reqs: str, name: str) -> subprocess.CompletedProcess[str]:
+def pip_install(tmp_path: Path, index: str, *reqs: str,
+                name: str) -> subprocess.CompletedProcess[str]:
     python = _venv(tmp_path / name)
     return subprocess.run(  # noqa: S603
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--isolated",
@@ -81,7 +82,8 @@ def _uv() -> str:
     return found
 
 
-def uv_install(tmp_path: Path, index: str, *reqs: str, name: str) -> subprocess.CompletedProcess[str]:
+def uv_install(tmp_path: Path, index: str, *reqs: str,
+               name: str) -> subprocess.CompletedProcess[str]:
     python = _venv(tmp_path / name)
     return subprocess.run(  # noqa: S603
         [_uv(), "pip", "install", "--no-config", "--no-cache", "--python", str(python),

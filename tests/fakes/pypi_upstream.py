@@ -103,7 +103,9 @@ class FakePyPI:
             await self.server.close()
 
     @web.middleware
-    async def _record(self, request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:  # type: ignore[name-defined]
+    async def _record(  # type: ignore[name-defined]
+        self, request: web.Request, handler: web.RequestHandler
+    ) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
         self.headers_seen.append(dict(request.headers))
         return await handler(request)
@@ -165,7 +167,8 @@ class FakePyPI:
                 m = hashlib.sha256(d.metadata).hexdigest()
                 attrs += f' data-dist-info-metadata="sha256={m}" data-core-metadata="sha256={m}"'
             if d.yanked:
-                attrs += f' data-yanked="{html.escape(d.yanked if isinstance(d.yanked, str) else "")}"'
+                reason = d.yanked if isinstance(d.yanked, str) else ""
+                attrs += f' data-yanked="{html.escape(reason)}"'
             rows.append(f"<a{attrs}>{d.filename}</a><br/>")
         return ("<!DOCTYPE html><html><body>" + "\n".join(rows) + "</body></html>").encode()
 

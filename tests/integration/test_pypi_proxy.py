@@ -25,7 +25,8 @@ def blobs(tmp_path: Path) -> list[Path]:
 
 
 class TestNegotiation:
-    async def test_no_accept_gives_html(self, fake_pypi: FakePyPI, make_proxy: ProxyFactory) -> None:
+    async def test_no_accept_gives_html(self, fake_pypi: FakePyPI,
+                                        make_proxy: ProxyFactory) -> None:
         dist = fake_pypi.add_wheel("demo", "1.0", requires_python=">=3.8")
         proxy = await make_proxy(upstream=fake_pypi)
         resp = await proxy.get("/pypi/simple/demo/")
@@ -193,7 +194,8 @@ class TestHostileInput:
         assert fake_pypi.requests == []
         assert not any(p.name == "passwd" for p in tmp_path.rglob("*"))
 
-    async def test_foreign_link_dropped(self, fake_pypi: FakePyPI, make_proxy: ProxyFactory) -> None:
+    async def test_foreign_link_dropped(self, fake_pypi: FakePyPI,
+                                        make_proxy: ProxyFactory) -> None:
         good = fake_pypi.add_wheel("demo", "1.0")
         bad = fake_pypi.add_wheel("demo", "2.0")
         fake_pypi.foreign_links[bad.filename] = "https://evil.example/demo-2.0-py3-none-any.whl"

@@ -53,7 +53,8 @@ def setup(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/files/{{name}}/{{filename}}", file, name="pypi:artifact")
     app.router.add_get(f"{PREFIX}/pypi/{{name}}/json", json_api, name="pypi:json")
     app.router.add_get(f"{PREFIX}/pypi/{{name}}/json/", json_api, name="pypi:json-slash")
-    app.router.add_get(f"{PREFIX}/pypi/{{name}}/{{version}}/json", json_api, name="pypi:json-version")
+    app.router.add_get(f"{PREFIX}/pypi/{{name}}/{{version}}/json", json_api,
+                       name="pypi:json-version")
     app.router.add_get(
         f"{PREFIX}/pypi/{{name}}/{{version}}/json/", json_api, name="pypi:json-version-slash"
     )

@@ -87,7 +87,7 @@ def negotiate(accept: str | None) -> str:
 
 def _quality(accept: str, offer: str) -> float:
     best_specificity, q_found = -1, 0.0
-    offer_type, offer_sub = offer.split("/")
+    offer_type, _offer_sub = offer.split("/")
     for item in accept.split(","):
         parts = [p.strip() for p in item.split(";")]
         media = _LATEST.get(parts[0].lower(), parts[0].lower())
@@ -184,7 +184,8 @@ def _parse_json(body: bytes, name: str) -> ProjectPage:
             hashes={str(k).lower(): str(v).lower() for k, v in hashes.items()},
             requires_python=item.get("requires-python") or None,
             size=size if isinstance(size, int) and size >= 0 else None,
-            upload_time=item.get("upload-time") if isinstance(item.get("upload-time"), str) else None,
+            upload_time=(item.get("upload-time")
+                         if isinstance(item.get("upload-time"), str) else None),
             yanked=_yanked(item.get("yanked", False)),
             core_metadata=_core(core),
             provenance=item.get("provenance") if isinstance(item.get("provenance"), str) else None,
@@ -194,7 +195,8 @@ def _parse_json(body: bytes, name: str) -> ProjectPage:
     status = doc.get("project-status")
     return ProjectPage(
         name=name, files=tuple(files),
-        versions=tuple(v for v in versions if isinstance(v, str)) if isinstance(versions, list) else (),
+        versions=(tuple(v for v in versions if isinstance(v, str))
+                  if isinstance(versions, list) else ()),
         status=status if isinstance(status, dict) else None,
     )
 
@@ -394,7 +396,8 @@ def parse_index(body: bytes, content_type: str) -> list[str]:
         except orjson.JSONDecodeError as exc:
             raise PageError(f"index is not valid JSON: {exc}") from exc
         projects = doc.get("projects", []) if isinstance(doc, dict) else []
-        return [p["name"] for p in projects if isinstance(p, dict) and isinstance(p.get("name"), str)]
+        return [p["name"] for p in projects
+                if isinstance(p, dict) and isinstance(p.get("name"), str)]
     parser = _LinkParser()
     parser.feed(body.decode("utf-8", errors="replace"))
     return [text for _, text in parser.links if text]

@@ -56,7 +56,8 @@ def test_revision_changes_with_internal_namespaces() -> None:
 
 
 def test_refusal_phrase() -> None:
-    verdict = Verdict(Decision.BLOCK, "typosquat", '"reqeusts" looks like a typosquat of "requests"')
+    verdict = Verdict(Decision.BLOCK, "typosquat",
+                      '"reqeusts" looks like a typosquat of "requests"')
     assert verdict.refusal_phrase() == (
         'Blocked by stockade: "reqeusts" looks like a typosquat of "requests" (rule typosquat)'
     )

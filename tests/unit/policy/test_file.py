@@ -39,7 +39,7 @@ def test_example_policy_loads_with_every_rule() -> None:
     ("rules: [", "not valid YAML"),
 ])
 def test_errors_name_the_key(text: str, message: str, tmp_path: Path) -> None:
-    with pytest.raises(PolicyError, match="policy.yaml: ") as info:
+    with pytest.raises(PolicyError, match=r"policy\.yaml: ") as info:
         parse_policy(text, base_dir=tmp_path, source="policy.yaml")
     assert message in str(info.value)
 

@@ -23,7 +23,7 @@ RULE = TyposquatRule()
     (E.PYPI, "urlib3", "urllib3", "dropped repeated letter"),
     (E.PYPI, "matplotlip", "matplotlib", "one edit"),
     (E.PYPI, "python-requests", "requests", "added affix 'python'"),
-    (E.PYPI, "reqυests", "requests", "confusable characters"),  # Greek upsilon
+    (E.PYPI, "req\u03c5ests", "requests", "confusable characters"),  # Greek upsilon
     (E.NPM, "crossenv", "cross-env", "separator variant"),  # 2017
     (E.NPM, "loadsh", "lodash", "swapped letters"),
     (E.NPM, "electorn", "electron", "swapped letters"),
