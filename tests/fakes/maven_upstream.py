@@ -20,6 +20,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.fakes.streaming import send
+
 ALGS = ("md5", "sha1", "sha256", "sha512")
 
 
@@ -153,19 +155,4 @@ class FakeMaven:
                    "Content-Type": "application/octet-stream"}
         if request.headers.get("Range") == "bytes=0-0":
             return web.Response(status=206, body=data[:1], headers=headers)
-        response = web.StreamResponse(headers=headers)
-        response.content_length = len(data)
-        await response.prepare(request)
-        if fault in ("truncate", "reset"):
-            await response.write(data[: len(data) // 2])
-            await asyncio.sleep(0.05)
-            assert request.transport is not None
-            if fault == "reset":
-                request.transport.abort()
-            else:
-                request.transport.close()
-            return response
-        for start in range(0, len(data), 64 * 1024):
-            await response.write(data[start : start + 64 * 1024])
-        await response.write_eof()
-        return response
+        return await send(request, data, headers, fault)

@@ -25,6 +25,8 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.fakes.streaming import send
+
 CORGI = "application/vnd.npm.install-v1+json"
 _CORGI_KEYS = ("name", "version", "dependencies", "optionalDependencies", "devDependencies",
                "peerDependencies", "bin", "engines", "deprecated", "hasInstallScript", "dist")
@@ -195,22 +197,7 @@ class FakeNpm:
             await asyncio.sleep(3600)
         if fault == "corrupt":
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        response.content_length = len(data)
-        await response.prepare(request)
-        if fault in ("truncate", "reset"):
-            await response.write(data[: len(data) // 2])
-            await asyncio.sleep(0.05)
-            assert request.transport is not None
-            if fault == "reset":
-                request.transport.abort()
-            else:
-                request.transport.close()
-            return response
-        for start in range(0, len(data), 64 * 1024):
-            await response.write(data[start : start + 64 * 1024])
-        await response.write_eof()
-        return response
+        return await send(request, data, {"Content-Type": "application/octet-stream"}, fault)
 
     async def _keys(self, request: web.Request) -> web.Response:
         return web.json_response({"keys": [{"expires": None, "keyid": "SHA256:fake",

@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.fakes.streaming import send
 from tests.fakes.wheels import build_sdist, build_wheel, wheel_metadata
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
@@ -195,26 +196,9 @@ class FakePyPI:
             raise web.HTTPInternalServerError()
         if fault == "corrupt":
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        response.content_length = len(data)
-        await response.prepare(request)
-        half = len(data) // 2
-        if fault in ("truncate", "reset"):
-            await response.write(data[:half])
-            await asyncio.sleep(0.05)
-            assert request.transport is not None
-            if fault == "reset":
-                request.transport.abort()
-            else:
-                request.transport.close()
-            return response
-        step = 64 * 1024
-        for start in range(0, len(data), step):
-            await response.write(data[start : start + step])
-            if fault == "slow":
-                await asyncio.sleep(0.02)
-        await response.write_eof()
-        return response
+        return await send(request, data, {"Content-Type": "application/octet-stream"},
+                          None if fault == "slow" else fault,
+                          delay_s=0.02 if fault == "slow" else 0.0)
 
     async def _json(self, request: web.Request) -> web.Response:
         name = _norm(request.match_info["name"])

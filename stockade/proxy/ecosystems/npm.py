@@ -25,6 +25,7 @@ from aiohttp import web
 
 from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
 from stockade.proxy.ecosystems import npm_documents as docs
+from stockade.proxy.ecosystems.base import json_object
 from stockade.proxy.errors import (
     BadRequestError,
     HostNotAllowedError,
@@ -406,14 +407,7 @@ async def _ask_advisories(upstream: Upstream, names: dict[str, list[str]]) -> di
             f"upstream {upstream.name} answered {status} to the audit request",
             upstream=upstream.name,
         )
-    try:
-        answer = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamError(f"upstream {upstream.name} sent an unreadable audit answer",
-                            upstream=upstream.name) from exc
-    if not isinstance(answer, dict):
-        raise UpstreamError(f"upstream {upstream.name} sent an unexpected audit answer",
-                            upstream=upstream.name)
+    answer = json_object(body, upstream.name, "the audit request")
     return {k: v for k, v in answer.items() if k in names}
 
 

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.proxy.ecosystems import pypi_pages as pages
+from stockade.proxy.ecosystems.base import json_object
 from stockade.proxy.errors import BadRequestError, IntegrityError, NotFoundError, UpstreamError
 from stockade.proxy.metacache import CachedDoc
 from stockade.proxy.pipeline import ArtifactSource
@@ -283,14 +284,7 @@ async def json_api(request: web.Request) -> web.StreamResponse:
         ECO, upstream, json_base(upstream) + tail, accept="application/json",
         ttl_s=cache.metadata_ttl_s, stale_if_error_s=cache.stale_if_error_s,
     )
-    try:
-        data = orjson.loads(doc.body)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamError(f"upstream {upstream.name} sent invalid JSON for {name}",
-                            upstream=upstream.name) from exc
-    if not isinstance(data, dict):
-        raise UpstreamError(f"upstream {upstream.name} sent unexpected JSON for {name}",
-                            upstream=upstream.name)
+    data = json_object(doc.body, upstream.name, name)
     base = f"{request.url.origin()}{PREFIX}/files/{name}/"
     _rewrite_json(data, upstream, doc.url, base)
     return web.Response(body=orjson.dumps(data), content_type="application/json",
