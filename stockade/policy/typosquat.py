@@ -26,17 +26,24 @@ from stockade.policy.model import Ecosystem
 from stockade.policy.names import normalize
 
 _SEPARATORS = re.compile(r"[-_.@/:\s]+")
+_AFFIX_RANK = 20000
 # Affixes typosquats add to or drop from a popular name, and how popular the
 # imitated name must be (by rank) for the affix alone to make a look-alike.
 _AFFIXES = {
     Ecosystem.PYPI: (("python3", 20000), ("python", 20000), ("py3", 5000), ("py", 2000),
                      ("lib", 2000), ("cli", 2000), ("dev", 2000), ("sdk", 2000)),
-    Ecosystem.NPM: (("node", 20000), ("js", 20000), ("lib", 2000), ("cli", 2000),
+    Ecosystem.NPM: (("node", _AFFIX_RANK), ("js", _AFFIX_RANK), ("lib", 2000), ("cli", 2000),
                     ("dev", 2000), ("sdk", 2000)),
     Ecosystem.MAVEN: (),
 }
 _MIN_FUZZY = 5  # shorter names differ by one letter from too many real ones
 _ANY_EDIT = 7  # below this, only swapped and repeated letters count (real names collide)
+# How popular (by rank) a name must be for an edit or a separator change alone to
+# make a look-alike of it; real lesser-known names often sit one letter from a
+# mid-ranked one, while typosquatters aim at the most installed.
+_EDIT_MAX_RANK = 10_000
+_SEPARATOR_MAX_RANK = 10_000
+_SCOPE_MAX_RANK = 3_000
 _TWO_EDITS = 10  # from this length two edits are still a look-alike
 
 
@@ -134,7 +141,11 @@ class NameIndex:
         skel = skeleton(self.ecosystem, norm)
         exact = self._skeletons.get(skel)
         if exact is not None:
-            return Match(exact, self._exact_technique(norm, exact))
+            technique = self._exact_technique(norm, exact)
+            limit = {"separator variant": _SEPARATOR_MAX_RANK,
+                     "scope confusion": _SCOPE_MAX_RANK}.get(technique)
+            if limit is None or self.names[exact] < limit:
+                return Match(exact, technique)
         folded = self._folded.get(_fold_pairs(skel))
         if folded is not None and folded != norm:
             return Match(folded, "confusable characters")
@@ -175,6 +186,8 @@ class NameIndex:
                 if min(len(candidate), len(skel)) < _ANY_EDIT and not _slip(skel, candidate):
                     continue
                 target = self._skeletons[candidate]
+                if self.names[target] >= _EDIT_MAX_RANK:
+                    continue
                 key = (distance, self.names[target], target)
                 if best is None or key < best:
                     best = key
