@@ -43,7 +43,7 @@ _ANY_EDIT = 7  # below this, only swapped and repeated letters count (real names
 # mid-ranked one, while typosquatters aim at the most installed.
 _EDIT_MAX_RANK = 10_000
 _SEPARATOR_MAX_RANK = 10_000
-_SCOPE_MAX_RANK = 3_000
+_SCOPE_MAX_RANK = 5_000
 _TWO_EDITS = 10  # from this length two edits are still a look-alike
 
 
@@ -147,7 +147,7 @@ class NameIndex:
             if limit is None or self.names[exact] < limit:
                 return Match(exact, technique)
         folded = self._folded.get(_fold_pairs(skel))
-        if folded is not None and folded != norm:
+        if folded is not None and folded not in (norm, exact):
             return Match(folded, "confusable characters")
         return self._affix(skel) or self._fuzzy(skel)
 

@@ -27,7 +27,7 @@ RULE = TyposquatRule()
     (E.NPM, "crossenv", "cross-env", "separator variant"),  # 2017
     (E.NPM, "loadsh", "lodash", "swapped letters"),
     (E.NPM, "electorn", "electron", "swapped letters"),
-    (E.NPM, "babelcli", "babel-cli", "separator variant"),  # 2017
+    (E.NPM, "babelcli", "@babel/cli", "scope confusion"),  # 2017
     (E.NPM, "types-node", "@types/node", "scope confusion"),
     (E.NPM, "@typess/node", "@types/node", None),
     (E.NPM, "rnocha", "mocha", "confusable characters"),
