@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
-from stockade.proxy.ecosystems import npm, pypi
+from stockade.proxy.ecosystems import maven, npm, pypi
 from stockade.proxy.errors import BadRequestError, ProxyError
 from stockade.proxy.routing import pick_upstream
 from stockade.proxy.state import services
@@ -29,6 +29,7 @@ FactsProvider = Callable[[web.Request, str], Awaitable[tuple[Facts, dict[str, Fa
 _PROVIDERS: dict[Ecosystem, FactsProvider] = {
     Ecosystem.NPM: npm.known_versions,
     Ecosystem.PYPI: pypi.known_versions,
+    Ecosystem.MAVEN: maven.known_versions,
 }
 
 

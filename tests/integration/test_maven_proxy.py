@@ -256,3 +256,12 @@ async def test_release_age_from_the_published_checksum(aiohttp_client: Any, tmp_
     assert refused.status == 403
     assert "held back" in refused.reason
     assert repo.count("demo-2.0.jar") == 0
+
+
+async def test_explain_lists_hidden_maven_versions(repo: FakeMaven, maven_proxy: Any,
+                                                   engine: FakeEngine) -> None:
+    engine.blocked_versions.add(("org.example:demo", "2.0"))
+    proxy = await one(maven_proxy, repo)
+    body = await (await proxy.get("/_stockade/explain/maven/org.example:demo")).json()
+    assert body["versions"]["total"] == 2
+    assert list(body["versions"]["hidden"]) == ["2.0"]

@@ -283,3 +283,36 @@ def _content_type(filename: str) -> str:
     if filename.endswith(".asc"):
         return "application/pgp-signature"
     return "application/octet-stream"
+
+
+async def known_versions(
+    request: web.Request, name: str
+) -> tuple[Facts, dict[str, Facts]]:
+    """The versions ``maven-metadata.xml`` lists for ``groupId:artifactId`` (explain API)."""
+    group, sep, artifact = name.partition(":")
+    if not sep or not group or not artifact:
+        raise BadRequestError(f"{name!r} is not groupId:artifactId")
+    try:
+        path = layout.parse_path(f"{group.replace('.', '/')}/{artifact}/{layout.METADATA}")
+    except layout.LayoutError as exc:
+        raise BadRequestError(str(exc)) from exc
+    svc = services(request)
+    upstreams = candidates(group, artifact, svc.upstreams[ECO])
+    if not upstreams:
+        raise NotFoundError(f"no configured upstream serves {name}")
+    owner = upstreams[0]
+    base = Facts(upstream=owner.name, internal=owner.internal)
+    cache = svc.ecosystem(ECO).cache
+    found = []
+    for upstream in upstreams:
+        try:
+            doc = await svc.metacache.get(
+                ECO, upstream, upstream.url.rstrip("/") + "/" + path.path,
+                accept="application/xml", ttl_s=cache.metadata_ttl_s,
+                stale_if_error_s=cache.stale_if_error_s,
+            )
+        except UpstreamError:
+            continue
+        found.append(_parse(doc, upstream))
+    merged = layout.merge(d for d in found if d.is_artifact_level)
+    return base, {v: base for v in merged.versions}
