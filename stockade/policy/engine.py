@@ -11,20 +11,20 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from stockade.policy.model import ALLOWED, Decision, Ecosystem, Facts, PackageRef, Verdict
+from stockade.policy.model import (
+    ALLOWED,
+    Decision,
+    Ecosystem,
+    Facts,
+    PackageRef,
+    Rule,
+    Verdict,
+)
 
 _NAME_CACHE = 65536
 _SEVERITY = {Decision.ALLOW: 0, Decision.WARN: 1, Decision.BLOCK: 2}
-
-
-class Rule(Protocol):
-    """One policy rule: a verdict when it applies, None when it has nothing to say."""
-
-    name: str
-
-    def evaluate(self, ref: PackageRef, facts: Facts) -> Verdict | None: ...
 
 
 class Engine:
@@ -101,7 +101,7 @@ def build_engine(
     dependency confusion with the internal namespaces; nothing else is refused.
     """
     if policy is None:
-        from stockade.policy.file import default_policy  # the file format builds rules
+        from stockade.policy.file import default_policy
 
         policy = default_policy({e: tuple(ns) for e, ns in (internal or {}).items()})
     rules: list[Rule] = list(getattr(policy, "rules", ()) or ())

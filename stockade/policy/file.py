@@ -34,8 +34,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from stockade.config.load import ConfigError
-from stockade.policy.engine import Rule
-from stockade.policy.model import Decision, Ecosystem, Mode
+from stockade.policy.model import Decision, Ecosystem, Mode, Rule
 from stockade.policy.names import normalize
 from stockade.policy.osv import OsvDatabase, OsvError
 from stockade.policy.rules.age import CooldownRule

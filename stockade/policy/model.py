@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 
 class Ecosystem(enum.StrEnum):
@@ -102,3 +103,11 @@ class Verdict:
 
 
 ALLOWED = Verdict(Decision.ALLOW, "default", "no rule refuses it")
+
+
+class Rule(Protocol):
+    """One policy rule: a verdict when it applies, None when it has nothing to say."""
+
+    name: str
+
+    def evaluate(self, ref: PackageRef, facts: Facts) -> Verdict | None: ...
