@@ -67,6 +67,8 @@ def load_engine(settings: Settings) -> PolicyEngine:
                 f"(got {str(settings.policy.file)!r})"
             ) from exc
         policy = load_policy(settings.policy.file, internal=internal_namespaces(settings))
+        for warning in policy.warnings:
+            logger.warning("policy %s: %s", settings.policy.file, warning)
     return build_engine(policy, internal=internal_namespaces(settings))
 
 

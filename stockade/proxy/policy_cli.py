@@ -118,6 +118,9 @@ def _line(ref: PackageRef, verdict: Verdict, as_json: bool) -> str:
 def _check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = load_engine(settings)
+    if settings.policy.file is not None:
+        for warning in load_policy(settings.policy.file).warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     ecosystem = Ecosystem(args.ecosystem)
     refused = False
     for spec in _names(args.name):

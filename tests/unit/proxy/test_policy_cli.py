@@ -60,3 +60,15 @@ def test_log_verify_reports_intact_and_tampered(capsys: pytest.CaptureFixture[st
     assert main(["log", "verify", str(log)]) == 1
     assert "edited" in capsys.readouterr().out
     assert main(["log", "verify", str(tmp_path / "absent.jsonl")]) == 2
+
+
+def test_check_reports_expired_exceptions(capsys: pytest.CaptureFixture[str],
+                                          tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: {lists: {allow: [{ecosystem: npm, name: colors, reason: r,"
+                      " expires: 2020-01-01}]}}\n")
+    config = tmp_path / "stockade.yaml"
+    config.write_text(f"storage: {{path: {tmp_path / 'data'}}}\npolicy: {{file: {policy}}}\n")
+    assert main(["check", "npm", "colors", "--config", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert "expired list entry (npm:colors" in err
