@@ -15,11 +15,11 @@ import io
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.fakes.base import LoopbackRegistry
 from tests.fakes.streaming import send
 
 ALGS = ("md5", "sha1", "sha256", "sha512")
@@ -61,7 +61,7 @@ def metadata(group: str, artifact: str, versions: list[str]) -> bytes:
 
 
 @dataclass
-class FakeMaven:
+class FakeMaven(LoopbackRegistry):
     """The repository's files, faults and the requests it saw."""
 
     files: dict[str, bytes] = field(default_factory=dict)
@@ -91,9 +91,6 @@ class FakeMaven:
             group, artifact, versions)
         return base
 
-    def count(self, suffix: str) -> int:
-        return sum(1 for m, p in self.requests if m == "GET" and p.endswith(suffix))
-
     @property
     def url(self) -> str:
         assert self.server is not None
@@ -103,21 +100,6 @@ class FakeMaven:
         app = web.Application(middlewares=[self._record])
         app.router.add_route("GET", "/maven2/{path:.+}", self._serve)
         return app
-
-    async def start(self) -> FakeMaven:
-        self.server = TestServer(self.app(), host="127.0.0.1")
-        await self.server.start_server()
-        return self
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.close()
-
-    @web.middleware
-    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        self.requests.append((request.method, request.path))
-        response: web.StreamResponse = await handler(request)
-        return response
 
     def _read(self, path: str) -> bytes | None:
         if path in self.files:

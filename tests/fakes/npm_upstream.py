@@ -25,6 +25,7 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.fakes.base import LoopbackRegistry
 from tests.fakes.streaming import send
 
 CORGI = "application/vnd.npm.install-v1+json"
@@ -72,7 +73,7 @@ class Published:
 
 
 @dataclass
-class FakeNpm:
+class FakeNpm(LoopbackRegistry):
     """The registry's content, faults and the requests it saw."""
 
     packages: dict[str, dict[str, Published]] = field(default_factory=dict)
@@ -93,10 +94,6 @@ class FakeNpm:
         self.packages.setdefault(name, {})[version] = pub
         return pub
 
-    def count(self, suffix: str) -> int:
-        """How many GETs for paths ending in ``suffix`` reached the registry."""
-        return sum(1 for m, p in self.requests if m == "GET" and p.endswith(suffix))
-
     @property
     def url(self) -> str:
         assert self.server is not None
@@ -112,22 +109,6 @@ class FakeNpm:
         app.router.add_get("/{scope:@[^/]+}/{name}", self._packument)
         app.router.add_get("/{name}", self._packument)
         return app
-
-    async def start(self) -> FakeNpm:
-        self.server = TestServer(self.app(), host="127.0.0.1")
-        await self.server.start_server()
-        return self
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.close()
-
-    @web.middleware
-    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        self.requests.append((request.method, request.path))
-        self.headers_seen.append(dict(request.headers))
-        response: web.StreamResponse = await handler(request)
-        return response
 
     def _name(self, request: web.Request) -> str:
         scope = request.match_info.get("scope")

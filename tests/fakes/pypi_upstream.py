@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from tests.fakes.base import LoopbackRegistry
 from tests.fakes.streaming import send
 from tests.fakes.wheels import build_sdist, build_wheel, wheel_metadata
 
@@ -47,7 +48,7 @@ class Dist:
 
 
 @dataclass
-class FakePyPI:
+class FakePyPI(LoopbackRegistry):
     """The index's content, faults and the requests it saw."""
 
     projects: dict[str, list[Dist]] = field(default_factory=dict)
@@ -74,10 +75,6 @@ class FakePyPI:
         self.projects.setdefault(_norm(name), []).append(dist)
         return dist
 
-    def count(self, suffix: str) -> int:
-        """How many GETs for paths ending in ``suffix`` reached the index."""
-        return sum(1 for method, path in self.requests if method == "GET" and path.endswith(suffix))
-
     @property
     def url(self) -> str:
         assert self.server is not None
@@ -93,23 +90,6 @@ class FakePyPI:
         app.router.add_get("/pypi/{name}/{version}/json", self._json)
         app.middlewares.append(self._record)
         return app
-
-    async def start(self) -> FakePyPI:
-        self.server = TestServer(self.app(), host="127.0.0.1")
-        await self.server.start_server()
-        return self
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.close()
-
-    @web.middleware
-    async def _record(  # type: ignore[name-defined]
-        self, request: web.Request, handler: web.RequestHandler
-    ) -> web.StreamResponse:
-        self.requests.append((request.method, request.path))
-        self.headers_seen.append(dict(request.headers))
-        return await handler(request)
 
     async def _index(self, request: web.Request) -> web.Response:
         if JSON_V1 in request.headers.get("Accept", "") and not self.serve_html_only:

@@ -95,20 +95,7 @@ async def repository(request: web.Request) -> web.StreamResponse:
 async def _metadata(request: web.Request, svc: Services, path: layout.MavenPath) -> web.Response:
     group, artifact = path.metadata_name()
     upstreams = candidates(group, artifact, svc.upstreams[ECO])
-    cache = svc.ecosystem(ECO).cache
-    found: list[layout.Metadata] = []
-    errors: list[UpstreamError] = []
-    for upstream in upstreams:
-        try:
-            doc = await svc.metacache.get(
-                ECO, upstream, upstream.url.rstrip("/") + "/" + path.path,
-                accept="application/xml", ttl_s=cache.metadata_ttl_s,
-                stale_if_error_s=cache.stale_if_error_s,
-            )
-        except UpstreamError as exc:
-            errors.append(exc)
-            continue
-        found.append(_parse(doc, upstream))
+    found, errors = await _fetch_metadata(svc, path, upstreams)
     if not found:
         if errors and all(getattr(e, "status", 0) == 404 for e in errors):
             raise NotFoundError(f"no upstream has {path.path}")
@@ -136,6 +123,27 @@ async def _metadata(request: web.Request, svc: Services, path: layout.MavenPath)
         digest = hashlib.new(path.checksum, body).hexdigest()
         return web.Response(body=digest.encode(), content_type="text/plain", headers=headers)
     return web.Response(body=body, content_type="application/xml", headers=headers)
+
+
+async def _fetch_metadata(
+    svc: Services, path: layout.MavenPath, upstreams: Sequence[Upstream]
+) -> tuple[list[layout.Metadata], list[UpstreamError]]:
+    """Each upstream's ``maven-metadata.xml`` at ``path``, and the failures."""
+    cache = svc.ecosystem(ECO).cache
+    found: list[layout.Metadata] = []
+    errors: list[UpstreamError] = []
+    for upstream in upstreams:
+        try:
+            doc = await svc.metacache.get(
+                ECO, upstream, upstream.url.rstrip("/") + "/" + path.path,
+                accept="application/xml", ttl_s=cache.metadata_ttl_s,
+                stale_if_error_s=cache.stale_if_error_s,
+            )
+        except UpstreamError as exc:
+            errors.append(exc)
+            continue
+        found.append(_parse(doc, upstream))
+    return found, errors
 
 
 def _parse(doc: CachedDoc, upstream: Upstream) -> layout.Metadata:
@@ -302,17 +310,6 @@ async def known_versions(
         raise NotFoundError(f"no configured upstream serves {name}")
     owner = upstreams[0]
     base = Facts(upstream=owner.name, internal=owner.internal)
-    cache = svc.ecosystem(ECO).cache
-    found = []
-    for upstream in upstreams:
-        try:
-            doc = await svc.metacache.get(
-                ECO, upstream, upstream.url.rstrip("/") + "/" + path.path,
-                accept="application/xml", ttl_s=cache.metadata_ttl_s,
-                stale_if_error_s=cache.stale_if_error_s,
-            )
-        except UpstreamError:
-            continue
-        found.append(_parse(doc, upstream))
+    found, _ = await _fetch_metadata(svc, path, upstreams)
     merged = layout.merge(d for d in found if d.is_artifact_level)
     return base, {v: base for v in merged.versions}
