@@ -5,4 +5,4 @@ if ! command -v mvn >/dev/null 2>&1; then
   apt-get update -qq
   apt-get install -y -qq maven
 fi
-mvn -v | head -1
+mvn -v

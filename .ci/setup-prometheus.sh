@@ -5,4 +5,4 @@ if ! command -v prometheus >/dev/null 2>&1; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends prometheus
 fi
-prometheus --version 2>&1 | head -1
+prometheus --version
