@@ -2,10 +2,12 @@
 
 Owns one small record per package (``version -> first seen``), kept with the
 metadata. The first time a package is seen at all, its existing versions are
-recorded with their upstream publish dates (trust on first use: deploying
-stockade must not hold every existing version back); a version that appears
-later is recorded with the time stockade saw it, whatever date the upstream
-claims. The release-age rule uses the later of the two.
+recorded with their upstream publish dates, or as long ago where the upstream
+gives none (trust on first use: deploying stockade must not hold every existing
+version back); a version that appears later is recorded with the time stockade
+saw it, whatever date the upstream claims. The release-age rule uses the later
+of the two, so even an ecosystem without dates in its metadata (Maven) gets a
+cooldown for versions published after stockade started watching.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from stockade.storage.refs import RefStore
 logger = logging.getLogger(__name__)
 
 _MEMORY = 4096  # packages whose record is kept in memory
+_LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class FirstSeen:
@@ -35,9 +38,17 @@ class FirstSeen:
         self._memory: OrderedDict[str, dict[str, str]] = OrderedDict()
 
     async def annotate(
-        self, ecosystem: Ecosystem, name: str, facts: Mapping[str, Facts]
+        self, ecosystem: Ecosystem, name: str, facts: Mapping[str, Facts], *,
+        only: str | None = None, complete: bool = True,
     ) -> dict[str, Facts]:
-        """``facts`` with ``first_seen_at`` set, recording versions seen for the first time."""
+        """``facts`` with ``first_seen_at`` set, recording versions seen for the first time.
+
+        ``complete`` says ``facts`` holds every version the upstream lists (a
+        packument, an index page, maven-metadata.xml): only then is an unseen
+        version of a known package new. From a single file request it may just
+        be an old version nobody asked for yet, and keeps its own date.
+        ``only`` limits the answer to one version (all are still recorded).
+        """
         key = f"{ecosystem.value}|{name}"
         seen = self._memory.get(key)
         if seen is None:
@@ -50,7 +61,12 @@ class FirstSeen:
         added = False
         for version, fact in facts.items():
             if version not in seen:
-                when = now if known_package or fact.published_at is None else fact.published_at
+                if known_package and (complete or fact.published_at is None):
+                    when = now
+                else:
+                    # First sight of the package: what exists already is taken as it
+                    # is, undated versions (Maven metadata has no dates) as old.
+                    when = fact.published_at or _LONG_AGO
                 seen[version] = when.isoformat()
                 added = True
         if added:
@@ -62,7 +78,8 @@ class FirstSeen:
         self._memory.move_to_end(key)
         while len(self._memory) > _MEMORY:
             self._memory.popitem(last=False)
+        wanted = facts.items() if only is None else [(only, facts[only])]
         return {
             v: dataclasses.replace(f, first_seen_at=datetime.fromisoformat(seen[v]))
-            for v, f in facts.items()
+            for v, f in wanted
         }

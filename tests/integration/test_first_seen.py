@@ -59,3 +59,43 @@ async def test_backdated_new_version_is_held_back(aiohttp_client: Any, tmp_path:
         assert "held back" in (await refused.json())["error"]
     finally:
         await registry.stop()
+
+
+async def test_a_single_file_request_does_not_make_an_old_version_new(tmp_path: Path) -> None:
+    seen = FirstSeen(RefStore(tmp_path, "firstseen"))
+    await seen.annotate(Ecosystem.MAVEN, "g:a", {"2.0": Facts(published_at=OLD)},
+                        complete=False)
+    older = await seen.annotate(Ecosystem.MAVEN, "g:a", {"1.0": Facts(published_at=OLD)},
+                                complete=False)
+    assert older["1.0"].first_seen_at == OLD
+
+
+async def test_maven_metadata_holds_back_versions_that_appear_later(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    from tests.fakes.maven_upstream import FakeMaven
+
+    repo = await FakeMaven().start()
+    try:
+        repo.add("org.example", "lib", "1.0")
+        policy = tmp_path / "policy.yaml"
+        policy.write_text("rules: {cooldown: {min_age: 3d}}\n")
+        settings = load_settings(None, environ={}, overrides={
+            "storage": {"path": str(tmp_path / "data")},
+            "pypi": {"upstreams": []}, "npm": {"upstreams": []},
+            "maven": {"upstreams": [{"name": "central", "url": repo.url}],
+                      "cache": {"metadata_ttl_s": 0.01}},
+            "policy": {"file": str(policy)},
+        })
+        client = await aiohttp_client(make_app(settings, environ={}))
+        meta = "/maven/org/example/lib/maven-metadata.xml"
+        assert "<version>1.0</version>" in await (await client.get(meta)).text()
+        repo.add("org.example", "lib", "1.1")  # appears after stockade started watching
+        await asyncio.sleep(0.05)
+        resp = await client.get(meta)
+        body = await resp.text()
+        assert "<version>1.0</version>" in body
+        assert "1.1" not in body
+        assert "cooldown" in resp.headers["X-Stockade-Filtered"]
+    finally:
+        await repo.stop()

@@ -111,8 +111,8 @@ async def _metadata(request: web.Request, svc: Services, path: layout.MavenPath)
             ref, Facts(upstream=owner.name, internal=owner.internal), **_client(request))
         if verdict.blocks:
             return refusal(request, verdict)
-        facts = {v: Facts(upstream=owner.name, internal=owner.internal)
-                 for v in merged.versions}
+        facts = await svc.first_seen.annotate(ECO, name, {
+            v: Facts(upstream=owner.name, internal=owner.internal) for v in merged.versions})
         vf = svc.gate.filter_versions(ref, facts)
         body = layout.render(merged, hidden=vf.hidden)
         if (filtered := vf.header()) is not None:
@@ -173,6 +173,8 @@ async def _artifact(request: web.Request, svc: Services, path: layout.MavenPath
     source, published = await _source(svc, path, upstreams)
     facts = Facts(upstream=source.upstream.name, internal=source.upstream.internal,
                   published_at=published)
+    facts = (await svc.first_seen.annotate(ECO, ref.name, {version: facts},
+                                           complete=False))[version]
     verdict = await svc.gate.decide(ref, facts, **_client(request))
     if verdict.blocks:
         return refusal(request, verdict)
@@ -312,4 +314,4 @@ async def known_versions(
     base = Facts(upstream=owner.name, internal=owner.internal)
     found, _ = await _fetch_metadata(svc, path, upstreams)
     merged = layout.merge(d for d in found if d.is_artifact_level)
-    return base, {v: base for v in merged.versions}
+    return base, await svc.first_seen.annotate(ECO, name, {v: base for v in merged.versions})

@@ -273,8 +273,11 @@ async def tarball(request: web.Request) -> web.StreamResponse:
     entry = index.tarballs.get(filename)
     if entry is None:
         raise NotFoundError(f"{filename} is not a tarball of {name} on upstream {upstream.name}")
-    facts = index.facts.get(entry.version, Facts(upstream=upstream.name))
-    facts = (await svc.first_seen.annotate(ECO, name, {entry.version: facts}))[entry.version]
+    if entry.version in index.facts:
+        seen = await svc.first_seen.annotate(ECO, name, index.facts, only=entry.version)
+        facts = seen[entry.version]
+    else:
+        facts = Facts(upstream=upstream.name, internal=upstream.internal)
     ref = PackageRef(ECO, name, entry.version, filename)
     verdict = await svc.gate.decide(ref, facts, **_client(request))
     if verdict.blocks:

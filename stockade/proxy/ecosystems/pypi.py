@@ -221,9 +221,11 @@ async def file(request: web.Request) -> web.StreamResponse:
     if entry is None:
         raise NotFoundError(f"{dist} is not a file of {name} on upstream {upstream.name}")
     version = entry.version
-    facts = version_facts(page, upstream).get(version or "", Facts(upstream=upstream.name))
-    if version is not None:
-        facts = (await svc.first_seen.annotate(ECO, name, {version: facts}))[version]
+    every = version_facts(page, upstream)
+    if version is not None and version in every:
+        facts = (await svc.first_seen.annotate(ECO, name, every, only=version))[version]
+    else:
+        facts = Facts(upstream=upstream.name, internal=upstream.internal)
     ref = PackageRef(ECO, name, version, dist)
     verdict = await svc.gate.decide(ref, facts, **_client(request))
     if verdict.blocks:
