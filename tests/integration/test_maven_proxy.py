@@ -265,3 +265,12 @@ async def test_explain_lists_hidden_maven_versions(repo: FakeMaven, maven_proxy:
     body = await (await proxy.get("/_stockade/explain/maven/org.example:demo")).json()
     assert body["versions"]["total"] == 2
     assert list(body["versions"]["hidden"]) == ["2.0"]
+
+
+async def test_cached_artifacts_carry_checksum_headers(repo: FakeMaven,
+                                                       maven_proxy: Any) -> None:
+    proxy = await one(maven_proxy, repo)
+    await (await proxy.get(f"/maven/{JAR}")).read()
+    resp = await proxy.get(f"/maven/{JAR}")
+    assert resp.headers["X-Checksum-Sha1"] == hashlib.sha1(repo.files[JAR]).hexdigest()  # noqa: S324
+    assert resp.headers["X-Checksum-Md5"] == hashlib.md5(repo.files[JAR]).hexdigest()  # noqa: S324
