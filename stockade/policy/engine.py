@@ -69,7 +69,10 @@ class Engine:
     def _decide(self, ref: PackageRef, facts: Facts) -> Verdict:
         best = ALLOWED
         audit: Verdict | None = None
-        for verdict in self.explain(ref, facts):
+        for rule in self._rules:
+            verdict = rule.evaluate(ref, facts)
+            if verdict is None:
+                continue
             if verdict.audit_only:
                 audit = audit or verdict
             elif _SEVERITY[verdict.decision] > _SEVERITY[best.decision]:

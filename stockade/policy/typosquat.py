@@ -4,10 +4,12 @@ Owns the skeleton of a name (lower case, separators removed, look-alike
 characters folded to ASCII, npm scope joined in; ``rn`` read as ``m`` in a
 second look-up), and an
 index of protected names that answers "which protected name does this one
-imitate, and how" in a few microseconds: exact skeleton and affix look-ups in
-dictionaries, and edit distance through a one-deletion neighbourhood index
-(SymSpell's idea) checked with rapidfuzz's Damerau-Levenshtein distance: one
-edit for names of five letters or more, two from ten.
+imitate, and how" in a few microseconds: exact skeleton, affix, language-marker
+and version-digit look-ups in dictionaries, and edit distance through a
+one-deletion neighbourhood index (SymSpell's idea) checked with rapidfuzz's
+Damerau-Levenshtein distance: one edit for names of seven letters or more (for
+five and six, a swap, a doubled letter, or for the most installed a
+neighbouring key or another vowel), two from ten.
 Pure; the corpus is passed in.
 """
 
@@ -45,6 +47,26 @@ _EDIT_MAX_RANK = 10_000
 _SEPARATOR_MAX_RANK = 10_000
 _SCOPE_MAX_RANK = 5_000
 _TWO_EDITS = 10  # from this length two edits are still a look-alike
+# Short names (five or six letters) of the most installed projects: one slip of
+# the finger (a neighbouring key, a vowel for another) still makes a look-alike.
+_SHORT_SLIP_RANK = 1_000
+# How popular a name must be for a variant that keeps its core and moves or
+# changes its language marker (``python-openssl`` for ``pyopenssl``,
+# ``nmap-python`` for ``python-nmap``) or drops its version digit (``urllib``
+# for ``urllib3``) to count as a look-alike.
+_VARIANT_MAX_RANK = 10_000
+_MARKERS = {
+    Ecosystem.PYPI: ("python3", "python", "py3", "py"),
+    Ecosystem.NPM: ("node", "js"),
+    Ecosystem.MAVEN: (),
+}
+_MIN_CORE = 3
+_KEYBOARD = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+_NEIGHBOURS = {
+    ch: {row[j] for j in (i - 1, i + 1) if 0 <= j < len(row)}
+    for row in _KEYBOARD for i, ch in enumerate(row)
+}
+_VOWELS = frozenset("aeiouy")
 
 
 @lru_cache(maxsize=8192)
@@ -65,6 +87,8 @@ def _fold_char(ch: str) -> str:
 
 def skeleton(ecosystem: Ecosystem, name: str) -> str:
     """The form look-alikes share: ``Req_uests`` and ``requests`` have one skeleton."""
+    if name.isascii():  # NFKC and folding leave ASCII as it is
+        return _SEPARATORS.sub("", name.lower())
     text = unicodedata.normalize("NFKC", name).lower()
     text = "".join(_fold_char(ch) for ch in text)
     return _SEPARATORS.sub("", text)
@@ -112,15 +136,21 @@ class NameIndex:
         self._folded: dict[str, str] = {}  # skeleton with rn->m etc. -> best-ranked name
         # one-deletion variant -> skeleton(s); a str while unique, saving memory
         self._deletes: dict[str, str | tuple[str, ...]] = {}
+        self._cores: dict[str, str] = {}  # skeleton without its language marker -> name
+        self._digitless: dict[str, str] = {}  # skeleton without version digits -> name
         for rank, raw in enumerate(names):
             name = normalize(ecosystem, raw)
             if not name or name in self.names:
                 continue
             self.names[name] = rank
             skel = skeleton(ecosystem, name)
+            if rank < _VARIANT_MAX_RANK:
+                self._add_variants(name, skel)
             self._folded.setdefault(_fold_pairs(skel), name)
             if skel not in self._skeletons:
                 self._skeletons[skel] = name
+                if rank >= _EDIT_MAX_RANK:
+                    continue  # too far down for an edit alone to imitate it
                 for variant in _deletions(skel):
                     held = self._deletes.get(variant)
                     if held is None:
@@ -130,12 +160,19 @@ class NameIndex:
                     else:
                         self._deletes[variant] = (*held, skel)
 
+    def _add_variants(self, name: str, skel: str) -> None:
+        for core in _cores(skel, _MARKERS[self.ecosystem]):
+            self._cores.setdefault(core, name)
+        digitless = skel.rstrip("0123456789")
+        if digitless != skel and len(digitless) >= _MIN_CORE:
+            self._digitless.setdefault(digitless, name)
+
     def __contains__(self, name: str) -> bool:
         return normalize(self.ecosystem, name) in self.names
 
-    def lookalike(self, name: str) -> Match | None:
+    def lookalike(self, name: str, *, normalized: bool = False) -> Match | None:
         """The protected name ``name`` imitates, if any (never itself)."""
-        norm = normalize(self.ecosystem, name)
+        norm = name if normalized else normalize(self.ecosystem, name)
         if norm in self.names:
             return None
         skel = skeleton(self.ecosystem, norm)
@@ -149,7 +186,7 @@ class NameIndex:
         folded = self._folded.get(_fold_pairs(skel))
         if folded is not None and folded not in (norm, exact):
             return Match(folded, "confusable characters")
-        return self._affix(skel) or self._fuzzy(skel)
+        return self._affix(skel) or self._variant(skel) or self._fuzzy(skel)
 
     def _exact_technique(self, norm: str, target: str) -> str:
         if self.ecosystem is Ecosystem.NPM and ("/" in norm) != ("/" in target):
@@ -170,12 +207,23 @@ class NameIndex:
                         return Match(target, f"added affix {affix!r}")
         return None
 
+    def _variant(self, skel: str) -> Match | None:
+        """A language marker moved or changed on the same core; a version digit dropped."""
+        for core in _cores(skel, _MARKERS[self.ecosystem]):
+            target = self._cores.get(core)
+            if target is not None:
+                return Match(target, "changed affix")
+        target = self._digitless.get(skel)
+        if target is not None:
+            return Match(target, "dropped version digit")
+        return None
+
     def _fuzzy(self, skel: str) -> Match | None:
         if len(skel) < _MIN_FUZZY:
             return None
         best: tuple[int, int, str] | None = None
-        for variant in _deletions(skel):
-            held = self._deletes.get(variant, ())
+        for variant in self._deletes.keys() & _deletions(skel):
+            held = self._deletes[variant]
             for candidate in (held,) if isinstance(held, str) else held:
                 if len(candidate) < _MIN_FUZZY:
                     continue
@@ -183,10 +231,10 @@ class NameIndex:
                 distance = DamerauLevenshtein.distance(skel, candidate, score_cutoff=allowed)
                 if distance > allowed:
                     continue
-                if min(len(candidate), len(skel)) < _ANY_EDIT and not _slip(skel, candidate):
-                    continue
                 target = self._skeletons[candidate]
-                if self.names[target] >= _EDIT_MAX_RANK:
+                if min(len(candidate), len(skel)) < _ANY_EDIT and not _slip(skel, candidate) \
+                        and not (self.names[target] < _SHORT_SLIP_RANK
+                                 and _near_key(skel, candidate)):
                     continue
                 key = (distance, self.names[target], target)
                 if best is None or key < best:
@@ -211,6 +259,27 @@ def _slip(a: str, b: str) -> bool:
             return (i > 0 and longer[i - 1] == longer[i]) or (
                 i + 1 < len(longer) and longer[i + 1] == longer[i])
     return False
+
+
+def _near_key(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` differ in one letter: a neighbouring key or another vowel."""
+    if len(a) != len(b):
+        return False
+    diff = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
+    if len(diff) != 1:
+        return False
+    x, y = diff[0]
+    return y in _NEIGHBOURS.get(x, ()) or (x in _VOWELS and y in _VOWELS)
+
+
+def _cores(skel: str, affixes: Sequence[str]) -> set[str]:
+    """``skel`` without one of ``affixes`` at either end (long enough to stand alone)."""
+    found = set()
+    for affix in affixes:
+        for rest in (skel.removeprefix(affix), skel.removesuffix(affix)):
+            if rest != skel and len(rest) >= _MIN_CORE:
+                found.add(rest)
+    return found
 
 
 def _deletions(word: str) -> set[str]:

@@ -99,7 +99,7 @@ class TyposquatRule:
         norm = normalize(ref.ecosystem, ref.name)
         if self._is_allowed(ref.ecosystem, norm):
             return None
-        match = self.index(ref.ecosystem).lookalike(norm)
+        match = self.index(ref.ecosystem).lookalike(norm, normalized=True)
         if match is None:
             return None
         return finding(self.name, self.mode, Decision.BLOCK,

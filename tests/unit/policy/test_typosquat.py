@@ -24,6 +24,11 @@ RULE = TyposquatRule()
     (E.PYPI, "matplotlip", "matplotlib", "one edit"),
     (E.PYPI, "python-requests", "requests", "added affix 'python'"),
     (E.PYPI, "req\u03c5ests", "requests", "confusable characters"),  # Greek upsilon
+    (E.PYPI, "urllib", "urllib3", "dropped version digit"),  # 2017
+    (E.PYPI, "python-openssl", "pyopenssl", "changed affix"),  # 2018
+    (E.PYPI, "nmap-python", "python-nmap", "changed affix"),  # 2018
+    (E.PYPI, "mumpy", "numpy", "one edit"),  # 2018, a neighbouring key
+    (E.PYPI, "djanga", "django", "one edit"),  # 2018, another vowel
     (E.NPM, "crossenv", "cross-env", "separator variant"),  # 2017
     (E.NPM, "loadsh", "lodash", "swapped letters"),
     (E.NPM, "electorn", "electron", "swapped letters"),
@@ -52,6 +57,8 @@ def test_incident_names_are_caught(eco: Ecosystem, name: str, target: str,
     (E.NPM, "node"), (E.NPM, "lodash"), (E.NPM, "cross-env"),
     (E.MAVEN, "com.google.guava:guava"), (E.MAVEN, "junit:junit"),
     (E.PYPI, "my-own-tool"), (E.NPM, "zzz-unique-name"),
+    # real names with a version digit of their own
+    (E.PYPI, "fuzzy4"), (E.NPM, "router5"),
 ])
 def test_popular_and_unrelated_names_pass(eco: Ecosystem, name: str) -> None:
     assert RULE.evaluate(PackageRef(eco, name), Facts(upstream="public")) is None
