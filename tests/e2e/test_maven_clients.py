@@ -70,6 +70,7 @@ def upstream() -> Iterator[tuple[FakeMaven, ThreadedServer]]:
     repo = FakeMaven(root=M2)
     repo.add("org.e2e", "util", "1.0")
     repo.add("org.e2e", "lib", "1.0", dependencies=[("org.e2e", "util", "1.0")])
+    repo.add("org.e2e", "lib", "2.0", dependencies=[("org.e2e", "util", "1.0")])
     repo.add("org.e2e", "blocked", "1.0")
     server = ThreadedServer(repo.app).start()
     yield repo, server
@@ -86,10 +87,14 @@ def _config(tmp_path: Path, server: ThreadedServer, **extra: Any) -> dict[str, A
     }
 
 
-def _project(tmp_path: Path, name: str, proxy_url: str, dependency: str = "") -> Path:
+def _project(tmp_path: Path, name: str, proxy_url: str, dependency: str = "",
+             lib: str = "1.0") -> Path:
     work = tmp_path / name
     (work / "src" / "main" / "java" / "e2e").mkdir(parents=True)
-    (work / "pom.xml").write_text(POM.replace("DEPENDENCY", dependency))
+    pom = POM.replace("DEPENDENCY", dependency).replace(
+        "<artifactId>lib</artifactId>\n      <version>1.0</version>",
+        f"<artifactId>lib</artifactId>\n      <version>{lib}</version>")
+    (work / "pom.xml").write_text(pom)
     (work / "src" / "main" / "java" / "e2e" / "App.java").write_text(
         "package e2e; public class App { public static void main(String[] a) {} }\n")
     (work / "settings.xml").write_text(
@@ -135,15 +140,19 @@ def test_mvn_compile_through_proxy_then_cached_then_offline(
     assert result.returncode == 0, result.stdout[-4000:]
 
 
-def test_mvn_shows_refusal(tmp_path: Path, upstream: tuple[FakeMaven, ThreadedServer],
-                           proxy_process: Any) -> None:
+def test_mvn_shows_refusals_and_resolves_around_a_refused_version(
+        tmp_path: Path, upstream: tuple[FakeMaven, ThreadedServer], proxy_process: Any) -> None:
     _, server = upstream
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "rules:\n  lists:\n    deny:\n"
         "      - {ecosystem: maven, name: 'org.e2e:blocked', reason: 'test: known bad',"
-        " owner: e2e}\n")
+        " owner: e2e}\n"
+        "      - {ecosystem: maven, name: 'org.e2e:lib', versions: '2.0',"
+        " reason: 'test: broken release', owner: e2e}\n")
     proxy = proxy_process(_config(tmp_path, server, policy={"file": str(policy)}))
+
+    # A refused name: Maven's own output carries the reason.
     dependency = ("<dependency><groupId>org.e2e</groupId><artifactId>blocked</artifactId>"
                   "<version>1.0</version></dependency>")
     work = _project(tmp_path, "refused", proxy.url, dependency)
@@ -151,3 +160,18 @@ def test_mvn_shows_refusal(tmp_path: Path, upstream: tuple[FakeMaven, ThreadedSe
     assert result.returncode != 0
     assert "Blocked by stockade" in result.stdout
     assert "test: known bad" in result.stdout
+
+    # A version range whose newest version is refused resolves the newest allowed one.
+    local = tmp_path / "m2-range"
+    work = _project(tmp_path, "range", proxy.url, lib="[1.0,3.0)")
+    result = mvn(work, local)
+    assert result.returncode == 0, result.stdout[-4000:]
+    lib = local / "org" / "e2e" / "lib"
+    assert (lib / "1.0" / "lib-1.0.jar").is_file()
+    assert not (lib / "2.0" / "lib-2.0.jar").exists()
+
+    # The refused version asked for directly is refused, with the reason shown.
+    work = _project(tmp_path, "pinned", proxy.url, lib="2.0")
+    result = mvn(work, tmp_path / "m2-pinned")
+    assert result.returncode != 0
+    assert "test: broken release" in result.stdout
