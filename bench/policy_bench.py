@@ -10,10 +10,11 @@ Prints:
   (c) the 15,000 most popular names per ecosystem: how many are refused (target 0);
   (d) a random sample (seed 7) of 5,000 real names per ecosystem beyond the popular
       lists: how many are refused (target at most 1%). Needs package-name lists
-      (`--pypi-names`, `--npm-names`: a text file of names, or a TSV with a `name`
-      column); skipped, saying so, without them.
+      (`--pypi-names`, `--npm-names`, `--maven-names`: a text file of names, or a TSV
+      with a `name` column or the names in its first); skipped, saying so, without
+      them.
 
-    python -m bench.policy_bench [--pypi-names FILE] [--npm-names FILE]
+    python -m bench.policy_bench [--pypi-names FILE] [--npm-names FILE] [--maven-names FILE]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from stockade.policy.engine import Engine, build_engine
 from stockade.policy.model import Ecosystem, Facts, PackageRef
-from stockade.policy.names import normalize
+from stockade.policy.names import normalize, valid
 from stockade.policy.rules.typosquat import popular
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -40,9 +41,12 @@ csv.field_size_limit(sys.maxsize)
 def _names(path: Path) -> Iterator[str]:
     if path.suffix == ".tsv":
         with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-            for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
-                if row.get("name"):
-                    yield row["name"]
+            reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+            header = next(reader, [])
+            column = header.index("name") if "name" in header else 0
+            for row in reader:
+                if len(row) > column and row[column].strip():
+                    yield row[column].strip()
     else:
         yield from (line.strip() for line in path.read_text().splitlines() if line.strip())
 
@@ -109,7 +113,7 @@ def bench_popular(engine: Engine) -> None:
 
 
 def bench_lesser(engine: Engine, lesser: dict[Ecosystem, list[str]]) -> None:
-    for eco in (Ecosystem.PYPI, Ecosystem.NPM):
+    for eco in Ecosystem:
         names = lesser.get(eco)
         if not names:
             print(f"(d) {eco.value}: skipped, no name list given (--{eco.value}-names)")
@@ -132,7 +136,7 @@ def _lesser(path: Path | None, eco: Ecosystem) -> list[str]:
     out = []
     for name in _names(path):
         norm = normalize(eco, name)
-        if norm not in known and name.isascii():
+        if norm not in known and name.isascii() and valid(eco, name):
             out.append(name)
     return out
 
@@ -142,9 +146,11 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pypi-names", type=Path)
     parser.add_argument("--npm-names", type=Path)
+    parser.add_argument("--maven-names", type=Path)
     args = parser.parse_args()
     lesser = {Ecosystem.PYPI: _lesser(args.pypi_names, Ecosystem.PYPI),
-              Ecosystem.NPM: _lesser(args.npm_names, Ecosystem.NPM)}
+              Ecosystem.NPM: _lesser(args.npm_names, Ecosystem.NPM),
+              Ecosystem.MAVEN: _lesser(args.maven_names, Ecosystem.MAVEN)}
     started = time.perf_counter()
     engine = build_engine(None)
     print(f"default policy built in {time.perf_counter() - started:.2f} s "

@@ -175,6 +175,13 @@ class NameIndex:
         norm = name if normalized else normalize(self.ecosystem, name)
         if norm in self.names:
             return None
+        match = self._lookalike(norm)
+        if match is not None and self.ecosystem is Ecosystem.MAVEN \
+                and norm.partition(":")[0] == match.target.partition(":")[0]:
+            return None  # only a groupId's owner publishes in it: not a squat
+        return match
+
+    def _lookalike(self, norm: str) -> Match | None:
         skel = skeleton(self.ecosystem, norm)
         exact = self._skeletons.get(skel)
         if exact is not None:

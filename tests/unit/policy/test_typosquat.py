@@ -56,6 +56,9 @@ def test_incident_names_are_caught(eco: Ecosystem, name: str, target: str,
     (E.NPM, "react"), (E.NPM, "preact"), (E.NPM, "jest-cli"), (E.NPM, "@types/node"),
     (E.NPM, "node"), (E.NPM, "lodash"), (E.NPM, "cross-env"),
     (E.MAVEN, "com.google.guava:guava"), (E.MAVEN, "junit:junit"),
+    # only a groupId's owner publishes in it: its artifacts are not squats of each other
+    (E.MAVEN, "org.apache.maven.plugins:maven-war-plugin"),
+    (E.MAVEN, "org.apache.maven.resolver:maven-resolver-spi"),
     (E.PYPI, "my-own-tool"), (E.NPM, "zzz-unique-name"),
     # real names with a version digit of their own
     (E.PYPI, "fuzzy4"), (E.NPM, "router5"),
