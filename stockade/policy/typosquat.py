@@ -129,7 +129,8 @@ class Match:
 class NameIndex:
     """Protected names of one ecosystem, ranked (earlier is more protected)."""
 
-    def __init__(self, ecosystem: Ecosystem, names: Iterable[str]) -> None:
+    def __init__(self, ecosystem: Ecosystem, names: Iterable[str], *,
+                 groups: bool = True) -> None:
         self.ecosystem = ecosystem
         self.names: dict[str, int] = {}  # normalised name -> rank
         self._skeletons: dict[str, str] = {}  # skeleton -> best-ranked name
@@ -160,6 +161,13 @@ class NameIndex:
                     else:
                         self._deletes[variant] = (*held, skel)
 
+        # Maven: the groupIds of the protected coordinates, for a look-alike groupId
+        # with any artifact in it.
+        self._groups: NameIndex | None = None
+        if ecosystem is Ecosystem.MAVEN and groups:
+            owned = dict.fromkeys(n.partition(":")[0] for n in self.names if ":" in n)
+            self._groups = NameIndex(ecosystem, owned, groups=False)
+
     def _add_variants(self, name: str, skel: str) -> None:
         for core in _cores(skel, _MARKERS[self.ecosystem]):
             self._cores.setdefault(core, name)
@@ -176,9 +184,15 @@ class NameIndex:
         if norm in self.names:
             return None
         match = self._lookalike(norm)
-        if match is not None and self.ecosystem is Ecosystem.MAVEN \
-                and norm.partition(":")[0] == match.target.partition(":")[0]:
-            return None  # only a groupId's owner publishes in it: not a squat
+        if self.ecosystem is not Ecosystem.MAVEN:
+            return match
+        group = norm.partition(":")[0]
+        if match is not None and _maven_owner(group) == _maven_owner(match.target):
+            return None  # one verified namespace has one owner, who does not squat itself
+        if match is None and self._groups is not None and group not in self._groups.names:
+            found = self._groups._lookalike(group)
+            if found is not None and _maven_owner(group) != _maven_owner(found.target):
+                return Match(found.target, f"groupId look-alike: {found.technique}")
         return match
 
     def _lookalike(self, norm: str) -> Match | None:
@@ -266,6 +280,18 @@ def _slip(a: str, b: str) -> bool:
             return (i > 0 and longer[i - 1] == longer[i]) or (
                 i + 1 < len(longer) and longer[i + 1] == longer[i])
     return False
+
+
+# Hosts on which each account is a namespace of its own (io.github.<user>).
+_SHARED_HOSTS = frozenset({"io.github", "com.github", "io.gitlab", "com.gitlab",
+                           "io.bitbucket", "org.bitbucket", "com.bitbucket"})
+
+
+def _maven_owner(name: str) -> str:
+    """The namespace Maven Central verifies for a groupId (or coordinate): its domain."""
+    parts = name.partition(":")[0].split(".")
+    width = 3 if ".".join(parts[:2]) in _SHARED_HOSTS else 2
+    return ".".join(parts[:width])
 
 
 def _near_key(a: str, b: str) -> bool:

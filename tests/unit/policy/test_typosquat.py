@@ -36,7 +36,10 @@ RULE = TyposquatRule()
     (E.NPM, "types-node", "@types/node", "scope confusion"),
     (E.NPM, "@typess/node", "@types/node", None),
     (E.NPM, "rnocha", "mocha", "confusable characters"),
-    (E.MAVEN, "org.apache.common:commons-lang3", "org.apache.commons:commons-lang3", None),
+    (E.MAVEN, "org.apahce.commons:commons-lang3", "org.apache.commons:commons-lang3", None),
+    (E.MAVEN, "org.apahce.commons:commons-anything", "org.apache.commons",
+     "groupId look-alike: swapped letters"),
+    (E.MAVEN, "io.nety:netty-all2", "io.netty:netty-all", None),
     (E.MAVEN, "com.goggle.guava:guava", "com.google.guava:guava", None),
 ])
 def test_incident_names_are_caught(eco: Ecosystem, name: str, target: str,
@@ -56,9 +59,11 @@ def test_incident_names_are_caught(eco: Ecosystem, name: str, target: str,
     (E.NPM, "react"), (E.NPM, "preact"), (E.NPM, "jest-cli"), (E.NPM, "@types/node"),
     (E.NPM, "node"), (E.NPM, "lodash"), (E.NPM, "cross-env"),
     (E.MAVEN, "com.google.guava:guava"), (E.MAVEN, "junit:junit"),
-    # only a groupId's owner publishes in it: its artifacts are not squats of each other
+    # one verified namespace (a domain) has one owner: not squats of each other
     (E.MAVEN, "org.apache.maven.plugins:maven-war-plugin"),
     (E.MAVEN, "org.apache.maven.resolver:maven-resolver-spi"),
+    (E.MAVEN, "com.squareup.okhttp:okhttp"), (E.MAVEN, "org.apache.common:commons-lang3"),
+    (E.MAVEN, "org.springframework:spring-kore"),
     (E.PYPI, "my-own-tool"), (E.NPM, "zzz-unique-name"),
     # real names with a version digit of their own
     (E.PYPI, "fuzzy4"), (E.NPM, "router5"),
