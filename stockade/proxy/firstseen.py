@@ -37,6 +37,16 @@ class FirstSeen:
         self._clock = clock
         self._memory: OrderedDict[str, dict[str, str]] = OrderedDict()
 
+    def recorded(self, ecosystem: Ecosystem, name: str, version: str) -> datetime | None:
+        """When ``version`` was first seen, as recorded; None if never (synchronous, read-only:
+        for maintenance commands, which decide without asking an upstream)."""
+        record = self._refs.read(f"{ecosystem.value}|{name}")
+        when = (record or {}).get("versions", {}).get(version)
+        try:
+            return datetime.fromisoformat(when) if isinstance(when, str) else None
+        except ValueError:
+            return None
+
     async def annotate(
         self, ecosystem: Ecosystem, name: str, facts: Mapping[str, Facts], *,
         only: str | None = None, complete: bool = True,

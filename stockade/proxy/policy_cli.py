@@ -5,8 +5,10 @@ Owns parsing their arguments, printing and exit codes; deciding is
 
 ``stockade check ECOSYSTEM NAME[@VERSION] [--config FILE] [--json]`` decides
 names without a server, with the facts routing gives (which upstream, internal
-or not); facts only an upstream knows (publish dates, install scripts) are not
-fetched, so rules that need them decide as they do when a fact is missing.
+or not) and, for a version, when the server first saw it (from its storage);
+facts only an upstream knows (publish dates, install scripts) are not fetched,
+so rules that need them decide as they do when a fact is missing. ``audit``
+dates cached versions the same way.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from stockade.config.load import load_settings
 from stockade.config.model import Settings
 from stockade.policy.file import load_policy
 from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, Verdict
+from stockade.policy.names import normalize
 from stockade.policy.osv import OsvDatabase, OsvError
 from stockade.proxy.app import decision_log_path, load_engine
 from stockade.proxy.decisionlog import verify
+from stockade.proxy.firstseen import FirstSeen
 from stockade.storage.refs import RefStore
 
 
@@ -93,15 +97,23 @@ def _names(arg: str) -> Iterator[str]:
             yield line.strip()
 
 
-def _facts(settings: Settings, ecosystem: Ecosystem, name: str) -> Facts:
+def _facts(settings: Settings, ecosystem: Ecosystem, name: str,
+           version: str | None = None) -> Facts:
+    """What can be known without an upstream: the routing, and when the server first
+    saw ``version`` (its publish date is not at hand, so a cooldown uses that)."""
     upstreams = getattr(settings, ecosystem.value).upstreams
     lowered = name.lower()
     owner = next((u for u in upstreams if u.owns(lowered)), None)
     if owner is None:
         owner = next((u for u in upstreams if not u.internal), None)
+    seen = None
+    if version is not None:
+        first_seen = FirstSeen(RefStore(settings.storage.path, "firstseen"))
+        seen = first_seen.recorded(ecosystem, name, version) or first_seen.recorded(
+            ecosystem, normalize(ecosystem, name), version)
     if owner is None:
-        return Facts()
-    return Facts(upstream=owner.name, internal=owner.internal)
+        return Facts(first_seen_at=seen)
+    return Facts(upstream=owner.name, internal=owner.internal, first_seen_at=seen)
 
 
 def _line(ref: PackageRef, verdict: Verdict, as_json: bool) -> str:
@@ -126,7 +138,7 @@ def _check(args: argparse.Namespace) -> int:
     for spec in _names(args.name):
         name, version = split_spec(ecosystem, spec)
         ref = PackageRef(ecosystem, name, version)
-        verdict = engine.decide(ref, _facts(settings, ecosystem, name))
+        verdict = engine.decide(ref, _facts(settings, ecosystem, name, version))
         refused = refused or verdict.blocks
         print(_line(ref, verdict, args.json))
     return 1 if refused else 0
@@ -156,8 +168,9 @@ def _audit(args: argparse.Namespace) -> int:
         if ref is None:
             continue
         checked += 1
-        facts = Facts(upstream=record.get("upstream"),
-                      internal=_facts(settings, ref.ecosystem, ref.name).internal)
+        known = _facts(settings, ref.ecosystem, ref.name, ref.version)
+        facts = Facts(upstream=record.get("upstream"), internal=known.internal,
+                      first_seen_at=known.first_seen_at)
         verdict = engine.decide(ref, facts)
         if verdict.decision is Decision.ALLOW:
             continue

@@ -45,9 +45,10 @@ class RefStore:
 
     async def get(self, key: str) -> dict[str, Any] | None:
         """The record stored under ``key``, or None."""
-        return await asyncio.to_thread(self._get, key)
+        return await asyncio.to_thread(self.read, key)
 
-    def _get(self, key: str) -> dict[str, Any] | None:
+    def read(self, key: str) -> dict[str, Any] | None:
+        """``get``, synchronous: for maintenance commands."""
         try:
             doc = orjson.loads(self._path(key, ".json").read_bytes())
         except (FileNotFoundError, orjson.JSONDecodeError):

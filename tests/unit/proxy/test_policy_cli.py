@@ -72,3 +72,49 @@ def test_check_reports_expired_exceptions(capsys: pytest.CaptureFixture[str],
     assert main(["check", "npm", "colors", "--config", str(config)]) == 0
     err = capsys.readouterr().err
     assert "expired list entry (npm:colors" in err
+
+
+def test_check_and_audit_date_versions_by_what_the_server_saw(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from stockade.policy.model import Facts
+    from stockade.proxy.firstseen import FirstSeen
+    from stockade.storage.refs import RefStore
+
+    data = tmp_path / "data"
+    now = datetime.now(UTC)
+    # The server saw requests with an old 2.31.0, then 2.32.3 appear an hour ago.
+    seen = FirstSeen(RefStore(data, "firstseen"), clock=lambda: (now - timedelta(days=400))
+                     .timestamp())
+    asyncio.run(seen.annotate(Ecosystem.PYPI, "requests",
+                              {"2.31.0": Facts(published_at=now - timedelta(days=500))}))
+    seen = FirstSeen(RefStore(data, "firstseen"), clock=lambda: (now - timedelta(hours=1))
+                     .timestamp())
+    asyncio.run(seen.annotate(Ecosystem.PYPI, "requests",
+                              {"2.31.0": Facts(), "2.32.3": Facts()}))
+    asyncio.run(RefStore(data, "artifacts").put("a", {
+        "ecosystem": "pypi", "name": "requests", "version": "2.32.3",
+        "filename": "requests-2.32.3-py3-none-any.whl", "upstream": "pypi"}))
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: {cooldown: {min_age: 3d}}\n")
+    config = tmp_path / "stockade.yaml"
+    config.write_text(f"storage: {{path: {data}}}\npolicy: {{file: {policy}}}\n")
+
+    assert main(["check", "pypi", "requests@2.31.0", "--config", str(config)]) == 0
+    assert main(["check", "pypi", "requests@2.32.3", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "requests 2.31.0: allow" in out
+    assert "requests 2.32.3: block [cooldown]" in out
+    assert "no publish date" not in out
+
+    # Never seen by the server: no date at all, held back (the rule fails closed).
+    assert main(["check", "pypi", "requests@9.9.9", "--config", str(config)]) == 1
+    assert "no publish date" in capsys.readouterr().out
+
+    assert main(["audit", "--config", str(config)]) == 1
+    captured = capsys.readouterr()
+    assert "requests 2.32.3" in captured.out
+    assert "1 cached artifacts checked" in captured.err
