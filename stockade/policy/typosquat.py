@@ -9,8 +9,11 @@ and version-digit look-ups in dictionaries, and edit distance through a
 one-deletion neighbourhood index (SymSpell's idea) checked with rapidfuzz's
 Damerau-Levenshtein distance: one edit for names of seven letters or more (for
 five and six, a swap, a doubled letter, or for the most installed a
-neighbouring key or another vowel), two from ten.
-Pure; the corpus is passed in.
+neighbouring key or another vowel), two from ten. For Maven, the protected
+coordinates' groupIds get an index of their own (a look-alike groupId is a
+squat whatever artifact it names), and names under one verified namespace
+(``org.apache``, ``io.github.<user>``) are one owner's, never squats of each
+other. Pure; the corpus is passed in.
 """
 
 from __future__ import annotations
