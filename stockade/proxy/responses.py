@@ -26,6 +26,8 @@ from stockade.storage.errors import BlobNotFoundError, StorageError, StorageFull
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("stockade.access")
 
+# A released artifact never changes its bytes under one URL: clients may keep it.
+IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 REQUEST_ID = web.RequestKey("request_id", str)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

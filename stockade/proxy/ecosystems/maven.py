@@ -34,7 +34,7 @@ from stockade.proxy.errors import (
 )
 from stockade.proxy.metacache import CachedDoc
 from stockade.proxy.pipeline import ArtifactSource
-from stockade.proxy.responses import REQUEST_ID, refusal
+from stockade.proxy.responses import IMMUTABLE, REQUEST_ID, refusal
 from stockade.proxy.state import Services, services
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, DigestError
@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 ECO = Ecosystem.MAVEN
 PREFIX = "/maven"
-_IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 _CHECKSUM_TTL_S = 30 * 24 * 3600.0  # release checksums never change
 _VERIFY_WITH = ("sha512", "sha256", "sha1")
 _RECORDED = ("md5", "sha1", "sha256", "sha512")
@@ -211,7 +210,7 @@ async def _source(svc: Services, path: layout.MavenPath, upstreams: Sequence[Ups
             ecosystem=ECO, upstream=upstream, url=url, filename=path.filename,
             key=f"maven|{upstream.name}|{path.path}", expected=expected,
             algorithms=_RECORDED, content_type=_content_type(path.filename),
-            headers={"Cache-Control": "no-cache"} if snapshot else _IMMUTABLE,
+            headers={"Cache-Control": "no-cache"} if snapshot else IMMUTABLE,
             name=f"{path.coordinates[0]}:{path.coordinates[1]}" if path.coordinates else None,
             version=path.coordinates[2] if path.coordinates else None,
         ), published

@@ -37,7 +37,7 @@ from stockade.proxy.gate import VersionFilter
 from stockade.proxy.metacache import CachedDoc
 from stockade.proxy.pipeline import ArtifactSource
 from stockade.proxy.rendered import Rendered
-from stockade.proxy.responses import REQUEST_ID, refusal
+from stockade.proxy.responses import IMMUTABLE, REQUEST_ID, refusal
 from stockade.proxy.routing import pick_upstream
 from stockade.proxy.state import Services, services
 from stockade.proxy.upstream import Upstream
@@ -47,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 ECO = Ecosystem.NPM
 PREFIX = "/npm"
-_IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 _INDEX_MAX = 4096  # packuments whose tarball index is kept in memory
 _INDEX_MAX_VERSIONS = 200_000  # versions across those indexes (about 100 MB)
 _OFFLOAD_BYTES = 256 * 1024
@@ -291,7 +290,7 @@ async def tarball(request: web.Request) -> web.StreamResponse:
     source = ArtifactSource(
         ecosystem=ECO, upstream=upstream, url=url, filename=filename,
         key=f"npm|{upstream.name}|{name}|{filename}", expected=_expected(entry, name),
-        content_type="application/octet-stream", headers=_IMMUTABLE, name=name,
+        content_type="application/octet-stream", headers=IMMUTABLE, name=name,
         version=entry.version,
     )
     return await svc.pipeline.serve(request, source)

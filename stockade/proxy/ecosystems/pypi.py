@@ -25,7 +25,7 @@ from stockade.proxy.ecosystems.base import json_object
 from stockade.proxy.errors import BadRequestError, IntegrityError, NotFoundError, UpstreamError
 from stockade.proxy.metacache import CachedDoc
 from stockade.proxy.pipeline import ArtifactSource
-from stockade.proxy.responses import REQUEST_ID, refusal
+from stockade.proxy.responses import IMMUTABLE, REQUEST_ID, refusal
 from stockade.proxy.routing import pick_upstream
 from stockade.proxy.state import Services, services
 from stockade.proxy.upstream import Upstream
@@ -37,7 +37,6 @@ ECO = Ecosystem.PYPI
 PREFIX = "/pypi"
 _VERIFIABLE = ("sha256", "sha512", "blake2b_256", "sha1", "md5")
 _OFFLOAD_BYTES = 256 * 1024  # parse larger pages off the event loop
-_IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 _PARSED_MAX = 512
 
 _parsed: web.AppKey[OrderedDict[str, pages.ProjectPage]] = web.AppKey(
@@ -241,7 +240,7 @@ async def file(request: web.Request) -> web.StreamResponse:
     source = ArtifactSource(
         ecosystem=ECO, upstream=upstream, url=source_url, filename=filename,
         key=f"pypi|{upstream.name}|{filename}", expected=expected,
-        content_type=ctype, headers=_IMMUTABLE, name=name, version=version,
+        content_type=ctype, headers=IMMUTABLE, name=name, version=version,
     )
     return await svc.pipeline.serve(request, source)
 
