@@ -123,3 +123,13 @@ def test_normalise_is_idempotent(name: str) -> None:
 def test_skeleton_ignores_normalisation(name: str) -> None:
     for eco in Ecosystem:
         assert skeleton(eco, normalize(eco, name)) == skeleton(eco, name)
+
+
+@given(st.text(min_size=1, max_size=214))
+def test_any_text_gets_an_answer_and_never_its_own_name(name: str) -> None:
+    # Hostile names (any Unicode, any length a registry allows) are decided, not crashed on.
+    for eco in Ecosystem:
+        verdict = RULE.evaluate(PackageRef(eco, name), Facts(upstream="public"))
+        if verdict is not None:
+            assert verdict.target is not None
+            assert normalize(eco, verdict.target) != normalize(eco, name)
