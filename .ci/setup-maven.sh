@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# The Maven side of the end-to-end tests: a real mvn (and the JDK it needs).
+# The Maven side of the end-to-end tests: a real mvn (and the JDK it needs), and
+# Debian's packaged build plugins, which the tests serve as the upstream
+# repository (/usr/share/maven-repo) so no Maven Central is needed.
 set -euo pipefail
-if ! command -v mvn >/dev/null 2>&1; then
+packages=(maven libmaven-compiler-plugin-java libmaven-resources-plugin-java junit5)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
-  apt-get install -y -qq maven
+  apt-get install -y -qq "${missing[@]}"
 fi
 mvn -v

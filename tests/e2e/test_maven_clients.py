@@ -1,8 +1,9 @@
 """Real ``mvn``, as a process, building through ``stockade serve``.
 
 The upstream is a repository on 127.0.0.1: artifacts the test builds (a small
-dependency tree) plus the machine's ``~/.m2/repository`` for the build plugins
-(with checksum files generated beside every file, as Central publishes them).
+dependency tree) plus Debian's Maven repository (``/usr/share/maven-repo``,
+filled by .ci/setup-maven.sh) for the build plugins and what they need, with
+checksum files generated beside every file, as Central publishes them.
 Maven runs with its own settings (a mirror of everything to the proxy) and an
 empty local repository, so nothing comes from anywhere else.
 """
@@ -23,12 +24,24 @@ from tests.fakes.threaded import ThreadedServer
 
 pytestmark = pytest.mark.e2e
 
-M2 = Path.home() / ".m2" / "repository"
+# Debian's packaged plugins: a complete repository on disk, so a fresh machine
+# with no Maven Central in reach builds the same project.
+M2 = Path("/usr/share/maven-repo")
 PLUGINS = M2 / "org" / "apache" / "maven" / "plugins"
-# Plugin versions present in the local repository, pinned so Maven needs no
-# plugin metadata and resolves what the upstream holds.
-RESOURCES = "3.3.1"
-COMPILER = "3.13.0"
+
+
+def _newest(plugin: str) -> str:
+    """The newest real version of ``plugin`` in the repository, pinned in the POM so
+    Maven needs no plugin metadata ("debian" is Debian's alias, not a version)."""
+    folder = PLUGINS / plugin
+    found = [p.name for p in folder.iterdir() if p.is_dir() and p.name[:1].isdigit()] \
+        if folder.is_dir() else []
+    return max(found, key=lambda v: [int(x) if x.isdigit() else 0 for x in v.split(".")],
+               default="")
+
+
+RESOURCES = _newest("maven-resources-plugin")
+COMPILER = _newest("maven-compiler-plugin")
 
 POM = f"""<?xml version="1.0" encoding="UTF-8"?>
 <project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -58,9 +71,10 @@ def _mvn() -> str:
     found = shutil.which("mvn")
     if found is None:
         pytest.skip("mvn is not installed (.ci/setup-maven.sh installs it)")
-    if not (PLUGINS / "maven-compiler-plugin" / COMPILER).is_dir():
-        pytest.skip(f"~/.m2/repository lacks maven-compiler-plugin {COMPILER}: the build "
-                    "plugins cannot be served offline")
+    if not (COMPILER and RESOURCES):
+        pytest.skip(f"{M2} lacks Debian's maven-compiler-plugin or maven-resources-plugin "
+                    "(.ci/setup-maven.sh installs them): the build plugins cannot be served "
+                    "offline")
     return found
 
 
