@@ -6,7 +6,8 @@ Prints:
       default policy (typosquat + dependency confusion against 20,000 protected npm
       names and 15,000 PyPI ones), over 100,000 names: popular ones, lesser-known real
       ones and typos of popular ones (first sight of each name: no decision cache);
-  (b) detection on bench/data/typosquats.tsv, names from public incident reports;
+  (b) detection on bench/data/typosquats.tsv, names from public incident reports, in
+      all and for those imitating a name on the shipped popular lists;
   (c) the 15,000 most popular names per ecosystem: how many are refused (target 0);
   (d) a random sample (seed 7) of 5,000 real names per ecosystem beyond the popular
       lists: how many are refused (target at most 1%). Needs package-name lists
@@ -102,6 +103,14 @@ def bench_detection(engine: Engine) -> None:
     caught = len(rows) - len(missed)
     print(f"(b) labelled typosquats from public reports: {caught}/{len(rows)} caught "
           f"({caught / len(rows):.0%}, target >= 90%); missed: {', '.join(missed) or 'none'}")
+    protected = {eco: {normalize(eco, n) for n in popular(eco)} for eco in Ecosystem}
+    within = [r for r in rows if normalize(Ecosystem(r["ecosystem"]), r["imitates"])
+              in protected[Ecosystem(r["ecosystem"])]]
+    within_missed = [r for r in within
+                     if f"{r['ecosystem']}:{r['name']} (imitates {r['imitates']})" in missed]
+    print(f"(b) of those imitating a name on the shipped popular lists: "
+          f"{len(within) - len(within_missed)}/{len(within)} caught; "
+          f"{len(missed) - len(within_missed)} of the misses imitate a name not on them")
 
 
 def bench_popular(engine: Engine) -> None:
