@@ -9,11 +9,17 @@ and version-digit look-ups in dictionaries, and edit distance through a
 one-deletion neighbourhood index (SymSpell's idea) checked with rapidfuzz's
 Damerau-Levenshtein distance: one edit for names of seven letters or more (for
 five and six, a swap, a doubled letter, or for the most installed a
-neighbouring key or another vowel), two from ten. For Maven, the protected
+neighbouring key or another vowel; below eight letters, only of the 3,000 most
+installed), two from ten. The fifty most installed
+names, the ones squatters aim at first, are also compared directly: any one
+edit from five letters, any two from eight. A name made of two of the 1,000
+most installed joined by a separator (``matplotlib-requests``) claims both and
+is a look-alike too (neither of these two for Maven, whose coordinates all
+share a few groupId prefixes). For Maven, the protected
 coordinates' groupIds get an index of their own (a look-alike groupId is a
 squat whatever artifact it names), and names under one verified namespace
-(``org.apache``, ``io.github.<user>``) are one owner's, never squats of each
-other. Pure; the corpus is passed in.
+(``org.apache``, ``io.github.<user>``; for npm, one ``@scope``) are one owner's,
+never squats of each other. Pure; the corpus is passed in.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from confusable_homoglyphs import confusables
-from rapidfuzz.distance import DamerauLevenshtein
+from rapidfuzz import process
+from rapidfuzz.distance import DamerauLevenshtein, Levenshtein
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.names import normalize
@@ -46,13 +53,20 @@ _ANY_EDIT = 7  # below this, only swapped and repeated letters count (real names
 # How popular (by rank) a name must be for an edit or a separator change alone to
 # make a look-alike of it; real lesser-known names often sit one letter from a
 # mid-ranked one, while typosquatters aim at the most installed.
-_EDIT_MAX_RANK = 10_000
+_EDIT_MAX_RANK = {Ecosystem.PYPI: 10_000, Ecosystem.MAVEN: 10_000,
+                  # npm holds about five times as many names as PyPI, so more real
+                  # ones sit an edit from a given popular name
+                  Ecosystem.NPM: 7_000}
 _SEPARATOR_MAX_RANK = 10_000
 _SCOPE_MAX_RANK = 5_000
 _TWO_EDITS = 10  # from this length two edits are still a look-alike
 # Short names (five or six letters) of the most installed projects: one slip of
 # the finger (a neighbouring key, a vowel for another) still makes a look-alike.
 _SHORT_SLIP_RANK = 1_000
+# Names under _SHORT_EDIT_LEN letters sit one edit from many real ones: an edit
+# alone makes them a look-alike only of the _SHORT_EDIT_RANK most installed.
+_SHORT_EDIT_LEN = 8
+_SHORT_EDIT_RANK = 3_000
 # How popular a name must be for a variant that keeps its core and moves or
 # changes its language marker (``python-openssl`` for ``pyopenssl``,
 # ``nmap-python`` for ``python-nmap``) or drops its version digit (``urllib``
@@ -70,6 +84,16 @@ _NEIGHBOURS = {
     for row in _KEYBOARD for i, ch in enumerate(row)
 }
 _VOWELS = frozenset("aeiouy")
+# The most installed PyPI and npm names, compared with every candidate near their length:
+# any one edit from _TOP_ONE letters, any two (two substitutions included) from
+# _TOP_TWO. Squatters aim here first (``requesgt``, ``botoceor``, ``pyyal``).
+_TOP_RANK = 50
+_TOP_ONE = 5
+_TOP_TWO = 8
+# Two names each among the _COMBO_RANK most installed, joined by a separator,
+# every part at least _COMBO_PART letters (``pandas-numpy``; ``uuid-v4`` is not).
+_COMBO_RANK = 1_000
+_COMBO_PART = 4
 
 
 @lru_cache(maxsize=8192)
@@ -142,6 +166,8 @@ class NameIndex:
         self._deletes: dict[str, str | tuple[str, ...]] = {}
         self._cores: dict[str, str] = {}  # skeleton without its language marker -> name
         self._digitless: dict[str, str] = {}  # skeleton without version digits -> name
+        # candidate length -> skeletons of the most installed within two of it
+        self._top: dict[int, list[str]] = {}
         for rank, raw in enumerate(names):
             name = normalize(ecosystem, raw)
             if not name or name in self.names:
@@ -153,7 +179,11 @@ class NameIndex:
             self._folded.setdefault(_fold_pairs(skel), name)
             if skel not in self._skeletons:
                 self._skeletons[skel] = name
-                if rank >= _EDIT_MAX_RANK:
+                if rank < _TOP_RANK and ecosystem is not Ecosystem.MAVEN:
+                    # filed under every candidate length two edits may reach
+                    for length in range(len(skel) - 2, len(skel) + 3):
+                        self._top.setdefault(length, []).append(skel)
+                if rank >= _EDIT_MAX_RANK[ecosystem]:
                     continue  # too far down for an edit alone to imitate it
                 for variant in _deletions(skel):
                     held = self._deletes.get(variant)
@@ -187,6 +217,11 @@ class NameIndex:
         if norm in self.names:
             return None
         match = self._lookalike(norm)
+        if self.ecosystem is Ecosystem.NPM:
+            if match is not None and norm.startswith("@") \
+                    and match.target.startswith(norm.partition("/")[0] + "/"):
+                return None  # a scope is one owner's, as a Maven namespace is
+            return match
         if self.ecosystem is not Ecosystem.MAVEN:
             return match
         group = norm.partition(":")[0]
@@ -210,7 +245,8 @@ class NameIndex:
         folded = self._folded.get(_fold_pairs(skel))
         if folded is not None and folded not in (norm, exact):
             return Match(folded, "confusable characters")
-        return self._affix(skel) or self._variant(skel) or self._fuzzy(skel)
+        return self._affix(skel) or self._variant(skel) or self._fuzzy(skel) \
+            or self._combo(norm)
 
     def _exact_technique(self, norm: str, target: str) -> str:
         if self.ecosystem is Ecosystem.NPM and ("/" in norm) != ("/" in target):
@@ -256,6 +292,9 @@ class NameIndex:
                 if distance > allowed:
                     continue
                 target = self._skeletons[candidate]
+                if min(len(candidate), len(skel)) < _SHORT_EDIT_LEN \
+                        and self.names[target] >= _SHORT_EDIT_RANK:
+                    continue
                 if min(len(candidate), len(skel)) < _ANY_EDIT and not _slip(skel, candidate) \
                         and not (self.names[target] < _SHORT_SLIP_RANK
                                  and _near_key(skel, candidate)):
@@ -264,9 +303,46 @@ class NameIndex:
                 if best is None or key < best:
                     best = key
         if best is None:
-            return None
+            return self._near_top(skel)
         target = best[2]
         return Match(target, _technique(skel, skeleton(self.ecosystem, target)))
+
+    def _near_top(self, skel: str) -> Match | None:
+        """Any one edit (from five letters) or two (from eight) of a most installed name."""
+        if len(skel) < _TOP_ONE:
+            return None
+        window = self._top.get(len(skel))
+        if not window:
+            return None
+        # Levenshtein (a swap counts two) keeps this one pass of bit-parallel
+        # comparisons; swaps of these names are found by the edit index already.
+        found = process.extractOne(skel, window, scorer=Levenshtein.distance,
+                                   score_cutoff=2)
+        if found is None:
+            return None
+        candidate, distance = found[0], found[1]
+        if distance > 1 and min(len(candidate), len(skel)) < _TOP_TWO:
+            return None
+        target = self._skeletons[candidate]
+        return Match(target, _technique(skel, skeleton(self.ecosystem, target)))
+
+    def _combo(self, norm: str) -> Match | None:
+        """Two of the most installed names joined by a separator: ``matplotlib-requests``."""
+        if self.ecosystem is not Ecosystem.PYPI or "-" not in norm or not norm.isascii():
+            return None
+        parts = norm.split("-")  # a normalised PyPI name: lower case, one separator
+        for i in range(1, len(parts)):
+            left, right = "".join(parts[:i]), "".join(parts[i:])
+            if min(len(left), len(right)) < _COMBO_PART:
+                continue
+            first, second = self._skeletons.get(left), self._skeletons.get(right)
+            if first is None or second is None:
+                continue
+            if max(self.names[first], self.names[second]) < _COMBO_RANK:
+                if self.names[second] < self.names[first]:
+                    first, second = second, first
+                return Match(first, f"joins {first!r} and {second!r}")
+        return None
 
 
 def _slip(a: str, b: str) -> bool:

@@ -29,6 +29,13 @@ RULE = TyposquatRule()
     (E.PYPI, "nmap-python", "python-nmap", "changed affix"),  # 2018
     (E.PYPI, "mumpy", "numpy", "one edit"),  # 2018, a neighbouring key
     (E.PYPI, "djanga", "django", "one edit"),  # 2018, another vowel
+    # the most installed names: any one edit from five letters, any two from eight
+    (E.PYPI, "requesgt", "requests", "2 edits"),  # DataDog dataset, 2025
+    (E.PYPI, "botoceor", "botocore", "swapped letters"),
+    (E.PYPI, "pyyal", "pyyaml", "dropped letter"),
+    # two of the most installed names joined (a 2024 PyPI campaign)
+    (E.PYPI, "matplotlib-requests", "requests", "joins 'requests' and 'matplotlib'"),
+    (E.PYPI, "beautifulsoup4-numpy", "numpy", None),
     (E.NPM, "crossenv", "cross-env", "separator variant"),  # 2017
     (E.NPM, "loadsh", "lodash", "swapped letters"),
     (E.NPM, "electorn", "electron", "swapped letters"),
@@ -65,6 +72,12 @@ def test_incident_names_are_caught(eco: Ecosystem, name: str, target: str,
     (E.MAVEN, "com.squareup.okhttp:okhttp"), (E.MAVEN, "org.apache.common:commons-lang3"),
     (E.MAVEN, "org.springframework:spring-kore"),
     (E.PYPI, "my-own-tool"), (E.NPM, "zzz-unique-name"),
+    # an npm scope has one owner, as a Maven namespace does
+    (E.NPM, "@types/nodes"), (E.NPM, "@babel/cores"),
+    # npm names an integration after its host and the library it adds
+    (E.NPM, "react-dotenv"), (E.NPM, "uuid-buffer"),
+    # a joined name needs two parts of four letters or more
+    (E.PYPI, "numpy-io"),
     # real names with a version digit of their own
     (E.PYPI, "fuzzy4"), (E.NPM, "router5"),
 ])
