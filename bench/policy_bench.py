@@ -12,7 +12,7 @@ Prints:
       joined; other: a looser likeness) and by source, and for those imitating a name
       on the shipped popular lists;
   (c) the 15,000 most popular names per ecosystem: how many are refused (target 0);
-  (d) a random sample (seed 7) of 5,000 real names per ecosystem beyond the popular
+  (d) a random sample (seed 7) of 20,000 real names per ecosystem beyond the popular
       lists: how many are refused (target at most 1%). Needs package-name lists
       (`--pypi-names`, `--npm-names`, `--maven-names`: a text file of names, or a TSV
       with a `name` column or the names in its first); skipped, saying so, without
@@ -137,7 +137,7 @@ def bench_lesser(engine: Engine, lesser: dict[Ecosystem, list[str]]) -> None:
         if not names:
             print(f"(d) {eco.value}: skipped, no name list given (--{eco.value}-names)")
             continue
-        sample = random.Random(7).sample(names, min(5000, len(names)))
+        sample = random.Random(7).sample(names, min(20000, len(names)))
         refused = []
         for name in sample:
             verdict = engine.decide(PackageRef(eco, name), FACTS)
