@@ -2,9 +2,11 @@
 
 A project with a small dependency tree and pinned build plugins is compiled with
 an empty local repository each time, resolving its artifacts (plugins and their
-dependencies from ~/.m2/repository, served by a static upstream with checksum
+dependencies from Debian's packaged Maven repository, /usr/share/maven-repo, which
+.ci/setup-maven.sh installs, served by a static upstream with checksum
 files). Prints, as ratios to the same run straight from the static upstream:
-cold (stockade's cache empty) and warm (cache filled), median of 3.
+cold (stockade's cache empty) and warm (cache filled), median of 5 rounds
+(each round: upstream, cold, warm; single runs move by 20% on a shared machine).
 
     python -m bench.maven_bench
 """
@@ -23,6 +25,7 @@ from bench.procs import Proc, _spawn, free_port, start_proxy
 from tests.e2e.test_maven_clients import M2, POM
 
 POM_TEXT = POM.replace("DEPENDENCY", "")
+ROUNDS = 5
 
 
 def _static(root: Path, log: Path) -> Proc:
@@ -56,7 +59,8 @@ def _compile(work: Path, local: Path) -> tuple[float, int]:
 
 def main() -> None:
     if shutil.which("mvn") is None or not M2.is_dir():
-        print("skipped: needs mvn and ~/.m2/repository (the plugins are served from it)")
+        print(f"skipped: needs mvn and Debian's build plugins in {M2} (.ci/setup-maven.sh "
+              "installs both; the plugins are served from there)")
         return
     with tempfile.TemporaryDirectory(prefix="stockade-maven-bench-") as tmp:
         work = Path(tmp)
@@ -66,7 +70,7 @@ def main() -> None:
             direct_url = static.url("/maven2/")
             direct, cold, warm = [], [], []
             artifacts = 0
-            for i in range(3):
+            for i in range(ROUNDS):
                 project = _project(work / f"direct{i}", direct_url)
                 t, artifacts = _compile(project, work / "m2")
                 direct.append(t)
@@ -79,7 +83,7 @@ def main() -> None:
                 warm.append(_compile(project, work / "m2")[0])
             d, c, w = (statistics.median(x) for x in (direct, cold, warm))
             print(f"mvn compile resolving {artifacts} artifacts into an empty local "
-                  f"repository, median of 3: upstream {d:.2f} s; stockade cold {c:.2f} s -> "
+                  f"repository, median of {ROUNDS}: upstream {d:.2f} s; stockade cold {c:.2f} s -> "
                   f"ratio {c / d:.2f}; stockade warm {w:.2f} s -> ratio {w / d:.3f} "
                   "(target <= 1.10)")
         finally:

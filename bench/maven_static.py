@@ -1,6 +1,6 @@
 """A static Maven upstream for benchmarks: a repository layout served as-is.
 
-Serves ``--root`` (a repository layout such as ``~/.m2/repository``) plus a few
+Serves ``--root`` (a repository layout such as ``/usr/share/maven-repo``) plus a few
 generated artifacts under ``/maven2/``, with checksum files beside every file.
 
     python -m bench.maven_static --root DIR --port PORT
