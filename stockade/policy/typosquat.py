@@ -12,7 +12,8 @@ five and six, a swap, a doubled letter, or for the most installed a
 neighbouring key or another vowel; below eight letters, only of the 3,000 most
 installed), two from ten. The fifty most installed
 names, the ones squatters aim at first, are also compared directly: any one
-edit from five letters, any two from eight. A name made of two of the 1,000
+edit from five letters, any two from eight (from ten letters, for the 200 most
+installed, with or without their version digit). A name made of two of the 1,000
 most installed joined by a separator (``matplotlib-requests``) claims both and
 is a look-alike too (neither of these two for Maven, whose coordinates all
 share a few groupId prefixes). For Maven, the protected
@@ -43,7 +44,10 @@ _AFFIX_RANK = 20000
 # imitated name must be (by rank) for the affix alone to make a look-alike.
 _AFFIXES = {
     Ecosystem.PYPI: (("python3", 20000), ("python", 20000), ("py3", 5000), ("py", 2000),
-                     ("lib", 2000), ("cli", 2000), ("dev", 2000), ("sdk", 2000)),
+                     ("lib", 2000), ("cli", 2000), ("dev", 2000), ("sdk", 2000),
+                     # words that make a name read as part of Python or its installer
+                     # (``sys-selenium``, ``install-pyyaml``: a 2024 campaign)
+                     ("install", 1000), ("sys", 1000), ("os", 1000)),
     Ecosystem.NPM: (("node", _AFFIX_RANK), ("js", _AFFIX_RANK), ("lib", 2000), ("cli", 2000),
                     ("dev", 2000), ("sdk", 2000)),
     Ecosystem.MAVEN: (),
@@ -90,6 +94,11 @@ _VOWELS = frozenset("aeiouy")
 _TOP_RANK = 50
 _TOP_ONE = 5
 _TOP_TWO = 8
+# Long names (_TOP_LONG letters or more, with or without a trailing version
+# digit) of the _TOP_LONG_RANK most installed take two edits the same way
+# (``BeaitifulSoop`` for ``beautifulsoup4``).
+_TOP_LONG = 10
+_TOP_LONG_RANK = 200
 # Two names each among the _COMBO_RANK most installed, joined by a separator,
 # every part at least _COMBO_PART letters (``pandas-numpy``; ``uuid-v4`` is not).
 _COMBO_RANK = 1_000
@@ -168,6 +177,7 @@ class NameIndex:
         self._digitless: dict[str, str] = {}  # skeleton without version digits -> name
         # candidate length -> skeletons of the most installed within two of it
         self._top: dict[int, list[str]] = {}
+        self._top_names: dict[str, str] = {}  # those skeletons -> name
         for rank, raw in enumerate(names):
             name = normalize(ecosystem, raw)
             if not name or name in self.names:
@@ -179,10 +189,8 @@ class NameIndex:
             self._folded.setdefault(_fold_pairs(skel), name)
             if skel not in self._skeletons:
                 self._skeletons[skel] = name
-                if rank < _TOP_RANK and ecosystem is not Ecosystem.MAVEN:
-                    # filed under every candidate length two edits may reach
-                    for length in range(len(skel) - 2, len(skel) + 3):
-                        self._top.setdefault(length, []).append(skel)
+                if ecosystem is not Ecosystem.MAVEN:
+                    self._add_top(name, skel, rank)
                 if rank >= _EDIT_MAX_RANK[ecosystem]:
                     continue  # too far down for an edit alone to imitate it
                 for variant in _deletions(skel):
@@ -200,6 +208,15 @@ class NameIndex:
         if ecosystem is Ecosystem.MAVEN and groups:
             owned = dict.fromkeys(n.partition(":")[0] for n in self.names if ":" in n)
             self._groups = NameIndex(ecosystem, owned, groups=False)
+
+    def _add_top(self, name: str, skel: str, rank: int) -> None:
+        bare = skel.rstrip("0123456789")  # beautifulsoup4 is squatted as "BeautifulSoup"
+        for form in dict.fromkeys((skel, bare)):
+            if rank < _TOP_RANK or (rank < _TOP_LONG_RANK and len(form) >= _TOP_LONG):
+                self._top_names.setdefault(form, name)
+                # filed under every candidate length two edits may reach
+                for length in range(len(form) - 2, len(form) + 3):
+                    self._top.setdefault(length, []).append(form)
 
     def _add_variants(self, name: str, skel: str) -> None:
         for core in _cores(skel, _MARKERS[self.ecosystem]):
@@ -308,7 +325,8 @@ class NameIndex:
         return Match(target, _technique(skel, skeleton(self.ecosystem, target)))
 
     def _near_top(self, skel: str) -> Match | None:
-        """Any one edit (from five letters) or two (from eight) of a most installed name."""
+        """Any one edit (from five letters) or two (from eight) of a most installed name
+        (two of one of the 200 most installed from ten letters)."""
         if len(skel) < _TOP_ONE:
             return None
         window = self._top.get(len(skel))
@@ -323,7 +341,10 @@ class NameIndex:
         candidate, distance = found[0], found[1]
         if distance > 1 and min(len(candidate), len(skel)) < _TOP_TWO:
             return None
-        target = self._skeletons[candidate]
+        target = self._top_names[candidate]
+        if distance > 1 and self.names[target] >= _TOP_RANK \
+                and min(len(candidate), len(skel)) < _TOP_LONG:
+            return None
         return Match(target, _technique(skel, skeleton(self.ecosystem, target)))
 
     def _combo(self, norm: str) -> Match | None:

@@ -33,6 +33,9 @@ RULE = TyposquatRule()
     (E.PYPI, "requesgt", "requests", "2 edits"),  # DataDog dataset, 2025
     (E.PYPI, "botoceor", "botocore", "swapped letters"),
     (E.PYPI, "pyyal", "pyyaml", "dropped letter"),
+    (E.PYPI, "BeaitifulSoop", "beautifulsoup4", None),  # pypi_malregistry, 2023
+    (E.PYPI, "sys-selenium", "selenium", "added affix 'sys'"),  # DataDog dataset
+    (E.PYPI, "install-pyyaml", "pyyaml", "added affix 'install'"),
     # two of the most installed names joined (a 2024 PyPI campaign)
     (E.PYPI, "matplotlib-requests", "requests", "joins 'requests' and 'matplotlib'"),
     (E.PYPI, "beautifulsoup4-numpy", "numpy", None),
