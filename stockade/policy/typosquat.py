@@ -347,6 +347,12 @@ class NameIndex:
             return None
         return Match(target, _technique(skel, skeleton(self.ecosystem, target)))
 
+    def _named(self, skel: str) -> str | None:
+        """The best-ranked name ``skel`` spells, with or without its version digit."""
+        bare = self._digitless.get(skel) if len(skel) >= _TOP_LONG else None  # not json5
+        found = [n for n in (self._skeletons.get(skel), bare) if n]
+        return min(found, key=self.names.__getitem__, default=None)
+
     def _combo(self, norm: str) -> Match | None:
         """Two of the most installed names joined by a separator: ``matplotlib-requests``."""
         if self.ecosystem is not Ecosystem.PYPI or "-" not in norm or not norm.isascii():
@@ -356,7 +362,7 @@ class NameIndex:
             left, right = "".join(parts[:i]), "".join(parts[i:])
             if min(len(left), len(right)) < _COMBO_PART:
                 continue
-            first, second = self._skeletons.get(left), self._skeletons.get(right)
+            first, second = self._named(left), self._named(right)
             if first is None or second is None:
                 continue
             if max(self.names[first], self.names[second]) < _COMBO_RANK:

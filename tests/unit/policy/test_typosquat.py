@@ -39,6 +39,7 @@ RULE = TyposquatRule()
     # two of the most installed names joined (a 2024 PyPI campaign)
     (E.PYPI, "matplotlib-requests", "requests", "joins 'requests' and 'matplotlib'"),
     (E.PYPI, "beautifulsoup4-numpy", "numpy", None),
+    (E.PYPI, "beautifulsoup-requests", "requests", None),  # the digit dropped
     (E.NPM, "crossenv", "cross-env", "separator variant"),  # 2017
     (E.NPM, "loadsh", "lodash", "swapped letters"),
     (E.NPM, "electorn", "electron", "swapped letters"),
@@ -81,6 +82,8 @@ def test_incident_names_are_caught(eco: Ecosystem, name: str, target: str,
     (E.NPM, "react-dotenv"), (E.NPM, "uuid-buffer"),
     # a joined name needs two parts of four letters or more
     (E.PYPI, "numpy-io"),
+    # a short name without its digit is no alias (json is not json5)
+    (E.PYPI, "hypothesis-json"),
     # real names with a version digit of their own
     (E.PYPI, "fuzzy4"), (E.NPM, "router5"),
 ])
