@@ -11,9 +11,10 @@ Damerau-Levenshtein distance: one edit for names of seven letters or more (for
 five and six, a swap, a doubled letter, or for the most installed a
 neighbouring key or another vowel; below eight letters, only of the 3,000 most
 installed), two from ten. The fifty most installed
-names, the ones squatters aim at first, are also compared directly: any one
-edit from five letters, any two from eight (from ten letters, for the 200 most
-installed, with or without their version digit). A name made of two of the 1,000
+names, the ones squatters aim at first, are also compared directly with names
+that share their first letter: any one edit from five letters, any two from
+eight (from ten letters, for the 200 most installed, with or without their
+version digit). A name made of two of the 1,000
 most installed joined by a separator (``matplotlib-requests``) claims both and
 is a look-alike too (neither of these two for Maven, whose coordinates all
 share a few groupId prefixes). For Maven, the protected
@@ -52,6 +53,13 @@ _AFFIXES = {
                     ("dev", 2000), ("sdk", 2000)),
     Ecosystem.MAVEN: (),
 }
+# The affixes by the letter a name starts (ends) with, to try only those that may fit.
+_AFFIX_HEADS = {eco: {ch: tuple(a for a in affixes if a[0][0] == ch)
+                      for ch in {a[0][0] for a in affixes}}
+                for eco, affixes in _AFFIXES.items()}
+_AFFIX_TAILS = {eco: {ch: tuple(a for a in affixes if a[0][-1] == ch)
+                      for ch in {a[0][-1] for a in affixes}}
+                for eco, affixes in _AFFIXES.items()}
 _MIN_FUZZY = 5  # shorter names differ by one letter from too many real ones
 _ANY_EDIT = 7  # below this, only swapped and repeated letters count (real names collide)
 # How popular (by rank) a name must be for an edit or a separator change alone to
@@ -88,7 +96,8 @@ _NEIGHBOURS = {
     for row in _KEYBOARD for i, ch in enumerate(row)
 }
 _VOWELS = frozenset("aeiouy")
-# The most installed PyPI and npm names, compared with every candidate near their length:
+# The most installed PyPI and npm names, compared with every candidate near their length
+# that starts with the same letter:
 # any one edit from _TOP_ONE letters, any two (two substitutions included) from
 # _TOP_TWO. Squatters aim here first (``requesgt``, ``botoceor``, ``pyyal``).
 _TOP_RANK = 50
@@ -175,8 +184,9 @@ class NameIndex:
         self._deletes: dict[str, str | tuple[str, ...]] = {}
         self._cores: dict[str, str] = {}  # skeleton without its language marker -> name
         self._digitless: dict[str, str] = {}  # skeleton without version digits -> name
-        # candidate length -> skeletons of the most installed within two of it
-        self._top: dict[int, list[str]] = {}
+        # (candidate length, first letter) -> skeletons of the most installed within two
+        # edits' length of it that start with that letter (typists rarely miss the first)
+        self._top: dict[tuple[int, str], list[str]] = {}
         self._top_names: dict[str, str] = {}  # those skeletons -> name
         for rank, raw in enumerate(names):
             name = normalize(ecosystem, raw)
@@ -191,8 +201,9 @@ class NameIndex:
                 self._skeletons[skel] = name
                 if ecosystem is not Ecosystem.MAVEN:
                     self._add_top(name, skel, rank)
-                if rank >= _EDIT_MAX_RANK[ecosystem]:
-                    continue  # too far down for an edit alone to imitate it
+                if rank >= _EDIT_MAX_RANK[ecosystem] or len(skel) < _MIN_FUZZY or (
+                        len(skel) < _SHORT_EDIT_LEN and rank >= _SHORT_EDIT_RANK):
+                    continue  # too short, or too far down, for an edit alone to imitate it
                 for variant in _deletions(skel):
                     held = self._deletes.get(variant)
                     if held is None:
@@ -216,7 +227,7 @@ class NameIndex:
                 self._top_names.setdefault(form, name)
                 # filed under every candidate length two edits may reach
                 for length in range(len(form) - 2, len(form) + 3):
-                    self._top.setdefault(length, []).append(form)
+                    self._top.setdefault((length, form[:1]), []).append(form)
 
     def _add_variants(self, name: str, skel: str) -> None:
         for core in _cores(skel, _MARKERS[self.ecosystem]):
@@ -276,12 +287,20 @@ class NameIndex:
         return "separator variant"
 
     def _affix(self, skel: str) -> Match | None:
-        for affix, max_rank in _AFFIXES[self.ecosystem]:
-            for rest in (skel.removeprefix(affix), skel.removesuffix(affix)):
-                if rest != skel and len(rest) >= 2:
-                    target = self._skeletons.get(rest)
-                    if target is not None and self.names[target] < max_rank:
-                        return Match(target, f"added affix {affix!r}")
+        if not skel:
+            return None
+        for affix, max_rank in _AFFIX_HEADS[self.ecosystem].get(skel[0], ()):
+            if skel.startswith(affix):
+                target = self._skeletons.get(skel[len(affix):])
+                if target is not None and self.names[target] < max_rank \
+                        and len(skel) - len(affix) >= 2:
+                    return Match(target, f"added affix {affix!r}")
+        for affix, max_rank in _AFFIX_TAILS[self.ecosystem].get(skel[-1], ()):
+            if skel.endswith(affix):
+                target = self._skeletons.get(skel[:-len(affix)])
+                if target is not None and self.names[target] < max_rank \
+                        and len(skel) - len(affix) >= 2:
+                    return Match(target, f"added affix {affix!r}")
         return None
 
     def _variant(self, skel: str) -> Match | None:
@@ -302,17 +321,15 @@ class NameIndex:
         for variant in self._deletes.keys() & _deletions(skel):
             held = self._deletes[variant]
             for candidate in (held,) if isinstance(held, str) else held:
-                if len(candidate) < _MIN_FUZZY:
+                shorter = min(len(candidate), len(skel))
+                target = self._skeletons[candidate]
+                if shorter < _SHORT_EDIT_LEN and self.names[target] >= _SHORT_EDIT_RANK:
                     continue
-                allowed = 2 if min(len(candidate), len(skel)) >= _TWO_EDITS else 1
+                allowed = 2 if shorter >= _TWO_EDITS else 1
                 distance = DamerauLevenshtein.distance(skel, candidate, score_cutoff=allowed)
                 if distance > allowed:
                     continue
-                target = self._skeletons[candidate]
-                if min(len(candidate), len(skel)) < _SHORT_EDIT_LEN \
-                        and self.names[target] >= _SHORT_EDIT_RANK:
-                    continue
-                if min(len(candidate), len(skel)) < _ANY_EDIT and not _slip(skel, candidate) \
+                if shorter < _ANY_EDIT and not _slip(skel, candidate) \
                         and not (self.names[target] < _SHORT_SLIP_RANK
                                  and _near_key(skel, candidate)):
                     continue
@@ -329,7 +346,7 @@ class NameIndex:
         (two of one of the 200 most installed from ten letters)."""
         if len(skel) < _TOP_ONE:
             return None
-        window = self._top.get(len(skel))
+        window = self._top.get((len(skel), skel[:1]))
         if not window:
             return None
         # Levenshtein (a swap counts two) keeps this one pass of bit-parallel
@@ -428,7 +445,9 @@ def _deletions(word: str) -> set[str]:
     included) and the two-edit pairs that share a deletion (a substitution plus
     an insertion elsewhere, say); pairs two substitutions apart are not found.
     """
-    return {word, *(word[:i] + word[i + 1:] for i in range(len(word)))}
+    found = {word[:i] + word[i + 1:] for i in range(len(word))}
+    found.add(word)
+    return found
 
 
 def load_index(ecosystem: Ecosystem, names: Sequence[str]) -> NameIndex:
