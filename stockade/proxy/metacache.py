@@ -52,6 +52,33 @@ class CachedDoc:
         return f"{self.fetched_at:.6f}:{self.etag or ''}:{len(self.body)}"
 
 
+def doc_key(ecosystem: str, upstream: str, url: str, accept: str) -> str:
+    """Where a document is kept: one per ecosystem, upstream, URL and Accept header."""
+    return f"{ecosystem}|{upstream}|{url}|{accept}"
+
+
+def read_stored(refs: RefStore, key: str) -> CachedDoc | None:
+    """The document last stored under ``key``, however old, without the network
+    (synchronous: for maintenance commands)."""
+    record = refs.read(key)
+    return None if record is None else _stored_doc(key, record, refs.read_body(key))
+
+
+def _stored_doc(key: str, record: dict[str, object], body: bytes | None) -> CachedDoc | None:
+    if body is None:
+        return None
+    try:
+        return CachedDoc(
+            key=key, url=str(record["url"]), body=body,
+            content_type=str(record["content_type"]),
+            fetched_at=float(record["fetched_at"]),  # type: ignore[arg-type]
+            etag=record.get("etag"),  # type: ignore[arg-type]
+            last_modified=record.get("last_modified"),  # type: ignore[arg-type]
+        )
+    except (KeyError, TypeError, ValueError):
+        return None  # a record written by something else: fetch afresh
+
+
 class MetadataCache:
     """Fresh, revalidated or stale metadata documents, one upstream call per miss."""
 
@@ -89,7 +116,7 @@ class MetadataCache:
             UpstreamError: the upstream failed and no usable stale copy exists
                 (an upstream 404 raises ``UpstreamStatusError`` with status 404).
         """
-        key = f"{ecosystem}|{upstream.name}|{url}|{accept}"
+        key = doc_key(ecosystem, upstream.name, url, accept)
         cached = await self._load(key)
         if cached is not None and self._clock() - cached.fetched_at < ttl_s:
             self._metrics.cache_requests.labels(ecosystem, CacheResult.HIT).inc()
@@ -162,14 +189,9 @@ class MetadataCache:
         if record is None:
             return None
         body = await self._refs.get_body(key)
-        if body is None:
-            return None
-        doc = CachedDoc(
-            key=key, url=record["url"], body=body, content_type=record["content_type"],
-            fetched_at=float(record["fetched_at"]), etag=record.get("etag"),
-            last_modified=record.get("last_modified"),
-        )
-        self._remember(doc)
+        doc = _stored_doc(key, record, body)
+        if doc is not None:
+            self._remember(doc)
         return doc
 
     async def _store(self, doc: CachedDoc, *, body_changed: bool) -> None:

@@ -5,31 +5,34 @@ Owns parsing their arguments, printing and exit codes; deciding is
 
 ``stockade check ECOSYSTEM NAME[@VERSION] [--config FILE] [--json]`` decides
 names without a server, with the facts routing gives (which upstream, internal
-or not) and, for a version, when the server first saw it (from its storage);
-facts only an upstream knows (publish dates, install scripts) are not fetched,
-so rules that need them decide as they do when a fact is missing. ``audit``
-dates cached versions the same way.
+or not) and, for a version, what the server's storage knows: when it first saw
+the version, and the upstream's metadata as it last cached it (npm and PyPI:
+publish date, install scripts, licence, wheels). Nothing is fetched: a version
+whose metadata was never cached is decided as a request is when a fact is
+missing. ``audit`` decides cached artifacts on the same facts.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from stockade.config.load import load_settings
-from stockade.config.model import Settings
+from stockade.config.model import Settings, UpstreamSettings
 from stockade.policy.file import load_policy
 from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, Verdict
 from stockade.policy.names import normalize
 from stockade.policy.osv import OsvDatabase, OsvError
 from stockade.proxy.app import decision_log_path, load_engine
 from stockade.proxy.decisionlog import verify
+from stockade.proxy.ecosystems import npm, pypi
 from stockade.proxy.firstseen import FirstSeen
 from stockade.storage.refs import RefStore
 
@@ -97,23 +100,55 @@ def _names(arg: str) -> Iterator[str]:
             yield line.strip()
 
 
-def _facts(settings: Settings, ecosystem: Ecosystem, name: str,
-           version: str | None = None) -> Facts:
-    """What can be known without an upstream: the routing, and when the server first
-    saw ``version`` (its publish date is not at hand, so a cooldown uses that)."""
-    upstreams = getattr(settings, ecosystem.value).upstreams
-    lowered = name.lower()
-    owner = next((u for u in upstreams if u.owns(lowered)), None)
-    if owner is None:
-        owner = next((u for u in upstreams if not u.internal), None)
-    seen = None
-    if version is not None:
-        first_seen = FirstSeen(RefStore(settings.storage.path, "firstseen"))
-        seen = first_seen.recorded(ecosystem, name, version) or first_seen.recorded(
-            ecosystem, normalize(ecosystem, name), version)
-    if owner is None:
-        return Facts(first_seen_at=seen)
-    return Facts(upstream=owner.name, internal=owner.internal, first_seen_at=seen)
+_STORED: dict[Ecosystem, Callable[[RefStore, UpstreamSettings, str], dict[str, Facts]]] = {
+    Ecosystem.NPM: npm.stored_facts,
+    Ecosystem.PYPI: pypi.stored_facts,
+}
+
+
+class _Known:
+    """What can be known without an upstream: the routing, when the server first saw
+    a version, and the upstream's metadata as the server last cached it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._first_seen = FirstSeen(RefStore(settings.storage.path, "firstseen"))
+        self._metadata = RefStore(settings.storage.path, "metadata")
+        self._stored: tuple[tuple[Ecosystem, str, str], dict[str, Facts]] | None = None
+
+    def owner(self, ecosystem: Ecosystem, name: str,
+              upstream: str | None = None) -> UpstreamSettings | None:
+        """The upstream named ``upstream``, else the one routing gives ``name``."""
+        upstreams = getattr(self._settings, ecosystem.value).upstreams
+        if upstream is not None:
+            named = next((u for u in upstreams if u.name == upstream), None)
+            if named is not None:
+                return named
+        lowered = name.lower()
+        found = next((u for u in upstreams if u.owns(lowered)), None)
+        return found or next((u for u in upstreams if not u.internal), None)
+
+    def facts(self, ecosystem: Ecosystem, name: str, version: str | None = None,
+              upstream: str | None = None) -> Facts:
+        owner = self.owner(ecosystem, name, upstream)
+        base = Facts() if owner is None else Facts(upstream=owner.name, internal=owner.internal)
+        if version is None:
+            return base
+        seen = self._first_seen.recorded(ecosystem, name, version) or \
+            self._first_seen.recorded(ecosystem, normalize(ecosystem, name), version)
+        stored = self._versions(ecosystem, owner, name).get(version, base)
+        return dataclasses.replace(stored, upstream=base.upstream, internal=base.internal,
+                                   first_seen_at=seen)
+
+    def _versions(self, ecosystem: Ecosystem, owner: UpstreamSettings | None,
+                  name: str) -> dict[str, Facts]:
+        reader = _STORED.get(ecosystem)
+        if reader is None or owner is None:
+            return {}
+        key = (ecosystem, owner.name, name)
+        if self._stored is None or self._stored[0] != key:  # one package at a time
+            self._stored = (key, reader(self._metadata, owner, name))
+        return self._stored[1]
 
 
 def _line(ref: PackageRef, verdict: Verdict, as_json: bool) -> str:
@@ -134,11 +169,12 @@ def _check(args: argparse.Namespace) -> int:
         for warning in load_policy(settings.policy.file).warnings:
             print(f"warning: {warning}", file=sys.stderr)
     ecosystem = Ecosystem(args.ecosystem)
+    known = _Known(settings)
     refused = False
     for spec in _names(args.name):
         name, version = split_spec(ecosystem, spec)
         ref = PackageRef(ecosystem, name, version)
-        verdict = engine.decide(ref, _facts(settings, ecosystem, name, version))
+        verdict = engine.decide(ref, known.facts(ecosystem, name, version))
         refused = refused or verdict.blocks
         print(_line(ref, verdict, args.json))
     return 1 if refused else 0
@@ -162,15 +198,16 @@ def _audit(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = load_engine(settings)
     refs = RefStore(settings.storage.path, "artifacts")
+    known = _Known(settings)
+    cached = [(ref, record.get("upstream")) for record in refs.records()
+              if (ref := _cached_ref(record)) is not None]
+    # one package's artifacts together, so its metadata is read and parsed once
+    cached.sort(key=lambda item: (item[0].ecosystem, item[0].name, str(item[1])))
     checked = refused = 0
-    for record in refs.records():
-        ref = _cached_ref(record)
-        if ref is None:
-            continue
+    for ref, upstream in cached:
         checked += 1
-        known = _facts(settings, ref.ecosystem, ref.name, ref.version)
-        facts = Facts(upstream=record.get("upstream"), internal=known.internal,
-                      first_seen_at=known.first_seen_at)
+        facts = known.facts(ref.ecosystem, ref.name, ref.version,
+                            upstream if isinstance(upstream, str) else None)
         verdict = engine.decide(ref, facts)
         if verdict.decision is Decision.ALLOW:
             continue

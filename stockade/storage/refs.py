@@ -85,6 +85,13 @@ class RefStore:
         except FileNotFoundError:
             return None
 
+    def read_body(self, key: str) -> bytes | None:
+        """``get_body``, synchronous: for maintenance commands."""
+        try:
+            return self._path(key, ".body").read_bytes()
+        except FileNotFoundError:
+            return None
+
     def records(self) -> Iterator[dict[str, Any]]:
         """Every record of the namespace (synchronous: for maintenance commands)."""
         if not self._dir.is_dir():

@@ -23,6 +23,7 @@ from urllib.parse import quote
 import orjson
 from aiohttp import web
 
+from stockade.config.model import UpstreamSettings
 from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
 from stockade.proxy.ecosystems import npm_documents as docs
 from stockade.proxy.ecosystems.base import json_object
@@ -34,7 +35,7 @@ from stockade.proxy.errors import (
     UpstreamError,
 )
 from stockade.proxy.gate import VersionFilter
-from stockade.proxy.metacache import CachedDoc
+from stockade.proxy.metacache import CachedDoc, doc_key, read_stored
 from stockade.proxy.pipeline import ArtifactSource
 from stockade.proxy.rendered import Rendered
 from stockade.proxy.responses import IMMUTABLE, REQUEST_ID, refusal
@@ -42,6 +43,7 @@ from stockade.proxy.routing import pick_upstream
 from stockade.proxy.state import Services, services
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, DigestError
+from stockade.storage.refs import RefStore
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +106,30 @@ async def _document(svc: Services, upstream: Upstream, name: str) -> CachedDoc:
     """The upstream's full packument (the abbreviated one lacks ``time``)."""
     cache = svc.ecosystem(ECO).cache
     return await svc.metacache.get(
-        ECO, upstream, f"{upstream.url.rstrip('/')}/{docs.escape(name)}", accept=docs.FULL,
+        ECO, upstream, document_url(upstream.url, name), accept=docs.FULL,
         ttl_s=cache.metadata_ttl_s, stale_if_error_s=cache.stale_if_error_s,
     )
+
+
+def document_url(upstream_url: str, name: str) -> str:
+    """Where an upstream serves ``name``'s packument."""
+    return f"{upstream_url.rstrip('/')}/{docs.escape(name)}"
+
+
+def stored_facts(refs: RefStore, upstream: Upstream | UpstreamSettings,
+                 name: str) -> dict[str, Facts]:
+    """Every version's facts from the packument last cached for ``name`` (none if it
+    was never fetched or no longer parses), without the network: for ``check`` and
+    ``audit``."""
+    doc = read_stored(refs, doc_key(ECO, upstream.name, document_url(upstream.url, name),
+                                    docs.FULL))
+    if doc is None:
+        return {}
+    try:
+        packument = docs.parse(doc.body, name)
+    except docs.PackumentError:
+        return {}
+    return docs.version_facts(packument, upstream=upstream.name, internal=upstream.internal)
 
 
 def _remember(app: web.Application, key: str, index: docs.PackumentIndex) -> None:

@@ -19,17 +19,19 @@ from urllib.parse import quote, urljoin
 import orjson
 from aiohttp import web
 
+from stockade.config.model import UpstreamSettings
 from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.proxy.ecosystems import pypi_pages as pages
 from stockade.proxy.ecosystems.base import json_object
 from stockade.proxy.errors import BadRequestError, IntegrityError, NotFoundError, UpstreamError
-from stockade.proxy.metacache import CachedDoc
+from stockade.proxy.metacache import CachedDoc, doc_key, read_stored
 from stockade.proxy.pipeline import ArtifactSource
 from stockade.proxy.responses import IMMUTABLE, REQUEST_ID, refusal
 from stockade.proxy.routing import pick_upstream
 from stockade.proxy.state import Services, services
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, DigestError
+from stockade.storage.refs import RefStore
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ async def _page(svc: Services, app: web.Application, upstream: Upstream, name: s
 ]:
     """The upstream's project page, parsed, with foreign links dropped."""
     cache = svc.ecosystem(ECO).cache
-    url = urljoin(upstream.url, f"{quote(name)}/")
+    url = page_url(upstream.url, name)
     doc = await svc.metacache.get(
         ECO, upstream, url, accept=pages.UPSTREAM_ACCEPT,
         ttl_s=cache.metadata_ttl_s, stale_if_error_s=cache.stale_if_error_s,
@@ -127,7 +129,30 @@ def _when(value: str | None) -> datetime | None:
         return None
 
 
-def version_facts(page: pages.ProjectPage, upstream: Upstream) -> dict[str, Facts]:
+def page_url(upstream_url: str, name: str) -> str:
+    """Where an upstream index serves ``name``'s project page."""
+    return urljoin(upstream_url, f"{quote(name)}/")
+
+
+def stored_facts(refs: RefStore, upstream: Upstream | UpstreamSettings,
+                 name: str) -> dict[str, Facts]:
+    """Every version's facts from the project page last cached for ``name`` (none if
+    it was never fetched or no longer parses), without the network: for ``check`` and
+    ``audit``."""
+    name = pages.normalize(name)
+    doc = read_stored(refs, doc_key(ECO, upstream.name, page_url(upstream.url, name),
+                                    pages.UPSTREAM_ACCEPT))
+    if doc is None:
+        return {}
+    try:
+        page = pages.parse_project(doc.body, doc.content_type, doc.url, name)
+    except pages.PageError:
+        return {}
+    return version_facts(page, upstream)
+
+
+def version_facts(page: pages.ProjectPage,
+                  upstream: Upstream | UpstreamSettings) -> dict[str, Facts]:
     """Facts per version from a project page (upload time, wheels, yanks)."""
     by_version: dict[str, list[pages.FileEntry]] = {}
     for entry in page.files:

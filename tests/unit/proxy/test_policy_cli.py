@@ -118,3 +118,76 @@ def test_check_and_audit_date_versions_by_what_the_server_saw(
     captured = capsys.readouterr()
     assert "requests 2.32.3" in captured.out
     assert "1 cached artifacts checked" in captured.err
+
+
+def test_check_and_audit_decide_on_the_metadata_the_server_cached(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Install scripts, licences and upload times come from the packument and project
+    page the server last cached, read without the network."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from stockade.config.load import load_settings
+    from stockade.proxy.ecosystems import npm, pypi
+    from stockade.proxy.ecosystems.npm_documents import FULL
+    from stockade.proxy.ecosystems.pypi_pages import JSON_V1, UPSTREAM_ACCEPT
+    from stockade.proxy.metacache import doc_key
+    from stockade.storage.refs import RefStore
+
+    data = tmp_path / "data"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n"
+                      "  install_scripts: {npm: block}\n"
+                      "  licenses: {deny: [AGPL-3.0-only], unknown: allow}\n"
+                      "  cooldown: {min_age: 3d}\n")
+    config = tmp_path / "stockade.yaml"
+    config.write_text(f"storage: {{path: {data}}}\npolicy: {{file: {policy}}}\n")
+    settings = load_settings(config, environ={})
+    metadata = RefStore(data, "metadata")
+    old = (datetime.now(UTC) - timedelta(days=400)).isoformat()
+    new = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+
+    npm_up = settings.npm.upstreams[0]
+    packument = {"name": "left-pad", "versions": {
+        "1.0.0": {"name": "left-pad", "version": "1.0.0", "license": "MIT"},
+        "1.1.0": {"name": "left-pad", "version": "1.1.0", "license": "MIT",
+                  "scripts": {"postinstall": "node evil.js"}},
+        "1.2.0": {"name": "left-pad", "version": "1.2.0", "license": "AGPL-3.0-only"},
+    }, "time": {"1.0.0": old, "1.1.0": old, "1.2.0": old}}
+    url = npm.document_url(npm_up.url, "left-pad")
+    asyncio.run(metadata.put(doc_key("npm", npm_up.name, url, FULL), {
+        "url": url, "content_type": "application/json", "fetched_at": 0.0,
+        "etag": None, "last_modified": None}, json.dumps(packument).encode()))
+
+    pypi_up = settings.pypi.upstreams[0]
+    page = {"meta": {"api-version": "1.1"}, "name": "tiny", "files": [
+        {"filename": "tiny-1.0-py3-none-any.whl", "url": "tiny-1.0-py3-none-any.whl",
+         "hashes": {"sha256": "00" * 32}, "upload-time": old},
+        {"filename": "tiny-2.0-py3-none-any.whl", "url": "tiny-2.0-py3-none-any.whl",
+         "hashes": {"sha256": "11" * 32}, "upload-time": new}]}
+    url = pypi.page_url(pypi_up.url, "tiny")
+    asyncio.run(metadata.put(doc_key("pypi", pypi_up.name, url, UPSTREAM_ACCEPT), {
+        "url": url, "content_type": JSON_V1, "fetched_at": 0.0,
+        "etag": None, "last_modified": None}, json.dumps(page).encode()))
+
+    assert main(["check", "npm", "left-pad@1.0.0", "--config", str(config)]) == 0
+    assert main(["check", "npm", "left-pad@1.1.0", "--config", str(config)]) == 1
+    assert main(["check", "npm", "left-pad@1.2.0", "--config", str(config)]) == 1
+    assert main(["check", "pypi", "tiny@1.0", "--config", str(config)]) == 0
+    assert main(["check", "pypi", "tiny@2.0", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "left-pad@1.1.0: block [install-scripts]" in out
+    assert "left-pad@1.2.0: block [licenses]" in out
+    assert "tiny 2.0: block [cooldown]" in out
+    assert "no publish date" not in out
+
+    # audit: the cached tarball with an install script is reported, the clean one not
+    for version in ("1.0.0", "1.1.0"):
+        asyncio.run(RefStore(data, "artifacts").put(f"npm-{version}", {
+            "ecosystem": "npm", "name": "left-pad", "version": version,
+            "filename": f"left-pad-{version}.tgz", "upstream": npm_up.name}))
+    assert main(["audit", "--config", str(config)]) == 1
+    captured = capsys.readouterr()
+    assert "left-pad@1.1.0 (left-pad-1.1.0.tgz): block [install-scripts]" in captured.out
+    assert "left-pad@1.0.0" not in captured.out
+    assert "2 cached artifacts checked" in captured.err
