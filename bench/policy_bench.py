@@ -10,7 +10,8 @@ Prints:
   (b) detection on bench/data/typosquats.tsv, names from public incident reports and
       datasets of malicious packages: in all, by kind (typo: a slip of the keyboard or
       separator; affix: a generic word added or changed; combo: two package names
-      joined; other: a looser likeness) and by source, and for those imitating a name
+      joined; namespace: a popular Maven artifactId under another owner's personal
+      namespace; other: a looser likeness) and by source, and for those imitating a name
       on the shipped popular lists;
   (c) the 15,000 most popular names per ecosystem: how many are refused (target 0);
   (d) a random sample (seed 7) of 20,000 real names per ecosystem beyond the popular

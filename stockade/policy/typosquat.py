@@ -21,7 +21,8 @@ share a few groupId prefixes). For Maven, the protected
 coordinates' groupIds get an index of their own (a look-alike groupId is a
 squat whatever artifact it names), and names under one verified namespace
 (``org.apache``, ``io.github.<user>``; for npm, one ``@scope``) are one owner's,
-never squats of each other. Pure; the corpus is passed in.
+never squats of each other; a popular artifactId under someone else's personal
+namespace (``io.github.<user>:scribejava-core``) is a squat. Pure; the corpus is passed in.
 """
 
 from __future__ import annotations
@@ -216,9 +217,22 @@ class NameIndex:
         # Maven: the groupIds of the protected coordinates, for a look-alike groupId
         # with any artifact in it.
         self._groups: NameIndex | None = None
+        # Maven: a protected coordinate by its artifactId, where no other protected
+        # coordinate shares it (``jackson-bom`` has two owners, ``scribejava-core`` one).
+        self._artifacts: dict[str, str] = {}
         if ecosystem is Ecosystem.MAVEN and groups:
             owned = dict.fromkeys(n.partition(":")[0] for n in self.names if ":" in n)
             self._groups = NameIndex(ecosystem, owned, groups=False)
+            shared: set[str] = set()
+            for coordinate in self.names:
+                artifact = coordinate.partition(":")[2]
+                if len(artifact) < _MIN_FUZZY or artifact in shared:
+                    continue
+                if artifact in self._artifacts:
+                    shared.add(artifact)
+                    del self._artifacts[artifact]
+                else:
+                    self._artifacts[artifact] = coordinate
 
     def _add_top(self, name: str, skel: str, rank: int) -> None:
         bare = skel.rstrip("0123456789")  # beautifulsoup4 is squatted as "BeautifulSoup"
@@ -259,6 +273,12 @@ class NameIndex:
             found = self._groups._lookalike(group)
             if found is not None and _maven_owner(group) != _maven_owner(found.target):
                 return Match(found.target, f"groupId look-alike: {found.technique}")
+        if match is None and _personal(group):
+            # Anyone can publish under io.github.<user>: a popular artifactId there,
+            # not its owner's, is a copy passing for the original (MAL-2025-2552).
+            target = self._artifacts.get(norm.partition(":")[2])
+            if target is not None and _maven_owner(group) != _maven_owner(target):
+                return Match(target, "its artifactId under a personal namespace")
         return match
 
     def _lookalike(self, norm: str) -> Match | None:
@@ -408,6 +428,11 @@ def _slip(a: str, b: str) -> bool:
 # Hosts on which each account is a namespace of its own (io.github.<user>).
 _SHARED_HOSTS = frozenset({"io.github", "com.github", "io.gitlab", "com.gitlab",
                            "io.bitbucket", "org.bitbucket", "com.bitbucket"})
+
+
+def _personal(group: str) -> bool:
+    """True for a groupId on a shared host, where any account gets a namespace."""
+    return ".".join(group.split(".")[:2]) in _SHARED_HOSTS
 
 
 def _maven_owner(name: str) -> str:

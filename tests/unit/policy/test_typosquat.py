@@ -52,6 +52,8 @@ RULE = TyposquatRule()
      "groupId look-alike: swapped letters"),
     (E.MAVEN, "io.nety:netty-all2", "io.netty:netty-all", None),
     (E.MAVEN, "com.goggle.guava:guava", "com.google.guava:guava", None),
+    (E.MAVEN, "io.github.leetcrunch:scribejava-core",  # MAL-2025-2552
+     "com.github.scribejava:scribejava-core", "its artifactId under a personal namespace"),
 ])
 def test_incident_names_are_caught(eco: Ecosystem, name: str, target: str,
                                    technique: str | None) -> None:
@@ -76,6 +78,10 @@ def test_incident_names_are_caught(eco: Ecosystem, name: str, target: str,
     (E.MAVEN, "com.squareup.okhttp:okhttp"), (E.MAVEN, "org.apache.common:commons-lang3"),
     (E.MAVEN, "org.springframework:spring-kore"),
     (E.PYPI, "my-own-tool"), (E.NPM, "zzz-unique-name"),
+    # a personal namespace with its own artifacts; a popular artifactId shared by two
+    # owners (jackson-bom) names no single original
+    (E.MAVEN, "io.github.someone:my-lib"), (E.MAVEN, "io.github.someone:jackson-bom"),
+    (E.MAVEN, "com.example:scribejava-core"),
     # an npm scope has one owner, as a Maven namespace does
     (E.NPM, "@types/nodes"), (E.NPM, "@babel/cores"),
     # npm names an integration after its host and the library it adds
