@@ -97,10 +97,10 @@ _NEIGHBOURS = {
     for row in _KEYBOARD for i, ch in enumerate(row)
 }
 _VOWELS = frozenset("aeiouy")
-# The most installed PyPI and npm names, compared with every candidate near their length
-# that starts with the same letter:
-# any one edit from _TOP_ONE letters, any two (two substitutions included) from
-# _TOP_TWO. Squatters aim here first (``requesgt``, ``botoceor``, ``pyyal``).
+# The most installed PyPI and npm names, compared with every candidate of about their
+# length that starts with the same letter: any one edit from _TOP_ONE letters, any two
+# (two substitutions included) from _TOP_TWO. Squatters aim here first (``requesgt``,
+# ``botoceor``, ``pyyal``).
 _TOP_RANK = 50
 _TOP_ONE = 5
 _TOP_TWO = 8
