@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.maven_repo import deny_policy, proxy_config, repository
 from tests.fakes.maven_upstream import FakeMaven
 from tests.fakes.threaded import ThreadedServer
 
@@ -42,24 +43,10 @@ def _gradle() -> str:
 @pytest.fixture
 def upstream() -> Iterator[tuple[FakeMaven, ThreadedServer]]:
     _gradle()
-    repo = FakeMaven()
-    repo.add("org.e2e", "util", "1.0")
-    repo.add("org.e2e", "lib", "1.0", dependencies=[("org.e2e", "util", "1.0")])
-    repo.add("org.e2e", "lib", "2.0", dependencies=[("org.e2e", "util", "1.0")])
-    repo.add("org.e2e", "blocked", "1.0")
+    repo = repository()
     server = ThreadedServer(repo.app).start()
     yield repo, server
     server.stop()
-
-
-def _config(tmp_path: Path, server: ThreadedServer, **extra: Any) -> dict[str, Any]:
-    return {
-        "storage": {"path": str(tmp_path / "data")},
-        "pypi": {"upstreams": []}, "npm": {"upstreams": []},
-        "maven": {"upstreams": [{"name": "central", "url": server.url("/maven2/"),
-                                 "retries": 0}], "cache": {"metadata_ttl_s": 1}},
-        **extra,
-    }
 
 
 def gradle(tmp_path: Path, name: str, proxy_url: str,
@@ -80,14 +67,8 @@ def gradle(tmp_path: Path, name: str, proxy_url: str,
 def test_gradle_resolves_through_proxy_and_sees_refusals(
         tmp_path: Path, upstream: tuple[FakeMaven, ThreadedServer], proxy_process: Any) -> None:
     repo, server = upstream
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(
-        "rules:\n  lists:\n    deny:\n"
-        "      - {ecosystem: maven, name: 'org.e2e:blocked', reason: 'test: known bad',"
-        " owner: e2e}\n"
-        "      - {ecosystem: maven, name: 'org.e2e:lib', versions: '2.0',"
-        " reason: 'test: broken release', owner: e2e}\n")
-    proxy = proxy_process(_config(tmp_path, server, policy={"file": str(policy)}))
+    proxy = proxy_process(proxy_config(tmp_path, server,
+                                       policy={"file": str(deny_policy(tmp_path))}))
 
     # A pinned dependency and its transitive one, through the proxy.
     result = gradle(tmp_path, "pinned", proxy.url, "org.e2e:lib:1.0")

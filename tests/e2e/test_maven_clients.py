@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.maven_repo import deny_policy, proxy_config, repository
 from tests.fakes.maven_upstream import FakeMaven
 from tests.fakes.threaded import ThreadedServer
 
@@ -81,24 +82,10 @@ def _mvn() -> str:
 @pytest.fixture
 def upstream() -> Iterator[tuple[FakeMaven, ThreadedServer]]:
     _mvn()
-    repo = FakeMaven(root=M2)
-    repo.add("org.e2e", "util", "1.0")
-    repo.add("org.e2e", "lib", "1.0", dependencies=[("org.e2e", "util", "1.0")])
-    repo.add("org.e2e", "lib", "2.0", dependencies=[("org.e2e", "util", "1.0")])
-    repo.add("org.e2e", "blocked", "1.0")
+    repo = repository(M2)
     server = ThreadedServer(repo.app).start()
     yield repo, server
     server.stop()
-
-
-def _config(tmp_path: Path, server: ThreadedServer, **extra: Any) -> dict[str, Any]:
-    return {
-        "storage": {"path": str(tmp_path / "data")},
-        "pypi": {"upstreams": []}, "npm": {"upstreams": []},
-        "maven": {"upstreams": [{"name": "central", "url": server.url("/maven2/"),
-                                 "retries": 0}], "cache": {"metadata_ttl_s": 1}},
-        **extra,
-    }
 
 
 def _project(tmp_path: Path, name: str, proxy_url: str, dependency: str = "",
@@ -130,7 +117,7 @@ def test_mvn_compile_through_proxy_then_cached_then_offline(
     tmp_path: Path, upstream: tuple[FakeMaven, ThreadedServer], proxy_process: Any
 ) -> None:
     repo, server = upstream
-    proxy = proxy_process(_config(tmp_path, server))
+    proxy = proxy_process(proxy_config(tmp_path, server))
     work = _project(tmp_path, "first", proxy.url)
     result = mvn(work, tmp_path / "m2-a")
     assert result.returncode == 0, result.stdout[-4000:]
@@ -157,14 +144,8 @@ def test_mvn_compile_through_proxy_then_cached_then_offline(
 def test_mvn_shows_refusals_and_resolves_around_a_refused_version(
         tmp_path: Path, upstream: tuple[FakeMaven, ThreadedServer], proxy_process: Any) -> None:
     _, server = upstream
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(
-        "rules:\n  lists:\n    deny:\n"
-        "      - {ecosystem: maven, name: 'org.e2e:blocked', reason: 'test: known bad',"
-        " owner: e2e}\n"
-        "      - {ecosystem: maven, name: 'org.e2e:lib', versions: '2.0',"
-        " reason: 'test: broken release', owner: e2e}\n")
-    proxy = proxy_process(_config(tmp_path, server, policy={"file": str(policy)}))
+    proxy = proxy_process(proxy_config(tmp_path, server,
+                                       policy={"file": str(deny_policy(tmp_path))}))
 
     # A refused name: Maven's own output carries the reason.
     dependency = ("<dependency><groupId>org.e2e</groupId><artifactId>blocked</artifactId>"
