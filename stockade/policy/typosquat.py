@@ -14,7 +14,8 @@ installed), two from ten. The fifty most installed
 names, the ones squatters aim at first, are also compared directly with names
 that share their first letter: any one edit from five letters, any two from
 eight (from ten letters, for the 200 most installed, with or without their
-version digit). A name made of two of the 1,000
+version digit); of the 500 most installed, an affix dropped is a look-alike too
+(``yaml`` for ``pyyaml``). A name made of two of the 1,000
 most installed joined by a separator (``matplotlib-requests``) claims both and
 is a look-alike too (neither of these two for Maven, whose coordinates all
 share a few groupId prefixes). For Maven, the protected
@@ -113,6 +114,15 @@ _TOP_LONG_RANK = 200
 # every part at least _COMBO_PART letters (``pandas-numpy``; ``uuid-v4`` is not).
 _COMBO_RANK = 1_000
 _COMBO_PART = 4
+# A name of _DROPPED_MIN letters or more that is one of the _DROPPED_RANK most
+# installed without an affix (``yaml`` for ``pyyaml``, ``openssl`` for ``pyopenssl``).
+_DROPPED_RANK = 500
+_DROPPED_MIN = 4
+_DROPPABLE = {
+    Ecosystem.PYPI: ("python3", "python", "py3", "py", "lib", "cli", "dev", "sdk"),
+    Ecosystem.NPM: ("node", "js", "lib", "cli", "dev", "sdk"),
+    Ecosystem.MAVEN: (),
+}
 
 
 @lru_cache(maxsize=8192)
@@ -294,7 +304,18 @@ class NameIndex:
         if folded is not None and folded not in (norm, exact):
             return Match(folded, "confusable characters")
         return self._affix(skel) or self._variant(skel) or self._fuzzy(skel) \
-            or self._combo(norm)
+            or self._combo(norm) or self._dropped(skel)
+
+    def _dropped(self, skel: str) -> Match | None:
+        """A most installed name without its affix: ``yaml`` for ``pyyaml``."""
+        if len(skel) < _DROPPED_MIN:
+            return None
+        for affix in _DROPPABLE[self.ecosystem]:
+            for full in (affix + skel, skel + affix):
+                target = self._skeletons.get(full)
+                if target is not None and self.names[target] < _DROPPED_RANK:
+                    return Match(target, f"dropped affix {affix!r}")
+        return None
 
     def _exact_technique(self, norm: str, target: str) -> str:
         if self.ecosystem is Ecosystem.NPM and ("/" in norm) != ("/" in target):

@@ -36,6 +36,8 @@ RULE = TyposquatRule()
     (E.PYPI, "BeaitifulSoop", "beautifulsoup4", None),  # pypi_malregistry, 2023
     (E.PYPI, "sys-selenium", "selenium", "added affix 'sys'"),  # DataDog dataset
     (E.PYPI, "install-pyyaml", "pyyaml", "added affix 'install'"),
+    (E.PYPI, "yaml", "pyyaml", "dropped affix 'py'"),
+    (E.PYPI, "openssl", "pyopenssl", "dropped affix 'py'"),
     # two of the most installed names joined (a 2024 PyPI campaign)
     (E.PYPI, "matplotlib-requests", "requests", "joins 'requests' and 'matplotlib'"),
     (E.PYPI, "beautifulsoup4-numpy", "numpy", None),
