@@ -199,6 +199,8 @@ class NameIndex:
         # edits' length of it that start with that letter (typists rarely miss the first)
         self._top: dict[tuple[int, str], list[str]] = {}
         self._top_names: dict[str, str] = {}  # those skeletons -> name
+        # skeleton of a most installed name without an affix -> (name, affix)
+        self._stripped: dict[str, tuple[str, str]] = {}
         for rank, raw in enumerate(names):
             name = normalize(ecosystem, raw)
             if not name or name in self.names:
@@ -212,6 +214,11 @@ class NameIndex:
                 self._skeletons[skel] = name
                 if ecosystem is not Ecosystem.MAVEN:
                     self._add_top(name, skel, rank)
+                if rank < _DROPPED_RANK:
+                    for affix in _DROPPABLE[ecosystem]:
+                        for rest in (skel.removeprefix(affix), skel.removesuffix(affix)):
+                            if rest != skel and len(rest) >= _DROPPED_MIN:
+                                self._stripped.setdefault(rest, (name, affix))
                 if rank >= _EDIT_MAX_RANK[ecosystem] or len(skel) < _MIN_FUZZY or (
                         len(skel) < _SHORT_EDIT_LEN and rank >= _SHORT_EDIT_RANK):
                     continue  # too short, or too far down, for an edit alone to imitate it
@@ -308,14 +315,8 @@ class NameIndex:
 
     def _dropped(self, skel: str) -> Match | None:
         """A most installed name without its affix: ``yaml`` for ``pyyaml``."""
-        if len(skel) < _DROPPED_MIN:
-            return None
-        for affix in _DROPPABLE[self.ecosystem]:
-            for full in (affix + skel, skel + affix):
-                target = self._skeletons.get(full)
-                if target is not None and self.names[target] < _DROPPED_RANK:
-                    return Match(target, f"dropped affix {affix!r}")
-        return None
+        found = self._stripped.get(skel)
+        return None if found is None else Match(found[0], f"dropped affix {found[1]!r}")
 
     def _exact_technique(self, norm: str, target: str) -> str:
         if self.ecosystem is Ecosystem.NPM and ("/" in norm) != ("/" in target):
