@@ -28,6 +28,7 @@ namespace (``io.github.<user>:scribejava-core``) is a squat. Pure; the corpus is
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -186,7 +187,9 @@ class NameIndex:
     """Protected names of one ecosystem, ranked (earlier is more protected)."""
 
     def __init__(self, ecosystem: Ecosystem, names: Iterable[str], *,
-                 groups: bool = True) -> None:
+                 first: Iterable[str] = (), groups: bool = True) -> None:
+        """``names`` ranked, most installed first; ``first`` (the organisation's own
+        and the policy's) ranked above them all without moving their ranks."""
         self.ecosystem = ecosystem
         self.names: dict[str, int] = {}  # normalised name -> rank
         self._skeletons: dict[str, str] = {}  # skeleton -> best-ranked name
@@ -201,7 +204,8 @@ class NameIndex:
         self._top_names: dict[str, str] = {}  # those skeletons -> name
         # skeleton of a most installed name without an affix -> (name, affix)
         self._stripped: dict[str, tuple[str, str]] = {}
-        for rank, raw in enumerate(names):
+        ranked = itertools.chain(((0, n) for n in first), enumerate(names))
+        for rank, raw in ranked:
             name = normalize(ecosystem, raw)
             if not name or name in self.names:
                 continue

@@ -39,7 +39,7 @@ def popular(ecosystem: Ecosystem) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=16)
 def _index(ecosystem: Ecosystem, protected: tuple[str, ...],
            shipped: tuple[str, ...]) -> NameIndex:
-    return NameIndex(ecosystem, (*protected, *shipped))
+    return NameIndex(ecosystem, shipped, first=protected)
 
 
 @dataclass

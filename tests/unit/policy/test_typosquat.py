@@ -114,6 +114,17 @@ def test_protected_internal_names_and_audit_mode() -> None:
     assert not verdict.blocks
 
 
+def test_many_internal_names_take_no_protection_from_popular_ones() -> None:
+    # The organisation's names rank above the shipped ones without pushing them down:
+    # requests stays among the fifty most installed, whose two-edit look-alikes count.
+    internal = [f"acme-service-{i}" for i in range(200)]
+    rule = TyposquatRule(internal={E.PYPI: internal})
+    verdict = rule.evaluate(PackageRef(E.PYPI, "requesgt"), Facts(upstream="pypi"))
+    assert verdict is not None and verdict.target == "requests"
+    verdict = rule.evaluate(PackageRef(E.PYPI, "acme-servise-7"), Facts(upstream="pypi"))
+    assert verdict is not None and verdict.target == "acme-service-7"
+
+
 CONFUSION = DependencyConfusionRule(internal={
     E.PYPI: ["acme-*"], E.NPM: ["@acme/*"], E.MAVEN: ["com.acme.*"]})
 
