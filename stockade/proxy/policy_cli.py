@@ -34,6 +34,7 @@ from stockade.proxy.app import decision_log_path, load_engine
 from stockade.proxy.decisionlog import verify
 from stockade.proxy.ecosystems import npm, pypi
 from stockade.proxy.firstseen import FirstSeen
+from stockade.proxy.routing import serving
 from stockade.storage.refs import RefStore
 
 
@@ -124,9 +125,7 @@ class _Known:
             named = next((u for u in upstreams if u.name == upstream), None)
             if named is not None:
                 return named
-        lowered = name.lower()
-        found = next((u for u in upstreams if u.owns(lowered)), None)
-        return found or next((u for u in upstreams if not u.internal), None)
+        return serving(name, upstreams)
 
     def facts(self, ecosystem: Ecosystem, name: str, version: str | None = None,
               upstream: str | None = None) -> Facts:

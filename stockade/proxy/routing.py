@@ -21,6 +21,7 @@ class _HasSettings(Protocol):
 
 
 U = TypeVar("U", bound=_HasSettings)
+T = TypeVar("T")
 
 
 def pick_upstream(name: str, upstreams: Sequence[U]) -> U:
@@ -29,14 +30,26 @@ def pick_upstream(name: str, upstreams: Sequence[U]) -> U:
     Raises:
         NotFoundError: no upstream may serve the name.
     """
+    chosen = _serving(name, [(u.settings, u) for u in upstreams])
+    if chosen is None:
+        raise NotFoundError(f"no configured upstream serves {name!r}")
+    return chosen
+
+
+def serving(name: str, upstreams: Sequence[UpstreamSettings]) -> UpstreamSettings | None:
+    """``pick_upstream`` over configured upstreams, for commands without a server."""
+    return _serving(name, [(u, u) for u in upstreams])
+
+
+def _serving(name: str, upstreams: Sequence[tuple[UpstreamSettings, T]]) -> T | None:
     lowered = name.lower()
-    for upstream in upstreams:
-        if upstream.settings.owns(lowered):
+    for settings, upstream in upstreams:
+        if settings.owns(lowered):
             return upstream
-    for upstream in upstreams:
-        if not upstream.settings.internal:
+    for settings, upstream in upstreams:
+        if not settings.internal:
             return upstream
-    raise NotFoundError(f"no configured upstream serves {name!r}")
+    return None
 
 
 def is_internal(name: str, upstreams: Sequence[_HasSettings]) -> bool:
