@@ -1,29 +1,32 @@
 """Finding names that imitate protected ones: the matching core of the typosquat rules.
 
-Owns the skeleton of a name (lower case, separators removed, look-alike
-characters folded to ASCII, npm scope joined in; ``rn`` read as ``m`` in a
-second look-up), and an
-index of protected names that answers "which protected name does this one
-imitate, and how" in a few microseconds: exact skeleton, affix, language-marker
-and version-digit look-ups in dictionaries, and edit distance through a
-one-deletion neighbourhood index (SymSpell's idea) checked with rapidfuzz's
-Damerau-Levenshtein distance: one edit for names of seven letters or more (for
-five and six, a swap, a doubled letter, or for the most installed a
-neighbouring key or another vowel; below eight letters, only of the 3,000 most
-installed), two from ten. The fifty most installed
-names, the ones squatters aim at first, are also compared directly with names
-that share their first letter: any one edit from five letters, any two from
-eight (from ten letters, for the 200 most installed, with or without their
-version digit); of the 500 most installed, an affix dropped is a look-alike too
-(``yaml`` for ``pyyaml``). A name made of two of the 1,000
-most installed joined by a separator (``matplotlib-requests``) claims both and
-is a look-alike too (neither of these two for Maven, whose coordinates all
-share a few groupId prefixes). For Maven, the protected
-coordinates' groupIds get an index of their own (a look-alike groupId is a
-squat whatever artifact it names), and names under one verified namespace
-(``org.apache``, ``io.github.<user>``; for npm, one ``@scope``) are one owner's,
-never squats of each other; a popular artifactId under someone else's personal
-namespace (``io.github.<user>:scribejava-core``) is a squat. Pure; the corpus is passed in.
+Owns the skeleton of a name (lower case, separators removed, look-alike characters
+folded to ASCII, npm scope joined in; ``rn`` read as ``m`` in a second look-up), and
+an index of protected names that answers "which protected name does this one
+imitate, and how" in a few microseconds.
+
+- Dictionary look-ups: the same skeleton, an affix added (or, of the 500 most
+  installed, dropped: ``yaml`` for ``pyyaml``), a language marker moved or changed, a
+  version digit dropped.
+- Edit distance through a one-deletion neighbourhood index (SymSpell's idea) checked
+  with rapidfuzz's Damerau-Levenshtein distance: one edit for names of seven letters
+  or more (for five and six, a swap, a doubled letter, or for the most installed a
+  neighbouring key or another vowel; below eight letters, only of the 3,000 most
+  installed), two from ten.
+- The fifty most installed names, the ones squatters aim at first, compared directly
+  with names that share their first letter: any one edit from five letters, any two
+  from eight (from ten letters, the 200 most installed too, with or without their
+  version digit).
+- A PyPI name made of two of the 1,000 most installed joined by a separator
+  (``matplotlib-requests``) claims both.
+- Maven takes neither of the last two (its coordinates share a few groupId prefixes);
+  its protected groupIds get an index of their own instead (a look-alike groupId is a
+  squat whatever artifact it names), and a popular artifactId under someone else's
+  personal namespace (``io.github.<user>:scribejava-core``) is a squat.
+
+Names under one owner's namespace (a verified Maven namespace such as ``org.apache``
+or ``io.github.<user>``, an npm ``@scope``) are never squats of each other. Pure; the
+corpus is passed in.
 """
 
 from __future__ import annotations
@@ -388,8 +391,8 @@ class NameIndex:
         return Match(target, _technique(skel, skeleton(self.ecosystem, target)))
 
     def _near_top(self, skel: str) -> Match | None:
-        """Any one edit (from five letters) or two (from eight) of a most installed name
-        (two of one of the 200 most installed from ten letters)."""
+        """Any one edit (from five letters) or two (from eight) of one of the fifty most
+        installed names; from ten letters, two edits of the 200 most installed too."""
         if len(skel) < _TOP_ONE:
             return None
         window = self._top.get((len(skel), skel[:1]))
