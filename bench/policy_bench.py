@@ -14,13 +14,15 @@ Prints:
       namespace; other: a looser likeness) and by source, and for those imitating a name
       on the shipped popular lists;
   (c) the 15,000 most popular names per ecosystem: how many are refused (target 0);
-  (d) a random sample (seed 7) of 20,000 real names per ecosystem beyond the popular
-      lists: how many are refused (target at most 1%). Needs package-name lists
+  (d) a random sample (seed 7, or one per --seeds) of 20,000 real names per ecosystem
+      beyond the popular lists: how many are refused (target at most 1%). Needs
+      package-name lists
       (`--pypi-names`, `--npm-names`, `--maven-names`: a text file of names, or a TSV
       with a `name` column or the names in its first); skipped, saying so, without
       them.
 
     python -m bench.policy_bench [--pypi-names FILE] [--npm-names FILE] [--maven-names FILE]
+        [--seeds N [N ...]]
 """
 
 from __future__ import annotations
@@ -138,21 +140,24 @@ def bench_popular(engine: Engine) -> None:
               f"(target 0){': ' + ', '.join(refused[:10]) if refused else ''}")
 
 
-def bench_lesser(engine: Engine, lesser: dict[Ecosystem, list[str]]) -> None:
+def bench_lesser(engine: Engine, lesser: dict[Ecosystem, list[str]],
+                 seeds: list[int]) -> None:
     for eco in Ecosystem:
         names = lesser.get(eco)
         if not names:
             print(f"(d) {eco.value}: skipped, no name list given (--{eco.value}-names)")
             continue
-        sample = random.Random(7).sample(names, min(20000, len(names)))
-        refused = []
-        for name in sample:
-            verdict = engine.decide(PackageRef(eco, name), FACTS)
-            if verdict.blocks:
-                refused.append(f"{name}~{verdict.target}")
-        share = len(refused) / len(sample)
-        print(f"(d) {eco.value}: {len(refused)} of {len(sample)} lesser-known real names "
-              f"refused ({share:.2%}, target <= 1%); e.g. {', '.join(refused[:8])}")
+        for seed in seeds:
+            sample = random.Random(seed).sample(names, min(20000, len(names)))
+            refused = []
+            for name in sample:
+                verdict = engine.decide(PackageRef(eco, name), FACTS)
+                if verdict.blocks:
+                    refused.append(f"{name}~{verdict.target}")
+            share = len(refused) / len(sample)
+            print(f"(d) {eco.value}, seed {seed}: {len(refused)} of {len(sample)} lesser-known "
+                  f"real names refused ({share:.2%}, target <= 1%); "
+                  f"e.g. {', '.join(refused[:8])}")
 
 
 def _lesser(path: Path | None, eco: Ecosystem) -> list[str]:
@@ -173,6 +178,8 @@ def main() -> None:
     parser.add_argument("--pypi-names", type=Path)
     parser.add_argument("--npm-names", type=Path)
     parser.add_argument("--maven-names", type=Path)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[7],
+                        help="samples for (d), one per seed (default: 7)")
     args = parser.parse_args()
     lesser = {Ecosystem.PYPI: _lesser(args.pypi_names, Ecosystem.PYPI),
               Ecosystem.NPM: _lesser(args.npm_names, Ecosystem.NPM),
@@ -185,7 +192,7 @@ def main() -> None:
     bench_speed(lesser)
     bench_detection(engine)
     bench_popular(engine)
-    bench_lesser(engine, lesser)
+    bench_lesser(engine, lesser, args.seeds)
 
 
 if __name__ == "__main__":
