@@ -12,7 +12,7 @@ Prints:
       separator; affix: a generic word added or changed; combo: two package names
       joined; namespace: a popular Maven artifactId under another owner's personal
       namespace; other: a looser likeness) and by source, and for those imitating a name
-      on the shipped popular lists;
+      on the shipped popular lists (all, and typos and affixes only);
   (c) the 15,000 most popular names per ecosystem: how many are refused (target 0);
   (d) a random sample (seed 7, or one per --seeds) of 20,000 real names per ecosystem
       beyond the popular lists: how many are refused (target at most 1%). Needs
@@ -129,6 +129,10 @@ def bench_detection(engine: Engine) -> None:
     print(f"(b) of those imitating a name on the shipped popular lists: {hit}/{len(within)} "
           f"caught ({hit / len(within):.0%}); {len(rows) - len(within)} imitate a name not on "
           "them")
+    slips = [r for r in within if r["kind"] in ("typo", "affix")]
+    hit = sum(r["caught"] for r in slips)
+    print(f"(b) typos and affixes of a name on the popular lists: {hit}/{len(slips)} caught "
+          f"({hit / len(slips):.0%})")
     print(f"    missed: {', '.join(missed) or 'none'}")
 
 
