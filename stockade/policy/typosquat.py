@@ -354,10 +354,10 @@ class NameIndex:
 
     def _variant(self, skel: str) -> Match | None:
         """A language marker moved or changed on the same core; a version digit dropped."""
-        for core in _cores(skel, _MARKERS[self.ecosystem]):
-            target = self._cores.get(core)
-            if target is not None:
-                return Match(target, "changed affix")
+        found = [t for core in _cores(skel, _MARKERS[self.ecosystem])
+                 if (t := self._cores.get(core)) is not None]
+        if found:
+            return Match(min(found, key=self.names.__getitem__), "changed affix")
         target = self._digitless.get(skel)
         if target is not None:
             return Match(target, "dropped version digit")
@@ -482,14 +482,15 @@ def _near_key(a: str, b: str) -> bool:
     return y in _NEIGHBOURS.get(x, ()) or (x in _VOWELS and y in _VOWELS)
 
 
-def _cores(skel: str, affixes: Sequence[str]) -> set[str]:
-    """``skel`` without one of ``affixes`` at either end (long enough to stand alone)."""
-    found = set()
+def _cores(skel: str, affixes: Sequence[str]) -> tuple[str, ...]:
+    """``skel`` without one of ``affixes`` at either end (long enough to stand alone),
+    in the order of ``affixes``: the same answer in every process."""
+    found: dict[str, None] = {}
     for affix in affixes:
         for rest in (skel.removeprefix(affix), skel.removesuffix(affix)):
             if rest != skel and len(rest) >= _MIN_CORE:
-                found.add(rest)
-    return found
+                found[rest] = None
+    return tuple(found)
 
 
 def _deletions(word: str) -> set[str]:
