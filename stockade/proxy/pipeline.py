@@ -13,6 +13,7 @@ whole, and nothing is stored.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -53,6 +54,9 @@ class ArtifactSource:
     algorithms: tuple[str, ...] = ()
     content_type: str = "application/octet-stream"
     headers: Mapping[str, str] = field(default_factory=dict)
+    # digests sent as X-Checksum-<Alg> headers when served from storage (Maven's
+    # resolver reads them and skips the checksum-file round trips)
+    checksum_headers: tuple[str, ...] = ()
     name: str | None = None  # package name and version, recorded for `stockade audit`
     version: str | None = None
 
@@ -105,30 +109,26 @@ class ArtifactPipeline:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def lookup(self, source: ArtifactSource) -> BlobInfo | None:
-        """The stored, verified blob for ``source``, if there is one."""
+        """The stored, verified blob for ``source``, if there is one, with every digest
+        known of it (recorded when it was stored, or published by the upstream)."""
         by_alg = {d.algorithm: d.hex for d in source.expected}
+        recorded: dict[str, str] = {}
         sha256 = by_alg.get("sha256")
         if sha256 is None:
             record = await self._index.get(source.key)
             if record is None:
                 return None
-            digests = record.get("digests", {})
-            if any(digests.get(alg) != hexval for alg, hexval in by_alg.items()):
+            recorded = {k: v for k, v in (record.get("digests") or {}).items()
+                        if isinstance(v, str)}
+            if any(recorded.get(alg) != hexval for alg, hexval in by_alg.items()):
                 return None  # the upstream now publishes other bytes under this name
             sha256 = record.get("sha256")
             if not isinstance(sha256, str):
                 return None
-        return await self._store.stat(sha256)
-
-    async def digests(self, source: ArtifactSource) -> dict[str, str]:
-        """Every digest recorded when the artifact was stored (empty if it is not)."""
-        record = await self._index.get(source.key)
-        if record is None:
-            return {}
-        out = {k: v for k, v in (record.get("digests") or {}).items() if isinstance(v, str)}
-        if isinstance(record.get("sha256"), str):
-            out["sha256"] = record["sha256"]
-        return out
+        info = await self._store.stat(sha256)
+        if info is None:
+            return None
+        return dataclasses.replace(info, digests={**recorded, **by_alg, "sha256": sha256})
 
     async def ensure(self, source: ArtifactSource) -> BlobInfo:
         """Make sure the artifact is stored, fetching it if needed.
@@ -165,6 +165,9 @@ class ArtifactPipeline:
         if path is None:
             raise StorageError(f"blob {info.sha256} vanished from storage")
         headers = {"Content-Type": source.content_type, **source.headers}
+        for alg in source.checksum_headers:
+            if alg in info.digests:
+                headers[f"X-Checksum-{alg.capitalize()}"] = info.digests[alg]
         self._metrics.bytes_served.labels(source.ecosystem, origin).inc(
             0 if request.method == "HEAD" else info.size
         )

@@ -12,7 +12,6 @@ are the shared pipeline's.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import fnmatch
 import hashlib
 import logging
@@ -179,12 +178,6 @@ async def _artifact(request: web.Request, svc: Services, path: layout.MavenPath
     if verdict.blocks:
         return refusal(request, verdict)
     if path.checksum is None:
-        digests = await svc.pipeline.digests(source)
-        if digests:
-            # Maven's resolver reads these and skips the checksum-file round trips.
-            extra = {f"X-Checksum-{alg.capitalize()}": digests[alg]
-                     for alg in ("sha1", "md5") if alg in digests}
-            source = dataclasses.replace(source, headers={**source.headers, **extra})
         return await svc.pipeline.serve(request, source)
     return await _checksum(svc, source, path.checksum)
 
@@ -209,7 +202,8 @@ async def _source(svc: Services, path: layout.MavenPath, upstreams: Sequence[Ups
         return ArtifactSource(
             ecosystem=ECO, upstream=upstream, url=url, filename=path.filename,
             key=f"maven|{upstream.name}|{path.path}", expected=expected,
-            algorithms=_RECORDED, content_type=_content_type(path.filename),
+            algorithms=_RECORDED, checksum_headers=("sha1", "md5"),
+            content_type=_content_type(path.filename),
             headers={"Cache-Control": "no-cache"} if snapshot else IMMUTABLE,
             name=f"{path.coordinates[0]}:{path.coordinates[1]}" if path.coordinates else None,
             version=path.coordinates[2] if path.coordinates else None,
@@ -273,11 +267,9 @@ async def _exists(upstream: Upstream, url: str) -> bool:
 
 async def _checksum(svc: Services, source: ArtifactSource, alg: str) -> web.Response:
     """A checksum file computed from the verified, stored bytes."""
-    await svc.pipeline.ensure(source)
-    digests = await svc.pipeline.digests(source)
-    value = digests.get(alg)
+    info = await svc.pipeline.ensure(source)
+    value = info.digests.get(alg)
     if value is None:
-        info = await svc.pipeline.ensure(source)
         value = await asyncio.to_thread(_hash_file, svc, info.sha256, alg)
     return web.Response(text=value, content_type="text/plain",
                         headers={"Cache-Control": source.headers.get("Cache-Control", "")})
