@@ -29,6 +29,10 @@ _MEMORY = 4096  # packages whose record is kept in memory
 _LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def _key(ecosystem: Ecosystem, name: str) -> str:
+    return f"{ecosystem.value}|{name}"
+
+
 class FirstSeen:
     """First-seen times per (ecosystem, package, version)."""
 
@@ -40,7 +44,7 @@ class FirstSeen:
     def recorded(self, ecosystem: Ecosystem, name: str, version: str) -> datetime | None:
         """When ``version`` was first seen, as recorded; None if never (synchronous, read-only:
         for maintenance commands, which decide without asking an upstream)."""
-        record = self._refs.read(f"{ecosystem.value}|{name}")
+        record = self._refs.read(_key(ecosystem, name))
         when = (record or {}).get("versions", {}).get(version)
         try:
             return datetime.fromisoformat(when) if isinstance(when, str) else None
@@ -59,7 +63,7 @@ class FirstSeen:
         be an old version nobody asked for yet, and keeps its own date.
         ``only`` limits the answer to one version (all are still recorded).
         """
-        key = f"{ecosystem.value}|{name}"
+        key = _key(ecosystem, name)
         seen = self._memory.get(key)
         if seen is None:
             record = await self._refs.get(key)

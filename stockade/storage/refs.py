@@ -80,10 +80,7 @@ class RefStore:
 
     async def get_body(self, key: str) -> bytes | None:
         """The body stored with ``key``, or None."""
-        try:
-            return await asyncio.to_thread(self._path(key, ".body").read_bytes)
-        except FileNotFoundError:
-            return None
+        return await asyncio.to_thread(self.read_body, key)
 
     def read_body(self, key: str) -> bytes | None:
         """``get_body``, synchronous: for maintenance commands."""
