@@ -16,10 +16,9 @@ Prints:
   (c) the 15,000 most popular names per ecosystem: how many are refused (target 0);
   (d) a random sample (seed 7, or one per --seeds) of 20,000 real names per ecosystem
       beyond the popular lists: how many are refused (target at most 1%). Needs
-      package-name lists
-      (`--pypi-names`, `--npm-names`, `--maven-names`: a text file of names, or a TSV
-      with a `name` column or the names in its first); skipped, saying so, without
-      them.
+      package-name lists (`--pypi-names`, `--npm-names`, `--maven-names`: a text file of
+      names, or a TSV with a `name` column or the names in its first); skipped, saying
+      so, without them.
 
     python -m bench.policy_bench [--pypi-names FILE] [--npm-names FILE] [--maven-names FILE]
         [--seeds N [N ...]]
