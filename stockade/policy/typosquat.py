@@ -19,7 +19,13 @@ imitate, and how" in a few microseconds.
   version digit).
 - A PyPI name made of two of the 1,000 most installed joined by a separator
   (``matplotlib-requests``) claims both.
-- Maven takes neither of the last two (its coordinates share a few groupId prefixes);
+- Slips that keep every consonant in place, looked up by key against every protected
+  name whatever its rank: doubled or undoubled letters (``pupeter`` for
+  ``puppeteer``), one or two vowels dropped (``solidity-covrage``), and, of the
+  5,000 most installed, a plural ``s`` added to or dropped from a word
+  (``webpacks-dev-servers``). Real names rarely differ from a popular one this way
+  alone, where a changed consonant often makes another word.
+- Maven takes none of the last three (its coordinates share a few groupId prefixes);
   its protected groupIds get an index of their own instead (a look-alike groupId is a
   squat whatever artifact it names), and a popular artifactId under someone else's
   personal namespace (``io.github.<user>:scribejava-core``) is a squat.
@@ -127,6 +133,18 @@ _DROPPABLE = {
     Ecosystem.NPM: ("node", "js", "lib", "cli", "dev", "sdk"),
     Ecosystem.MAVEN: (),
 }
+# Slips of the finger that keep every consonant in place, looked up by key at any
+# rank of the protected lists: doubled or undoubled letters (``pupeter`` for
+# ``puppeteer``, ``mongose``), from _SLIP_MIN letters once doubles are undone; up
+# to _VOWELS_MAX single vowels dropped (``solidity-covrage``), from _VOWEL_KEY
+# letters in the name's consonant key; a plural ``s`` added to or dropped from
+# its words (``webpacks-dev-servers``), of the _PLURAL_RANK most installed.
+_SLIP_MIN = 6
+_VOWEL_KEY = 7
+_VOWELS_MAX = 2
+_PLURAL_RANK = 5_000
+_RUNS = re.compile(r"(.)\1+")
+_PLAIN_VOWELS = re.compile(r"[aeiou]")
 
 
 @lru_cache(maxsize=8192)
@@ -207,6 +225,10 @@ class NameIndex:
         self._top_names: dict[str, str] = {}  # those skeletons -> name
         # skeleton of a most installed name without an affix -> (name, affix)
         self._stripped: dict[str, tuple[str, str]] = {}
+        self._undoubled: dict[str, str] = {}  # skeleton, doubled letters undone -> name
+        # consonant key (first letter kept) -> names, a str while unique
+        self._consonants: dict[str, str | tuple[str, ...]] = {}
+        self._singular: dict[str, str] = {}  # words without a plural s -> name
         ranked = itertools.chain(((0, n) for n in first), enumerate(names))
         for rank, raw in ranked:
             name = normalize(ecosystem, raw)
@@ -219,6 +241,8 @@ class NameIndex:
             self._folded.setdefault(_fold_pairs(skel), name)
             if skel not in self._skeletons:
                 self._skeletons[skel] = name
+                if ecosystem is not Ecosystem.MAVEN:
+                    self._add_slips(name, skel, rank)
                 if ecosystem is not Ecosystem.MAVEN:
                     self._add_top(name, skel, rank)
                 if rank < _DROPPED_RANK:
@@ -266,6 +290,17 @@ class NameIndex:
                 # filed under every candidate length two edits may reach
                 for length in range(len(form) - 2, len(form) + 3):
                     self._top.setdefault((length, form[:1]), []).append(form)
+
+    def _add_slips(self, name: str, skel: str, rank: int) -> None:
+        undoubled = _RUNS.sub(r"\1", skel)
+        self._undoubled.setdefault(undoubled, name)
+        key = _consonant_key(undoubled)
+        if len(key) >= _VOWEL_KEY:
+            held = self._consonants.get(key)
+            self._consonants[key] = name if held is None else (
+                (held, name) if isinstance(held, str) else (*held, name))
+        if rank < _PLURAL_RANK:
+            self._singular.setdefault(_singular(name), name)
 
     def _add_variants(self, name: str, skel: str) -> None:
         for core in _cores(skel, _MARKERS[self.ecosystem]):
@@ -318,7 +353,29 @@ class NameIndex:
         if folded is not None and folded not in (norm, exact):
             return Match(folded, "confusable characters")
         return self._affix(skel) or self._variant(skel) or self._fuzzy(skel) \
-            or self._combo(norm) or self._dropped(skel)
+            or self._combo(norm) or self._dropped(skel) or self._slip(norm, skel)
+
+    def _slip(self, norm: str, skel: str) -> Match | None:
+        """Doubled letters, dropped vowels or a plural s, at any rank."""
+        if self.ecosystem is Ecosystem.MAVEN:
+            return None
+        undoubled = _RUNS.sub(r"\1", skel)
+        if len(undoubled) < _SLIP_MIN:
+            return None
+        target = self._undoubled.get(undoubled)
+        if target is not None and skeleton(self.ecosystem, target) != skel:
+            return Match(target, "doubled or undoubled letters")
+        key = _consonant_key(undoubled)
+        held = self._consonants.get(key) if len(key) >= _VOWEL_KEY else None
+        for target in (held,) if isinstance(held, str) else held or ():
+            full, starts = _undoubled_words(target)
+            if _dropped_vowels(undoubled, full, starts):
+                return Match(target, "dropped vowels")
+        target = self._singular.get(_singular(norm))
+        if target is not None and _RUNS.sub(
+                r"\1", skeleton(self.ecosystem, target)) != undoubled:
+            return Match(target, "plural")
+        return None
 
     def _dropped(self, skel: str) -> Match | None:
         """A most installed name without its affix: ``yaml`` for ``pyyaml``."""
@@ -436,6 +493,51 @@ class NameIndex:
                     first, second = second, first
                 return Match(first, f"joins {first!r} and {second!r}")
         return None
+
+
+def _consonant_key(undoubled: str) -> str:
+    """The first letter and every later consonant: ``solidity`` -> ``sldty``."""
+    return undoubled[:1] + _PLAIN_VOWELS.sub("", undoubled[1:])
+
+
+def _singular(norm: str) -> str:
+    """The words of ``norm`` without a trailing s: ``webpacks-dev-servers`` -> ``webpack-dev-server``."""
+    return "-".join(w.removesuffix("s") for w in _SEPARATORS.split(norm) if w)
+
+
+def _undoubled_words(norm: str) -> tuple[str, frozenset[int]]:
+    """``norm``'s skeleton with doubled letters undone, and where each word starts in it."""
+    out = ""
+    starts = set()
+    for word in _SEPARATORS.split(norm.lower()):
+        plain = _RUNS.sub(r"\1", word)
+        if out and plain[:1] == out[-1:]:
+            plain = plain[1:]  # a letter doubled across the separator
+        if plain:
+            starts.add(len(out))
+            out += plain
+    return out, frozenset(starts)
+
+
+def _dropped_vowels(short: str, full: str, starts: frozenset[int]) -> bool:
+    """True when ``short`` is ``full`` with one or two single vowels dropped from
+    inside its words (``covrage``), none starting a word and no two side by side:
+    ``react-native-path`` is not ``react-native-app-auth``, nor ``swagger-express``
+    ``swagger-ui-express``."""
+    if not 1 <= len(full) - len(short) <= _VOWELS_MAX:
+        return False
+    i = j = 0
+    last = -2
+    while i < len(full):
+        if j < len(short) and full[i] == short[j]:
+            i += 1
+            j += 1
+            continue
+        if i in starts or full[i] not in "aeiou" or last == i - 1:
+            return False
+        last = i
+        i += 1
+    return j == len(short)
 
 
 def _slip(a: str, b: str) -> bool:

@@ -43,6 +43,14 @@ RULE = TyposquatRule()
     (E.PYPI, "beautifulsoup4-numpy", "numpy", None),
     (E.PYPI, "beautifulsoup-requests", "requests", None),  # the digit dropped
     (E.NPM, "crossenv", "cross-env", "separator variant"),  # 2017
+    # slips that keep every consonant, at any rank (DataDog dataset, npm, 2023-2024)
+    (E.NPM, "pupeter", "puppeteer", "doubled or undoubled letters"),
+    (E.NPM, "pupeteer-screen-recorder", "puppeteer-screen-recorder",
+     "doubled or undoubled letters"),
+    (E.NPM, "solidity-covrage", "solidity-coverage", "dropped vowels"),
+    (E.NPM, "soliditycoverag", "solidity-coverage", "dropped vowels"),
+    (E.NPM, "webpacks-dev-servers", "webpack-dev-server", "plural"),
+    (E.PYPI, "sklearns", "sklearn", "plural"),
     (E.NPM, "loadsh", "lodash", "swapped letters"),
     (E.NPM, "electorn", "electron", "swapped letters"),
     (E.NPM, "babelcli", "@babel/cli", "scope confusion"),  # 2017
@@ -92,6 +100,9 @@ def test_incident_names_are_caught(eco: Ecosystem, name: str, target: str,
     (E.PYPI, "numpy-io"),
     # a short name without its digit is no alias (json is not json5)
     (E.PYPI, "hypothesis-json"),
+    # a dropped word of vowels is another name, not a slip; short words take plurals
+    (E.NPM, "swagger-express"), (E.NPM, "react-native-path"), (E.PYPI, "limit"),
+    (E.NPM, "byte"),
     # real names with a version digit of their own
     (E.PYPI, "fuzzy4"), (E.NPM, "router5"),
 ])
