@@ -38,6 +38,7 @@ corpus is passed in.
 from __future__ import annotations
 
 import itertools
+import operator
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -143,8 +144,12 @@ _SLIP_MIN = 6
 _VOWEL_KEY = 7
 _VOWELS_MAX = 2
 _PLURAL_RANK = 5_000
+_SLIP_KEY_MIN = 3
+_DOUBLE = re.compile(r"(.)\1")
 _RUNS = re.compile(r"(.)\1+")
-_PLAIN_VOWELS = re.compile(r"[aeiou]")
+_FIRST = operator.itemgetter(1)
+_NO_VOWELS = str.maketrans("", "", "aeiou")
+_NO_VOWELS_OR_S = str.maketrans("", "", "aeious")
 
 
 @lru_cache(maxsize=8192)
@@ -225,10 +230,10 @@ class NameIndex:
         self._top_names: dict[str, str] = {}  # those skeletons -> name
         # skeleton of a most installed name without an affix -> (name, affix)
         self._stripped: dict[str, tuple[str, str]] = {}
-        self._undoubled: dict[str, str] = {}  # skeleton, doubled letters undone -> name
-        # consonant key (first letter kept) -> names, a str while unique
-        self._consonants: dict[str, str | tuple[str, ...]] = {}
-        self._singular: dict[str, str] = {}  # words without a plural s -> name
+        # the first letter and later consonants but s, doubled letters undone -> names
+        # (a str while unique): what a doubled letter, a dropped vowel or a plural s
+        # leaves unchanged
+        self._slips: dict[str, str | tuple[str, ...]] = {}
         ranked = itertools.chain(((0, n) for n in first), enumerate(names))
         for rank, raw in ranked:
             name = normalize(ecosystem, raw)
@@ -242,7 +247,7 @@ class NameIndex:
             if skel not in self._skeletons:
                 self._skeletons[skel] = name
                 if ecosystem is not Ecosystem.MAVEN:
-                    self._add_slips(name, skel, rank)
+                    self._add_slip(name, skel)
                 if ecosystem is not Ecosystem.MAVEN:
                     self._add_top(name, skel, rank)
                 if rank < _DROPPED_RANK:
@@ -291,16 +296,12 @@ class NameIndex:
                 for length in range(len(form) - 2, len(form) + 3):
                     self._top.setdefault((length, form[:1]), []).append(form)
 
-    def _add_slips(self, name: str, skel: str, rank: int) -> None:
-        undoubled = _RUNS.sub(r"\1", skel)
-        self._undoubled.setdefault(undoubled, name)
-        key = _consonant_key(undoubled)
-        if len(key) >= _VOWEL_KEY:
-            held = self._consonants.get(key)
-            self._consonants[key] = name if held is None else (
+    def _add_slip(self, name: str, skel: str) -> None:
+        key = _slip_key(_undouble(skel))
+        if len(key) >= _SLIP_KEY_MIN:
+            held = self._slips.get(key)
+            self._slips[key] = name if held is None else (
                 (held, name) if isinstance(held, str) else (*held, name))
-        if rank < _PLURAL_RANK:
-            self._singular.setdefault(_singular(name), name)
 
     def _add_variants(self, name: str, skel: str) -> None:
         for core in _cores(skel, _MARKERS[self.ecosystem]):
@@ -359,22 +360,33 @@ class NameIndex:
         """Doubled letters, dropped vowels or a plural s, at any rank."""
         if self.ecosystem is Ecosystem.MAVEN:
             return None
-        undoubled = _RUNS.sub(r"\1", skel)
+        undoubled = _undouble(skel)
         if len(undoubled) < _SLIP_MIN:
             return None
-        target = self._undoubled.get(undoubled)
-        if target is not None and skeleton(self.ecosystem, target) != skel:
-            return Match(target, "doubled or undoubled letters")
-        key = _consonant_key(undoubled)
-        held = self._consonants.get(key) if len(key) >= _VOWEL_KEY else None
-        for target in (held,) if isinstance(held, str) else held or ():
-            full, starts = _undoubled_words(target)
-            if _dropped_vowels(undoubled, full, starts):
-                return Match(target, "dropped vowels")
-        target = self._singular.get(_singular(norm))
-        if target is not None and _RUNS.sub(
-                r"\1", skeleton(self.ecosystem, target)) != undoubled:
-            return Match(target, "plural")
+        held = self._slips.get(_slip_key(undoubled))
+        if held is None:
+            return None
+        found = []
+        for target in (held,) if isinstance(held, str) else held:
+            technique = self._slip_technique(norm, skel, undoubled, target)
+            if technique is not None:
+                found.append((self.names[target], target, technique))
+        if not found:
+            return None
+        _, target, technique = min(found)
+        return Match(target, technique)
+
+    def _slip_technique(self, norm: str, skel: str, undoubled: str,
+                        target: str) -> str | None:
+        full, starts = _undoubled_words(target)
+        if full == undoubled:
+            return "doubled or undoubled letters" if skeleton(
+                self.ecosystem, target) != skel else None
+        if len(full) > len(undoubled) and len(_consonants(full)) >= _VOWEL_KEY \
+                and _dropped_vowels(undoubled, full, starts):
+            return "dropped vowels"
+        if self.names[target] < _PLURAL_RANK and _singular(norm) == _singular(target):
+            return "plural"
         return None
 
     def _dropped(self, skel: str) -> Match | None:
@@ -495,9 +507,20 @@ class NameIndex:
         return None
 
 
-def _consonant_key(undoubled: str) -> str:
+def _undouble(skel: str) -> str:
+    """``skel`` with every doubled letter written once: ``puppeteer`` -> ``pupeter``."""
+    # a callable replacement: a template is expanded anew for every match
+    return _RUNS.sub(_FIRST, skel) if _DOUBLE.search(skel) else skel
+
+
+def _consonants(undoubled: str) -> str:
     """The first letter and every later consonant: ``solidity`` -> ``sldty``."""
-    return undoubled[:1] + _PLAIN_VOWELS.sub("", undoubled[1:])
+    return undoubled[:1] + undoubled[1:].translate(_NO_VOWELS)
+
+
+def _slip_key(undoubled: str) -> str:
+    """:func:`_consonants` without s: a dropped vowel or a plural s leaves it as it is."""
+    return undoubled[:1] + undoubled[1:].translate(_NO_VOWELS_OR_S)
 
 
 def _singular(norm: str) -> str:
@@ -510,7 +533,7 @@ def _undoubled_words(norm: str) -> tuple[str, frozenset[int]]:
     out = ""
     starts = set()
     for word in _SEPARATORS.split(norm.lower()):
-        plain = _RUNS.sub(r"\1", word)
+        plain = _undouble(word)
         if out and plain[:1] == out[-1:]:
             plain = plain[1:]  # a letter doubled across the separator
         if plain:
