@@ -8,7 +8,9 @@ Sources (public, documented):
   with ``name`` and ``rank_among_15000_most_downloaded`` columns.
 - npm: monthly download counts from the npm downloads API
   (https://api.npmjs.org/downloads/point/last-month/<name>) for the registry's
-  names, as a TSV with ``name`` and ``downloads_a_month`` columns.
+  names, as a TSV with ``name`` and ``downloads_a_month`` columns (and ``version``,
+  the newest: npm's security holding packages, ``0.0.1-security``, stand where
+  malware was removed and are left out, however often bots still fetch them).
 - Maven: Central publishes no download counts; the list is kept by hand in
   ``popular-maven.txt`` (coordinates of widely used artifacts), and this script
   can add the ``groupId:artifactId`` of every artifact in a local repository
@@ -54,10 +56,12 @@ def pypi_names(path: Path, count: int) -> list[str]:
 
 
 def npm_names(path: Path, count: int) -> list[str]:
-    """npm names by monthly downloads, most first."""
+    """npm names by monthly downloads, most first, without security holding packages."""
     def scored() -> Iterator[tuple[int, str]]:
         for r in _rows(path):
             value = (r.get("downloads_a_month") or "").strip()
+            if "-security" in (r.get("version") or ""):
+                continue  # a removed malicious package's placeholder
             if value.isdigit() and r.get("name"):
                 yield int(value), r["name"].lower()
 

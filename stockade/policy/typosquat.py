@@ -350,7 +350,7 @@ class NameIndex:
                      "scope confusion": _SCOPE_MAX_RANK}.get(technique)
             if limit is None or self.names[exact] < limit:
                 return Match(exact, technique)
-        folded = self._folded.get(_fold_pairs(skel))
+        folded = self._folded.get(_fold_pairs(skel)) if len(skel) >= _MIN_FUZZY else None
         if folded is not None and folded not in (norm, exact):
             return Match(folded, "confusable characters")
         return self._affix(skel) or self._variant(skel) or self._fuzzy(skel) \
@@ -367,8 +367,9 @@ class NameIndex:
         if held is None:
             return None
         found = []
+        mine = _undoubled_words(norm)[0] if norm.isascii() else undoubled
         for target in (held,) if isinstance(held, str) else held:
-            technique = self._slip_technique(norm, skel, undoubled, target)
+            technique = self._slip_technique(norm, skel, mine, target)
             if technique is not None:
                 found.append((self.names[target], target, technique))
         if not found:
@@ -529,13 +530,13 @@ def _singular(norm: str) -> str:
 
 
 def _undoubled_words(norm: str) -> tuple[str, frozenset[int]]:
-    """``norm``'s skeleton with doubled letters undone, and where each word starts in it."""
+    """``norm``'s words with doubled letters undone, joined, and where each starts."""
     out = ""
     starts = set()
     for word in _SEPARATORS.split(norm.lower()):
+        # word by word: a letter doubled across a separator is two words'
+        # (``text-to-svg`` is not ``tex-to-svg``, ``cc-changelog`` not ``changelog``)
         plain = _undouble(word)
-        if out and plain[:1] == out[-1:]:
-            plain = plain[1:]  # a letter doubled across the separator
         if plain:
             starts.add(len(out))
             out += plain

@@ -103,6 +103,10 @@ def test_incident_names_are_caught(eco: Ecosystem, name: str, target: str,
     # a dropped word of vowels is another name, not a slip; short words take plurals
     (E.NPM, "swagger-express"), (E.NPM, "react-native-path"), (E.PYPI, "limit"),
     (E.NPM, "byte"),
+    # a letter doubled across a separator belongs to two words
+    (E.NPM, "check-kit"), (E.NPM, "@primer/react"), (E.PYPI, "sec-client"),
+    # l and i, cl and d read alike, but not in names under five letters
+    (E.NPM, "uri"), (E.PYPI, "yari"), (E.PYPI, "dint"),
     # real names with a version digit of their own
     (E.PYPI, "fuzzy4"), (E.NPM, "router5"),
 ])
