@@ -525,7 +525,8 @@ def _slip_key(undoubled: str) -> str:
 
 
 def _singular(norm: str) -> str:
-    """The words of ``norm`` without a trailing s: ``webpacks-dev-servers`` -> ``webpack-dev-server``."""
+    """The words of ``norm`` without a trailing s (``webpacks-dev-servers`` ->
+    ``webpack-dev-server``)."""
     return "-".join(w.removesuffix("s") for w in _SEPARATORS.split(norm) if w)
 
 
