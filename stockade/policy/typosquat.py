@@ -381,8 +381,14 @@ class NameIndex:
                         target: str) -> str | None:
         full, starts = _undoubled_words(target)
         if full == undoubled:
-            return "doubled or undoubled letters" if skeleton(
-                self.ecosystem, target) != skel else None
+            theirs = skeleton(self.ecosystem, target)
+            if theirs == skel:
+                return None
+            if len(skel) > len(theirs):
+                return "repeated letters"
+            if len(skel) < len(theirs):
+                return "dropped repeated letters"
+            return "moved repeated letters"
         if len(full) > len(undoubled) and len(_consonants(full)) >= _VOWEL_KEY \
                 and _dropped_vowels(undoubled, full, starts):
             return "dropped vowels"

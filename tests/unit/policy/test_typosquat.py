@@ -44,9 +44,11 @@ RULE = TyposquatRule()
     (E.PYPI, "beautifulsoup-requests", "requests", None),  # the digit dropped
     (E.NPM, "crossenv", "cross-env", "separator variant"),  # 2017
     # slips that keep every consonant, at any rank (DataDog dataset, npm, 2023-2024)
-    (E.NPM, "pupeter", "puppeteer", "doubled or undoubled letters"),
+    (E.NPM, "pupeter", "puppeteer", "dropped repeated letters"),
     (E.NPM, "pupeteer-screen-recorder", "puppeteer-screen-recorder",
-     "doubled or undoubled letters"),
+     "dropped repeated letters"),
+    (E.NPM, "babel-plugin-styled-componentsss", "babel-plugin-styled-components",
+     "repeated letters"),
     (E.NPM, "solidity-covrage", "solidity-coverage", "dropped vowels"),
     (E.NPM, "soliditycoverag", "solidity-coverage", "dropped vowels"),
     (E.NPM, "webpacks-dev-servers", "webpack-dev-server", "plural"),
