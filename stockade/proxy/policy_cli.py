@@ -42,8 +42,9 @@ def add_subcommands(sub: Any) -> None:
     """Register ``check`` and ``log`` on the ``stockade`` parser."""
     check = sub.add_parser("check", help="decide package names against the policy, no server")
     check.add_argument("ecosystem", choices=[e.value for e in Ecosystem])
-    check.add_argument("name", help="NAME or NAME@VERSION (Maven: group:artifact[:version]); "
-                                    "'-' reads names from standard input, one per line")
+    check.add_argument("name", nargs="+",
+                       help="NAME or NAME@VERSION (Maven: group:artifact[:version]), one or "
+                            "more; '-' reads names from standard input, one per line")
     check.add_argument("--config", help="YAML config file (or $STOCKADE_CONFIG)")
     check.add_argument("--json", action="store_true", help="one JSON object per line")
     check.set_defaults(func=_check)
@@ -92,10 +93,15 @@ def split_spec(ecosystem: Ecosystem, spec: str) -> tuple[str, str | None]:
     return name, version or None
 
 
-def _names(arg: str) -> Iterator[str]:
-    if arg != "-":
-        yield arg
-        return
+def _names(args: list[str]) -> Iterator[str]:
+    for arg in args:
+        if arg != "-":
+            yield arg
+            continue
+        yield from _stdin_names()
+
+
+def _stdin_names() -> Iterator[str]:
     for line in sys.stdin:
         if line.strip() and not line.lstrip().startswith("#"):
             yield line.strip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -41,6 +42,21 @@ def test_check_json_contract(capsys: pytest.CaptureFixture[str], tmp_path: Path,
     assert out["version"] == "2.32.3"
     assert out["decision"] in ("allow", "warn", "block")
     assert code == (1 if out["decision"] == "block" else 0)
+
+
+def test_check_takes_several_names_and_standard_input(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STOCKADE_CONFIG", raising=False)
+    config = tmp_path / "stockade.yaml"
+    config.write_text(f"storage: {{path: {tmp_path / 'data'}}}\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO("# from a lockfile\nlodash\n\nloadsh\n"))
+    code = main(["check", "npm", "pupeter", "-", "react", "--config", str(config), "--json"])
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(o["name"], o["decision"]) for o in out] == [
+        ("pupeter", "block"), ("lodash", "allow"), ("loadsh", "block"), ("react", "allow")]
+    assert out[0]["target"] == "puppeteer"
+    assert code == 1  # any refusal
 
 
 def test_log_verify_reports_intact_and_tampered(capsys: pytest.CaptureFixture[str],
