@@ -527,7 +527,10 @@ def _consonants(undoubled: str) -> str:
 
 def _slip_key(undoubled: str) -> str:
     """:func:`_consonants` without s: a dropped vowel or a plural s leaves it as it is."""
-    return undoubled[:1] + undoubled[1:].translate(_NO_VOWELS_OR_S)
+    rest = undoubled[1:]
+    if rest.isascii():  # bytes.translate deletes about three times as fast as str's
+        return undoubled[:1] + rest.encode().translate(None, b"aeious").decode()
+    return undoubled[:1] + rest.translate(_NO_VOWELS_OR_S)
 
 
 def _singular(norm: str) -> str:
@@ -615,9 +618,11 @@ def _near_key(a: str, b: str) -> bool:
     return y in _NEIGHBOURS.get(x, ()) or (x in _VOWELS and y in _VOWELS)
 
 
-def _cores(skel: str, affixes: Sequence[str]) -> tuple[str, ...]:
+def _cores(skel: str, affixes: tuple[str, ...]) -> tuple[str, ...]:
     """``skel`` without one of ``affixes`` at either end (long enough to stand alone),
     in the order of ``affixes``: the same answer in every process."""
+    if not (skel.startswith(affixes) or skel.endswith(affixes)):
+        return ()  # most names carry none: one test at each end, in C
     found: dict[str, None] = {}
     for affix in affixes:
         for rest in (skel.removeprefix(affix), skel.removesuffix(affix)):
