@@ -144,7 +144,7 @@ _SLIP_MIN = 6
 _VOWEL_KEY = 7
 _VOWELS_MAX = 2
 _PLURAL_RANK = 5_000
-_SLIP_KEY_MIN = 3
+_SLIP_KEY_MIN = 2
 _DOUBLE = re.compile(r"(.)\1")
 _RUNS = re.compile(r"(.)\1+")
 _FIRST = operator.itemgetter(1)
@@ -297,7 +297,7 @@ class NameIndex:
                     self._top.setdefault((length, form[:1]), []).append(form)
 
     def _add_slip(self, name: str, skel: str) -> None:
-        key = _slip_key(_undouble(skel))
+        key = _slip_key(skel)
         if len(key) >= _SLIP_KEY_MIN:
             held = self._slips.get(key)
             self._slips[key] = name if held is None else (
@@ -363,13 +363,12 @@ class NameIndex:
         undoubled = _undouble(skel)
         if len(undoubled) < _SLIP_MIN:
             return None
-        held = self._slips.get(_slip_key(undoubled))
+        held = self._slips.get(_slip_key(skel))
         if held is None:
             return None
         found = []
-        mine = _undoubled_words(norm)[0] if norm.isascii() else undoubled
         for target in (held,) if isinstance(held, str) else held:
-            technique = self._slip_technique(norm, skel, mine, target)
+            technique = self._slip_technique(norm, skel, target)
             if technique is not None:
                 found.append((self.names[target], target, technique))
         if not found:
@@ -377,20 +376,23 @@ class NameIndex:
         _, target, technique = min(found)
         return Match(target, technique)
 
-    def _slip_technique(self, norm: str, skel: str, undoubled: str,
-                        target: str) -> str | None:
-        full, starts = _undoubled_words(target)
-        if full == undoubled:
-            theirs = skeleton(self.ecosystem, target)
-            if theirs == skel:
-                return None
+    def _slip_technique(self, norm: str, skel: str, target: str) -> str | None:
+        theirs = skeleton(self.ecosystem, target)
+        if theirs == skel:
+            return None
+        plain = norm.isascii() and target.isascii()
+        mine = _words(norm, undouble=True)[0] if plain else _undouble(skel)
+        full, starts = _words(target, undouble=True) if plain else (_undouble(theirs), frozenset())
+        if full == mine:
             if len(skel) > len(theirs):
                 return "repeated letters"
             if len(skel) < len(theirs):
                 return "dropped repeated letters"
             return "moved repeated letters"
-        if len(full) > len(undoubled) and len(_consonants(full)) >= _VOWEL_KEY \
-                and _dropped_vowels(undoubled, full, starts):
+        if plain and len(_consonants(full)) >= _VOWEL_KEY and (
+                _dropped_vowels(mine, full, starts)
+                # a vowel dropped between two of a letter: ``paralll`` for ``parallel``
+                or _dropped_vowels(skel, *_words(target, undouble=False))):
             return "dropped vowels"
         if self.names[target] < _PLURAL_RANK and _singular(norm) == _singular(target):
             return "plural"
@@ -525,12 +527,13 @@ def _consonants(undoubled: str) -> str:
     return undoubled[:1] + undoubled[1:].translate(_NO_VOWELS)
 
 
-def _slip_key(undoubled: str) -> str:
-    """:func:`_consonants` without s: a dropped vowel or a plural s leaves it as it is."""
-    rest = undoubled[1:]
+def _slip_key(skel: str) -> str:
+    """The first letter and the later consonants but s, doubles written once: what a
+    doubled letter, a dropped vowel or a plural s leaves as it is."""
+    rest = skel[1:]
     if rest.isascii():  # bytes.translate deletes about three times as fast as str's
-        return undoubled[:1] + rest.encode().translate(None, b"aeious").decode()
-    return undoubled[:1] + rest.translate(_NO_VOWELS_OR_S)
+        return _undouble(skel[:1] + rest.encode().translate(None, b"aeious").decode())
+    return _undouble(skel[:1] + rest.translate(_NO_VOWELS_OR_S))
 
 
 def _singular(norm: str) -> str:
@@ -539,14 +542,15 @@ def _singular(norm: str) -> str:
     return "-".join(w.removesuffix("s") for w in _SEPARATORS.split(norm) if w)
 
 
-def _undoubled_words(norm: str) -> tuple[str, frozenset[int]]:
-    """``norm``'s words with doubled letters undone, joined, and where each starts."""
+def _words(norm: str, *, undouble: bool) -> tuple[str, frozenset[int]]:
+    """``norm``'s words joined (doubled letters undone in each, if ``undouble``), and
+    where each starts."""
     out = ""
     starts = set()
     for word in _SEPARATORS.split(norm.lower()):
         # word by word: a letter doubled across a separator is two words'
-        # (``text-to-svg`` is not ``tex-to-svg``, ``cc-changelog`` not ``changelog``)
-        plain = _undouble(word)
+        # (``check-kit`` is not ``checkit``, ``cc-changelog`` not ``changelog``)
+        plain = _undouble(word) if undouble else word
         if plain:
             starts.add(len(out))
             out += plain
@@ -558,20 +562,19 @@ def _dropped_vowels(short: str, full: str, starts: frozenset[int]) -> bool:
     inside its words (``covrage``), none starting a word and no two side by side:
     ``react-native-path`` is not ``react-native-app-auth``, nor ``swagger-express``
     ``swagger-ui-express``."""
-    if not 1 <= len(full) - len(short) <= _VOWELS_MAX:
+    dropped = len(full) - len(short)
+    if not 1 <= dropped <= _VOWELS_MAX:
         return False
-    i = j = 0
-    last = -2
-    while i < len(full):
-        if j < len(short) and full[i] == short[j]:
-            i += 1
-            j += 1
+    spots = [i for i, ch in enumerate(full) if ch in "aeiou" and i not in starts]
+    # every choice, not the first that fits: ``unicod-emoji`` drops the e of
+    # ``unicode``, not the one that starts ``emoji``
+    for chosen in itertools.combinations(spots, dropped):
+        if any(b == a + 1 for a, b in itertools.pairwise(chosen)):
             continue
-        if i in starts or full[i] not in "aeiou" or last == i - 1:
-            return False
-        last = i
-        i += 1
-    return j == len(short)
+        kept = "".join(ch for i, ch in enumerate(full) if i not in chosen)
+        if kept == short:
+            return True
+    return False
 
 
 def _slip(a: str, b: str) -> bool:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from stockade.policy.model import Ecosystem, Facts, Mode, PackageRef
 from stockade.policy.names import normalize
-from stockade.policy.rules.typosquat import DependencyConfusionRule, TyposquatRule
+from stockade.policy.rules.typosquat import DependencyConfusionRule, TyposquatRule, popular
 from stockade.policy.typosquat import skeleton
 
 E = Ecosystem
@@ -188,3 +190,52 @@ def test_any_text_gets_an_answer_and_never_its_own_name(name: str) -> None:
         if verdict is not None:
             assert verdict.target is not None
             assert normalize(eco, verdict.target) != normalize(eco, name)
+
+
+def _slipped(draw: st.DrawFn, *, doubled: bool) -> tuple[Ecosystem, str, str]:
+    """A shipped popular name with one letter doubled (from eight letters), or one vowel
+    inside a word dropped (from seven consonants, the first letter's included and
+    doubles written once), and the name."""
+    eco = draw(st.sampled_from([E.PYPI, E.NPM]))
+
+    def long_enough(n: str) -> bool:
+        if doubled:
+            return len(skeleton(eco, n)) >= 8
+        words = re.split(r"[-_.@/]+", n)
+        once = "".join(re.sub(r"(.)\1+", r"\1", w) for w in words)
+        return 1 + sum(c not in "aeiou" for c in once[1:]) >= 7
+
+    name = draw(st.sampled_from(popular(eco)[:20000]).filter(
+        lambda n: n.isascii() and long_enough(n)))
+    if doubled:
+        i = draw(st.integers(0, len(name) - 1).filter(lambda k: name[k].isalpha()))
+        return eco, name, name[:i] + name[i] + name[i:]
+    inner = [k for k in range(1, len(name)) if name[k] in "aeiou"
+             and name[k - 1].isalpha() and name[k - 1] != name[k]
+             and (k + 1 == len(name) or name[k + 1] != name[k])]
+    assume(inner)
+    i = draw(st.sampled_from(inner))
+    return eco, name, name[:i] + name[i + 1:]
+
+
+@st.composite
+def doubled_letter(draw: st.DrawFn) -> tuple[Ecosystem, str, str]:
+    return _slipped(draw, doubled=True)
+
+
+@st.composite
+def dropped_vowel(draw: st.DrawFn) -> tuple[Ecosystem, str, str]:
+    return _slipped(draw, doubled=False)
+
+
+@settings(max_examples=300, deadline=None)  # the first example builds the index
+@given(st.one_of(doubled_letter(), dropped_vowel()))
+def test_a_slip_of_any_protected_name_is_refused(case: tuple[Ecosystem, str, str]) -> None:
+    # Whatever its rank: squatters aim at mid-ranked names too (puppeteer-extra plugins).
+    eco, name, slipped = case
+    if normalize(eco, slipped) in RULE.index(eco).names:
+        return  # a popular name of its own (``react-dom`` and ``react-doom`` both real)
+    if name.startswith("@") and slipped.partition("/")[0] == name.partition("/")[0]:
+        return  # an npm scope is one owner's: ``@types/uud`` is no squat of ``@types/uuid``
+    verdict = RULE.evaluate(PackageRef(eco, slipped), Facts(upstream="public"))
+    assert verdict is not None and verdict.blocks, (slipped, name)
