@@ -360,11 +360,10 @@ class NameIndex:
         """Doubled letters, dropped vowels or a plural s, at any rank."""
         if self.ecosystem is Ecosystem.MAVEN:
             return None
-        undoubled = _undouble(skel)
-        if len(undoubled) < _SLIP_MIN:
+        if len(skel) < _SLIP_MIN:
             return None
         held = self._slips.get(_slip_key(skel))
-        if held is None:
+        if held is None or len(_undouble(skel)) < _SLIP_MIN:
             return None
         found = []
         for target in (held,) if isinstance(held, str) else held:
