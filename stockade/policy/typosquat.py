@@ -564,16 +564,33 @@ def _dropped_vowels(short: str, full: str, starts: frozenset[int]) -> bool:
     dropped = len(full) - len(short)
     if not 1 <= dropped <= _VOWELS_MAX:
         return False
-    spots = [i for i, ch in enumerate(full) if ch in "aeiou" and i not in starts]
-    # every choice, not the first that fits: ``unicod-emoji`` drops the e of
-    # ``unicode``, not the one that starts ``emoji``
-    for chosen in itertools.combinations(spots, dropped):
-        if any(b == a + 1 for a, b in itertools.pairwise(chosen)):
-            continue
-        kept = "".join(ch for i, ch in enumerate(full) if i not in chosen)
-        if kept == short:
-            return True
+    # A dropped letter lies after the part both share at the start and before the
+    # part they share at the end; every place there is tried (``unicod-emoji`` drops
+    # the e of ``unicode``, not the one that starts ``emoji``).
+    head = _shared(short, full)
+    tail = _shared(short[::-1], full[::-1])
+    first = max(0, len(full) - dropped - tail)
+
+    def droppable(i: int) -> bool:
+        return full[i] in "aeiou" and i not in starts
+
+    if dropped == 1:
+        return any(droppable(i) for i in range(first, min(head, len(full) - 1) + 1))
+    for i in range(min(head, len(full) - 1) + 1):
+        if droppable(i):
+            for k in range(max(i + 2, len(full) - 1 - tail), len(full)):
+                if droppable(k) and full[i + 1:k] == short[i:k - 1]:
+                    return True
     return False
+
+
+def _shared(a: str, b: str) -> int:
+    """How many letters ``a`` and ``b`` share at the start."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def _slip(a: str, b: str) -> bool:
