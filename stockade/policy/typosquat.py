@@ -144,7 +144,7 @@ _SLIP_MIN = 6
 _VOWEL_KEY = 7
 _VOWELS_MAX = 2
 _PLURAL_RANK = 5_000
-_SLIP_KEY_MIN = 2
+_SLIP_KEY_MIN = 1
 _DOUBLE = re.compile(r"(.)\1")
 _RUNS = re.compile(r"(.)\1+")
 _FIRST = operator.itemgetter(1)
@@ -209,6 +209,32 @@ class Match:
     technique: str
 
 
+class _Slipped:
+    """A candidate name in the forms the slip checks compare (its words on demand)."""
+
+    __slots__ = ("_singular", "_words", "norm", "once", "plain", "skel")
+
+    def __init__(self, norm: str, skel: str, once: str) -> None:
+        self.norm, self.skel, self.once = norm, skel, once
+        self.plain = norm.isascii()
+        self._words: str | None = None
+        self._singular: str | None = None
+
+    @property
+    def singular(self) -> str:
+        """Its words without a plural s."""
+        if self._singular is None:
+            self._singular = _singular(self.norm)
+        return self._singular
+
+    @property
+    def words(self) -> str:
+        """Its words, doubled letters undone in each, joined."""
+        if self._words is None:
+            self._words = _words(self.norm, undouble=True)[0] if self.plain else self.once
+        return self._words
+
+
 class NameIndex:
     """Protected names of one ecosystem, ranked (earlier is more protected)."""
 
@@ -234,6 +260,10 @@ class NameIndex:
         # (a str while unique): what a doubled letter, a dropped vowel or a plural s
         # leaves unchanged
         self._slips: dict[str, str | tuple[str, ...]] = {}
+        # a name there -> its skeleton, that with doubles undone, and the consonants of
+        # its words with doubles undone in each and of its skeleton (vowels are all a
+        # dropped vowel changes)
+        self._slip_forms: dict[str, tuple[str, str, str, str]] = {}
         ranked = itertools.chain(((0, n) for n in first), enumerate(names))
         for rank, raw in ranked:
             name = normalize(ecosystem, raw)
@@ -299,6 +329,9 @@ class NameIndex:
     def _add_slip(self, name: str, skel: str) -> None:
         key = _slip_key(skel)
         if len(key) >= _SLIP_KEY_MIN:
+            words = _words(name, undouble=True)[0] if name.isascii() else _undouble(skel)
+            self._slip_forms[name] = (skel, _undouble(skel), _consonants(words),
+                                      _consonants(skel))
             held = self._slips.get(key)
             self._slips[key] = name if held is None else (
                 (held, name) if isinstance(held, str) else (*held, name))
@@ -358,16 +391,18 @@ class NameIndex:
 
     def _slip(self, norm: str, skel: str) -> Match | None:
         """Doubled letters, dropped vowels or a plural s, at any rank."""
-        if self.ecosystem is Ecosystem.MAVEN:
-            return None
-        if len(skel) < _SLIP_MIN:
+        if self.ecosystem is Ecosystem.MAVEN or len(skel) < _SLIP_MIN:
             return None
         held = self._slips.get(_slip_key(skel))
-        if held is None or len(_undouble(skel)) < _SLIP_MIN:
+        if held is None:
             return None
+        once = _undouble(skel)
+        if len(once) < _SLIP_MIN:
+            return None
+        mine = _Slipped(norm, skel, once)
         found = []
         for target in (held,) if isinstance(held, str) else held:
-            technique = self._slip_technique(norm, skel, target)
+            technique = self._slip_technique(mine, target)
             if technique is not None:
                 found.append((self.names[target], target, technique))
         if not found:
@@ -375,25 +410,27 @@ class NameIndex:
         _, target, technique = min(found)
         return Match(target, technique)
 
-    def _slip_technique(self, norm: str, skel: str, target: str) -> str | None:
-        theirs = skeleton(self.ecosystem, target)
-        if theirs == skel:
+    def _slip_technique(self, mine: _Slipped, target: str) -> str | None:
+        theirs, once, consonants, raw_consonants = self._slip_forms[target]
+        if theirs == mine.skel:
             return None
-        plain = norm.isascii() and target.isascii()
-        mine = _words(norm, undouble=True)[0] if plain else _undouble(skel)
-        full, starts = _words(target, undouble=True) if plain else (_undouble(theirs), frozenset())
-        if full == mine:
-            if len(skel) > len(theirs):
+        # cheap tests first: a short key is shared by a dozen names, and the full
+        # test splits both names into words
+        if once == mine.once and (not (mine.plain and target.isascii())
+                                  or _words(target, undouble=True)[0] == mine.words):
+            if len(mine.skel) > len(theirs):
                 return "repeated letters"
-            if len(skel) < len(theirs):
+            if len(mine.skel) < len(theirs):
                 return "dropped repeated letters"
             return "moved repeated letters"
-        if plain and len(_consonants(full)) >= _VOWEL_KEY and (
-                _dropped_vowels(mine, full, starts)
+        if len(consonants) >= _VOWEL_KEY and mine.plain and target.isascii() and (
+                consonants == _consonants(mine.words)
+                or raw_consonants == _consonants(mine.skel)) and (
+                _dropped_vowels(mine.words, *_words(target, undouble=True))
                 # a vowel dropped between two of a letter: ``paralll`` for ``parallel``
-                or _dropped_vowels(skel, *_words(target, undouble=False))):
+                or _dropped_vowels(mine.skel, *_words(target, undouble=False))):
             return "dropped vowels"
-        if self.names[target] < _PLURAL_RANK and _singular(norm) == _singular(target):
+        if self.names[target] < _PLURAL_RANK and mine.singular == _singular(target):
             return "plural"
         return None
 
@@ -535,12 +572,14 @@ def _slip_key(skel: str) -> str:
     return _undouble(skel[:1] + rest.translate(_NO_VOWELS_OR_S))
 
 
+@lru_cache(maxsize=16384)  # called with the protected names a key holds
 def _singular(norm: str) -> str:
     """The words of ``norm`` without a trailing s (``webpacks-dev-servers`` ->
     ``webpack-dev-server``)."""
     return "-".join(w.removesuffix("s") for w in _SEPARATORS.split(norm) if w)
 
 
+@lru_cache(maxsize=16384)  # protected names recur: a key is shared by a few
 def _words(norm: str, *, undouble: bool) -> tuple[str, frozenset[int]]:
     """``norm``'s words joined (doubled letters undone in each, if ``undouble``), and
     where each starts."""
@@ -571,17 +610,13 @@ def _dropped_vowels(short: str, full: str, starts: frozenset[int]) -> bool:
     tail = _shared(short[::-1], full[::-1])
     first = max(0, len(full) - dropped - tail)
 
-    def droppable(i: int) -> bool:
-        return full[i] in "aeiou" and i not in starts
-
+    last = min(head, len(full) - 1)
     if dropped == 1:
-        return any(droppable(i) for i in range(first, min(head, len(full) - 1) + 1))
-    for i in range(min(head, len(full) - 1) + 1):
-        if droppable(i):
-            for k in range(max(i + 2, len(full) - 1 - tail), len(full)):
-                if droppable(k) and full[i + 1:k] == short[i:k - 1]:
-                    return True
-    return False
+        return any(full[i] in "aeiou" and i not in starts for i in range(first, last + 1))
+    heads = [i for i in range(last + 1) if full[i] in "aeiou" and i not in starts]
+    tails = [k for k in range(len(full) - 1 - tail, len(full))
+             if full[k] in "aeiou" and k not in starts]
+    return any(k > i + 1 and full[i + 1:k] == short[i:k - 1] for i in heads for k in tails)
 
 
 def _shared(a: str, b: str) -> int:
