@@ -36,7 +36,8 @@ class Engine:
         self._revision = revision
         self.sources = tuple(sources)  # files the rules were read from (besides the policy)
         # Name-level decisions repeat for every request of a package: keep them.
-        self._names: OrderedDict[tuple[PackageRef, str | None, bool], Verdict] = OrderedDict()
+        self._names: OrderedDict[tuple[Ecosystem, str, str | None, str | None, bool],
+                                 Verdict] = OrderedDict()
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -58,7 +59,8 @@ class Engine:
         """The effective verdict: the most severe enforced one, else the first audit hit."""
         if ref.version is not None:
             return self._decide(ref, facts)
-        key = (ref, facts.upstream, facts.internal)
+        # plain fields: a frozen dataclass hashes itself in Python on every look-up
+        key = (ref.ecosystem, ref.name, ref.filename, facts.upstream, facts.internal)
         found = self._names.get(key)
         if found is None:
             found = self._names[key] = self._decide(ref, facts)

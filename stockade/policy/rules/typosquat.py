@@ -140,9 +140,9 @@ class DependencyConfusionRule:
                          for eco, names in self.allowed.items()}
 
     def evaluate(self, ref: PackageRef, facts: Facts) -> Verdict | None:
-        if facts.internal:
-            return None
         eco = ref.ecosystem
+        if facts.internal or eco not in self._patterns:
+            return None  # no internal names of that ecosystem: nothing to confuse
         norm = normalize(eco, ref.name)
         if norm in self._allowed.get(eco, set()):
             return None
