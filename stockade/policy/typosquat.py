@@ -144,7 +144,6 @@ _SLIP_MIN = 6
 _VOWEL_KEY = 7
 _VOWELS_MAX = 2
 _PLURAL_RANK = 5_000
-_SLIP_KEY_MIN = 1
 _DOUBLE = re.compile(r"(.)\1")
 _RUNS = re.compile(r"(.)\1+")
 _FIRST = operator.itemgetter(1)
@@ -278,7 +277,6 @@ class NameIndex:
                 self._skeletons[skel] = name
                 if ecosystem is not Ecosystem.MAVEN:
                     self._add_slip(name, skel)
-                if ecosystem is not Ecosystem.MAVEN:
                     self._add_top(name, skel, rank)
                 if rank < _DROPPED_RANK:
                     for affix in _DROPPABLE[ecosystem]:
@@ -328,13 +326,14 @@ class NameIndex:
 
     def _add_slip(self, name: str, skel: str) -> None:
         key = _slip_key(skel)
-        if len(key) >= _SLIP_KEY_MIN:
-            words = _words(name, undouble=True)[0] if name.isascii() else _undouble(skel)
-            self._slip_forms[name] = (skel, _undouble(skel), _consonants(words),
-                                      _consonants(skel))
-            held = self._slips.get(key)
-            self._slips[key] = name if held is None else (
-                (held, name) if isinstance(held, str) else (*held, name))
+        if not key:
+            return
+        words = _words(name, undouble=True)[0] if name.isascii() else _undouble(skel)
+        self._slip_forms[name] = (skel, _undouble(skel), _consonants(words),
+                                  _consonants(skel))
+        held = self._slips.get(key)
+        self._slips[key] = name if held is None else (
+            (held, name) if isinstance(held, str) else (*held, name))
 
     def _add_variants(self, name: str, skel: str) -> None:
         for core in _cores(skel, _MARKERS[self.ecosystem]):
@@ -608,10 +607,9 @@ def _dropped_vowels(short: str, full: str, starts: frozenset[int]) -> bool:
     # the e of ``unicode``, not the one that starts ``emoji``).
     head = _shared(short, full)
     tail = _shared(short[::-1], full[::-1])
-    first = max(0, len(full) - dropped - tail)
-
     last = min(head, len(full) - 1)
     if dropped == 1:
+        first = max(0, len(full) - 1 - tail)
         return any(full[i] in "aeiou" and i not in starts for i in range(first, last + 1))
     heads = [i for i in range(last + 1) if full[i] in "aeiou" and i not in starts]
     tails = [k for k in range(len(full) - 1 - tail, len(full))
