@@ -35,6 +35,12 @@ from stockade.storage.refs import RefStore
 
 logger = logging.getLogger(__name__)
 
+# The record stores under the storage path: the server writes them, and
+# `stockade check` and `stockade audit` read them.
+ARTIFACT_REFS = "artifacts"
+METADATA_REFS = "metadata"
+FIRST_SEEN_REFS = "firstseen"
+
 EngineFactory = Callable[[Settings], PolicyEngine]
 
 
@@ -104,10 +110,11 @@ def _services(
         store = FilesystemBlobStore(root, max_bytes=settings.storage.max_bytes)
         await store.open()
         metacache = MetadataCache(
-            RefStore(root, "metadata"), metrics, max_doc_bytes=settings.storage.max_metadata_bytes
+            RefStore(root, METADATA_REFS), metrics,
+            max_doc_bytes=settings.storage.max_metadata_bytes,
         )
         pipeline = ArtifactPipeline(
-            store, RefStore(root, "artifacts"), metrics,
+            store, RefStore(root, ARTIFACT_REFS), metrics,
             max_artifact_bytes=settings.storage.max_artifact_bytes,
         )
         rendered = RenderedCache(root / "rendered")
@@ -125,7 +132,7 @@ def _services(
         app[SERVICES] = Services(
             settings=settings, metrics=metrics, store=store, metacache=metacache,
             pipeline=pipeline, upstreams=upstreams, gate=gate,
-            rendered=rendered, first_seen=FirstSeen(RefStore(root, "firstseen")),
+            rendered=rendered, first_seen=FirstSeen(RefStore(root, FIRST_SEEN_REFS)),
         )
         metrics.storage_bytes.set(store.total_bytes)
         reloader = PolicyReloader(settings, gate, metrics, engine_factory)

@@ -30,7 +30,13 @@ from stockade.policy.file import load_policy
 from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, Verdict
 from stockade.policy.names import normalize
 from stockade.policy.osv import OsvDatabase, OsvError
-from stockade.proxy.app import decision_log_path, load_engine
+from stockade.proxy.app import (
+    ARTIFACT_REFS,
+    FIRST_SEEN_REFS,
+    METADATA_REFS,
+    decision_log_path,
+    load_engine,
+)
 from stockade.proxy.decisionlog import verify
 from stockade.proxy.ecosystems import npm, pypi
 from stockade.proxy.firstseen import FirstSeen
@@ -119,8 +125,8 @@ class _Known:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._first_seen = FirstSeen(RefStore(settings.storage.path, "firstseen"))
-        self._metadata = RefStore(settings.storage.path, "metadata")
+        self._first_seen = FirstSeen(RefStore(settings.storage.path, FIRST_SEEN_REFS))
+        self._metadata = RefStore(settings.storage.path, METADATA_REFS)
         self._stored: tuple[tuple[Ecosystem, str, str], dict[str, Facts]] | None = None
 
     def owner(self, ecosystem: Ecosystem, name: str,
@@ -202,7 +208,7 @@ def _log_verify(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = load_engine(settings)
-    refs = RefStore(settings.storage.path, "artifacts")
+    refs = RefStore(settings.storage.path, ARTIFACT_REFS)
     known = _Known(settings)
     cached = [(ref, record.get("upstream")) for record in refs.records()
               if (ref := _cached_ref(record)) is not None]
