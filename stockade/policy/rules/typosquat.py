@@ -129,8 +129,8 @@ class DependencyConfusionRule:
     name: str = "dependency-confusion"
 
     def __post_init__(self) -> None:
-        self._patterns = {
-            eco: [normalize(eco, p) for p in pats] for eco, pats in self.internal.items()
+        self._patterns = {  # only ecosystems with internal names: the rest skip at once
+            eco: [normalize(eco, p) for p in pats] for eco, pats in self.internal.items() if pats
         }
         self._stems = {
             eco: {s: p for p in pats if (s := _stem(eco, p)) is not None}
