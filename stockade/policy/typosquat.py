@@ -75,13 +75,12 @@ _AFFIX_TAILS = {eco: {ch: tuple(a for a in affixes if a[0][-1] == ch)
                 for eco, affixes in _AFFIXES.items()}
 _MIN_FUZZY = 5  # shorter names differ by one letter from too many real ones
 _ANY_EDIT = 7  # below this, only swapped and repeated letters count (real names collide)
-# How popular (by rank) a name must be for an edit or a separator change alone to
-# make a look-alike of it; real lesser-known names often sit one letter from a
-# mid-ranked one, while typosquatters aim at the most installed.
-_EDIT_MAX_RANK = {Ecosystem.PYPI: 10_000, Ecosystem.MAVEN: 10_000,
-                  # npm holds about five times as many names as PyPI, so more real
-                  # ones sit an edit from a given popular name
-                  Ecosystem.NPM: 7_000}
+# How popular (by rank) a name must be for an edit alone to make a look-alike of
+# it: any PyPI or npm name on the shipped lists, but below the _EDGE_RANK most
+# installed only the edits of a typist's slip count (see _EDGE_RANK).
+_EDIT_MAX_RANK = {Ecosystem.PYPI: 20_000, Ecosystem.NPM: 20_000, Ecosystem.MAVEN: 10_000}
+# The same for a separator change alone: real lesser-known names often sit one
+# separator from a mid-ranked one, while typosquatters aim at the most installed.
 _SEPARATOR_MAX_RANK = 10_000
 _SCOPE_MAX_RANK = 5_000
 _TWO_EDITS = 10  # from this length two edits are still a look-alike
@@ -92,6 +91,14 @@ _SHORT_SLIP_RANK = 1_000
 # alone makes them a look-alike only of the _SHORT_EDIT_RANK most installed.
 _SHORT_EDIT_LEN = 8
 _SHORT_EDIT_RANK = 3_000
+# Below the _EDGE_RANK most installed, an edit alone imitates a name only as a
+# typist slips: one edit, the first letter kept and the last too where a letter is
+# added or dropped (``eprogress``, ``tempfile2`` and ``prop-type`` are real variants;
+# a plural is for the slips below), and, below _SUBSTITUTE_RANK, a letter changed
+# only for a neighbouring key or a vowel for a vowel (``qfactory`` is not
+# ``kfactory``).
+_EDGE_RANK = 500
+_SUBSTITUTE_RANK = 1_000
 # How popular a name must be for a variant that keeps its core and moves or
 # changes its language marker (``python-openssl`` for ``pyopenssl``,
 # ``nmap-python`` for ``python-nmap``) or drops its version digit (``urllib``
@@ -144,6 +151,9 @@ _SLIP_MIN = 6
 _VOWEL_KEY = 7
 _VOWELS_MAX = 2
 _PLURAL_RANK = 5_000
+# Doubled or undoubled letters in one word of a longer name, imitating one of the
+# _WORD_SLIP_RANK most installed one-word names.
+_WORD_SLIP_RANK = 3_000
 _DOUBLE = re.compile(r"(.)\1")
 _RUNS = re.compile(r"(.)\1+")
 _FIRST = operator.itemgetter(1)
@@ -263,12 +273,18 @@ class NameIndex:
         # its words with doubles undone in each and of its skeleton (vowels are all a
         # dropped vowel changes)
         self._slip_forms: dict[str, tuple[str, str, str, str]] = {}
+        # every word of a protected name: a word misspelt in a longer name is one no
+        # protected name uses
+        self._vocabulary: set[str] = set()
+        # the _WORD_SLIP_RANK most installed one-word names, doubles written once
+        self._word_slips: dict[str, str] = {}
         ranked = itertools.chain(((0, n) for n in first), enumerate(names))
         for rank, raw in ranked:
             name = normalize(ecosystem, raw)
             if not name or name in self.names:
                 continue
             self.names[name] = rank
+            self._vocabulary.update(_SEPARATORS.split(name))
             skel = skeleton(ecosystem, name)
             if rank < _VARIANT_MAX_RANK:
                 self._add_variants(name, skel)
@@ -278,6 +294,9 @@ class NameIndex:
                 if ecosystem is not Ecosystem.MAVEN:
                     self._add_slip(name, skel)
                     self._add_top(name, skel, rank)
+                    if rank < _WORD_SLIP_RANK and skel == name \
+                            and len(once := _undouble(skel)) >= _SLIP_MIN:
+                        self._word_slips.setdefault(once, name)
                 if rank < _DROPPED_RANK:
                     for affix in _DROPPABLE[ecosystem]:
                         for rest in (skel.removeprefix(affix), skel.removesuffix(affix)):
@@ -385,8 +404,29 @@ class NameIndex:
         folded = self._folded.get(_fold_pairs(skel)) if len(skel) >= _MIN_FUZZY else None
         if folded is not None and folded not in (norm, exact):
             return Match(folded, "confusable characters")
-        return self._affix(skel) or self._variant(skel) or self._fuzzy(skel) \
-            or self._combo(norm) or self._dropped(skel) or self._slip(norm, skel)
+        return self._affix(skel) or self._variant(skel) or self._fuzzy(skel, norm) \
+            or self._combo(norm) or self._dropped(skel) or self._slip(norm, skel) \
+            or self._slipped_word(norm)
+
+    def _slipped_word(self, norm: str) -> Match | None:
+        """A word of a longer name with a letter doubled or undoubled from one of the
+        _WORD_SLIP_RANK most installed one-word names (``pupeteer-har``), where no
+        protected name uses that word (``regexp`` is not ``regexpp``)."""
+        if not self._word_slips or not norm.isascii():
+            return None
+        words = _SEPARATORS.split(norm.partition("/")[2] if norm.startswith("@") else norm)
+        if len(words) < 2:
+            return None
+        for word in words:
+            if len(word) < _SLIP_MIN or word in self._vocabulary:
+                continue
+            target = self._word_slips.get(_undouble(word))
+            if target is not None:
+                technique = "repeated letters" if len(word) > len(target) else \
+                    "dropped repeated letters" if len(word) < len(target) else \
+                    "moved repeated letters"
+                return Match(target, f"{technique} in a word")
+        return None
 
     def _slip(self, norm: str, skel: str) -> Match | None:
         """Doubled letters, dropped vowels or a plural s, at any rank."""
@@ -476,26 +516,39 @@ class NameIndex:
             return Match(target, "dropped version digit")
         return None
 
-    def _fuzzy(self, skel: str) -> Match | None:
-        if len(skel) < _MIN_FUZZY:
+    def _fuzzy(self, skel: str, norm: str) -> Match | None:
+        size = len(skel)
+        if size < _MIN_FUZZY:
             return None
+        scoped = "/" in norm
         best: tuple[int, int, str] | None = None
         for variant in self._deletes.keys() & _deletions(skel):
             held = self._deletes[variant]
             for candidate in (held,) if isinstance(held, str) else held:
-                shorter = min(len(candidate), len(skel))
+                length = len(candidate)
+                shorter = length if length < size else size
                 target = self._skeletons[candidate]
-                if shorter < _SHORT_EDIT_LEN and self.names[target] >= _SHORT_EDIT_RANK:
+                rank = self.names[target]
+                if shorter < _SHORT_EDIT_LEN and rank >= _SHORT_EDIT_RANK:
                     continue
-                allowed = 2 if shorter >= _TWO_EDITS else 1
+                edge = rank >= _EDGE_RANK
+                if edge and (candidate[0] != skel[0]
+                             or (length != size and candidate[-1] != skel[-1])
+                             # a scope of one's own and an edit: scope confusion, which
+                             # counts only for the _SCOPE_MAX_RANK most installed
+                             or (scoped and "/" not in target)):
+                    continue  # see _EDGE_RANK
+                allowed = 1 if edge or shorter < _TWO_EDITS else 2
                 distance = DamerauLevenshtein.distance(skel, candidate, score_cutoff=allowed)
                 if distance > allowed:
                     continue
                 if shorter < _ANY_EDIT and not _slip(skel, candidate) \
-                        and not (self.names[target] < _SHORT_SLIP_RANK
-                                 and _near_key(skel, candidate)):
+                        and not (rank < _SHORT_SLIP_RANK and _near_key(skel, candidate)):
                     continue
-                key = (distance, self.names[target], target)
+                if edge and length == size and rank >= _SUBSTITUTE_RANK \
+                        and not (_slip(skel, candidate) or _near_key(skel, candidate)):
+                    continue
+                key = (distance, rank, target)
                 if best is None or key < best:
                     best = key
         if best is None:

@@ -47,11 +47,17 @@ RULE = TyposquatRule()
     (E.NPM, "crossenv", "cross-env", "separator variant"),  # 2017
     # slips that keep every consonant, at any rank (DataDog dataset, npm, 2023-2024)
     (E.NPM, "pupeter", "puppeteer", "dropped repeated letters"),
-    (E.NPM, "pupeteer-screen-recorder", "puppeteer-screen-recorder",
+    (E.NPM, "pupeter-screen-recorder", "puppeteer-screen-recorder",
      "dropped repeated letters"),
     (E.NPM, "babel-plugin-styled-componentsss", "babel-plugin-styled-components",
      "repeated letters"),
-    (E.NPM, "solidity-covrage", "solidity-coverage", "dropped vowels"),
+    (E.NPM, "solidty-covrage", "solidity-coverage", "dropped vowels"),
+    # one edit, for a mid-ranked name: the first and last letters kept
+    (E.NPM, "solidity-covrage", "solidity-coverage", "dropped letter"),
+    # the most installed one-word name, a letter doubled or undoubled in a word of a
+    # longer name no protected name spells so (DataDog dataset, npm, 2024)
+    (E.NPM, "pupeteer-har", "puppeteer", "dropped repeated letters in a word"),
+    (E.PYPI, "ttensorflow-gpu", "tensorflow", "repeated letters in a word"),
     (E.NPM, "soliditycoverag", "solidity-coverage", "dropped vowels"),
     (E.NPM, "webpacks-dev-servers", "webpack-dev-server", "plural"),
     (E.PYPI, "sklearns", "sklearn", "plural"),
@@ -113,6 +119,12 @@ def test_incident_names_are_caught(eco: Ecosystem, name: str, target: str,
     (E.NPM, "uri"), (E.PYPI, "yari"), (E.PYPI, "dint"),
     # real names with a version digit of their own
     (E.PYPI, "fuzzy4"), (E.NPM, "router5"),
+    # below the most installed, an edit at either end makes a real variant, and a
+    # letter changed for one far from it on the keyboard another name
+    (E.PYPI, "eprogress"), (E.PYPI, "diskcache2"), (E.PYPI, "sqlite-dic"),
+    (E.NPM, "hpropagate"), (E.PYPI, "qfactory"), (E.NPM, "rodemirror"),
+    # a word that protected names spell so is no slip of another's
+    (E.NPM, "regexp-util"), (E.PYPI, "process-data"),
 ])
 def test_popular_and_unrelated_names_pass(eco: Ecosystem, name: str) -> None:
     assert RULE.evaluate(PackageRef(eco, name), Facts(upstream="public")) is None
