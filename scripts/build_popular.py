@@ -10,14 +10,17 @@ Sources (public, documented):
   (https://api.npmjs.org/downloads/point/last-month/<name>) for the registry's
   names, as a TSV with ``name`` and ``downloads_a_month`` columns (and ``version``,
   the newest: npm's security holding packages, ``0.0.1-security``, stand where
-  malware was removed and are left out, however often bots still fetch them).
+  malware was removed and are left out, however often bots still fetch them). The
+  100,000 most downloaded (``--npm-count``): the typosquat rule never refuses the
+  first 20,000, and protects the rest as targets while checking them against those
+  (squats of mid-ranked packages are common on npm; some copies are fetched often).
 - Maven: Central publishes no download counts; the list is kept by hand in
   ``popular-maven.txt`` (coordinates of widely used artifacts), and this script
   can add the ``groupId:artifactId`` of every artifact in a local repository
   layout (``--maven-repo ~/.m2/repository``).
 
     python scripts/build_popular.py --pypi top-pypi-packages.json --npm npm.tsv \
-        [--maven-repo DIR] [--count 20000]
+        [--maven-repo DIR] [--count 20000] [--npm-count 100000]
 """
 
 from __future__ import annotations
@@ -91,12 +94,13 @@ def main() -> None:
     parser.add_argument("--pypi", type=Path, help="top-pypi-packages JSON or ranked TSV")
     parser.add_argument("--npm", type=Path, help="TSV with name and downloads_a_month")
     parser.add_argument("--maven-repo", type=Path, help="a Maven repository layout to add")
-    parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--count", type=int, default=20000, help="PyPI names at most")
+    parser.add_argument("--npm-count", type=int, default=100000, help="npm names")
     args = parser.parse_args()
     if args.pypi:
         write("popular-pypi.txt", pypi_names(args.pypi, args.count))
     if args.npm:
-        write("popular-npm.txt", npm_names(args.npm, args.count))
+        write("popular-npm.txt", npm_names(args.npm, args.npm_count))
     if args.maven_repo:
         listed = (DATA / "popular-maven.txt").read_text().split() \
             if (DATA / "popular-maven.txt").exists() else []

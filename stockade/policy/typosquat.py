@@ -73,6 +73,10 @@ _AFFIX_HEADS = {eco: {ch: tuple(a for a in affixes if a[0][0] == ch)
 _AFFIX_TAILS = {eco: {ch: tuple(a for a in affixes if a[0][-1] == ch)
                       for ch in {a[0][-1] for a in affixes}}
                 for eco, affixes in _AFFIXES.items()}
+# The most installed names of each ecosystem: never refused as look-alikes. The
+# shipped lists go further down (npm); names there are protected as targets but
+# are checked themselves against these.
+POPULAR_RANK = 20_000
 _MIN_FUZZY = 5  # shorter names differ by one letter from too many real ones
 _ANY_EDIT = 7  # below this, only swapped and repeated letters count (real names collide)
 # How popular (by rank) a name must be for an edit alone to make a look-alike of
@@ -273,8 +277,8 @@ class NameIndex:
         # its words with doubles undone in each and of its skeleton (vowels are all a
         # dropped vowel changes)
         self._slip_forms: dict[str, tuple[str, str, str, str]] = {}
-        # every word of a protected name: a word misspelt in a longer name is one no
-        # protected name uses
+        # every word of a popular name: a word misspelt in a longer name is one no
+        # popular name uses
         self._vocabulary: set[str] = set()
         # the _WORD_SLIP_RANK most installed one-word names, doubles written once
         self._word_slips: dict[str, str] = {}
@@ -284,7 +288,8 @@ class NameIndex:
             if not name or name in self.names:
                 continue
             self.names[name] = rank
-            self._vocabulary.update(_SEPARATORS.split(name))
+            if rank < POPULAR_RANK:
+                self._vocabulary.update(_SEPARATORS.split(name))
             skel = skeleton(ecosystem, name)
             if rank < _VARIANT_MAX_RANK:
                 self._add_variants(name, skel)
@@ -364,12 +369,24 @@ class NameIndex:
     def __contains__(self, name: str) -> bool:
         return normalize(self.ecosystem, name) in self.names
 
-    def lookalike(self, name: str, *, normalized: bool = False) -> Match | None:
-        """The protected name ``name`` imitates, if any (never itself)."""
+    def popular(self, name: str, *, normalized: bool = False) -> bool:
+        """True for a name ranked among the POPULAR_RANK most installed (or first):
+        never a look-alike, whatever it resembles."""
         norm = name if normalized else normalize(self.ecosystem, name)
-        if norm in self.names:
+        return self.names.get(norm, POPULAR_RANK) < POPULAR_RANK
+
+    def lookalike(self, name: str, *, normalized: bool = False) -> Match | None:
+        """The protected name ``name`` imitates, if any (never itself). A protected name
+        below the POPULAR_RANK most installed is itself checked against those above:
+        bots keep some copies fetched often (``loadsh``)."""
+        norm = name if normalized else normalize(self.ecosystem, name)
+        rank = self.names.get(norm)
+        if rank is not None and rank < POPULAR_RANK:
             return None
         match = self._lookalike(norm)
+        if rank is not None and match is not None and (
+                match.target == norm or self.names[match.target] >= POPULAR_RANK):
+            return None
         if self.ecosystem is Ecosystem.NPM:
             if match is not None and norm.startswith("@") \
                     and match.target.startswith(norm.partition("/")[0] + "/"):
@@ -395,7 +412,7 @@ class NameIndex:
     def _lookalike(self, norm: str) -> Match | None:
         skel = skeleton(self.ecosystem, norm)
         exact = self._skeletons.get(skel)
-        if exact is not None:
+        if exact is not None and exact != norm:
             technique = self._exact_technique(norm, exact)
             limit = {"separator variant": _SEPARATOR_MAX_RANK,
                      "scope confusion": _SCOPE_MAX_RANK}.get(technique)
@@ -411,7 +428,7 @@ class NameIndex:
     def _slipped_word(self, norm: str) -> Match | None:
         """A word of a longer name with a letter doubled or undoubled from one of the
         _WORD_SLIP_RANK most installed one-word names (``pupeteer-har``), where no
-        protected name uses that word (``regexp`` is not ``regexpp``)."""
+        popular name uses that word (``regexp`` is not ``regexpp``)."""
         if not self._word_slips or not norm.isascii():
             return None
         words = _SEPARATORS.split(norm.partition("/")[2] if norm.startswith("@") else norm)
@@ -525,6 +542,8 @@ class NameIndex:
         for variant in self._deletes.keys() & _deletions(skel):
             held = self._deletes[variant]
             for candidate in (held,) if isinstance(held, str) else held:
+                if candidate == skel:
+                    continue  # the same skeleton: the exact check's, with its limits
                 length = len(candidate)
                 shorter = length if length < size else size
                 target = self._skeletons[candidate]
