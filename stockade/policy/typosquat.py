@@ -148,16 +148,17 @@ _DROPPABLE = {
 # Slips of the finger that keep every consonant in place, looked up by key at any
 # rank of the protected lists: doubled or undoubled letters (``pupeter`` for
 # ``puppeteer``, ``mongose``), from _SLIP_MIN letters once doubles are undone; up
-# to _VOWELS_MAX single vowels dropped (``solidity-covrage``), from _VOWEL_KEY
-# letters in the name's consonant key; a plural ``s`` added to or dropped from
-# its words (``webpacks-dev-servers``), of the _PLURAL_RANK most installed.
+# to _VOWELS_MAX single vowels dropped (``solidity-covrage``, ``gnache-cli``), from
+# _VOWEL_KEY letters in the name's consonant key; a plural ``s`` added to or dropped
+# from its words (``webpacks-dev-servers``), of the _PLURAL_RANK most installed.
 _SLIP_MIN = 6
-_VOWEL_KEY = 7
+_VOWEL_KEY = 6
 _VOWELS_MAX = 2
 _PLURAL_RANK = 5_000
 # Doubled or undoubled letters in one word of a longer name, imitating one of the
 # _WORD_SLIP_RANK most installed one-word names.
 _WORD_SLIP_RANK = 3_000
+_DIGITS = re.compile(r"[0-9]")
 _DOUBLE = re.compile(r"(.)\1")
 _RUNS = re.compile(r"(.)\1+")
 _FIRST = operator.itemgetter(1)
@@ -280,6 +281,9 @@ class NameIndex:
         # every word of a popular name: a word misspelt in a longer name is one no
         # popular name uses
         self._vocabulary: set[str] = set()
+        # skeletons of names too far down for edits, by what swapping two of their
+        # letters leaves as it is
+        self._swaps: dict[tuple[int, str, int, int], str | tuple[str, ...]] = {}
         # the _WORD_SLIP_RANK most installed one-word names, doubles written once
         self._word_slips: dict[str, str] = {}
         ranked = itertools.chain(((0, n) for n in first), enumerate(names))
@@ -307,6 +311,12 @@ class NameIndex:
                         for rest in (skel.removeprefix(affix), skel.removesuffix(affix)):
                             if rest != skel and len(rest) >= _DROPPED_MIN:
                                 self._stripped.setdefault(rest, (name, affix))
+                if rank >= _EDIT_MAX_RANK[ecosystem] and len(skel) >= _SHORT_EDIT_LEN \
+                        and ecosystem is not Ecosystem.MAVEN and skel.isascii():
+                    key = _swap_key(skel)
+                    held = self._swaps.get(key)
+                    self._swaps[key] = skel if held is None else (
+                        (held, skel) if isinstance(held, str) else (*held, skel))
                 if rank >= _EDIT_MAX_RANK[ecosystem] or len(skel) < _MIN_FUZZY or (
                         len(skel) < _SHORT_EDIT_LEN and rank >= _SHORT_EDIT_RANK):
                     continue  # too short, or too far down, for an edit alone to imitate it
@@ -423,14 +433,30 @@ class NameIndex:
             return Match(folded, "confusable characters")
         return self._affix(skel) or self._variant(skel) or self._fuzzy(skel, norm) \
             or self._combo(norm) or self._dropped(skel) or self._slip(norm, skel) \
-            or self._slipped_word(norm)
+            or self._slipped_word(norm) or self._swapped(skel)
+
+    def _swapped(self, skel: str) -> Match | None:
+        """Two neighbouring letters swapped, not the first, in a name of _SHORT_EDIT_LEN
+        letters or more listed beyond the reach of edits (``etherscna-api``,
+        ``xgplayre``), looked up by what a swap leaves as it is (``_swap_key``)."""
+        if len(skel) < _SHORT_EDIT_LEN or not self._swaps or not skel.isascii():
+            return None
+        held = self._swaps.get(_swap_key(skel))
+        if held is None:
+            return None
+        for theirs in (held,) if isinstance(held, str) else held:
+            if _slip(skel, theirs) and len(theirs) == len(skel) \
+                    and _DIGITS.sub("", theirs) != _DIGITS.sub("", skel):
+                return Match(self._skeletons[theirs], "swapped letters")
+        return None
 
     def _slipped_word(self, norm: str) -> Match | None:
         """A word of a longer name with a letter doubled or undoubled from one of the
         _WORD_SLIP_RANK most installed one-word names (``pupeteer-har``), where no
         popular name uses that word (``regexp`` is not ``regexpp``)."""
-        if not self._word_slips or not norm.isascii():
-            return None
+        if not self._word_slips or not norm.isascii() or not (
+                "-" in norm or "." in norm or "_" in norm):
+            return None  # one word (npm's scope is its owner's, not a word of it)
         words = _SEPARATORS.split(norm.partition("/")[2] if norm.startswith("@") else norm)
         if len(words) < 2:
             return None
@@ -567,6 +593,8 @@ class NameIndex:
                 if edge and length == size and rank >= _SUBSTITUTE_RANK \
                         and not (_slip(skel, candidate) or _near_key(skel, candidate)):
                     continue
+                if edge and length != size and _DIGITS.sub("", skel) == _DIGITS.sub("", candidate):
+                    continue  # a version digit added or dropped: vue3-spinner, angular-flatpickr
                 key = (distance, rank, target)
                 if best is None or key < best:
                     best = key
@@ -621,6 +649,18 @@ class NameIndex:
                     first, second = second, first
                 return Match(first, f"joins {first!r} and {second!r}")
         return None
+
+
+# Each byte to its square (mod 251), to sum a name's letters a second way, not in
+# step with the first, that a swap leaves as it is.
+_SCRAMBLE = bytes(i * i % 251 for i in range(256))
+
+
+def _swap_key(skel: str) -> tuple[int, str, int, int]:
+    """Length, first letter and two sums of the letters of an ASCII ``skel``: the same
+    for every order of the letters after the first, and rarely for other names."""
+    raw = skel.encode()
+    return len(raw), skel[0], sum(raw), sum(raw.translate(_SCRAMBLE))
 
 
 def _undouble(skel: str) -> str:

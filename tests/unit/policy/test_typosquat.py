@@ -57,6 +57,9 @@ RULE = TyposquatRule()
     # npm names down to the 100,000 most downloaded are protected (DataDog dataset, npm,
     # 2024: puppeteer-har is about the 34,000th)
     (E.NPM, "pupeteer-har", "puppeteer-har", "dropped repeated letters"),
+    (E.NPM, "gnache-cli", "ganache-cli", "dropped vowels"),
+    (E.NPM, "etherscna-api", "etherscan-api", "swapped letters"),  # about the 80,000th
+    (E.NPM, "xgplayre", "xgplayer", "swapped letters"),
     # one of the most installed one-word names, a letter doubled or undoubled in a word
     # of a longer name, where no popular name spells the word so (DataDog dataset)
     (E.PYPI, "ttensorflow-gpu", "tensorflow", "repeated letters in a word"),
@@ -129,6 +132,8 @@ def test_incident_names_are_caught(eco: Ecosystem, name: str, target: str,
     (E.NPM, "hpropagate"), (E.PYPI, "qfactory"), (E.NPM, "rodemirror"),
     # listed below the popular, imitating none of them
     (E.NPM, "puppeteer-cluster"), (E.NPM, "ganache-cli"),
+    # a version digit added or dropped makes a real variant below the most installed
+    (E.NPM, "http2-proxy"), (E.NPM, "babel7-jest"), (E.PYPI, "sqlite3dict"),
     # a word that popular names spell so is no slip of another's
     (E.NPM, "regexp-util"), (E.PYPI, "process-data"),
 ])
