@@ -259,7 +259,9 @@ class NameIndex:
         self.ecosystem = ecosystem
         self.names: dict[str, int] = {}  # normalised name -> rank
         self._skeletons: dict[str, str] = {}  # skeleton -> best-ranked name
-        self._folded: dict[str, str] = {}  # skeleton with rn->m etc. -> best-ranked name
+        # skeleton with rn->m etc. -> best-ranked name, where that differs from the
+        # skeleton (elsewhere the skeleton's own entry stands for it)
+        self._folded: dict[str, str] = {}
         # one-deletion variant -> skeleton(s); a str while unique, saving memory
         self._deletes: dict[str, str | tuple[str, ...]] = {}
         self._cores: dict[str, str] = {}  # skeleton without its language marker -> name
@@ -274,10 +276,6 @@ class NameIndex:
         # (a str while unique): what a doubled letter, a dropped vowel or a plural s
         # leaves unchanged
         self._slips: dict[str, str | tuple[str, ...]] = {}
-        # a name there -> its skeleton, that with doubles undone, and the consonants of
-        # its words with doubles undone in each and of its skeleton (vowels are all a
-        # dropped vowel changes)
-        self._slip_forms: dict[str, tuple[str, str, str, str]] = {}
         # every word of a popular name: a word misspelt in a longer name is one no
         # popular name uses
         self._vocabulary: set[str] = set()
@@ -297,7 +295,9 @@ class NameIndex:
             skel = skeleton(ecosystem, name)
             if rank < _VARIANT_MAX_RANK:
                 self._add_variants(name, skel)
-            self._folded.setdefault(_fold_pairs(skel), name)
+            folded = _fold_pairs(skel)
+            if folded != skel:
+                self._folded.setdefault(folded, name)
             if skel not in self._skeletons:
                 self._skeletons[skel] = name
                 if ecosystem is not Ecosystem.MAVEN:
@@ -362,9 +362,6 @@ class NameIndex:
         key = _slip_key(skel)
         if not key:
             return
-        words = _words(name, undouble=True)[0] if name.isascii() else _undouble(skel)
-        self._slip_forms[name] = (skel, _undouble(skel), _consonants(words),
-                                  _consonants(skel))
         held = self._slips.get(key)
         self._slips[key] = name if held is None else (
             (held, name) if isinstance(held, str) else (*held, name))
@@ -428,7 +425,7 @@ class NameIndex:
                      "scope confusion": _SCOPE_MAX_RANK}.get(technique)
             if limit is None or self.names[exact] < limit:
                 return Match(exact, technique)
-        folded = self._folded.get(_fold_pairs(skel)) if len(skel) >= _MIN_FUZZY else None
+        folded = self._look_alike_pairs(skel) if len(skel) >= _MIN_FUZZY else None
         if folded is not None and folded not in (norm, exact):
             return Match(folded, "confusable characters")
         return self._affix(skel) or self._variant(skel) or self._fuzzy(skel, norm) \
@@ -471,6 +468,13 @@ class NameIndex:
                 return Match(target, f"{technique} in a word")
         return None
 
+    def _look_alike_pairs(self, skel: str) -> str | None:
+        """The best-ranked name whose skeleton, with look-alike pairs folded (rn -> m),
+        is ``skel``'s so folded."""
+        folded = _fold_pairs(skel)
+        found = [n for n in (self._folded.get(folded), self._skeletons.get(folded)) if n]
+        return min(found, key=self.names.__getitem__) if found else None
+
     def _slip(self, norm: str, skel: str) -> Match | None:
         """Doubled letters, dropped vowels or a plural s, at any rank."""
         if self.ecosystem is Ecosystem.MAVEN or len(skel) < _SLIP_MIN:
@@ -493,7 +497,7 @@ class NameIndex:
         return Match(target, technique)
 
     def _slip_technique(self, mine: _Slipped, target: str) -> str | None:
-        theirs, once, consonants, raw_consonants = self._slip_forms[target]
+        theirs, once, consonants, raw_consonants = _slip_forms(self.ecosystem, target)
         if theirs == mine.skel:
             return None
         # cheap tests first: a short key is shared by a dozen names, and the full
@@ -661,6 +665,16 @@ def _swap_key(skel: str) -> tuple[int, str, int, int]:
     for every order of the letters after the first, and rarely for other names."""
     raw = skel.encode()
     return len(raw), skel[0], sum(raw), sum(raw.translate(_SCRAMBLE))
+
+
+@lru_cache(maxsize=16384)  # the protected names a slip key holds, when it matches
+def _slip_forms(ecosystem: Ecosystem, name: str) -> tuple[str, str, str, str]:
+    """A protected name's skeleton, that with doubles undone, and the consonants of its
+    words with doubles undone in each and of its skeleton (vowels are all a dropped
+    vowel changes)."""
+    skel = skeleton(ecosystem, name)
+    words = _words(name, undouble=True)[0] if name.isascii() else _undouble(skel)
+    return skel, _undouble(skel), _consonants(words), _consonants(skel)
 
 
 def _undouble(skel: str) -> str:
