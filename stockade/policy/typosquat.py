@@ -454,14 +454,12 @@ class NameIndex:
         if not self._word_slips or not norm.isascii() or not (
                 "-" in norm or "." in norm or "_" in norm):
             return None  # one word (npm's scope is its owner's, not a word of it)
-        words = _SEPARATORS.split(norm.partition("/")[2] if norm.startswith("@") else norm)
-        if len(words) < 2:
-            return None
-        for word in words:
+        bare = norm.partition("/")[2] if norm[0] == "@" else norm
+        for word in bare.replace(".", "-").replace("_", "-").split("-"):  # str's: fast
             if len(word) < _SLIP_MIN or word in self._vocabulary:
                 continue
             target = self._word_slips.get(_undouble(word))
-            if target is not None:
+            if target is not None and target != word:
                 technique = "repeated letters" if len(word) > len(target) else \
                     "dropped repeated letters" if len(word) < len(target) else \
                     "moved repeated letters"
