@@ -80,8 +80,9 @@ POPULAR_RANK = 20_000
 _MIN_FUZZY = 5  # shorter names differ by one letter from too many real ones
 _ANY_EDIT = 7  # below this, only swapped and repeated letters count (real names collide)
 # How popular (by rank) a name must be for an edit alone to make a look-alike of
-# it: any PyPI or npm name on the shipped lists, but below the _EDGE_RANK most
-# installed only the edits of a typist's slip count (see _EDGE_RANK).
+# it: the popular PyPI and npm names (every PyPI name listed), but below the
+# _EDGE_RANK most installed only the edits of a typist's slip count; npm names listed
+# further down take swaps and the slips below.
 _EDIT_MAX_RANK = {Ecosystem.PYPI: 20_000, Ecosystem.NPM: 20_000, Ecosystem.MAVEN: 10_000}
 # The same for a separator change alone: real lesser-known names often sit one
 # separator from a mid-ranked one, while typosquatters aim at the most installed.
@@ -375,12 +376,6 @@ class NameIndex:
 
     def __contains__(self, name: str) -> bool:
         return normalize(self.ecosystem, name) in self.names
-
-    def popular(self, name: str, *, normalized: bool = False) -> bool:
-        """True for a name ranked among the POPULAR_RANK most installed (or first):
-        never a look-alike, whatever it resembles."""
-        norm = name if normalized else normalize(self.ecosystem, name)
-        return self.names.get(norm, POPULAR_RANK) < POPULAR_RANK
 
     def lookalike(self, name: str, *, normalized: bool = False) -> Match | None:
         """The protected name ``name`` imitates, if any (never itself). A protected name
