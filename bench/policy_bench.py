@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import random
 import statistics
 import sys
@@ -79,6 +80,15 @@ def _forget(engine: Engine) -> None:
         cache = getattr(rule, "_cache", None)
         if cache is not None:
             cache.clear()
+
+
+def _resident_mb() -> float | None:
+    """This process's resident memory in MB, where /proc tells it (Linux)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 def bench_speed(lesser: dict[Ecosystem, list[str]]) -> None:
@@ -200,11 +210,13 @@ def main() -> None:
     lesser = {Ecosystem.PYPI: _lesser(args.pypi_names, Ecosystem.PYPI),
               Ecosystem.NPM: _lesser(args.npm_names, Ecosystem.NPM),
               Ecosystem.MAVEN: _lesser(args.maven_names, Ecosystem.MAVEN)}
+    before = _resident_mb()
     started = time.perf_counter()
     engine = build_engine(None)
+    grown = _resident_mb() - before if before is not None else None
     print(f"default policy built in {time.perf_counter() - started:.2f} s "
           f"({len(popular(Ecosystem.PYPI))} PyPI and {len(popular(Ecosystem.NPM))} npm "
-          "protected names)")
+          "protected names" + (f"; the process grew by {grown:.0f} MB" if grown else "") + ")")
     bench_speed(lesser)
     bench_detection(engine)
     bench_popular(engine)
