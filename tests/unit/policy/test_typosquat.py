@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from stockade.policy.model import Ecosystem, Facts, Mode, PackageRef
 from stockade.policy.names import normalize
 from stockade.policy.rules.typosquat import DependencyConfusionRule, TyposquatRule, popular
-from stockade.policy.typosquat import skeleton
+from stockade.policy.typosquat import POPULAR_RANK, skeleton
 
 E = Ecosystem
 RULE = TyposquatRule()
@@ -215,24 +215,32 @@ def test_any_text_gets_an_answer_and_never_its_own_name(name: str) -> None:
             assert normalize(eco, verdict.target) != normalize(eco, name)
 
 
-def _slipped(draw: st.DrawFn, *, doubled: bool) -> tuple[Ecosystem, str, str]:
-    """A shipped popular name with one letter doubled (from eight letters), or one vowel
-    inside a word dropped (from seven consonants, the first letter's included and
-    doubles written once), and the name."""
+def _slipped(draw: st.DrawFn, *, how: str) -> tuple[Ecosystem, str, str]:
+    """A shipped listed name with one letter doubled or two neighbouring letters but
+    the first swapped (from eight letters), or one vowel inside a word dropped (from
+    six consonants, the first letter's included and doubles written once), and the
+    name."""
     eco = draw(st.sampled_from([E.PYPI, E.NPM]))
 
     def long_enough(n: str) -> bool:
-        if doubled:
+        if how != "vowel":
             return len(skeleton(eco, n)) >= 8
         words = re.split(r"[-_.@/]+", n)
         once = "".join(re.sub(r"(.)\1+", r"\1", w) for w in words)
-        return 1 + sum(c not in "aeiou" for c in once[1:]) >= 7
+        return 1 + sum(c not in "aeiou" for c in once[1:]) >= 6
 
-    name = draw(st.sampled_from(popular(eco)[:20000]).filter(
+    name = draw(st.sampled_from(popular(eco)).filter(
         lambda n: n.isascii() and long_enough(n)))
-    if doubled:
+    if how == "doubled":
         i = draw(st.integers(0, len(name) - 1).filter(lambda k: name[k].isalpha()))
         return eco, name, name[:i] + name[i] + name[i:]
+    if how == "swapped":
+        first = next(k for k, c in enumerate(name) if c.isalnum())  # kept: see _EDGE_RANK
+        pairs = [k for k in range(first + 1, len(name) - 1) if name[k].isalpha()
+                 and name[k + 1].isalpha() and name[k] != name[k + 1]]
+        assume(pairs)
+        i = draw(st.sampled_from(pairs))
+        return eco, name, name[:i] + name[i + 1] + name[i] + name[i + 2:]
     inner = [k for k in range(1, len(name)) if name[k] in "aeiou"
              and name[k - 1].isalpha() and name[k - 1] != name[k]
              and (k + 1 == len(name) or name[k + 1] != name[k])]
@@ -243,20 +251,25 @@ def _slipped(draw: st.DrawFn, *, doubled: bool) -> tuple[Ecosystem, str, str]:
 
 @st.composite
 def doubled_letter(draw: st.DrawFn) -> tuple[Ecosystem, str, str]:
-    return _slipped(draw, doubled=True)
+    return _slipped(draw, how="doubled")
 
 
 @st.composite
 def dropped_vowel(draw: st.DrawFn) -> tuple[Ecosystem, str, str]:
-    return _slipped(draw, doubled=False)
+    return _slipped(draw, how="vowel")
 
 
-@settings(max_examples=300, deadline=None)  # the first example builds the index
-@given(st.one_of(doubled_letter(), dropped_vowel()))
+@st.composite
+def swapped_letters(draw: st.DrawFn) -> tuple[Ecosystem, str, str]:
+    return _slipped(draw, how="swapped")
+
+
+@settings(max_examples=400, deadline=None)  # the first example builds the index
+@given(st.one_of(doubled_letter(), dropped_vowel(), swapped_letters()))
 def test_a_slip_of_any_protected_name_is_refused(case: tuple[Ecosystem, str, str]) -> None:
     # Whatever its rank: squatters aim at mid-ranked names too (puppeteer-extra plugins).
     eco, name, slipped = case
-    if normalize(eco, slipped) in RULE.index(eco).names:
+    if RULE.index(eco).names.get(normalize(eco, slipped), POPULAR_RANK) < POPULAR_RANK:
         return  # a popular name of its own (``react-dom`` and ``react-doom`` both real)
     if name.startswith("@") and slipped.partition("/")[0] == name.partition("/")[0]:
         return  # an npm scope is one owner's: ``@types/uud`` is no squat of ``@types/uuid``
