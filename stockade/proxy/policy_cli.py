@@ -9,12 +9,15 @@ or not) and, for a version, what the server's storage knows: when it first saw
 the version, and the upstream's metadata as it last cached it (npm and PyPI:
 publish date, install scripts, licence, wheels). Nothing is fetched: a version
 whose metadata was never cached is decided as a request is when a fact is
-missing. ``audit`` decides cached artifacts on the same facts.
+missing. With ``--server URL`` it asks a running stockade's explain API
+instead, so the answer is that server's, on the metadata it holds or fetches.
+``audit`` decides cached artifacts on the same facts as ``check``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import os
@@ -23,6 +26,9 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+import aiohttp
 
 from stockade.config.load import load_settings
 from stockade.config.model import Settings, UpstreamSettings
@@ -43,6 +49,8 @@ from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.routing import serving
 from stockade.storage.refs import RefStore
 
+_REMOTE_TIMEOUT_S = 120  # a name's explain may fetch the upstream's metadata first
+
 
 def add_subcommands(sub: Any) -> None:
     """Register ``check`` and ``log`` on the ``stockade`` parser."""
@@ -53,6 +61,9 @@ def add_subcommands(sub: Any) -> None:
                             "more; '-' reads names from standard input, one per line")
     check.add_argument("--config", help="YAML config file (or $STOCKADE_CONFIG)")
     check.add_argument("--json", action="store_true", help="one JSON object per line")
+    check.add_argument("--server", metavar="URL",
+                       help="ask a running stockade instead (its explain API): its policy, "
+                            "and the upstream metadata it holds or fetches")
     check.set_defaults(func=_check)
 
     audit = sub.add_parser("audit", help="re-decide everything in the cache against the "
@@ -174,6 +185,8 @@ def _line(ref: PackageRef, verdict: Verdict, as_json: bool) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
+    if args.server:
+        return asyncio.run(_check_remote(args))
     settings = _settings(args)
     engine = load_engine(settings)
     if settings.policy.file is not None:
@@ -189,6 +202,43 @@ def _check(args: argparse.Namespace) -> int:
         refused = refused or verdict.blocks
         print(_line(ref, verdict, args.json))
     return 1 if refused else 0
+
+
+async def _check_remote(args: argparse.Namespace) -> int:
+    """``check --server``: each name as the server's explain API decides it."""
+    ecosystem = Ecosystem(args.ecosystem)
+    base = args.server.rstrip("/")
+    refused = failed = False
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_REMOTE_TIMEOUT_S),
+                                     trust_env=True) as session:
+        for spec in _names(args.name):
+            name, version = split_spec(ecosystem, spec)
+            parts = [*name.split("/"), *([version] if version else [])]
+            url = f"{base}/_stockade/explain/{ecosystem.value}/" + "/".join(
+                quote(part, safe="@:") for part in parts)
+            try:
+                async with session.get(url, headers={"Accept": "application/json"}) as resp:
+                    text = await resp.text()
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                print(f"cannot ask {base}: {exc or type(exc).__name__}", file=sys.stderr)
+                return 2
+            try:
+                body = json.loads(text) if status == 200 else None
+                decision = body["decision"] if isinstance(body, dict) else None
+                verdict = Verdict(Decision(decision["decision"]), str(decision["rule"]),
+                                  str(decision["reason"]), decision.get("target"),
+                                  bool(decision.get("audit_only")))
+            except (ValueError, KeyError, TypeError):
+                print(f"{spec}: {base} answered HTTP {status}: {text.strip()[:300]}",
+                      file=sys.stderr)
+                failed = True
+                continue
+            if body.get("facts_error"):
+                print(f"warning: {spec}: {body['facts_error']}", file=sys.stderr)
+            refused = refused or verdict.blocks
+            print(_line(PackageRef(ecosystem, name, version), verdict, args.json))
+    return 2 if failed else 1 if refused else 0
 
 
 def _log_verify(args: argparse.Namespace) -> int:

@@ -110,3 +110,51 @@ async def test_sdists_hidden_where_a_wheel_exists(aiohttp_client: Any, tmp_path:
     refused = await client.get(f"/pypi/files/demo-pkg/{sdist.filename}")
     assert refused.status == 403
     assert "a wheel of the same version exists" in refused.reason
+
+
+async def test_check_server_answers_as_the_server_does(
+    aiohttp_client: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A version the server never served: offline, `check` has no publish date for it and
+    # the cooldown holds it back; asked through the server, the upstream's date decides.
+    registry = await FakeNpm().start()
+    try:
+        registry.publish("demo-widget", "1.0.0", time="2024-01-01T00:00:00.000Z")
+        policy = tmp_path / "policy.yaml"
+        policy.write_text("rules:\n  typosquat: {}\n  cooldown: {min_age: 3d}\n")
+        config = {
+            "storage": {"path": str(tmp_path / "data")},
+            "pypi": {"upstreams": []}, "maven": {"upstreams": []},
+            "npm": {"upstreams": [{"name": "npmjs", "url": registry.url}]},
+            "policy": {"file": str(policy)},
+        }
+        config_file = tmp_path / "stockade.yaml"
+        config_file.write_text(yaml.safe_dump(config))
+        client = await aiohttp_client(make_app(load_settings(config_file, environ={})))
+        server = str(client.make_url("/"))
+
+        offline = await asyncio.to_thread(
+            main, ["check", "npm", "demo-widget@1.0.0", "--config", str(config_file)])
+        assert offline == 1
+        assert "[cooldown]" in capsys.readouterr().out
+
+        asked = await asyncio.to_thread(
+            main, ["check", "npm", "demo-widget@1.0.0", "loadsh", "--json", "--server", server])
+        assert asked == 1  # loadsh is refused
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [(d["name"], d["version"], d["decision"]) for d in lines] == [
+            ("demo-widget", "1.0.0", "allow"), ("loadsh", None, "block")]
+        assert lines[1]["rule"] == "typosquat" and lines[1]["target"] == "lodash"
+
+        missing = await asyncio.to_thread(
+            main, ["check", "npm", "demo-widget@9.9.9", "--server", server])
+        captured = capsys.readouterr()
+        assert missing == 1  # no date: the cooldown refuses, and says why the facts lack
+        assert "not in the upstream's metadata" in captured.err
+    finally:
+        await registry.stop()
+
+    # Nothing listening: a clear error, exit 2.
+    assert await asyncio.to_thread(
+        main, ["check", "npm", "lodash", "--server", "http://127.0.0.1:9"]) == 2
+    assert "cannot ask http://127.0.0.1:9" in capsys.readouterr().err
