@@ -23,6 +23,18 @@ MAL = {
 }
 
 
+def _npm_config(tmp_path: Path, npm_url: str, policy: Path, **policy_keys: Any) -> Path:
+    """A config file: one npm upstream, no PyPI or Maven, the policy file given."""
+    config_file = tmp_path / "stockade.yaml"
+    config_file.write_text(yaml.safe_dump({
+        "storage": {"path": str(tmp_path / "data")},
+        "pypi": {"upstreams": []}, "maven": {"upstreams": []},
+        "npm": {"upstreams": [{"name": "npmjs", "url": npm_url}]},
+        "policy": {"file": str(policy), **policy_keys},
+    }))
+    return config_file
+
+
 async def test_osv_import_reaches_a_running_proxy_and_audit_reports_the_cache(
     aiohttp_client: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -37,14 +49,7 @@ async def test_osv_import_reaches_a_running_proxy_and_audit_reports_the_cache(
             "  osv: {paths: [osv], min_severity: critical}\n"
             "  lists: {deny: [{ecosystem: npm, name: event-stream, versions: '3.3.6',"
             " reason: backdoor, owner: security}]}\n")
-        config = {
-            "storage": {"path": str(tmp_path / "data")},
-            "pypi": {"upstreams": []}, "maven": {"upstreams": []},
-            "npm": {"upstreams": [{"name": "npmjs", "url": registry.url}]},
-            "policy": {"file": str(policy), "reload_check_s": 0.05},
-        }
-        config_file = tmp_path / "stockade.yaml"
-        config_file.write_text(yaml.safe_dump(config))
+        config_file = _npm_config(tmp_path, registry.url, policy, reload_check_s=0.05)
         client = await aiohttp_client(make_app(load_settings(config_file, environ={})))
         gate = client.app[SERVICES].gate
         tgz = "/npm/demo-widget/-/demo-widget-1.0.1.tgz"
@@ -122,14 +127,7 @@ async def test_check_server_answers_as_the_server_does(
         registry.publish("demo-widget", "1.0.0", time="2024-01-01T00:00:00.000Z")
         policy = tmp_path / "policy.yaml"
         policy.write_text("rules:\n  typosquat: {}\n  cooldown: {min_age: 3d}\n")
-        config = {
-            "storage": {"path": str(tmp_path / "data")},
-            "pypi": {"upstreams": []}, "maven": {"upstreams": []},
-            "npm": {"upstreams": [{"name": "npmjs", "url": registry.url}]},
-            "policy": {"file": str(policy)},
-        }
-        config_file = tmp_path / "stockade.yaml"
-        config_file.write_text(yaml.safe_dump(config))
+        config_file = _npm_config(tmp_path, registry.url, policy)
         client = await aiohttp_client(make_app(load_settings(config_file, environ={})))
         server = str(client.make_url("/"))
 
