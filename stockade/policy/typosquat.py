@@ -437,8 +437,8 @@ class NameIndex:
         if held is None:
             return None
         for theirs in (held,) if isinstance(held, str) else held:
-            if _slip(skel, theirs) and len(theirs) == len(skel) \
-                    and _DIGITS.sub("", theirs) != _DIGITS.sub("", skel):
+            # the key holds the length: ``_slip`` tests a swap of neighbours here
+            if _slip(skel, theirs) and _DIGITS.sub("", theirs) != _DIGITS.sub("", skel):
                 return Match(self._skeletons[theirs], "swapped letters")
         return None
 
