@@ -96,6 +96,11 @@ _SHORT_SLIP_RANK = 1_000
 # alone makes them a look-alike only of the _SHORT_EDIT_RANK most installed.
 _SHORT_EDIT_LEN = 8
 _SHORT_EDIT_RANK = 3_000
+# Swapped neighbours still make a look-alike where other edits no longer do: of
+# names from _SWAP_MIN letters listed beyond the reach of edits, short names below the
+# _SHORT_EDIT_RANK most installed among them (``pytroch``, ``ffmepg``). Real names
+# rarely sit one swap from another.
+_SWAP_MIN = 6
 # Below the _EDGE_RANK most installed, an edit alone imitates a name only as a
 # typist slips: one edit, the first letter kept and the last too where a letter is
 # added or dropped (``eprogress``, ``tempfile2`` and ``prop-type`` are real variants;
@@ -312,8 +317,10 @@ class NameIndex:
                         for rest in (skel.removeprefix(affix), skel.removesuffix(affix)):
                             if rest != skel and len(rest) >= _DROPPED_MIN:
                                 self._stripped.setdefault(rest, (name, affix))
-                if rank >= _EDIT_MAX_RANK[ecosystem] and len(skel) >= _SHORT_EDIT_LEN \
-                        and ecosystem is not Ecosystem.MAVEN and skel.isascii():
+                if ecosystem is not Ecosystem.MAVEN and skel.isascii() and (
+                        (rank >= _EDIT_MAX_RANK[ecosystem] and len(skel) >= _SWAP_MIN)
+                        or (_SWAP_MIN <= len(skel) < _SHORT_EDIT_LEN
+                            and rank >= _SHORT_EDIT_RANK)):
                     key = _swap_key(skel)
                     held = self._swaps.get(key)
                     self._swaps[key] = skel if held is None else (
@@ -428,10 +435,11 @@ class NameIndex:
             or self._slipped_word(norm) or self._swapped(skel)
 
     def _swapped(self, skel: str) -> Match | None:
-        """Two neighbouring letters swapped, not the first, in a name of _SHORT_EDIT_LEN
+        """Two neighbouring letters swapped, not the first, in a name of _SWAP_MIN
         letters or more listed beyond the reach of edits (``etherscna-api``,
-        ``xgplayre``), looked up by what a swap leaves as it is (``_swap_key``)."""
-        if len(skel) < _SHORT_EDIT_LEN or not self._swaps or not skel.isascii():
+        ``xgplayre``, ``pytroch``), looked up by what a swap leaves as it is
+        (``_swap_key``)."""
+        if len(skel) < _SWAP_MIN or not self._swaps or not skel.isascii():
             return None
         held = self._swaps.get(_swap_key(skel))
         if held is None:

@@ -60,6 +60,9 @@ RULE = TyposquatRule()
     (E.NPM, "gnache-cli", "ganache-cli", "dropped vowels"),
     (E.NPM, "etherscna-api", "etherscan-api", "swapped letters"),  # about the 80,000th
     (E.NPM, "xgplayre", "xgplayer", "swapped letters"),
+    # short names below the most installed: a swap, not other edits (DataDog dataset)
+    (E.PYPI, "pytroch", "pytorch", "swapped letters"),
+    (E.NPM, "ffmepg", "ffmpeg", "swapped letters"),
     # one of the most installed one-word names, a letter doubled or undoubled in a word
     # of a longer name, where no popular name spells the word so (DataDog dataset)
     (E.PYPI, "ttensorflow-gpu", "tensorflow", "repeated letters in a word"),
