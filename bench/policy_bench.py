@@ -4,7 +4,7 @@ Prints:
 
   (a) names checked per second on one core, and p50/p99 latency per name, by the
       default policy (typosquat + dependency confusion against the shipped lists:
-      100,000 protected npm names, 15,000 PyPI ones), over 100,000 names: popular ones
+      125,000 protected npm names, 15,000 PyPI ones), over 100,000 names: popular ones
       (the 20,000 most installed), lesser-known real ones and typos of popular ones
       (first sight of each name: no decision cache;
       the best of three passes; throughput in CPU time, latencies in wall time);

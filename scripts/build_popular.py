@@ -11,7 +11,7 @@ Sources (public, documented):
   names, as a TSV with ``name`` and ``downloads_a_month`` columns (and ``version``,
   the newest: npm's security holding packages, ``0.0.1-security``, stand where
   malware was removed and are left out, however often bots still fetch them). The
-  100,000 most downloaded (``--npm-count``): the typosquat rule never refuses the
+  125,000 most downloaded (``--npm-count``): the typosquat rule never refuses the
   first 20,000, and protects the rest as targets while checking them against those
   (squats of mid-ranked packages are common on npm; some copies are fetched often).
 - Maven: Central publishes no download counts; the list is kept by hand in
@@ -20,7 +20,7 @@ Sources (public, documented):
   layout (``--maven-repo ~/.m2/repository``).
 
     python scripts/build_popular.py --pypi top-pypi-packages.json --npm npm.tsv \
-        [--maven-repo DIR] [--count 20000] [--npm-count 100000]
+        [--maven-repo DIR] [--count 20000] [--npm-count 125000]
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--npm", type=Path, help="TSV with name and downloads_a_month")
     parser.add_argument("--maven-repo", type=Path, help="a Maven repository layout to add")
     parser.add_argument("--count", type=int, default=20000, help="PyPI names at most")
-    parser.add_argument("--npm-count", type=int, default=100000, help="npm names")
+    parser.add_argument("--npm-count", type=int, default=125000, help="npm names")
     args = parser.parse_args()
     if args.pypi:
         write("popular-pypi.txt", pypi_names(args.pypi, args.count))

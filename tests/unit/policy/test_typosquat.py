@@ -54,12 +54,13 @@ RULE = TyposquatRule()
     (E.NPM, "solidty-covrage", "solidity-coverage", "dropped vowels"),
     # one edit, for a mid-ranked name: the first and last letters kept
     (E.NPM, "solidity-covrage", "solidity-coverage", "dropped letter"),
-    # npm names down to the 100,000 most downloaded are protected (DataDog dataset, npm,
+    # npm names down to the 125,000 most downloaded are protected (DataDog dataset, npm,
     # 2024: puppeteer-har is about the 34,000th)
     (E.NPM, "pupeteer-har", "puppeteer-har", "dropped repeated letters"),
     (E.NPM, "gnache-cli", "ganache-cli", "dropped vowels"),
     (E.NPM, "etherscna-api", "etherscan-api", "swapped letters"),  # about the 80,000th
     (E.NPM, "xgplayre", "xgplayer", "swapped letters"),
+    (E.NPM, "puppeteer-firfox", "puppeteer-firefox", "dropped vowels"),  # ~113,000th
     # short names below the most installed: a swap, not other edits (DataDog dataset)
     (E.PYPI, "pytroch", "pytorch", "swapped letters"),
     (E.NPM, "ffmepg", "ffmpeg", "swapped letters"),
