@@ -188,21 +188,31 @@ def _fold_char(ch: str) -> str:
     return ch
 
 
+# The ASCII characters _SEPARATORS matches, for bytes.translate to delete (several
+# times as fast as the pattern, on every name checked).
+_ASCII_SEPARATORS = bytes(c for c in range(128) if _SEPARATORS.fullmatch(chr(c)))
+_TO_DASH = bytes.maketrans(_ASCII_SEPARATORS, b"-" * len(_ASCII_SEPARATORS))
+
+
 def skeleton(ecosystem: Ecosystem, name: str) -> str:
     """The form look-alikes share: ``Req_uests`` and ``requests`` have one skeleton."""
     if name.isascii():  # NFKC and folding leave ASCII as it is
-        return _SEPARATORS.sub("", name.lower())
+        return name.lower().encode().translate(None, _ASCII_SEPARATORS).decode()
     text = unicodedata.normalize("NFKC", name).lower()
     text = "".join(_fold_char(ch) for ch in text)
     return _SEPARATORS.sub("", text)
 
 
 _ONE_LOOK = str.maketrans({"l": "i", "1": "i", "0": "o"})
+_ONE_LOOK_ASCII = bytes.maketrans(b"l10", b"iio")
 
 
 def _fold_pairs(skel: str) -> str:
     # Letters and pairs that read alike in many fonts (capital I and l lower-cased apart).
-    return skel.replace("rn", "m").replace("vv", "w").replace("cl", "d").translate(_ONE_LOOK)
+    pairs = skel.replace("rn", "m").replace("vv", "w").replace("cl", "d")
+    if pairs.isascii():  # bytes.translate: several times as fast as str's
+        return pairs.encode().translate(_ONE_LOOK_ASCII).decode()
+    return pairs.translate(_ONE_LOOK)
 
 
 def _technique(candidate: str, target: str) -> str:
@@ -473,8 +483,10 @@ class NameIndex:
         """The best-ranked name whose skeleton, with look-alike pairs folded (rn -> m),
         is ``skel``'s so folded."""
         folded = _fold_pairs(skel)
-        found = [n for n in (self._folded.get(folded), self._skeletons.get(folded)) if n]
-        return min(found, key=self.names.__getitem__) if found else None
+        pair, plain = self._folded.get(folded), self._skeletons.get(folded)
+        if pair is None or plain is None:
+            return pair or plain
+        return min(pair, plain, key=self.names.__getitem__)
 
     def _slip(self, norm: str, skel: str) -> Match | None:
         """Doubled letters, dropped vowels or a plural s, at any rank."""
@@ -686,7 +698,10 @@ def _undouble(skel: str) -> str:
 
 def _consonants(undoubled: str) -> str:
     """The first letter and every later consonant: ``solidity`` -> ``sldty``."""
-    return undoubled[:1] + undoubled[1:].translate(_NO_VOWELS)
+    rest = undoubled[1:]
+    if rest.isascii():  # as in _slip_key: bytes.translate is the fast one
+        return undoubled[:1] + rest.encode().translate(None, b"aeiou").decode()
+    return undoubled[:1] + rest.translate(_NO_VOWELS)
 
 
 def _slip_key(skel: str) -> str:
@@ -709,12 +724,18 @@ def _singular(norm: str) -> str:
 def _words(norm: str, *, undouble: bool) -> tuple[str, frozenset[int]]:
     """``norm``'s words joined (doubled letters undone in each, if ``undouble``), and
     where each starts."""
-    out = ""
-    starts = set()
-    for word in _SEPARATORS.split(norm.lower()):
+    lowered = norm.lower()
+    if lowered.isascii():  # one C pass instead of the pattern's split
+        parts = lowered.encode().translate(_TO_DASH).decode().split("-")
+    else:
+        parts = _SEPARATORS.split(lowered)
+    if undouble and _DOUBLE.search(lowered):
         # word by word: a letter doubled across a separator is two words'
         # (``check-kit`` is not ``checkit``, ``cc-changelog`` not ``changelog``)
-        plain = _undouble(word) if undouble else word
+        parts = [_undouble(word) for word in parts]
+    out = ""
+    starts = set()
+    for plain in parts:
         if plain:
             starts.add(len(out))
             out += plain
