@@ -8,7 +8,6 @@ version of a package at once. It does no I/O; rules are plain values.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,7 @@ class Engine:
         self._revision = revision
         self.sources = tuple(sources)  # files the rules were read from (besides the policy)
         # Name-level decisions repeat for every request of a package: keep them.
-        self._names: OrderedDict[tuple[Ecosystem, str, str | None, str | None, bool],
-                                 Verdict] = OrderedDict()
+        self._names = _Recent(_NAME_CACHE)
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -63,10 +61,17 @@ class Engine:
         key = (ref.ecosystem, ref.name, ref.filename, facts.upstream, facts.internal)
         found = self._names.get(key)
         if found is None:
-            found = self._names[key] = self._decide(ref, facts)
-            if len(self._names) > _NAME_CACHE:
-                self._names.popitem(last=False)
+            found = self._decide(ref, facts)
+            self._names.put(key, found)
         return found
+
+    def clear_cache(self) -> None:
+        """Forget the decisions kept, the engine's and its rules'."""
+        self._names.clear()
+        for rule in self._rules:
+            clear = getattr(rule, "clear_cache", None)
+            if callable(clear):
+                clear()
 
     def _decide(self, ref: PackageRef, facts: Facts) -> Verdict:
         best = ALLOWED
@@ -93,6 +98,41 @@ class Engine:
             )
             for version, facts in versions.items()
         }
+
+
+class _Recent:
+    """A bounded map of recent entries: two generations of plain dicts. When the newer
+    holds half the bound, it becomes the older and the oldest is dropped whole; an
+    entry found in the older moves to the newer. Unlike an OrderedDict kept in LRU
+    order, a first sight costs one dict store, not a linked-list update and an
+    eviction."""
+
+    __slots__ = ("_half", "_new", "_old")
+
+    def __init__(self, size: int) -> None:
+        self._half = max(1, size // 2)
+        self._new: dict[Any, Any] = {}
+        self._old: dict[Any, Any] = {}
+
+    def get(self, key: Any) -> Any:
+        found = self._new.get(key)
+        if found is None and self._old:
+            found = self._old.pop(key, None)
+            if found is not None:
+                self.put(key, found)
+        return found
+
+    def put(self, key: Any, value: Any) -> None:
+        if len(self._new) >= self._half:
+            self._old, self._new = self._new, {}
+        self._new[key] = value
+
+    def clear(self) -> None:
+        self._new.clear()
+        self._old.clear()
+
+    def __len__(self) -> int:
+        return len(self._new) + len(self._old)
 
 
 def build_engine(

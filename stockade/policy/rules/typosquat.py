@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -57,7 +56,9 @@ class TyposquatRule:
         self._allowed = {
             eco: [normalize(eco, n) for n in names] for eco, names in self.allowed.items()
         }
-        self._cache: OrderedDict[tuple[Ecosystem, str], Verdict | None] = OrderedDict()
+        # Every version of a package asks again: keep the verdicts (an LRU in C, as
+        # cheap as a dict on the first sight of a name).
+        self._verdicts = functools.lru_cache(maxsize=_CACHE_MAX)(self._decide)
         self._indexes: dict[Ecosystem, NameIndex] = {}
 
     def prepare(self) -> None:
@@ -86,25 +87,21 @@ class TyposquatRule:
     def evaluate(self, ref: PackageRef, facts: Facts) -> Verdict | None:
         if facts.internal:
             return None  # the organisation's own names are resolved internally
-        key = (ref.ecosystem, ref.name)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        verdict = self._decide(ref)
-        self._cache[key] = verdict
-        if len(self._cache) > _CACHE_MAX:
-            self._cache.popitem(last=False)
-        return verdict
+        return self._verdicts(ref.ecosystem, ref.name)
 
-    def _decide(self, ref: PackageRef) -> Verdict | None:
-        norm = normalize(ref.ecosystem, ref.name)
-        if self._is_allowed(ref.ecosystem, norm):
+    def clear_cache(self) -> None:
+        """Forget the verdicts kept (the indexes stay)."""
+        self._verdicts.cache_clear()
+
+    def _decide(self, ecosystem: Ecosystem, name: str) -> Verdict | None:
+        norm = normalize(ecosystem, name)
+        if self._is_allowed(ecosystem, norm):
             return None
-        match = self.index(ref.ecosystem).lookalike(norm, normalized=True)
+        match = self.index(ecosystem).lookalike(norm, normalized=True)
         if match is None:
             return None
         return finding(self.name, self.mode, Decision.BLOCK,
-                       f'"{ref.name}" looks like a typosquat of "{match.target}" '
+                       f'"{name}" looks like a typosquat of "{match.target}" '
                        f"({match.technique})", match.target)
 
 

@@ -61,3 +61,40 @@ def test_refusal_phrase() -> None:
     assert verdict.refusal_phrase() == (
         'Blocked by stockade: "reqeusts" looks like a typosquat of "requests" (rule typosquat)'
     )
+
+
+def test_name_decisions_are_kept_within_a_bound() -> None:
+    calls: list[str] = []
+
+    class Counting:
+        name = "count"
+
+        def evaluate(self, ref: PackageRef, facts: Facts) -> Verdict | None:
+            calls.append(ref.name)
+            return None
+
+    engine = Engine([Counting()], revision="r")
+    engine._names = type(engine._names)(4)  # a small bound: two generations of two
+    for name in ("a", "b", "a", "c", "a", "d", "e"):
+        engine.decide(PackageRef(Ecosystem.NPM, name), Facts())
+    # "a" was asked again before it aged out, so it was kept; "b" was not
+    assert calls == ["a", "b", "c", "d", "e"]
+    assert len(engine._names) <= 4
+    engine.decide(PackageRef(Ecosystem.NPM, "a"), Facts())
+    engine.decide(PackageRef(Ecosystem.NPM, "b"), Facts())
+    assert calls[-1] == "b" and calls.count("a") == 1
+    engine.clear_cache()
+    engine.decide(PackageRef(Ecosystem.NPM, "a"), Facts())
+    assert calls.count("a") == 2
+
+
+def test_clear_cache_reaches_the_rules() -> None:
+    engine = build_engine(None)
+    rule = next(r for r in engine.rules if r.name == "typosquat")
+    ref = PackageRef(Ecosystem.PYPI, "reqeusts")
+    first = engine.decide(ref, Facts())
+    assert first.blocks and engine.decide(ref, Facts()) is first
+    assert rule._verdicts.cache_info().currsize == 1
+    engine.clear_cache()
+    assert rule._verdicts.cache_info().currsize == 0
+    assert engine.decide(ref, Facts()) == first
