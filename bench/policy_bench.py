@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import os
 import random
 import statistics
@@ -110,9 +111,7 @@ def _speed_mix(lesser: dict[Ecosystem, list[str]]) -> list[PackageRef]:
     return mix
 
 
-def bench_speed(lesser: dict[Ecosystem, list[str]]) -> None:
-    mix = _speed_mix(lesser)
-    engine = build_engine(None)
+def bench_speed(engine: Engine, mix: list[PackageRef]) -> None:
     best: tuple[float, list[float]] | None = None
     for _ in range(3):  # the best of three passes: the machine is shared
         _forget(engine)  # every name is new to each pass, as a first request is
@@ -215,6 +214,13 @@ def main() -> None:
     lesser = {Ecosystem.PYPI: _lesser(args.pypi_names, Ecosystem.PYPI),
               Ecosystem.NPM: _lesser(args.npm_names, Ecosystem.NPM),
               Ecosystem.MAVEN: _lesser(args.maven_names, Ecosystem.MAVEN)}
+    mix = _speed_mix(lesser)
+    # The bench's own objects (the name lists, the mix: about a million) are moved out
+    # of the collector's way: a server holds none of them, and a full collection
+    # walking them would be counted against the name checks. What the engine builds
+    # from here on is collected as in a server.
+    gc.collect()
+    gc.freeze()
     before = _resident_mb()
     started = time.perf_counter()
     engine = build_engine(None)
@@ -222,7 +228,7 @@ def main() -> None:
     print(f"default policy built in {time.perf_counter() - started:.2f} s "
           f"({len(popular(Ecosystem.PYPI))} PyPI and {len(popular(Ecosystem.NPM))} npm "
           "protected names" + (f"; the process grew by {grown:.0f} MB" if grown else "") + ")")
-    bench_speed(lesser)
+    bench_speed(engine, mix)
     bench_detection(engine)
     bench_popular(engine)
     bench_lesser(engine, lesser, args.seeds)

@@ -35,7 +35,8 @@ class Engine:
         self._revision = revision
         self.sources = tuple(sources)  # files the rules were read from (besides the policy)
         # Name-level decisions repeat for every request of a package: keep them.
-        self._names = _Recent(_NAME_CACHE)
+        # By ecosystem: keys of plain values, which the collector stops walking.
+        self._names = {eco: _Recent(_NAME_CACHE) for eco in Ecosystem}
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -58,16 +59,18 @@ class Engine:
         if ref.version is not None:
             return self._decide(ref, facts)
         # plain fields: a frozen dataclass hashes itself in Python on every look-up
-        key = (ref.ecosystem, ref.name, ref.filename, facts.upstream, facts.internal)
-        found = self._names.get(key)
+        cache = self._names[ref.ecosystem]
+        key = (ref.name, ref.filename, facts.upstream, facts.internal)
+        found = cache.get(key)
         if found is None:
             found = self._decide(ref, facts)
-            self._names.put(key, found)
+            cache.put(key, found)
         return found
 
     def clear_cache(self) -> None:
         """Forget the decisions kept, the engine's and its rules'."""
-        self._names.clear()
+        for cache in self._names.values():
+            cache.clear()
         for rule in self._rules:
             clear = getattr(rule, "clear_cache", None)
             if callable(clear):

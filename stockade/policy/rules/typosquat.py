@@ -56,9 +56,11 @@ class TyposquatRule:
         self._allowed = {
             eco: [normalize(eco, n) for n in names] for eco, names in self.allowed.items()
         }
-        # Every version of a package asks again: keep the verdicts (an LRU in C, as
-        # cheap as a dict on the first sight of a name).
-        self._verdicts = functools.lru_cache(maxsize=_CACHE_MAX)(self._decide)
+        # Every version of a package asks again: keep the verdicts, by ecosystem (an
+        # LRU in C, keyed by the name alone: as cheap as a dict on a first sight, and
+        # nothing the collector must walk).
+        self._verdicts = {eco: functools.lru_cache(maxsize=_CACHE_MAX)(
+            functools.partial(self._decide, eco)) for eco in Ecosystem}
         self._indexes: dict[Ecosystem, NameIndex] = {}
 
     def prepare(self) -> None:
@@ -87,11 +89,12 @@ class TyposquatRule:
     def evaluate(self, ref: PackageRef, facts: Facts) -> Verdict | None:
         if facts.internal:
             return None  # the organisation's own names are resolved internally
-        return self._verdicts(ref.ecosystem, ref.name)
+        return self._verdicts[ref.ecosystem](ref.name)
 
     def clear_cache(self) -> None:
         """Forget the verdicts kept (the indexes stay)."""
-        self._verdicts.cache_clear()
+        for cached in self._verdicts.values():
+            cached.cache_clear()
 
     def _decide(self, ecosystem: Ecosystem, name: str) -> Verdict | None:
         norm = normalize(ecosystem, name)

@@ -74,12 +74,13 @@ def test_name_decisions_are_kept_within_a_bound() -> None:
             return None
 
     engine = Engine([Counting()], revision="r")
-    engine._names = type(engine._names)(4)  # a small bound: two generations of two
+    # a small bound: two generations of two
+    engine._names[Ecosystem.NPM] = type(engine._names[Ecosystem.NPM])(4)
     for name in ("a", "b", "a", "c", "a", "d", "e"):
         engine.decide(PackageRef(Ecosystem.NPM, name), Facts())
     # "a" was asked again before it aged out, so it was kept; "b" was not
     assert calls == ["a", "b", "c", "d", "e"]
-    assert len(engine._names) <= 4
+    assert len(engine._names[Ecosystem.NPM]) <= 4
     engine.decide(PackageRef(Ecosystem.NPM, "a"), Facts())
     engine.decide(PackageRef(Ecosystem.NPM, "b"), Facts())
     assert calls[-1] == "b" and calls.count("a") == 1
@@ -94,7 +95,7 @@ def test_clear_cache_reaches_the_rules() -> None:
     ref = PackageRef(Ecosystem.PYPI, "reqeusts")
     first = engine.decide(ref, Facts())
     assert first.blocks and engine.decide(ref, Facts()) is first
-    assert rule._verdicts.cache_info().currsize == 1
+    assert rule._verdicts[Ecosystem.PYPI].cache_info().currsize == 1
     engine.clear_cache()
-    assert rule._verdicts.cache_info().currsize == 0
+    assert rule._verdicts[Ecosystem.PYPI].cache_info().currsize == 0
     assert engine.decide(ref, Facts()) == first
