@@ -108,7 +108,7 @@ class _Recent:
     holds half the bound, it becomes the older and the oldest is dropped whole; an
     entry found in the older moves to the newer. Unlike an OrderedDict kept in LRU
     order, a first sight costs one dict store, not a linked-list update and an
-    eviction."""
+    eviction. Values are never None: None is what ``get`` answers for a miss."""
 
     __slots__ = ("_half", "_new", "_old")
 

@@ -96,8 +96,8 @@ _SHORT_SLIP_RANK = 1_000
 # alone makes them a look-alike only of the _SHORT_EDIT_RANK most installed.
 _SHORT_EDIT_LEN = 8
 _SHORT_EDIT_RANK = 3_000
-# Swapped neighbours still make a look-alike where other edits no longer do: of
-# names from _SWAP_MIN letters listed beyond the reach of edits, short names below the
+# Swapped neighbours still make a look-alike where other edits no longer reach: any
+# listed name of _SWAP_MIN letters or more beyond the edits, short names below the
 # _SHORT_EDIT_RANK most installed among them (``pytroch``, ``ffmepg``). Real names
 # rarely sit one swap from another.
 _SWAP_MIN = 6

@@ -61,7 +61,8 @@ RULE = TyposquatRule()
     (E.NPM, "etherscna-api", "etherscan-api", "swapped letters"),  # about the 80,000th
     (E.NPM, "xgplayre", "xgplayer", "swapped letters"),
     (E.NPM, "puppeteer-firfox", "puppeteer-firefox", "dropped vowels"),  # ~113,000th
-    # short names below the most installed: a swap, not other edits (DataDog dataset)
+    # short names below the most installed: a swap, not other edits (DataDog dataset;
+    # ffmepg: the 2017 crossenv campaign)
     (E.PYPI, "pytroch", "pytorch", "swapped letters"),
     (E.NPM, "ffmepg", "ffmpeg", "swapped letters"),
     # one of the most installed one-word names, a letter doubled or undoubled in a word
