@@ -22,7 +22,8 @@ from stockade.policy.model import (
     Verdict,
 )
 
-_NAME_CACHE = 65536
+# Name decisions kept per ecosystem: about 100,000 for the three, a few tens of MB.
+_NAME_CACHE = 32768
 _SEVERITY = {Decision.ALLOW: 0, Decision.WARN: 1, Decision.BLOCK: 2}
 
 

@@ -24,7 +24,7 @@ from stockade.policy.names import normalize, split_npm
 from stockade.policy.rules.base import finding
 from stockade.policy.typosquat import NameIndex, skeleton
 
-_CACHE_MAX = 65536
+_CACHE_MAX = 32768  # verdicts kept per ecosystem
 
 
 @functools.cache
