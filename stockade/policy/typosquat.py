@@ -456,7 +456,8 @@ class NameIndex:
             return None
         for theirs in (held,) if isinstance(held, str) else held:
             # the key holds the length: ``_slip`` tests a swap of neighbours here
-            if _slip(skel, theirs) and _DIGITS.sub("", theirs) != _DIGITS.sub("", skel):
+            if theirs != skel and _slip(skel, theirs) \
+                    and _DIGITS.sub("", theirs) != _DIGITS.sub("", skel):
                 return Match(self._skeletons[theirs], "swapped letters")
         return None
 
@@ -501,6 +502,8 @@ class NameIndex:
         mine = _Slipped(norm, skel, once)
         found = []
         for target in (held,) if isinstance(held, str) else held:
+            if target == norm:
+                continue  # a listed name below the popular ones: its own key
             technique = self._slip_technique(mine, target)
             if technique is not None:
                 found.append((self.names[target], target, technique))
