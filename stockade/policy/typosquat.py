@@ -347,6 +347,12 @@ class NameIndex:
                     else:
                         self._deletes[variant] = (*held, skel)
 
+        # The same variants in a set, to find which of a name's are there. A set keeps
+        # its keys and hashes in one table probed in line; a dict this large costs
+        # several cache misses for each key it lacks, and most names share none. About
+        # 25 MB for the shipped lists, for a tenth of the time of a first sight.
+        self._variants = frozenset(self._deletes)
+
         # Maven: the groupIds of the protected coordinates, for a look-alike groupId
         # with any artifact in it.
         self._groups: NameIndex | None = None
@@ -585,7 +591,7 @@ class NameIndex:
             return None
         scoped = "/" in norm
         best: tuple[int, int, str] | None = None
-        for variant in self._deletes.keys() & _deletions(skel):
+        for variant in self._variants & _deletions(skel):
             held = self._deletes[variant]
             for candidate in (held,) if isinstance(held, str) else held:
                 if candidate == skel:
