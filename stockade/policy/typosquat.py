@@ -500,8 +500,8 @@ class NameIndex:
         if self.ecosystem is Ecosystem.MAVEN or len(skel) < _SLIP_MIN:
             return None
         held = self._slips.get(_slip_key(skel))
-        if held is None:
-            return None
+        if held is None or held == norm:
+            return None  # no name, or only itself (a listed name below the popular ones)
         once = _undouble(skel)
         if len(once) < _SLIP_MIN:
             return None
