@@ -1,0 +1,85 @@
+"""Name-check speed of this checkout against another, in alternating passes of one process.
+
+Prints, for the default policy of each tree (this checkout's ``stockade`` and that of
+OTHER, a checkout of another commit: ``git worktree add /tmp/prev COMMIT``), names
+checked per CPU second on one core over the mix of ``bench.policy_bench`` (a), best and
+median of the passes, and the median over rounds of the ratio of this tree's time to
+OTHER's. The passes alternate within each round, so a shared machine's drift between
+runs, which moves names/s by a third, touches both trees alike; the ratio is the
+figure to read.
+
+    python -m bench.policy_compare OTHER [--rounds N] [--pypi-names FILE] [--npm-names FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.policy_bench import _lesser, _speed_mix
+from stockade.policy.model import Ecosystem
+
+HERE = Path(__file__).resolve().parent.parent
+
+
+def _load(tree: Path, mix: list[tuple[str, str]]) -> tuple[Any, list[Any], Any]:
+    """The default engine of ``tree``'s stockade, the mix as its references, its facts."""
+    for module in [m for m in sys.modules if m == "stockade" or m.startswith("stockade.")]:
+        del sys.modules[module]
+    sys.path.insert(0, str(tree))
+    try:
+        engine_module = importlib.import_module("stockade.policy.engine")
+        model = importlib.import_module("stockade.policy.model")
+    finally:
+        sys.path.remove(str(tree))
+    if not Path(engine_module.__file__).resolve().is_relative_to(tree):
+        sys.exit(f"{tree}: stockade was imported from {engine_module.__file__} instead")
+    if not hasattr(engine_module.Engine, "clear_cache"):
+        sys.exit(f"{tree}: its Engine has no clear_cache, which each pass needs")
+    refs = [model.PackageRef(model.Ecosystem(eco), name) for eco, name in mix]
+    gc.collect()
+    gc.freeze()  # the mix is the bench's, not the engine's: keep it out of collections
+    return engine_module.build_engine(None), refs, model.Facts(upstream="public")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("other", type=Path, help="a checkout of another commit")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--pypi-names", type=Path)
+    parser.add_argument("--npm-names", type=Path)
+    args = parser.parse_args()
+    other = args.other.resolve()
+    if not (other / "stockade" / "policy" / "engine.py").is_file():
+        sys.exit(f"{other}: not a stockade checkout (no stockade/policy/engine.py)")
+    lesser = {Ecosystem.PYPI: _lesser(args.pypi_names, Ecosystem.PYPI),
+              Ecosystem.NPM: _lesser(args.npm_names, Ecosystem.NPM)}
+    mix = [(ref.ecosystem.value, ref.name) for ref in _speed_mix(lesser)]
+    trees = {"this checkout": HERE, "other": other}
+    loaded = {label: _load(tree, mix) for label, tree in trees.items()}
+    times: dict[str, list[float]] = {label: [] for label in trees}
+    for _ in range(args.rounds):
+        for label, (engine, refs, facts) in loaded.items():
+            engine.clear_cache()  # every name is new to each pass, as in policy_bench (a)
+            started = time.process_time()
+            for ref in refs:
+                engine.decide(ref, facts)
+            times[label].append(time.process_time() - started)
+    for label, tree in trees.items():
+        spent = times[label]
+        print(f"{label} ({tree}): {len(mix) / min(spent):,.0f} names/s best, "
+              f"{len(mix) / statistics.median(spent):,.0f} median, over {args.rounds} passes")
+    ratio = statistics.median(mine / theirs for mine, theirs in
+                              zip(times["this checkout"], times["other"], strict=True))
+    print(f"time of this checkout / other, median over {args.rounds} rounds: {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
