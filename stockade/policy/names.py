@@ -38,6 +38,11 @@ def valid(ecosystem: Ecosystem, name: str) -> bool:
     return bool(sep) and all(_MAVEN_PART.match(p) for p in (group, artifact))
 
 
+# What each ecosystem calls a name, for errors about one.
+KINDS = {Ecosystem.PYPI: "Python project name", Ecosystem.NPM: "npm package name",
+         Ecosystem.MAVEN: "Maven groupId:artifactId"}
+
+
 def split_npm(name: str) -> tuple[str | None, str]:
     """(scope without ``@``, bare name) of an npm name."""
     if name.startswith("@") and "/" in name:

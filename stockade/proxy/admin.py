@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
+from stockade.policy.names import KINDS, valid
 from stockade.proxy.ecosystems import maven, npm, pypi
 from stockade.proxy.errors import BadRequestError, ProxyError
 from stockade.proxy.routing import pick_upstream
@@ -74,6 +75,8 @@ async def explain(request: web.Request) -> web.Response:
             f"(one of {', '.join(e.value for e in Ecosystem)})"
         ) from exc
     name, version = _split(ecosystem, request.match_info["rest"])
+    if not valid(ecosystem, name):  # as the registry routes answer it, not decided
+        raise BadRequestError(f"{name!r} is not a valid {KINDS[ecosystem]}")
     svc = services(request)
     upstream = pick_upstream(name.lower(), svc.upstreams[ecosystem])
     base = Facts(upstream=upstream.name, internal=upstream.internal)

@@ -34,7 +34,7 @@ from stockade.config.load import load_settings
 from stockade.config.model import Settings, UpstreamSettings
 from stockade.policy.file import load_policy
 from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, Verdict
-from stockade.policy.names import normalize
+from stockade.policy.names import KINDS, normalize, valid
 from stockade.policy.osv import OsvDatabase, OsvError
 from stockade.proxy.app import (
     ARTIFACT_REFS,
@@ -194,14 +194,18 @@ def _check(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
     ecosystem = Ecosystem(args.ecosystem)
     known = _Known(settings)
-    refused = False
+    refused = failed = False
     for spec in _names(args.name):
         name, version = split_spec(ecosystem, spec)
+        if not valid(ecosystem, name):  # what the server answers with a 400, not decided
+            print(f"{spec}: not a valid {KINDS[ecosystem]}", file=sys.stderr)
+            failed = True
+            continue
         ref = PackageRef(ecosystem, name, version)
         verdict = engine.decide(ref, known.facts(ecosystem, name, version))
         refused = refused or verdict.blocks
         print(_line(ref, verdict, args.json))
-    return 1 if refused else 0
+    return 2 if failed else 1 if refused else 0
 
 
 async def _check_remote(args: argparse.Namespace) -> int:

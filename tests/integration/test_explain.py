@@ -61,3 +61,9 @@ async def test_explain_pypi_and_errors(aiohttp_client: Any, tmp_path: Path,
     bad = await client.get("/_stockade/explain/cargo/serde")
     assert bad.status == 400
     assert "unknown ecosystem" in (await bad.json())["error"]
+    for path, kind in (("pypi/req%20uests", "Python project name"),
+                       ("npm/" + "a" * 300, "npm package name"),
+                       ("maven/guava", "Maven groupId:artifactId")):
+        malformed = await client.get(f"/_stockade/explain/{path}")
+        assert malformed.status == 400, path
+        assert f"is not a valid {kind}" in (await malformed.json())["error"]

@@ -59,6 +59,24 @@ def test_check_takes_several_names_and_standard_input(
     assert code == 1  # any refusal
 
 
+def test_check_names_a_malformed_name_and_decides_the_rest(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STOCKADE_CONFIG", raising=False)
+    config = tmp_path / "stockade.yaml"
+    config.write_text(f"storage: {{path: {tmp_path / 'data'}}}\n")
+    long_name = "a" * 300
+    code = main(["check", "pypi", "req uests", "reqeusts", long_name, "requests@2.32.3",
+                 "--config", str(config), "--json"])
+    captured = capsys.readouterr()
+    out = [json.loads(line) for line in captured.out.splitlines()]
+    assert [(o["name"], o["decision"]) for o in out] == [
+        ("reqeusts", "block"), ("requests", "allow")]
+    assert "req uests: not a valid Python project name" in captured.err
+    assert f"{long_name}: not a valid Python project name" in captured.err
+    assert code == 2  # a name could not be decided: more than a refusal
+
+
 def test_log_verify_reports_intact_and_tampered(capsys: pytest.CaptureFixture[str],
                                                 tmp_path: Path) -> None:
     from stockade.proxy.decisionlog import GENESIS, record_hash
