@@ -94,9 +94,10 @@ def _resident_mb() -> float | None:
     return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
-def _speed_mix(lesser: dict[Ecosystem, list[str]]) -> list[PackageRef]:
-    """100,000 distinct names, shuffled: per ecosystem every one of the 20,000 most
-    installed, 20,000 lesser-known real ones and 10,000 typos of popular ones."""
+def speed_mix(lesser: dict[Ecosystem, list[str]]) -> list[PackageRef]:
+    """About 95,000 distinct names, shuffled: per ecosystem every one of the 20,000 most
+    installed (PyPI's list holds 15,000), 20,000 lesser-known real ones and 10,000
+    typos of popular ones."""
     rng = random.Random(3)
     mix: list[PackageRef] = []
     for eco in (Ecosystem.PYPI, Ecosystem.NPM):
@@ -217,7 +218,9 @@ def bench_lesser(engine: Engine, lesser: dict[Ecosystem, list[str]],
                   f"e.g. {', '.join(refused[:8])}")
 
 
-def _lesser(path: Path | None, eco: Ecosystem) -> list[str]:
+def lesser_names(path: Path | None, eco: Ecosystem) -> list[str]:
+    """The valid ASCII names of the list at ``path`` beyond the 20,000 most installed (none
+    without a list)."""
     if path is None or not path.exists():
         return []
     known = {normalize(eco, n) for n in popular(eco)[:POPULAR_RANK]}  # never refused
@@ -238,10 +241,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[7],
                         help="samples for (d), one per seed (default: 7)")
     args = parser.parse_args()
-    lesser = {Ecosystem.PYPI: _lesser(args.pypi_names, Ecosystem.PYPI),
-              Ecosystem.NPM: _lesser(args.npm_names, Ecosystem.NPM),
-              Ecosystem.MAVEN: _lesser(args.maven_names, Ecosystem.MAVEN)}
-    mix = _speed_mix(lesser)
+    lesser = {Ecosystem.PYPI: lesser_names(args.pypi_names, Ecosystem.PYPI),
+              Ecosystem.NPM: lesser_names(args.npm_names, Ecosystem.NPM),
+              Ecosystem.MAVEN: lesser_names(args.maven_names, Ecosystem.MAVEN)}
+    mix = speed_mix(lesser)
     # The bench's own objects (the name lists, the mix: about a million) are moved out
     # of the collector's way: a server holds none of them, and a full collection
     # walking them would be counted against the name checks. What the engine builds

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.policy_bench import _lesser, _speed_mix
+from bench.policy_bench import lesser_names, speed_mix
 from stockade.policy.model import Ecosystem
 
 HERE = Path(__file__).resolve().parent.parent
@@ -59,9 +59,9 @@ def main() -> None:
     other = args.other.resolve()
     if not (other / "stockade" / "policy" / "engine.py").is_file():
         sys.exit(f"{other}: not a stockade checkout (no stockade/policy/engine.py)")
-    lesser = {Ecosystem.PYPI: _lesser(args.pypi_names, Ecosystem.PYPI),
-              Ecosystem.NPM: _lesser(args.npm_names, Ecosystem.NPM)}
-    mix = [(ref.ecosystem.value, ref.name) for ref in _speed_mix(lesser)]
+    lesser = {Ecosystem.PYPI: lesser_names(args.pypi_names, Ecosystem.PYPI),
+              Ecosystem.NPM: lesser_names(args.npm_names, Ecosystem.NPM)}
+    mix = [(ref.ecosystem.value, ref.name) for ref in speed_mix(lesser)]
     trees = {"this checkout": HERE, "other": other}
     loaded = {label: _load(tree, mix) for label, tree in trees.items()}
     times: dict[str, list[float]] = {label: [] for label in trees}
