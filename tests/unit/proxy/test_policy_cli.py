@@ -30,11 +30,16 @@ def test_split_spec(eco: Ecosystem, spec: str, expected: tuple[str, str | None])
     assert split_spec(eco, spec) == expected
 
 
-def test_check_json_contract(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                             monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config with a storage path and nothing else (no STOCKADE_CONFIG from outside)."""
     monkeypatch.delenv("STOCKADE_CONFIG", raising=False)
-    config = tmp_path / "stockade.yaml"
-    config.write_text(f"storage: {{path: {tmp_path / 'data'}}}\n")
+    path = tmp_path / "stockade.yaml"
+    path.write_text(f"storage: {{path: {tmp_path / 'data'}}}\n")
+    return path
+
+
+def test_check_json_contract(capsys: pytest.CaptureFixture[str], config: Path) -> None:
     code = main(["check", "pypi", "requests@2.32.3", "--config", str(config), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"ecosystem", "name", "version", "decision", "rule", "reason", "target"}
@@ -45,11 +50,8 @@ def test_check_json_contract(capsys: pytest.CaptureFixture[str], tmp_path: Path,
 
 
 def test_check_takes_several_names_and_standard_input(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], config: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("STOCKADE_CONFIG", raising=False)
-    config = tmp_path / "stockade.yaml"
-    config.write_text(f"storage: {{path: {tmp_path / 'data'}}}\n")
     monkeypatch.setattr("sys.stdin", io.StringIO("# from a lockfile\nlodash\n\nloadsh\n"))
     code = main(["check", "npm", "pupeter", "-", "react", "--config", str(config), "--json"])
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -60,11 +62,7 @@ def test_check_takes_several_names_and_standard_input(
 
 
 def test_check_names_a_malformed_name_and_decides_the_rest(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("STOCKADE_CONFIG", raising=False)
-    config = tmp_path / "stockade.yaml"
-    config.write_text(f"storage: {{path: {tmp_path / 'data'}}}\n")
+        capsys: pytest.CaptureFixture[str], config: Path) -> None:
     long_name = "a" * 300
     code = main(["check", "pypi", "req uests", "reqeusts", long_name, "requests@2.32.3",
                  "--config", str(config), "--json"])
