@@ -1,0 +1,194 @@
+"""Look-alikes by edit distance: the protected names one or two edits may imitate.
+
+Owns three look-ups, each over the protected names its limits let it reach:
+
+- a one-deletion neighbourhood index (SymSpell's idea) checked with rapidfuzz's
+  Damerau-Levenshtein distance: one edit for names of seven letters or more (for five
+  and six, a swap, a doubled letter, or for the most installed a neighbouring key or
+  another vowel; below eight letters, only of the 3,000 most installed), two from ten;
+  below the 500 most installed, only the edits of a typist's slip;
+- the fifty most installed names, the ones squatters aim at first, compared directly
+  with names that share their first letter: any one edit from five letters, any two
+  from eight (from ten letters, the 200 most installed too, with or without their
+  version digit);
+- swapped neighbours of names listed beyond the reach of edits, by what a swap leaves
+  as it is.
+
+Pure; the ranks and skeletons are the owning ``NameIndex``'s.
+"""
+
+from __future__ import annotations
+
+from rapidfuzz import process
+from rapidfuzz.distance import DamerauLevenshtein, Levenshtein
+
+from stockade.policy.model import Ecosystem
+from stockade.policy.typosquat.compare import Match, is_slip, near_key, technique_of
+from stockade.policy.typosquat.forms import DIGITS, deletions, skeleton, swap_key
+from stockade.policy.typosquat.limits import (
+    ANY_EDIT,
+    EDGE_RANK,
+    EDIT_MAX_RANK,
+    MIN_FUZZY,
+    SHORT_EDIT_LEN,
+    SHORT_EDIT_RANK,
+    SHORT_SLIP_RANK,
+    SUBSTITUTE_RANK,
+    SWAP_MIN,
+    TOP_LONG,
+    TOP_LONG_RANK,
+    TOP_ONE,
+    TOP_RANK,
+    TOP_TWO,
+    TWO_EDITS,
+)
+
+
+class EditIndex:
+    """The protected names of one ecosystem as edits reach them."""
+
+    def __init__(self, ecosystem: Ecosystem, names: dict[str, int],
+                 skeletons: dict[str, str]) -> None:
+        """``names`` (normalised name -> rank) and ``skeletons`` (skeleton -> best-ranked
+        name) are the owning index's, filled as it adds names."""
+        self._ecosystem = ecosystem
+        self._names = names
+        self._skeletons = skeletons
+        # one-deletion variant -> skeleton(s); a str while unique, saving memory
+        self._deletes: dict[str, str | tuple[str, ...]] = {}
+        self._variants: frozenset[str] = frozenset()
+        # (candidate length, first letter) -> skeletons of the most installed within two
+        # edits' length of it that start with that letter (typists rarely miss the first)
+        self._top: dict[tuple[int, str], list[str]] = {}
+        self._top_names: dict[str, str] = {}  # those skeletons -> name
+        # skeletons of names too far down for edits, by what swapping two of their
+        # letters leaves as it is
+        self._swaps: dict[tuple[int, str, int, int], str | tuple[str, ...]] = {}
+
+    def add(self, name: str, skel: str, rank: int) -> None:
+        """File a protected name under its first skeleton, where its rank and length
+        let edits reach it."""
+        eco = self._ecosystem
+        if eco is not Ecosystem.MAVEN:
+            self._add_top(name, skel, rank)
+            if skel.isascii() and (
+                    (rank >= EDIT_MAX_RANK[eco] and len(skel) >= SWAP_MIN)
+                    or (SWAP_MIN <= len(skel) < SHORT_EDIT_LEN and rank >= SHORT_EDIT_RANK)):
+                key = swap_key(skel)
+                held = self._swaps.get(key)
+                self._swaps[key] = skel if held is None else (
+                    (held, skel) if isinstance(held, str) else (*held, skel))
+        if rank >= EDIT_MAX_RANK[eco] or len(skel) < MIN_FUZZY or (
+                len(skel) < SHORT_EDIT_LEN and rank >= SHORT_EDIT_RANK):
+            return  # too short, or too far down, for an edit alone to imitate it
+        for variant in deletions(skel):
+            held = self._deletes.get(variant)
+            if held is None:
+                self._deletes[variant] = skel
+            elif isinstance(held, str):
+                self._deletes[variant] = (held, skel)
+            else:
+                self._deletes[variant] = (*held, skel)
+
+    def seal(self) -> None:
+        """Ready the look-ups once every name is added."""
+        # The variants in a set, to find which of a name's are there. A set keeps its
+        # keys and hashes in one table probed in line; a dict this large costs several
+        # cache misses for each key it lacks, and most names share none. About 25 MB
+        # for the shipped lists, for a tenth of the time of a first sight.
+        self._variants = frozenset(self._deletes)
+
+    def _add_top(self, name: str, skel: str, rank: int) -> None:
+        bare = skel.rstrip("0123456789")  # beautifulsoup4 is squatted as "BeautifulSoup"
+        for form in dict.fromkeys((skel, bare)):
+            if rank < TOP_RANK or (rank < TOP_LONG_RANK and len(form) >= TOP_LONG):
+                self._top_names.setdefault(form, name)
+                # filed under every candidate length two edits may reach
+                for length in range(len(form) - 2, len(form) + 3):
+                    self._top.setdefault((length, form[:1]), []).append(form)
+
+    def fuzzy(self, skel: str, norm: str) -> Match | None:
+        """The best-ranked protected name the fewest edits from ``skel``, within the
+        limits; else one of the most installed (``near_top``)."""
+        size = len(skel)
+        if size < MIN_FUZZY:
+            return None
+        scoped = "/" in norm
+        best: tuple[int, int, str] | None = None
+        for variant in self._variants & deletions(skel):
+            held = self._deletes[variant]
+            for candidate in (held,) if isinstance(held, str) else held:
+                if candidate == skel:
+                    continue  # the same skeleton: the exact check's, with its limits
+                length = len(candidate)
+                shorter = length if length < size else size
+                target = self._skeletons[candidate]
+                rank = self._names[target]
+                if shorter < SHORT_EDIT_LEN and rank >= SHORT_EDIT_RANK:
+                    continue
+                edge = rank >= EDGE_RANK
+                if edge and (candidate[0] != skel[0]
+                             or (length != size and candidate[-1] != skel[-1])
+                             # a scope of one's own and an edit: scope confusion, which
+                             # counts only for the SCOPE_MAX_RANK most installed
+                             or (scoped and "/" not in target)):
+                    continue  # see EDGE_RANK
+                allowed = 1 if edge or shorter < TWO_EDITS else 2
+                distance = DamerauLevenshtein.distance(skel, candidate, score_cutoff=allowed)
+                if distance > allowed:
+                    continue
+                if shorter < ANY_EDIT and not is_slip(skel, candidate) \
+                        and not (rank < SHORT_SLIP_RANK and near_key(skel, candidate)):
+                    continue
+                if edge and length == size and rank >= SUBSTITUTE_RANK \
+                        and not (is_slip(skel, candidate) or near_key(skel, candidate)):
+                    continue
+                if edge and length != size and DIGITS.sub("", skel) == DIGITS.sub("", candidate):
+                    continue  # a version digit added or dropped: vue3-spinner, angular-flatpickr
+                key = (distance, rank, target)
+                if best is None or key < best:
+                    best = key
+        if best is None:
+            return self.near_top(skel)
+        target = best[2]
+        return Match(target, technique_of(skel, skeleton(self._ecosystem, target)))
+
+    def near_top(self, skel: str) -> Match | None:
+        """Any one edit (from five letters) or two (from eight) of one of the fifty most
+        installed names; from ten letters, two edits of the 200 most installed too."""
+        if len(skel) < TOP_ONE:
+            return None
+        window = self._top.get((len(skel), skel[:1]))
+        if not window:
+            return None
+        # Levenshtein (a swap counts two) keeps this one pass of bit-parallel
+        # comparisons; swaps of these names are found by the edit index already.
+        found = process.extractOne(skel, window, scorer=Levenshtein.distance,
+                                   score_cutoff=2)
+        if found is None:
+            return None
+        candidate, distance = found[0], found[1]
+        if distance > 1 and min(len(candidate), len(skel)) < TOP_TWO:
+            return None
+        target = self._top_names[candidate]
+        if distance > 1 and self._names[target] >= TOP_RANK \
+                and min(len(candidate), len(skel)) < TOP_LONG:
+            return None
+        return Match(target, technique_of(skel, skeleton(self._ecosystem, target)))
+
+    def swapped(self, skel: str) -> Match | None:
+        """Two neighbouring letters swapped, not the first, in a name of SWAP_MIN
+        letters or more listed beyond the reach of edits (``etherscna-api``,
+        ``xgplayre``, ``pytroch``), looked up by what a swap leaves as it is
+        (``swap_key``)."""
+        if len(skel) < SWAP_MIN or not self._swaps or not skel.isascii():
+            return None
+        held = self._swaps.get(swap_key(skel))
+        if held is None:
+            return None
+        for theirs in (held,) if isinstance(held, str) else held:
+            # the key holds the length: ``is_slip`` tests a swap of neighbours here
+            if theirs != skel and is_slip(skel, theirs) \
+                    and DIGITS.sub("", theirs) != DIGITS.sub("", skel):
+                return Match(self._skeletons[theirs], "swapped letters")
+        return None

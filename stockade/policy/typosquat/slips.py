@@ -1,0 +1,162 @@
+"""Look-alikes by slips that keep every consonant in place, at any rank.
+
+Owns the slip look-ups: doubled or undoubled letters (``pupeter`` for ``puppeteer``),
+one or two vowels dropped (``solidity-covrage``), and, of the 5,000 most installed, a
+plural ``s`` added to or dropped from a word (``webpacks-dev-servers``), looked up by
+one key (the first letter and the later consonants, doubles written once) against
+every protected name whatever its rank; and a doubled or undoubled letter in one word
+of a longer name (``pupeteer-har``). Real names rarely differ from a popular one this
+way alone, where a changed consonant often makes another word. Maven takes none of
+them: its coordinates share a few groupId prefixes. Pure; the ranks are the owning
+``NameIndex``'s.
+"""
+
+from __future__ import annotations
+
+from stockade.policy.model import Ecosystem
+from stockade.policy.typosquat.compare import Match, dropped_vowels
+from stockade.policy.typosquat.forms import (
+    SEPARATORS,
+    collapse_doubles,
+    consonants,
+    singular,
+    slip_forms,
+    slip_key,
+    words,
+)
+from stockade.policy.typosquat.limits import (
+    PLURAL_RANK,
+    POPULAR_RANK,
+    SLIP_MIN,
+    VOWEL_KEY,
+    WORD_SLIP_RANK,
+)
+
+
+class _Slipped:
+    """A candidate name in the forms the slip checks compare (its words on demand)."""
+
+    __slots__ = ("_singular", "_words", "norm", "once", "plain", "skel")
+
+    def __init__(self, norm: str, skel: str, once: str) -> None:
+        self.norm, self.skel, self.once = norm, skel, once
+        self.plain = norm.isascii()
+        self._words: str | None = None
+        self._singular: str | None = None
+
+    @property
+    def singular(self) -> str:
+        """Its words without a plural s."""
+        if self._singular is None:
+            self._singular = singular(self.norm)
+        return self._singular
+
+    @property
+    def words(self) -> str:
+        """Its words, doubled letters undone in each, joined."""
+        if self._words is None:
+            self._words = words(self.norm, undouble=True)[0] if self.plain else self.once
+        return self._words
+
+
+class SlipIndex:
+    """The protected names of one ecosystem by what a slip leaves as it is."""
+
+    def __init__(self, ecosystem: Ecosystem, names: dict[str, int]) -> None:
+        """``names`` (normalised name -> rank) is the owning index's, filled as it adds
+        names."""
+        self._ecosystem = ecosystem
+        self._names = names
+        # the first letter and later consonants but s, doubled letters undone -> names
+        # (a str while unique): what a doubled letter, a dropped vowel or a plural s
+        # leaves unchanged
+        self._slips: dict[str, str | tuple[str, ...]] = {}
+        # every word of a popular name: a word misspelt in a longer name is one no
+        # popular name uses
+        self._vocabulary: set[str] = set()
+        # the WORD_SLIP_RANK most installed one-word names, doubles written once
+        self._word_slips: dict[str, str] = {}
+
+    def add_words(self, name: str, rank: int) -> None:
+        """Learn the words of a protected name, if it is a popular one."""
+        if rank < POPULAR_RANK:
+            self._vocabulary.update(SEPARATORS.split(name))
+
+    def add(self, name: str, skel: str, rank: int) -> None:
+        """File a protected name under its first skeleton."""
+        if self._ecosystem is Ecosystem.MAVEN:
+            return
+        key = slip_key(skel)
+        if key:
+            held = self._slips.get(key)
+            self._slips[key] = name if held is None else (
+                (held, name) if isinstance(held, str) else (*held, name))
+        if rank < WORD_SLIP_RANK and skel == name \
+                and len(once := collapse_doubles(skel)) >= SLIP_MIN:
+            self._word_slips.setdefault(once, name)
+
+    def slip(self, norm: str, skel: str) -> Match | None:
+        """Doubled letters, dropped vowels or a plural s, at any rank."""
+        if self._ecosystem is Ecosystem.MAVEN or len(skel) < SLIP_MIN:
+            return None
+        held = self._slips.get(slip_key(skel))
+        if held is None or held == norm:
+            return None  # no name, or only itself (a listed name below the popular ones)
+        once = collapse_doubles(skel)
+        if len(once) < SLIP_MIN:
+            return None
+        mine = _Slipped(norm, skel, once)
+        found = []
+        for target in (held,) if isinstance(held, str) else held:
+            if target == norm:
+                continue  # a listed name below the popular ones: its own key
+            technique = self._technique(mine, target)
+            if technique is not None:
+                found.append((self._names[target], target, technique))
+        if not found:
+            return None
+        _, target, technique = min(found)
+        return Match(target, technique)
+
+    def _technique(self, mine: _Slipped, target: str) -> str | None:
+        theirs, once, target_consonants, raw_consonants = slip_forms(self._ecosystem, target)
+        if theirs == mine.skel:
+            return None
+        # cheap tests first: a short key is shared by a dozen names, and the full
+        # test splits both names into words
+        if once == mine.once and (not (mine.plain and target.isascii())
+                                  or words(target, undouble=True)[0] == mine.words):
+            if len(mine.skel) > len(theirs):
+                return "repeated letters"
+            if len(mine.skel) < len(theirs):
+                return "dropped repeated letters"
+            return "moved repeated letters"
+        if len(target_consonants) >= VOWEL_KEY and mine.plain and target.isascii() and (
+                target_consonants == consonants(mine.words)
+                or raw_consonants == consonants(mine.skel)) and (
+                dropped_vowels(mine.words, *words(target, undouble=True))
+                # a vowel dropped between two of a letter: ``paralll`` for ``parallel``
+                or dropped_vowels(mine.skel, *words(target, undouble=False))):
+            return "dropped vowels"
+        if self._names[target] < PLURAL_RANK and mine.singular == singular(target):
+            return "plural"
+        return None
+
+    def slipped_word(self, norm: str) -> Match | None:
+        """A word of a longer name with a letter doubled or undoubled from one of the
+        WORD_SLIP_RANK most installed one-word names (``pupeteer-har``), where no
+        popular name uses that word (``regexp`` is not ``regexpp``)."""
+        if not self._word_slips or not norm.isascii() or not (
+                "-" in norm or "." in norm or "_" in norm):
+            return None  # one word (npm's scope is its owner's, not a word of it)
+        bare = norm.partition("/")[2] if norm[0] == "@" else norm
+        for word in bare.replace(".", "-").replace("_", "-").split("-"):  # str's: fast
+            if len(word) < SLIP_MIN or word in self._vocabulary:
+                continue
+            target = self._word_slips.get(collapse_doubles(word))
+            if target is not None and target != word:
+                technique = "repeated letters" if len(word) > len(target) else \
+                    "dropped repeated letters" if len(word) < len(target) else \
+                    "moved repeated letters"
+                return Match(target, f"{technique} in a word")
+        return None
