@@ -217,6 +217,22 @@ def parse_policy(
         raise PolicyError(f"{source}: {exc}") from exc
 
 
+def _load_osv(paths: list[Path], warnings: list[str]) -> OsvDatabase:
+    """The OSV records at ``paths``; records that cannot be read are counted in
+    ``warnings``.
+
+    Raises:
+        PolicyError: a path cannot be read, naming the key.
+    """
+    try:
+        database = OsvDatabase.load(paths)
+    except (OsvError, OSError) as exc:
+        raise PolicyError(f"rules.osv.paths: {exc}") from exc
+    if database.skipped:
+        warnings.append(f"{database.skipped} OSV records could not be read and were skipped")
+    return database
+
+
 def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
            internal: dict[Ecosystem, tuple[str, ...]], now: Callable[[], datetime]) -> Policy:
     def mode(section_mode: Mode | None) -> Mode:
@@ -258,12 +274,7 @@ def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
     paths: list[Path] = []
     if (o := r.osv) is not None:
         paths = [p if p.is_absolute() else base_dir / p for p in o.paths]
-        try:
-            database = OsvDatabase.load(paths)
-        except (OsvError, OSError) as exc:
-            raise PolicyError(f"rules.osv.paths: {exc}") from exc
-        if database.skipped:
-            warnings.append(f"{database.skipped} OSV records could not be read and were skipped")
+        database = _load_osv(paths, warnings)
         db = database
         rules.append(OsvRule(lambda: db, o.min_severity, frozenset(o.block_ids),
                              frozenset(o.ignore_ids), mode(o.mode)))
