@@ -8,28 +8,39 @@ OTHER's. The passes alternate within each round, so a shared machine's drift bet
 runs, which moves names/s by a third, touches both trees alike; the ratio is the
 figure to read.
 
+Then it compares what the two trees decide (decision, rule, target and reason) over
+the mix, the labelled set of ``bench/data/typosquats.tsv`` and three lesser-known
+samples per ecosystem (seeds 7, 23 and 99, as ``policy_bench`` (d) draws them), and
+prints how many names are decided differently, with examples: a change meant only to
+be faster should show none.
+
     python -m bench.policy_compare OTHER [--rounds N] [--pypi-names FILE] [--npm-names FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import gc
 import importlib
+import random
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.policy_bench import lesser_names, speed_mix
+from bench.policy_bench import DATA, lesser_names, speed_mix
 from stockade.policy.model import Ecosystem
 
 HERE = Path(__file__).resolve().parent.parent
 
 
+SEEDS = (7, 23, 99)
+
+
 def _load(tree: Path, mix: list[tuple[str, str]]) -> tuple[Any, list[Any], Any]:
-    """The default engine of ``tree``'s stockade, the mix as its references, its facts."""
+    """The default engine of ``tree``'s stockade, ``mix`` as its references, its facts."""
     for module in [m for m in sys.modules if m == "stockade" or m.startswith("stockade.")]:
         del sys.modules[module]
     sys.path.insert(0, str(tree))
@@ -62,11 +73,14 @@ def main() -> None:
     lesser = {Ecosystem.PYPI: lesser_names(args.pypi_names, Ecosystem.PYPI),
               Ecosystem.NPM: lesser_names(args.npm_names, Ecosystem.NPM)}
     mix = [(ref.ecosystem.value, ref.name) for ref in speed_mix(lesser)]
+    others = _decision_names(lesser)
     trees = {"this checkout": HERE, "other": other}
-    loaded = {label: _load(tree, mix) for label, tree in trees.items()}
+    loaded = {label: _load(tree, mix + others) for label, tree in trees.items()}
+    loaded = {label: (engine, refs[:len(mix)], facts, refs)
+              for label, (engine, refs, facts) in loaded.items()}
     times: dict[str, list[float]] = {label: [] for label in trees}
     for _ in range(args.rounds):
-        for label, (engine, refs, facts) in loaded.items():
+        for label, (engine, refs, facts, _) in loaded.items():
             engine.clear_cache()  # every name is new to each pass, as in policy_bench (a)
             started = time.process_time()
             for ref in refs:
@@ -79,6 +93,35 @@ def main() -> None:
     ratio = statistics.median(mine / theirs for mine, theirs in
                               zip(times["this checkout"], times["other"], strict=True))
     print(f"time of this checkout / other, median over {args.rounds} rounds: {ratio:.3f}")
+    _compare_decisions(loaded)
+
+
+def _decision_names(lesser: dict[Ecosystem, list[str]]) -> list[tuple[str, str]]:
+    """The labelled typosquats and the lesser-known samples, as (ecosystem, name)."""
+    with (DATA / "typosquats.tsv").open() as fh:
+        names = [(row["ecosystem"], row["name"]) for row in csv.DictReader(fh, delimiter="\t")]
+    for eco, listed in lesser.items():
+        for seed in SEEDS:
+            sample = random.Random(seed).sample(listed, min(20000, len(listed)))
+            names += [(eco.value, name) for name in sample]
+    return names
+
+
+def _compare_decisions(loaded: dict[str, tuple[Any, list[Any], Any, list[Any]]]) -> None:
+    decided = {}
+    for label, (engine, _, facts, refs) in loaded.items():
+        engine.clear_cache()
+        decided[label] = [(ref.name, *_verdict(engine.decide(ref, facts))) for ref in refs]
+    pairs = list(zip(decided["this checkout"], decided["other"], strict=True))
+    differ = [(mine, theirs) for mine, theirs in pairs if mine != theirs]
+    print(f"decisions over {len(pairs):,} names (the mix, the labelled set and lesser-known "
+          f"samples of seeds {', '.join(map(str, SEEDS))}): {len(differ)} decided differently")
+    for mine, theirs in differ[:10]:
+        print(f"    {mine[0]}: this checkout {mine[1:]}, other {theirs[1:]}")
+
+
+def _verdict(verdict: Any) -> tuple[str, str, str | None, str]:
+    return verdict.decision.value, verdict.rule, verdict.target, verdict.reason
 
 
 if __name__ == "__main__":
