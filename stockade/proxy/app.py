@@ -104,7 +104,8 @@ def _services(
         # The policy first: if it cannot be loaded, nothing has been opened yet.
         engine = engine_factory(settings)
         root = settings.storage.path
-        decisions = DecisionLog(decision_log_path(settings), revision=lambda: gate.revision)
+        decisions = DecisionLog(decision_log_path(settings), revision=lambda: gate.revision,
+                                metrics=metrics)
         await decisions.open()
         gate = Gate(engine, metrics, decisions)
         store = FilesystemBlobStore(root, max_bytes=settings.storage.max_bytes)

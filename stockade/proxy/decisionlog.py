@@ -8,13 +8,18 @@ Cutting records off the end leaves a shorter valid chain: compare the last hash
 ``verify`` prints with one kept elsewhere to detect that.
 
 Records are chained on the event loop, in the order decisions were made, and
-written by one task off the loop; the queue is bounded, and a full queue or a
-failing disk is logged and counted, never a reason to stall requests.
+written by one task off the loop; a full queue or a failing disk is logged and
+counted, never a reason to stall requests. A write that fails (a full disk) is cut
+back to the last whole record and tried again, every second and with each new
+record, so nothing is lost while the disk recovers within the queue's bound; a
+record past it is dropped and counted. A log whose last line was torn (a crash in
+mid-write) is continued on a new line, chained to its last whole record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -27,11 +32,14 @@ from typing import Any
 import orjson
 
 from stockade.policy.model import PackageRef, Verdict
+from stockade.proxy.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
-_QUEUE_MAX = 10_000
+_QUEUE_MAX = 10_000  # records waiting to be written, including those a failing disk holds
+_RETRY_SECONDS = 1.0
+_write = os.write  # the one call that writes records (a test makes it fail)
 _FIELDS = ("seq", "time", "ecosystem", "name", "version", "filename", "decision", "rule",
            "reason", "target", "audit", "client", "request_id", "policy_revision", "prev")
 
@@ -46,7 +54,7 @@ def record_hash(record: dict[str, Any]) -> str:
 
 
 def _last_record(path: Path) -> dict[str, Any] | None:
-    """The last complete line of the log, read from the end."""
+    """The last whole record of the log, read from the end (past a torn last line)."""
     try:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -56,14 +64,36 @@ def _last_record(path: Path) -> dict[str, Any] | None:
             tail = fh.read(block)
     except FileNotFoundError:
         return None
-    lines = [line for line in tail.split(b"\n") if line.strip()]
-    if not lines:
-        return None
+    for line in reversed(tail.split(b"\n")):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # torn (verify reports it): the chain goes on from the record before
+        if isinstance(record, dict) and isinstance(record.get("hash"), str):
+            return record
+    return None
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Append whole records durably, or nothing: a failed write is cut back."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        last = orjson.loads(lines[-1])
-    except orjson.JSONDecodeError:
-        return None  # a torn last line: verify reports it; a new chain links past it
-    return last if isinstance(last, dict) else None
+        start = os.fstat(fd).st_size
+        if start and os.pread(fd, 1, start - 1) != b"\n":
+            data = b"\n" + data  # a torn last line: records start on a line of their own
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[_write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):  # a record cut in two would be torn
+                os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
 
 
 class DecisionLog:
@@ -72,15 +102,19 @@ class DecisionLog:
     def __init__(
         self, path: Path, *, revision: Callable[[], str],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: Metrics | None = None, retry_seconds: float = _RETRY_SECONDS,
     ) -> None:
         self._path = path
         self._revision = revision
         self._clock = clock
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUE_MAX)
+        self._metrics = metrics
+        self._retry = retry_seconds
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._pending: list[bytes] = []  # written and failed: tried again first
         self._writer: asyncio.Task[None] | None = None
         self._prev = GENESIS
         self._seq = 0
-        self.dropped = 0
+        self.lost = 0
 
     async def open(self) -> None:
         """Continue the chain of an existing log, and start the writer."""
@@ -110,36 +144,61 @@ class DecisionLog:
             "prev": self._prev,
         }
         record["hash"] = record_hash(record)
-        try:
-            self._queue.put_nowait(orjson.dumps(record) + b"\n")
-        except asyncio.QueueFull:
-            self.dropped += 1
-            logger.error("decision log queue full; record for %s not written", ref.display())
+        if self._queue.qsize() + len(self._pending) >= _QUEUE_MAX:
+            self.lost += 1
+            if self._metrics is not None:
+                self._metrics.decision_log_lost.inc()
+            logger.error("decision log: %d records wait to be written; the record for %s "
+                         "is dropped", _QUEUE_MAX, ref.display())
             return
+        self._queue.put_nowait(orjson.dumps(record) + b"\n")
         self._prev = record["hash"]
         self._seq += 1
 
     async def _write_loop(self) -> None:
+        failing = False
         while True:
-            line = await self._queue.get()
-            batch = [line]
+            try:
+                # while writes fail, wake every so often to try again
+                first = await asyncio.wait_for(self._queue.get(),
+                                               self._retry if self._pending else None)
+            except TimeoutError:
+                first = b""
+            batch = [first]
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             stop = None in batch
-            data = b"".join(item for item in batch if item is not None)
-            if data:
+            self._pending += [item for item in batch if item]
+            if self._pending:
                 try:
-                    await asyncio.to_thread(self._append, data)
+                    await asyncio.to_thread(_append, self._path, b"".join(self._pending))
                 except OSError as exc:
-                    logger.error("cannot write the decision log %s: %s", self._path, exc)
+                    if not failing:  # once an outage, not once a second
+                        logger.error("cannot write the decision log %s: %s; %d records "
+                                     "held, tried again every %g s", self._path, exc,
+                                     len(self._pending), self._retry)
+                    failing = True
+                else:
+                    if failing:
+                        logger.warning("decision log %s written again; %d held records "
+                                       "written", self._path, len(self._pending))
+                    failing = False
+                    self._pending.clear()
+                if self._metrics is not None:
+                    self._metrics.decision_log_pending.set(len(self._pending))
             if stop:
+                if self._pending:
+                    self._drop_pending()
                 return
 
-    def _append(self, data: bytes) -> None:
-        with self._path.open("ab") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    def _drop_pending(self) -> None:
+        """At close, with the disk still failing: what is held is lost, and counted."""
+        self.lost += len(self._pending)
+        if self._metrics is not None:
+            self._metrics.decision_log_lost.inc(len(self._pending))
+        logger.error("decision log %s: %d records could not be written before closing",
+                     self._path, len(self._pending))
+        self._pending.clear()
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,15 @@ class Metrics:
             "stockade_bytes_served_total", "Artifact bytes sent to clients, by source.",
             ["ecosystem", "source"], registry=r,
         )
+        self.decision_log_pending = Gauge(
+            "stockade_decision_log_pending_records",
+            "Decision records held because writing the decision log failed.", registry=r,
+        )
+        self.decision_log_lost = Counter(
+            "stockade_decision_log_lost_records",
+            "Decision records never written: too many waited for a failing disk.",
+            registry=r,
+        )
         self.storage_bytes = Gauge(
             "stockade_storage_bytes", "Bytes of artifact blobs in storage.", registry=r,
         )
