@@ -110,7 +110,7 @@ class DecisionLog:
         self._metrics = metrics
         self._retry = retry_seconds
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._pending: list[bytes] = []  # written and failed: tried again first
+        self._pending: list[bytes] = []  # records a failed write holds, written first
         self._writer: asyncio.Task[None] | None = None
         self._prev = GENESIS
         self._seq = 0
