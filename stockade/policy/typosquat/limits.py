@@ -24,11 +24,11 @@ AFFIXES = {
 }
 # The affixes by the letter a name starts (ends) with, to try only those that may fit.
 AFFIX_HEADS = {eco: {ch: tuple(a for a in affixes if a[0][0] == ch)
-                      for ch in {a[0][0] for a in affixes}}
-                for eco, affixes in AFFIXES.items()}
+                     for ch in {a[0][0] for a in affixes}}
+               for eco, affixes in AFFIXES.items()}
 AFFIX_TAILS = {eco: {ch: tuple(a for a in affixes if a[0][-1] == ch)
-                      for ch in {a[0][-1] for a in affixes}}
-                for eco, affixes in AFFIXES.items()}
+                     for ch in {a[0][-1] for a in affixes}}
+               for eco, affixes in AFFIXES.items()}
 # The most installed names of each ecosystem: never refused as look-alikes. The
 # shipped lists go further down (npm); names there are protected as targets but
 # are checked themselves against these.
