@@ -65,6 +65,14 @@ class NameIndex:
         for rank, raw in itertools.chain(((0, n) for n in first), enumerate(names)):
             self._add(normalize(ecosystem, raw), rank)
         self._edits.seal()
+        # The parts ``_named`` finds one of the COMBO_RANK most installed for: most
+        # names with a separator hold none, and a set tells that before ``_named`` runs.
+        self._combo_parts: frozenset[str] = frozenset()
+        if ecosystem is Ecosystem.PYPI:
+            top = [k for k, n in self._skeletons.items() if self.names[n] < COMBO_RANK]
+            top += [k for k, n in self._digitless.items()
+                    if self.names[n] < COMBO_RANK and len(k) >= TOP_LONG]
+            self._combo_parts = frozenset(top)
         # Maven: the groupIds of the protected coordinates, for a look-alike groupId
         # with any artifact in it.
         self._groups: NameIndex | None = None
@@ -232,7 +240,8 @@ class NameIndex:
         parts = norm.split("-")  # a normalised PyPI name: lower case, one separator
         for i in range(1, len(parts)):
             left, right = "".join(parts[:i]), "".join(parts[i:])
-            if min(len(left), len(right)) < COMBO_PART:
+            if min(len(left), len(right)) < COMBO_PART or left not in self._combo_parts \
+                    or right not in self._combo_parts:
                 continue
             first, second = self._named(left), self._named(right)
             if first is None or second is None:
