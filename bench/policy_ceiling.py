@@ -10,8 +10,9 @@ what the shipped detector would catch and refuse with that check added:
     20,000-name samples, beyond the 20,000 most installed).
 
 A name among the 20,000 most installed is never refused by any check, as by the
-detector. Names are compared in a compact form: normalised, lower case, without
-separators (`-`, `_`, `.`, `@`, `/`), so separator variants are no edit at all.
+detector. Names are compared as the detector's skeletons: normalised, lower case,
+without separators, look-alike characters folded, so separator variants are no edit
+at all.
 
 The checks:
   one edit       Damerau-Levenshtein distance at most 1 (a letter added, dropped,
@@ -32,7 +33,6 @@ from __future__ import annotations
 import argparse
 import csv
 import random
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,19 +44,16 @@ from stockade.policy.engine import build_engine
 from stockade.policy.model import Ecosystem, PackageRef
 from stockade.policy.names import normalize
 from stockade.policy.rules.typosquat import popular
-from stockade.policy.typosquat import POPULAR_RANK
+from stockade.policy.typosquat import POPULAR_RANK, skeleton
+from stockade.policy.typosquat.forms import deletions
 
-_SEPARATORS = re.compile(r"[-_.@/]")
 ECOSYSTEMS = (Ecosystem.PYPI, Ecosystem.NPM)
 Check = Callable[[str], "str | None"]
 
 
 def compact(eco: Ecosystem, name: str) -> str:
-    return _SEPARATORS.sub("", normalize(eco, name))
-
-
-def _deletions(word: str) -> set[str]:
-    return {word[:i] + word[i + 1:] for i in range(len(word))}
+    """The form the checks compare: the detector's skeleton of the normalised name."""
+    return skeleton(eco, normalize(eco, name))
 
 
 def one_edit(protected: list[str]) -> Check:
@@ -64,11 +61,11 @@ def one_edit(protected: list[str]) -> Check:
     index: dict[str, list[str]] = {}
     for name in protected:
         if len(name) >= 5:
-            for key in (name, *_deletions(name)):
+            for key in deletions(name):
                 index.setdefault(key, []).append(name)
 
     def check(name: str) -> str | None:
-        for key in (name, *_deletions(name)):
+        for key in deletions(name):
             for target in index.get(key, ()):
                 if target != name and \
                         DamerauLevenshtein.distance(name, target, score_cutoff=1) <= 1:
