@@ -105,6 +105,11 @@ async def test_a_torn_last_line_is_continued_on_a_line_of_its_own(tmp_path: Path
     assert "line 3" in problem and "torn" in problem
 
 
+def _sample(metrics: Metrics, name: str) -> float | None:
+    """A decision-log metric's value, as /metrics shows it."""
+    return metrics.registry.get_sample_value(f"stockade_decision_log_{name}")
+
+
 class _FailingDisk:
     """``os.write`` that fails (full disk) ``failures`` times, each after writing part
     of what it was given, then writes as usual."""
@@ -136,7 +141,7 @@ async def test_records_survive_a_full_disk_and_are_written_when_it_recovers(
                          client="10.0.0.1", request_id=f"req-{i}")
         await asyncio.sleep(0)
     for _ in range(200):  # retried every 10 ms until the disk takes them
-        if disk.failures == 0 and metrics.decision_log_pending._value.get() == 0:
+        if disk.failures == 0 and _sample(metrics, "pending_records") == 0:
             break
         await asyncio.sleep(0.01)
     await log.close()
@@ -146,7 +151,8 @@ async def test_records_survive_a_full_disk_and_are_written_when_it_recovers(
     result = verify(path)
     assert result.ok, result.problems
     assert log.lost == 0
-    assert metrics.decision_log_lost._value.get() == 0
+    assert _sample(metrics, "pending_records") == 0
+    assert _sample(metrics, "lost_records_total") == 0
 
 
 async def test_records_past_the_bound_are_dropped_and_counted(
@@ -163,5 +169,5 @@ async def test_records_past_the_bound_are_dropped_and_counted(
     assert log.lost == 2  # the fourth and fifth: three already waited
     await log.close()  # the disk never recovered: the three held are lost too
     assert log.lost == 5
-    assert metrics.decision_log_lost._value.get() == 5
+    assert _sample(metrics, "lost_records_total") == 5
     assert path.read_bytes() == b""  # every failed write was cut back: nothing torn
