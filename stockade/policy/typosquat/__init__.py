@@ -19,7 +19,7 @@ Pure; the corpus is passed in.
 
 from stockade.policy.typosquat.compare import Match
 from stockade.policy.typosquat.forms import skeleton
-from stockade.policy.typosquat.index import NameIndex, load_index
+from stockade.policy.typosquat.index import NameIndex
 from stockade.policy.typosquat.limits import POPULAR_RANK
 
-__all__ = ["POPULAR_RANK", "Match", "NameIndex", "load_index", "skeleton"]
+__all__ = ["POPULAR_RANK", "Match", "NameIndex", "skeleton"]

@@ -16,7 +16,7 @@ other. Pure; the corpus is passed in.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.names import normalize
@@ -251,8 +251,3 @@ class NameIndex:
                     first, second = second, first
                 return Match(first, f"joins {first!r} and {second!r}")
         return None
-
-
-def load_index(ecosystem: Ecosystem, names: Sequence[str]) -> NameIndex:
-    """An index over ``names`` (ranked, most protected first)."""
-    return NameIndex(ecosystem, names)
