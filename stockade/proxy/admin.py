@@ -3,14 +3,13 @@
 Owns ``GET /_stockade/explain/<ecosystem>/<name>[/<version>]``: the same
 decision a request would get, with every rule's verdict, the facts it was made
 on, and, for a name, the versions policy hides and why. Facts come from the
-ecosystem modules (the cached metadata, fetched if needed); when the upstream
+admission path (the cached metadata, fetched if needed); when the upstream
 cannot be reached the answer says so and decides on what routing knows.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -19,20 +18,11 @@ from aiohttp import web
 
 from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
 from stockade.policy.names import KINDS, valid
-from stockade.proxy.ecosystems import maven, npm, pypi
+from stockade.proxy.admission import base_facts, canonical
 from stockade.proxy.errors import BadRequestError, ProxyError
-from stockade.proxy.routing import pick_upstream
 from stockade.proxy.state import services
 
 logger = logging.getLogger(__name__)
-
-FactsProvider = Callable[[web.Request, str], Awaitable[tuple[Facts, dict[str, Facts]]]]
-_PROVIDERS: dict[Ecosystem, FactsProvider] = {
-    Ecosystem.NPM: npm.known_versions,
-    Ecosystem.PYPI: pypi.known_versions,
-    Ecosystem.MAVEN: maven.known_versions,
-}
-
 
 def setup(app: web.Application) -> None:
     """Register the admin routes."""
@@ -77,21 +67,18 @@ async def explain(request: web.Request) -> web.Response:
     name, version = _split(ecosystem, request.match_info["rest"])
     if not valid(ecosystem, name):  # as the registry routes answer it, not decided
         raise BadRequestError(f"{name!r} is not a valid {KINDS[ecosystem]}")
-    svc = services(request)
-    upstream = pick_upstream(name.lower(), svc.upstreams[ecosystem])
-    base = Facts(upstream=upstream.name, internal=upstream.internal)
+    adm = services(request).admission
+    base = base_facts(adm.route(ecosystem, canonical(ecosystem, name)))
     versions: dict[str, Facts] = {}
     body: dict[str, Any] = {}
-    provider = _PROVIDERS.get(ecosystem)
-    if provider is not None:
-        try:
-            base, versions = await provider(request, name)
-        except ProxyError as exc:
-            body["facts_error"] = exc.diagnostics()
-    engine = svc.gate.engine
+    try:
+        base, versions = await adm.versions(ecosystem, name)
+    except ProxyError as exc:
+        body["facts_error"] = exc.diagnostics()
+    engine = adm.gate.engine
     ref = PackageRef(ecosystem, name, version)
     facts = versions.get(version, base) if version is not None else base
-    if version is not None and version not in versions and provider is not None:
+    if version is not None and version not in versions:
         body.setdefault("facts_error", f"{name} {version} is not in the upstream's metadata")
     verdict = engine.decide(ref, facts)
     body.update({
@@ -101,7 +88,7 @@ async def explain(request: web.Request) -> web.Response:
         "facts": _facts(facts),
     })
     if version is None and versions:
-        vf = svc.gate.filter_versions(PackageRef(ecosystem, name), versions)
+        vf = adm.gate.filter_versions(PackageRef(ecosystem, name), versions)
         body["versions"] = {
             "total": len(versions),
             "hidden": {v: _verdict(vf.verdicts[v]) for v in sorted(vf.hidden)},

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from stockade.config.load import ConfigError
 from stockade.config.model import Settings
 from stockade.policy.engine import build_engine
+from stockade.policy.file import load_policy
 from stockade.policy.model import Ecosystem
 from stockade.proxy import routes
+from stockade.proxy.admission import Admission, Workers
 from stockade.proxy.decisionlog import DecisionLog
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, PolicyEngine
@@ -28,9 +29,10 @@ from stockade.proxy.pipeline import ArtifactPipeline
 from stockade.proxy.reloader import PolicyReloader
 from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.responses import make_middleware
+from stockade.proxy.routes import ECOSYSTEMS
 from stockade.proxy.state import SERVICES, Services
 from stockade.proxy.upstream import Upstream
-from stockade.storage.filesystem import FilesystemBlobStore
+from stockade.storage.backends import open_store
 from stockade.storage.refs import RefStore
 
 logger = logging.getLogger(__name__)
@@ -65,17 +67,40 @@ def load_engine(settings: Settings) -> PolicyEngine:
     """
     policy = None
     if settings.policy.file is not None:
-        try:
-            from stockade.policy.file import load_policy
-        except ImportError as exc:
-            raise ConfigError(
-                f"policy.file: this stockade cannot read policy files yet "
-                f"(got {str(settings.policy.file)!r})"
-            ) from exc
         policy = load_policy(settings.policy.file, internal=internal_namespaces(settings))
         for warning in policy.warnings:
             logger.warning("policy %s: %s", settings.policy.file, warning)
     return build_engine(policy, internal=internal_namespaces(settings))
+
+
+def make_upstreams(
+    settings: Settings, metrics: Metrics, environ: Mapping[str, str]
+) -> dict[Ecosystem, tuple[Upstream, ...]]:
+    """Every configured upstream, per ecosystem (not started: no session is open)."""
+    return {
+        eco: tuple(Upstream(u, metrics=metrics, environ=environ)
+                   for u in getattr(settings, eco.value).upstreams)
+        for eco in Ecosystem
+    }
+
+
+def make_admission(
+    settings: Settings, gate: Gate, metrics: Metrics, upstreams: Mapping[Ecosystem,
+    tuple[Upstream, ...]], *, offline: bool = False, workers: Workers | None = None,
+) -> Admission:
+    """The admission path over the records under ``storage.path``.
+
+    ``offline`` admission asks no upstream and records nothing: it decides on
+    the metadata and first-seen times the server stored (``check``, ``audit``).
+    """
+    root = settings.storage.path
+    metacache = MetadataCache(
+        RefStore(root, METADATA_REFS), metrics,
+        max_doc_bytes=settings.storage.max_metadata_bytes, offline=offline,
+    )
+    first_seen = FirstSeen(RefStore(root, FIRST_SEEN_REFS), read_only=offline)
+    return Admission(settings, gate=gate, upstreams=upstreams, metacache=metacache,
+                     first_seen=first_seen, ecosystems=ECOSYSTEMS, workers=workers)
 
 
 def make_app(
@@ -108,32 +133,22 @@ def _services(
                                 metrics=metrics)
         await decisions.open()
         gate = Gate(engine, metrics, decisions)
-        store = FilesystemBlobStore(root, max_bytes=settings.storage.max_bytes)
+        store = open_store(settings)
         await store.open()
-        metacache = MetadataCache(
-            RefStore(root, METADATA_REFS), metrics,
-            max_doc_bytes=settings.storage.max_metadata_bytes,
-        )
         pipeline = ArtifactPipeline(
             store, RefStore(root, ARTIFACT_REFS), metrics,
             max_artifact_bytes=settings.storage.max_artifact_bytes,
         )
         rendered = RenderedCache(root / "rendered")
         await rendered.open()
-        upstreams = {
-            eco: tuple(
-                Upstream(u, metrics=metrics, environ=environ)
-                for u in getattr(settings, eco.value).upstreams
-            )
-            for eco in Ecosystem
-        }
+        upstreams = make_upstreams(settings, metrics, environ)
         for group in upstreams.values():
             for upstream in group:
                 await upstream.start()
+        admission = make_admission(settings, gate, metrics, upstreams, workers=rendered)
         app[SERVICES] = Services(
-            settings=settings, metrics=metrics, store=store, metacache=metacache,
-            pipeline=pipeline, upstreams=upstreams, gate=gate,
-            rendered=rendered, first_seen=FirstSeen(RefStore(root, FIRST_SEEN_REFS)),
+            settings=settings, metrics=metrics, store=store, admission=admission,
+            pipeline=pipeline, rendered=rendered,
         )
         metrics.storage_bytes.set(store.total_bytes)
         reloader = PolicyReloader(settings, gate, metrics, engine_factory)
@@ -145,7 +160,7 @@ def _services(
             await pipeline.close()
             await rendered.close()
             await decisions.close()
-            await metacache.close()
+            await admission.metacache.close()
             for group in upstreams.values():
                 for upstream in group:
                     await upstream.close()

@@ -21,9 +21,11 @@ from aiohttp import web
 from stockade import __version__
 from stockade.config.load import ConfigError, load_settings
 from stockade.config.model import Settings
+from stockade.proxy import policy_cli
 from stockade.proxy.app import make_app
 from stockade.proxy.responses import JsonAccessLogger
-from stockade.storage.filesystem import FilesystemBlobStore
+from stockade.storage.backends import open_store
+from stockade.storage.verify import verify_all
 
 logger = logging.getLogger("stockade")
 
@@ -87,9 +89,9 @@ def _cache_verify(args: argparse.Namespace) -> int:
     _setup_logging(settings)
 
     async def run() -> tuple[int, list[str]]:
-        store = FilesystemBlobStore(settings.storage.path)
+        store = open_store(settings)
         await store.open()
-        return await store.verify_all()
+        return await verify_all(store)
 
     checked, removed = asyncio.run(run())
     print(f"checked {checked} blobs, removed {len(removed)} that failed verification")
@@ -121,16 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--storage", help="storage directory")
     verify.set_defaults(func=_cache_verify)
 
-    _add_policy_commands(sub)
-    return parser
-
-
-def _add_policy_commands(sub: Any) -> None:
-    try:
-        from stockade.proxy import policy_cli
-    except ImportError:
-        return
     policy_cli.add_subcommands(sub)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

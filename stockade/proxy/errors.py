@@ -1,12 +1,15 @@
 """The proxy's error tree; each error carries the sentence a client is shown.
 
 ProxyError
+ ├── RefusedError               the policy refuses it (403, the contract's refusal)
  ├── BadRequestError            malformed name or path (400)
  ├── NotFoundError              no such package or file (404)
+ │    └── NotCachedError        offline, and never cached (404)
  └── UpstreamError              the upstream failed us (502 unless said)
       ├── UpstreamUnavailableError   cannot connect, TLS failure (502)
       ├── UpstreamTimeoutError       no answer in time (504)
       ├── UpstreamStatusError        an unexpected HTTP status (502, 404 kept)
+      ├── UpstreamRedirectError      too many redirects (502)
       ├── UpstreamBodyError          truncated or reset body (502)
       └── HostNotAllowedError        a URL outside the configured upstream (502)
 
@@ -15,6 +18,8 @@ rendered by the same middleware in ``responses``.
 """
 
 from __future__ import annotations
+
+from stockade.policy.model import Verdict
 
 
 class ProxyError(Exception):
@@ -27,6 +32,20 @@ class ProxyError(Exception):
         return str(self)
 
 
+class RefusedError(ProxyError):
+    """The policy refuses the request; the verdict is the data, this ends the request.
+
+    Raised by the admission path only, so no handler writes a refusal itself:
+    ``responses`` turns it into the 403 that the route's clients print.
+    """
+
+    status = 403
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.refusal_phrase())
+        self.verdict = verdict
+
+
 class BadRequestError(ProxyError):
     """The client asked for something malformed."""
 
@@ -37,6 +56,10 @@ class NotFoundError(ProxyError):
     """The package or file does not exist."""
 
     status = 404
+
+
+class NotCachedError(NotFoundError):
+    """Offline, and the document or file was never cached."""
 
 
 class UpstreamError(ProxyError):
@@ -67,6 +90,10 @@ class UpstreamStatusError(UpstreamError):
         self.upstream_status = upstream_status
         if upstream_status in (404, 410):
             self.status = 404
+
+
+class UpstreamRedirectError(UpstreamError):
+    """The upstream redirected more often than any registry needs."""
 
 
 class UpstreamBodyError(UpstreamError):

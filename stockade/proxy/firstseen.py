@@ -36,20 +36,12 @@ def _key(ecosystem: Ecosystem, name: str) -> str:
 class FirstSeen:
     """First-seen times per (ecosystem, package, version)."""
 
-    def __init__(self, refs: RefStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, refs: RefStore, *, read_only: bool = False,
+                 clock: Callable[[], float] = time.time) -> None:
         self._refs = refs
+        self._read_only = read_only
         self._clock = clock
         self._memory: OrderedDict[str, dict[str, str]] = OrderedDict()
-
-    def recorded(self, ecosystem: Ecosystem, name: str, version: str) -> datetime | None:
-        """When ``version`` was first seen, as recorded; None if never (synchronous, read-only:
-        for maintenance commands, which decide without asking an upstream)."""
-        record = self._refs.read(_key(ecosystem, name))
-        when = (record or {}).get("versions", {}).get(version)
-        try:
-            return datetime.fromisoformat(when) if isinstance(when, str) else None
-        except ValueError:
-            return None
 
     async def annotate(
         self, ecosystem: Ecosystem, name: str, facts: Mapping[str, Facts], *,
@@ -62,6 +54,7 @@ class FirstSeen:
         version of a known package new. From a single file request it may just
         be an old version nobody asked for yet, and keeps its own date.
         ``only`` limits the answer to one version (all are still recorded).
+        Read-only, nothing is recorded and an unrecorded version has no time.
         """
         key = _key(ecosystem, name)
         seen = self._memory.get(key)
@@ -71,6 +64,9 @@ class FirstSeen:
             known_package = record is not None
         else:
             known_package = True
+        if self._read_only:
+            return {v: dataclasses.replace(f, first_seen_at=_parse(seen.get(v)))
+                    for v, f in self._wanted(facts, only)}
         now = datetime.fromtimestamp(self._clock(), UTC)
         added = False
         for version, fact in facts.items():
@@ -92,8 +88,18 @@ class FirstSeen:
         self._memory.move_to_end(key)
         while len(self._memory) > _MEMORY:
             self._memory.popitem(last=False)
-        wanted = facts.items() if only is None else [(only, facts[only])]
         return {
             v: dataclasses.replace(f, first_seen_at=datetime.fromisoformat(seen[v]))
-            for v, f in wanted
+            for v, f in self._wanted(facts, only)
         }
+
+    @staticmethod
+    def _wanted(facts: Mapping[str, Facts], only: str | None) -> list[tuple[str, Facts]]:
+        return list(facts.items()) if only is None else [(only, facts[only])]
+
+
+def _parse(value: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None

@@ -42,11 +42,12 @@ class DecisionSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class VersionFilter:
-    """The outcome of deciding every version of a package."""
+    """The outcome of deciding every version of a package, and the facts it was made on."""
 
     verdicts: dict[str, Verdict]
     hidden: frozenset[str]
     refused: frozenset[str]
+    facts: Mapping[str, Facts]
 
     def header(self) -> str | None:
         """``X-Stockade-Filtered`` value: how many versions were hidden, by which rules."""
@@ -111,4 +112,4 @@ class Gate:
         refused = frozenset(v for v, verdict in verdicts.items() if verdict.blocks)
         kept = set(versions) - refused
         hidden = refused if kept else frozenset()
-        return VersionFilter(verdicts, hidden, refused)
+        return VersionFilter(verdicts, hidden, refused, versions)

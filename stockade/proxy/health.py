@@ -7,8 +7,6 @@ is gone or full.
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -23,7 +21,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Ready to serve: storage accepts writes."""
     svc = services(request)
-    writable = await asyncio.to_thread(svc.store.writable)
+    writable = await svc.store.writable()
     body = {"status": "ready" if writable else "not ready", "storage_writable": writable,
             "policy_revision": svc.gate.revision}
     return web.json_response(body, status=200 if writable else 503)

@@ -1,7 +1,8 @@
 """The metadata cache: index pages, packuments and maven-metadata.xml.
 
 Owns freshness (TTL), revalidation with ETag/Last-Modified, stale-if-error and
-coalescing identical misses into one upstream request. Documents are kept on
+coalescing identical misses into one upstream request; offline, it serves what
+is stored and asks no upstream. Documents are kept on
 disk through ``RefStore`` and the most recent ones in a bounded memory LRU.
 It does not parse or rewrite documents: ecosystem modules do.
 """
@@ -15,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from stockade.proxy.errors import UpstreamError, UpstreamStatusError
+from stockade.proxy.errors import NotCachedError, UpstreamError, UpstreamStatusError
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.singleflight import SingleFlight
 from stockade.proxy.upstream import Upstream
@@ -57,13 +58,6 @@ def doc_key(ecosystem: str, upstream: str, url: str, accept: str) -> str:
     return f"{ecosystem}|{upstream}|{url}|{accept}"
 
 
-def read_stored(refs: RefStore, key: str) -> CachedDoc | None:
-    """The document last stored under ``key``, however old, without the network
-    (synchronous: for maintenance commands)."""
-    record = refs.read(key)
-    return None if record is None else _stored_doc(key, record, refs.read_body(key))
-
-
 def _stored_doc(key: str, record: dict[str, object], body: bytes | None) -> CachedDoc | None:
     if body is None:
         return None
@@ -89,12 +83,14 @@ class MetadataCache:
         *,
         max_doc_bytes: int,
         memory_bytes: int = 64 * 1024 * 1024,
+        offline: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._refs = refs
         self._metrics = metrics
         self._max_doc_bytes = max_doc_bytes
         self._memory_bytes = memory_bytes
+        self._offline = offline
         self._clock = clock
         self._memory: OrderedDict[str, CachedDoc] = OrderedDict()
         self._memory_used = 0
@@ -112,12 +108,19 @@ class MetadataCache:
     ) -> CachedDoc:
         """The document at ``url``: cached if fresh, else revalidated or fetched.
 
+        Offline, the stored copy is returned however old, and nothing is fetched.
+
         Raises:
             UpstreamError: the upstream failed and no usable stale copy exists
                 (an upstream 404 raises ``UpstreamStatusError`` with status 404).
+            NotCachedError: offline, and the document was never stored.
         """
         key = doc_key(ecosystem, upstream.name, url, accept)
         cached = await self._load(key)
+        if self._offline:
+            if cached is None:
+                raise NotCachedError(f"{url} was never cached; offline, nothing is fetched")
+            return cached
         if cached is not None and self._clock() - cached.fetched_at < ttl_s:
             self._metrics.cache_requests.labels(ecosystem, CacheResult.HIT).inc()
             return cached

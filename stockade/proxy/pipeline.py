@@ -25,10 +25,9 @@ from stockade.policy.model import Ecosystem
 from stockade.proxy.errors import IntegrityError, ProxyError
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.upstream import Upstream
-from stockade.storage.digest import Digest
+from stockade.storage.digest import Digest, MultiHasher
 from stockade.storage.errors import DigestMismatchError, StorageError
-from stockade.storage.filesystem import FilesystemBlobStore
-from stockade.storage.protocol import BlobInfo, BlobWriter
+from stockade.storage.protocol import BlobInfo, BlobStore, BlobWriter
 from stockade.storage.refs import RefStore
 
 logger = logging.getLogger(__name__)
@@ -95,7 +94,7 @@ class ArtifactPipeline:
 
     def __init__(
         self,
-        store: FilesystemBlobStore,
+        store: BlobStore,
         index: RefStore,
         metrics: Metrics,
         *,
@@ -145,6 +144,17 @@ class ArtifactPipeline:
             raise fill.error
         assert fill.info is not None
         return fill.info
+
+    async def digest(self, info: BlobInfo, algorithm: str) -> str:
+        """Another digest of a stored blob (one its record lacks), hashed from storage.
+
+        Raises:
+            BlobNotFoundError: the blob is no longer stored.
+        """
+        hasher = MultiHasher([algorithm])
+        async for chunk in self._store.read(info.sha256):
+            hasher.update(chunk)
+        return hasher.digests()[algorithm].hex
 
     async def serve(self, request: web.Request, source: ArtifactSource) -> web.StreamResponse:
         """Answer a GET or HEAD (with or without Range) for one artifact."""

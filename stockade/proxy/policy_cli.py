@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -31,22 +30,23 @@ from urllib.parse import quote
 import aiohttp
 
 from stockade.config.load import load_settings
-from stockade.config.model import Settings, UpstreamSettings
+from stockade.config.model import Settings
 from stockade.policy.file import load_policy
 from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, Verdict
-from stockade.policy.names import KINDS, normalize, valid
+from stockade.policy.names import KINDS, valid
 from stockade.policy.osv import OsvDatabase, OsvError
+from stockade.proxy.admission import Admission
 from stockade.proxy.app import (
     ARTIFACT_REFS,
-    FIRST_SEEN_REFS,
-    METADATA_REFS,
     decision_log_path,
     load_engine,
+    make_admission,
+    make_upstreams,
 )
 from stockade.proxy.decisionlog import verify
-from stockade.proxy.ecosystems import npm, pypi
-from stockade.proxy.firstseen import FirstSeen
-from stockade.proxy.routing import serving
+from stockade.proxy.errors import NotFoundError
+from stockade.proxy.gate import Gate, PolicyEngine
+from stockade.proxy.metrics import Metrics
 from stockade.storage.refs import RefStore
 
 _REMOTE_TIMEOUT_S = 120  # a name's explain may fetch the upstream's metadata first
@@ -124,53 +124,13 @@ def _stdin_names() -> Iterator[str]:
             yield line.strip()
 
 
-_STORED: dict[Ecosystem, Callable[[RefStore, UpstreamSettings, str], dict[str, Facts]]] = {
-    Ecosystem.NPM: npm.stored_facts,
-    Ecosystem.PYPI: pypi.stored_facts,
-}
-
-
-class _Known:
-    """What can be known without an upstream: the routing, when the server first saw
-    a version, and the upstream's metadata as the server last cached it."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._first_seen = FirstSeen(RefStore(settings.storage.path, FIRST_SEEN_REFS))
-        self._metadata = RefStore(settings.storage.path, METADATA_REFS)
-        self._stored: tuple[tuple[Ecosystem, str, str], dict[str, Facts]] | None = None
-
-    def owner(self, ecosystem: Ecosystem, name: str,
-              upstream: str | None = None) -> UpstreamSettings | None:
-        """The upstream named ``upstream``, else the one routing gives ``name``."""
-        upstreams = getattr(self._settings, ecosystem.value).upstreams
-        if upstream is not None:
-            named = next((u for u in upstreams if u.name == upstream), None)
-            if named is not None:
-                return named
-        return serving(name, upstreams)
-
-    def facts(self, ecosystem: Ecosystem, name: str, version: str | None = None,
-              upstream: str | None = None) -> Facts:
-        owner = self.owner(ecosystem, name, upstream)
-        base = Facts() if owner is None else Facts(upstream=owner.name, internal=owner.internal)
-        if version is None:
-            return base
-        seen = self._first_seen.recorded(ecosystem, name, version) or \
-            self._first_seen.recorded(ecosystem, normalize(ecosystem, name), version)
-        stored = self._versions(ecosystem, owner, name).get(version, base)
-        return dataclasses.replace(stored, upstream=base.upstream, internal=base.internal,
-                                   first_seen_at=seen)
-
-    def _versions(self, ecosystem: Ecosystem, owner: UpstreamSettings | None,
-                  name: str) -> dict[str, Facts]:
-        reader = _STORED.get(ecosystem)
-        if reader is None or owner is None:
-            return {}
-        key = (ecosystem, owner.name, name)
-        if self._stored is None or self._stored[0] != key:  # one package at a time
-            self._stored = (key, reader(self._metadata, owner, name))
-        return self._stored[1]
+def _offline(settings: Settings, engine: PolicyEngine) -> Admission:
+    """The admission path as the server runs it, over what the server stored: it asks
+    no upstream and records nothing."""
+    metrics = Metrics()
+    gate = Gate(engine, metrics)
+    return make_admission(settings, gate, metrics, make_upstreams(settings, metrics, os.environ),
+                          offline=True)
 
 
 def _line(ref: PackageRef, verdict: Verdict, as_json: bool) -> str:
@@ -192,8 +152,13 @@ def _check(args: argparse.Namespace) -> int:
     if settings.policy.file is not None:
         for warning in load_policy(settings.policy.file).warnings:
             print(f"warning: {warning}", file=sys.stderr)
+    return asyncio.run(_check_local(args, settings, engine))
+
+
+async def _check_local(args: argparse.Namespace, settings: Settings,
+                       engine: PolicyEngine) -> int:
     ecosystem = Ecosystem(args.ecosystem)
-    known = _Known(settings)
+    admission = _offline(settings, engine)
     refused = failed = False
     for spec in _names(args.name):
         name, version = split_spec(ecosystem, spec)
@@ -202,10 +167,17 @@ def _check(args: argparse.Namespace) -> int:
             failed = True
             continue
         ref = PackageRef(ecosystem, name, version)
-        verdict = engine.decide(ref, known.facts(ecosystem, name, version))
+        verdict = engine.decide(ref, await _facts(admission, ref))
         refused = refused or verdict.blocks
         print(_line(ref, verdict, args.json))
     return 2 if failed else 1 if refused else 0
+
+
+async def _facts(admission: Admission, ref: PackageRef, upstream: str | None = None) -> Facts:
+    try:
+        return await admission.facts(ref, upstream)
+    except NotFoundError:
+        return Facts()  # no upstream serves the name: decided on the name alone
 
 
 async def _check_remote(args: argparse.Namespace) -> int:
@@ -262,8 +234,13 @@ def _log_verify(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = load_engine(settings)
+    return asyncio.run(_audit_cache(args, settings, engine))
+
+
+async def _audit_cache(args: argparse.Namespace, settings: Settings,
+                       engine: PolicyEngine) -> int:
+    admission = _offline(settings, engine)
     refs = RefStore(settings.storage.path, ARTIFACT_REFS)
-    known = _Known(settings)
     cached = [(ref, record.get("upstream")) for record in refs.records()
               if (ref := _cached_ref(record)) is not None]
     # one package's artifacts together, so its metadata is read and parsed once
@@ -271,8 +248,7 @@ def _audit(args: argparse.Namespace) -> int:
     checked = refused = 0
     for ref, upstream in cached:
         checked += 1
-        facts = known.facts(ref.ecosystem, ref.name, ref.version,
-                            upstream if isinstance(upstream, str) else None)
+        facts = await _facts(admission, ref, upstream if isinstance(upstream, str) else None)
         verdict = engine.decide(ref, facts)
         if verdict.decision is Decision.ALLOW:
             continue

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from stockade.policy.model import Verdict
-from stockade.proxy.errors import ProxyError
+from stockade.proxy.errors import ProxyError, RefusedError
 from stockade.proxy.metrics import Metrics
 from stockade.storage.errors import BlobNotFoundError, StorageError, StorageFullError
 
@@ -90,6 +90,8 @@ def make_middleware(
             metrics.requests.labels(eco, kind, str(exc.status)).inc()
             exc.headers["X-Request-Id"] = request_id
             raise
+        except RefusedError as exc:
+            response = refusal(request, exc.verdict)
         except ProxyError as exc:
             response = error_response(request, exc.status, exc.diagnostics())
         except StorageFullError as exc:

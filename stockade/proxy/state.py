@@ -6,21 +6,17 @@ handlers read them with ``services(request)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from stockade.config.model import EcosystemSettings, Settings
-from stockade.policy.model import Ecosystem
-from stockade.proxy.firstseen import FirstSeen
+from stockade.config.model import Settings
+from stockade.proxy.admission import Admission
 from stockade.proxy.gate import Gate
-from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.pipeline import ArtifactPipeline
 from stockade.proxy.rendered import RenderedCache
-from stockade.proxy.upstream import Upstream
-from stockade.storage.filesystem import FilesystemBlobStore
+from stockade.storage.protocol import BlobStore
 
 
 @dataclass(slots=True)
@@ -29,18 +25,15 @@ class Services:
 
     settings: Settings
     metrics: Metrics
-    store: FilesystemBlobStore
-    metacache: MetadataCache
+    store: BlobStore
+    admission: Admission
     pipeline: ArtifactPipeline
-    upstreams: Mapping[Ecosystem, tuple[Upstream, ...]]
-    gate: Gate
     rendered: RenderedCache
-    first_seen: FirstSeen
 
-    def ecosystem(self, eco: Ecosystem) -> EcosystemSettings:
-        """The settings of one ecosystem."""
-        settings: EcosystemSettings = getattr(self.settings, eco.value)
-        return settings
+    @property
+    def gate(self) -> Gate:
+        """The policy in force, with its accounting."""
+        return self.admission.gate
 
 
 SERVICES = web.AppKey("services", Services)

@@ -137,7 +137,12 @@ class FilesystemBlobStore:
         # sha256 -> [size, last_used]; loaded by open().
         self._index: dict[str, list[float]] = {}
         self._touched: dict[str, float] = {}
-        self.total_bytes = 0
+        self._total = 0
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of blobs stored."""
+        return self._total
 
     async def open(self) -> None:
         """Create the layout, drop spool files a crash left, index what is stored."""
@@ -151,7 +156,7 @@ class FilesystemBlobStore:
         for path in self._blobs.glob("*/*"):
             st = path.stat()
             self._index[path.name] = [st.st_size, st.st_mtime]
-        self.total_bytes = int(sum(v[0] for v in self._index.values()))
+        self._total = int(sum(v[0] for v in self._index.values()))
 
     def blob_path(self, sha256: str) -> Path:
         """Where a blob lives (whether or not it is stored)."""
@@ -191,10 +196,12 @@ class FilesystemBlobStore:
         except FileNotFoundError as exc:
             self._forget(sha256)
             raise BlobNotFoundError(f"blob {sha256} is not stored") from exc
-        async with handle:
+        try:
             await handle.seek(start)
             while chunk := await handle.read(READ_CHUNK):
                 yield chunk
+        finally:
+            await handle.close()
 
     async def delete(self, sha256: str) -> bool:
         self._forget(sha256)
@@ -211,22 +218,22 @@ class FilesystemBlobStore:
     def _forget(self, sha256: str) -> None:
         entry = self._index.pop(sha256, None)
         if entry is not None:
-            self.total_bytes -= int(entry[0])
+            self._total -= int(entry[0])
         self._touched.pop(sha256, None)
 
     def _committed(self, info: BlobInfo) -> None:
         if info.sha256 not in self._index:
-            self.total_bytes += info.size
+            self._total += info.size
         self._index[info.sha256] = [info.size, time.time()]
         self._touched[info.sha256] = time.time()
-        if self.max_bytes is not None and self.total_bytes > self.max_bytes:
+        if self.max_bytes is not None and self._total > self.max_bytes:
             self._evict(keep=info.sha256)
 
     def _evict(self, keep: str) -> None:
         assert self.max_bytes is not None
         # Oldest use first; a blob being served stays readable (POSIX unlink).
         for sha256, _ in sorted(self._index.items(), key=lambda kv: kv[1][1]):
-            if self.total_bytes <= self.max_bytes:
+            if self._total <= self.max_bytes:
                 break
             if sha256 == keep:
                 continue
@@ -235,34 +242,11 @@ class FilesystemBlobStore:
             with contextlib.suppress(FileNotFoundError):
                 self.blob_path(sha256).unlink()
 
-    async def verify_all(self) -> tuple[int, list[str]]:
-        """Re-hash every blob; remove and return those whose bytes do not match.
-
-        Returns:
-            (number checked, digests of the blobs removed)
-        """
-        checked, removed = 0, []
-        for sha256 in list(self._index):
-            checked += 1
-            ok = await asyncio.to_thread(self._hash_matches, sha256)
-            if not ok:
-                logger.warning("blob %s failed verification and was removed", sha256)
-                await self.delete(sha256)
-                removed.append(sha256)
-        return checked, removed
-
-    def _hash_matches(self, sha256: str) -> bool:
-        hasher = MultiHasher()
-        try:
-            with self.blob_path(sha256).open("rb") as handle:
-                while chunk := handle.read(1024 * 1024):
-                    hasher.update(chunk)
-        except FileNotFoundError:
-            return False
-        return hasher.digests()["sha256"].hex == sha256
-
-    def writable(self) -> bool:
+    async def writable(self) -> bool:
         """True when a file can be created in the spool directory."""
+        return await asyncio.to_thread(self._probe)
+
+    def _probe(self) -> bool:
         probe = self._tmp / f".probe-{uuid.uuid4().hex}"
         try:
             probe.write_bytes(b"")

@@ -58,7 +58,20 @@ class BlobWriter(Protocol):
 
 
 class BlobStore(Protocol):
-    """Content-addressed storage of artifact bytes."""
+    """Content-addressed storage of artifact bytes.
+
+    Every read, stat, hash and eviction of a blob goes through these methods;
+    nothing outside a backend opens a blob by path (``local_path`` hands out a
+    file only for zero-copy serving). ``tests/unit/storage/test_conformance.py``
+    holds every backend to the same behaviour.
+    """
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of blobs stored."""
+
+    async def open(self) -> None:
+        """Make the store ready (create its layout, drop spool files a crash left)."""
 
     async def open_writer(
         self, *, algorithms: Iterable[str] = (), max_bytes: int | None = None
@@ -83,3 +96,6 @@ class BlobStore(Protocol):
 
     def iter_blobs(self) -> AsyncIterator[BlobInfo]:
         """Every stored blob (digests other than sha256 are not known here)."""
+
+    async def writable(self) -> bool:
+        """True when a new blob could be written now."""

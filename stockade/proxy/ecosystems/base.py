@@ -1,12 +1,46 @@
-"""What the ecosystem modules share when reading upstream documents."""
+"""What an ecosystem module implements, and what the modules share when reading
+upstream documents.
+
+An ecosystem module owns its registry protocol and nothing else: parsing a
+request into a reference, reading facts out of its documents, rewriting and
+filtering metadata, naming the artifact and its digests. Routing, deciding and
+fetching metadata are the admission path's (``stockade.proxy.admission``).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
+from aiohttp import web
 
+from stockade.policy.model import Ecosystem, Facts
 from stockade.proxy.errors import UpstreamError
+
+if TYPE_CHECKING:
+    from stockade.proxy.admission import Admission
+    from stockade.proxy.routing import Route
+    from stockade.proxy.upstream import Upstream
+
+
+class EcosystemModule(Protocol):
+    """One package ecosystem's protocol, as the admission path and the app use it."""
+
+    ECO: Ecosystem
+
+    def setup(self, app: web.Application) -> None:
+        """Register the ecosystem's routes on ``app``."""
+
+    async def versions(
+        self, admission: Admission, upstreams: Route[Upstream], name: str
+    ) -> dict[str, Facts]:
+        """Every version's facts as the upstream's metadata gives them (no first-seen
+        times: the admission path adds those).
+
+        Raises:
+            ProxyError: the metadata cannot be had or read.
+        """
 
 
 def json_object(body: bytes, upstream: str, what: str) -> dict[str, Any]:
@@ -24,3 +58,15 @@ def json_object(body: bytes, upstream: str, what: str) -> dict[str, Any]:
         raise UpstreamError(f"upstream {upstream} sent unexpected JSON for {what}",
                             upstream=upstream)
     return data
+
+
+def timestamp(value: object) -> datetime | None:
+    """An ISO 8601 time from upstream metadata (``Z`` or an offset; UTC if it has
+    none), or None when it is missing or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

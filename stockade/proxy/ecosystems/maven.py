@@ -11,8 +11,6 @@ are the shared pipeline's.
 
 from __future__ import annotations
 
-import asyncio
-import fnmatch
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -23,6 +21,7 @@ from aiohttp import web
 
 from stockade.config.model import MavenSettings
 from stockade.policy.model import Ecosystem, Facts, PackageRef
+from stockade.proxy.admission import Admission, base_facts, caller
 from stockade.proxy.ecosystems import maven_layout as layout
 from stockade.proxy.errors import (
     BadRequestError,
@@ -33,8 +32,9 @@ from stockade.proxy.errors import (
 )
 from stockade.proxy.metacache import CachedDoc
 from stockade.proxy.pipeline import ArtifactSource
-from stockade.proxy.responses import IMMUTABLE, REQUEST_ID, refusal
-from stockade.proxy.state import Services, services
+from stockade.proxy.responses import IMMUTABLE
+from stockade.proxy.routing import Route
+from stockade.proxy.state import services
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, DigestError
 
@@ -53,25 +53,14 @@ def setup(app: web.Application) -> None:
     app.router.add_route("HEAD", f"{PREFIX}/{{path:.+}}", repository, name="maven:head")
 
 
-def _client(request: web.Request) -> dict[str, str]:
-    return {"client": request.remote or "", "request_id": request.get(REQUEST_ID, "")}
-
-
-def _settings(svc: Services) -> MavenSettings:
-    settings = svc.settings.maven
+def _settings(adm: Admission) -> MavenSettings:
+    settings = adm.settings.maven
     assert isinstance(settings, MavenSettings)
     return settings
 
 
-def candidates(group: str, artifact: str | None, upstreams: Sequence[Upstream]) -> list[Upstream]:
-    """The upstreams a coordinate may come from: its internal one only, else every public one."""
-    names = [f"{group}:{artifact}".lower() if artifact else "", f"{group}.".lower(),
-             group.lower()]
-    for upstream in upstreams:
-        pats = [p.lower() for p in upstream.settings.namespaces]
-        if any(fnmatch.fnmatchcase(n, p) for n in names if n for p in pats):
-            return [upstream]
-    return [u for u in upstreams if not u.internal]
+def _coordinate(group: str, artifact: str | None) -> str:
+    return f"{group}:{artifact}" if artifact else group
 
 
 async def repository(request: web.Request) -> web.StreamResponse:
@@ -80,21 +69,22 @@ async def repository(request: web.Request) -> web.StreamResponse:
         path = layout.parse_path(request.match_info["path"])
     except layout.LayoutError as exc:
         raise BadRequestError(str(exc)) from exc
-    svc = services(request)
-    if path.is_snapshot and _settings(svc).snapshots == "refuse":
+    adm = services(request).admission
+    if path.is_snapshot and _settings(adm).snapshots == "refuse":
         raise NotFoundError(
             f"{path.path}: stockade does not proxy SNAPSHOT versions here "
             "(maven.snapshots: refuse)"
         )
     if path.is_metadata:
-        return await _metadata(request, svc, path)
-    return await _artifact(request, svc, path)
+        return await _metadata(request, adm, path)
+    return await _artifact(request, adm, path)
 
 
-async def _metadata(request: web.Request, svc: Services, path: layout.MavenPath) -> web.Response:
+async def _metadata(request: web.Request, adm: Admission, path: layout.MavenPath
+                    ) -> web.Response:
     group, artifact = path.metadata_name()
-    upstreams = candidates(group, artifact, svc.upstreams[ECO])
-    found, errors = await _fetch_metadata(svc, path, upstreams)
+    upstreams = adm.route(ECO, _coordinate(group, artifact))
+    found, errors = await _fetch_metadata(adm, path, upstreams.upstreams)
     if not found:
         if errors and all(getattr(e, "status", 0) == 404 for e in errors):
             raise NotFoundError(f"no upstream has {path.path}")
@@ -104,15 +94,10 @@ async def _metadata(request: web.Request, svc: Services, path: layout.MavenPath)
     if artifact_level:
         merged = layout.merge(artifact_level)
         name = f"{merged.group_id or group}:{merged.artifact_id or artifact}"
-        ref = PackageRef(ECO, name)
-        owner = upstreams[0]
-        verdict = await svc.gate.decide(
-            ref, Facts(upstream=owner.name, internal=owner.internal), **_client(request))
-        if verdict.blocks:
-            return refusal(request, verdict)
-        facts = await svc.first_seen.annotate(ECO, name, {
-            v: Facts(upstream=owner.name, internal=owner.internal) for v in merged.versions})
-        vf = svc.gate.filter_versions(ref, facts)
+        await adm.admit(PackageRef(ECO, name), base_facts(upstreams), caller(request))
+        facts = await adm.first_seen.annotate(
+            ECO, name, dict.fromkeys(merged.versions, base_facts(upstreams)))
+        vf = adm.gate.filter_versions(PackageRef(ECO, name), facts)
         body = layout.render(merged, hidden=vf.hidden)
         if (filtered := vf.header()) is not None:
             headers["X-Stockade-Filtered"] = filtered
@@ -125,19 +110,15 @@ async def _metadata(request: web.Request, svc: Services, path: layout.MavenPath)
 
 
 async def _fetch_metadata(
-    svc: Services, path: layout.MavenPath, upstreams: Sequence[Upstream]
+    adm: Admission, path: layout.MavenPath, upstreams: Sequence[Upstream]
 ) -> tuple[list[layout.Metadata], list[UpstreamError]]:
     """Each upstream's ``maven-metadata.xml`` at ``path``, and the failures."""
-    cache = svc.ecosystem(ECO).cache
     found: list[layout.Metadata] = []
     errors: list[UpstreamError] = []
     for upstream in upstreams:
         try:
-            doc = await svc.metacache.get(
-                ECO, upstream, upstream.url.rstrip("/") + "/" + path.path,
-                accept="application/xml", ttl_s=cache.metadata_ttl_s,
-                stale_if_error_s=cache.stale_if_error_s,
-            )
+            doc = await adm.document(ECO, upstream, upstream.url.rstrip("/") + "/" + path.path,
+                                     accept="application/xml")
         except UpstreamError as exc:
             errors.append(exc)
             continue
@@ -155,34 +136,29 @@ def _parse(doc: CachedDoc, upstream: Upstream) -> layout.Metadata:
         ) from exc
 
 
-async def _artifact(request: web.Request, svc: Services, path: layout.MavenPath
+async def _artifact(request: web.Request, adm: Admission, path: layout.MavenPath
                     ) -> web.StreamResponse:
     coords = path.coordinates
     assert coords is not None  # parse_path guarantees artifact paths have them
     group, artifact, version = coords
-    ref = PackageRef(ECO, f"{group}:{artifact}", version, path.filename)
-    upstreams = candidates(group, artifact, svc.upstreams[ECO])
-    if not upstreams:
-        raise NotFoundError(f"no configured upstream serves {group}:{artifact}")
-    owner = upstreams[0]
-    facts = Facts(upstream=owner.name, internal=owner.internal)
-    verdict = await svc.gate.decide(PackageRef(ECO, ref.name), facts, **_client(request))
-    if verdict.blocks:
-        return refusal(request, verdict)
-    source, published = await _source(svc, path, upstreams)
+    who = caller(request)
+    upstreams = await adm.admit_name(ECO, f"{group}:{artifact}", who)
+    source, published = await _source(adm, path, upstreams.upstreams)
     facts = Facts(upstream=source.upstream.name, internal=source.upstream.internal,
                   published_at=published)
-    facts = (await svc.first_seen.annotate(ECO, ref.name, {version: facts},
-                                           complete=False))[version]
-    verdict = await svc.gate.decide(ref, facts, **_client(request))
-    if verdict.blocks:
-        return refusal(request, verdict)
+    facts = await adm.version_facts(ECO, f"{group}:{artifact}", version, {version: facts},
+                                    upstreams, complete=False)
+    await adm.admit(PackageRef(ECO, f"{group}:{artifact}", version, path.filename), facts, who)
+    pipeline = services(request).pipeline
     if path.checksum is None:
-        return await svc.pipeline.serve(request, source)
-    return await _checksum(svc, source, path.checksum)
+        return await pipeline.serve(request, source)
+    info = await pipeline.ensure(source)
+    value = info.digests.get(path.checksum) or await pipeline.digest(info, path.checksum)
+    return web.Response(text=value, content_type="text/plain",
+                        headers={"Cache-Control": source.headers.get("Cache-Control", "")})
 
 
-async def _source(svc: Services, path: layout.MavenPath, upstreams: Sequence[Upstream]
+async def _source(adm: Admission, path: layout.MavenPath, upstreams: Sequence[Upstream]
                   ) -> tuple[ArtifactSource, datetime | None]:
     """The first upstream that has the file, with the checksum it publishes and when.
 
@@ -192,12 +168,12 @@ async def _source(svc: Services, path: layout.MavenPath, upstreams: Sequence[Ups
     missing: list[str] = []
     for upstream in upstreams:
         url = upstream.url.rstrip("/") + "/" + path.path
-        expected, published = await _published_checksum(svc, upstream, url)
+        expected, published = await _published_checksum(adm, upstream, url)
         if expected is None:
             if not await _exists(upstream, url):
                 missing.append(upstream.name)
                 continue
-            expected = _unverified(svc, path, upstream)
+            expected = _unverified(adm, path, upstream)
         snapshot = path.is_snapshot
         return ArtifactSource(
             ecosystem=ECO, upstream=upstream, url=url, filename=path.filename,
@@ -211,8 +187,8 @@ async def _source(svc: Services, path: layout.MavenPath, upstreams: Sequence[Ups
     raise NotFoundError(f"{path.path} is not on upstream {', '.join(missing)}")
 
 
-def _unverified(svc: Services, path: layout.MavenPath, upstream: Upstream) -> tuple[()]:
-    if _settings(svc).missing_checksum == "block":
+def _unverified(adm: Admission, path: layout.MavenPath, upstream: Upstream) -> tuple[()]:
+    if _settings(adm).missing_checksum == "block":
         raise IntegrityError(
             f"upstream {upstream.name} publishes no checksum for {path.path}; refusing it "
             "(maven.missing_checksum: block)"
@@ -222,15 +198,13 @@ def _unverified(svc: Services, path: layout.MavenPath, upstream: Upstream) -> tu
     return ()
 
 
-async def _published_checksum(svc: Services, upstream: Upstream, url: str
+async def _published_checksum(adm: Admission, upstream: Upstream, url: str
                               ) -> tuple[tuple[Digest, ...] | None, datetime | None]:
     """The strongest checksum the upstream publishes beside ``url`` (if any), and its date."""
     for alg in _VERIFY_WITH:
         try:
-            doc = await svc.metacache.get(
-                ECO, upstream, f"{url}.{alg}", accept="text/plain", ttl_s=_CHECKSUM_TTL_S,
-                stale_if_error_s=_CHECKSUM_TTL_S,
-            )
+            doc = await adm.document(ECO, upstream, f"{url}.{alg}", accept="text/plain",
+                                     ttl_s=_CHECKSUM_TTL_S)
         except UpstreamStatusError as exc:
             if exc.upstream_status == 404:
                 continue
@@ -265,24 +239,6 @@ async def _exists(upstream: Upstream, url: str) -> bool:
         raise
 
 
-async def _checksum(svc: Services, source: ArtifactSource, alg: str) -> web.Response:
-    """A checksum file computed from the verified, stored bytes."""
-    info = await svc.pipeline.ensure(source)
-    value = info.digests.get(alg)
-    if value is None:
-        value = await asyncio.to_thread(_hash_file, svc, info.sha256, alg)
-    return web.Response(text=value, content_type="text/plain",
-                        headers={"Cache-Control": source.headers.get("Cache-Control", "")})
-
-
-def _hash_file(svc: Services, sha256: str, alg: str) -> str:
-    hasher = hashlib.new(alg)
-    with svc.store.blob_path(sha256).open("rb") as fh:
-        while chunk := fh.read(1024 * 1024):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
 def _content_type(filename: str) -> str:
     if filename.endswith((".pom", ".xml", ".module")):
         return "application/xml" if not filename.endswith(".module") else "application/json"
@@ -293,10 +249,13 @@ def _content_type(filename: str) -> str:
     return "application/octet-stream"
 
 
-async def known_versions(
-    request: web.Request, name: str
-) -> tuple[Facts, dict[str, Facts]]:
-    """The versions ``maven-metadata.xml`` lists for ``groupId:artifactId`` (explain API)."""
+async def versions(adm: Admission, upstreams: Route[Upstream], name: str) -> dict[str, Facts]:
+    """The versions ``maven-metadata.xml`` lists for ``groupId:artifactId``, merged
+    across the upstreams routing allows (for the admission path).
+
+    Raises:
+        BadRequestError: the name is not ``groupId:artifactId``.
+    """
     group, sep, artifact = name.partition(":")
     if not sep or not group or not artifact:
         raise BadRequestError(f"{name!r} is not groupId:artifactId")
@@ -304,12 +263,8 @@ async def known_versions(
         path = layout.parse_path(f"{group.replace('.', '/')}/{artifact}/{layout.METADATA}")
     except layout.LayoutError as exc:
         raise BadRequestError(str(exc)) from exc
-    svc = services(request)
-    upstreams = candidates(group, artifact, svc.upstreams[ECO])
-    if not upstreams:
-        raise NotFoundError(f"no configured upstream serves {name}")
-    owner = upstreams[0]
-    base = Facts(upstream=owner.name, internal=owner.internal)
-    found, _ = await _fetch_metadata(svc, path, upstreams)
+    found, errors = await _fetch_metadata(adm, path, upstreams.upstreams)
+    if not found and errors:
+        raise errors[0]
     merged = layout.merge(d for d in found if d.is_artifact_level)
-    return base, await svc.first_seen.annotate(ECO, name, {v: base for v in merged.versions})
+    return dict.fromkeys(merged.versions, base_facts(upstreams))

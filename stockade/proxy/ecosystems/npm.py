@@ -15,16 +15,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import quote
 
 import orjson
 from aiohttp import web
 
-from stockade.config.model import UpstreamSettings
 from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
+from stockade.proxy.admission import Admission, caller
 from stockade.proxy.ecosystems import npm_documents as docs
 from stockade.proxy.ecosystems.base import json_object
 from stockade.proxy.errors import (
@@ -32,40 +31,29 @@ from stockade.proxy.errors import (
     HostNotAllowedError,
     IntegrityError,
     NotFoundError,
+    RefusedError,
     UpstreamError,
 )
 from stockade.proxy.gate import VersionFilter
-from stockade.proxy.metacache import CachedDoc, doc_key, read_stored
+from stockade.proxy.metacache import CachedDoc
 from stockade.proxy.pipeline import ArtifactSource
 from stockade.proxy.rendered import Rendered
-from stockade.proxy.responses import IMMUTABLE, REQUEST_ID, refusal
-from stockade.proxy.routing import pick_upstream
-from stockade.proxy.state import Services, services
+from stockade.proxy.responses import IMMUTABLE
+from stockade.proxy.routing import Route
+from stockade.proxy.state import services
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, DigestError
-from stockade.storage.refs import RefStore
 
 logger = logging.getLogger(__name__)
 
 ECO = Ecosystem.NPM
 PREFIX = "/npm"
-_INDEX_MAX = 4096  # packuments whose tarball index is kept in memory
-_INDEX_MAX_VERSIONS = 200_000  # versions across those indexes (about 100 MB)
 _OFFLOAD_BYTES = 256 * 1024
 _AUDIT_MAX_BYTES = 16 * 1024 * 1024
 
 
-_indexes: web.AppKey[OrderedDict[str, docs.PackumentIndex]] = web.AppKey("npm_indexes", OrderedDict)
-# Version decisions per document version and policy revision, with when they were made.
-_decisions: web.AppKey[OrderedDict[str, tuple[float, VersionFilter]]] = web.AppKey(
-    "npm_decisions", OrderedDict
-)
-
-
 def setup(app: web.Application) -> None:
     """Register the npm routes, under ``/npm/`` and the root aliases npm builds."""
-    app[_indexes] = OrderedDict()
-    app[_decisions] = OrderedDict()
     add = app.router.add_route
     for base, tag in ((PREFIX, ""), ("", "root-")):
         add("GET", f"{base}/-/npm/v1/keys", keys, name=f"npm:{tag}keys")
@@ -94,21 +82,13 @@ def _name(request: web.Request) -> str:
     return name
 
 
-def _client(request: web.Request) -> dict[str, str]:
-    return {"client": request.remote or "", "request_id": request.get(REQUEST_ID, "")}
-
-
 def _base(request: web.Request) -> str:
     return f"{request.url.origin()}{PREFIX}/"
 
 
-async def _document(svc: Services, upstream: Upstream, name: str) -> CachedDoc:
+async def _document(adm: Admission, upstream: Upstream, name: str) -> CachedDoc:
     """The upstream's full packument (the abbreviated one lacks ``time``)."""
-    cache = svc.ecosystem(ECO).cache
-    return await svc.metacache.get(
-        ECO, upstream, document_url(upstream.url, name), accept=docs.FULL,
-        ttl_s=cache.metadata_ttl_s, stale_if_error_s=cache.stale_if_error_s,
-    )
+    return await adm.document(ECO, upstream, document_url(upstream.url, name), accept=docs.FULL)
 
 
 def document_url(upstream_url: str, name: str) -> str:
@@ -116,54 +96,36 @@ def document_url(upstream_url: str, name: str) -> str:
     return f"{upstream_url.rstrip('/')}/{docs.escape(name)}"
 
 
-def stored_facts(refs: RefStore, upstream: Upstream | UpstreamSettings,
-                 name: str) -> dict[str, Facts]:
-    """Every version's facts from the packument last cached for ``name`` (none if it
-    was never fetched or no longer parses), without the network: for ``check`` and
-    ``audit``."""
-    doc = read_stored(refs, doc_key(ECO, upstream.name, document_url(upstream.url, name),
-                                    docs.FULL))
-    if doc is None:
-        return {}
-    try:
-        packument = docs.parse(doc.body, name)
-    except docs.PackumentError:
-        return {}
-    return docs.version_facts(packument, upstream=upstream.name, internal=upstream.internal)
-
-
-def _remember(app: web.Application, key: str, index: docs.PackumentIndex) -> None:
-    cache = app[_indexes]
-    cache[key] = index
-    cache.move_to_end(key)
-    # Bounded by versions held, not documents: one busy package has thousands.
-    held = sum(len(i.facts) for i in cache.values())
-    while len(cache) > 1 and (len(cache) > _INDEX_MAX or held > _INDEX_MAX_VERSIONS):
-        _, dropped = cache.popitem(last=False)
-        held -= len(dropped.facts)
-
-
-async def _index(
-    app: web.Application, svc: Services, doc: CachedDoc, name: str, upstream: Upstream
-) -> docs.PackumentIndex:
+async def _index(adm: Admission, doc: CachedDoc, name: str,
+                 upstream: Upstream) -> docs.PackumentIndex:
     """The tarball table and version facts of ``doc``, parsed once per document version."""
-    key = f"{doc.key}|{doc.version}"
-    found = app[_indexes].get(key)
-    if found is not None:
-        app[_indexes].move_to_end(key)
-        return found
-    try:
-        index = await svc.rendered.compute(
-            len(doc.body) > _OFFLOAD_BYTES, docs.index, doc.body, name,
-            upstream=upstream.name, internal=upstream.internal,
-        )
-    except docs.PackumentError as exc:
-        raise UpstreamError(
-            f"upstream {upstream.name} sent an unreadable packument for {name}: {exc}",
-            upstream=upstream.name,
-        ) from exc
-    _remember(app, key, index)
-    return index
+
+    async def parse() -> docs.PackumentIndex:
+        try:
+            return await adm.offload(
+                len(doc.body) > _OFFLOAD_BYTES, docs.index, doc.body, name,
+                upstream=upstream.name, internal=upstream.internal,
+            )
+        except docs.PackumentError as exc:
+            raise UpstreamError(
+                f"upstream {upstream.name} sent an unreadable packument for {name}: {exc}",
+                upstream=upstream.name,
+            ) from exc
+
+    return await adm.parsed(doc, "npm-index", parse, lambda index: len(index.facts))
+
+
+async def _packument(
+    adm: Admission, upstreams: Route[Upstream], name: str
+) -> tuple[CachedDoc, docs.PackumentIndex]:
+    doc = await _document(adm, upstreams.owner, name)
+    return doc, await _index(adm, doc, name, upstreams.owner)
+
+
+async def versions(adm: Admission, upstreams: Route[Upstream], name: str) -> dict[str, Facts]:
+    """Every version's facts from the packument (for the admission path)."""
+    _, index = await _packument(adm, upstreams, name)
+    return index.facts
 
 
 def _newest_refusal(verdicts: Mapping[str, Verdict], facts: Mapping[str, Facts]) -> Verdict:
@@ -177,27 +139,19 @@ def _newest_refusal(verdicts: Mapping[str, Verdict], facts: Mapping[str, Facts])
 async def packument(request: web.Request) -> web.StreamResponse:
     """``/npm/<name>``: the full or abbreviated document, filtered by policy."""
     name = _name(request)
-    svc = services(request)
-    upstream = pick_upstream(name, svc.upstreams[ECO])
-    ref = PackageRef(ECO, name)
-    verdict = await svc.gate.decide(
-        ref, Facts(upstream=upstream.name, internal=upstream.internal), **_client(request)
-    )
-    if verdict.blocks:
-        return refusal(request, verdict)
+    adm = services(request).admission
+    upstreams = await adm.admit_name(ECO, name, caller(request))
     abbreviated = docs.CORGI in request.headers.get("Accept", "")
-    rendered, index, doc, vf = await _rendered(
-        request, svc, upstream, name, abbreviated=abbreviated
-    )
+    rendered, index, doc, vf = await _rendered(request, upstreams, name, abbreviated=abbreviated)
     if vf.refused and not set(index.facts) - vf.refused:
         # Every version is refused: say why rather than "no matching version".
         blocking = {v: vf.verdicts[v] for v in vf.refused}
-        return refusal(request, _newest_refusal(blocking, index.facts))
+        raise RefusedError(_newest_refusal(blocking, index.facts))
     headers = {
         "Content-Type": (docs.CORGI if abbreviated else docs.FULL) + "; charset=utf-8",
         "Vary": "Accept, Accept-Encoding", "ETag": rendered.etag,
         "Cache-Control": "public, max-age=60", "X-Stockade-Cache": doc.result.value,
-        "X-Stockade-Policy-Revision": svc.gate.revision,
+        "X-Stockade-Policy-Revision": adm.gate.revision,
     }
     if (filtered := vf.header()) is not None:
         headers["X-Stockade-Filtered"] = filtered
@@ -205,12 +159,12 @@ async def packument(request: web.Request) -> web.StreamResponse:
 
 
 async def _rendered(
-    request: web.Request, svc: Services, upstream: Upstream, name: str, *, abbreviated: bool
+    request: web.Request, upstreams: Route[Upstream], name: str, *, abbreviated: bool
 ) -> tuple[Rendered, docs.PackumentIndex, CachedDoc, VersionFilter]:
-    doc = await _document(svc, upstream, name)
-    index = await _index(request.app, svc, doc, name, upstream)
+    svc = services(request)
+    doc, index = await _packument(svc.admission, upstreams, name)
     heavy = len(doc.body) > _OFFLOAD_BYTES
-    vf = await _decide_versions(request.app, svc, doc, index, name, heavy=heavy)
+    vf = await svc.admission.decide_versions(ECO, name, doc, index.facts, offload=heavy)
     base = _base(request)
     form = "corgi" if abbreviated else "full"
     hidden = vf.refused
@@ -219,38 +173,10 @@ async def _rendered(
     # Decisions can depend on time (release age): render again at least once per TTL.
     rendered = await svc.rendered.get(
         key, docs.render_body, doc.body, name, abbreviated=abbreviated, hidden=hidden,
-        base=base, hosts=upstream.hosts, heavy=heavy,
-        max_age_s=svc.ecosystem(ECO).cache.metadata_ttl_s,
+        base=base, hosts=upstreams.owner.hosts, heavy=heavy,
+        max_age_s=svc.admission.cache_settings(ECO).cache.metadata_ttl_s,
     )
     return rendered, index, doc, vf
-
-
-async def _decide_versions(
-    app: web.Application, svc: Services, doc: CachedDoc, index: docs.PackumentIndex,
-    name: str, *, heavy: bool,
-) -> VersionFilter:
-    """Every version decided, reused per document version and policy revision.
-
-    Decisions can depend on time (release age), so they are made again at least
-    once per metadata TTL.
-    """
-    key = f"{doc.key}|{doc.version}|{svc.gate.revision}"
-    cache = app[_decisions]
-    now = time.time()
-    found = cache.get(key)
-    if found is not None and now - found[0] < svc.ecosystem(ECO).cache.metadata_ttl_s:
-        cache.move_to_end(key)
-        return found[1]
-    ref = PackageRef(ECO, name)
-    facts = await svc.first_seen.annotate(ECO, name, index.facts)
-    if heavy:
-        vf = await asyncio.to_thread(svc.gate.filter_versions, ref, facts)
-    else:
-        vf = svc.gate.filter_versions(ref, facts)
-    cache[key] = (now, vf)
-    while len(cache) > _INDEX_MAX:
-        cache.popitem(last=False)
-    return vf
 
 
 async def version_doc(request: web.Request) -> web.StreamResponse:
@@ -259,27 +185,21 @@ async def version_doc(request: web.Request) -> web.StreamResponse:
     spec = request.match_info["version"]
     if not docs.valid_version(spec):
         raise BadRequestError(f"{spec!r} is not a valid version or tag")
-    svc = services(request)
-    upstream = pick_upstream(name, svc.upstreams[ECO])
-    facts = Facts(upstream=upstream.name, internal=upstream.internal)
-    verdict = await svc.gate.decide(PackageRef(ECO, name), facts, **_client(request))
-    if verdict.blocks:
-        return refusal(request, verdict)
-    rendered, index, _, _ = await _rendered(request, svc, upstream, name, abbreviated=False)
+    adm = services(request).admission
+    who = caller(request)
+    upstreams = await adm.admit_name(ECO, name, who)
+    rendered, index, _, _ = await _rendered(request, upstreams, name, abbreviated=False)
     body = await asyncio.to_thread(_manifest, rendered.path, spec)
     if body is None:
-        if spec in index.facts:
-            ref = PackageRef(ECO, name, spec)
-            verdict = await svc.gate.decide(ref, index.facts[spec], **_client(request))
-            if verdict.blocks:
-                return refusal(request, verdict)
+        if spec in index.facts:  # hidden by policy: say why
+            facts = await adm.version_facts(ECO, name, spec, index.facts, upstreams)
+            await adm.admit(PackageRef(ECO, name, spec), facts, who)
         raise NotFoundError(f"{name}@{spec} is not in the registry")
     return web.Response(body=body, content_type="application/json")
 
 
-def _manifest(path: object, spec: str) -> bytes | None:
-    with open(path, "rb") as fh:  # type: ignore[call-overload]
-        return docs.manifest_of(fh.read(), spec)
+def _manifest(path: Path, spec: str) -> bytes | None:
+    return docs.manifest_of(path.read_bytes(), spec)
 
 
 async def tarball(request: web.Request) -> web.StreamResponse:
@@ -289,21 +209,15 @@ async def tarball(request: web.Request) -> web.StreamResponse:
     if not filename.endswith(".tgz") or "/" in filename or not docs.valid_version(filename):
         raise BadRequestError(f"{filename!r} is not a tarball name")
     svc = services(request)
-    upstream = pick_upstream(name, svc.upstreams[ECO])
-    doc = await _document(svc, upstream, name)
-    index = await _index(request.app, svc, doc, name, upstream)
+    adm = svc.admission
+    upstreams = adm.route(ECO, name)
+    upstream = upstreams.owner
+    doc, index = await _packument(adm, upstreams, name)
     entry = index.tarballs.get(filename)
     if entry is None:
         raise NotFoundError(f"{filename} is not a tarball of {name} on upstream {upstream.name}")
-    if entry.version in index.facts:
-        seen = await svc.first_seen.annotate(ECO, name, index.facts, only=entry.version)
-        facts = seen[entry.version]
-    else:
-        facts = Facts(upstream=upstream.name, internal=upstream.internal)
-    ref = PackageRef(ECO, name, entry.version, filename)
-    verdict = await svc.gate.decide(ref, facts, **_client(request))
-    if verdict.blocks:
-        return refusal(request, verdict)
+    facts = await adm.version_facts(ECO, name, entry.version, index.facts, upstreams)
+    await adm.admit(PackageRef(ECO, name, entry.version, filename), facts, caller(request))
     url = upstream.resolve(entry.url, doc.url)
     if url is None:
         raise HostNotAllowedError(
@@ -338,19 +252,16 @@ def _expected(entry: docs.Tarball, name: str) -> tuple[Digest, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _public(svc: Services) -> Upstream:
-    for upstream in svc.upstreams[ECO]:
+def _public(adm: Admission) -> Upstream:
+    for upstream in adm.upstreams[ECO]:
         if not upstream.internal:
             return upstream
     raise NotFoundError("no public npm upstream is configured")
 
 
-async def _passthrough(svc: Services, upstream: Upstream, path: str) -> web.Response:
-    cache = svc.ecosystem(ECO).cache
-    doc = await svc.metacache.get(
-        ECO, upstream, f"{upstream.url.rstrip('/')}/{path}", accept="application/json",
-        ttl_s=cache.metadata_ttl_s, stale_if_error_s=cache.stale_if_error_s,
-    )
+async def _passthrough(adm: Admission, upstream: Upstream, path: str) -> web.Response:
+    doc = await adm.document(ECO, upstream, f"{upstream.url.rstrip('/')}/{path}",
+                             accept="application/json")
     return web.Response(body=doc.body, headers={
         "Content-Type": doc.content_type or "application/json",
         "X-Stockade-Cache": doc.result.value,
@@ -359,8 +270,8 @@ async def _passthrough(svc: Services, upstream: Upstream, path: str) -> web.Resp
 
 async def keys(request: web.Request) -> web.StreamResponse:
     """``/-/npm/v1/keys``: the public registry's signing keys, untouched."""
-    svc = services(request)
-    return await _passthrough(svc, _public(svc), "-/npm/v1/keys")
+    adm = services(request).admission
+    return await _passthrough(adm, _public(adm), "-/npm/v1/keys")
 
 
 async def attestations(request: web.Request) -> web.StreamResponse:
@@ -369,16 +280,10 @@ async def attestations(request: web.Request) -> web.StreamResponse:
     name, sep, version = spec.rpartition("@")
     if not sep or not docs.valid_name(name) or not docs.valid_version(version):
         raise BadRequestError(f"{spec!r} is not <name>@<version>")
-    svc = services(request)
-    upstream = pick_upstream(name, svc.upstreams[ECO])
-    verdict = await svc.gate.decide(
-        PackageRef(ECO, name), Facts(upstream=upstream.name, internal=upstream.internal),
-        **_client(request),
-    )
-    if verdict.blocks:
-        return refusal(request, verdict)
+    adm = services(request).admission
+    upstreams = await adm.admit_name(ECO, name, caller(request))
     path = f"-/npm/v1/attestations/{docs.escape(name)}@{quote(version)}"
-    return await _passthrough(svc, upstream, path)
+    return await _passthrough(adm, upstreams.owner, path)
 
 
 async def ping(request: web.Request) -> web.StreamResponse:
@@ -407,13 +312,13 @@ async def advisories(request: web.Request) -> web.StreamResponse:
         isinstance(k, str) and isinstance(v, list) for k, v in query.items()
     ):
         raise BadRequestError("the audit request is not {name: [versions]}")
-    svc = services(request)
+    adm = services(request).admission
     groups: dict[str, tuple[Upstream, dict[str, list[str]]]] = {}
-    for name, versions in query.items():
+    for name, asked in query.items():
         if not docs.valid_name(name):
             continue
-        upstream = pick_upstream(name, svc.upstreams[ECO])
-        groups.setdefault(upstream.name, (upstream, {}))[1][name] = versions
+        upstream = adm.route(ECO, name).owner
+        groups.setdefault(upstream.name, (upstream, {}))[1][name] = asked
     merged: dict[str, object] = {}
     for upstream, names in groups.values():
         merged.update(await _ask_advisories(upstream, names))
@@ -434,17 +339,3 @@ async def _ask_advisories(upstream: Upstream, names: dict[str, list[str]]) -> di
         )
     answer = json_object(body, upstream.name, "the audit request")
     return {k: v for k, v in answer.items() if k in names}
-
-
-async def known_versions(
-    request: web.Request, name: str
-) -> tuple[Facts, dict[str, Facts]]:
-    """The name's facts and every version's, from the (cached) packument (explain API)."""
-    if not docs.valid_name(name):
-        raise BadRequestError(f"{name!r} is not a valid npm package name")
-    svc = services(request)
-    upstream = pick_upstream(name, svc.upstreams[ECO])
-    base = Facts(upstream=upstream.name, internal=upstream.internal)
-    doc = await _document(svc, upstream, name)
-    index = await _index(request.app, svc, doc, name, upstream)
-    return base, await svc.first_seen.annotate(ECO, name, index.facts)

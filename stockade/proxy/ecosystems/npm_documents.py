@@ -15,13 +15,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import orjson
 
 from stockade.policy.model import Facts
+from stockade.proxy.ecosystems.base import timestamp
 
 FULL = "application/json"
 CORGI = "application/vnd.npm.install-v1+json"
@@ -154,15 +154,6 @@ def render_body(
                   allowed_url=allowed)
 
 
-def _when(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def has_install_script(manifest: Mapping[str, Any]) -> bool | None:
     """Whether installing this version runs its code (either document form)."""
     if isinstance(manifest.get("hasInstallScript"), bool):
@@ -189,7 +180,7 @@ def version_facts(packument: Packument, *, upstream: str, internal: bool) -> dic
         if not isinstance(manifest, dict):
             continue
         out[version] = Facts(
-            upstream=upstream, internal=internal, published_at=_when(times.get(version)),
+            upstream=upstream, internal=internal, published_at=timestamp(times.get(version)),
             has_install_script=has_install_script(manifest), license=license_of(manifest),
         )
     return out

@@ -2,36 +2,41 @@
 
 Owns turning ``/pypi/...`` requests into package references, the upstream's
 pages into filtered and rewritten ones, and each file request into an
-``ArtifactSource`` with the digest the upstream's page published. Fetching,
-caching and verifying are the shared pipeline's.
+``ArtifactSource`` with the digest the upstream's page published. Routing,
+deciding and fetching metadata are the admission path's; fetching, caching and
+verifying files the shared pipeline's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urljoin
 
 import orjson
 from aiohttp import web
 
-from stockade.config.model import UpstreamSettings
 from stockade.policy.model import Ecosystem, Facts, PackageRef
+from stockade.proxy.admission import Admission, base_facts, caller
 from stockade.proxy.ecosystems import pypi_pages as pages
-from stockade.proxy.ecosystems.base import json_object
-from stockade.proxy.errors import BadRequestError, IntegrityError, NotFoundError, UpstreamError
-from stockade.proxy.metacache import CachedDoc, doc_key, read_stored
+from stockade.proxy.ecosystems.base import json_object, timestamp
+from stockade.proxy.errors import (
+    BadRequestError,
+    IntegrityError,
+    NotFoundError,
+    RefusedError,
+    UpstreamError,
+)
+from stockade.proxy.metacache import CachedDoc
 from stockade.proxy.pipeline import ArtifactSource
-from stockade.proxy.responses import IMMUTABLE, REQUEST_ID, refusal
-from stockade.proxy.routing import pick_upstream
-from stockade.proxy.state import Services, services
+from stockade.proxy.responses import IMMUTABLE
+from stockade.proxy.routing import Route
+from stockade.proxy.state import services
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, DigestError
-from stockade.storage.refs import RefStore
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +44,9 @@ ECO = Ecosystem.PYPI
 PREFIX = "/pypi"
 _VERIFIABLE = ("sha256", "sha512", "blake2b_256", "sha1", "md5")
 _OFFLOAD_BYTES = 256 * 1024  # parse larger pages off the event loop
-_PARSED_MAX = 512
-
-_parsed: web.AppKey[OrderedDict[str, pages.ProjectPage]] = web.AppKey(
-    "pypi_parsed_pages", OrderedDict
-)
-
 
 def setup(app: web.Application) -> None:
-    """Register the PyPI routes and state on ``app``."""
-    app[_parsed] = OrderedDict()
+    """Register the PyPI routes on ``app``."""
     app.router.add_get(f"{PREFIX}/simple/", index, name="pypi:index")
     app.router.add_get(f"{PREFIX}/simple/{{name}}/", project, name="pypi:project")
     app.router.add_get(f"{PREFIX}/simple/{{name}}", project, name="pypi:project-noslash")
@@ -69,35 +67,28 @@ def _name(request: web.Request) -> str:
     return pages.normalize(raw)
 
 
-def _client(request: web.Request) -> dict[str, str]:
-    return {"client": request.remote or "", "request_id": request.get(REQUEST_ID, "")}
+@dataclass(frozen=True, slots=True)
+class Project:
+    """A project page as parsed once per document version: its files and versions."""
+
+    page: pages.ProjectPage
+    facts: dict[str, Facts]
 
 
-async def _page(svc: Services, app: web.Application, upstream: Upstream, name: str) -> tuple[
-    pages.ProjectPage, CachedDoc
-]:
+async def _project(adm: Admission, upstream: Upstream, name: str) -> tuple[Project, CachedDoc]:
     """The upstream's project page, parsed, with foreign links dropped."""
-    cache = svc.ecosystem(ECO).cache
-    url = page_url(upstream.url, name)
-    doc = await svc.metacache.get(
-        ECO, upstream, url, accept=pages.UPSTREAM_ACCEPT,
-        ttl_s=cache.metadata_ttl_s, stale_if_error_s=cache.stale_if_error_s,
-    )
-    parsed = app[_parsed]
-    key = f"{doc.key}|{doc.version}"
-    page = parsed.get(key)
-    if page is None:
-        page = await _parse(doc, name, upstream)
-        parsed[key] = page
-        while len(parsed) > _PARSED_MAX:
-            parsed.popitem(last=False)
-    else:
-        parsed.move_to_end(key)
-    return page, doc
+    doc = await adm.document(ECO, upstream, page_url(upstream.url, name),
+                             accept=pages.UPSTREAM_ACCEPT)
+
+    async def parse() -> Project:
+        return await _parse(doc, name, upstream)
+
+    project = await adm.parsed(doc, "pypi-page", parse, lambda p: len(p.page.files))
+    return project, doc
 
 
-async def _parse(doc: CachedDoc, name: str, upstream: Upstream) -> pages.ProjectPage:
-    def work() -> pages.ProjectPage:
+async def _parse(doc: CachedDoc, name: str, upstream: Upstream) -> Project:
+    def work() -> Project:
         page = pages.parse_project(doc.body, doc.content_type, doc.url, name)
 
         def link(entry: pages.FileEntry) -> str | None:
@@ -107,7 +98,8 @@ async def _parse(doc: CachedDoc, name: str, upstream: Upstream) -> pages.Project
                                entry.filename, name, upstream.name)
             return resolved if pages.valid_filename(entry.filename) else None
 
-        return pages.rewrite_files(page, link)
+        page = pages.rewrite_files(page, link)
+        return Project(page, version_facts(page, upstream))
 
     try:
         if len(doc.body) > _OFFLOAD_BYTES:
@@ -120,13 +112,10 @@ async def _parse(doc: CachedDoc, name: str, upstream: Upstream) -> pages.Project
         ) from exc
 
 
-def _when(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+async def versions(adm: Admission, upstreams: Route[Upstream], name: str) -> dict[str, Facts]:
+    """Every version's facts from the project page (for the admission path)."""
+    project, _ = await _project(adm, upstreams.owner, name)
+    return project.facts
 
 
 def page_url(upstream_url: str, name: str) -> str:
@@ -134,25 +123,7 @@ def page_url(upstream_url: str, name: str) -> str:
     return urljoin(upstream_url, f"{quote(name)}/")
 
 
-def stored_facts(refs: RefStore, upstream: Upstream | UpstreamSettings,
-                 name: str) -> dict[str, Facts]:
-    """Every version's facts from the project page last cached for ``name`` (none if
-    it was never fetched or no longer parses), without the network: for ``check`` and
-    ``audit``."""
-    name = pages.normalize(name)
-    doc = read_stored(refs, doc_key(ECO, upstream.name, page_url(upstream.url, name),
-                                    pages.UPSTREAM_ACCEPT))
-    if doc is None:
-        return {}
-    try:
-        page = pages.parse_project(doc.body, doc.content_type, doc.url, name)
-    except pages.PageError:
-        return {}
-    return version_facts(page, upstream)
-
-
-def version_facts(page: pages.ProjectPage,
-                  upstream: Upstream | UpstreamSettings) -> dict[str, Facts]:
+def version_facts(page: pages.ProjectPage, upstream: Upstream) -> dict[str, Facts]:
     """Facts per version from a project page (upload time, wheels, yanks)."""
     by_version: dict[str, list[pages.FileEntry]] = {}
     for entry in page.files:
@@ -160,7 +131,7 @@ def version_facts(page: pages.ProjectPage,
             by_version.setdefault(version, []).append(entry)
     facts = {}
     for version, entries in by_version.items():
-        times = [t for e in entries if (t := _when(e.upload_time)) is not None]
+        times = [t for e in entries if (t := timestamp(e.upload_time)) is not None]
         has_wheel = any(e.filename.endswith(".whl") for e in entries)
         facts[version] = Facts(
             upstream=upstream.name, internal=upstream.internal,
@@ -177,29 +148,26 @@ async def project(request: web.Request) -> web.StreamResponse:
     name = _name(request)
     if raw != name or not request.path.endswith("/"):
         raise web.HTTPMovedPermanently(f"{PREFIX}/simple/{name}/")
-    svc = services(request)
-    upstream = pick_upstream(name, svc.upstreams[ECO])
-    ref = PackageRef(ECO, name)
-    verdict = await svc.gate.decide(
-        ref, Facts(upstream=upstream.name, internal=upstream.internal), **_client(request)
-    )
+    adm = services(request).admission
+    upstreams, verdict = await adm.decide_name(ECO, name, caller(request))
     try:
-        page, doc = await _page(svc, request.app, upstream, name)
+        project, doc = await _project(adm, upstreams.owner, name)
     except UpstreamError as exc:
         if verdict.blocks and exc.status == 404:
-            return refusal(request, verdict)
+            raise RefusedError(verdict) from exc
         raise
+    page = project.page
     headers = {"Vary": "Accept", "X-Stockade-Cache": doc.result.value,
-               "X-Stockade-Policy-Revision": svc.gate.revision}
+               "X-Stockade-Policy-Revision": adm.gate.revision}
     if verdict.blocks:
         # pip, uv and poetry never show why a page was refused; listing the
         # files and refusing their download puts the reason in front of the user.
         headers["X-Stockade-Refused"] = verdict.rule
     else:
-        facts = await svc.first_seen.annotate(ECO, name, version_facts(page, upstream))
-        vf = svc.gate.filter_versions(ref, facts)
+        vf = await adm.decide_versions(ECO, name, doc, project.facts,
+                                       offload=len(doc.body) > _OFFLOAD_BYTES)
         page = pages.drop_versions(page, vf.hidden)
-        page, dropped = _drop_refused_sdists(svc, name, page, facts)
+        page, dropped = _drop_refused_sdists(adm, name, page, vf.facts)
         if (filtered := vf.header()) is not None:
             headers["X-Stockade-Filtered"] = filtered
         if dropped:
@@ -213,7 +181,7 @@ async def project(request: web.Request) -> web.StreamResponse:
 _SDIST = (".tar.gz", ".zip", ".tar.bz2")
 
 
-def _drop_refused_sdists(svc: Services, name: str, page: pages.ProjectPage,
+def _drop_refused_sdists(adm: Admission, name: str, page: pages.ProjectPage,
                          facts: Mapping[str, Facts]) -> tuple[pages.ProjectPage, int]:
     """Hide sdists the policy refuses where the same version has a wheel to install."""
     refused = []
@@ -224,7 +192,7 @@ def _drop_refused_sdists(svc: Services, name: str, page: pages.ProjectPage,
         fact = facts.get(version)
         if fact is None or not fact.has_wheel:
             continue
-        verdict = svc.gate.engine.decide(PackageRef(ECO, name, version, entry.filename), fact)
+        verdict = adm.gate.engine.decide(PackageRef(ECO, name, version, entry.filename), fact)
         if verdict.blocks:
             refused.append(entry.filename)
     return (pages.drop_files(page, refused), len(refused)) if refused else (page, 0)
@@ -239,21 +207,16 @@ async def file(request: web.Request) -> web.StreamResponse:
     if not pages.valid_filename(dist):
         raise BadRequestError(f"{filename!r} is not a valid distribution filename")
     svc = services(request)
-    upstream = pick_upstream(name, svc.upstreams[ECO])
-    page, _ = await _page(svc, request.app, upstream, name)
-    entry = page.file(dist)
+    adm = svc.admission
+    upstreams = adm.route(ECO, name)
+    upstream = upstreams.owner
+    project, _ = await _project(adm, upstream, name)
+    entry = project.page.file(dist)
     if entry is None:
         raise NotFoundError(f"{dist} is not a file of {name} on upstream {upstream.name}")
     version = entry.version
-    every = version_facts(page, upstream)
-    if version is not None and version in every:
-        facts = (await svc.first_seen.annotate(ECO, name, every, only=version))[version]
-    else:
-        facts = Facts(upstream=upstream.name, internal=upstream.internal)
-    ref = PackageRef(ECO, name, version, dist)
-    verdict = await svc.gate.decide(ref, facts, **_client(request))
-    if verdict.blocks:
-        return refusal(request, verdict)
+    facts = await adm.version_facts(ECO, name, version, project.facts, upstreams)
+    await adm.admit(PackageRef(ECO, name, version, dist), facts, caller(request))
     if is_metadata:
         if not isinstance(entry.core_metadata, dict):
             raise NotFoundError(f"upstream {upstream.name} publishes no metadata file for {dist}")
@@ -298,18 +261,13 @@ async def json_api(request: web.Request) -> web.StreamResponse:
     version = request.match_info.get("version")
     if version is not None and (not version or "/" in version or len(version) > 128):
         raise BadRequestError(f"{version!r} is not a valid version")
-    svc = services(request)
-    upstream = pick_upstream(name, svc.upstreams[ECO])
-    facts = Facts(upstream=upstream.name, internal=upstream.internal)
-    verdict = await svc.gate.decide(PackageRef(ECO, name, version), facts, **_client(request))
-    if verdict.blocks:
-        return refusal(request, verdict)
-    cache = svc.ecosystem(ECO).cache
+    adm = services(request).admission
+    upstreams = adm.route(ECO, name)
+    await adm.admit(PackageRef(ECO, name, version), base_facts(upstreams), caller(request))
+    upstream = upstreams.owner
     tail = f"{quote(name)}/json" if version is None else f"{quote(name)}/{quote(version)}/json"
-    doc = await svc.metacache.get(
-        ECO, upstream, json_base(upstream) + tail, accept="application/json",
-        ttl_s=cache.metadata_ttl_s, stale_if_error_s=cache.stale_if_error_s,
-    )
+    doc = await adm.document(ECO, upstream, json_base(upstream) + tail,
+                             accept="application/json")
     data = json_object(doc.body, upstream.name, name)
     base = f"{request.url.origin()}{PREFIX}/files/{name}/"
     _rewrite_json(data, upstream, doc.url, base)
@@ -340,34 +298,22 @@ def _rewrite_json(data: dict[str, Any], upstream: Upstream, doc_url: str, base: 
 
 async def index(request: web.Request) -> web.StreamResponse:
     """``/pypi/simple/``: the project names of every upstream."""
-    svc = services(request)
-    cache = svc.ecosystem(ECO).cache
+    adm = services(request).admission
     names: dict[str, str] = {}
-    for upstream in svc.upstreams[ECO]:
-        doc = await svc.metacache.get(
-            ECO, upstream, upstream.url, accept=pages.UPSTREAM_ACCEPT,
-            ttl_s=cache.metadata_ttl_s, stale_if_error_s=cache.stale_if_error_s,
-        )
+    for upstream in adm.upstreams[ECO]:
+        doc = await adm.document(ECO, upstream, upstream.url, accept=pages.UPSTREAM_ACCEPT)
         found = await asyncio.to_thread(pages.parse_index, doc.body, doc.content_type)
         for found_name in found:
             norm = pages.normalize(found_name)
-            owner = pick_upstream(norm, svc.upstreams[ECO]) if pages.valid_name(norm) else None
-            if owner is upstream:
+            if pages.valid_name(norm) and _routed_to(adm, norm, upstream):
                 names.setdefault(norm, found_name)
     ctype = pages.negotiate(request.headers.get("Accept"))
     body = pages.render_index(sorted(names.values(), key=str.lower), ctype)
     return web.Response(body=body, headers={"Content-Type": ctype, "Vary": "Accept"})
 
 
-async def known_versions(
-    request: web.Request, name: str
-) -> tuple[Facts, dict[str, Facts]]:
-    """The name's facts and every version's, from the (cached) project page (explain API)."""
-    if not pages.valid_name(name):
-        raise BadRequestError(f"{name!r} is not a valid Python project name")
-    name = pages.normalize(name)
-    svc = services(request)
-    upstream = pick_upstream(name, svc.upstreams[ECO])
-    base = Facts(upstream=upstream.name, internal=upstream.internal)
-    page, _ = await _page(svc, request.app, upstream, name)
-    return base, await svc.first_seen.annotate(ECO, name, version_facts(page, upstream))
+def _routed_to(adm: Admission, name: str, upstream: Upstream) -> bool:
+    try:
+        return adm.route(ECO, name).owner is upstream
+    except NotFoundError:
+        return False

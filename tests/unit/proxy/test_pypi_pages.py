@@ -8,9 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stockade.config.model import UpstreamSettings
+from stockade.policy.model import Ecosystem
 from stockade.proxy.ecosystems import pypi_pages as pages
 from stockade.proxy.errors import NotFoundError
-from stockade.proxy.routing import pick_upstream
+from stockade.proxy.routing import route
 
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "pypi-simple-poetry-core.json"
 
@@ -91,11 +92,11 @@ class _U:
 
 def test_routing_internal_namespace_wins() -> None:
     ups = [_U(_up("public")), _U(_up("internal", "acme-*", "exact-name"))]
-    assert pick_upstream("acme-tools", ups).settings.name == "internal"
-    assert pick_upstream("exact-name", ups).settings.name == "internal"
-    assert pick_upstream("requests", ups).settings.name == "public"
+    assert route(Ecosystem.PYPI, "acme-tools", ups).owner.settings.name == "internal"
+    assert route(Ecosystem.PYPI, "exact-name", ups).owner.settings.name == "internal"
+    assert route(Ecosystem.PYPI, "requests", ups).owner.settings.name == "public"
 
 
 def test_routing_without_public_upstream() -> None:
     with pytest.raises(NotFoundError):
-        pick_upstream("requests", [_U(_up("internal", "acme-*"))])
+        route(Ecosystem.PYPI, "requests", [_U(_up("internal", "acme-*"))])

@@ -15,6 +15,7 @@ from stockade.storage.errors import (
     StorageFullError,
 )
 from stockade.storage.filesystem import FilesystemBlobStore
+from stockade.storage.verify import verify_all
 
 
 async def _store(tmp_path: Path, **kw: int) -> FilesystemBlobStore:
@@ -99,7 +100,7 @@ async def test_verify_all_removes_corrupted(tmp_path: Path) -> None:
     good = await _put(store, b"good")
     bad = await _put(store, b"bad!")
     store.blob_path(bad).write_bytes(b"flipped")
-    checked, removed = await store.verify_all()
+    checked, removed = await verify_all(store)
     assert (checked, removed) == (2, [bad])
     assert store.local_path(good) is not None
 

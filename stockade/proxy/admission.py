@@ -1,0 +1,266 @@
+"""The admission path: the one way a name, a version or a file is let in.
+
+Every ecosystem route, the explain API, ``stockade check`` and ``stockade
+audit`` go through ``Admission``: route the name to its upstreams (``routing``),
+decide the name (``gate``), fetch metadata with the ecosystem's cache settings
+(``metacache``), read every version's facts out of it (the ecosystem module),
+stamp them with first-seen times (``firstseen``), decide the versions, and
+refuse what the policy refuses. A refusal ends the request as a
+``RefusedError`` carrying the verdict; ``responses`` renders it in the form the
+route's clients print.
+
+The ecosystem modules keep the protocols: parsing requests, reading facts out
+of their documents, rewriting metadata, naming artifacts and their digests.
+The commands run the same path with a metadata cache and first-seen record
+that only read what the server stored (``offline``), so they decide as the
+server does without asking an upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, cast
+
+from aiohttp import web
+from cachetools import LRUCache
+
+from stockade.config.model import EcosystemSettings, Settings
+from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
+from stockade.policy.names import normalize
+from stockade.proxy.ecosystems.base import EcosystemModule
+from stockade.proxy.errors import ProxyError, RefusedError
+from stockade.proxy.firstseen import FirstSeen
+from stockade.proxy.gate import Gate, VersionFilter
+from stockade.proxy.metacache import CachedDoc, MetadataCache
+from stockade.proxy.responses import REQUEST_ID
+from stockade.proxy.routing import Route, route
+from stockade.proxy.upstream import Upstream
+
+T = TypeVar("T")
+
+
+class Workers(Protocol):
+    """Where CPU-heavy work on large documents runs (``RenderedCache``'s processes)."""
+
+    async def compute(self, heavy: bool, fn: Callable[..., T], *args: Any,
+                      **kwargs: Any) -> T: ...
+
+_PARSED_WEIGHT = 200_000  # versions or files held across parsed documents (about 100 MB)
+_DECISIONS_MAX = 4096  # documents whose version decisions are kept
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who asked, as the decision log records it."""
+
+    client: str = ""
+    request_id: str = ""
+
+
+def caller(request: web.Request) -> Caller:
+    """The caller of ``request``."""
+    return Caller(request.remote or "", request.get(REQUEST_ID, ""))
+
+
+def canonical(eco: Ecosystem, name: str) -> str:
+    """The form of ``name`` that routes, records and URLs use: PEP 503 for PyPI; npm
+    and Maven names as given (Maven paths are case-sensitive)."""
+    return normalize(eco, name) if eco is Ecosystem.PYPI else name
+
+
+def base_facts(upstreams: Route[Upstream]) -> Facts:
+    """What routing alone knows of a name: its upstream, and whether it is internal."""
+    return Facts(upstream=upstreams.owner.name, internal=upstreams.internal)
+
+
+class Admission:
+    """Routing, deciding and metadata for every ecosystem, in one place."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        gate: Gate,
+        upstreams: Mapping[Ecosystem, tuple[Upstream, ...]],
+        metacache: MetadataCache,
+        first_seen: FirstSeen,
+        ecosystems: Mapping[Ecosystem, EcosystemModule],
+        workers: Workers | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.gate = gate
+        self.upstreams = upstreams
+        self.metacache = metacache
+        self.first_seen = first_seen
+        self._ecosystems = ecosystems
+        self._workers = workers
+        self._clock = clock
+        # Parsed documents, weighed by what they hold: one busy package has thousands
+        # of versions, so a count of documents alone would not bound the memory.
+        self._parsed: LRUCache[tuple[str, str], tuple[Any, int]] = LRUCache(
+            _PARSED_WEIGHT, getsizeof=lambda entry: entry[1])
+        self._decisions: LRUCache[tuple[str, str, str], tuple[float, VersionFilter]] = \
+            LRUCache(_DECISIONS_MAX)
+
+    def cache_settings(self, eco: Ecosystem) -> EcosystemSettings:
+        """The settings of one ecosystem (its upstreams and cache times)."""
+        settings: EcosystemSettings = getattr(self.settings, eco.value)
+        return settings
+
+    def route(self, eco: Ecosystem, name: str) -> Route[Upstream]:
+        """The upstreams that serve ``name``.
+
+        Raises:
+            NotFoundError: no configured upstream may serve it.
+        """
+        return route(eco, name, self.upstreams[eco])
+
+    # -- deciding -----------------------------------------------------------------
+
+    async def decide_name(
+        self, eco: Ecosystem, name: str, who: Caller
+    ) -> tuple[Route[Upstream], Verdict]:
+        """Route and decide a name, counting and recording a refusal."""
+        upstreams = self.route(eco, name)
+        verdict = await self.gate.decide(PackageRef(eco, name), base_facts(upstreams),
+                                         client=who.client, request_id=who.request_id)
+        return upstreams, verdict
+
+    async def admit_name(self, eco: Ecosystem, name: str, who: Caller) -> Route[Upstream]:
+        """Route a name and let it in.
+
+        Raises:
+            RefusedError: the policy refuses the name.
+        """
+        upstreams, verdict = await self.decide_name(eco, name, who)
+        if verdict.blocks:
+            raise RefusedError(verdict)
+        return upstreams
+
+    async def admit(self, ref: PackageRef, facts: Facts, who: Caller) -> Verdict:
+        """Decide a version or file on its facts and let it in.
+
+        Raises:
+            RefusedError: the policy refuses it.
+        """
+        verdict = await self.gate.decide(ref, facts, client=who.client,
+                                         request_id=who.request_id)
+        if verdict.blocks:
+            raise RefusedError(verdict)
+        return verdict
+
+    async def decide_versions(
+        self, eco: Ecosystem, name: str, doc: CachedDoc, facts: Mapping[str, Facts], *,
+        offload: bool = False,
+    ) -> VersionFilter:
+        """Every version of ``doc`` decided, reused per document version and policy.
+
+        Decisions can depend on time (release age), so they are made again at least
+        once per metadata TTL. ``facts`` come straight from the document; first-seen
+        times are added here, and only when the decisions are made.
+        """
+        key = (doc.key, doc.version, self.gate.revision)
+        now = self._clock()
+        found = self._decisions.get(key)
+        if found is not None and now - found[0] < self.cache_settings(eco).cache.metadata_ttl_s:
+            return found[1]
+        ref = PackageRef(eco, name)
+        seen = await self.first_seen.annotate(eco, name, facts)
+        if offload:
+            decided = await asyncio.to_thread(self.gate.filter_versions, ref, seen)
+        else:
+            decided = self.gate.filter_versions(ref, seen)
+        self._decisions[key] = (now, decided)
+        return decided
+
+    async def version_facts(
+        self, eco: Ecosystem, name: str, version: str | None, every: Mapping[str, Facts],
+        upstreams: Route[Upstream], *, complete: bool = True,
+    ) -> Facts:
+        """One version's facts with its first-seen time (routing's facts if it is unknown)."""
+        if version is None or version not in every:
+            return base_facts(upstreams)
+        seen = await self.first_seen.annotate(eco, name, every, only=version,
+                                              complete=complete)
+        return seen[version]
+
+    # -- metadata -------------------------------------------------------------------
+
+    async def document(
+        self, eco: Ecosystem, upstream: Upstream, url: str, *, accept: str,
+        ttl_s: float | None = None,
+    ) -> CachedDoc:
+        """An upstream document through the metadata cache, with the ecosystem's times.
+
+        Raises:
+            UpstreamError: the upstream failed and no usable copy is cached.
+        """
+        cache = self.cache_settings(eco).cache
+        ttl = cache.metadata_ttl_s if ttl_s is None else ttl_s
+        return await self.metacache.get(
+            eco, upstream, url, accept=accept, ttl_s=ttl,
+            stale_if_error_s=max(ttl, cache.stale_if_error_s),
+        )
+
+    async def offload(self, heavy: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` off the event loop: in a worker process when ``heavy``
+        and the server has them, else in a thread."""
+        if self._workers is not None:
+            return await self._workers.compute(heavy, fn, *args, **kwargs)
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def parsed(
+        self, doc: CachedDoc, kind: str, parse: Callable[[], Awaitable[T]],
+        weight: Callable[[T], int],
+    ) -> T:
+        """What ``parse`` makes of ``doc``, made once per document version."""
+        key = (f"{kind}|{doc.key}", doc.version)
+        found = self._parsed.get(key)
+        if found is not None:
+            return cast(T, found[0])
+        value = await parse()
+        size = 1 + weight(value)
+        if size <= _PARSED_WEIGHT:
+            self._parsed[key] = (value, size)
+        return value
+
+    async def versions(self, eco: Ecosystem, name: str) -> tuple[Facts, dict[str, Facts]]:
+        """The name's facts and every version's, with first-seen times (explain, check).
+
+        Raises:
+            ProxyError: the metadata cannot be had (never fetched, upstream down).
+        """
+        name = canonical(eco, name)
+        upstreams = self.route(eco, name)
+        every = await self._ecosystems[eco].versions(self, upstreams, name)
+        return base_facts(upstreams), await self.first_seen.annotate(eco, name, every)
+
+    async def facts(self, ref: PackageRef, upstream: str | None = None) -> Facts:
+        """A name's or version's facts as the metadata the server holds gives them
+        (for ``check`` and ``audit``); routing's facts where none is held.
+
+        ``upstream`` names the upstream a cached file came from, where routing
+        offers more than one.
+        """
+        name = canonical(ref.ecosystem, ref.name)
+        upstreams = self.route(ref.ecosystem, name)
+        chosen = next((u for u in upstreams.upstreams if u.name == upstream), None)
+        if chosen is not None:
+            upstreams = Route((chosen,))
+        base = base_facts(upstreams)
+        if ref.version is None:
+            return base
+        try:
+            every = await self._ecosystems[ref.ecosystem].versions(self, upstreams, name)
+        except ProxyError:
+            every = {}  # never cached, or unreadable: decided on what routing knows
+        facts = every.get(ref.version, base)
+        seen = await self.first_seen.annotate(ref.ecosystem, name, {ref.version: facts},
+                                              complete=False)
+        return dataclasses.replace(seen[ref.version], upstream=base.upstream,
+                                   internal=base.internal)
