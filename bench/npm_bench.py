@@ -41,13 +41,13 @@ PACKAGES = 44
 
 def _tree(rng: random.Random) -> list[dict[str, Any]]:
     """Manifests of a dependency tree: each package depends on two older ones."""
-    out = []
+    out: list[dict[str, Any]] = []
     for i in range(PACKAGES):
         name = f"@bench/p{i:02d}" if i % 5 == 0 else f"bench-p{i:02d}"
         deps = {}
         for j in rng.sample(range(i), min(i, 2)):
             dep = out[j]
-            deps[dep["name"]] = "^" + dep["version"]
+            deps[str(dep["name"])] = "^" + str(dep["version"])
         out.append({"name": name, "version": f"1.{i % 3}.0", "main": "index.js",
                     "license": "MIT", "dependencies": deps})
     return out

@@ -45,6 +45,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from stockade.policy.engine import Engine, build_engine
 from stockade.policy.model import Ecosystem, Facts, PackageRef
@@ -160,7 +161,8 @@ def bench_speed(engine: Engine, mix: list[PackageRef], title: str) -> None:
 
 
 def bench_detection(engine: Engine) -> None:
-    rows = list(csv.DictReader((DATA / "typosquats.tsv").open(), delimiter="\t"))
+    rows: list[dict[str, Any]] = list(
+        csv.DictReader((DATA / "typosquats.tsv").open(), delimiter="\t"))
     protected = {eco: {normalize(eco, n) for n in popular(eco)} for eco in Ecosystem}
     missed = []
     for row in rows:
@@ -254,7 +256,8 @@ def main() -> None:
     before = _resident_mb()
     started = time.perf_counter()
     engine = build_engine(None)
-    grown = _resident_mb() - before if before is not None else None
+    after = _resident_mb()
+    grown = after - before if before is not None and after is not None else None
     print(f"default policy built in {time.perf_counter() - started:.2f} s "
           f"({len(popular(Ecosystem.PYPI))} PyPI and {len(popular(Ecosystem.NPM))} npm "
           "protected names" + (f"; the process grew by {grown:.0f} MB" if grown else "") + ")")

@@ -47,7 +47,7 @@ def _load(tree: Path, mix: list[tuple[str, str]]) -> tuple[Any, list[Any], Any]:
         model = importlib.import_module("stockade.policy.model")
     finally:
         sys.path.remove(str(tree))
-    if not Path(engine_module.__file__).resolve().is_relative_to(tree):
+    if not Path(str(engine_module.__file__)).resolve().is_relative_to(tree):
         sys.exit(f"{tree}: stockade was imported from {engine_module.__file__} instead")
     if not hasattr(engine_module.Engine, "clear_cache"):
         sys.exit(f"{tree}: its Engine has no clear_cache, which each pass needs")

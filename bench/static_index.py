@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 COUNTS = web.AppKey("counts", Counter)
 
@@ -24,10 +25,11 @@ def make_app(root: Path) -> web.Application:
     app[COUNTS] = Counter()
 
     @web.middleware
-    async def count(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path != "/_count":
             request.app[COUNTS][request.path] += 1
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def page(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]

@@ -112,7 +112,6 @@ class CacheSettings(_Frozen):
 class EcosystemSettings(_Frozen):
     """The upstreams of one ecosystem, in order."""
 
-    enabled: bool = True
     upstreams: tuple[UpstreamSettings, ...] = ()
     cache: CacheSettings = CacheSettings()
 

@@ -62,7 +62,7 @@ class Engine:
         # plain fields: a frozen dataclass hashes itself in Python on every look-up
         cache = self._names[ref.ecosystem]
         key = (ref.name, ref.filename, facts.upstream, facts.internal)
-        found = cache.get(key)
+        found: Verdict | None = cache.get(key)
         if found is None:
             found = self._decide(ref, facts)
             cache.put(key, found)

@@ -58,7 +58,7 @@ class OsvRecord:
 def _severity(raw: dict[str, Any]) -> str | None:
     db = raw.get("database_specific")
     if isinstance(db, dict) and isinstance(db.get("severity"), str):
-        value = db["severity"].lower().replace("medium", "moderate")
+        value = str(db["severity"]).lower().replace("medium", "moderate")
         if value in SEVERITIES:
             return value
     for item in raw.get("severity") or ():
@@ -153,7 +153,7 @@ def _in_range(eco: Ecosystem, parsed: Any, events: tuple[tuple[str, str], ...]) 
     limits = [parse_version(eco, v) for k, v in events if k == "limit"]
     if any(lim is not None and parsed >= lim for lim in limits):
         return False
-    ordered = []
+    ordered: list[tuple[Any, str]] = []
     for kind, raw in events:
         if kind == "limit":
             continue

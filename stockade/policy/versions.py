@@ -53,7 +53,7 @@ def compare(ecosystem: Ecosystem, a: str, b: str) -> int:
     va, vb = parse_version(ecosystem, a), parse_version(ecosystem, b)
     if va is None or vb is None:
         raise VersionRangeError(f"cannot compare {a!r} and {b!r} as {ecosystem.value} versions")
-    return (va > vb) - (va < vb)
+    return int(va > vb) - int(va < vb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +98,8 @@ def parse_range(ecosystem: Ecosystem, text: str) -> VersionRange:
     if cleaned in ("", "*", "any"):
         return VersionRange(ecosystem, cleaned or "*", None)
     try:
-        parsed = _RANGE_CLASS[ecosystem].from_native(_native(ecosystem, cleaned))
+        parsed = _RANGE_CLASS[ecosystem].from_native(  # type: ignore[no-untyped-call]
+            _native(ecosystem, cleaned))
     except Exception as exc:
         raise VersionRangeError(
             f"{cleaned!r} is not a {ecosystem.value} version range: {exc}"

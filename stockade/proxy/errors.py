@@ -6,7 +6,8 @@ ProxyError
  ├── NotFoundError              no such package or file (404)
  │    └── NotCachedError        offline, and never cached (404)
  └── UpstreamError              the upstream failed us (502 unless said)
-      ├── UpstreamUnavailableError   cannot connect, TLS failure (502)
+      ├── UpstreamUnavailableError   cannot connect (502)
+      │    └── UpstreamTLSError      the certificate did not verify (502)
       ├── UpstreamTimeoutError       no answer in time (504)
       ├── UpstreamStatusError        an unexpected HTTP status (502, 404 kept)
       ├── UpstreamRedirectError      too many redirects (502)
@@ -74,6 +75,10 @@ class UpstreamError(ProxyError):
 
 class UpstreamUnavailableError(UpstreamError):
     """Connecting to the upstream failed (refused, DNS, TLS)."""
+
+
+class UpstreamTLSError(UpstreamUnavailableError):
+    """The upstream's certificate did not verify."""
 
 
 class UpstreamTimeoutError(UpstreamError):

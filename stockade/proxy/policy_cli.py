@@ -197,14 +197,10 @@ async def _check_remote(args: argparse.Namespace) -> int:
                     text = await resp.text()
                     status = resp.status
             except (aiohttp.ClientError, TimeoutError) as exc:
-                print(f"cannot ask {base}: {exc or type(exc).__name__}", file=sys.stderr)
+                print(f"cannot ask {base}: {str(exc) or type(exc).__name__}", file=sys.stderr)
                 return 2
             try:
-                body = json.loads(text) if status == 200 else None
-                decision = body["decision"] if isinstance(body, dict) else None
-                verdict = Verdict(Decision(decision["decision"]), str(decision["rule"]),
-                                  str(decision["reason"]), decision.get("target"),
-                                  bool(decision.get("audit_only")))
+                body, verdict = _explained(status, text)
             except (ValueError, KeyError, TypeError):
                 print(f"{spec}: {base} answered HTTP {status}: {text.strip()[:300]}",
                       file=sys.stderr)
@@ -215,6 +211,22 @@ async def _check_remote(args: argparse.Namespace) -> int:
             refused = refused or verdict.blocks
             print(_line(PackageRef(ecosystem, name, version), verdict, args.json))
     return 2 if failed else 1 if refused else 0
+
+
+def _explained(status: int, text: str) -> tuple[dict[str, Any], Verdict]:
+    """The explain API's answer and its decision.
+
+    Raises:
+        ValueError, KeyError, TypeError: the answer is not an explanation.
+    """
+    body = json.loads(text) if status == 200 else None
+    if not isinstance(body, dict) or not isinstance(body.get("decision"), dict):
+        raise TypeError("not an explanation")
+    decision: dict[str, Any] = body["decision"]
+    verdict = Verdict(Decision(decision["decision"]), str(decision["rule"]),
+                      str(decision["reason"]), decision.get("target"),
+                      bool(decision.get("audit_only")))
+    return body, verdict
 
 
 def _log_verify(args: argparse.Namespace) -> int:

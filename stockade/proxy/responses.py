@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Middleware
 
 from stockade.policy.model import Verdict
 from stockade.proxy.errors import ProxyError, RefusedError
@@ -42,7 +43,7 @@ def reason_phrase(text: str) -> str:
 def route_labels(request: web.Request) -> tuple[str, str]:
     """(ecosystem, kind) from the route name ``ecosystem:kind``."""
     route = request.match_info.route
-    name = route.name if route is not None and route.name else "other:other"
+    name = route.name or "other:other"
     eco, _, kind = name.partition(":")
     return eco, kind or "other"
 
@@ -72,9 +73,7 @@ def error_response(request: web.Request, status: int, sentence: str) -> web.Resp
     return _body(request, status, sentence)
 
 
-def make_middleware(
-    metrics: Metrics,
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def make_middleware(metrics: Metrics) -> Middleware:
     """Request id, error rendering and request metrics for every route."""
 
     @web.middleware

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
+from functools import partial
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -30,8 +31,11 @@ class SingleFlight(Generic[K, V]):
         if task is None:
             task = asyncio.ensure_future(work())
             self._inflight[key] = task
-            task.add_done_callback(lambda _t, k=key: self._inflight.pop(k, None))
+            task.add_done_callback(partial(self._done, key))
         return await asyncio.shield(task)
+
+    def _done(self, key: K, _task: asyncio.Task[V]) -> None:
+        self._inflight.pop(key, None)
 
     async def cancel_all(self) -> None:
         """Cancel every running call (at shutdown)."""

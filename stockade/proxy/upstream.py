@@ -16,8 +16,8 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -29,8 +29,11 @@ from stockade.config.model import UpstreamSettings
 from stockade.proxy.errors import (
     HostNotAllowedError,
     UpstreamBodyError,
+    UpstreamError,
+    UpstreamRedirectError,
     UpstreamStatusError,
     UpstreamTimeoutError,
+    UpstreamTLSError,
     UpstreamUnavailableError,
 )
 from stockade.proxy.metrics import Metrics
@@ -61,19 +64,10 @@ class UpstreamResponse:
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         """Stream the body, raising ``UpstreamBodyError`` if it ends early."""
         received = 0
-        try:
+        with _translated(self.upstream, self.url, reading=True):
             async for chunk in self._raw.content.iter_chunked(CHUNK):
                 received += len(chunk)
                 yield chunk
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError(
-                f"upstream {self.upstream} stopped sending {self.url}", upstream=self.upstream
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamBodyError(
-                f"upstream {self.upstream} broke off the body of {self.url}: {exc}",
-                upstream=self.upstream,
-            ) from exc
         expected = self.content_length
         if expected is not None and received != expected and not self.headers.get(
             "Content-Encoding"
@@ -211,21 +205,14 @@ class Upstream:
         headers = self._headers_for(url, {"Content-Type": content_type, "Accept": "*/*"})
         started = time.perf_counter()
         try:
-            async with self._session.post(
-                url, data=body, headers=headers, allow_redirects=False
-            ) as raw:
-                self._metrics.upstream_requests.labels(self.name, str(raw.status)).inc()
-                response = UpstreamResponse(self.name, url, raw.status, raw.headers, raw)
-                data = await response.read(max_bytes)
-                return raw.status, raw.headers.get("Content-Type", ""), data
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError(
-                f"upstream {self.name} did not answer in time for {url}", upstream=self.name
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailableError(
-                f"cannot reach upstream {self.name} for {url}: {exc}", upstream=self.name
-            ) from exc
+            with _translated(self.name, url, reading=False):
+                async with self._session.post(
+                    url, data=body, headers=headers, allow_redirects=False
+                ) as raw:
+                    self._metrics.upstream_requests.labels(self.name, str(raw.status)).inc()
+                    response = UpstreamResponse(self.name, url, raw.status, raw.headers, raw)
+                    data = await response.read(max_bytes)
+                    return raw.status, raw.headers.get("Content-Type", ""), data
         finally:
             self._metrics.upstream_duration.labels(self.name).observe(
                 time.perf_counter() - started
@@ -268,9 +255,9 @@ class Upstream:
                 continue
             break
         else:
-            raise UpstreamStatusError(
-                f"upstream {self.name} redirected too often", upstream=self.name,
-                upstream_status=310,
+            raise UpstreamRedirectError(
+                f"upstream {self.name} redirected more than {_MAX_REDIRECTS} times for {url}",
+                upstream=self.name,
             )
         elapsed = time.perf_counter() - started
         self._metrics.upstream_requests.labels(self.name, str(raw.status)).inc()
@@ -288,24 +275,43 @@ class Upstream:
     ) -> aiohttp.ClientResponse:
         assert self._session is not None
         try:
-            return await self._session.get(
-                url, headers=self._headers_for(url, headers), allow_redirects=False
-            )
-        except TimeoutError as exc:
-            self._metrics.upstream_requests.labels(self.name, "timeout").inc()
-            raise UpstreamTimeoutError(
-                f"upstream {self.name} did not answer in time for {url}", upstream=self.name
-            ) from exc
-        except aiohttp.ClientSSLError as exc:
-            self._metrics.upstream_requests.labels(self.name, "tls_error").inc()
-            raise UpstreamUnavailableError(
-                f"TLS verification failed for upstream {self.name}: {exc}", upstream=self.name
-            ) from exc
-        except aiohttp.ClientError as exc:
-            self._metrics.upstream_requests.labels(self.name, "error").inc()
-            raise UpstreamUnavailableError(
-                f"cannot reach upstream {self.name} for {url}: {exc}", upstream=self.name
-            ) from exc
+            with _translated(self.name, url, reading=False):
+                return await self._session.get(
+                    url, headers=self._headers_for(url, headers), allow_redirects=False
+                )
+        except UpstreamError as exc:
+            self._metrics.upstream_requests.labels(self.name, _STATUS_LABEL[type(exc)]).inc()
+            raise
+
+
+# The status label of a request that got no HTTP status.
+_STATUS_LABEL: dict[type[UpstreamError], str] = {
+    UpstreamTimeoutError: "timeout", UpstreamTLSError: "tls_error",
+    UpstreamUnavailableError: "error", UpstreamBodyError: "error",
+}
+
+
+@contextmanager
+def _translated(upstream: str, url: str, *, reading: bool) -> Iterator[None]:
+    """aiohttp's exceptions as ``UpstreamError`` types, with the sentence a user reads.
+
+    ``reading``: the response has begun, so a broken connection is a broken body.
+    """
+    try:
+        yield
+    except TimeoutError as exc:
+        what = "stopped sending" if reading else "did not answer in time for"
+        raise UpstreamTimeoutError(f"upstream {upstream} {what} {url}",
+                                   upstream=upstream) from exc
+    except aiohttp.ClientSSLError as exc:
+        raise UpstreamTLSError(f"TLS verification failed for upstream {upstream}: {exc}",
+                               upstream=upstream) from exc
+    except aiohttp.ClientError as exc:
+        if reading:
+            raise UpstreamBodyError(f"upstream {upstream} broke off the body of {url}: {exc}",
+                                    upstream=upstream) from exc
+        raise UpstreamUnavailableError(f"cannot reach upstream {upstream} for {url}: {exc}",
+                                       upstream=upstream) from exc
 
 
 def _auth_header(settings: UpstreamSettings, environ: Mapping[str, str]) -> str | None:

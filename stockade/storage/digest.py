@@ -12,6 +12,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 ALGORITHMS = ("md5", "sha1", "sha256", "sha512", "blake2b_256")
 _HEX_LEN = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128, "blake2b_256": 64}
@@ -22,7 +23,13 @@ class DigestError(ValueError):
     """A digest string is malformed or names an unknown algorithm."""
 
 
-def _new(algorithm: str) -> hashlib._Hash:
+class _Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def _new(algorithm: str) -> _Hasher:
     if algorithm == "blake2b_256":
         return hashlib.blake2b(digest_size=32)
     # md5/sha1 identify artifacts as registries publish them; not for security.

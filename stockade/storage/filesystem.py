@@ -49,7 +49,7 @@ class FilesystemBlobWriter:
         self._path = path
         self._hasher = MultiHasher(algorithms)
         self._max_bytes = max_bytes
-        self._file: aiofiles.threadpool.binary.AsyncBufferedIOBase | None = None
+        self._file: aiofiles.threadpool.binary.AsyncFileIO | None = None
         self._done = False
 
     @property

@@ -83,8 +83,8 @@ class TyposquatRule:
         return _index(ecosystem, tuple(extra), shipped)
 
     def _is_allowed(self, ecosystem: Ecosystem, norm: str) -> bool:
-        patterns = self._allowed.get(ecosystem)
-        return bool(patterns) and any(fnmatch.fnmatchcase(norm, p) for p in patterns)
+        patterns = self._allowed.get(ecosystem) or ()
+        return any(fnmatch.fnmatchcase(norm, p) for p in patterns)
 
     def evaluate(self, ref: PackageRef, facts: Facts) -> Verdict | None:
         if facts.internal:

@@ -40,7 +40,7 @@ def _fold_char(ch: str) -> str:
     if found:
         for item in found[0]["homoglyphs"]:
             if item["c"].isascii():
-                return item["c"].lower()
+                return str(item["c"]).lower()
     return ch
 
 

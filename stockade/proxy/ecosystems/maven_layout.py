@@ -170,10 +170,13 @@ def _sorted(versions: Iterable[str]) -> list[str]:
         return list(versions)
 
 
+_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
 def render(doc: Metadata, *, hidden: Collection[str] = ()) -> bytes:
     """The document clients get: hidden versions removed, latest/release recomputed."""
     if doc.raw is not None:
-        return b'<?xml version="1.0" encoding="UTF-8"?>\n' + tostring(doc.raw, encoding="utf-8")
+        return _DECLARATION + bytes(tostring(doc.raw, encoding="utf-8"))
     kept = _sorted(v for v in doc.versions if v not in hidden)
     root = Element("metadata")
     SubElement(root, "groupId").text = doc.group_id or ""
@@ -189,7 +192,7 @@ def render(doc: Metadata, *, hidden: Collection[str] = ()) -> bytes:
         SubElement(listed, "version").text = v
     if doc.last_updated:
         SubElement(versioning, "lastUpdated").text = doc.last_updated
-    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + tostring(root, encoding="utf-8") + b"\n"
+    return _DECLARATION + bytes(tostring(root, encoding="utf-8")) + b"\n"
 
 
 def first_token(body: bytes) -> str | None:

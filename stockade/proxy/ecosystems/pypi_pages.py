@@ -176,7 +176,8 @@ def _parse_json(body: bytes, name: str) -> ProjectPage:
         filename, url = item.get("filename"), item.get("url")
         if not isinstance(filename, str) or not isinstance(url, str):
             continue
-        hashes = item.get("hashes") if isinstance(item.get("hashes"), dict) else {}
+        raw_hashes = item.get("hashes")
+        hashes = raw_hashes if isinstance(raw_hashes, dict) else {}
         core = item.get("core-metadata", item.get("dist-info-metadata", False))
         size = item.get("size")
         files.append(FileEntry(
