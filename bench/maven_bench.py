@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.procs import Proc, _spawn, free_port, start_proxy
-from tests.e2e.test_maven_clients import M2, POM
+from bench.procs import Proc, _spawn, start_proxy
+from testbed.maven_repo import M2, POM
+from testbed.net import free_port
 
 POM_TEXT = POM.replace("DEPENDENCY", "")
 ROUNDS = 5

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tests.fakes.maven_upstream import FakeMaven
+from testbed.fakes.maven_upstream import FakeMaven
 
 
 def main() -> None:

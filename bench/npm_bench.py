@@ -67,7 +67,7 @@ def _publish_all(registry: Any, root: Path, rng: random.Random) -> list[dict[str
 
 
 def _npm_install(work: Path, registry_url: str, home: Path) -> float:
-    from tests.e2e.npm_registry import npm_env
+    from testbed.npm_registry import npm_env
 
     shutil.rmtree(work / "node_modules", ignore_errors=True)
     cache = home / f"cache-{time.monotonic_ns()}"
@@ -86,7 +86,7 @@ def _npm_install(work: Path, registry_url: str, home: Path) -> float:
 
 
 def bench_install(work: Path) -> None:
-    from tests.e2e.npm_registry import Verdaccio
+    from testbed.npm_registry import Verdaccio
 
     if not (TOOLS / "verdaccio").exists():
         print("(a) skipped: Verdaccio is not installed (run .ci/setup-npm.sh)")

@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient
 from stockade.config.load import load_settings
 from stockade.config.model import Settings
 from stockade.proxy.app import make_app
-from tests.fakes.policy import FakeEngine
-from tests.fakes.pypi_upstream import FakePyPI
+from testbed.fakes.policy import FakeEngine
+from testbed.fakes.pypi_upstream import FakePyPI
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.maven_repo import deny_policy, proxy_config, repository
-from tests.fakes.maven_upstream import FakeMaven
-from tests.fakes.threaded import ThreadedServer
+from testbed.fakes.maven_upstream import FakeMaven
+from testbed.fakes.threaded import ThreadedServer
+from testbed.maven_repo import deny_policy, proxy_config, repository
 
 pytestmark = pytest.mark.e2e
 

@@ -19,53 +19,12 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.maven_repo import deny_policy, proxy_config, repository
-from tests.fakes.maven_upstream import FakeMaven
-from tests.fakes.threaded import ThreadedServer
+from testbed.fakes.maven_upstream import FakeMaven
+from testbed.fakes.threaded import ThreadedServer
+from testbed.maven_repo import COMPILER, M2, POM, RESOURCES, deny_policy, proxy_config, repository
 
 pytestmark = pytest.mark.e2e
 
-# Debian's packaged plugins: a complete repository on disk, so a fresh machine
-# with no Maven Central in reach builds the same project.
-M2 = Path("/usr/share/maven-repo")
-PLUGINS = M2 / "org" / "apache" / "maven" / "plugins"
-
-
-def _newest(plugin: str) -> str:
-    """The newest real version of ``plugin`` in the repository, pinned in the POM so
-    Maven needs no plugin metadata ("debian" is Debian's alias, not a version)."""
-    folder = PLUGINS / plugin
-    found = [p.name for p in folder.iterdir() if p.is_dir() and p.name[:1].isdigit()] \
-        if folder.is_dir() else []
-    return max(found, key=lambda v: [int(x) if x.isdigit() else 0 for x in v.split(".")],
-               default="")
-
-
-RESOURCES = _newest("maven-resources-plugin")
-COMPILER = _newest("maven-compiler-plugin")
-
-POM = f"""<?xml version="1.0" encoding="UTF-8"?>
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>org.e2e</groupId><artifactId>app</artifactId><version>1.0</version>
-  <properties>
-    <maven.compiler.source>1.8</maven.compiler.source>
-    <maven.compiler.target>1.8</maven.compiler.target>
-    <project.build.sourceEncoding>UTF-8</project.build.sourceEncoding>
-  </properties>
-  <dependencies>
-    <dependency><groupId>org.e2e</groupId><artifactId>lib</artifactId>
-      <version>1.0</version></dependency>
-    DEPENDENCY
-  </dependencies>
-  <build><plugins>
-    <plugin><groupId>org.apache.maven.plugins</groupId>
-      <artifactId>maven-resources-plugin</artifactId><version>{RESOURCES}</version></plugin>
-    <plugin><groupId>org.apache.maven.plugins</groupId>
-      <artifactId>maven-compiler-plugin</artifactId><version>{COMPILER}</version></plugin>
-  </plugins></build>
-</project>
-"""
 
 
 def _mvn() -> str:

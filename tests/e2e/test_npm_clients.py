@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.npm_registry import Verdaccio, npm_env, run, tool
+from testbed.npm_registry import Verdaccio, npm_env, run, tool
 
 pytestmark = pytest.mark.e2e
 

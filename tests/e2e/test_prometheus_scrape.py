@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import free_port
+from testbed.net import free_port
 
 pytestmark = pytest.mark.e2e
 

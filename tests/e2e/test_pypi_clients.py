@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.pypi_upstream import FakePyPI
-from tests.fakes.threaded import ThreadedServer
+from testbed.fakes.pypi_upstream import FakePyPI
+from testbed.fakes.threaded import ThreadedServer
 
 pytestmark = pytest.mark.e2e
 

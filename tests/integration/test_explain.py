@@ -7,9 +7,9 @@ from typing import Any
 
 from stockade.config.load import load_settings
 from stockade.proxy.app import make_app
-from tests.fakes.npm_upstream import FakeNpm
-from tests.fakes.policy import FakeEngine
-from tests.fakes.pypi_upstream import FakePyPI
+from testbed.fakes.npm_upstream import FakeNpm
+from testbed.fakes.policy import FakeEngine
+from testbed.fakes.pypi_upstream import FakePyPI
 
 
 async def proxy(aiohttp_client: Any, tmp_path: Path, engine: FakeEngine, *, npm_url: str,

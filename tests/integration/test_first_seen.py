@@ -12,7 +12,7 @@ from stockade.policy.model import Ecosystem, Facts
 from stockade.proxy.app import make_app
 from stockade.proxy.firstseen import FirstSeen
 from stockade.storage.refs import RefStore
-from tests.fakes.npm_upstream import FakeNpm
+from testbed.fakes.npm_upstream import FakeNpm
 
 OLD = datetime(2020, 1, 1, tzinfo=UTC)
 
@@ -73,7 +73,7 @@ async def test_a_single_file_request_does_not_make_an_old_version_new(tmp_path: 
 async def test_maven_metadata_holds_back_versions_that_appear_later(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
-    from tests.fakes.maven_upstream import FakeMaven
+    from testbed.fakes.maven_upstream import FakeMaven
 
     repo = await FakeMaven().start()
     try:

@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient
 
 from stockade.config.load import load_settings
 from stockade.proxy.app import make_app
-from tests.fakes.maven_upstream import FakeMaven
-from tests.fakes.policy import FakeEngine
+from testbed.fakes.maven_upstream import FakeMaven
+from testbed.fakes.policy import FakeEngine
 
 JAR = "org/example/demo/1.0/demo-1.0.jar"
 POM = "org/example/demo/1.0/demo-1.0.pom"

@@ -17,8 +17,8 @@ from stockade.config.load import load_settings
 from stockade.config.model import Settings
 from stockade.proxy.app import make_app
 from stockade.proxy.decisionlog import verify
-from tests.fakes.npm_upstream import CORGI, FakeNpm, integrity
-from tests.fakes.policy import FakeEngine
+from testbed.fakes.npm_upstream import CORGI, FakeNpm, integrity
+from testbed.fakes.policy import FakeEngine
 
 NPM_CORGI_ACCEPT = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*"
 

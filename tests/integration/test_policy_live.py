@@ -14,7 +14,7 @@ from stockade.config.load import load_settings
 from stockade.proxy.app import make_app
 from stockade.proxy.cli import main
 from stockade.proxy.state import SERVICES
-from tests.fakes.npm_upstream import FakeNpm
+from testbed.fakes.npm_upstream import FakeNpm
 
 MAL = {
     "id": "MAL-2099-0001", "summary": "Malicious code in demo-widget (npm)",

@@ -13,8 +13,8 @@ from stockade.config.load import ConfigError, load_settings
 from stockade.config.model import Settings
 from stockade.proxy.app import make_app
 from stockade.proxy.state import SERVICES
-from tests.fakes.npm_upstream import FakeNpm
-from tests.fakes.policy import FakeEngine
+from testbed.fakes.npm_upstream import FakeNpm
+from testbed.fakes.policy import FakeEngine
 
 
 def engine_from_file(settings: Settings) -> FakeEngine:

@@ -10,9 +10,9 @@ import aiohttp
 import pytest
 
 from stockade.proxy.ecosystems.pypi_pages import JSON_V1
+from testbed.fakes.policy import FakeEngine
+from testbed.fakes.pypi_upstream import FakePyPI
 from tests.conftest import ProxyFactory, settings_for
-from tests.fakes.policy import FakeEngine
-from tests.fakes.pypi_upstream import FakePyPI
 
 PIP_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "

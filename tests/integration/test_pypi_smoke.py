@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import hashlib
 
+from testbed.fakes.pypi_upstream import FakePyPI
 from tests.conftest import ProxyFactory
-from tests.fakes.pypi_upstream import FakePyPI
 
 
 async def test_json_page_then_file(fake_pypi: FakePyPI, make_proxy: ProxyFactory) -> None:

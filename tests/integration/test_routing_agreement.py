@@ -26,8 +26,8 @@ from stockade.proxy.cli import main
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.policy_cli import _offline
 from stockade.proxy.routing import route
-from tests.fakes.maven_upstream import FakeMaven
-from tests.fakes.policy import FakeEngine
+from testbed.fakes.maven_upstream import FakeMaven
+from testbed.fakes.policy import FakeEngine
 
 _WORD = st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=6)
 

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from stockade.proxy.cli import main
+from testbed.fakes.pypi_upstream import FakePyPI
 from tests.conftest import ProxyFactory, settings_for
-from tests.fakes.pypi_upstream import FakePyPI
 
 
 def _self_signed(tmp_path: Path) -> ssl.SSLContext:

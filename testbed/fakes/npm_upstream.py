@@ -25,8 +25,8 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.fakes.base import LoopbackRegistry
-from tests.fakes.streaming import send
+from testbed.fakes.base import LoopbackRegistry
+from testbed.fakes.streaming import send
 
 CORGI = "application/vnd.npm.install-v1+json"
 _CORGI_KEYS = ("name", "version", "dependencies", "optionalDependencies", "devDependencies",

@@ -18,9 +18,9 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.fakes.base import LoopbackRegistry
-from tests.fakes.streaming import send
-from tests.fakes.wheels import build_sdist, build_wheel, wheel_metadata
+from testbed.fakes.base import LoopbackRegistry
+from testbed.fakes.streaming import send
+from testbed.fakes.wheels import build_sdist, build_wheel, wheel_metadata
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 

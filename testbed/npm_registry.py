@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import free_port
+from testbed.net import free_port
 
 TOOLS = Path(__file__).resolve().parents[2] / ".ci" / ".tools" / "npm" / "node_modules" / ".bin"
 

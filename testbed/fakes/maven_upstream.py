@@ -19,8 +19,8 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.fakes.base import LoopbackRegistry
-from tests.fakes.streaming import send
+from testbed.fakes.base import LoopbackRegistry
+from testbed.fakes.streaming import send
 
 ALGS = ("md5", "sha1", "sha256", "sha512")
 
