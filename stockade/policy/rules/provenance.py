@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -50,7 +51,11 @@ from stockade.policy.rules.base import finding
 
 S = ProvenanceStatus
 MAX_REASON = 299  # reason phrases stay under 300 characters
-_BAD = (S.INVALID, S.MISMATCH)
+_BAD = frozenset((S.INVALID, S.MISMATCH))
+# bound once: the rule runs on every versioned request, and these are compared there
+_SIGNATURE, _ATTESTATION, _PGP = (ProvenanceKind.SIGNATURE, ProvenanceKind.ATTESTATION,
+                                  ProvenanceKind.PGP)
+_VERIFIED, _UNVERIFIABLE = S.VERIFIED, S.UNVERIFIABLE
 
 
 class Requirement(enum.StrEnum):
@@ -92,10 +97,16 @@ def repository_url(value: str) -> str | None:
     return "https://" + "/".join([host.lower().removeprefix("www."), *parts])
 
 
+@functools.lru_cache(maxsize=4096)  # a few repositories recur on every decision
 def normalize_repository(value: str) -> str | None:
     """``host/owner/repo`` in lower case, for comparing; None when it names none."""
     url = repository_url(value)
     return None if url is None else url.removeprefix("https://").lower()
+
+
+@functools.lru_cache(maxsize=1024)  # the policy's own patterns: a handful
+def _normalized(ecosystem: Ecosystem, pattern: str) -> str:
+    return normalize(ecosystem, pattern)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +135,7 @@ class NamePattern:
         if self.ecosystem is not None and ref.ecosystem is not self.ecosystem:
             return False
         return fnmatch.fnmatchcase(normalize(ref.ecosystem, ref.name),
-                                   normalize(ref.ecosystem, self.pattern))
+                                   _normalized(ref.ecosystem, self.pattern))
 
     def __str__(self) -> str:
         return self.pattern if self.ecosystem is None else f"{self.ecosystem}:{self.pattern}"
@@ -140,25 +151,24 @@ class IdentityEntry:
     repository: str  # as written, e.g. https://github.com/sigstore/sigstore-js
     workflow: str | None = None
     publisher: Publisher | None = None
+    shown: str = field(init=False, compare=False)  # the repository as a URL, for reasons
+    _key: str = field(init=False, compare=False, repr=False)  # normalised, for comparing
 
     def __post_init__(self) -> None:
-        if normalize_repository(self.repository) is None:
+        key, url = normalize_repository(self.repository), repository_url(self.repository)
+        if key is None or url is None:
             raise ValueError(f"{self.repository!r} is not a repository (write "
                              "https://github.com/owner/repo or owner/repo)")
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "shown", url)
 
     def matches(self, ref: PackageRef) -> bool:
         return ref.ecosystem is self.ecosystem and fnmatch.fnmatchcase(
-            normalize(ref.ecosystem, ref.name), normalize(self.ecosystem, self.pattern))
-
-    @property
-    def shown(self) -> str:
-        """The repository as a URL, for reasons."""
-        return repository_url(self.repository) or self.repository
+            normalize(ref.ecosystem, ref.name), _normalized(self.ecosystem, self.pattern))
 
     def problem(self, identity: BuildIdentity) -> str | None:
         """How ``identity`` differs from this entry (a phrase after "was built …")."""
-        found = normalize_repository(identity.repository or "")
-        if found != normalize_repository(self.repository):
+        if normalize_repository(identity.repository or "") != self._key:
             return f"from {identity.repository or identity.signer or 'an unknown source'}, " \
                    f"not {self.shown}"
         if self.workflow is not None and not _same_workflow(self.workflow, identity.workflow):
@@ -233,6 +243,30 @@ def _who(ref: PackageRef) -> str:
     return f"{ref.name} {ref.version}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Results:
+    """One version's results, split by kind once per decision."""
+
+    signatures: tuple[ProvenanceResult, ...]
+    attestations: tuple[ProvenanceResult, ...]
+    pgp: tuple[ProvenanceResult, ...]
+    attested: bool  # a verified attestation
+
+    @classmethod
+    def of(cls, results: Sequence[ProvenanceResult]) -> _Results:
+        signatures, attestations, pgp = [], [], []
+        attested = False
+        for r in results:  # one plain loop: this runs on every versioned request
+            if r.kind is _ATTESTATION:
+                attestations.append(r)
+                attested = attested or r.result is _VERIFIED
+            elif r.kind is _SIGNATURE:
+                signatures.append(r)
+            else:
+                pgp.append(r)
+        return cls(tuple(signatures), tuple(attestations), tuple(pgp), attested)
+
+
 @dataclass
 class ProvenanceRule:
     """The ``provenance`` rule (applies to versions and files, not names)."""
@@ -258,13 +292,13 @@ class ProvenanceRule:
         identities = [e for e in self.identities if e.matches(ref)]
         required = self._required(ref, identities)
         if facts.provenance is None:
-            return self._from_claims(ref, facts, required, identities)
-        results = facts.provenance
-        return (self._bad(ref, results, required is not None)
-                or self._identity(ref, results, identities)
-                or self._requirements(ref, results, required)
-                or self._downgrade(ref, facts, results)
-                or self._unverifiable(ref, results))
+            return self._from_claims(ref, facts, required)
+        seen = _Results.of(facts.provenance)
+        return (self._bad(ref, facts.provenance, required is not None)
+                or self._identity(ref, seen, identities)
+                or self._requirements(ref, seen, required)
+                or self._downgrade(ref, facts, seen)
+                or self._unverifiable(ref, seen))
 
     def _required(self, ref: PackageRef, identities: Sequence[IdentityEntry]) -> str | None:
         """Why verified provenance is required for ``ref``; None when it is not."""
@@ -280,90 +314,83 @@ class ProvenanceRule:
     def _block(self, reason: str, decision: Decision = Decision.BLOCK) -> Verdict:
         return finding(self.name, self.mode, decision, cap(reason))
 
-    def _from_claims(self, ref: PackageRef, facts: Facts, required: str | None,
-                     identities: Sequence[IdentityEntry]) -> Verdict | None:
+    def _from_claims(self, ref: PackageRef, facts: Facts, required: str | None
+                     ) -> Verdict | None:
         if facts.provenance_claimed is not False:
             return None
         if required is not None:
             return self._block(f"{_who(ref)} has no provenance, and {required}")
-        return self._downgrade(ref, facts, ())
+        return self._downgrade(ref, facts, _Results((), (), (), False))
 
     def _bad(self, ref: PackageRef, results: Sequence[ProvenanceResult],
              attestations_needed: bool) -> Verdict | None:
         for r in results:
             if r.result not in _BAD:
                 continue
-            if r.kind is ProvenanceKind.SIGNATURE and self.signatures is not Requirement.OFF:
+            if r.kind is _SIGNATURE and self.signatures is not Requirement.OFF:
                 return self._block(f"{_who(ref)} has a bad npm registry signature: {r.detail}")
-            if r.kind is ProvenanceKind.ATTESTATION and (
+            if r.kind is _ATTESTATION and (
                     attestations_needed or self.attestations is not Requirement.OFF):
                 what = "fails verification" if r.result is S.INVALID else \
                     "does not match the artifact"
                 return self._block(f"{_who(ref)} has provenance that {what}: {r.detail}")
         return None
 
-    def _identity(self, ref: PackageRef, results: Sequence[ProvenanceResult],
+    def _identity(self, ref: PackageRef, seen: _Results,
                   identities: Sequence[IdentityEntry]) -> Verdict | None:
-        if not identities:
-            return None
-        verified = [r.identity for r in results
-                    if r.kind is ProvenanceKind.ATTESTATION and r.verified]
-        if not verified:
-            return None  # no verified provenance: _requirements refuses it
-        for identity in verified:
-            if identity is None:
+        if not identities or not seen.attested:
+            return None  # without verified provenance, _requirements refuses it
+        for r in seen.attestations:
+            if r.result is not _VERIFIED:
+                continue
+            if r.identity is None:
                 return self._block(f"{_who(ref)} has provenance that names no builder, and "
                                    f"the policy allows only builds from "
                                    f"{identities[0].shown}")
-            problems = [e.problem(identity) for e in identities]
-            if all(p is not None for p in problems):
-                return self._block(f"{_who(ref)} was built {problems[0]}")
+            first = identities[0].problem(r.identity)
+            if first is not None and all(e.problem(r.identity) is not None
+                                         for e in identities[1:]):
+                return self._block(f"{_who(ref)} was built {first}")
         return None
 
-    def _requirements(self, ref: PackageRef, results: Sequence[ProvenanceResult],
+    def _requirements(self, ref: PackageRef, seen: _Results,
                       required: str | None) -> Verdict | None:
-        attested = [r for r in results if r.kind is ProvenanceKind.ATTESTATION]
-        if required is not None and not any(r.verified for r in attested):
-            why = _why_not(attested)
-            return self._block(f"{_who(ref)} has no verified provenance ({why}), and {required}")
-        signed = [r for r in results if r.kind is ProvenanceKind.SIGNATURE]
+        if required is not None and not seen.attested:
+            return self._block(f"{_who(ref)} has no verified provenance "
+                               f"({_why_not(seen.attestations)}), and {required}")
         if self.signatures is Requirement.REQUIRE and ref.ecosystem is Ecosystem.NPM and \
-                not any(r.verified for r in signed):
+                not any(r.result is _VERIFIED for r in seen.signatures):
             return self._block(f"{_who(ref)} has no verified npm registry signature "
-                               f"({_why_not(signed)}), and the policy requires one")
-        groups = [g for g in self.pgp_keys if g.matches(ref)]
-        if groups:
-            pgp = [r for r in results if r.kind is ProvenanceKind.PGP]
-            if not pgp or not all(r.verified for r in pgp):
-                bad = next((r for r in pgp if not r.verified), None)
-                state = "no OpenPGP signature" if bad is None or bad.result is S.MISSING \
-                    else f"an OpenPGP signature that is {bad.result}: {bad.detail}"
-                return self._block(f"{_who(ref)} has {state}, and the policy requires one by "
-                                   f"the keys for {groups[0].pattern}")
-        return None
+                               f"({_why_not(seen.signatures)}), and the policy requires one")
+        if not self.pgp_keys or ref.ecosystem is not Ecosystem.MAVEN:
+            return None
+        group = next((g for g in self.pgp_keys if g.matches(ref)), None)
+        if group is None:
+            return None
+        bad = next((r for r in seen.pgp if r.result is not _VERIFIED), None)
+        if seen.pgp and bad is None:
+            return None
+        state = "no OpenPGP signature" if bad is None or bad.result is S.MISSING \
+            else f"an OpenPGP signature that is {bad.result}: {bad.detail}"
+        return self._block(f"{_who(ref)} has {state}, and the policy requires one by the "
+                           f"keys for {group.pattern}")
 
-    def _downgrade(self, ref: PackageRef, facts: Facts,
-                   results: Sequence[ProvenanceResult]) -> Verdict | None:
+    def _downgrade(self, ref: PackageRef, facts: Facts, seen: _Results) -> Verdict | None:
         before = facts.provenance_before
-        if self.downgrade is DowngradeAction.OFF or before is None:
+        if self.downgrade is DowngradeAction.OFF or before is None or seen.attested:
             return None
-        attested = [r for r in results if r.kind is ProvenanceKind.ATTESTATION]
-        if any(r.verified for r in attested):
-            return None
-        if not before.verified and any(r.result is S.UNVERIFIABLE for r in attested):
+        if not before.verified and any(r.result is _UNVERIFIABLE for r in seen.attestations):
             return None
         how = "verified by stockade" if before.verified else "as the upstream says"
         decision = Decision.BLOCK if self.downgrade is DowngradeAction.REFUSE else Decision.WARN
         return self._block(f"{_who(ref)} has no verified provenance, but {before.version}, "
                            f"published before it, had provenance ({how})", decision)
 
-    def _unverifiable(self, ref: PackageRef,
-                      results: Sequence[ProvenanceResult]) -> Verdict | None:
-        for r in results:
-            watched = (r.kind is ProvenanceKind.ATTESTATION
-                       and self.attestations is not Requirement.OFF) or (
-                r.kind is ProvenanceKind.SIGNATURE and self.signatures is not Requirement.OFF)
-            if watched and r.result is S.UNVERIFIABLE:
+    def _unverifiable(self, ref: PackageRef, seen: _Results) -> Verdict | None:
+        watched = ((seen.attestations if self.attestations is not Requirement.OFF else ())
+                   + (seen.signatures if self.signatures is not Requirement.OFF else ()))
+        for r in watched:
+            if r.result is _UNVERIFIABLE:
                 return self._block(f"{_who(ref)} has {r.kind} provenance stockade cannot "
                                    f"check: {r.detail}", Decision.WARN)
         return None
