@@ -17,6 +17,10 @@ rules:
   osv: {paths: [osv/], min_severity: critical, block_ids: [], ignore_ids: []}
   install_scripts: {npm: block, pypi_sdist_only: warn, hide_sdist_where_wheel: false, allow: []}
   licenses: {allow: [], deny: [AGPL-3.0-only], unknown: warn}
+  provenance: {mode: enforce, signatures: verify, attestations: verify, require_for: [],
+               identities: [], downgrade: refuse, trusted_root: null, npm_keys: null,
+               pgp_keys: []}
+  republished: {mode: enforce}  # always on
 ```
 """
 
@@ -34,7 +38,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from stockade.config.load import ConfigError
-from stockade.policy.model import Decision, Ecosystem, Mode, Rule
+from stockade.policy.model import Decision, Ecosystem, Mode, Publisher, Rule
 from stockade.policy.names import normalize
 from stockade.policy.osv import OsvDatabase, OsvError
 from stockade.policy.rules.age import CooldownRule
@@ -42,6 +46,15 @@ from stockade.policy.rules.base import Entry
 from stockade.policy.rules.install import InstallScriptsRule
 from stockade.policy.rules.licenses import LicenseRule
 from stockade.policy.rules.lists import AllowlistOnly, ListEntry, ListsRule
+from stockade.policy.rules.provenance import (
+    DowngradeAction,
+    IdentityEntry,
+    NamePattern,
+    PgpGroup,
+    ProvenanceRule,
+    Requirement,
+)
+from stockade.policy.rules.republished import RepublishedRule
 from stockade.policy.rules.typosquat import DependencyConfusionRule, TyposquatRule
 from stockade.policy.rules.vulns import OsvRule
 from stockade.policy.versions import VersionRangeError, parse_range
@@ -66,6 +79,19 @@ def _duration(value: Any) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+def _off(value: Any) -> Any:
+    # YAML 1.1 reads a bare `off` as false: it means the setting "off" here
+    return "off" if value is False else value
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+Switch = Annotated[Requirement, BeforeValidator(_off)]
+Downgrade = Annotated[DowngradeAction, BeforeValidator(_off)]
 
 
 class _Model(BaseModel):
@@ -141,6 +167,35 @@ class LicensesModel(_Model):
     unknown: Decision = Decision.WARN
 
 
+class IdentityModel(_Model):
+    ecosystem: Ecosystem
+    name: str = Field(min_length=1)
+    repository: str = Field(min_length=1)
+    workflow: str | None = Field(default=None, min_length=1)
+    publisher: Annotated[Publisher, BeforeValidator(_lower)] | None = None
+
+
+class PgpKeysModel(_Model):
+    group: str = Field(min_length=1)
+    keys: list[Path] = Field(min_length=1)
+
+
+class ProvenanceModel(_Model):
+    mode: Mode | None = None
+    signatures: Switch = Requirement.VERIFY
+    attestations: Switch = Requirement.VERIFY
+    require_for: list[str] = []
+    identities: list[IdentityModel] = []
+    downgrade: Downgrade = DowngradeAction.REFUSE
+    trusted_root: Path | None = None
+    npm_keys: Path | None = None
+    pgp_keys: list[PgpKeysModel] = []
+
+
+class RepublishedModel(_Model):
+    mode: Mode | None = None
+
+
 class RulesModel(_Model):
     lists: ListsModel | None = None
     typosquat: TyposquatModel = TyposquatModel()
@@ -149,6 +204,8 @@ class RulesModel(_Model):
     osv: OsvModel | None = None
     install_scripts: InstallModel | None = None
     licenses: LicensesModel | None = None
+    provenance: ProvenanceModel | None = None
+    republished: RepublishedModel = RepublishedModel()
 
 
 class PolicyModel(_Model):
@@ -168,6 +225,7 @@ class Policy:
     warnings: tuple[str, ...] = ()
     osv: OsvDatabase | None = None
     osv_paths: tuple[Path, ...] = ()  # where the OSV records were read (watched for changes)
+    provenance: ProvenanceRule | None = None  # its trust material is the proxy's to load
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -286,11 +344,60 @@ def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
         ))
     if (lic := r.licenses) is not None:
         rules.append(LicenseRule(lic.allow, lic.deny, lic.unknown, mode(lic.mode)))
+    provenance = None
+    if r.provenance is not None:
+        provenance = _provenance(r.provenance, base_dir, mode(r.provenance.mode))
+        rules.append(provenance)
+    rules.append(RepublishedRule(mode(r.republished.mode)))
     material = text.encode() + repr(sorted((e.value, v) for e, v in patterns.items())).encode()
     if database is not None:
         material += database.revision.encode()
     return Policy(tuple(rules), model.mode, hashlib.sha256(material).hexdigest()[:12],
-                  names, tuple(warnings), database, tuple(paths))
+                  names, tuple(warnings), database, tuple(paths), provenance)
+
+
+def _file(path: Path, base_dir: Path, where: str) -> Path:
+    """``path`` resolved against the policy's folder; it must be a readable file.
+
+    Raises:
+        PolicyError: no such file, naming the key.
+    """
+    resolved = path if path.is_absolute() else base_dir / path
+    if not resolved.is_file():
+        raise PolicyError(f"{where}: {path}: no such file")
+    return resolved
+
+
+def _provenance(p: ProvenanceModel, base_dir: Path, mode: Mode) -> ProvenanceRule:
+    """The ``provenance`` rule of its section.
+
+    Raises:
+        PolicyError: a bad pattern or repository, a key or root file that is missing.
+    """
+    where = "rules.provenance"
+    patterns = []
+    for i, text in enumerate(p.require_for):
+        try:
+            patterns.append(NamePattern.parse(text))
+        except ValueError as exc:
+            raise PolicyError(f"{where}.require_for.{i}: {exc}") from exc
+    identities = []
+    for i, e in enumerate(p.identities):
+        try:
+            identities.append(IdentityEntry(e.ecosystem, e.name, e.repository, e.workflow,
+                                            e.publisher))
+        except ValueError as exc:
+            raise PolicyError(f"{where}.identities.{i}.repository: {exc}") from exc
+    groups = [PgpGroup(g.group.strip(), tuple(_file(k, base_dir, f"{where}.pgp_keys.{i}.keys.{j}")
+                                              for j, k in enumerate(g.keys)))
+              for i, g in enumerate(p.pgp_keys)]
+    return ProvenanceRule(
+        signatures=p.signatures, attestations=p.attestations, require_for=tuple(patterns),
+        identities=tuple(identities), downgrade=p.downgrade, pgp_keys=tuple(groups),
+        trusted_root=None if p.trusted_root is None else
+        _file(p.trusted_root, base_dir, f"{where}.trusted_root"),
+        npm_keys=None if p.npm_keys is None else _file(p.npm_keys, base_dir, f"{where}.npm_keys"),
+        mode=mode)
 
 
 def load_policy(path: Path, *, internal: dict[Ecosystem, tuple[str, ...]] | None = None,

@@ -58,6 +58,82 @@ class PackageRef:
         return f"{self.name}{sep}{self.version}"
 
 
+class ProvenanceKind(enum.StrEnum):
+    """What was checked: an npm registry signature, a sigstore attestation, an OpenPGP
+    signature (Maven ``.asc``)."""
+
+    SIGNATURE = "signature"
+    ATTESTATION = "attestation"
+    PGP = "pgp"
+
+
+class ProvenanceStatus(enum.StrEnum):
+    """What a check found.
+
+    ``unverifiable`` is a bundle or signature that could not be checked for a reason
+    other than a failed check (a format the verifier cannot load, a key nobody
+    published): never counted as verified, never as tampered. ``mismatch`` is a valid
+    signature over something else (another package, digest or signer).
+    """
+
+    VERIFIED = "verified"
+    MISSING = "missing"
+    INVALID = "invalid"
+    UNVERIFIABLE = "unverifiable"
+    MISMATCH = "mismatch"
+
+
+class Publisher(enum.StrEnum):
+    """Who vouched for a build identity (the OIDC issuer of the signing certificate)."""
+
+    GITHUB = "github"
+    GITLAB = "gitlab"
+    GOOGLE = "google"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class BuildIdentity:
+    """Who built an artifact, as a verified signing certificate says.
+
+    ``repository`` is a full URL (``https://github.com/owner/repo``); ``workflow``
+    the build file's path in it (``.github/workflows/release.yml``); ``signer`` the
+    certificate's subject (a workflow URL, or an e-mail address for Google).
+    """
+
+    publisher: Publisher
+    repository: str | None = None
+    workflow: str | None = None
+    ref: str | None = None
+    signer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenanceResult:
+    """One verification of one artifact: a fact policy decides on."""
+
+    kind: ProvenanceKind
+    result: ProvenanceStatus
+    identity: BuildIdentity | None = None
+    detail: str = ""
+
+    @property
+    def verified(self) -> bool:
+        return self.result is ProvenanceStatus.VERIFIED
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenanceHistory:
+    """The newest version published before this one that had provenance.
+
+    ``verified``: stockade verified it; otherwise the upstream's metadata only
+    claimed it (``dist.attestations`` on npm, a ``provenance`` URL on PyPI).
+    """
+
+    version: str
+    verified: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Facts:
     """What the proxy knows about a package or version when asking for a decision.
@@ -75,7 +151,18 @@ class Facts:
     is_sdist: bool | None = None
     license: str | None = None
     yanked: bool = False
+    # what the upstream publishes (or the bytes hash to) now: algorithm -> lower-case hex
     digests: dict[str, str] = field(default_factory=dict)
+    # Provenance of this version or file. None: not gathered (a metadata-only decision);
+    # the proxy fills it for artifact requests, a MISSING result where nothing was found.
+    provenance: tuple[ProvenanceResult, ...] | None = None
+    # Does the upstream's metadata claim provenance for it? None: unknown.
+    provenance_claimed: bool | None = None
+    # The newest earlier version that had provenance; None: none had (or unknown).
+    provenance_before: ProvenanceHistory | None = None
+    # The digests stockade recorded when it first admitted this very file
+    # (name, version, file name); None: never admitted before.
+    admitted_digests: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +178,9 @@ class Verdict:
     reason: str
     target: str | None = None
     audit_only: bool = False
+    # full values behind the reason (e.g. both digests of a republished file), for the
+    # decision log and explain: the reason itself stays short
+    evidence: tuple[tuple[str, str], ...] = ()
 
     @property
     def blocks(self) -> bool:

@@ -42,10 +42,12 @@ class Entry:
 
 
 def finding(rule: str, mode: Mode, decision: Decision, reason: str,
-            target: str | None = None) -> Verdict:
+            target: str | None = None, *,
+            evidence: tuple[tuple[str, str], ...] = ()) -> Verdict:
     """A verdict of ``rule``; in audit mode a refusal is recorded but does not refuse."""
     return Verdict(decision, rule, reason, target,
-                   audit_only=mode is Mode.AUDIT and decision is Decision.BLOCK)
+                   audit_only=mode is Mode.AUDIT and decision is Decision.BLOCK,
+                   evidence=evidence)
 
 
 def human(delta: timedelta) -> str:

@@ -19,7 +19,7 @@ def test_example_policy_loads_with_every_rule() -> None:
     policy = load_policy(EXAMPLE)
     assert [r.name for r in policy.rules] == [
         "lists", "typosquat", "dependency-confusion", "cooldown", "osv", "install-scripts",
-        "licenses"]
+        "licenses", "provenance", "republished"]
     engine = build_engine(policy)
     verdict = engine.decide(PackageRef(Ecosystem.NPM, "event-stream", "3.3.6"), Facts())
     assert verdict.blocks
