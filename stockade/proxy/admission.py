@@ -29,7 +29,7 @@ from aiohttp import web
 from cachetools import LRUCache
 
 from stockade.config.model import EcosystemSettings, Settings
-from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
+from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, Verdict
 from stockade.policy.names import normalize
 from stockade.proxy.ecosystems.base import EcosystemModule
 from stockade.proxy.errors import ProxyError, RefusedError
@@ -106,6 +106,9 @@ class Admission:
             _PARSED_WEIGHT, getsizeof=lambda entry: entry[1])
         self._decisions: LRUCache[tuple[str, str, str], tuple[float, VersionFilter]] = \
             LRUCache(_DECISIONS_MAX)
+        # what the last decisions of each document refused, as recorded
+        self._recorded: LRUCache[tuple[str, str], frozenset[tuple[str, str, Decision, bool]]] \
+            = LRUCache(_DECISIONS_MAX)
 
     def cache_settings(self, eco: Ecosystem) -> EcosystemSettings:
         """The settings of one ecosystem (its upstreams and cache times)."""
@@ -155,14 +158,16 @@ class Admission:
         return verdict
 
     async def decide_versions(
-        self, eco: Ecosystem, name: str, doc: CachedDoc, facts: Mapping[str, Facts], *,
-        offload: bool = False,
+        self, eco: Ecosystem, name: str, doc: CachedDoc, facts: Mapping[str, Facts],
+        who: Caller, *, offload: bool = False,
     ) -> VersionFilter:
         """Every version of ``doc`` decided, reused per document version and policy.
 
         Decisions can depend on time (release age), so they are made again at least
         once per metadata TTL. ``facts`` come straight from the document; first-seen
-        times are added here, and only when the decisions are made.
+        times are added here, and only when the decisions are made. What they refuse
+        is counted and recorded once per document version (again only if a later
+        pass decides otherwise), with the caller who first asked.
         """
         key = (doc.key, doc.version, self.gate.revision)
         now = self._clock()
@@ -175,6 +180,14 @@ class Admission:
             decided = await asyncio.to_thread(self.gate.filter_versions, ref, seen)
         else:
             decided = self.gate.filter_versions(ref, seen)
+        refused = frozenset((v, x.rule, x.decision, x.audit_only)
+                            for v, x in decided.verdicts.items()
+                            if x.decision is not Decision.ALLOW)
+        if self._recorded.get((doc.key, key[2])) != refused:
+            # a revalidated document that decides as before is not recorded again
+            self._recorded[(doc.key, key[2])] = refused
+            await self.gate.record_versions(ref, decided, client=who.client,
+                                            request_id=who.request_id)
         self._decisions[key] = (now, decided)
         return decided
 

@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,8 +44,16 @@ _FIELDS = ("seq", "time", "ecosystem", "name", "version", "filename", "decision"
            "reason", "target", "audit", "client", "request_id", "policy_revision", "prev")
 
 
+# Fields a record carries only where they say something (older records lack them,
+# and their hashes must not change): the versions a metadata decision hid, and the
+# full values behind a reason (both digests of a republished file).
+_OPTIONAL = ("versions", "evidence")
+
+
 def _canonical(record: dict[str, Any]) -> bytes:
-    return orjson.dumps({k: record.get(k) for k in _FIELDS}, option=orjson.OPT_SORT_KEYS)
+    fields = {k: record.get(k) for k in _FIELDS}
+    fields.update({k: record[k] for k in _OPTIONAL if record.get(k)})
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
 def record_hash(record: dict[str, Any]) -> str:
@@ -133,8 +141,12 @@ class DecisionLog:
             self._writer = None
 
     async def record(self, verdict: Verdict, ref: PackageRef, *, client: str,
-                     request_id: str) -> None:
-        """Chain and queue one record (the write happens off the loop)."""
+                     request_id: str, versions: Sequence[str] = ()) -> None:
+        """Chain and queue one record (the write happens off the loop).
+
+        ``versions``: the versions of ``ref`` that one metadata decision hid by the
+        verdict's rule (one record for all of them).
+        """
         record: dict[str, Any] = {
             "seq": self._seq, "time": self._clock().isoformat(timespec="milliseconds"),
             "ecosystem": ref.ecosystem.value, "name": ref.name, "version": ref.version,
@@ -143,6 +155,10 @@ class DecisionLog:
             "client": client, "request_id": request_id, "policy_revision": self._revision(),
             "prev": self._prev,
         }
+        if versions:
+            record["versions"] = list(versions)
+        if verdict.evidence:
+            record["evidence"] = dict(verdict.evidence)
         record["hash"] = record_hash(record)
         if self._queue.qsize() + len(self._pending) >= _QUEUE_MAX:
             self.lost += 1

@@ -8,11 +8,11 @@ decision log. Deciding itself is ``stockade.policy``'s job and does no I/O.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from stockade.policy.model import Decision, Facts, PackageRef, Verdict
+from stockade.policy.model import Decision, Facts, Mode, PackageRef, Verdict
 from stockade.proxy.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class DecisionSink(Protocol):
     """Where refusals and audit hits are recorded (the decision log)."""
 
     async def record(self, verdict: Verdict, ref: PackageRef, *, client: str,
-                     request_id: str) -> None: ...
+                     request_id: str, versions: Sequence[str] = ()) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,15 +91,41 @@ class Gate:
 
     async def _account(self, verdict: Verdict, ref: PackageRef, *, client: str,
                        request_id: str) -> None:
-        self._metrics.policy_decisions.labels(
-            ref.ecosystem, verdict.rule, verdict.decision
-        ).inc()
+        self._count(ref, verdict)
         if verdict.decision is Decision.ALLOW:
             return
         logger.info("policy %s %s %s: %s", verdict.decision, ref.ecosystem,
                     ref.display(), verdict.reason)
         if self._sink is not None:
             await self._sink.record(verdict, ref, client=client, request_id=request_id)
+
+    def _count(self, ref: PackageRef, verdict: Verdict, n: int = 1) -> None:
+        mode = Mode.AUDIT if verdict.audit_only else Mode.ENFORCE
+        self._metrics.policy_decisions.labels(
+            ref.ecosystem, verdict.rule, verdict.decision, mode).inc(n)
+
+    async def record_versions(self, name: PackageRef, decided: VersionFilter, *,
+                              client: str = "", request_id: str = "") -> None:
+        """Count and record what one metadata decision refused or hid: one record per
+        rule, listing its versions (called once per document version, not per request).
+        """
+        by_rule: dict[tuple[str, bool], list[str]] = {}
+        for version, verdict in decided.verdicts.items():
+            if verdict.decision is not Decision.ALLOW:
+                by_rule.setdefault((verdict.rule, verdict.audit_only), []).append(version)
+        for (rule, audit_only), versions in sorted(by_rule.items()):
+            first = decided.verdicts[versions[0]]
+            hidden = sum(v in decided.hidden for v in versions)
+            what = "would hide" if audit_only else "hides" if hidden else "refuses"
+            summary = Verdict(first.decision, rule,
+                              f"{what} {len(versions)} versions of {name.name} "
+                              f"({_listed(versions)})", first.target, audit_only)
+            self._count(name, summary, len(versions))
+            logger.info("policy %s %s %s: %s", summary.decision, name.ecosystem, name.name,
+                        summary.reason)
+            if self._sink is not None:
+                await self._sink.record(summary, name, client=client, request_id=request_id,
+                                        versions=sorted(versions))
 
     def filter_versions(self, name: PackageRef, versions: Mapping[str, Facts]) -> VersionFilter:
         """Decide every version; refused ones are hidden unless none would be left.
@@ -113,3 +139,8 @@ class Gate:
         kept = set(versions) - refused
         hidden = refused if kept else frozenset()
         return VersionFilter(verdicts, hidden, refused, versions)
+
+
+def _listed(versions: Sequence[str], most: int = 10) -> str:
+    shown = ", ".join(sorted(versions)[:most])
+    return shown if len(versions) <= most else f"{shown} and {len(versions) - most} more"

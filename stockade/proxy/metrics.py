@@ -38,8 +38,10 @@ class Metrics:
             ["upstream"], buckets=_BUCKETS, registry=r,
         )
         self.policy_decisions = Counter(
-            "stockade_policy_decisions_total", "Policy decisions, by rule and outcome.",
-            ["ecosystem", "rule", "decision"], registry=r,
+            "stockade_policy_decisions_total",
+            "Policy decisions, by rule and outcome; mode audit: a refusal recorded and let "
+            "through. Versions hidden from metadata count once per document version.",
+            ["ecosystem", "rule", "decision", "mode"], registry=r,
         )
         self.policy_reloads = Counter(
             "stockade_policy_reloads_total",

@@ -10,10 +10,12 @@ from stockade.policy.model import ALLOWED, Decision, Facts, PackageRef, Verdict
 
 @dataclass
 class FakeEngine:
-    """Blocks ``blocked_names`` (rule deny-list) and ``blocked_versions`` (rule age)."""
+    """Blocks ``blocked_names`` (rule deny-list) and ``blocked_versions`` (rule age);
+    ``audited_versions`` are refused in audit mode (rule osv: recorded, let through)."""
 
     blocked_names: set[str] = field(default_factory=set)
     blocked_versions: set[tuple[str, str]] = field(default_factory=set)
+    audited_versions: set[tuple[str, str]] = field(default_factory=set)
     revision: str = "fake-1"
     calls: list[PackageRef] = field(default_factory=list)
 
@@ -23,6 +25,9 @@ class FakeEngine:
             return Verdict(Decision.BLOCK, "deny-list", f"{ref.name} is on the deny list")
         if ref.version is not None and (ref.name, ref.version) in self.blocked_versions:
             return Verdict(Decision.BLOCK, "age", f"{ref.display()} is younger than 7 days")
+        if ref.version is not None and (ref.name, ref.version) in self.audited_versions:
+            return Verdict(Decision.BLOCK, "osv", f"{ref.display()} has a known vulnerability",
+                           audit_only=True)
         return ALLOWED
 
     def explain(self, ref: PackageRef, facts: Facts) -> list[Verdict]:

@@ -164,7 +164,8 @@ async def _rendered(
     svc = services(request)
     doc, index = await _packument(svc.admission, upstreams, name)
     heavy = len(doc.body) > _OFFLOAD_BYTES
-    vf = await svc.admission.decide_versions(ECO, name, doc, index.facts, offload=heavy)
+    vf = await svc.admission.decide_versions(ECO, name, doc, index.facts, caller(request),
+                                             offload=heavy)
     base = _base(request)
     form = "corgi" if abbreviated else "full"
     hidden = vf.refused

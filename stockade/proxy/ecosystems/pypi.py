@@ -164,7 +164,7 @@ async def project(request: web.Request) -> web.StreamResponse:
         # files and refusing their download puts the reason in front of the user.
         headers["X-Stockade-Refused"] = verdict.rule
     else:
-        vf = await adm.decide_versions(ECO, name, doc, project.facts,
+        vf = await adm.decide_versions(ECO, name, doc, project.facts, caller(request),
                                        offload=len(doc.body) > _OFFLOAD_BYTES)
         page = pages.drop_versions(page, vf.hidden)
         page, dropped = _drop_refused_sdists(adm, name, page, vf.facts)
