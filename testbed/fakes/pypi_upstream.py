@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from packaging.version import Version
 
 from testbed.fakes.base import LoopbackRegistry
 from testbed.fakes.streaming import send
@@ -185,7 +186,10 @@ class FakePyPI(LoopbackRegistry):
         dists = self.projects.get(name)
         if dists is None:
             raise web.HTTPNotFound()
-        version = request.match_info.get("version") or max(d.version for d in dists)
+        # as PyPI: the newest final release (a pre-release only where there is none)
+        versions = [Version(d.version) for d in dists]
+        finals = [v for v in versions if not v.is_prerelease]
+        version = request.match_info.get("version") or str(max(finals or versions))
         base = str(request.url.origin())
 
         def entry(d: Dist) -> dict[str, object]:

@@ -364,6 +364,25 @@ class TestJsonApiAndOps:
                 ["/", ""]))).read()
             assert hashlib.sha256(data).hexdigest() == dist.sha256
 
+    async def test_json_api_filtered_as_the_simple_page(
+        self, fake_pypi: FakePyPI, make_proxy: ProxyFactory, engine: FakeEngine
+    ) -> None:
+        for version in ("1.0", "1.1", "2.0rc1", "2.0"):
+            fake_pypi.add_wheel("demo", version)
+        engine.blocked_versions.add(("demo", "2.0"))
+        proxy = await make_proxy(upstream=fake_pypi)
+        resp = await proxy.get("/pypi/pypi/demo/json")
+        assert resp.headers["X-Stockade-Filtered"] == "1 versions hidden by rules: age"
+        doc = await resp.json()
+        assert sorted(doc["releases"]) == ["1.0", "1.1", "2.0rc1"]
+        assert doc["info"]["version"] == "1.1"  # the newest final release left
+        (url,) = [u["url"] for u in doc["urls"]]
+        assert url.endswith("/pypi/files/demo/demo-1.1-py3-none-any.whl")
+        refused = await proxy.get("/pypi/pypi/demo/2.0/json")
+        assert refused.status == 403
+        assert refused.reason.startswith("Blocked by stockade: ")
+        assert (await proxy.get("/pypi/pypi/demo/1.0/json")).status == 200
+
     async def test_ops_endpoints(self, fake_pypi: FakePyPI, make_proxy: ProxyFactory) -> None:
         proxy = await make_proxy(upstream=fake_pypi)
         assert (await proxy.get("/healthz")).status == 200

@@ -18,9 +18,10 @@ from urllib.parse import quote, urljoin
 
 import orjson
 from aiohttp import web
+from packaging.version import InvalidVersion, Version
 
 from stockade.policy.model import Ecosystem, Facts, PackageRef
-from stockade.proxy.admission import Admission, base_facts, caller
+from stockade.proxy.admission import Admission, caller
 from stockade.proxy.ecosystems import pypi_pages as pages
 from stockade.proxy.ecosystems.base import json_object, timestamp
 from stockade.proxy.errors import (
@@ -256,23 +257,57 @@ def json_base(upstream: Upstream) -> str:
 
 
 async def json_api(request: web.Request) -> web.StreamResponse:
-    """``/pypi/pypi/<name>[/<version>]/json`` with file URLs through the proxy."""
+    """``/pypi/pypi/<name>[/<version>]/json`` with file URLs through the proxy, filtered
+    as the project's simple page is (poetry and other tools resolve from it)."""
     name = _name(request)
     version = request.match_info.get("version")
     if version is not None and (not version or "/" in version or len(version) > 128):
         raise BadRequestError(f"{version!r} is not a valid version")
     adm = services(request).admission
-    upstreams = adm.route(ECO, name)
-    await adm.admit(PackageRef(ECO, name, version), base_facts(upstreams), caller(request))
+    who = caller(request)
+    upstreams = await adm.admit_name(ECO, name, who)
     upstream = upstreams.owner
+    # The versions policy refuses are decided on the project page, as for pip.
+    project, page_doc = await _project(adm, upstream, name)
+    vf = await adm.decide_versions(ECO, name, page_doc, project.facts, who,
+                                   offload=len(page_doc.body) > _OFFLOAD_BYTES)
+    if version is not None and version in vf.refused:
+        raise RefusedError(vf.verdicts[version])
     tail = f"{quote(name)}/json" if version is None else f"{quote(name)}/{quote(version)}/json"
     doc = await adm.document(ECO, upstream, json_base(upstream) + tail,
                              accept="application/json")
     data = json_object(doc.body, upstream.name, name)
     base = f"{request.url.origin()}{PREFIX}/files/{name}/"
     _rewrite_json(data, upstream, doc.url, base)
+    headers = {"X-Stockade-Cache": doc.result.value}
+    if version is None and vf.hidden:
+        _drop_json_versions(data, vf.hidden)
+        headers["X-Stockade-Filtered"] = vf.header() or ""
     return web.Response(body=orjson.dumps(data), content_type="application/json",
-                        headers={"X-Stockade-Cache": doc.result.value})
+                        headers=headers)
+
+
+def _drop_json_versions(data: dict[str, Any], hidden: frozenset[str]) -> None:
+    """Remove ``hidden`` from the JSON API's releases; where the latest version is
+    hidden, the newest remaining one takes its place in ``info`` and ``urls``."""
+    releases = data.get("releases")
+    if isinstance(releases, dict):
+        data["releases"] = releases = {v: f for v, f in releases.items() if v not in hidden}
+    info = data.get("info")
+    if not isinstance(info, dict) or info.get("version") not in hidden:
+        return
+    parsed = [(p, v) for v in (releases or {}) if (p := _parsed(v)) is not None]
+    finals = [item for item in parsed if not item[0].is_prerelease]
+    latest = max(finals or parsed, default=None)
+    info["version"] = latest[1] if latest is not None else None
+    data["urls"] = list((releases or {}).get(latest[1], [])) if latest is not None else []
+
+
+def _parsed(version: str) -> Version | None:
+    try:
+        return Version(version)
+    except InvalidVersion:
+        return None
 
 
 def _rewrite_json(data: dict[str, Any], upstream: Upstream, doc_url: str, base: str) -> None:
