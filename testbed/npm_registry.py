@@ -23,7 +23,7 @@ import pytest
 
 from testbed.net import free_port
 
-TOOLS = Path(__file__).resolve().parents[2] / ".ci" / ".tools" / "npm" / "node_modules" / ".bin"
+TOOLS = Path(__file__).resolve().parents[1] / ".ci" / ".tools" / "npm" / "node_modules" / ".bin"
 
 
 def tool(name: str) -> str:
