@@ -8,6 +8,15 @@ version back); a version that appears later is recorded with the time stockade
 saw it, whatever date the upstream claims. The release-age rule uses the later
 of the two, so even an ecosystem without dates in its metadata (Maven) gets a
 cooldown for versions published after stockade started watching.
+
+A version asked for by itself (one file, not the package's whole listing) that
+the upstream gives no date for is not known to be new or old: it is left
+without a first-seen time, and the release-age rule decides it as it decides a
+missing date, until a listing of the package records it.
+
+Read-only (``stockade check`` and ``audit``), the record is not written, but
+every version is answered as the server would answer it now: the same rule,
+the same answer.
 """
 
 from __future__ import annotations
@@ -64,21 +73,20 @@ class FirstSeen:
             known_package = record is not None
         else:
             known_package = True
-        if self._read_only:
-            return {v: dataclasses.replace(f, first_seen_at=_parse(seen.get(v)))
-                    for v, f in self._wanted(facts, only)}
         now = datetime.fromtimestamp(self._clock(), UTC)
+        if self._read_only:
+            seen = dict(seen)  # answered as the server would, and not written
         added = False
         for version, fact in facts.items():
             if version not in seen:
-                if known_package and (complete or fact.published_at is None):
-                    when = now
-                else:
-                    # First sight of the package: what exists already is taken as it
-                    # is, undated versions (Maven metadata has no dates) as old.
-                    when = fact.published_at or _LONG_AGO
-                seen[version] = when.isoformat()
-                added = True
+                when = _first_sight(fact, now, known_package=known_package,
+                                    complete=complete)
+                if when is not None:
+                    seen[version] = when.isoformat()
+                    added = True
+        if self._read_only:
+            return {v: dataclasses.replace(f, first_seen_at=_parse(seen.get(v)))
+                    for v, f in self._wanted(facts, only)}
         if added:
             try:
                 await self._refs.put(key, {"versions": seen})
@@ -89,13 +97,27 @@ class FirstSeen:
         while len(self._memory) > _MEMORY:
             self._memory.popitem(last=False)
         return {
-            v: dataclasses.replace(f, first_seen_at=datetime.fromisoformat(seen[v]))
+            v: dataclasses.replace(f, first_seen_at=_parse(seen.get(v)))
             for v, f in self._wanted(facts, only)
         }
 
     @staticmethod
     def _wanted(facts: Mapping[str, Facts], only: str | None) -> list[tuple[str, Facts]]:
         return list(facts.items()) if only is None else [(only, facts[only])]
+
+
+def _first_sight(fact: Facts, now: datetime, *, known_package: bool,
+                 complete: bool) -> datetime | None:
+    """When a version seen for the first time counts as first seen, or None (unknown)."""
+    if not known_package:
+        # First sight of the package: what exists already is taken as it is,
+        # undated versions (Maven metadata has no dates) as old.
+        return fact.published_at or _LONG_AGO
+    if complete:
+        return now  # new in the package's listing since stockade watched it
+    # A single file of a known package: an old version nobody asked for yet keeps
+    # its date; without one, it is neither known new nor known old.
+    return fact.published_at
 
 
 def _parse(value: object) -> datetime | None:

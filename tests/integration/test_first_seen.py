@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -99,3 +100,30 @@ async def test_maven_metadata_holds_back_versions_that_appear_later(
         assert "cooldown" in resp.headers["X-Stockade-Filtered"]
     finally:
         await repo.stop()
+
+
+async def test_check_answers_first_sight_as_the_server_does(tmp_path: Path) -> None:
+    """The commands read the record without writing it, and still decide an undated
+    version of a package never seen as the server's first sight of it does."""
+    listing = {"1.0": Facts(), "2.0": Facts(published_at=OLD)}
+    checked = await FirstSeen(RefStore(tmp_path, "firstseen"), read_only=True).annotate(
+        Ecosystem.MAVEN, "g:a", listing)
+    assert not (tmp_path / "refs").exists()  # nothing written
+    served = await FirstSeen(RefStore(tmp_path, "firstseen")).annotate(
+        Ecosystem.MAVEN, "g:a", listing)
+    assert {v: f.first_seen_at for v, f in checked.items()} == \
+        {v: f.first_seen_at for v, f in served.items()}
+    assert served["2.0"].first_seen_at == OLD
+
+
+async def test_an_undated_file_of_a_known_package_is_not_made_new(tmp_path: Path) -> None:
+    """A Maven upstream without checksum files gives a file no date: it is neither
+    'published 0 seconds ago' nor old, and the release-age rule decides a missing date."""
+    now = [time.time()]
+    seen = FirstSeen(RefStore(tmp_path, "firstseen"), clock=lambda: now[0])
+    await seen.annotate(Ecosystem.MAVEN, "g:a", {"1.0": Facts()})  # the listing, first sight
+    now[0] += 3600
+    alone = await seen.annotate(Ecosystem.MAVEN, "g:a", {"0.9": Facts()}, complete=False)
+    assert alone["0.9"].first_seen_at is None
+    listed = await seen.annotate(Ecosystem.MAVEN, "g:a", {"0.9": Facts(), "1.0": Facts()})
+    assert listed["0.9"].first_seen_at is not None  # a listing records it from then on
