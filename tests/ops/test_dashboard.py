@@ -34,15 +34,13 @@ from tests.fakes.threaded import ThreadedServer
 from tests.ops.tools import (
     DASHBOARD,
     RULES,
-    SETUP,
     free_port,
     http_get,
+    metric_names,
     stop,
     tool,
     wait_until_ready,
 )
-
-promql = pytest.importorskip("promql_parser", reason=f"promql-parser is not installed ({SETUP})")
 
 RATE_WINDOW = "1m"
 GENERATOR = DASHBOARD.with_name("generate.py")
@@ -69,17 +67,6 @@ def substitute(expr: str) -> str:
         return variables[name]
 
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, expr)
-
-
-def metric_names(expr: str) -> set[str]:
-    names: set[str] = set()
-
-    def visit(node: Any) -> None:
-        if isinstance(node, promql.VectorSelector) and node.name:
-            names.add(node.name)
-
-    promql.walk(promql.parse(expr), visit)
-    return names
 
 
 def test_committed_dashboard_is_the_generators_output() -> None:

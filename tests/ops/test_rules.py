@@ -6,13 +6,10 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-import pytest
 import yaml
 
 from stockade.proxy.metrics import Metrics
-from tests.ops.tools import RULE_TESTS, RULES, SETUP, tool
-
-promql = pytest.importorskip("promql_parser", reason=f"promql-parser is not installed ({SETUP})")
+from tests.ops.tools import RULE_TESTS, RULES, metric_names, tool
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -23,18 +20,6 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def alerts() -> list[dict[str, Any]]:
     doc = yaml.safe_load(RULES.read_text())
     return [rule for group in doc["groups"] for rule in group["rules"] if "alert" in rule]
-
-
-def metric_names(expr: str) -> set[str]:
-    """Every metric a PromQL expression selects."""
-    names: set[str] = set()
-
-    def visit(node: Any) -> None:
-        if isinstance(node, promql.VectorSelector) and node.name:
-            names.add(node.name)
-
-    promql.walk(promql.parse(expr), visit)
-    return names
 
 
 def exported_names() -> set[str]:

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,3 +82,17 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 20) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def metric_names(expr: str) -> set[str]:
+    """Every metric a PromQL expression selects (read by promql-parser; else skip)."""
+    promql = pytest.importorskip("promql_parser",
+                                 reason=f"promql-parser is not installed ({SETUP})")
+    names: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql.VectorSelector) and node.name:
+            names.add(node.name)
+
+    promql.walk(promql.parse(expr), visit)
+    return names
