@@ -1,0 +1,113 @@
+{{/*
+The chart's name, truncated to the 63 characters a DNS label allows.
+*/}}
+{{- define "stockade.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The release's full name: the release name alone when it already contains the
+chart's name, else "<release>-<chart>".
+*/}}
+{{- define "stockade.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "stockade.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels every object carries.
+*/}}
+{{- define "stockade.labels" -}}
+helm.sh/chart: {{ include "stockade.chart" . }}
+{{ include "stockade.selectorLabels" . }}
+{{- with .Chart.AppVersion }}
+app.kubernetes.io/version: {{ . | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Selector labels: stable across upgrades, so never the chart version.
+*/}}
+{{- define "stockade.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "stockade.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The ServiceAccount the pods use.
+*/}}
+{{- define "stockade.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "stockade.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The image reference: a digest wins over a tag; the tag defaults to appVersion.
+*/}}
+{{- define "stockade.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether a policy file is mounted.
+*/}}
+{{- define "stockade.hasPolicy" -}}
+{{- if or .Values.policy.existingConfigMap .Values.policy.content }}true{{ end }}
+{{- end }}
+
+{{/*
+stockade's config file: the user's `config` with the keys the chart owns laid
+over it (listen address and port, the data volume, the storage backend, the
+mounted policy file).
+*/}}
+{{- define "stockade.config" -}}
+{{- $storage := dict "path" "/var/lib/stockade" }}
+{{- if eq .Values.storage.backend "s3" }}
+{{- $_ := set $storage "backend" "s3" }}
+{{- $_ := set $storage "s3" (deepCopy .Values.storage.s3) }}
+{{- end }}
+{{- $owned := dict "server" (dict "host" "0.0.0.0" "port" (int .Values.containerPort)) "storage" $storage }}
+{{- if include "stockade.hasPolicy" . }}
+{{- $_ := set $owned "policy" (dict "file" "/etc/stockade/policy.yaml") }}
+{{- end }}
+{{- mustMergeOverwrite (deepCopy (default dict .Values.config)) $owned | toYaml }}
+{{- end }}
+
+{{/*
+The name of the ConfigMap holding policy.yaml.
+*/}}
+{{- define "stockade.policyConfigMap" -}}
+{{- default (printf "%s-policy" (include "stockade.fullname" .)) .Values.policy.existingConfigMap }}
+{{- end }}
+
+{{/*
+Refuse value combinations that cannot work, with a sentence saying why.
+*/}}
+{{- define "stockade.validate" -}}
+{{- if and .Values.persistence.enabled (eq .Values.storage.backend "filesystem") (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) }}
+{{- fail "persistence.enabled with the filesystem backend serves one replica (one volume, one writer): set replicaCount to 1 and autoscaling.enabled to false, or use storage.backend s3 for several replicas" }}
+{{- end }}
+{{- end }}
