@@ -8,6 +8,7 @@ files or the environment.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -29,6 +30,35 @@ class ServerSettings(_Frozen):
     client_max_size_bytes: int = Field(default=1024 * 1024, gt=0)
     access_log: bool = True
     shutdown_timeout_s: PositiveSeconds = 10.0
+    # The base of the absolute URLs stockade writes into metadata (npm tarballs,
+    # the PyPI JSON API), e.g. https://stockade.example.com/. Unset: each request's
+    # own Host (or, from a trusted proxy, its X-Forwarded-Host).
+    public_url: str | None = None
+    # Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-Proto and
+    # X-Forwarded-Host are believed; anyone else's are ignored.
+    trusted_proxies: tuple[str, ...] = ()
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        if parts.query or parts.fragment or parts.path not in ("", "/"):
+            raise ValueError(f"public_url is scheme://host[:port]/ only: {value!r}")
+        return value.rstrip("/") + "/"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not an address or network: {entry!r}") from exc
+        return value
 
 
 class StorageSettings(_Frozen):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
@@ -36,6 +37,7 @@ from stockade.proxy.errors import (
 )
 from stockade.proxy.gate import VersionFilter
 from stockade.proxy.metacache import CachedDoc
+from stockade.proxy.origin import origin
 from stockade.proxy.pipeline import ArtifactSource
 from stockade.proxy.rendered import Rendered
 from stockade.proxy.responses import IMMUTABLE
@@ -83,7 +85,19 @@ def _name(request: web.Request) -> str:
 
 
 def _base(request: web.Request) -> str:
-    return f"{request.url.origin()}{PREFIX}/"
+    return f"{origin(request, services(request).settings.server)}{PREFIX}/"
+
+
+# Packuments are rendered once with this base, then given each client's base by a
+# plain byte substitution: a new Host value costs a copy, not a render. The token
+# is drawn per process, so no upstream document can contain it.
+_PLACEHOLDER = f"http://stockade-{secrets.token_hex(8)}.invalid{PREFIX}/"
+
+
+def _rebase(path: Path, placeholder: bytes, base: bytes) -> bytes:
+    """A rendered packument with the placeholder base replaced (runs in a worker,
+    which has a placeholder of its own: the caller's is passed)."""
+    return path.read_bytes().replace(placeholder, base)
 
 
 async def _document(adm: Admission, upstream: Upstream, name: str) -> CachedDoc:
@@ -166,18 +180,23 @@ async def _rendered(
     heavy = len(doc.body) > _OFFLOAD_BYTES
     vf = await svc.admission.decide_versions(ECO, name, doc, index.facts, caller(request),
                                              offload=heavy)
-    base = _base(request)
     form = "corgi" if abbreviated else "full"
     hidden = vf.refused
     hidden_id = hashlib.sha256("\n".join(sorted(hidden)).encode()).hexdigest()[:16]
-    key = f"{doc.key}|{doc.version}|{form}|{base}|{hidden_id}"
+    key = f"{doc.key}|{doc.version}|{form}|{hidden_id}"
     # Decisions can depend on time (release age): render again at least once per TTL.
+    ttl = svc.admission.cache_settings(ECO).cache.metadata_ttl_s
     rendered = await svc.rendered.get(
         key, docs.render_body, doc.body, name, abbreviated=abbreviated, hidden=hidden,
-        base=base, hosts=upstreams.owner.hosts, heavy=heavy,
-        max_age_s=svc.admission.cache_settings(ECO).cache.metadata_ttl_s,
+        base=_PLACEHOLDER, hosts=upstreams.owner.hosts, heavy=heavy, max_age_s=ttl,
     )
-    return rendered, index, doc, vf
+    base = orjson.dumps(_base(request))[1:-1]  # as it stands inside a JSON string
+    rebased = await svc.rendered.get(
+        f"{key}|{rendered.etag}|{base.decode()}", _rebase, rendered.path,
+        _PLACEHOLDER.encode(), base,
+        heavy=heavy, max_age_s=ttl,
+    )
+    return rebased, index, doc, vf
 
 
 async def version_doc(request: web.Request) -> web.StreamResponse:

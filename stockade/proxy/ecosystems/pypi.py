@@ -32,6 +32,7 @@ from stockade.proxy.errors import (
     UpstreamError,
 )
 from stockade.proxy.metacache import CachedDoc
+from stockade.proxy.origin import origin
 from stockade.proxy.pipeline import ArtifactSource
 from stockade.proxy.responses import IMMUTABLE
 from stockade.proxy.routing import Route
@@ -277,7 +278,7 @@ async def json_api(request: web.Request) -> web.StreamResponse:
     doc = await adm.document(ECO, upstream, json_base(upstream) + tail,
                              accept="application/json")
     data = json_object(doc.body, upstream.name, name)
-    base = f"{request.url.origin()}{PREFIX}/files/{name}/"
+    base = f"{origin(request, services(request).settings.server)}{PREFIX}/files/{name}/"
     _rewrite_json(data, upstream, doc.url, base)
     headers = {"X-Stockade-Cache": doc.result.value}
     if version is None and vf.hidden:
