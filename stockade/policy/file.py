@@ -139,7 +139,7 @@ class CooldownModel(_Model):
     mode: Mode | None = None
     min_age: Duration | None = None
     cutoff: datetime | None = None
-    allow_undated: bool = False
+    allow_undated: bool | None = None  # unset: intel.on_missing (default: held back)
     exempt_internal: bool = True
     exempt: list[EntryModel] = []
 
@@ -164,7 +164,16 @@ class LicensesModel(_Model):
     mode: Mode | None = None
     allow: list[str] = []
     deny: list[str] = []
-    unknown: Decision = Decision.WARN
+    unknown: Decision | None = None  # unset: intel.on_missing (default: warn)
+
+
+class IntelModel(_Model):
+    """What a decision does where intel is missing or stale, beside each rule's own
+    switch (which wins where it is set)."""
+
+    osv_max_age: Duration | None = None  # OSV data older than this (newest record) is stale
+    on_stale: Decision = Decision.WARN   # what a version gets while the OSV data is stale
+    on_missing: Decision | None = None   # a rule's missing fact: undated version, unknown licence
 
 
 class IdentityModel(_Model):
@@ -211,6 +220,7 @@ class RulesModel(_Model):
 class PolicyModel(_Model):
     mode: Mode = Mode.ENFORCE
     internal_names: dict[Ecosystem, list[str]] = {}
+    intel: IntelModel = IntelModel()
     rules: RulesModel = RulesModel()
 
 
@@ -297,6 +307,7 @@ def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
         return Mode.AUDIT if model.mode is Mode.AUDIT else (section_mode or Mode.ENFORCE)
 
     r = model.rules
+    intel = model.intel
     names = {eco: tuple(v) for eco, v in model.internal_names.items()}
     patterns = {eco: (*internal.get(eco, ()), *names.get(eco, ())) for eco in Ecosystem}
     rules: list[Rule] = []
@@ -322,8 +333,10 @@ def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
         rules.append(DependencyConfusionRule(internal=patterns, allowed=allowed,
                                              mode=mode(r.dependency_confusion.mode)))
     if (c := r.cooldown) is not None:
+        undated = Decision.ALLOW if c.allow_undated else \
+            Decision.BLOCK if c.allow_undated is False else intel.on_missing or Decision.BLOCK
         rules.append(CooldownRule(
-            min_age=c.min_age, cutoff=c.cutoff, allow_undated=c.allow_undated,
+            min_age=c.min_age, cutoff=c.cutoff, undated=undated,
             exempt_internal=c.exempt_internal,
             exempt=[_entry(e, f"rules.cooldown.exempt.{i}") for i, e in enumerate(c.exempt)],
             mode=mode(c.mode), now=now,
@@ -335,7 +348,8 @@ def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
         database = _load_osv(paths, warnings)
         db = database
         rules.append(OsvRule(lambda: db, o.min_severity, frozenset(o.block_ids),
-                             frozenset(o.ignore_ids), mode(o.mode)))
+                             frozenset(o.ignore_ids), mode(o.mode), max_age=intel.osv_max_age,
+                             on_stale=intel.on_stale, now=now))
     if (s := r.install_scripts) is not None:
         rules.append(InstallScriptsRule(
             s.npm, s.pypi_sdist_only, s.hide_sdist_where_wheel,
@@ -343,7 +357,8 @@ def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
             mode(s.mode),
         ))
     if (lic := r.licenses) is not None:
-        rules.append(LicenseRule(lic.allow, lic.deny, lic.unknown, mode(lic.mode)))
+        rules.append(LicenseRule(lic.allow, lic.deny,
+                                 lic.unknown or intel.on_missing or Decision.WARN, mode(lic.mode)))
     provenance = None
     if r.provenance is not None:
         provenance = _provenance(r.provenance, base_dir, mode(r.provenance.mode))

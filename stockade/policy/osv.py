@@ -15,6 +15,7 @@ import logging
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -183,8 +184,13 @@ class OsvDatabase:
     records: dict[tuple[Ecosystem, str], list[OsvRecord]] = field(default_factory=dict)
     skipped: int = 0
     revision: str = "empty"
+    # the newest ``modified`` time among the records: how fresh the data is
+    newest: datetime | None = None
 
     def add(self, raw: object) -> None:
+        modified = timestamp(raw.get("modified")) if isinstance(raw, dict) else None
+        if modified is not None and (self.newest is None or modified > self.newest):
+            self.newest = modified
         try:
             entries = parse_record(raw)
         except (ValueError, TypeError, AttributeError) as exc:
@@ -254,3 +260,14 @@ def _documents(path: Path) -> Iterator[tuple[str, bytes]]:
             raise OsvError(f"{path}: not a readable zip: {exc}") from exc
         return
     yield str(path), path.read_bytes()[:_MAX_RECORD_BYTES]
+
+
+def timestamp(value: object) -> datetime | None:
+    """An OSV time (RFC 3339), in UTC; None when missing or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

@@ -27,6 +27,7 @@ class CooldownRule:
     cutoff: datetime | None = None
     allow_undated: bool = False
     exempt_internal: bool = True
+    undated: Decision = Decision.BLOCK  # what a version without any date gets
     exempt: Sequence[Entry] = ()
     mode: Mode = Mode.ENFORCE
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -41,11 +42,12 @@ class CooldownRule:
             return None
         dates = [d for d in (facts.published_at, facts.first_seen_at) if d is not None]
         if not dates:
-            if self.allow_undated:
+            if self.allow_undated or self.undated is Decision.ALLOW:
                 return None
-            return finding(self.name, self.mode, Decision.BLOCK,
+            return finding(self.name, self.mode, self.undated,
                            f"{ref.display()} has no publish date, and versions without one "
-                           "are held back")
+                           "are held back" if self.undated is Decision.BLOCK else
+                           f"{ref.display()} has no publish date")
         published = max(_aware(d) for d in dates)
         if self.cutoff is not None and published > self.cutoff:
             return finding(self.name, self.mode, Decision.BLOCK,

@@ -8,11 +8,12 @@ ids in ``ignore_ids`` never refuse (an accepted risk).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from stockade.policy.model import Decision, Facts, Mode, PackageRef, Verdict
 from stockade.policy.osv import SEVERITIES, OsvDatabase, OsvRecord
-from stockade.policy.rules.base import finding
+from stockade.policy.rules.base import finding, human
 
 
 @dataclass
@@ -25,6 +26,11 @@ class OsvRule:
     ignore_ids: Collection[str] = ()
     mode: Mode = Mode.ENFORCE
     name: str = "osv"
+    # Data older than max_age (by its newest record), or none at all, is stale
+    # intel: what a version it does not refuse gets then (intel.on_stale).
+    max_age: timedelta | None = None
+    on_stale: Decision = Decision.ALLOW
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def _refuses(self, record: OsvRecord) -> bool:
         ids = {record.id, *record.aliases}
@@ -49,4 +55,15 @@ class OsvRule:
                 summary = f": {record.summary}" if record.summary else ""
                 return finding(self.name, self.mode, Decision.BLOCK,
                                f"{ref.display()} {what} ({record.id}{summary})")
-        return None
+        return self._stale(ref, db)
+
+    def _stale(self, ref: PackageRef, db: OsvDatabase) -> Verdict | None:
+        if self.max_age is None or self.on_stale is Decision.ALLOW or ref.version is None:
+            return None
+        if db.newest is not None and self.now() - db.newest <= self.max_age:
+            return None
+        age = "no OSV data is loaded" if db.newest is None else \
+            f"the OSV data is {human(self.now() - db.newest)} old"
+        return finding(self.name, self.mode, self.on_stale,
+                       f"{ref.display()} cannot be checked for known vulnerabilities: {age} "
+                       f"(intel.osv_max_age {human(self.max_age)})")
