@@ -272,8 +272,11 @@ class Admission:
             every = await self._ecosystems[ref.ecosystem].versions(self, upstreams, name)
         except ProxyError:
             every = {}  # never cached, or unreadable: decided on what routing knows
-        facts = every.get(ref.version, base)
-        seen = await self.first_seen.annotate(ref.ecosystem, name, {ref.version: facts},
-                                              complete=False)
+        if ref.version in every:  # decided on the listing, as the server decides it
+            seen = await self.first_seen.annotate(ref.ecosystem, name, every,
+                                                  only=ref.version)
+        else:  # no listing holds it: only what was recorded, nothing assumed
+            seen = await self.first_seen.annotate(ref.ecosystem, name, {ref.version: base},
+                                                  complete=False)
         return dataclasses.replace(seen[ref.version], upstream=base.upstream,
                                    internal=base.internal)

@@ -12,7 +12,8 @@ cooldown for versions published after stockade started watching.
 A version asked for by itself (one file, not the package's whole listing) that
 the upstream gives no date for is not known to be new or old: it is left
 without a first-seen time, and the release-age rule decides it as it decides a
-missing date, until a listing of the package records it.
+missing date, until a listing of the package records it. Trust on first use
+is only ever given to a listing.
 
 Read-only (``stockade check`` and ``audit``), the record is not written, but
 every version is answered as the server would answer it now: the same rule,
@@ -110,9 +111,10 @@ def _first_sight(fact: Facts, now: datetime, *, known_package: bool,
                  complete: bool) -> datetime | None:
     """When a version seen for the first time counts as first seen, or None (unknown)."""
     if not known_package:
-        # First sight of the package: what exists already is taken as it is,
-        # undated versions (Maven metadata has no dates) as old.
-        return fact.published_at or _LONG_AGO
+        # First sight of the package's listing: what exists already is taken as it
+        # is, undated versions (Maven metadata has no dates) as old. One file alone
+        # says nothing of the versions around it: only its own date counts.
+        return fact.published_at or (_LONG_AGO if complete else None)
     if complete:
         return now  # new in the package's listing since stockade watched it
     # A single file of a known package: an old version nobody asked for yet keeps
