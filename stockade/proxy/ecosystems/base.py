@@ -9,8 +9,9 @@ fetching metadata are the admission path's (``stockade.proxy.admission``).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 from aiohttp import web
@@ -19,9 +20,27 @@ from stockade.policy.model import Ecosystem, Facts
 from stockade.proxy.errors import UpstreamError
 
 if TYPE_CHECKING:
-    from stockade.proxy.admission import Admission
+    from stockade.proxy.metacache import CachedDoc
     from stockade.proxy.routing import Route
     from stockade.proxy.upstream import Upstream
+
+T = TypeVar("T")
+
+
+class Documents(Protocol):
+    """What an ecosystem module asks of the admission path to read its metadata."""
+
+    async def document(self, eco: Ecosystem, upstream: Upstream, url: str, *, accept: str,
+                       ttl_s: float | None = None) -> CachedDoc:
+        """An upstream document through the metadata cache."""
+
+    async def parsed(self, doc: CachedDoc, kind: str, parse: Callable[[], Awaitable[T]],
+                     weight: Callable[[T], int]) -> T:
+        """What ``parse`` makes of ``doc``, made once per document version."""
+
+    async def offload(self, heavy: bool, fn: Callable[..., T], *args: Any,
+                      **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` off the event loop."""
 
 
 class EcosystemModule(Protocol):
@@ -33,7 +52,7 @@ class EcosystemModule(Protocol):
         """Register the ecosystem's routes on ``app``."""
 
     async def versions(
-        self, admission: Admission, upstreams: Route[Upstream], name: str
+        self, documents: Documents, upstreams: Route[Upstream], name: str
     ) -> dict[str, Facts]:
         """Every version's facts as the upstream's metadata gives them (no first-seen
         times: the admission path adds those).

@@ -23,6 +23,7 @@ from stockade.config.model import MavenSettings
 from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.proxy.admission import Admission, base_facts, caller
 from stockade.proxy.ecosystems import maven_layout as layout
+from stockade.proxy.ecosystems.base import Documents
 from stockade.proxy.errors import (
     BadRequestError,
     IntegrityError,
@@ -110,7 +111,7 @@ async def _metadata(request: web.Request, adm: Admission, path: layout.MavenPath
 
 
 async def _fetch_metadata(
-    adm: Admission, path: layout.MavenPath, upstreams: Sequence[Upstream]
+    adm: Documents, path: layout.MavenPath, upstreams: Sequence[Upstream]
 ) -> tuple[list[layout.Metadata], list[UpstreamError]]:
     """Each upstream's ``maven-metadata.xml`` at ``path``, and the failures."""
     found: list[layout.Metadata] = []
@@ -249,7 +250,7 @@ def _content_type(filename: str) -> str:
     return "application/octet-stream"
 
 
-async def versions(adm: Admission, upstreams: Route[Upstream], name: str) -> dict[str, Facts]:
+async def versions(adm: Documents, upstreams: Route[Upstream], name: str) -> dict[str, Facts]:
     """The versions ``maven-metadata.xml`` lists for ``groupId:artifactId``, merged
     across the upstreams routing allows (for the admission path).
 

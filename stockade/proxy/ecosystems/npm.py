@@ -26,7 +26,7 @@ from aiohttp import web
 from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
 from stockade.proxy.admission import Admission, caller
 from stockade.proxy.ecosystems import npm_documents as docs
-from stockade.proxy.ecosystems.base import json_object
+from stockade.proxy.ecosystems.base import Documents, json_object
 from stockade.proxy.errors import (
     BadRequestError,
     HostNotAllowedError,
@@ -100,7 +100,7 @@ def _rebase(path: Path, placeholder: bytes, base: bytes) -> bytes:
     return path.read_bytes().replace(placeholder, base)
 
 
-async def _document(adm: Admission, upstream: Upstream, name: str) -> CachedDoc:
+async def _document(adm: Documents, upstream: Upstream, name: str) -> CachedDoc:
     """The upstream's full packument (the abbreviated one lacks ``time``)."""
     return await adm.document(ECO, upstream, document_url(upstream.url, name), accept=docs.FULL)
 
@@ -110,7 +110,7 @@ def document_url(upstream_url: str, name: str) -> str:
     return f"{upstream_url.rstrip('/')}/{docs.escape(name)}"
 
 
-async def _index(adm: Admission, doc: CachedDoc, name: str,
+async def _index(adm: Documents, doc: CachedDoc, name: str,
                  upstream: Upstream) -> docs.PackumentIndex:
     """The tarball table and version facts of ``doc``, parsed once per document version."""
 
@@ -130,13 +130,13 @@ async def _index(adm: Admission, doc: CachedDoc, name: str,
 
 
 async def _packument(
-    adm: Admission, upstreams: Route[Upstream], name: str
+    adm: Documents, upstreams: Route[Upstream], name: str
 ) -> tuple[CachedDoc, docs.PackumentIndex]:
     doc = await _document(adm, upstreams.owner, name)
     return doc, await _index(adm, doc, name, upstreams.owner)
 
 
-async def versions(adm: Admission, upstreams: Route[Upstream], name: str) -> dict[str, Facts]:
+async def versions(adm: Documents, upstreams: Route[Upstream], name: str) -> dict[str, Facts]:
     """Every version's facts from the packument (for the admission path)."""
     _, index = await _packument(adm, upstreams, name)
     return index.facts

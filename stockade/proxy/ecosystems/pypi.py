@@ -23,7 +23,7 @@ from packaging.version import InvalidVersion, Version
 from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.proxy.admission import Admission, caller
 from stockade.proxy.ecosystems import pypi_pages as pages
-from stockade.proxy.ecosystems.base import json_object, timestamp
+from stockade.proxy.ecosystems.base import Documents, json_object, timestamp
 from stockade.proxy.errors import (
     BadRequestError,
     IntegrityError,
@@ -77,7 +77,7 @@ class Project:
     facts: dict[str, Facts]
 
 
-async def _project(adm: Admission, upstream: Upstream, name: str) -> tuple[Project, CachedDoc]:
+async def _project(adm: Documents, upstream: Upstream, name: str) -> tuple[Project, CachedDoc]:
     """The upstream's project page, parsed, with foreign links dropped."""
     doc = await adm.document(ECO, upstream, page_url(upstream.url, name),
                              accept=pages.UPSTREAM_ACCEPT)
@@ -114,7 +114,7 @@ async def _parse(doc: CachedDoc, name: str, upstream: Upstream) -> Project:
         ) from exc
 
 
-async def versions(adm: Admission, upstreams: Route[Upstream], name: str) -> dict[str, Facts]:
+async def versions(adm: Documents, upstreams: Route[Upstream], name: str) -> dict[str, Facts]:
     """Every version's facts from the project page (for the admission path)."""
     project, _ = await _project(adm, upstreams.owner, name)
     return project.facts
