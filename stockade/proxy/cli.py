@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +32,29 @@ logger = logging.getLogger("stockade")
 
 
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per line, each with its ISO 8601 UTC ``time``.
+
+    An access record carries its fields as a dict (``extra={"access": ...}``),
+    so the line is encoded once.
+    """
+
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.name == "stockade.access":
-            try:
-                return json.dumps({"level": record.levelname, "logger": record.name,
-                                   **json.loads(message)})
-            except ValueError:
-                pass
-        out: dict[str, Any] = {"level": record.levelname, "logger": record.name,
-                               "message": message}
+        out: dict[str, Any] = {"time": _utc(record.created), "level": record.levelname,
+                               "logger": record.name}
+        access = getattr(record, "access", None)
+        if isinstance(access, dict):
+            out.update(access)
+        else:
+            out["message"] = record.getMessage()
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out)
+
+
+def _utc(created: float) -> str:
+    """``2025-01-31T12:00:00.123Z``: milliseconds, UTC."""
+    stamp = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    return stamp.removesuffix("+00:00") + "Z"
 
 
 def _setup_logging(settings: Settings) -> None:
