@@ -144,6 +144,20 @@ def _line(ref: PackageRef, verdict: Verdict, as_json: bool) -> str:
     return f"{ref.display()}: {verdict.decision.value}{mode} [{verdict.rule}] {verdict.reason}"
 
 
+def _fail(ecosystem: Ecosystem, spec: str, why: str, as_json: bool) -> None:
+    """A name that could not be decided: an error, never a decision.
+
+    The sentence goes to standard error; with ``--json`` standard output also
+    gets a line for it (an ``error`` field and no ``decision``), so a consumer
+    reading one line per name sees every name it asked about.
+    """
+    print(f"{spec}: {why}", file=sys.stderr)
+    if as_json:
+        name, version = split_spec(ecosystem, spec)
+        print(json.dumps({"ecosystem": ecosystem.value, "name": name, "version": version,
+                          "error": why}))
+
+
 def _check(args: argparse.Namespace) -> int:
     if args.server:
         return asyncio.run(_check_remote(args))
@@ -163,7 +177,7 @@ async def _check_local(args: argparse.Namespace, settings: Settings,
     for spec in _names(args.name):
         name, version = split_spec(ecosystem, spec)
         if not valid(ecosystem, name):  # what the server answers with a 400, not decided
-            print(f"{spec}: not a valid {KINDS[ecosystem]}", file=sys.stderr)
+            _fail(ecosystem, spec, f"not a valid {KINDS[ecosystem]}", args.json)
             failed = True
             continue
         ref = PackageRef(ecosystem, name, version)
@@ -202,8 +216,8 @@ async def _check_remote(args: argparse.Namespace) -> int:
             try:
                 body, verdict = _explained(status, text)
             except (ValueError, KeyError, TypeError):
-                print(f"{spec}: {base} answered HTTP {status}: {text.strip()[:300]}",
-                      file=sys.stderr)
+                _fail(ecosystem, spec, f"{base} answered HTTP {status}: {text.strip()[:300]}",
+                      args.json)
                 failed = True
                 continue
             if body.get("facts_error"):
