@@ -146,6 +146,10 @@ class PolicySettings(_Frozen):
     # Append-only, hash-chained record of every refusal and audit hit;
     # default: decisions.jsonl under storage.path.
     decision_log: Path | None = None
+    # Name of an environment variable holding a key: the decision log's
+    # checkpoint (its head record count and hash) is then signed with HMAC-SHA256,
+    # so whoever can rewrite the log cannot also forge its anchor.
+    decision_log_key_env: str | None = None
     # Seconds between checks of the policy file for changes (0: only on SIGHUP).
     reload_check_s: float = Field(default=5.0, ge=0)
 

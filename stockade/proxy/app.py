@@ -20,6 +20,7 @@ from stockade.policy.file import load_policy
 from stockade.policy.model import Ecosystem
 from stockade.proxy import routes
 from stockade.proxy.admission import Admission, Workers
+from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.decisionlog import DecisionLog
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, PolicyEngine
@@ -129,8 +130,9 @@ def _services(
         # The policy first: if it cannot be loaded, nothing has been opened yet.
         engine = engine_factory(settings)
         root = settings.storage.path
-        decisions = DecisionLog(decision_log_path(settings), revision=lambda: gate.revision,
-                                metrics=metrics)
+        decisions = DecisionLog(
+            decision_log_path(settings), revision=lambda: gate.revision, metrics=metrics,
+            key=key_from_env(settings.policy.decision_log_key_env, environ))
         await decisions.open()
         gate = Gate(engine, metrics, decisions)
         store = open_store(settings)

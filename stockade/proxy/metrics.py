@@ -64,6 +64,11 @@ class Metrics:
             "Decision records never written: too many waited for a failing disk.",
             registry=r,
         )
+        self.decision_log_records = Gauge(
+            "stockade_decision_log_records",
+            "Records in the decision log up to its anchored head; a drop means it was cut.",
+            registry=r,
+        )
         self.storage_bytes = Gauge(
             "stockade_storage_bytes", "Bytes of artifact blobs in storage.", registry=r,
         )

@@ -43,6 +43,7 @@ from stockade.proxy.app import (
     make_admission,
     make_upstreams,
 )
+from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.decisionlog import verify
 from stockade.proxy.errors import NotFoundError
 from stockade.proxy.gate import Gate, PolicyEngine
@@ -244,16 +245,25 @@ def _explained(status: int, text: str) -> tuple[dict[str, Any], Verdict]:
 
 
 def _log_verify(args: argparse.Namespace) -> int:
-    path = Path(args.path) if args.path else decision_log_path(_settings(args))
+    settings = _settings(args)
+    path = Path(args.path) if args.path else decision_log_path(settings)
+    key_env = settings.policy.decision_log_key_env
+    key = key_from_env(key_env, os.environ)
+    if key_env and key is None:
+        print(f"warning: ${key_env} is not set: the checkpoint's signature is not checked",
+              file=sys.stderr)
     try:
-        result = verify(path)
+        result = verify(path, key)
     except FileNotFoundError:
         print(f"no decision log at {path}", file=sys.stderr)
         return 2
     for problem in result.problems:
         print(problem)
     state = "intact" if result.ok else f"{len(result.problems)} problems"
-    print(f"{path}: {result.records} records, {state}; last hash {result.last_hash}")
+    anchored = (f"checkpoint at {result.anchor.records} records" if result.anchor
+                else "no checkpoint")
+    print(f"{path}: {result.records} records, {state}; {anchored}; "
+          f"last hash {result.last_hash}")
     return 0 if result.ok else 1
 
 
