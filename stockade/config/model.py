@@ -41,6 +41,9 @@ class StorageSettings(_Frozen):
     max_artifact_bytes: int = Field(default=8 * 1024**3, gt=0)
     # Largest metadata document (index page, packument) held in memory to rewrite.
     max_metadata_bytes: int = Field(default=128 * 1024**2, gt=0)
+    # Below this many free bytes on the file system under ``path``, /readyz
+    # answers 503 so traffic moves to a replica with room (0: no minimum).
+    min_free_bytes: int = Field(default=1024**3, ge=0)
 
 
 class UpstreamAuth(_Frozen):

@@ -72,3 +72,8 @@ class Metrics:
         self.storage_bytes = Gauge(
             "stockade_storage_bytes", "Bytes of artifact blobs in storage.", registry=r,
         )
+        self.storage_free_bytes = Gauge(
+            "stockade_storage_free_bytes",
+            "Bytes free on the file system under storage.path (readiness needs "
+            "storage.min_free_bytes).", registry=r,
+        )
