@@ -29,6 +29,16 @@ class ServerSettings(_Frozen):
     client_max_size_bytes: int = Field(default=1024 * 1024, gt=0)
     access_log: bool = True
     shutdown_timeout_s: PositiveSeconds = 10.0
+    # A new connection must send its first request's headers within this time.
+    header_timeout_s: PositiveSeconds = 20.0
+    # An idle keep-alive connection (or one slowly sending a later request's
+    # headers) is closed after this; keep it above a load balancer's idle timeout.
+    keepalive_timeout_s: PositiveSeconds = 75.0
+    # A client that takes none of its response for this long is cut off.
+    send_timeout_s: PositiveSeconds = 60.0
+    # Open connections from one address; more are answered 503 and closed.
+    # null: no limit (behind a load balancer every connection has its address).
+    max_connections_per_client: int | None = Field(default=128, gt=0)
 
 
 class StorageSettings(_Frozen):

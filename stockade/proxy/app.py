@@ -45,6 +45,13 @@ METADATA_REFS = "metadata"
 FIRST_SEEN_REFS = "firstseen"
 
 EngineFactory = Callable[[Settings], PolicyEngine]
+# The app's registry, there before startup (what serves the socket counts into it too).
+METRICS = web.AppKey("metrics", Metrics)
+
+
+def app_metrics(app: web.Application) -> Metrics:
+    """The metrics of an application ``make_app`` built."""
+    return app[METRICS]
 
 
 def internal_namespaces(settings: Settings) -> dict[Ecosystem, tuple[str, ...]]:
@@ -116,6 +123,7 @@ def make_app(
         client_max_size=settings.server.client_max_size_bytes,
         middlewares=[make_middleware(metrics)],
     )
+    app[METRICS] = metrics
     env = dict(os.environ if environ is None else environ)
     app.cleanup_ctx.append(_services(settings, metrics, env, engine_factory))
     routes.setup(app)

@@ -77,3 +77,8 @@ class Metrics:
             "Bytes free on the file system under storage.path (readiness needs "
             "storage.min_free_bytes).", registry=r,
         )
+        self.client_connections_closed = Counter(
+            "stockade_client_connections_closed_total",
+            "Client connections closed by a limit (header_timeout, send_timeout, "
+            "per_client_limit).", ["reason"], registry=r,
+        )
