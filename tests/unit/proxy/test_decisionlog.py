@@ -142,9 +142,10 @@ async def test_records_survive_a_full_disk_and_are_written_when_it_recovers(
         await log.record(BLOCK, PackageRef(Ecosystem.PYPI, f"name{i}", "1.0"),
                          client="10.0.0.1", request_id=f"req-{i}")
         await asyncio.sleep(0)
-    for _ in range(200):  # retried every 10 ms until the disk takes them
-        if disk.failures == 0 and _sample(metrics, "pending_records") == 0:
-            break
+    deadline = asyncio.get_running_loop().time() + 30
+    while not (disk.failures == 0 and _sample(metrics, "pending_records") == 0):
+        # retried every 10 ms until the disk takes them
+        assert asyncio.get_running_loop().time() < deadline, "held records never written"
         await asyncio.sleep(0.01)
     await log.close()
     assert disk.calls > 3
