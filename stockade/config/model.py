@@ -30,6 +30,16 @@ class ServerSettings(_Frozen):
     client_max_size_bytes: int = Field(default=1024 * 1024, gt=0)
     access_log: bool = True
     shutdown_timeout_s: PositiveSeconds = 10.0
+    # A new connection must send its first request's headers within this time.
+    header_timeout_s: PositiveSeconds = 20.0
+    # An idle keep-alive connection (or one slowly sending a later request's
+    # headers) is closed after this; keep it above a load balancer's idle timeout.
+    keepalive_timeout_s: PositiveSeconds = 75.0
+    # A client that takes none of its response for this long is cut off.
+    send_timeout_s: PositiveSeconds = 60.0
+    # Open connections from one address; more are answered 503 and closed.
+    # null: no limit (behind a load balancer every connection has its address).
+    max_connections_per_client: int | None = Field(default=128, gt=0)
     # The base of the absolute URLs stockade writes into metadata (npm tarballs,
     # the PyPI JSON API), e.g. https://stockade.example.com/. Unset: each request's
     # own Host (or, from a trusted proxy, its X-Forwarded-Host).
@@ -71,6 +81,9 @@ class StorageSettings(_Frozen):
     max_artifact_bytes: int = Field(default=8 * 1024**3, gt=0)
     # Largest metadata document (index page, packument) held in memory to rewrite.
     max_metadata_bytes: int = Field(default=128 * 1024**2, gt=0)
+    # Below this many free bytes on the file system under ``path``, /readyz
+    # answers 503 so traffic moves to a replica with room (0: no minimum).
+    min_free_bytes: int = Field(default=1024**3, ge=0)
 
 
 class UpstreamAuth(_Frozen):
@@ -176,6 +189,10 @@ class PolicySettings(_Frozen):
     # Append-only, hash-chained record of every refusal and audit hit;
     # default: decisions.jsonl under storage.path.
     decision_log: Path | None = None
+    # Name of an environment variable holding a key: the decision log's
+    # checkpoint (its head record count and hash) is then signed with HMAC-SHA256,
+    # so whoever can rewrite the log cannot also forge its anchor.
+    decision_log_key_env: str | None = None
     # Seconds between checks of the policy file for changes (0: only on SIGHUP).
     reload_check_s: float = Field(default=5.0, ge=0)
 

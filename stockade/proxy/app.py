@@ -20,6 +20,7 @@ from stockade.policy.file import load_policy
 from stockade.policy.model import Ecosystem
 from stockade.proxy import routes
 from stockade.proxy.admission import Admission, Workers
+from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.decisionlog import DecisionLog
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, PolicyEngine
@@ -44,6 +45,13 @@ METADATA_REFS = "metadata"
 FIRST_SEEN_REFS = "firstseen"
 
 EngineFactory = Callable[[Settings], PolicyEngine]
+# The app's registry, there before startup (what serves the socket counts into it too).
+METRICS = web.AppKey("metrics", Metrics)
+
+
+def app_metrics(app: web.Application) -> Metrics:
+    """The metrics of an application ``make_app`` built."""
+    return app[METRICS]
 
 
 def internal_namespaces(settings: Settings) -> dict[Ecosystem, tuple[str, ...]]:
@@ -115,6 +123,7 @@ def make_app(
         client_max_size=settings.server.client_max_size_bytes,
         middlewares=[make_middleware(metrics)],
     )
+    app[METRICS] = metrics
     env = dict(os.environ if environ is None else environ)
     app.cleanup_ctx.append(_services(settings, metrics, env, engine_factory))
     routes.setup(app)
@@ -129,8 +138,9 @@ def _services(
         # The policy first: if it cannot be loaded, nothing has been opened yet.
         engine = engine_factory(settings)
         root = settings.storage.path
-        decisions = DecisionLog(decision_log_path(settings), revision=lambda: gate.revision,
-                                metrics=metrics)
+        decisions = DecisionLog(
+            decision_log_path(settings), revision=lambda: gate.revision, metrics=metrics,
+            key=key_from_env(settings.policy.decision_log_key_env, environ))
         await decisions.open()
         gate = Gate(engine, metrics, decisions)
         store = open_store(settings)

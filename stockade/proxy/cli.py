@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,14 @@ from stockade import __version__
 from stockade.config.load import ConfigError, load_settings
 from stockade.config.model import Settings
 from stockade.proxy import policy_cli
-from stockade.proxy.app import make_app
+from stockade.proxy.app import app_metrics, make_app
 from stockade.proxy.responses import JsonAccessLogger
+from stockade.proxy.serving import (
+    ClientLimits,
+    ConnectionGuard,
+    StartupError,
+    serve_until_stopped,
+)
 from stockade.storage.backends import open_store
 from stockade.storage.verify import verify_all
 
@@ -31,19 +38,29 @@ logger = logging.getLogger("stockade")
 
 
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per line, each with its ISO 8601 UTC ``time``.
+
+    An access record carries its fields as a dict (``extra={"access": ...}``),
+    so the line is encoded once.
+    """
+
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.name == "stockade.access":
-            try:
-                return json.dumps({"level": record.levelname, "logger": record.name,
-                                   **json.loads(message)})
-            except ValueError:
-                pass
-        out: dict[str, Any] = {"level": record.levelname, "logger": record.name,
-                               "message": message}
+        out: dict[str, Any] = {"time": _utc(record.created), "level": record.levelname,
+                               "logger": record.name}
+        access = getattr(record, "access", None)
+        if isinstance(access, dict):
+            out.update(access)
+        else:
+            out["message"] = record.getMessage()
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out)
+
+
+def _utc(created: float) -> str:
+    """``2025-01-31T12:00:00.123Z``: milliseconds, UTC."""
+    stamp = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    return stamp.removesuffix("+00:00") + "Z"
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -72,16 +89,34 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _setup_logging(settings)
-    app = make_app(settings)
-    logger.info("stockade %s listening on %s:%d, storing under %s", __version__,
-                settings.server.host, settings.server.port, settings.storage.path)
-    web.run_app(
-        app, host=settings.server.host, port=settings.server.port,
-        access_log_class=JsonAccessLogger,
-        access_log=logging.getLogger("stockade.access") if settings.server.access_log else None,
-        shutdown_timeout=settings.server.shutdown_timeout_s, print=None,
-    )
+    try:
+        asyncio.run(_run(settings))
+    except StartupError as exc:
+        print(f"stockade: {exc.diagnostics()}", file=sys.stderr)
+        return 2
     return 0
+
+
+async def _run(settings: Settings) -> None:
+    server = settings.server
+    app = make_app(settings)
+    runner = web.AppRunner(
+        app, access_log_class=JsonAccessLogger,
+        access_log=logging.getLogger("stockade.access") if server.access_log else None,
+        shutdown_timeout=server.shutdown_timeout_s, keepalive_timeout=server.keepalive_timeout_s,
+    )
+    limits = ClientLimits(header_timeout_s=server.header_timeout_s,
+                          send_timeout_s=server.send_timeout_s,
+                          max_connections_per_client=server.max_connections_per_client)
+    guard = ConnectionGuard(limits, app_metrics(app))
+
+    def listening(port: int) -> None:
+        logger.info("stockade %s listening on %s:%d, storing under %s", __version__,
+                    server.host, port, settings.storage.path)
+
+    await serve_until_stopped(runner, server.host, server.port, guard=guard,
+                              shutdown_timeout_s=server.shutdown_timeout_s,
+                              on_listening=listening)
 
 
 def _cache_verify(args: argparse.Namespace) -> int:

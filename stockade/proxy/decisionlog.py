@@ -4,8 +4,12 @@ Owns writing one JSON line per decision that refused (or, in audit mode, would
 have refused) and checking a log afterwards. Each record carries the hash of the
 record before it and its own hash over its canonical form, so editing or
 deleting a record breaks the chain where it happened (``stockade log verify``).
-Cutting records off the end leaves a shorter valid chain: compare the last hash
-``verify`` prints with one kept elsewhere to detect that.
+Cutting records off the end would leave a shorter valid chain, so after each
+write the head (record count and hash) is anchored in a checkpoint beside the
+log (``checkpoint``), optionally signed, and exported as
+``stockade_decision_log_records``; ``verify`` compares the log with it. A crash
+between the two writes leaves the checkpoint behind the log, which is fine: the
+record at its count still has its hash.
 
 Records are chained on the event loop, in the order decisions were made, and
 written by one task off the loop; a full queue or a failing disk is logged and
@@ -32,6 +36,13 @@ from typing import Any
 import orjson
 
 from stockade.policy.model import PackageRef, Verdict
+from stockade.proxy.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    checkpoint_path,
+    read_checkpoint,
+    write_checkpoint,
+)
 from stockade.proxy.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -104,21 +115,32 @@ def _append(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One chained record, encoded, and the head the log has once it is written."""
+
+    data: bytes
+    head: Checkpoint
+
+
 class DecisionLog:
-    """Appends chained decision records to ``path``."""
+    """Appends chained decision records to ``path``, anchored in its checkpoint."""
 
     def __init__(
         self, path: Path, *, revision: Callable[[], str],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics: Metrics | None = None, retry_seconds: float = _RETRY_SECONDS,
+        key: bytes | None = None,
     ) -> None:
         self._path = path
         self._revision = revision
         self._clock = clock
         self._metrics = metrics
         self._retry = retry_seconds
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._pending: list[bytes] = []  # records a failed write holds, written first
+        self._key = key
+        self._anchor = True  # False: the checkpoint shows a truncation and is kept as evidence
+        self._queue: asyncio.Queue[_Entry | None] = asyncio.Queue()
+        self._pending: list[_Entry] = []  # records a failed write holds, written first
         self._writer: asyncio.Task[None] | None = None
         self._prev = GENESIS
         self._seq = 0
@@ -131,7 +153,35 @@ class DecisionLog:
         if last is not None and isinstance(last.get("hash"), str):
             self._prev = last["hash"]
             self._seq = int(last.get("seq", 0)) + 1
+        await asyncio.to_thread(self._check_anchor)
+        self._set_records(self._seq)
         self._writer = asyncio.create_task(self._write_loop(), name="decision-log-writer")
+
+    def _check_anchor(self) -> None:
+        """Refuse to move a checkpoint that the log no longer reaches.
+
+        Continuing a cut log would write a new head over the evidence; the old
+        checkpoint stays until an operator who accepts the log removes it.
+        """
+        try:
+            anchor = read_checkpoint(self._path, self._key)
+        except CheckpointError as exc:
+            logger.error("decision log %s: %s; it is left as it is", self._path, exc)
+            self._anchor = False
+            return
+        if anchor is None:
+            return
+        if self._seq < anchor.records or (self._seq == anchor.records
+                                          and self._prev != anchor.hash):
+            logger.error("decision log %s has %d records, its checkpoint %s says %d: records "
+                         "were cut off its end; the checkpoint is kept ('stockade log "
+                         "verify' reports it) and no longer moved", self._path, self._seq,
+                         checkpoint_path(self._path), anchor.records)
+            self._anchor = False
+
+    def _set_records(self, count: int) -> None:
+        if self._metrics is not None:
+            self._metrics.decision_log_records.set(count)
 
     async def close(self) -> None:
         """Write what is queued, then stop."""
@@ -167,27 +217,27 @@ class DecisionLog:
             logger.error("decision log: %d records wait to be written; the record for %s "
                          "is dropped", _QUEUE_MAX, ref.display())
             return
-        self._queue.put_nowait(orjson.dumps(record) + b"\n")
+        self._queue.put_nowait(_Entry(orjson.dumps(record) + b"\n",
+                                      Checkpoint(self._seq + 1, record["hash"])))
         self._prev = record["hash"]
         self._seq += 1
 
     async def _write_loop(self) -> None:
         failing = False
         while True:
-            try:
+            batch: list[_Entry | None] = []
+            with contextlib.suppress(TimeoutError):
                 # while writes fail, wake every so often to try again
-                first = await asyncio.wait_for(self._queue.get(),
-                                               self._retry if self._pending else None)
-            except TimeoutError:
-                first = b""
-            batch = [first]
+                batch.append(await asyncio.wait_for(self._queue.get(),
+                                                    self._retry if self._pending else None))
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             stop = None in batch
-            self._pending += [item for item in batch if item]
+            self._pending += [item for item in batch if item is not None]
             if self._pending:
                 try:
-                    await asyncio.to_thread(_append, self._path, b"".join(self._pending))
+                    await asyncio.to_thread(_append, self._path,
+                                            b"".join(e.data for e in self._pending))
                 except OSError as exc:
                     if not failing:  # once an outage, not once a second
                         logger.error("cannot write the decision log %s: %s; %d records "
@@ -199,6 +249,7 @@ class DecisionLog:
                         logger.warning("decision log %s written again; %d held records "
                                        "written", self._path, len(self._pending))
                     failing = False
+                    await self._anchor_head(self._pending[-1].head)
                     self._pending.clear()
                 if self._metrics is not None:
                     self._metrics.decision_log_pending.set(len(self._pending))
@@ -206,6 +257,18 @@ class DecisionLog:
                 if self._pending:
                     self._drop_pending()
                 return
+
+    async def _anchor_head(self, head: Checkpoint) -> None:
+        """Move the checkpoint to the head just written (after the log: a crash
+        between the two leaves it behind, never ahead)."""
+        self._set_records(head.records)
+        if not self._anchor:
+            return
+        try:
+            await asyncio.to_thread(write_checkpoint, self._path, head, self._key)
+        except OSError as exc:
+            logger.error("cannot write the decision log checkpoint %s: %s",
+                         checkpoint_path(self._path), exc)
 
     def _drop_pending(self) -> None:
         """At close, with the disk still failing: what is held is lost, and counted."""
@@ -224,6 +287,7 @@ class Verification:
     records: int
     last_hash: str
     problems: tuple[str, ...]
+    anchor: Checkpoint | None = None  # the checkpoint the log was compared with
 
     @property
     def ok(self) -> bool:
@@ -237,13 +301,24 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line
 
 
-def verify(path: Path) -> Verification:
-    """Check every record's hash and its link to the one before.
+def verify(path: Path, key: bytes | None = None) -> Verification:
+    """Check every record's hash, its link to the one before, and the log's
+    length against its checkpoint (signed with ``key``, when given).
 
     Raises:
-        FileNotFoundError: there is no log at ``path``.
+        FileNotFoundError: there is no log at ``path`` and no checkpoint of one.
     """
-    prev, count, problems = GENESIS, 0, []
+    problems: list[str] = []
+    try:
+        anchor = read_checkpoint(path, key)
+    except CheckpointError as exc:
+        anchor = None
+        problems.append(str(exc))
+    if anchor is not None and not path.exists():
+        problems.append(f"the log is missing; its checkpoint says {anchor.records} records: "
+                        "it was removed")
+        return Verification(0, GENESIS, tuple(problems), anchor)
+    prev, count, anchored_hash = GENESIS, 0, None
     for number, line in _lines(path):
         try:
             record = orjson.loads(line)
@@ -263,4 +338,20 @@ def verify(path: Path) -> Verification:
             problems.append(f"line {number} (seq {record.get('seq')}): hash does not match "
                             "its content: the record was edited")
         prev = str(record.get("hash"))
-    return Verification(count, prev, tuple(problems))
+        if anchor is not None and count == anchor.records:
+            anchored_hash = prev
+    problems += _against(anchor, count, anchored_hash)
+    return Verification(count, prev, tuple(problems), anchor)
+
+
+def _against(anchor: Checkpoint | None, count: int, anchored_hash: str | None) -> list[str]:
+    """What comparing the log with its checkpoint found (a log may be ahead of it)."""
+    if anchor is None or anchor.records == 0:
+        return []
+    if count < anchor.records:
+        return [f"truncated: the log has {count} records, its checkpoint says "
+                f"{anchor.records}: records were cut off its end"]
+    if anchored_hash != anchor.hash:
+        return [f"truncated or rewritten: record {anchor.records} does not have the hash "
+                "its checkpoint anchors: the log was cut and written again"]
+    return []

@@ -66,6 +66,21 @@ class Metrics:
             "Decision records never written: too many waited for a failing disk.",
             registry=r,
         )
+        self.decision_log_records = Gauge(
+            "stockade_decision_log_records",
+            "Records in the decision log up to its anchored head; a drop means it was cut.",
+            registry=r,
+        )
         self.storage_bytes = Gauge(
             "stockade_storage_bytes", "Bytes of artifact blobs in storage.", registry=r,
+        )
+        self.storage_free_bytes = Gauge(
+            "stockade_storage_free_bytes",
+            "Bytes free on the file system under storage.path (readiness needs "
+            "storage.min_free_bytes).", registry=r,
+        )
+        self.client_connections_closed = Counter(
+            "stockade_client_connections_closed_total",
+            "Client connections closed by a limit (header_timeout, send_timeout, "
+            "per_client_limit).", ["reason"], registry=r,
         )

@@ -43,6 +43,7 @@ from stockade.proxy.app import (
     make_admission,
     make_upstreams,
 )
+from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.decisionlog import verify
 from stockade.proxy.errors import NotFoundError
 from stockade.proxy.gate import Gate, PolicyEngine
@@ -144,6 +145,20 @@ def _line(ref: PackageRef, verdict: Verdict, as_json: bool) -> str:
     return f"{ref.display()}: {verdict.decision.value}{mode} [{verdict.rule}] {verdict.reason}"
 
 
+def _fail(ecosystem: Ecosystem, spec: str, why: str, as_json: bool) -> None:
+    """A name that could not be decided: an error, never a decision.
+
+    The sentence goes to standard error; with ``--json`` standard output also
+    gets a line for it (an ``error`` field and no ``decision``), so a consumer
+    reading one line per name sees every name it asked about.
+    """
+    print(f"{spec}: {why}", file=sys.stderr)
+    if as_json:
+        name, version = split_spec(ecosystem, spec)
+        print(json.dumps({"ecosystem": ecosystem.value, "name": name, "version": version,
+                          "error": why}))
+
+
 def _check(args: argparse.Namespace) -> int:
     if args.server:
         return asyncio.run(_check_remote(args))
@@ -163,7 +178,7 @@ async def _check_local(args: argparse.Namespace, settings: Settings,
     for spec in _names(args.name):
         name, version = split_spec(ecosystem, spec)
         if not valid(ecosystem, name):  # what the server answers with a 400, not decided
-            print(f"{spec}: not a valid {KINDS[ecosystem]}", file=sys.stderr)
+            _fail(ecosystem, spec, f"not a valid {KINDS[ecosystem]}", args.json)
             failed = True
             continue
         ref = PackageRef(ecosystem, name, version)
@@ -202,8 +217,8 @@ async def _check_remote(args: argparse.Namespace) -> int:
             try:
                 body, verdict = _explained(status, text)
             except (ValueError, KeyError, TypeError):
-                print(f"{spec}: {base} answered HTTP {status}: {text.strip()[:300]}",
-                      file=sys.stderr)
+                _fail(ecosystem, spec, f"{base} answered HTTP {status}: {text.strip()[:300]}",
+                      args.json)
                 failed = True
                 continue
             if body.get("facts_error"):
@@ -230,16 +245,25 @@ def _explained(status: int, text: str) -> tuple[dict[str, Any], Verdict]:
 
 
 def _log_verify(args: argparse.Namespace) -> int:
-    path = Path(args.path) if args.path else decision_log_path(_settings(args))
+    settings = _settings(args)
+    path = Path(args.path) if args.path else decision_log_path(settings)
+    key_env = settings.policy.decision_log_key_env
+    key = key_from_env(key_env, os.environ)
+    if key_env and key is None:
+        print(f"warning: ${key_env} is not set: the checkpoint's signature is not checked",
+              file=sys.stderr)
     try:
-        result = verify(path)
+        result = verify(path, key)
     except FileNotFoundError:
         print(f"no decision log at {path}", file=sys.stderr)
         return 2
     for problem in result.problems:
         print(problem)
     state = "intact" if result.ok else f"{len(result.problems)} problems"
-    print(f"{path}: {result.records} records, {state}; last hash {result.last_hash}")
+    anchored = (f"checkpoint at {result.anchor.records} records" if result.anchor
+                else "no checkpoint")
+    print(f"{path}: {result.records} records, {state}; {anchored}; "
+          f"last hash {result.last_hash}")
     return 0 if result.ok else 1
 
 

@@ -125,7 +125,10 @@ class JsonAccessLogger(AbstractAccessLogger):
             "user_agent": request.headers.get("User-Agent", ""),
             "cache": response.headers.get("X-Stockade-Cache", ""),
         }
-        self.logger.info(json.dumps(record))
+        # The fields travel as a dict: the JSON formatter encodes the line once;
+        # a plain formatter prints the short message.
+        self.logger.info("%s %s %s %s", record["remote"], record["method"], record["path"],
+                         record["status"], extra={"access": record})
 
     @property
     def enabled(self) -> bool:

@@ -59,7 +59,7 @@ class ProxyProcess:
                 [*stockade_command(), "serve", "--config", str(path)],
                 cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 180  # start-up builds the name index: slow when loaded
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"stockade exited early:\n{self.log_path.read_text()}")

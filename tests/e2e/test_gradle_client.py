@@ -22,7 +22,9 @@ from testbed.fakes.maven_upstream import FakeMaven
 from testbed.fakes.threaded import ThreadedServer
 from testbed.maven_repo import deny_policy, proxy_config, repository
 
-pytestmark = pytest.mark.e2e
+# A Gradle daemon start and a resolve through the proxy: past pytest's 120 s default on a
+# loaded two-core machine; the bound stops a hang, it does not time the run.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 BUILD = """apply plugin: 'java'
 repositories {{ maven {{ url '{url}/maven/' }} }}

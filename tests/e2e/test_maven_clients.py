@@ -23,7 +23,9 @@ from testbed.fakes.maven_upstream import FakeMaven
 from testbed.fakes.threaded import ThreadedServer
 from testbed.maven_repo import COMPILER, M2, POM, RESOURCES, deny_policy, proxy_config, repository
 
-pytestmark = pytest.mark.e2e
+# Several mvn runs (online, cached, offline): past pytest's 120 s default on a
+# loaded two-core machine; the bound stops a hang, it does not time the run.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 
 

@@ -16,7 +16,9 @@ import pytest
 
 from testbed.npm_registry import Verdaccio, npm_env, run, tool
 
-pytestmark = pytest.mark.e2e
+# npm, pnpm and yarn installs against Verdaccio: past pytest's 120 s default on a
+# loaded two-core machine; the bound stops a hang, it does not time the run.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 PACKAGES: list[tuple[dict[str, Any], dict[str, str]]] = [
     ({"name": "e2e-leaf", "version": "1.0.0"}, {}),

@@ -268,9 +268,9 @@ class TestRoutingAndPolicy:
         assert (await resp.json())["error"].startswith("Blocked by stockade:")
         assert fake_npm.requests == []
         log = tmp_path / "data" / "decisions.jsonl"
-        for _ in range(100):
-            if log.exists() and log.read_text():
-                break
+        deadline = asyncio.get_running_loop().time() + 30  # written off the loop: poll
+        while not (log.exists() and log.read_text()):
+            assert asyncio.get_running_loop().time() < deadline, "no decision record"
             await asyncio.sleep(0.02)
         (record,) = [json.loads(line) for line in log.read_text().splitlines()]
         assert record["name"] == "lodahs"

@@ -28,7 +28,7 @@ def engine_from_file(settings: Settings) -> FakeEngine:
     return FakeEngine(blocked_names=set(names), revision=f"r-{len(text)}-{sorted(names)}")
 
 
-async def wait_for(condition: Any, limit_s: float = 5.0) -> None:
+async def wait_for(condition: Any, limit_s: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + limit_s
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition never became true"
@@ -59,7 +59,9 @@ async def test_reload_on_change_and_broken_file_rejected(aiohttp_client: Any,
 
         in_force = gate.revision
         policy.write_text('["left-pad", ')  # broken: the running policy stays
-        await asyncio.sleep(0.3)
+        registry_ = client.app[SERVICES].metrics.registry
+        await wait_for(lambda: registry_.get_sample_value(
+            "stockade_policy_reloads_total", {"result": "rejected"}) == 1)
         assert gate.revision == in_force
         assert (await client.get("/npm/left-pad")).status == 403
         metrics = await (await client.get("/metrics")).text()

@@ -75,8 +75,10 @@ async def test_deleted_record_is_found(tmp_path: Path, deleted: int) -> None:
     del lines[deleted]
     path.write_text("\n".join(lines) + "\n")
     problems = verify(path).problems
-    assert len(problems) == 1
-    assert "deleted" in problems[0]
+    (chain,) = [p for p in problems if p.startswith("line ")]
+    assert "deleted" in chain
+    # one record fewer than the checkpoint anchors, too
+    assert [p for p in problems if p.startswith("truncated")]
 
 
 async def test_torn_line_is_reported(tmp_path: Path) -> None:
@@ -140,9 +142,10 @@ async def test_records_survive_a_full_disk_and_are_written_when_it_recovers(
         await log.record(BLOCK, PackageRef(Ecosystem.PYPI, f"name{i}", "1.0"),
                          client="10.0.0.1", request_id=f"req-{i}")
         await asyncio.sleep(0)
-    for _ in range(200):  # retried every 10 ms until the disk takes them
-        if disk.failures == 0 and _sample(metrics, "pending_records") == 0:
-            break
+    deadline = asyncio.get_running_loop().time() + 30
+    while not (disk.failures == 0 and _sample(metrics, "pending_records") == 0):
+        # retried every 10 ms until the disk takes them
+        assert asyncio.get_running_loop().time() < deadline, "held records never written"
         await asyncio.sleep(0.01)
     await log.close()
     assert disk.calls > 3

@@ -68,11 +68,29 @@ def test_check_names_a_malformed_name_and_decides_the_rest(
                  "--config", str(config), "--json"])
     captured = capsys.readouterr()
     out = [json.loads(line) for line in captured.out.splitlines()]
-    assert [(o["name"], o["decision"]) for o in out] == [
-        ("reqeusts", "block"), ("requests", "allow")]
+    # every name gets its line, in order: an undecidable one an error, not a decision
+    assert [(o["name"], o.get("decision"), o.get("error")) for o in out] == [
+        ("req uests", None, "not a valid Python project name"),
+        ("reqeusts", "block", None),
+        (long_name, None, "not a valid Python project name"),
+        ("requests", "allow", None)]
+    assert set(out[0]) == {"ecosystem", "name", "version", "error"}
+    assert out[0]["ecosystem"] == "pypi"
+    assert out[0]["version"] is None
     assert "req uests: not a valid Python project name" in captured.err
     assert f"{long_name}: not a valid Python project name" in captured.err
     assert code == 2  # a name could not be decided: more than a refusal
+
+
+def test_check_json_gives_an_invalid_name_its_error_line(
+        capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    code = main(["check", "npm", "Bad Name@1.0.0", "--config", str(config), "--json"])
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"ecosystem": "npm", "name": "Bad Name",
+                                        "version": "1.0.0",
+                                        "error": "not a valid npm package name"}
+    assert "Bad Name@1.0.0: not a valid npm package name" in captured.err
+    assert code == 2
 
 
 def test_log_verify_reports_intact_and_tampered(capsys: pytest.CaptureFixture[str],
