@@ -8,12 +8,19 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, settings
 
 from stockade.config.load import load_settings
 from stockade.config.model import Settings
 from stockade.proxy.app import make_app
 from testbed.fakes.policy import FakeEngine
 from testbed.fakes.pypi_upstream import FakePyPI
+
+# On a busy two-core machine one example can take seconds: a property test checks
+# what holds, never how fast, so no example has a deadline.
+settings.register_profile("stockade", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("stockade")
 
 
 @pytest.fixture
