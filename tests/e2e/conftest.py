@@ -87,9 +87,9 @@ def proxy_process(tmp_path: Path) -> Iterator[Any]:
     started: list[ProxyProcess] = []
 
     def start(config: dict[str, Any]) -> ProxyProcess:
-        proc = ProxyProcess(tmp_path, config).start()
-        started.append(proc)
-        return proc
+        proc = ProxyProcess(tmp_path, config)
+        started.append(proc)  # stopped at the end even when it never became ready
+        return proc.start()
 
     yield start
     for proc in started:
