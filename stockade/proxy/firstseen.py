@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from stockade.policy.model import Ecosystem, Facts
 from stockade.storage.errors import StorageError
-from stockade.storage.refs import RefStore
+from stockade.storage.records import Record, RecordStore
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def _key(ecosystem: Ecosystem, name: str) -> str:
 class FirstSeen:
     """First-seen times per (ecosystem, package, version)."""
 
-    def __init__(self, refs: RefStore, *, read_only: bool = False,
+    def __init__(self, refs: RecordStore, *, read_only: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
         self._refs = refs
         self._read_only = read_only
@@ -81,7 +81,8 @@ class FirstSeen:
                 added = True
         if added:
             try:
-                await self._refs.put(key, {"versions": seen})
+                # Replicas share the record: a time already stored wins over ours.
+                seen = (await self._refs.update(key, _merged(seen)))["versions"]
             except StorageError as exc:
                 logger.warning("cannot record first-seen times of %s: %s", name, exc)
         self._memory[key] = seen
@@ -96,6 +97,12 @@ class FirstSeen:
     @staticmethod
     def _wanted(facts: Mapping[str, Facts], only: str | None) -> list[tuple[str, Facts]]:
         return list(facts.items()) if only is None else [(only, facts[only])]
+
+
+def _merged(seen: dict[str, str]) -> Callable[[Record | None], Record]:
+    def merge(current: Record | None) -> Record:
+        return {"versions": {**seen, **((current or {}).get("versions") or {})}}
+    return merge
 
 
 def _parse(value: object) -> datetime | None:
