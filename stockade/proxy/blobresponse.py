@@ -56,11 +56,15 @@ class BlobResponse(web.StreamResponse):
             chunk = await anext(chunks, b"")
             writer = await super().prepare(request)
             left = end - start
-            while left > 0 and chunk:
-                chunk = chunk[:left]
-                await self.write(chunk)
-                left -= len(chunk)
-                chunk = await anext(chunks, b"") if left > 0 else b""
+            while chunk:
+                if left > 0:
+                    await self.write(chunk[:left])
+                    left -= len(chunk[:left])
+                if left <= 0 and end < self._info.size:
+                    break  # a range that ends early: stop reading
+                # A whole read goes on to the end, so the store sees it finish
+                # (the object storage backend keeps a local copy then).
+                chunk = await anext(chunks, b"")
         finally:
             # Backends' read() are async generators: close the stream they hold.
             aclose = getattr(chunks, "aclose", None)

@@ -177,12 +177,7 @@ class S3BlobStore:
             if not won:
                 logger.debug("blob %s was stored by another writer first", info.sha256)
         self._sizes[info.sha256] = info.size
-        try:
-            await asyncio.to_thread(self._hot.install, spool, info.sha256, info.size)
-        except OSError as exc:  # the blob is safe in the bucket; only the copy is lost
-            logger.warning("cannot keep a local copy of blob %s: %s", info.sha256, exc)
-            return
-        self._hot.installed(info.sha256, info.size)
+        await self._keep(spool, info.sha256, info.size)
 
     async def stat(self, sha256: str) -> BlobInfo | None:
         hot = self._hot.get(_check(sha256))
@@ -229,25 +224,61 @@ class S3BlobStore:
     async def _read_through(
         self, sha256: str, chunks: AsyncIterator[bytes]
     ) -> AsyncIterator[bytes]:
-        """Yield a whole blob from the bucket, keeping a local copy if it verifies."""
+        """Yield a whole blob from the bucket, keeping a local copy if it verifies.
+
+        The copy is a side effect: failing to write it never fails the read.
+        """
         spool = self._spool()
         hasher = MultiHasher()
+        out = None
         try:
-            async with aiofiles.open(spool, "xb") as out:
-                async for chunk in chunks:
-                    hasher.update(chunk)
-                    yield chunk
-                    await out.write(chunk)
+            out = await self._tee_open(spool)
+            async for chunk in chunks:
+                hasher.update(chunk)
+                if out is not None and not await self._tee_write(out, chunk, sha256):
+                    await out.close()
+                    out = None
+                yield chunk
+            if out is None:
+                return
+            await out.close()
+            out = None
             if hasher.digests()["sha256"].hex != sha256:
                 logger.warning("blob %s in the bucket does not hash to its name", sha256)
                 return
-            await asyncio.to_thread(self._hot.install, spool, sha256, hasher.size)
-            self._hot.installed(sha256, hasher.size)
-        except OSError as exc:  # only the local copy is lost; the reader got its bytes
-            logger.warning("cannot keep a local copy of blob %s: %s", sha256, exc)
+            await self._keep(spool, sha256, hasher.size)
         finally:
+            if out is not None:
+                await out.close()
             with contextlib.suppress(FileNotFoundError):
                 await aiofiles.os.remove(spool)
+
+    @staticmethod
+    async def _tee_open(spool: Path) -> aiofiles.threadpool.binary.AsyncBufferedIOBase | None:
+        try:
+            return await aiofiles.open(spool, "xb")
+        except OSError as exc:
+            logger.warning("cannot spool a local copy: %s", exc)
+            return None
+
+    @staticmethod
+    async def _tee_write(
+        out: aiofiles.threadpool.binary.AsyncBufferedIOBase, chunk: bytes, sha256: str
+    ) -> bool:
+        try:
+            await out.write(chunk)
+        except OSError as exc:
+            logger.warning("cannot keep a local copy of blob %s: %s", sha256, exc)
+            return False
+        return True
+
+    async def _keep(self, spool: Path, sha256: str, size: int) -> None:
+        try:
+            await asyncio.to_thread(self._hot.install, spool, sha256, size)
+        except OSError as exc:  # the blob is safe in the bucket; only the copy is lost
+            logger.warning("cannot keep a local copy of blob %s: %s", sha256, exc)
+            return
+        self._hot.installed(sha256, size)
 
     async def delete(self, sha256: str) -> bool:
         self._hot.drop(_check(sha256))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,13 @@ async def replicas(aiohttp_client: Any, tmp_path: Path, s3_server: MotoServer,
     return Replicas(clients[0], clients[1], s3_server, bucket)
 
 
+async def _eventually(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
+
+
 def _file_fetches(upstream: FakePyPI, dist: Dist) -> int:
     return sum(1 for _, path in upstream.requests if path.endswith(dist.filename))
 
@@ -76,16 +84,21 @@ async def _download(client: TestClient, dist: Dist) -> tuple[bytes, str]:
 
 
 async def test_a_blob_stored_by_one_replica_is_served_by_the_other(
-    replicas: Replicas, fake_pypi: FakePyPI
+    replicas: Replicas, fake_pypi: FakePyPI, tmp_path: Path
 ) -> None:
     dist = fake_pypi.add_wheel("demo", "1.0", payload_bytes=300_000)
     body, cache = await _download(replicas.a, dist)
     assert hashlib.sha256(body).hexdigest() == dist.sha256 and cache == "miss"
     assert _file_fetches(fake_pypi, dist) == 1
     # b has no local copy: it streams the blob from the bucket, then keeps it.
+    hot = tmp_path / "b" / "hot" / "sha256" / dist.sha256[:2] / dist.sha256
+    assert not hot.exists()
     for _ in range(2):
         body, cache = await _download(replicas.b, dist)
         assert hashlib.sha256(body).hexdigest() == dist.sha256 and cache == "hit"
+        # Kept once the response's last byte has gone, so soon after the client has it.
+        await _eventually(hot.exists)
+        assert hot.read_bytes() == dist.data
     assert _file_fetches(fake_pypi, dist) == 1
     ranged = await replicas.b.get(f"/pypi/files/demo/{dist.filename}",
                                   headers={"Range": "bytes=10-19"})
