@@ -40,8 +40,12 @@ logger = logging.getLogger(__name__)
 _BLOBS = "blobs/sha256/"
 
 
+def _valid(sha256: str) -> bool:
+    return len(sha256) == 64 and all(c in "0123456789abcdef" for c in sha256)
+
+
 def _check(sha256: str) -> str:
-    if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+    if not _valid(sha256):
         raise BlobNotFoundError(f"not a sha256 digest: {sha256!r}")
     return sha256
 
@@ -180,7 +184,9 @@ class S3BlobStore:
         await self._keep(spool, info.sha256, info.size)
 
     async def stat(self, sha256: str) -> BlobInfo | None:
-        hot = self._hot.get(_check(sha256))
+        if not _valid(sha256):
+            return None
+        hot = self._hot.get(sha256)
         if hot is not None:
             return BlobInfo(sha256, hot[1])
         size = await self.bucket.head(self._key(sha256))

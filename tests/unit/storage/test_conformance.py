@@ -212,3 +212,10 @@ async def test_verify_removes_a_spoiled_blob(backend: Backend, tmp_path: Path) -
 
 async def test_a_store_that_can_write_says_so(store: BlobStore) -> None:
     assert await store.writable() is True
+
+
+async def test_a_malformed_digest_is_simply_not_stored(store: BlobStore) -> None:
+    assert await store.stat("ABC") is None
+    assert store.local_path("../../etc/passwd") is None
+    with pytest.raises(BlobNotFoundError):
+        await _read(store, "not-a-digest")
