@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from stockade.config.model import Settings
 from stockade.proxy.app import make_app
 from testbed.fakes.policy import FakeEngine
 from testbed.fakes.pypi_upstream import FakePyPI
+from testbed.s3server import MotoServer
 
 # On a busy two-core machine one example can take seconds: a property test checks
 # what holds, never how fast, so no example has a deadline.
@@ -29,6 +30,15 @@ async def fake_pypi() -> AsyncIterator[FakePyPI]:
     await index.start()
     yield index
     await index.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoServer]:
+    """A real S3 server process (moto) for the session; tests make their own buckets."""
+    server = MotoServer()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -48,6 +48,11 @@ class ServerSettings(_Frozen):
     # X-Forwarded-Host are believed; anyone else's are ignored.
     trusted_proxies: tuple[str, ...] = ()
 
+    # This replica's name in shared storage and logs; None: the host name.
+    # Two processes on one host sharing a bucket must set different names.
+    replica: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
@@ -71,10 +76,50 @@ class ServerSettings(_Frozen):
         return value
 
 
+class S3Settings(_Frozen):
+    """An S3-compatible bucket holding blobs and the records replicas share.
+
+    Credentials are read at start from the environment variables named here;
+    where they are not set, the standard AWS chain (``AWS_*`` variables, the
+    shared credentials and config files, instance or pod roles) is used.
+    """
+
+    bucket: str = Field(default="stockade", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    # Prepended to every key; a trailing "/" is added when missing.
+    prefix: str = ""
+    endpoint_url: str | None = None  # None: AWS; else e.g. http://127.0.0.1:9000
+    addressing_style: Literal["path", "virtual"] = "path"
+    region: str | None = None
+    access_key_id_env: str | None = "AWS_ACCESS_KEY_ID"
+    secret_access_key_env: str | None = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 (a name)
+    # Bound of the local hot cache of blobs under storage.path; None: unbounded.
+    cache_max_bytes: int | None = Field(default=None, gt=0)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.lstrip("/")
+        return value if not value or value.endswith("/") else value + "/"
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"not an http(s) URL: {value!r}")
+        return value
+
+
 class StorageSettings(_Frozen):
     """Where bytes rest and how many of them may."""
 
+    # filesystem: blobs and records under path. s3: blobs and shared records
+    # in the bucket; path holds the local hot cache, spool files and the
+    # per-replica metadata cache.
+    backend: Literal["filesystem", "s3"] = "filesystem"
     path: Path = Path("./stockade-data")
+    s3: S3Settings = S3Settings()
     # Total size of artifact blobs; least recently used blobs are evicted past it.
     max_bytes: int | None = Field(default=None, gt=0)
     # Largest single artifact accepted from an upstream.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
@@ -33,7 +34,8 @@ from stockade.proxy.responses import make_middleware
 from stockade.proxy.routes import ECOSYSTEMS
 from stockade.proxy.state import SERVICES, Services
 from stockade.proxy.upstream import Upstream
-from stockade.storage.backends import open_store
+from stockade.storage.backends import open_records, open_store
+from stockade.storage.records import RecordStore
 from stockade.storage.refs import RefStore
 
 logger = logging.getLogger(__name__)
@@ -62,9 +64,19 @@ def internal_namespaces(settings: Settings) -> dict[Ecosystem, tuple[str, ...]]:
     }
 
 
+def replica_name(settings: Settings) -> str:
+    """This replica's name: ``server.replica``, or the host name."""
+    return settings.server.replica or socket.gethostname()
+
+
 def decision_log_path(settings: Settings) -> Path:
-    """Where refusals and audit hits are recorded."""
-    return settings.policy.decision_log or settings.storage.path / "decisions.jsonl"
+    """Where refusals and audit hits are recorded (one hash chain per replica
+    where replicas share object storage)."""
+    if settings.policy.decision_log is not None:
+        return settings.policy.decision_log
+    if settings.storage.backend == "s3":
+        return settings.storage.path / f"decisions-{replica_name(settings)}.jsonl"
+    return settings.storage.path / "decisions.jsonl"
 
 
 def load_engine(settings: Settings) -> PolicyEngine:
@@ -95,8 +107,10 @@ def make_upstreams(
 def make_admission(
     settings: Settings, gate: Gate, metrics: Metrics, upstreams: Mapping[Ecosystem,
     tuple[Upstream, ...]], *, offline: bool = False, workers: Workers | None = None,
+    first_seen: RecordStore | None = None,
 ) -> Admission:
-    """The admission path over the records under ``storage.path``.
+    """The admission path over the records under ``storage.path`` (first-seen
+    times from ``first_seen`` where given: the records replicas share).
 
     ``offline`` admission asks no upstream and records nothing: it decides on
     the metadata and first-seen times the server stored (``check``, ``audit``).
@@ -106,9 +120,9 @@ def make_admission(
         RefStore(root, METADATA_REFS), metrics,
         max_doc_bytes=settings.storage.max_metadata_bytes, offline=offline,
     )
-    first_seen = FirstSeen(RefStore(root, FIRST_SEEN_REFS), read_only=offline)
+    seen = FirstSeen(first_seen or RefStore(root, FIRST_SEEN_REFS), read_only=offline)
     return Admission(settings, gate=gate, upstreams=upstreams, metacache=metacache,
-                     first_seen=first_seen, ecosystems=ECOSYSTEMS, workers=workers)
+                     first_seen=seen, ecosystems=ECOSYSTEMS, workers=workers)
 
 
 def make_app(
@@ -143,10 +157,10 @@ def _services(
             key=key_from_env(settings.policy.decision_log_key_env, environ))
         await decisions.open()
         gate = Gate(engine, metrics, decisions)
-        store = open_store(settings)
+        store = open_store(settings, environ)
         await store.open()
         pipeline = ArtifactPipeline(
-            store, RefStore(root, ARTIFACT_REFS), metrics,
+            store, open_records(settings, store, ARTIFACT_REFS), metrics,
             max_artifact_bytes=settings.storage.max_artifact_bytes,
         )
         rendered = RenderedCache(root / "rendered")
@@ -155,7 +169,8 @@ def _services(
         for group in upstreams.values():
             for upstream in group:
                 await upstream.start()
-        admission = make_admission(settings, gate, metrics, upstreams, workers=rendered)
+        admission = make_admission(settings, gate, metrics, upstreams, workers=rendered,
+                                   first_seen=open_records(settings, store, FIRST_SEEN_REFS))
         app[SERVICES] = Services(
             settings=settings, metrics=metrics, store=store, admission=admission,
             pipeline=pipeline, rendered=rendered,
@@ -174,5 +189,6 @@ def _services(
             for group in upstreams.values():
                 for upstream in group:
                     await upstream.close()
+            await store.close()
 
     return context

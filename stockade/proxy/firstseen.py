@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 
 from stockade.policy.model import Ecosystem, Facts
 from stockade.storage.errors import StorageError
-from stockade.storage.refs import RefStore
+from stockade.storage.records import Record, RecordStore
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _key(ecosystem: Ecosystem, name: str) -> str:
 class FirstSeen:
     """First-seen times per (ecosystem, package, version)."""
 
-    def __init__(self, refs: RefStore, *, read_only: bool = False,
+    def __init__(self, refs: RecordStore, *, read_only: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
         self._refs = refs
         self._read_only = read_only
@@ -90,7 +90,8 @@ class FirstSeen:
                     for v, f in self._wanted(facts, only)}
         if added:
             try:
-                await self._refs.put(key, {"versions": seen})
+                # Replicas share the record: a time already stored wins over ours.
+                seen = (await self._refs.update(key, _merged(seen)))["versions"]
             except StorageError as exc:
                 logger.warning("cannot record first-seen times of %s: %s", name, exc)
         self._memory[key] = seen
@@ -120,6 +121,12 @@ def _first_sight(fact: Facts, now: datetime, *, known_package: bool,
     # A single file of a known package: an old version nobody asked for yet keeps
     # its date; without one, it is neither known new nor known old.
     return fact.published_at
+
+
+def _merged(seen: dict[str, str]) -> Callable[[Record | None], Record]:
+    def merge(current: Record | None) -> Record:
+        return {"versions": {**seen, **((current or {}).get("versions") or {})}}
+    return merge
 
 
 def _parse(value: object) -> datetime | None:

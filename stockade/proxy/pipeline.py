@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from stockade.policy.model import Ecosystem
+from stockade.proxy.blobresponse import BlobResponse
 from stockade.proxy.errors import IntegrityError, ProxyError
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, MultiHasher
 from stockade.storage.errors import DigestMismatchError, StorageError
 from stockade.storage.protocol import BlobInfo, BlobStore, BlobWriter
-from stockade.storage.refs import RefStore
+from stockade.storage.records import RecordStore
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class ArtifactPipeline:
     def __init__(
         self,
         store: BlobStore,
-        index: RefStore,
+        index: RecordStore,
         metrics: Metrics,
         *,
         max_artifact_bytes: int,
@@ -171,9 +172,6 @@ class ArtifactPipeline:
     def _from_store(
         self, request: web.Request, source: ArtifactSource, info: BlobInfo, origin: str
     ) -> web.StreamResponse:
-        path = self._store.local_path(info.sha256)
-        if path is None:
-            raise StorageError(f"blob {info.sha256} vanished from storage")
         headers = {"Content-Type": source.content_type, **source.headers}
         for alg in source.checksum_headers:
             if alg in info.digests:
@@ -181,7 +179,12 @@ class ArtifactPipeline:
         self._metrics.bytes_served.labels(source.ecosystem, origin).inc(
             0 if request.method == "HEAD" else info.size
         )
-        response = web.FileResponse(path, headers=headers)
+        path = self._store.local_path(info.sha256)
+        response: web.StreamResponse
+        if path is None:  # no local copy (object storage): stream it from the store
+            response = BlobResponse(self._store, info, headers)
+        else:
+            response = web.FileResponse(path, headers=headers)
         response.headers["X-Stockade-Cache"] = "hit" if origin == "cache" else "miss"
         return response
 
@@ -238,12 +241,15 @@ class ArtifactPipeline:
                 fill._notify()
         info = await writer.commit(source.expected)
         await writer.close()
-        await self._index.put(
-            source.key, {"sha256": info.sha256, "size": info.size, "digests": info.digests,
-                         "url": source.url, "upstream": source.upstream.name,
-                         "ecosystem": source.ecosystem.value, "name": source.name,
-                         "version": source.version, "filename": source.filename},
-        )
+        record = {"sha256": info.sha256, "size": info.size, "digests": info.digests,
+                  "url": source.url, "upstream": source.upstream.name,
+                  "ecosystem": source.ecosystem.value, "name": source.name,
+                  "version": source.version, "filename": source.filename}
+        # Replicas filling one artifact at once: the first record stays. One for
+        # other bytes is replaced, as ours matched what the upstream publishes now.
+        stored = await self._index.put_if_absent(source.key, record)
+        if stored.get("sha256") != info.sha256:
+            await self._index.put(source.key, record)
         self._metrics.storage_bytes.set(self._store.total_bytes)
         fill.info = info
         fill.visible = info.size

@@ -1,16 +1,38 @@
-"""Choosing the blob store backend the settings name.
+"""Choosing the blob and record store backends the settings name.
 
-Owns the one place that knows which ``BlobStore`` classes exist; everything
-above it holds a ``BlobStore`` and nothing more.
+Owns the one place that knows which ``BlobStore`` and ``RecordStore``
+classes exist; everything above it holds the protocols and nothing more.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 from stockade.config.model import Settings
 from stockade.storage.filesystem import FilesystemBlobStore
 from stockade.storage.protocol import BlobStore
+from stockade.storage.records import RecordStore
+from stockade.storage.refs import RefStore
+from stockade.storage.s3 import S3BlobStore
+from stockade.storage.s3bucket import S3Bucket
+from stockade.storage.s3records import S3RecordStore
 
 
-def open_store(settings: Settings) -> BlobStore:
-    """The blob store for ``settings`` (not yet opened: call ``open()``)."""
-    return FilesystemBlobStore(settings.storage.path, max_bytes=settings.storage.max_bytes)
+def open_store(settings: Settings, environ: Mapping[str, str] | None = None) -> BlobStore:
+    """The blob store for ``settings`` (not yet opened: call ``open()``, and
+    ``close()`` when done). ``environ`` holds the object storage credentials."""
+    storage = settings.storage
+    if storage.backend == "s3":
+        bucket = S3Bucket(storage.s3, os.environ if environ is None else environ)
+        return S3BlobStore(bucket, storage.path, cache_max_bytes=storage.s3.cache_max_bytes)
+    return FilesystemBlobStore(storage.path, max_bytes=storage.max_bytes)
+
+
+def open_records(settings: Settings, store: BlobStore, namespace: str) -> RecordStore:
+    """The records of ``namespace`` that every replica shares: in the bucket beside
+    the blobs (through ``store``'s client, which must stay open while they are
+    used), or under the storage path."""
+    if isinstance(store, S3BlobStore):
+        return S3RecordStore(store.bucket, namespace)
+    return RefStore(settings.storage.path, namespace)

@@ -148,6 +148,9 @@ class FilesystemBlobStore:
         """Create the layout, drop spool files a crash left, index what is stored."""
         await asyncio.to_thread(self._open_sync)
 
+    async def close(self) -> None:
+        """Nothing to release: every file is closed after each use."""
+
     def _open_sync(self) -> None:
         self._blobs.mkdir(parents=True, exist_ok=True)
         if self._tmp.exists():

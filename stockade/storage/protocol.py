@@ -73,6 +73,9 @@ class BlobStore(Protocol):
     async def open(self) -> None:
         """Make the store ready (create its layout, drop spool files a crash left)."""
 
+    async def close(self) -> None:
+        """Release what ``open`` took (connections); the blobs stay."""
+
     async def open_writer(
         self, *, algorithms: Iterable[str] = (), max_bytes: int | None = None
     ) -> BlobWriter:

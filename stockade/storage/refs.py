@@ -2,24 +2,31 @@
 
 Owns ``<root>/refs/<namespace>/<ab>/<sha256 of key>.json`` (and ``.body`` for
 metadata documents), each replaced atomically. It does not interpret records.
+``RefStore`` is the local-disk ``RecordStore``: ``put_if_absent`` creates a
+record with a hard link (which fails if one exists) and ``update`` holds a
+lock file, so worker processes sharing the folder agree as replicas do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from stockade.storage.errors import StorageError, StorageFullError
+from stockade.storage.records import Merge, Record
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes, *, exclusive: bool = False) -> bool:
+    """Write ``path`` whole or not at all; with ``exclusive``, only where it does not
+    exist (False then)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -27,10 +34,25 @@ def _atomic_write(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if not exclusive:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)  # atomic, and fails where a record exists
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _storage_error(exc: OSError) -> StorageError:
+    if exc.errno in (28, 122):  # ENOSPC, EDQUOT
+        return StorageFullError("the storage disk is full")
+    return StorageError(f"cannot write record: {exc.strerror}")
 
 
 class RefStore:
@@ -68,9 +90,49 @@ class RefStore:
         try:
             await asyncio.to_thread(self._put, key, data, body)
         except OSError as exc:
-            if exc.errno in (28, 122):  # ENOSPC, EDQUOT
-                raise StorageFullError("the storage disk is full") from exc
-            raise StorageError(f"cannot write record: {exc.strerror}") from exc
+            raise _storage_error(exc) from exc
+
+    async def put_if_absent(self, key: str, doc: Record) -> Record:
+        """Store ``doc`` unless a record exists; the record stored either way.
+
+        Raises:
+            StorageError: the record could not be written.
+        """
+        try:
+            return await asyncio.to_thread(self._put_if_absent, key, {**doc, "key": key})
+        except OSError as exc:
+            raise _storage_error(exc) from exc
+
+    def _put_if_absent(self, key: str, doc: Record) -> Record:
+        if _atomic_write(self._path(key, ".json"), orjson.dumps(doc), exclusive=True):
+            return doc
+        existing = self.read(key)
+        if existing is not None:
+            return existing
+        # What is there cannot be read (a crash mid-write of an old version):
+        # replace it under the lock, as an update would.
+        return self._update(key, lambda current: current or doc)
+
+    async def update(self, key: str, merge: Merge) -> Record:
+        """Replace the record with ``merge(current)`` under a lock file.
+
+        Raises:
+            StorageError: the record could not be written.
+        """
+        try:
+            return await asyncio.to_thread(self._update, key, merge)
+        except OSError as exc:
+            raise _storage_error(exc) from exc
+
+    def _update(self, key: str, merge: Merge) -> Record:
+        self._dir.mkdir(parents=True, exist_ok=True)
+        with (self._dir / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            current = self.read(key)
+            doc = {**merge(current), "key": key}
+            if doc != current:
+                _atomic_write(self._path(key, ".json"), orjson.dumps(doc))
+            return doc
 
     def _put(self, key: str, data: bytes, body: bytes | None) -> None:
         # Body first: a record never points at a body that is not there yet.
@@ -100,6 +162,11 @@ class RefStore:
                 continue
             if isinstance(doc, dict):
                 yield doc
+
+    async def iter_records(self) -> AsyncIterator[Record]:
+        """Every record of the namespace."""
+        for doc in await asyncio.to_thread(lambda: list(self.records())):
+            yield doc
 
     async def delete(self, key: str) -> None:
         """Remove a record and its body."""

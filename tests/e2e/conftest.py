@@ -50,7 +50,8 @@ class ProxyProcess:
         return self.workdir / "stockade.log"
 
     def start(self) -> ProxyProcess:
-        cfg = {**self.config, "server": {"host": "127.0.0.1", "port": self.port}}
+        cfg = {**self.config, "server": {**self.config.get("server", {}),
+                                         "host": "127.0.0.1", "port": self.port}}
         path = self.workdir / "stockade.yaml"
         path.write_text(yaml.safe_dump(cfg))
         env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKADE")}

