@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -72,8 +70,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if importlib.util.find_spec("uvloop") is not None:  # where installed: a faster loop
-        asyncio.set_event_loop_policy(importlib.import_module("uvloop").EventLoopPolicy())
     settings = _settings(args)
     _setup_logging(settings)
     app = make_app(settings)
