@@ -209,7 +209,7 @@ def _table(cases: list[Case], results: dict[tuple[str, str], Result],
         ng, st = results["nginx", case.label], results["stockade", case.label]
         ratio = statistics.median(s / n for s, n in zip(st.rps, ng.rps, strict=True))
         print(f"| {case.label:<20} | {case.size:>9,} | {statistics.median(ng.rps):>8,.0f} | "
-              f"{statistics.median(st.rps):>8,.0f} | {ratio:>5.2f}x |")
+              f"{statistics.median(st.rps):>8,.0f} | {ratio:>5.3f}x |")
     for case in cases:
         if "1 MB" in case.label:
             ng, st = results["nginx", case.label], results["stockade", case.label]
