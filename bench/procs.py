@@ -54,9 +54,9 @@ def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
-def start_static(root: Path, log: Path) -> Proc:
-    """The static PEP 503 server over ``root``."""
-    port = free_port()
+def start_static(root: Path, log: Path, *, port: int | None = None) -> Proc:
+    """The static PEP 503 server over ``root`` (on ``port``, else a free one)."""
+    port = port or free_port()
     cmd = [sys.executable, "-m", "bench.static_index", "--root", str(root), "--port", str(port)]
     return Proc(_spawn(cmd, log), port).wait_ready("/_count", log)
 

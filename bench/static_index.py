@@ -1,7 +1,8 @@
 """A static upstream for benchmarks: serves a directory tree as-is.
 
 ``<root>/simple/<name>/index.html`` and ``<root>/files/<filename>`` are served
-(and ``<root>/npm/<name>.json`` as an npm packument) with sendfile, the way a
+(and ``<root>/npm/<name>.json`` as an npm packument, ``<root>/maven2/`` as a Maven
+repository where it exists) with sendfile, the way a
 plain web server would, and every request is counted
 so a benchmark can ask how many times a path was fetched (``/_count?suffix=``).
 
@@ -59,6 +60,8 @@ def make_app(root: Path) -> web.Application:
     app.router.add_get("/simple/{name}/", page)
     app.router.add_static("/files/", root / "files")
     app.router.add_get("/npm/{name}", packument)
+    if (root / "maven2").is_dir():
+        app.router.add_static("/maven2/", root / "maven2")
     app.router.add_get("/_count", counted)
     return app
 

@@ -76,3 +76,11 @@ def make_proxy(
         return client
 
     return factory
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _index_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Name index files in the session's temporary folder, not the user's cache."""
+    import os
+
+    os.environ.setdefault("STOCKADE_INDEX_CACHE", str(tmp_path_factory.mktemp("index-cache")))

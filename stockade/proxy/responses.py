@@ -8,11 +8,12 @@ access log. Handlers raise or return verdicts; only this module writes errors.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -32,6 +33,26 @@ IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 REQUEST_ID = web.RequestKey("request_id", str)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _RequestIds:
+    """Request ids unique across processes without a system call each: a random
+    per-process prefix (renewed in a forked child) and a counter. ``uuid4`` cost 5% of
+    a warm 22 KB request."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self._prefix = os.urandom(6).hex()
+        self._count = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._count):010x}"
+
+
+_new_request_id = _RequestIds()
 
 
 def reason_phrase(text: str) -> str:
@@ -79,7 +100,7 @@ def make_middleware(metrics: Metrics) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         incoming = request.headers.get("X-Request-Id", "")
-        request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _SAFE_ID.match(incoming) else _new_request_id()
         request[REQUEST_ID] = request_id
         started = time.perf_counter()
         try:

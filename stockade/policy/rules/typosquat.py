@@ -23,6 +23,7 @@ from stockade.policy.model import Decision, Ecosystem, Facts, Mode, PackageRef, 
 from stockade.policy.names import normalize, split_npm
 from stockade.policy.rules.base import finding
 from stockade.policy.typosquat import NameIndex, skeleton
+from stockade.policy.typosquat.store import load_or_build
 
 _CACHE_MAX = 32768  # verdicts kept per ecosystem
 
@@ -38,7 +39,7 @@ def popular(ecosystem: Ecosystem) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=16)
 def _index(ecosystem: Ecosystem, protected: tuple[str, ...],
            shipped: tuple[str, ...]) -> NameIndex:
-    return NameIndex(ecosystem, shipped, first=protected)
+    return load_or_build(ecosystem, shipped, first=protected)  # from its file if kept
 
 
 @dataclass

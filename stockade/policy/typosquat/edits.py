@@ -63,7 +63,7 @@ class EditIndex:
         self._top_names: dict[str, str] = {}  # those skeletons -> name
         # skeletons of names too far down for edits, by what swapping two of their
         # letters leaves as it is
-        self._swaps: dict[tuple[int, str, int, int], str | tuple[str, ...]] = {}
+        self._swaps: dict[int, str | tuple[str, ...]] = {}
 
     def add(self, name: str, skel: str, rank: int) -> None:
         """File a protected name under its first skeleton, where its rank and length

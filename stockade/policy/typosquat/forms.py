@@ -76,11 +76,14 @@ def fold_pairs(skel: str) -> str:
 _SCRAMBLE = bytes(i * i % 251 for i in range(256))
 
 
-def swap_key(skel: str) -> tuple[int, str, int, int]:
-    """Length, first letter and two sums of the letters of an ASCII ``skel``: the same
-    for every order of the letters after the first, and rarely for other names."""
+def swap_key(skel: str) -> int:
+    """Length, first letter and two sums of the letters of an ASCII ``skel``, packed in
+    one int: the same for every order of the letters after the first, and rarely for
+    other names. One int rather than a tuple of four saves about 10 MB over npm's list;
+    each field has its own bits below 16 million letters."""
     raw = skel.encode()
-    return len(raw), skel[0], sum(raw), sum(raw.translate(_SCRAMBLE))
+    return len(raw) | ord(skel[0]) << 32 | sum(raw) << 64 \
+        | sum(raw.translate(_SCRAMBLE)) << 96
 
 
 @lru_cache(maxsize=16384)  # the protected names a slip key holds, when it matches

@@ -1,0 +1,290 @@
+"""Warm serving against nginx: the table of issue 20, in one run on 127.0.0.1.
+
+Starts a static upstream over a generated tree (``bench.serving_tree``: wheels, an npm
+packument and tarball, Maven jars, of the issue's sizes), nginx (Debian's package) with
+``proxy_cache`` over that upstream as the ceiling, and stockade with default settings
+over the same upstream; warms both, then drives ``wrk`` (2 threads, 64 connections)
+at each case, alternating nginx and stockade within each round so the machine's drift
+touches both alike. Prints req/s of each, the ratio, p99 on the ~1 MB cases, and the
+resident memory of each whole process tree idle (after warming) and under load (the
+most seen while ``wrk`` ran).
+
+    python -m bench.serving [--duration S] [--rounds N] [--quick] [--stockade-tree DIR]
+
+``--stockade-tree`` runs the stockade of another checkout (``git worktree add DIR
+COMMIT``) with this bench, for a before/after. Needs ``nginx`` and ``wrk`` on PATH
+(``apt-get install nginx wrk``); nothing else is fetched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from bench.procs import Proc, start_static
+from bench.serving_tree import Case, build
+from testbed.net import free_port
+
+_NGINX_CONF = """\
+worker_processes auto;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    proxy_cache_path {dir}/cache levels=1:2 keys_zone=bench:10m max_size=2g inactive=1d
+                     use_temp_path=off;
+    upstream static {{ server 127.0.0.1:{upstream}; keepalive 16; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://static;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache bench;
+            proxy_cache_valid 200 1d;
+            proxy_cache_lock on;
+        }}
+    }}
+}}
+"""
+
+_LATENCY_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass
+class Result:
+    """What ``wrk`` measured over the rounds of one case on one server."""
+
+    rps: list[float] = field(default_factory=list)
+    p99_ms: list[float] = field(default_factory=list)
+
+
+def _check_tools() -> None:
+    missing = [tool for tool in ("nginx", "wrk") if shutil.which(tool) is None]
+    if missing:
+        sys.exit(f"{' and '.join(missing)} not found: apt-get install nginx wrk")
+
+
+def start_nginx(work: Path, upstream: int) -> Proc:
+    """nginx with ``proxy_cache`` over the static upstream, as an unprivileged process."""
+    folder = work / "nginx"
+    folder.mkdir()
+    port = free_port()
+    conf = folder / "nginx.conf"
+    conf.write_text(_NGINX_CONF.format(dir=folder, upstream=upstream, port=port))
+    cmd = ["nginx", "-p", str(folder), "-e", str(folder / "error.log"), "-c", str(conf)]
+    if os.geteuid() == 0:  # as root nginx would keep a root master: drop to nobody
+        work.chmod(0o755)
+        shutil.chown(folder, "nobody")
+        cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
+    log = work / "nginx.log"
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    return Proc(proc, port).wait_ready("/simple/", folder / "error.log")
+
+
+def start_stockade(upstream: str, work: Path, tree: Path | None) -> Proc:
+    """stockade with default settings but for its upstreams, storage and port."""
+    port = free_port()
+    storage = work / "stockade-data"
+    config = {
+        "server": {"host": "127.0.0.1", "port": port},
+        "storage": {"path": str(storage)},
+        "pypi": {"upstreams": [{"name": "static", "url": f"{upstream}simple/"}]},
+        "npm": {"upstreams": [{"name": "static", "url": f"{upstream}npm/"}]},
+        "maven": {"upstreams": [{"name": "static", "url": f"{upstream}maven2/"}]},
+    }
+    path = work / "stockade.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    cmd = [sys.executable, "-c", "import sys; from stockade.proxy.cli import main; "
+           "sys.exit(main())", "serve", "--config", str(path)]
+    log = work / "stockade.log"
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+                            cwd=tree or Path.cwd())
+    return Proc(proc, port).wait_ready("/readyz", log)
+
+
+def _warm(proc: Proc, path: str, times: int = 3) -> None:
+    for _ in range(times):
+        with urllib.request.urlopen(proc.url(path), timeout=60) as resp:  # noqa: S310
+            resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"{proc.url(path)}: HTTP {resp.status}")
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` and every process below it, in MiB (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(children.get(current, []))
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
+
+
+class PeakRss:
+    """The most resident memory of a process tree seen while the block runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak = pid, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, tree_rss_mib(self.pid))
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def wrk(url: str, duration: float) -> tuple[float, float]:
+    """(req/s, p99 in ms) of ``wrk -t2 -c64`` on ``url`` for ``duration`` seconds."""
+    out = subprocess.run(
+        ["wrk", "-t2", "-c64", f"-d{duration:g}s", "--latency", url],
+        capture_output=True, text=True, check=True, timeout=duration + 60,
+    ).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+    if rps is None or p99 is None:
+        raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} answers were not 2xx/3xx")
+    return float(rps.group(1)), float(p99.group(1)) * _LATENCY_UNITS[p99.group(2)]
+
+
+def _table(cases: list[Case], results: dict[tuple[str, str], Result],
+           rss: dict[str, tuple[float, float]], rounds: int, duration: float) -> None:
+    print(f"\nwarm GET, wrk -t2 -c64, {duration:g} s x {rounds}, median req/s "
+          "(ratio: median of the rounds' stockade/nginx)")
+    print(f"| {'case':<20} | {'size':>9} | {'nginx':>8} | {'stockade':>8} | {'ratio':>6} |")
+    print(f"| {'-' * 20} | {'-' * 9} | {'-' * 8} | {'-' * 8} | {'-' * 6} |")
+    for case in cases:
+        ng, st = results["nginx", case.label], results["stockade", case.label]
+        ratio = statistics.median(s / n for s, n in zip(st.rps, ng.rps, strict=True))
+        print(f"| {case.label:<20} | {case.size:>9,} | {statistics.median(ng.rps):>8,.0f} | "
+              f"{statistics.median(st.rps):>8,.0f} | {ratio:>5.3f}x |")
+    for case in cases:
+        if "1 MB" in case.label:
+            ng, st = results["nginx", case.label], results["stockade", case.label]
+            print(f"p99 on {case.label}, ms: nginx {statistics.median(ng.p99_ms):.1f}, "
+                  f"stockade {statistics.median(st.p99_ms):.1f}")
+    for server, (idle, peak) in rss.items():
+        print(f"RSS idle / under load, MiB, {server} (whole process tree): "
+              f"{idle:.0f} / {peak:.0f}")
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
+    root = work / "upstream"
+    upstream_port = free_port()
+    cases = build(root, f"http://127.0.0.1:{upstream_port}/")
+    static = start_static(root, work / "static.log", port=upstream_port)
+    servers: dict[str, Proc] = {}
+    try:
+        servers["nginx"] = start_nginx(work, static.port)
+        started = time.perf_counter()
+        servers["stockade"] = start_stockade(static.url("/"), work, args.stockade_tree)
+        print(f"stockade answered /readyz {time.perf_counter() - started:.2f} s after start")
+        for case in cases:
+            _warm(servers["nginx"], case.upstream_path)
+            _warm(servers["stockade"], case.stockade_path)
+        time.sleep(1)
+        idle = {name: tree_rss_mib(proc.pid) for name, proc in servers.items()}
+        results = {(name, case.label): Result() for name in servers for case in cases}
+        peaks = {name: PeakRss(proc.pid) for name, proc in servers.items()}
+        for peak in peaks.values():
+            peak.__enter__()
+        try:
+            for round_no in range(args.rounds):
+                for case in cases:
+                    for name, proc in servers.items():
+                        path = case.stockade_path if name == "stockade" else case.upstream_path
+                        rps, p99 = wrk(proc.url(path), args.duration)
+                        results[name, case.label].rps.append(rps)
+                        results[name, case.label].p99_ms.append(p99)
+                        print(f"round {round_no + 1}: {case.label:<20} {name:<8} "
+                              f"{rps:>9,.0f} req/s  p99 {p99:7.1f} ms", flush=True)
+        finally:
+            for peak in peaks.values():
+                peak.__exit__()
+        rss = {name: (idle[name], max(peaks[name].peak, idle[name])) for name in servers}
+        _table(cases, results, rss, args.rounds, args.duration)
+    finally:
+        for proc in servers.values():
+            proc.stop()
+        static.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="one round of 2 s: a smoke run")
+    parser.add_argument("--stockade-tree", type=Path,
+                        help="run the stockade of this checkout instead")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.rounds = 2.0, 1
+    if args.stockade_tree is not None:
+        args.stockade_tree = args.stockade_tree.resolve()
+    _check_tools()
+    work = Path(tempfile.mkdtemp(prefix="stockade-serving-"))
+    try:
+        run(args, work)
+    finally:
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""A built ``NameIndex`` kept in a file, so a process loads it instead of building it.
+
+Owns the index file: its name (a digest of the names, the detector's source and the
+interpreter, so any change to either builds anew), writing it atomically, and reading
+it back into the same objects a build makes. Building the shipped lists' indexes takes
+2-3 s of CPU; reading the file about a tenth of that. The file is ``marshal``: plain
+str, int, tuple, dict and set, no code, read only from the folder this process or
+another of the same installation wrote. Any failure to read or write is not an error:
+the index is built as before.
+
+The folder: ``STOCKADE_INDEX_CACHE`` if set (empty: never use a file), else
+``$XDG_CACHE_HOME/stockade`` or ``~/.cache/stockade``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import marshal
+import os
+import sys
+import tempfile
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from stockade.policy.model import Ecosystem
+from stockade.policy.typosquat.edits import EditIndex
+from stockade.policy.typosquat.index import NameIndex
+from stockade.policy.typosquat.slips import SlipIndex
+
+logger = logging.getLogger(__name__)
+
+# The attributes each part holds; the owner's dicts its parts share are linked back on
+# load. A new attribute that is not listed here fails the round trip (and its test).
+_INDEX = ("names", "_skeletons", "_folded", "_cores", "_digitless", "_stripped",
+          "_combo_parts", "_artifacts")
+_EDITS = ("_deletes", "_top", "_top_names", "_swaps")  # _variants: sealed on load
+_SLIPS = ("_slips", "_vocabulary", "_word_slips")
+_SHARED_EDITS = ("_ecosystem", "_names", "_skeletons")
+_SHARED_SLIPS = ("_ecosystem", "_names")
+_FORMAT = 1  # bump when the layout of the state below changes
+
+
+def folder() -> Path | None:
+    """Where index files are kept, or None when they are not to be."""
+    configured = os.environ.get("STOCKADE_INDEX_CACHE")
+    if configured is not None:
+        return Path(configured) if configured else None
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "stockade"
+
+
+def _detector_digest() -> str:
+    """What the index depends on besides its names: the matcher's source, the Unicode
+    and confusables data that fold names, and the interpreter reading the file."""
+    digest = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for source in sorted([*here.glob("*.py"), here.parent / "names.py"]):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    try:
+        homoglyphs = importlib.metadata.version("confusable-homoglyphs")
+    except importlib.metadata.PackageNotFoundError:
+        homoglyphs = "?"
+    digest.update(f"{_FORMAT} {sys.version} {marshal.version} {unicodedata.unidata_version} "
+                  f"{homoglyphs}".encode())
+    return digest.hexdigest()
+
+
+def _key(ecosystem: Ecosystem, names: tuple[str, ...], first: tuple[str, ...]) -> str:
+    digest = hashlib.sha256(_detector_digest().encode())
+    for part in (ecosystem.value, *first, "\0", *names):
+        digest.update(part.encode("utf-8", "surrogatepass") + b"\n")
+    return digest.hexdigest()[:32]
+
+
+def _state(index: NameIndex) -> dict[str, Any]:
+    held = vars(index)
+    expected = {"ecosystem", "_edits", "_slips", "_groups", *_INDEX}
+    if set(held) != expected \
+            or set(vars(index._edits)) != {*_EDITS, *_SHARED_EDITS, "_variants"} \
+            or set(vars(index._slips)) != {*_SLIPS, *_SHARED_SLIPS}:
+        raise TypeError("NameIndex holds attributes the index file does not know")
+    return {
+        "ecosystem": index.ecosystem.value,
+        **{name: held[name] for name in _INDEX},
+        "edits": {name: getattr(index._edits, name) for name in _EDITS},
+        "slips": {name: getattr(index._slips, name) for name in _SLIPS},
+        "groups": None if index._groups is None else _state(index._groups),
+    }
+
+
+def _restore(state: dict[str, Any]) -> NameIndex:
+    index = NameIndex.__new__(NameIndex)
+    index.ecosystem = Ecosystem(state["ecosystem"])
+    for name in _INDEX:
+        setattr(index, name, state[name])
+    edits = EditIndex(index.ecosystem, index.names, index._skeletons)
+    for name in _EDITS:
+        setattr(edits, name, state["edits"][name])
+    edits.seal()  # the variants' set, from the deletions' keys: smaller file, as fast
+    slips = SlipIndex(index.ecosystem, index.names)
+    for name in _SLIPS:
+        setattr(slips, name, state["slips"][name])
+    index._edits, index._slips = edits, slips
+    index._groups = None if state["groups"] is None else _restore(state["groups"])
+    return index
+
+
+def dumps(index: NameIndex) -> bytes:
+    """The file's bytes for ``index``."""
+    return marshal.dumps(_state(index))
+
+
+def loads(data: bytes) -> NameIndex:
+    """The index ``dumps`` wrote."""
+    return _restore(marshal.loads(data))  # noqa: S302 (our own file, plain data only)
+
+
+def load_or_build(ecosystem: Ecosystem, names: Iterable[str], *,
+                  first: Iterable[str] = ()) -> NameIndex:
+    """``NameIndex(ecosystem, names, first=first)``, read from its file when one was
+    written for these names and this detector, else built (and its file written)."""
+    names, first = tuple(names), tuple(first)
+    where = folder()
+    if where is None:
+        return NameIndex(ecosystem, names, first=first)
+    path = where / f"names-{ecosystem.value}-{_key(ecosystem, names, first)}.marshal"
+    try:
+        return loads(path.read_bytes())
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, EOFError, TypeError, KeyError) as exc:
+        logger.warning("ignoring the name index file %s: %s", path, exc)
+    index = NameIndex(ecosystem, names, first=first)
+    _write(where, path, dumps(index))
+    return index
+
+
+def _write(where: Path, path: Path, data: bytes) -> None:
+    """Write ``path`` atomically and drop the ecosystem's older files (one name list
+    in use at a time: the last one written)."""
+    tmp: Path | None = None
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".names-", delete=False) as out:
+            tmp = Path(out.name)
+            out.write(data)
+        os.replace(tmp, path)
+        tmp = None
+        prefix = path.name.rsplit("-", 1)[0]
+        for old in where.glob(f"{prefix}-*.marshal"):
+            if old != path:
+                old.unlink(missing_ok=True)
+    except OSError as exc:
+        logger.info("name index not kept in %s: %s", where, exc)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
