@@ -148,8 +148,10 @@ async def _artifact(request: web.Request, adm: Admission, path: layout.MavenPath
                   published_at=published)
     facts = await adm.version_facts(ECO, f"{group}:{artifact}", version, {version: facts},
                                     upstreams, complete=False)
-    await adm.admit(PackageRef(ECO, f"{group}:{artifact}", version, path.filename), facts, who)
     pipeline = services(request).pipeline
+    if not path.is_snapshot:  # a -SNAPSHOT file is replaced by design
+        facts = await pipeline.with_admitted(source, facts)
+    await adm.admit(PackageRef(ECO, f"{group}:{artifact}", version, path.filename), facts, who)
     if path.checksum is None:
         return await pipeline.serve(request, source)
     info = await pipeline.ensure(source)

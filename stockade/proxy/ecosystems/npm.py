@@ -237,7 +237,6 @@ async def tarball(request: web.Request) -> web.StreamResponse:
     if entry is None:
         raise NotFoundError(f"{filename} is not a tarball of {name} on upstream {upstream.name}")
     facts = await adm.version_facts(ECO, name, entry.version, index.facts, upstreams)
-    await adm.admit(PackageRef(ECO, name, entry.version, filename), facts, caller(request))
     url = upstream.resolve(entry.url, doc.url)
     if url is None:
         raise HostNotAllowedError(
@@ -250,6 +249,8 @@ async def tarball(request: web.Request) -> web.StreamResponse:
         content_type="application/octet-stream", headers=IMMUTABLE, name=name,
         version=entry.version,
     )
+    facts = await svc.pipeline.with_admitted(source, facts)
+    await adm.admit(PackageRef(ECO, name, entry.version, filename), facts, caller(request))
     return await svc.pipeline.serve(request, source)
 
 

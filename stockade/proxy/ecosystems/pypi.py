@@ -218,7 +218,6 @@ async def file(request: web.Request) -> web.StreamResponse:
         raise NotFoundError(f"{dist} is not a file of {name} on upstream {upstream.name}")
     version = entry.version
     facts = await adm.version_facts(ECO, name, version, project.facts, upstreams)
-    await adm.admit(PackageRef(ECO, name, version, dist), facts, caller(request))
     if is_metadata:
         if not isinstance(entry.core_metadata, dict):
             raise NotFoundError(f"upstream {upstream.name} publishes no metadata file for {dist}")
@@ -232,6 +231,8 @@ async def file(request: web.Request) -> web.StreamResponse:
         key=f"pypi|{upstream.name}|{filename}", expected=expected,
         content_type=ctype, headers=IMMUTABLE, name=name, version=version,
     )
+    facts = await svc.pipeline.with_admitted(source, facts)
+    await adm.admit(PackageRef(ECO, name, version, dist), facts, caller(request))
     return await svc.pipeline.serve(request, source)
 
 
