@@ -26,6 +26,7 @@ from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.pipeline import ArtifactPipeline
+from stockade.proxy.provenance.checker import PROVENANCE_REFS, ProvenanceChecker
 from stockade.proxy.reloader import PolicyReloader
 from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.responses import make_middleware
@@ -146,9 +147,12 @@ def _services(
             for upstream in group:
                 await upstream.start()
         admission = make_admission(settings, gate, metrics, upstreams, workers=rendered)
+        # Always built (it is cheap, and a reloaded policy may gain a provenance
+        # rule); it loads trust material only when a rule asks for a check.
+        provenance = ProvenanceChecker(RefStore(root, PROVENANCE_REFS), metrics)
         app[SERVICES] = Services(
             settings=settings, metrics=metrics, store=store, admission=admission,
-            pipeline=pipeline, rendered=rendered,
+            pipeline=pipeline, rendered=rendered, provenance=provenance,
         )
         metrics.storage_bytes.set(store.total_bytes)
         reloader = PolicyReloader(settings, gate, metrics, engine_factory)
