@@ -26,6 +26,7 @@ from aiohttp import web
 from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
 from stockade.proxy.admission import Admission, caller
 from stockade.proxy.ecosystems import npm_documents as docs
+from stockade.proxy.ecosystems import npm_provenance
 from stockade.proxy.ecosystems.base import json_object
 from stockade.proxy.errors import (
     BadRequestError,
@@ -250,6 +251,8 @@ async def tarball(request: web.Request) -> web.StreamResponse:
         version=entry.version,
     )
     facts = await svc.pipeline.with_admitted(source, facts)
+    facts = await npm_provenance.gather(adm, svc.provenance, upstream, name, entry, facts,
+                                        doc_url=doc.url)
     await adm.admit(PackageRef(ECO, name, entry.version, filename), facts, caller(request))
     return await svc.pipeline.serve(request, source)
 

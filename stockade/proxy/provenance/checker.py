@@ -104,7 +104,7 @@ class _Trust:
 
 
 @dataclass(frozen=True, slots=True)
-class _Keys:
+class Keys:
     keys: NpmKeys
     fingerprint: str
     loaded_at: float
@@ -124,7 +124,7 @@ class ProvenanceChecker:
         self._memory: LRUCache[str, tuple[str, ProvenanceResult]] = LRUCache(_MEMORY)
         self._flights: dict[str, asyncio.Future[ProvenanceResult]] = {}
         self._trust: dict[Path | None, _Trust] = {}
-        self._keys: dict[str, _Keys] = {}
+        self._keys: dict[str, Keys] = {}
         self.verifications = 0  # verifications actually run (tests and bench read it)
 
     # -- trust material -------------------------------------------------------------
@@ -142,8 +142,8 @@ class ProvenanceChecker:
             self._trust[rule.trusted_root] = found
         return found
 
-    async def npm_keys(self, rule: ProvenanceRule,
-                       fetch: Callable[[], Awaitable[bytes]]) -> _Keys:
+    async def npm_keys(self, rule: ProvenanceRule, upstream: str,
+                       fetch: Callable[[], Awaitable[bytes]]) -> Keys:
         """The npm registry's keys: the policy's ``npm_keys`` file, else the upstream's
         ``/-/npm/v1/keys`` (``fetch``), kept for a day.
 
@@ -151,7 +151,7 @@ class ProvenanceChecker:
             NpmKeysError: the document cannot be read.
             UpstreamError: fetching the upstream's keys failed.
         """
-        source = str(rule.npm_keys) if rule.npm_keys is not None else "upstream"
+        source = str(rule.npm_keys) if rule.npm_keys is not None else f"upstream {upstream}"
         found = self._keys.get(source)
         if found is not None and (rule.npm_keys is not None or
                                   self._clock() - found.loaded_at < NPM_KEYS_TTL_S):
@@ -161,7 +161,7 @@ class ProvenanceChecker:
         else:
             body = await fetch()
         keys = parse_keys(body)
-        found = _Keys(keys, hashlib.sha256(body).hexdigest()[:16], self._clock())
+        found = Keys(keys, hashlib.sha256(body).hexdigest()[:16], self._clock())
         self._keys[source] = found
         return found
 
