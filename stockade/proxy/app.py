@@ -100,8 +100,13 @@ def make_admission(
         max_doc_bytes=settings.storage.max_metadata_bytes, offline=offline,
     )
     first_seen = FirstSeen(RefStore(root, FIRST_SEEN_REFS), read_only=offline)
+    # Built for every app (a reloaded policy may gain a provenance rule); it loads
+    # trust material only when a rule asks for a check.
+    provenance = ProvenanceChecker(RefStore(root, PROVENANCE_REFS), metrics,
+                                   read_only=offline)
     return Admission(settings, gate=gate, upstreams=upstreams, metacache=metacache,
-                     first_seen=first_seen, ecosystems=ECOSYSTEMS, workers=workers)
+                     first_seen=first_seen, ecosystems=ECOSYSTEMS, workers=workers,
+                     provenance=provenance)
 
 
 def make_app(
@@ -147,9 +152,8 @@ def _services(
             for upstream in group:
                 await upstream.start()
         admission = make_admission(settings, gate, metrics, upstreams, workers=rendered)
-        # Always built (it is cheap, and a reloaded policy may gain a provenance
-        # rule); it loads trust material only when a rule asks for a check.
-        provenance = ProvenanceChecker(RefStore(root, PROVENANCE_REFS), metrics)
+        provenance = admission.provenance
+        assert provenance is not None
         app[SERVICES] = Services(
             settings=settings, metrics=metrics, store=store, admission=admission,
             pipeline=pipeline, rendered=rendered, provenance=provenance,

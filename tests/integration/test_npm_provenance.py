@@ -12,16 +12,19 @@ from ``stockade_provenance_total``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient
 
 from stockade.config.load import load_settings
 from stockade.proxy.app import make_app
+from stockade.proxy.cli import main
 from stockade.proxy.state import SERVICES
 from testbed.fakes.npm_upstream import FakeNpm
 from tests.unit.proxy.provenance.shared import fixture, flip
@@ -192,3 +195,32 @@ async def test_downgrade_is_hidden_on_first_sight(aiohttp_client: Any, tmp_path:
     doc = await resp.json()
     assert list(doc["versions"]) == ["1.0.0"]
     assert "provenance" in resp.headers["X-Stockade-Filtered"]
+
+
+async def test_explain_and_check_show_what_the_server_verified(
+        aiohttp_client: Any, tmp_path: Path, registry: FakeNpm,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    url = _real(registry, "sigstore", forged=True, time="2023-02-01T00:00:00.000Z")
+    client = await _proxy(aiohttp_client, tmp_path, registry,
+                          "signatures: verify, attestations: off")
+    assert (await client.get(url)).status == 403
+
+    body = await (await client.get("/_stockade/explain/npm/sigstore/1.0.0")).json()
+    [result] = body["facts"]["provenance"]
+    assert (result["kind"], result["result"]) == ("signature", "invalid")
+    assert body["facts"]["provenance_claimed"] is False
+    assert body["decision"]["rule"] == "provenance" and body["decision"]["refuses"]
+
+    config = tmp_path / "stockade.yaml"
+    config.write_text(yaml.safe_dump({
+        "storage": {"path": str(tmp_path / "data")},
+        "pypi": {"upstreams": []}, "maven": {"upstreams": []},
+        "npm": {"upstreams": [{"name": "npmjs", "url": registry.url}]},
+        "policy": {"file": str(tmp_path / "policy.yaml")},
+    }))
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, ["check", "npm", "sigstore@1.0.0", "--config",
+                                          str(config), "--json"])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1 and line["rule"] == "provenance"
+    assert line["provenance"][0]["result"] == "invalid"

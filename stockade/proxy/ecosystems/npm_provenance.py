@@ -110,7 +110,8 @@ async def _signature(checker: ProvenanceChecker, name: str, entry: Tarball, fact
 
     inputs = fingerprint(f"{name}@{entry.version}", entry.integrity, entry.signatures,
                          keys.fingerprint, facts.published_at)
-    return await checker.check(ECO, kind, "sha512", digest, inputs=inputs, compute=compute)
+    return await checker.check(ECO, kind, "sha512", digest, inputs=inputs, compute=compute,
+                               ref=PackageRef(ECO, name, entry.version))
 
 
 async def _attestation(adm: Admission, checker: ProvenanceChecker, rule: ProvenanceRule,
@@ -142,7 +143,8 @@ async def _attestation(adm: Admission, checker: ProvenanceChecker, rule: Provena
             integrity=entry.integrity, trust=trust.trust, keys=registry_keys)
 
     inputs = fingerprint(f"{name}@{entry.version}", str(rule.trusted_root), keys_id)
-    return await checker.check(ECO, kind, "sha512", digest, inputs=inputs, compute=compute)
+    return await checker.check(ECO, kind, "sha512", digest, inputs=inputs, compute=compute,
+                               ref=PackageRef(ECO, name, entry.version))
 
 
 def _counted(checker: ProvenanceChecker, result: ProvenanceResult) -> ProvenanceResult:

@@ -86,7 +86,7 @@ async def gather(adm: Admission, checker: ProvenanceChecker, upstream: Upstream,
 
         inputs = fingerprint(entry.filename, str(rule.trusted_root))
         result = await checker.check(ECO, kind, "sha256", sha256, inputs=inputs,
-                                     compute=compute)
+                                     compute=compute, ref=PackageRef(ECO, name, entry.version))
         return dataclasses.replace(facts, provenance=(result,))
     checker.count(ECO, result)
     return dataclasses.replace(facts, provenance=(result,))

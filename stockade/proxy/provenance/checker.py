@@ -173,9 +173,11 @@ class ProvenanceChecker:
     async def check(
         self, ecosystem: Ecosystem, kind: ProvenanceKind, algorithm: str, digest: str, *,
         inputs: str, compute: Callable[[], Awaitable[ProvenanceResult]],
+        ref: PackageRef | None = None,
     ) -> ProvenanceResult:
         """The result for one artifact digest: kept, or computed once by ``compute``
-        (several requests for one digest wait on one computation), counted."""
+        (several requests for one digest wait on one computation), counted. A result
+        computed for ``ref`` is also kept under its version, for ``check``."""
         key = self.key(kind, algorithm, digest)
         result = await self._known(key, inputs)
         if result is None:
@@ -184,7 +186,7 @@ class ProvenanceChecker:
                 flight = asyncio.get_running_loop().create_future()
                 self._flights[key] = flight
                 try:
-                    result = await self._compute(ecosystem, kind, key, inputs, compute)
+                    result = await self._compute(ecosystem, kind, key, inputs, compute, ref)
                     flight.set_result(result)
                 except BaseException as exc:
                     flight.set_exception(exc)
@@ -214,8 +216,8 @@ class ProvenanceChecker:
         return result
 
     async def _compute(self, ecosystem: Ecosystem, kind: ProvenanceKind, key: str,
-                       inputs: str, compute: Callable[[], Awaitable[ProvenanceResult]]
-                       ) -> ProvenanceResult:
+                       inputs: str, compute: Callable[[], Awaitable[ProvenanceResult]],
+                       ref: PackageRef | None) -> ProvenanceResult:
         self.verifications += 1
         try:
             result = await asyncio.wait_for(compute(), self._timeout_s)
@@ -229,9 +231,36 @@ class ProvenanceChecker:
             try:
                 await self._refs.put(key, {"inputs": inputs, "ecosystem": ecosystem.value,
                                            **to_record(result)})
+                if ref is not None and ref.version is not None:
+                    await self._remember_version(ref, result)
             except StorageError as exc:  # kept in memory; verified again after a restart
                 logger.warning("cannot record provenance result %s: %s", key, exc)
         return result
+
+    @staticmethod
+    def _version_key(ref: PackageRef) -> str:
+        return f"version|{ref.ecosystem.value}|{ref.name}|{ref.version}"
+
+    async def _remember_version(self, ref: PackageRef, result: ProvenanceResult) -> None:
+        key = self._version_key(ref)
+        record = await self._refs.get(key) or {}
+        results = {k: v for k, v in (record.get("results") or {}).items()
+                   if isinstance(v, dict)}
+        results[result.kind.value] = to_record(result)
+        await self._refs.put(key, {"results": results})
+
+    async def known_version(self, ref: PackageRef) -> tuple[ProvenanceResult, ...] | None:
+        """What was last verified for a version (one result per kind), or None when
+        nothing was: the facts ``check``, ``audit`` and explain show and decide on."""
+        if ref.version is None:
+            return None
+        record = await self._refs.get(self._version_key(ref))
+        stored = (record or {}).get("results")
+        if not isinstance(stored, dict):
+            return None
+        found = tuple(r for v in stored.values() if isinstance(v, dict)
+                      and (r := from_record(v)) is not None)
+        return found or None
 
     def known(self, kind: ProvenanceKind, algorithm: str, digest: str) -> ProvenanceResult | None:
         """A result recorded for the digest, whatever it was computed from (synchronous:
