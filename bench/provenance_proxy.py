@@ -63,13 +63,18 @@ def _registry(packages: int) -> FakeNpm:
     return fake
 
 
-async def _app(root: Path, upstream: str, provenance: bool) -> tuple[web.AppRunner, str]:
+def _policy(root: Path, provenance: bool) -> Path:
     root.mkdir(parents=True)
     policy = root / "policy.yaml"
     rules = "  typosquat: {enabled: false}\n"
     if provenance:
         rules += "  provenance: {signatures: verify, attestations: verify}\n"
     policy.write_text("rules:\n" + rules)
+    return policy
+
+
+async def _app(root: Path, upstream: str, provenance: bool) -> tuple[web.AppRunner, str]:
+    policy = await asyncio.to_thread(_policy, root, provenance)
     settings = load_settings(None, environ={}, overrides={
         "storage": {"path": str(root / "data")},
         "npm": {"upstreams": [{"name": "npmjs", "url": upstream}]},
