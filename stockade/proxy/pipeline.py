@@ -169,6 +169,16 @@ class ArtifactPipeline:
         assert fill.info is not None
         return fill.info
 
+    async def content(self, info: BlobInfo) -> bytes:
+        """A stored blob's bytes (bounded by ``max_artifact_bytes``): for checks that
+        need them whole, such as an OpenPGP signature over a Maven artifact.
+
+        Raises:
+            BlobNotFoundError: the blob is no longer stored.
+        """
+        parts = [chunk async for chunk in self._store.read(info.sha256)]
+        return b"".join(parts)
+
     async def digest(self, info: BlobInfo, algorithm: str) -> str:
         """Another digest of a stored blob (one its record lacks), hashed from storage.
 

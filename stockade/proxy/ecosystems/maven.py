@@ -23,6 +23,7 @@ from stockade.config.model import MavenSettings
 from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.proxy.admission import Admission, base_facts, caller
 from stockade.proxy.ecosystems import maven_layout as layout
+from stockade.proxy.ecosystems import maven_provenance
 from stockade.proxy.errors import (
     BadRequestError,
     IntegrityError,
@@ -149,9 +150,12 @@ async def _artifact(request: web.Request, adm: Admission, path: layout.MavenPath
     facts = await adm.version_facts(ECO, f"{group}:{artifact}", version, {version: facts},
                                     upstreams, complete=False)
     pipeline = services(request).pipeline
+    ref = PackageRef(ECO, f"{group}:{artifact}", version, path.filename)
     if not path.is_snapshot:  # a -SNAPSHOT file is replaced by design
         facts = await pipeline.with_admitted(source, facts)
-    await adm.admit(PackageRef(ECO, f"{group}:{artifact}", version, path.filename), facts, who)
+    facts = await maven_provenance.gather(adm, services(request).provenance, pipeline,
+                                          source, ref, facts)
+    await adm.admit(ref, facts, who)
     if path.checksum is None:
         return await pipeline.serve(request, source)
     info = await pipeline.ensure(source)
