@@ -160,6 +160,19 @@ class Admission:
             raise RefusedError(verdict)
         return verdict
 
+    async def admit_artifact(self, ref: PackageRef, facts: Facts, who: Caller,
+                             gather: Callable[[Facts], Awaitable[Facts]]) -> Verdict:
+        """``admit`` for a file whose provenance ``gather`` adds to ``facts``: a file the
+        policy refuses on what is already known is refused before anything is
+        fetched or verified for it (a typosquat's attestations are never asked for).
+
+        Raises:
+            RefusedError: the policy refuses it.
+        """
+        if self.gate.engine.decide(ref, facts).blocks:
+            return await self.admit(ref, facts, who)  # refuses, counted and recorded
+        return await self.admit(ref, await gather(facts), who)
+
     async def decide_versions(
         self, eco: Ecosystem, name: str, doc: CachedDoc, facts: Mapping[str, Facts],
         who: Caller, *, offload: bool = False,

@@ -40,11 +40,11 @@ def _asc(key: pysequoia.Tsk, data: bytes) -> bytes:
 
 
 async def _proxy(aiohttp_client: Any, tmp_path: Path, repo: FakeMaven,
-                 signer: pysequoia.Tsk) -> TestClient:
+                 signer: pysequoia.Tsk, extra: str = "") -> TestClient:
     (tmp_path / "acme.asc").write_text(str(signer.extract_certificate()))
     policy = tmp_path / "policy.yaml"
     policy.write_text("rules:\n  typosquat: {enabled: false}\n  provenance:\n"
-                      "    pgp_keys: [{group: 'com.acme*', keys: [acme.asc]}]\n")
+                      "    pgp_keys: [{group: 'com.acme*', keys: [acme.asc]}]\n" + extra)
     settings = load_settings(None, environ={}, overrides={
         "storage": {"path": str(tmp_path / "data")},
         "maven": {"upstreams": [{"name": "central", "url": repo.url, "retries": 0}]},
@@ -82,3 +82,17 @@ async def test_unsigned_or_foreign_signature_is_refused(
     assert foreign.status == 403
     assert "(rule provenance)" in (foreign.reason or "")
     assert "mismatch" in (foreign.reason or "")
+
+
+
+async def test_refused_artifact_is_not_fetched_to_check_it(
+        aiohttp_client: Any, tmp_path: Path, repo: FakeMaven, signer: pysequoia.Tsk) -> None:
+    repo.files[JAR + ".asc"] = _asc(signer, repo.files[JAR])
+    client = await _proxy(aiohttp_client, tmp_path, repo, signer,
+                          extra="  lists:\n    deny:\n      - {ecosystem: maven, "
+                                "name: 'com.acme:lib', versions: '[1.0]', reason: banned, "
+                                "owner: security}\n")
+    resp = await client.get(f"/maven/{JAR}")
+    assert resp.status == 403
+    assert "banned" in (resp.reason or "")
+    assert repo.count("lib-1.0.jar") == 0 and repo.count("lib-1.0.jar.asc") == 0

@@ -178,10 +178,29 @@ async def test_missing_attestation_under_require_is_refused(
     resp = await client.get(url)
     assert resp.status == 403
     error = (await resp.json())["error"]
-    assert error.startswith("Blocked by stockade: kms-demo 1.0.0 has no verified provenance "
-                            "(missing: the registry lists no attestations)")
-    assert "attestations: require" in error
+    # the packument claims none: refused on that, before anything is verified
+    assert error == ("Blocked by stockade: kms-demo 1.0.0 has no provenance, and the policy "
+                     "requires it (attestations: require) (rule provenance)")
     assert registry.count("kms-demo-1.0.0.tgz") == 0
+    assert await _counted(client, "signature", "verified") == 0
+
+
+async def test_claimed_attestations_that_are_absent_are_refused_under_require(
+        aiohttp_client: Any, tmp_path: Path, registry: FakeNpm) -> None:
+    url = _real(registry, "kms-demo", time="2023-02-01T00:00:00.000Z")
+    spec = "kms-demo@1.0.0"
+    registry.dist_overrides[("kms-demo", "1.0.0")]["attestations"] = {
+        "url": f"{registry.url}-/npm/v1/attestations/{spec}"}
+    registry.attestation_docs[spec] = {"attestations": []}
+    client = await _proxy(aiohttp_client, tmp_path, registry,
+                          "signatures: verify, attestations: require")
+    resp = await client.get(url)
+    assert resp.status == 403
+    error = (await resp.json())["error"]
+    assert error.startswith("Blocked by stockade: kms-demo 1.0.0 has no verified provenance "
+                            "(missing: attestations: the document lists none)")
+    assert await _counted(client, "signature", "verified") == 1
+    assert await _counted(client, "attestation", "missing") == 1
 
 
 async def test_downgrade_is_hidden_on_first_sight(aiohttp_client: Any, tmp_path: Path,

@@ -153,9 +153,8 @@ async def _artifact(request: web.Request, adm: Admission, path: layout.MavenPath
     ref = PackageRef(ECO, f"{group}:{artifact}", version, path.filename)
     if not path.is_snapshot:  # a -SNAPSHOT file is replaced by design
         facts = await pipeline.with_admitted(source, facts)
-    facts = await maven_provenance.gather(adm, services(request).provenance, pipeline,
-                                          source, ref, facts)
-    await adm.admit(ref, facts, who)
+    await adm.admit_artifact(ref, facts, who, lambda known: maven_provenance.gather(
+        adm, services(request).provenance, pipeline, source, ref, known))
     if path.checksum is None:
         return await pipeline.serve(request, source)
     info = await pipeline.ensure(source)

@@ -251,9 +251,10 @@ async def tarball(request: web.Request) -> web.StreamResponse:
         version=entry.version,
     )
     facts = await svc.pipeline.with_admitted(source, facts)
-    facts = await npm_provenance.gather(adm, svc.provenance, upstream, name, entry, facts,
-                                        doc_url=doc.url)
-    await adm.admit(PackageRef(ECO, name, entry.version, filename), facts, caller(request))
+    await adm.admit_artifact(
+        PackageRef(ECO, name, entry.version, filename), facts, caller(request),
+        lambda known: npm_provenance.gather(adm, svc.provenance, upstream, name, entry,
+                                            known, doc_url=doc.url))
     return await svc.pipeline.serve(request, source)
 
 

@@ -247,10 +247,15 @@ async def file(request: web.Request) -> web.StreamResponse:
         content_type=ctype, headers=IMMUTABLE, name=name, version=version,
     )
     facts = await svc.pipeline.with_admitted(source, facts)
-    if not is_metadata:
-        facts = await pypi_provenance.gather(adm, svc.provenance, upstream, name, entry,
-                                             facts, doc_url=doc.url)
-    await adm.admit(PackageRef(ECO, name, version, dist), facts, caller(request))
+
+    async def gather(known: Facts) -> Facts:
+        if is_metadata:
+            return known
+        return await pypi_provenance.gather(adm, svc.provenance, upstream, name, entry,
+                                            known, doc_url=doc.url)
+
+    await adm.admit_artifact(PackageRef(ECO, name, version, dist), facts, caller(request),
+                             gather)
     return await svc.pipeline.serve(request, source)
 
 
