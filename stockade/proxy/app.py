@@ -165,6 +165,7 @@ def _services(
             yield
         finally:
             await reloader.close()
+            await provenance.close()
             await pipeline.close()
             await rendered.close()
             await decisions.close()

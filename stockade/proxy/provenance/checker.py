@@ -122,7 +122,7 @@ class ProvenanceChecker:
         self._read_only = read_only
         self._clock = clock
         self._memory: LRUCache[str, tuple[str, ProvenanceResult]] = LRUCache(_MEMORY)
-        self._flights: dict[str, asyncio.Future[ProvenanceResult]] = {}
+        self._flights: dict[str, asyncio.Task[ProvenanceResult]] = {}
         self._trust: dict[Path | None, _Trust] = {}
         self._keys: dict[str, Keys] = {}
         self.verifications = 0  # verifications actually run (tests and bench read it)
@@ -183,21 +183,22 @@ class ProvenanceChecker:
         if result is None:
             flight = self._flights.get(key)
             if flight is None:
-                flight = asyncio.get_running_loop().create_future()
+                # a task of its own: a client that goes away does not cancel the
+                # verification others wait on (the timeout bounds it)
+                flight = asyncio.create_task(
+                    self._compute(ecosystem, kind, key, inputs, compute, ref),
+                    name=f"provenance {key}")
                 self._flights[key] = flight
-                try:
-                    result = await self._compute(ecosystem, kind, key, inputs, compute, ref)
-                    flight.set_result(result)
-                except BaseException as exc:
-                    flight.set_exception(exc)
-                    flight.exception()  # retrieved: no "never retrieved" warning
-                    raise
-                finally:
-                    self._flights.pop(key, None)
-            else:
-                result = await asyncio.shield(flight)
+                flight.add_done_callback(lambda _t: self._flights.pop(key, None))
+            result = await asyncio.shield(flight)
         self.count(ecosystem, result)
         return result
+
+    async def close(self) -> None:
+        """Cancel verifications still running (at shutdown); nothing half-done is kept."""
+        for task in list(self._flights.values()):
+            task.cancel()
+        await asyncio.gather(*self._flights.values(), return_exceptions=True)
 
     def count(self, ecosystem: Ecosystem, result: ProvenanceResult) -> None:
         if self._metrics is not None:

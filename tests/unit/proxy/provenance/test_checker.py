@@ -103,3 +103,24 @@ def test_engine_exposes_the_policy_rule() -> None:
     assert rule is not None and rule.attestations == "require"
     assert provenance_rule(build_engine(parse_policy("", base_dir=Path("."),
                                                      source="t"))) is None
+
+
+async def test_a_waiter_going_away_does_not_cancel_the_verification(tmp_path: Path) -> None:
+    release, started = asyncio.Event(), asyncio.Event()
+
+    async def compute() -> ProvenanceResult:
+        started.set()
+        await release.wait()
+        return VERIFIED
+
+    checker = ProvenanceChecker(RefStore(tmp_path, "provenance"))
+    first = asyncio.create_task(checker.check(
+        Ecosystem.NPM, K.ATTESTATION, "sha512", "ef" * 64, inputs="i", compute=compute))
+    second = asyncio.create_task(checker.check(
+        Ecosystem.NPM, K.ATTESTATION, "sha512", "ef" * 64, inputs="i", compute=compute))
+    await started.wait()
+    first.cancel()
+    release.set()
+    assert await second == VERIFIED
+    assert checker.verifications == 1
+    await checker.close()
