@@ -110,3 +110,17 @@ async def test_file_without_provenance_refused_under_require(
     assert resp.reason.startswith("Blocked by stockade: plainpkg 1.0 has no")
     assert "(rule provenance)" in resp.reason
 
+
+
+async def test_downgrade_hidden_from_the_page_on_first_sight(
+        aiohttp_client: Any, tmp_path: Path, fake_pypi: FakePyPI) -> None:
+    attested = fake_pypi.add_wheel("stockade-dg", "1.0", upload_time="2024-01-01T00:00:00Z")
+    attested.provenance = b"{}"  # only its presence on the page counts here
+    later = fake_pypi.add_wheel("stockade-dg", "1.1", upload_time="2024-02-01T00:00:00Z")
+    client = await _proxy(aiohttp_client, tmp_path, fake_pypi,
+                          "attestations: verify, downgrade: refuse")
+    page = await (await client.get("/pypi/simple/stockade-dg/")).text()
+    assert attested.filename in page and later.filename not in page
+    refused = await client.get(f"/pypi/files/stockade-dg/{later.filename}")
+    assert refused.status == 403
+    assert "1.0, published before it, had provenance" in (refused.reason or "")
