@@ -31,8 +31,11 @@ class Engine:
     """A fixed set of rules under one revision."""
 
     def __init__(self, rules: Sequence[Rule], *, revision: str,
-                 sources: Sequence[Path] = ()) -> None:
+                 sources: Sequence[Path] = (), provenance: Rule | None = None) -> None:
         self._rules = tuple(rules)
+        # the policy's provenance rule (also among ``rules``): the proxy reads which
+        # checks it asks for and the trust material it names
+        self.provenance = provenance
         self._revision = revision
         self.sources = tuple(sources)  # files the rules were read from (besides the policy)
         # Name-level decisions repeat for every request of a package: keep them.
@@ -162,4 +165,5 @@ def build_engine(
                      sorted((e.value, tuple(ns)) for e, ns in (internal or {}).items()),
                      [r.name for r in rules]))
     return Engine(rules, revision=hashlib.sha256(material.encode()).hexdigest()[:12],
-                  sources=getattr(policy, "osv_paths", ()))
+                  sources=getattr(policy, "osv_paths", ()),
+                  provenance=getattr(policy, "provenance", None))

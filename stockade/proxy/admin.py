@@ -44,7 +44,8 @@ def _split(ecosystem: Ecosystem, rest: str) -> tuple[str, str | None]:
 def _verdict(verdict: Verdict) -> dict[str, Any]:
     return {"rule": verdict.rule, "decision": verdict.decision.value, "reason": verdict.reason,
             "target": verdict.target, "audit_only": verdict.audit_only,
-            "refuses": verdict.blocks}
+            "refuses": verdict.blocks,
+            **({"evidence": dict(verdict.evidence)} if verdict.evidence else {})}
 
 
 def _facts(facts: Facts) -> dict[str, Any]:
@@ -78,6 +79,9 @@ async def explain(request: web.Request) -> web.Response:
     engine = adm.gate.engine
     ref = PackageRef(ecosystem, name, version)
     facts = versions.get(version, base) if version is not None else base
+    if version is not None:  # what the server verified of it, shown and decided on
+        facts = await adm.known_provenance(
+            PackageRef(ecosystem, canonical(ecosystem, name), version), facts)
     if version is not None and version not in versions:
         body.setdefault("facts_error", f"{name} {version} is not in the upstream's metadata")
     verdict = engine.decide(ref, facts)

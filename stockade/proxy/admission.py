@@ -36,6 +36,7 @@ from stockade.proxy.errors import ProxyError, RefusedError
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, VersionFilter
 from stockade.proxy.metacache import CachedDoc, MetadataCache
+from stockade.proxy.provenance.checker import ProvenanceChecker
 from stockade.proxy.responses import REQUEST_ID
 from stockade.proxy.routing import Route, route
 from stockade.proxy.upstream import Upstream
@@ -91,6 +92,7 @@ class Admission:
         ecosystems: Mapping[Ecosystem, EcosystemModule],
         workers: Workers | None = None,
         clock: Callable[[], float] = time.time,
+        provenance: ProvenanceChecker | None = None,
     ) -> None:
         self.settings = settings
         self.gate = gate
@@ -100,6 +102,7 @@ class Admission:
         self._ecosystems = ecosystems
         self._workers = workers
         self._clock = clock
+        self.provenance = provenance  # verification results kept per digest and version
         # Parsed documents, weighed by what they hold: one busy package has thousands
         # of versions, so a count of documents alone would not bound the memory.
         self._parsed: LRUCache[tuple[str, str], tuple[Any, int]] = LRUCache(
@@ -156,6 +159,19 @@ class Admission:
         if verdict.blocks:
             raise RefusedError(verdict)
         return verdict
+
+    async def admit_artifact(self, ref: PackageRef, facts: Facts, who: Caller,
+                             gather: Callable[[Facts], Awaitable[Facts]]) -> Verdict:
+        """``admit`` for a file whose provenance ``gather`` adds to ``facts``: a file the
+        policy refuses on what is already known is refused before anything is
+        fetched or verified for it (a typosquat's attestations are never asked for).
+
+        Raises:
+            RefusedError: the policy refuses it.
+        """
+        if self.gate.engine.decide(ref, facts).blocks:
+            return await self.admit(ref, facts, who)  # refuses, counted and recorded
+        return await self.admit(ref, await gather(facts), who)
 
     async def decide_versions(
         self, eco: Ecosystem, name: str, doc: CachedDoc, facts: Mapping[str, Facts],
@@ -278,5 +294,15 @@ class Admission:
         else:  # no listing holds it: only what was recorded, nothing assumed
             seen = await self.first_seen.annotate(ref.ecosystem, name, {ref.version: base},
                                                   complete=False)
-        return dataclasses.replace(seen[ref.version], upstream=base.upstream,
-                                   internal=base.internal)
+        return await self.known_provenance(
+            PackageRef(ref.ecosystem, name, ref.version),
+            dataclasses.replace(seen[ref.version], upstream=base.upstream,
+                                internal=base.internal))
+
+    async def known_provenance(self, ref: PackageRef, facts: Facts) -> Facts:
+        """``facts`` with the provenance the server verified for the version, where it
+        did (nothing is verified here: ``check``, ``audit`` and explain only read)."""
+        if self.provenance is None or facts.provenance is not None:
+            return facts
+        known = await self.provenance.known_version(ref)
+        return facts if known is None else dataclasses.replace(facts, provenance=known)

@@ -28,6 +28,7 @@ from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.pipeline import ArtifactPipeline
+from stockade.proxy.provenance.checker import PROVENANCE_REFS, ProvenanceChecker
 from stockade.proxy.reloader import PolicyReloader
 from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.responses import make_middleware
@@ -121,8 +122,13 @@ def make_admission(
         max_doc_bytes=settings.storage.max_metadata_bytes, offline=offline,
     )
     seen = FirstSeen(first_seen or RefStore(root, FIRST_SEEN_REFS), read_only=offline)
+    # Built for every app (a reloaded policy may gain a provenance rule); it loads
+    # trust material only when a rule asks for a check.
+    provenance = ProvenanceChecker(RefStore(root, PROVENANCE_REFS), metrics,
+                                   read_only=offline)
     return Admission(settings, gate=gate, upstreams=upstreams, metacache=metacache,
-                     first_seen=seen, ecosystems=ECOSYSTEMS, workers=workers)
+                     first_seen=seen, ecosystems=ECOSYSTEMS, workers=workers,
+                     provenance=provenance)
 
 
 def make_app(
@@ -171,9 +177,11 @@ def _services(
                 await upstream.start()
         admission = make_admission(settings, gate, metrics, upstreams, workers=rendered,
                                    first_seen=open_records(settings, store, FIRST_SEEN_REFS))
+        provenance = admission.provenance
+        assert provenance is not None
         app[SERVICES] = Services(
             settings=settings, metrics=metrics, store=store, admission=admission,
-            pipeline=pipeline, rendered=rendered,
+            pipeline=pipeline, rendered=rendered, provenance=provenance,
         )
         metrics.storage_bytes.set(store.total_bytes)
         reloader = PolicyReloader(settings, gate, metrics, engine_factory)
@@ -182,6 +190,7 @@ def _services(
             yield
         finally:
             await reloader.close()
+            await provenance.close()
             await pipeline.close()
             await rendered.close()
             await decisions.close()

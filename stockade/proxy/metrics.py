@@ -71,6 +71,12 @@ class Metrics:
             "Records in the decision log up to its anchored head; a drop means it was cut.",
             registry=r,
         )
+        self.provenance = Counter(
+            "stockade_provenance_total",
+            "Provenance results of artifact requests, by kind (signature, attestation, pgp) "
+            "and result (verified, missing, invalid, unverifiable, mismatch).",
+            ["ecosystem", "kind", "result"], registry=r,
+        )
         self.storage_bytes = Gauge(
             "stockade_storage_bytes", "Bytes of artifact blobs in storage.", registry=r,
         )

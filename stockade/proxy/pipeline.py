@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from stockade.policy.model import Ecosystem
+from stockade.policy.model import Ecosystem, Facts
 from stockade.proxy.blobresponse import BlobResponse
 from stockade.proxy.errors import IntegrityError, ProxyError
 from stockade.proxy.metrics import Metrics
@@ -130,6 +130,30 @@ class ArtifactPipeline:
             return None
         return dataclasses.replace(info, digests={**recorded, **by_alg, "sha256": sha256})
 
+    async def admitted(self, source: ArtifactSource) -> dict[str, str] | None:
+        """The digests of the file stockade admitted before under ``source.key``
+        (algorithm -> lower hex), or None when it never stored one."""
+        record = await self._index.get(source.key)
+        if record is None:
+            return None
+        digests = {k: v.lower() for k, v in (record.get("digests") or {}).items()
+                   if isinstance(k, str) and isinstance(v, str)}
+        if isinstance(record.get("sha256"), str):
+            digests["sha256"] = record["sha256"].lower()
+        return digests or None
+
+    async def with_admitted(self, source: ArtifactSource, facts: Facts) -> Facts:
+        """``facts`` with what the upstream publishes for the file now and what
+        stockade admitted before, so the ``republished`` rule can compare them.
+
+        Deciding on this before ``serve`` is what keeps a file swapped behind its
+        name (new bytes, new published digest) from being fetched and re-cached:
+        ``lookup`` alone would only see a digest it has not stored and fetch it.
+        """
+        return dataclasses.replace(
+            facts, admitted_digests=await self.admitted(source),
+            digests={d.algorithm: d.hex for d in source.expected})
+
     async def ensure(self, source: ArtifactSource) -> BlobInfo:
         """Make sure the artifact is stored, fetching it if needed.
 
@@ -145,6 +169,16 @@ class ArtifactPipeline:
             raise fill.error
         assert fill.info is not None
         return fill.info
+
+    async def content(self, info: BlobInfo) -> bytes:
+        """A stored blob's bytes (bounded by ``max_artifact_bytes``): for checks that
+        need them whole, such as an OpenPGP signature over a Maven artifact.
+
+        Raises:
+            BlobNotFoundError: the blob is no longer stored.
+        """
+        parts = [chunk async for chunk in self._store.read(info.sha256)]
+        return b"".join(parts)
 
     async def digest(self, info: BlobInfo, algorithm: str) -> str:
         """Another digest of a stored blob (one its record lacks), hashed from storage.

@@ -134,15 +134,28 @@ def _offline(settings: Settings, engine: PolicyEngine) -> Admission:
                           offline=True)
 
 
-def _line(ref: PackageRef, verdict: Verdict, as_json: bool) -> str:
+def _provenance(facts: Facts | None) -> list[dict[str, str]] | None:
+    """The provenance results the server verified, as ``check`` and ``audit`` show them."""
+    if facts is None or facts.provenance is None:
+        return None
+    return [{"kind": r.kind.value, "result": r.result.value, "detail": r.detail}
+            for r in facts.provenance]
+
+
+def _line(ref: PackageRef, verdict: Verdict, as_json: bool,
+          facts: Facts | None = None) -> str:
+    known = _provenance(facts)
     if as_json:
         return json.dumps({
             "ecosystem": ref.ecosystem.value, "name": ref.name, "version": ref.version,
             "decision": verdict.decision.value, "rule": verdict.rule,
             "reason": verdict.reason, "target": verdict.target,
+            **({"provenance": known} if known is not None else {}),
         })
     mode = " (audit: would refuse)" if verdict.audit_only else ""
-    return f"{ref.display()}: {verdict.decision.value}{mode} [{verdict.rule}] {verdict.reason}"
+    shown = "".join(f" ({r['kind']}: {r['result']})" for r in known or ())
+    return (f"{ref.display()}: {verdict.decision.value}{mode} [{verdict.rule}] "
+            f"{verdict.reason}{shown}")
 
 
 def _fail(ecosystem: Ecosystem, spec: str, why: str, as_json: bool) -> None:
@@ -182,9 +195,10 @@ async def _check_local(args: argparse.Namespace, settings: Settings,
             failed = True
             continue
         ref = PackageRef(ecosystem, name, version)
-        verdict = engine.decide(ref, await _facts(admission, ref))
+        facts = await _facts(admission, ref)
+        verdict = engine.decide(ref, facts)
         refused = refused or verdict.blocks
-        print(_line(ref, verdict, args.json))
+        print(_line(ref, verdict, args.json, facts))
     return 2 if failed else 1 if refused else 0
 
 
@@ -293,7 +307,9 @@ async def _audit_cache(args: argparse.Namespace, settings: Settings,
             print(json.dumps({"ecosystem": ref.ecosystem.value, "name": ref.name,
                               "version": ref.version, "filename": ref.filename,
                               "decision": verdict.decision.value, "rule": verdict.rule,
-                              "reason": verdict.reason, "target": verdict.target}))
+                              "reason": verdict.reason, "target": verdict.target,
+                              **({"provenance": known} if (known := _provenance(facts))
+                                 is not None else {})}))
         else:
             print(f"{ref.display()} ({ref.filename}): {verdict.decision.value} "
                   f"[{verdict.rule}] {verdict.reason}")

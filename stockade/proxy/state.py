@@ -15,6 +15,7 @@ from stockade.proxy.admission import Admission
 from stockade.proxy.gate import Gate
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.pipeline import ArtifactPipeline
+from stockade.proxy.provenance.checker import ProvenanceChecker
 from stockade.proxy.rendered import RenderedCache
 from stockade.storage.protocol import BlobStore
 
@@ -29,6 +30,7 @@ class Services:
     admission: Admission
     pipeline: ArtifactPipeline
     rendered: RenderedCache
+    provenance: ProvenanceChecker
 
     @property
     def gate(self) -> Gate:

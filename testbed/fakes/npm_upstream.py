@@ -84,6 +84,11 @@ class FakeNpm(LoopbackRegistry):
     packument_faults: dict[str, str] = field(default_factory=dict)  # name -> "500" | "hang"
     foreign_tarballs: dict[str, str] = field(default_factory=dict)  # file name -> URL
     advisories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # (name, version) -> dist fields replacing the generated ones (real signatures and
+    # integrity from captured packuments; None removes a field)
+    dist_overrides: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    attestation_docs: dict[str, Any] = field(default_factory=dict)  # "name@version" -> body
+    keys_doc: dict[str, Any] | None = None  # the /-/npm/v1/keys body (a placeholder if None)
     audit_bodies: list[dict[str, Any]] = field(default_factory=list)
     server: TestServer | None = None
 
@@ -129,6 +134,11 @@ class FakeNpm(LoopbackRegistry):
                 "attestations": {"url": f"{base}-/npm/v1/attestations/{name}@{version}",
                                  "provenance": {"predicateType": "https://slsa.dev/provenance/v1"}},
             }
+            for key, value in self.dist_overrides.get((name, version), {}).items():
+                if value is None:
+                    dist.pop(key, None)
+                else:
+                    dist[key] = value
             if self.faults.get(file) == "no-integrity":
                 dist.pop("shasum")
                 dist.pop("integrity")
@@ -181,6 +191,8 @@ class FakeNpm(LoopbackRegistry):
         return await send(request, data, {"Content-Type": "application/octet-stream"}, fault)
 
     async def _keys(self, request: web.Request) -> web.Response:
+        if self.keys_doc is not None:
+            return web.json_response(self.keys_doc)
         return web.json_response({"keys": [{"expires": None, "keyid": "SHA256:fake",
                                             "keytype": "ecdsa-sha2-nistp256",
                                             "scheme": "ecdsa-sha2-nistp256", "key": "MFkw"}]})
@@ -190,6 +202,8 @@ class FakeNpm(LoopbackRegistry):
         name, _, version = spec.rpartition("@")
         if version not in self.packages.get(name, {}):
             return web.json_response({"error": "not found"}, status=404)
+        if spec in self.attestation_docs:
+            return web.json_response(self.attestation_docs[spec])
         return web.json_response({"attestations": [
             {"predicateType": "https://slsa.dev/provenance/v1", "bundle": {"spec": spec}}]})
 

@@ -37,10 +37,12 @@ class Dist:
     yanked: bool | str = False
     requires_python: str | None = None
     metadata: bytes | None = None
+    provenance: bytes | None = None  # a PEP 740 provenance object, served as PyPI does
+    published_sha256: str | None = None  # the page's digest, where it is not the data's
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+        return self.published_sha256 or hashlib.sha256(self.data).hexdigest()
 
     @property
     def path(self) -> str:
@@ -88,6 +90,8 @@ class FakePyPI(LoopbackRegistry):
         app.router.add_get("/simple/{name}", self._redirect)
         app.router.add_get("/packages/{a}/{b}/{c}/{filename}", self._file)
         app.router.add_get("/pypi/{name}/json", self._json)
+        app.router.add_get("/integrity/{name}/{version}/{filename}/provenance",
+                           self._provenance)
         app.router.add_get("/pypi/{name}/{version}/json", self._json)
         app.middlewares.append(self._record)
         return app
@@ -134,6 +138,7 @@ class FakePyPI(LoopbackRegistry):
                 "hashes": {"sha256": d.sha256}, "requires-python": d.requires_python,
                 "size": len(d.data), "upload-time": d.upload_time, "yanked": d.yanked,
                 "core-metadata": meta, "data-dist-info-metadata": meta,
+                **({"provenance": self._provenance_url(name, d)} if d.provenance else {}),
             })
         versions = sorted({d.version for d in dists})
         return orjson.dumps({"meta": {"api-version": "1.1", "_last-serial": 1}, "name": name,
@@ -148,11 +153,24 @@ class FakePyPI(LoopbackRegistry):
             if d.metadata:
                 m = hashlib.sha256(d.metadata).hexdigest()
                 attrs += f' data-dist-info-metadata="sha256={m}" data-core-metadata="sha256={m}"'
+            if d.provenance:
+                attrs += f' data-provenance="{self._provenance_url(name, d)}"'
             if d.yanked:
                 reason = d.yanked if isinstance(d.yanked, str) else ""
                 attrs += f' data-yanked="{html.escape(reason)}"'
             rows.append(f"<a{attrs}>{d.filename}</a><br/>")
         return ("<!DOCTYPE html><html><body>" + "\n".join(rows) + "</body></html>").encode()
+
+    def _provenance_url(self, name: str, d: Dist) -> str:
+        assert self.server is not None
+        return str(self.server.make_url(f"/integrity/{name}/{d.version}/{d.filename}/provenance"))
+
+    async def _provenance(self, request: web.Request) -> web.Response:
+        dist = self._find(request.match_info["filename"])
+        if dist is None or dist.provenance is None:
+            return web.json_response({"message": "No provenance available"}, status=404)
+        return web.Response(body=dist.provenance,
+                            content_type="application/vnd.pypi.integrity.v1+json")
 
     def _link(self, d: Dist) -> str:
         return self.foreign_links.get(d.filename, f"../..{d.path}")

@@ -23,6 +23,7 @@ from stockade.config.model import MavenSettings
 from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.proxy.admission import Admission, base_facts, caller
 from stockade.proxy.ecosystems import maven_layout as layout
+from stockade.proxy.ecosystems import maven_provenance
 from stockade.proxy.ecosystems.base import Documents
 from stockade.proxy.errors import (
     BadRequestError,
@@ -149,8 +150,12 @@ async def _artifact(request: web.Request, adm: Admission, path: layout.MavenPath
                   published_at=published)
     facts = await adm.version_facts(ECO, f"{group}:{artifact}", version, {version: facts},
                                     upstreams, complete=False)
-    await adm.admit(PackageRef(ECO, f"{group}:{artifact}", version, path.filename), facts, who)
     pipeline = services(request).pipeline
+    ref = PackageRef(ECO, f"{group}:{artifact}", version, path.filename)
+    if not path.is_snapshot:  # a -SNAPSHOT file is replaced by design
+        facts = await pipeline.with_admitted(source, facts)
+    await adm.admit_artifact(ref, facts, who, lambda known: maven_provenance.gather(
+        adm, services(request).provenance, pipeline, source, ref, known))
     if path.checksum is None:
         return await pipeline.serve(request, source)
     info = await pipeline.ensure(source)

@@ -26,6 +26,7 @@ from aiohttp import web
 from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
 from stockade.proxy.admission import Admission, caller
 from stockade.proxy.ecosystems import npm_documents as docs
+from stockade.proxy.ecosystems import npm_provenance
 from stockade.proxy.ecosystems.base import Documents, json_object
 from stockade.proxy.errors import (
     BadRequestError,
@@ -237,7 +238,6 @@ async def tarball(request: web.Request) -> web.StreamResponse:
     if entry is None:
         raise NotFoundError(f"{filename} is not a tarball of {name} on upstream {upstream.name}")
     facts = await adm.version_facts(ECO, name, entry.version, index.facts, upstreams)
-    await adm.admit(PackageRef(ECO, name, entry.version, filename), facts, caller(request))
     url = upstream.resolve(entry.url, doc.url)
     if url is None:
         raise HostNotAllowedError(
@@ -250,6 +250,11 @@ async def tarball(request: web.Request) -> web.StreamResponse:
         content_type="application/octet-stream", headers=IMMUTABLE, name=name,
         version=entry.version,
     )
+    facts = await svc.pipeline.with_admitted(source, facts)
+    await adm.admit_artifact(
+        PackageRef(ECO, name, entry.version, filename), facts, caller(request),
+        lambda known: npm_provenance.gather(adm, svc.provenance, upstream, name, entry,
+                                            known, doc_url=doc.url))
     return await svc.pipeline.serve(request, source)
 
 

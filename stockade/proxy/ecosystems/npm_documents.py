@@ -12,6 +12,7 @@ Pure functions on bytes and dicts; the handlers in ``npm.py`` do the I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 from stockade.policy.model import Facts
+from stockade.policy.rules.provenance import ReleaseProvenance, provenance_history
 from stockade.proxy.ecosystems.base import timestamp
 
 FULL = "application/json"
@@ -73,6 +75,10 @@ class Tarball:
     url: str
     integrity: str | None
     shasum: str | None
+    # registry signatures as (keyid, sig), and where the version's attestations are:
+    # what provenance checks need, kept here so they need no second parse
+    signatures: tuple[tuple[str, str], ...] = ()
+    attestations_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +125,24 @@ def parse(body: bytes, name: str) -> Packument:
             version=version, url=dist["tarball"],
             integrity=dist.get("integrity") if isinstance(dist.get("integrity"), str) else None,
             shasum=dist.get("shasum") if isinstance(dist.get("shasum"), str) else None,
+            signatures=_signatures(dist.get("signatures")),
+            attestations_url=_attestations_url(dist),
         )
     return Packument(name=name, data=data, tarballs=tarballs)
+
+
+def _signatures(value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple((str(e.get("keyid", "")), str(e.get("sig", ""))) for e in value
+                 if isinstance(e, dict))
+
+
+def _attestations_url(dist: Mapping[str, Any]) -> str | None:
+    attestations = dist.get("attestations")
+    if isinstance(attestations, dict) and isinstance(attestations.get("url"), str):
+        return str(attestations["url"])
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,16 +195,28 @@ def license_of(manifest: Mapping[str, Any]) -> str | None:
 
 
 def version_facts(packument: Packument, *, upstream: str, internal: bool) -> dict[str, Facts]:
-    """Facts per version: publish time, install scripts, licence."""
+    """Facts per version: publish time, install scripts, licence, and provenance as the
+    metadata claims it (``dist.attestations``), with the newest earlier version that
+    claimed it, so a downgrade is seen on first sight of a package."""
     times = packument.times
     out = {}
+    claims: dict[str, ReleaseProvenance] = {}
     for version, manifest in packument.versions.items():
         if not isinstance(manifest, dict):
             continue
+        dist = manifest.get("dist")
+        claimed = isinstance(dist, dict) and isinstance(dist.get("attestations"), dict)
+        published = timestamp(times.get(version))
+        claims[version] = ReleaseProvenance(published, claimed)
         out[version] = Facts(
-            upstream=upstream, internal=internal, published_at=timestamp(times.get(version)),
+            upstream=upstream, internal=internal, published_at=published,
             has_install_script=has_install_script(manifest), license=license_of(manifest),
+            provenance_claimed=claimed,
         )
+    history = provenance_history(claims)
+    for version, before in history.items():
+        if before is not None:
+            out[version] = dataclasses.replace(out[version], provenance_before=before)
     return out
 
 

@@ -10,6 +10,7 @@ verifying files the shared pipeline's.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ from aiohttp import web
 from packaging.version import InvalidVersion, Version
 
 from stockade.policy.model import Ecosystem, Facts, PackageRef
+from stockade.policy.rules.provenance import ReleaseProvenance, provenance_history
 from stockade.proxy.admission import Admission, caller
 from stockade.proxy.ecosystems import pypi_pages as pages
+from stockade.proxy.ecosystems import pypi_provenance
 from stockade.proxy.ecosystems.base import Documents, json_object, timestamp
 from stockade.proxy.errors import (
     BadRequestError,
@@ -53,6 +56,8 @@ def setup(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/simple/{{name}}/", project, name="pypi:project")
     app.router.add_get(f"{PREFIX}/simple/{{name}}", project, name="pypi:project-noslash")
     app.router.add_get(f"{PREFIX}/files/{{name}}/{{filename}}", file, name="pypi:artifact")
+    app.router.add_get(f"{PREFIX}/provenance/{{name}}/{{filename}}", provenance,
+                       name="pypi:provenance")
     app.router.add_get(f"{PREFIX}/pypi/{{name}}/json", json_api, name="pypi:json")
     app.router.add_get(f"{PREFIX}/pypi/{{name}}/json/", json_api, name="pypi:json-slash")
     app.router.add_get(f"{PREFIX}/pypi/{{name}}/{{version}}/json", json_api,
@@ -132,15 +137,21 @@ def version_facts(page: pages.ProjectPage, upstream: Upstream) -> dict[str, Fact
         if (version := entry.version) is not None:
             by_version.setdefault(version, []).append(entry)
     facts = {}
+    claims = {}
     for version, entries in by_version.items():
         times = [t for e in entries if (t := timestamp(e.upload_time)) is not None]
         has_wheel = any(e.filename.endswith(".whl") for e in entries)
+        claimed = any(e.provenance is not None for e in entries)  # PEP 740
         facts[version] = Facts(
             upstream=upstream.name, internal=upstream.internal,
             published_at=min(times) if times else None,
             has_wheel=has_wheel, is_sdist=not has_wheel,
-            yanked=all(bool(e.yanked) for e in entries),
+            yanked=all(bool(e.yanked) for e in entries), provenance_claimed=claimed,
         )
+        claims[version] = ReleaseProvenance(facts[version].published_at, claimed)
+    for version, before in provenance_history(claims).items():
+        if before is not None:
+            facts[version] = dataclasses.replace(facts[version], provenance_before=before)
     return facts
 
 
@@ -175,6 +186,10 @@ async def project(request: web.Request) -> web.StreamResponse:
         if dropped:
             headers["X-Stockade-Filtered-Files"] = f"{dropped} source distributions hidden"
     page = pages.rewrite_files(page, lambda e: f"../../files/{name}/{quote(e.filename)}")
+    # PEP 740 wants an absolute URL; an air-gapped client can follow stockade's
+    provenance_base = f"{origin(request, services(request).settings.server)}{PREFIX}/provenance/"
+    page = pages.rewrite_provenance(
+        page, lambda e: f"{provenance_base}{name}/{quote(e.filename)}")
     ctype = pages.negotiate(request.headers.get("Accept"))
     body = pages.render_json(page) if ctype == pages.JSON_V1 else pages.render_html(page)
     return web.Response(body=body, headers={**headers, "Content-Type": ctype})
@@ -212,13 +227,12 @@ async def file(request: web.Request) -> web.StreamResponse:
     adm = svc.admission
     upstreams = adm.route(ECO, name)
     upstream = upstreams.owner
-    project, _ = await _project(adm, upstream, name)
+    project, doc = await _project(adm, upstream, name)
     entry = project.page.file(dist)
     if entry is None:
         raise NotFoundError(f"{dist} is not a file of {name} on upstream {upstream.name}")
     version = entry.version
     facts = await adm.version_facts(ECO, name, version, project.facts, upstreams)
-    await adm.admit(PackageRef(ECO, name, version, dist), facts, caller(request))
     if is_metadata:
         if not isinstance(entry.core_metadata, dict):
             raise NotFoundError(f"upstream {upstream.name} publishes no metadata file for {dist}")
@@ -232,7 +246,40 @@ async def file(request: web.Request) -> web.StreamResponse:
         key=f"pypi|{upstream.name}|{filename}", expected=expected,
         content_type=ctype, headers=IMMUTABLE, name=name, version=version,
     )
+    facts = await svc.pipeline.with_admitted(source, facts)
+
+    async def gather(known: Facts) -> Facts:
+        if is_metadata:
+            return known
+        return await pypi_provenance.gather(adm, svc.provenance, upstream, name, entry,
+                                            known, doc_url=doc.url)
+
+    await adm.admit_artifact(PackageRef(ECO, name, version, dist), facts, caller(request),
+                             gather)
     return await svc.pipeline.serve(request, source)
+
+
+async def provenance(request: web.Request) -> web.StreamResponse:
+    """``/pypi/provenance/<name>/<filename>``: the upstream's PEP 740 provenance object
+    for a file, served through the proxy (the page's ``provenance`` URLs point here)."""
+    name = _name(request)
+    filename = request.match_info["filename"]
+    if not pages.valid_filename(filename):
+        raise BadRequestError(f"{filename!r} is not a valid distribution filename")
+    adm = services(request).admission
+    upstreams = await adm.admit_name(ECO, name, caller(request))
+    upstream = upstreams.owner
+    project, page_doc = await _project(adm, upstream, name)
+    entry = project.page.file(filename)
+    if entry is None or entry.provenance is None:
+        raise NotFoundError(f"upstream {upstream.name} publishes no provenance for {filename}")
+    url = upstream.resolve(entry.provenance, page_doc.url)
+    if url is None:
+        raise NotFoundError(f"the provenance of {filename} is outside upstream {upstream.name}")
+    doc = await pypi_provenance.document(adm, upstream, url)
+    return web.Response(body=doc.body, headers={
+        "Content-Type": doc.content_type or pypi_provenance.INTEGRITY,
+        "X-Stockade-Cache": doc.result.value})
 
 
 def _digests(hashes: Mapping[str, str], filename: str) -> tuple[Digest, ...]:

@@ -301,6 +301,13 @@ def rewrite_files(
     return replace(page, files=tuple(kept))
 
 
+def rewrite_provenance(page: ProjectPage, link: Callable[[FileEntry], str]) -> ProjectPage:
+    """Point every PEP 740 ``provenance`` URL at the proxy (files without one keep none)."""
+    return replace(page, files=tuple(
+        replace(e, provenance=link(e)) if e.provenance is not None else e
+        for e in page.files))
+
+
 def drop_versions(page: ProjectPage, versions: Iterable[str]) -> ProjectPage:
     """Remove the files of the given versions (refused by policy)."""
     gone = set(versions)

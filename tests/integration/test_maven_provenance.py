@@ -1,0 +1,98 @@
+"""Maven ``.asc`` at the gate: for groupIds the policy names keys for, a signature by
+one of them is required; keys and signatures are made here with pysequoia."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pysequoia
+import pytest
+from aiohttp.test_utils import TestClient
+
+from stockade.config.load import load_settings
+from stockade.proxy.app import make_app
+from testbed.fakes.maven_upstream import FakeMaven
+
+BASE = "com/acme/lib/1.0"
+JAR = f"{BASE}/lib-1.0.jar"
+
+
+@pytest.fixture(scope="module")
+def signer() -> pysequoia.Tsk:
+    return pysequoia.Tsk.generate("Release Manager <release@acme.example>")
+
+
+@pytest.fixture
+async def repo() -> AsyncIterator[FakeMaven]:
+    fake = FakeMaven()
+    fake.add("com.acme", "lib", "1.0")
+    fake.add("org.other", "free", "1.0")
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+def _asc(key: pysequoia.Tsk, data: bytes) -> bytes:
+    signed: bytes = pysequoia.sign(key.signer(), data, mode=pysequoia.SignatureMode.DETACHED)
+    return signed
+
+
+async def _proxy(aiohttp_client: Any, tmp_path: Path, repo: FakeMaven,
+                 signer: pysequoia.Tsk, extra: str = "") -> TestClient:
+    (tmp_path / "acme.asc").write_text(str(signer.extract_certificate()))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  typosquat: {enabled: false}\n  provenance:\n"
+                      "    pgp_keys: [{group: 'com.acme*', keys: [acme.asc]}]\n" + extra)
+    settings = load_settings(None, environ={}, overrides={
+        "storage": {"path": str(tmp_path / "data")},
+        "maven": {"upstreams": [{"name": "central", "url": repo.url, "retries": 0}]},
+        "pypi": {"upstreams": []}, "npm": {"upstreams": []},
+        "policy": {"file": str(policy)},
+    })
+    client: TestClient = await aiohttp_client(make_app(settings, environ={}))
+    return client
+
+
+async def test_signed_artifact_is_served_and_checked_once(
+        aiohttp_client: Any, tmp_path: Path, repo: FakeMaven, signer: pysequoia.Tsk) -> None:
+    repo.files[JAR + ".asc"] = _asc(signer, repo.files[JAR])
+    client = await _proxy(aiohttp_client, tmp_path, repo, signer)
+    for _ in range(2):
+        resp = await client.get(f"/maven/{JAR}")
+        assert resp.status == 200
+        assert await resp.read() == repo.files[JAR]
+    assert repo.count("lib-1.0.jar.asc") == 1
+    free = await client.get("/maven/org/other/free/1.0/free-1.0.jar")
+    assert free.status == 200  # no keys named for its group: not checked
+    assert repo.count("free-1.0.jar.asc") == 0
+
+
+async def test_unsigned_or_foreign_signature_is_refused(
+        aiohttp_client: Any, tmp_path: Path, repo: FakeMaven, signer: pysequoia.Tsk) -> None:
+    client = await _proxy(aiohttp_client, tmp_path, repo, signer)
+    unsigned = await client.get(f"/maven/{JAR}")
+    assert unsigned.status == 403
+    assert "has no OpenPGP signature" in (unsigned.reason or "")
+    stranger = pysequoia.Tsk.generate("Someone <someone@elsewhere.example>")
+    pom = f"{BASE}/lib-1.0.pom"
+    repo.files[pom + ".asc"] = _asc(stranger, repo.files[pom])
+    foreign = await client.get(f"/maven/{pom}")
+    assert foreign.status == 403
+    assert "(rule provenance)" in (foreign.reason or "")
+    assert "mismatch" in (foreign.reason or "")
+
+
+
+async def test_refused_artifact_is_not_fetched_to_check_it(
+        aiohttp_client: Any, tmp_path: Path, repo: FakeMaven, signer: pysequoia.Tsk) -> None:
+    repo.files[JAR + ".asc"] = _asc(signer, repo.files[JAR])
+    client = await _proxy(aiohttp_client, tmp_path, repo, signer,
+                          extra="  lists:\n    deny:\n      - {ecosystem: maven, "
+                                "name: 'com.acme:lib', versions: '[1.0]', reason: banned, "
+                                "owner: security}\n")
+    resp = await client.get(f"/maven/{JAR}")
+    assert resp.status == 403
+    assert "banned" in (resp.reason or "")
+    assert repo.count("lib-1.0.jar") == 0 and repo.count("lib-1.0.jar.asc") == 0
