@@ -1,4 +1,4 @@
-"""Two ``stockade serve`` processes on one bucket of a real S3 server, with pip.
+"""Two ``stockade serve`` processes on one bucket of a real S3 server, with pip and npm.
 
 The bucket is served by ``rclone serve s3`` (objects as files); each replica
 has its own storage path and replica name. pip installs through one replica,
@@ -21,11 +21,15 @@ import pytest
 
 from testbed.fakes.pypi_upstream import FakePyPI
 from testbed.fakes.threaded import ThreadedServer
+from testbed.npm_registry import Verdaccio
 from testbed.s3server import ENVIRON, RcloneS3
 from tests.e2e.conftest import ProxyProcess
+from tests.e2e.test_npm_clients import installed, npm, project, registry
 from tests.e2e.test_pypi_clients import _imports, pip_install
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+__all__ = ["registry"]  # the npm tests' Verdaccio, a fixture here too
 
 WHEELS = ("e2e_app-1.0-py3-none-any.whl", "e2e_lib-2.0-py3-none-any.whl",
           "e2e_util-1.0-py3-none-any.whl")
@@ -104,6 +108,47 @@ def test_pip_through_either_replica_and_one_killed(
         wheels = {d.sha256 for dists in index.projects.values() for d in dists
                   if d.filename in WHEELS}
         assert wheels <= stored  # with the metadata files pip read beside them
+    finally:
+        for proxy in replicas:
+            proxy.stop()
+
+
+def test_npm_through_either_replica_and_one_killed(
+    tmp_path: Path, rclone_s3: RcloneS3, registry: Verdaccio, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """npm installs through one replica; after it is killed, a fresh install through the
+    other takes every tarball from the bucket, none from the upstream registry."""
+    if registry.proc is None:
+        registry.start()
+    for name, value in ENVIRON.items():
+        monkeypatch.setenv(name, value)
+    bucket = rclone_s3.new_bucket()
+    replicas = []
+    for name in ("a", "b"):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        config: dict[str, Any] = {
+            "server": {"replica": f"replica-{name}"},
+            "storage": {"backend": "s3", "path": str(workdir / "data"),
+                        "s3": rclone_s3.settings(bucket)},
+            "npm": {"upstreams": [{"name": "npmjs", "url": registry.url, "retries": 0}]},
+            "pypi": {"upstreams": []}, "maven": {"upstreams": []},
+        }
+        replicas.append(ProxyProcess(workdir, config).start())
+    a, b = replicas
+    try:
+        work, env, userconfig = project(tmp_path, "via-a", f"{a.url}/npm/")
+        npm(work, env, userconfig, tmp_path / "cache-a", "install")
+        expected = {"e2e-mid": "2.0.0", "e2e-other": "0.3.0", "@e2e/scoped": "1.0.0",
+                    "e2e-leaf": "1.1.0"}
+        assert installed(work) == expected
+        fetched = len(registry.tarball_gets())
+
+        a.stop(signal.SIGKILL)
+        work, env, userconfig = project(tmp_path, "via-b", f"{b.url}/npm/")
+        npm(work, env, userconfig, tmp_path / "cache-b", "install")
+        assert installed(work) == expected
+        assert len(registry.tarball_gets()) == fetched  # every tarball from the bucket
     finally:
         for proxy in replicas:
             proxy.stop()
