@@ -30,6 +30,9 @@ access_logger = logging.getLogger("stockade.access")
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 REQUEST_ID = web.RequestKey("request_id", str)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# A host name or IPv4 address (letters, digits, ``.-_~``) or a bracketed IPv6
+# literal, then an optional port: what absolute URLs in metadata can be built from.
+_HOST = re.compile(r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -72,6 +75,26 @@ def error_response(request: web.Request, status: int, sentence: str) -> web.Resp
     return _body(request, status, sentence)
 
 
+def host_problem(request: web.BaseRequest) -> str | None:
+    """Why the request's Host header cannot name this server, or None when it can.
+
+    Handlers build absolute URLs from the request's origin; a Host that yarl
+    cannot parse (``a:b``, a port past 65535, a broken IPv6 literal) would fail
+    deep inside a handler, and one with spaces would end up in served metadata.
+    """
+    host = request.headers.get("Host")
+    if host is None:
+        return None  # HTTP/1.0 without Host: aiohttp falls back to the local name
+    match = _HOST.fullmatch(host)
+    if match is None or (match.group(1) is not None and int(match.group(1)) > 65535):
+        return f"the Host header {host!r} is not a host name with an optional port"
+    try:
+        request.url.origin()
+    except ValueError as exc:
+        return f"the Host header {host!r} cannot be used in a URL: {exc}"
+    return None
+
+
 def make_middleware(
     metrics: Metrics,
 ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
@@ -83,8 +106,13 @@ def make_middleware(
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
         request[REQUEST_ID] = request_id
         started = time.perf_counter()
+        response: web.StreamResponse
         try:
-            response = await handler(request)
+            bad_host = host_problem(request)
+            if bad_host is not None:
+                response = error_response(request, 400, bad_host)
+            else:
+                response = await handler(request)
         except web.HTTPException as exc:
             eco, kind = route_labels(request)
             metrics.requests.labels(eco, kind, str(exc.status)).inc()
