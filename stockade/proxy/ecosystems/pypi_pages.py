@@ -34,9 +34,11 @@ _LATEST = {
 }
 UPSTREAM_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {TEXT_HTML};q=0.01"
 
-_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+# re.ASCII: without it IGNORECASE lets U+0130, U+017F and the Kelvin sign
+# match [A-Z]; fullmatch: "$" also matches before a final newline.
+_VALID_NAME = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE | re.ASCII)
 _SEPARATORS = re.compile(r"[-_.]+")
-_VALID_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
+_VALID_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]*")
 
 
 class PageError(ValueError):
@@ -45,7 +47,7 @@ class PageError(ValueError):
 
 def valid_name(name: str) -> bool:
     """True for a syntactically valid project name (PEP 508 / core metadata)."""
-    return len(name) <= 200 and bool(_VALID_NAME.match(name))
+    return len(name) <= 200 and bool(_VALID_NAME.fullmatch(name))
 
 
 def normalize(name: str) -> str:
@@ -55,7 +57,8 @@ def normalize(name: str) -> str:
 
 def valid_filename(filename: str) -> bool:
     """A distribution filename with no path parts or odd characters."""
-    return len(filename) <= 255 and bool(_VALID_FILENAME.match(filename)) and ".." not in filename
+    return (len(filename) <= 255 and bool(_VALID_FILENAME.fullmatch(filename))
+            and ".." not in filename)
 
 
 def version_of(filename: str) -> str | None:

@@ -1,0 +1,26 @@
+"""Inputs the fuzz targets found breaking a property, kept as regression cases.
+
+Each failed before the commit that added it; the comment says what it did.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.fuzz.targets import TARGETS
+
+FOUND: list[tuple[str, Any]] = [
+    # valid_name and valid_filename took a trailing newline ("$" matches before it).
+    ("pypi_name", "requests\n"),
+    ("pypi_name", "demo-1.0.tar.gz\n"),
+    # IGNORECASE let non-ASCII letters match [A-Z]: valid, but normalised to an invalid name.
+    ("pypi_name", "2\u0130"),
+    ("pypi_name", "\u017fix"),
+]
+
+
+@pytest.mark.parametrize(("target", "value"), FOUND)
+def test_found(target: str, value: Any) -> None:
+    TARGETS[target].check(value)
