@@ -18,6 +18,9 @@ FOUND: list[tuple[str, Any]] = [
     # IGNORECASE let non-ASCII letters match [A-Z]: valid, but normalised to an invalid name.
     ("pypi_name", "2\u0130"),
     ("pypi_name", "\u017fix"),
+    # A non-string requires-python was kept and render_html crashed on it.
+    ("pypi_page", (b'{"files":[{"filename":"a-1.tar.gz","url":"https://f.example/a-1.tar.gz",'
+                   b'"hashes":{},"requires-python":[null]}]}', "application/json", "a")),
 ]
 
 

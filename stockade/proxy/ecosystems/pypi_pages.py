@@ -185,7 +185,7 @@ def _parse_json(body: bytes, name: str) -> ProjectPage:
         files.append(FileEntry(
             filename=filename, url=url,
             hashes={str(k).lower(): str(v).lower() for k, v in hashes.items()},
-            requires_python=item.get("requires-python") or None,
+            requires_python=_text_or_none(item.get("requires-python")),
             size=size if isinstance(size, int) and size >= 0 else None,
             upload_time=(item.get("upload-time")
                          if isinstance(item.get("upload-time"), str) else None),
@@ -202,6 +202,10 @@ def _parse_json(body: bytes, name: str) -> ProjectPage:
                   if isinstance(versions, list) else ()),
         status=status if isinstance(status, dict) else None,
     )
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _yanked(value: object) -> bool | str:
