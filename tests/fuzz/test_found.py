@@ -21,6 +21,9 @@ FOUND: list[tuple[str, Any]] = [
     # A non-string requires-python was kept and render_html crashed on it.
     ("pypi_page", (b'{"files":[{"filename":"a-1.tar.gz","url":"https://f.example/a-1.tar.gz",'
                    b'"hashes":{},"requires-python":[null]}]}', "application/json", "a")),
+    # A JSON index whose "projects" was not a list raised TypeError (a 500 at /pypi/simple/).
+    ("pypi_index", (b'{"projects":null}', "application/vnd.pypi.simple.v1+json")),
+    ("pypi_index", (b'{"projects":7}', "application/vnd.pypi.simple.v1+json")),
 ]
 
 

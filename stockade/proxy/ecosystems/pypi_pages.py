@@ -402,7 +402,9 @@ def parse_index(body: bytes, content_type: str) -> list[str]:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise PageError(f"index is not valid JSON: {exc}") from exc
-        projects = doc.get("projects", []) if isinstance(doc, dict) else []
+        projects = doc.get("projects") if isinstance(doc, dict) else None
+        if not isinstance(projects, list):
+            return []  # as for a document that is not an object: nothing listed
         return [p["name"] for p in projects
                 if isinstance(p, dict) and isinstance(p.get("name"), str)]
     parser = _LinkParser()
