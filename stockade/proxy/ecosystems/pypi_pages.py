@@ -179,7 +179,9 @@ def _parse_json(body: bytes, name: str) -> ProjectPage:
         filename, url = item.get("filename"), item.get("url")
         if not isinstance(filename, str) or not isinstance(url, str):
             continue
-        hashes = item.get("hashes") if isinstance(item.get("hashes"), dict) else {}
+        hashes = item.get("hashes")
+        if not isinstance(hashes, dict):
+            hashes = {}
         core = item.get("core-metadata", item.get("dist-info-metadata", False))
         size = item.get("size")
         files.append(FileEntry(
