@@ -24,6 +24,9 @@ FOUND: list[tuple[str, Any]] = [
     # A JSON index whose "projects" was not a list raised TypeError (a 500 at /pypi/simple/).
     ("pypi_index", (b'{"projects":null}', "application/vnd.pypi.simple.v1+json")),
     ("pypi_index", (b'{"projects":7}', "application/vnd.pypi.simple.v1+json")),
+    # valid_name and valid_version took a trailing newline.
+    ("npm_name", "lodash\n"),
+    ("npm_name", "1.0.0\n"),
 ]
 
 

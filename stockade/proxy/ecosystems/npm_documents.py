@@ -26,8 +26,9 @@ from stockade.policy.model import Facts
 FULL = "application/json"
 CORGI = "application/vnd.npm.install-v1+json"
 
-_NAME = re.compile(r"^(?:@[a-z0-9~][a-z0-9._~-]*/)?[A-Za-z0-9~][A-Za-z0-9._~-]*$")
-_VERSION = re.compile(r"^[0-9A-Za-z.+_-]{1,256}$")
+# Used with fullmatch: "$" would also match before a final newline.
+_NAME = re.compile(r"(?:@[a-z0-9~][a-z0-9._~-]*/)?[A-Za-z0-9~][A-Za-z0-9._~-]*")
+_VERSION = re.compile(r"[0-9A-Za-z.+_-]{1,256}")
 _INSTALL_SCRIPTS = ("preinstall", "install", "postinstall")
 # Per-version keys of the abbreviated document (npm registry-api docs, checked
 # against real captures).
@@ -47,12 +48,12 @@ def valid_name(name: str) -> bool:
     """True for an npm package name (scoped or not) that is safe in a path."""
     if not name or len(name) > 214 or ".." in name:
         return False
-    return _NAME.match(name) is not None
+    return _NAME.fullmatch(name) is not None
 
 
 def valid_version(version: str) -> bool:
     """True for a version string safe to put in a path (semver is checked by policy)."""
-    return _VERSION.match(version) is not None and ".." not in version
+    return _VERSION.fullmatch(version) is not None and ".." not in version
 
 
 def escape(name: str) -> str:
