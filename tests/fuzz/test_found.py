@@ -27,6 +27,9 @@ FOUND: list[tuple[str, Any]] = [
     # valid_name and valid_version took a trailing newline.
     ("npm_name", "lodash\n"),
     ("npm_name", "1.0.0\n"),
+    # A tarball URL urlsplit cannot read raised ValueError from render_body (a 500).
+    ("packument", (b'{"name":"x","versions":{"1.0.0":{"dist":{"tarball":"http://["}}}}', "x",
+                   frozenset(), False, "latest")),
 ]
 
 

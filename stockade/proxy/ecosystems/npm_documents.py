@@ -148,7 +148,10 @@ def render_body(
 ) -> bytes:
     """Parse and render in one call of picklable values (for another process)."""
     def allowed(url: str) -> bool:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # "http://[": not a URL, so not one of the upstream's
+            return False
         return parts.scheme in ("http", "https") and (parts.hostname or "").lower() in hosts
 
     return render(parse(body, name), abbreviated=abbreviated, hidden=hidden, base=base,
