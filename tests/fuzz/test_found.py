@@ -30,6 +30,9 @@ FOUND: list[tuple[str, Any]] = [
     # A tarball URL urlsplit cannot read raised ValueError from render_body (a 500).
     ("packument", (b'{"name":"x","versions":{"1.0.0":{"dist":{"tarball":"http://["}}}}', "x",
                    frozenset(), False, "latest")),
+    # 300 levels of nesting: orjson read it, then could not write it (TypeError in render).
+    ("packument", (b'{"name":"x","versions":{},"x":' + b"[" * 300 + b"]" * 300 + b"}", "x",
+                   frozenset(), False, "latest")),
 ]
 
 

@@ -103,6 +103,12 @@ def parse(body: bytes, name: str) -> Packument:
         raise PackumentError(f"not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise PackumentError("not a JSON object")
+    try:
+        # orjson reads 1024 levels of nesting but writes only 254: a document it
+        # could not write again would fail in render, after index accepted it.
+        orjson.dumps(data)
+    except orjson.JSONEncodeError as exc:
+        raise PackumentError(f"cannot be written again: {exc}") from exc
     if data.get("name") not in (None, name):
         raise PackumentError(f"document names {data.get('name')!r}, not {name!r}")
     versions = data.get("versions", {})
