@@ -96,7 +96,8 @@ def json_body(draw: st.DrawFn, doc: st.SearchStrategy[Any]) -> bytes:
         return draw(st.binary(max_size=200))
     value = draw(doc)
     if kind == "deep" and isinstance(value, dict):
-        value = {**value, draw(st.sampled_from(["extra", "versions", "files", "time"])): DEEP}
+        value = {**value, draw(st.sampled_from(
+            ["extra", "versions", "files", "time", "project-status"])): DEEP}
         return deep_json(value, draw(st.integers(200, 1100)))
     body = orjson.dumps(value)
     if kind == "cut":

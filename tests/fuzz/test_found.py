@@ -33,6 +33,9 @@ FOUND: list[tuple[str, Any]] = [
     # 300 levels of nesting: orjson read it, then could not write it (TypeError in render).
     ("packument", (b'{"name":"x","versions":{},"x":' + b"[" * 300 + b"]" * 300 + b"}", "x",
                    frozenset(), False, "latest")),
+    # A project-status nested 300 deep parsed, then render_json raised TypeError.
+    ("pypi_page", (b'{"files":[],"project-status":{"status":"active","x":' + b"[" * 300
+                   + b"]" * 300 + b"}}", "application/vnd.pypi.simple.v1+json", "x")),
 ]
 
 

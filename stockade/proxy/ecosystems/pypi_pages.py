@@ -202,7 +202,10 @@ def _parse_json(body: bytes, name: str) -> ProjectPage:
         name=name, files=tuple(files),
         versions=(tuple(v for v in versions if isinstance(v, str))
                   if isinstance(versions, list) else ()),
-        status=status if isinstance(status, dict) else None,
+        # PEP 792 status and reason are strings; anything else is not passed on
+        # (a deeply nested value would not even render: orjson writes 254 levels).
+        status=({k: v for k, v in status.items() if isinstance(v, str)}
+                if isinstance(status, dict) else None),
     )
 
 
