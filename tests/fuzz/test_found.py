@@ -36,6 +36,8 @@ FOUND: list[tuple[str, Any]] = [
     # A project-status nested 300 deep parsed, then render_json raised TypeError.
     ("pypi_page", (b'{"files":[],"project-status":{"status":"active","x":' + b"[" * 300
                    + b"]" * 300 + b"}}", "application/vnd.pypi.simple.v1+json", "x")),
+    # An unknown encoding in the XML declaration raised LookupError (a 500 for metadata).
+    ("maven_metadata", (b'<?xml version="1.0" encoding="bogus"?><metadata/>', frozenset())),
 ]
 
 
