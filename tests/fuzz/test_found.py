@@ -38,6 +38,9 @@ FOUND: list[tuple[str, Any]] = [
                    + b"]" * 300 + b"}}", "application/vnd.pypi.simple.v1+json", "x")),
     # An unknown encoding in the XML declaration raised LookupError (a 500 for metadata).
     ("maven_metadata", (b'<?xml version="1.0" encoding="bogus"?><metadata/>', frozenset())),
+    # A path segment with a trailing newline was accepted ("$" matches before it).
+    ("maven_path", "com\n/lib-core/1.0/lib-core-1.0.jar"),
+    ("maven_path", "com/demo/1.0/demo-1.0.jar\n"),
 ]
 
 
