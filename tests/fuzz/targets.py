@@ -88,6 +88,8 @@ def check_policy_name(name: str) -> None:
         norm = names.normalize(eco, name)
         assert names.normalize(eco, norm) == norm, f"{eco} normalize is not idempotent"
         if names.valid(eco, name):
+            # npm's check normalises first, which strips; the others take the name as is.
+            assert clean(name.strip() if eco is Ecosystem.NPM else name), f"{eco}: odd name"
             assert clean(norm), f"{eco}: a valid name normalises to one with odd characters"
             assert names.valid(eco, norm), f"{eco}: the normal form of a valid name is invalid"
     names.split_npm(name)

@@ -41,6 +41,9 @@ FOUND: list[tuple[str, Any]] = [
     # A path segment with a trailing newline was accepted ("$" matches before it).
     ("maven_path", "com\n/lib-core/1.0/lib-core-1.0.jar"),
     ("maven_path", "com/demo/1.0/demo-1.0.jar\n"),
+    # policy.names.valid: a non-ASCII PyPI name, and a Maven part with a final newline.
+    ("policy_name", "\u01300"),
+    ("policy_name", "com.example:demo\n"),
 ]
 
 
