@@ -44,6 +44,9 @@ FOUND: list[tuple[str, Any]] = [
     # policy.names.valid: a non-ASCII PyPI name, and a Maven part with a final newline.
     ("policy_name", "\u01300"),
     ("policy_name", "com.example:demo\n"),
+    # A config file that is not UTF-8, or nests 3,000 levels, escaped as a traceback.
+    ("config_file", (b"\x80", {})),
+    ("config_file", (b"[" * 3000, {})),
 ]
 
 
