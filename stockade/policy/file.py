@@ -203,6 +203,8 @@ def parse_policy(
         raw = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as exc:
         raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
+    except RecursionError as exc:  # PyYAML composes nested collections recursively
+        raise PolicyError(f"{source}: collections nested too deeply to read") from exc
     try:
         model = PolicyModel.model_validate(raw or {})
     except ValidationError as exc:
@@ -304,6 +306,8 @@ def load_policy(path: Path, *, internal: dict[Ecosystem, tuple[str, ...]] | None
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read the policy file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
     return parse_policy(text, base_dir=path.parent, source=str(path), internal=internal, now=now)
 
 

@@ -47,6 +47,9 @@ FOUND: list[tuple[str, Any]] = [
     # A config file that is not UTF-8, or nests 3,000 levels, escaped as a traceback.
     ("config_file", (b"\x80", {})),
     ("config_file", (b"[" * 3000, {})),
+    # The same two for the policy file (stockade check and the reloader saw tracebacks).
+    ("policy_file", b"\xeaV\x04@"),
+    ("policy_file", b"{a: " * 3000),
 ]
 
 
