@@ -34,7 +34,7 @@ class Proxy:
         try:
             head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
             writer.write(f"GET {path} HTTP/1.1\r\n{head}Connection: close\r\n\r\n"
-                         .encode("utf-8", "surrogateescape"))
+                         .encode("utf-8", "surrogatepass"))
             await writer.drain()
             raw = await asyncio.wait_for(reader.read(), timeout=30)
         finally:
