@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from hypothesis import strategies as st
@@ -308,8 +309,10 @@ def check_config_file(case: tuple[bytes, dict[str, str]]) -> None:
     for eco in Ecosystem:
         for upstream in getattr(settings, eco.value).upstreams:
             # What the proxy does with an accepted URL at start-up must work.
+            parts = urlsplit(upstream.url)
+            assert parts.hostname and parts.port != -1
+            assert clean(upstream.url)
             URL(upstream.url).origin()
-            assert URL(upstream.url).port is not None
 
 
 TARGETS = {t.name: t for t in (

@@ -50,6 +50,11 @@ FOUND: list[tuple[str, Any]] = [
     # The same two for the policy file (stockade check and the reloader saw tracebacks).
     ("policy_file", b"\xeaV\x04@"),
     ("policy_file", b"{a: " * 3000),
+    # An upstream URL with a port that is not a number was accepted, and the
+    # proxy then died at start-up in urlsplit(url).port.
+    ("config_file", (b"pypi: {upstreams: [{name: p, url: 'http://a:b/'}]}", {})),
+    ("config_file", (b"npm: {upstreams: [{name: n, url: 'http://host:99999/'}]}", {})),
+    ("config_file", (b'maven: {upstreams: [{name: m, url: "http://a\\nb/"}]}', {})),
 ]
 
 
