@@ -72,7 +72,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             continue
         try:
             value = yaml.safe_load(raw) if raw else raw
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):  # not YAML: the plain string
             value = raw
         _set_path(tree, keys, value)
     return tree

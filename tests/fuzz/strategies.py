@@ -376,7 +376,7 @@ def yaml_files(draw: st.DrawFn, docs: st.SearchStrategy[Any]) -> bytes:
     if kind == "bytes":
         return draw(st.binary(max_size=100))
     if kind == "deep":
-        depth = draw(st.integers(50, 3000))
+        depth = draw(st.integers(50, 1200))
         opener = draw(st.sampled_from(["[", "{a: ", "- "]))
         return (opener * depth).encode()
     if kind == "text":
@@ -392,5 +392,6 @@ env_names = st.sampled_from([
     "STOCKADE__POLICY__FILE", "STOCKADE__X",
 ])
 environs = st.dictionaries(env_names, st.one_of(special_text, st.sampled_from(
-    ["1", "true", "[1, 2]", "{a: 1}", "!!python/object:os.system", "- [", "9" * 30, ".nan"])),
+    ["1", "true", "[1, 2]", "{a: 1}", "!!python/object:os.system", "- [", "9" * 30, ".nan",
+     "[" * 1200])),
     max_size=3)

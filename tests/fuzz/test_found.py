@@ -55,6 +55,8 @@ FOUND: list[tuple[str, Any]] = [
     ("config_file", (b"pypi: {upstreams: [{name: p, url: 'http://a:b/'}]}", {})),
     ("config_file", (b"npm: {upstreams: [{name: n, url: 'http://host:99999/'}]}", {})),
     ("config_file", (b'maven: {upstreams: [{name: m, url: "http://a\\nb/"}]}', {})),
+    # An environment value nested too deeply for PyYAML raised RecursionError.
+    ("config_file", (b"", {"STOCKADE__SERVER__HOST": "[" * 1200})),
 ]
 
 
