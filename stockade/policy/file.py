@@ -57,12 +57,15 @@ class PolicyError(ConfigError):
 def _duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
-    if match is None:
-        raise ValueError(f"{value!r} is not a duration (use e.g. 72h, 3d, 90m, 1w)")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return timedelta(seconds=value)
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration (use e.g. 72h, 3d, 90m, 1w)")
+        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    except OverflowError as exc:  # pydantic reports ValueError, not OverflowError, by key
+        raise ValueError(f"{value!r} is longer than any duration Python can hold") from exc
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]

@@ -57,6 +57,10 @@ FOUND: list[tuple[str, Any]] = [
     ("config_file", (b'maven: {upstreams: [{name: m, url: "http://a\\nb/"}]}', {})),
     # An environment value nested too deeply for PyYAML raised RecursionError.
     ("config_file", (b"", {"STOCKADE__SERVER__HOST": "[" * 1200})),
+    # A cooldown longer than timedelta holds raised OverflowError, not a PolicyError.
+    ("policy_file", b"rules: {cooldown: {min_age: 1180591620717411303424}}"),
+    ("policy_file", b"rules: {cooldown: {min_age: 100000000000w}}"),
+    ("policy_file", b"rules: {cooldown: {min_age: .inf}}"),
 ]
 
 
