@@ -369,12 +369,37 @@ config_docs = st.fixed_dictionaries({}, optional={
 })
 
 
+# YAML scalars that convert badly: past int64, infinite, not a number, odd dates.
+tricky_scalars = st.sampled_from([
+    str(2**70), "-" + str(2**70), ".inf", "-.inf", ".nan", "1e300", "99999999999999999999d",
+    "100000000000w", "0x7fffffffffffffff", "2024-02-30", "9999-12-31T23:59:59Z", "~", "''",
+    "[]", "{}", "!!binary AAAA", "0o777", "1_000", "-1",
+])
+# Paths into the policy and config files, each with a slot for one scalar.
+policy_slots = st.sampled_from([
+    "rules: {cooldown: {min_age: %s}}", "rules: {cooldown: {cutoff: %s}}",
+    "rules: {lists: {allow: [{ecosystem: pypi, name: x, reason: r, expires: %s}]}}",
+    "rules: {lists: {deny: [{ecosystem: npm, name: x, reason: r, versions: %s}]}}",
+    "rules: {osv: {min_severity: %s}}", "mode: %s", "internal_names: {pypi: [%s]}",
+    "rules: {typosquat: {protected: {maven: [%s]}}}", "rules: {licenses: {deny: [%s]}}",
+])
+config_slots = st.sampled_from([
+    "server: {port: %s}", "server: {shutdown_timeout_s: %s}", "storage: {max_bytes: %s}",
+    "pypi: {cache: {metadata_ttl_s: %s}}", "policy: {reload_check_s: %s}",
+    "npm: {upstreams: [{name: n, url: 'http://x/', retries: %s}]}",
+    "maven: {upstreams: [{name: m, url: 'http://x/', connect_timeout_s: %s}]}",
+])
+
+
 @st.composite
-def yaml_files(draw: st.DrawFn, docs: st.SearchStrategy[Any]) -> bytes:
+def yaml_files(draw: st.DrawFn, docs: st.SearchStrategy[Any],
+               slots: st.SearchStrategy[str] | None = None) -> bytes:
     """A YAML file from ``docs``, or YAML-ish text, deep nesting, or undecodable bytes."""
-    kind = draw(st.sampled_from(("doc", "doc", "doc", "text", "deep", "bytes")))
+    kind = draw(st.sampled_from(("doc", "doc", "doc", "text", "deep", "bytes", "slot", "slot")))
     if kind == "bytes":
         return draw(st.binary(max_size=100))
+    if kind == "slot" and slots is not None:
+        return (draw(slots) % draw(tricky_scalars)).encode()
     if kind == "deep":
         depth = draw(st.integers(50, 1200))
         opener = draw(st.sampled_from(["[", "{a: ", "- "]))

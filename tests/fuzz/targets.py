@@ -337,7 +337,8 @@ TARGETS = {t.name: t for t in (
     Target("maven_metadata", st.tuples(s.maven_metadata(), st.frozensets(s.versions, max_size=2)),
            check_maven_metadata),
     Target("maven_roundtrip", _sane_metadata(), check_maven_roundtrip),
-    Target("policy_file", s.yaml_files(s.policy_docs), check_policy_file),
+    Target("policy_file", s.yaml_files(s.policy_docs, s.policy_slots), check_policy_file),
     Target("policy_text", st.one_of(s.any_text, s.special_text), check_policy_text),
-    Target("config_file", st.tuples(s.yaml_files(s.config_docs), s.environs), check_config_file),
+    Target("config_file", st.tuples(s.yaml_files(s.config_docs, s.config_slots), s.environs),
+           check_config_file),
 )}
