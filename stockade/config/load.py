@@ -42,6 +42,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    except ValueError as exc:  # PyYAML's scalar constructors: 2024-02-30, !!int x
+        raise ConfigError(f"{path} has a value YAML cannot convert: {exc}") from exc
     except RecursionError as exc:  # PyYAML composes nested collections recursively
         raise ConfigError(f"{path} nests collections too deeply to read") from exc
     if data is None:
@@ -72,7 +74,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             continue
         try:
             value = yaml.safe_load(raw) if raw else raw
-        except (yaml.YAMLError, RecursionError):  # not YAML: the plain string
+        except (yaml.YAMLError, RecursionError, ValueError):  # not YAML: the plain string
             value = raw
         _set_path(tree, keys, value)
     return tree

@@ -373,7 +373,7 @@ config_docs = st.fixed_dictionaries({}, optional={
 tricky_scalars = st.sampled_from([
     str(2**70), "-" + str(2**70), ".inf", "-.inf", ".nan", "1e300", "99999999999999999999d",
     "100000000000w", "0x7fffffffffffffff", "2024-02-30", "9999-12-31T23:59:59Z", "~", "''",
-    "[]", "{}", "!!binary AAAA", "0o777", "1_000", "-1",
+    "[]", "{}", "!!binary AAAA", "0o777", "1_000", "-1", "!!int x", "2024-01-01T25:00:00",
 ])
 # Paths into the policy and config files, each with a slot for one scalar.
 policy_slots = st.sampled_from([
@@ -418,5 +418,5 @@ env_names = st.sampled_from([
 ])
 environs = st.dictionaries(env_names, st.one_of(special_text, st.sampled_from(
     ["1", "true", "[1, 2]", "{a: 1}", "!!python/object:os.system", "- [", "9" * 30, ".nan",
-     "[" * 1200])),
+     "[" * 1200, "2024-02-30"])),
     max_size=3)

@@ -61,6 +61,10 @@ FOUND: list[tuple[str, Any]] = [
     ("policy_file", b"rules: {cooldown: {min_age: 1180591620717411303424}}"),
     ("policy_file", b"rules: {cooldown: {min_age: 100000000000w}}"),
     ("policy_file", b"rules: {cooldown: {min_age: .inf}}"),
+    # PyYAML's scalar constructors raise ValueError (impossible dates, !!int x).
+    ("config_file", (b"server: {port: 2024-02-30}", {})),
+    ("config_file", (b"server: {port: !!int x}", {})),
+    ("config_file", (b"", {"STOCKADE__SERVER__HOST": "2024-02-30"})),
 ]
 
 
