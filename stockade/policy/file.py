@@ -206,6 +206,8 @@ def parse_policy(
         raw = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as exc:
         raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
+    except ValueError as exc:  # PyYAML's scalar constructors: 2024-02-30, !!int x
+        raise PolicyError(f"{source}: a value YAML cannot convert: {exc}") from exc
     except RecursionError as exc:  # PyYAML composes nested collections recursively
         raise PolicyError(f"{source}: collections nested too deeply to read") from exc
     try:

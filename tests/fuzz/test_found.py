@@ -65,6 +65,9 @@ FOUND: list[tuple[str, Any]] = [
     ("config_file", (b"server: {port: 2024-02-30}", {})),
     ("config_file", (b"server: {port: !!int x}", {})),
     ("config_file", (b"", {"STOCKADE__SERVER__HOST": "2024-02-30"})),
+    ("policy_file", b"rules: {cooldown: {min_age: 2024-02-30}}"),
+    ("policy_text", "rules: {lists: {allow: [{ecosystem: pypi, name: x, reason: r, "
+                    "expires: 2024-01-01T25:00:00}]}}"),
 ]
 
 
