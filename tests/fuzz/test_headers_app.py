@@ -92,7 +92,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     server.close()
 
 
-FUZZ = settings(max_examples=300, deadline=timedelta(seconds=10), derandomize=True,
+FUZZ = settings(max_examples=250, deadline=timedelta(seconds=10), derandomize=True,
                 database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
