@@ -68,6 +68,8 @@ FOUND: list[tuple[str, Any]] = [
     ("policy_file", b"rules: {cooldown: {min_age: 2024-02-30}}"),
     ("policy_text", "rules: {lists: {allow: [{ecosystem: pypi, name: x, reason: r, "
                     "expires: 2024-01-01T25:00:00}]}}"),
+    # "UTF--16" names a codec expat refuses with ValueError (multi-byte encodings).
+    ("maven_metadata", (b'<?xml version="1.0" encoding="UTF--16"?><metadata/>', frozenset())),
 ]
 
 

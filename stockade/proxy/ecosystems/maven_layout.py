@@ -131,8 +131,9 @@ def parse_metadata(body: bytes) -> Metadata:
     try:
         root = SafeTree.fromstring(body, forbid_dtd=True, forbid_entities=True,
                                    forbid_external=True)
-    # LookupError: an encoding in the XML declaration that Python does not know.
-    except (DefusedXmlException, SafeTree.ParseError, LookupError) as exc:
+    # LookupError: an encoding in the XML declaration that Python does not know;
+    # ValueError: one expat cannot read ("UTF--16": multi-byte encodings).
+    except (DefusedXmlException, SafeTree.ParseError, LookupError, ValueError) as exc:
         raise MetadataError(f"unsafe or unreadable XML: {exc}") from exc
     if root.tag != "metadata":
         raise MetadataError(f"root element is <{root.tag}>, not <metadata>")
