@@ -70,6 +70,8 @@ FOUND: list[tuple[str, Any]] = [
                     "expires: 2024-01-01T25:00:00}]}}"),
     # "UTF--16" names a codec expat refuses with ValueError (multi-byte encodings).
     ("maven_metadata", (b'<?xml version="1.0" encoding="UTF--16"?><metadata/>', frozenset())),
+    # HTMLParser refuses "<![:" with AssertionError, which parse_index let through.
+    ("pypi_index", (b"<![:CDATA[\r\x81\x07", "text/html")),
 ]
 
 

@@ -400,7 +400,11 @@ def render_html(page: ProjectPage) -> bytes:
 
 
 def parse_index(body: bytes, content_type: str) -> list[str]:
-    """Project names from an upstream root index page (JSON or HTML)."""
+    """Project names from an upstream root index page (JSON or HTML).
+
+    Raises:
+        PageError: the body is neither valid JSON nor HTML the parser can read.
+    """
     ctype = content_type.split(";")[0].strip().lower()
     if ctype.endswith("+json"):
         try:
@@ -413,7 +417,10 @@ def parse_index(body: bytes, content_type: str) -> list[str]:
         return [p["name"] for p in projects
                 if isinstance(p, dict) and isinstance(p.get("name"), str)]
     parser = _LinkParser()
-    parser.feed(body.decode("utf-8", errors="replace"))
+    try:
+        parser.feed(body.decode("utf-8", errors="replace"))
+    except AssertionError as exc:  # HTMLParser's way of refusing broken markup
+        raise PageError(f"index is not parseable HTML: {exc}") from exc
     return [text for _, text in parser.links if text]
 
 
