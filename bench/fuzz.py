@@ -6,9 +6,10 @@ Runs the targets of ``tests/fuzz/targets.py`` (the CI suite runs the same ones a
 few hundred times each). Hypothesis draws ``--seeds`` inputs per target at
 random, without its example database, shrinking or deadline; the rest of the
 ``--examples`` are those seeds mutated (bytes and text: characters inserted,
-deleted, replaced, repeated, spliced from another seed), which is two orders of
-magnitude faster than drawing each input, so a million per target takes minutes
-rather than hours. ``--seeds`` equal to ``--examples`` draws every input.
+deleted, replaced, repeated, spliced from another seed), which is one to two
+orders of magnitude faster than drawing each input, so a million per target
+takes minutes rather than hours. ``--seeds`` equal to ``--examples`` draws every
+input, as do the round-trip targets, whose inputs are objects, not bytes.
 
 A failing input does not stop the run: each distinct failure (exception type
 and the line that raised it) is counted and its first input printed. An input
@@ -43,6 +44,7 @@ class Result:
     runs: int = 0
     seconds: float = 0.0
     slowest_s: float = 0.0
+    slowest: str = ""
     failures: Counter[str] = field(default_factory=Counter)
     first: dict[str, str] = field(default_factory=dict)
 
@@ -99,6 +101,12 @@ def mutate(value: Any, other: Any, rng: random.Random) -> Any:
     return value
 
 
+def _mutable(value: Any) -> bool:
+    if isinstance(value, tuple):
+        return any(_mutable(v) for v in value)
+    return isinstance(value, bytes | str)
+
+
 def run(target: Target, examples: int, seeds: int, timeout_s: float, progress_every: int,
         rng: random.Random) -> Result:
     result = Result(target.name)
@@ -120,7 +128,8 @@ def run(target: Target, examples: int, seeds: int, timeout_s: float, progress_ev
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         took = time.perf_counter() - started
-        result.slowest_s = max(result.slowest_s, took)
+        if took > result.slowest_s:
+            result.slowest_s, result.slowest = took, f"{value!r:.300}"
         if progress_every and result.runs % progress_every == 0:
             print(f"  {target.name}: {result.runs:,} inputs, "
                   f"{sum(result.failures.values())} failures", file=sys.stderr, flush=True)
@@ -131,6 +140,11 @@ def run(target: Target, examples: int, seeds: int, timeout_s: float, progress_ev
     )(given(target.strategy)(body))
     started = time.perf_counter()
     test()
+    if drawn and not _mutable(drawn[0]):
+        # Objects (a page, a metadata document) have no bytes to mutate: draw them all.
+        settings(max_examples=max(examples - result.runs, 1), database=None, deadline=None,
+                 phases=[Phase.generate], suppress_health_check=list(HealthCheck),
+                 )(given(target.strategy)(body))()
     while drawn and result.runs < examples:
         body(mutate(rng.choice(drawn), rng.choice(drawn), rng))
     result.seconds = time.perf_counter() - started
@@ -162,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         rate = r.runs / r.seconds if r.seconds else 0.0
         print(f"{name:<16} {r.runs:>10,} {failures:>9,} {r.seconds:>8.1f} {rate:>8.0f} "
               f"{r.slowest_s * 1000:>10.1f}", flush=True)
+        if r.slowest_s > 1.0:
+            print(f"    slowest input: {r.slowest}", flush=True)
         for key, count in r.failures.most_common():
             print(f"    {count:>8,} x {key}\n             first: {r.first[key]}", flush=True)
     return 1 if total_failures else 0
