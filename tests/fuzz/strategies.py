@@ -374,6 +374,7 @@ tricky_scalars = st.sampled_from([
     str(2**70), "-" + str(2**70), ".inf", "-.inf", ".nan", "1e300", "99999999999999999999d",
     "100000000000w", "0x7fffffffffffffff", "2024-02-30", "9999-12-31T23:59:59Z", "~", "''",
     "[]", "{}", "!!binary AAAA", "0o777", "1_000", "-1", "!!int x", "2024-01-01T25:00:00",
+    "2024-01-01", "2024-01-01 12:00:00",
 ])
 # Paths into the policy and config files, each with a slot for one scalar.
 policy_slots = st.sampled_from([

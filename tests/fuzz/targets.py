@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,8 +25,8 @@ from yarl import URL
 
 from stockade.config.load import ConfigError, load_settings
 from stockade.policy import names
-from stockade.policy.file import PolicyError, load_policy, parse_policy
-from stockade.policy.model import Ecosystem
+from stockade.policy.file import Policy, PolicyError, load_policy, parse_policy
+from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.proxy.ecosystems import maven_layout as ml
 from stockade.proxy.ecosystems import npm_documents as nd
 from stockade.proxy.ecosystems import pypi_pages as pp
@@ -281,21 +282,40 @@ def check_maven_roundtrip(doc: ml.Metadata) -> None:
 
 # --- policy and config files -------------------------------------------------------
 
+_REFS = [PackageRef(eco, name, version) for eco, name in (
+    (Ecosystem.PYPI, "x"), (Ecosystem.NPM, "@acme/x"), (Ecosystem.MAVEN, "com.acme:x"))
+    for version in (None, "1.0.0")]
+_FACTS = [Facts(), Facts(upstream="u", internal=True),
+          Facts(upstream="u", published_at=datetime(2024, 6, 1, tzinfo=UTC),
+                has_install_script=True, is_sdist=True, license="GPL-3.0-only"),
+          Facts(upstream="u", published_at=datetime(2024, 6, 1), license="(")]
+
+
+def _decide_with(policy: Policy) -> None:
+    """A policy that loads must decide: every rule on a few names and facts."""
+    for rule in policy.rules:
+        for ref in _REFS:
+            for facts in _FACTS:
+                rule.evaluate(ref, facts)
+
+
 def check_policy_file(data: bytes) -> None:
     folder = scratch()
     path = folder / "policy.yaml"
     path.write_bytes(data)
     try:
-        load_policy(path)
+        policy = load_policy(path)
     except PolicyError:
         return
+    _decide_with(policy)
 
 
 def check_policy_text(text: str) -> None:
     try:
-        parse_policy(text, base_dir=scratch())
+        policy = parse_policy(text, base_dir=scratch())
     except PolicyError:
         return
+    _decide_with(policy)
 
 
 def check_config_file(case: tuple[bytes, dict[str, str]]) -> None:
