@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from stockade.config.load import ConfigError
 from stockade.policy.model import Decision, Ecosystem, Mode, Rule
@@ -69,6 +69,15 @@ def _duration(value: Any) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+def _utc(value: datetime) -> datetime:
+    # A cut-off written without a zone (``cutoff: 2024-01-01``) means UTC, as the
+    # refusal says; left naive it cannot be compared with publish times.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 
 class _Model(BaseModel):
@@ -115,7 +124,7 @@ class ConfusionModel(_Model):
 class CooldownModel(_Model):
     mode: Mode | None = None
     min_age: Duration | None = None
-    cutoff: datetime | None = None
+    cutoff: UtcDatetime | None = None
     allow_undated: bool = False
     exempt_internal: bool = True
     exempt: list[EntryModel] = []

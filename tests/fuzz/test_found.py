@@ -72,6 +72,10 @@ FOUND: list[tuple[str, Any]] = [
     ("maven_metadata", (b'<?xml version="1.0" encoding="UTF--16"?><metadata/>', frozenset())),
     # HTMLParser refuses "<![:" with AssertionError, which parse_index let through.
     ("pypi_index", (b"<![:CDATA[\r\x81\x07", "text/html")),
+    # A cut-off without a zone loaded, then every decision on a dated version
+    # raised TypeError (naive against aware datetime): a 500 on each request.
+    ("policy_file", b"rules: {cooldown: {cutoff: 2024-01-01}}"),
+    ("policy_text", "rules: {cooldown: {cutoff: '2024-01-01 12:00:00'}}"),
 ]
 
 
