@@ -33,7 +33,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from stockade.config.load import ConfigError
+from stockade.config.load import ConfigError, load_yaml
 from stockade.policy.model import Decision, Ecosystem, Mode, Rule
 from stockade.policy.names import normalize
 from stockade.policy.osv import OsvDatabase, OsvError
@@ -212,7 +212,7 @@ def parse_policy(
         PolicyError: invalid YAML, an unknown key, a bad value, an unreadable OSV path.
     """
     try:
-        raw = yaml.safe_load(text) if text.strip() else {}
+        raw = load_yaml(text) if text.strip() else {}
     except yaml.YAMLError as exc:
         raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
     except ValueError as exc:  # PyYAML's scalar constructors: 2024-02-30, !!int x

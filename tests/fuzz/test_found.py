@@ -76,6 +76,11 @@ FOUND: list[tuple[str, Any]] = [
     # raised TypeError (naive against aware datetime): a 500 on each request.
     ("policy_file", b"rules: {cooldown: {cutoff: 2024-01-01}}"),
     ("policy_text", "rules: {cooldown: {cutoff: '2024-01-01 12:00:00'}}"),
+    # Nesting made by bench.fuzz's mutations: PyYAML's pure scanner is quadratic
+    # in depth and took more than 10 s on each (minutes on the deepest).
+    ("policy_file", b"[" * 12000),
+    ("policy_text", "{a: " * 6000),
+    ("config_file", (b"- " * 8000, {})),
 ]
 
 
