@@ -243,7 +243,8 @@ def check_packument(case: tuple[bytes, str, frozenset[str], bool, str]) -> None:
     assert set(doc["dist-tags"].values()) <= set(kept), "a dist-tag points at a dropped version"
     nd.parse(out, name)
     if not abbreviated:
-        for wanted in (spec, *doc["dist-tags"], *kept):
+        # A few specs: each call parses the whole document again.
+        for wanted in (spec, *list(doc["dist-tags"])[:3], *list(kept)[:3]):
             nd.manifest_of(out, wanted)
 
 
