@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from stockade.config.load import ConfigError
+from stockade.config.load import ConfigError, load_yaml
 from stockade.policy.model import Decision, Ecosystem, Mode, Publisher, Rule
 from stockade.policy.names import normalize
 from stockade.policy.osv import OsvDatabase, OsvError
@@ -70,12 +70,15 @@ class PolicyError(ConfigError):
 def _duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
-    if match is None:
-        raise ValueError(f"{value!r} is not a duration (use e.g. 72h, 3d, 90m, 1w)")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return timedelta(seconds=value)
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration (use e.g. 72h, 3d, 90m, 1w)")
+        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    except OverflowError as exc:  # pydantic reports ValueError, not OverflowError, by key
+        raise ValueError(f"{value!r} is longer than any duration Python can hold") from exc
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
@@ -92,6 +95,15 @@ def _lower(value: Any) -> Any:
 
 Switch = Annotated[Requirement, BeforeValidator(_off)]
 Downgrade = Annotated[DowngradeAction, BeforeValidator(_off)]
+
+
+def _utc(value: datetime) -> datetime:
+    # A cut-off written without a zone (``cutoff: 2024-01-01``) means UTC, as the
+    # refusal says; left naive it cannot be compared with publish times.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 
 class _Model(BaseModel):
@@ -138,7 +150,7 @@ class ConfusionModel(_Model):
 class CooldownModel(_Model):
     mode: Mode | None = None
     min_age: Duration | None = None
-    cutoff: datetime | None = None
+    cutoff: UtcDatetime | None = None
     allow_undated: bool | None = None  # unset: intel.on_missing (default: held back)
     exempt_internal: bool = True
     exempt: list[EntryModel] = []
@@ -268,9 +280,13 @@ def parse_policy(
         PolicyError: invalid YAML, an unknown key, a bad value, an unreadable OSV path.
     """
     try:
-        raw = yaml.safe_load(text) if text.strip() else {}
+        raw = load_yaml(text) if text.strip() else {}
     except yaml.YAMLError as exc:
         raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
+    except ValueError as exc:  # PyYAML's scalar constructors: 2024-02-30, !!int x
+        raise PolicyError(f"{source}: a value YAML cannot convert: {exc}") from exc
+    except RecursionError as exc:  # PyYAML composes nested collections recursively
+        raise PolicyError(f"{source}: collections nested too deeply to read") from exc
     try:
         model = PolicyModel.model_validate(raw or {})
     except ValidationError as exc:
@@ -426,6 +442,8 @@ def load_policy(path: Path, *, internal: dict[Ecosystem, tuple[str, ...]] | None
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read the policy file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
     return parse_policy(text, base_dir=path.parent, source=str(path), internal=internal, now=now)
 
 

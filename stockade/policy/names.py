@@ -11,9 +11,11 @@ import re
 from stockade.policy.model import Ecosystem
 
 _PEP503 = re.compile(r"[-_.]+")
-_PYPI_VALID = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
-_NPM_VALID = re.compile(r"^(?:@[a-z0-9~][a-z0-9._~-]*/)?[a-z0-9~][a-z0-9._~-]*$")
-_MAVEN_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+# Used with fullmatch ("$" would also match before a final newline); re.ASCII
+# because IGNORECASE alone lets U+0130, U+017F and the Kelvin sign match [A-Z].
+_PYPI_VALID = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE | re.ASCII)
+_NPM_VALID = re.compile(r"(?:@[a-z0-9~][a-z0-9._~-]*/)?[a-z0-9~][a-z0-9._~-]*")
+_MAVEN_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
 def normalize(ecosystem: Ecosystem, name: str) -> str:
@@ -31,11 +33,11 @@ def valid(ecosystem: Ecosystem, name: str) -> bool:
     if not name or len(name) > 214:
         return False
     if ecosystem is Ecosystem.PYPI:
-        return _PYPI_VALID.match(name) is not None
+        return _PYPI_VALID.fullmatch(name) is not None
     if ecosystem is Ecosystem.NPM:
-        return _NPM_VALID.match(normalize(ecosystem, name)) is not None
+        return _NPM_VALID.fullmatch(normalize(ecosystem, name)) is not None
     group, sep, artifact = name.partition(":")
-    return bool(sep) and all(_MAVEN_PART.match(p) for p in (group, artifact))
+    return bool(sep) and all(_MAVEN_PART.fullmatch(p) for p in (group, artifact))
 
 
 # What each ecosystem calls a name, for errors about one.

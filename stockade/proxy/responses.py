@@ -8,6 +8,7 @@ access log. Handlers raise or return verdicts; only this module writes errors.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import logging
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Middleware
+from yarl import URL
 
 from stockade.policy.model import Verdict
 from stockade.proxy.errors import ProxyError, RefusedError
@@ -32,6 +34,9 @@ access_logger = logging.getLogger("stockade.access")
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 REQUEST_ID = web.RequestKey("request_id", str)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# A host name or IPv4 address (letters, digits, ``.-_~``) or a bracketed IPv6
+# literal, then an optional port: what absolute URLs in metadata can be built from.
+_HOST = re.compile(r"(?:[A-Za-z0-9._~-]+|\[([0-9A-Fa-f:.]+)\])(?::([0-9]{1,5}))?")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -94,6 +99,29 @@ def error_response(request: web.Request, status: int, sentence: str) -> web.Resp
     return _body(request, status, sentence)
 
 
+def host_problem(host: str) -> str | None:
+    """Why a Host header value cannot name this server in a URL, or None when it can.
+
+    Handlers build absolute URLs from the request's origin; a Host that yarl
+    cannot parse (``a:b``, a port past 65535, a broken IPv6 literal) would fail
+    deep inside a handler, and one with spaces would end up in served metadata.
+    """
+    match = _HOST.fullmatch(host)
+    if match is None or (match.group(2) is not None and int(match.group(2)) > 65535):
+        return f"the Host header {host!r} is not a host name with an optional port"
+    if match.group(1) is not None:
+        try:
+            ipaddress.IPv6Address(match.group(1))
+        except ValueError:
+            return f"the Host header {host!r} is not a valid IPv6 address"
+    try:
+        # As aiohttp builds request.url; str() is where yarl parses the port.
+        str(URL.build(scheme="http", authority=host).origin())
+    except ValueError as exc:
+        return f"the Host header {host!r} cannot be used in a URL: {exc}"
+    return None
+
+
 def make_middleware(metrics: Metrics) -> Middleware:
     """Request id, error rendering and request metrics for every route."""
 
@@ -103,8 +131,15 @@ def make_middleware(metrics: Metrics) -> Middleware:
         request_id = incoming if _SAFE_ID.match(incoming) else _new_request_id()
         request[REQUEST_ID] = request_id
         started = time.perf_counter()
+        response: web.StreamResponse
         try:
-            response = await handler(request)
+            host = request.headers.get("Host")
+            # Without a Host (HTTP/1.0) aiohttp falls back to the local host name.
+            bad_host = host_problem(host) if host is not None else None
+            if bad_host is not None:
+                response = error_response(request, 400, bad_host)
+            else:
+                response = await handler(request)
         except web.HTTPException as exc:
             eco, kind = route_labels(request)
             metrics.requests.labels(eco, kind, str(exc.status)).inc()

@@ -21,7 +21,8 @@ from stockade.policy.versions import parse_version
 
 METADATA = "maven-metadata.xml"
 CHECKSUMS = ("sha512", "sha256", "sha1", "md5")  # strongest first
-_SEGMENT = re.compile(r"^[A-Za-z0-9_+~$-][A-Za-z0-9._+~$-]*$")
+# Used with fullmatch: a closing "$" would also match before a final newline.
+_SEGMENT = re.compile(r"[A-Za-z0-9_+~$-][A-Za-z0-9._+~$-]*")
 _TIMESTAMP = re.compile(r"-\d{8}\.\d{6}-\d+")
 
 
@@ -80,7 +81,7 @@ def parse_path(raw: str) -> MavenPath:
     if len(raw) > 1024 or "\\" in raw or "//" in raw:
         raise LayoutError(f"{raw!r} is not a repository path")
     segments = tuple(raw.strip("/").split("/"))
-    if len(segments) < 2 or any(s in (".", "..") or not _SEGMENT.match(s) for s in segments):
+    if len(segments) < 2 or any(s in (".", "..") or not _SEGMENT.fullmatch(s) for s in segments):
         raise LayoutError(f"{raw!r} is not a repository path")
     checksum = None
     name = segments[-1]
@@ -130,7 +131,9 @@ def parse_metadata(body: bytes) -> Metadata:
     try:
         root = SafeTree.fromstring(body, forbid_dtd=True, forbid_entities=True,
                                    forbid_external=True)
-    except (DefusedXmlException, SafeTree.ParseError) as exc:
+    # LookupError: an encoding in the XML declaration that Python does not know;
+    # ValueError: one expat cannot read ("UTF--16": multi-byte encodings).
+    except (DefusedXmlException, SafeTree.ParseError, LookupError, ValueError) as exc:
         raise MetadataError(f"unsafe or unreadable XML: {exc}") from exc
     if root.tag != "metadata":
         raise MetadataError(f"root element is <{root.tag}>, not <metadata>")

@@ -28,8 +28,9 @@ from stockade.proxy.ecosystems.base import timestamp
 FULL = "application/json"
 CORGI = "application/vnd.npm.install-v1+json"
 
-_NAME = re.compile(r"^(?:@[a-z0-9~][a-z0-9._~-]*/)?[A-Za-z0-9~][A-Za-z0-9._~-]*$")
-_VERSION = re.compile(r"^[0-9A-Za-z.+_-]{1,256}$")
+# Used with fullmatch: "$" would also match before a final newline.
+_NAME = re.compile(r"(?:@[a-z0-9~][a-z0-9._~-]*/)?[A-Za-z0-9~][A-Za-z0-9._~-]*")
+_VERSION = re.compile(r"[0-9A-Za-z.+_-]{1,256}")
 _INSTALL_SCRIPTS = ("preinstall", "install", "postinstall")
 # Per-version keys of the abbreviated document (npm registry-api docs, checked
 # against real captures).
@@ -49,12 +50,12 @@ def valid_name(name: str) -> bool:
     """True for an npm package name (scoped or not) that is safe in a path."""
     if not name or len(name) > 214 or ".." in name:
         return False
-    return _NAME.match(name) is not None
+    return _NAME.fullmatch(name) is not None
 
 
 def valid_version(version: str) -> bool:
     """True for a version string safe to put in a path (semver is checked by policy)."""
-    return _VERSION.match(version) is not None and ".." not in version
+    return _VERSION.fullmatch(version) is not None and ".." not in version
 
 
 def escape(name: str) -> str:
@@ -108,6 +109,12 @@ def parse(body: bytes, name: str) -> Packument:
         raise PackumentError(f"not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise PackumentError("not a JSON object")
+    try:
+        # orjson reads 1024 levels of nesting but writes only 254: a document it
+        # could not write again would fail in render, after index accepted it.
+        orjson.dumps(data)
+    except orjson.JSONEncodeError as exc:
+        raise PackumentError(f"cannot be written again: {exc}") from exc
     if data.get("name") not in (None, name):
         raise PackumentError(f"document names {data.get('name')!r}, not {name!r}")
     versions = data.get("versions", {})
@@ -169,7 +176,10 @@ def render_body(
 ) -> bytes:
     """Parse and render in one call of picklable values (for another process)."""
     def allowed(url: str) -> bool:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # "http://[": not a URL, so not one of the upstream's
+            return False
         return parts.scheme in ("http", "https") and (parts.hostname or "").lower() in hosts
 
     return render(parse(body, name), abbreviated=abbreviated, hidden=hidden, base=base,

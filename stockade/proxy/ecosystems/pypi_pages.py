@@ -34,9 +34,11 @@ _LATEST = {
 }
 UPSTREAM_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, {TEXT_HTML};q=0.01"
 
-_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+# re.ASCII: without it IGNORECASE lets U+0130, U+017F and the Kelvin sign
+# match [A-Z]; fullmatch: "$" also matches before a final newline.
+_VALID_NAME = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE | re.ASCII)
 _SEPARATORS = re.compile(r"[-_.]+")
-_VALID_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
+_VALID_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]*")
 
 
 class PageError(ValueError):
@@ -45,7 +47,7 @@ class PageError(ValueError):
 
 def valid_name(name: str) -> bool:
     """True for a syntactically valid project name (PEP 508 / core metadata)."""
-    return len(name) <= 200 and bool(_VALID_NAME.match(name))
+    return len(name) <= 200 and bool(_VALID_NAME.fullmatch(name))
 
 
 def normalize(name: str) -> str:
@@ -55,7 +57,8 @@ def normalize(name: str) -> str:
 
 def valid_filename(filename: str) -> bool:
     """A distribution filename with no path parts or odd characters."""
-    return len(filename) <= 255 and bool(_VALID_FILENAME.match(filename)) and ".." not in filename
+    return (len(filename) <= 255 and bool(_VALID_FILENAME.fullmatch(filename))
+            and ".." not in filename)
 
 
 def version_of(filename: str) -> str | None:
@@ -176,14 +179,15 @@ def _parse_json(body: bytes, name: str) -> ProjectPage:
         filename, url = item.get("filename"), item.get("url")
         if not isinstance(filename, str) or not isinstance(url, str):
             continue
-        raw_hashes = item.get("hashes")
-        hashes = raw_hashes if isinstance(raw_hashes, dict) else {}
+        hashes = item.get("hashes")
+        if not isinstance(hashes, dict):
+            hashes = {}
         core = item.get("core-metadata", item.get("dist-info-metadata", False))
         size = item.get("size")
         files.append(FileEntry(
             filename=filename, url=url,
             hashes={str(k).lower(): str(v).lower() for k, v in hashes.items()},
-            requires_python=item.get("requires-python") or None,
+            requires_python=_text_or_none(item.get("requires-python")),
             size=size if isinstance(size, int) and size >= 0 else None,
             upload_time=(item.get("upload-time")
                          if isinstance(item.get("upload-time"), str) else None),
@@ -198,8 +202,15 @@ def _parse_json(body: bytes, name: str) -> ProjectPage:
         name=name, files=tuple(files),
         versions=(tuple(v for v in versions if isinstance(v, str))
                   if isinstance(versions, list) else ()),
-        status=status if isinstance(status, dict) else None,
+        # PEP 792 status and reason are strings; anything else is not passed on
+        # (a deeply nested value would not even render: orjson writes 254 levels).
+        status=({k: v for k, v in status.items() if isinstance(v, str)}
+                if isinstance(status, dict) else None),
     )
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _yanked(value: object) -> bool | str:
@@ -396,18 +407,27 @@ def render_html(page: ProjectPage) -> bytes:
 
 
 def parse_index(body: bytes, content_type: str) -> list[str]:
-    """Project names from an upstream root index page (JSON or HTML)."""
+    """Project names from an upstream root index page (JSON or HTML).
+
+    Raises:
+        PageError: the body is neither valid JSON nor HTML the parser can read.
+    """
     ctype = content_type.split(";")[0].strip().lower()
     if ctype.endswith("+json"):
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise PageError(f"index is not valid JSON: {exc}") from exc
-        projects = doc.get("projects", []) if isinstance(doc, dict) else []
+        projects = doc.get("projects") if isinstance(doc, dict) else None
+        if not isinstance(projects, list):
+            return []  # as for a document that is not an object: nothing listed
         return [p["name"] for p in projects
                 if isinstance(p, dict) and isinstance(p.get("name"), str)]
     parser = _LinkParser()
-    parser.feed(body.decode("utf-8", errors="replace"))
+    try:
+        parser.feed(body.decode("utf-8", errors="replace"))
+    except AssertionError as exc:  # HTMLParser's way of refusing broken markup
+        raise PageError(f"index is not parseable HTML: {exc}") from exc
     return [text for _, text in parser.links if text]
 
 
