@@ -62,6 +62,7 @@ class FakePyPI(LoopbackRegistry):
     page_faults: dict[str, str] = field(default_factory=dict)
     foreign_links: dict[str, str] = field(default_factory=dict)
     serve_html_only: bool = False
+    index_body: str | None = None  # served as the root index instead of the projects
     server: TestServer | None = None
 
     def add_wheel(self, name: str, version: str, requires: Sequence[str] = (),
@@ -97,6 +98,8 @@ class FakePyPI(LoopbackRegistry):
         return app
 
     async def _index(self, request: web.Request) -> web.Response:
+        if self.index_body is not None:
+            return web.Response(text=self.index_body, content_type="text/html")
         if JSON_V1 in request.headers.get("Accept", "") and not self.serve_html_only:
             body = orjson.dumps({"meta": {"api-version": "1.1"},
                                  "projects": [{"name": n} for n in sorted(self.projects)]})

@@ -383,6 +383,15 @@ class TestJsonApiAndOps:
         assert refused.reason.startswith("Blocked by stockade: ")
         assert (await proxy.get("/pypi/pypi/demo/1.0/json")).status == 200
 
+    async def test_unreadable_root_index_is_the_upstreams_fault(
+        self, fake_pypi: FakePyPI, make_proxy: ProxyFactory
+    ) -> None:
+        fake_pypi.index_body = "<html><![:CDATA[<a href='x/'>x</a>"  # found by fuzzing
+        proxy = await make_proxy(upstream=fake_pypi)
+        resp = await proxy.get("/pypi/simple/")
+        assert resp.status == 502
+        assert "unreadable index" in await resp.text()
+
     async def test_ops_endpoints(self, fake_pypi: FakePyPI, make_proxy: ProxyFactory) -> None:
         proxy = await make_proxy(upstream=fake_pypi)
         assert (await proxy.get("/healthz")).status == 200

@@ -385,7 +385,11 @@ async def index(request: web.Request) -> web.StreamResponse:
     names: dict[str, str] = {}
     for upstream in adm.upstreams[ECO]:
         doc = await adm.document(ECO, upstream, upstream.url, accept=pages.UPSTREAM_ACCEPT)
-        found = await asyncio.to_thread(pages.parse_index, doc.body, doc.content_type)
+        try:
+            found = await asyncio.to_thread(pages.parse_index, doc.body, doc.content_type)
+        except pages.PageError as exc:
+            raise UpstreamError(f"upstream {upstream.name} sent an unreadable index: {exc}",
+                                upstream=upstream.name) from exc
         for found_name in found:
             norm = pages.normalize(found_name)
             if pages.valid_name(norm) and _routed_to(adm, norm, upstream):
