@@ -383,6 +383,28 @@ class TestJsonApiAndOps:
         assert refused.reason.startswith("Blocked by stockade: ")
         assert (await proxy.get("/pypi/pypi/demo/1.0/json")).status == 200
 
+    async def test_a_warm_page_is_not_rendered_again(
+        self, fake_pypi: FakePyPI, make_proxy: ProxyFactory, engine: FakeEngine,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        from stockade.proxy.ecosystems import pypi_pages
+
+        rendered: list[int] = []
+        real = pypi_pages.render_html
+
+        def counting(page: pypi_pages.ProjectPage) -> bytes:
+            rendered.append(len(page.files))
+            return real(page)
+
+        monkeypatch.setattr(pypi_pages, "render_html", counting)
+        for version in ("1.0", "2.0"):
+            fake_pypi.add_wheel("demo", version)
+        engine.blocked_versions.add(("demo", "2.0"))
+        proxy = await make_proxy(upstream=fake_pypi)
+        bodies = {await (await proxy.get("/pypi/simple/demo/")).text() for _ in range(5)}
+        assert len(bodies) == 1 and "demo-2.0" not in bodies.pop()
+        assert rendered == [1]  # rendered once, with the refused version left out
+
     async def test_unreadable_root_index_is_the_upstreams_fault(
         self, fake_pypi: FakePyPI, make_proxy: ProxyFactory
     ) -> None:

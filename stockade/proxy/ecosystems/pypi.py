@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -169,9 +170,9 @@ async def project(request: web.Request) -> web.StreamResponse:
         if verdict.blocks and exc.status == 404:
             raise RefusedError(verdict) from exc
         raise
-    page = project.page
     headers = {"Vary": "Accept", "X-Stockade-Cache": doc.result.value,
                "X-Stockade-Policy-Revision": adm.gate.revision}
+    vf = None
     if verdict.blocks:
         # pip, uv and poetry never show why a page was refused; listing the
         # files and refusing their download puts the reason in front of the user.
@@ -179,19 +180,31 @@ async def project(request: web.Request) -> web.StreamResponse:
     else:
         vf = await adm.decide_versions(ECO, name, doc, project.facts, caller(request),
                                        offload=len(doc.body) > _OFFLOAD_BYTES)
-        page = pages.drop_versions(page, vf.hidden)
-        page, dropped = _drop_refused_sdists(adm, name, page, vf.facts)
         if (filtered := vf.header()) is not None:
             headers["X-Stockade-Filtered"] = filtered
-        if dropped:
-            headers["X-Stockade-Filtered-Files"] = f"{dropped} source distributions hidden"
-    page = pages.rewrite_files(page, lambda e: f"../../files/{name}/{quote(e.filename)}")
+    ctype = pages.negotiate(request.headers.get("Accept"))
     # PEP 740 wants an absolute URL; an air-gapped client can follow stockade's
     provenance_base = f"{origin(request, services(request).settings.server)}{PREFIX}/provenance/"
-    page = pages.rewrite_provenance(
-        page, lambda e: f"{provenance_base}{name}/{quote(e.filename)}")
-    ctype = pages.negotiate(request.headers.get("Accept"))
-    body = pages.render_json(page) if ctype == pages.JSON_V1 else pages.render_html(page)
+
+    async def render() -> tuple[bytes, int]:
+        page, dropped = project.page, 0
+        if vf is not None:
+            page = pages.drop_versions(page, vf.hidden)
+            page, dropped = _drop_refused_sdists(adm, name, page, vf.facts)
+        page = pages.rewrite_files(page, lambda e: f"../../files/{name}/{quote(e.filename)}")
+        page = pages.rewrite_provenance(
+            page, lambda e: f"{provenance_base}{name}/{quote(e.filename)}")
+        body = pages.render_json(page) if ctype == pages.JSON_V1 else pages.render_html(page)
+        return body, dropped
+
+    # Rendered once per document version, policy, decisions and form: a warm
+    # request does no work that grows with the page.
+    hidden = "refused" if vf is None else hashlib.sha256(
+        "\n".join(sorted(vf.hidden)).encode()).hexdigest()[:16]
+    kind = f"pypi-body|{ctype}|{provenance_base}|{adm.gate.revision}|{hidden}"
+    body, dropped = await adm.parsed(doc, kind, render, lambda _r: len(project.page.files))
+    if dropped:
+        headers["X-Stockade-Filtered-Files"] = f"{dropped} source distributions hidden"
     return web.Response(body=body, headers={**headers, "Content-Type": ctype})
 
 
