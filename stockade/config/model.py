@@ -63,6 +63,49 @@ class UpstreamAuth(_Frozen):
         return self
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+Origin = tuple[str, str, int]  # scheme, lower-case host, port
+
+
+def url_origin(url: str) -> Origin | None:
+    """The (scheme, host, port) of an http(s) URL, the port made explicit; None when
+    ``url`` is not http(s) or has no host or a bad port."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]
+
+
+def file_host_origins(entry: str, *, upstream_scheme: str) -> frozenset[Origin]:
+    """The origins one ``file_hosts`` entry allows (see ``UpstreamSettings``).
+
+    Raises:
+        ValueError: the entry is neither a host nor an http(s) origin.
+    """
+    if "://" in entry:
+        origin = url_origin(entry)
+        parts = urlsplit(entry)
+        if origin is None or parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"a file host is a host or scheme://host[:port]: {entry!r}")
+        return frozenset({origin})
+    parts = urlsplit(f"//{entry}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1 or parts.path or parts.username:
+        raise ValueError(f"a file host is a host or scheme://host[:port]: {entry!r}")
+    host = parts.hostname.lower()
+    schemes = ("https", "http") if upstream_scheme == "http" else ("https",)
+    return frozenset((s, host, port or _DEFAULT_PORTS[s]) for s in schemes)
+
+
 class UpstreamSettings(_Frozen):
     """One upstream registry of an ecosystem."""
 
@@ -71,7 +114,12 @@ class UpstreamSettings(_Frozen):
     # Name patterns this upstream owns (fnmatch style: "acme-*", "@acme/*",
     # "com.acme.*"). A name matching one is served by this upstream only.
     namespaces: tuple[str, ...] = ()
-    # Hosts besides the url's own that may serve files named in its metadata.
+    # Where besides the url's own scheme, host and port the files named in its
+    # metadata may be fetched from. "scheme://host[:port]" allows exactly that
+    # origin (the port defaults to the scheme's). A bare "host" (or "host:port")
+    # allows https on that port (default 443), and also http (default 80) when the
+    # url itself is plain http: a file host never downgrades an https upstream.
+    # The url's own host on another port or scheme is not allowed unless listed.
     file_hosts: tuple[str, ...] = ()
     auth: UpstreamAuth | None = None
     connect_timeout_s: PositiveSeconds = 10.0
@@ -89,6 +137,22 @@ class UpstreamSettings(_Frozen):
         if parts.query or parts.fragment:
             raise ValueError(f"an upstream URL takes no query or fragment: {value!r}")
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("file_hosts")
+    @classmethod
+    def _file_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            file_host_origins(entry, upstream_scheme="https")  # raises on a bad entry
+        return value
+
+    @property
+    def origins(self) -> frozenset[Origin]:
+        """Every (scheme, host, port) this upstream's documents and files may come from."""
+        own = url_origin(self.url)
+        assert own is not None  # the url validator guarantees it
+        scheme = own[0]
+        return frozenset({own}).union(
+            *(file_host_origins(h, upstream_scheme=scheme) for h in self.file_hosts))
 
     @property
     def internal(self) -> bool:

@@ -1,8 +1,9 @@
 """The upstream client: one pooled session per configured upstream.
 
 Owns talking to upstreams: timeouts, bounded retries with backoff for
-idempotent requests, redirects checked against the upstream's allowed hosts,
-credentials sent to the upstream's own host only, and translating aiohttp's
+idempotent requests, redirects checked against the upstream's allowed origins
+(scheme, host and port), credentials sent to the upstream's own origin only,
+and translating aiohttp's
 exceptions into ``UpstreamError`` types. It is the only module that catches
 aiohttp client exceptions. Nothing from the client's request is forwarded:
 callers pass the few headers the protocol needs.
@@ -19,13 +20,13 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
 from stockade import __version__
-from stockade.config.model import UpstreamSettings
+from stockade.config.model import UpstreamSettings, url_origin
 from stockade.proxy.errors import (
     HostNotAllowedError,
     UpstreamBodyError,
@@ -107,9 +108,9 @@ class Upstream:
         self.url = settings.url
         self.internal = settings.internal
         self._metrics = metrics
-        self._host = (urlsplit(settings.url).hostname or "").lower()
-        self._port = urlsplit(settings.url).port
-        self._hosts = {self._host, *(h.lower() for h in settings.file_hosts)}
+        self._origin = url_origin(settings.url)
+        self._origins = settings.origins
+        self._hosts = frozenset(host for _, host, _ in self._origins)
         self._auth = _auth_header(settings, environ)
         self._session: aiohttp.ClientSession | None = None
 
@@ -144,13 +145,14 @@ class Upstream:
 
     @property
     def hosts(self) -> frozenset[str]:
-        """The host names this upstream's documents and files may come from."""
-        return frozenset(self._hosts)
+        """The host names this upstream's documents and files may come from (on the
+        schemes and ports ``allows`` checks)."""
+        return self._hosts
 
     def allows(self, url: str) -> bool:
-        """True when ``url`` is http(s) on this upstream's own or file hosts."""
-        parts = urlsplit(url)
-        return parts.scheme in ("http", "https") and (parts.hostname or "").lower() in self._hosts
+        """True when ``url`` has the scheme, host and port of this upstream or of one
+        of its file hosts."""
+        return url_origin(url) in self._origins
 
     def resolve(self, link: str, base: str) -> str | None:
         """Resolve a link from upstream metadata; None when its host is not allowed."""
@@ -160,8 +162,7 @@ class Upstream:
 
     def _headers_for(self, url: str, headers: Mapping[str, str] | None) -> dict[str, str]:
         out = dict(headers or {})
-        parts = urlsplit(url)
-        if self._auth and (parts.hostname or "").lower() == self._host and parts.port == self._port:
+        if self._auth and url_origin(url) == self._origin:
             out["Authorization"] = self._auth
         return out
 
@@ -245,7 +246,8 @@ class Upstream:
         for _ in range(_MAX_REDIRECTS + 1):
             if not self.allows(url):
                 raise HostNotAllowedError(
-                    f"refusing to fetch {url}: host is not part of upstream {self.name}",
+                    f"refusing to fetch {url}: its scheme, host and port are not those of "
+                    f"upstream {self.name} or its file hosts",
                     upstream=self.name,
                 )
             raw = await self._request(url, headers)
