@@ -171,6 +171,10 @@ class CacheSettings(_Frozen):
     # An index page older than the TTL is revalidated; if the upstream then
     # fails, a copy up to this old is served instead of an error.
     stale_if_error_s: PositiveSeconds = 7 * 24 * 3600.0
+    # An upstream 404 (a missing checksum file, POM or npm package) is remembered
+    # this long before it is asked again; while the upstream is down a remembered
+    # 404 is served for up to stale_if_error_s.
+    negative_ttl_s: PositiveSeconds = 300.0
 
 
 class EcosystemSettings(_Frozen):

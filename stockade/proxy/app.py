@@ -96,7 +96,10 @@ def make_admission(
     root = settings.storage.path
     metacache = MetadataCache(
         RefStore(root, METADATA_REFS), metrics,
-        max_doc_bytes=settings.storage.max_metadata_bytes, offline=offline,
+        max_doc_bytes=settings.storage.max_metadata_bytes,
+        offline=offline,
+        negative_ttl_s={eco: getattr(settings, eco.value).cache.negative_ttl_s
+                        for eco in Ecosystem},
     )
     first_seen = FirstSeen(RefStore(root, FIRST_SEEN_REFS), read_only=offline)
     return Admission(settings, gate=gate, upstreams=upstreams, metacache=metacache,

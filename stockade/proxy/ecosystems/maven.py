@@ -163,14 +163,16 @@ async def _source(adm: Admission, path: layout.MavenPath, upstreams: Sequence[Up
     """The first upstream that has the file, with the checksum it publishes and when.
 
     The checksum file's ``Last-Modified`` stands for the publish date (Central
-    writes both together); the release-age rule reads it.
+    writes both together); the release-age rule reads it. Without a checksum file,
+    the file's own ``Last-Modified`` does.
     """
     missing: list[str] = []
     for upstream in upstreams:
         url = upstream.url.rstrip("/") + "/" + path.path
         expected, published = await _published_checksum(adm, upstream, url)
         if expected is None:
-            if not await _exists(upstream, url):
+            found, published = await _exists(adm, upstream, url)
+            if not found:
                 missing.append(upstream.name)
                 continue
             expected = _unverified(adm, path, upstream)
@@ -229,14 +231,18 @@ def _http_date(value: str | None) -> datetime | None:
         return None
 
 
-async def _exists(upstream: Upstream, url: str) -> bool:
+async def _exists(adm: Admission, upstream: Upstream, url: str
+                  ) -> tuple[bool, datetime | None]:
+    """Whether the upstream has ``url`` (asked once, a 404 remembered), and its date."""
+    cache = adm.cache_settings(ECO).cache
     try:
-        async with upstream.get(url, headers={"Range": "bytes=0-0"}):
-            return True
+        doc = await adm.metacache.probe(ECO, upstream, url, ttl_s=cache.metadata_ttl_s,
+                                        stale_if_error_s=cache.stale_if_error_s)
     except UpstreamStatusError as exc:
-        if exc.upstream_status == 404:
-            return False
+        if exc.upstream_status in (404, 410):
+            return False, None
         raise
+    return True, _http_date(doc.last_modified)
 
 
 def _content_type(filename: str) -> str:
