@@ -18,6 +18,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -58,6 +59,18 @@ class ArtifactSource:
     checksum_headers: tuple[str, ...] = ()
     name: str | None = None  # package name and version, recorded for `stockade audit`
     version: str | None = None
+    # More facts kept in the artifact's record when it is stored (Maven's publish
+    # date), for deciding warm requests without asking the upstream again.
+    recorded: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredArtifact:
+    """A stored, verified artifact and the record written when it was stored
+    (empty where it was found by a published sha256 alone)."""
+
+    info: BlobInfo
+    record: Mapping[str, Any]
 
 
 class Fill:
@@ -110,13 +123,22 @@ class ArtifactPipeline:
     async def lookup(self, source: ArtifactSource) -> BlobInfo | None:
         """The stored, verified blob for ``source``, if there is one, with every digest
         known of it (recorded when it was stored, or published by the upstream)."""
+        found = await self.stored(source)
+        return None if found is None else found.info
+
+    async def stored(self, source: ArtifactSource) -> StoredArtifact | None:
+        """``lookup`` with the artifact's record: found by the published sha256, or by
+        ``source.key`` (whose record must agree with any digest ``source`` expects).
+        """
         by_alg = {d.algorithm: d.hex for d in source.expected}
         recorded: dict[str, str] = {}
+        record: dict[str, Any] = {}
         sha256 = by_alg.get("sha256")
         if sha256 is None:
-            record = await self._index.get(source.key)
-            if record is None:
+            found = await self._index.get(source.key)
+            if found is None:
                 return None
+            record = found
             recorded = {k: v for k, v in (record.get("digests") or {}).items()
                         if isinstance(v, str)}
             if any(recorded.get(alg) != hexval for alg, hexval in by_alg.items()):
@@ -127,7 +149,14 @@ class ArtifactPipeline:
         info = await self._store.stat(sha256)
         if info is None:
             return None
-        return dataclasses.replace(info, digests={**recorded, **by_alg, "sha256": sha256})
+        info = dataclasses.replace(info, digests={**recorded, **by_alg, "sha256": sha256})
+        return StoredArtifact(info, record)
+
+    def respond(
+        self, request: web.Request, source: ArtifactSource, stored: StoredArtifact
+    ) -> web.StreamResponse:
+        """Answer a GET or HEAD from a stored artifact ``stored`` found for ``source``."""
+        return self._from_store(request, source, stored.info, "cache")
 
     async def ensure(self, source: ArtifactSource) -> BlobInfo:
         """Make sure the artifact is stored, fetching it if needed.
@@ -199,6 +228,15 @@ class ArtifactPipeline:
         source = fill.source
         writer: BlobWriter | None = None
         try:
+            # A fill that finished just before this one began may have stored it.
+            info = await self.lookup(source)
+            if info is not None:
+                fill.info = info
+                fill.visible = info.size
+                fill.started.set()
+                fill.finished.set()
+                fill._notify()
+                return
             writer = await self._store.open_writer(
                 algorithms=sorted({d.algorithm for d in source.expected} | set(source.algorithms)),
                 max_bytes=self._max_bytes,
@@ -242,7 +280,9 @@ class ArtifactPipeline:
             source.key, {"sha256": info.sha256, "size": info.size, "digests": info.digests,
                          "url": source.url, "upstream": source.upstream.name,
                          "ecosystem": source.ecosystem.value, "name": source.name,
-                         "version": source.version, "filename": source.filename},
+                         "version": source.version, "filename": source.filename,
+                         "verified": sorted(d.algorithm for d in source.expected),
+                         **source.recorded},
         )
         self._metrics.storage_bytes.set(self._store.total_bytes)
         fill.info = info
@@ -261,7 +301,9 @@ class ArtifactPipeline:
         await fill.started.wait()
         if fill.error is not None:
             raise fill.error
-        assert fill.spool_path is not None
+        if fill.spool_path is None:  # found stored when the fill began
+            assert fill.info is not None
+            return self._from_store(request, fill.source, fill.info, "cache")
         try:
             # A local open is one quick syscall; doing it on the loop means a
             # cancelled request can never leak a descriptor opened in a thread.

@@ -11,6 +11,7 @@ are the shared pipeline's.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from stockade.proxy.errors import (
     UpstreamStatusError,
 )
 from stockade.proxy.metacache import CachedDoc
-from stockade.proxy.pipeline import ArtifactSource
+from stockade.proxy.pipeline import ArtifactPipeline, ArtifactSource, StoredArtifact
 from stockade.proxy.responses import IMMUTABLE
 from stockade.proxy.routing import Route
 from stockade.proxy.state import services
@@ -45,6 +46,7 @@ PREFIX = "/maven"
 _CHECKSUM_TTL_S = 30 * 24 * 3600.0  # release checksums never change
 _VERIFY_WITH = ("sha512", "sha256", "sha1")
 _RECORDED = ("md5", "sha1", "sha256", "sha512")
+_PUBLISHED = "published_at"  # the artifact record's publish date (ISO 8601, or null)
 
 
 def setup(app: web.Application) -> None:
@@ -143,19 +145,67 @@ async def _artifact(request: web.Request, adm: Admission, path: layout.MavenPath
     group, artifact, version = coords
     who = caller(request)
     upstreams = await adm.admit_name(ECO, f"{group}:{artifact}", who)
-    source, published = await _source(adm, path, upstreams.upstreams)
+    pipeline = services(request).pipeline
+    # A stored, verified copy is served without asking anyone; what it is decided
+    # on (the publish date) was recorded when it was stored.
+    warm = await _stored(adm, pipeline, path, upstreams.upstreams)
+    if warm is not None:
+        source, stored, published = warm
+    else:
+        source, published = await _source(adm, path, upstreams.upstreams)
+        stored = None
     facts = Facts(upstream=source.upstream.name, internal=source.upstream.internal,
                   published_at=published)
     facts = await adm.version_facts(ECO, f"{group}:{artifact}", version, {version: facts},
                                     upstreams, complete=False)
     await adm.admit(PackageRef(ECO, f"{group}:{artifact}", version, path.filename), facts, who)
-    pipeline = services(request).pipeline
     if path.checksum is None:
+        if stored is not None:
+            return pipeline.respond(request, source, stored)
         return await pipeline.serve(request, source)
-    info = await pipeline.ensure(source)
+    info = stored.info if stored is not None else await pipeline.ensure(source)
     value = info.digests.get(path.checksum) or await pipeline.digest(info, path.checksum)
     return web.Response(text=value, content_type="text/plain",
                         headers={"Cache-Control": source.headers.get("Cache-Control", "")})
+
+
+def _artifact_source(path: layout.MavenPath, upstream: Upstream, expected: tuple[Digest, ...],
+                     published: datetime | None) -> ArtifactSource:
+    url = upstream.url.rstrip("/") + "/" + path.path
+    return ArtifactSource(
+        ecosystem=ECO, upstream=upstream, url=url, filename=path.filename,
+        key=f"maven|{upstream.name}|{path.path}", expected=expected,
+        algorithms=_RECORDED, checksum_headers=("sha1", "md5"),
+        content_type=_content_type(path.filename),
+        headers={"Cache-Control": "no-cache"} if path.is_snapshot else IMMUTABLE,
+        name=f"{path.coordinates[0]}:{path.coordinates[1]}" if path.coordinates else None,
+        version=path.coordinates[2] if path.coordinates else None,
+        recorded={_PUBLISHED: published.isoformat() if published else None},
+    )
+
+
+async def _stored(adm: Admission, pipeline: ArtifactPipeline, path: layout.MavenPath,
+                  upstreams: Sequence[Upstream]
+                  ) -> tuple[ArtifactSource, StoredArtifact, datetime | None] | None:
+    """The artifact as stored from the first upstream that gave it, with its recorded
+    publish date; None when it must be looked up upstream (never stored, stored
+    before publish dates were recorded, a SNAPSHOT, or stored unverified and
+    ``maven.missing_checksum`` is now ``block``)."""
+    if path.is_snapshot:
+        return None
+    strict = _settings(adm).missing_checksum == "block"
+    for upstream in upstreams:
+        source = _artifact_source(path, upstream, (), None)
+        stored = await pipeline.stored(source)
+        if stored is None:
+            continue
+        record = stored.record
+        if _PUBLISHED not in record or (strict and not record.get("verified")):
+            return None
+        published = _iso_date(record.get(_PUBLISHED))
+        return dataclasses.replace(source, recorded={_PUBLISHED: record.get(_PUBLISHED)}
+                                   ), stored, published
+    return None
 
 
 async def _source(adm: Admission, path: layout.MavenPath, upstreams: Sequence[Upstream]
@@ -176,16 +226,7 @@ async def _source(adm: Admission, path: layout.MavenPath, upstreams: Sequence[Up
                 missing.append(upstream.name)
                 continue
             expected = _unverified(adm, path, upstream)
-        snapshot = path.is_snapshot
-        return ArtifactSource(
-            ecosystem=ECO, upstream=upstream, url=url, filename=path.filename,
-            key=f"maven|{upstream.name}|{path.path}", expected=expected,
-            algorithms=_RECORDED, checksum_headers=("sha1", "md5"),
-            content_type=_content_type(path.filename),
-            headers={"Cache-Control": "no-cache"} if snapshot else IMMUTABLE,
-            name=f"{path.coordinates[0]}:{path.coordinates[1]}" if path.coordinates else None,
-            version=path.coordinates[2] if path.coordinates else None,
-        ), published
+        return _artifact_source(path, upstream, expected, published), published
     raise NotFoundError(f"{path.path} is not on upstream {', '.join(missing)}")
 
 
@@ -228,6 +269,15 @@ def _http_date(value: str | None) -> datetime | None:
     try:
         return parsedate_to_datetime(value)
     except (TypeError, ValueError):
+        return None
+
+
+def _iso_date(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
         return None
 
 
