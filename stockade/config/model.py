@@ -29,6 +29,9 @@ class ServerSettings(_Frozen):
     client_max_size_bytes: int = Field(default=1024 * 1024, gt=0)
     access_log: bool = True
     shutdown_timeout_s: PositiveSeconds = 10.0
+    # true: never contact an upstream. Cached metadata is served however old,
+    # cached artifacts as usual; anything not cached fails at once with 404.
+    offline: bool = False
 
 
 class StorageSettings(_Frozen):
@@ -127,6 +130,9 @@ class UpstreamSettings(_Frozen):
     retries: int = Field(default=2, ge=0, le=10)
     max_connections: int = Field(default=32, gt=0)
     verify_tls: bool = True
+    # true: never contact this upstream; serve what is cached from it (as
+    # server.offline does for every upstream).
+    offline: bool = False
 
     @field_validator("url")
     @classmethod

@@ -3,8 +3,8 @@
 Owns freshness (TTL), revalidation with ETag/Last-Modified, stale-if-error,
 remembering upstream 404s for a while (negative caching, with stale-if-error
 for them too) and coalescing identical misses into one upstream request;
-offline, it serves what is stored however old and
-asks no upstream. Documents are kept on disk through ``RefStore`` and
+offline (the whole cache, or one upstream), it serves what is stored however
+old and asks no upstream. Documents are kept on disk through ``RefStore`` and
 the most recent ones in a bounded memory LRU. It does not parse or rewrite
 documents: ecosystem modules do.
 """
@@ -173,9 +173,11 @@ class MetadataCache:
         key = doc_key(ecosystem, upstream.name, url, accept)
         negative_ttl_s = self._negative_ttl_s.get(ecosystem, _DEFAULT_NEGATIVE_TTL_S)
         cached = await self._load(key)
-        if self._offline:
+        if self._offline or upstream.offline:
             if cached is None:
-                raise NotCachedError(f"{url} was never cached; offline, nothing is fetched")
+                raise NotCachedError(
+                    f"{url} was never cached, and upstream {upstream.name} is offline: "
+                    "nothing is fetched")
             return self._answer(cached, upstream)
         if cached is not None and self._fresh(cached, ttl_s, negative_ttl_s):
             self._metrics.cache_requests.labels(ecosystem, CacheResult.HIT).inc()

@@ -3,7 +3,8 @@
 Owns serving an artifact whose upstream URL and expected digests an ecosystem
 module has already worked out: from storage when a verified copy exists,
 otherwise through one upstream fetch per artifact (single-flight) that spools
-to a blob writer while hashing. Every client waiting for the artifact tails the
+to a blob writer while hashing; an offline upstream's artifact that is not
+stored fails at once. Every client waiting for the artifact tails the
 spool file, so memory stays bounded whatever the size and however many wait.
 The last chunk is held back until the digest has been checked and the blob
 committed: on a mismatch every client's response is aborted before it is
@@ -23,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from stockade.policy.model import Ecosystem
-from stockade.proxy.errors import IntegrityError, ProxyError
+from stockade.proxy.errors import IntegrityError, NotCachedError, ProxyError
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, MultiHasher
@@ -217,6 +218,10 @@ class ArtifactPipeline:
     def _fill_for(self, source: ArtifactSource) -> Fill:
         fill = self._fills.get(source.key)
         if fill is None:
+            if source.upstream.offline:
+                raise NotCachedError(
+                    f"{source.filename} is not cached, and upstream {source.upstream.name} "
+                    "is offline: it is not fetched")
             fill = Fill(source)
             self._fills[source.key] = fill
             task = asyncio.create_task(self._run(fill), name=f"fill {source.key}")

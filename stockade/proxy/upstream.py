@@ -3,7 +3,7 @@
 Owns talking to upstreams: timeouts, bounded retries with backoff for
 idempotent requests, redirects checked against the upstream's allowed origins
 (scheme, host and port), credentials sent to the upstream's own origin only,
-and translating aiohttp's
+refusing every request of an offline upstream, and translating aiohttp's
 exceptions into ``UpstreamError`` types. It is the only module that catches
 aiohttp client exceptions. Nothing from the client's request is forwarded:
 callers pass the few headers the protocol needs.
@@ -29,6 +29,7 @@ from stockade import __version__
 from stockade.config.model import UpstreamSettings, url_origin
 from stockade.proxy.errors import (
     HostNotAllowedError,
+    NotCachedError,
     UpstreamBodyError,
     UpstreamError,
     UpstreamRedirectError,
@@ -102,11 +103,14 @@ class Upstream:
         *,
         metrics: Metrics,
         environ: Mapping[str, str],
+        offline: bool = False,
     ) -> None:
         self.settings = settings
         self.name = settings.name
         self.url = settings.url
         self.internal = settings.internal
+        # Offline (server.offline, or the upstream's own offline): never contacted.
+        self.offline = offline or settings.offline
         self._metrics = metrics
         self._origin = url_origin(settings.url)
         self._origins = settings.origins
@@ -166,6 +170,11 @@ class Upstream:
             out["Authorization"] = self._auth
         return out
 
+    def _refuse_offline(self, url: str) -> None:
+        if self.offline:
+            raise NotCachedError(
+                f"upstream {self.name} is offline: {url} is not cached and is not fetched")
+
     @asynccontextmanager
     async def get(
         self, url: str, *, headers: Mapping[str, str] | None = None
@@ -196,6 +205,7 @@ class Upstream:
             HostNotAllowedError: the URL is not on this upstream.
             UpstreamError: connect failures, timeouts, a body over ``max_bytes``.
         """
+        self._refuse_offline(url)
         if self._session is None:
             raise UpstreamUnavailableError(f"upstream {self.name} is not started")
         if not self.allows(url):
@@ -240,6 +250,7 @@ class Upstream:
                 await asyncio.sleep(delay)
 
     async def _open(self, url: str, headers: Mapping[str, str] | None) -> UpstreamResponse:
+        self._refuse_offline(url)
         if self._session is None:
             raise UpstreamUnavailableError(f"upstream {self.name} is not started")
         started = time.perf_counter()

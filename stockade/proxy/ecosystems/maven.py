@@ -27,6 +27,7 @@ from stockade.proxy.ecosystems import maven_layout as layout
 from stockade.proxy.errors import (
     BadRequestError,
     IntegrityError,
+    NotCachedError,
     NotFoundError,
     UpstreamError,
     UpstreamStatusError,
@@ -89,7 +90,8 @@ async def _metadata(request: web.Request, adm: Admission, path: layout.MavenPath
     found, errors = await _fetch_metadata(adm, path, upstreams.upstreams)
     if not found:
         if errors and all(getattr(e, "status", 0) == 404 for e in errors):
-            raise NotFoundError(f"no upstream has {path.path}")
+            offline = [e for e in errors if isinstance(e, NotCachedError)]
+            raise offline[0] if offline else NotFoundError(f"no upstream has {path.path}")
         raise errors[0] if errors else NotFoundError(f"no upstream serves {path.path}")
     artifact_level = [d for d in found if d.is_artifact_level]
     headers = {"Cache-Control": "public, max-age=60"}
@@ -113,15 +115,15 @@ async def _metadata(request: web.Request, adm: Admission, path: layout.MavenPath
 
 async def _fetch_metadata(
     adm: Admission, path: layout.MavenPath, upstreams: Sequence[Upstream]
-) -> tuple[list[layout.Metadata], list[UpstreamError]]:
+) -> tuple[list[layout.Metadata], list[UpstreamError | NotCachedError]]:
     """Each upstream's ``maven-metadata.xml`` at ``path``, and the failures."""
     found: list[layout.Metadata] = []
-    errors: list[UpstreamError] = []
+    errors: list[UpstreamError | NotCachedError] = []
     for upstream in upstreams:
         try:
             doc = await adm.document(ECO, upstream, upstream.url.rstrip("/") + "/" + path.path,
                                      accept="application/xml")
-        except UpstreamError as exc:
+        except (UpstreamError, NotCachedError) as exc:  # down, missing, or offline
             errors.append(exc)
             continue
         found.append(_parse(doc, upstream))
