@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from stockade.policy.model import Ecosystem
-from stockade.proxy.errors import IntegrityError, NotCachedError, ProxyError
+from stockade.proxy.errors import IntegrityError, NotCachedError, ProxyError, UpstreamBodyError
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, MultiHasher
@@ -272,6 +272,12 @@ class ArtifactPipeline:
         source = fill.source
         fill.spool_path = str(writer.spool_path)
         async with source.upstream.get(source.url) as resp:
+            if not source.expected and not resp.framed:
+                raise UpstreamBodyError(
+                    f"upstream {source.upstream.name} sent {source.filename} with neither a "
+                    "length nor chunked framing, and no checksum vouches for it: a body cut "
+                    "short could not be told from a whole one, so it is refused",
+                    upstream=source.upstream.name)
             fill.content_length = resp.content_length
             fill.started.set()
             async for chunk in resp.iter_chunks():

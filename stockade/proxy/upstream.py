@@ -63,6 +63,16 @@ class UpstreamResponse:
         value = self.headers.get("Content-Length")
         return int(value) if value and value.isdigit() else None
 
+    @property
+    def framed(self) -> bool:
+        """True when the body's end can be told from a broken connection: it has a
+        Content-Length or chunked framing (else it ends when the connection closes,
+        and a body cut short looks whole)."""
+        if self.content_length is not None:
+            return True
+        coding = self.headers.get("Transfer-Encoding", "")
+        return "chunked" in coding.lower()
+
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         """Stream the body, raising ``UpstreamBodyError`` if it ends early."""
         received = 0
