@@ -44,6 +44,9 @@ class StorageSettings(_Frozen):
     max_artifact_bytes: int = Field(default=8 * 1024**3, gt=0)
     # Largest metadata document (index page, packument) held in memory to rewrite.
     max_metadata_bytes: int = Field(default=128 * 1024**2, gt=0)
+    # Blobs up to this size are re-hashed each time they are served; one whose
+    # bytes no longer match is deleted and fetched again (0: never).
+    verify_on_read_max_bytes: int = Field(default=1024 * 1024, ge=0)
 
 
 class UpstreamAuth(_Frozen):

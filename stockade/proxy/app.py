@@ -144,6 +144,7 @@ def _services(
         pipeline = ArtifactPipeline(
             store, RefStore(root, ARTIFACT_REFS), metrics,
             max_artifact_bytes=settings.storage.max_artifact_bytes,
+            verify_on_read_max_bytes=settings.storage.verify_on_read_max_bytes,
         )
         rendered = RenderedCache(root / "rendered")
         await rendered.open()

@@ -1,10 +1,11 @@
 """The artifact pipeline shared by every ecosystem.
 
 Owns serving an artifact whose upstream URL and expected digests an ecosystem
-module has already worked out: from storage when a verified copy exists,
-otherwise through one upstream fetch per artifact (single-flight) that spools
-to a blob writer while hashing; an offline upstream's artifact that is not
-stored fails at once. Every client waiting for the artifact tails the
+module has already worked out: from storage when a verified copy exists (small
+blobs re-hashed before they are served, a changed or vanished one fetched
+again), otherwise through one upstream fetch per artifact (single-flight) that
+spools to a blob writer while hashing; an offline upstream's artifact that is
+not stored fails at once. Every client waiting for the artifact tails the
 spool file, so memory stays bounded whatever the size and however many wait.
 The last chunk is held back until the digest has been checked and the blob
 committed: on a mismatch every client's response is aborted before it is
@@ -28,9 +29,10 @@ from stockade.proxy.errors import IntegrityError, NotCachedError, ProxyError, Up
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, MultiHasher
-from stockade.storage.errors import DigestMismatchError, StorageError
+from stockade.storage.errors import BlobNotFoundError, DigestMismatchError, StorageError
 from stockade.storage.protocol import BlobInfo, BlobStore, BlobWriter
 from stockade.storage.refs import RefStore
+from stockade.storage.verify import blob_intact
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +115,13 @@ class ArtifactPipeline:
         metrics: Metrics,
         *,
         max_artifact_bytes: int,
+        verify_on_read_max_bytes: int = 0,
     ) -> None:
         self._store = store
         self._index = index
         self._metrics = metrics
         self._max_bytes = max_artifact_bytes
+        self._verify_max = verify_on_read_max_bytes
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -130,6 +134,9 @@ class ArtifactPipeline:
     async def stored(self, source: ArtifactSource) -> StoredArtifact | None:
         """``lookup`` with the artifact's record: found by the published sha256, or by
         ``source.key`` (whose record must agree with any digest ``source`` expects).
+
+        A stored blob that no longer holds its bytes (changed on disk, or removed
+        by ``stockade cache verify`` meanwhile) is dropped and counts as not stored.
         """
         by_alg = {d.algorithm: d.hex for d in source.expected}
         recorded: dict[str, str] = {}
@@ -148,10 +155,29 @@ class ArtifactPipeline:
             if not isinstance(sha256, str):
                 return None
         info = await self._store.stat(sha256)
-        if info is None:
+        if info is None or not await self._still_intact(source, info):
             return None
         info = dataclasses.replace(info, digests={**recorded, **by_alg, "sha256": sha256})
         return StoredArtifact(info, record)
+
+    async def _still_intact(self, source: ArtifactSource, info: BlobInfo) -> bool:
+        """Small blobs are re-hashed; of larger ones, only that they are still there
+        is checked (their last byte read), through the ``BlobStore`` protocol."""
+        if info.size <= self._verify_max:
+            if await blob_intact(self._store, info.sha256):
+                return True
+            logger.warning("stored %s (blob %s) no longer matches its digest; "
+                           "deleting it and fetching it again", source.filename, info.sha256)
+            await self._store.delete(info.sha256)
+            return False
+        try:
+            async for _ in self._store.read(info.sha256, max(info.size - 1, 0)):
+                pass  # one byte: reading to the end closes what the store opened
+        except BlobNotFoundError:
+            logger.warning("stored %s (blob %s) was removed from storage; fetching it again",
+                           source.filename, info.sha256)
+            return False
+        return True
 
     def respond(
         self, request: web.Request, source: ArtifactSource, stored: StoredArtifact
