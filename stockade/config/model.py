@@ -136,6 +136,10 @@ class UpstreamSettings(_Frozen):
     # true: never contact this upstream; serve what is cached from it (as
     # server.offline does for every upstream).
     offline: bool = False
+    # After this upstream could not be reached at all (connection refused or timed
+    # out, no such host), it is not asked again for this long: requests meanwhile
+    # are answered from the cache (stale-if-error) or fail at once (0: always ask).
+    unreachable_retry_s: float = Field(default=10.0, ge=0)
 
     @field_validator("url")
     @classmethod

@@ -3,7 +3,9 @@
 Owns talking to upstreams: timeouts, bounded retries with backoff for
 idempotent requests, redirects checked against the upstream's allowed origins
 (scheme, host and port), credentials sent to the upstream's own origin only,
-refusing every request of an offline upstream, and translating aiohttp's
+refusing every request of an offline upstream and, for a while, of one that
+could not be reached (so an outage costs one connect, not one per request),
+and translating aiohttp's
 exceptions into ``UpstreamError`` types. It is the only module that catches
 aiohttp client exceptions. Nothing from the client's request is forwarded:
 callers pass the few headers the protocol needs.
@@ -127,6 +129,7 @@ class Upstream:
         self._hosts = frozenset(host for _, host, _ in self._origins)
         self._auth = _auth_header(settings, environ)
         self._session: aiohttp.ClientSession | None = None
+        self._unreachable_until = 0.0  # time.monotonic(); asked again only after it
 
     async def start(self) -> None:
         """Open the pooled session."""
@@ -180,10 +183,27 @@ class Upstream:
             out["Authorization"] = self._auth
         return out
 
-    def _refuse_offline(self, url: str) -> None:
+    def _refuse(self, url: str) -> None:
+        """Fail at once, asking nothing, when the upstream is offline or was unreachable."""
         if self.offline:
             raise NotCachedError(
                 f"upstream {self.name} is offline: {url} is not cached and is not fetched")
+        left = self._unreachable_until - time.monotonic()
+        if left > 0:
+            raise UpstreamUnavailableError(
+                f"upstream {self.name} could not be reached; not asking it again for "
+                f"{left:.0f}s ({url})", upstream=self.name)
+
+    def _mark_unreachable(self, exc: UpstreamError) -> None:
+        """Remember that the upstream could not be reached at all (not a bad answer)."""
+        cause = exc.__cause__
+        unreachable = (isinstance(exc, UpstreamUnavailableError)
+                       and not isinstance(exc, UpstreamTLSError)) or isinstance(
+                           cause, aiohttp.ConnectionTimeoutError)
+        if unreachable and self.settings.unreachable_retry_s > 0:
+            logger.info("upstream %s is unreachable; not asking it again for %.0fs: %s",
+                        self.name, self.settings.unreachable_retry_s, exc)
+            self._unreachable_until = time.monotonic() + self.settings.unreachable_retry_s
 
     @asynccontextmanager
     async def get(
@@ -215,7 +235,7 @@ class Upstream:
             HostNotAllowedError: the URL is not on this upstream.
             UpstreamError: connect failures, timeouts, a body over ``max_bytes``.
         """
-        self._refuse_offline(url)
+        self._refuse(url)
         if self._session is None:
             raise UpstreamUnavailableError(f"upstream {self.name} is not started")
         if not self.allows(url):
@@ -242,6 +262,7 @@ class Upstream:
     async def _open_with_retries(
         self, url: str, headers: Mapping[str, str] | None
     ) -> UpstreamResponse:
+        self._refuse(url)
         attempt = 0
         while True:
             try:
@@ -251,6 +272,7 @@ class Upstream:
                     exc.upstream_status in _RETRY_STATUSES
                 )
                 if not retriable or attempt >= self.settings.retries:
+                    self._mark_unreachable(exc)
                     raise
                 attempt += 1
                 delay = min(2.0, 0.1 * 2**attempt) * (0.5 + random.random())  # noqa: S311
@@ -260,7 +282,6 @@ class Upstream:
                 await asyncio.sleep(delay)
 
     async def _open(self, url: str, headers: Mapping[str, str] | None) -> UpstreamResponse:
-        self._refuse_offline(url)
         if self._session is None:
             raise UpstreamUnavailableError(f"upstream {self.name} is not started")
         started = time.perf_counter()
