@@ -3,6 +3,9 @@ cached is served, and what is not fails at once saying so."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from stockade.storage.refs import RefStore
 from testbed.fakes.maven_upstream import FakeMaven
 from testbed.fakes.npm_upstream import FakeNpm
 from testbed.fakes.pypi_upstream import FakePyPI
@@ -51,3 +54,23 @@ class TestOffline:
         assert "offline" in await resp.text()
         assert (await offline.get("/pypi/simple/never-seen/")).status == 404
         assert len(fake_pypi.requests) == seen
+
+
+async def test_artifact_stored_by_an_earlier_version_served_offline(
+        central_repo: FakeMaven, proxy_for: ProxyFor, tmp_path: Path) -> None:
+    upstreams = central(central_repo)
+    assert await status(await proxy_for(maven=upstreams), f"/maven/{JAR}") == 200
+    # As an earlier version left it: no publish date in the artifact's record, and
+    # the 404s of .sha512 and .sha256 never remembered.
+    data = tmp_path / "data"
+    for record in RefStore(data, "artifacts").records():
+        record.pop("published_at")
+        await RefStore(data, "artifacts").put(record["key"], record)
+    metadata = RefStore(data, "metadata")
+    for record in list(metadata.records()):
+        if "missing" in record:
+            await metadata.delete(record["key"])
+    offline = await proxy_for(maven=upstreams, server={"offline": True})
+    resp = await offline.get(f"/maven/{JAR}")
+    assert resp.status == 200
+    assert await resp.read() == central_repo.files[JAR]

@@ -245,7 +245,15 @@ def _unverified(adm: Admission, path: layout.MavenPath, upstream: Upstream) -> t
 
 async def _published_checksum(adm: Admission, upstream: Upstream, url: str
                               ) -> tuple[tuple[Digest, ...] | None, datetime | None]:
-    """The strongest checksum the upstream publishes beside ``url`` (if any), and its date."""
+    """The strongest checksum the upstream publishes beside ``url`` (if any), and its date.
+
+    Offline, a checksum file never asked for is passed over for a weaker one that was
+    (a file stored before 404s were remembered is found by the one that verified it).
+
+    Raises:
+        NotCachedError: offline, and no checksum file of ``url`` was ever cached.
+    """
+    offline: NotCachedError | None = None
     for alg in _VERIFY_WITH:
         try:
             doc = await adm.document(ECO, upstream, f"{url}.{alg}", accept="text/plain",
@@ -254,6 +262,9 @@ async def _published_checksum(adm: Admission, upstream: Upstream, url: str
             if exc.upstream_status == 404:
                 continue
             raise
+        except NotCachedError as exc:
+            offline = offline or exc
+            continue
         token = layout.first_token(doc.body)
         try:
             digest = Digest.parse(alg, token or "")
@@ -262,6 +273,8 @@ async def _published_checksum(adm: Admission, upstream: Upstream, url: str
                 f"upstream {upstream.name} published a malformed {alg} for {url}"
             ) from exc
         return (digest,), _http_date(doc.last_modified)
+    if offline is not None:
+        raise offline
     return None, None
 
 
