@@ -46,10 +46,9 @@ TINY_S = 1e-3  # a TTL that has passed by the time any request comes
 Stop = Callable[[], None]
 
 
-def start_stockade(ecosystem: str, upstream: str, storage: Path, log: Path, *,
+def start_stockade(ecosystem: str, upstream: str, storage: Path, log: Path, *, port: int,
                    offline: bool = False, expired: bool = False) -> Proc:
-    """``stockade serve`` over ``storage`` with one upstream for ``ecosystem``."""
-    port = free_port()
+    """``stockade serve`` on ``port`` over ``storage`` with one upstream for ``ecosystem``."""
     cache: dict[str, Any] = {}
     if expired:
         cache = {"metadata_ttl_s": TINY_S, "negative_ttl_s": TINY_S}
@@ -77,10 +76,11 @@ def measure(name: str, what: str, ecosystem: str, start_upstream: Callable[[], S
     storage = work / f"{name}-data"
     times: dict[str, list[float]] = {"online": [], "down": [], "offline": []}
     logs = {mode: work / f"{name}-{mode}.log" for mode in times}
+    port = free_port()  # one address for stockade, as clients (and lockfiles) know it
     for i in range(rounds + 1):
         for mode in times:
             stop = start_upstream() if mode == "online" else None
-            proxy = start_stockade(ecosystem, upstream_url, storage, logs[mode],
+            proxy = start_stockade(ecosystem, upstream_url, storage, logs[mode], port=port,
                                    offline=mode == "offline", expired=mode == "down")
             try:
                 took = install(proxy.url(prefix))
@@ -176,9 +176,13 @@ def bench_npm(work: Path, rounds: int) -> None:
         userconfig = home / "npmrc"
         userconfig.write_text(f"registry={url}\n")
         started = time.perf_counter()
-        subprocess.run([npm, *args, "--no-audit", "--no-fund", "--userconfig",
-                        str(userconfig), "--cache", str(cache)], cwd=project,
-                       env=npm_env(home), check=True, capture_output=True, timeout=900)
+        try:
+            subprocess.run([npm, *args, "--no-audit", "--no-fund", "--userconfig",
+                            str(userconfig), "--cache", str(cache)], cwd=project,
+                           env=npm_env(home), check=True, capture_output=True, timeout=900)
+        except subprocess.CalledProcessError as exc:
+            print(exc.stderr.decode(errors="replace")[-3000:], file=sys.stderr)
+            raise
         elapsed = time.perf_counter() - started
         shutil.rmtree(cache, ignore_errors=True)
         return elapsed
