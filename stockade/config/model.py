@@ -51,7 +51,9 @@ class ServerSettings(_Frozen):
     # This replica's name in shared storage and logs; None: the host name.
     # Two processes on one host sharing a bucket must set different names.
     replica: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-
+    # true: never contact an upstream. Cached metadata is served however old,
+    # cached artifacts as usual; anything not cached fails at once with 404.
+    offline: bool = False
 
     @field_validator("public_url")
     @classmethod
@@ -129,6 +131,9 @@ class StorageSettings(_Frozen):
     # Below this many free bytes on the file system under ``path``, /readyz
     # answers 503 so traffic moves to a replica with room (0: no minimum).
     min_free_bytes: int = Field(default=1024**3, ge=0)
+    # Blobs up to this size are re-hashed each time they are served; one whose
+    # bytes no longer match is deleted and fetched again (0: never).
+    verify_on_read_max_bytes: int = Field(default=1024 * 1024, ge=0)
 
 
 class UpstreamAuth(_Frozen):
@@ -151,6 +156,49 @@ class UpstreamAuth(_Frozen):
         return self
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+Origin = tuple[str, str, int]  # scheme, lower-case host, port
+
+
+def url_origin(url: str) -> Origin | None:
+    """The (scheme, host, port) of an http(s) URL, the port made explicit; None when
+    ``url`` is not http(s) or has no host or a bad port."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]
+
+
+def file_host_origins(entry: str, *, upstream_scheme: str) -> frozenset[Origin]:
+    """The origins one ``file_hosts`` entry allows (see ``UpstreamSettings``).
+
+    Raises:
+        ValueError: the entry is neither a host nor an http(s) origin.
+    """
+    if "://" in entry:
+        origin = url_origin(entry)
+        parts = urlsplit(entry)
+        if origin is None or parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"a file host is a host or scheme://host[:port]: {entry!r}")
+        return frozenset({origin})
+    parts = urlsplit(f"//{entry}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1 or parts.path or parts.username:
+        raise ValueError(f"a file host is a host or scheme://host[:port]: {entry!r}")
+    host = parts.hostname.lower()
+    schemes = ("https", "http") if upstream_scheme == "http" else ("https",)
+    return frozenset((s, host, port or _DEFAULT_PORTS[s]) for s in schemes)
+
+
 class UpstreamSettings(_Frozen):
     """One upstream registry of an ecosystem."""
 
@@ -159,7 +207,12 @@ class UpstreamSettings(_Frozen):
     # Name patterns this upstream owns (fnmatch style: "acme-*", "@acme/*",
     # "com.acme.*"). A name matching one is served by this upstream only.
     namespaces: tuple[str, ...] = ()
-    # Hosts besides the url's own that may serve files named in its metadata.
+    # Where besides the url's own scheme, host and port the files named in its
+    # metadata may be fetched from. "scheme://host[:port]" allows exactly that
+    # origin (the port defaults to the scheme's). A bare "host" (or "host:port")
+    # allows https on that port (default 443), and also http (default 80) when the
+    # url itself is plain http: a file host never downgrades an https upstream.
+    # The url's own host on another port or scheme is not allowed unless listed.
     file_hosts: tuple[str, ...] = ()
     auth: UpstreamAuth | None = None
     connect_timeout_s: PositiveSeconds = 10.0
@@ -167,6 +220,13 @@ class UpstreamSettings(_Frozen):
     retries: int = Field(default=2, ge=0, le=10)
     max_connections: int = Field(default=32, gt=0)
     verify_tls: bool = True
+    # true: never contact this upstream; serve what is cached from it (as
+    # server.offline does for every upstream).
+    offline: bool = False
+    # After this upstream could not be reached at all (connection refused or timed
+    # out, no such host), it is not asked again for this long: requests meanwhile
+    # are answered from the cache (stale-if-error) or fail at once (0: always ask).
+    unreachable_retry_s: float = Field(default=10.0, ge=0)
 
     @field_validator("url")
     @classmethod
@@ -180,6 +240,22 @@ class UpstreamSettings(_Frozen):
         if parts.query or parts.fragment:
             raise ValueError(f"an upstream URL takes no query or fragment: {value!r}")
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("file_hosts")
+    @classmethod
+    def _file_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            file_host_origins(entry, upstream_scheme="https")  # raises on a bad entry
+        return value
+
+    @property
+    def origins(self) -> frozenset[Origin]:
+        """Every (scheme, host, port) this upstream's documents and files may come from."""
+        own = url_origin(self.url)
+        assert own is not None  # the url validator guarantees it
+        scheme = own[0]
+        return frozenset({own}).union(
+            *(file_host_origins(h, upstream_scheme=scheme) for h in self.file_hosts))
 
     @property
     def internal(self) -> bool:
@@ -198,6 +274,10 @@ class CacheSettings(_Frozen):
     # An index page older than the TTL is revalidated; if the upstream then
     # fails, a copy up to this old is served instead of an error.
     stale_if_error_s: PositiveSeconds = 7 * 24 * 3600.0
+    # An upstream 404 (a missing checksum file, POM or npm package) is remembered
+    # this long before it is asked again; while the upstream is down a remembered
+    # 404 is served for up to stale_if_error_s.
+    negative_ttl_s: PositiveSeconds = 300.0
 
 
 class EcosystemSettings(_Frozen):

@@ -97,9 +97,11 @@ def load_engine(settings: Settings) -> PolicyEngine:
 def make_upstreams(
     settings: Settings, metrics: Metrics, environ: Mapping[str, str]
 ) -> dict[Ecosystem, tuple[Upstream, ...]]:
-    """Every configured upstream, per ecosystem (not started: no session is open)."""
+    """Every configured upstream, per ecosystem (not started: no session is open);
+    with ``server.offline`` none of them is ever contacted."""
     return {
-        eco: tuple(Upstream(u, metrics=metrics, environ=environ)
+        eco: tuple(Upstream(u, metrics=metrics, environ=environ,
+                            offline=settings.server.offline)
                    for u in getattr(settings, eco.value).upstreams)
         for eco in Ecosystem
     }
@@ -115,11 +117,15 @@ def make_admission(
 
     ``offline`` admission asks no upstream and records nothing: it decides on
     the metadata and first-seen times the server stored (``check``, ``audit``).
+    A server with ``server.offline`` asks no upstream either, but records.
     """
     root = settings.storage.path
     metacache = MetadataCache(
         RefStore(root, METADATA_REFS), metrics,
-        max_doc_bytes=settings.storage.max_metadata_bytes, offline=offline,
+        max_doc_bytes=settings.storage.max_metadata_bytes,
+        offline=offline or settings.server.offline,
+        negative_ttl_s={eco: getattr(settings, eco.value).cache.negative_ttl_s
+                        for eco in Ecosystem},
     )
     seen = FirstSeen(first_seen or RefStore(root, FIRST_SEEN_REFS), read_only=offline)
     # Built for every app (a reloaded policy may gain a provenance rule); it loads
@@ -168,6 +174,7 @@ def _services(
         pipeline = ArtifactPipeline(
             store, open_records(settings, store, ARTIFACT_REFS), metrics,
             max_artifact_bytes=settings.storage.max_artifact_bytes,
+            verify_on_read_max_bytes=settings.storage.verify_on_read_max_bytes,
         )
         rendered = RenderedCache(root / "rendered")
         await rendered.open()

@@ -1,10 +1,12 @@
 """The metadata cache: index pages, packuments and maven-metadata.xml.
 
-Owns freshness (TTL), revalidation with ETag/Last-Modified, stale-if-error and
-coalescing identical misses into one upstream request; offline, it serves what
-is stored and asks no upstream. Documents are kept on
-disk through ``RefStore`` and the most recent ones in a bounded memory LRU.
-It does not parse or rewrite documents: ecosystem modules do.
+Owns freshness (TTL), revalidation with ETag/Last-Modified, stale-if-error,
+remembering upstream 404s for a while (negative caching, with stale-if-error
+for them too) and coalescing identical misses into one upstream request;
+offline (the whole cache, or one upstream), it serves what is stored however
+old and asks no upstream. Documents are kept on disk through ``RefStore`` and
+the most recent ones in a bounded memory LRU. It does not parse or rewrite
+documents: ecosystem modules do.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import enum
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+
+from cachetools import LRUCache
 
 from stockade.proxy.errors import NotCachedError, UpstreamError, UpstreamStatusError
 from stockade.proxy.metrics import Metrics
@@ -58,6 +62,28 @@ def doc_key(ecosystem: str, upstream: str, url: str, accept: str) -> str:
     return f"{ecosystem}|{upstream}|{url}|{accept}"
 
 
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """An upstream's remembered 404 (or 410) for one document."""
+
+    key: str
+    url: str
+    status: int
+    fetched_at: float
+
+
+_DEFAULT_NEGATIVE_TTL_S = 300.0
+_NEGATIVES_IN_MEMORY = 65_536  # remembered 404s kept in memory (the rest on disk)
+
+
+def _stored_missing(key: str, record: dict[str, object]) -> Missing | None:
+    try:
+        return Missing(key=key, url=str(record["url"]), status=int(record["missing"]),  # type: ignore[call-overload]
+                       fetched_at=float(record["fetched_at"]))  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _stored_doc(key: str, record: dict[str, object], body: bytes | None) -> CachedDoc | None:
     if body is None:
         return None
@@ -84,6 +110,7 @@ class MetadataCache:
         max_doc_bytes: int,
         memory_bytes: int = 64 * 1024 * 1024,
         offline: bool = False,
+        negative_ttl_s: Mapping[str, float] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._refs = refs
@@ -91,9 +118,12 @@ class MetadataCache:
         self._max_doc_bytes = max_doc_bytes
         self._memory_bytes = memory_bytes
         self._offline = offline
+        # Per ecosystem: how long an upstream 404 is believed before asking again.
+        self._negative_ttl_s = dict(negative_ttl_s or {})
         self._clock = clock
         self._memory: OrderedDict[str, CachedDoc] = OrderedDict()
         self._memory_used = 0
+        self._missing: LRUCache[str, Missing] = LRUCache(_NEGATIVES_IN_MEMORY)
         self._flight: SingleFlight[str, CachedDoc] = SingleFlight()
 
     async def get(
@@ -109,46 +139,92 @@ class MetadataCache:
         """The document at ``url``: cached if fresh, else revalidated or fetched.
 
         Offline, the stored copy is returned however old, and nothing is fetched.
+        An upstream 404 is remembered for the ecosystem's negative TTL, and while
+        the upstream is down for up to ``stale_if_error_s``.
 
         Raises:
             UpstreamError: the upstream failed and no usable stale copy exists
-                (an upstream 404 raises ``UpstreamStatusError`` with status 404).
+                (an upstream 404, asked or remembered, raises
+                ``UpstreamStatusError`` with status 404).
             NotCachedError: offline, and the document was never stored.
         """
+        return await self._get(ecosystem, upstream, url, accept=accept, ttl_s=ttl_s,
+                               stale_if_error_s=stale_if_error_s, probe=False)
+
+    async def probe(
+        self, ecosystem: str, upstream: Upstream, url: str, *, ttl_s: float,
+        stale_if_error_s: float,
+    ) -> CachedDoc:
+        """Whether ``url`` exists, asked with a one-byte range request and cached as
+        documents are: a document with an empty body (and the upstream's
+        ``Last-Modified``) when it does.
+
+        Raises:
+            UpstreamStatusError: status 404, the file is not there (or remembered so).
+            UpstreamError, NotCachedError: as ``get``.
+        """
+        return await self._get(ecosystem, upstream, url, accept="probe", ttl_s=ttl_s,
+                               stale_if_error_s=stale_if_error_s, probe=True)
+
+    async def _get(
+        self, ecosystem: str, upstream: Upstream, url: str, *, accept: str, ttl_s: float,
+        stale_if_error_s: float, probe: bool,
+    ) -> CachedDoc:
         key = doc_key(ecosystem, upstream.name, url, accept)
+        negative_ttl_s = self._negative_ttl_s.get(ecosystem, _DEFAULT_NEGATIVE_TTL_S)
         cached = await self._load(key)
-        if self._offline:
+        if self._offline or upstream.offline:
             if cached is None:
-                raise NotCachedError(f"{url} was never cached; offline, nothing is fetched")
-            return cached
-        if cached is not None and self._clock() - cached.fetched_at < ttl_s:
+                raise NotCachedError(
+                    f"{url} was never cached, and upstream {upstream.name} is offline: "
+                    "nothing is fetched")
+            return self._answer(cached, upstream)
+        if cached is not None and self._fresh(cached, ttl_s, negative_ttl_s):
             self._metrics.cache_requests.labels(ecosystem, CacheResult.HIT).inc()
-            return cached
+            return self._answer(cached, upstream)
 
         async def refresh() -> CachedDoc:
-            return await self._refresh(key, upstream, url, accept, cached, stale_if_error_s)
+            # Another flight may have stored it since it was loaded above.
+            current = await self._load(key)
+            if current is not None and self._fresh(current, ttl_s, negative_ttl_s):
+                return self._answer(current, upstream)
+            return await self._refresh(key, upstream, url, accept, current,
+                                       stale_if_error_s, probe=probe)
 
         doc = await self._flight.do(key, refresh)
         self._metrics.cache_requests.labels(ecosystem, doc.result).inc()
         return doc
 
+    def _fresh(self, cached: CachedDoc | Missing, ttl_s: float, negative_ttl_s: float) -> bool:
+        ttl = negative_ttl_s if isinstance(cached, Missing) else ttl_s
+        return self._clock() - cached.fetched_at < ttl
+
+    @staticmethod
+    def _answer(cached: CachedDoc | Missing, upstream: Upstream) -> CachedDoc:
+        if isinstance(cached, Missing):
+            raise UpstreamStatusError(
+                f"upstream {upstream.name} answered {cached.status} for {cached.url}",
+                upstream=upstream.name, upstream_status=cached.status,
+            )
+        return cached
+
     async def _refresh(
         self, key: str, upstream: Upstream, url: str, accept: str,
-        cached: CachedDoc | None, stale_if_error_s: float,
+        cached: CachedDoc | Missing | None, stale_if_error_s: float, *, probe: bool,
     ) -> CachedDoc:
-        headers = {"Accept": accept}
-        if cached is not None:
+        headers = {"Range": "bytes=0-0"} if probe else {"Accept": accept}
+        if isinstance(cached, CachedDoc) and not probe:
             if cached.etag:
                 headers["If-None-Match"] = cached.etag
             if cached.last_modified:
                 headers["If-Modified-Since"] = cached.last_modified
         try:
             async with upstream.get(url, headers=headers) as resp:
-                if resp.status == 304 and cached is not None:
+                if resp.status == 304 and isinstance(cached, CachedDoc):
                     doc = replace(cached, fetched_at=self._clock(), result=CacheResult.HIT)
                     await self._store(doc, body_changed=False)
                     return doc
-                body = await resp.read(self._max_doc_bytes)
+                body = b"" if probe else await resp.read(self._max_doc_bytes)
                 doc = CachedDoc(
                     key=key, url=resp.url, body=body,
                     content_type=resp.headers.get("Content-Type", ""),
@@ -157,13 +233,16 @@ class MetadataCache:
                     result=CacheResult.MISS,
                 )
         except UpstreamStatusError as exc:
-            if exc.upstream_status in (404, 410) or cached is None:
+            if exc.upstream_status in (404, 410):
+                await self._store_missing(Missing(key, url, exc.upstream_status, self._clock()))
                 raise
-            return self._stale_or_raise(cached, exc, stale_if_error_s)
+            if cached is None:
+                raise
+            return self._stale_or_raise(cached, upstream, exc, stale_if_error_s)
         except UpstreamError as exc:
             if cached is None:
                 raise
-            return self._stale_or_raise(cached, exc, stale_if_error_s)
+            return self._stale_or_raise(cached, upstream, exc, stale_if_error_s)
         try:
             await self._store(doc, body_changed=True)
         except StorageError as exc:
@@ -173,29 +252,51 @@ class MetadataCache:
         return doc
 
     def _stale_or_raise(
-        self, cached: CachedDoc, exc: UpstreamError, stale_if_error_s: float
+        self, cached: CachedDoc | Missing, upstream: Upstream, exc: UpstreamError,
+        stale_if_error_s: float,
     ) -> CachedDoc:
         age = self._clock() - cached.fetched_at
         if age > stale_if_error_s:
             raise exc
         logger.info(
-            "serving stale %s (%.0fs old) because upstream failed: %s", cached.url, age, exc
+            "serving stale %s%s (%.0fs old) because upstream failed: %s", cached.url,
+            " (a remembered 404)" if isinstance(cached, Missing) else "", age, exc,
         )
+        if isinstance(cached, Missing):
+            return self._answer(cached, upstream)
         return replace(cached, result=CacheResult.STALE)
 
-    async def _load(self, key: str) -> CachedDoc | None:
+    async def _load(self, key: str) -> CachedDoc | Missing | None:
         doc = self._memory.get(key)
         if doc is not None:
             self._memory.move_to_end(key)
             return replace(doc, result=CacheResult.HIT)
+        missing = self._missing.get(key)
+        if missing is not None:
+            return missing
         record = await self._refs.get(key)
         if record is None:
             return None
+        if "missing" in record:
+            missing = _stored_missing(key, record)
+            if missing is not None:
+                self._missing[key] = missing
+            return missing
         body = await self._refs.get_body(key)
         doc = _stored_doc(key, record, body)
         if doc is not None:
             self._remember(doc)
         return doc
+
+    async def _store_missing(self, missing: Missing) -> None:
+        self._forget(missing.key)
+        self._missing[missing.key] = missing
+        record = {"url": missing.url, "missing": missing.status,
+                  "fetched_at": missing.fetched_at}
+        try:
+            await self._refs.put(missing.key, record)
+        except StorageError as exc:
+            logger.warning("cannot remember the 404 of %s: %s", missing.url, exc.diagnostics())
 
     async def _store(self, doc: CachedDoc, *, body_changed: bool) -> None:
         record = {
@@ -205,10 +306,14 @@ class MetadataCache:
         await self._refs.put(doc.key, record, doc.body if body_changed else None)
         self._remember(doc)
 
-    def _remember(self, doc: CachedDoc) -> None:
-        old = self._memory.pop(doc.key, None)
+    def _forget(self, key: str) -> None:
+        old = self._memory.pop(key, None)
         if old is not None:
             self._memory_used -= len(old.body)
+
+    def _remember(self, doc: CachedDoc) -> None:
+        self._forget(doc.key)
+        self._missing.pop(doc.key, None)
         if len(doc.body) > self._memory_bytes // 4:
             return  # a very large document is read from disk each time
         self._memory[doc.key] = doc

@@ -1,9 +1,11 @@
 """The artifact pipeline shared by every ecosystem.
 
 Owns serving an artifact whose upstream URL and expected digests an ecosystem
-module has already worked out: from storage when a verified copy exists,
-otherwise through one upstream fetch per artifact (single-flight) that spools
-to a blob writer while hashing. Every client waiting for the artifact tails the
+module has already worked out: from storage when a verified copy exists (small
+blobs re-hashed before they are served, a changed or vanished one fetched
+again), otherwise through one upstream fetch per artifact (single-flight) that
+spools to a blob writer while hashing; an offline upstream's artifact that is
+not stored fails at once. Every client waiting for the artifact tails the
 spool file, so memory stays bounded whatever the size and however many wait.
 The last chunk is held back until the digest has been checked and the blob
 committed: on a mismatch every client's response is aborted before it is
@@ -18,18 +20,20 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from stockade.policy.model import Ecosystem, Facts
 from stockade.proxy.blobresponse import BlobResponse
-from stockade.proxy.errors import IntegrityError, ProxyError
+from stockade.proxy.errors import IntegrityError, NotCachedError, ProxyError, UpstreamBodyError
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, MultiHasher
-from stockade.storage.errors import DigestMismatchError, StorageError
+from stockade.storage.errors import BlobNotFoundError, DigestMismatchError, StorageError
 from stockade.storage.protocol import BlobInfo, BlobStore, BlobWriter
 from stockade.storage.records import RecordStore
+from stockade.storage.verify import blob_intact
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,18 @@ class ArtifactSource:
     checksum_headers: tuple[str, ...] = ()
     name: str | None = None  # package name and version, recorded for `stockade audit`
     version: str | None = None
+    # More facts kept in the artifact's record when it is stored (Maven's publish
+    # date), for deciding warm requests without asking the upstream again.
+    recorded: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredArtifact:
+    """A stored, verified artifact and the record written when it was stored
+    (empty where it was found by a published sha256 alone)."""
+
+    info: BlobInfo
+    record: Mapping[str, Any]
 
 
 class Fill:
@@ -100,24 +116,38 @@ class ArtifactPipeline:
         metrics: Metrics,
         *,
         max_artifact_bytes: int,
+        verify_on_read_max_bytes: int = 0,
     ) -> None:
         self._store = store
         self._index = index
         self._metrics = metrics
         self._max_bytes = max_artifact_bytes
+        self._verify_max = verify_on_read_max_bytes
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def lookup(self, source: ArtifactSource) -> BlobInfo | None:
         """The stored, verified blob for ``source``, if there is one, with every digest
         known of it (recorded when it was stored, or published by the upstream)."""
+        found = await self.stored(source)
+        return None if found is None else found.info
+
+    async def stored(self, source: ArtifactSource) -> StoredArtifact | None:
+        """``lookup`` with the artifact's record: found by the published sha256, or by
+        ``source.key`` (whose record must agree with any digest ``source`` expects).
+
+        A stored blob that no longer holds its bytes (changed on disk, or removed
+        by ``stockade cache verify`` meanwhile) is dropped and counts as not stored.
+        """
         by_alg = {d.algorithm: d.hex for d in source.expected}
         recorded: dict[str, str] = {}
+        record: dict[str, Any] = {}
         sha256 = by_alg.get("sha256")
         if sha256 is None:
-            record = await self._index.get(source.key)
-            if record is None:
+            found = await self._index.get(source.key)
+            if found is None:
                 return None
+            record = found
             recorded = {k: v for k, v in (record.get("digests") or {}).items()
                         if isinstance(v, str)}
             if any(recorded.get(alg) != hexval for alg, hexval in by_alg.items()):
@@ -126,9 +156,35 @@ class ArtifactPipeline:
             if not isinstance(sha256, str):
                 return None
         info = await self._store.stat(sha256)
-        if info is None:
+        if info is None or not await self._still_intact(source, info):
             return None
-        return dataclasses.replace(info, digests={**recorded, **by_alg, "sha256": sha256})
+        info = dataclasses.replace(info, digests={**recorded, **by_alg, "sha256": sha256})
+        return StoredArtifact(info, record)
+
+    async def _still_intact(self, source: ArtifactSource, info: BlobInfo) -> bool:
+        """Small blobs are re-hashed; of larger ones, only that they are still there
+        is checked (their last byte read), through the ``BlobStore`` protocol."""
+        if info.size <= self._verify_max:
+            if await blob_intact(self._store, info.sha256):
+                return True
+            logger.warning("stored %s (blob %s) no longer matches its digest; "
+                           "deleting it and fetching it again", source.filename, info.sha256)
+            await self._store.delete(info.sha256)
+            return False
+        try:
+            async for _ in self._store.read(info.sha256, max(info.size - 1, 0)):
+                pass  # one byte: reading to the end closes what the store opened
+        except BlobNotFoundError:
+            logger.warning("stored %s (blob %s) was removed from storage; fetching it again",
+                           source.filename, info.sha256)
+            return False
+        return True
+
+    def respond(
+        self, request: web.Request, source: ArtifactSource, stored: StoredArtifact
+    ) -> web.StreamResponse:
+        """Answer a GET or HEAD from a stored artifact ``stored`` found for ``source``."""
+        return self._from_store(request, source, stored.info, "cache")
 
     async def admitted(self, source: ArtifactSource) -> dict[str, str] | None:
         """The digests of the file stockade admitted before under ``source.key``
@@ -225,6 +281,10 @@ class ArtifactPipeline:
     def _fill_for(self, source: ArtifactSource) -> Fill:
         fill = self._fills.get(source.key)
         if fill is None:
+            if source.upstream.offline:
+                raise NotCachedError(
+                    f"{source.filename} is not cached, and upstream {source.upstream.name} "
+                    "is offline: it is not fetched")
             fill = Fill(source)
             self._fills[source.key] = fill
             task = asyncio.create_task(self._run(fill), name=f"fill {source.key}")
@@ -236,6 +296,15 @@ class ArtifactPipeline:
         source = fill.source
         writer: BlobWriter | None = None
         try:
+            # A fill that finished just before this one began may have stored it.
+            info = await self.lookup(source)
+            if info is not None:
+                fill.info = info
+                fill.visible = info.size
+                fill.started.set()
+                fill.finished.set()
+                fill._notify()
+                return
             writer = await self._store.open_writer(
                 algorithms=sorted({d.algorithm for d in source.expected} | set(source.algorithms)),
                 max_bytes=self._max_bytes,
@@ -266,6 +335,12 @@ class ArtifactPipeline:
         source = fill.source
         fill.spool_path = str(writer.spool_path)
         async with source.upstream.get(source.url) as resp:
+            if not source.expected and not resp.framed:
+                raise UpstreamBodyError(
+                    f"upstream {source.upstream.name} sent {source.filename} with neither a "
+                    "length nor chunked framing, and no checksum vouches for it: a body cut "
+                    "short could not be told from a whole one, so it is refused",
+                    upstream=source.upstream.name)
             fill.content_length = resp.content_length
             fill.started.set()
             async for chunk in resp.iter_chunks():
@@ -278,7 +353,9 @@ class ArtifactPipeline:
         record = {"sha256": info.sha256, "size": info.size, "digests": info.digests,
                   "url": source.url, "upstream": source.upstream.name,
                   "ecosystem": source.ecosystem.value, "name": source.name,
-                  "version": source.version, "filename": source.filename}
+                  "version": source.version, "filename": source.filename,
+                  "verified": sorted(d.algorithm for d in source.expected),
+                  **source.recorded}
         # Replicas filling one artifact at once: the first record stays. One for
         # other bytes is replaced, as ours matched what the upstream publishes now.
         stored = await self._index.put_if_absent(source.key, record)
@@ -301,7 +378,9 @@ class ArtifactPipeline:
         await fill.started.wait()
         if fill.error is not None:
             raise fill.error
-        assert fill.spool_path is not None
+        if fill.spool_path is None:  # found stored when the fill began
+            assert fill.info is not None
+            return self._from_store(request, fill.source, fill.info, "cache")
         try:
             # A local open is one quick syscall; doing it on the loop means a
             # cancelled request can never leak a descriptor opened in a thread.

@@ -1,8 +1,11 @@
 """The upstream client: one pooled session per configured upstream.
 
 Owns talking to upstreams: timeouts, bounded retries with backoff for
-idempotent requests, redirects checked against the upstream's allowed hosts,
-credentials sent to the upstream's own host only, and translating aiohttp's
+idempotent requests, redirects checked against the upstream's allowed origins
+(scheme, host and port), credentials sent to the upstream's own origin only,
+refusing every request of an offline upstream and, for a while, of one that
+could not be reached (so an outage costs one connect, not one per request),
+and translating aiohttp's
 exceptions into ``UpstreamError`` types. It is the only module that catches
 aiohttp client exceptions. Nothing from the client's request is forwarded:
 callers pass the few headers the protocol needs.
@@ -19,15 +22,16 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
 from stockade import __version__
-from stockade.config.model import UpstreamSettings
+from stockade.config.model import UpstreamSettings, url_origin
 from stockade.proxy.errors import (
     HostNotAllowedError,
+    NotCachedError,
     UpstreamBodyError,
     UpstreamError,
     UpstreamRedirectError,
@@ -60,6 +64,16 @@ class UpstreamResponse:
     def content_length(self) -> int | None:
         value = self.headers.get("Content-Length")
         return int(value) if value and value.isdigit() else None
+
+    @property
+    def framed(self) -> bool:
+        """True when the body's end can be told from a broken connection: it has a
+        Content-Length or chunked framing (else it ends when the connection closes,
+        and a body cut short looks whole)."""
+        if self.content_length is not None:
+            return True
+        coding = self.headers.get("Transfer-Encoding", "")
+        return "chunked" in coding.lower()
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         """Stream the body, raising ``UpstreamBodyError`` if it ends early."""
@@ -101,17 +115,21 @@ class Upstream:
         *,
         metrics: Metrics,
         environ: Mapping[str, str],
+        offline: bool = False,
     ) -> None:
         self.settings = settings
         self.name = settings.name
         self.url = settings.url
         self.internal = settings.internal
+        # Offline (server.offline, or the upstream's own offline): never contacted.
+        self.offline = offline or settings.offline
         self._metrics = metrics
-        self._host = (urlsplit(settings.url).hostname or "").lower()
-        self._port = urlsplit(settings.url).port
-        self._hosts = {self._host, *(h.lower() for h in settings.file_hosts)}
+        self._origin = url_origin(settings.url)
+        self._origins = settings.origins
+        self._hosts = frozenset(host for _, host, _ in self._origins)
         self._auth = _auth_header(settings, environ)
         self._session: aiohttp.ClientSession | None = None
+        self._unreachable_until = 0.0  # time.monotonic(); asked again only after it
 
     async def start(self) -> None:
         """Open the pooled session."""
@@ -144,13 +162,14 @@ class Upstream:
 
     @property
     def hosts(self) -> frozenset[str]:
-        """The host names this upstream's documents and files may come from."""
-        return frozenset(self._hosts)
+        """The host names this upstream's documents and files may come from (on the
+        schemes and ports ``allows`` checks)."""
+        return self._hosts
 
     def allows(self, url: str) -> bool:
-        """True when ``url`` is http(s) on this upstream's own or file hosts."""
-        parts = urlsplit(url)
-        return parts.scheme in ("http", "https") and (parts.hostname or "").lower() in self._hosts
+        """True when ``url`` has the scheme, host and port of this upstream or of one
+        of its file hosts."""
+        return url_origin(url) in self._origins
 
     def resolve(self, link: str, base: str) -> str | None:
         """Resolve a link from upstream metadata; None when its host is not allowed."""
@@ -160,10 +179,31 @@ class Upstream:
 
     def _headers_for(self, url: str, headers: Mapping[str, str] | None) -> dict[str, str]:
         out = dict(headers or {})
-        parts = urlsplit(url)
-        if self._auth and (parts.hostname or "").lower() == self._host and parts.port == self._port:
+        if self._auth and url_origin(url) == self._origin:
             out["Authorization"] = self._auth
         return out
+
+    def _refuse(self, url: str) -> None:
+        """Fail at once, asking nothing, when the upstream is offline or was unreachable."""
+        if self.offline:
+            raise NotCachedError(
+                f"upstream {self.name} is offline: {url} is not cached and is not fetched")
+        left = self._unreachable_until - time.monotonic()
+        if left > 0:
+            raise UpstreamUnavailableError(
+                f"upstream {self.name} could not be reached; not asking it again for "
+                f"{left:.0f}s ({url})", upstream=self.name)
+
+    def _mark_unreachable(self, exc: UpstreamError) -> None:
+        """Remember that the upstream could not be reached at all (not a bad answer)."""
+        cause = exc.__cause__
+        unreachable = (isinstance(exc, UpstreamUnavailableError)
+                       and not isinstance(exc, UpstreamTLSError)) or isinstance(
+                           cause, aiohttp.ConnectionTimeoutError)
+        if unreachable and self.settings.unreachable_retry_s > 0:
+            logger.info("upstream %s is unreachable; not asking it again for %.0fs: %s",
+                        self.name, self.settings.unreachable_retry_s, exc)
+            self._unreachable_until = time.monotonic() + self.settings.unreachable_retry_s
 
     @asynccontextmanager
     async def get(
@@ -195,6 +235,7 @@ class Upstream:
             HostNotAllowedError: the URL is not on this upstream.
             UpstreamError: connect failures, timeouts, a body over ``max_bytes``.
         """
+        self._refuse(url)
         if self._session is None:
             raise UpstreamUnavailableError(f"upstream {self.name} is not started")
         if not self.allows(url):
@@ -221,6 +262,7 @@ class Upstream:
     async def _open_with_retries(
         self, url: str, headers: Mapping[str, str] | None
     ) -> UpstreamResponse:
+        self._refuse(url)
         attempt = 0
         while True:
             try:
@@ -230,6 +272,7 @@ class Upstream:
                     exc.upstream_status in _RETRY_STATUSES
                 )
                 if not retriable or attempt >= self.settings.retries:
+                    self._mark_unreachable(exc)
                     raise
                 attempt += 1
                 delay = min(2.0, 0.1 * 2**attempt) * (0.5 + random.random())  # noqa: S311
@@ -245,7 +288,8 @@ class Upstream:
         for _ in range(_MAX_REDIRECTS + 1):
             if not self.allows(url):
                 raise HostNotAllowedError(
-                    f"refusing to fetch {url}: host is not part of upstream {self.name}",
+                    f"refusing to fetch {url}: its scheme, host and port are not those of "
+                    f"upstream {self.name} or its file hosts",
                     upstream=self.name,
                 )
             raw = await self._request(url, headers)

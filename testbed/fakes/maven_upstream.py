@@ -71,6 +71,7 @@ class FakeMaven(LoopbackRegistry):
     wrong_checksums: set[str] = field(default_factory=set)
     faults: dict[str, str] = field(default_factory=dict)  # "truncate" | "reset" | "500" | "hang"
     last_modified: dict[str, str] = field(default_factory=dict)  # path -> HTTP date
+    published: tuple[str, ...] = ALGS  # the checksum files published (Central: md5, sha1)
     server: TestServer | None = None
 
     def add(self, group: str, artifact: str, version: str, *,
@@ -119,7 +120,7 @@ class FakeMaven(LoopbackRegistry):
             if path.endswith(f".{alg}"):
                 base = path[: -len(alg) - 1]
                 data = self._read(base)
-                if data is None or base in self.no_checksums:
+                if data is None or base in self.no_checksums or alg not in self.published:
                     raise web.HTTPNotFound()
                 digest = hashlib.new(alg, data).hexdigest()
                 if base in self.wrong_checksums:

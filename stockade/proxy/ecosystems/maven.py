@@ -11,6 +11,7 @@ are the shared pipeline's.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -28,12 +29,13 @@ from stockade.proxy.ecosystems.base import Documents
 from stockade.proxy.errors import (
     BadRequestError,
     IntegrityError,
+    NotCachedError,
     NotFoundError,
     UpstreamError,
     UpstreamStatusError,
 )
 from stockade.proxy.metacache import CachedDoc
-from stockade.proxy.pipeline import ArtifactSource
+from stockade.proxy.pipeline import ArtifactPipeline, ArtifactSource, StoredArtifact
 from stockade.proxy.responses import IMMUTABLE
 from stockade.proxy.routing import Route
 from stockade.proxy.state import services
@@ -47,6 +49,7 @@ PREFIX = "/maven"
 _CHECKSUM_TTL_S = 30 * 24 * 3600.0  # release checksums never change
 _VERIFY_WITH = ("sha512", "sha256", "sha1")
 _RECORDED = ("md5", "sha1", "sha256", "sha512")
+_PUBLISHED = "published_at"  # the artifact record's publish date (ISO 8601, or null)
 
 
 def setup(app: web.Application) -> None:
@@ -89,7 +92,8 @@ async def _metadata(request: web.Request, adm: Admission, path: layout.MavenPath
     found, errors = await _fetch_metadata(adm, path, upstreams.upstreams)
     if not found:
         if errors and all(getattr(e, "status", 0) == 404 for e in errors):
-            raise NotFoundError(f"no upstream has {path.path}")
+            offline = [e for e in errors if isinstance(e, NotCachedError)]
+            raise offline[0] if offline else NotFoundError(f"no upstream has {path.path}")
         raise errors[0] if errors else NotFoundError(f"no upstream serves {path.path}")
     artifact_level = [d for d in found if d.is_artifact_level]
     headers = {"Cache-Control": "public, max-age=60"}
@@ -113,15 +117,15 @@ async def _metadata(request: web.Request, adm: Admission, path: layout.MavenPath
 
 async def _fetch_metadata(
     adm: Documents, path: layout.MavenPath, upstreams: Sequence[Upstream]
-) -> tuple[list[layout.Metadata], list[UpstreamError]]:
+) -> tuple[list[layout.Metadata], list[UpstreamError | NotCachedError]]:
     """Each upstream's ``maven-metadata.xml`` at ``path``, and the failures."""
     found: list[layout.Metadata] = []
-    errors: list[UpstreamError] = []
+    errors: list[UpstreamError | NotCachedError] = []
     for upstream in upstreams:
         try:
             doc = await adm.document(ECO, upstream, upstream.url.rstrip("/") + "/" + path.path,
                                      accept="application/xml")
-        except UpstreamError as exc:
+        except (UpstreamError, NotCachedError) as exc:  # down, missing, or offline
             errors.append(exc)
             continue
         found.append(_parse(doc, upstream))
@@ -145,23 +149,71 @@ async def _artifact(request: web.Request, adm: Admission, path: layout.MavenPath
     group, artifact, version = coords
     who = caller(request)
     upstreams = await adm.admit_name(ECO, f"{group}:{artifact}", who)
-    source, published = await _source(adm, path, upstreams.upstreams)
+    pipeline = services(request).pipeline
+    # A stored, verified copy is served without asking anyone; what it is decided
+    # on (the publish date) was recorded when it was stored.
+    warm = await _stored(adm, pipeline, path, upstreams.upstreams)
+    if warm is not None:
+        source, stored, published = warm
+    else:
+        source, published = await _source(adm, path, upstreams.upstreams)
+        stored = None
     facts = Facts(upstream=source.upstream.name, internal=source.upstream.internal,
                   published_at=published)
     facts = await adm.version_facts(ECO, f"{group}:{artifact}", version, {version: facts},
                                     upstreams, complete=False)
-    pipeline = services(request).pipeline
     ref = PackageRef(ECO, f"{group}:{artifact}", version, path.filename)
     if not path.is_snapshot:  # a -SNAPSHOT file is replaced by design
         facts = await pipeline.with_admitted(source, facts)
     await adm.admit_artifact(ref, facts, who, lambda known: maven_provenance.gather(
         adm, services(request).provenance, pipeline, source, ref, known))
     if path.checksum is None:
+        if stored is not None:
+            return pipeline.respond(request, source, stored)
         return await pipeline.serve(request, source)
-    info = await pipeline.ensure(source)
+    info = stored.info if stored is not None else await pipeline.ensure(source)
     value = info.digests.get(path.checksum) or await pipeline.digest(info, path.checksum)
     return web.Response(text=value, content_type="text/plain",
                         headers={"Cache-Control": source.headers.get("Cache-Control", "")})
+
+
+def _artifact_source(path: layout.MavenPath, upstream: Upstream, expected: tuple[Digest, ...],
+                     published: datetime | None) -> ArtifactSource:
+    url = upstream.url.rstrip("/") + "/" + path.path
+    return ArtifactSource(
+        ecosystem=ECO, upstream=upstream, url=url, filename=path.filename,
+        key=f"maven|{upstream.name}|{path.path}", expected=expected,
+        algorithms=_RECORDED, checksum_headers=("sha1", "md5"),
+        content_type=_content_type(path.filename),
+        headers={"Cache-Control": "no-cache"} if path.is_snapshot else IMMUTABLE,
+        name=f"{path.coordinates[0]}:{path.coordinates[1]}" if path.coordinates else None,
+        version=path.coordinates[2] if path.coordinates else None,
+        recorded={_PUBLISHED: published.isoformat() if published else None},
+    )
+
+
+async def _stored(adm: Admission, pipeline: ArtifactPipeline, path: layout.MavenPath,
+                  upstreams: Sequence[Upstream]
+                  ) -> tuple[ArtifactSource, StoredArtifact, datetime | None] | None:
+    """The artifact as stored from the first upstream that gave it, with its recorded
+    publish date; None when it must be looked up upstream (never stored, stored
+    before publish dates were recorded, a SNAPSHOT, or stored unverified and
+    ``maven.missing_checksum`` is now ``block``)."""
+    if path.is_snapshot:
+        return None
+    strict = _settings(adm).missing_checksum == "block"
+    for upstream in upstreams:
+        source = _artifact_source(path, upstream, (), None)
+        stored = await pipeline.stored(source)
+        if stored is None:
+            continue
+        record = stored.record
+        if _PUBLISHED not in record or (strict and not record.get("verified")):
+            return None
+        published = _iso_date(record.get(_PUBLISHED))
+        return dataclasses.replace(source, recorded={_PUBLISHED: record.get(_PUBLISHED)}
+                                   ), stored, published
+    return None
 
 
 async def _source(adm: Admission, path: layout.MavenPath, upstreams: Sequence[Upstream]
@@ -169,27 +221,20 @@ async def _source(adm: Admission, path: layout.MavenPath, upstreams: Sequence[Up
     """The first upstream that has the file, with the checksum it publishes and when.
 
     The checksum file's ``Last-Modified`` stands for the publish date (Central
-    writes both together); the release-age rule reads it.
+    writes both together); the release-age rule reads it. Without a checksum file,
+    the file's own ``Last-Modified`` does.
     """
     missing: list[str] = []
     for upstream in upstreams:
         url = upstream.url.rstrip("/") + "/" + path.path
         expected, published = await _published_checksum(adm, upstream, url)
         if expected is None:
-            if not await _exists(upstream, url):
+            found, published = await _exists(adm, upstream, url)
+            if not found:
                 missing.append(upstream.name)
                 continue
             expected = _unverified(adm, path, upstream)
-        snapshot = path.is_snapshot
-        return ArtifactSource(
-            ecosystem=ECO, upstream=upstream, url=url, filename=path.filename,
-            key=f"maven|{upstream.name}|{path.path}", expected=expected,
-            algorithms=_RECORDED, checksum_headers=("sha1", "md5"),
-            content_type=_content_type(path.filename),
-            headers={"Cache-Control": "no-cache"} if snapshot else IMMUTABLE,
-            name=f"{path.coordinates[0]}:{path.coordinates[1]}" if path.coordinates else None,
-            version=path.coordinates[2] if path.coordinates else None,
-        ), published
+        return _artifact_source(path, upstream, expected, published), published
     raise NotFoundError(f"{path.path} is not on upstream {', '.join(missing)}")
 
 
@@ -206,7 +251,15 @@ def _unverified(adm: Admission, path: layout.MavenPath, upstream: Upstream) -> t
 
 async def _published_checksum(adm: Admission, upstream: Upstream, url: str
                               ) -> tuple[tuple[Digest, ...] | None, datetime | None]:
-    """The strongest checksum the upstream publishes beside ``url`` (if any), and its date."""
+    """The strongest checksum the upstream publishes beside ``url`` (if any), and its date.
+
+    Offline, a checksum file never asked for is passed over for a weaker one that was
+    (a file stored before 404s were remembered is found by the one that verified it).
+
+    Raises:
+        NotCachedError: offline, and no checksum file of ``url`` was ever cached.
+    """
+    offline: NotCachedError | None = None
     for alg in _VERIFY_WITH:
         try:
             doc = await adm.document(ECO, upstream, f"{url}.{alg}", accept="text/plain",
@@ -215,6 +268,9 @@ async def _published_checksum(adm: Admission, upstream: Upstream, url: str
             if exc.upstream_status == 404:
                 continue
             raise
+        except NotCachedError as exc:
+            offline = offline or exc
+            continue
         token = layout.first_token(doc.body)
         try:
             digest = Digest.parse(alg, token or "")
@@ -223,6 +279,8 @@ async def _published_checksum(adm: Admission, upstream: Upstream, url: str
                 f"upstream {upstream.name} published a malformed {alg} for {url}"
             ) from exc
         return (digest,), _http_date(doc.last_modified)
+    if offline is not None:
+        raise offline
     return None, None
 
 
@@ -235,14 +293,27 @@ def _http_date(value: str | None) -> datetime | None:
         return None
 
 
-async def _exists(upstream: Upstream, url: str) -> bool:
+def _iso_date(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
     try:
-        async with upstream.get(url, headers={"Range": "bytes=0-0"}):
-            return True
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+async def _exists(adm: Admission, upstream: Upstream, url: str
+                  ) -> tuple[bool, datetime | None]:
+    """Whether the upstream has ``url`` (asked once, a 404 remembered), and its date."""
+    cache = adm.cache_settings(ECO).cache
+    try:
+        doc = await adm.metacache.probe(ECO, upstream, url, ttl_s=cache.metadata_ttl_s,
+                                        stale_if_error_s=cache.stale_if_error_s)
     except UpstreamStatusError as exc:
-        if exc.upstream_status == 404:
-            return False
+        if exc.upstream_status in (404, 410):
+            return False, None
         raise
+    return True, _http_date(doc.last_modified)
 
 
 def _content_type(filename: str) -> str:
