@@ -7,7 +7,6 @@ the test skips and says which and how to get it.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from testbed.net import free_port
+
+__all__ = ["free_port"]
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "stockade"
@@ -36,13 +39,13 @@ def tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
         pytest.skip(f"{name} is not installed ({SETUP})")
+    # a version manager's shim can stand on the PATH for a tool it no longer has
+    probe = subprocess.run([found, "--version"], capture_output=True, check=False)  # noqa: S603
+    if probe.returncode != 0:
+        pytest.skip(f"{name} on the PATH ({found}) does not run ({SETUP})")
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_get(url: str, timeout_s: float = 10) -> tuple[int, bytes]:
