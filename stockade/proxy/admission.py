@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
@@ -174,10 +174,11 @@ class Admission:
         return await self.admit(ref, await gather(facts), who)
 
     async def decide_versions(
-        self, eco: Ecosystem, name: str, doc: CachedDoc, facts: Mapping[str, Facts],
-        who: Caller, *, offload: bool = False,
+        self, eco: Ecosystem, name: str, doc: CachedDoc | Sequence[CachedDoc],
+        facts: Mapping[str, Facts], who: Caller, *, offload: bool = False,
     ) -> VersionFilter:
-        """Every version of ``doc`` decided, reused per document version and policy.
+        """Every version of ``doc`` (or of documents merged, as Maven's upstreams'
+        metadata are) decided, reused per document version and policy.
 
         Decisions can depend on time (release age), so they are made again at least
         once per metadata TTL. ``facts`` come straight from the document; first-seen
@@ -185,7 +186,9 @@ class Admission:
         is counted and recorded once per document version (again only if a later
         pass decides otherwise), with the caller who first asked.
         """
-        key = (doc.key, doc.version, self.gate.revision)
+        docs = (doc,) if isinstance(doc, CachedDoc) else tuple(doc)
+        doc_key = "+".join(d.key for d in docs)
+        key = (doc_key, "+".join(d.version for d in docs), self.gate.revision)
         now = self._clock()
         found = self._decisions.get(key)
         if found is not None and now - found[0] < self.cache_settings(eco).cache.metadata_ttl_s:
@@ -199,9 +202,9 @@ class Admission:
         refused = frozenset((v, x.rule, x.decision, x.audit_only)
                             for v, x in decided.verdicts.items()
                             if x.decision is not Decision.ALLOW)
-        if self._recorded.get((doc.key, key[2])) != refused:
+        if self._recorded.get((doc_key, key[2])) != refused:
             # a revalidated document that decides as before is not recorded again
-            self._recorded[(doc.key, key[2])] = refused
+            self._recorded[(doc_key, key[2])] = refused
             await self.gate.record_versions(ref, decided, client=who.client,
                                             request_id=who.request_id)
         self._decisions[key] = (now, decided)

@@ -67,3 +67,33 @@ async def test_hidden_versions_recorded_once_per_document(
     await proxy.close()  # writes out everything queued
     lines = (tmp_path / "data" / "decisions.jsonl").read_text().splitlines()
     assert len(lines) == 2
+
+
+async def test_maven_metadata_versions_recorded_once(aiohttp_client: Any, tmp_path: Path) -> None:
+    from stockade.config.load import load_settings
+    from stockade.proxy.app import make_app
+    from testbed.fakes.maven_upstream import FakeMaven
+
+    repo = await FakeMaven().start()
+    try:
+        for version in ("1.0", "2.0"):
+            repo.add("org.example", "lib", version)
+        engine = FakeEngine(blocked_versions={("org.example:lib", "2.0")})
+        settings = load_settings(None, environ={}, overrides={
+            "storage": {"path": str(tmp_path / "data")},
+            "pypi": {"upstreams": []}, "npm": {"upstreams": []},
+            "maven": {"upstreams": [{"name": "central", "url": repo.url}]},
+        })
+        proxy = await aiohttp_client(make_app(settings, environ={},
+                                              engine_factory=lambda _s: engine))
+        for _ in range(3):
+            resp = await proxy.get("/maven/org/example/lib/maven-metadata.xml")
+            assert "<version>2.0</version>" not in await resp.text()
+        assert (await _decisions(proxy))[("age", "block", "enforce")] == 1
+        await proxy.close()
+        (record,) = [json.loads(line) for line in
+                     (tmp_path / "data" / "decisions.jsonl").read_text().splitlines()]
+        assert record["versions"] == ["2.0"]
+        assert record["name"] == "org.example:lib"
+    finally:
+        await repo.stop()

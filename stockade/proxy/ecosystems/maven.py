@@ -89,7 +89,7 @@ async def _metadata(request: web.Request, adm: Admission, path: layout.MavenPath
                     ) -> web.Response:
     group, artifact = path.metadata_name()
     upstreams = adm.route(ECO, _coordinate(group, artifact))
-    found, errors = await _fetch_metadata(adm, path, upstreams.upstreams)
+    found, errors, docs = await _fetch_metadata(adm, path, upstreams.upstreams)
     if not found:
         if errors and all(getattr(e, "status", 0) == 404 for e in errors):
             offline = [e for e in errors if isinstance(e, NotCachedError)]
@@ -100,10 +100,10 @@ async def _metadata(request: web.Request, adm: Admission, path: layout.MavenPath
     if artifact_level:
         merged = layout.merge(artifact_level)
         name = f"{merged.group_id or group}:{merged.artifact_id or artifact}"
-        await adm.admit(PackageRef(ECO, name), base_facts(upstreams), caller(request))
-        facts = await adm.first_seen.annotate(
-            ECO, name, dict.fromkeys(merged.versions, base_facts(upstreams)))
-        vf = adm.gate.filter_versions(PackageRef(ECO, name), facts)
+        who = caller(request)
+        await adm.admit(PackageRef(ECO, name), base_facts(upstreams), who)
+        vf = await adm.decide_versions(
+            ECO, name, docs, dict.fromkeys(merged.versions, base_facts(upstreams)), who)
         body = layout.render(merged, hidden=vf.hidden)
         if (filtered := vf.header()) is not None:
             headers["X-Stockade-Filtered"] = filtered
@@ -117,10 +117,12 @@ async def _metadata(request: web.Request, adm: Admission, path: layout.MavenPath
 
 async def _fetch_metadata(
     adm: Documents, path: layout.MavenPath, upstreams: Sequence[Upstream]
-) -> tuple[list[layout.Metadata], list[UpstreamError | NotCachedError]]:
-    """Each upstream's ``maven-metadata.xml`` at ``path``, and the failures."""
+) -> tuple[list[layout.Metadata], list[UpstreamError | NotCachedError], list[CachedDoc]]:
+    """Each upstream's ``maven-metadata.xml`` at ``path``, the failures, and the
+    documents read."""
     found: list[layout.Metadata] = []
     errors: list[UpstreamError | NotCachedError] = []
+    docs: list[CachedDoc] = []
     for upstream in upstreams:
         try:
             doc = await adm.document(ECO, upstream, upstream.url.rstrip("/") + "/" + path.path,
@@ -129,7 +131,8 @@ async def _fetch_metadata(
             errors.append(exc)
             continue
         found.append(_parse(doc, upstream))
-    return found, errors
+        docs.append(doc)
+    return found, errors, docs
 
 
 def _parse(doc: CachedDoc, upstream: Upstream) -> layout.Metadata:
@@ -340,7 +343,7 @@ async def versions(adm: Documents, upstreams: Route[Upstream], name: str) -> dic
         path = layout.parse_path(f"{group.replace('.', '/')}/{artifact}/{layout.METADATA}")
     except layout.LayoutError as exc:
         raise BadRequestError(str(exc)) from exc
-    found, errors = await _fetch_metadata(adm, path, upstreams.upstreams)
+    found, errors, _ = await _fetch_metadata(adm, path, upstreams.upstreams)
     if not found and errors:
         raise errors[0]
     merged = layout.merge(d for d in found if d.is_artifact_level)
