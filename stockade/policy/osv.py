@@ -15,7 +15,7 @@ import logging
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import orjson
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.names import normalize
+from stockade.policy.times import timestamp
 from stockade.policy.versions import parse_version
 
 logger = logging.getLogger(__name__)
@@ -261,13 +262,3 @@ def _documents(path: Path) -> Iterator[tuple[str, bytes]]:
         return
     yield str(path), path.read_bytes()[:_MAX_RECORD_BYTES]
 
-
-def timestamp(value: object) -> datetime | None:
-    """An OSV time (RFC 3339), in UTC; None when missing or unreadable."""
-    if not isinstance(value, str):
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

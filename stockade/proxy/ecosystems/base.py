@@ -10,7 +10,6 @@ fetching metadata are the admission path's (``stockade.proxy.admission``).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
@@ -78,14 +77,3 @@ def json_object(body: bytes, upstream: str, what: str) -> dict[str, Any]:
                             upstream=upstream)
     return data
 
-
-def timestamp(value: object) -> datetime | None:
-    """An ISO 8601 time from upstream metadata (``Z`` or an offset; UTC if it has
-    none), or None when it is missing or unreadable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

@@ -23,7 +23,7 @@ import orjson
 
 from stockade.policy.model import Facts
 from stockade.policy.rules.provenance import ReleaseProvenance, provenance_history
-from stockade.proxy.ecosystems.base import timestamp
+from stockade.policy.times import timestamp
 
 FULL = "application/json"
 CORGI = "application/vnd.npm.install-v1+json"

@@ -24,10 +24,11 @@ from packaging.version import InvalidVersion, Version
 
 from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.policy.rules.provenance import ReleaseProvenance, provenance_history
+from stockade.policy.times import timestamp
 from stockade.proxy.admission import Admission, caller
 from stockade.proxy.ecosystems import pypi_pages as pages
 from stockade.proxy.ecosystems import pypi_provenance
-from stockade.proxy.ecosystems.base import Documents, json_object, timestamp
+from stockade.proxy.ecosystems.base import Documents, json_object
 from stockade.proxy.errors import (
     BadRequestError,
     IntegrityError,
