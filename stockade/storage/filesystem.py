@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import shutil
@@ -22,15 +21,11 @@ from pathlib import Path
 import aiofiles
 import aiofiles.os
 
-from stockade.storage.digest import Digest, MultiHasher
 from stockade.storage.errors import (
     BlobNotFoundError,
-    BlobTooLargeError,
-    DigestMismatchError,
-    StorageError,
-    StorageFullError,
 )
 from stockade.storage.protocol import BlobInfo
+from stockade.storage.spool import SpoolWriter, full_or_failed
 
 logger = logging.getLogger(__name__)
 
@@ -38,71 +33,27 @@ READ_CHUNK = 256 * 1024  # bytes
 _TOUCH_EVERY_S = 3600.0  # persist last use at most hourly per blob
 
 
-class FilesystemBlobWriter:
-    """Spools one blob to a temp file while hashing it."""
+class FilesystemBlobWriter(SpoolWriter):
+    """Spools one blob to a temp file while hashing it; commit renames it into place."""
 
     def __init__(
         self, store: FilesystemBlobStore, path: Path, algorithms: Iterable[str],
         max_bytes: int | None,
     ) -> None:
-        self._store = store
-        self._path = path
-        self._hasher = MultiHasher(algorithms)
-        self._max_bytes = max_bytes
-        self._file: aiofiles.threadpool.binary.AsyncFileIO | None = None
-        self._done = False
+        super().__init__(path, algorithms, max_bytes)
+        self._store_of = store
 
-    @property
-    def spool_path(self) -> Path:
-        return self._path
-
-    @property
-    def size(self) -> int:
-        return self._hasher.size
-
-    async def _open(self) -> None:
-        self._file = await aiofiles.open(self._path, "xb", buffering=0)
-
-    async def write(self, chunk: bytes) -> None:
-        if self._done or self._file is None:
-            raise StorageError("write to a closed blob writer")
-        if self._max_bytes is not None and self._hasher.size + len(chunk) > self._max_bytes:
-            await self.abort()
-            raise BlobTooLargeError(f"artifact exceeds the limit of {self._max_bytes} bytes")
-        try:
-            await self._file.write(chunk)
-        except OSError as exc:
-            await self.abort()
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFullError("the storage disk is full; nothing was stored") from exc
-            raise StorageError(f"cannot write blob: {exc.strerror}") from exc
-        self._hasher.update(chunk)
-
-    async def commit(self, expected: Iterable[Digest]) -> BlobInfo:
-        if self._done or self._file is None:
-            raise StorageError("commit of a closed blob writer")
-        bad = self._hasher.mismatches(expected)
-        if bad:
-            await self.abort()
-            want, got = bad[0]
-            raise DigestMismatchError(str(want), str(got))
-        digests = {alg: d.hex for alg, d in self._hasher.digests().items()}
-        info = BlobInfo(digests["sha256"], self._hasher.size, digests)
+    async def _store(self, info: BlobInfo) -> None:
         try:
             await asyncio.to_thread(self._finish, info.sha256)
         except OSError as exc:
-            await self.abort()
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFullError("the storage disk is full; nothing was stored") from exc
-            raise StorageError(f"cannot commit blob: {exc.strerror}") from exc
-        self._done = True
-        self._store._committed(info)
-        return info
+            raise full_or_failed(exc, self._disk, "commit") from exc
+        self._store_of._committed(info)
 
     def _finish(self, sha256: str) -> None:
         assert self._file is not None
         os.fsync(self._file.fileno())
-        final = self._store.blob_path(sha256)
+        final = self._store_of.blob_path(sha256)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._path, final)
         # A durable rename needs the directory entry on disk too.
@@ -111,19 +62,6 @@ class FilesystemBlobWriter:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-
-    async def abort(self) -> None:
-        if self._file is not None and not self._file.closed:
-            await self._file.close()
-        if not self._done:
-            self._done = True
-            with contextlib.suppress(FileNotFoundError):
-                await aiofiles.os.remove(self._path)
-
-    async def close(self) -> None:
-        """Close the file handle after commit."""
-        if self._file is not None and not self._file.closed:
-            await self._file.close()
 
 
 class FilesystemBlobStore:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import shutil
 import uuid
@@ -23,17 +22,14 @@ from pathlib import Path
 import aiofiles
 import aiofiles.os
 
-from stockade.storage.digest import Digest, MultiHasher
+from stockade.storage.digest import MultiHasher
 from stockade.storage.errors import (
     BlobNotFoundError,
-    BlobTooLargeError,
-    DigestMismatchError,
-    StorageError,
-    StorageFullError,
 )
 from stockade.storage.hotcache import HotCache
 from stockade.storage.protocol import BlobInfo
 from stockade.storage.s3bucket import READ_CHUNK, S3Bucket
+from stockade.storage.spool import SpoolWriter
 
 logger = logging.getLogger(__name__)
 
@@ -50,74 +46,18 @@ def _check(sha256: str) -> str:
     return sha256
 
 
-class S3BlobWriter:
+class S3BlobWriter(SpoolWriter):
     """Spools one blob to a local file while hashing it; commit uploads it."""
+
+    _disk = "spool"
 
     def __init__(self, store: S3BlobStore, path: Path, algorithms: Iterable[str],
                  max_bytes: int | None) -> None:
-        self._store = store
-        self._path = path
-        self._hasher = MultiHasher(algorithms)
-        self._max_bytes = max_bytes
-        self._file: aiofiles.threadpool.binary.AsyncFileIO | None = None
-        self._done = False
+        super().__init__(path, algorithms, max_bytes)
+        self._store_of = store
 
-    @property
-    def spool_path(self) -> Path:
-        return self._path
-
-    @property
-    def size(self) -> int:
-        return self._hasher.size
-
-    async def _open(self) -> None:
-        self._file = await aiofiles.open(self._path, "xb", buffering=0)
-
-    async def write(self, chunk: bytes) -> None:
-        if self._done or self._file is None:
-            raise StorageError("write to a closed blob writer")
-        if self._max_bytes is not None and self._hasher.size + len(chunk) > self._max_bytes:
-            await self.abort()
-            raise BlobTooLargeError(f"artifact exceeds the limit of {self._max_bytes} bytes")
-        try:
-            await self._file.write(chunk)
-        except OSError as exc:
-            await self.abort()
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFullError("the spool disk is full; nothing was stored") from exc
-            raise StorageError(f"cannot spool blob: {exc.strerror}") from exc
-        self._hasher.update(chunk)
-
-    async def commit(self, expected: Iterable[Digest]) -> BlobInfo:
-        if self._done or self._file is None:
-            raise StorageError("commit of a closed blob writer")
-        bad = self._hasher.mismatches(expected)
-        if bad:
-            await self.abort()
-            want, got = bad[0]
-            raise DigestMismatchError(str(want), str(got))
-        digests = {alg: d.hex for alg, d in self._hasher.digests().items()}
-        info = BlobInfo(digests["sha256"], self._hasher.size, digests)
-        try:
-            await self._store._upload(info, self._path)
-        except StorageError:
-            await self.abort()
-            raise
-        self._done = True
-        return info
-
-    async def abort(self) -> None:
-        if self._file is not None and not self._file.closed:
-            await self._file.close()
-        if not self._done:
-            self._done = True
-            with contextlib.suppress(FileNotFoundError):
-                await aiofiles.os.remove(self._path)
-
-    async def close(self) -> None:
-        """Close the file handle after commit."""
-        if self._file is not None and not self._file.closed:
-            await self._file.close()
+    async def _store(self, info: BlobInfo) -> None:
+        await self._store_of._upload(info, self._path)
 
 
 class S3BlobStore:

@@ -1,0 +1,113 @@
+"""The half of a blob writer every backend shares: the local spool.
+
+Owns writing a new blob's bytes to a local file while hashing them (so
+concurrent readers can tail it), the byte limit, checking the expected digests
+and dropping the spool. A backend subclass says only how a verified spool
+becomes a stored blob (``_store``): a rename on the filesystem, an upload to a
+bucket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Iterable
+from pathlib import Path
+
+import aiofiles
+import aiofiles.os
+
+from stockade.storage.digest import Digest, MultiHasher
+from stockade.storage.errors import (
+    BlobTooLargeError,
+    DigestMismatchError,
+    StorageError,
+    StorageFullError,
+)
+from stockade.storage.protocol import BlobInfo
+
+
+def full_or_failed(exc: OSError, disk: str, doing: str) -> StorageError:
+    """The storage error for an OS error while ``doing`` something on ``disk``."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFullError(f"the {disk} disk is full; nothing was stored")
+    return StorageError(f"cannot {doing} blob: {exc.strerror}")
+
+
+class SpoolWriter:
+    """Spools one blob to a local file while hashing it; ``commit`` stores it."""
+
+    _disk = "storage"  # which disk the spool is on, as errors name it
+
+    def __init__(self, path: Path, algorithms: Iterable[str], max_bytes: int | None) -> None:
+        self._path = path
+        self._hasher = MultiHasher(algorithms)
+        self._max_bytes = max_bytes
+        self._file: aiofiles.threadpool.binary.AsyncFileIO | None = None
+        self._done = False
+
+    @property
+    def spool_path(self) -> Path:
+        return self._path
+
+    @property
+    def size(self) -> int:
+        return self._hasher.size
+
+    async def _open(self) -> None:
+        self._file = await aiofiles.open(self._path, "xb", buffering=0)
+
+    async def write(self, chunk: bytes) -> None:
+        if self._done or self._file is None:
+            raise StorageError("write to a closed blob writer")
+        if self._max_bytes is not None and self._hasher.size + len(chunk) > self._max_bytes:
+            await self.abort()
+            raise BlobTooLargeError(f"artifact exceeds the limit of {self._max_bytes} bytes")
+        try:
+            await self._file.write(chunk)
+        except OSError as exc:
+            await self.abort()
+            raise full_or_failed(exc, self._disk, "write") from exc
+        self._hasher.update(chunk)
+
+    async def commit(self, expected: Iterable[Digest]) -> BlobInfo:
+        """Verify against every expected digest, then store; on any failure the spool
+        is dropped and nothing is stored.
+
+        Raises:
+            DigestMismatchError: a digest differs.
+            StorageError: the blob could not be stored.
+        """
+        if self._done or self._file is None:
+            raise StorageError("commit of a closed blob writer")
+        bad = self._hasher.mismatches(expected)
+        if bad:
+            await self.abort()
+            want, got = bad[0]
+            raise DigestMismatchError(str(want), str(got))
+        digests = {alg: d.hex for alg, d in self._hasher.digests().items()}
+        info = BlobInfo(digests["sha256"], self._hasher.size, digests)
+        try:
+            await self._store(info)
+        except BaseException:
+            await self.abort()
+            raise
+        self._done = True
+        return info
+
+    async def _store(self, info: BlobInfo) -> None:
+        """Make the verified spool the stored blob ``info`` (the backend's part)."""
+        raise NotImplementedError
+
+    async def abort(self) -> None:
+        if self._file is not None and not self._file.closed:
+            await self._file.close()
+        if not self._done:
+            self._done = True
+            with contextlib.suppress(FileNotFoundError):
+                await aiofiles.os.remove(self._path)
+
+    async def close(self) -> None:
+        """Close the file handle after commit."""
+        if self._file is not None and not self._file.closed:
+            await self._file.close()
