@@ -54,14 +54,8 @@ class MotoServer:
         raise RuntimeError(f"moto_server did not answer on {self.url} in {timeout_s}s")
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
+        _stop(self._proc)
+        self._proc = None
 
     def new_bucket(self) -> str:
         """Create an empty bucket with a fresh name; its name."""
@@ -114,14 +108,8 @@ class RcloneS3:
         raise RuntimeError(f"rclone serve s3 did not listen on {self.url} in {timeout_s}s")
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
+        _stop(self._proc)
+        self._proc = None
 
     def new_bucket(self) -> str:
         """A bucket (a folder) with a fresh name; its name."""
@@ -133,3 +121,15 @@ class RcloneS3:
         """The ``storage.s3`` block for ``bucket`` on this server."""
         return {"bucket": bucket, "endpoint_url": self.url, "access_key_id_env": KEY_ENV,
                 "secret_access_key_env": SECRET_ENV, **extra}
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    """Terminate a server process, killing it if it does not go within 10 s."""
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

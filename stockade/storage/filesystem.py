@@ -25,7 +25,7 @@ from stockade.storage.errors import (
     BlobNotFoundError,
 )
 from stockade.storage.protocol import BlobInfo
-from stockade.storage.spool import SpoolWriter, full_or_failed
+from stockade.storage.spool import SpoolWriter, can_spool, full_or_failed
 
 logger = logging.getLogger(__name__)
 
@@ -185,13 +185,5 @@ class FilesystemBlobStore:
 
     async def writable(self) -> bool:
         """True when a file can be created in the spool directory."""
-        return await asyncio.to_thread(self._probe)
+        return await asyncio.to_thread(can_spool, self._tmp)
 
-    def _probe(self) -> bool:
-        probe = self._tmp / f".probe-{uuid.uuid4().hex}"
-        try:
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError:
-            return False
-        return True

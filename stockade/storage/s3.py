@@ -29,7 +29,7 @@ from stockade.storage.errors import (
 from stockade.storage.hotcache import HotCache
 from stockade.storage.protocol import BlobInfo
 from stockade.storage.s3bucket import READ_CHUNK, S3Bucket
-from stockade.storage.spool import SpoolWriter
+from stockade.storage.spool import SpoolWriter, can_spool
 
 logger = logging.getLogger(__name__)
 
@@ -243,15 +243,7 @@ class S3BlobStore:
 
     async def writable(self) -> bool:
         """True when a spool file can be created and the bucket answers."""
-        if not await asyncio.to_thread(self._probe):
+        if not await asyncio.to_thread(can_spool, self._tmp):
             return False
         return await self.bucket.reachable()
 
-    def _probe(self) -> bool:
-        probe = self._tmp / f".probe-{uuid.uuid4().hex}"
-        try:
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError:
-            return False
-        return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +26,17 @@ from stockade.storage.errors import (
     StorageFullError,
 )
 from stockade.storage.protocol import BlobInfo
+
+
+def can_spool(folder: Path) -> bool:
+    """True when a file can be created in the spool ``folder`` now (blocking)."""
+    probe = folder / f".probe-{uuid.uuid4().hex}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError:
+        return False
+    return True
 
 
 def full_or_failed(exc: OSError, disk: str, doing: str) -> StorageError:
