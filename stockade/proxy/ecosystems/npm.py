@@ -209,8 +209,14 @@ async def version_doc(request: web.Request) -> web.StreamResponse:
     adm = services(request).admission
     who = caller(request)
     upstreams = await adm.admit_name(ECO, name, who)
-    rendered, index, _, _ = await _rendered(request, upstreams, name, abbreviated=False)
-    body = await asyncio.to_thread(_manifest, rendered.path, spec)
+    rendered, index, doc, _ = await _rendered(request, upstreams, name, abbreviated=False)
+
+    async def manifest() -> bytes | None:
+        return await asyncio.to_thread(_manifest, rendered.path, spec)
+
+    # Read out of the rendered packument once per rendering and spec, not per request.
+    body = await adm.parsed(doc, f"npm-manifest|{rendered.etag}|{spec}", manifest,
+                            lambda _b: 1)
     if body is None:
         if spec in index.facts:  # hidden by policy: say why
             facts = await adm.version_facts(ECO, name, spec, index.facts, upstreams)
