@@ -1,0 +1,37 @@
+"""Who is asking: the identity a request was authenticated as.
+
+Owns the ``Identity`` value and where a request carries it. Authentication sets it
+once per request; everything that records or decides per caller (the decision log,
+the access log, per-team policy, the web page's admin actions) reads it here and
+never sees a secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated caller: a token's name, its team, and whether it may act as
+    admin. Holds no secret."""
+
+    name: str
+    team: str | None = None
+    admin: bool = False
+
+
+IDENTITY_KEY = "stockade.identity"
+
+
+def identity_of(request: web.BaseRequest) -> Identity | None:
+    """The identity ``request`` was authenticated as; ``None`` when anonymous."""
+    found = request.get(IDENTITY_KEY)
+    return found if isinstance(found, Identity) else None
+
+
+def set_identity(request: web.BaseRequest, identity: Identity | None) -> None:
+    """Record who ``request`` comes from (``None``: anonymous)."""
+    request[IDENTITY_KEY] = identity
