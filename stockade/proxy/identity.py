@@ -23,15 +23,14 @@ class Identity:
     admin: bool = False
 
 
-IDENTITY_KEY = "stockade.identity"
+IDENTITY = web.RequestKey("identity", Identity)
 
 
 def identity_of(request: web.BaseRequest) -> Identity | None:
     """The identity ``request`` was authenticated as; ``None`` when anonymous."""
-    found = request.get(IDENTITY_KEY)
-    return found if isinstance(found, Identity) else None
+    return request.get(IDENTITY)
 
 
-def set_identity(request: web.BaseRequest, identity: Identity | None) -> None:
-    """Record who ``request`` comes from (``None``: anonymous)."""
-    request[IDENTITY_KEY] = identity
+def set_identity(request: web.BaseRequest, identity: Identity) -> None:
+    """Record who ``request`` comes from (an anonymous request has none)."""
+    request[IDENTITY] = identity
