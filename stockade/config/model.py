@@ -22,6 +22,33 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class MemoryBlobSettings(_Frozen):
+    """Small stored blobs kept in memory, once verified, and served from there.
+
+    A blob is taken in when it is first served warm (its bytes hashed as they are
+    read); each later request checks the file's identity (inode, size, mtime,
+    ctime) with one ``stat``, so a blob changed on disk is still caught.
+    """
+
+    # Bytes of blobs held in memory per process, least recently used dropped first
+    # (0: none: every blob is served from its file).
+    max_bytes: int = Field(default=32 * 1024**2, ge=0)
+    # Larger blobs are always served from their file (sendfile).
+    max_blob_bytes: int = Field(default=1024**2, ge=0)
+
+
+class AccelRedirectSettings(_Frozen):
+    """Front-server mode: a stored artifact is answered with ``X-Accel-Redirect``
+    naming its file under ``prefix``, and the front server (nginx) sends the bytes.
+
+    stockade still decides every request (policy, verification); only the sending
+    of a verified file it found moves. The front server maps ``prefix`` onto
+    ``storage.path`` as an internal location (see README).
+    """
+
+    prefix: str = Field(default="/_stockade_blobs/", pattern=r"^/([A-Za-z0-9._~-]+/)+$")
+
+
 class ServerSettings(_Frozen):
     """Where the proxy listens and what it accepts from clients."""
 
@@ -54,6 +81,10 @@ class ServerSettings(_Frozen):
     # true: never contact an upstream. Cached metadata is served however old,
     # cached artifacts as usual; anything not cached fails at once with 404.
     offline: bool = False
+    # Verified small blobs served from memory (see MemoryBlobSettings).
+    memory_blobs: MemoryBlobSettings = MemoryBlobSettings()
+    # Opt-in: let a front server (nginx) send stored artifacts' bytes; null: off.
+    accel_redirect: AccelRedirectSettings | None = None
 
     @field_validator("public_url")
     @classmethod

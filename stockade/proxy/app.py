@@ -25,9 +25,10 @@ from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.decisionlog import DecisionLog
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, PolicyEngine
+from stockade.proxy.hotblobs import HotBlobs
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metrics import Metrics
-from stockade.proxy.pipeline import ArtifactPipeline
+from stockade.proxy.pipeline import Accel, ArtifactPipeline
 from stockade.proxy.provenance.checker import PROVENANCE_REFS, ProvenanceChecker
 from stockade.proxy.reloader import PolicyReloader
 from stockade.proxy.rendered import RenderedCache
@@ -92,6 +93,18 @@ def load_engine(settings: Settings) -> PolicyEngine:
         for warning in policy.warnings:
             logger.warning("policy %s: %s", settings.policy.file, warning)
     return build_engine(policy, internal=internal_namespaces(settings))
+
+
+def hot_blobs(settings: Settings) -> HotBlobs | None:
+    """The memory cache of small verified blobs, unless ``server.memory_blobs`` is off."""
+    memory = settings.server.memory_blobs
+    return HotBlobs(memory.max_bytes, memory.max_blob_bytes) if memory.max_bytes else None
+
+
+def accel(settings: Settings) -> Accel | None:
+    """Front-server mode, where ``server.accel_redirect`` asks for it."""
+    front = settings.server.accel_redirect
+    return None if front is None else Accel(settings.storage.path, front.prefix)
 
 
 def make_upstreams(
@@ -175,6 +188,7 @@ def _services(
             store, open_records(settings, store, ARTIFACT_REFS), metrics,
             max_artifact_bytes=settings.storage.max_artifact_bytes,
             verify_on_read_max_bytes=settings.storage.verify_on_read_max_bytes,
+            hot=hot_blobs(settings), accel=accel(settings),
         )
         rendered = RenderedCache(root / "rendered")
         await rendered.open()

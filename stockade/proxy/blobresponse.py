@@ -1,8 +1,11 @@
-"""Serving a stored blob that has no local file (object storage, not yet cached).
+"""Serving a stored blob without ``web.FileResponse``.
 
-Owns one response type: the blob streamed through ``BlobStore.read`` with the
-answers ``web.FileResponse`` gives for a file (HEAD, one byte range, 416),
-used by the pipeline where ``local_path`` has nothing to hand to sendfile.
+Owns the responses for a blob that is not sent from its file by aiohttp: streamed
+through ``BlobStore.read`` where it has no local file (object storage, not yet
+cached), from memory where ``hotblobs`` holds its verified bytes, and handed to a
+front server with ``X-Accel-Redirect``. Each gives the answers ``web.FileResponse``
+gives for a file: HEAD, one byte range, 416; and a 304 for an ``If-None-Match``
+naming the blob's entity tag (its digest).
 """
 
 from __future__ import annotations
@@ -11,6 +14,71 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from stockade.storage.protocol import BlobInfo, BlobStore
+
+
+def requested_range(request: web.BaseRequest, size: int) -> tuple[int, int] | None:
+    """The one byte range ``request`` asks of ``size`` bytes, [start, end); None for
+    the whole (no Range, or one that cannot be read: ignored, as FileResponse does).
+
+    Raises:
+        web.HTTPRequestRangeNotSatisfiable: the range lies past the end.
+    """
+    try:
+        rng = request.http_range
+    except ValueError:
+        return None
+    if rng.start is None and rng.stop is None:
+        return None
+    start = rng.start or 0
+    start = max(size + start, 0) if start < 0 else start
+    end = size if rng.stop is None else min(rng.stop, size)
+    if start >= size or start >= end:
+        raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+    return start, end
+
+
+def content_range(start: int, end: int, size: int) -> str:
+    """The Content-Range of the bytes [start, end) of ``size``."""
+    return f"bytes {start}-{end - 1}/{size}"
+
+
+def entity_tag(sha256: str) -> str:
+    """A blob's strong entity tag: its bytes never change under its digest."""
+    return f'"{sha256}"'
+
+
+def _not_modified(request: web.BaseRequest, etag: str) -> bool:
+    wanted = request.headers.get("If-None-Match")
+    if wanted is None:
+        return False
+    return wanted.strip() == "*" or etag in (t.strip().removeprefix("W/")
+                                             for t in wanted.split(","))
+
+
+def memory_response(request: web.BaseRequest, body: bytes, sha256: str,
+                    headers: dict[str, str]) -> web.Response:
+    """A blob's verified bytes from memory: no file opened, no thread hop."""
+    etag = entity_tag(sha256)
+    headers = {**headers, "ETag": etag, "Accept-Ranges": "bytes"}
+    if _not_modified(request, etag):
+        return web.Response(status=304, headers=headers)
+    wanted = requested_range(request, len(body))
+    if wanted is None:
+        return web.Response(body=body, headers=headers)
+    start, end = wanted
+    headers["Content-Range"] = content_range(start, end, len(body))
+    return web.Response(status=206, body=body[start:end], headers=headers)
+
+
+def accel_response(request: web.BaseRequest, location: str, sha256: str,
+                   headers: dict[str, str]) -> web.Response:
+    """An answer with no body naming the blob's file for the front server to send
+    (which answers Range and HEAD itself, from the file)."""
+    etag = entity_tag(sha256)
+    headers = {**headers, "ETag": etag, "X-Accel-Redirect": location}
+    if _not_modified(request, etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(headers=headers)
 
 
 class BlobResponse(web.StreamResponse):
@@ -23,22 +91,12 @@ class BlobResponse(web.StreamResponse):
 
     def _range(self, request: web.Request) -> tuple[int, int]:
         """The bytes to send, [start, end); a 206 or 416 where the request has a Range."""
-        size = self._info.size
-        try:
-            rng = request.http_range
-        except ValueError:
-            return 0, size  # an unreadable Range is ignored, as FileResponse does
-        if rng.start is None and rng.stop is None:
-            return 0, size
-        start = rng.start or 0
-        start = max(size + start, 0) if start < 0 else start
-        end = size if rng.stop is None else min(rng.stop, size)
-        if start >= size or start >= end:
-            self.headers["Content-Range"] = f"bytes */{size}"
-            raise web.HTTPRequestRangeNotSatisfiable(headers=self.headers)
+        wanted = requested_range(request, self._info.size)
+        if wanted is None:
+            return 0, self._info.size
         self.set_status(206)
-        self.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        return start, end
+        self.headers["Content-Range"] = content_range(*wanted, self._info.size)
+        return wanted
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:

@@ -20,13 +20,15 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from stockade.policy.model import Ecosystem, Facts
-from stockade.proxy.blobresponse import BlobResponse
+from stockade.proxy.blobresponse import BlobResponse, accel_response, memory_response
 from stockade.proxy.errors import IntegrityError, NotCachedError, ProxyError, UpstreamBodyError
+from stockade.proxy.hotblobs import HotBlobs
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, MultiHasher
@@ -77,6 +79,21 @@ class StoredArtifact:
     record: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Accel:
+    """Front-server mode: stored files under ``root`` are named to the front server
+    as ``prefix`` + their path below ``root`` (``X-Accel-Redirect``)."""
+
+    root: Path
+    prefix: str
+
+    def location(self, path: Path) -> str | None:
+        """Where the front server finds ``path``; None when it is not under ``root``."""
+        base = str(self.root).rstrip("/") + "/"
+        text = str(path)
+        return self.prefix + text[len(base):] if text.startswith(base) else None
+
+
 class Fill:
     """One upstream fetch into storage, watched by any number of clients."""
 
@@ -117,12 +134,16 @@ class ArtifactPipeline:
         *,
         max_artifact_bytes: int,
         verify_on_read_max_bytes: int = 0,
+        hot: HotBlobs | None = None,
+        accel: Accel | None = None,
     ) -> None:
         self._store = store
         self._index = index
         self._metrics = metrics
         self._max_bytes = max_artifact_bytes
         self._verify_max = verify_on_read_max_bytes
+        self._hot = hot
+        self._accel = accel
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -156,14 +177,35 @@ class ArtifactPipeline:
             if not isinstance(sha256, str):
                 return None
         info = await self._store.stat(sha256)
-        if info is None or not await self._still_intact(source, info):
+        if info is None:
             return None
-        info = dataclasses.replace(info, digests={**recorded, **by_alg, "sha256": sha256})
-        return StoredArtifact(info, record)
+        # Bytes held in memory were hashed when read, from this very file.
+        if self._held(info) is None and not await self._still_intact(source, info):
+            return None
+        return StoredArtifact(BlobInfo(sha256, info.size, {**recorded, **by_alg, "sha256": sha256}),
+                              record)
+
+    def _held(self, info: BlobInfo) -> bytes | None:
+        """The verified bytes ``hotblobs`` holds for ``info``, if its file is unchanged."""
+        return None if self._hot is None else self._hot.get(info.sha256)
 
     async def _still_intact(self, source: ArtifactSource, info: BlobInfo) -> bool:
         """Small blobs are re-hashed; of larger ones, only that they are still there
-        is checked (their last byte read), through the ``BlobStore`` protocol."""
+        is checked (their last byte read), through the ``BlobStore`` protocol. Blobs
+        ``hotblobs`` takes are read whole, hashed and held."""
+        path = self._store.local_path(info.sha256)
+        if self._hot is not None and path is not None and self._hot.takes(info.size):
+            try:
+                if await self._hot.load(self._store, info.sha256, path) is not None:
+                    return True
+            except BlobNotFoundError:
+                logger.warning("stored %s (blob %s) was removed from storage; fetching it "
+                               "again", source.filename, info.sha256)
+                return False
+            logger.warning("stored %s (blob %s) no longer matches its digest; "
+                           "deleting it and fetching it again", source.filename, info.sha256)
+            await self._store.delete(info.sha256)
+            return False
         if info.size <= self._verify_max:
             if await blob_intact(self._store, info.sha256):
                 return True
@@ -269,14 +311,15 @@ class ArtifactPipeline:
         self._metrics.bytes_served.labels(source.ecosystem, origin).inc(
             0 if request.method == "HEAD" else info.size
         )
+        headers["X-Stockade-Cache"] = "hit" if origin == "cache" else "miss"
+        if self._accel is None and (body := self._held(info)) is not None:
+            return memory_response(request, body, info.sha256, headers)
         path = self._store.local_path(info.sha256)
-        response: web.StreamResponse
         if path is None:  # no local copy (object storage): stream it from the store
-            response = BlobResponse(self._store, info, headers)
-        else:
-            response = web.FileResponse(path, headers=headers)
-        response.headers["X-Stockade-Cache"] = "hit" if origin == "cache" else "miss"
-        return response
+            return BlobResponse(self._store, info, headers)
+        if self._accel is not None and (where := self._accel.location(path)) is not None:
+            return accel_response(request, where, info.sha256, headers)
+        return web.FileResponse(path, headers=headers)
 
     def _fill_for(self, source: ArtifactSource) -> Fill:
         fill = self._fills.get(source.key)

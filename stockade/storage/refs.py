@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import os
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,19 @@ def _atomic_write(path: Path, data: bytes, *, exclusive: bool = False) -> bool:
         raise
 
 
+_MEMO_RECORDS = 4096  # records of a namespace kept parsed in memory
+# (st_ino, st_size, st_mtime_ns, st_ctime_ns): every write replaces the file.
+_Identity = tuple[int, int, int, int]
+
+
+def _identity(path: Path) -> _Identity | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _storage_error(exc: OSError) -> StorageError:
     if exc.errno in (28, 122):  # ENOSPC, EDQUOT
         return StorageFullError("the storage disk is full")
@@ -60,6 +74,10 @@ class RefStore:
 
     def __init__(self, root: Path, namespace: str) -> None:
         self._dir = root / "refs" / namespace
+        # key -> (the file's identity when read, the record): a warm request reads
+        # its records without a thread hop, while a record another process
+        # replaced (a new file) is read again.
+        self._memo: OrderedDict[str, tuple[_Identity, dict[str, Any]]] = OrderedDict()
 
     def _path(self, key: str, suffix: str) -> Path:
         name = hashlib.sha256(key.encode()).hexdigest()
@@ -67,7 +85,27 @@ class RefStore:
 
     async def get(self, key: str) -> dict[str, Any] | None:
         """The record stored under ``key``, or None."""
-        return await asyncio.to_thread(self.read, key)
+        # One stat of a local file on the loop costs about a microsecond, a
+        # thread hop tens of them: only a changed or new record is read in a thread.
+        path = self._path(key, ".json")
+        seen = _identity(path)
+        if seen is None:
+            self._memo.pop(key, None)
+            return None
+        memo = self._memo.get(key)
+        if memo is not None and memo[0] == seen:
+            self._memo.move_to_end(key)
+            return dict(memo[1])
+        doc = await asyncio.to_thread(self.read, key)
+        if doc is None:
+            self._memo.pop(key, None)
+            return None
+        # The identity seen before reading: a file replaced meanwhile differs next time.
+        self._memo[key] = (seen, doc)
+        self._memo.move_to_end(key)
+        if len(self._memo) > _MEMO_RECORDS:
+            self._memo.popitem(last=False)
+        return dict(doc)
 
     def read(self, key: str) -> dict[str, Any] | None:
         """``get``, synchronous: for maintenance commands."""

@@ -1,0 +1,119 @@
+"""Small stored blobs held in memory once verified, for the warm path.
+
+Owns a bounded, least-recently-used map of blob digest to verified bytes and the
+identity of the file they were read from (inode, size, mtime, ctime). A warm
+request for a held blob costs one ``stat`` on the event loop, no thread hop, no
+read, no hash; a file whose identity changed (rewritten, replaced, removed) is
+dropped here and the caller verifies it from storage as before, so a blob changed
+on disk is still caught and fetched again.
+
+Bytes come in only through ``load``, which reads the blob through the
+``BlobStore`` protocol and hashes it on the way: the bytes held are the ones that
+hashed to the digest. Deciding whether a request may have them is the admission
+path's business, made per request before this module is asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from stockade.storage.protocol import BlobStore
+
+logger = logging.getLogger(__name__)
+
+# (st_ino, st_size, st_mtime_ns, st_ctime_ns): any write through the file system
+# moves ctime, which no one can set back.
+Identity = tuple[int, int, int, int]
+
+
+def file_identity(path: Path) -> Identity | None:
+    """The identity of the file at ``path``, or None when it is gone.
+
+    One ``stat`` of a cached inode takes about a microsecond: it runs on the loop,
+    where a thread hop would cost tens of microseconds.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    body: bytes
+    path: Path
+    identity: Identity
+
+
+class HotBlobs:
+    """Verified bytes of small blobs, at most ``max_bytes`` of them in all."""
+
+    def __init__(self, max_bytes: int, max_blob_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_blob_bytes = min(max_blob_bytes, max_bytes)
+        self._held: OrderedDict[str, _Held] = OrderedDict()  # least recently used first
+        self.used_bytes = 0
+        self.loads = 0  # blobs read and hashed into memory (tests count them)
+
+    def takes(self, size: int) -> bool:
+        """True when a blob of ``size`` bytes may be held."""
+        return 0 < size <= self.max_blob_bytes
+
+    def get(self, sha256: str) -> bytes | None:
+        """The verified bytes of ``sha256`` when held and its file is still the one
+        they were read from; None otherwise (a changed file is dropped)."""
+        held = self._held.get(sha256)
+        if held is None:
+            return None
+        if file_identity(held.path) != held.identity:
+            logger.info("stored blob %s changed on disk since it was verified; "
+                        "verifying it again", sha256)
+            self.drop(sha256)
+            return None
+        self._held.move_to_end(sha256)
+        return held.body
+
+    async def load(self, store: BlobStore, sha256: str, path: Path) -> bytes | None:
+        """Read ``sha256`` through ``store``, hashing it; hold the bytes when they
+        match and the file at ``path`` did not change meanwhile.
+
+        Returns:
+            the bytes, or None when they do not hash to ``sha256``.
+
+        Raises:
+            BlobNotFoundError: the blob is no longer stored.
+        """
+        before = file_identity(path)
+        hasher = hashlib.sha256()
+        parts = []
+        async for chunk in store.read(sha256):
+            hasher.update(chunk)
+            parts.append(chunk)
+        if hasher.hexdigest() != sha256:
+            self.drop(sha256)
+            return None
+        body = b"".join(parts)
+        self.loads += 1
+        if before is not None and before == file_identity(path) and self.takes(len(body)):
+            self._hold(sha256, _Held(body, path, before))
+        return body
+
+    def drop(self, sha256: str) -> None:
+        """Forget a blob's bytes."""
+        held = self._held.pop(sha256, None)
+        if held is not None:
+            self.used_bytes -= len(held.body)
+
+    def _hold(self, sha256: str, held: _Held) -> None:
+        self.drop(sha256)
+        self._held[sha256] = held
+        self.used_bytes += len(held.body)
+        while self.used_bytes > self.max_bytes and self._held:
+            _, victim = self._held.popitem(last=False)
+            self.used_bytes -= len(victim.body)

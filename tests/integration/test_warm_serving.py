@@ -1,0 +1,180 @@
+"""The warm serving path: small verified blobs from memory, front-server mode.
+
+A blob served warm is read and hashed once, then held in memory; later requests
+send those bytes without reading storage, while a file changed on disk is still
+caught. With ``server.accel_redirect`` a stored artifact is answered with an
+``X-Accel-Redirect`` to its file and no body, after the same per-request policy
+decision as ever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from stockade.proxy.state import SERVICES
+from testbed.fakes.policy import FakeEngine
+from testbed.fakes.pypi_upstream import Dist, FakePyPI
+from tests.conftest import ProxyFactory
+from tests.integration.outage_support import blobs
+
+
+def _count_reads(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every blob the proxy's store is asked to read, from now on."""
+    store = client.server.app[SERVICES].store
+    read = store.read
+    asked: list[str] = []
+
+    def counting(sha256: str, start: int = 0) -> AsyncIterator[bytes]:
+        asked.append(sha256)
+        return read(sha256, start)
+
+    monkeypatch.setattr(store, "read", counting)
+    return asked
+
+
+def _file_path(dist: Dist) -> str:
+    return f"/pypi/files/demo/{dist.filename}"
+
+
+def _upstream_asked(fake: FakePyPI, dist: Dist) -> int:
+    return sum(1 for _, p in fake.requests if p.endswith(dist.filename))
+
+
+async def _get(client: TestClient, path: str, **kwargs: Any) -> tuple[int, bytes, Any]:
+    resp = await client.get(path, **kwargs)
+    return resp.status, await resp.read(), resp.headers
+
+
+class TestMemoryBlobs:
+    async def test_a_warm_blob_is_read_once_then_served_from_memory(
+            self, fake_pypi: FakePyPI, make_proxy: ProxyFactory,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        dist = fake_pypi.add_wheel("demo", "1.0")
+        client = await make_proxy(upstream=fake_pypi)
+        assert (await _get(client, _file_path(dist)))[0] == 200  # cold: fetched
+        reads = _count_reads(client, monkeypatch)
+        for _ in range(5):
+            status, body, headers = await _get(client, _file_path(dist))
+            assert (status, body) == (200, dist.data)
+            assert headers["X-Stockade-Cache"] == "hit"
+        assert len(reads) == 1  # hashed into memory once, then never read again
+        assert _upstream_asked(fake_pypi, dist) == 1
+
+    async def test_a_held_blob_changed_on_disk_is_fetched_again(
+            self, fake_pypi: FakePyPI, make_proxy: ProxyFactory, tmp_path: Path) -> None:
+        dist = fake_pypi.add_wheel("demo", "1.0")
+        client = await make_proxy(upstream=fake_pypi)
+        for _ in range(3):  # cold, then held
+            assert (await _get(client, _file_path(dist)))[1] == dist.data
+        [blob] = blobs(tmp_path)
+        blob.write_bytes(dist.data[:-1] + b"!")
+        status, body, _ = await _get(client, _file_path(dist))
+        assert (status, body) == (200, dist.data)
+        assert _upstream_asked(fake_pypi, dist) == 2
+        [blob] = blobs(tmp_path)
+        assert blob.read_bytes() == dist.data
+
+    async def test_a_held_blob_rewritten_with_its_own_bytes_is_hashed_again(
+            self, fake_pypi: FakePyPI, make_proxy: ProxyFactory, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        dist = fake_pypi.add_wheel("demo", "1.0")
+        client = await make_proxy(upstream=fake_pypi)
+        for _ in range(2):
+            await _get(client, _file_path(dist))
+        reads = _count_reads(client, monkeypatch)
+        [blob] = blobs(tmp_path)
+        blob.write_bytes(dist.data)  # same bytes, but a write: verified again
+        for _ in range(3):
+            assert (await _get(client, _file_path(dist)))[1] == dist.data
+        assert len(reads) == 1
+        assert _upstream_asked(fake_pypi, dist) == 1
+
+    async def test_range_head_and_entity_tag_from_memory(
+            self, fake_pypi: FakePyPI, make_proxy: ProxyFactory) -> None:
+        dist = fake_pypi.add_wheel("demo", "1.0")
+        client = await make_proxy(upstream=fake_pypi)
+        for _ in range(2):
+            await _get(client, _file_path(dist))
+        status, body, headers = await _get(client, _file_path(dist),
+                                           headers={"Range": "bytes=-100"})
+        size = len(dist.data)
+        assert (status, body) == (206, dist.data[-100:])
+        assert headers["Content-Range"] == f"bytes {size - 100}-{size - 1}/{size}"
+        status, _, headers = await _get(client, _file_path(dist),
+                                        headers={"Range": f"bytes={size}-"})
+        assert status == 416
+        assert headers["Content-Range"] == f"bytes */{size}"
+        head = await client.head(_file_path(dist))
+        assert head.status == 200
+        assert head.headers["Content-Length"] == str(size)
+        etag = head.headers["ETag"]
+        status, body, _ = await _get(client, _file_path(dist), headers={"If-None-Match": etag})
+        assert (status, body) == (304, b"")
+
+    async def test_memory_off_serves_from_the_file_each_time(
+            self, fake_pypi: FakePyPI, make_proxy: ProxyFactory,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        dist = fake_pypi.add_wheel("demo", "1.0")
+        client = await make_proxy(upstream=fake_pypi,
+                                  server={"memory_blobs": {"max_bytes": 0}})
+        await _get(client, _file_path(dist))
+        reads = _count_reads(client, monkeypatch)
+        for _ in range(3):
+            assert (await _get(client, _file_path(dist)))[1] == dist.data
+        assert len(reads) == 3  # re-hashed on every read (verify_on_read_max_bytes)
+
+
+ACCEL = {"server": {"accel_redirect": {"prefix": "/_blobs/"}}}
+
+
+class TestAccelRedirect:
+    async def test_a_stored_artifact_is_named_to_the_front_server_without_a_body(
+            self, fake_pypi: FakePyPI, make_proxy: ProxyFactory, tmp_path: Path) -> None:
+        dist = fake_pypi.add_wheel("demo", "1.0")
+        client = await make_proxy(upstream=fake_pypi, **ACCEL)
+        # The cold request streams the bytes as they arrive: no file to name yet.
+        status, body, headers = await _get(client, _file_path(dist))
+        assert (status, body) == (200, dist.data)
+        assert "X-Accel-Redirect" not in headers
+        [blob] = blobs(tmp_path)
+        for _ in range(2):
+            status, body, headers = await _get(client, _file_path(dist))
+            assert (status, body) == (200, b"")
+            where = headers["X-Accel-Redirect"]
+            assert where == "/_blobs/" + str(blob.relative_to(tmp_path / "data"))
+            assert headers["Content-Type"] == "application/octet-stream"
+            assert headers["ETag"] == f'"{blob.name}"'
+
+    async def test_a_policy_change_refuses_an_artifact_already_stored(
+            self, fake_pypi: FakePyPI, make_proxy: ProxyFactory, engine: FakeEngine) -> None:
+        dist = fake_pypi.add_wheel("demo", "1.0")
+        client = await make_proxy(upstream=fake_pypi, **ACCEL)
+        for _ in range(2):
+            await _get(client, _file_path(dist))
+        engine.blocked_versions.add(("demo", "1.0"))
+        engine.revision = "fake-2"
+        status, _, headers = await _get(client, _file_path(dist))
+        assert status == 403
+        assert "X-Accel-Redirect" not in headers
+        assert headers["X-Stockade-Rule"] == "age"
+
+    async def test_a_changed_blob_is_not_handed_to_the_front_server(
+            self, fake_pypi: FakePyPI, make_proxy: ProxyFactory, tmp_path: Path) -> None:
+        dist = fake_pypi.add_wheel("demo", "1.0")
+        client = await make_proxy(upstream=fake_pypi, **ACCEL)
+        for _ in range(2):
+            await _get(client, _file_path(dist))
+        [blob] = blobs(tmp_path)
+        blob.write_bytes(dist.data[:-1] + b"!")
+        status, body, headers = await _get(client, _file_path(dist))
+        # fetched again and streamed; the file on disk is the upstream's again
+        assert (status, body) == (200, dist.data)
+        assert "X-Accel-Redirect" not in headers
+        assert _upstream_asked(fake_pypi, dist) == 2
+        [blob] = blobs(tmp_path)
+        assert blob.read_bytes() == dist.data
