@@ -4,7 +4,9 @@ Owns the files behind large rewritten documents (npm packuments reach tens of
 megabytes) and the CPU work of making them. Each is rendered once per key (the
 key names the upstream document version, the policy revision and the form),
 written with a gzip sibling so aiohttp's file response can send either with
-sendfile, and kept under a byte budget, least recently used first.
+sendfile, and kept under a byte budget, least recently used first. Small ones
+(most packuments) are also kept in memory, both forms, under a budget of their
+own, and answered from there: a warm request opens no file.
 
 Parsing and rendering a large document holds the interpreter lock for tens of
 milliseconds at a time; in threads, twenty of them at once would starve the
@@ -27,15 +29,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
+
+from aiohttp import web
 
 from stockade.proxy.singleflight import SingleFlight
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+_IN_MEMORY_MAX = 1024 * 1024  # bytes: documents this small are kept in memory too
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +52,30 @@ class Rendered:
     size: int
     etag: str
     created_at: float
+    body: bytes | None = None  # both forms in memory, for a small document
+    gzipped: bytes | None = None
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes this entry holds in memory."""
+        return len(self.body or b"") + len(self.gzipped or b"")
+
+
+def respond(request: web.BaseRequest, rendered: Rendered,
+            headers: dict[str, str]) -> web.StreamResponse:
+    """Answer ``request`` with a rendered document: from memory where it is held
+    (gzip where the client takes it, 304 for its entity tag), else from its files
+    (a ranged request too: aiohttp's file response answers those)."""
+    if rendered.body is None or rendered.gzipped is None or "Range" in request.headers:
+        return web.FileResponse(rendered.path, headers=headers)
+    headers = {**headers, "ETag": rendered.etag}
+    wanted = request.headers.get("If-None-Match")
+    if wanted is not None and rendered.etag in (t.strip() for t in wanted.split(",")):
+        return web.Response(status=304, headers=headers)
+    if "gzip" in request.headers.get("Accept-Encoding", "").lower():
+        return web.Response(body=rendered.gzipped,
+                            headers={**headers, "Content-Encoding": "gzip"})
+    return web.Response(body=rendered.body, headers=headers)
 
 
 def _render_to_file(
@@ -61,9 +91,12 @@ def _render_to_file(
     tmp.write_bytes(body)
     os.replace(tmp, path)
     gz_tmp = path.with_name(path.name + ".gz.tmp")
-    gz_tmp.write_bytes(gzip.compress(body, compresslevel=6, mtime=0))
+    gzipped = gzip.compress(body, compresslevel=6, mtime=0)
+    gz_tmp.write_bytes(gzipped)
     os.replace(gz_tmp, path.with_name(path.name + ".gz"))
-    return Rendered(path, len(body), f'"{digest[:32]}"', created_at)
+    small = len(body) <= _IN_MEMORY_MAX
+    return Rendered(path, len(body), f'"{digest[:32]}"', created_at,
+                    body if small else None, gzipped if small else None)
 
 
 class RenderedCache:
@@ -71,10 +104,12 @@ class RenderedCache:
 
     def __init__(
         self, root: Path, *, max_bytes: int = 1024**3, workers: int | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, memory_bytes: int = 32 * 1024**2,
     ) -> None:
         self._root = root
         self._max_bytes = max_bytes
+        self._memory_max = memory_bytes
+        self._memory_used = 0
         self._workers = workers or min(4, os.cpu_count() or 1)
         self._clock = clock
         self._entries: OrderedDict[str, Rendered] = OrderedDict()
@@ -146,14 +181,29 @@ class RenderedCache:
         old = self._entries.pop(key, None)
         if old is not None:
             self._used -= old.size
+            self._memory_used -= old.memory_bytes
             if old.path != entry.path:
                 _unlink(old)
         self._entries[key] = entry
         self._used += entry.size
+        self._memory_used += entry.memory_bytes
         while self._used > self._max_bytes and len(self._entries) > 1:
             _, victim = self._entries.popitem(last=False)
             self._used -= victim.size
+            self._memory_used -= victim.memory_bytes
             _unlink(victim)
+        if self._memory_used > self._memory_max:
+            self._shed_memory()
+
+    def _shed_memory(self) -> None:
+        """Keep the least recently used documents on disk only, down to the budget."""
+        for key, entry in list(self._entries.items()):
+            if self._memory_used <= self._memory_max:
+                break
+            if entry.memory_bytes:
+                self._memory_used -= entry.memory_bytes
+                # same key, same place: replacing a value keeps the order
+                self._entries[key] = replace(entry, body=None, gzipped=None)
 
 
 def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:

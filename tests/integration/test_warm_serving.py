@@ -9,6 +9,7 @@ decision as ever.
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from stockade.proxy.ecosystems import npm_documents, pypi_pages
 from stockade.proxy.state import SERVICES
+from testbed.fakes.npm_upstream import FakeNpm
 from testbed.fakes.policy import FakeEngine
 from testbed.fakes.pypi_upstream import Dist, FakePyPI
 from tests.conftest import ProxyFactory
-from tests.integration.outage_support import blobs
+from tests.integration.outage_support import ProxyFor, blobs
 
 
 def _count_reads(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -178,3 +181,52 @@ class TestAccelRedirect:
         assert _upstream_asked(fake_pypi, dist) == 2
         [blob] = blobs(tmp_path)
         assert blob.read_bytes() == dist.data
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:
+    """Count calls of ``module.name`` (a renderer), still calling it."""
+    calls: list[int] = []
+    real = getattr(module, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+class TestRenderedOnce:
+    async def test_a_simple_page_is_rendered_once_across_warm_requests(
+            self, fake_pypi: FakePyPI, make_proxy: ProxyFactory,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        fake_pypi.add_wheel("demo", "1.0")
+        fake_pypi.add_wheel("demo", "1.1")
+        renders = _counting(monkeypatch, pypi_pages, "render_html")
+        client = await make_proxy(upstream=fake_pypi)
+        bodies = {(await _get(client, "/pypi/simple/demo/"))[1] for _ in range(10)}
+        assert len(bodies) == 1 and b"demo-1.1" in bodies.pop()
+        assert len(renders) == 1
+        assert sum(1 for _, p in fake_pypi.requests if p.endswith("/demo/")) == 1
+
+    async def test_a_small_packument_is_rendered_once_and_served_from_memory(
+            self, npm_registry: FakeNpm, proxy_for: ProxyFor, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        npm_registry.publish("left", "1.0.0")
+        renders = _counting(monkeypatch, npm_documents, "render_body")
+        client = await proxy_for(npm=[{"name": "npm", "url": npm_registry.url}])
+        status, first, headers = await _get(client, "/npm/left")
+        assert status == 200
+        # The files behind it gone: a warm request is answered from memory.
+        for rendered in (tmp_path / "data" / "rendered").iterdir():
+            rendered.unlink()
+        for _ in range(5):
+            assert (await _get(client, "/npm/left"))[:2] == (200, first)
+        resp = await client.get("/npm/left", headers={"Accept-Encoding": "gzip"},
+                                auto_decompress=False)
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(await resp.read()) == first
+        status, body, _ = await _get(client, "/npm/left",
+                                     headers={"If-None-Match": headers["ETag"]})
+        assert (status, body) == (304, b"")
+        assert len(renders) == 1

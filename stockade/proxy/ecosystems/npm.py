@@ -40,7 +40,7 @@ from stockade.proxy.gate import VersionFilter
 from stockade.proxy.metacache import CachedDoc
 from stockade.proxy.origin import origin
 from stockade.proxy.pipeline import ArtifactSource
-from stockade.proxy.rendered import Rendered
+from stockade.proxy.rendered import Rendered, respond
 from stockade.proxy.responses import IMMUTABLE
 from stockade.proxy.routing import Route
 from stockade.proxy.state import services
@@ -170,7 +170,7 @@ async def packument(request: web.Request) -> web.StreamResponse:
     }
     if (filtered := vf.header()) is not None:
         headers["X-Stockade-Filtered"] = filtered
-    return web.FileResponse(rendered.path, headers=headers)
+    return respond(request, rendered, headers)
 
 
 async def _rendered(
