@@ -9,7 +9,13 @@ touches both alike. Prints req/s of each, the ratio, p99 on the ~1 MB cases, and
 resident memory of each whole process tree idle (after warming) and under load (the
 most seen while ``wrk`` ran).
 
+With ``--accel`` (the default for this checkout) a third contender runs: stockade in
+front-server mode (``server.accel_redirect``) behind nginx configured as the README's
+sample (``testbed.frontnginx``), stockade deciding every request and nginx sending
+the stored files; its memory is nginx's and stockade's trees together.
+
     python -m bench.serving [--duration S] [--rounds N] [--quick] [--stockade-tree DIR]
+                            [--no-accel]
 
 ``--stockade-tree`` runs the stockade of another checkout (``git worktree add DIR
 COMMIT``) with this bench, for a before/after. Needs ``nginx`` and ``wrk`` on PATH
@@ -36,6 +42,7 @@ import yaml
 
 from bench.procs import Proc, start_static
 from bench.serving_tree import Case, build
+from testbed import frontnginx
 from testbed.net import free_port
 
 _NGINX_CONF = """\
@@ -105,31 +112,33 @@ def start_nginx(work: Path, upstream: int) -> Proc:
     return Proc(proc, port).wait_ready("/simple/", folder / "error.log")
 
 
-def start_stockade(upstream: str, work: Path, tree: Path | None) -> Proc:
-    """stockade with default settings but for its upstreams, storage and port."""
+def start_stockade(upstream: str, work: Path, tree: Path | None, *, name: str = "stockade",
+                   server: dict[str, object] | None = None) -> Proc:
+    """stockade with default settings but for its upstreams, storage and port (and
+    ``server`` settings added)."""
     port = free_port()
-    storage = work / "stockade-data"
+    storage = work / f"{name}-data"
     config = {
-        "server": {"host": "127.0.0.1", "port": port},
+        "server": {"host": "127.0.0.1", "port": port, **(server or {})},
         "storage": {"path": str(storage)},
         "pypi": {"upstreams": [{"name": "static", "url": f"{upstream}simple/"}]},
         "npm": {"upstreams": [{"name": "static", "url": f"{upstream}npm/"}]},
         "maven": {"upstreams": [{"name": "static", "url": f"{upstream}maven2/"}]},
     }
-    path = work / "stockade.yaml"
+    path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
     cmd = [sys.executable, "-c", "import sys; from stockade.proxy.cli import main; "
            "sys.exit(main())", "serve", "--config", str(path)]
-    log = work / "stockade.log"
+    log = work / f"{name}.log"
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
                             cwd=tree or Path.cwd())
     return Proc(proc, port).wait_ready("/readyz", log)
 
 
-def _warm(proc: Proc, path: str, times: int = 3) -> None:
+def _warm(proc: Proc | frontnginx.FrontNginx, path: str, times: int = 3) -> None:
     for _ in range(times):
         with urllib.request.urlopen(proc.url(path), timeout=60) as resp:  # noqa: S310
             resp.read()
@@ -163,16 +172,16 @@ def tree_rss_mib(pid: int) -> float:
 
 
 class PeakRss:
-    """The most resident memory of a process tree seen while the block runs."""
+    """The most resident memory of process trees together seen while the block runs."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid, self.peak = pid, 0.0
+    def __init__(self, pids: list[int]) -> None:
+        self.pids, self.peak = pids, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.wait(0.5):
-            self.peak = max(self.peak, tree_rss_mib(self.pid))
+            self.peak = max(self.peak, sum(tree_rss_mib(pid) for pid in self.pids))
 
     def __enter__(self) -> PeakRss:
         self._thread.start()
@@ -201,20 +210,25 @@ def wrk(url: str, duration: float) -> tuple[float, float]:
 
 def _table(cases: list[Case], results: dict[tuple[str, str], Result],
            rss: dict[str, tuple[float, float]], rounds: int, duration: float) -> None:
+    names = [name for name in rss if name != "nginx"]
     print(f"\nwarm GET, wrk -t2 -c64, {duration:g} s x {rounds}, median req/s "
-          "(ratio: median of the rounds' stockade/nginx)")
-    print(f"| {'case':<20} | {'size':>9} | {'nginx':>8} | {'stockade':>8} | {'ratio':>6} |")
-    print(f"| {'-' * 20} | {'-' * 9} | {'-' * 8} | {'-' * 8} | {'-' * 6} |")
+          "(ratio: median of the rounds' contender/nginx)")
+    head = "".join(f" {n:>14} | {'ratio':>6} |" for n in names)
+    print(f"| {'case':<20} | {'size':>9} | {'nginx':>8} |{head}")
+    print(f"| {'-' * 20} | {'-' * 9} | {'-' * 8} |" + f" {'-' * 14} | {'-' * 6} |" * len(names))
     for case in cases:
-        ng, st = results["nginx", case.label], results["stockade", case.label]
-        ratio = statistics.median(s / n for s, n in zip(st.rps, ng.rps, strict=True))
-        print(f"| {case.label:<20} | {case.size:>9,} | {statistics.median(ng.rps):>8,.0f} | "
-              f"{statistics.median(st.rps):>8,.0f} | {ratio:>5.3f}x |")
+        ng = results["nginx", case.label]
+        row = ""
+        for name in names:
+            st = results[name, case.label]
+            ratio = statistics.median(s / n for s, n in zip(st.rps, ng.rps, strict=True))
+            row += f" {statistics.median(st.rps):>14,.0f} | {ratio:>5.3f}x |"
+        print(f"| {case.label:<20} | {case.size:>9,} | {statistics.median(ng.rps):>8,.0f} |{row}")
     for case in cases:
         if "1 MB" in case.label:
-            ng, st = results["nginx", case.label], results["stockade", case.label]
-            print(f"p99 on {case.label}, ms: nginx {statistics.median(ng.p99_ms):.1f}, "
-                  f"stockade {statistics.median(st.p99_ms):.1f}")
+            p99 = ", ".join(f"{name} {statistics.median(results[name, case.label].p99_ms):.1f}"
+                            for name in rss)
+            print(f"p99 on {case.label}, ms: {p99}")
     for server, (idle, peak) in rss.items():
         print(f"RSS idle / under load, MiB, {server} (whole process tree): "
               f"{idle:.0f} / {peak:.0f}")
@@ -225,26 +239,40 @@ def run(args: argparse.Namespace, work: Path) -> None:
     upstream_port = free_port()
     cases = build(root, f"http://127.0.0.1:{upstream_port}/")
     static = start_static(root, work / "static.log", port=upstream_port)
-    servers: dict[str, Proc] = {}
+    servers: dict[str, Proc | frontnginx.FrontNginx] = {}
+    behind: dict[str, list[int]] = {}  # more process trees a contender's memory counts
+    helpers: list[Proc] = []
     try:
         servers["nginx"] = start_nginx(work, static.port)
         started = time.perf_counter()
         servers["stockade"] = start_stockade(static.url("/"), work, args.stockade_tree)
         print(f"stockade answered /readyz {time.perf_counter() - started:.2f} s after start")
+        if args.accel:
+            prefix = "/_stockade_blobs/"
+            accel = start_stockade(static.url("/"), work, args.stockade_tree, name="accel",
+                                   server={"accel_redirect": {"prefix": prefix}})
+            helpers.append(accel)
+            work.chmod(0o755)  # nginx's unprivileged workers read the storage
+            servers["stockade+nginx"] = frontnginx.start(
+                work / "front", stockade_port=accel.port, storage=work / "accel-data",
+                prefix=prefix)
+            behind["stockade+nginx"] = [accel.pid]
         for case in cases:
-            _warm(servers["nginx"], case.upstream_path)
-            _warm(servers["stockade"], case.stockade_path)
+            for name, proc in servers.items():
+                _warm(proc, case.upstream_path if name == "nginx" else case.stockade_path)
         time.sleep(1)
-        idle = {name: tree_rss_mib(proc.pid) for name, proc in servers.items()}
+        idle = {name: sum(tree_rss_mib(pid) for pid in [proc.pid, *behind.get(name, [])])
+                for name, proc in servers.items()}
         results = {(name, case.label): Result() for name in servers for case in cases}
-        peaks = {name: PeakRss(proc.pid) for name, proc in servers.items()}
+        peaks = {name: PeakRss([proc.pid, *behind.get(name, [])])
+                 for name, proc in servers.items()}
         for peak in peaks.values():
             peak.__enter__()
         try:
             for round_no in range(args.rounds):
                 for case in cases:
                     for name, proc in servers.items():
-                        path = case.stockade_path if name == "stockade" else case.upstream_path
+                        path = case.upstream_path if name == "nginx" else case.stockade_path
                         rps, p99 = wrk(proc.url(path), args.duration)
                         results[name, case.label].rps.append(rps)
                         results[name, case.label].p99_ms.append(p99)
@@ -258,6 +286,8 @@ def run(args: argparse.Namespace, work: Path) -> None:
     finally:
         for proc in servers.values():
             proc.stop()
+        for helper in helpers:
+            helper.stop()
         static.stop()
 
 
@@ -270,7 +300,12 @@ def main() -> None:
     parser.add_argument("--stockade-tree", type=Path,
                         help="run the stockade of this checkout instead")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    parser.add_argument("--accel", action=argparse.BooleanOptionalAction, default=None,
+                        help="also run stockade in front-server mode behind nginx (default: "
+                        "yes, but not with --stockade-tree, whose checkout may lack it)")
     args = parser.parse_args()
+    if args.accel is None:
+        args.accel = args.stockade_tree is None
     if args.quick:
         args.duration, args.rounds = 2.0, 1
     if args.stockade_tree is not None:
