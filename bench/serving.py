@@ -87,6 +87,7 @@ class Result:
 
     rps: list[float] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # CPU time per request, whole trees
 
 
 def _check_tools() -> None:
@@ -144,6 +145,39 @@ def _warm(proc: Proc | frontnginx.FrontNginx, path: str, times: int = 3) -> None
             resp.read()
             if resp.status != 200:
                 raise RuntimeError(f"{proc.url(path)}: HTTP {resp.status}")
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def tree_cpu_s(pids: list[int]) -> float:
+    """CPU time (user and system) of the processes of the trees under ``pids``, in
+    seconds: what a request costs, whatever else the machine is doing meanwhile."""
+    total = 0.0
+    for pid in [p for top in pids for p in _tree(top)]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def tree_rss_mib(pid: int) -> float:
@@ -224,6 +258,13 @@ def _table(cases: list[Case], results: dict[tuple[str, str], Result],
             ratio = statistics.median(s / n for s, n in zip(st.rps, ng.rps, strict=True))
             row += f" {statistics.median(st.rps):>14,.0f} | {ratio:>5.3f}x |"
         print(f"| {case.label:<20} | {case.size:>9,} | {statistics.median(ng.rps):>8,.0f} |{row}")
+    print("\nCPU time per request, us (user + system, whole process trees; steadier "
+          "than req/s on a busy machine)")
+    print(f"| {'case':<20} |" + "".join(f" {n:>14} |" for n in rss))
+    for case in cases:
+        cells = "".join(f" {statistics.median(results[n, case.label].cpu_us):>14,.0f} |"
+                        for n in rss)
+        print(f"| {case.label:<20} |{cells}")
     for case in cases:
         if "1 MB" in case.label:
             p99 = ", ".join(f"{name} {statistics.median(results[name, case.label].p99_ms):.1f}"
@@ -273,7 +314,12 @@ def run(args: argparse.Namespace, work: Path) -> None:
                 for case in cases:
                     for name, proc in servers.items():
                         path = case.upstream_path if name == "nginx" else case.stockade_path
+                        trees = [proc.pid, *behind.get(name, [])]
+                        cpu_before = tree_cpu_s(trees)
                         rps, p99 = wrk(proc.url(path), args.duration)
+                        cpu = tree_cpu_s(trees) - cpu_before
+                        results[name, case.label].cpu_us.append(
+                            1e6 * cpu / max(rps * args.duration, 1))
                         results[name, case.label].rps.append(rps)
                         results[name, case.label].p99_ms.append(p99)
                         print(f"round {round_no + 1}: {case.label:<20} {name:<8} "
