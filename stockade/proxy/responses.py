@@ -8,6 +8,7 @@ access log. Handlers raise or return verdicts; only this module writes errors.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import json
@@ -16,6 +17,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -99,6 +101,7 @@ def error_response(request: web.Request, status: int, sentence: str) -> web.Resp
     return _body(request, status, sentence)
 
 
+@functools.lru_cache(maxsize=1024)  # pure; a server sees few distinct Host values
 def host_problem(host: str) -> str | None:
     """Why a Host header value cannot name this server in a URL, or None when it can.
 
@@ -125,6 +128,23 @@ def host_problem(host: str) -> str | None:
 def make_middleware(metrics: Metrics) -> Middleware:
     """Request id, error rendering and request metrics for every route."""
 
+    # labels() takes a lock and checks its arguments each call: the children are
+    # kept per (ecosystem, kind, status), a handful per route.
+    counted: dict[tuple[str, str, int], Any] = {}
+    timed: dict[tuple[str, str], Any] = {}
+
+    def count(request: web.Request, status: int, started: float | None) -> None:
+        eco, kind = route_labels(request)
+        child = counted.get((eco, kind, status))
+        if child is None:
+            child = counted[eco, kind, status] = metrics.requests.labels(eco, kind, str(status))
+        child.inc()
+        if started is not None:
+            timer = timed.get((eco, kind))
+            if timer is None:
+                timer = timed[eco, kind] = metrics.request_duration.labels(eco, kind)
+            timer.observe(time.perf_counter() - started)
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         incoming = request.headers.get("X-Request-Id", "")
@@ -141,8 +161,7 @@ def make_middleware(metrics: Metrics) -> Middleware:
             else:
                 response = await handler(request)
         except web.HTTPException as exc:
-            eco, kind = route_labels(request)
-            metrics.requests.labels(eco, kind, str(exc.status)).inc()
+            count(request, exc.status, None)
             exc.headers["X-Request-Id"] = request_id
             raise
         except RefusedError as exc:
@@ -156,9 +175,7 @@ def make_middleware(metrics: Metrics) -> Middleware:
         except StorageError as exc:
             logger.error("storage failure on %s: %s", request.path, exc)
             response = error_response(request, 500, exc.diagnostics())
-        eco, kind = route_labels(request)
-        metrics.requests.labels(eco, kind, str(response.status)).inc()
-        metrics.request_duration.labels(eco, kind).observe(time.perf_counter() - started)
+        count(request, response.status, started)
         if not response.prepared:
             response.headers["X-Request-Id"] = request_id
         return response
@@ -170,11 +187,14 @@ class JsonAccessLogger(AbstractAccessLogger):
     """One JSON object per request on the ``stockade.access`` logger."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
         record = {
             "request_id": request.get(REQUEST_ID, ""),
             "remote": request.remote,
             "method": request.method,
-            "path": request.path_qs,
+            # as the client sent it: the parsed URL's path_qs is rebuilt by yarl each time
+            "path": request.raw_path,
             "status": response.status,
             "bytes": response.body_length,
             "duration_s": round(time, 6),
@@ -182,9 +202,12 @@ class JsonAccessLogger(AbstractAccessLogger):
             "cache": response.headers.get("X-Stockade-Cache", ""),
         }
         # The fields travel as a dict: the JSON formatter encodes the line once;
-        # a plain formatter prints the short message.
-        self.logger.info("%s %s %s %s", record["remote"], record["method"], record["path"],
-                         record["status"], extra={"access": record})
+        # a plain formatter prints the short message. The record is made here, as
+        # Logger.info would, but without its walk up the stack for the caller.
+        self.logger.handle(self.logger.makeRecord(
+            self.logger.name, logging.INFO, __file__, 0, "%s %s %s %s",
+            (record["remote"], record["method"], record["path"], record["status"]),
+            None, extra={"access": record}))
 
     @property
     def enabled(self) -> bool:
