@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from cachetools import LRUCache
 
@@ -125,6 +126,7 @@ class MetadataCache:
         self._memory_used = 0
         self._missing: LRUCache[str, Missing] = LRUCache(_NEGATIVES_IN_MEMORY)
         self._flight: SingleFlight[str, CachedDoc] = SingleFlight()
+        self._counters: dict[tuple[str, CacheResult], Any] = {}
 
     async def get(
         self,
@@ -180,7 +182,7 @@ class MetadataCache:
                     "nothing is fetched")
             return self._answer(cached, upstream)
         if cached is not None and self._fresh(cached, ttl_s, negative_ttl_s):
-            self._metrics.cache_requests.labels(ecosystem, CacheResult.HIT).inc()
+            self._count(ecosystem, CacheResult.HIT)
             return self._answer(cached, upstream)
 
         async def refresh() -> CachedDoc:
@@ -192,8 +194,16 @@ class MetadataCache:
                                        stale_if_error_s, probe=probe)
 
         doc = await self._flight.do(key, refresh)
-        self._metrics.cache_requests.labels(ecosystem, doc.result).inc()
+        self._count(ecosystem, doc.result)
         return doc
+
+    def _count(self, ecosystem: str, result: CacheResult) -> None:
+        # labels() locks and checks its arguments: its children are kept
+        child = self._counters.get((ecosystem, result))
+        if child is None:
+            child = self._counters[ecosystem, result] = self._metrics.cache_requests.labels(
+                ecosystem, result)
+        child.inc()
 
     def _fresh(self, cached: CachedDoc | Missing, ttl_s: float, negative_ttl_s: float) -> bool:
         ttl = negative_ttl_s if isinstance(cached, Missing) else ttl_s
@@ -270,7 +280,7 @@ class MetadataCache:
         doc = self._memory.get(key)
         if doc is not None:
             self._memory.move_to_end(key)
-            return replace(doc, result=CacheResult.HIT)
+            return doc  # kept as a hit already: no copy per warm request
         missing = self._missing.get(key)
         if missing is not None:
             return missing
@@ -316,7 +326,8 @@ class MetadataCache:
         self._missing.pop(doc.key, None)
         if len(doc.body) > self._memory_bytes // 4:
             return  # a very large document is read from disk each time
-        self._memory[doc.key] = doc
+        self._memory[doc.key] = doc if doc.result is CacheResult.HIT else replace(
+            doc, result=CacheResult.HIT)
         self._memory_used += len(doc.body)
         while self._memory_used > self._memory_bytes and self._memory:
             _, evicted = self._memory.popitem(last=False)
