@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -127,6 +128,7 @@ async def versions(adm: Documents, upstreams: Route[Upstream], name: str) -> dic
     return project.facts
 
 
+@functools.lru_cache(maxsize=16384)  # pure, and urljoin is slow: asked every request
 def page_url(upstream_url: str, name: str) -> str:
     """Where an upstream index serves ``name``'s project page."""
     return urljoin(upstream_url, f"{quote(name)}/")

@@ -8,6 +8,7 @@ handlers in ``pypi`` do the fetching.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from collections.abc import Callable, Iterable
@@ -61,6 +62,7 @@ def valid_filename(filename: str) -> bool:
             and ".." not in filename)
 
 
+@functools.lru_cache(maxsize=16384)  # pure; parsing a wheel's name costs tens of us
 def version_of(filename: str) -> str | None:
     """The version a wheel or sdist filename carries, or None when unknown."""
     try:
