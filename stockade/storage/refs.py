@@ -55,7 +55,7 @@ _MEMO_RECORDS = 4096  # records of a namespace kept parsed in memory
 _Identity = tuple[int, int, int, int]
 
 
-def _identity(path: Path) -> _Identity | None:
+def _identity(path: str) -> _Identity | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -78,6 +78,7 @@ class RefStore:
         # its records without a thread hop, while a record another process
         # replaced (a new file) is read again.
         self._memo: OrderedDict[str, tuple[_Identity, dict[str, Any]]] = OrderedDict()
+        self._dir_text = str(self._dir)
 
     def _path(self, key: str, suffix: str) -> Path:
         name = hashlib.sha256(key.encode()).hexdigest()
@@ -87,8 +88,9 @@ class RefStore:
         """The record stored under ``key``, or None."""
         # One stat of a local file on the loop costs about a microsecond, a
         # thread hop tens of them: only a changed or new record is read in a thread.
-        path = self._path(key, ".json")
-        seen = _identity(path)
+        # _path's, with strings: pathlib's joins cost more than the stat
+        name = hashlib.sha256(key.encode()).hexdigest()
+        seen = _identity(f"{self._dir_text}/{name[:2]}/{name}.json")
         if seen is None:
             self._memo.pop(key, None)
             return None
