@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -126,7 +127,7 @@ def test_values_case_passes_schema_and_lint(case: str) -> None:
 
 
 def test_ci_cases_cover_the_chart() -> None:
-    assert {"default", "persistence", "s3", "monitoring", "hpa"} <= set(CASES)
+    assert {"default", "persistence", "s3", "monitoring", "hpa", "front"} <= set(CASES)
 
 
 def test_schema_refuses_unknown_keys() -> None:
@@ -345,3 +346,39 @@ def test_default_config_and_policy_start_as_a_pod_would(tmp_path: Path) -> None:
         env={"PATH": "/usr/bin:/bin", "STOCKADE__STORAGE__PATH": str(tmp_path / "data")})
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["decision"] == "allow"
+
+
+def test_front_case_puts_nginx_before_stockade(tmp_path: Path) -> None:
+    """frontServer: the Service reaches nginx, which stockade's X-Accel-Redirect names
+    files to under the data volume (read-only); stockade's config turns the mode on."""
+    docs = manifests(render(case_values("front")))
+    (port,) = the(docs, "Service")["spec"]["ports"]
+    assert port["targetPort"] == "front"
+    pod = the(docs, "Deployment")["spec"]["template"]
+    containers = {c["name"]: c for c in pod["spec"]["containers"]}
+    assert set(containers) == {"stockade", "front"}
+    front = containers["front"]
+    assert front["ports"] == [{"name": "front", "containerPort": 8081, "protocol": "TCP"}]
+    mounts = {m["name"]: m for m in front["volumeMounts"]}
+    assert mounts["data"] == {"name": "data", "mountPath": "/var/lib/stockade",
+                              "readOnly": True}
+    assert front["securityContext"]["readOnlyRootFilesystem"] is True
+    prefix = _config_of(docs)["server"]["accel_redirect"]["prefix"]
+    conf = the(docs, "ConfigMap", "-front")["data"]["nginx.conf"]
+    location = conf[conf.index(f"location {prefix} {{"):]
+    assert "internal;" in location
+    assert "alias /var/lib/stockade/;" in location
+    assert "server 127.0.0.1:8080;" in conf
+    assert "checksum/front" in pod["metadata"]["annotations"]
+    plain = manifests(render({}))
+    assert "accel_redirect" not in _config_of(plain)["server"]
+    assert the(plain, "Service")["spec"]["ports"][0]["targetPort"] == "http"
+    # nginx itself accepts the file (where it is installed)
+    nginx = shutil.which("nginx")
+    if nginx is None:
+        return
+    path = tmp_path / "nginx.conf"
+    path.write_text(conf.replace("/tmp/", f"{tmp_path}/"))  # noqa: S108 (the pod's /tmp)
+    result = subprocess.run([nginx, "-t", "-c", str(path), "-e", "stderr"],  # noqa: S603
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr

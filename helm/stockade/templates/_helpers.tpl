@@ -89,7 +89,11 @@ mounted policy file).
 {{- $_ := set $storage "backend" "s3" }}
 {{- $_ := set $storage "s3" (deepCopy .Values.storage.s3) }}
 {{- end }}
-{{- $owned := dict "server" (dict "host" "0.0.0.0" "port" (int .Values.containerPort)) "storage" $storage }}
+{{- $server := dict "host" "0.0.0.0" "port" (int .Values.containerPort) }}
+{{- if .Values.frontServer.enabled }}
+{{- $_ := set $server "accel_redirect" (dict "prefix" "/_stockade_blobs/") }}
+{{- end }}
+{{- $owned := dict "server" $server "storage" $storage }}
 {{- if include "stockade.hasPolicy" . }}
 {{- $_ := set $owned "policy" (dict "file" "/etc/stockade/policy.yaml") }}
 {{- end }}
@@ -110,4 +114,51 @@ Refuse value combinations that cannot work, with a sentence saying why.
 {{- if and .Values.persistence.enabled (eq .Values.storage.backend "filesystem") (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) }}
 {{- fail "persistence.enabled with the filesystem backend serves one replica (one volume, one writer): set replicaCount to 1 and autoscaling.enabled to false, or use storage.backend s3 for several replicas" }}
 {{- end }}
+{{- end }}
+
+{{/*
+The front server's nginx.conf (frontServer.enabled): everything to stockade; the
+internal location stockade's X-Accel-Redirect names, on the data volume.
+*/}}
+{{- define "stockade.frontConfig" -}}
+worker_processes auto;
+daemon off;
+pid /tmp/nginx.pid;
+error_log stderr warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    default_type application/octet-stream;
+    client_body_temp_path /tmp/body;
+    proxy_temp_path /tmp/proxy;
+    fastcgi_temp_path /tmp/fastcgi;
+    uwsgi_temp_path /tmp/uwsgi;
+    scgi_temp_path /tmp/scgi;
+    upstream stockade { server 127.0.0.1:{{ .Values.containerPort }}; keepalive 32; }
+    server {
+        listen {{ .Values.frontServer.containerPort }};
+        client_max_body_size 0;
+        location / {
+            proxy_pass http://stockade;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_buffering off;
+        }
+        # Only stockade's X-Accel-Redirect reaches this: clients cannot ask for it.
+        location /_stockade_blobs/ {
+            internal;
+            alias /var/lib/stockade/;
+            add_header X-Stockade-Cache $upstream_http_x_stockade_cache always;
+            add_header X-Checksum-Sha1 $upstream_http_x_checksum_sha1 always;
+            add_header X-Checksum-Md5 $upstream_http_x_checksum_md5 always;
+            add_header X-Checksum-Sha256 $upstream_http_x_checksum_sha256 always;
+            add_header X-Request-Id $upstream_http_x_request_id always;
+            etag off;
+            add_header ETag $upstream_http_etag always;
+        }
+    }
+}
 {{- end }}
