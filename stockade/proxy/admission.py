@@ -225,9 +225,10 @@ class Admission:
 
     async def document(
         self, eco: Ecosystem, upstream: Upstream, url: str, *, accept: str,
-        ttl_s: float | None = None,
+        ttl_s: float | None = None, body: bool = True,
     ) -> CachedDoc:
-        """An upstream document through the metadata cache, with the ecosystem's times.
+        """An upstream document through the metadata cache, with the ecosystem's times
+        (without ``body``, a large one may come without it: ``MetadataCache.get``).
 
         Raises:
             UpstreamError: the upstream failed and no usable copy is cached.
@@ -236,7 +237,7 @@ class Admission:
         ttl = cache.metadata_ttl_s if ttl_s is None else ttl_s
         return await self.metacache.get(
             eco, upstream, url, accept=accept, ttl_s=ttl,
-            stale_if_error_s=max(ttl, cache.stale_if_error_s),
+            stale_if_error_s=max(ttl, cache.stale_if_error_s), body=body,
         )
 
     async def offload(self, heavy: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

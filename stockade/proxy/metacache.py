@@ -5,8 +5,11 @@ remembering upstream 404s for a while (negative caching, with stale-if-error
 for them too) and coalescing identical misses into one upstream request;
 offline (the whole cache, or one upstream), it serves what is stored however
 old and asks no upstream. Documents are kept on disk through ``RefStore`` and
-the most recent ones in a bounded memory LRU. It does not parse or rewrite
-documents: ecosystem modules do.
+the most recent ones in a bounded memory LRU; of documents too large for it,
+only the record is kept in memory, and a caller that can do without the body
+(its parsed and rendered forms are cached by version) gets the document
+without it: a warm request for a 20 MB packument reads nothing from disk.
+It does not parse or rewrite documents: ecosystem modules do.
 """
 
 from __future__ import annotations
@@ -51,11 +54,23 @@ class CachedDoc:
     etag: str | None = None
     last_modified: str | None = None
     result: CacheResult = CacheResult.HIT
+    # Set where the body was left on disk (``get(..., body=False)``): its length.
+    length: int | None = None
+
+    @property
+    def has_body(self) -> bool:
+        """False for a document handed out without its body."""
+        return self.length is None
+
+    @property
+    def size(self) -> int:
+        """The body's length, whether or not it is here."""
+        return len(self.body) if self.length is None else self.length
 
     @property
     def version(self) -> str:
         """Changes whenever the body may have changed; keys derived caches."""
-        return f"{self.fetched_at:.6f}:{self.etag or ''}:{len(self.body)}"
+        return f"{self.fetched_at:.6f}:{self.etag or ''}:{self.size}"
 
 
 def doc_key(ecosystem: str, upstream: str, url: str, accept: str) -> str:
@@ -74,6 +89,7 @@ class Missing:
 
 
 _DEFAULT_NEGATIVE_TTL_S = 300.0
+_LARGE_RECORDS = 4096  # records of documents too large for memory, kept without bodies
 _NEGATIVES_IN_MEMORY = 65_536  # remembered 404s kept in memory (the rest on disk)
 
 
@@ -85,7 +101,8 @@ def _stored_missing(key: str, record: dict[str, object]) -> Missing | None:
         return None
 
 
-def _stored_doc(key: str, record: dict[str, object], body: bytes | None) -> CachedDoc | None:
+def _stored_doc(key: str, record: dict[str, object], body: bytes | None,
+                length: int | None = None) -> CachedDoc | None:
     if body is None:
         return None
     try:
@@ -95,9 +112,14 @@ def _stored_doc(key: str, record: dict[str, object], body: bytes | None) -> Cach
             fetched_at=float(record["fetched_at"]),  # type: ignore[arg-type]
             etag=record.get("etag"),  # type: ignore[arg-type]
             last_modified=record.get("last_modified"),  # type: ignore[arg-type]
+            length=length,
         )
     except (KeyError, TypeError, ValueError):
         return None  # a record written by something else: fetch afresh
+
+
+def _without_body(doc: CachedDoc) -> CachedDoc:
+    return replace(doc, body=b"", length=doc.size, result=CacheResult.HIT)
 
 
 class MetadataCache:
@@ -125,6 +147,7 @@ class MetadataCache:
         self._memory: OrderedDict[str, CachedDoc] = OrderedDict()
         self._memory_used = 0
         self._missing: LRUCache[str, Missing] = LRUCache(_NEGATIVES_IN_MEMORY)
+        self._large: LRUCache[str, CachedDoc] = LRUCache(_LARGE_RECORDS)  # without bodies
         self._flight: SingleFlight[str, CachedDoc] = SingleFlight()
         self._counters: dict[tuple[str, CacheResult], Any] = {}
 
@@ -137,12 +160,15 @@ class MetadataCache:
         accept: str,
         ttl_s: float,
         stale_if_error_s: float,
+        body: bool = True,
     ) -> CachedDoc:
         """The document at ``url``: cached if fresh, else revalidated or fetched.
 
         Offline, the stored copy is returned however old, and nothing is fetched.
         An upstream 404 is remembered for the ecosystem's negative TTL, and while
-        the upstream is down for up to ``stale_if_error_s``.
+        the upstream is down for up to ``stale_if_error_s``. Without ``body``, a
+        cached document too large for memory comes without it (``has_body``
+        False): ask again with it where the body is needed.
 
         Raises:
             UpstreamError: the upstream failed and no usable stale copy exists
@@ -151,7 +177,7 @@ class MetadataCache:
             NotCachedError: offline, and the document was never stored.
         """
         return await self._get(ecosystem, upstream, url, accept=accept, ttl_s=ttl_s,
-                               stale_if_error_s=stale_if_error_s, probe=False)
+                               stale_if_error_s=stale_if_error_s, probe=False, body=body)
 
     async def probe(
         self, ecosystem: str, upstream: Upstream, url: str, *, ttl_s: float,
@@ -170,11 +196,11 @@ class MetadataCache:
 
     async def _get(
         self, ecosystem: str, upstream: Upstream, url: str, *, accept: str, ttl_s: float,
-        stale_if_error_s: float, probe: bool,
+        stale_if_error_s: float, probe: bool, body: bool = True,
     ) -> CachedDoc:
         key = doc_key(ecosystem, upstream.name, url, accept)
         negative_ttl_s = self._negative_ttl_s.get(ecosystem, _DEFAULT_NEGATIVE_TTL_S)
-        cached = await self._load(key)
+        cached = await self._load(key, body=body)
         if self._offline or upstream.offline:
             if cached is None:
                 raise NotCachedError(
@@ -276,7 +302,7 @@ class MetadataCache:
             return self._answer(cached, upstream)
         return replace(cached, result=CacheResult.STALE)
 
-    async def _load(self, key: str) -> CachedDoc | Missing | None:
+    async def _load(self, key: str, *, body: bool = True) -> CachedDoc | Missing | None:
         doc = self._memory.get(key)
         if doc is not None:
             self._memory.move_to_end(key)
@@ -284,6 +310,9 @@ class MetadataCache:
         missing = self._missing.get(key)
         if missing is not None:
             return missing
+        large = self._large.get(key)
+        if large is not None and not body:
+            return large
         record = await self._refs.get(key)
         if record is None:
             return None
@@ -292,11 +321,19 @@ class MetadataCache:
             if missing is not None:
                 self._missing[key] = missing
             return missing
-        body = await self._refs.get_body(key)
-        doc = _stored_doc(key, record, body)
+        length = record.get("length")
+        if not body and isinstance(length, int) and self._too_large(length):
+            doc = _stored_doc(key, record, b"", length)
+            if doc is not None:
+                self._large[key] = doc
+            return doc
+        doc = _stored_doc(key, record, await self._refs.get_body(key))
         if doc is not None:
             self._remember(doc)
         return doc
+
+    def _too_large(self, length: int) -> bool:
+        return length > self._memory_bytes // 4
 
     async def _store_missing(self, missing: Missing) -> None:
         self._forget(missing.key)
@@ -311,7 +348,7 @@ class MetadataCache:
     async def _store(self, doc: CachedDoc, *, body_changed: bool) -> None:
         record = {
             "url": doc.url, "content_type": doc.content_type, "fetched_at": doc.fetched_at,
-            "etag": doc.etag, "last_modified": doc.last_modified,
+            "etag": doc.etag, "last_modified": doc.last_modified, "length": doc.size,
         }
         await self._refs.put(doc.key, record, doc.body if body_changed else None)
         self._remember(doc)
@@ -320,12 +357,17 @@ class MetadataCache:
         old = self._memory.pop(key, None)
         if old is not None:
             self._memory_used -= len(old.body)
+        self._large.pop(key, None)
 
     def _remember(self, doc: CachedDoc) -> None:
         self._forget(doc.key)
         self._missing.pop(doc.key, None)
-        if len(doc.body) > self._memory_bytes // 4:
-            return  # a very large document is read from disk each time
+        if not doc.has_body:
+            return
+        if self._too_large(len(doc.body)):
+            # its body is read from disk, and only by a caller that needs it
+            self._large[doc.key] = _without_body(doc)
+            return
         self._memory[doc.key] = doc if doc.result is CacheResult.HIT else replace(
             doc, result=CacheResult.HIT)
         self._memory_used += len(doc.body)

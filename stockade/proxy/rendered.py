@@ -158,6 +158,14 @@ class RenderedCache:
         executor = await self._executor(heavy)
         return await loop.run_in_executor(executor, _call, fn, args, kwargs)
 
+    def peek(self, key: str, *, max_age_s: float) -> Rendered | None:
+        """The rendered document for ``key`` if there is one young enough (no rendering)."""
+        entry = self._entries.get(key)
+        if entry is not None and self._clock() - entry.created_at < max_age_s:
+            self._entries.move_to_end(key)
+            return entry
+        return None
+
     async def get(
         self, key: str, render: Callable[..., bytes], *args: Any, max_age_s: float,
         heavy: bool, **kwargs: Any,

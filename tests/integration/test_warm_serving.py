@@ -230,3 +230,31 @@ class TestRenderedOnce:
                                      headers={"If-None-Match": headers["ETag"]})
         assert (status, body) == (304, b"")
         assert len(renders) == 1
+
+    async def test_a_large_packument_served_warm_reads_no_raw_body(
+            self, npm_registry: FakeNpm, proxy_for: ProxyFor,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        pub = npm_registry.publish("left", "1.0.0")
+        client = await proxy_for(npm=[{"name": "npm", "url": npm_registry.url}])
+        metacache = client.server.app[SERVICES].admission.metacache
+        # Any document counts as too large for memory (64 MiB / 4 by default).
+        monkeypatch.setattr(metacache, "_memory_bytes", 64)
+        paths = ("/npm/left", "/npm/left/1.0.0", "/npm/left/-/left-1.0.0.tgz")
+        first = {p: (await _get(client, p))[:2] for p in paths}
+        assert first["/npm/left/-/left-1.0.0.tgz"] == (200, pub.data)
+        corgi = {"Accept": "application/vnd.npm.install-v1+json"}
+        abbreviated = await _get(client, "/npm/left", headers=corgi)  # rendered: read once
+        refs = metacache._refs
+        reads: list[str] = []
+        get_body = refs.get_body
+
+        async def counted(key: str) -> bytes | None:
+            reads.append(key)
+            return await get_body(key)
+
+        monkeypatch.setattr(refs, "get_body", counted)
+        for _ in range(3):
+            assert {p: (await _get(client, p))[:2] for p in paths} == first
+            assert (await _get(client, "/npm/left", headers=corgi))[:2] == abbreviated[:2]
+        assert abbreviated[0] == 200 and b'"1.0.0"' in abbreviated[1]
+        assert reads == []

@@ -30,8 +30,9 @@ class Documents(Protocol):
     """What an ecosystem module asks of the admission path to read its metadata."""
 
     async def document(self, eco: Ecosystem, upstream: Upstream, url: str, *, accept: str,
-                       ttl_s: float | None = None) -> CachedDoc:
-        """An upstream document through the metadata cache."""
+                       ttl_s: float | None = None, body: bool = True) -> CachedDoc:
+        """An upstream document through the metadata cache (without ``body``, a large
+        one may come without it)."""
 
     async def parsed(self, doc: CachedDoc, kind: str, parse: Callable[[], Awaitable[T]],
                      weight: Callable[[T], int]) -> T:

@@ -101,9 +101,18 @@ def _rebase(path: Path, placeholder: bytes, base: bytes) -> bytes:
     return path.read_bytes().replace(placeholder, base)
 
 
-async def _document(adm: Documents, upstream: Upstream, name: str) -> CachedDoc:
-    """The upstream's full packument (the abbreviated one lacks ``time``)."""
-    return await adm.document(ECO, upstream, document_url(upstream.url, name), accept=docs.FULL)
+async def _document(adm: Documents, upstream: Upstream, name: str, *,
+                    body: bool = True) -> CachedDoc:
+    """The upstream's full packument (the abbreviated one lacks ``time``); without
+    ``body``, a large one may come without it, for the warm path."""
+    return await adm.document(ECO, upstream, document_url(upstream.url, name), accept=docs.FULL,
+                              body=body)
+
+
+async def _with_body(adm: Documents, doc: CachedDoc, upstream: Upstream,
+                     name: str) -> CachedDoc:
+    """``doc`` with its body, read only when a parse or a rendering needs it."""
+    return doc if doc.has_body else await _document(adm, upstream, name)
 
 
 def document_url(upstream_url: str, name: str) -> str:
@@ -116,9 +125,10 @@ async def _index(adm: Documents, doc: CachedDoc, name: str,
     """The tarball table and version facts of ``doc``, parsed once per document version."""
 
     async def parse() -> docs.PackumentIndex:
+        full = await _with_body(adm, doc, upstream, name)
         try:
             return await adm.offload(
-                len(doc.body) > _OFFLOAD_BYTES, docs.index, doc.body, name,
+                full.size > _OFFLOAD_BYTES, docs.index, full.body, name,
                 upstream=upstream.name, internal=upstream.internal,
             )
         except docs.PackumentError as exc:
@@ -133,7 +143,8 @@ async def _index(adm: Documents, doc: CachedDoc, name: str,
 async def _packument(
     adm: Documents, upstreams: Route[Upstream], name: str
 ) -> tuple[CachedDoc, docs.PackumentIndex]:
-    doc = await _document(adm, upstreams.owner, name)
+    # Parsed once per document version: a warm request needs no body.
+    doc = await _document(adm, upstreams.owner, name, body=False)
     return doc, await _index(adm, doc, name, upstreams.owner)
 
 
@@ -178,7 +189,7 @@ async def _rendered(
 ) -> tuple[Rendered, docs.PackumentIndex, CachedDoc, VersionFilter]:
     svc = services(request)
     doc, index = await _packument(svc.admission, upstreams, name)
-    heavy = len(doc.body) > _OFFLOAD_BYTES
+    heavy = doc.size > _OFFLOAD_BYTES
     vf = await svc.admission.decide_versions(ECO, name, doc, index.facts, caller(request),
                                              offload=heavy)
     form = "corgi" if abbreviated else "full"
@@ -187,10 +198,13 @@ async def _rendered(
     key = f"{doc.key}|{doc.version}|{form}|{hidden_id}"
     # Decisions can depend on time (release age): render again at least once per TTL.
     ttl = svc.admission.cache_settings(ECO).cache.metadata_ttl_s
-    rendered = await svc.rendered.get(
-        key, docs.render_body, doc.body, name, abbreviated=abbreviated, hidden=hidden,
-        base=_PLACEHOLDER, hosts=upstreams.owner.hosts, heavy=heavy, max_age_s=ttl,
-    )
+    rendered = svc.rendered.peek(key, max_age_s=ttl)
+    if rendered is None:  # the raw body is read only to render it
+        full = await _with_body(svc.admission, doc, upstreams.owner, name)
+        rendered = await svc.rendered.get(
+            key, docs.render_body, full.body, name, abbreviated=abbreviated, hidden=hidden,
+            base=_PLACEHOLDER, hosts=upstreams.owner.hosts, heavy=heavy, max_age_s=ttl,
+        )
     base = orjson.dumps(_base(request))[1:-1]  # as it stands inside a JSON string
     rebased = await svc.rendered.get(
         f"{key}|{rendered.etag}|{base.decode()}", _rebase, rendered.path,
