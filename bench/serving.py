@@ -66,6 +66,8 @@ http {{
     upstream static {{ server 127.0.0.1:{upstream}; keepalive 16; }}
     server {{
         listen 127.0.0.1:{port};
+        # stockade's answers saved as files: the ceiling for serving the same bytes
+        location /static/ {{ alias {dir}/static/; default_type application/json; }}
         location / {{
             proxy_pass http://static;
             proxy_http_version 1.1;
@@ -139,12 +141,17 @@ def start_stockade(upstream: str, work: Path, tree: Path | None, *, name: str = 
     return Proc(proc, port).wait_ready("/readyz", log)
 
 
-def _warm(proc: Proc | frontnginx.FrontNginx, path: str, times: int = 3) -> None:
+def _warm(proc: Proc | frontnginx.FrontNginx, path: str, times: int = 3,
+          headers: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """GET ``path`` ``times`` times; the last body (as sent: not decompressed)."""
+    body = b""
     for _ in range(times):
-        with urllib.request.urlopen(proc.url(path), timeout=60) as resp:  # noqa: S310
-            resp.read()
+        req = urllib.request.Request(proc.url(path), headers=dict(headers))  # noqa: S310
+        with urllib.request.urlopen(req, timeout=120) as resp:  # noqa: S310
+            body = resp.read()
             if resp.status != 200:
                 raise RuntimeError(f"{proc.url(path)}: HTTP {resp.status}")
+    return body
 
 
 def _tree(pid: int) -> list[int]:
@@ -226,10 +233,12 @@ class PeakRss:
         self._thread.join()
 
 
-def wrk(url: str, duration: float) -> tuple[float, float]:
+def wrk(url: str, duration: float,
+        headers: tuple[tuple[str, str], ...] = ()) -> tuple[float, float]:
     """(req/s, p99 in ms) of ``wrk -t2 -c64`` on ``url`` for ``duration`` seconds."""
+    flags = [flag for name, value in headers for flag in ("-H", f"{name}: {value}")]
     out = subprocess.run(
-        ["wrk", "-t2", "-c64", f"-d{duration:g}s", "--latency", url],
+        ["wrk", "-t2", "-c64", f"-d{duration:g}s", "--latency", *flags, url],
         capture_output=True, text=True, check=True, timeout=duration + 60,
     ).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -278,7 +287,7 @@ def _table(cases: list[Case], results: dict[tuple[str, str], Result],
 def run(args: argparse.Namespace, work: Path) -> None:
     root = work / "upstream"
     upstream_port = free_port()
-    cases = build(root, f"http://127.0.0.1:{upstream_port}/")
+    cases = build(root, f"http://127.0.0.1:{upstream_port}/", huge=args.huge)
     static = start_static(root, work / "static.log", port=upstream_port)
     servers: dict[str, Proc | frontnginx.FrontNginx] = {}
     behind: dict[str, list[int]] = {}  # more process trees a contender's memory counts
@@ -298,9 +307,15 @@ def run(args: argparse.Namespace, work: Path) -> None:
                 work / "front", stockade_port=accel.port, storage=work / "accel-data",
                 prefix=prefix)
             behind["stockade+nginx"] = [accel.pid]
+        saved = work / "nginx" / "static"
+        saved.mkdir()
         for case in cases:
             for name, proc in servers.items():
-                _warm(proc, case.upstream_path if name == "nginx" else case.stockade_path)
+                if name != "nginx":
+                    body = _warm(proc, case.stockade_path, headers=case.headers)
+                    if case.static and name == "stockade":
+                        (saved / case.upstream_path.removeprefix("/static/")).write_bytes(body)
+            _warm(servers["nginx"], case.upstream_path, headers=case.headers)
         time.sleep(1)
         idle = {name: sum(tree_rss_mib(pid) for pid in [proc.pid, *behind.get(name, [])])
                 for name, proc in servers.items()}
@@ -316,7 +331,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
                         path = case.upstream_path if name == "nginx" else case.stockade_path
                         trees = [proc.pid, *behind.get(name, [])]
                         cpu_before = tree_cpu_s(trees)
-                        rps, p99 = wrk(proc.url(path), args.duration)
+                        rps, p99 = wrk(proc.url(path), args.duration, case.headers)
                         cpu = tree_cpu_s(trees) - cpu_before
                         results[name, case.label].cpu_us.append(
                             1e6 * cpu / max(rps * args.duration, 1))
@@ -346,6 +361,9 @@ def main() -> None:
     parser.add_argument("--stockade-tree", type=Path,
                         help="run the stockade of this checkout instead")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    parser.add_argument("--huge", action=argparse.BooleanOptionalAction, default=True,
+                        help="the 20 MB packument's rows (against nginx sending stockade's "
+                        "answer as a static file)")
     parser.add_argument("--accel", action=argparse.BooleanOptionalAction, default=None,
                         help="also run stockade in front-server mode behind nginx (default: "
                         "yes, but not with --stockade-tree, whose checkout may lack it)")

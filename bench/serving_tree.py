@@ -28,17 +28,27 @@ _VERSIONS = 40  # versions in the packument
 PROJECT = "stockade-bench-small"
 BIG_PROJECT = "stockade-bench-big"
 PACKAGE = "stockade-bench-pkg"
+HUGE = "stockade-bench-huge"  # a packument of about 20 MB
+_HUGE_VERSIONS = 4000
+CORGI = "application/vnd.npm.install-v1+json"
 GROUP = "org.stockadebench"
 
 
 @dataclass(frozen=True)
 class Case:
-    """One row of the table: a path on the upstream (and nginx) and on stockade."""
+    """One row of the table: a path on the upstream (and nginx) and on stockade.
+
+    A ``static`` case compares stockade with nginx serving the same bytes as a
+    file: the bench saves stockade's answer under nginx's ``/static/`` as
+    ``upstream_path`` names it. ``headers`` go with every request of the case.
+    """
 
     label: str
     upstream_path: str
     stockade_path: str
-    size: int  # bytes of the body
+    size: int  # bytes of the body (of a static case: the upstream's document)
+    headers: tuple[tuple[str, str], ...] = ()
+    static: bool = False
 
 
 def _zip(rng: random.Random, entry: str, payload: int) -> bytes:
@@ -107,6 +117,30 @@ def _packument(root: Path, rng: random.Random, upstream: str) -> None:
     _write(root / "npm" / f"{PACKAGE}.json", json.dumps(doc, indent=1).encode())
 
 
+def _huge(root: Path, upstream: str) -> None:
+    """A packument of about 20 MB: thousands of versions with long descriptions."""
+    rng = random.Random(21)
+    versions, times = {}, {"created": "2020-01-01T00:00:00.000Z",
+                           "modified": "2020-06-01T00:00:00.000Z"}
+    for i in range(_HUGE_VERSIONS):
+        version = f"1.{i // 100}.{i % 100}"
+        data = version.encode()
+        versions[version] = {
+            "name": HUGE, "version": version, "license": "MIT", "main": "index.js",
+            "description": rng.randbytes(2200).hex(),  # compresses about 2:1, as hex does
+            "dependencies": {f"dep-{j}": f"^{j}.0.0" for j in range(20)},
+            "dist": {"tarball": f"{upstream}files/{HUGE}-{version}.tgz",
+                     "shasum": hashlib.sha1(data).hexdigest(),  # noqa: S324 (npm's field)
+                     "integrity": "sha512-"
+                     + base64.b64encode(hashlib.sha512(data).digest()).decode()},
+        }
+        times[version] = f"2020-01-{1 + i % 28:02d}T00:00:00.000Z"
+    doc = {"_id": HUGE, "name": HUGE, "dist-tags": {"latest": f"1.{(_HUGE_VERSIONS - 1) // 100}."
+                                                    f"{(_HUGE_VERSIONS - 1) % 100}"},
+           "versions": versions, "time": times, "license": "MIT"}
+    _write(root / "npm" / f"{HUGE}.json", json.dumps(doc).encode())
+
+
 def _maven(root: Path, rng: random.Random) -> None:
     group = GROUP.replace(".", "/")
     for artifact, payload in (("small", 25_800), ("big", 1_000_000)):
@@ -125,13 +159,16 @@ def _maven(root: Path, rng: random.Random) -> None:
                 _write(base / f"{name}.{alg}", digest.encode())
 
 
-def build(root: Path, upstream: str) -> list[Case]:
+def build(root: Path, upstream: str, *, huge: bool = True) -> list[Case]:
     """Write the tree under ``root`` (``upstream``: the static server's base URL, for the
-    packument's tarball URLs); the cases of the table, in its order."""
+    packument's tarball URLs); the cases of the table, in its order (with ``huge``,
+    the 20 MB packument's four forms too)."""
     rng = random.Random(20)
     _wheels(root, rng)
     _packument(root, rng, upstream)
     _maven(root, rng)
+    if huge:
+        _huge(root, upstream)
     for folder, _, names in os.walk(root):
         for name in names:
             os.utime(Path(folder) / name, (_OLD, _OLD))
@@ -150,7 +187,18 @@ def build(root: Path, upstream: str) -> list[Case]:
         ("simple page", f"/simple/{PROJECT}/", f"/pypi/simple/{PROJECT}/"),
         ("packument, full", f"/npm/{PACKAGE}", f"/npm/{PACKAGE}"),
     ]
-    return [Case(label, up, mine, _local(root, up).stat().st_size) for label, up, mine in cases]
+    found = [Case(label, up, mine, _local(root, up).stat().st_size) for label, up, mine in cases]
+    if huge:
+        size = _local(root, f"/npm/{HUGE}").stat().st_size
+        gzip_ = ("Accept-Encoding", "gzip")
+        for label, name, headers in (
+                ("20 MB packument", "full.json", ()),
+                ("20 MB packument, gzip", "full.json.gz", (gzip_,)),
+                ("20 MB abbreviated", "corgi.json", (("Accept", CORGI),)),
+                ("20 MB abbreviated, gzip", "corgi.json.gz", (("Accept", CORGI), gzip_))):
+            found.append(Case(label, f"/static/{name}", f"/npm/{HUGE}", size,
+                              headers=headers, static=True))
+    return found
 
 
 def _local(root: Path, path: str) -> Path:

@@ -29,7 +29,7 @@ SERVER_BLOCK = """\
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $http_host;
-            proxy_buffering off;
+            proxy_buffers 32 16k;  # large packuments stream through in fewer, larger reads
         }}
         # Only stockade's X-Accel-Redirect reaches this: clients cannot ask for it.
         location {prefix} {{
