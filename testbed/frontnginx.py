@@ -41,6 +41,9 @@ SERVER_BLOCK = """\
             add_header X-Checksum-Md5 $upstream_http_x_checksum_md5 always;
             add_header X-Checksum-Sha256 $upstream_http_x_checksum_sha256 always;
             add_header X-Request-Id $upstream_http_x_request_id always;
+            add_header Vary $upstream_http_vary always;
+            # a rendered packument's gzip form lies beside it as <file>.gz
+            gzip_static on;
             etag off;
             add_header ETag $upstream_http_etag always;
         }}

@@ -70,15 +70,15 @@ def memory_response(request: web.BaseRequest, body: bytes, sha256: str,
     return web.Response(status=206, body=body[start:end], headers=headers)
 
 
-def accel_response(request: web.BaseRequest, location: str, sha256: str,
+def accel_response(request: web.BaseRequest, location: str, etag: str,
                    headers: dict[str, str]) -> web.Response:
-    """An answer with no body naming the blob's file for the front server to send
-    (which answers Range and HEAD itself, from the file)."""
-    etag = entity_tag(sha256)
-    headers = {**headers, "ETag": etag, "X-Accel-Redirect": location}
+    """An answer with no body naming a file (a blob, a rendered document) for the
+    front server to send (which answers Range and HEAD itself, from the file)."""
+    headers = {**headers, "ETag": etag}
     if _not_modified(request, etag):
+        # no redirect: the front server would follow it and send the file
         return web.Response(status=304, headers=headers)
-    return web.Response(headers=headers)
+    return web.Response(headers={**headers, "X-Accel-Redirect": location})
 
 
 class BlobResponse(web.StreamResponse):

@@ -26,7 +26,12 @@ from typing import Any
 from aiohttp import web
 
 from stockade.policy.model import Ecosystem, Facts
-from stockade.proxy.blobresponse import BlobResponse, accel_response, memory_response
+from stockade.proxy.blobresponse import (
+    BlobResponse,
+    accel_response,
+    entity_tag,
+    memory_response,
+)
 from stockade.proxy.errors import IntegrityError, NotCachedError, ProxyError, UpstreamBodyError
 from stockade.proxy.hotblobs import HotBlobs
 from stockade.proxy.metrics import Metrics
@@ -146,6 +151,11 @@ class ArtifactPipeline:
         self._accel = accel
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def accel(self) -> Accel | None:
+        """Front-server mode's settings, where it is on (rendered documents use it too)."""
+        return self._accel
 
     async def lookup(self, source: ArtifactSource) -> BlobInfo | None:
         """The stored, verified blob for ``source``, if there is one, with every digest
@@ -318,7 +328,7 @@ class ArtifactPipeline:
         if path is None:  # no local copy (object storage): stream it from the store
             return BlobResponse(self._store, info, headers)
         if self._accel is not None and (where := self._accel.location(path)) is not None:
-            return accel_response(request, where, info.sha256, headers)
+            return accel_response(request, where, entity_tag(info.sha256), headers)
         return web.FileResponse(path, headers=headers)
 
     def _fill_for(self, source: ArtifactSource) -> Fill:

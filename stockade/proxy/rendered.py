@@ -31,11 +31,15 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
+from stockade.proxy.blobresponse import accel_response
 from stockade.proxy.singleflight import SingleFlight
+
+if TYPE_CHECKING:
+    from stockade.proxy.pipeline import Accel
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +65,17 @@ class Rendered:
         return len(self.body or b"") + len(self.gzipped or b"")
 
 
-def respond(request: web.BaseRequest, rendered: Rendered,
-            headers: dict[str, str]) -> web.StreamResponse:
+def respond(request: web.BaseRequest, rendered: Rendered, headers: dict[str, str],
+            accel: Accel | None = None) -> web.StreamResponse:
     """Answer ``request`` with a rendered document: from memory where it is held
     (gzip where the client takes it, 304 for its entity tag), else from its files
-    (a ranged request too: aiohttp's file response answers those)."""
+    (a ranged request too: aiohttp's file response answers those), or, in
+    front-server mode, by naming the file to the front server (which picks the gzip
+    sibling itself, ``gzip_static``)."""
     if rendered.body is None or rendered.gzipped is None or "Range" in request.headers:
+        where = None if accel is None else accel.location(rendered.path)
+        if where is not None:
+            return accel_response(request, where, rendered.etag, headers)
         return web.FileResponse(rendered.path, headers=headers)
     headers = {**headers, "ETag": rendered.etag}
     wanted = request.headers.get("If-None-Match")

@@ -7,6 +7,9 @@ pip installs through nginx, cold and then warm, and gets the upstream's bytes.
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+import json
 import shutil
 import tempfile
 import urllib.error
@@ -18,6 +21,7 @@ from typing import Any
 import pytest
 
 from testbed import frontnginx
+from testbed.fakes.npm_upstream import FakeNpm
 from testbed.fakes.pypi_upstream import FakePyPI
 from testbed.fakes.threaded import ThreadedServer
 from tests.e2e.test_pypi_clients import pip_install
@@ -82,3 +86,44 @@ def test_pip_installs_through_nginx_sending_stockades_files(
             front.stop()
     finally:
         server.stop()
+
+
+async def test_a_large_packument_is_sent_by_nginx_in_either_encoding(
+        shared_dir: Path, proxy_process: Any) -> None:
+    name = "stockade-accel-fixture"
+    registry = FakeNpm()
+    for i in range(300):  # a packument well over the 1 MiB kept in memory
+        registry.publish(name, f"1.0.{i}", extra={"description": "x" * 4000})
+    await registry.start()  # served by this test's loop while urllib runs in threads
+    try:
+        storage = shared_dir / "data"
+        proxy = proxy_process({
+            "server": {"accel_redirect": {"prefix": "/_stockade_blobs/"}},
+            "storage": {"path": str(storage)},
+            "npm": {"upstreams": [{"name": "npm", "url": registry.url}]},
+            "pypi": {"upstreams": []}, "maven": {"upstreams": []},
+        })
+        front = frontnginx.start(shared_dir / "nginx", stockade_port=proxy.port,
+                                 storage=storage)
+        url = front.url(f"/npm/{name}")
+        try:
+            status, plain, headers = await asyncio.to_thread(_get, url)
+            assert status == 200 and len(plain) > 1024 * 1024
+            tarball = json.loads(plain)["versions"]["1.0.299"]["dist"]["tarball"]
+            assert tarball.startswith(front.url(f"/npm/{name}/-/"))
+            status, plain_again, headers = await asyncio.to_thread(_get, url)
+            assert (status, plain_again) == (200, plain)  # warm: sent by nginx
+            assert headers["Content-Type"].startswith("application/json")
+            assert headers["X-Stockade-Cache"] == "hit"
+            status, zipped, headers = await asyncio.to_thread(
+                _get, url, **{"Accept-Encoding": "gzip"})
+            assert headers["Content-Encoding"] == "gzip"
+            assert gzip.decompress(zipped) == plain
+            with pytest.raises(urllib.error.HTTPError) as not_modified:
+                await asyncio.to_thread(_get, url, **{"If-None-Match": headers["ETag"]})
+            not_modified.value.close()
+            assert not_modified.value.code == 304
+        finally:
+            front.stop()
+    finally:
+        await registry.stop()

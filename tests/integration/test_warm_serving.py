@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from stockade.proxy import rendered as rendered_module
 from stockade.proxy.ecosystems import npm_documents, pypi_pages
 from stockade.proxy.state import SERVICES
 from testbed.fakes.npm_upstream import FakeNpm
@@ -258,3 +259,22 @@ class TestRenderedOnce:
             assert (await _get(client, "/npm/left", headers=corgi))[:2] == abbreviated[:2]
         assert abbreviated[0] == 200 and b'"1.0.0"' in abbreviated[1]
         assert reads == []
+
+    async def test_a_large_rendered_packument_is_named_to_the_front_server(
+            self, npm_registry: FakeNpm, proxy_for: ProxyFor, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        npm_registry.publish("left", "1.0.0")
+        monkeypatch.setattr(rendered_module, "_IN_MEMORY_MAX", 0)  # every one is "large"
+        client = await proxy_for(npm=[{"name": "npm", "url": npm_registry.url}], **ACCEL)
+        status, body, headers = await _get(client, "/npm/left")
+        assert (status, body) == (200, b"")
+        where = headers["X-Accel-Redirect"]
+        assert where.startswith("/_blobs/rendered/") and where.endswith(".json")
+        file = tmp_path / "data" / where.removeprefix("/_blobs/")
+        assert b'"name":"left"' in file.read_bytes()
+        assert file.with_name(file.name + ".gz").exists()  # for nginx's gzip_static
+        assert headers["Content-Type"].startswith("application/json")
+        status, _, again = await _get(client, "/npm/left",
+                                      headers={"If-None-Match": headers["ETag"]})
+        assert status == 304
+        assert "X-Accel-Redirect" not in again  # nginx would follow it and send a 200

@@ -181,7 +181,7 @@ async def packument(request: web.Request) -> web.StreamResponse:
     }
     if (filtered := vf.header()) is not None:
         headers["X-Stockade-Filtered"] = filtered
-    return respond(request, rendered, headers)
+    return respond(request, rendered, headers, services(request).pipeline.accel)
 
 
 async def _rendered(
