@@ -219,7 +219,11 @@ class Admission:
             return base_facts(upstreams)
         seen = await self.first_seen.annotate(eco, name, every, only=version,
                                               complete=complete)
-        return seen[version]
+        if self.provenance is None:
+            return seen[version]
+        # versions stockade verified count as having had provenance (downgrades)
+        return await self.provenance.with_history(PackageRef(eco, name, version), every,
+                                                  seen[version])
 
     # -- metadata -------------------------------------------------------------------
 
@@ -297,10 +301,12 @@ class Admission:
         else:  # no listing holds it: only what was recorded, nothing assumed
             seen = await self.first_seen.annotate(ref.ecosystem, name, {ref.version: base},
                                                   complete=False)
-        return await self.known_provenance(
-            PackageRef(ref.ecosystem, name, ref.version),
-            dataclasses.replace(seen[ref.version], upstream=base.upstream,
-                                internal=base.internal))
+        facts = dataclasses.replace(seen[ref.version], upstream=base.upstream,
+                                    internal=base.internal)
+        versioned = PackageRef(ref.ecosystem, name, ref.version)
+        if self.provenance is not None and ref.version in every:
+            facts = await self.provenance.with_history(versioned, every, facts)
+        return await self.known_provenance(versioned, facts)
 
     async def known_provenance(self, ref: PackageRef, facts: Facts) -> Facts:
         """``facts`` with the provenance the server verified for the version, where it

@@ -75,7 +75,7 @@ def _playwright(registry: FakeNpm) -> str:
 
 
 async def _proxy(aiohttp_client: Any, tmp_path: Path, registry: FakeNpm, provenance: str,
-                 *, pinned_keys: bool = True) -> TestClient:
+                 *, pinned_keys: bool = True, metadata_ttl_s: float = 300.0) -> TestClient:
     keys = f", npm_keys: {fixture('npm/registry-keys.json')}" if pinned_keys else ""
     policy = tmp_path / "policy.yaml"
     policy.write_text(
@@ -84,7 +84,8 @@ async def _proxy(aiohttp_client: Any, tmp_path: Path, registry: FakeNpm, provena
         f"{fixture('sigstore/trusted_root.production.json')}{keys}}}\n")
     settings = load_settings(None, environ={}, overrides={
         "storage": {"path": str(tmp_path / "data")},
-        "npm": {"upstreams": [{"name": "npmjs", "url": registry.url, "retries": 0}]},
+        "npm": {"upstreams": [{"name": "npmjs", "url": registry.url, "retries": 0}],
+                "cache": {"metadata_ttl_s": metadata_ttl_s}},
         "pypi": {"upstreams": []}, "maven": {"upstreams": []},
         "policy": {"file": str(policy)},
     })
@@ -214,6 +215,34 @@ async def test_downgrade_is_hidden_on_first_sight(aiohttp_client: Any, tmp_path:
     doc = await resp.json()
     assert list(doc["versions"]) == ["1.0.0"]
     assert "provenance" in resp.headers["X-Stockade-Filtered"]
+
+
+async def test_downgrade_counts_versions_stockade_verified(
+        aiohttp_client: Any, tmp_path: Path, registry: FakeNpm) -> None:
+    old = _playwright(registry)
+    registry.publish("@playwright/cli", "0.1.2", time="2026-02-01T00:00:00.000Z")
+    registry.dist_overrides[("@playwright/cli", "0.1.2")] = {"attestations": None}
+    client = await _proxy(aiohttp_client, tmp_path, registry,
+                          "signatures: off, attestations: verify, downgrade: refuse",
+                          metadata_ttl_s=0.05)
+    await _allowed(client, old)  # 0.1.1's attestation verified, and recorded
+    assert await _counted(client, "attestation", "verified") == 1
+
+    # the upstream's metadata no longer claims provenance for 0.1.1
+    registry.dist_overrides[("@playwright/cli", "0.1.1")]["attestations"] = None
+    for _ in range(600):  # until the proxy has fetched the stripped packument (short TTL)
+        doc = await (await client.get("/npm/@playwright/cli")).json()
+        if "attestations" not in doc["versions"]["0.1.1"]["dist"]:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the proxy kept serving the packument that claims provenance")
+    resp = await client.get("/npm/@playwright/cli/-/cli-0.1.2.tgz")
+    assert resp.status == 403, await resp.text()
+    assert (await resp.json())["error"] == (
+        "Blocked by stockade: @playwright/cli 0.1.2 has no verified provenance, but 0.1.1, "
+        "published before it, had provenance (verified by stockade) (rule provenance)")
+    assert registry.count("cli-0.1.2.tgz") == 0
 
 
 async def test_explain_and_check_show_what_the_server_verified(

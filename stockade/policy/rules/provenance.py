@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import fnmatch
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -232,6 +232,32 @@ def provenance_history(releases: Mapping[str, ReleaseProvenance]
                 newest, verified = version, verified or release.verified
         i = j
     return out
+
+
+def history_with_verified(version: str, facts: Mapping[str, Facts],
+                          verified: Collection[str]) -> ProvenanceHistory | None:
+    """``version``'s ``provenance_before`` counting, besides what the metadata claims,
+    the versions stockade verified earlier (``verified``): metadata that no longer
+    claims provenance for them (stripped by a compromised account or a mirror) does
+    not hide a downgrade. One pass over the versions; None when none had provenance
+    before ``version`` (or it has no publish date).
+    """
+    published = facts[version].published_at if version in facts else None
+    if published is None:
+        return None
+    newest: tuple[datetime, str] | None = None
+    any_verified = False
+    for other, f in facts.items():
+        when = f.published_at
+        if when is None or when >= published:
+            continue
+        is_verified = other in verified
+        if not (is_verified or f.provenance_claimed):
+            continue
+        any_verified = any_verified or is_verified
+        if newest is None or (when, other) > newest:
+            newest = (when, other)
+    return None if newest is None else ProvenanceHistory(newest[1], any_verified)
 
 
 def cap(reason: str) -> str:

@@ -18,6 +18,7 @@ what it needs is ``unverifiable`` and never kept. What the results mean is
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import time
@@ -26,18 +27,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 
 from stockade.policy.model import (
     BuildIdentity,
     Ecosystem,
+    Facts,
     PackageRef,
     ProvenanceKind,
     ProvenanceResult,
     ProvenanceStatus,
     Publisher,
 )
-from stockade.policy.rules.provenance import ProvenanceRule, Requirement
+from stockade.policy.rules.provenance import (
+    ProvenanceRule,
+    Requirement,
+    history_with_verified,
+)
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.provenance.attestations import SigstoreTrust, SigstoreTrustError
 from stockade.proxy.provenance.npm_signatures import NpmKeys, NpmKeysError, parse_keys
@@ -50,6 +56,10 @@ PROVENANCE_REFS = "provenance"
 TIMEOUT_S = 30.0  # one verification, fetching included
 NPM_KEYS_TTL_S = 24 * 3600.0  # the registry's keys change about once a year
 _MEMORY = 65_536  # results kept in memory (a few hundred bytes each)
+# names whose attested versions are kept in memory; re-read after a minute, so what
+# another process sharing the storage verified is seen
+_ATTESTED_NAMES = 16_384
+_ATTESTED_TTL_S = 60.0
 
 
 def provenance_rule(engine: object) -> ProvenanceRule | None:
@@ -125,6 +135,8 @@ class ProvenanceChecker:
         self._flights: dict[str, asyncio.Task[ProvenanceResult]] = {}
         self._trust: dict[Path | None, _Trust] = {}
         self._keys: dict[str, Keys] = {}
+        self._attested: TTLCache[str, frozenset[str]] = TTLCache(
+            _ATTESTED_NAMES, _ATTESTED_TTL_S, timer=clock)
         self.verifications = 0  # verifications actually run (tests and bench read it)
 
     # -- trust material -------------------------------------------------------------
@@ -249,6 +261,62 @@ class ProvenanceChecker:
                    if isinstance(v, dict)}
         results[result.kind.value] = to_record(result)
         await self._refs.put(key, {"results": results})
+        if result.kind is ProvenanceKind.ATTESTATION and \
+                result.result is ProvenanceStatus.VERIFIED:
+            await self._remember_attested(ref)
+
+    # -- verified history (downgrades) ---------------------------------------------
+
+    @staticmethod
+    def _attested_key(ecosystem: Ecosystem, name: str) -> str:
+        return f"attested|{ecosystem.value}|{name}"
+
+    async def _remember_attested(self, ref: PackageRef) -> None:
+        """Add ``ref``'s version to the versions of its name stockade verified an
+        attestation of (one record per name, updated under the store's lock)."""
+        version = ref.version
+
+        def merge(current: dict[str, Any] | None) -> dict[str, Any]:
+            listed = (current or {}).get("versions")
+            versions = {v for v in listed if isinstance(v, str)} \
+                if isinstance(listed, list) else set()
+            return {"versions": sorted(versions | {str(version)})}
+
+        key = self._attested_key(ref.ecosystem, ref.name)
+        doc = await self._refs.update(key, merge)
+        self._attested[key] = frozenset(doc["versions"])
+
+    async def attested_versions(self, ecosystem: Ecosystem, name: str) -> frozenset[str]:
+        """The versions of ``name`` whose attestation stockade verified."""
+        key = self._attested_key(ecosystem, name)
+        found = self._attested.get(key)
+        if found is None:
+            try:
+                record = await self._refs.get(key)
+            except StorageError as exc:
+                logger.warning("cannot read provenance history %s: %s", key, exc)
+                return frozenset()
+            listed = (record or {}).get("versions")
+            found = frozenset(v for v in listed if isinstance(v, str)) \
+                if isinstance(listed, list) else frozenset()
+            self._attested[key] = found
+        return found
+
+    async def with_history(self, ref: PackageRef, every: Mapping[str, Facts],
+                           facts: Facts) -> Facts:
+        """``facts`` of ``ref``'s version with ``provenance_before`` counting the versions
+        stockade verified, besides those the metadata claims provenance for: a downgrade
+        is seen even where the metadata no longer claims it for the older versions.
+        """
+        if ref.version is None:
+            return facts
+        attested = await self.attested_versions(ref.ecosystem, ref.name)
+        if not attested or attested == {ref.version}:
+            return facts  # nothing the metadata alone does not tell
+        before = history_with_verified(ref.version, every, attested)
+        if before is None or before == facts.provenance_before:
+            return facts
+        return dataclasses.replace(facts, provenance_before=before)
 
     async def known_version(self, ref: PackageRef) -> tuple[ProvenanceResult, ...] | None:
         """What was last verified for a version (one result per kind), or None when
