@@ -245,6 +245,53 @@ async def test_downgrade_counts_versions_stockade_verified(
     assert registry.count("cli-0.1.2.tgz") == 0
 
 
+async def _warnings(client: TestClient) -> float:
+    text = await (await client.get("/metrics")).text()
+    labels = ('ecosystem="npm"', 'rule="provenance"', 'decision="warn"')
+    found = [row for row in text.splitlines()
+             if row.startswith("stockade_policy_decisions_total{")
+             and all(label in row for label in labels)]
+    return sum(float(row.split()[-1]) for row in found)
+
+
+async def _decisions(path: Path, rule: str) -> list[dict[str, Any]]:
+    """The decision log's records of ``rule``, once one is written (polled)."""
+    for _ in range(400):
+        found = []
+        if path.is_file():
+            found = [r for line in path.read_text().splitlines() if line.strip()
+                     and (r := json.loads(line)).get("rule") == rule]
+        if found:
+            return found
+        await asyncio.sleep(0.05)
+    return []
+
+
+async def test_old_format_attestation_is_recorded_and_warned_once(
+        aiohttp_client: Any, tmp_path: Path, registry: FakeNpm) -> None:
+    # npm 9's 2023 bundles: sigstore-python cannot load them; served under verify
+    url = _real(registry, "sigstore", time="2023-02-01T00:00:00.000Z")
+    spec = "sigstore@1.0.0"
+    registry.dist_overrides[("sigstore", "1.0.0")]["attestations"] = {
+        "url": f"{registry.url}-/npm/v1/attestations/{spec}"}
+    registry.attestation_docs[spec] = json.loads(
+        fixture("npm/attestations/sigstore-1.0.0.json").read_text())
+    client = await _proxy(aiohttp_client, tmp_path, registry,
+                          "signatures: verify, attestations: verify")
+    for _ in range(3):
+        await _allowed(client, url)
+    assert await _counted(client, "attestation", "unverifiable") == 3
+    assert client.app[SERVICES].provenance.verifications == 2  # a signature, an attestation
+    assert registry.count("/-/npm/v1/attestations/sigstore@1.0.0") == 1
+    assert await _warnings(client) == 1  # the first request warns; the others pay nothing
+    [record] = await _decisions(tmp_path / "data" / "decisions.jsonl", "provenance")
+    assert record["decision"] == "warn"
+    assert "provenance stockade cannot check" in record["reason"]
+    # explain still shows the warning: it decides on the recorded result
+    body = await (await client.get("/_stockade/explain/npm/sigstore/1.0.0")).json()
+    assert body["decision"]["decision"] == "warn", body["decision"]
+
+
 async def test_explain_and_check_show_what_the_server_verified(
         aiohttp_client: Any, tmp_path: Path, registry: FakeNpm,
         capsys: pytest.CaptureFixture[str]) -> None:

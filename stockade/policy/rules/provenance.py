@@ -416,7 +416,7 @@ class ProvenanceRule:
         watched = ((seen.attestations if self.attestations is not Requirement.OFF else ())
                    + (seen.signatures if self.signatures is not Requirement.OFF else ()))
         for r in watched:
-            if r.result is _UNVERIFIABLE:
+            if r.result is _UNVERIFIABLE and not r.reported:  # warned once per digest
                 return self._block(f"{_who(ref)} has {r.kind} provenance stockade cannot "
                                    f"check: {r.detail}", Decision.WARN)
         return None

@@ -194,6 +194,7 @@ class ProvenanceChecker:
         result = await self._known(key, inputs)
         if result is None:
             flight = self._flights.get(key)
+            first = flight is None
             if flight is None:
                 # a task of its own: a client that goes away does not cancel the
                 # verification others wait on (the timeout bounds it)
@@ -203,6 +204,8 @@ class ProvenanceChecker:
                 self._flights[key] = flight
                 flight.add_done_callback(lambda _t: self._flights.pop(key, None))
             result = await asyncio.shield(flight)
+            if not first:  # the request that started the verification reports it
+                result = dataclasses.replace(result, reported=True)
         self.count(ecosystem, result)
         return result
 
@@ -217,6 +220,8 @@ class ProvenanceChecker:
             self._metrics.provenance.labels(ecosystem, result.kind, result.result).inc()
 
     async def _known(self, key: str, inputs: str) -> ProvenanceResult | None:
+        """A result kept for ``key`` from ``inputs``; ``reported``: an earlier request
+        (or process) had it, and said so."""
         found = self._memory.get(key)
         if found is not None:
             return found[1] if found[0] == inputs else None
@@ -225,6 +230,7 @@ class ProvenanceChecker:
             return None
         result = from_record(record)
         if result is not None:
+            result = dataclasses.replace(result, reported=True)
             self._memory[key] = (inputs, result)
         return result
 
@@ -239,7 +245,7 @@ class ProvenanceChecker:
             return unverifiable(kind, f"verification took longer than {self._timeout_s:g}s")
         except _Transient as exc:
             return unverifiable(kind, str(exc))
-        self._memory[key] = (inputs, result)
+        self._memory[key] = (inputs, dataclasses.replace(result, reported=True))
         if not self._read_only:
             try:
                 await self._refs.put(key, {"inputs": inputs, "ecosystem": ecosystem.value,
