@@ -165,5 +165,6 @@ def build_engine(
                      sorted((e.value, tuple(ns)) for e, ns in (internal or {}).items()),
                      [r.name for r in rules]))
     return Engine(rules, revision=hashlib.sha256(material.encode()).hexdigest()[:12],
-                  sources=getattr(policy, "osv_paths", ()),
+                  sources=(*getattr(policy, "osv_paths", ()),
+                           *getattr(getattr(policy, "provenance", None), "trust_files", ())),
                   provenance=getattr(policy, "provenance", None))

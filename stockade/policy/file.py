@@ -383,6 +383,9 @@ def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
     material = text.encode() + repr(sorted((e.value, v) for e, v in patterns.items())).encode()
     if database is not None:
         material += database.revision.encode()
+    if provenance is not None:  # a changed trust file is a new revision
+        material += repr(sorted((str(k), v) for k, v in provenance.trust_digests.items())
+                         ).encode()
     return Policy(tuple(rules), model.mode, hashlib.sha256(material).hexdigest()[:12],
                   names, tuple(warnings), database, tuple(paths), provenance)
 
@@ -422,13 +425,27 @@ def _provenance(p: ProvenanceModel, base_dir: Path, mode: Mode) -> ProvenanceRul
     groups = [PgpGroup(g.group.strip(), tuple(_file(k, base_dir, f"{where}.pgp_keys.{i}.keys.{j}")
                                               for j, k in enumerate(g.keys)))
               for i, g in enumerate(p.pgp_keys)]
-    return ProvenanceRule(
+    rule = ProvenanceRule(
         signatures=p.signatures, attestations=p.attestations, require_for=tuple(patterns),
         identities=tuple(identities), downgrade=p.downgrade, pgp_keys=tuple(groups),
         trusted_root=None if p.trusted_root is None else
         _file(p.trusted_root, base_dir, f"{where}.trusted_root"),
         npm_keys=None if p.npm_keys is None else _file(p.npm_keys, base_dir, f"{where}.npm_keys"),
         mode=mode)
+    rule.trust_digests = {path: _digest(path, where) for path in rule.trust_files}
+    return rule
+
+
+def _digest(path: Path, where: str) -> str:
+    """A trust file's content digest (sha256, 16 hex characters).
+
+    Raises:
+        PolicyError: the file cannot be read.
+    """
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        raise PolicyError(f"{where}: {path}: {exc.strerror}") from exc
 
 
 def load_policy(path: Path, *, internal: dict[Ecosystem, tuple[str, ...]] | None = None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -75,19 +76,22 @@ def _playwright(registry: FakeNpm) -> str:
 
 
 async def _proxy(aiohttp_client: Any, tmp_path: Path, registry: FakeNpm, provenance: str,
-                 *, pinned_keys: bool = True, metadata_ttl_s: float = 300.0) -> TestClient:
-    keys = f", npm_keys: {fixture('npm/registry-keys.json')}" if pinned_keys else ""
+                 *, pinned_keys: bool = True, metadata_ttl_s: float = 300.0,
+                 keys_file: Path | None = None, root: Path | None = None,
+                 reload_check_s: float = 5.0) -> TestClient:
+    keys_file = keys_file or fixture("npm/registry-keys.json")
+    keys = f", npm_keys: {keys_file}" if pinned_keys else ""
+    root = root or fixture("sigstore/trusted_root.production.json")
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "rules:\n  typosquat: {enabled: false}\n"
-        f"  provenance: {{{provenance}, trusted_root: "
-        f"{fixture('sigstore/trusted_root.production.json')}{keys}}}\n")
+        f"  provenance: {{{provenance}, trusted_root: {root}{keys}}}\n")
     settings = load_settings(None, environ={}, overrides={
         "storage": {"path": str(tmp_path / "data")},
         "npm": {"upstreams": [{"name": "npmjs", "url": registry.url, "retries": 0}],
                 "cache": {"metadata_ttl_s": metadata_ttl_s}},
         "pypi": {"upstreams": []}, "maven": {"upstreams": []},
-        "policy": {"file": str(policy)},
+        "policy": {"file": str(policy), "reload_check_s": reload_check_s},
     })
     client: TestClient = await aiohttp_client(make_app(settings, environ={}))
     return client
@@ -290,6 +294,67 @@ async def test_old_format_attestation_is_recorded_and_warned_once(
     # explain still shows the warning: it decides on the recorded result
     body = await (await client.get("/_stockade/explain/npm/sigstore/1.0.0")).json()
     assert body["decision"]["decision"] == "warn", body["decision"]
+
+
+async def _reloaded(client: TestClient, revision: str) -> None:
+    """Until the server has put a policy revision other than ``revision`` in force."""
+    gate = client.app[SERVICES].gate
+    for _ in range(600):
+        if gate.revision != revision:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("the changed trust file was never picked up")
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """``path`` rewritten in place, its modification time surely another."""
+    before = path.stat().st_mtime_ns
+    path.write_bytes(data)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+async def test_changed_npm_keys_file_is_picked_up_without_restart(
+        aiohttp_client: Any, tmp_path: Path, registry: FakeNpm) -> None:
+    url = _real(registry, "sigstore", time="2023-02-01T00:00:00.000Z")
+    real = json.loads(fixture("npm/registry-keys.json").read_text())
+    # the key the signature names, said to have expired before the version was published
+    wrong = {"keys": [{**real["keys"][0], "expires": "2022-01-01T00:00:00.000Z"}]}
+    keys_file = tmp_path / "npm-keys.json"
+    keys_file.write_text(json.dumps(wrong))
+    client = await _proxy(aiohttp_client, tmp_path, registry,
+                          "signatures: verify, attestations: off", keys_file=keys_file,
+                          reload_check_s=0.05)
+    resp = await client.get(url)
+    assert resp.status == 403
+    assert "expired" in (await resp.json())["error"]
+
+    revision = client.app[SERVICES].gate.revision
+    await asyncio.to_thread(_replace, keys_file, json.dumps(real).encode())
+    await _reloaded(client, revision)
+    await _allowed(client, url)  # verified again under the new keys, not the old result
+    assert await _counted(client, "signature", "verified") == 1
+    assert client.app[SERVICES].provenance.verifications == 2
+
+
+async def test_changed_trusted_root_is_picked_up_without_restart(
+        aiohttp_client: Any, tmp_path: Path, registry: FakeNpm) -> None:
+    url = _playwright(registry)
+    root = tmp_path / "trusted_root.json"
+    root.write_bytes(fixture("sigstore/trusted_root.staging.json").read_bytes())
+    client = await _proxy(aiohttp_client, tmp_path, registry,
+                          "signatures: off, attestations: verify", root=root,
+                          reload_check_s=0.05)
+    resp = await client.get(url)
+    assert resp.status == 403  # a production bundle does not verify under staging
+    assert "has provenance that fails verification" in (await resp.json())["error"]
+
+    revision = client.app[SERVICES].gate.revision
+    await asyncio.to_thread(_replace, root,
+                            fixture("sigstore/trusted_root.production.json").read_bytes())
+    await _reloaded(client, revision)
+    await _allowed(client, url)
+    assert await _counted(client, "attestation", "verified") == 1
+    assert client.app[SERVICES].provenance.verifications == 2
 
 
 async def test_explain_and_check_show_what_the_server_verified(

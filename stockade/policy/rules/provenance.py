@@ -307,6 +307,24 @@ class ProvenanceRule:
     npm_keys: Path | None = None  # None: fetched from the upstream
     mode: Mode = Mode.ENFORCE
     name: str = "provenance"
+    # The trust files' digests as the policy load read them (part of the revision): the
+    # proxy keys loaded trust and kept results by them, so results made under other
+    # trust are not reused once a file changes and the policy is reloaded.
+    trust_digests: Mapping[Path, str] = field(default_factory=dict)
+
+    @property
+    def trust_files(self) -> tuple[Path, ...]:
+        """The files the rule's trust is read from (watched for changes)."""
+        files = [p for p in (self.trusted_root, self.npm_keys) if p is not None]
+        files += [k for g in self.pgp_keys for k in g.keys]
+        return tuple(dict.fromkeys(files))
+
+    def trust_id(self, path: Path | None) -> str:
+        """What identifies one trust file's content: its path and digest ("production"
+        for the trusted root shipped with sigstore)."""
+        if path is None:
+            return "production"
+        return f"{path}@{self.trust_digests.get(path, 'unread')}"
 
     def pgp_keys_for(self, ref: PackageRef) -> tuple[Path, ...]:
         """The key files allowed to sign a Maven artifact of ``ref``'s groupId."""

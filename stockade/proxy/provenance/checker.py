@@ -60,6 +60,7 @@ _MEMORY = 65_536  # results kept in memory (a few hundred bytes each)
 # another process sharing the storage verified is seen
 _ATTESTED_NAMES = 16_384
 _ATTESTED_TTL_S = 60.0
+_TRUST_VERSIONS = 8  # trusted roots and key documents kept loaded (a few per policy)
 
 
 def provenance_rule(engine: object) -> ProvenanceRule | None:
@@ -133,8 +134,9 @@ class ProvenanceChecker:
         self._clock = clock
         self._memory: LRUCache[str, tuple[str, ProvenanceResult]] = LRUCache(_MEMORY)
         self._flights: dict[str, asyncio.Task[ProvenanceResult]] = {}
-        self._trust: dict[Path | None, _Trust] = {}
-        self._keys: dict[str, Keys] = {}
+        # keyed by the trust file's path and digest: a changed file is loaded anew
+        self._trust: LRUCache[str, _Trust] = LRUCache(_TRUST_VERSIONS)
+        self._keys: LRUCache[str, Keys] = LRUCache(_TRUST_VERSIONS)
         self._attested: TTLCache[str, frozenset[str]] = TTLCache(
             _ATTESTED_NAMES, _ATTESTED_TTL_S, timer=clock)
         self.verifications = 0  # verifications actually run (tests and bench read it)
@@ -148,10 +150,11 @@ class ProvenanceChecker:
         Raises:
             SigstoreTrustError: the root cannot be used.
         """
-        found = self._trust.get(rule.trusted_root)
+        key = rule.trust_id(rule.trusted_root)
+        found = self._trust.get(key)
         if found is None:
             found = await asyncio.to_thread(_load_trust, rule.trusted_root)
-            self._trust[rule.trusted_root] = found
+            self._trust[key] = found
         return found
 
     async def npm_keys(self, rule: ProvenanceRule, upstream: str,
@@ -163,7 +166,8 @@ class ProvenanceChecker:
             NpmKeysError: the document cannot be read.
             UpstreamError: fetching the upstream's keys failed.
         """
-        source = str(rule.npm_keys) if rule.npm_keys is not None else f"upstream {upstream}"
+        source = rule.trust_id(rule.npm_keys) if rule.npm_keys is not None \
+            else f"upstream {upstream}"
         found = self._keys.get(source)
         if found is not None and (rule.npm_keys is not None or
                                   self._clock() - found.loaded_at < NPM_KEYS_TTL_S):
