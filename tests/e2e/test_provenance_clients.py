@@ -70,9 +70,12 @@ def _fetch_once(folder: Path, filename: str, command: list[str], env: dict[str, 
         pytest.skip(f"the real {filename} could not be fetched ({exc}); these tests need "
                     "its bytes once, from the network, and then keep them in pytest's cache")
     if proc.returncode != 0 or not path.is_file():
-        pytest.skip(f"the real {filename} could not be fetched (`{' '.join(command)}` exited "
-                    f"{proc.returncode}: {proc.stderr.strip()[-300:]}); these tests need its "
-                    "bytes once, from the network, and then keep them in pytest's cache")
+        said = [line for line in proc.stderr.strip().splitlines()
+                if line.strip() and "complete log" not in line]
+        last = (said or [""])[-1][:200]
+        pytest.skip(f"the real {filename} could not be fetched (`{' '.join(command[:4])}` "
+                    f"exited {proc.returncode}: {last}); these tests need its bytes once, "
+                    "from the network, and then keep them in pytest's cache")
     data = path.read_bytes()
     # a fetched file that is not the one the fixtures sign is a failure, not a skip
     assert matches(data), f"the fetched {filename} is not the file the fixtures sign"
@@ -81,29 +84,39 @@ def _fetch_once(folder: Path, filename: str, command: list[str], env: dict[str, 
 
 @dataclass(frozen=True)
 class Artifacts:
-    playwright: bytes
-    sampleproject: bytes
+    playwright: bytes = b""  # empty: not needed by the test
+    sampleproject: bytes = b""
 
 
 @pytest.fixture(scope="module")
-def artifacts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-              ) -> Artifacts:
-    folder = Path(request.config.cache.mkdir("stockade-provenance-artifacts"))
+def cache_folder(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Path:
+    cache = getattr(request.config, "cache", None)  # None: pytest's cache is turned off
+    if cache is None:
+        return tmp_path_factory.mktemp("provenance-artifacts")
+    return Path(cache.mkdir("stockade-provenance-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def playwright_tgz(cache_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
     home = tmp_path_factory.mktemp("fetch-home")
-    npm = tool("npm")
-    playwright = _fetch_once(
-        folder, PLAYWRIGHT_TGZ,
-        [npm, "pack", "@playwright/cli@0.1.1", "--cache", str(home / "npm-cache")],
+    return _fetch_once(
+        cache_folder, PLAYWRIGHT_TGZ,
+        [tool("npm"), "pack", "@playwright/cli@0.1.1", "--cache", str(home / "npm-cache"),
+         "--fetch-retries", "1"],
         {**os.environ, "npm_config_update_notifier": "false"},
         lambda data: _sri(data) == PLAYWRIGHT_INTEGRITY)
-    sample = _fetch_once(
-        folder, SAMPLE_SDIST,
+
+
+@pytest.fixture(scope="module")
+def sample_sdist(cache_folder: Path) -> bytes:
+    return _fetch_once(
+        cache_folder, SAMPLE_SDIST,
         [sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--no-binary",
-         ":all:", "--disable-pip-version-check", "--no-cache-dir", "-d", ".",
-         "sampleproject==4.0.0"],
+         ":all:", "--disable-pip-version-check", "--no-cache-dir", "--retries", "1",
+         "-d", ".", "sampleproject==4.0.0"],
         {k: v for k, v in os.environ.items() if not k.startswith("PIP_")},
         lambda data: hashlib.sha256(data).hexdigest() == SAMPLE_SHA256)
-    return Artifacts(playwright, sample)
 
 
 # -- the upstream: fixture metadata and the real bytes ------------------------------------
@@ -214,8 +227,7 @@ def _json(doc: Any) -> bytes:
     return json.dumps(doc).encode()
 
 
-@pytest.fixture
-def upstream(artifacts: Artifacts) -> Iterator[Upstream]:
+def _serve(artifacts: Artifacts) -> Iterator[Upstream]:
     fake = Upstream(artifacts)
     fake.server = ThreadedServer(fake.app).start()
     yield fake
@@ -223,7 +235,17 @@ def upstream(artifacts: Artifacts) -> Iterator[Upstream]:
 
 
 @pytest.fixture
-def proxy(tmp_path: Path, upstream: Upstream, proxy_process: Any) -> Any:
+def npm_upstream(playwright_tgz: bytes) -> Iterator[Upstream]:
+    yield from _serve(Artifacts(playwright=playwright_tgz))
+
+
+@pytest.fixture
+def pypi_upstream(sample_sdist: bytes) -> Iterator[Upstream]:
+    yield from _serve(Artifacts(sampleproject=sample_sdist))
+
+
+def _proxy(tmp_path: Path, upstream: Upstream, proxy_process: Any) -> Any:
+    """``stockade serve`` before ``upstream``, requiring verified attestations."""
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "rules:\n  typosquat: {enabled: false}\n"
@@ -256,7 +278,9 @@ def _npm_install(tmp_path: Path, registry: str, spec: str, name: str
 
 
 def test_npm_installs_an_attested_package_and_refuses_one_without(
-        tmp_path: Path, upstream: Upstream, proxy: Any) -> None:
+        tmp_path: Path, npm_upstream: Upstream, proxy_process: Any) -> None:
+    upstream = npm_upstream
+    proxy = _proxy(tmp_path, upstream, proxy_process)
     registry = f"{proxy.url}/npm/"
 
     result = _npm_install(tmp_path, registry, "@playwright/cli@0.1.1", "attested")
@@ -290,9 +314,11 @@ def _pip_install(tmp_path: Path, index: str, spec: str, name: str
 
 
 def test_pip_installs_an_attested_package_and_refuses_one_without(
-        tmp_path: Path, upstream: Upstream, proxy: Any) -> None:
+        tmp_path: Path, pypi_upstream: Upstream, proxy_process: Any) -> None:
     pytest.importorskip("setuptools", reason="the sdist is built without build isolation, "
                         "with this interpreter's setuptools")
+    upstream = pypi_upstream
+    proxy = _proxy(tmp_path, upstream, proxy_process)
     index = f"{proxy.url}/pypi/simple/"
 
     result = _pip_install(tmp_path, index, "sampleproject==4.0.0", "attested")
