@@ -195,6 +195,8 @@ class Admission:
             return found[1]
         ref = PackageRef(eco, name)
         seen = await self.first_seen.annotate(eco, name, facts)
+        if self.provenance is not None:  # versions stockade verified count (downgrades)
+            seen = await self.provenance.with_histories(eco, name, seen)
         if offload:
             decided = await asyncio.to_thread(self.gate.filter_versions, ref, seen)
         else:

@@ -241,6 +241,7 @@ async def test_downgrade_counts_versions_stockade_verified(
         await asyncio.sleep(0.05)
     else:
         pytest.fail("the proxy kept serving the packument that claims provenance")
+    assert list(doc["versions"]) == ["0.1.1"]  # 0.1.2 hidden from the listing too
     resp = await client.get("/npm/@playwright/cli/-/cli-0.1.2.tgz")
     assert resp.status == 403, await resp.text()
     assert (await resp.json())["error"] == (

@@ -41,8 +41,10 @@ from stockade.policy.model import (
 )
 from stockade.policy.rules.provenance import (
     ProvenanceRule,
+    ReleaseProvenance,
     Requirement,
     history_with_verified,
+    provenance_history,
 )
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.provenance.attestations import SigstoreTrust, SigstoreTrustError
@@ -311,6 +313,20 @@ class ProvenanceChecker:
                 if isinstance(listed, list) else frozenset()
             self._attested[key] = found
         return found
+
+    async def with_histories(self, ecosystem: Ecosystem, name: str,
+                             every: dict[str, Facts]) -> dict[str, Facts]:
+        """``with_history`` for every version at once (metadata decisions): one sorted
+        pass, and only for names with a version stockade verified."""
+        attested = await self.attested_versions(ecosystem, name)
+        if not attested:
+            return every
+        history = provenance_history({v: ReleaseProvenance(
+            f.published_at, bool(f.provenance_claimed), v in attested)
+            for v, f in every.items()})
+        return {v: f if history.get(v) == f.provenance_before
+                else dataclasses.replace(f, provenance_before=history.get(v))
+                for v, f in every.items()}
 
     async def with_history(self, ref: PackageRef, every: Mapping[str, Facts],
                            facts: Facts) -> Facts:
