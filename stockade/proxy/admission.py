@@ -36,7 +36,7 @@ from stockade.proxy.errors import ProxyError, RefusedError
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, VersionFilter
 from stockade.proxy.metacache import CachedDoc, MetadataCache
-from stockade.proxy.provenance.checker import ProvenanceChecker
+from stockade.proxy.provenance.checker import ProvenanceChecker, provenance_rule
 from stockade.proxy.responses import REQUEST_ID
 from stockade.proxy.routing import Route, route
 from stockade.proxy.upstream import Upstream
@@ -195,8 +195,9 @@ class Admission:
             return found[1]
         ref = PackageRef(eco, name)
         seen = await self.first_seen.annotate(eco, name, facts)
-        if self.provenance is not None:  # versions stockade verified count (downgrades)
-            seen = await self.provenance.with_histories(eco, name, seen)
+        history = self._history()
+        if history is not None:  # versions stockade verified count (downgrades)
+            seen = await history.with_histories(eco, name, seen)
         if offload:
             decided = await asyncio.to_thread(self.gate.filter_versions, ref, seen)
         else:
@@ -221,11 +222,18 @@ class Admission:
             return base_facts(upstreams)
         seen = await self.first_seen.annotate(eco, name, every, only=version,
                                               complete=complete)
-        if self.provenance is None:
+        history = self._history()
+        if history is None:
             return seen[version]
         # versions stockade verified count as having had provenance (downgrades)
-        return await self.provenance.with_history(PackageRef(eco, name, version), every,
-                                                  seen[version])
+        return await history.with_history(PackageRef(eco, name, version), every,
+                                           seen[version])
+
+    def _history(self) -> ProvenanceChecker | None:
+        """The provenance service, where the policy in force has a provenance rule."""
+        if self.provenance is None or provenance_rule(self.gate.engine) is None:
+            return None
+        return self.provenance
 
     # -- metadata -------------------------------------------------------------------
 
@@ -306,8 +314,9 @@ class Admission:
         facts = dataclasses.replace(seen[ref.version], upstream=base.upstream,
                                     internal=base.internal)
         versioned = PackageRef(ref.ecosystem, name, ref.version)
-        if self.provenance is not None and ref.version in every:
-            facts = await self.provenance.with_history(versioned, every, facts)
+        history = self._history()
+        if history is not None and ref.version in every:
+            facts = await history.with_history(versioned, every, facts)
         return await self.known_provenance(versioned, facts)
 
     async def known_provenance(self, ref: PackageRef, facts: Facts) -> Facts:
