@@ -3,7 +3,7 @@
 Owns the Jinja environment (templates shipped in the package, autoescaping on
 for every template, undefined names an error) and the security headers: a
 Content-Security-Policy that allows no script at all and only the page's own
-style sheet, no framing, no referrer, no caching.
+style sheet, no framing, no referrer to other sites, no caching.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it a browser sends "Origin: null" with the page's own
+    # forms, and the same-origin check could not tell them from a sandboxed frame's.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
