@@ -250,3 +250,11 @@ async def test_overview_shows_reloads_and_upstreams_without_secrets(
              for p in PAGES]
     assert all(secret not in page for page in pages)
     assert secret not in json.dumps(await (await client.get("/_stockade/explain/npm/x")).json())
+
+
+async def test_the_page_can_be_turned_off(aiohttp_client: Any, tmp_path: Path,
+                                          fake_pypi: FakePyPI) -> None:
+    client = await client_for(aiohttp_client, tmp_path, fake_pypi, FakeEngine(),
+                              ui={"enabled": False})
+    assert (await client.get("/_stockade/ui/")).status == 404
+    assert (await client.get("/_stockade/explain/pypi/demo")).status == 200
