@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,18 @@ async def test_overview_shows_reloads_and_upstreams_without_secrets(
     assert await reloader.reload("test") is False
     text = await (await client.get("/_stockade/ui/")).text()
     assert "rejected" in text and "stays in force" in text
+    # an approval made while the policy file is broken says it is not in force yet
+    form = {"ecosystem": "npm", "name": "x", "until": "1d", "reason": "r",
+            "csrf": token(await (await client.get("/_stockade/ui/approve",
+                                                  headers=ADMIN)).text())}
+    origin = f"http://{client.server.host}:{client.server.port}"
+    posted = await client.post("/_stockade/ui/approve", data=form,
+                               headers={**ADMIN, "Origin": origin})
+    assert posted.status == 200 and "could not be built again" in await posted.text()
+    approvals.approve(tmp_path / "data" / "approvals.json", "pypi", "old", reason="then",
+                      until=datetime(2020, 1, 1, tzinfo=UTC), by="alice")
+    listed = await (await client.get("/_stockade/ui/approve", headers=ADMIN)).text()
+    assert re.search(r"2020-01-01 00:00:00 UTC <span[^>]*>\(expired\)", listed)
     pages = [await (await client.get(f"/_stockade/ui/{p}", headers=ADMIN)).text()
              for p in PAGES]
     assert all(secret not in page for page in pages)

@@ -201,11 +201,12 @@ async def approve_form(request: web.Request) -> web.Response:
     if who is None:
         return _page(request, "approve.html", {
             "fields": fields, "approvals": [], "token": None, "done": None,
+            "now": datetime.now(UTC),
             "error": "approving or extending a hold needs an admin identity"}, status=403)
     current, problem = await _approvals(state.approvals)
     return _page(request, "approve.html", {
         "fields": fields, "approvals": current, "token": state.tokens.issue(who),
-        "done": request.query.get("done"), "error": problem})
+        "done": request.query.get("done"), "error": problem, "now": datetime.now(UTC)})
 
 
 def _refuse(request: web.Request, status: int, why: str) -> web.Response:
@@ -249,12 +250,14 @@ async def approve(request: web.Request) -> web.StreamResponse:
         current, _ = await _approvals(state.approvals)
         return _page(request, "approve.html", {
             "fields": fields, "approvals": current, "token": state.tokens.issue(who),
-            "done": None, "error": str(exc)}, status=400)
+            "done": None, "error": str(exc), "now": now}, status=400)
     logger.info("web page: %s approved %s %s until %s: %s", who.name, eco.value, name,
                 until.isoformat(), reason)
+    applied = True
     if svc.reloader is not None:  # the policy reads approvals when it is built
-        await svc.reloader.reload("approval from the web page")
-    done = urlencode({"ecosystem": eco.value, "name": name, "done": "1"})
+        applied = await svc.reloader.reload("approval from the web page")
+    done = urlencode({"ecosystem": eco.value, "name": name,
+                      "done": "applied" if applied else "rejected"})
     raise web.HTTPSeeOther(f"{base(request, svc.settings.server)}approve?{done}",
                            headers=SECURITY_HEADERS)
 
