@@ -149,6 +149,10 @@ def stack(tmp_path: Path) -> Iterator[tuple[ThreadedServer, ThreadedServer, Path
 def test_refusals_explain_and_approve_in_a_browser(
         browser: Any, stack: tuple[ThreadedServer, ThreadedServer, Path],
         tmp_path: Path) -> None:
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -178,9 +182,17 @@ def test_refusals_explain_and_approve_in_a_browser(
     Select(browser.find_element(By.NAME, "ecosystem")).select_by_value("pypi")
     browser.find_element(By.NAME, "rule").send_keys("age")
     browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
-    until(lambda: "rule=age" in browser.current_url, "the filtered list")
-    text = browser.find_element(By.ID, "refusals").text
-    assert "young-pkg" in text and "reqeusts" not in text
+
+    def filtered() -> bool:
+        if "rule=age" not in browser.current_url:
+            return False
+        try:
+            text = browser.find_element(By.ID, "refusals").text
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False  # the filtered page is still loading
+        return "young-pkg" in text and "reqeusts" not in text
+
+    until(filtered, "the list filtered by rule")
 
     # Explain a name through the form.
     browser.get(ui + "explain")
