@@ -271,3 +271,21 @@ async def test_the_page_can_be_turned_off(aiohttp_client: Any, tmp_path: Path,
                               ui={"enabled": False})
     assert (await client.get("/_stockade/ui/")).status == 404
     assert (await client.get("/_stockade/explain/pypi/demo")).status == 200
+
+
+async def test_replicas_sharing_a_key_accept_each_others_forms(
+        aiohttp_client: Any, tmp_path: Path, fake_pypi: FakePyPI) -> None:
+    environ = {"UI_KEY": "one key for every replica"}
+    clients = []
+    for name in ("a", "b", "c"):
+        settings = ui_settings(tmp_path / name, pypi_url=fake_pypi.url,
+                               ui={"csrf_key_env": "UI_KEY" if name != "c" else None})
+        clients.append(await aiohttp_client(ui_app(settings, lambda _s: FakeEngine(),
+                                                   environ=environ)))
+    first, second, third = clients
+    form = {"ecosystem": "pypi", "name": "x", "until": "1d", "reason": "r",
+            "csrf": token(await (await first.get("/_stockade/ui/approve", headers=ADMIN)).text())}
+    for client, status in ((second, 303), (third, 403)):
+        resp = await client.post("/_stockade/ui/approve", data=form, allow_redirects=False,
+                                 headers=ADMIN)
+        assert resp.status == status

@@ -9,6 +9,7 @@ page shows what the server decides and never decides on its own.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from importlib import resources
@@ -17,17 +18,22 @@ from pathlib import Path
 from aiohttp import web
 
 from stockade.config.model import Settings
+from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.ui import views
 from stockade.proxy.ui.csrf import CsrfTokens
 from stockade.proxy.ui.render import environment
 from stockade.proxy.ui.views import UI, UiState
 
+logger = logging.getLogger(__name__)
+
 
 def setup(app: web.Application, settings: Settings, *, decision_log: Path, artifacts: str,
           environ: Mapping[str, str]) -> None:
     """Register the page's routes on ``app``."""
-    key_env = settings.ui.csrf_key_env
-    key = environ.get(key_env, "").encode() if key_env else b""
+    key = key_from_env(settings.ui.csrf_key_env, environ)
+    if settings.ui.csrf_key_env and key is None:
+        logger.warning("ui.csrf_key_env names %s, which is not set: the page's forms are "
+                       "signed with a key of this process only", settings.ui.csrf_key_env)
     app[UI] = UiState(
         env=environment(),
         tokens=CsrfTokens(key or os.urandom(32)),
