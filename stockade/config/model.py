@@ -325,6 +325,21 @@ class PolicySettings(_Frozen):
     reload_check_s: float = Field(default=5.0, ge=0)
 
 
+class UiSettings(_Frozen):
+    """The web page for platform teams at ``/_stockade/ui/``."""
+
+    enabled: bool = True
+    # Where the page's approve/extend form records approvals of holds;
+    # default: approvals.json under storage.path.
+    approvals_file: Path | None = None
+    # Name of an environment variable holding the key that signs the page's
+    # anti-CSRF tokens; unset: a random key per process (a form must then be
+    # sent back to the replica that served it).
+    csrf_key_env: str | None = None
+    # Rows per page of the refusals and cache lists.
+    page_size: int = Field(default=50, gt=0, le=1000)
+
+
 class LoggingSettings(_Frozen):
     """Log level and format."""
 
@@ -348,3 +363,4 @@ class Settings(_Frozen):
     )
     policy: PolicySettings = PolicySettings()
     logging: LoggingSettings = LoggingSettings()
+    ui: UiSettings = UiSettings()

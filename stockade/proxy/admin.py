@@ -18,7 +18,7 @@ from aiohttp import web
 
 from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
 from stockade.policy.names import KINDS, valid
-from stockade.proxy.admission import base_facts, canonical
+from stockade.proxy.admission import Admission, base_facts, canonical
 from stockade.proxy.errors import BadRequestError, ProxyError
 from stockade.proxy.state import services
 
@@ -56,19 +56,31 @@ def _facts(facts: Facts) -> dict[str, Any]:
     return out
 
 
-async def explain(request: web.Request) -> web.Response:
-    """Every rule's verdict on a name or one version of it."""
+def parse_ecosystem(value: str) -> Ecosystem:
+    """The ecosystem named ``value``.
+
+    Raises:
+        BadRequestError: no such ecosystem.
+    """
     try:
-        ecosystem = Ecosystem(request.match_info["ecosystem"])
+        return Ecosystem(value)
     except ValueError as exc:
         raise BadRequestError(
-            f"unknown ecosystem {request.match_info['ecosystem']!r} "
-            f"(one of {', '.join(e.value for e in Ecosystem)})"
+            f"unknown ecosystem {value!r} (one of {', '.join(e.value for e in Ecosystem)})"
         ) from exc
-    name, version = _split(ecosystem, request.match_info["rest"])
+
+
+async def explanation(adm: Admission, ecosystem: Ecosystem, name: str,
+                      version: str | None) -> dict[str, Any]:
+    """Every rule's verdict on a name or one version of it, with the facts: the body
+    of the explain API, which the web page shows too.
+
+    Raises:
+        BadRequestError: ``name`` is not a valid name of the ecosystem.
+        NotFoundError: no configured upstream may serve it.
+    """
     if not valid(ecosystem, name):  # as the registry routes answer it, not decided
         raise BadRequestError(f"{name!r} is not a valid {KINDS[ecosystem]}")
-    adm = services(request).admission
     base = base_facts(adm.route(ecosystem, canonical(ecosystem, name)))
     versions: dict[str, Facts] = {}
     body: dict[str, Any] = {}
@@ -98,4 +110,12 @@ async def explain(request: web.Request) -> web.Response:
             "hidden": {v: _verdict(vf.verdicts[v]) for v in sorted(vf.hidden)},
             "refused": {v: _verdict(vf.verdicts[v]) for v in sorted(vf.refused)},
         }
-    return web.json_response(body)
+    return body
+
+
+async def explain(request: web.Request) -> web.Response:
+    """Every rule's verdict on a name or one version of it."""
+    ecosystem = parse_ecosystem(request.match_info["ecosystem"])
+    name, version = _split(ecosystem, request.match_info["rest"])
+    return web.json_response(
+        await explanation(services(request).admission, ecosystem, name, version))

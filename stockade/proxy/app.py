@@ -19,7 +19,7 @@ from stockade.config.model import Settings
 from stockade.policy.engine import build_engine
 from stockade.policy.file import load_policy
 from stockade.policy.model import Ecosystem
-from stockade.proxy import routes
+from stockade.proxy import routes, ui
 from stockade.proxy.admission import Admission, Workers
 from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.decisionlog import DecisionLog
@@ -153,6 +153,9 @@ def make_app(
     env = dict(os.environ if environ is None else environ)
     app.cleanup_ctx.append(_services(settings, metrics, env, engine_factory))
     routes.setup(app)
+    if settings.ui.enabled:
+        ui.setup(app, settings, decision_log=decision_log_path(settings),
+                 artifacts=ARTIFACT_REFS, environ=env)
     return app
 
 
@@ -193,6 +196,7 @@ def _services(
         metrics.storage_bytes.set(store.total_bytes)
         reloader = PolicyReloader(settings, gate, metrics, engine_factory)
         await reloader.start()
+        app[SERVICES].reloader = reloader
         try:
             yield
         finally:

@@ -16,6 +16,7 @@ from stockade.proxy.gate import Gate
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.pipeline import ArtifactPipeline
 from stockade.proxy.provenance.checker import ProvenanceChecker
+from stockade.proxy.reloader import PolicyReloader
 from stockade.proxy.rendered import RenderedCache
 from stockade.storage.protocol import BlobStore
 
@@ -31,6 +32,7 @@ class Services:
     pipeline: ArtifactPipeline
     rendered: RenderedCache
     provenance: ProvenanceChecker
+    reloader: PolicyReloader | None = None  # watches the policy file; set once started
 
     @property
     def gate(self) -> Gate:

@@ -194,6 +194,12 @@ class Upstream:
                 f"upstream {self.name} could not be reached; not asking it again for "
                 f"{left:.0f}s ({url})", upstream=self.name)
 
+    @property
+    def unreachable_for_s(self) -> float:
+        """Seconds until an upstream that could not be reached is asked again (0: it
+        is asked as usual)."""
+        return max(0.0, self._unreachable_until - time.monotonic())
+
     def _mark_unreachable(self, exc: UpstreamError) -> None:
         """Remember that the upstream could not be reached at all (not a bad answer)."""
         cause = exc.__cause__
