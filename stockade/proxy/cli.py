@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from stockade.proxy.serving import (
     StartupError,
     serve_until_stopped,
 )
+from stockade.proxy.workers import Channel, Supervisor, bind, serve_worker, worker_count
 from stockade.storage.backends import open_store
 from stockade.storage.verify import verify_all
 
@@ -89,15 +91,19 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _setup_logging(settings)
+    count = worker_count(settings.server.workers)
     try:
-        asyncio.run(_run(settings))
+        if count == 1:
+            asyncio.run(_run(settings))
+        else:
+            _supervise(settings, count)
     except StartupError as exc:
         print(f"stockade: {exc.diagnostics()}", file=sys.stderr)
         return 2
     return 0
 
 
-async def _run(settings: Settings) -> None:
+def _runner(settings: Settings) -> tuple[web.AppRunner, ConnectionGuard]:
     server = settings.server
     app = make_app(settings)
     runner = web.AppRunner(
@@ -108,15 +114,39 @@ async def _run(settings: Settings) -> None:
     limits = ClientLimits(header_timeout_s=server.header_timeout_s,
                           send_timeout_s=server.send_timeout_s,
                           max_connections_per_client=server.max_connections_per_client)
-    guard = ConnectionGuard(limits, app_metrics(app))
+    return runner, ConnectionGuard(limits, app_metrics(app))
 
-    def listening(port: int) -> None:
-        logger.info("stockade %s listening on %s:%d, storing under %s", __version__,
-                    server.host, port, settings.storage.path)
 
+def _listening(settings: Settings, port: int, workers: int = 1) -> None:
+    server = settings.server
+    processes = f" ({workers} worker processes)" if workers > 1 else ""
+    logger.info("stockade %s listening on %s:%d%s, storing under %s", __version__,
+                server.host, port, processes, settings.storage.path)
+
+
+async def _run(settings: Settings) -> None:
+    server = settings.server
+    runner, guard = _runner(settings)
     await serve_until_stopped(runner, server.host, server.port, guard=guard,
                               shutdown_timeout_s=server.shutdown_timeout_s,
-                              on_listening=listening)
+                              on_listening=lambda port: _listening(settings, port))
+
+
+def _supervise(settings: Settings, count: int) -> None:
+    """``server.workers`` > 1: bind once, fork the workers, keep them running."""
+    server = settings.server
+    sockets = bind(server.host, server.port)
+    port = int(sockets[0].getsockname()[1])
+
+    def work(shared: Sequence[socket.socket], channel: Channel) -> None:
+        async def run() -> None:
+            runner, guard = _runner(settings)
+            await serve_worker(runner, shared, guard=guard, channel=channel,
+                               shutdown_timeout_s=server.shutdown_timeout_s)
+        asyncio.run(run())
+
+    Supervisor(count, sockets, work, shutdown_timeout_s=server.shutdown_timeout_s,
+               on_listening=lambda: _listening(settings, port, count)).run()
 
 
 def _cache_verify(args: argparse.Namespace) -> int:

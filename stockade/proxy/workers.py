@@ -1,0 +1,423 @@
+"""Several worker processes serving one port: the supervisor and its workers.
+
+Owns ``server.workers`` > 1: the supervisor binds the listening sockets once (a
+port in use is one line, and ``port: 0`` gives every worker the same port), forks
+the workers, which inherit the sockets and accept on them in turn, and waits until
+each has opened the application (bad storage is one line too, sent up a pipe by
+the first worker to meet it) before it logs "listening on". Then it restarts a
+worker that dies (after a pause if it died young), forwards SIGHUP to every worker
+(each reloads its policy) as well as a reload one worker asks for, and on SIGTERM
+or SIGINT stops them all, each finishing its requests in flight.
+
+What a worker runs is the caller's business (``cli``): a callable that serves
+the inherited sockets and calls ``ready`` once it accepts. What workers must
+agree on (single-flight, the decision log, metrics) is each module's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import selectors
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from stockade.proxy.metrics import share_metrics, worker_gone
+from stockade.proxy.serving import ConnectionGuard, GuardedSite, StartupError
+from stockade.proxy.serving import _storage_sentence as storage_sentence
+
+logger = logging.getLogger(__name__)
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+_YOUNG_S = 5.0  # a worker that dies younger than this is restarted after a pause
+_MAX_PAUSE_S = 10.0
+_KILL_GRACE_S = 5.0  # past the shutdown timeout, a worker still running is killed
+
+# (sockets to serve, the call to make once accepting, a way to ask every worker to reload)
+Work = Callable[[Sequence[socket.socket], "Channel"], None]
+
+
+def worker_count(configured: int | None) -> int:
+    """``server.workers``: None is one per CPU core this process may use."""
+    if configured is not None:
+        return configured
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def bind(host: str, port: int, backlog: int = 128) -> list[socket.socket]:
+    """Listening sockets for every address of ``host`` (one port for all of them).
+
+    Raises:
+        StartupError: the address cannot be resolved or bound.
+    """
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, str | int]] = set()
+    try:
+        for family, kind, proto, _name, address in infos:
+            if (family, address[0]) in seen:
+                continue
+            seen.add((family, address[0]))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            bound = sockets[0].getsockname()[1] if len(sockets) > 1 else port
+            sock.bind((address[0], bound, *address[2:]))
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise StartupError(f"cannot listen on {host}:{port}: {why}") from exc
+    return sockets
+
+
+class Channel:
+    """A worker's line to its supervisor: one short message per line."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def _send(self, kind: str, text: str = "") -> None:
+        line = f"{kind} {text}".strip().replace("\n", " ") + "\n"
+        with contextlib.suppress(OSError):  # the supervisor is gone: nothing to tell
+            os.write(self._fd, line.encode()[:4000])
+
+    def ready(self) -> None:
+        """The worker accepts connections."""
+        self._send("ready")
+
+    def failed(self, sentence: str) -> None:
+        """The worker could not start; ``sentence`` is the operator's one line."""
+        self._send("error", sentence)
+
+    def reload_others(self) -> None:
+        """Ask the supervisor to make every other worker reload its policy."""
+        self._send("reload")
+
+
+@dataclass(slots=True)
+class _Worker:
+    slot: int
+    pid: int
+    fd: int  # the read end of its channel
+    started: float
+    ready: bool = False
+    buffer: bytes = b""
+
+
+@dataclass(slots=True)
+class _State:
+    workers: dict[int, _Worker] = field(default_factory=dict)  # by pid
+    restarts: dict[int, float] = field(default_factory=dict)  # slot -> when (monotonic)
+    young_deaths: dict[int, int] = field(default_factory=dict)  # slot -> in a row
+    stopping: bool = False
+    error: str | None = None
+
+
+class Supervisor:
+    """Forks ``count`` workers over ``sockets`` and keeps them running."""
+
+    def __init__(self, count: int, sockets: Sequence[socket.socket], work: Work, *,
+                 shutdown_timeout_s: float, on_listening: Callable[[], None]) -> None:
+        self._count = count
+        self._sockets = sockets
+        self._work = work
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._on_listening = on_listening
+        self._state = _State()
+        self._selector = selectors.DefaultSelector()
+        self._metrics_dir = Path(tempfile.mkdtemp(prefix="stockade-metrics-"))
+        self._wake_r, self._wake_w = os.pipe()
+        self._listening = False  # every worker of the first start accepted
+
+    def run(self) -> None:
+        """Serve until SIGTERM or SIGINT.
+
+        Raises:
+            StartupError: a worker could not start (the first one's sentence).
+        """
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+        old_wakeup = signal.set_wakeup_fd(self._wake_w)
+        old = {sig: signal.signal(sig, _noop) for sig in _SIGNALS}
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        try:
+            self._serve()
+        finally:
+            self._stop_all()
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            self._selector.close()
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
+            for sock in self._sockets:
+                sock.close()
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+        if self._state.error is not None:
+            raise StartupError(self._state.error)
+
+    def _serve(self) -> None:
+        state = self._state
+        for slot in range(self._count):
+            self._spawn(slot)
+        while not state.stopping:
+            if not self._listening and len(state.workers) == self._count and all(
+                    w.ready for w in state.workers.values()):
+                self._listening = True
+                self._on_listening()
+            self._step(self._timeout())
+            self._restart_due()
+
+    def _timeout(self) -> float | None:
+        due = self._state.restarts.values()
+        return max(0.0, min(due) - time.monotonic()) if due else None
+
+    def _step(self, timeout: float | None) -> None:
+        for key, _ in self._selector.select(timeout):
+            if key.fd == self._wake_r:
+                self._on_signals()
+            else:
+                self._on_message(key.fd)
+        self._reap()
+
+    def _on_signals(self) -> None:
+        try:
+            data = os.read(self._wake_r, 512)
+        except BlockingIOError:
+            return
+        for number in data:
+            if number in (signal.SIGTERM, signal.SIGINT):
+                logger.info("stopping %d workers: finishing requests in flight (at most "
+                            "%g s)", len(self._state.workers), self._shutdown_timeout_s)
+                self._state.stopping = True
+            elif number == signal.SIGHUP:
+                logger.info("SIGHUP: every worker reloads its policy")
+                self._signal_workers(signal.SIGHUP)
+
+    def _on_message(self, fd: int) -> None:
+        worker = next((w for w in self._state.workers.values() if w.fd == fd), None)
+        if worker is None:  # not expected: a channel without its worker
+            self._selector.unregister(fd)
+            os.close(fd)
+            return
+        self._read(worker)
+
+    def _read(self, worker: _Worker) -> None:
+        """Act on what ``worker`` wrote; close its channel at its end."""
+        while True:
+            try:
+                data = os.read(worker.fd, 4096)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._selector.unregister(worker.fd)
+                os.close(worker.fd)
+                worker.fd = -1
+                return
+            worker.buffer += data
+            *lines, worker.buffer = worker.buffer.split(b"\n")
+            for line in lines:
+                self._act(worker, line.decode(errors="replace"))
+
+    def _act(self, worker: _Worker, line: str) -> None:
+        kind, _, text = line.partition(" ")
+        if kind == "ready":
+            worker.ready = True
+        elif kind == "error" and not self._listening:
+            self._state.error = self._state.error or text
+            self._state.stopping = True
+        elif kind == "error":
+            logger.error("worker %d could not start: %s", worker.slot, text)
+        elif kind == "reload":
+            self._signal_workers(signal.SIGHUP, but=worker.pid)
+
+    def _signal_workers(self, sig: int, but: int | None = None) -> None:
+        for pid in list(self._state.workers):
+            if pid != but:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+
+    def _reap(self) -> None:
+        state = self._state
+        for pid in list(state.workers):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done == 0:
+                continue
+            worker = state.workers.pop(pid)
+            self._close(worker)
+            worker_gone(self._metrics_dir, pid)
+            if state.stopping:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if not self._listening:
+                # It never served: restarting would meet the same wall again.
+                state.error = state.error or (
+                    f"a worker exited while starting (exit status {code})")
+                state.stopping = True
+                continue
+            self._schedule_restart(worker, code)
+
+    def _schedule_restart(self, worker: _Worker, code: int) -> None:
+        state = self._state
+        pause = 0.0
+        if worker.ready and time.monotonic() - worker.started >= _YOUNG_S:
+            state.young_deaths.pop(worker.slot, None)
+        if not worker.ready or time.monotonic() - worker.started < _YOUNG_S:
+            deaths = state.young_deaths.get(worker.slot, 0) + 1
+            state.young_deaths[worker.slot] = deaths
+            pause = min(_MAX_PAUSE_S, 0.5 * 2 ** (deaths - 1))
+        logger.warning("worker %d (pid %d) exited (status %d); starting another in %g s",
+                       worker.slot, worker.pid, code, pause)
+        state.restarts[worker.slot] = time.monotonic() + pause
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for slot, when in list(self._state.restarts.items()):
+            if when <= now and not self._state.stopping:
+                del self._state.restarts[slot]
+                self._spawn(slot, restarted=True)
+
+    def _spawn(self, slot: int, *, restarted: bool = False) -> None:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(read_fd)
+            self._become_worker(write_fd)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        worker = _Worker(slot, pid, read_fd, time.monotonic(), ready=False)
+        self._state.workers[pid] = worker
+        self._selector.register(read_fd, selectors.EVENT_READ)
+        if restarted:
+            # A restarted worker serves as soon as it accepts; nobody waits for it.
+            logger.info("worker %d started again (pid %d)", slot, pid)
+
+    def _become_worker(self, channel_fd: int) -> None:
+        """In the forked child: drop the supervisor's state and serve; never returns."""
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in _SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            for worker in self._state.workers.values():
+                if worker.fd >= 0:
+                    os.close(worker.fd)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._selector.close()
+            share_metrics(self._metrics_dir)
+            channel = Channel(channel_fd)
+            try:
+                self._work(self._sockets, channel)
+                code = 0
+            except StartupError as exc:
+                channel.failed(exc.diagnostics())
+                code = 2
+        except KeyboardInterrupt:
+            code = 130
+        except BaseException:  # a worker's top: say why, the supervisor restarts it
+            logger.exception("worker failed")
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
+    def _close(self, worker: _Worker) -> None:
+        if worker.fd >= 0:
+            os.set_blocking(worker.fd, True)  # it exited: read what it said last, to EOF
+            self._read(worker)
+
+    def _stop_all(self) -> None:
+        """SIGTERM to every worker; wait for them, killing those past the timeout."""
+        state = self._state
+        state.stopping = True
+        state.restarts.clear()
+        self._signal_workers(signal.SIGTERM)
+        deadline = time.monotonic() + self._shutdown_timeout_s + _KILL_GRACE_S
+        killed = False
+        while state.workers:
+            left = deadline - time.monotonic()
+            if left <= 0 and not killed:
+                logger.warning("%d workers still running after the shutdown timeout; "
+                               "killed", len(state.workers))
+                self._signal_workers(signal.SIGKILL)
+                killed = True
+            self._step(max(0.05, min(left, 0.5)))
+
+
+def _noop(_signum: int, _frame: object) -> None:
+    """Signals reach the supervisor's loop through the wake-up pipe."""
+
+
+class _SharedSite(GuardedSite):
+    """A guarded site accepting on a socket the supervisor bound."""
+
+    def __init__(self, runner: web.BaseRunner, sock: socket.socket, *,
+                 guard: ConnectionGuard) -> None:
+        host, port = sock.getsockname()[:2]
+        super().__init__(runner, host, port, guard=guard)
+        self._sock = sock
+
+    async def start(self) -> None:
+        self._runner._reg_site(self)  # what BaseSite.start does
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.guard.wrap(server), sock=self._sock, ssl=self._ssl_context,
+            backlog=self._backlog)
+        self._bound_port = self._port
+
+
+async def serve_worker(runner: web.AppRunner, sockets: Sequence[socket.socket], *,
+                       guard: ConnectionGuard, shutdown_timeout_s: float,
+                       channel: Channel) -> None:
+    """One worker: open the application, accept on ``sockets`` until SIGTERM or
+    SIGINT, then finish requests in flight.
+
+    Raises:
+        StartupError: the application could not start (storage).
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await runner.setup()
+        except OSError as exc:
+            raise StartupError(storage_sentence(exc)) from exc
+        for sock in sockets:
+            await _SharedSite(runner, sock, guard=guard).start()
+        channel.ready()
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
