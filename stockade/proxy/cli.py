@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -32,7 +31,14 @@ from stockade.proxy.serving import (
     StartupError,
     serve_until_stopped,
 )
-from stockade.proxy.workers import Channel, Supervisor, bind, serve_worker, worker_count
+from stockade.proxy.workers import (
+    Channel,
+    Listener,
+    Supervisor,
+    bind,
+    serve_worker,
+    worker_count,
+)
 from stockade.storage.backends import open_store
 from stockade.storage.verify import verify_all
 
@@ -43,12 +49,12 @@ class _JsonFormatter(logging.Formatter):
     """One JSON object per line, each with its ISO 8601 UTC ``time``.
 
     An access record carries its fields as a dict (``extra={"access": ...}``),
-    so the line is encoded once.
+    so the line is encoded once. ``pid`` tells worker processes apart.
     """
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {"time": _utc(record.created), "level": record.levelname,
-                               "logger": record.name}
+                               "logger": record.name, "pid": record.process}
         access = getattr(record, "access", None)
         if isinstance(access, dict):
             out.update(access)
@@ -135,18 +141,17 @@ async def _run(settings: Settings) -> None:
 def _supervise(settings: Settings, count: int) -> None:
     """``server.workers`` > 1: bind once, fork the workers, keep them running."""
     server = settings.server
-    sockets = bind(server.host, server.port)
-    port = int(sockets[0].getsockname()[1])
+    listener = bind(server.host, server.port)
 
-    def work(shared: Sequence[socket.socket], channel: Channel) -> None:
+    def work(shared: Listener, channel: Channel) -> None:
         async def run() -> None:
             runner, guard = _runner(settings)
             await serve_worker(runner, shared, guard=guard, channel=channel,
                                shutdown_timeout_s=server.shutdown_timeout_s)
         asyncio.run(run())
 
-    Supervisor(count, sockets, work, shutdown_timeout_s=server.shutdown_timeout_s,
-               on_listening=lambda: _listening(settings, port, count)).run()
+    Supervisor(count, listener, work, shutdown_timeout_s=server.shutdown_timeout_s,
+               on_listening=lambda: _listening(settings, listener.port, count)).run()
 
 
 def _cache_verify(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
 """Several worker processes serving one port: the supervisor and its workers.
 
-Owns ``server.workers`` > 1: the supervisor binds the listening sockets once (a
-port in use is one line, and ``port: 0`` gives every worker the same port), forks
-the workers, which inherit the sockets and accept on them in turn, and waits until
+Owns ``server.workers`` > 1: the supervisor binds the address once and holds it
+(a port in use is one line, and ``port: 0`` gives every worker the same port), forks
+the workers, each of which listens on that port with ``SO_REUSEPORT`` (so the
+kernel spreads connections evenly over them), and waits until
 each has opened the application (bad storage is one line too, sent up a pipe by
 the first worker to meet it) before it logs "listening on". Then it restarts a
 worker that dies (after a pause if it died young), forwards SIGHUP to every worker
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import selectors
@@ -26,7 +28,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,10 +43,11 @@ logger = logging.getLogger(__name__)
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 _YOUNG_S = 5.0  # a worker that dies younger than this is restarted after a pause
 _MAX_PAUSE_S = 10.0
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 _KILL_GRACE_S = 5.0  # past the shutdown timeout, a worker still running is killed
 
-# (sockets to serve, the call to make once accepting, a way to ask every worker to reload)
-Work = Callable[[Sequence[socket.socket], "Channel"], None]
+# serves the listener's addresses; tells the supervisor through the channel
+Work = Callable[["Listener", "Channel"], None]
 
 
 def worker_count(configured: int | None) -> int:
@@ -57,8 +60,28 @@ def worker_count(configured: int | None) -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def bind(host: str, port: int, backlog: int = 128) -> list[socket.socket]:
-    """Listening sockets for every address of ``host`` (one port for all of them).
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """The addresses every worker listens on, and the supervisor's hold on them."""
+
+    addresses: tuple[tuple[int, tuple[object, ...]], ...]  # (family, socket address)
+    held: tuple[socket.socket, ...]  # bound, not listening: the port stays ours
+
+    @property
+    def port(self) -> int:
+        return int(self.held[0].getsockname()[1])
+
+    def close(self) -> None:
+        for sock in self.held:
+            sock.close()
+
+
+def bind(host: str, port: int) -> Listener:
+    """Reserve ``host:port`` for the workers, each of which then listens on it
+    with ``SO_REUSEPORT`` (the kernel spreads new connections over them).
+
+    A socket bound the ordinary way first makes a port that anything, another
+    stockade included, listens on fail here as "in use".
 
     Raises:
         StartupError: the address cannot be resolved or bound.
@@ -68,27 +91,57 @@ def bind(host: str, port: int, backlog: int = 128) -> list[socket.socket]:
                                    flags=socket.AI_PASSIVE)
     except OSError as exc:
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    sockets: list[socket.socket] = []
-    seen: set[tuple[int, str | int]] = set()
+    addresses: list[tuple[int, tuple[object, ...]]] = []
+    held: list[socket.socket] = []
     try:
-        for family, kind, proto, _name, address in infos:
-            if (family, address[0]) in seen:
+        for family, _kind, _proto, _name, address in infos:
+            if any(f == family and a[0] == address[0] for f, a in addresses):
                 continue
-            seen.add((family, address[0]))
-            sock = socket.socket(family, kind, proto)
+            chosen = held[0].getsockname()[1] if held else port
+            where = (address[0], chosen, *address[2:])
+            with _socket(family) as probe:  # fails on a port in use, reuseport or not
+                probe.bind(where)
+                where = (address[0], probe.getsockname()[1], *address[2:])
+            sock = _socket(family, reuse_port=True)
+            held.append(sock)
+            sock.bind(where)
+            addresses.append((family, where))
+    except OSError as exc:
+        for sock in held:
+            sock.close()
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise StartupError(f"cannot listen on {host}:{port}: {why}") from exc
+    return Listener(tuple(addresses), tuple(held))
+
+
+def _socket(family: int, *, reuse_port: bool = False) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return sock
+
+
+def listen(listener: Listener, backlog: int = 128) -> list[socket.socket]:
+    """This worker's own listening sockets on the listener's addresses.
+
+    Raises:
+        StartupError: an address could not be bound again.
+    """
+    sockets: list[socket.socket] = []
+    try:
+        for family, address in listener.addresses:
+            sock = _socket(family, reuse_port=True)
             sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            bound = sockets[0].getsockname()[1] if len(sockets) > 1 else port
-            sock.bind((address[0], bound, *address[2:]))
+            sock.bind(address)
             sock.listen(backlog)
             sock.setblocking(False)
     except OSError as exc:
         for sock in sockets:
             sock.close()
-        why = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise StartupError(f"cannot listen on {host}:{port}: {why}") from exc
+        raise StartupError(f"cannot listen on port {listener.port}: {exc}") from exc
     return sockets
 
 
@@ -138,10 +191,11 @@ class _State:
 class Supervisor:
     """Forks ``count`` workers over ``sockets`` and keeps them running."""
 
-    def __init__(self, count: int, sockets: Sequence[socket.socket], work: Work, *,
+    def __init__(self, count: int, listener: Listener, work: Work, *,
                  shutdown_timeout_s: float, on_listening: Callable[[], None]) -> None:
         self._count = count
-        self._sockets = sockets
+        self._listener = listener
+        self._pid = os.getpid()
         self._work = work
         self._shutdown_timeout_s = shutdown_timeout_s
         self._on_listening = on_listening
@@ -172,8 +226,7 @@ class Supervisor:
             self._selector.close()
             for fd in (self._wake_r, self._wake_w):
                 os.close(fd)
-            for sock in self._sockets:
-                sock.close()
+            self._listener.close()
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
         if self._state.error is not None:
             raise StartupError(self._state.error)
@@ -326,16 +379,20 @@ class Supervisor:
             signal.set_wakeup_fd(-1)
             for sig in _SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
+            # until its policy reloader handles it, a SIGHUP must not end the worker
+            # (a new worker reads the policy as it starts anyway)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             for worker in self._state.workers.values():
                 if worker.fd >= 0:
                     os.close(worker.fd)
             os.close(self._wake_r)
             os.close(self._wake_w)
             self._selector.close()
+            _die_with_parent(self._pid)
             share_metrics(self._metrics_dir)
             channel = Channel(channel_fd)
             try:
-                self._work(self._sockets, channel)
+                self._work(self._listener, channel)
                 code = 0
             except StartupError as exc:
                 channel.failed(exc.diagnostics())
@@ -371,6 +428,16 @@ class Supervisor:
             self._step(max(0.05, min(left, 0.5)))
 
 
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM when the supervisor dies (even by SIGKILL), so no
+    orphaned worker keeps serving the port; Linux only, elsewhere a no-op."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the call took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _noop(_signum: int, _frame: object) -> None:
     """Signals reach the supervisor's loop through the wake-up pipe."""
 
@@ -395,14 +462,15 @@ class _SharedSite(GuardedSite):
         self._bound_port = self._port
 
 
-async def serve_worker(runner: web.AppRunner, sockets: Sequence[socket.socket], *,
+async def serve_worker(runner: web.AppRunner, listener: Listener, *,
                        guard: ConnectionGuard, shutdown_timeout_s: float,
                        channel: Channel) -> None:
-    """One worker: open the application, accept on ``sockets`` until SIGTERM or
-    SIGINT, then finish requests in flight.
+    """One worker: open the application, listen on the listener's addresses until
+    SIGTERM or SIGINT, then finish requests in flight.
 
     Raises:
-        StartupError: the application could not start (storage).
+        StartupError: the application could not start (storage), or an address
+            could not be bound.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -413,7 +481,7 @@ async def serve_worker(runner: web.AppRunner, sockets: Sequence[socket.socket], 
             await runner.setup()
         except OSError as exc:
             raise StartupError(storage_sentence(exc)) from exc
-        for sock in sockets:
+        for sock in listen(listener):
             await _SharedSite(runner, sock, guard=guard).start()
         channel.ready()
         await stop.wait()
