@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import os
+import shutil
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -46,6 +50,36 @@ def full_or_failed(exc: OSError, disk: str, doing: str) -> StorageError:
     return StorageError(f"cannot {doing} blob: {exc.strerror}")
 
 
+_FRESH_S = 60.0  # an unlocked spool file younger than this is left to its writer
+
+
+def clear_spool(folder: Path) -> None:
+    """Remove what a crash left in the spool ``folder``: every file no open writer
+    holds (a writer locks its file, so one a worker process is filling stays)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in folder.iterdir():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # one just made may not be locked yet by its writer
+            fresh = time.time() - os.fstat(fd).st_mtime < _FRESH_S
+        except BlockingIOError:
+            continue  # being written
+        finally:
+            os.close(fd)
+        if not fresh:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
 class SpoolWriter:
     """Spools one blob to a local file while hashing it; ``commit`` stores it."""
 
@@ -68,6 +102,8 @@ class SpoolWriter:
 
     async def _open(self) -> None:
         self._file = await aiofiles.open(self._path, "xb", buffering=0)
+        # held while the file is open: clear_spool in another worker process leaves it
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     async def write(self, chunk: bytes) -> None:
         if self._done or self._file is None:
