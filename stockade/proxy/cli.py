@@ -24,6 +24,7 @@ from stockade.config.load import ConfigError, load_settings
 from stockade.config.model import Settings
 from stockade.proxy import policy_cli
 from stockade.proxy.app import app_metrics, make_app
+from stockade.proxy.clientcounts import SharedClientCounts, SharedConnectionGuard
 from stockade.proxy.responses import JsonAccessLogger
 from stockade.proxy.serving import (
     ClientLimits,
@@ -109,7 +110,8 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runner(settings: Settings) -> tuple[web.AppRunner, ConnectionGuard]:
+def _runner(settings: Settings, counts: SharedClientCounts | None = None,
+            worker: int = 0) -> tuple[web.AppRunner, ConnectionGuard]:
     server = settings.server
     app = make_app(settings)
     runner = web.AppRunner(
@@ -120,6 +122,8 @@ def _runner(settings: Settings) -> tuple[web.AppRunner, ConnectionGuard]:
     limits = ClientLimits(header_timeout_s=server.header_timeout_s,
                           send_timeout_s=server.send_timeout_s,
                           max_connections_per_client=server.max_connections_per_client)
+    if counts is not None:  # one worker of several: a client's limit spans them all
+        return runner, SharedConnectionGuard(limits, app_metrics(app), counts, worker)
     return runner, ConnectionGuard(limits, app_metrics(app))
 
 
@@ -142,16 +146,18 @@ def _supervise(settings: Settings, count: int) -> None:
     """``server.workers`` > 1: bind once, fork the workers, keep them running."""
     server = settings.server
     listener = bind(server.host, server.port)
+    counts = SharedClientCounts(count)
 
     def work(shared: Listener, channel: Channel) -> None:
         async def run() -> None:
-            runner, guard = _runner(settings)
+            runner, guard = _runner(settings, counts, channel.slot)
             await serve_worker(runner, shared, guard=guard, channel=channel,
                                shutdown_timeout_s=server.shutdown_timeout_s)
         asyncio.run(run())
 
     Supervisor(count, listener, work, shutdown_timeout_s=server.shutdown_timeout_s,
-               on_listening=lambda: _listening(settings, listener.port, count)).run()
+               on_listening=lambda: _listening(settings, listener.port, count),
+               on_exit=counts.forget).run()
 
 
 def _cache_verify(args: argparse.Namespace) -> int:

@@ -148,8 +148,9 @@ def listen(listener: Listener, backlog: int = 128) -> list[socket.socket]:
 class Channel:
     """A worker's line to its supervisor: one short message per line."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, slot: int = 0) -> None:
         self._fd = fd
+        self._slot = slot
 
     def _send(self, kind: str, text: str = "") -> None:
         line = f"{kind} {text}".strip().replace("\n", " ") + "\n"
@@ -159,6 +160,11 @@ class Channel:
     def ready(self) -> None:
         """The worker accepts connections."""
         self._send("ready")
+
+    @property
+    def slot(self) -> int:
+        """This worker's number, 0 to workers - 1 (kept by the one replacing it)."""
+        return self._slot
 
     def failed(self, sentence: str) -> None:
         """The worker could not start; ``sentence`` is the operator's one line."""
@@ -192,13 +198,15 @@ class Supervisor:
     """Forks ``count`` workers over ``sockets`` and keeps them running."""
 
     def __init__(self, count: int, listener: Listener, work: Work, *,
-                 shutdown_timeout_s: float, on_listening: Callable[[], None]) -> None:
+                 shutdown_timeout_s: float, on_listening: Callable[[], None],
+                 on_exit: Callable[[int], None] = lambda _slot: None) -> None:
         self._count = count
         self._listener = listener
         self._pid = os.getpid()
         self._work = work
         self._shutdown_timeout_s = shutdown_timeout_s
         self._on_listening = on_listening
+        self._on_exit = on_exit  # called with a dead worker's slot
         self._state = _State()
         self._selector = selectors.DefaultSelector()
         self._metrics_dir = Path(tempfile.mkdtemp(prefix="stockade-metrics-"))
@@ -326,6 +334,7 @@ class Supervisor:
             worker = state.workers.pop(pid)
             self._close(worker)
             worker_gone(self._metrics_dir, pid)
+            self._on_exit(worker.slot)
             if state.stopping:
                 continue
             code = os.waitstatus_to_exitcode(status)
@@ -362,7 +371,7 @@ class Supervisor:
         pid = os.fork()
         if pid == 0:  # the worker
             os.close(read_fd)
-            self._become_worker(write_fd)
+            self._become_worker(write_fd, slot)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         worker = _Worker(slot, pid, read_fd, time.monotonic(), ready=False)
@@ -372,7 +381,7 @@ class Supervisor:
             # A restarted worker serves as soon as it accepts; nobody waits for it.
             logger.info("worker %d started again (pid %d)", slot, pid)
 
-    def _become_worker(self, channel_fd: int) -> None:
+    def _become_worker(self, channel_fd: int, slot: int) -> None:
         """In the forked child: drop the supervisor's state and serve; never returns."""
         code = 1
         try:
@@ -390,7 +399,7 @@ class Supervisor:
             self._selector.close()
             _die_with_parent(self._pid)
             share_metrics(self._metrics_dir)
-            channel = Channel(channel_fd)
+            channel = Channel(channel_fd, slot)
             try:
                 self._work(self._listener, channel)
                 code = 0
