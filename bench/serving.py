@@ -10,6 +10,7 @@ resident memory of each whole process tree idle (after warming) and under load (
 most seen while ``wrk`` ran).
 
     python -m bench.serving [--duration S] [--rounds N] [--quick] [--stockade-tree DIR]
+                            [--workers N]
 
 ``--stockade-tree`` runs the stockade of another checkout (``git worktree add DIR
 COMMIT``) with this bench, for a before/after. Needs ``nginx`` and ``wrk`` on PATH
@@ -105,12 +106,17 @@ def start_nginx(work: Path, upstream: int) -> Proc:
     return Proc(proc, port).wait_ready("/simple/", folder / "error.log")
 
 
-def start_stockade(upstream: str, work: Path, tree: Path | None) -> Proc:
-    """stockade with default settings but for its upstreams, storage and port."""
+def start_stockade(upstream: str, work: Path, tree: Path | None,
+                   workers: int | None = None) -> Proc:
+    """stockade with default settings but for its upstreams, storage and port (and
+    ``server.workers`` where given)."""
     port = free_port()
     storage = work / "stockade-data"
+    server: dict[str, object] = {"host": "127.0.0.1", "port": port}
+    if workers is not None:
+        server["workers"] = workers
     config = {
-        "server": {"host": "127.0.0.1", "port": port},
+        "server": server,
         "storage": {"path": str(storage)},
         "pypi": {"upstreams": [{"name": "static", "url": f"{upstream}simple/"}]},
         "npm": {"upstreams": [{"name": "static", "url": f"{upstream}npm/"}]},
@@ -229,7 +235,8 @@ def run(args: argparse.Namespace, work: Path) -> None:
     try:
         servers["nginx"] = start_nginx(work, static.port)
         started = time.perf_counter()
-        servers["stockade"] = start_stockade(static.url("/"), work, args.stockade_tree)
+        servers["stockade"] = start_stockade(static.url("/"), work, args.stockade_tree,
+                                             args.workers)
         print(f"stockade answered /readyz {time.perf_counter() - started:.2f} s after start")
         for case in cases:
             _warm(servers["nginx"], case.upstream_path)
@@ -270,6 +277,9 @@ def main() -> None:
     parser.add_argument("--stockade-tree", type=Path,
                         help="run the stockade of this checkout instead")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    parser.add_argument("--workers", type=int,
+                        help="server.workers for stockade (default: the default, one per "
+                             "core); bench.workers compares several in one run")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds = 2.0, 1
