@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from stockade import __version__
 from stockade.config.load import ConfigError, load_settings
 from stockade.config.model import Settings
 from stockade.proxy import policy_cli
-from stockade.proxy.app import app_metrics, make_app
+from stockade.proxy.app import app_metrics, load_engine, make_app
 from stockade.proxy.clientcounts import SharedClientCounts, SharedConnectionGuard
 from stockade.proxy.responses import JsonAccessLogger
 from stockade.proxy.serving import (
@@ -147,6 +148,11 @@ def _supervise(settings: Settings, count: int) -> None:
     server = settings.server
     listener = bind(server.host, server.port)
     counts = SharedClientCounts(count)
+    # Built once here, the policy's large parts (the typosquat name indexes, memoised
+    # by the rule) are inherited by every worker, copy-on-write, instead of each
+    # worker loading its own; frozen, the collector never writes to their pages.
+    load_engine(settings)
+    gc.freeze()
 
     def work(shared: Listener, channel: Channel) -> None:
         async def run() -> None:
