@@ -438,13 +438,15 @@ class Supervisor:
 
 
 def _die_with_parent(parent: int) -> None:
-    """Have the kernel send SIGTERM when the supervisor dies (even by SIGKILL), so no
-    orphaned worker keeps serving the port; Linux only, elsewhere a no-op."""
+    """Have the kernel kill the worker when the supervisor dies (even by SIGKILL), so
+    no orphaned worker keeps serving the port; Linux only, elsewhere a no-op. A
+    server killed is killed whole, as a single process would be: a worker does not
+    go on to finish (and store) what it was fetching."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the call took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _noop(_signum: int, _frame: object) -> None:
