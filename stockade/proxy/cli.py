@@ -26,6 +26,7 @@ from stockade.config.model import Settings
 from stockade.proxy import policy_cli
 from stockade.proxy.app import app_metrics, load_engine, make_app
 from stockade.proxy.clientcounts import SharedClientCounts, SharedConnectionGuard
+from stockade.proxy.listening import Listener, bind, serve_worker
 from stockade.proxy.responses import JsonAccessLogger
 from stockade.proxy.serving import (
     ClientLimits,
@@ -33,14 +34,7 @@ from stockade.proxy.serving import (
     StartupError,
     serve_until_stopped,
 )
-from stockade.proxy.workers import (
-    Channel,
-    Listener,
-    Supervisor,
-    bind,
-    serve_worker,
-    worker_count,
-)
+from stockade.proxy.workers import Channel, Supervisor, worker_count
 from stockade.storage.backends import open_store
 from stockade.storage.verify import verify_all
 
@@ -157,8 +151,7 @@ def _supervise(settings: Settings, count: int) -> None:
     def work(shared: Listener, channel: Channel) -> None:
         async def run() -> None:
             runner, guard = _runner(settings, counts, channel.slot)
-            await serve_worker(runner, shared, guard=guard, channel=channel,
-                               shutdown_timeout_s=server.shutdown_timeout_s)
+            await serve_worker(runner, shared, guard=guard, ready=channel.ready)
         asyncio.run(run())
 
     Supervisor(count, listener, work, shutdown_timeout_s=server.shutdown_timeout_s,

@@ -1,23 +1,21 @@
 """Several worker processes serving one port: the supervisor and its workers.
 
-Owns ``server.workers`` > 1: the supervisor binds the address once and holds it
-(a port in use is one line, and ``port: 0`` gives every worker the same port), forks
-the workers, each of which listens on that port with ``SO_REUSEPORT`` (so the
-kernel spreads connections evenly over them), and waits until
-each has opened the application (bad storage is one line too, sent up a pipe by
-the first worker to meet it) before it logs "listening on". Then it restarts a
-worker that dies (after a pause if it died young), forwards SIGHUP to every worker
-(each reloads its policy) as well as a reload one worker asks for, and on SIGTERM
-or SIGINT stops them all, each finishing its requests in flight.
+Owns ``server.workers`` > 1 once the address is held (``listening.bind``): the
+supervisor forks the workers and waits until each has opened the application and
+listens (bad storage is one line too, sent up a pipe by the first worker to meet
+it) before it logs "listening on". Then it restarts a worker that dies (after a
+pause if it died young), forwards SIGHUP to every worker (each reloads its
+policy), and on SIGTERM or SIGINT stops them all, each finishing its requests in
+flight. Workers die with it, even when it is killed.
 
-What a worker runs is the caller's business (``cli``): a callable that serves
-the inherited sockets and calls ``ready`` once it accepts. What workers must
-agree on (single-flight, the decision log, metrics) is each module's own.
+What a worker runs is the caller's business (``cli``): a callable that serves the
+listener's addresses and tells the supervisor through its ``Channel`` once it
+accepts. What workers must agree on (single-flight, the decision log, metrics,
+client limits) is each module's own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import logging
@@ -25,18 +23,15 @@ import os
 import selectors
 import shutil
 import signal
-import socket
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiohttp import web
-
+from stockade.proxy.listening import Listener
 from stockade.proxy.metrics import share_metrics, worker_gone
-from stockade.proxy.serving import ConnectionGuard, GuardedSite, StartupError
-from stockade.proxy.serving import _storage_sentence as storage_sentence
+from stockade.proxy.serving import StartupError
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +42,7 @@ _PR_SET_PDEATHSIG = 1  # prctl(2)
 _KILL_GRACE_S = 5.0  # past the shutdown timeout, a worker still running is killed
 
 # serves the listener's addresses; tells the supervisor through the channel
-Work = Callable[["Listener", "Channel"], None]
+Work = Callable[[Listener, "Channel"], None]
 
 
 def worker_count(configured: int | None) -> int:
@@ -58,91 +53,6 @@ def worker_count(configured: int | None) -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
-
-
-@dataclass(frozen=True, slots=True)
-class Listener:
-    """The addresses every worker listens on, and the supervisor's hold on them."""
-
-    addresses: tuple[tuple[int, tuple[object, ...]], ...]  # (family, socket address)
-    held: tuple[socket.socket, ...]  # bound, not listening: the port stays ours
-
-    @property
-    def port(self) -> int:
-        return int(self.held[0].getsockname()[1])
-
-    def close(self) -> None:
-        for sock in self.held:
-            sock.close()
-
-
-def bind(host: str, port: int) -> Listener:
-    """Reserve ``host:port`` for the workers, each of which then listens on it
-    with ``SO_REUSEPORT`` (the kernel spreads new connections over them).
-
-    A socket bound the ordinary way first makes a port that anything, another
-    stockade included, listens on fail here as "in use".
-
-    Raises:
-        StartupError: the address cannot be resolved or bound.
-    """
-    try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-    except OSError as exc:
-        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    addresses: list[tuple[int, tuple[object, ...]]] = []
-    held: list[socket.socket] = []
-    try:
-        for family, _kind, _proto, _name, address in infos:
-            if any(f == family and a[0] == address[0] for f, a in addresses):
-                continue
-            chosen = held[0].getsockname()[1] if held else port
-            where = (address[0], chosen, *address[2:])
-            with _socket(family) as probe:  # fails on a port in use, reuseport or not
-                probe.bind(where)
-                where = (address[0], probe.getsockname()[1], *address[2:])
-            sock = _socket(family, reuse_port=True)
-            held.append(sock)
-            sock.bind(where)
-            addresses.append((family, where))
-    except OSError as exc:
-        for sock in held:
-            sock.close()
-        why = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise StartupError(f"cannot listen on {host}:{port}: {why}") from exc
-    return Listener(tuple(addresses), tuple(held))
-
-
-def _socket(family: int, *, reuse_port: bool = False) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    return sock
-
-
-def listen(listener: Listener, backlog: int = 128) -> list[socket.socket]:
-    """This worker's own listening sockets on the listener's addresses.
-
-    Raises:
-        StartupError: an address could not be bound again.
-    """
-    sockets: list[socket.socket] = []
-    try:
-        for family, address in listener.addresses:
-            sock = _socket(family, reuse_port=True)
-            sockets.append(sock)
-            sock.bind(address)
-            sock.listen(backlog)
-            sock.setblocking(False)
-    except OSError as exc:
-        for sock in sockets:
-            sock.close()
-        raise StartupError(f"cannot listen on port {listener.port}: {exc}") from exc
-    return sockets
 
 
 class Channel:
@@ -169,10 +79,6 @@ class Channel:
     def failed(self, sentence: str) -> None:
         """The worker could not start; ``sentence`` is the operator's one line."""
         self._send("error", sentence)
-
-    def reload_others(self) -> None:
-        """Ask the supervisor to make every other worker reload its policy."""
-        self._send("reload")
 
 
 @dataclass(slots=True)
@@ -313,8 +219,6 @@ class Supervisor:
             self._state.stopping = True
         elif kind == "error":
             logger.error("worker %d could not start: %s", worker.slot, text)
-        elif kind == "reload":
-            self._signal_workers(signal.SIGHUP, but=worker.pid)
 
     def _signal_workers(self, sig: int, but: int | None = None) -> None:
         for pid in list(self._state.workers):
@@ -451,52 +355,3 @@ def _die_with_parent(parent: int) -> None:
 
 def _noop(_signum: int, _frame: object) -> None:
     """Signals reach the supervisor's loop through the wake-up pipe."""
-
-
-class _SharedSite(GuardedSite):
-    """A guarded site accepting on a socket the supervisor bound."""
-
-    def __init__(self, runner: web.BaseRunner, sock: socket.socket, *,
-                 guard: ConnectionGuard) -> None:
-        host, port = sock.getsockname()[:2]
-        super().__init__(runner, host, port, guard=guard)
-        self._sock = sock
-
-    async def start(self) -> None:
-        self._runner._reg_site(self)  # what BaseSite.start does
-        server = self._runner.server
-        assert server is not None
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self.guard.wrap(server), sock=self._sock, ssl=self._ssl_context,
-            backlog=self._backlog)
-        self._bound_port = self._port
-
-
-async def serve_worker(runner: web.AppRunner, listener: Listener, *,
-                       guard: ConnectionGuard, shutdown_timeout_s: float,
-                       channel: Channel) -> None:
-    """One worker: open the application, listen on the listener's addresses until
-    SIGTERM or SIGINT, then finish requests in flight.
-
-    Raises:
-        StartupError: the application could not start (storage), or an address
-            could not be bound.
-    """
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        try:
-            await runner.setup()
-        except OSError as exc:
-            raise StartupError(storage_sentence(exc)) from exc
-        for sock in listen(listener):
-            await _SharedSite(runner, sock, guard=guard).start()
-        channel.ready()
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await runner.cleanup()
