@@ -45,14 +45,29 @@ _KILL_GRACE_S = 5.0  # past the shutdown timeout, a worker still running is kill
 Work = Callable[[Listener, "Channel"], None]
 
 
-def worker_count(configured: int | None) -> int:
-    """``server.workers``: None is one per CPU core this process may use."""
+def worker_count(configured: int | None, cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """``server.workers``: None is one per CPU core this process may use, which a
+    container's CPU limit (cgroup v2 ``cpu.max``) bounds too: a pod limited to two
+    cores on a 64-core node runs two workers, not 64."""
     if configured is not None:
         return configured
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    limit = _cpu_limit(cgroup / "cpu.max")
+    return max(1, min(cores, limit) if limit is not None else cores)
+
+
+def _cpu_limit(path: Path) -> int | None:
+    """Whole cores a cgroup v2 ``cpu.max`` allows (rounded up), or None: no limit."""
+    try:
+        quota, _, period = path.read_text().strip().partition(" ")
+        if quota == "max":
+            return None
+        return max(1, -(-int(quota) // int(period or "100000")))
+    except (OSError, ValueError):
+        return None
 
 
 class Channel:
