@@ -152,7 +152,10 @@ def _supervise(settings: Settings, count: int) -> None:
         async def run() -> None:
             runner, guard = _runner(settings, counts, channel.slot)
             await serve_worker(runner, shared, guard=guard, ready=channel.ready)
-        asyncio.run(run())
+        try:
+            asyncio.run(run())
+        except ConfigError as exc:  # the policy file broke after the supervisor read it
+            raise StartupError(exc.diagnostics()) from exc
 
     Supervisor(count, listener, work, shutdown_timeout_s=server.shutdown_timeout_s,
                on_listening=lambda: _listening(settings, listener.port, count),
