@@ -143,6 +143,39 @@ def _warm(proc: Proc, path: str, times: int = 3) -> None:
                 raise RuntimeError(f"{proc.url(path)}: HTTP {resp.status}")
 
 
+def tree_pss_mib(pid: int) -> float:
+    """Proportional memory of ``pid`` and every process below it, in MiB (Linux): pages
+    shared among worker processes counted once in all, not once per process as RSS."""
+    total = 0.0
+    for current in _tree(pid):
+        try:
+            for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
+
+
+def _tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(
+            int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
 def tree_rss_mib(pid: int) -> float:
     """Resident memory of ``pid`` and every process below it, in MiB (Linux)."""
     children: dict[int, list[int]] = {}
@@ -243,6 +276,8 @@ def run(args: argparse.Namespace, work: Path) -> None:
             _warm(servers["stockade"], case.stockade_path)
         time.sleep(1)
         idle = {name: tree_rss_mib(proc.pid) for name, proc in servers.items()}
+        for name, proc in servers.items():
+            print(f"PSS idle, MiB, {name} (whole process tree): {tree_pss_mib(proc.pid):.0f}")
         results = {(name, case.label): Result() for name in servers for case in cases}
         peaks = {name: PeakRss(proc.pid) for name, proc in servers.items()}
         for peak in peaks.values():
