@@ -10,6 +10,7 @@ resident memory of each whole process tree idle (after warming) and under load (
 most seen while ``wrk`` ran).
 
     python -m bench.serving [--duration S] [--rounds N] [--quick] [--stockade-tree DIR]
+                            [--workers N]
 
 ``--stockade-tree`` runs the stockade of another checkout (``git worktree add DIR
 COMMIT``) with this bench, for a before/after. Needs ``nginx`` and ``wrk`` on PATH
@@ -105,12 +106,17 @@ def start_nginx(work: Path, upstream: int) -> Proc:
     return Proc(proc, port).wait_ready("/simple/", folder / "error.log")
 
 
-def start_stockade(upstream: str, work: Path, tree: Path | None) -> Proc:
-    """stockade with default settings but for its upstreams, storage and port."""
+def start_stockade(upstream: str, work: Path, tree: Path | None,
+                   workers: int | None = None) -> Proc:
+    """stockade with default settings but for its upstreams, storage and port (and
+    ``server.workers`` where given)."""
     port = free_port()
     storage = work / "stockade-data"
+    server: dict[str, object] = {"host": "127.0.0.1", "port": port}
+    if workers is not None:
+        server["workers"] = workers
     config = {
-        "server": {"host": "127.0.0.1", "port": port},
+        "server": server,
         "storage": {"path": str(storage)},
         "pypi": {"upstreams": [{"name": "static", "url": f"{upstream}simple/"}]},
         "npm": {"upstreams": [{"name": "static", "url": f"{upstream}npm/"}]},
@@ -135,6 +141,39 @@ def _warm(proc: Proc, path: str, times: int = 3) -> None:
             resp.read()
             if resp.status != 200:
                 raise RuntimeError(f"{proc.url(path)}: HTTP {resp.status}")
+
+
+def tree_pss_mib(pid: int) -> float:
+    """Proportional memory of ``pid`` and every process below it, in MiB (Linux): pages
+    shared among worker processes counted once in all, not once per process as RSS."""
+    total = 0.0
+    for current in _tree(pid):
+        try:
+            for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
+
+
+def _tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(
+            int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
 
 
 def tree_rss_mib(pid: int) -> float:
@@ -229,13 +268,16 @@ def run(args: argparse.Namespace, work: Path) -> None:
     try:
         servers["nginx"] = start_nginx(work, static.port)
         started = time.perf_counter()
-        servers["stockade"] = start_stockade(static.url("/"), work, args.stockade_tree)
+        servers["stockade"] = start_stockade(static.url("/"), work, args.stockade_tree,
+                                             args.workers)
         print(f"stockade answered /readyz {time.perf_counter() - started:.2f} s after start")
         for case in cases:
             _warm(servers["nginx"], case.upstream_path)
             _warm(servers["stockade"], case.stockade_path)
         time.sleep(1)
         idle = {name: tree_rss_mib(proc.pid) for name, proc in servers.items()}
+        for name, proc in servers.items():
+            print(f"PSS idle, MiB, {name} (whole process tree): {tree_pss_mib(proc.pid):.0f}")
         results = {(name, case.label): Result() for name in servers for case in cases}
         peaks = {name: PeakRss(proc.pid) for name, proc in servers.items()}
         for peak in peaks.values():
@@ -270,6 +312,9 @@ def main() -> None:
     parser.add_argument("--stockade-tree", type=Path,
                         help="run the stockade of this checkout instead")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    parser.add_argument("--workers", type=int,
+                        help="server.workers for stockade (default: the default, one per "
+                             "core); bench.workers compares several in one run")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds = 2.0, 1

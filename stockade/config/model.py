@@ -51,6 +51,9 @@ class ServerSettings(_Frozen):
     # This replica's name in shared storage and logs; None: the host name.
     # Two processes on one host sharing a bucket must set different names.
     replica: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    # Worker processes serving the same port; None: one per CPU core, 1: a single
+    # process (no supervisor).
+    workers: int | None = Field(default=None, ge=1, le=256)
     # true: never contact an upstream. Cached metadata is served however old,
     # cached artifacts as usual; anything not cached fails at once with 404.
     offline: bool = False

@@ -33,6 +33,7 @@ from stockade.proxy.reloader import PolicyReloader
 from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.responses import make_middleware
 from stockade.proxy.routes import ECOSYSTEMS
+from stockade.proxy.singleflight import FileLocks
 from stockade.proxy.state import SERVICES, Services
 from stockade.proxy.upstream import Upstream
 from stockade.storage.backends import open_records, open_store
@@ -78,6 +79,12 @@ def decision_log_path(settings: Settings) -> Path:
     if settings.storage.backend == "s3":
         return settings.storage.path / f"decisions-{replica_name(settings)}.jsonl"
     return settings.storage.path / "decisions.jsonl"
+
+
+def fetch_locks(settings: Settings) -> FileLocks:
+    """The lock files that keep worker processes (and servers on one host sharing
+    the storage folder) from fetching the same thing at once."""
+    return FileLocks(settings.storage.path / "locks")
 
 
 def load_engine(settings: Settings) -> PolicyEngine:
@@ -126,6 +133,7 @@ def make_admission(
         offline=offline or settings.server.offline,
         negative_ttl_s={eco: getattr(settings, eco.value).cache.negative_ttl_s
                         for eco in Ecosystem},
+        locks=None if offline else fetch_locks(settings),
     )
     seen = FirstSeen(first_seen or RefStore(root, FIRST_SEEN_REFS), read_only=offline)
     # Built for every app (a reloaded policy may gain a provenance rule); it loads
@@ -178,6 +186,7 @@ def _services(
             store, open_records(settings, store, ARTIFACT_REFS), metrics,
             max_artifact_bytes=settings.storage.max_artifact_bytes,
             verify_on_read_max_bytes=settings.storage.verify_on_read_max_bytes,
+            locks=fetch_locks(settings),
         )
         rendered = RenderedCache(root / "rendered")
         await rendered.open()

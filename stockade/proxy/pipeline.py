@@ -15,6 +15,7 @@ whole, and nothing is stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -28,6 +29,7 @@ from stockade.policy.model import Ecosystem, Facts
 from stockade.proxy.blobresponse import BlobResponse
 from stockade.proxy.errors import IntegrityError, NotCachedError, ProxyError, UpstreamBodyError
 from stockade.proxy.metrics import Metrics
+from stockade.proxy.singleflight import FileLocks
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, MultiHasher
 from stockade.storage.errors import BlobNotFoundError, DigestMismatchError, StorageError
@@ -117,7 +119,9 @@ class ArtifactPipeline:
         *,
         max_artifact_bytes: int,
         verify_on_read_max_bytes: int = 0,
+        locks: FileLocks | None = None,
     ) -> None:
+        self._locks = locks  # one fill per artifact across worker processes
         self._store = store
         self._index = index
         self._metrics = metrics
@@ -296,20 +300,23 @@ class ArtifactPipeline:
         source = fill.source
         writer: BlobWriter | None = None
         try:
-            # A fill that finished just before this one began may have stored it.
-            info = await self.lookup(source)
-            if info is not None:
-                fill.info = info
-                fill.visible = info.size
-                fill.started.set()
-                fill.finished.set()
-                fill._notify()
-                return
-            writer = await self._store.open_writer(
-                algorithms=sorted({d.algorithm for d in source.expected} | set(source.algorithms)),
-                max_bytes=self._max_bytes,
-            )
-            await self._fetch_into(fill, writer)
+            async with self._hold(source.key):
+                # A fill that finished just before this one began (here, or in another
+                # worker process holding the lock until it had) may have stored it.
+                info = await self.lookup(source)
+                if info is not None:
+                    fill.info = info
+                    fill.visible = info.size
+                    fill.started.set()
+                    fill.finished.set()
+                    fill._notify()
+                    return
+                writer = await self._store.open_writer(
+                    algorithms=sorted({d.algorithm for d in source.expected}
+                                      | set(source.algorithms)),
+                    max_bytes=self._max_bytes,
+                )
+                await self._fetch_into(fill, writer)
         except asyncio.CancelledError:
             await self._fail(fill, writer, ProxyError("stockade is shutting down"))
             raise
@@ -330,6 +337,9 @@ class ArtifactPipeline:
             await self._fail(fill, writer, ProxyError(f"internal error fetching {source.filename}"))
         finally:
             self._fills.pop(source.key, None)
+
+    def _hold(self, key: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._locks.hold(key) if self._locks is not None else contextlib.nullcontext()
 
     async def _fetch_into(self, fill: Fill, writer: BlobWriter) -> None:
         source = fill.source
