@@ -310,6 +310,29 @@ def _public(name: str, url: str, *file_hosts: str) -> tuple[UpstreamSettings, ..
     return (UpstreamSettings(name=name, url=url, file_hosts=file_hosts),)
 
 
+class BundleSettings(_Frozen):
+    """A signed policy bundle pulled from a TUF repository (``stockade bundle``).
+
+    ``url`` is the repository's base: its ``metadata/`` and ``targets/`` are
+    under it. ``trusted_root`` is the repository's first root metadata
+    (``1.root.json``), given to the replica out of band.
+    """
+
+    url: str
+    interval: PositiveSeconds = 300.0  # seconds between checks for a new bundle
+    trusted_root: Path
+    target: str = Field(default="bundle.tar.gz", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https", "file") or (
+                parts.scheme != "file" and not parts.hostname):
+            raise ValueError(f"not an http(s) or file URL: {value!r}")
+        return value if value.endswith("/") else value + "/"
+
+
 class PolicySettings(_Frozen):
     """Where the reviewed policy file lives, and where decisions are recorded."""
 
@@ -323,6 +346,8 @@ class PolicySettings(_Frozen):
     decision_log_key_env: str | None = None
     # Seconds between checks of the policy file for changes (0: only on SIGHUP).
     reload_check_s: float = Field(default=5.0, ge=0)
+    # Pull the policy as a signed bundle; it replaces ``file`` once one is applied.
+    bundle: BundleSettings | None = None
 
 
 class LoggingSettings(_Frozen):

@@ -21,6 +21,7 @@ from stockade.policy.file import load_policy
 from stockade.policy.model import Ecosystem
 from stockade.proxy import routes
 from stockade.proxy.admission import Admission, Workers
+from stockade.proxy.bundlepull import BundlePuller
 from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.decisionlog import DecisionLog
 from stockade.proxy.firstseen import FirstSeen
@@ -161,8 +162,13 @@ def _services(
     engine_factory: EngineFactory,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
+        # A signed bundle, where configured, replaces the policy file once applied.
+        factory, puller = engine_factory, None
+        if settings.policy.bundle is not None:
+            puller = BundlePuller(settings, metrics, engine_factory)
+            factory = puller.factory()
         # The policy first: if it cannot be loaded, nothing has been opened yet.
-        engine = engine_factory(settings)
+        engine = factory(settings)
         root = settings.storage.path
         decisions = DecisionLog(
             decision_log_path(settings), revision=lambda: gate.revision, metrics=metrics,
@@ -191,11 +197,15 @@ def _services(
             pipeline=pipeline, rendered=rendered, provenance=provenance,
         )
         metrics.storage_bytes.set(store.total_bytes)
-        reloader = PolicyReloader(settings, gate, metrics, engine_factory)
+        reloader = PolicyReloader(settings, gate, metrics, factory)
         await reloader.start()
+        if puller is not None:
+            await puller.start(gate)
         try:
             yield
         finally:
+            if puller is not None:
+                await puller.close()
             await reloader.close()
             await provenance.close()
             await pipeline.close()

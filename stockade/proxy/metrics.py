@@ -77,6 +77,22 @@ class Metrics:
             "and result (verified, missing, invalid, unverifiable, mismatch).",
             ["ecosystem", "kind", "result"], registry=r,
         )
+        self.bundle_version = Gauge(
+            "stockade_bundle_version",
+            "Version (the TUF targets version) of the signed policy bundle in force.",
+            registry=r,
+        )
+        self.bundle_age = Gauge(
+            "stockade_bundle_age_seconds",
+            "Seconds since the bundle repository last confirmed the bundle in force "
+            "(before any was applied: since the replica started).", registry=r,
+        )
+        self.bundle_errors = Counter(
+            "stockade_bundle_errors_total",
+            "Bundle pulls that put nothing new in force, by reason (rollback, expired, "
+            "mix_and_match, target_hash, signature, unreachable, invalid_bundle, ...).",
+            ["reason"], registry=r,
+        )
         self.storage_bytes = Gauge(
             "stockade_storage_bytes", "Bytes of artifact blobs in storage.", registry=r,
         )
