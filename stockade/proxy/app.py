@@ -194,7 +194,7 @@ def _services(
         assert provenance is not None
         app[SERVICES] = Services(
             settings=settings, metrics=metrics, store=store, admission=admission,
-            pipeline=pipeline, rendered=rendered, provenance=provenance,
+            pipeline=pipeline, rendered=rendered, provenance=provenance, bundle=puller,
         )
         metrics.storage_bytes.set(store.total_bytes)
         reloader = PolicyReloader(settings, gate, metrics, factory)

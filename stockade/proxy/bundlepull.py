@@ -105,6 +105,12 @@ def classify(exc: BaseException, *, phase: str) -> str:
     return "invalid_bundle"
 
 
+def _text(exc: BaseException) -> str:
+    cause = exc.__cause__
+    text = str(exc) or (str(cause) if cause is not None else "")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def with_policy_file(settings: Settings, path: Path) -> Settings:
     """``settings`` whose policy file is ``path``."""
     return settings.model_copy(
@@ -223,7 +229,7 @@ class BundlePuller:
                 updater.refresh()
                 info = updater.get_targetinfo(self._config.target)
             except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
-                raise PullError(classify(exc, phase="metadata"), str(exc)) from exc
+                raise PullError(classify(exc, phase="metadata"), _text(exc)) from exc
             if info is None:
                 raise PullError("missing_target",
                                 f"the repository lists no target {self._config.target!r}")
@@ -236,7 +242,7 @@ class BundlePuller:
             try:
                 path = updater.find_cached_target(info) or updater.download_target(info)
             except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
-                raise PullError(classify(exc, phase="target"), str(exc)) from exc
+                raise PullError(classify(exc, phase="target"), _text(exc)) from exc
             folder = self._dir / "applied" / sha256
             shutil.rmtree(folder, ignore_errors=True)
             try:
