@@ -350,6 +350,31 @@ class PolicySettings(_Frozen):
     bundle: BundleSettings | None = None
 
 
+class OsvSyncSettings(_Frozen):
+    """Where ``stockade osv sync`` (and the server, with ``interval``) fetches OSV data.
+
+    ``url`` is laid out as osv.dev's bucket: ``<url>/<Ecosystem>/all.zip``.
+    """
+
+    url: str = "https://osv-vulnerabilities.storage.googleapis.com/"
+    ecosystems: tuple[Literal["PyPI", "npm", "Maven"], ...] = ("PyPI", "npm", "Maven")
+    # The folder the exports are written to; None: the first folder of the
+    # policy's rules.osv.paths (which must then list one).
+    path: Path | None = None
+    # Seconds between syncs by the running server; None: only `stockade osv sync`.
+    interval: PositiveSeconds | None = None
+    max_bytes: int = Field(default=4 * 1024**3, gt=0)  # largest export accepted
+    read_timeout_s: PositiveSeconds = 300.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value if value.endswith("/") else value + "/"
+
+
 class LoggingSettings(_Frozen):
     """Log level and format."""
 
@@ -372,4 +397,5 @@ class Settings(_Frozen):
         upstreams=_public("central", "https://repo.maven.apache.org/maven2/")
     )
     policy: PolicySettings = PolicySettings()
+    osv: OsvSyncSettings = OsvSyncSettings()
     logging: LoggingSettings = LoggingSettings()

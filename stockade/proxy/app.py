@@ -7,6 +7,8 @@ Nothing is module-global: two apps in one process share no state.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -28,6 +30,7 @@ from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metrics import Metrics
+from stockade.proxy.osvsync import OsvSync, osv_age, state_path, sync_folder
 from stockade.proxy.pipeline import ArtifactPipeline
 from stockade.proxy.provenance.checker import PROVENANCE_REFS, ProvenanceChecker
 from stockade.proxy.reloader import PolicyReloader
@@ -157,6 +160,30 @@ def make_app(
     return app
 
 
+async def _start_osv_sync(settings: Settings, metrics: Metrics, environ: Mapping[str, str]
+                          ) -> tuple[OsvSync, asyncio.Task[None]] | None:
+    """With ``osv.interval``, the server syncs the OSV exports itself; the reloader
+    then puts them in force."""
+    if settings.osv.interval is None:
+        return None
+    folder = await asyncio.to_thread(sync_folder, settings)
+    if folder is None:
+        logger.error("osv.interval is set but there is no folder to sync to "
+                     "(osv.path, or a folder in the policy's rules.osv.paths)")
+        return None
+    sync = OsvSync(settings.osv, folder, state=state_path(settings), metrics=metrics,
+                   environ=environ)
+    await sync.__aenter__()
+    return sync, asyncio.create_task(sync.run(), name="osv-sync")
+
+
+async def _stop_osv_sync(sync: OsvSync, task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await sync.__aexit__()
+
+
 def _services(
     settings: Settings, metrics: Metrics, environ: Mapping[str, str],
     engine_factory: EngineFactory,
@@ -201,9 +228,13 @@ def _services(
         await reloader.start()
         if puller is not None:
             await puller.start(gate)
+        metrics.osv_age.set_function(lambda: osv_age(gate.engine))
+        syncing = await _start_osv_sync(settings, metrics, environ)
         try:
             yield
         finally:
+            if syncing is not None:
+                await _stop_osv_sync(*syncing)
             if puller is not None:
                 await puller.close()
             await reloader.close()

@@ -7,6 +7,7 @@ Owns parsing their arguments, printing and exit codes; packing is
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import sys
@@ -27,6 +28,8 @@ from stockade.fleet.tufrepo import (
     refresh_timestamp,
 )
 from stockade.proxy.app import internal_namespaces
+from stockade.proxy.metrics import Metrics
+from stockade.proxy.osvsync import OsvSync, Outcome, state_path, sync_folder
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -83,6 +86,27 @@ def add_subcommands(sub: Any) -> None:
     stamp.add_argument("--timestamp-key", action="append", type=Path, required=True)
     stamp.add_argument("--expires", type=_duration, default=_duration("1d"))
     stamp.set_defaults(func=_timestamp)
+
+
+def osv_sync(args: argparse.Namespace) -> int:
+    """``stockade osv sync``: exit 0 when every export is fresh, 1 when one failed."""
+    path = args.config or os.environ.get("STOCKADE_CONFIG")
+    settings = load_settings(Path(path) if path else None, environ=os.environ)
+    folder = sync_folder(settings)
+    if folder is None:
+        return _fail("nowhere to sync to: set osv.path or give the policy rules.osv.paths "
+                     "with a folder")
+
+    async def run() -> list[Outcome]:
+        async with OsvSync(settings.osv, folder, state=state_path(settings), metrics=Metrics(),
+                           environ=os.environ) as sync:
+            return await sync.sync()
+
+    outcomes = asyncio.run(run())
+    for outcome in outcomes:
+        detail = f": {outcome.detail}" if outcome.detail else ""
+        print(f"{outcome.ecosystem}: {outcome.result}{detail}")
+    return 1 if any(o.result == "failed" for o in outcomes) else 0
 
 
 def _fail(text: str) -> int:

@@ -93,6 +93,16 @@ class Metrics:
             "mix_and_match, target_hash, signature, unreachable, invalid_bundle, ...).",
             ["reason"], registry=r,
         )
+        self.osv_syncs = Counter(
+            "stockade_osv_syncs_total",
+            "OSV export syncs, by ecosystem and result (updated, unchanged, failed).",
+            ["ecosystem", "result"], registry=r,
+        )
+        self.osv_age = Gauge(
+            "stockade_osv_age_seconds",
+            "Age of the OSV data in force: seconds since its newest record was modified "
+            "(what intel.osv_max_age judges).", registry=r,
+        )
         self.storage_bytes = Gauge(
             "stockade_storage_bytes", "Bytes of artifact blobs in storage.", registry=r,
         )

@@ -35,6 +35,7 @@ from stockade.policy.file import load_policy
 from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, Verdict
 from stockade.policy.names import KINDS, valid
 from stockade.policy.osv import OsvDatabase, OsvError
+from stockade.proxy import fleet_cli
 from stockade.proxy.admission import Admission
 from stockade.proxy.app import (
     ARTIFACT_REFS,
@@ -81,6 +82,10 @@ def add_subcommands(sub: Any) -> None:
     imp.add_argument("path")
     imp.add_argument("--config", help="YAML config file (or $STOCKADE_CONFIG)")
     imp.set_defaults(func=_osv_import)
+    sync = osv_sub.add_parser("sync", help="fetch the configured OSV exports (osv.url; "
+                              "conditional GET), verify them and swap them in")
+    sync.add_argument("--config", help="YAML config file (or $STOCKADE_CONFIG)")
+    sync.set_defaults(func=fleet_cli.osv_sync)
 
     log = sub.add_parser("log", help="the decision log")
     log_sub = log.add_subparsers(dest="log_command", required=True)

@@ -24,6 +24,7 @@ class StaticHost(LoopbackRegistry):
 
     root: Path
     requests: list[tuple[str, str]] = field(default_factory=list)
+    headers_seen: list[dict[str, str]] = field(default_factory=list)
     # path (relative to root) -> HTTP status answered instead of the file
     faults: dict[str, int] = field(default_factory=dict)
     server: TestServer | None = None
