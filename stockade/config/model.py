@@ -375,6 +375,41 @@ class OsvSyncSettings(_Frozen):
         return value if value.endswith("/") else value + "/"
 
 
+class WebhookSettings(_Frozen):
+    """Where notifications of newly refused artifacts are POSTed (JSON).
+
+    Each body is signed with HMAC-SHA256 under the secret read from the
+    environment variable ``secret_env``: the header
+    ``X-Stockade-Signature: sha256=<hex>``.
+    """
+
+    url: str
+    secret_env: str | None = None
+    # Fetches this far back are named in a notification (seconds; default 30 days).
+    window: PositiveSeconds = 30 * 86400.0
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    retry_base_s: PositiveSeconds = 1.0  # back-off doubles from this, up to retry_max_s
+    retry_max_s: PositiveSeconds = 300.0
+    max_queue: int = Field(default=10_000, gt=0)  # notifications waiting; more are dropped
+    timeout_s: PositiveSeconds = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value
+
+
+class NotifySettings(_Frozen):
+    """Who is told when intel or policy newly refuses what was already served."""
+
+    webhook: WebhookSettings | None = None
+    # Distinct artifact versions re-decided per change (the most recently served first).
+    max_artifacts: int = Field(default=50_000, gt=0)
+
+
 class LoggingSettings(_Frozen):
     """Log level and format."""
 
@@ -398,4 +433,5 @@ class Settings(_Frozen):
     )
     policy: PolicySettings = PolicySettings()
     osv: OsvSyncSettings = OsvSyncSettings()
+    notify: NotifySettings = NotifySettings()
     logging: LoggingSettings = LoggingSettings()

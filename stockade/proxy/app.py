@@ -23,6 +23,7 @@ from stockade.policy.file import load_policy
 from stockade.policy.model import Ecosystem
 from stockade.proxy import routes
 from stockade.proxy.admission import Admission, Workers
+from stockade.proxy.affected import Reevaluator
 from stockade.proxy.bundlepull import BundlePuller
 from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.decisionlog import DecisionLog
@@ -30,6 +31,7 @@ from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metrics import Metrics
+from stockade.proxy.notify import Webhook
 from stockade.proxy.osvsync import OsvSync, osv_age, state_path, sync_folder
 from stockade.proxy.pipeline import ArtifactPipeline
 from stockade.proxy.provenance.checker import PROVENANCE_REFS, ProvenanceChecker
@@ -37,6 +39,8 @@ from stockade.proxy.reloader import PolicyReloader
 from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.responses import make_middleware
 from stockade.proxy.routes import ECOSYSTEMS
+from stockade.proxy.served import FOLDER as SERVED_FOLDER
+from stockade.proxy.served import ServedLog, recorder
 from stockade.proxy.state import SERVICES, Services
 from stockade.proxy.upstream import Upstream
 from stockade.storage.backends import open_records, open_store
@@ -54,6 +58,8 @@ FIRST_SEEN_REFS = "firstseen"
 EngineFactory = Callable[[Settings], PolicyEngine]
 # The app's registry, there before startup (what serves the socket counts into it too).
 METRICS = web.AppKey("metrics", Metrics)
+# Re-decides what was served after each policy swap (tests wait on its passes).
+REEVALUATOR = web.AppKey("reevaluator", Reevaluator)
 
 
 def app_metrics(app: web.Application) -> Metrics:
@@ -229,12 +235,35 @@ def _services(
         if puller is not None:
             await puller.start(gate)
         metrics.osv_age.set_function(lambda: osv_age(gate.engine))
+        served = ServedLog(root / SERVED_FOLDER, metrics)
+        await served.open()
+        pipeline.on_served = recorder(served)
+        hook = settings.notify.webhook
+        webhook = None if hook is None else Webhook(hook, metrics, environ)
+        if webhook is not None:
+            await webhook.start()
+        # Re-deciding what was served reads only what the server stored.
+        offline = make_admission(settings, Gate(engine, Metrics()), Metrics(), upstreams,
+                                 offline=True,
+                                 first_seen=open_records(settings, store, FIRST_SEEN_REFS))
+        reevaluator = Reevaluator(
+            offline, root / SERVED_FOLDER, metrics, sink=decisions, webhook=webhook,
+            window_s=hook.window if hook else 30 * 86400.0,
+            max_artifacts=settings.notify.max_artifacts)
+        gate.on_swap(reevaluator.changed)
+        await reevaluator.start()
+        app[REEVALUATOR] = reevaluator
         syncing = await _start_osv_sync(settings, metrics, environ)
         try:
             yield
         finally:
             if syncing is not None:
                 await _stop_osv_sync(*syncing)
+            await reevaluator.close()
+            await offline.metacache.close()
+            if webhook is not None:
+                await webhook.close()
+            await served.close()
             if puller is not None:
                 await puller.close()
             await reloader.close()

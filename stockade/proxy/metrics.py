@@ -103,6 +103,26 @@ class Metrics:
             "Age of the OSV data in force: seconds since its newest record was modified "
             "(what intel.osv_max_age judges).", registry=r,
         )
+        self.served_dropped = Counter(
+            "stockade_served_records_dropped_total",
+            "Served-artifact records dropped: too many waited for a failing disk.",
+            registry=r,
+        )
+        self.reevaluations = Counter(
+            "stockade_reevaluations_total",
+            "Passes re-deciding served artifacts after a policy or intel change, by result.",
+            ["result"], registry=r,
+        )
+        self.newly_refused = Counter(
+            "stockade_newly_refused_total",
+            "Served artifacts a policy or intel change newly refuses, by rule.",
+            ["ecosystem", "rule"], registry=r,
+        )
+        self.notifications = Counter(
+            "stockade_notifications_total",
+            "Webhook notifications by result (delivered, retried, failed, dropped).",
+            ["result"], registry=r,
+        )
         self.storage_bytes = Gauge(
             "stockade_storage_bytes", "Bytes of artifact blobs in storage.", registry=r,
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from stockade.proxy.cli import main
 from stockade.proxy.state import SERVICES
 from testbed.fakes.npm_upstream import FakeNpm
 from testbed.fakes.static import StaticHost
+from testbed.osv_export import export_zip, serve_export
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "osv"
 MAL = {
@@ -30,21 +30,11 @@ MAL = {
 
 
 def export(ecosystem: str, *extra: dict[str, Any]) -> bytes:
-    """A zip of the fixture records of ``ecosystem`` plus ``extra``, as osv.dev's all.zip."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for path in sorted(FIXTURES.glob("*.json")):
-            record = json.loads(path.read_text())
-            if any(a["package"]["ecosystem"] == ecosystem for a in record["affected"]):
-                archive.writestr(zipfile.ZipInfo(path.name), path.read_bytes())
-        for record in extra:
-            archive.writestr(zipfile.ZipInfo(f"{record['id']}.json"), json.dumps(record))
-    return buffer.getvalue()
+    return export_zip(FIXTURES, ecosystem, *extra)
 
 
 def serve(root: Path, ecosystem: str, data: bytes) -> None:
-    (root / ecosystem).mkdir(parents=True, exist_ok=True)
-    (root / ecosystem / "all.zip").write_bytes(data)
+    serve_export(root, ecosystem, data)
 
 
 def config(tmp_path: Path, url: str, npm_url: str = "http://127.0.0.1:9/",
