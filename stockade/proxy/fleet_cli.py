@@ -1,4 +1,5 @@
-"""The fleet side of ``stockade``: ``bundle keygen|init|build|publish|timestamp``.
+"""The fleet side of ``stockade``: ``bundle keygen|init|build|publish|timestamp``,
+``osv sync`` and ``inventory``.
 
 Owns parsing their arguments, printing and exit codes; packing is
 ``stockade.fleet.bundle``'s job, signing ``stockade.fleet.tufrepo``'s.
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +29,15 @@ from stockade.fleet.tufrepo import (
     publish,
     refresh_timestamp,
 )
+from stockade.policy.model import Ecosystem, PackageRef
 from stockade.proxy.app import internal_namespaces
+from stockade.proxy.inventory import add_provenance, as_cyclonedx, as_json, collect
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.osvsync import OsvSync, Outcome, state_path, sync_folder
+from stockade.proxy.provenance.checker import PROVENANCE_REFS, ProvenanceChecker
+from stockade.proxy.served import FOLDER as SERVED_FOLDER
+from stockade.proxy.served import read_served
+from stockade.storage.refs import RefStore
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -86,6 +94,56 @@ def add_subcommands(sub: Any) -> None:
     stamp.add_argument("--timestamp-key", action="append", type=Path, required=True)
     stamp.add_argument("--expires", type=_duration, default=_duration("1d"))
     stamp.set_defaults(func=_timestamp)
+
+    inv = sub.add_parser("inventory", help="what was served, to whom: JSON or a CycloneDX SBOM")
+    inv.add_argument("--since", type=_when, required=True,
+                     help="ISO date or date-time (UTC unless it names a zone)")
+    inv.add_argument("--until", type=_when, help="ISO date or date-time (default: now)")
+    inv.add_argument("--team", help="only what this team's identities were served")
+    inv.add_argument("--identity", help="only what this identity was served")
+    inv.add_argument("--format", choices=["cyclonedx", "json"], default="cyclonedx")
+    inv.add_argument("-o", "--output", type=Path, help="write here (default: standard output)")
+    inv.add_argument("--config", help="YAML config file (or $STOCKADE_CONFIG)")
+    inv.set_defaults(func=_inventory)
+
+
+def _when(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date or date-time") from exc
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _inventory(args: argparse.Namespace) -> int:
+    path = args.config or os.environ.get("STOCKADE_CONFIG")
+    settings = load_settings(Path(path) if path else None, environ=os.environ)
+    until = args.until or datetime.now(UTC)
+    if until < args.since:
+        return _fail("--until is before --since")
+    entries = read_served(settings.storage.path / SERVED_FOLDER, since=args.since.timestamp(),
+                          until=until.timestamp())
+    items = collect(entries, team=args.team, identity=args.identity)
+    checker = ProvenanceChecker(RefStore(settings.storage.path, PROVENANCE_REFS),
+                                read_only=True)
+
+    async def lookup(eco: Ecosystem, name: str, version: str) -> list[dict[str, str]] | None:
+        found = await checker.known_version(PackageRef(eco, name, version))
+        return None if found is None else [
+            {"kind": r.kind.value, "result": r.result.value, "detail": r.detail} for r in found]
+
+    asyncio.run(add_provenance(items, lookup))
+    if args.format == "json":
+        text = json.dumps(as_json(items, since=args.since, until=until, team=args.team),
+                          indent=2) + "\n"
+    else:
+        text = as_cyclonedx(items, since=args.since, until=until, team=args.team)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"{args.output}: {len(items)} artifacts", file=sys.stderr)
+    return 0
 
 
 def osv_sync(args: argparse.Namespace) -> int:
