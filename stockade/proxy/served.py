@@ -130,9 +130,12 @@ class ServedLog:
             by_day.setdefault(_day(entry.time), []).append(orjson.dumps(asdict(entry)))
         for day, lines in by_day.items():
             fd = os.open(self._folder / f"{day}.jsonl",
-                         os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                         os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
             try:
-                os.write(fd, b"\n".join(lines) + b"\n")
+                size = os.fstat(fd).st_size
+                # a torn last line (a crash mid-write) must not swallow this batch's first
+                lead = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+                os.write(fd, lead + b"\n".join(lines) + b"\n")
             finally:
                 os.close(fd)
 
