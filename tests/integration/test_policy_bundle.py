@@ -5,6 +5,7 @@ policy in force."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -231,3 +232,25 @@ async def test_server_down_keeps_the_last_good_bundle_and_its_age_grows(
     again, _ = await started(aiohttp_client, fleet)
     assert sample(again, "stockade_bundle_version") == 1
     assert await status(again, "left-pad") == 403
+
+
+async def test_a_bundle_carries_its_osv_snapshot(aiohttp_client: Any, fleet: Fleet) -> None:
+    client, puller = await applied_v1(aiohttp_client, fleet)
+    intel = fleet.tmp / "intel"
+    intel.mkdir()
+    (intel / "MAL-2099-0009.json").write_text(json.dumps({
+        "id": "MAL-2099-0009", "modified": "2099-01-01T00:00:00Z",
+        "summary": "Malicious code in is-odd (npm)",
+        "affected": [{"package": {"ecosystem": "npm", "name": "is-odd"},
+                      "versions": ["1.0.0"]}]}))
+    policy = fleet.tmp / "policy-osv.yaml"
+    policy.write_text("rules:\n  osv: {paths: [intel/]}\n")
+    publish(fleet.repo, build_bundle(policy, fleet.tmp / "bundle-osv.tar.gz").path,
+            fleet.signers)
+    shutil.rmtree(intel)  # the replica reads the bundle's copy, not this folder
+    assert await puller.pull() is None
+    assert sample(client, "stockade_bundle_version") == 2
+    refused = await client.get("/npm/is-odd/-/is-odd-1.0.0.tgz")
+    assert refused.status == 403
+    assert "MAL-2099-0009" in (await refused.json())["error"]
+    assert await status(client, "left-pad") == 200
