@@ -254,3 +254,18 @@ async def test_a_bundle_carries_its_osv_snapshot(aiohttp_client: Any, fleet: Fle
     assert refused.status == 403
     assert "MAL-2099-0009" in (await refused.json())["error"]
     assert await status(client, "left-pad") == 200
+
+
+async def test_an_air_gapped_replica_pulls_from_a_folder(aiohttp_client: Any,
+                                                         fleet: Fleet) -> None:
+    fleet.url = fleet.repo.as_uri() + "/"  # removable media: no HTTP at all
+    client, puller = await started(aiohttp_client, fleet)
+    await wait_for(lambda: sample(client, "stockade_bundle_version") == 1)
+    assert await status(client, "left-pad") == 403
+    fleet.publish(2, "is-odd")
+    assert await puller.pull() is None
+    assert await status(client, "is-odd") == 403
+    (fleet.repo / "metadata" / "timestamp.json").unlink()  # the stick was pulled out
+    assert await puller.pull() == "unreachable"
+    assert await status(client, "is-odd") == 403
+    assert fleet.host.requests == []  # nothing went over HTTP
