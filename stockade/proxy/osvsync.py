@@ -30,9 +30,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import yaml
 
+from stockade.config.load import load_yaml
 from stockade.config.model import OsvSyncSettings, Settings, UpstreamSettings
-from stockade.policy.file import load_policy
 from stockade.policy.osv import parse_record
 from stockade.proxy.errors import UpstreamError
 from stockade.proxy.metrics import Metrics
@@ -191,17 +192,24 @@ class OsvSync:
 
 
 def sync_folder(settings: Settings) -> Path | None:
-    """Where exports go: ``osv.path``, else the first folder the policy's ``osv``
-    rule reads (None: neither).
-
-    Raises:
-        stockade.policy errors: the policy file is invalid.
-    """
+    """Where exports go: ``osv.path``, else the first folder among the policy's
+    ``rules.osv.paths`` (None: neither). Reads only the policy's YAML, not the
+    records: validating the policy is the policy loader's job."""
     if settings.osv.path is not None:
         return settings.osv.path
-    if settings.policy.file is None:
+    policy = settings.policy.file
+    if policy is None:
         return None
-    for path in load_policy(settings.policy.file).osv_paths:
+    try:
+        raw = load_yaml(policy.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError):
+        return None
+    rules = raw.get("rules") if isinstance(raw, dict) else None
+    osv = rules.get("osv") if isinstance(rules, dict) else None
+    paths = osv.get("paths") if isinstance(osv, dict) else None
+    for entry in paths if isinstance(paths, list) else ():
+        path = Path(str(entry))
+        path = path if path.is_absolute() else policy.parent / path
         if path.is_dir():
             return path
     return None
