@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -141,9 +142,18 @@ async def test_the_server_syncs_and_puts_new_intel_in_force(
                 await asyncio.sleep(0.02)
 
         await synced("updated", 1)
+
+        def age() -> float:
+            value = metrics.get_sample_value("stockade_osv_age_seconds")
+            assert value is not None
+            return float(value)
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while math.isnan(age()):  # no OSV data in force until the reloader reads the export
+            assert asyncio.get_running_loop().time() < deadline, "never reloaded"
+            await asyncio.sleep(0.02)
+        assert age() > 0  # the newest fixture record's age
         assert (await client.get(tgz)).status == 200
-        age = metrics.get_sample_value("stockade_osv_age_seconds")
-        assert age is not None and age > 0  # the newest fixture record's age
 
         serve(host.root, "npm", export("npm", MAL))
         await synced("updated", 2)
@@ -153,6 +163,6 @@ async def test_the_server_syncs_and_puts_new_intel_in_force(
             await asyncio.sleep(0.05)
         refused = await client.get(tgz)
         assert "MAL-2099-0002" in (await refused.json())["error"]
-        assert metrics.get_sample_value("stockade_osv_age_seconds") == 0.0  # dated 2099
+        assert age() == 0.0  # the new record is dated 2099
     finally:
         await registry.stop()
