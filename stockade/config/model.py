@@ -402,6 +402,13 @@ class WebhookSettings(_Frozen):
         return value
 
 
+class ServedSettings(_Frozen):
+    """The record of which artifact versions were served to whom (``inventory``)."""
+
+    # Days of the record kept; older day files are deleted (at start and daily).
+    retention_days: int = Field(default=400, gt=0)
+
+
 class NotifySettings(_Frozen):
     """Who is told when intel or policy newly refuses what was already served."""
 
@@ -434,4 +441,5 @@ class Settings(_Frozen):
     policy: PolicySettings = PolicySettings()
     osv: OsvSyncSettings = OsvSyncSettings()
     notify: NotifySettings = NotifySettings()
+    served: ServedSettings = ServedSettings()
     logging: LoggingSettings = LoggingSettings()

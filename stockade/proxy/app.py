@@ -235,7 +235,8 @@ def _services(
         if puller is not None:
             await puller.start(gate)
         metrics.osv_age.set_function(lambda: osv_age(gate.engine))
-        served = ServedLog(root / SERVED_FOLDER, metrics)
+        served = ServedLog(root / SERVED_FOLDER, metrics,
+                           retention_days=settings.served.retention_days)
         await served.open()
         pipeline.on_served = recorder(served)
         hook = settings.notify.webhook

@@ -8,7 +8,8 @@ appends to a bounded in-memory batch; a task writes batches every
 so worker processes can share the files. Past ``max_pending`` entries waiting
 (a disk that keeps failing), new ones are dropped and counted, never waited on.
 
-Files: ``storage.path/served/<YYYY-MM-DD>.jsonl`` (UTC days), one JSON object a
+Files: ``storage.path/served/<YYYY-MM-DD>.jsonl`` (UTC days; those older than
+``served.retention_days`` are deleted at start and daily), one JSON object a
 line. Who fetched what after a change (``affected``) and the inventory
 (``inventory``) read them.
 """
@@ -75,8 +76,10 @@ class ServedLog:
     """Batches served records and appends them under ``folder``."""
 
     def __init__(self, folder: Path, metrics: Metrics, *, flush_s: float = 1.0,
-                 max_pending: int = 100_000) -> None:
+                 max_pending: int = 100_000, retention_days: int | None = None) -> None:
         self._folder = folder
+        self._retention_days = retention_days
+        self._pruned = ""  # the UTC day the old files were last pruned
         self._metrics = metrics
         self._flush_s = flush_s
         self._max_pending = max_pending
@@ -96,6 +99,7 @@ class ServedLog:
 
     async def open(self) -> None:
         await asyncio.to_thread(self._folder.mkdir, parents=True, exist_ok=True)
+        await self._prune()
         self._task = asyncio.create_task(self._run(), name="served-log")
 
     async def close(self) -> None:
@@ -107,10 +111,21 @@ class ServedLog:
 
     async def _run(self) -> None:
         while True:
+            await self._prune()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._flush_s)
             self._wake.clear()
             await self.flush()
+
+    async def _prune(self) -> None:
+        today = _day(time.time())
+        if self._retention_days is None or self._pruned == today:
+            return
+        self._pruned = today
+        keep_from = _day(time.time() - self._retention_days * 86400)
+        removed = await asyncio.to_thread(prune, self._folder, keep_from)
+        if removed:
+            logger.info("served record: %d day files before %s removed", removed, keep_from)
 
     async def flush(self) -> None:
         """Write what is pending (kept for the next try if writing fails)."""
@@ -138,6 +153,17 @@ class ServedLog:
                 os.write(fd, lead + b"\n".join(lines) + b"\n")
             finally:
                 os.close(fd)
+
+
+def prune(folder: Path, keep_from: str) -> int:
+    """Delete the day files before the day ``keep_from`` (YYYY-MM-DD); how many."""
+    removed = 0
+    for path in folder.glob("*.jsonl"):
+        if path.stem < keep_from:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def read_served(folder: Path, *, since: float, until: float | None = None) -> Iterator[Served]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -66,3 +68,16 @@ def test_served_artifacts_groups_callers_and_keeps_the_most_recent(tmp_path: Pat
     assert [a.name for a in found] == ["c", "b"]  # bounded: the most recently served
     (a,) = [x for x in served_artifacts(folder, since=0, most=10) if x.name == "a"]
     assert {(f.identity, f.count) for f in a.fetchers.values()} == {("alice", 2), (None, 1)}
+
+
+async def test_day_files_past_the_retention_are_removed(tmp_path: Path) -> None:
+    folder = tmp_path / "served"
+    folder.mkdir()
+    for day in ("2020-01-01", "2020-01-02"):
+        (folder / f"{day}.jsonl").write_bytes(b"")
+    log = ServedLog(folder, Metrics(), retention_days=30)
+    await log.open()
+    log.note(entry(time.time()))
+    await log.close()
+    assert [p.name for p in folder.iterdir()] == [
+        datetime.now(UTC).strftime("%Y-%m-%d") + ".jsonl"]
