@@ -313,6 +313,29 @@ def _public(name: str, url: str, *file_hosts: str) -> tuple[UpstreamSettings, ..
     return (UpstreamSettings(name=name, url=url, file_hosts=file_hosts),)
 
 
+class BundleSettings(_Frozen):
+    """A signed policy bundle pulled from a TUF repository (``stockade bundle``).
+
+    ``url`` is the repository's base: its ``metadata/`` and ``targets/`` are
+    under it. ``trusted_root`` is the repository's first root metadata
+    (``1.root.json``), given to the replica out of band.
+    """
+
+    url: str
+    interval: PositiveSeconds = 300.0  # seconds between checks for a new bundle
+    trusted_root: Path
+    target: str = Field(default="bundle.tar.gz", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https", "file") or (
+                parts.scheme != "file" and not parts.hostname):
+            raise ValueError(f"not an http(s) or file URL: {value!r}")
+        return value if value.endswith("/") else value + "/"
+
+
 class PolicySettings(_Frozen):
     """Where the reviewed policy file lives, and where decisions are recorded."""
 
@@ -326,6 +349,75 @@ class PolicySettings(_Frozen):
     decision_log_key_env: str | None = None
     # Seconds between checks of the policy file for changes (0: only on SIGHUP).
     reload_check_s: float = Field(default=5.0, ge=0)
+    # Pull the policy as a signed bundle; it replaces ``file`` once one is applied.
+    bundle: BundleSettings | None = None
+
+
+class OsvSyncSettings(_Frozen):
+    """Where ``stockade osv sync`` (and the server, with ``interval``) fetches OSV data.
+
+    ``url`` is laid out as osv.dev's bucket: ``<url>/<Ecosystem>/all.zip``.
+    """
+
+    url: str = "https://osv-vulnerabilities.storage.googleapis.com/"
+    ecosystems: tuple[Literal["PyPI", "npm", "Maven"], ...] = ("PyPI", "npm", "Maven")
+    # The folder the exports are written to; None: the first folder of the
+    # policy's rules.osv.paths (which must then list one).
+    path: Path | None = None
+    # Seconds between syncs by the running server; None: only `stockade osv sync`.
+    interval: PositiveSeconds | None = None
+    max_bytes: int = Field(default=4 * 1024**3, gt=0)  # largest export accepted
+    read_timeout_s: PositiveSeconds = 300.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value if value.endswith("/") else value + "/"
+
+
+class WebhookSettings(_Frozen):
+    """Where notifications of newly refused artifacts are POSTed (JSON).
+
+    Each body is signed with HMAC-SHA256 under the secret read from the
+    environment variable ``secret_env``: the header
+    ``X-Stockade-Signature: sha256=<hex>``.
+    """
+
+    url: str
+    secret_env: str | None = None
+    # Fetches this far back are named in a notification (seconds; default 30 days).
+    window: PositiveSeconds = 30 * 86400.0
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    retry_base_s: PositiveSeconds = 1.0  # back-off doubles from this, up to retry_max_s
+    retry_max_s: PositiveSeconds = 300.0
+    max_queue: int = Field(default=10_000, gt=0)  # notifications waiting; more are dropped
+    timeout_s: PositiveSeconds = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value
+
+
+class ServedSettings(_Frozen):
+    """The record of which artifact versions were served to whom (``inventory``)."""
+
+    # Days of the record kept; older day files are deleted (at start and daily).
+    retention_days: int = Field(default=400, gt=0)
+
+
+class NotifySettings(_Frozen):
+    """Who is told when intel or policy newly refuses what was already served."""
+
+    webhook: WebhookSettings | None = None
+    # Distinct artifact versions re-decided per change (the most recently served first).
+    max_artifacts: int = Field(default=50_000, gt=0)
 
 
 class UiSettings(_Frozen):
@@ -365,5 +457,8 @@ class Settings(_Frozen):
         upstreams=_public("central", "https://repo.maven.apache.org/maven2/")
     )
     policy: PolicySettings = PolicySettings()
+    osv: OsvSyncSettings = OsvSyncSettings()
+    notify: NotifySettings = NotifySettings()
+    served: ServedSettings = ServedSettings()
     logging: LoggingSettings = LoggingSettings()
     ui: UiSettings = UiSettings()

@@ -7,6 +7,8 @@ Nothing is module-global: two apps in one process share no state.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -21,18 +23,24 @@ from stockade.policy.file import load_policy
 from stockade.policy.model import Ecosystem
 from stockade.proxy import routes, ui
 from stockade.proxy.admission import Admission, Workers
+from stockade.proxy.affected import Reevaluator
+from stockade.proxy.bundlepull import BundlePuller
 from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.decisionlog import DecisionLog
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metrics import Metrics
+from stockade.proxy.notify import Webhook
+from stockade.proxy.osvsync import OsvSync, osv_age, state_path, sync_folder
 from stockade.proxy.pipeline import ArtifactPipeline
 from stockade.proxy.provenance.checker import PROVENANCE_REFS, ProvenanceChecker
 from stockade.proxy.reloader import PolicyReloader
 from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.responses import make_middleware
 from stockade.proxy.routes import ECOSYSTEMS
+from stockade.proxy.served import FOLDER as SERVED_FOLDER
+from stockade.proxy.served import ServedLog, recorder
 from stockade.proxy.singleflight import FileLocks
 from stockade.proxy.state import SERVICES, Services
 from stockade.proxy.upstream import Upstream
@@ -51,6 +59,8 @@ FIRST_SEEN_REFS = "firstseen"
 EngineFactory = Callable[[Settings], PolicyEngine]
 # The app's registry, there before startup (what serves the socket counts into it too).
 METRICS = web.AppKey("metrics", Metrics)
+# Re-decides what was served after each policy swap (tests wait on its passes).
+REEVALUATOR = web.AppKey("reevaluator", Reevaluator)
 
 
 def app_metrics(app: web.Application) -> Metrics:
@@ -167,13 +177,42 @@ def make_app(
     return app
 
 
+async def _start_osv_sync(settings: Settings, metrics: Metrics, environ: Mapping[str, str]
+                          ) -> tuple[OsvSync, asyncio.Task[None]] | None:
+    """With ``osv.interval``, the server syncs the OSV exports itself; the reloader
+    then puts them in force."""
+    if settings.osv.interval is None:
+        return None
+    folder = await asyncio.to_thread(sync_folder, settings)
+    if folder is None:
+        logger.error("osv.interval is set but there is no folder to sync to "
+                     "(osv.path, or a folder in the policy's rules.osv.paths)")
+        return None
+    sync = OsvSync(settings.osv, folder, state=state_path(settings), metrics=metrics,
+                   environ=environ)
+    await sync.__aenter__()
+    return sync, asyncio.create_task(sync.run(), name="osv-sync")
+
+
+async def _stop_osv_sync(sync: OsvSync, task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await sync.__aexit__()
+
+
 def _services(
     settings: Settings, metrics: Metrics, environ: Mapping[str, str],
     engine_factory: EngineFactory,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
+        # A signed bundle, where configured, replaces the policy file once applied.
+        factory, puller = engine_factory, None
+        if settings.policy.bundle is not None:
+            puller = BundlePuller(settings, metrics, engine_factory)
+            factory = puller.factory()
         # The policy first: if it cannot be loaded, nothing has been opened yet.
-        engine = engine_factory(settings)
+        engine = factory(settings)
         root = settings.storage.path
         decisions = DecisionLog(
             decision_log_path(settings), revision=lambda: gate.revision, metrics=metrics,
@@ -200,15 +239,47 @@ def _services(
         assert provenance is not None
         app[SERVICES] = Services(
             settings=settings, metrics=metrics, store=store, admission=admission,
-            pipeline=pipeline, rendered=rendered, provenance=provenance,
+            pipeline=pipeline, rendered=rendered, provenance=provenance, bundle=puller,
         )
         metrics.storage_bytes.set(store.total_bytes)
-        reloader = PolicyReloader(settings, gate, metrics, engine_factory)
+        reloader = PolicyReloader(settings, gate, metrics, factory)
         await reloader.start()
         app[SERVICES].reloader = reloader
+        if puller is not None:
+            await puller.start(gate)
+        metrics.osv_age.set_function(lambda: osv_age(gate.engine))
+        served = ServedLog(root / SERVED_FOLDER, metrics,
+                           retention_days=settings.served.retention_days)
+        await served.open()
+        pipeline.on_served = recorder(served)
+        hook = settings.notify.webhook
+        webhook = None if hook is None else Webhook(hook, metrics, environ)
+        if webhook is not None:
+            await webhook.start()
+        # Re-deciding what was served reads only what the server stored.
+        offline = make_admission(settings, Gate(engine, Metrics()), Metrics(), upstreams,
+                                 offline=True,
+                                 first_seen=open_records(settings, store, FIRST_SEEN_REFS))
+        reevaluator = Reevaluator(
+            offline, root / SERVED_FOLDER, metrics, sink=decisions, webhook=webhook,
+            window_s=hook.window if hook else 30 * 86400.0,
+            max_artifacts=settings.notify.max_artifacts)
+        gate.on_swap(reevaluator.changed)
+        await reevaluator.start()
+        app[REEVALUATOR] = reevaluator
+        syncing = await _start_osv_sync(settings, metrics, environ)
         try:
             yield
         finally:
+            if syncing is not None:
+                await _stop_osv_sync(*syncing)
+            await reevaluator.close()
+            await offline.metacache.close()
+            if webhook is not None:
+                await webhook.close()
+            await served.close()
+            if puller is not None:
+                await puller.close()
             await reloader.close()
             await provenance.close()
             await pipeline.close()

@@ -23,7 +23,7 @@ from aiohttp import web
 from stockade import __version__
 from stockade.config.load import ConfigError, load_settings
 from stockade.config.model import Settings
-from stockade.proxy import policy_cli
+from stockade.proxy import fleet_cli, policy_cli
 from stockade.proxy.app import app_metrics, load_engine, make_app
 from stockade.proxy.clientcounts import SharedClientCounts, SharedConnectionGuard
 from stockade.proxy.listening import Listener, bind, serve_worker
@@ -202,6 +202,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=_cache_verify)
 
     policy_cli.add_subcommands(sub)
+    fleet_cli.add_subcommands(sub)
     return parser
 
 

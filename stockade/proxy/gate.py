@@ -8,7 +8,7 @@ decision log. Deciding itself is ``stockade.policy``'s job and does no I/O.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -66,6 +66,7 @@ class Gate:
         self._engine = engine
         self._metrics = metrics
         self._sink = sink
+        self._listeners: list[Callable[[PolicyEngine, PolicyEngine], None]] = []
 
     @property
     def engine(self) -> PolicyEngine:
@@ -79,7 +80,13 @@ class Gate:
         """Put a new engine in force (after it was built without error)."""
         logger.info("policy revision %s in force (was %s)", engine.revision,
                     self._engine.revision)
-        self._engine = engine
+        old, self._engine = self._engine, engine
+        for listener in self._listeners:
+            listener(old, engine)
+
+    def on_swap(self, listener: Callable[[PolicyEngine, PolicyEngine], None]) -> None:
+        """Call ``listener(old, new)`` after each swap (it must not block)."""
+        self._listeners.append(listener)
 
     async def decide(
         self, ref: PackageRef, facts: Facts, *, client: str = "", request_id: str = ""

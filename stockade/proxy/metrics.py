@@ -92,6 +92,52 @@ class Metrics:
             "and result (verified, missing, invalid, unverifiable, mismatch).",
             ["ecosystem", "kind", "result"], registry=r,
         )
+        self.bundle_version = Gauge(
+            "stockade_bundle_version",
+            "Version (the TUF targets version) of the signed policy bundle in force.",
+            registry=r,
+        )
+        self.bundle_age = Gauge(
+            "stockade_bundle_age_seconds",
+            "Seconds since the bundle repository last confirmed the bundle in force "
+            "(before any was applied: since the replica started).", registry=r,
+        )
+        self.bundle_errors = Counter(
+            "stockade_bundle_errors_total",
+            "Bundle pulls that put nothing new in force, by reason (rollback, expired, "
+            "mix_and_match, target_hash, signature, unreachable, invalid_bundle, ...).",
+            ["reason"], registry=r,
+        )
+        self.osv_syncs = Counter(
+            "stockade_osv_syncs_total",
+            "OSV export syncs, by ecosystem and result (updated, unchanged, failed).",
+            ["ecosystem", "result"], registry=r,
+        )
+        self.osv_age = Gauge(
+            "stockade_osv_age_seconds",
+            "Age of the OSV data in force: seconds since its newest record was modified "
+            "(what intel.osv_max_age judges).", registry=r,
+        )
+        self.served_dropped = Counter(
+            "stockade_served_records_dropped_total",
+            "Served-artifact records dropped: too many waited for a failing disk.",
+            registry=r,
+        )
+        self.reevaluations = Counter(
+            "stockade_reevaluations_total",
+            "Passes re-deciding served artifacts after a policy or intel change, by result.",
+            ["result"], registry=r,
+        )
+        self.newly_refused = Counter(
+            "stockade_newly_refused_total",
+            "Served artifacts a policy or intel change newly refuses, by rule.",
+            ["ecosystem", "rule"], registry=r,
+        )
+        self.notifications = Counter(
+            "stockade_notifications_total",
+            "Webhook notifications by result (delivered, retried, failed, dropped).",
+            ["result"], registry=r,
+        )
         self.storage_bytes = Gauge(
             "stockade_storage_bytes", "Bytes of artifact blobs in storage.", registry=r,
             multiprocess_mode="livemostrecent",

@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +129,8 @@ class ArtifactPipeline:
         self._verify_max = verify_on_read_max_bytes
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Told of each artifact a GET was answered with (the served-artifacts record).
+        self.on_served: Callable[[web.Request, ArtifactSource, BlobInfo], None] | None = None
 
     async def lookup(self, source: ArtifactSource) -> BlobInfo | None:
         """The stored, verified blob for ``source``, if there is one, with every digest
@@ -255,13 +257,22 @@ class ArtifactPipeline:
         """Answer a GET or HEAD (with or without Range) for one artifact."""
         info = await self.lookup(source)
         if info is not None:
+            self._served(request, source, info)
             return self._from_store(request, source, info, "cache")
         if request.method == "HEAD" or request.http_range.start is not None:
             # A ranged or HEAD request needs the whole verified file first.
             info = await self.ensure(source)
+            self._served(request, source, info)
             return self._from_store(request, source, info, "upstream")
         fill = self._fill_for(source)
-        return await self._tail(request, fill)
+        response = await self._tail(request, fill)
+        if fill.info is not None:
+            self._served(request, source, fill.info)
+        return response
+
+    def _served(self, request: web.Request, source: ArtifactSource, info: BlobInfo) -> None:
+        if self.on_served is not None and request.method == "GET":
+            self.on_served(request, source, info)
 
     def _from_store(
         self, request: web.Request, source: ArtifactSource, info: BlobInfo, origin: str

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from stockade.config.model import Settings
 from stockade.proxy.admission import Admission
+from stockade.proxy.bundlepull import BundlePuller
 from stockade.proxy.gate import Gate
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.pipeline import ArtifactPipeline
@@ -33,6 +34,7 @@ class Services:
     rendered: RenderedCache
     provenance: ProvenanceChecker
     reloader: PolicyReloader | None = None  # watches the policy file; set once started
+    bundle: BundlePuller | None = None  # policy.bundle's puller, where configured
 
     @property
     def gate(self) -> Gate:

@@ -230,7 +230,8 @@ class Upstream:
             response._raw.release()
 
     async def post(
-        self, url: str, body: bytes, *, content_type: str, max_bytes: int
+        self, url: str, body: bytes, *, content_type: str, max_bytes: int,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, str, bytes]:
         """POST ``body`` to ``url`` once (no redirects, no retries); (status, type, body).
 
@@ -249,7 +250,8 @@ class Upstream:
                 f"refusing to send to {url}: host is not part of upstream {self.name}",
                 upstream=self.name,
             )
-        headers = self._headers_for(url, {"Content-Type": content_type, "Accept": "*/*"})
+        headers = self._headers_for(
+            url, {**(headers or {}), "Content-Type": content_type, "Accept": "*/*"})
         started = time.perf_counter()
         try:
             with _translated(self.name, url, reading=False):
