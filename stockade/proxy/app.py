@@ -160,8 +160,11 @@ def make_app(
     *,
     environ: Mapping[str, str] | None = None,
     engine_factory: EngineFactory = load_engine,
+    lead: bool = True,
 ) -> web.Application:
-    """The stockade application for ``settings``."""
+    """The stockade application for ``settings``. ``lead``: this process runs the duties
+    done once per server, not once per worker (re-deciding what was served, its
+    notifications, the scheduled OSV sync); of several workers, only the first."""
     metrics = Metrics()
     app = web.Application(
         client_max_size=settings.server.client_max_size_bytes,
@@ -169,7 +172,7 @@ def make_app(
     )
     app[METRICS] = metrics
     env = dict(os.environ if environ is None else environ)
-    app.cleanup_ctx.append(_services(settings, metrics, env, engine_factory))
+    app.cleanup_ctx.append(_services(settings, metrics, env, engine_factory, lead))
     routes.setup(app)
     if settings.ui.enabled:
         ui.setup(app, settings, decision_log=decision_log_path(settings),
@@ -203,7 +206,7 @@ async def _stop_osv_sync(sync: OsvSync, task: asyncio.Task[None]) -> None:
 
 def _services(
     settings: Settings, metrics: Metrics, environ: Mapping[str, str],
-    engine_factory: EngineFactory,
+    engine_factory: EngineFactory, lead: bool,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         # A signed bundle, where configured, replaces the policy file once applied.
@@ -253,28 +256,32 @@ def _services(
         await served.open()
         pipeline.on_served = recorder(served)
         hook = settings.notify.webhook
-        webhook = None if hook is None else Webhook(hook, metrics, environ)
+        webhook = None if hook is None or not lead else Webhook(hook, metrics, environ)
         if webhook is not None:
             await webhook.start()
-        # Re-deciding what was served reads only what the server stored.
-        offline = make_admission(settings, Gate(engine, Metrics()), Metrics(), upstreams,
-                                 offline=True,
-                                 first_seen=open_records(settings, store, FIRST_SEEN_REFS))
-        reevaluator = Reevaluator(
-            offline, root / SERVED_FOLDER, metrics, sink=decisions, webhook=webhook,
-            window_s=hook.window if hook else 30 * 86400.0,
-            max_artifacts=settings.notify.max_artifacts)
-        gate.on_swap(reevaluator.changed)
-        await reevaluator.start()
-        app[REEVALUATOR] = reevaluator
-        syncing = await _start_osv_sync(settings, metrics, environ)
+        reevaluator, offline, syncing = None, None, None
+        if lead:  # the other workers' decisions and served records are in the same files
+            # Re-deciding what was served reads only what the server stored.
+            offline = make_admission(settings, Gate(engine, Metrics()), Metrics(), upstreams,
+                                     offline=True,
+                                     first_seen=open_records(settings, store, FIRST_SEEN_REFS))
+            reevaluator = Reevaluator(
+                offline, root / SERVED_FOLDER, metrics, sink=decisions, webhook=webhook,
+                window_s=hook.window if hook else 30 * 86400.0,
+                max_artifacts=settings.notify.max_artifacts)
+            gate.on_swap(reevaluator.changed)
+            await reevaluator.start()
+            app[REEVALUATOR] = reevaluator
+            syncing = await _start_osv_sync(settings, metrics, environ)
         try:
             yield
         finally:
             if syncing is not None:
                 await _stop_osv_sync(*syncing)
-            await reevaluator.close()
-            await offline.metacache.close()
+            if reevaluator is not None:
+                await reevaluator.close()
+            if offline is not None:
+                await offline.metacache.close()
             if webhook is not None:
                 await webhook.close()
             await served.close()

@@ -108,7 +108,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _runner(settings: Settings, counts: SharedClientCounts | None = None,
             worker: int = 0) -> tuple[web.AppRunner, ConnectionGuard]:
     server = settings.server
-    app = make_app(settings)
+    app = make_app(settings, lead=worker == 0)
     runner = web.AppRunner(
         app, access_log_class=JsonAccessLogger,
         access_log=logging.getLogger("stockade.access") if server.access_log else None,
