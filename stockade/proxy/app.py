@@ -21,6 +21,7 @@ from stockade.policy.file import load_policy
 from stockade.policy.model import Ecosystem
 from stockade.proxy import routes
 from stockade.proxy.admission import Admission, Workers
+from stockade.proxy.auth import TOKENS, TokenWatcher, make_auth_middleware
 from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.decisionlog import DecisionLog
 from stockade.proxy.firstseen import FirstSeen
@@ -145,11 +146,15 @@ def make_app(
 ) -> web.Application:
     """The stockade application for ``settings``."""
     metrics = Metrics()
+    tokens = TokenWatcher(settings.auth.tokens, check_s=settings.auth.reload_check_s)
     app = web.Application(
         client_max_size=settings.server.client_max_size_bytes,
-        middlewares=[make_middleware(metrics)],
+        middlewares=[make_middleware(metrics),
+                     make_auth_middleware(settings.auth, tokens, metrics)],
     )
     app[METRICS] = metrics
+    app[TOKENS] = tokens
+    app.cleanup_ctx.append(tokens.lifecycle)
     env = dict(os.environ if environ is None else environ)
     app.cleanup_ctx.append(_services(settings, metrics, env, engine_factory))
     routes.setup(app)

@@ -22,7 +22,7 @@ from aiohttp import web
 from stockade import __version__
 from stockade.config.load import ConfigError, load_settings
 from stockade.config.model import Settings
-from stockade.proxy import policy_cli
+from stockade.proxy import policy_cli, token_cli
 from stockade.proxy.app import app_metrics, make_app
 from stockade.proxy.responses import JsonAccessLogger
 from stockade.proxy.serving import (
@@ -159,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=_cache_verify)
 
     policy_cli.add_subcommands(sub)
+    token_cli.add_subcommands(sub)
     return parser
 
 
