@@ -30,6 +30,8 @@ class TlsSettings(_Frozen):
     # PEM bundle of CAs whose client certificates are accepted; set: a client must
     # present one (mutual TLS), unset: none is asked for.
     client_ca: Path | None = None
+    # Seconds between checks of the three files for changes.
+    reload_check_s: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _pair(self) -> TlsSettings:

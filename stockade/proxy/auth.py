@@ -13,7 +13,9 @@ A wrong, revoked or malformed credential is always a 401, even where anonymous
 requests are allowed: a client that believes it sent a token must learn that it
 did not count. The 401 carries ``WWW-Authenticate`` (Bearer on npm routes,
 Basic elsewhere) and says why in its reason phrase, which clients print. A
-valid token without the route group's role is a 403. No secret is logged.
+valid token without the route group's role is a 403 where the group is private
+(where it takes anonymous requests any valid token is enough, and names the
+caller). No secret is logged.
 """
 
 from __future__ import annotations
@@ -211,7 +213,9 @@ def make_auth_middleware(settings: AuthSettings, watcher: TokenWatcher,
             return _unauthorized(request, group,
                                  "stockade: the token is not valid (unknown, revoked or "
                                  "malformed)")
-        if not entry.roles & _ROLES[group]:
+        # a valid token never gets less than no token: the role matters where the
+        # group takes no anonymous requests
+        if not getattr(anonymous, group.value) and not entry.roles & _ROLES[group]:
             metrics.auth_refusals.labels(group.value, "role").inc()
             return error_response(request, 403, f"stockade: token {entry.name!r} may not "
                                   f"use {group.value} (roles: {', '.join(sorted(entry.roles))})")

@@ -31,6 +31,7 @@ from stockade.proxy.serving import (
     StartupError,
     serve_until_stopped,
 )
+from stockade.proxy.tls import TlsError, TlsReloader
 from stockade.storage.backends import open_store
 from stockade.storage.verify import verify_all
 
@@ -91,7 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
     _setup_logging(settings)
     try:
         asyncio.run(_run(settings))
-    except StartupError as exc:
+    except (StartupError, TlsError) as exc:
         print(f"stockade: {exc.diagnostics()}", file=sys.stderr)
         return 2
     return 0
@@ -110,13 +111,23 @@ async def _run(settings: Settings) -> None:
                           max_connections_per_client=server.max_connections_per_client)
     guard = ConnectionGuard(limits, app_metrics(app))
 
-    def listening(port: int) -> None:
-        logger.info("stockade %s listening on %s:%d, storing under %s", __version__,
-                    server.host, port, settings.storage.path)
+    tls = TlsReloader(server.tls) if server.tls.enabled else None
+    scheme = "https" if tls is not None else "http"
 
-    await serve_until_stopped(runner, server.host, server.port, guard=guard,
-                              shutdown_timeout_s=server.shutdown_timeout_s,
-                              on_listening=listening)
+    def listening(port: int) -> None:
+        logger.info("stockade %s listening on %s://%s:%d, storing under %s", __version__,
+                    scheme, server.host, port, settings.storage.path)
+
+    if tls is not None:
+        await tls.start()
+    try:
+        await serve_until_stopped(runner, server.host, server.port, guard=guard,
+                                  shutdown_timeout_s=server.shutdown_timeout_s,
+                                  on_listening=listening,
+                                  ssl_context=tls.context if tls is not None else None)
+    finally:
+        if tls is not None:
+            await tls.close()
 
 
 def _cache_verify(args: argparse.Namespace) -> int:
