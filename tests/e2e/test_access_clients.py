@@ -320,7 +320,45 @@ def test_npm_pnpm_yarn_with_tokens_and_teams(tmp_path: Path, registry: Verdaccio
         text = out(proc)
         if token == WRONG:
             assert proc.returncode != 0
-            assert "401" in text, text
+            # YN0041 is how yarn reports a 401
+            assert "YN0041" in text, text
+            assert "Invalid authentication" in text
         else:
             assert proc.returncode == 0, text
     assert_no_secret(proxy, tmp_path, tokens, *outputs)
+
+
+# -- Maven -------------------------------------------------------------------------------
+
+def test_mvn_with_a_token_in_settings(tmp_path: Path, proxy_process: Any) -> None:
+    from tests.e2e.test_maven_clients import _mvn, _project, mvn
+
+    _mvn()
+    from testbed.maven_repo import M2, proxy_config, repository
+
+    server = ThreadedServer(repository(M2).app).start()
+    try:
+        tokens = Tokens(tmp_path)
+        config = {**proxy_config(tmp_path, server),
+                  "auth": access_config(tmp_path, tokens, tmp_path / "none")["auth"]}
+        proxy = proxy_process(config)
+        outputs = []
+        for token, name in ((tokens.tools, "mvn-ok"), (WRONG, "mvn-wrong")):
+            work = _project(tmp_path, name, proxy.url)
+            settings = (work / "settings.xml").read_text()
+            # Maven answers the 401's challenge with the mirror's <server> credentials
+            (work / "settings.xml").write_text(settings.replace(
+                "<mirrors>", "<servers><server><id>stockade</id><username>ci</username>"
+                f"<password>{token}</password></server></servers><mirrors>"))
+            result = mvn(work, tmp_path / f"{name}-m2")
+            outputs.append(result.stdout + result.stderr)
+            if token == WRONG:
+                assert result.returncode != 0
+                assert "401" in outputs[-1], outputs[-1][-4000:]
+            else:
+                assert result.returncode == 0, outputs[-1][-4000:]
+        assert any(r["identity"] == "tools-ci" and r["path"].startswith("/maven/")
+                   for r in access_records(proxy))
+        assert_no_secret(proxy, tmp_path, tokens, *outputs)
+    finally:
+        server.stop()
