@@ -123,8 +123,11 @@ def pypi_upstream() -> Iterator[ThreadedServer]:
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
+    # CA bundles from the environment would override pip's --cert (requests reads
+    # REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE over the session's setting)
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PIP_", "UV_", "VIRTUAL_ENV"))}
+           if not k.startswith(("PIP_", "UV_", "VIRTUAL_ENV"))
+           and k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")}
     env["PIP_CONFIG_FILE"] = os.devnull
     env["UV_CACHE_DIR"] = str(tmp_path / "uv-cache")
     env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
