@@ -365,3 +365,41 @@ def test_mvn_with_a_token_in_settings(tmp_path: Path, proxy_process: Any) -> Non
         assert_no_secret(proxy, tmp_path, tokens, *outputs)
     finally:
         server.stop()
+
+
+# -- poetry ------------------------------------------------------------------------------
+
+def test_poetry_with_http_basic_token(tmp_path: Path, pypi_upstream: ThreadedServer,
+                                      proxy_process: Any) -> None:
+    from tests.e2e.test_poetry_client import POETRY, _poetry, _project
+
+    if not POETRY.exists():
+        pytest.skip("poetry is not installed (.ci/setup-poetry.sh installs it)")
+    tokens = Tokens(tmp_path)
+    config = access_config(tmp_path, tokens, team_policy(tmp_path, "pypi", ["acc-lib"]))
+    config["pypi"] = {"upstreams": [{"name": "pypi", "url": pypi_upstream.url("/simple/"),
+                                     "retries": 0}]}
+    proxy = proxy_process(config)
+    simple = f"{proxy.url}/pypi/simple/"
+    outputs = []
+    for token, name in ((tokens.tools, "poetry-ok"), (WRONG, "poetry-wrong"),
+                        (tokens.payments, "poetry-pay")):
+        app = _project(tmp_path, name, simple, "acc-util")
+        home = tmp_path / f"{name}-home"
+        # a config of its own per project, so each run has only its own token
+        added = _poetry(app, home, "source", "add", "--priority=primary", "stockade", simple)
+        assert added.returncode == 0, added.stdout + added.stderr
+        auth = _poetry(app, home, "config", "http-basic.stockade", "__token__", token)
+        assert auth.returncode == 0, auth.stdout + auth.stderr
+        installed = _poetry(app, home, "install")
+        outputs.append(installed.stdout + installed.stderr)
+        if name == "poetry-ok":
+            assert installed.returncode == 0, outputs[-1]
+        elif name == "poetry-wrong":  # poetry's words for a 401 on its source
+            assert installed.returncode != 0
+            assert "Authorization error accessing" in outputs[-1], outputs[-1]
+        else:  # payments requires pci-reviewed: refused at the download, with the reason
+            assert installed.returncode != 0
+            assert "Blocked by stockade" in outputs[-1], outputs[-1]
+            assert "pci-reviewed" in outputs[-1]
+    assert_no_secret(proxy, tmp_path, tokens, *outputs)
