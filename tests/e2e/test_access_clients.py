@@ -403,3 +403,59 @@ def test_poetry_with_http_basic_token(tmp_path: Path, pypi_upstream: ThreadedSer
             assert "Blocked by stockade" in outputs[-1], outputs[-1]
             assert "pci-reviewed" in outputs[-1]
     assert_no_secret(proxy, tmp_path, tokens, *outputs)
+
+
+# -- Gradle ------------------------------------------------------------------------------
+
+GRADLE_BUILD = """apply plugin: 'java'
+repositories {{ maven {{
+  url '{url}/maven/'
+  credentials {{ username 'ci'; password '{token}' }}
+}} }}
+dependencies {{ compile 'org.e2e:lib:1.0' }}
+task resolveAll {{
+  doLast {{ configurations.compile.resolve().each {{ println 'RESOLVED ' + it.name }} }}
+}}
+"""
+
+
+def test_gradle_with_credentials(tmp_path: Path, proxy_process: Any) -> None:
+    from tests.e2e.test_gradle_client import _gradle
+
+    _gradle()
+    from testbed.maven_repo import proxy_config, repository
+
+    server = ThreadedServer(repository().app).start()
+    try:
+        tokens = Tokens(tmp_path)
+        policy = team_policy(tmp_path, "maven", ["org.e2e:lib"])  # not org.e2e:util
+        config = {**proxy_config(tmp_path, server),
+                  **{k: v for k, v in access_config(tmp_path, tokens, policy).items()
+                     if k in ("auth", "policy")}}
+        proxy = proxy_process(config)
+        outputs = {}
+        for token, name in ((tokens.tools, "gradle-ok"), (WRONG, "gradle-wrong"),
+                            (tokens.payments, "gradle-pay")):
+            work = tmp_path / name
+            work.mkdir()
+            (work / "settings.gradle").write_text(f"rootProject.name = '{name}'\n")
+            (work / "build.gradle").write_text(GRADLE_BUILD.format(url=proxy.url, token=token))
+            env = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("GRADLE_", "JAVA_TOOL_OPTIONS", "MAVEN_"))}
+            result = subprocess.run(  # noqa: S603
+                [_gradle(), "--no-daemon", "--console=plain", "-g", str(work / "gradle-home"),
+                 "resolveAll"], cwd=work, capture_output=True, text=True, timeout=600,
+                env=env, check=False)
+            outputs[name] = result.stdout + result.stderr
+            if name == "gradle-ok":
+                assert result.returncode == 0, outputs[name][-4000:]
+                assert "RESOLVED util-1.0.jar" in outputs[name]
+            else:
+                assert result.returncode != 0
+        assert "401" in outputs["gradle-wrong"], outputs["gradle-wrong"][-4000:]
+        # payments requires pci-reviewed: lib is, its dependency util is not
+        assert "Blocked by stockade" in outputs["gradle-pay"], outputs["gradle-pay"][-4000:]
+        assert "util" in outputs["gradle-pay"]
+        assert_no_secret(proxy, tmp_path, tokens, *outputs.values())
+    finally:
+        server.stop()
