@@ -15,7 +15,8 @@ did not count. The 401 carries ``WWW-Authenticate`` (Bearer on npm routes,
 Basic elsewhere) and says why in its reason phrase, which clients print. A
 valid token without the route group's role is a 403 where the group is private
 (where it takes anonymous requests any valid token is enough, and names the
-caller). No secret is logged.
+caller). Without a tokens file (``auth.tokens`` unset) credentials are ignored.
+No secret is logged.
 """
 
 from __future__ import annotations
@@ -198,9 +199,11 @@ def make_auth_middleware(settings: AuthSettings, watcher: TokenWatcher,
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         group = group_of(request)
-        token = presented_token(request)
         if group is None:
             return await handler(request)
+        # Without a tokens file there is nothing to check a credential against: it is
+        # ignored, so clients configured with credentials for something else still work.
+        token = presented_token(request) if settings.tokens is not None else None
         if token is None:
             if getattr(anonymous, group.value):
                 return await handler(request)

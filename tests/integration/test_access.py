@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from stockade.config.load import load_settings
 from stockade.proxy.app import make_app
+from stockade.proxy.cli import main
 from stockade.proxy.decisionlog import verify
 from stockade.proxy.tokens import Role, create_token, revoke_token
 from testbed.fakes.pypi_upstream import FakePyPI
@@ -120,6 +121,21 @@ async def test_anonymous_by_default_and_a_wrong_token_is_401(
     # the admin group is never anonymous by default
     assert (await client.get("/_stockade/reload")).status == 401
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_without_a_tokens_file_credentials_are_ignored(
+    aiohttp_client: Any, tmp_path: Path, upstream: FakePyPI,
+) -> None:
+    settings = load_settings(None, environ={}, overrides={
+        "storage": {"path": str(tmp_path / "data")},
+        "pypi": {"upstreams": [{"name": "pypi", "url": upstream.url, "retries": 0}]},
+        "npm": {"upstreams": []}, "maven": {"upstreams": []},
+    })
+    client = await aiohttp_client(make_app(settings, environ={}))
+    resp = await client.get("/pypi/simple/acc-util/", headers=basic("for-another-registry"))
+    assert resp.status == 200
+    # the admin group stays closed: no token can open it
+    assert (await client.get("/_stockade/reload", headers=basic("x"))).status == 401
 
 
 async def test_private_groups_need_the_right_role(
@@ -258,3 +274,18 @@ async def test_the_decision_log_names_the_caller_and_team(
     for token in (access.payments, access.tools, access.admin, access.metrics):
         assert token not in text
         assert token.rsplit("_", 1)[1] not in text
+
+
+async def test_check_server_sends_its_token_to_a_private_explain(
+    aiohttp_client: Any, tmp_path: Path, access: Access, upstream: FakePyPI,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = await _proxy(aiohttp_client, tmp_path, access, upstream, explain=False)
+    server = str(client.make_url("/"))
+    monkeypatch.delenv("STOCKADE_TOKEN", raising=False)
+    refused = await asyncio.to_thread(main, ["check", "pypi", "acc-util", "--server", server])
+    assert refused == 2
+    assert "HTTP 401" in capsys.readouterr().err
+    monkeypatch.setenv("STOCKADE_TOKEN", access.admin)
+    assert await asyncio.to_thread(main, ["check", "pypi", "acc-util", "--server", server]) == 0
+    assert "allow" in capsys.readouterr().out
