@@ -289,3 +289,50 @@ async def test_check_server_sends_its_token_to_a_private_explain(
     monkeypatch.setenv("STOCKADE_TOKEN", access.admin)
     assert await asyncio.to_thread(main, ["check", "pypi", "acc-util", "--server", server]) == 0
     assert "allow" in capsys.readouterr().out
+
+
+async def test_npm_packuments_are_filtered_per_team(
+    aiohttp_client: Any, tmp_path: Path, access: Access,
+) -> None:
+    from testbed.fakes.npm_upstream import FakeNpm
+
+    registry = await FakeNpm().start()
+    try:
+        registry.publish("acc-widget", "1.0.0")
+        registry.publish("acc-widget", "2.0.0")
+        policy = {"teams": {"tools": {"deny": [
+            {"ecosystem": "npm", "name": "acc-widget", "versions": "2.0.0",
+             "reason": "not for tools"}]}}}
+        access.policy_file.write_text(yaml.safe_dump(policy))
+        settings = load_settings(None, environ={}, overrides={
+            "storage": {"path": str(tmp_path / "data")},
+            "pypi": {"upstreams": []}, "maven": {"upstreams": []},
+            "npm": {"upstreams": [{"name": "npmjs", "url": registry.url, "retries": 0}]},
+            "policy": {"file": str(access.policy_file)},
+            "auth": {"tokens": str(access.tokens_file)},
+        })
+        client = await aiohttp_client(make_app(settings, environ={}))
+
+        async def versions(headers: dict[str, str], corgi: bool = False) -> set[str]:
+            accept = {"Accept": "application/vnd.npm.install-v1+json"} if corgi else {}
+            resp = await client.get("/npm/acc-widget", headers={**headers, **accept})
+            assert resp.status == 200
+            return set((await resp.json())["versions"])
+
+        both = {"1.0.0", "2.0.0"}
+        assert await versions(bearer(access.payments)) == both
+        assert await versions(bearer(access.tools)) == {"1.0.0"}
+        assert await versions({}) == both
+        assert await versions(bearer(access.tools), corgi=True) == {"1.0.0"}
+        assert await versions(bearer(access.payments), corgi=True) == both
+        assert await versions(bearer(access.tools)) == {"1.0.0"}
+        refused = await client.get("/npm/acc-widget/2.0.0", headers=bearer(access.tools))
+        assert refused.status == 403
+        assert "not for tools" in (await refused.json())["error"]
+        tarball = await client.get("/npm/acc-widget/-/acc-widget-2.0.0.tgz",
+                                   headers=bearer(access.tools))
+        assert tarball.status == 403
+        assert (await client.get("/npm/acc-widget/-/acc-widget-2.0.0.tgz",
+                                 headers=bearer(access.payments))).status == 200
+    finally:
+        await registry.stop()
