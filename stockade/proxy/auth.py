@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import enum
 import logging
@@ -107,7 +106,7 @@ def presented_token(request: web.BaseRequest) -> str | None:
     if scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8
             return ""
         user, sep, password = decoded.partition(":")
         if not sep:

@@ -6,12 +6,15 @@ import base64
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stockade.proxy.auth import presented_token
 from stockade.proxy.cli import main
 from stockade.proxy.tokens import (
     Role,
     TokenFileError,
+    Tokens,
     create_token,
     load_tokens,
     parse_tokens,
@@ -77,6 +80,10 @@ class _Req:
     ("Basic " + base64.b64encode(b"stk_x:").decode(), "stk_x"),  # token as the user
     ("Basic " + base64.b64encode(b"nocolon").decode(), ""),
     ("Basic !!!", ""),
+    ("Basic \u00e9t\u00e9", ""),  # not ASCII: as a latin-1 header can carry it
+    ("Basic " + base64.b64encode("\u00fc:x".encode()).decode(), "x"),  # UTF-8 user
+    ("Basic " + base64.b64encode(b"u:\xff").decode(), ""),  # not UTF-8
+    ("Bearer", ""),
     ("Digest abc", ""),
 ])
 def test_credentials_as_clients_send_them(header: str | None, token: str | None) -> None:
@@ -99,3 +106,10 @@ def test_token_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["token", "revoke", "alice", "--file", path]) == 0
     assert main(["token", "revoke", "alice", "--file", path]) == 1
     assert main(["token", "create", "bad name", "--file", path]) == 2
+
+
+@given(header=st.text(max_size=80), scheme=st.sampled_from(["Basic ", "Bearer ", "", "basic "]))
+def test_any_authorization_value_is_read_without_error(header: str, scheme: str) -> None:
+    token = presented_token(_Req(scheme + header))  # type: ignore[arg-type]
+    assert token is not None
+    assert Tokens().check(token) is None
