@@ -23,7 +23,8 @@ rules:
   republished: {mode: enforce}  # always on
 teams:                         # stockade.policy.teams: added to the global rules, never looser
   payments: {required_tags: [pci-reviewed], allow: [...], deny: [...],
-             rules: {cooldown: {min_age: 14d}, licenses: {...}, install_scripts: {...}}}
+             rules: {cooldown: {min_age: 14d}, licenses: {...}, install_scripts: {...},
+                     provenance: {require_for: [...]}}}
 ```
 """
 
@@ -239,6 +240,9 @@ class TeamRulesModel(_Model):
     cooldown: CooldownModel | None = None
     install_scripts: InstallModel | None = None
     licenses: LicensesModel | None = None
+    # its requirements (require_for, identities, downgrade) are added; files are
+    # verified where the global provenance section asks (see stockade.policy.teams)
+    provenance: ProvenanceModel | None = None
 
 
 class TeamModel(_Model):
@@ -394,7 +398,7 @@ def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
     if database is not None:
         material += database.revision.encode()
     global_allow = next((rule.allow for rule in rules if isinstance(rule, ListsRule)), ())
-    teams = {team: _team(team, t, global_allow, intel, mode, now)
+    teams = {team: _team(team, t, global_allow, intel, mode, now, base_dir)
              for team, t in model.teams.items()}
     return Policy(tuple(rules), model.mode, hashlib.sha256(material).hexdigest()[:12],
                   names, tuple(warnings), database, tuple(paths), provenance, teams)
@@ -424,7 +428,8 @@ def _licenses(lic: LicensesModel, intel: IntelModel, mode: Mode) -> LicenseRule:
 
 
 def _team(team: str, t: TeamModel, global_allow: Sequence[ListEntry], intel: IntelModel,
-          mode: Callable[[Mode | None], Mode], now: Callable[[], datetime]) -> tuple[Rule, ...]:
+          mode: Callable[[Mode | None], Mode], now: Callable[[], datetime],
+          base_dir: Path) -> tuple[Rule, ...]:
     """The rules team ``team`` adds to the global ones, each saying whose they are.
 
     Raises:
@@ -452,6 +457,12 @@ def _team(team: str, t: TeamModel, global_allow: Sequence[ListEntry], intel: Int
                                 team))
     if (lic := r.licenses) is not None:
         rules.append(TeamScoped(_licenses(lic, intel, mode(lic.mode)), team))
+    if (p := r.provenance) is not None:
+        try:
+            rule = _provenance(p, base_dir, mode(p.mode))
+        except PolicyError as exc:
+            raise PolicyError(f"{where}.{exc}") from exc
+        rules.append(TeamScoped(rule, team))
     return tuple(rules)
 
 

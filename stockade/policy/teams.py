@@ -17,7 +17,15 @@ teams:
       cooldown: {min_age: 14d}      # on top of the global cooldown
       licenses: {deny: [GPL-3.0-only]}
       install_scripts: {npm: block}
+      provenance: {require_for: ["npm:*"]}  # verified provenance required
 ```
+
+A team's ``provenance`` section adds its requirements (``require_for``,
+``identities``, ``downgrade``) to what the global section asks. Files are
+verified where the global policy's ``provenance`` section looks at them (it
+verifies signatures and attestations unless switched off); where it does not,
+a team's requirement refuses what the upstream's metadata says has no
+provenance, and cannot check the rest.
 """
 
 from __future__ import annotations

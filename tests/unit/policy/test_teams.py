@@ -10,7 +10,15 @@ import yaml
 
 from stockade.policy.engine import build_engine
 from stockade.policy.file import PolicyError, parse_policy
-from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef
+from stockade.policy.model import (
+    Decision,
+    Ecosystem,
+    Facts,
+    PackageRef,
+    ProvenanceKind,
+    ProvenanceResult,
+    ProvenanceStatus,
+)
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 POLICY = {
@@ -90,3 +98,23 @@ def test_a_bad_team_section_names_the_key() -> None:
         _engine({"teams": {"bad name": {}}})
     with pytest.raises(PolicyError, match=r"teams\.t\.deny\.0\.reason"):
         _engine({"teams": {"t": {"deny": [{"ecosystem": "npm", "name": "x"}]}}})
+
+
+def test_a_team_can_require_provenance() -> None:
+    engine = _engine({"teams": {"payments": {"rules": {"provenance": {
+        "require_for": ["npm:*"]}}}}})
+    ref = PackageRef(Ecosystem.NPM, "left-pad", "1.0.0")
+    unclaimed = Facts(upstream="npmjs", provenance_claimed=False)
+    assert engine.decide(ref, unclaimed).decision is Decision.ALLOW
+    refused = engine.for_team("payments").decide(ref, unclaimed)
+    assert (refused.decision, refused.rule) == (Decision.BLOCK, "provenance")
+    assert "team payments" in refused.reason
+    # where the global policy verified the file and found nothing, the same
+    missing = Facts(upstream="npmjs", provenance=(ProvenanceResult(
+        ProvenanceKind.ATTESTATION, ProvenanceStatus.MISSING, None, "none published"),))
+    assert engine.decide(ref, missing).decision is Decision.ALLOW
+    assert engine.for_team("payments").decide(ref, missing).decision is Decision.BLOCK
+    other = PackageRef(Ecosystem.PYPI, "left-pad", "1.0.0")
+    assert engine.for_team("payments").decide(other, unclaimed).decision is Decision.ALLOW
+    with pytest.raises(PolicyError, match=r"teams\.payments\.rules\.provenance\.require_for"):
+        _engine({"teams": {"payments": {"rules": {"provenance": {"require_for": [" "]}}}}})
