@@ -22,6 +22,30 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class TlsSettings(_Frozen):
+    """TLS on the listening side: TLS 1.2 and later only, files reloaded when changed."""
+
+    cert: Path | None = None  # PEM certificate chain
+    key: Path | None = None  # PEM private key
+    # PEM bundle of CAs whose client certificates are accepted; set: a client must
+    # present one (mutual TLS), unset: none is asked for.
+    client_ca: Path | None = None
+    # Seconds between checks of the three files for changes.
+    reload_check_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls.cert and tls.key go together")
+        if self.client_ca is not None and self.cert is None:
+            raise ValueError("tls.client_ca needs tls.cert and tls.key")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None
+
+
 class ServerSettings(_Frozen):
     """Where the proxy listens and what it accepts from clients."""
 
@@ -44,6 +68,8 @@ class ServerSettings(_Frozen):
     # the PyPI JSON API), e.g. https://stockade.example.com/. Unset: each request's
     # own Host (or, from a trusted proxy, its X-Forwarded-Host).
     public_url: str | None = None
+    # TLS on the listening socket (see TlsSettings); unset: plain HTTP.
+    tls: TlsSettings = TlsSettings()
     # Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-Proto and
     # X-Forwarded-Host are believed; anyone else's are ignored.
     trusted_proxies: tuple[str, ...] = ()
@@ -435,6 +461,29 @@ class UiSettings(_Frozen):
     page_size: int = Field(default=50, gt=0, le=1000)
 
 
+class AnonymousAccess(_Frozen):
+    """Which route groups answer a request that carries no credential."""
+
+    pypi: bool = True
+    npm: bool = True
+    maven: bool = True
+    explain: bool = True  # the explain API under /_stockade/explain/
+    metrics: bool = True  # /metrics
+    ui: bool = True  # viewing /_stockade/ui/ (its actions always need an admin token)
+    admin: bool = False  # the admin API (reload, purge, approvals): never anonymous by default
+
+
+class AuthSettings(_Frozen):
+    """Client and admin tokens (see the README's "Access" section)."""
+
+    # The file of hashed tokens that ``stockade token create`` writes; None: no
+    # tokens, every request is anonymous (and allowed where ``anonymous`` says).
+    tokens: Path | None = None
+    anonymous: AnonymousAccess = AnonymousAccess()
+    # Seconds between checks of the tokens file for changes.
+    reload_check_s: float = Field(default=2.0, gt=0)
+
+
 class LoggingSettings(_Frozen):
     """Log level and format."""
 
@@ -462,3 +511,4 @@ class Settings(_Frozen):
     served: ServedSettings = ServedSettings()
     logging: LoggingSettings = LoggingSettings()
     ui: UiSettings = UiSettings()
+    auth: AuthSettings = AuthSettings()

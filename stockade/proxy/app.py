@@ -24,6 +24,7 @@ from stockade.policy.model import Ecosystem
 from stockade.proxy import routes, ui
 from stockade.proxy.admission import Admission, Workers
 from stockade.proxy.affected import Reevaluator
+from stockade.proxy.auth import TOKENS, TokenWatcher, make_auth_middleware
 from stockade.proxy.bundlepull import BundlePuller
 from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.decisionlog import DecisionLog
@@ -166,11 +167,15 @@ def make_app(
     done once per server, not once per worker (re-deciding what was served, its
     notifications, the scheduled OSV sync); of several workers, only the first."""
     metrics = Metrics()
+    tokens = TokenWatcher(settings.auth.tokens, check_s=settings.auth.reload_check_s)
     app = web.Application(
         client_max_size=settings.server.client_max_size_bytes,
-        middlewares=[make_middleware(metrics)],
+        middlewares=[make_middleware(metrics),
+                     make_auth_middleware(settings.auth, tokens, metrics)],
     )
     app[METRICS] = metrics
+    app[TOKENS] = tokens
+    app.cleanup_ctx.append(tokens.lifecycle)
     env = dict(os.environ if environ is None else environ)
     app.cleanup_ctx.append(_services(settings, metrics, env, engine_factory, lead))
     routes.setup(app)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import logging
 import os
+import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from aiohttp import web
 from stockade import __version__
 from stockade.config.load import ConfigError, load_settings
 from stockade.config.model import Settings
-from stockade.proxy import fleet_cli, policy_cli
+from stockade.proxy import fleet_cli, policy_cli, token_cli
 from stockade.proxy.app import app_metrics, load_engine, make_app
 from stockade.proxy.clientcounts import SharedClientCounts, SharedConnectionGuard
 from stockade.proxy.listening import Listener, bind, serve_worker
@@ -34,6 +36,7 @@ from stockade.proxy.serving import (
     StartupError,
     serve_until_stopped,
 )
+from stockade.proxy.tls import TlsError, TlsReloader
 from stockade.proxy.workers import Channel, Supervisor, worker_count
 from stockade.storage.backends import open_store
 from stockade.storage.verify import verify_all
@@ -99,7 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
             asyncio.run(_run(settings))
         else:
             _supervise(settings, count)
-    except StartupError as exc:
+    except (StartupError, TlsError) as exc:
         print(f"stockade: {exc.diagnostics()}", file=sys.stderr)
         return 2
     return 0
@@ -122,24 +125,44 @@ def _runner(settings: Settings, counts: SharedClientCounts | None = None,
     return runner, ConnectionGuard(limits, app_metrics(app))
 
 
+
 def _listening(settings: Settings, port: int, workers: int = 1) -> None:
     server = settings.server
+    scheme = "https" if server.tls.enabled else "http"
     processes = f" ({workers} worker processes)" if workers > 1 else ""
-    logger.info("stockade %s listening on %s:%d%s, storing under %s", __version__,
-                server.host, port, processes, settings.storage.path)
+    logger.info("stockade %s listening on %s://%s:%d%s, storing under %s", __version__,
+                scheme, server.host, port, processes, settings.storage.path)
+
+
+@contextlib.asynccontextmanager
+async def _tls(settings: Settings) -> AsyncIterator[ssl.SSLContext | None]:
+    """The listening TLS context, its files watched for as long as it serves."""
+    if not settings.server.tls.enabled:
+        yield None
+        return
+    tls = TlsReloader(settings.server.tls)
+    await tls.start()
+    try:
+        yield tls.context
+    finally:
+        await tls.close()
 
 
 async def _run(settings: Settings) -> None:
     server = settings.server
     runner, guard = _runner(settings)
-    await serve_until_stopped(runner, server.host, server.port, guard=guard,
-                              shutdown_timeout_s=server.shutdown_timeout_s,
-                              on_listening=lambda port: _listening(settings, port))
+    async with _tls(settings) as context:
+        await serve_until_stopped(runner, server.host, server.port, guard=guard,
+                                  shutdown_timeout_s=server.shutdown_timeout_s,
+                                  on_listening=lambda port: _listening(settings, port),
+                                  ssl_context=context)
 
 
 def _supervise(settings: Settings, count: int) -> None:
     """``server.workers`` > 1: bind once, fork the workers, keep them running."""
     server = settings.server
+    if server.tls.enabled:  # a bad certificate is one line from the supervisor, not N
+        TlsReloader(server.tls)
     listener = bind(server.host, server.port)
     counts = SharedClientCounts(count)
     # Built once here, the policy's large parts (the typosquat name indexes, memoised
@@ -151,10 +174,14 @@ def _supervise(settings: Settings, count: int) -> None:
     def work(shared: Listener, channel: Channel) -> None:
         async def run() -> None:
             runner, guard = _runner(settings, counts, channel.slot)
-            await serve_worker(runner, shared, guard=guard, ready=channel.ready)
+            async with _tls(settings) as context:
+                await serve_worker(runner, shared, guard=guard, ready=channel.ready,
+                                   ssl_context=context)
         try:
             asyncio.run(run())
         except ConfigError as exc:  # the policy file broke after the supervisor read it
+            raise StartupError(exc.diagnostics()) from exc
+        except TlsError as exc:
             raise StartupError(exc.diagnostics()) from exc
 
     Supervisor(count, listener, work, shutdown_timeout_s=server.shutdown_timeout_s,
@@ -203,6 +230,7 @@ def _parser() -> argparse.ArgumentParser:
 
     policy_cli.add_subcommands(sub)
     fleet_cli.add_subcommands(sub)
+    token_cli.add_subcommands(sub)
     return parser
 
 

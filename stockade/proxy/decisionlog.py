@@ -61,8 +61,9 @@ _FIELDS = ("seq", "time", "ecosystem", "name", "version", "filename", "decision"
 
 # Fields a record carries only where they say something (older records lack them,
 # and their hashes must not change): the versions a metadata decision hid, and the
-# full values behind a reason (both digests of a republished file).
-_OPTIONAL = ("versions", "evidence")
+# full values behind a reason (both digests of a republished file), and who asked:
+# the name and team of the caller's token (never the token).
+_OPTIONAL = ("versions", "evidence", "identity", "team")
 
 
 def _canonical(record: dict[str, Any]) -> bytes:
@@ -228,7 +229,8 @@ class DecisionLog:
             self._writer = None
 
     async def record(self, verdict: Verdict, ref: PackageRef, *, client: str,
-                     request_id: str, versions: Sequence[str] = ()) -> None:
+                     request_id: str, versions: Sequence[str] = (), identity: str = "",
+                     team: str | None = None) -> None:
         """Chain and queue one record (the write happens off the loop).
 
         ``versions``: the versions of ``ref`` that one metadata decision hid by the
@@ -245,6 +247,10 @@ class DecisionLog:
             record["versions"] = list(versions)
         if verdict.evidence:
             record["evidence"] = dict(verdict.evidence)
+        if identity:
+            record["identity"] = identity
+        if team:
+            record["team"] = team
         if self._queue.qsize() + len(self._pending) >= _QUEUE_MAX:
             self.lost += 1
             if self._metrics is not None:

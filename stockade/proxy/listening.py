@@ -13,6 +13,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -111,9 +112,9 @@ class _SharedSite(GuardedSite):
     """A guarded site accepting on a socket the supervisor bound."""
 
     def __init__(self, runner: web.BaseRunner, sock: socket.socket, *,
-                 guard: ConnectionGuard) -> None:
+                 guard: ConnectionGuard, ssl_context: ssl.SSLContext | None = None) -> None:
         host, port = sock.getsockname()[:2]
-        super().__init__(runner, host, port, guard=guard)
+        super().__init__(runner, host, port, guard=guard, ssl_context=ssl_context)
         self._sock = sock
 
     async def start(self) -> None:
@@ -128,7 +129,8 @@ class _SharedSite(GuardedSite):
 
 
 async def serve_worker(runner: web.AppRunner, listener: Listener, *,
-                       guard: ConnectionGuard, ready: Callable[[], None]) -> None:
+                       guard: ConnectionGuard, ready: Callable[[], None],
+                       ssl_context: ssl.SSLContext | None = None) -> None:
     """One worker: open the application, listen on the listener's addresses until
     SIGTERM or SIGINT, then finish requests in flight.
 
@@ -146,7 +148,7 @@ async def serve_worker(runner: web.AppRunner, listener: Listener, *,
         except OSError as exc:
             raise StartupError(storage_sentence(exc)) from exc
         for sock in listen(listener):
-            await _SharedSite(runner, sock, guard=guard).start()
+            await _SharedSite(runner, sock, guard=guard, ssl_context=ssl_context).start()
         ready()
         await stop.wait()
     finally:

@@ -147,6 +147,12 @@ class Metrics:
             "Bytes free on the file system under storage.path (readiness needs "
             "storage.min_free_bytes).", registry=r, multiprocess_mode="livemostrecent",
         )
+        self.auth_refusals = Counter(
+            "stockade_auth_refusals_total",
+            "Requests refused by access control, by route group and reason (missing: "
+            "no credential where one is required; invalid: unknown, revoked or malformed; "
+            "role: the token lacks the role).", ["group", "reason"], registry=r,
+        )
         self.client_connections_closed = Counter(
             "stockade_client_connections_closed_total",
             "Client connections closed by a limit (header_timeout, send_timeout, "

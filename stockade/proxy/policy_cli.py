@@ -10,7 +10,8 @@ the version, and the upstream's metadata as it last cached it (npm and PyPI:
 publish date, install scripts, licence, wheels). Nothing is fetched: a version
 whose metadata was never cached is decided as a request is when a fact is
 missing. With ``--server URL`` it asks a running stockade's explain API
-instead, so the answer is that server's, on the metadata it holds or fetches.
+instead, so the answer is that server's, on the metadata it holds or fetches
+(with ``$STOCKADE_TOKEN`` sent as a bearer token, for a private explain API).
 ``audit`` decides cached artifacts on the same facts as ``check``.
 """
 
@@ -222,6 +223,10 @@ async def _check_remote(args: argparse.Namespace) -> int:
     """``check --server``: each name as the server's explain API decides it."""
     ecosystem = Ecosystem(args.ecosystem)
     base = args.server.rstrip("/")
+    headers = {"Accept": "application/json"}
+    token = os.environ.get("STOCKADE_TOKEN")
+    if token:  # a server whose explain API is private (auth.anonymous.explain: false)
+        headers["Authorization"] = f"Bearer {token}"
     refused = failed = False
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_REMOTE_TIMEOUT_S),
                                      trust_env=True) as session:
@@ -231,7 +236,7 @@ async def _check_remote(args: argparse.Namespace) -> int:
             url = f"{base}/_stockade/explain/{ecosystem.value}/" + "/".join(
                 quote(part, safe="@:") for part in parts)
             try:
-                async with session.get(url, headers={"Accept": "application/json"}) as resp:
+                async with session.get(url, headers=headers) as resp:
                     text = await resp.text()
                     status = resp.status
             except (aiohttp.ClientError, TimeoutError) as exc:

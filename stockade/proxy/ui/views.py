@@ -22,7 +22,7 @@ from aiohttp import web
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.names import KINDS, valid
-from stockade.proxy.admin import explanation
+from stockade.proxy.admin import caller_team, explanation
 from stockade.proxy.errors import ProxyError
 from stockade.proxy.identity import Identity, identity_of
 from stockade.proxy.state import Services, services
@@ -172,7 +172,8 @@ async def explain(request: web.Request) -> web.Response:
         eco = Ecosystem(forms.ecosystem(query.get("ecosystem"), required=True))
         name = forms.text(query.get("name"), "name")
         version = forms.text(query.get("version"), "version") or None
-        context["result"] = await explanation(services(request).admission, eco, name, version)
+        context["result"] = await explanation(services(request).admission, eco, name, version,
+                                              caller_team(request))
     except forms.FormError as exc:
         return _page(request, "explain.html", {**context, "error": str(exc)}, status=400)
     except ProxyError as exc:
