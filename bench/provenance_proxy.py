@@ -3,9 +3,9 @@
 Two stockade apps in one process, in front of one fake npm registry on loopback
 that signs every tarball with a registry key made here (``dist.signatures`` as
 npm writes them, the key served at ``/-/npm/v1/keys``). Versions list no
-attestations (sigstore bundles cannot be made here; a bundle sigstore cannot load
-would be served with a warning, and every warning is written to the decision log,
-which is not what this measures): the attestation check finds them missing. The
+attestations (sigstore bundles cannot be made here): the attestation check finds
+them missing; with ``--unverifiable`` each lists one sigstore cannot load (as npm's
+2023 format), "unverifiable", served with a warning recorded once per artifact. The
 cold cost of a sigstore verification itself is ``bench.provenance_bench``'s. One
 app's policy has ``provenance: {signatures: verify, attestations: verify}``, the
 other none.
@@ -18,7 +18,7 @@ Prints:
     alternating between the two apps, and the ratio on/off: what a warm request
     pays for provenance once its results are kept.
 
-    python -m bench.provenance_proxy [--packages N] [--rounds N]
+    python -m bench.provenance_proxy [--packages N] [--rounds N] [--unverifiable]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from stockade.proxy.provenance.npm_signatures import keyid_of
 from testbed.fakes.npm_upstream import FakeNpm, integrity
 
 
-def _registry(packages: int) -> FakeNpm:
+def _registry(packages: int, *, unverifiable: bool) -> FakeNpm:
     key = ec.generate_private_key(ec.SECP256R1())
     public = key.public_key()
     keyid = keyid_of(public)
@@ -58,8 +58,11 @@ def _registry(packages: int) -> FakeNpm:
         sri = integrity(pub.data)
         sig = key.sign(f"{name}@1.0.0:{sri}".encode(), ec.ECDSA(hashes.SHA256()))
         fake.dist_overrides[(name, "1.0.0")] = {
-            "signatures": [{"keyid": keyid, "sig": base64.b64encode(sig).decode()}],
-            "attestations": None}
+            "signatures": [{"keyid": keyid, "sig": base64.b64encode(sig).decode()}]}
+        if not unverifiable:
+            fake.dist_overrides[(name, "1.0.0")]["attestations"] = None
+        # else: the fake's attestations, a bundle sigstore cannot load (as npm's 2023
+        # format): "unverifiable", served with a warning under attestations: verify
     return fake
 
 
@@ -103,8 +106,8 @@ def _ms(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered) * 1e3, ordered[int(len(ordered) * 0.9) - 1] * 1e3
 
 
-async def run(packages: int, rounds: int) -> None:
-    registry = _registry(packages)
+async def run(packages: int, rounds: int, *, unverifiable: bool = False) -> None:
+    registry = _registry(packages, unverifiable=unverifiable)
     await registry.start()
     with tempfile.TemporaryDirectory() as tmp:
         on, on_url = await _app(Path(tmp) / "on", registry.url, True)
@@ -130,7 +133,9 @@ async def run(packages: int, rounds: int) -> None:
             await registry.stop()
     (c_on, c_on90), (c_off, c_off90) = _ms(cold_on), _ms(cold_off)
     (w_on, w_on90), (w_off, w_off90) = _ms(warm_on), _ms(warm_off)
-    print(f"npm tarballs (64 KiB) through stockade, {packages} packages, median / p90:")
+    what = "an attestation it cannot load" if unverifiable else "no attestations"
+    print(f"npm tarballs (64 KiB) through stockade, {packages} packages with {what}, "
+          "median / p90:")
     print(f"  cold, provenance off   {c_off:8.2f} ms {c_off90:8.2f} ms")
     print(f"  cold, provenance on    {c_on:8.2f} ms {c_on90:8.2f} ms   "
           f"(+{c_on - c_off:.2f} ms per artifact: signature checked off the loop, "
@@ -145,8 +150,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packages", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--unverifiable", action="store_true",
+                        help="every version lists an attestation sigstore cannot load")
     args = parser.parse_args()
-    asyncio.run(run(args.packages, args.rounds))
+    asyncio.run(run(args.packages, args.rounds, unverifiable=args.unverifiable))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ sample (``testbed.frontnginx``), stockade deciding every request and nginx sendi
 the stored files; its memory is nginx's and stockade's trees together.
 
     python -m bench.serving [--duration S] [--rounds N] [--quick] [--stockade-tree DIR]
-                            [--no-accel]
+                            [--no-accel] [--no-huge] [--workers N]
 
 ``--stockade-tree`` runs the stockade of another checkout (``git worktree add DIR
 COMMIT``) with this bench, for a before/after. Needs ``nginx`` and ``wrk`` on PATH
@@ -115,14 +115,18 @@ def start_nginx(work: Path, upstream: int) -> Proc:
     return Proc(proc, port).wait_ready("/simple/", folder / "error.log")
 
 
-def start_stockade(upstream: str, work: Path, tree: Path | None, *, name: str = "stockade",
+def start_stockade(upstream: str, work: Path, tree: Path | None,
+                   workers: int | None = None, *, name: str = "stockade",
                    server: dict[str, object] | None = None) -> Proc:
     """stockade with default settings but for its upstreams, storage and port (and
-    ``server`` settings added)."""
+    ``server.workers`` where given, and ``server`` settings added)."""
     port = free_port()
     storage = work / f"{name}-data"
+    settings: dict[str, object] = {"host": "127.0.0.1", "port": port, **(server or {})}
+    if workers is not None:
+        settings["workers"] = workers
     config = {
-        "server": {"host": "127.0.0.1", "port": port, **(server or {})},
+        "server": settings,
         "storage": {"path": str(storage)},
         "pypi": {"upstreams": [{"name": "static", "url": f"{upstream}simple/"}]},
         "npm": {"upstreams": [{"name": "static", "url": f"{upstream}npm/"}]},
@@ -184,6 +188,20 @@ def tree_cpu_s(pids: list[int]) -> float:
         except OSError:
             continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def tree_pss_mib(pid: int) -> float:
+    """Proportional memory of ``pid`` and every process below it, in MiB (Linux): pages
+    shared among worker processes counted once in all, not once per process as RSS."""
+    total = 0.0
+    for current in _tree(pid):
+        try:
+            for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
     return total
 
 
@@ -295,11 +313,13 @@ def run(args: argparse.Namespace, work: Path) -> None:
     try:
         servers["nginx"] = start_nginx(work, static.port)
         started = time.perf_counter()
-        servers["stockade"] = start_stockade(static.url("/"), work, args.stockade_tree)
+        servers["stockade"] = start_stockade(static.url("/"), work, args.stockade_tree,
+                                             args.workers)
         print(f"stockade answered /readyz {time.perf_counter() - started:.2f} s after start")
         if args.accel:
             prefix = "/_stockade_blobs/"
-            accel = start_stockade(static.url("/"), work, args.stockade_tree, name="accel",
+            accel = start_stockade(static.url("/"), work, args.stockade_tree, args.workers,
+                                   name="accel",
                                    server={"accel_redirect": {"prefix": prefix}})
             helpers.append(accel)
             work.chmod(0o755)  # nginx's unprivileged workers read the storage
@@ -319,6 +339,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
         time.sleep(1)
         idle = {name: sum(tree_rss_mib(pid) for pid in [proc.pid, *behind.get(name, [])])
                 for name, proc in servers.items()}
+        for name, proc in servers.items():
+            pss = sum(tree_pss_mib(pid) for pid in [proc.pid, *behind.get(name, [])])
+            print(f"PSS idle, MiB, {name} (whole process tree): {pss:.0f}")
         results = {(name, case.label): Result() for name in servers for case in cases}
         peaks = {name: PeakRss([proc.pid, *behind.get(name, [])])
                  for name, proc in servers.items()}
@@ -367,6 +390,9 @@ def main() -> None:
     parser.add_argument("--accel", action=argparse.BooleanOptionalAction, default=None,
                         help="also run stockade in front-server mode behind nginx (default: "
                         "yes, but not with --stockade-tree, whose checkout may lack it)")
+    parser.add_argument("--workers", type=int,
+                        help="server.workers for stockade (default: the default, one per "
+                             "core); bench.workers compares several in one run")
     args = parser.parse_args()
     if args.accel is None:
         args.accel = args.stockade_tree is None

@@ -49,6 +49,30 @@ class AccelRedirectSettings(_Frozen):
     prefix: str = Field(default="/_stockade_blobs/", pattern=r"^/([A-Za-z0-9._~-]+/)+$")
 
 
+class TlsSettings(_Frozen):
+    """TLS on the listening side: TLS 1.2 and later only, files reloaded when changed."""
+
+    cert: Path | None = None  # PEM certificate chain
+    key: Path | None = None  # PEM private key
+    # PEM bundle of CAs whose client certificates are accepted; set: a client must
+    # present one (mutual TLS), unset: none is asked for.
+    client_ca: Path | None = None
+    # Seconds between checks of the three files for changes.
+    reload_check_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls.cert and tls.key go together")
+        if self.client_ca is not None and self.cert is None:
+            raise ValueError("tls.client_ca needs tls.cert and tls.key")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None
+
+
 class ServerSettings(_Frozen):
     """Where the proxy listens and what it accepts from clients."""
 
@@ -71,6 +95,8 @@ class ServerSettings(_Frozen):
     # the PyPI JSON API), e.g. https://stockade.example.com/. Unset: each request's
     # own Host (or, from a trusted proxy, its X-Forwarded-Host).
     public_url: str | None = None
+    # TLS on the listening socket (see TlsSettings); unset: plain HTTP.
+    tls: TlsSettings = TlsSettings()
     # Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-Proto and
     # X-Forwarded-Host are believed; anyone else's are ignored.
     trusted_proxies: tuple[str, ...] = ()
@@ -78,6 +104,9 @@ class ServerSettings(_Frozen):
     # This replica's name in shared storage and logs; None: the host name.
     # Two processes on one host sharing a bucket must set different names.
     replica: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    # Worker processes serving the same port; None: one per CPU core, 1: a single
+    # process (no supervisor).
+    workers: int | None = Field(default=None, ge=1, le=256)
     # true: never contact an upstream. Cached metadata is served however old,
     # cached artifacts as usual; anything not cached fails at once with 404.
     offline: bool = False
@@ -341,6 +370,29 @@ def _public(name: str, url: str, *file_hosts: str) -> tuple[UpstreamSettings, ..
     return (UpstreamSettings(name=name, url=url, file_hosts=file_hosts),)
 
 
+class BundleSettings(_Frozen):
+    """A signed policy bundle pulled from a TUF repository (``stockade bundle``).
+
+    ``url`` is the repository's base: its ``metadata/`` and ``targets/`` are
+    under it. ``trusted_root`` is the repository's first root metadata
+    (``1.root.json``), given to the replica out of band.
+    """
+
+    url: str
+    interval: PositiveSeconds = 300.0  # seconds between checks for a new bundle
+    trusted_root: Path
+    target: str = Field(default="bundle.tar.gz", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https", "file") or (
+                parts.scheme != "file" and not parts.hostname):
+            raise ValueError(f"not an http(s) or file URL: {value!r}")
+        return value if value.endswith("/") else value + "/"
+
+
 class PolicySettings(_Frozen):
     """Where the reviewed policy file lives, and where decisions are recorded."""
 
@@ -354,6 +406,113 @@ class PolicySettings(_Frozen):
     decision_log_key_env: str | None = None
     # Seconds between checks of the policy file for changes (0: only on SIGHUP).
     reload_check_s: float = Field(default=5.0, ge=0)
+    # Pull the policy as a signed bundle; it replaces ``file`` once one is applied.
+    bundle: BundleSettings | None = None
+
+
+class OsvSyncSettings(_Frozen):
+    """Where ``stockade osv sync`` (and the server, with ``interval``) fetches OSV data.
+
+    ``url`` is laid out as osv.dev's bucket: ``<url>/<Ecosystem>/all.zip``.
+    """
+
+    url: str = "https://osv-vulnerabilities.storage.googleapis.com/"
+    ecosystems: tuple[Literal["PyPI", "npm", "Maven"], ...] = ("PyPI", "npm", "Maven")
+    # The folder the exports are written to; None: the first folder of the
+    # policy's rules.osv.paths (which must then list one).
+    path: Path | None = None
+    # Seconds between syncs by the running server; None: only `stockade osv sync`.
+    interval: PositiveSeconds | None = None
+    max_bytes: int = Field(default=4 * 1024**3, gt=0)  # largest export accepted
+    read_timeout_s: PositiveSeconds = 300.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value if value.endswith("/") else value + "/"
+
+
+class WebhookSettings(_Frozen):
+    """Where notifications of newly refused artifacts are POSTed (JSON).
+
+    Each body is signed with HMAC-SHA256 under the secret read from the
+    environment variable ``secret_env``: the header
+    ``X-Stockade-Signature: sha256=<hex>``.
+    """
+
+    url: str
+    secret_env: str | None = None
+    # Fetches this far back are named in a notification (seconds; default 30 days).
+    window: PositiveSeconds = 30 * 86400.0
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    retry_base_s: PositiveSeconds = 1.0  # back-off doubles from this, up to retry_max_s
+    retry_max_s: PositiveSeconds = 300.0
+    max_queue: int = Field(default=10_000, gt=0)  # notifications waiting; more are dropped
+    timeout_s: PositiveSeconds = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value
+
+
+class ServedSettings(_Frozen):
+    """The record of which artifact versions were served to whom (``inventory``)."""
+
+    # Days of the record kept; older day files are deleted (at start and daily).
+    retention_days: int = Field(default=400, gt=0)
+
+
+class NotifySettings(_Frozen):
+    """Who is told when intel or policy newly refuses what was already served."""
+
+    webhook: WebhookSettings | None = None
+    # Distinct artifact versions re-decided per change (the most recently served first).
+    max_artifacts: int = Field(default=50_000, gt=0)
+
+
+class UiSettings(_Frozen):
+    """The web page for platform teams at ``/_stockade/ui/``."""
+
+    enabled: bool = True
+    # Where the page's approve/extend form records approvals of holds;
+    # default: approvals.json under storage.path.
+    approvals_file: Path | None = None
+    # Name of an environment variable holding the key that signs the page's
+    # anti-CSRF tokens; unset: a random key per process (a form must then be
+    # sent back to the replica that served it).
+    csrf_key_env: str | None = None
+    # Rows per page of the refusals and cache lists.
+    page_size: int = Field(default=50, gt=0, le=1000)
+
+
+class AnonymousAccess(_Frozen):
+    """Which route groups answer a request that carries no credential."""
+
+    pypi: bool = True
+    npm: bool = True
+    maven: bool = True
+    explain: bool = True  # the explain API under /_stockade/explain/
+    metrics: bool = True  # /metrics
+    ui: bool = True  # viewing /_stockade/ui/ (its actions always need an admin token)
+    admin: bool = False  # the admin API (reload, purge, approvals): never anonymous by default
+
+
+class AuthSettings(_Frozen):
+    """Client and admin tokens (see the README's "Access" section)."""
+
+    # The file of hashed tokens that ``stockade token create`` writes; None: no
+    # tokens, every request is anonymous (and allowed where ``anonymous`` says).
+    tokens: Path | None = None
+    anonymous: AnonymousAccess = AnonymousAccess()
+    # Seconds between checks of the tokens file for changes.
+    reload_check_s: float = Field(default=2.0, gt=0)
 
 
 class LoggingSettings(_Frozen):
@@ -378,4 +537,9 @@ class Settings(_Frozen):
         upstreams=_public("central", "https://repo.maven.apache.org/maven2/")
     )
     policy: PolicySettings = PolicySettings()
+    osv: OsvSyncSettings = OsvSyncSettings()
+    notify: NotifySettings = NotifySettings()
+    served: ServedSettings = ServedSettings()
     logging: LoggingSettings = LoggingSettings()
+    ui: UiSettings = UiSettings()
+    auth: AuthSettings = AuthSettings()

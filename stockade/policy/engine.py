@@ -41,6 +41,15 @@ class Engine:
         # Name-level decisions repeat for every request of a package: keep them.
         # By ecosystem: keys of plain values, which the collector stops walking.
         self._names = {eco: _Recent(_NAME_CACHE) for eco in Ecosystem}
+        # each team's engine: these rules plus the team's (``stockade.policy.teams``)
+        self.teams: dict[str, Engine] = {}
+
+    def for_team(self, team: str | None) -> Engine:
+        """The engine that decides for ``team``: its own, or this one for no team or a
+        team the policy does not name."""
+        if team is None:
+            return self
+        return self.teams.get(team, self)
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -164,6 +173,12 @@ def build_engine(
     material = repr((getattr(policy, "revision", ""),
                      sorted((e.value, tuple(ns)) for e, ns in (internal or {}).items()),
                      [r.name for r in rules]))
-    return Engine(rules, revision=hashlib.sha256(material.encode()).hexdigest()[:12],
-                  sources=getattr(policy, "osv_paths", ()),
-                  provenance=getattr(policy, "provenance", None))
+    engine = Engine(rules, revision=hashlib.sha256(material.encode()).hexdigest()[:12],
+                    sources=(*getattr(policy, "osv_paths", ()),
+                             *getattr(getattr(policy, "provenance", None), "trust_files", ())),
+                    provenance=getattr(policy, "provenance", None))
+    # Built once per policy revision, so no request builds an engine.
+    for team, extra in (getattr(policy, "teams", None) or {}).items():
+        engine.teams[team] = Engine((*rules, *extra), revision=f"{engine.revision}.{team}",
+                                    sources=engine.sources, provenance=engine.provenance)
+    return engine

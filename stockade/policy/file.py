@@ -21,6 +21,10 @@ rules:
                identities: [], downgrade: refuse, trusted_root: null, npm_keys: null,
                pgp_keys: []}
   republished: {mode: enforce}  # always on
+teams:                         # stockade.policy.teams: added to the global rules, never looser
+  payments: {required_tags: [pci-reviewed], allow: [...], deny: [...],
+             rules: {cooldown: {min_age: 14d}, licenses: {...}, install_scripts: {...},
+                     provenance: {require_for: [...]}}}
 ```
 """
 
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -57,6 +61,7 @@ from stockade.policy.rules.provenance import (
 from stockade.policy.rules.republished import RepublishedRule
 from stockade.policy.rules.typosquat import DependencyConfusionRule, TyposquatRule
 from stockade.policy.rules.vulns import OsvRule
+from stockade.policy.teams import TeamScoped, check_team_name, team_lists
 from stockade.policy.versions import VersionRangeError, parse_range
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -229,11 +234,30 @@ class RulesModel(_Model):
     republished: RepublishedModel = RepublishedModel()
 
 
+class TeamRulesModel(_Model):
+    """The rule settings a team may make stricter (added to the global rules)."""
+
+    cooldown: CooldownModel | None = None
+    install_scripts: InstallModel | None = None
+    licenses: LicensesModel | None = None
+    # its requirements (require_for, identities, downgrade) are added; files are
+    # verified where the global provenance section asks (see stockade.policy.teams)
+    provenance: ProvenanceModel | None = None
+
+
+class TeamModel(_Model):
+    required_tags: list[str] = []
+    allow: list[ListEntryModel] = []
+    deny: list[ListEntryModel] = []
+    rules: TeamRulesModel = TeamRulesModel()
+
+
 class PolicyModel(_Model):
     mode: Mode = Mode.ENFORCE
     internal_names: dict[Ecosystem, list[str]] = {}
     intel: IntelModel = IntelModel()
     rules: RulesModel = RulesModel()
+    teams: dict[str, TeamModel] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +272,8 @@ class Policy:
     osv: OsvDatabase | None = None
     osv_paths: tuple[Path, ...] = ()  # where the OSV records were read (watched for changes)
     provenance: ProvenanceRule | None = None  # its trust material is the proxy's to load
+    # the rules each team adds to the global ones (``stockade.policy.teams``)
+    teams: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -349,14 +375,7 @@ def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
         rules.append(DependencyConfusionRule(internal=patterns, allowed=allowed,
                                              mode=mode(r.dependency_confusion.mode)))
     if (c := r.cooldown) is not None:
-        undated = Decision.ALLOW if c.allow_undated else \
-            Decision.BLOCK if c.allow_undated is False else intel.on_missing or Decision.BLOCK
-        rules.append(CooldownRule(
-            min_age=c.min_age, cutoff=c.cutoff, undated=undated,
-            exempt_internal=c.exempt_internal,
-            exempt=[_entry(e, f"rules.cooldown.exempt.{i}") for i, e in enumerate(c.exempt)],
-            mode=mode(c.mode), now=now,
-        ))
+        rules.append(_cooldown(c, intel, mode(c.mode), now, "rules.cooldown"))
     database = None
     paths: list[Path] = []
     if (o := r.osv) is not None:
@@ -367,14 +386,9 @@ def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
                              frozenset(o.ignore_ids), mode(o.mode), max_age=intel.osv_max_age,
                              on_stale=intel.on_stale, now=now))
     if (s := r.install_scripts) is not None:
-        rules.append(InstallScriptsRule(
-            s.npm, s.pypi_sdist_only, s.hide_sdist_where_wheel,
-            [_entry(e, f"rules.install_scripts.allow.{i}") for i, e in enumerate(s.allow)],
-            mode(s.mode),
-        ))
+        rules.append(_install(s, mode(s.mode), "rules.install_scripts"))
     if (lic := r.licenses) is not None:
-        rules.append(LicenseRule(lic.allow, lic.deny,
-                                 lic.unknown or intel.on_missing or Decision.WARN, mode(lic.mode)))
+        rules.append(_licenses(lic, intel, mode(lic.mode)))
     provenance = None
     if r.provenance is not None:
         provenance = _provenance(r.provenance, base_dir, mode(r.provenance.mode))
@@ -383,8 +397,76 @@ def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
     material = text.encode() + repr(sorted((e.value, v) for e, v in patterns.items())).encode()
     if database is not None:
         material += database.revision.encode()
+    if provenance is not None:  # a changed trust file is a new revision
+        material += repr(sorted((str(k), v) for k, v in provenance.trust_digests.items())
+                         ).encode()
+    global_allow = next((rule.allow for rule in rules if isinstance(rule, ListsRule)), ())
+    teams = {team: _team(team, t, global_allow, intel, mode, now, base_dir)
+             for team, t in model.teams.items()}
     return Policy(tuple(rules), model.mode, hashlib.sha256(material).hexdigest()[:12],
-                  names, tuple(warnings), database, tuple(paths), provenance)
+                  names, tuple(warnings), database, tuple(paths), provenance, teams)
+
+
+def _cooldown(c: CooldownModel, intel: IntelModel, mode: Mode, now: Callable[[], datetime],
+              where: str) -> CooldownRule:
+    undated = Decision.ALLOW if c.allow_undated else \
+        Decision.BLOCK if c.allow_undated is False else intel.on_missing or Decision.BLOCK
+    return CooldownRule(
+        min_age=c.min_age, cutoff=c.cutoff, undated=undated,
+        exempt_internal=c.exempt_internal,
+        exempt=[_entry(e, f"{where}.exempt.{i}") for i, e in enumerate(c.exempt)],
+        mode=mode, now=now,
+    )
+
+
+def _install(s: InstallModel, mode: Mode, where: str) -> InstallScriptsRule:
+    return InstallScriptsRule(
+        s.npm, s.pypi_sdist_only, s.hide_sdist_where_wheel,
+        [_entry(e, f"{where}.allow.{i}") for i, e in enumerate(s.allow)], mode)
+
+
+def _licenses(lic: LicensesModel, intel: IntelModel, mode: Mode) -> LicenseRule:
+    return LicenseRule(lic.allow, lic.deny, lic.unknown or intel.on_missing or Decision.WARN,
+                       mode)
+
+
+def _team(team: str, t: TeamModel, global_allow: Sequence[ListEntry], intel: IntelModel,
+          mode: Callable[[Mode | None], Mode], now: Callable[[], datetime],
+          base_dir: Path) -> tuple[Rule, ...]:
+    """The rules team ``team`` adds to the global ones, each saying whose they are.
+
+    Raises:
+        PolicyError: a bad team name, list entry or rule setting, naming the key.
+    """
+    where = f"teams.{team}"
+    try:
+        check_team_name(team)
+    except ValueError as exc:
+        raise PolicyError(f"{where}: {exc}") from exc
+    rules: list[Rule] = []
+    lists = team_lists(
+        team, required_tags=t.required_tags,
+        allow=[_list_entry(e, f"{where}.allow.{i}") for i, e in enumerate(t.allow)],
+        deny=[_list_entry(e, f"{where}.deny.{i}") for i, e in enumerate(t.deny)],
+        global_allow=global_allow, mode=mode(None), now=now)
+    if lists is not None:
+        rules.append(lists)
+    r = t.rules
+    if (c := r.cooldown) is not None:
+        rules.append(TeamScoped(_cooldown(c, intel, mode(c.mode), now,
+                                          f"{where}.rules.cooldown"), team))
+    if (s := r.install_scripts) is not None:
+        rules.append(TeamScoped(_install(s, mode(s.mode), f"{where}.rules.install_scripts"),
+                                team))
+    if (lic := r.licenses) is not None:
+        rules.append(TeamScoped(_licenses(lic, intel, mode(lic.mode)), team))
+    if (p := r.provenance) is not None:
+        try:
+            rule = _provenance(p, base_dir, mode(p.mode))
+        except PolicyError as exc:
+            raise PolicyError(f"{where}.{exc}") from exc
+        rules.append(TeamScoped(rule, team))
+    return tuple(rules)
 
 
 def _file(path: Path, base_dir: Path, where: str) -> Path:
@@ -422,13 +504,27 @@ def _provenance(p: ProvenanceModel, base_dir: Path, mode: Mode) -> ProvenanceRul
     groups = [PgpGroup(g.group.strip(), tuple(_file(k, base_dir, f"{where}.pgp_keys.{i}.keys.{j}")
                                               for j, k in enumerate(g.keys)))
               for i, g in enumerate(p.pgp_keys)]
-    return ProvenanceRule(
+    rule = ProvenanceRule(
         signatures=p.signatures, attestations=p.attestations, require_for=tuple(patterns),
         identities=tuple(identities), downgrade=p.downgrade, pgp_keys=tuple(groups),
         trusted_root=None if p.trusted_root is None else
         _file(p.trusted_root, base_dir, f"{where}.trusted_root"),
         npm_keys=None if p.npm_keys is None else _file(p.npm_keys, base_dir, f"{where}.npm_keys"),
         mode=mode)
+    rule.trust_digests = {path: _digest(path, where) for path in rule.trust_files}
+    return rule
+
+
+def _digest(path: Path, where: str) -> str:
+    """A trust file's content digest (sha256, 16 hex characters).
+
+    Raises:
+        PolicyError: the file cannot be read.
+    """
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        raise PolicyError(f"{where}: {path}: {exc.strerror}") from exc
 
 
 def load_policy(path: Path, *, internal: dict[Ecosystem, tuple[str, ...]] | None = None,

@@ -116,6 +116,9 @@ class ProvenanceResult:
     result: ProvenanceStatus
     identity: BuildIdentity | None = None
     detail: str = ""
+    # Already reported for this artifact digest (a result kept from an earlier
+    # request): a rule warns about it once, not on every request.
+    reported: bool = field(default=False, compare=False)
 
     @property
     def verified(self) -> bool:

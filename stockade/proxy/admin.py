@@ -2,7 +2,8 @@
 
 Owns ``GET /_stockade/explain/<ecosystem>/<name>[/<version>]``: the same
 decision a request would get, with every rule's verdict, the facts it was made
-on, and, for a name, the versions policy hides and why. Facts come from the
+on, and, for a name, the versions policy hides and why; decided with the policy of
+the caller's team (or of ``?team=NAME``). Facts come from the
 admission path (the cached metadata, fetched if needed); when the upstream
 cannot be reached the answer says so and decides on what routing knows.
 """
@@ -18,8 +19,9 @@ from aiohttp import web
 
 from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
 from stockade.policy.names import KINDS, valid
-from stockade.proxy.admission import base_facts, canonical
+from stockade.proxy.admission import Admission, base_facts, canonical
 from stockade.proxy.errors import BadRequestError, ProxyError
+from stockade.proxy.identity import identity_of
 from stockade.proxy.state import services
 
 logger = logging.getLogger(__name__)
@@ -56,19 +58,32 @@ def _facts(facts: Facts) -> dict[str, Any]:
     return out
 
 
-async def explain(request: web.Request) -> web.Response:
-    """Every rule's verdict on a name or one version of it."""
+def parse_ecosystem(value: str) -> Ecosystem:
+    """The ecosystem named ``value``.
+
+    Raises:
+        BadRequestError: no such ecosystem.
+    """
     try:
-        ecosystem = Ecosystem(request.match_info["ecosystem"])
+        return Ecosystem(value)
     except ValueError as exc:
         raise BadRequestError(
-            f"unknown ecosystem {request.match_info['ecosystem']!r} "
-            f"(one of {', '.join(e.value for e in Ecosystem)})"
+            f"unknown ecosystem {value!r} (one of {', '.join(e.value for e in Ecosystem)})"
         ) from exc
-    name, version = _split(ecosystem, request.match_info["rest"])
+
+
+async def explanation(adm: Admission, ecosystem: Ecosystem, name: str,
+                      version: str | None, team: str | None = None) -> dict[str, Any]:
+    """Every rule's verdict on a name or one version of it, with the facts, under the
+    policy of ``team`` (None: the global one): the body of the explain API, which the
+    web page shows too.
+
+    Raises:
+        BadRequestError: ``name`` is not a valid name of the ecosystem.
+        NotFoundError: no configured upstream may serve it.
+    """
     if not valid(ecosystem, name):  # as the registry routes answer it, not decided
         raise BadRequestError(f"{name!r} is not a valid {KINDS[ecosystem]}")
-    adm = services(request).admission
     base = base_facts(adm.route(ecosystem, canonical(ecosystem, name)))
     versions: dict[str, Facts] = {}
     body: dict[str, Any] = {}
@@ -76,7 +91,7 @@ async def explain(request: web.Request) -> web.Response:
         base, versions = await adm.versions(ecosystem, name)
     except ProxyError as exc:
         body["facts_error"] = exc.diagnostics()
-    engine = adm.gate.engine
+    engine = adm.gate.engine_for(team)
     ref = PackageRef(ecosystem, name, version)
     facts = versions.get(version, base) if version is not None else base
     if version is not None:  # what the server verified of it, shown and decided on
@@ -87,15 +102,30 @@ async def explain(request: web.Request) -> web.Response:
     verdict = engine.decide(ref, facts)
     body.update({
         "ecosystem": ecosystem.value, "name": name, "version": version,
-        "policy_revision": engine.revision, "decision": _verdict(verdict),
+        "policy_revision": engine.revision, "team": team, "decision": _verdict(verdict),
         "verdicts": [_verdict(v) for v in engine.explain(ref, facts)],
         "facts": _facts(facts),
     })
     if version is None and versions:
-        vf = adm.gate.filter_versions(PackageRef(ecosystem, name), versions)
+        vf = adm.gate.filter_versions(PackageRef(ecosystem, name), versions, team)
         body["versions"] = {
             "total": len(versions),
             "hidden": {v: _verdict(vf.verdicts[v]) for v in sorted(vf.hidden)},
             "refused": {v: _verdict(vf.verdicts[v]) for v in sorted(vf.refused)},
         }
-    return web.json_response(body)
+    return body
+
+
+async def explain(request: web.Request) -> web.Response:
+    """Every rule's verdict on a name or one version of it."""
+    ecosystem = parse_ecosystem(request.match_info["ecosystem"])
+    name, version = _split(ecosystem, request.match_info["rest"])
+    return web.json_response(await explanation(
+        services(request).admission, ecosystem, name, version, caller_team(request)))
+
+
+def caller_team(request: web.Request) -> str | None:
+    """The team whose policy explains for ``request``: the caller's, or the one named
+    by ``?team=NAME``."""
+    who = identity_of(request)
+    return request.query.get("team") or (who.team if who is not None else None)

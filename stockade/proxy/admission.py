@@ -35,8 +35,9 @@ from stockade.proxy.ecosystems.base import EcosystemModule
 from stockade.proxy.errors import ProxyError, RefusedError
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, VersionFilter
+from stockade.proxy.identity import identity_of
 from stockade.proxy.metacache import CachedDoc, MetadataCache
-from stockade.proxy.provenance.checker import ProvenanceChecker
+from stockade.proxy.provenance.checker import ProvenanceChecker, provenance_rule
 from stockade.proxy.responses import REQUEST_ID
 from stockade.proxy.routing import Route, route
 from stockade.proxy.upstream import Upstream
@@ -56,15 +57,20 @@ _DECISIONS_MAX = 4096  # documents whose version decisions are kept
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who asked, as the decision log records it."""
+    """Who asked, as the decision log records it; ``team`` picks the policy."""
 
     client: str = ""
     request_id: str = ""
+    identity: str = ""  # the token's name; "" when anonymous
+    team: str | None = None
 
 
 def caller(request: web.Request) -> Caller:
     """The caller of ``request``."""
-    return Caller(request.remote or "", request.get(REQUEST_ID, ""))
+    who = identity_of(request)
+    if who is None:
+        return Caller(request.remote or "", request.get(REQUEST_ID, ""))
+    return Caller(request.remote or "", request.get(REQUEST_ID, ""), who.name, who.team)
 
 
 def canonical(eco: Ecosystem, name: str) -> str:
@@ -134,7 +140,8 @@ class Admission:
         """Route and decide a name, counting and recording a refusal."""
         upstreams = self.route(eco, name)
         verdict = await self.gate.decide(PackageRef(eco, name), base_facts(upstreams),
-                                         client=who.client, request_id=who.request_id)
+                                         client=who.client, request_id=who.request_id,
+                                         identity=who.identity, team=who.team)
         return upstreams, verdict
 
     async def admit_name(self, eco: Ecosystem, name: str, who: Caller) -> Route[Upstream]:
@@ -155,7 +162,8 @@ class Admission:
             RefusedError: the policy refuses it.
         """
         verdict = await self.gate.decide(ref, facts, client=who.client,
-                                         request_id=who.request_id)
+                                         request_id=who.request_id, identity=who.identity,
+                                         team=who.team)
         if verdict.blocks:
             raise RefusedError(verdict)
         return verdict
@@ -169,7 +177,7 @@ class Admission:
         Raises:
             RefusedError: the policy refuses it.
         """
-        if self.gate.engine.decide(ref, facts).blocks:
+        if self.gate.engine_for(who.team).decide(ref, facts).blocks:
             return await self.admit(ref, facts, who)  # refuses, counted and recorded
         return await self.admit(ref, await gather(facts), who)
 
@@ -188,17 +196,22 @@ class Admission:
         """
         docs = (doc,) if isinstance(doc, CachedDoc) else tuple(doc)
         doc_key = "+".join(d.key for d in docs)
-        key = (doc_key, "+".join(d.version for d in docs), self.gate.revision)
+        # per team: a team's policy may hide versions the global one keeps
+        key = (doc_key, "+".join(d.version for d in docs),
+               self.gate.engine_for(who.team).revision)
         now = self._clock()
         found = self._decisions.get(key)
         if found is not None and now - found[0] < self.cache_settings(eco).cache.metadata_ttl_s:
             return found[1]
         ref = PackageRef(eco, name)
         seen = await self.first_seen.annotate(eco, name, facts)
+        history = self._history()
+        if history is not None:  # versions stockade verified count (downgrades)
+            seen = await history.with_histories(eco, name, seen)
         if offload:
-            decided = await asyncio.to_thread(self.gate.filter_versions, ref, seen)
+            decided = await asyncio.to_thread(self.gate.filter_versions, ref, seen, who.team)
         else:
-            decided = self.gate.filter_versions(ref, seen)
+            decided = self.gate.filter_versions(ref, seen, who.team)
         refused = frozenset((v, x.rule, x.decision, x.audit_only)
                             for v, x in decided.verdicts.items()
                             if x.decision is not Decision.ALLOW)
@@ -206,7 +219,8 @@ class Admission:
             # a revalidated document that decides as before is not recorded again
             self._recorded[(doc_key, key[2])] = refused
             await self.gate.record_versions(ref, decided, client=who.client,
-                                            request_id=who.request_id)
+                                            request_id=who.request_id,
+                                            identity=who.identity, team=who.team)
         self._decisions[key] = (now, decided)
         return decided
 
@@ -219,7 +233,18 @@ class Admission:
             return base_facts(upstreams)
         seen = await self.first_seen.annotate(eco, name, every, only=version,
                                               complete=complete)
-        return seen[version]
+        history = self._history()
+        if history is None:
+            return seen[version]
+        # versions stockade verified count as having had provenance (downgrades)
+        return await history.with_history(PackageRef(eco, name, version), every,
+                                           seen[version])
+
+    def _history(self) -> ProvenanceChecker | None:
+        """The provenance service, where the policy in force has a provenance rule."""
+        if self.provenance is None or provenance_rule(self.gate.engine) is None:
+            return None
+        return self.provenance
 
     # -- metadata -------------------------------------------------------------------
 
@@ -298,10 +323,13 @@ class Admission:
         else:  # no listing holds it: only what was recorded, nothing assumed
             seen = await self.first_seen.annotate(ref.ecosystem, name, {ref.version: base},
                                                   complete=False)
-        return await self.known_provenance(
-            PackageRef(ref.ecosystem, name, ref.version),
-            dataclasses.replace(seen[ref.version], upstream=base.upstream,
-                                internal=base.internal))
+        facts = dataclasses.replace(seen[ref.version], upstream=base.upstream,
+                                    internal=base.internal)
+        versioned = PackageRef(ref.ecosystem, name, ref.version)
+        history = self._history()
+        if history is not None and ref.version in every:
+            facts = await history.with_history(versioned, every, facts)
+        return await self.known_provenance(versioned, facts)
 
     async def known_provenance(self, ref: PackageRef, facts: Facts) -> Facts:
         """``facts`` with the provenance the server verified for the version, where it

@@ -7,6 +7,8 @@ Nothing is module-global: two apps in one process share no state.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -19,8 +21,11 @@ from stockade.config.model import Settings
 from stockade.policy.engine import build_engine
 from stockade.policy.file import load_policy
 from stockade.policy.model import Ecosystem
-from stockade.proxy import routes
+from stockade.proxy import routes, ui
 from stockade.proxy.admission import Admission, Workers
+from stockade.proxy.affected import Reevaluator
+from stockade.proxy.auth import TOKENS, TokenWatcher, make_auth_middleware
+from stockade.proxy.bundlepull import BundlePuller
 from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.decisionlog import DecisionLog
 from stockade.proxy.firstseen import FirstSeen
@@ -28,12 +33,17 @@ from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.hotblobs import HotBlobs
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metrics import Metrics
+from stockade.proxy.notify import Webhook
+from stockade.proxy.osvsync import OsvSync, osv_age, state_path, sync_folder
 from stockade.proxy.pipeline import Accel, ArtifactPipeline
 from stockade.proxy.provenance.checker import PROVENANCE_REFS, ProvenanceChecker
 from stockade.proxy.reloader import PolicyReloader
 from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.responses import make_middleware
 from stockade.proxy.routes import ECOSYSTEMS
+from stockade.proxy.served import FOLDER as SERVED_FOLDER
+from stockade.proxy.served import ServedLog, recorder
+from stockade.proxy.singleflight import FileLocks
 from stockade.proxy.state import SERVICES, Services
 from stockade.proxy.upstream import Upstream
 from stockade.storage.backends import open_records, open_store
@@ -51,6 +61,8 @@ FIRST_SEEN_REFS = "firstseen"
 EngineFactory = Callable[[Settings], PolicyEngine]
 # The app's registry, there before startup (what serves the socket counts into it too).
 METRICS = web.AppKey("metrics", Metrics)
+# Re-decides what was served after each policy swap (tests wait on its passes).
+REEVALUATOR = web.AppKey("reevaluator", Reevaluator)
 
 
 def app_metrics(app: web.Application) -> Metrics:
@@ -79,6 +91,12 @@ def decision_log_path(settings: Settings) -> Path:
     if settings.storage.backend == "s3":
         return settings.storage.path / f"decisions-{replica_name(settings)}.jsonl"
     return settings.storage.path / "decisions.jsonl"
+
+
+def fetch_locks(settings: Settings) -> FileLocks:
+    """The lock files that keep worker processes (and servers on one host sharing
+    the storage folder) from fetching the same thing at once."""
+    return FileLocks(settings.storage.path / "locks")
 
 
 def load_engine(settings: Settings) -> PolicyEngine:
@@ -139,6 +157,7 @@ def make_admission(
         offline=offline or settings.server.offline,
         negative_ttl_s={eco: getattr(settings, eco.value).cache.negative_ttl_s
                         for eco in Ecosystem},
+        locks=None if offline else fetch_locks(settings),
     )
     seen = FirstSeen(first_seen or RefStore(root, FIRST_SEEN_REFS), read_only=offline)
     # Built for every app (a reloaded policy may gain a provenance rule); it loads
@@ -155,27 +174,66 @@ def make_app(
     *,
     environ: Mapping[str, str] | None = None,
     engine_factory: EngineFactory = load_engine,
+    lead: bool = True,
 ) -> web.Application:
-    """The stockade application for ``settings``."""
+    """The stockade application for ``settings``. ``lead``: this process runs the duties
+    done once per server, not once per worker (re-deciding what was served, its
+    notifications, the scheduled OSV sync); of several workers, only the first."""
     metrics = Metrics()
+    tokens = TokenWatcher(settings.auth.tokens, check_s=settings.auth.reload_check_s)
     app = web.Application(
         client_max_size=settings.server.client_max_size_bytes,
-        middlewares=[make_middleware(metrics)],
+        middlewares=[make_middleware(metrics),
+                     make_auth_middleware(settings.auth, tokens, metrics)],
     )
     app[METRICS] = metrics
+    app[TOKENS] = tokens
+    app.cleanup_ctx.append(tokens.lifecycle)
     env = dict(os.environ if environ is None else environ)
-    app.cleanup_ctx.append(_services(settings, metrics, env, engine_factory))
+    app.cleanup_ctx.append(_services(settings, metrics, env, engine_factory, lead))
     routes.setup(app)
+    if settings.ui.enabled:
+        ui.setup(app, settings, decision_log=decision_log_path(settings),
+                 artifacts=ARTIFACT_REFS, environ=env)
     return app
+
+
+async def _start_osv_sync(settings: Settings, metrics: Metrics, environ: Mapping[str, str]
+                          ) -> tuple[OsvSync, asyncio.Task[None]] | None:
+    """With ``osv.interval``, the server syncs the OSV exports itself; the reloader
+    then puts them in force."""
+    if settings.osv.interval is None:
+        return None
+    folder = await asyncio.to_thread(sync_folder, settings)
+    if folder is None:
+        logger.error("osv.interval is set but there is no folder to sync to "
+                     "(osv.path, or a folder in the policy's rules.osv.paths)")
+        return None
+    sync = OsvSync(settings.osv, folder, state=state_path(settings), metrics=metrics,
+                   environ=environ)
+    await sync.__aenter__()
+    return sync, asyncio.create_task(sync.run(), name="osv-sync")
+
+
+async def _stop_osv_sync(sync: OsvSync, task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await sync.__aexit__()
 
 
 def _services(
     settings: Settings, metrics: Metrics, environ: Mapping[str, str],
-    engine_factory: EngineFactory,
+    engine_factory: EngineFactory, lead: bool,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
+        # A signed bundle, where configured, replaces the policy file once applied.
+        factory, puller = engine_factory, None
+        if settings.policy.bundle is not None:
+            puller = BundlePuller(settings, metrics, engine_factory)
+            factory = puller.factory()
         # The policy first: if it cannot be loaded, nothing has been opened yet.
-        engine = engine_factory(settings)
+        engine = factory(settings)
         root = settings.storage.path
         decisions = DecisionLog(
             decision_log_path(settings), revision=lambda: gate.revision, metrics=metrics,
@@ -189,6 +247,7 @@ def _services(
             max_artifact_bytes=settings.storage.max_artifact_bytes,
             verify_on_read_max_bytes=settings.storage.verify_on_read_max_bytes,
             hot=hot_blobs(settings), accel=accel(settings),
+            locks=fetch_locks(settings),
         )
         rendered = RenderedCache(root / "rendered")
         await rendered.open()
@@ -202,14 +261,51 @@ def _services(
         assert provenance is not None
         app[SERVICES] = Services(
             settings=settings, metrics=metrics, store=store, admission=admission,
-            pipeline=pipeline, rendered=rendered, provenance=provenance,
+            pipeline=pipeline, rendered=rendered, provenance=provenance, bundle=puller,
         )
         metrics.storage_bytes.set(store.total_bytes)
-        reloader = PolicyReloader(settings, gate, metrics, engine_factory)
+        reloader = PolicyReloader(settings, gate, metrics, factory)
         await reloader.start()
+        app[SERVICES].reloader = reloader
+        if puller is not None:
+            await puller.start(gate)
+        metrics.osv_age.set_function(lambda: osv_age(gate.engine))
+        served = ServedLog(root / SERVED_FOLDER, metrics,
+                           retention_days=settings.served.retention_days)
+        await served.open()
+        pipeline.on_served = recorder(served)
+        hook = settings.notify.webhook
+        webhook = None if hook is None or not lead else Webhook(hook, metrics, environ)
+        if webhook is not None:
+            await webhook.start()
+        reevaluator, offline, syncing = None, None, None
+        if lead:  # the other workers' decisions and served records are in the same files
+            # Re-deciding what was served reads only what the server stored.
+            offline = make_admission(settings, Gate(engine, Metrics()), Metrics(), upstreams,
+                                     offline=True,
+                                     first_seen=open_records(settings, store, FIRST_SEEN_REFS))
+            reevaluator = Reevaluator(
+                offline, root / SERVED_FOLDER, metrics, sink=decisions, webhook=webhook,
+                window_s=hook.window if hook else 30 * 86400.0,
+                max_artifacts=settings.notify.max_artifacts)
+            gate.on_swap(reevaluator.changed)
+            await reevaluator.start()
+            app[REEVALUATOR] = reevaluator
+            syncing = await _start_osv_sync(settings, metrics, environ)
         try:
             yield
         finally:
+            if syncing is not None:
+                await _stop_osv_sync(*syncing)
+            if reevaluator is not None:
+                await reevaluator.close()
+            if offline is not None:
+                await offline.metacache.close()
+            if webhook is not None:
+                await webhook.close()
+            await served.close()
+            if puller is not None:
+                await puller.close()
             await reloader.close()
             await provenance.close()
             await pipeline.close()

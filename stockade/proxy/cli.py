@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import logging
 import os
+import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,8 +25,10 @@ from aiohttp import web
 from stockade import __version__
 from stockade.config.load import ConfigError, load_settings
 from stockade.config.model import Settings
-from stockade.proxy import policy_cli
-from stockade.proxy.app import app_metrics, make_app
+from stockade.proxy import fleet_cli, policy_cli, token_cli
+from stockade.proxy.app import app_metrics, load_engine, make_app
+from stockade.proxy.clientcounts import SharedClientCounts, SharedConnectionGuard
+from stockade.proxy.listening import Listener, bind, serve_worker
 from stockade.proxy.responses import JsonAccessLogger
 from stockade.proxy.serving import (
     ClientLimits,
@@ -31,6 +36,8 @@ from stockade.proxy.serving import (
     StartupError,
     serve_until_stopped,
 )
+from stockade.proxy.tls import TlsError, TlsReloader
+from stockade.proxy.workers import Channel, Supervisor, worker_count
 from stockade.storage.backends import open_store
 from stockade.storage.verify import verify_all
 
@@ -41,12 +48,12 @@ class _JsonFormatter(logging.Formatter):
     """One JSON object per line, each with its ISO 8601 UTC ``time``.
 
     An access record carries its fields as a dict (``extra={"access": ...}``),
-    so the line is encoded once.
+    so the line is encoded once. ``pid`` tells worker processes apart.
     """
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {"time": _utc(record.created), "level": record.levelname,
-                               "logger": record.name}
+                               "logger": record.name, "pid": record.process}
         access = getattr(record, "access", None)
         if isinstance(access, dict):
             out.update(access)
@@ -89,17 +96,22 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _setup_logging(settings)
+    count = worker_count(settings.server.workers)
     try:
-        asyncio.run(_run(settings))
-    except StartupError as exc:
+        if count == 1:
+            asyncio.run(_run(settings))
+        else:
+            _supervise(settings, count)
+    except (StartupError, TlsError) as exc:
         print(f"stockade: {exc.diagnostics()}", file=sys.stderr)
         return 2
     return 0
 
 
-async def _run(settings: Settings) -> None:
+def _runner(settings: Settings, counts: SharedClientCounts | None = None,
+            worker: int = 0) -> tuple[web.AppRunner, ConnectionGuard]:
     server = settings.server
-    app = make_app(settings)
+    app = make_app(settings, lead=worker == 0)
     runner = web.AppRunner(
         app, access_log_class=JsonAccessLogger,
         access_log=logging.getLogger("stockade.access") if server.access_log else None,
@@ -108,15 +120,73 @@ async def _run(settings: Settings) -> None:
     limits = ClientLimits(header_timeout_s=server.header_timeout_s,
                           send_timeout_s=server.send_timeout_s,
                           max_connections_per_client=server.max_connections_per_client)
-    guard = ConnectionGuard(limits, app_metrics(app))
+    if counts is not None:  # one worker of several: a client's limit spans them all
+        return runner, SharedConnectionGuard(limits, app_metrics(app), counts, worker)
+    return runner, ConnectionGuard(limits, app_metrics(app))
 
-    def listening(port: int) -> None:
-        logger.info("stockade %s listening on %s:%d, storing under %s", __version__,
-                    server.host, port, settings.storage.path)
 
-    await serve_until_stopped(runner, server.host, server.port, guard=guard,
-                              shutdown_timeout_s=server.shutdown_timeout_s,
-                              on_listening=listening)
+
+def _listening(settings: Settings, port: int, workers: int = 1) -> None:
+    server = settings.server
+    scheme = "https" if server.tls.enabled else "http"
+    processes = f" ({workers} worker processes)" if workers > 1 else ""
+    logger.info("stockade %s listening on %s://%s:%d%s, storing under %s", __version__,
+                scheme, server.host, port, processes, settings.storage.path)
+
+
+@contextlib.asynccontextmanager
+async def _tls(settings: Settings) -> AsyncIterator[ssl.SSLContext | None]:
+    """The listening TLS context, its files watched for as long as it serves."""
+    if not settings.server.tls.enabled:
+        yield None
+        return
+    tls = TlsReloader(settings.server.tls)
+    await tls.start()
+    try:
+        yield tls.context
+    finally:
+        await tls.close()
+
+
+async def _run(settings: Settings) -> None:
+    server = settings.server
+    runner, guard = _runner(settings)
+    async with _tls(settings) as context:
+        await serve_until_stopped(runner, server.host, server.port, guard=guard,
+                                  shutdown_timeout_s=server.shutdown_timeout_s,
+                                  on_listening=lambda port: _listening(settings, port),
+                                  ssl_context=context)
+
+
+def _supervise(settings: Settings, count: int) -> None:
+    """``server.workers`` > 1: bind once, fork the workers, keep them running."""
+    server = settings.server
+    if server.tls.enabled:  # a bad certificate is one line from the supervisor, not N
+        TlsReloader(server.tls)
+    listener = bind(server.host, server.port)
+    counts = SharedClientCounts(count)
+    # Built once here, the policy's large parts (the typosquat name indexes, memoised
+    # by the rule) are inherited by every worker, copy-on-write, instead of each
+    # worker loading its own; frozen, the collector never writes to their pages.
+    load_engine(settings)
+    gc.freeze()
+
+    def work(shared: Listener, channel: Channel) -> None:
+        async def run() -> None:
+            runner, guard = _runner(settings, counts, channel.slot)
+            async with _tls(settings) as context:
+                await serve_worker(runner, shared, guard=guard, ready=channel.ready,
+                                   ssl_context=context)
+        try:
+            asyncio.run(run())
+        except ConfigError as exc:  # the policy file broke after the supervisor read it
+            raise StartupError(exc.diagnostics()) from exc
+        except TlsError as exc:
+            raise StartupError(exc.diagnostics()) from exc
+
+    Supervisor(count, listener, work, shutdown_timeout_s=server.shutdown_timeout_s,
+               on_listening=lambda: _listening(settings, listener.port, count),
+               on_exit=counts.forget).run()
 
 
 def _cache_verify(args: argparse.Namespace) -> int:
@@ -159,6 +229,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=_cache_verify)
 
     policy_cli.add_subcommands(sub)
+    fleet_cli.add_subcommands(sub)
+    token_cli.add_subcommands(sub)
     return parser
 
 

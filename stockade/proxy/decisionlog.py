@@ -11,19 +11,23 @@ log (``checkpoint``), optionally signed, and exported as
 between the two writes leaves the checkpoint behind the log, which is fine: the
 record at its count still has its hash.
 
-Records are chained on the event loop, in the order decisions were made, and
-written by one task off the loop; a full queue or a failing disk is logged and
-counted, never a reason to stall requests. A write that fails (a full disk) is cut
-back to the last whole record and tried again, every second and with each new
-record, so nothing is lost while the disk recovers within the queue's bound; a
-record past it is dropped and counted. A log whose last line was torn (a crash in
-mid-write) is continued on a new line, chained to its last whole record.
+Records are queued on the event loop, in the order decisions were made, and
+written by one task off the loop, which chains them to the log's last record
+under an exclusive lock on the file: the worker processes of one server append
+to one chain, each continuing from what the others wrote. A full queue or a
+failing disk is logged and counted, never a reason to stall requests. A write
+that fails (a full disk) is cut back to the last whole record and tried again,
+every second and with each new record, so nothing is lost while the disk
+recovers within the queue's bound; a record past it is dropped and counted. A log
+whose last line was torn (a crash in mid-write) is continued on a new line,
+chained to its last whole record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -57,8 +61,9 @@ _FIELDS = ("seq", "time", "ecosystem", "name", "version", "filename", "decision"
 
 # Fields a record carries only where they say something (older records lack them,
 # and their hashes must not change): the versions a metadata decision hid, and the
-# full values behind a reason (both digests of a republished file).
-_OPTIONAL = ("versions", "evidence")
+# full values behind a reason (both digests of a republished file), and who asked:
+# the name and team of the caller's token (never the token).
+_OPTIONAL = ("versions", "evidence", "identity", "team")
 
 
 def _canonical(record: dict[str, Any]) -> bytes:
@@ -75,14 +80,19 @@ def record_hash(record: dict[str, Any]) -> str:
 def _last_record(path: Path) -> dict[str, Any] | None:
     """The last whole record of the log, read from the end (past a torn last line)."""
     try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            block = min(size, 1024 * 1024)
-            fh.seek(size - block)
-            tail = fh.read(block)
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    try:
+        return _last_in(fd)
+    finally:
+        os.close(fd)
+
+
+def _last_in(fd: int) -> dict[str, Any] | None:
+    size = os.fstat(fd).st_size
+    block = min(size, 1024 * 1024)
+    tail = os.pread(fd, block, size - block)
     for line in reversed(tail.split(b"\n")):
         if not line.strip():
             continue
@@ -95,10 +105,38 @@ def _last_record(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def _append(path: Path, data: bytes) -> None:
-    """Append whole records durably, or nothing: a failed write is cut back."""
+def _chain(records: Sequence[dict[str, Any]], last: dict[str, Any] | None) -> tuple[
+        bytes, Checkpoint]:
+    """``records`` linked after ``last`` (their seq, prev and hash), encoded, and the
+    head the log has once they are written."""
+    prev = str(last["hash"]) if last is not None else GENESIS
+    seq = int(last.get("seq", 0)) + 1 if last is not None else 0
+    lines = []
+    for record in records:
+        record.update(seq=seq, prev=prev)
+        record.pop("hash", None)
+        record["hash"] = prev = record_hash(record)
+        seq += 1
+        lines.append(orjson.dumps(record) + b"\n")
+    return b"".join(lines), Checkpoint(seq, prev)
+
+
+def _append(path: Path, records: Sequence[dict[str, Any]], key: bytes | None,
+            anchor: bool) -> tuple[Checkpoint, OSError | None]:
+    """Chain ``records`` to the log's last record and append them durably, or
+    nothing (a failed write is cut back); then move the checkpoint to the new head.
+
+    All of it under an exclusive lock on the log, so worker processes writing one
+    log each continue the chain where the other left it, and the checkpoint only
+    moves forward. Returns the head and the error writing the checkpoint, if any.
+
+    Raises:
+        OSError: the records were not written.
+    """
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released by closing it
+        data, head = _chain(records, _last_in(fd))
         start = os.fstat(fd).st_size
         if start and os.pread(fd, 1, start - 1) != b"\n":
             data = b"\n" + data  # a torn last line: records start on a line of their own
@@ -111,16 +149,16 @@ def _append(path: Path, data: bytes) -> None:
             with contextlib.suppress(OSError):  # a record cut in two would be torn
                 os.ftruncate(fd, start)
             raise
+        failed: OSError | None = None
+        if anchor:
+            # After the log: a crash between the two leaves it behind, never ahead.
+            try:
+                write_checkpoint(path, head, key)
+            except OSError as exc:
+                failed = exc
+        return head, failed
     finally:
         os.close(fd)
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    """One chained record, encoded, and the head the log has once it is written."""
-
-    data: bytes
-    head: Checkpoint
 
 
 class DecisionLog:
@@ -139,8 +177,8 @@ class DecisionLog:
         self._retry = retry_seconds
         self._key = key
         self._anchor = True  # False: the checkpoint shows a truncation and is kept as evidence
-        self._queue: asyncio.Queue[_Entry | None] = asyncio.Queue()
-        self._pending: list[_Entry] = []  # records a failed write holds, written first
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._pending: list[dict[str, Any]] = []  # held by a failed write, written first
         self._writer: asyncio.Task[None] | None = None
         self._prev = GENESIS
         self._seq = 0
@@ -191,25 +229,28 @@ class DecisionLog:
             self._writer = None
 
     async def record(self, verdict: Verdict, ref: PackageRef, *, client: str,
-                     request_id: str, versions: Sequence[str] = ()) -> None:
+                     request_id: str, versions: Sequence[str] = (), identity: str = "",
+                     team: str | None = None) -> None:
         """Chain and queue one record (the write happens off the loop).
 
         ``versions``: the versions of ``ref`` that one metadata decision hid by the
         verdict's rule (one record for all of them).
         """
         record: dict[str, Any] = {
-            "seq": self._seq, "time": self._clock().isoformat(timespec="milliseconds"),
+            "time": self._clock().isoformat(timespec="milliseconds"),
             "ecosystem": ref.ecosystem.value, "name": ref.name, "version": ref.version,
             "filename": ref.filename, "decision": verdict.decision.value, "rule": verdict.rule,
             "reason": verdict.reason, "target": verdict.target, "audit": verdict.audit_only,
             "client": client, "request_id": request_id, "policy_revision": self._revision(),
-            "prev": self._prev,
         }
         if versions:
             record["versions"] = list(versions)
         if verdict.evidence:
             record["evidence"] = dict(verdict.evidence)
-        record["hash"] = record_hash(record)
+        if identity:
+            record["identity"] = identity
+        if team:
+            record["team"] = team
         if self._queue.qsize() + len(self._pending) >= _QUEUE_MAX:
             self.lost += 1
             if self._metrics is not None:
@@ -217,15 +258,14 @@ class DecisionLog:
             logger.error("decision log: %d records wait to be written; the record for %s "
                          "is dropped", _QUEUE_MAX, ref.display())
             return
-        self._queue.put_nowait(_Entry(orjson.dumps(record) + b"\n",
-                                      Checkpoint(self._seq + 1, record["hash"])))
-        self._prev = record["hash"]
-        self._seq += 1
+        # seq, prev and hash are given as it is written, under the log's lock: other
+        # worker processes append to the same chain
+        self._queue.put_nowait(record)
 
     async def _write_loop(self) -> None:
         failing = False
         while True:
-            batch: list[_Entry | None] = []
+            batch: list[dict[str, Any] | None] = []
             with contextlib.suppress(TimeoutError):
                 # while writes fail, wake every so often to try again
                 batch.append(await asyncio.wait_for(self._queue.get(),
@@ -236,8 +276,8 @@ class DecisionLog:
             self._pending += [item for item in batch if item is not None]
             if self._pending:
                 try:
-                    await asyncio.to_thread(_append, self._path,
-                                            b"".join(e.data for e in self._pending))
+                    head, unanchored = await asyncio.to_thread(
+                        _append, self._path, self._pending, self._key, self._anchor)
                 except OSError as exc:
                     if not failing:  # once an outage, not once a second
                         logger.error("cannot write the decision log %s: %s; %d records "
@@ -249,7 +289,10 @@ class DecisionLog:
                         logger.warning("decision log %s written again; %d held records "
                                        "written", self._path, len(self._pending))
                     failing = False
-                    await self._anchor_head(self._pending[-1].head)
+                    self._set_records(head.records)
+                    if unanchored is not None:
+                        logger.error("cannot write the decision log checkpoint %s: %s",
+                                     checkpoint_path(self._path), unanchored)
                     self._pending.clear()
                 if self._metrics is not None:
                     self._metrics.decision_log_pending.set(len(self._pending))
@@ -257,18 +300,6 @@ class DecisionLog:
                 if self._pending:
                     self._drop_pending()
                 return
-
-    async def _anchor_head(self, head: Checkpoint) -> None:
-        """Move the checkpoint to the head just written (after the log: a crash
-        between the two leaves it behind, never ahead)."""
-        self._set_records(head.records)
-        if not self._anchor:
-            return
-        try:
-            await asyncio.to_thread(write_checkpoint, self._path, head, self._key)
-        except OSError as exc:
-            logger.error("cannot write the decision log checkpoint %s: %s",
-                         checkpoint_path(self._path), exc)
 
     def _drop_pending(self) -> None:
         """At close, with the disk still failing: what is held is lost, and counted."""

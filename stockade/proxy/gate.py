@@ -8,9 +8,9 @@ decision log. Deciding itself is ``stockade.policy``'s job and does no I/O.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from stockade.policy.model import Decision, Facts, Mode, PackageRef, Verdict
 from stockade.proxy.metrics import Metrics
@@ -37,7 +37,8 @@ class DecisionSink(Protocol):
     """Where refusals and audit hits are recorded (the decision log)."""
 
     async def record(self, verdict: Verdict, ref: PackageRef, *, client: str,
-                     request_id: str, versions: Sequence[str] = ()) -> None: ...
+                     request_id: str, versions: Sequence[str] = (), identity: str = "",
+                     team: str | None = None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ class Gate:
         self._engine = engine
         self._metrics = metrics
         self._sink = sink
+        self._listeners: list[Callable[[PolicyEngine, PolicyEngine], None]] = []
 
     @property
     def engine(self) -> PolicyEngine:
@@ -75,29 +77,47 @@ class Gate:
     def revision(self) -> str:
         return self._engine.revision
 
+    def engine_for(self, team: str | None) -> PolicyEngine:
+        """The engine deciding for ``team``: the global policy plus the team's own
+        (built with the policy; the global engine for no team or an unknown one)."""
+        if team is None:
+            return self._engine
+        for_team = getattr(self._engine, "for_team", None)
+        return self._engine if for_team is None else cast(PolicyEngine, for_team(team))
+
     def swap(self, engine: PolicyEngine) -> None:
         """Put a new engine in force (after it was built without error)."""
         logger.info("policy revision %s in force (was %s)", engine.revision,
                     self._engine.revision)
-        self._engine = engine
+        old, self._engine = self._engine, engine
+        for listener in self._listeners:
+            listener(old, engine)
+
+    def on_swap(self, listener: Callable[[PolicyEngine, PolicyEngine], None]) -> None:
+        """Call ``listener(old, new)`` after each swap (it must not block)."""
+        self._listeners.append(listener)
 
     async def decide(
-        self, ref: PackageRef, facts: Facts, *, client: str = "", request_id: str = ""
+        self, ref: PackageRef, facts: Facts, *, client: str = "", request_id: str = "",
+        identity: str = "", team: str | None = None,
     ) -> Verdict:
-        """Decide one name or version, counting and recording what refuses."""
-        verdict = self._engine.decide(ref, facts)
-        await self._account(verdict, ref, client=client, request_id=request_id)
+        """Decide one name or version for ``team``'s policy, counting and recording what
+        refuses (with who asked)."""
+        verdict = self.engine_for(team).decide(ref, facts)
+        await self._account(verdict, ref, client=client, request_id=request_id,
+                            identity=identity, team=team)
         return verdict
 
     async def _account(self, verdict: Verdict, ref: PackageRef, *, client: str,
-                       request_id: str) -> None:
+                       request_id: str, identity: str = "", team: str | None = None) -> None:
         self._count(ref, verdict)
         if verdict.decision is Decision.ALLOW:
             return
         logger.info("policy %s %s %s: %s", verdict.decision, ref.ecosystem,
                     ref.display(), verdict.reason)
         if self._sink is not None:
-            await self._sink.record(verdict, ref, client=client, request_id=request_id)
+            await self._sink.record(verdict, ref, client=client, request_id=request_id,
+                                    identity=identity, team=team)
 
     def _count(self, ref: PackageRef, verdict: Verdict, n: int = 1) -> None:
         mode = Mode.AUDIT if verdict.audit_only else Mode.ENFORCE
@@ -105,7 +125,8 @@ class Gate:
             ref.ecosystem, verdict.rule, verdict.decision, mode).inc(n)
 
     async def record_versions(self, name: PackageRef, decided: VersionFilter, *,
-                              client: str = "", request_id: str = "") -> None:
+                              client: str = "", request_id: str = "", identity: str = "",
+                              team: str | None = None) -> None:
         """Count and record what one metadata decision refused or hid: one record per
         rule, listing its versions (called once per document version, not per request).
         """
@@ -125,16 +146,19 @@ class Gate:
                         summary.reason)
             if self._sink is not None:
                 await self._sink.record(summary, name, client=client, request_id=request_id,
-                                        versions=sorted(versions))
+                                        versions=sorted(versions), identity=identity,
+                                        team=team)
 
-    def filter_versions(self, name: PackageRef, versions: Mapping[str, Facts]) -> VersionFilter:
-        """Decide every version; refused ones are hidden unless none would be left.
+    def filter_versions(self, name: PackageRef, versions: Mapping[str, Facts],
+                        team: str | None = None) -> VersionFilter:
+        """Decide every version (for ``team``'s policy); refused ones are hidden unless
+        none would be left.
 
         Where every version is refused, none is hidden: Python clients only print
         the reason of a refused download, so the files stay listed and their
         download is refused with the reason.
         """
-        verdicts = self._engine.filter_versions(name, versions)
+        verdicts = self.engine_for(team).filter_versions(name, versions)
         refused = frozenset(v for v, verdict in verdicts.items() if verdict.blocks)
         kept = set(versions) - refused
         hidden = refused if kept else frozenset()

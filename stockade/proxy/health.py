@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from stockade.proxy.state import Services, services
 
@@ -69,7 +69,7 @@ async def metrics(request: web.Request) -> web.Response:
     svc = services(request)
     svc.metrics.storage_bytes.set(svc.store.total_bytes)
     await storage_free_bytes(svc)
-    payload = generate_latest(svc.metrics.registry)
+    payload = svc.metrics.exposition()
     return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

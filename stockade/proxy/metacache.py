@@ -26,7 +26,7 @@ from cachetools import LRUCache
 
 from stockade.proxy.errors import NotCachedError, UpstreamError, UpstreamStatusError
 from stockade.proxy.metrics import Metrics
-from stockade.proxy.singleflight import SingleFlight
+from stockade.proxy.singleflight import FileLocks, SingleFlight
 from stockade.proxy.upstream import Upstream
 from stockade.storage.errors import StorageError
 from stockade.storage.refs import RefStore
@@ -135,6 +135,7 @@ class MetadataCache:
         offline: bool = False,
         negative_ttl_s: Mapping[str, float] | None = None,
         clock: Callable[[], float] = time.time,
+        locks: FileLocks | None = None,
     ) -> None:
         self._refs = refs
         self._metrics = metrics
@@ -148,7 +149,8 @@ class MetadataCache:
         self._memory_used = 0
         self._missing: LRUCache[str, Missing] = LRUCache(_NEGATIVES_IN_MEMORY)
         self._large: LRUCache[str, CachedDoc] = LRUCache(_LARGE_RECORDS)  # without bodies
-        self._flight: SingleFlight[str, CachedDoc] = SingleFlight()
+        # one refresh per document across worker processes, with ``locks``
+        self._flight: SingleFlight[str, CachedDoc] = SingleFlight(locks)
         self._counters: dict[tuple[str, CacheResult], Any] = {}
 
     async def get(
@@ -212,8 +214,11 @@ class MetadataCache:
             return self._answer(cached, upstream)
 
         async def refresh() -> CachedDoc:
-            # Another flight may have stored it since it was loaded above.
+            # Another flight (here, or in another worker process) may have stored it
+            # since it was loaded above.
             current = await self._load(key)
+            if current is None or not self._fresh(current, ttl_s, negative_ttl_s):
+                current = await self._load_stored(key) or current
             if current is not None and self._fresh(current, ttl_s, negative_ttl_s):
                 return self._answer(current, upstream)
             return await self._refresh(key, upstream, url, accept, current,
@@ -313,6 +318,9 @@ class MetadataCache:
         large = self._large.get(key)
         if large is not None and not body:
             return large
+        return await self._load_stored(key, body=body)
+
+    async def _load_stored(self, key: str, *, body: bool = True) -> CachedDoc | Missing | None:
         record = await self._refs.get(key)
         if record is None:
             return None

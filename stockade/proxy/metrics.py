@@ -1,12 +1,26 @@
 """Prometheus metrics, with the contract's names, in a per-app registry.
 
-Owns the metric objects and their labels. Nothing here decides or fetches;
-other modules increment what they observe.
+Owns the metric objects and their labels, and the multiprocess mode several
+worker processes share: each writes its values into files in one folder per run,
+and a scrape of any worker sums (or, for gauges, combines as each says) every
+worker's files. Nothing here decides or fetches; other modules increment what
+they observe.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+from pathlib import Path
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -60,6 +74,7 @@ class Metrics:
         self.decision_log_pending = Gauge(
             "stockade_decision_log_pending_records",
             "Decision records held because writing the decision log failed.", registry=r,
+            multiprocess_mode="livesum",
         )
         self.decision_log_lost = Counter(
             "stockade_decision_log_lost_records",
@@ -69,7 +84,7 @@ class Metrics:
         self.decision_log_records = Gauge(
             "stockade_decision_log_records",
             "Records in the decision log up to its anchored head; a drop means it was cut.",
-            registry=r,
+            registry=r, multiprocess_mode="livemax",
         )
         self.provenance = Counter(
             "stockade_provenance_total",
@@ -77,16 +92,107 @@ class Metrics:
             "and result (verified, missing, invalid, unverifiable, mismatch).",
             ["ecosystem", "kind", "result"], registry=r,
         )
+        self.bundle_version = Gauge(
+            "stockade_bundle_version",
+            "Version (the TUF targets version) of the signed policy bundle in force.",
+            registry=r,
+        )
+        self.bundle_age = Gauge(
+            "stockade_bundle_age_seconds",
+            "Seconds since the bundle repository last confirmed the bundle in force "
+            "(before any was applied: since the replica started).", registry=r,
+        )
+        self.bundle_errors = Counter(
+            "stockade_bundle_errors_total",
+            "Bundle pulls that put nothing new in force, by reason (rollback, expired, "
+            "mix_and_match, target_hash, signature, unreachable, invalid_bundle, ...).",
+            ["reason"], registry=r,
+        )
+        self.osv_syncs = Counter(
+            "stockade_osv_syncs_total",
+            "OSV export syncs, by ecosystem and result (updated, unchanged, failed).",
+            ["ecosystem", "result"], registry=r,
+        )
+        self.osv_age = Gauge(
+            "stockade_osv_age_seconds",
+            "Age of the OSV data in force: seconds since its newest record was modified "
+            "(what intel.osv_max_age judges).", registry=r,
+        )
+        self.served_dropped = Counter(
+            "stockade_served_records_dropped_total",
+            "Served-artifact records dropped: too many waited for a failing disk.",
+            registry=r,
+        )
+        self.reevaluations = Counter(
+            "stockade_reevaluations_total",
+            "Passes re-deciding served artifacts after a policy or intel change, by result.",
+            ["result"], registry=r,
+        )
+        self.newly_refused = Counter(
+            "stockade_newly_refused_total",
+            "Served artifacts a policy or intel change newly refuses, by rule.",
+            ["ecosystem", "rule"], registry=r,
+        )
+        self.notifications = Counter(
+            "stockade_notifications_total",
+            "Webhook notifications by result (delivered, retried, failed, dropped).",
+            ["result"], registry=r,
+        )
         self.storage_bytes = Gauge(
             "stockade_storage_bytes", "Bytes of artifact blobs in storage.", registry=r,
+            multiprocess_mode="livemostrecent",
         )
         self.storage_free_bytes = Gauge(
             "stockade_storage_free_bytes",
             "Bytes free on the file system under storage.path (readiness needs "
-            "storage.min_free_bytes).", registry=r,
+            "storage.min_free_bytes).", registry=r, multiprocess_mode="livemostrecent",
+        )
+        self.auth_refusals = Counter(
+            "stockade_auth_refusals_total",
+            "Requests refused by access control, by route group and reason (missing: "
+            "no credential where one is required; invalid: unknown, revoked or malformed; "
+            "role: the token lacks the role).", ["group", "reason"], registry=r,
         )
         self.client_connections_closed = Counter(
             "stockade_client_connections_closed_total",
             "Client connections closed by a limit (header_timeout, send_timeout, "
             "per_client_limit).", ["reason"], registry=r,
         )
+
+    def exposition(self) -> bytes:
+        """The text a scrape gets: every worker's values where workers share a
+        metrics folder, else this registry's."""
+        folder = multiprocess_folder()
+        if folder is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+            merged, path=str(folder))
+        return generate_latest(merged)
+
+
+_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own name for the folder
+
+
+def multiprocess_folder() -> Path | None:
+    """The folder this process's metrics are shared through, if it is a worker."""
+    return _folder
+
+
+_folder: Path | None = None
+
+
+def share_metrics(folder: Path) -> None:
+    """Make every metric created from now on in this process write its values
+    into ``folder``, for a scrape of any worker to combine (call once, in a
+    worker, before the application is built)."""
+    global _folder
+    os.environ[_ENV] = str(folder)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    _folder = folder
+
+
+def worker_gone(folder: Path, pid: int) -> None:
+    """Drop a dead worker's gauges that only count while it lives (its counters
+    stay in the sums)."""
+    multiprocess.mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]

@@ -15,10 +15,11 @@ whole, and nothing is stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from stockade.proxy.blobresponse import (
 from stockade.proxy.errors import IntegrityError, NotCachedError, ProxyError, UpstreamBodyError
 from stockade.proxy.hotblobs import HotBlobs
 from stockade.proxy.metrics import Metrics
+from stockade.proxy.singleflight import FileLocks
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, MultiHasher
 from stockade.storage.errors import BlobNotFoundError, DigestMismatchError, StorageError
@@ -141,7 +143,9 @@ class ArtifactPipeline:
         verify_on_read_max_bytes: int = 0,
         hot: HotBlobs | None = None,
         accel: Accel | None = None,
+        locks: FileLocks | None = None,
     ) -> None:
+        self._locks = locks  # one fill per artifact across worker processes
         self._store = store
         self._index = index
         self._metrics = metrics
@@ -151,6 +155,8 @@ class ArtifactPipeline:
         self._accel = accel
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Told of each artifact a GET was answered with (the served-artifacts record).
+        self.on_served: Callable[[web.Request, ArtifactSource, BlobInfo], None] | None = None
 
     @property
     def accel(self) -> Accel | None:
@@ -303,13 +309,22 @@ class ArtifactPipeline:
         """Answer a GET or HEAD (with or without Range) for one artifact."""
         info = await self.lookup(source)
         if info is not None:
+            self._served(request, source, info)
             return self._from_store(request, source, info, "cache")
         if request.method == "HEAD" or request.http_range.start is not None:
             # A ranged or HEAD request needs the whole verified file first.
             info = await self.ensure(source)
+            self._served(request, source, info)
             return self._from_store(request, source, info, "upstream")
         fill = self._fill_for(source)
-        return await self._tail(request, fill)
+        response = await self._tail(request, fill)
+        if fill.info is not None:
+            self._served(request, source, fill.info)
+        return response
+
+    def _served(self, request: web.Request, source: ArtifactSource, info: BlobInfo) -> None:
+        if self.on_served is not None and request.method == "GET":
+            self.on_served(request, source, info)
 
     def _from_store(
         self, request: web.Request, source: ArtifactSource, info: BlobInfo, origin: str
@@ -349,20 +364,23 @@ class ArtifactPipeline:
         source = fill.source
         writer: BlobWriter | None = None
         try:
-            # A fill that finished just before this one began may have stored it.
-            info = await self.lookup(source)
-            if info is not None:
-                fill.info = info
-                fill.visible = info.size
-                fill.started.set()
-                fill.finished.set()
-                fill._notify()
-                return
-            writer = await self._store.open_writer(
-                algorithms=sorted({d.algorithm for d in source.expected} | set(source.algorithms)),
-                max_bytes=self._max_bytes,
-            )
-            await self._fetch_into(fill, writer)
+            async with self._hold(source.key):
+                # A fill that finished just before this one began (here, or in another
+                # worker process holding the lock until it had) may have stored it.
+                info = await self.lookup(source)
+                if info is not None:
+                    fill.info = info
+                    fill.visible = info.size
+                    fill.started.set()
+                    fill.finished.set()
+                    fill._notify()
+                    return
+                writer = await self._store.open_writer(
+                    algorithms=sorted({d.algorithm for d in source.expected}
+                                      | set(source.algorithms)),
+                    max_bytes=self._max_bytes,
+                )
+                await self._fetch_into(fill, writer)
         except asyncio.CancelledError:
             await self._fail(fill, writer, ProxyError("stockade is shutting down"))
             raise
@@ -383,6 +401,9 @@ class ArtifactPipeline:
             await self._fail(fill, writer, ProxyError(f"internal error fetching {source.filename}"))
         finally:
             self._fills.pop(source.key, None)
+
+    def _hold(self, key: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._locks.hold(key) if self._locks is not None else contextlib.nullcontext()
 
     async def _fetch_into(self, fill: Fill, writer: BlobWriter) -> None:
         source = fill.source

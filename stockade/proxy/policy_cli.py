@@ -10,7 +10,8 @@ the version, and the upstream's metadata as it last cached it (npm and PyPI:
 publish date, install scripts, licence, wheels). Nothing is fetched: a version
 whose metadata was never cached is decided as a request is when a fact is
 missing. With ``--server URL`` it asks a running stockade's explain API
-instead, so the answer is that server's, on the metadata it holds or fetches.
+instead, so the answer is that server's, on the metadata it holds or fetches
+(with ``$STOCKADE_TOKEN`` sent as a bearer token, for a private explain API).
 ``audit`` decides cached artifacts on the same facts as ``check``.
 """
 
@@ -35,6 +36,7 @@ from stockade.policy.file import load_policy
 from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, Verdict
 from stockade.policy.names import KINDS, valid
 from stockade.policy.osv import OsvDatabase, OsvError
+from stockade.proxy import fleet_cli
 from stockade.proxy.admission import Admission
 from stockade.proxy.app import (
     ARTIFACT_REFS,
@@ -43,6 +45,7 @@ from stockade.proxy.app import (
     make_admission,
     make_upstreams,
 )
+from stockade.proxy.bundlepull import with_policy_file
 from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.decisionlog import verify
 from stockade.proxy.errors import NotFoundError
@@ -71,6 +74,9 @@ def add_subcommands(sub: Any) -> None:
                                          "current policy and intel; changes nothing")
     audit.add_argument("--config", help="YAML config file (or $STOCKADE_CONFIG)")
     audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit.add_argument("--diff", metavar="OLD_POLICY",
+                       help="print only what the configured policy newly refuses and newly "
+                            "allows compared with OLD_POLICY (e.g. before applying an edit)")
     audit.set_defaults(func=_audit)
 
     osv = sub.add_parser("osv", help="OSV advisory data")
@@ -81,6 +87,10 @@ def add_subcommands(sub: Any) -> None:
     imp.add_argument("path")
     imp.add_argument("--config", help="YAML config file (or $STOCKADE_CONFIG)")
     imp.set_defaults(func=_osv_import)
+    sync = osv_sub.add_parser("sync", help="fetch the configured OSV exports (osv.url; "
+                              "conditional GET), verify them and swap them in")
+    sync.add_argument("--config", help="YAML config file (or $STOCKADE_CONFIG)")
+    sync.set_defaults(func=fleet_cli.osv_sync)
 
     log = sub.add_parser("log", help="the decision log")
     log_sub = log.add_subparsers(dest="log_command", required=True)
@@ -213,6 +223,10 @@ async def _check_remote(args: argparse.Namespace) -> int:
     """``check --server``: each name as the server's explain API decides it."""
     ecosystem = Ecosystem(args.ecosystem)
     base = args.server.rstrip("/")
+    headers = {"Accept": "application/json"}
+    token = os.environ.get("STOCKADE_TOKEN")
+    if token:  # a server whose explain API is private (auth.anonymous.explain: false)
+        headers["Authorization"] = f"Bearer {token}"
     refused = failed = False
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_REMOTE_TIMEOUT_S),
                                      trust_env=True) as session:
@@ -222,7 +236,7 @@ async def _check_remote(args: argparse.Namespace) -> int:
             url = f"{base}/_stockade/explain/{ecosystem.value}/" + "/".join(
                 quote(part, safe="@:") for part in parts)
             try:
-                async with session.get(url, headers={"Accept": "application/json"}) as resp:
+                async with session.get(url, headers=headers) as resp:
                     text = await resp.text()
                     status = resp.status
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -284,7 +298,41 @@ def _log_verify(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = load_engine(settings)
+    if args.diff:
+        old = load_engine(with_policy_file(settings, Path(args.diff)))
+        return asyncio.run(_audit_diff(args, settings, old, engine))
     return asyncio.run(_audit_cache(args, settings, engine))
+
+
+async def _audit_diff(args: argparse.Namespace, settings: Settings, old: PolicyEngine,
+                      new: PolicyEngine) -> int:
+    """``audit --diff``: the cached artifacts whose decision the change flips."""
+    admission = _offline(settings, new)
+    refs = RefStore(settings.storage.path, ARTIFACT_REFS)
+    cached = sorted(((ref, record.get("upstream")) for record in refs.records()
+                     if (ref := _cached_ref(record)) is not None),
+                    key=lambda item: (item[0].ecosystem, item[0].name, str(item[1])))
+    refused = allowed = 0
+    for ref, upstream in cached:
+        facts = await _facts(admission, ref, upstream if isinstance(upstream, str) else None)
+        before, after = old.decide(ref, facts), new.decide(ref, facts)
+        if before.blocks == after.blocks:
+            continue
+        change, shown = ("newly_refused", after) if after.blocks else ("newly_allowed", before)
+        refused += after.blocks
+        allowed += before.blocks
+        if args.json:
+            print(json.dumps({"change": change, "ecosystem": ref.ecosystem.value,
+                              "name": ref.name, "version": ref.version,
+                              "filename": ref.filename, "decision": after.decision.value,
+                              "rule": shown.rule, "reason": shown.reason}))
+        else:
+            what = "refuse" if after.blocks else "allow (was refused)"
+            print(f"{'+' if after.blocks else '-'} {what} {ref.display()} ({ref.filename}): "
+                  f"[{shown.rule}] {shown.reason}")
+    print(f"{len(cached)} cached artifacts: policy revision {old.revision} -> {new.revision} "
+          f"newly refuses {refused} and newly allows {allowed}", file=sys.stderr)
+    return 1 if refused else 0
 
 
 async def _audit_cache(args: argparse.Namespace, settings: Settings,

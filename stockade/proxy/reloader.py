@@ -15,6 +15,8 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from stockade.config.load import ConfigError
@@ -40,6 +42,17 @@ def _stamps(paths: tuple[Path | None, ...]) -> tuple[tuple[int, int, int] | None
     return tuple(_stamp(p) for p in paths)
 
 
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    """What the last reload did: applied (``revision`` in force) or rejected (why)."""
+
+    at: datetime
+    reason: str
+    applied: bool
+    revision: str
+    error: str | None = None
+
+
 class PolicyReloader:
     """Rebuilds the engine when the policy file changes or on SIGHUP."""
 
@@ -57,6 +70,7 @@ class PolicyReloader:
         self._task: asyncio.Task[None] | None = None
         self._signal = False
         self._lock = asyncio.Lock()
+        self.last: ReloadOutcome | None = None  # None: no reload since the start
 
     def _watched(self) -> tuple[Path | None, ...]:
         # The policy file, and the OSV folders and files its rules read.
@@ -106,9 +120,12 @@ class PolicyReloader:
                 text = exc.diagnostics() if isinstance(exc, ConfigError) else str(exc)
                 logger.error("policy reload (%s) rejected, revision %s stays in force: %s",
                              reason, self._gate.revision, text)
+                self.last = ReloadOutcome(datetime.now(UTC), reason, False,
+                                          self._gate.revision, text)
                 return False
             self._metrics.policy_reloads.labels("applied").inc()
             if engine.revision != self._gate.revision:
                 self._gate.swap(engine)
             self._stamp = _stamps(self._watched())
+            self.last = ReloadOutcome(datetime.now(UTC), reason, True, self._gate.revision)
             return True

@@ -26,6 +26,7 @@ from yarl import URL
 
 from stockade.policy.model import Verdict
 from stockade.proxy.errors import ProxyError, RefusedError
+from stockade.proxy.identity import identity_of
 from stockade.proxy.metrics import Metrics
 from stockade.storage.errors import BlobNotFoundError, StorageError, StorageFullError
 
@@ -201,6 +202,10 @@ class JsonAccessLogger(AbstractAccessLogger):
             "user_agent": request.headers.get("User-Agent", ""),
             "cache": response.headers.get("X-Stockade-Cache", ""),
         }
+        who = identity_of(request)
+        # who asked, by the token's name and team; never the token (null: anonymous)
+        record["identity"] = who.name if who is not None else None
+        record["team"] = who.team if who is not None else None
         # The fields travel as a dict: the JSON formatter encodes the line once;
         # a plain formatter prints the short message. The record is made here, as
         # Logger.info would, but without its walk up the stack for the caller.

@@ -27,6 +27,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -185,8 +186,8 @@ class GuardedSite(web.TCPSite):
     """A TCP site whose connections pass through a ``ConnectionGuard``."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
-                 guard: ConnectionGuard) -> None:
-        super().__init__(runner, host, port)
+                 guard: ConnectionGuard, ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context)
         self.guard = guard
 
     async def start(self) -> None:
@@ -205,7 +206,8 @@ class GuardedSite(web.TCPSite):
 
 async def serve_until_stopped(runner: web.AppRunner, host: str, port: int, *,
                               guard: ConnectionGuard, shutdown_timeout_s: float,
-                              on_listening: Callable[[int], None]) -> None:
+                              on_listening: Callable[[int], None],
+                              ssl_context: ssl.SSLContext | None = None) -> None:
     """Start ``runner`` and a guarded site on ``host:port``, run until SIGTERM or
     SIGINT, then shut down, finishing requests in flight.
 
@@ -222,7 +224,7 @@ async def serve_until_stopped(runner: web.AppRunner, host: str, port: int, *,
             await runner.setup()
         except OSError as exc:
             raise StartupError(_storage_sentence(exc)) from exc
-        site = GuardedSite(runner, host, port, guard=guard)
+        site = GuardedSite(runner, host, port, guard=guard, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:

@@ -1,25 +1,115 @@
-"""Coalescing of identical concurrent work into one call.
+"""Coalescing of identical concurrent work into one call, within a process and
+across the worker processes sharing a storage folder.
 
-Owns the in-flight table. The work runs in its own task, so a caller that
-goes away (a client disconnecting) does not cancel it for the others.
+Owns the in-flight table and the lock files. The work runs in its own task, so a
+caller that goes away (a client disconnecting) does not cancel it for the others.
+Across processes, the work for a key runs under an exclusive lock on a file
+named after the key (``FileLocks``): a worker that finds the lock held waits for
+it, then runs the work, which must look again for what the holder stored
+(the metadata cache and the artifact pipeline do) before asking an upstream.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from functools import partial
+from pathlib import Path
 from typing import Generic, TypeVar
+
+logger = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
+_FIRST_WAIT_S = 0.002  # a held lock is polled, from this interval ...
+_LAST_WAIT_S = 0.05  # ... doubling up to this one
+
+
+class FileLocks:
+    """Exclusive locks shared by every process, one file per key under ``folder``.
+
+    A lock file is removed by its holder; a waiter that took the lock of a file
+    removed meanwhile sees that (the name now leads elsewhere) and tries again.
+    The calls are local metadata system calls, microseconds each, made on the loop
+    only when work is about to go to an upstream; a thread hop would cost more.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._broken = False  # the folder cannot be used: work runs unlocked
+
+    def path(self, key: str) -> Path:
+        """The lock file of ``key``."""
+        return self.folder / hashlib.sha256(key.encode()).hexdigest()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Hold the lock of ``key`` (waiting while another process holds it)."""
+        path = self.path(key)
+        fd = await self._acquire(path)
+        try:
+            yield
+        finally:
+            if fd is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                os.close(fd)  # releases the lock
+
+    async def _acquire(self, path: Path) -> int | None:
+        wait = _FIRST_WAIT_S
+        while not self._broken:
+            try:
+                fd = self._try(path)
+            except OSError as exc:
+                # A folder that cannot be written (read-only storage) coordinates
+                # nothing; the work still runs, once per process.
+                logger.warning("cannot lock %s: %s; concurrent fetches across worker "
+                               "processes are not coalesced", path, exc)
+                self._broken = True
+                return None
+            if fd is not None:
+                return fd
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, _LAST_WAIT_S)
+        return None
+
+    def _try(self, path: Path) -> int | None:
+        """The locked descriptor of ``path``, or None while another holds it."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current != os.fstat(fd).st_ino:  # removed by the holder before: not the lock
+            os.close(fd)
+            return None
+        return fd
+
 
 class SingleFlight(Generic[K, V]):
-    """At most one running call per key; later callers share its result."""
+    """At most one running call per key; later callers share its result.
 
-    def __init__(self) -> None:
+    With ``locks``, at most one per key across the processes sharing them.
+    """
+
+    def __init__(self, locks: FileLocks | None = None) -> None:
         self._inflight: dict[K, asyncio.Task[V]] = {}
+        self._locks = locks
 
     def running(self, key: K) -> asyncio.Task[V] | None:
         """The task doing the work for ``key``, if any."""
@@ -29,10 +119,16 @@ class SingleFlight(Generic[K, V]):
         """Run ``work`` for ``key`` unless it already runs; return its result."""
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.ensure_future(work())
+            task = asyncio.ensure_future(self._locked(key, work))
             self._inflight[key] = task
             task.add_done_callback(partial(self._done, key))
         return await asyncio.shield(task)
+
+    async def _locked(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
+        if self._locks is None:
+            return await work()
+        async with self._locks.hold(str(key)):
+            return await work()
 
     def _done(self, key: K, _task: asyncio.Task[V]) -> None:
         self._inflight.pop(key, None)

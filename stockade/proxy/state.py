@@ -12,10 +12,12 @@ from aiohttp import web
 
 from stockade.config.model import Settings
 from stockade.proxy.admission import Admission
+from stockade.proxy.bundlepull import BundlePuller
 from stockade.proxy.gate import Gate
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.pipeline import ArtifactPipeline
 from stockade.proxy.provenance.checker import ProvenanceChecker
+from stockade.proxy.reloader import PolicyReloader
 from stockade.proxy.rendered import RenderedCache
 from stockade.storage.protocol import BlobStore
 
@@ -31,6 +33,8 @@ class Services:
     pipeline: ArtifactPipeline
     rendered: RenderedCache
     provenance: ProvenanceChecker
+    reloader: PolicyReloader | None = None  # watches the policy file; set once started
+    bundle: BundlePuller | None = None  # policy.bundle's puller, where configured
 
     @property
     def gate(self) -> Gate:

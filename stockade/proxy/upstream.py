@@ -194,6 +194,12 @@ class Upstream:
                 f"upstream {self.name} could not be reached; not asking it again for "
                 f"{left:.0f}s ({url})", upstream=self.name)
 
+    @property
+    def unreachable_for_s(self) -> float:
+        """Seconds until an upstream that could not be reached is asked again (0: it
+        is asked as usual)."""
+        return max(0.0, self._unreachable_until - time.monotonic())
+
     def _mark_unreachable(self, exc: UpstreamError) -> None:
         """Remember that the upstream could not be reached at all (not a bad answer)."""
         cause = exc.__cause__
@@ -224,7 +230,8 @@ class Upstream:
             response._raw.release()
 
     async def post(
-        self, url: str, body: bytes, *, content_type: str, max_bytes: int
+        self, url: str, body: bytes, *, content_type: str, max_bytes: int,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, str, bytes]:
         """POST ``body`` to ``url`` once (no redirects, no retries); (status, type, body).
 
@@ -243,7 +250,8 @@ class Upstream:
                 f"refusing to send to {url}: host is not part of upstream {self.name}",
                 upstream=self.name,
             )
-        headers = self._headers_for(url, {"Content-Type": content_type, "Accept": "*/*"})
+        headers = self._headers_for(
+            url, {**(headers or {}), "Content-Type": content_type, "Accept": "*/*"})
         started = time.perf_counter()
         try:
             with _translated(self.name, url, reading=False):

@@ -7,6 +7,7 @@ classes exist; everything above it holds the protocols and nothing more.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 
 from stockade.config.model import Settings
@@ -14,9 +15,9 @@ from stockade.storage.filesystem import FilesystemBlobStore
 from stockade.storage.protocol import BlobStore
 from stockade.storage.records import RecordStore
 from stockade.storage.refs import RefStore
-from stockade.storage.s3 import S3BlobStore
-from stockade.storage.s3bucket import S3Bucket
-from stockade.storage.s3records import S3RecordStore
+
+# The S3 backend is imported only when configured: its client libraries (botocore)
+# take a tenth of a start's imports, paid by every server on a filesystem.
 
 
 def open_store(settings: Settings, environ: Mapping[str, str] | None = None) -> BlobStore:
@@ -24,6 +25,9 @@ def open_store(settings: Settings, environ: Mapping[str, str] | None = None) -> 
     ``close()`` when done). ``environ`` holds the object storage credentials."""
     storage = settings.storage
     if storage.backend == "s3":
+        from stockade.storage.s3 import S3BlobStore
+        from stockade.storage.s3bucket import S3Bucket
+
         bucket = S3Bucket(storage.s3, os.environ if environ is None else environ)
         return S3BlobStore(bucket, storage.path, cache_max_bytes=storage.s3.cache_max_bytes)
     return FilesystemBlobStore(storage.path, max_bytes=storage.max_bytes)
@@ -33,6 +37,9 @@ def open_records(settings: Settings, store: BlobStore, namespace: str) -> Record
     """The records of ``namespace`` that every replica shares: in the bucket beside
     the blobs (through ``store``'s client, which must stay open while they are
     used), or under the storage path."""
-    if isinstance(store, S3BlobStore):
+    s3 = sys.modules.get("stockade.storage.s3")  # not imported: not an S3 store
+    if s3 is not None and isinstance(store, s3.S3BlobStore):
+        from stockade.storage.s3records import S3RecordStore
+
         return S3RecordStore(store.bucket, namespace)
     return RefStore(settings.storage.path, namespace)

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -25,7 +24,7 @@ from stockade.storage.errors import (
     BlobNotFoundError,
 )
 from stockade.storage.protocol import BlobInfo
-from stockade.storage.spool import SpoolWriter, can_spool, full_or_failed
+from stockade.storage.spool import SpoolWriter, can_spool, clear_spool, full_or_failed
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +90,7 @@ class FilesystemBlobStore:
 
     def _open_sync(self) -> None:
         self._blobs.mkdir(parents=True, exist_ok=True)
-        if self._tmp.exists():
-            shutil.rmtree(self._tmp)
-        self._tmp.mkdir(parents=True)
+        clear_spool(self._tmp)  # spares the files other worker processes are filling
         for path in self._blobs.glob("*/*"):
             st = path.stat()
             self._index[path.name] = [st.st_size, st.st_mtime]
@@ -116,7 +113,10 @@ class FilesystemBlobStore:
     async def stat(self, sha256: str) -> BlobInfo | None:
         entry = self._index.get(sha256)
         if entry is None:
-            return None
+            # another worker process sharing this folder may have stored it since
+            entry = await asyncio.to_thread(self._adopt, sha256)
+            if entry is None:
+                return None
         now = time.time()
         entry[1] = now
         if now - self._touched.get(sha256, 0.0) > _TOUCH_EVERY_S:
@@ -127,6 +127,17 @@ class FilesystemBlobStore:
                 self._forget(sha256)
                 return None
         return BlobInfo(sha256, int(entry[0]))
+
+    def _adopt(self, sha256: str) -> list[float] | None:
+        try:
+            st = self.blob_path(sha256).stat()
+        except (FileNotFoundError, BlobNotFoundError):
+            return None
+        entry = self._index.get(sha256)
+        if entry is None:
+            entry = self._index[sha256] = [st.st_size, st.st_mtime]
+            self._total += st.st_size
+        return entry
 
     def local_path(self, sha256: str) -> Path | None:
         return self.blob_path(sha256) if sha256 in self._index else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import hashlib
+import itertools
 import os
 import uuid
 from collections import OrderedDict
@@ -204,9 +205,12 @@ class RefStore:
                 yield doc
 
     async def iter_records(self) -> AsyncIterator[Record]:
-        """Every record of the namespace."""
-        for doc in await asyncio.to_thread(lambda: list(self.records())):
-            yield doc
+        """Every record of the namespace, read off the loop a batch at a time (the
+        web page's cache list walks them all: never all in memory at once)."""
+        found = self.records()
+        while batch := await asyncio.to_thread(lambda: list(itertools.islice(found, 512))):
+            for doc in batch:
+                yield doc
 
     async def delete(self, key: str) -> None:
         """Remove a record and its body."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -29,7 +28,7 @@ from stockade.storage.errors import (
 from stockade.storage.hotcache import HotCache
 from stockade.storage.protocol import BlobInfo
 from stockade.storage.s3bucket import READ_CHUNK, S3Bucket
-from stockade.storage.spool import SpoolWriter, can_spool
+from stockade.storage.spool import SpoolWriter, can_spool, clear_spool
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +90,7 @@ class S3BlobStore:
             self._sizes[info.sha256] = info.size
 
     def _open_local(self) -> None:
-        if self._tmp.exists():
-            shutil.rmtree(self._tmp)
-        self._tmp.mkdir(parents=True)
+        clear_spool(self._tmp)  # spares the files other worker processes are filling
         self._hot.load()
 
     async def close(self) -> None:

@@ -9,8 +9,12 @@ bucket.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
+import fcntl
+import os
+import shutil
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -46,6 +50,53 @@ def full_or_failed(exc: OSError, disk: str, doing: str) -> StorageError:
     return StorageError(f"cannot {doing} blob: {exc.strerror}")
 
 
+def _create_locked(path: Path) -> int:
+    """Create a spool file and lock it for as long as it is open, so clear_spool in
+    another worker process leaves it; under a shared lock on the folder, so no
+    cleaner sees it between the two."""
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_SH)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    finally:
+        os.close(folder)  # releases the shared lock
+
+
+def clear_spool(folder: Path) -> None:
+    """Remove what a crash left in the spool ``folder``: every file no open writer
+    holds (a writer locks its file, so one a worker process is filling stays)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    guard = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # no writer is between creating and locking
+        for path in folder.iterdir():
+            _clear(path)
+    finally:
+        os.close(guard)
+
+
+def _clear(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # being written
+    finally:
+        os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
 class SpoolWriter:
     """Spools one blob to a local file while hashing it; ``commit`` stores it."""
 
@@ -67,7 +118,8 @@ class SpoolWriter:
         return self._hasher.size
 
     async def _open(self) -> None:
-        self._file = await aiofiles.open(self._path, "xb", buffering=0)
+        fd = await asyncio.to_thread(_create_locked, self._path)
+        self._file = await aiofiles.open(fd, "wb", buffering=0)
 
     async def write(self, chunk: bytes) -> None:
         if self._done or self._file is None:

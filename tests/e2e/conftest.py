@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -40,10 +41,13 @@ class ProxyProcess:
     config: dict[str, Any]
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    # with server.tls set: the CA bundle its readiness is checked with
+    cafile: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.config.get("server", {}).get("tls") else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -61,11 +65,14 @@ class ProxyProcess:
                 cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
             )
         deadline = time.monotonic() + 180  # start-up builds the name index: slow when loaded
+        context = None if self.cafile is None else ssl.create_default_context(
+            cafile=str(self.cafile))
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"stockade exited early:\n{self.log_path.read_text()}")
             try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as resp:  # noqa: S310
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2,  # noqa: S310
+                                            context=context) as resp:
                     if resp.status == 200:
                         return self
             except (urllib.error.URLError, ConnectionError):
@@ -87,8 +94,8 @@ class ProxyProcess:
 def proxy_process(tmp_path: Path) -> Iterator[Any]:
     started: list[ProxyProcess] = []
 
-    def start(config: dict[str, Any]) -> ProxyProcess:
-        proc = ProxyProcess(tmp_path, config)
+    def start(config: dict[str, Any], cafile: Path | None = None) -> ProxyProcess:
+        proc = ProxyProcess(tmp_path, config, cafile=cafile)
         started.append(proc)  # stopped at the end even when it never became ready
         return proc.start()
 

@@ -3,6 +3,8 @@ one of them is required; keys and signatures are made here with pysequoia."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from stockade.config.load import load_settings
 from stockade.proxy.app import make_app
+from stockade.proxy.state import SERVICES
 from testbed.fakes.maven_upstream import FakeMaven
 
 BASE = "com/acme/lib/1.0"
@@ -40,7 +43,8 @@ def _asc(key: pysequoia.Tsk, data: bytes) -> bytes:
 
 
 async def _proxy(aiohttp_client: Any, tmp_path: Path, repo: FakeMaven,
-                 signer: pysequoia.Tsk, extra: str = "") -> TestClient:
+                 signer: pysequoia.Tsk, extra: str = "", *,
+                 reload_check_s: float = 5.0) -> TestClient:
     (tmp_path / "acme.asc").write_text(str(signer.extract_certificate()))
     policy = tmp_path / "policy.yaml"
     policy.write_text("rules:\n  typosquat: {enabled: false}\n  provenance:\n"
@@ -49,10 +53,41 @@ async def _proxy(aiohttp_client: Any, tmp_path: Path, repo: FakeMaven,
         "storage": {"path": str(tmp_path / "data")},
         "maven": {"upstreams": [{"name": "central", "url": repo.url, "retries": 0}]},
         "pypi": {"upstreams": []}, "npm": {"upstreams": []},
-        "policy": {"file": str(policy)},
+        "policy": {"file": str(policy), "reload_check_s": reload_check_s},
     })
     client: TestClient = await aiohttp_client(make_app(settings, environ={}))
     return client
+
+
+def _replace(path: Path, text: str) -> None:
+    """``path`` rewritten in place, its modification time surely another."""
+    before = path.stat().st_mtime_ns
+    path.write_text(text)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+async def test_changed_key_file_is_picked_up_without_restart(
+        aiohttp_client: Any, tmp_path: Path, repo: FakeMaven, signer: pysequoia.Tsk) -> None:
+    repo.files[JAR + ".asc"] = _asc(signer, repo.files[JAR])
+    stranger = pysequoia.Tsk.generate("Someone <someone@elsewhere.example>")
+    # the policy's key file holds another key: the release manager's signature refuses
+    client = await _proxy(aiohttp_client, tmp_path, repo, stranger, reload_check_s=0.05)
+    refused = await client.get(f"/maven/{JAR}")
+    assert refused.status == 403
+
+    gate = client.app[SERVICES].gate
+    revision = gate.revision
+    await asyncio.to_thread(_replace, tmp_path / "acme.asc", str(signer.extract_certificate()))
+    for _ in range(600):
+        if gate.revision != revision:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the changed key file was never picked up")
+    resp = await client.get(f"/maven/{JAR}")
+    assert resp.status == 200, resp.reason  # checked again under the new key
+    assert await resp.read() == repo.files[JAR]
+    assert client.app[SERVICES].provenance.verifications == 2
 
 
 async def test_signed_artifact_is_served_and_checked_once(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -75,18 +76,22 @@ def _playwright(registry: FakeNpm) -> str:
 
 
 async def _proxy(aiohttp_client: Any, tmp_path: Path, registry: FakeNpm, provenance: str,
-                 *, pinned_keys: bool = True) -> TestClient:
-    keys = f", npm_keys: {fixture('npm/registry-keys.json')}" if pinned_keys else ""
+                 *, pinned_keys: bool = True, metadata_ttl_s: float = 300.0,
+                 keys_file: Path | None = None, root: Path | None = None,
+                 reload_check_s: float = 5.0) -> TestClient:
+    keys_file = keys_file or fixture("npm/registry-keys.json")
+    keys = f", npm_keys: {keys_file}" if pinned_keys else ""
+    root = root or fixture("sigstore/trusted_root.production.json")
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "rules:\n  typosquat: {enabled: false}\n"
-        f"  provenance: {{{provenance}, trusted_root: "
-        f"{fixture('sigstore/trusted_root.production.json')}{keys}}}\n")
+        f"  provenance: {{{provenance}, trusted_root: {root}{keys}}}\n")
     settings = load_settings(None, environ={}, overrides={
         "storage": {"path": str(tmp_path / "data")},
-        "npm": {"upstreams": [{"name": "npmjs", "url": registry.url, "retries": 0}]},
+        "npm": {"upstreams": [{"name": "npmjs", "url": registry.url, "retries": 0}],
+                "cache": {"metadata_ttl_s": metadata_ttl_s}},
         "pypi": {"upstreams": []}, "maven": {"upstreams": []},
-        "policy": {"file": str(policy)},
+        "policy": {"file": str(policy), "reload_check_s": reload_check_s},
     })
     client: TestClient = await aiohttp_client(make_app(settings, environ={}))
     return client
@@ -214,6 +219,143 @@ async def test_downgrade_is_hidden_on_first_sight(aiohttp_client: Any, tmp_path:
     doc = await resp.json()
     assert list(doc["versions"]) == ["1.0.0"]
     assert "provenance" in resp.headers["X-Stockade-Filtered"]
+
+
+async def test_downgrade_counts_versions_stockade_verified(
+        aiohttp_client: Any, tmp_path: Path, registry: FakeNpm) -> None:
+    old = _playwright(registry)
+    registry.publish("@playwright/cli", "0.1.2", time="2026-02-01T00:00:00.000Z")
+    registry.dist_overrides[("@playwright/cli", "0.1.2")] = {"attestations": None}
+    client = await _proxy(aiohttp_client, tmp_path, registry,
+                          "signatures: off, attestations: verify, downgrade: refuse",
+                          metadata_ttl_s=0.05)
+    await _allowed(client, old)  # 0.1.1's attestation verified, and recorded
+    assert await _counted(client, "attestation", "verified") == 1
+
+    # the upstream's metadata no longer claims provenance for 0.1.1
+    registry.dist_overrides[("@playwright/cli", "0.1.1")]["attestations"] = None
+    for _ in range(600):  # until the proxy has fetched the stripped packument (short TTL)
+        doc = await (await client.get("/npm/@playwright/cli")).json()
+        if "attestations" not in doc["versions"]["0.1.1"]["dist"]:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the proxy kept serving the packument that claims provenance")
+    assert list(doc["versions"]) == ["0.1.1"]  # 0.1.2 hidden from the listing too
+    resp = await client.get("/npm/@playwright/cli/-/cli-0.1.2.tgz")
+    assert resp.status == 403, await resp.text()
+    assert (await resp.json())["error"] == (
+        "Blocked by stockade: @playwright/cli 0.1.2 has no verified provenance, but 0.1.1, "
+        "published before it, had provenance (verified by stockade) (rule provenance)")
+    assert registry.count("cli-0.1.2.tgz") == 0
+
+
+async def _warnings(client: TestClient) -> float:
+    text = await (await client.get("/metrics")).text()
+    labels = ('ecosystem="npm"', 'rule="provenance"', 'decision="warn"')
+    found = [row for row in text.splitlines()
+             if row.startswith("stockade_policy_decisions_total{")
+             and all(label in row for label in labels)]
+    return sum(float(row.split()[-1]) for row in found)
+
+
+async def _decisions(path: Path, rule: str) -> list[dict[str, Any]]:
+    """The decision log's records of ``rule``, once one is written (polled)."""
+    for _ in range(400):
+        found = []
+        if path.is_file():
+            found = [r for line in path.read_text().splitlines() if line.strip()
+                     and (r := json.loads(line)).get("rule") == rule]
+        if found:
+            return found
+        await asyncio.sleep(0.05)
+    return []
+
+
+async def test_old_format_attestation_is_recorded_and_warned_once(
+        aiohttp_client: Any, tmp_path: Path, registry: FakeNpm) -> None:
+    # npm 9's 2023 bundles: sigstore-python cannot load them; served under verify
+    url = _real(registry, "sigstore", time="2023-02-01T00:00:00.000Z")
+    spec = "sigstore@1.0.0"
+    registry.dist_overrides[("sigstore", "1.0.0")]["attestations"] = {
+        "url": f"{registry.url}-/npm/v1/attestations/{spec}"}
+    registry.attestation_docs[spec] = json.loads(
+        fixture("npm/attestations/sigstore-1.0.0.json").read_text())
+    client = await _proxy(aiohttp_client, tmp_path, registry,
+                          "signatures: verify, attestations: verify")
+    for _ in range(3):
+        await _allowed(client, url)
+    assert await _counted(client, "attestation", "unverifiable") == 3
+    assert client.app[SERVICES].provenance.verifications == 2  # a signature, an attestation
+    assert registry.count("/-/npm/v1/attestations/sigstore@1.0.0") == 1
+    assert await _warnings(client) == 1  # the first request warns; the others pay nothing
+    [record] = await _decisions(tmp_path / "data" / "decisions.jsonl", "provenance")
+    assert record["decision"] == "warn"
+    assert "provenance stockade cannot check" in record["reason"]
+    # explain still shows the warning: it decides on the recorded result
+    body = await (await client.get("/_stockade/explain/npm/sigstore/1.0.0")).json()
+    assert body["decision"]["decision"] == "warn", body["decision"]
+
+
+async def _reloaded(client: TestClient, revision: str) -> None:
+    """Until the server has put a policy revision other than ``revision`` in force."""
+    gate = client.app[SERVICES].gate
+    for _ in range(600):
+        if gate.revision != revision:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("the changed trust file was never picked up")
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """``path`` rewritten in place, its modification time surely another."""
+    before = path.stat().st_mtime_ns
+    path.write_bytes(data)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+async def test_changed_npm_keys_file_is_picked_up_without_restart(
+        aiohttp_client: Any, tmp_path: Path, registry: FakeNpm) -> None:
+    url = _real(registry, "sigstore", time="2023-02-01T00:00:00.000Z")
+    real = json.loads(fixture("npm/registry-keys.json").read_text())
+    # the key the signature names, said to have expired before the version was published
+    wrong = {"keys": [{**real["keys"][0], "expires": "2022-01-01T00:00:00.000Z"}]}
+    keys_file = tmp_path / "npm-keys.json"
+    keys_file.write_text(json.dumps(wrong))
+    client = await _proxy(aiohttp_client, tmp_path, registry,
+                          "signatures: verify, attestations: off", keys_file=keys_file,
+                          reload_check_s=0.05)
+    resp = await client.get(url)
+    assert resp.status == 403
+    assert "expired" in (await resp.json())["error"]
+
+    revision = client.app[SERVICES].gate.revision
+    await asyncio.to_thread(_replace, keys_file, json.dumps(real).encode())
+    await _reloaded(client, revision)
+    await _allowed(client, url)  # verified again under the new keys, not the old result
+    assert await _counted(client, "signature", "verified") == 1
+    assert client.app[SERVICES].provenance.verifications == 2
+
+
+async def test_changed_trusted_root_is_picked_up_without_restart(
+        aiohttp_client: Any, tmp_path: Path, registry: FakeNpm) -> None:
+    url = _playwright(registry)
+    root = tmp_path / "trusted_root.json"
+    root.write_bytes(fixture("sigstore/trusted_root.staging.json").read_bytes())
+    client = await _proxy(aiohttp_client, tmp_path, registry,
+                          "signatures: off, attestations: verify", root=root,
+                          reload_check_s=0.05)
+    resp = await client.get(url)
+    assert resp.status == 403  # a production bundle does not verify under staging
+    assert "has provenance that fails verification" in (await resp.json())["error"]
+
+    revision = client.app[SERVICES].gate.revision
+    await asyncio.to_thread(_replace, root,
+                            fixture("sigstore/trusted_root.production.json").read_bytes())
+    await _reloaded(client, revision)
+    await _allowed(client, url)
+    assert await _counted(client, "attestation", "verified") == 1
+    assert client.app[SERVICES].provenance.verifications == 2
 
 
 async def test_explain_and_check_show_what_the_server_verified(

@@ -9,9 +9,11 @@ answering, is a 502); a refused one is a 403 before any byte is fetched.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from stockade.config.load import load_settings
@@ -33,7 +35,7 @@ def _sampleproject(index: FakePyPI, sha256: str = REAL_SHA256) -> Dist:
 
 
 async def _proxy(aiohttp_client: Any, tmp_path: Path, index: FakePyPI,
-                 provenance: str) -> TestClient:
+                 provenance: str, *, metadata_ttl_s: float = 300.0) -> TestClient:
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "rules:\n  typosquat: {enabled: false}\n"
@@ -41,7 +43,8 @@ async def _proxy(aiohttp_client: Any, tmp_path: Path, index: FakePyPI,
         f"{fixture('sigstore/trusted_root.production.json')}}}\n")
     settings = load_settings(None, environ={}, overrides={
         "storage": {"path": str(tmp_path / "data")},
-        "pypi": {"upstreams": [{"name": "pypi", "url": index.url, "retries": 0}]},
+        "pypi": {"upstreams": [{"name": "pypi", "url": index.url, "retries": 0}],
+                 "cache": {"metadata_ttl_s": metadata_ttl_s}},
         "npm": {"upstreams": []}, "maven": {"upstreams": []},
         "policy": {"file": str(policy)},
     })
@@ -124,3 +127,31 @@ async def test_downgrade_hidden_from_the_page_on_first_sight(
     refused = await client.get(f"/pypi/files/stockade-dg/{later.filename}")
     assert refused.status == 403
     assert "1.0, published before it, had provenance" in (refused.reason or "")
+
+
+async def test_downgrade_counts_a_version_stockade_verified(
+        aiohttp_client: Any, tmp_path: Path, fake_pypi: FakePyPI) -> None:
+    dist = _sampleproject(fake_pypi)
+    dist.upload_time = "2024-06-01T00:00:00Z"
+    later = fake_pypi.add_sdist("sampleproject", "4.0.1", upload_time="2024-07-01T00:00:00Z")
+    client = await _proxy(aiohttp_client, tmp_path, fake_pypi,
+                          "attestations: verify, downgrade: refuse", metadata_ttl_s=0.05)
+    resp = await client.head("/pypi/files/sampleproject/sampleproject-4.0.0.tar.gz")
+    assert resp.status == 502  # past admission (see the module doc): verified, recorded
+    assert await _counted(client, "verified") == 1
+
+    dist.provenance = None  # the index no longer publishes 4.0.0's provenance
+    for _ in range(600):  # until the proxy has fetched the changed page (a short TTL)
+        page = await (await client.get("/pypi/simple/sampleproject/",
+                                       headers={"Accept": JSON_V1})).json(content_type=None)
+        if all(f.get("provenance") is None for f in page["files"]):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the proxy kept serving the page that claims provenance")
+    assert [f["filename"] for f in page["files"]] == ["sampleproject-4.0.0.tar.gz"]
+    refused = await client.get(f"/pypi/files/sampleproject/{later.filename}")
+    assert refused.status == 403
+    assert ("sampleproject 4.0.1 has no verified provenance, but 4.0.0, published before "
+            "it, had provenance (verified by stockade)") in (refused.reason or "")
+    assert fake_pypi.count(later.filename) == 0

@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import fnmatch
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -234,6 +234,32 @@ def provenance_history(releases: Mapping[str, ReleaseProvenance]
     return out
 
 
+def history_with_verified(version: str, facts: Mapping[str, Facts],
+                          verified: Collection[str]) -> ProvenanceHistory | None:
+    """``version``'s ``provenance_before`` counting, besides what the metadata claims,
+    the versions stockade verified earlier (``verified``): metadata that no longer
+    claims provenance for them (stripped by a compromised account or a mirror) does
+    not hide a downgrade. One pass over the versions; None when none had provenance
+    before ``version`` (or it has no publish date).
+    """
+    published = facts[version].published_at if version in facts else None
+    if published is None:
+        return None
+    newest: tuple[datetime, str] | None = None
+    any_verified = False
+    for other, f in facts.items():
+        when = f.published_at
+        if when is None or when >= published:
+            continue
+        is_verified = other in verified
+        if not (is_verified or f.provenance_claimed):
+            continue
+        any_verified = any_verified or is_verified
+        if newest is None or (when, other) > newest:
+            newest = (when, other)
+    return None if newest is None else ProvenanceHistory(newest[1], any_verified)
+
+
 def cap(reason: str) -> str:
     """A reason phrase cut to stay under 300 characters."""
     return reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 3] + "..."
@@ -281,6 +307,24 @@ class ProvenanceRule:
     npm_keys: Path | None = None  # None: fetched from the upstream
     mode: Mode = Mode.ENFORCE
     name: str = "provenance"
+    # The trust files' digests as the policy load read them (part of the revision): the
+    # proxy keys loaded trust and kept results by them, so results made under other
+    # trust are not reused once a file changes and the policy is reloaded.
+    trust_digests: Mapping[Path, str] = field(default_factory=dict)
+
+    @property
+    def trust_files(self) -> tuple[Path, ...]:
+        """The files the rule's trust is read from (watched for changes)."""
+        files = [p for p in (self.trusted_root, self.npm_keys) if p is not None]
+        files += [k for g in self.pgp_keys for k in g.keys]
+        return tuple(dict.fromkeys(files))
+
+    def trust_id(self, path: Path | None) -> str:
+        """What identifies one trust file's content: its path and digest ("production"
+        for the trusted root shipped with sigstore)."""
+        if path is None:
+            return "production"
+        return f"{path}@{self.trust_digests.get(path, 'unread')}"
 
     def pgp_keys_for(self, ref: PackageRef) -> tuple[Path, ...]:
         """The key files allowed to sign a Maven artifact of ``ref``'s groupId."""
@@ -390,7 +434,7 @@ class ProvenanceRule:
         watched = ((seen.attestations if self.attestations is not Requirement.OFF else ())
                    + (seen.signatures if self.signatures is not Requirement.OFF else ()))
         for r in watched:
-            if r.result is _UNVERIFIABLE:
+            if r.result is _UNVERIFIABLE and not r.reported:  # warned once per digest
                 return self._block(f"{_who(ref)} has {r.kind} provenance stockade cannot "
                                    f"check: {r.detail}", Decision.WARN)
         return None

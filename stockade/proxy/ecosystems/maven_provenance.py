@@ -49,7 +49,7 @@ async def gather(adm: Admission, checker: ProvenanceChecker, pipeline: ArtifactP
     its groupId; unchanged otherwise."""
     rule = provenance_rule(adm.gate.engine)
     keys = rule.pgp_keys_for(ref) if rule is not None else ()
-    if not keys or source.filename.endswith(_UNSIGNED):
+    if rule is None or not keys or source.filename.endswith(_UNSIGNED):
         return facts
     info = await pipeline.ensure(source)
 
@@ -61,7 +61,7 @@ async def gather(adm: Admission, checker: ProvenanceChecker, pipeline: ArtifactP
         data = await pipeline.content(info)
         return await asyncio.to_thread(_verify, data, signature, keys)
 
-    inputs = fingerprint(tuple(str(k) for k in keys))
+    inputs = fingerprint(tuple(rule.trust_id(k) for k in keys))  # changed keys: again
     result = await checker.check(ECO, ProvenanceKind.PGP, "sha256", info.sha256,
                                  inputs=inputs, compute=compute, ref=ref)
     return dataclasses.replace(facts, provenance=(result,))

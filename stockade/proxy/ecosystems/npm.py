@@ -166,7 +166,8 @@ async def packument(request: web.Request) -> web.StreamResponse:
     """``/npm/<name>``: the full or abbreviated document, filtered by policy."""
     name = _name(request)
     adm = services(request).admission
-    upstreams = await adm.admit_name(ECO, name, caller(request))
+    who = caller(request)
+    upstreams = await adm.admit_name(ECO, name, who)
     abbreviated = docs.CORGI in request.headers.get("Accept", "")
     rendered, index, doc, vf = await _rendered(request, upstreams, name, abbreviated=abbreviated)
     if vf.refused and not set(index.facts) - vf.refused:
@@ -177,7 +178,7 @@ async def packument(request: web.Request) -> web.StreamResponse:
         "Content-Type": (docs.CORGI if abbreviated else docs.FULL) + "; charset=utf-8",
         "Vary": "Accept, Accept-Encoding", "ETag": rendered.etag,
         "Cache-Control": "public, max-age=60", "X-Stockade-Cache": doc.result.value,
-        "X-Stockade-Policy-Revision": adm.gate.revision,
+        "X-Stockade-Policy-Revision": adm.gate.engine_for(who.team).revision,
     }
     if (filtered := vf.header()) is not None:
         headers["X-Stockade-Filtered"] = filtered
@@ -194,6 +195,9 @@ async def _rendered(
                                              offload=heavy)
     form = "corgi" if abbreviated else "full"
     hidden = vf.refused
+    # The body depends on the document, the form and the versions hidden, nothing
+    # else: teams whose policies hide the same versions share one rendering, and a
+    # team's policy that hides more gets its own.
     hidden_id = hashlib.sha256("\n".join(sorted(hidden)).encode()).hexdigest()[:16]
     key = f"{doc.key}|{doc.version}|{form}|{hidden_id}"
     # Decisions can depend on time (release age): render again at least once per TTL.

@@ -142,7 +142,7 @@ async def _attestation(adm: Admission, checker: ProvenanceChecker, rule: Provena
             verify_npm_attestations, doc.body, name=name, version=entry.version,
             integrity=entry.integrity, trust=trust.trust, keys=registry_keys)
 
-    inputs = fingerprint(f"{name}@{entry.version}", str(rule.trusted_root), keys_id)
+    inputs = fingerprint(f"{name}@{entry.version}", rule.trust_id(rule.trusted_root), keys_id)
     return await checker.check(ECO, kind, "sha512", digest, inputs=inputs, compute=compute,
                                ref=PackageRef(ECO, name, entry.version))
 

@@ -166,7 +166,8 @@ async def project(request: web.Request) -> web.StreamResponse:
     if raw != name or not request.path.endswith("/"):
         raise web.HTTPMovedPermanently(f"{PREFIX}/simple/{name}/")
     adm = services(request).admission
-    upstreams, verdict = await adm.decide_name(ECO, name, caller(request))
+    who = caller(request)
+    upstreams, verdict = await adm.decide_name(ECO, name, who)
     try:
         project, doc = await _project(adm, upstreams.owner, name)
     except UpstreamError as exc:
@@ -174,14 +175,14 @@ async def project(request: web.Request) -> web.StreamResponse:
             raise RefusedError(verdict) from exc
         raise
     headers = {"Vary": "Accept", "X-Stockade-Cache": doc.result.value,
-               "X-Stockade-Policy-Revision": adm.gate.revision}
+               "X-Stockade-Policy-Revision": adm.gate.engine_for(who.team).revision}
     vf = None
     if verdict.blocks:
         # pip, uv and poetry never show why a page was refused; listing the
         # files and refusing their download puts the reason in front of the user.
         headers["X-Stockade-Refused"] = verdict.rule
     else:
-        vf = await adm.decide_versions(ECO, name, doc, project.facts, caller(request),
+        vf = await adm.decide_versions(ECO, name, doc, project.facts, who,
                                        offload=len(doc.body) > _OFFLOAD_BYTES)
         if (filtered := vf.header()) is not None:
             headers["X-Stockade-Filtered"] = filtered
@@ -193,7 +194,7 @@ async def project(request: web.Request) -> web.StreamResponse:
         page, dropped = project.page, 0
         if vf is not None:
             page = pages.drop_versions(page, vf.hidden)
-            page, dropped = _drop_refused_sdists(adm, name, page, vf.facts)
+            page, dropped = _drop_refused_sdists(adm, name, page, vf.facts, who.team)
         page = pages.rewrite_files(page, lambda e: f"../../files/{name}/{quote(e.filename)}")
         page = pages.rewrite_provenance(
             page, lambda e: f"{provenance_base}{name}/{quote(e.filename)}")
@@ -204,7 +205,9 @@ async def project(request: web.Request) -> web.StreamResponse:
     # request does no work that grows with the page.
     hidden = "refused" if vf is None else hashlib.sha256(
         "\n".join(sorted(vf.hidden)).encode()).hexdigest()[:16]
-    kind = f"pypi-body|{ctype}|{provenance_base}|{adm.gate.revision}|{hidden}"
+    # the revision names the team's policy too: a team may hide other files
+    kind = (f"pypi-body|{ctype}|{provenance_base}|{adm.gate.engine_for(who.team).revision}"
+            f"|{hidden}")
     body, dropped = await adm.parsed(doc, kind, render, lambda _r: len(project.page.files))
     if dropped:
         headers["X-Stockade-Filtered-Files"] = f"{dropped} source distributions hidden"
@@ -215,7 +218,8 @@ _SDIST = (".tar.gz", ".zip", ".tar.bz2")
 
 
 def _drop_refused_sdists(adm: Admission, name: str, page: pages.ProjectPage,
-                         facts: Mapping[str, Facts]) -> tuple[pages.ProjectPage, int]:
+                         facts: Mapping[str, Facts],
+                         team: str | None = None) -> tuple[pages.ProjectPage, int]:
     """Hide sdists the policy refuses where the same version has a wheel to install."""
     refused = []
     for entry in page.files:
@@ -225,7 +229,8 @@ def _drop_refused_sdists(adm: Admission, name: str, page: pages.ProjectPage,
         fact = facts.get(version)
         if fact is None or not fact.has_wheel:
             continue
-        verdict = adm.gate.engine.decide(PackageRef(ECO, name, version, entry.filename), fact)
+        verdict = adm.gate.engine_for(team).decide(
+            PackageRef(ECO, name, version, entry.filename), fact)
         if verdict.blocks:
             refused.append(entry.filename)
     return (pages.drop_files(page, refused), len(refused)) if refused else (page, 0)

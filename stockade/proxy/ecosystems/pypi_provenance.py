@@ -84,7 +84,7 @@ async def gather(adm: Admission, checker: ProvenanceChecker, upstream: Upstream,
                                            filename=entry.filename, sha256=sha256,
                                            trust=trust.trust)
 
-        inputs = fingerprint(entry.filename, str(rule.trusted_root))
+        inputs = fingerprint(entry.filename, rule.trust_id(rule.trusted_root))
         result = await checker.check(ECO, kind, "sha256", sha256, inputs=inputs,
                                      compute=compute, ref=PackageRef(ECO, name, entry.version))
         return dataclasses.replace(facts, provenance=(result,))

@@ -21,16 +21,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from pydantic import ValidationError
-from pypi_attestations import Attestation, AttestationError, Provenance
 from sigstore.errors import Error as SigstoreError
 from sigstore.errors import VerificationError
-from sigstore.models import Bundle, TrustedRoot
-from sigstore.verify import Verifier
-from sigstore_models.trustroot import v1 as trustroot_v1
+
+if TYPE_CHECKING:
+    from pypi_attestations import Attestation
+    from sigstore.models import Bundle
+    from sigstore.verify import Verifier
 
 from stockade.policy.model import (
     BuildIdentity,
@@ -84,6 +85,13 @@ class SigstoreTrust:
         Raises:
             SigstoreTrustError: not a trusted root sigstore can use.
         """
+        # imported where first needed: sigstore's models, pypi_attestations and what
+        # they load take about a second, which every start paid for a check that most
+        # policies never ask for
+        from sigstore.models import TrustedRoot
+        from sigstore.verify import Verifier
+        from sigstore_models.trustroot import v1 as trustroot_v1
+
         try:
             root = TrustedRoot(trustroot_v1.TrustedRoot.from_json(data))
         except (ValueError, SigstoreError) as exc:
@@ -253,6 +261,8 @@ def _npm_entries(document: bytes | Mapping[str, Any]) -> list[tuple[str, dict[st
 
 def _npm_provenance(bundle: dict[str, Any], purl: str, digest: str,
                     trust: SigstoreTrust) -> _Part:
+    from sigstore.models import Bundle
+
     try:
         loaded = Bundle.from_json(json.dumps(bundle))
     except (SigstoreError, ValueError) as exc:
@@ -308,6 +318,8 @@ def verify_pypi_provenance(
     Every attestation must verify under ``trust`` and name exactly ``filename`` with
     ``sha256``; the Trusted Publisher PyPI states must agree with the certificate.
     """
+    from pypi_attestations import Provenance
+
     try:
         if isinstance(provenance, bytes | bytearray):
             parsed = Provenance.model_validate_json(provenance)
@@ -331,6 +343,8 @@ def verify_pypi_attestation(
     trust: SigstoreTrust,
 ) -> ProvenanceResult:
     """Check one PEP 740 attestation object (no publisher claim to compare with)."""
+    from pypi_attestations import Attestation
+
     try:
         if isinstance(attestation, bytes | bytearray):
             parsed = Attestation.model_validate_json(attestation)
@@ -344,6 +358,8 @@ def verify_pypi_attestation(
 
 def _pypi_part(attestation: Attestation, filename: str, sha256: str, trust: SigstoreTrust,
                claim: BuildIdentity | None) -> _Part:
+    from pypi_attestations import AttestationError
+
     try:
         bundle = attestation.to_bundle()
     except (AttestationError, SigstoreError, ValueError) as exc:

@@ -18,6 +18,7 @@ what it needs is ``unverifiable`` and never kept. What the results mean is
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import time
@@ -26,18 +27,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 
 from stockade.policy.model import (
     BuildIdentity,
     Ecosystem,
+    Facts,
     PackageRef,
     ProvenanceKind,
     ProvenanceResult,
     ProvenanceStatus,
     Publisher,
 )
-from stockade.policy.rules.provenance import ProvenanceRule, Requirement
+from stockade.policy.rules.provenance import (
+    ProvenanceRule,
+    ReleaseProvenance,
+    Requirement,
+    history_with_verified,
+    provenance_history,
+)
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.provenance.attestations import SigstoreTrust, SigstoreTrustError
 from stockade.proxy.provenance.npm_signatures import NpmKeys, NpmKeysError, parse_keys
@@ -50,6 +58,11 @@ PROVENANCE_REFS = "provenance"
 TIMEOUT_S = 30.0  # one verification, fetching included
 NPM_KEYS_TTL_S = 24 * 3600.0  # the registry's keys change about once a year
 _MEMORY = 65_536  # results kept in memory (a few hundred bytes each)
+# names whose attested versions are kept in memory; re-read after a minute, so what
+# another process sharing the storage verified is seen
+_ATTESTED_NAMES = 16_384
+_ATTESTED_TTL_S = 60.0
+_TRUST_VERSIONS = 8  # trusted roots and key documents kept loaded (a few per policy)
 
 
 def provenance_rule(engine: object) -> ProvenanceRule | None:
@@ -123,8 +136,11 @@ class ProvenanceChecker:
         self._clock = clock
         self._memory: LRUCache[str, tuple[str, ProvenanceResult]] = LRUCache(_MEMORY)
         self._flights: dict[str, asyncio.Task[ProvenanceResult]] = {}
-        self._trust: dict[Path | None, _Trust] = {}
-        self._keys: dict[str, Keys] = {}
+        # keyed by the trust file's path and digest: a changed file is loaded anew
+        self._trust: LRUCache[str, _Trust] = LRUCache(_TRUST_VERSIONS)
+        self._keys: LRUCache[str, Keys] = LRUCache(_TRUST_VERSIONS)
+        self._attested: TTLCache[str, frozenset[str]] = TTLCache(
+            _ATTESTED_NAMES, _ATTESTED_TTL_S, timer=clock)
         self.verifications = 0  # verifications actually run (tests and bench read it)
 
     # -- trust material -------------------------------------------------------------
@@ -136,10 +152,11 @@ class ProvenanceChecker:
         Raises:
             SigstoreTrustError: the root cannot be used.
         """
-        found = self._trust.get(rule.trusted_root)
+        key = rule.trust_id(rule.trusted_root)
+        found = self._trust.get(key)
         if found is None:
             found = await asyncio.to_thread(_load_trust, rule.trusted_root)
-            self._trust[rule.trusted_root] = found
+            self._trust[key] = found
         return found
 
     async def npm_keys(self, rule: ProvenanceRule, upstream: str,
@@ -151,7 +168,8 @@ class ProvenanceChecker:
             NpmKeysError: the document cannot be read.
             UpstreamError: fetching the upstream's keys failed.
         """
-        source = str(rule.npm_keys) if rule.npm_keys is not None else f"upstream {upstream}"
+        source = rule.trust_id(rule.npm_keys) if rule.npm_keys is not None \
+            else f"upstream {upstream}"
         found = self._keys.get(source)
         if found is not None and (rule.npm_keys is not None or
                                   self._clock() - found.loaded_at < NPM_KEYS_TTL_S):
@@ -182,6 +200,7 @@ class ProvenanceChecker:
         result = await self._known(key, inputs)
         if result is None:
             flight = self._flights.get(key)
+            first = flight is None
             if flight is None:
                 # a task of its own: a client that goes away does not cancel the
                 # verification others wait on (the timeout bounds it)
@@ -191,6 +210,8 @@ class ProvenanceChecker:
                 self._flights[key] = flight
                 flight.add_done_callback(lambda _t: self._flights.pop(key, None))
             result = await asyncio.shield(flight)
+            if not first:  # the request that started the verification reports it
+                result = dataclasses.replace(result, reported=True)
         self.count(ecosystem, result)
         return result
 
@@ -205,6 +226,8 @@ class ProvenanceChecker:
             self._metrics.provenance.labels(ecosystem, result.kind, result.result).inc()
 
     async def _known(self, key: str, inputs: str) -> ProvenanceResult | None:
+        """A result kept for ``key`` from ``inputs``; ``reported``: an earlier request
+        (or process) had it, and said so."""
         found = self._memory.get(key)
         if found is not None:
             return found[1] if found[0] == inputs else None
@@ -213,6 +236,7 @@ class ProvenanceChecker:
             return None
         result = from_record(record)
         if result is not None:
+            result = dataclasses.replace(result, reported=True)
             self._memory[key] = (inputs, result)
         return result
 
@@ -227,7 +251,7 @@ class ProvenanceChecker:
             return unverifiable(kind, f"verification took longer than {self._timeout_s:g}s")
         except _Transient as exc:
             return unverifiable(kind, str(exc))
-        self._memory[key] = (inputs, result)
+        self._memory[key] = (inputs, dataclasses.replace(result, reported=True))
         if not self._read_only:
             try:
                 await self._refs.put(key, {"inputs": inputs, "ecosystem": ecosystem.value,
@@ -249,6 +273,76 @@ class ProvenanceChecker:
                    if isinstance(v, dict)}
         results[result.kind.value] = to_record(result)
         await self._refs.put(key, {"results": results})
+        if result.kind is ProvenanceKind.ATTESTATION and \
+                result.result is ProvenanceStatus.VERIFIED:
+            await self._remember_attested(ref)
+
+    # -- verified history (downgrades) ---------------------------------------------
+
+    @staticmethod
+    def _attested_key(ecosystem: Ecosystem, name: str) -> str:
+        return f"attested|{ecosystem.value}|{name}"
+
+    async def _remember_attested(self, ref: PackageRef) -> None:
+        """Add ``ref``'s version to the versions of its name stockade verified an
+        attestation of (one record per name, updated under the store's lock)."""
+        version = ref.version
+
+        def merge(current: dict[str, Any] | None) -> dict[str, Any]:
+            listed = (current or {}).get("versions")
+            versions = {v for v in listed if isinstance(v, str)} \
+                if isinstance(listed, list) else set()
+            return {"versions": sorted(versions | {str(version)})}
+
+        key = self._attested_key(ref.ecosystem, ref.name)
+        doc = await self._refs.update(key, merge)
+        self._attested[key] = frozenset(doc["versions"])
+
+    async def attested_versions(self, ecosystem: Ecosystem, name: str) -> frozenset[str]:
+        """The versions of ``name`` whose attestation stockade verified."""
+        key = self._attested_key(ecosystem, name)
+        found = self._attested.get(key)
+        if found is None:
+            try:
+                record = await self._refs.get(key)
+            except StorageError as exc:
+                logger.warning("cannot read provenance history %s: %s", key, exc)
+                return frozenset()
+            listed = (record or {}).get("versions")
+            found = frozenset(v for v in listed if isinstance(v, str)) \
+                if isinstance(listed, list) else frozenset()
+            self._attested[key] = found
+        return found
+
+    async def with_histories(self, ecosystem: Ecosystem, name: str,
+                             every: dict[str, Facts]) -> dict[str, Facts]:
+        """``with_history`` for every version at once (metadata decisions): one sorted
+        pass, and only for names with a version stockade verified."""
+        attested = await self.attested_versions(ecosystem, name)
+        if not attested:
+            return every
+        history = provenance_history({v: ReleaseProvenance(
+            f.published_at, bool(f.provenance_claimed), v in attested)
+            for v, f in every.items()})
+        return {v: f if history.get(v) == f.provenance_before
+                else dataclasses.replace(f, provenance_before=history.get(v))
+                for v, f in every.items()}
+
+    async def with_history(self, ref: PackageRef, every: Mapping[str, Facts],
+                           facts: Facts) -> Facts:
+        """``facts`` of ``ref``'s version with ``provenance_before`` counting the versions
+        stockade verified, besides those the metadata claims provenance for: a downgrade
+        is seen even where the metadata no longer claims it for the older versions.
+        """
+        if ref.version is None:
+            return facts
+        attested = await self.attested_versions(ref.ecosystem, ref.name)
+        if not attested or attested == {ref.version}:
+            return facts  # nothing the metadata alone does not tell
+        before = history_with_verified(ref.version, every, attested)
+        if before is None or before == facts.provenance_before:
+            return facts
+        return dataclasses.replace(facts, provenance_before=before)
 
     async def known_version(self, ref: PackageRef) -> tuple[ProvenanceResult, ...] | None:
         """What was last verified for a version (one result per kind), or None when

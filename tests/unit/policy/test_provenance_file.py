@@ -49,6 +49,26 @@ def files(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def test_trust_files_are_watched_and_part_of_the_revision(files: Path) -> None:
+    before = parse_policy(FULL, base_dir=files)
+    rule = before.provenance
+    assert rule is not None
+    assert set(rule.trust_files) == {files / "root/trusted_root.json", files / "npm-keys.json",
+                                     files / "keys/apache.asc"}
+    engine = build_engine(before)
+    assert set(rule.trust_files) <= set(engine.sources)  # the reloader watches them
+    old_id = rule.trust_id(files / "npm-keys.json")
+
+    (files / "npm-keys.json").write_text('{"keys": []}')  # the policy text is the same
+    after = parse_policy(FULL, base_dir=files)
+    assert after.revision != before.revision
+    assert after.provenance is not None
+    assert after.provenance.trust_id(files / "npm-keys.json") != old_id
+    assert after.provenance.trust_id(files / "keys/apache.asc") == \
+        rule.trust_id(files / "keys/apache.asc")
+    assert rule.trust_id(None) == "production"
+
+
 def test_every_key_is_read(files: Path) -> None:
     policy = parse_policy(FULL, base_dir=files)
     rule = policy.provenance

@@ -29,6 +29,7 @@ from stockade.policy.rules.provenance import (
     ProvenanceRule,
     ReleaseProvenance,
     Requirement,
+    history_with_verified,
     normalize_repository,
     provenance_history,
 )
@@ -265,6 +266,25 @@ def test_provenance_history_orders_by_publish_time() -> None:
     assert history["0.9.9"] == ProvenanceHistory("1.2.0", verified=True)
     assert history["1.3.0"] == ProvenanceHistory("1.2.0", verified=True)
     assert history["2.0.0"] is None
+
+
+def test_history_counts_versions_stockade_verified() -> None:
+    facts = {
+        "1.0.0": Facts(published_at=day(1), provenance_claimed=False),  # verified once
+        "1.1.0": Facts(published_at=day(2), provenance_claimed=True),
+        "1.2.0": Facts(published_at=day(3), provenance_claimed=False),
+        "2.0.0": Facts(published_at=day(4), provenance_claimed=False),
+        "3.0.0": Facts(published_at=None, provenance_claimed=False),
+    }
+    assert history_with_verified("1.2.0", facts, {"1.0.0"}) == \
+        ProvenanceHistory("1.1.0", verified=True)
+    assert history_with_verified("2.0.0", facts, {"1.0.0", "1.2.0"}) == \
+        ProvenanceHistory("1.2.0", verified=True)
+    assert history_with_verified("2.0.0", facts, set()) == \
+        ProvenanceHistory("1.1.0", verified=False)
+    assert history_with_verified("1.0.0", facts, {"1.0.0"}) is None
+    assert history_with_verified("3.0.0", facts, {"1.0.0"}) is None
+    assert history_with_verified("9.9.9", facts, {"1.0.0"}) is None
 
 
 class TestRepublished:

@@ -91,3 +91,13 @@ async def test_concurrent_updates_lose_nothing(replicas: Opener) -> None:
     assert final["versions"]["1.0"] in ("t0", "late")  # whoever came first, once
     for result in results:  # each writer got a record holding its own version
         assert set(result["versions"]) <= set(final["versions"])
+
+
+async def test_local_records_are_walked_in_batches(tmp_path: Path) -> None:
+    from stockade.storage.refs import RefStore
+
+    store = RefStore(tmp_path, "artifacts")
+    for i in range(1100):  # more than two batches
+        await store.put(f"k{i}", {"key": f"k{i}"})
+    seen = [r["key"] async for r in store.iter_records()]
+    assert sorted(seen) == sorted(f"k{i}" for i in range(1100))

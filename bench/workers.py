@@ -1,0 +1,192 @@
+"""Worker processes side by side: start time, memory per process, req/s, single-flight.
+
+Starts the static upstream over ``bench.serving_tree``'s tree and one stockade per
+``--workers`` value (default settings otherwise), then prints, for each:
+
+- seconds from the process start to the first answered ``/healthz``;
+- RSS and PSS (proportional: shared pages split among their users, from
+  ``/proc/PID/smaps_rollup``) of the supervisor and every worker, idle after warming;
+- req/s of ``wrk -t2 -c64`` on a warm small wheel, rounds alternating the servers
+  so the machine's drift touches each alike, and the ratio to the first server;
+- upstream requests of any kind caused by 50 concurrent cold requests for one
+  artifact (a wheel whose page is cold too, and a Maven jar), read from the
+  upstream's own counter.
+
+    python -m bench.workers [--workers 1,2] [--duration S] [--rounds N]
+
+Needs ``wrk`` on PATH. Figures are only comparable within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+from bench.procs import Proc, start_static
+from bench.serving import wrk
+from bench.serving_tree import build
+from testbed.net import free_port
+
+
+def start(upstream: str, work: Path, workers: int) -> tuple[Proc, float]:
+    """stockade with ``server.workers``; the seconds until it answered ``/healthz``."""
+    port = free_port()
+    folder = work / f"w{workers}"
+    folder.mkdir()
+    config = {
+        "server": {"host": "127.0.0.1", "port": port, "workers": workers},
+        "storage": {"path": str(folder / "data")},
+        "pypi": {"upstreams": [{"name": "static", "url": f"{upstream}simple/"}]},
+        "npm": {"upstreams": [{"name": "static", "url": f"{upstream}npm/"}]},
+        "maven": {"upstreams": [{"name": "static", "url": f"{upstream}maven2/"}]},
+    }
+    path = folder / "stockade.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = folder / "stockade.log"
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stockade.proxy.cli", "serve", "--config", str(path)],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    served = Proc(proc, port)
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"stockade exited early:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(served.url("/healthz"), timeout=5):  # noqa: S310
+                return served, time.perf_counter() - started
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.01)
+
+
+def _tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(
+                int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop(0)
+        found.append(current)
+        todo.extend(sorted(children.get(current, [])))
+    return found
+
+
+def memory(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) of one process, MiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, rest = line.partition(":")
+        values[key] = int(rest.split()[0]) / 1024
+    return values.get("Rss", 0.0), values.get("Pss", 0.0)
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310
+        return bytes(resp.read())
+
+
+async def _burst(url: str, count: int) -> list[int]:
+    async def one() -> int:
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session, \
+                session.get(url) as resp:
+            await resp.read()
+            return resp.status
+    return await asyncio.gather(*(one() for _ in range(count)))
+
+
+def upstream_count(static: Proc) -> int:
+    return int(json.loads(_get(static.url("/_count")))["count"])
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
+    root = work / "upstream"
+    upstream_port = free_port()
+    cases = {c.label: c for c in build(root, f"http://127.0.0.1:{upstream_port}/")}
+    static = start_static(root, work / "static.log", port=upstream_port)
+    servers: dict[int, Proc] = {}
+    try:
+        for workers in args.workers:
+            proc, seconds = start(static.url("/"), work, workers)
+            servers[workers] = proc
+            print(f"workers={workers}: first /healthz answered {seconds:.2f} s after start")
+        small = cases["22 KB wheel"].stockade_path
+        for proc in servers.values():
+            for _ in range(3):
+                _get(proc.url(small))
+        time.sleep(1)
+        for workers, proc in servers.items():
+            for n, pid in enumerate(_tree(proc.pid)):
+                rss, pss = memory(pid)
+                role = "supervisor" if n == 0 and workers > 1 else "worker"
+                print(f"workers={workers}: {role} {pid}: RSS {rss:.0f} MiB, PSS {pss:.0f} MiB")
+        rps: dict[int, list[float]] = {w: [] for w in servers}
+        for round_no in range(args.rounds):
+            for workers, proc in servers.items():
+                value, p99 = wrk(proc.url(small), args.duration)
+                rps[workers].append(value)
+                print(f"round {round_no + 1}: workers={workers} {value:,.0f} req/s "
+                      f"p99 {p99:.1f} ms", flush=True)
+        base = args.workers[0]
+        for workers in servers:
+            ratio = statistics.median(a / b for a, b in zip(rps[workers], rps[base],
+                                                            strict=True))
+            print(f"22 KB wheel, warm: workers={workers} median "
+                  f"{statistics.median(rps[workers]):,.0f} req/s, {ratio:.2f}x workers={base}")
+        for label in ("~1 MB wheel", "26 KB Maven jar"):
+            for workers, proc in servers.items():
+                before = upstream_count(static)
+                statuses = asyncio.run(_burst(proc.url(cases[label].stockade_path), 50))
+                print(f"50 cold requests at once, {label}, workers={workers}: "
+                      f"{statuses.count(200)} answered 200, "
+                      f"{upstream_count(static) - before} upstream requests")
+    finally:
+        for proc in servers.values():
+            proc.stop()
+        static.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", default="1,2",
+                        type=lambda v: [int(x) for x in v.split(",")],
+                        help="comma-separated worker counts to compare (first: the base)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install wrk")
+    work = Path(tempfile.mkdtemp(prefix="stockade-workers-"))
+    os.environ.pop("STOCKADE_CONFIG", None)
+    try:
+        run(args, work)
+    finally:
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""What a fleet of replicas shares: signed policy bundles and fresh intel."""
