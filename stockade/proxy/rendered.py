@@ -12,8 +12,10 @@ Parsing and rendering a large document holds the interpreter lock for tens of
 milliseconds at a time; in threads, twenty of them at once would starve the
 event loop. So work on large documents runs in a small pool of worker
 processes (started on first use), small documents in a thread. Rendered files
-are derived data: the folder is cleared at start and whatever is missing is
-rendered again.
+are derived data: each server process keeps its own under ``<root>/<pid>/``,
+cleared when it starts (with the folders of processes no longer running), and
+whatever is missing is rendered again; a worker process that starts never
+removes the files another one is serving.
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ class RenderedCache:
         self, root: Path, *, max_bytes: int = 1024**3, workers: int | None = None,
         clock: Callable[[], float] = time.time, memory_bytes: int = 32 * 1024**2,
     ) -> None:
-        self._root = root
+        self._base = root
+        self._root = root / str(os.getpid())  # set again by open(), in the serving process
         self._max_bytes = max_bytes
         self._memory_max = memory_bytes
         self._memory_used = 0
@@ -132,8 +135,15 @@ class RenderedCache:
         await asyncio.to_thread(self._reset)
 
     def _reset(self) -> None:
-        shutil.rmtree(self._root, ignore_errors=True)
-        self._root.mkdir(parents=True, exist_ok=True)
+        self._root = self._base / str(os.getpid())
+        self._base.mkdir(parents=True, exist_ok=True)
+        for entry in self._base.iterdir():
+            if entry == self._root or not _running(entry.name):
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:  # a file of the layout before per-process folders
+                    entry.unlink(missing_ok=True)
+        self._root.mkdir()
 
     async def close(self) -> None:
         """Stop the worker processes."""
@@ -221,6 +231,21 @@ class RenderedCache:
                 self._memory_used -= entry.memory_bytes
                 # same key, same place: replacing a value keeps the order
                 self._entries[key] = replace(entry, body=None, gzipped=None)
+
+
+def _running(name: str) -> bool:
+    """True when ``name`` is the id of a process still running (its files in use)."""
+    if not name.isdigit():
+        return False
+    try:
+        os.kill(int(name), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # running, as another user
+    except (OverflowError, ValueError):
+        return False  # no process has such an id
+    return True
 
 
 def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:

@@ -10,6 +10,7 @@ decision as ever.
 from __future__ import annotations
 
 import gzip
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from aiohttp.test_utils import TestClient
 
 from stockade.proxy import rendered as rendered_module
 from stockade.proxy.ecosystems import npm_documents, pypi_pages
+from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.state import SERVICES
 from testbed.fakes.npm_upstream import FakeNpm
 from testbed.fakes.policy import FakeEngine
@@ -219,7 +221,9 @@ class TestRenderedOnce:
         status, first, headers = await _get(client, "/npm/left")
         assert status == 200
         # The files behind it gone: a warm request is answered from memory.
-        for rendered in (tmp_path / "data" / "rendered").iterdir():
+        files = list((tmp_path / "data" / "rendered").rglob("*.json*"))
+        assert files
+        for rendered in files:
             rendered.unlink()
         for _ in range(5):
             assert (await _get(client, "/npm/left"))[:2] == (200, first)
@@ -278,3 +282,24 @@ class TestRenderedOnce:
                                       headers={"If-None-Match": headers["ETag"]})
         assert status == 304
         assert "X-Accel-Redirect" not in again  # nginx would follow it and send a 200
+
+
+async def test_a_starting_process_keeps_the_rendered_files_of_running_ones(
+        tmp_path: Path) -> None:
+    """Worker processes share storage.path: one that starts (or restarts) clears its
+    own rendered folder and those of processes gone, never a running one's."""
+    root = tmp_path / "rendered"
+    running, gone = root / str(os.getppid()), root / "999999999"
+    for folder in (running, gone):
+        folder.mkdir(parents=True)
+        (folder / "doc.json").write_bytes(b"{}")
+    (root / "old-layout.json").write_bytes(b"{}")
+    cache = RenderedCache(root)
+    await cache.open()
+    try:
+        made = await cache.get("k", bytes, b"{}", max_age_s=60, heavy=False)
+        assert made.path.parent == root / str(os.getpid())
+        assert (running / "doc.json").exists()
+        assert not gone.exists() and not (root / "old-layout.json").exists()
+    finally:
+        await cache.close()
