@@ -21,6 +21,7 @@ from stockade.policy.file import load_policy
 from stockade.policy.model import Ecosystem
 from stockade.proxy import routes
 from stockade.proxy.admission import Admission, Workers
+from stockade.proxy.approvals_log import record_new
 from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.decisionlog import DecisionLog
 from stockade.proxy.firstseen import FirstSeen
@@ -169,6 +170,7 @@ def _services(
             key=key_from_env(settings.policy.decision_log_key_env, environ))
         await decisions.open()
         gate = Gate(engine, metrics, decisions)
+        await record_new(gate, None, engine)  # the approvals in force at start
         store = open_store(settings, environ)
         await store.open()
         pipeline = ArtifactPipeline(

@@ -89,6 +89,12 @@ class Gate:
         await self._account(verdict, ref, client=client, request_id=request_id)
         return verdict
 
+    async def note(self, verdict: Verdict, ref: PackageRef, *, client: str = "") -> None:
+        """Record ``verdict`` in the decision log, neither decided nor counted (an
+        approval put in force)."""
+        if self._sink is not None:
+            await self._sink.record(verdict, ref, client=client, request_id="")
+
     async def _account(self, verdict: Verdict, ref: PackageRef, *, client: str,
                        request_id: str) -> None:
         self._count(ref, verdict)
