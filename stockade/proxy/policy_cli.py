@@ -24,6 +24,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -156,7 +157,8 @@ def _line(ref: PackageRef, verdict: Verdict, as_json: bool,
             "ecosystem": ref.ecosystem.value, "name": ref.name, "version": ref.version,
             "decision": verdict.decision.value, "rule": verdict.rule,
             "reason": verdict.reason, "target": verdict.target,
-            "until": verdict.until.isoformat() if verdict.until is not None else None,
+            **({"until": verdict.until.isoformat() if verdict.until is not None else None}
+               if verdict.decision is Decision.HOLD else {}),  # a hold says until when
             **({"provenance": known} if known is not None else {}),
         })
     mode = " (audit: would refuse)" if verdict.audit_only else ""
@@ -275,9 +277,11 @@ def _explained(status: int, text: str) -> tuple[dict[str, Any], Verdict]:
     if not isinstance(body, dict) or not isinstance(body.get("decision"), dict):
         raise TypeError("not an explanation")
     decision: dict[str, Any] = body["decision"]
+    until = decision.get("until")
     verdict = Verdict(Decision(decision["decision"]), str(decision["rule"]),
                       str(decision["reason"]), decision.get("target"),
-                      bool(decision.get("audit_only")))
+                      bool(decision.get("audit_only")),
+                      until=datetime.fromisoformat(until) if isinstance(until, str) else None)
     return body, verdict
 
 

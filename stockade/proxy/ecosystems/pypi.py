@@ -26,8 +26,8 @@ from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.policy.rules.provenance import ReleaseProvenance, provenance_history
 from stockade.policy.times import timestamp
 from stockade.proxy.admission import Admission, caller
+from stockade.proxy.ecosystems import project_facts, pypi_provenance
 from stockade.proxy.ecosystems import pypi_pages as pages
-from stockade.proxy.ecosystems import pypi_provenance
 from stockade.proxy.ecosystems.base import Documents, json_object
 from stockade.proxy.errors import (
     BadRequestError,
@@ -140,6 +140,9 @@ def version_facts(page: pages.ProjectPage, upstream: Upstream) -> dict[str, Fact
             by_version.setdefault(version, []).append(entry)
     facts = {}
     claims = {}
+    # what the project is, once for all its versions (PEP 700 times; none in HTML)
+    project = project_facts.pypi((e.upload_time for e in page.files),
+                                 len(page.versions) or len(by_version))
     for version, entries in by_version.items():
         times = [t for e in entries if (t := timestamp(e.upload_time)) is not None]
         has_wheel = any(e.filename.endswith(".whl") for e in entries)
@@ -149,6 +152,7 @@ def version_facts(page: pages.ProjectPage, upstream: Upstream) -> dict[str, Fact
             published_at=min(times) if times else None,
             has_wheel=has_wheel, is_sdist=not has_wheel,
             yanked=all(bool(e.yanked) for e in entries), provenance_claimed=claimed,
+            project=project,
         )
         claims[version] = ReleaseProvenance(facts[version].published_at, claimed)
     for version, before in provenance_history(claims).items():

@@ -1,0 +1,57 @@
+"""What a project is, read out of the metadata document the proxy already parses.
+
+Owns reading ``ProjectFacts`` (first release, releases, owners, summary,
+repository) once per parsed document: from an npm packument (``time.created``,
+``versions``, ``maintainers``, ``description``, ``repository``) and from a PyPI
+project page (PEP 700 ``upload-time`` and ``versions``; an HTML page gives no
+times, so the age is unknown and the policy's ``on_missing`` decides). The
+ecosystem modules stamp the result on every version's facts; deciding on them is
+``stockade.policy``'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from stockade.policy.model import ProjectFacts
+from stockade.policy.times import timestamp
+
+_MAX_TEXT = 500  # characters of a summary or repository URL kept: enough to compare
+
+
+def _text(value: object) -> str | None:
+    return value.strip()[:_MAX_TEXT] or None if isinstance(value, str) else None
+
+
+def npm(data: Mapping[str, Any]) -> ProjectFacts:
+    """The project facts of a full packument."""
+    times: Mapping[str, Any] = data["time"] if isinstance(data.get("time"), dict) else {}
+    versions: Mapping[str, Any] = data["versions"] \
+        if isinstance(data.get("versions"), dict) else {}
+    first = timestamp(times.get("created")) if times else None
+    if first is None and times:
+        first = _earliest(timestamp(t) for k, t in times.items() if k in versions)
+    maintainers = data.get("maintainers")
+    owners = tuple(str(m["name"]) for m in maintainers
+                   if isinstance(m, dict) and isinstance(m.get("name"), str)) \
+        if isinstance(maintainers, list) else ()
+    repository = data.get("repository")
+    if isinstance(repository, dict):
+        repository = repository.get("url")
+    return ProjectFacts(first_release=first, releases=len(versions), owners=owners,
+                        summary=_text(data.get("description")), repository=_text(repository))
+
+
+def pypi(upload_times: Iterable[str | None], versions: int) -> ProjectFacts:
+    """The project facts of a project page: its files' upload times (None where the
+    page gives none) and how many versions it lists."""
+    times = list(upload_times)
+    first = None if not times or any(t is None for t in times) else \
+        _earliest(timestamp(t) for t in times)
+    return ProjectFacts(first_release=first, releases=versions)
+
+
+def _earliest(times: Iterable[datetime | None]) -> datetime | None:
+    return min((t for t in times if t is not None), default=None)
