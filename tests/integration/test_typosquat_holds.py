@@ -140,3 +140,32 @@ async def test_pypi_html_only_page_leaves_the_age_unknown(aiohttp_client: Any,
     warned = [r for r in _log(config) if r["name"] == "flask-cors-2"]
     assert warned and warned[0]["decision"] == "warn"
     assert "its age is unknown" in warned[0]["reason"]
+
+
+async def test_pypi_summary_and_repository_are_asked_for_look_alikes_only(
+        aiohttp_client: Any, tmp_path: Path) -> None:
+    index = await FakePyPI().start()
+    try:
+        for i in range(6):  # old, many releases: only its summary or repository tells
+            index.add_wheel("flask-cors-2", f"1.{i}", upload_time=_stamp(timedelta(days=900)))
+            index.add_wheel("flask-cors-3", f"1.{i}", upload_time=_stamp(timedelta(days=900)))
+            index.add_wheel("plain-thing", f"1.{i}", upload_time=_stamp(timedelta(days=900)))
+        index.info["flask-cors-2"] = {"summary": "A Flask extension simplifying CORS support."}
+        index.info["flask-cors-3"] = {"summary": "Mine", "project_urls": {
+            "Source": "https://github.com/corydolphin/flask-cors"}}
+        config = _config(tmp_path, pypi=index.url)
+        client = await aiohttp_client(make_app(load_settings(config, environ={})))
+        copied = await client.get("/pypi/files/flask-cors-2/flask_cors_2-1.5-py3-none-any.whl")
+        assert copied.status == 403
+        assert copied.reason.endswith(
+            '"flask-cors-2" resembles "flask-cors" and copies its summary; held unless '
+            "approved (rule typosquat)")
+        jacked = await client.get("/pypi/files/flask-cors-3/flask_cors_3-1.5-py3-none-any.whl")
+        assert jacked.status == 403
+        assert "points at its repository (corydolphin/flask-cors)" in jacked.reason
+        plain = await client.get("/pypi/files/plain-thing/plain_thing-1.5-py3-none-any.whl")
+        assert plain.status == 200
+        assert index.count("/pypi/flask-cors-2/json") == 1  # fetched once, then cached
+        assert index.count("/pypi/plain-thing/json") == 0  # not a look-alike: never asked
+    finally:
+        await index.stop()

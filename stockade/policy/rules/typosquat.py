@@ -186,6 +186,12 @@ class TyposquatRule:
         return finding(self.name, self.mode, outcome.decision, reason, match.target,
                        until=outcome.until)
 
+    def resembles(self, ecosystem: Ecosystem, name: str) -> bool:
+        """True when ``name`` is only a loose look-alike: the proxy then gathers the
+        facts that compare it with its target (PyPI's summary and repository)."""
+        return self._verdicts[ecosystem](name) is None and \
+            self._loose_found[ecosystem](name, True) is not None
+
     def _loose_match(self, ecosystem: Ecosystem, name: str, deep: bool) -> Match | None:
         norm = normalize(ecosystem, name)
         if self._is_allowed(ecosystem, norm):

@@ -53,5 +53,21 @@ def pypi(upload_times: Iterable[str | None], versions: int) -> ProjectFacts:
     return ProjectFacts(first_release=first, releases=versions)
 
 
+_CODE_HOSTS = ("github.com", "gitlab.com", "bitbucket.org", "codeberg.org")
+
+
+def pypi_json(data: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(summary, repository) from the JSON API's ``info``: the repository is the first
+    project URL on a code host (``Source``, ``Repository``, ``Homepage``...)."""
+    info: Mapping[str, Any] = data["info"] if isinstance(data.get("info"), dict) else {}
+    urls: Mapping[str, Any] = info["project_urls"] \
+        if isinstance(info.get("project_urls"), dict) else {}
+    candidates = [*urls.values(), info.get("home_page")]
+    repository = next((u for u in candidates if isinstance(u, str)
+                       and any(f"//{h}/" in u or f"//www.{h}/" in u for h in _CODE_HOSTS)),
+                      None)
+    return _text(info.get("summary")), _text(repository)
+
+
 def _earliest(times: Iterable[datetime | None]) -> datetime | None:
     return min((t for t in times if t is not None), default=None)

@@ -26,7 +26,7 @@ from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.policy.rules.provenance import ReleaseProvenance, provenance_history
 from stockade.policy.times import timestamp
 from stockade.proxy.admission import Admission, caller
-from stockade.proxy.ecosystems import project_facts, pypi_provenance
+from stockade.proxy.ecosystems import project_facts, pypi_provenance, pypi_summary
 from stockade.proxy.ecosystems import pypi_pages as pages
 from stockade.proxy.ecosystems.base import Documents, json_object
 from stockade.proxy.errors import (
@@ -93,7 +93,11 @@ async def _project(adm: Documents, upstream: Upstream, name: str) -> tuple[Proje
         return await _parse(doc, name, upstream)
 
     project = await adm.parsed(doc, "pypi-page", parse, lambda p: len(p.page.files))
-    return project, doc
+    # a look-alike's summary and repository: one more fetch, only for those
+    facts = await pypi_summary.summarized(adm, upstream, name,
+                                          json_base(upstream) + f"{quote(name)}/json", doc,
+                                          project.facts)
+    return (project if facts is project.facts else Project(project.page, facts)), doc
 
 
 async def _parse(doc: CachedDoc, name: str, upstream: Upstream) -> Project:
