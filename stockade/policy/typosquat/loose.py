@@ -7,10 +7,10 @@ separator variant of a less installed name), one edit of any protected name of
 ``ONE_EDIT_MIN`` letters or more (a deletion-set index), a version suffix
 (``requests-2``, ``lodash-4.17``), and, in the deep search that runs only where the
 facts say a project is young: two edits of a long name among the most installed
-(length buckets), a high rapidfuzz ratio, and a most installed name contained with
-an affix (an Aho-Corasick automaton). Names are compared as the detector's
-skeletons. A name that is itself listed is never a loose look-alike. Pure; the
-corpus is passed in.
+(buckets by length and the first or last two letters), a high rapidfuzz ratio,
+and a most installed name contained with an affix (an Aho-Corasick automaton).
+Names are compared as the detector's skeletons. A name that is itself listed is
+never a loose look-alike. Pure; the corpus is passed in.
 """
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ class LooseIndex:
         self._names: dict[str, str] = {}  # skeleton -> best-ranked name
         self._ranks: dict[str, int] = {}  # skeleton -> its best rank
         self._one: dict[str, list[str]] = {}  # deletion -> skeletons
-        self._lengths: dict[int, list[str]] = {}  # length -> long skeletons
+        # long skeletons by their first and by their last two letters, and length:
+        # two edits of a long name nearly always leave one end whole, and each list
+        # is short
+        self._ends: dict[str, list[str]] = {}
         self._top: list[str] = []  # skeletons for the ratio
         self._contained = ahocorasick.Automaton()
         for rank, name in enumerate(names):
@@ -62,7 +65,8 @@ class LooseIndex:
                 for key in deletions(skel):
                     self._one.setdefault(key, []).append(skel)
             if len(skel) >= TWO_EDITS_MIN and rank < TWO_EDITS_RANK:
-                self._lengths.setdefault(len(skel), []).append(skel)
+                self._ends.setdefault(f"^{skel[:2]}{len(skel)}", []).append(skel)
+                self._ends.setdefault(f"{skel[-2:]}${len(skel)}", []).append(skel)
             if rank < RATIO_RANK:
                 self._top.append(skel)
             if rank < CONTAINED_RANK and len(skel) >= CONTAINED_MIN:
@@ -118,14 +122,14 @@ class LooseIndex:
     def _two_edits(self, skel: str) -> Match | None:
         if len(skel) < TWO_EDITS_MIN - 2:
             return None
-        for length in range(len(skel) - 2, len(skel) + 3):
-            bucket = self._lengths.get(length)
-            if not bucket:
-                continue
-            hit = process.extractOne(skel, bucket, scorer=DamerauLevenshtein.distance,
-                                     score_cutoff=2)
-            if hit is not None and hit[0] != skel:
-                return Match(self._target(hit[0]), technique_of(skel, hit[0]))
+        head, tail = skel[:2], skel[-2:]
+        candidates = [other for n in range(len(skel) - 2, len(skel) + 3)
+                      for end in (f"^{head}{n}", f"{tail}${n}")
+                      for other in self._ends.get(end, ())]
+        hit = process.extractOne(skel, candidates, scorer=DamerauLevenshtein.distance,
+                                 score_cutoff=2) if candidates else None
+        if hit is not None and hit[0] != skel:
+            return Match(self._target(hit[0]), technique_of(skel, hit[0]))
         return None
 
     def _ratio(self, skel: str) -> Match | None:
