@@ -83,8 +83,11 @@ class TyposquatRule:
             functools.partial(self._decide, eco)) for eco in Ecosystem}
         self._indexes: dict[Ecosystem, NameIndex] = {}
         self._loose_indexes: dict[Ecosystem, tuple[LooseIndex, ...]] = {}
-        self._loose_found = {eco: functools.lru_cache(maxsize=_CACHE_MAX)(
-            functools.partial(self._loose_match, eco)) for eco in Ecosystem}
+        # the quick and the deep loose search, kept apart: each name fills one of each
+        self._loose_quick = {eco: functools.lru_cache(maxsize=_CACHE_MAX)(
+            functools.partial(self._loose_match, eco, deep=False)) for eco in Ecosystem}
+        self._loose_deep = {eco: functools.lru_cache(maxsize=_CACHE_MAX)(
+            functools.partial(self._loose_match, eco, deep=True)) for eco in Ecosystem}
         self._approved = {a.key: a for a in self.approvals}
 
     def prepare(self) -> None:
@@ -165,14 +168,17 @@ class TyposquatRule:
     def _loosely(self, ref: PackageRef, project: ProjectFacts) -> Verdict | None:
         """The loose tier: a look-alike held, refused or recorded on its facts."""
         eco = ref.ecosystem
+        match = self._loose_quick[eco](ref.name)  # the quick likenesses, at any age
         now = self.now()
-        is_young = tiered.young(project, now, self.tiers)
-        # The costlier likenesses only where they could hold something back.
-        deep = is_young is True or (is_young is None and
-                                    self.tiers.loose_on_missing is not Decision.ALLOW)
-        match = self._loose_found[eco](ref.name, deep)
         if match is None:
-            return None
+            # The costlier likenesses only where they could hold something back.
+            is_young = tiered.young(project, now, self.tiers)
+            if is_young is False or (is_young is None and
+                                     self.tiers.loose_on_missing is Decision.ALLOW):
+                return None
+            match = self._loose_deep[eco](ref.name)
+            if match is None:
+                return None
         prints = shipped_summaries.shipped(eco) if project.summary else {}
         outcome = tiered.loose(eco, project, match.target, prints.get(match.target, 0), now,
                                self.tiers)
@@ -190,9 +196,9 @@ class TyposquatRule:
         """True when ``name`` is only a loose look-alike: the proxy then gathers the
         facts that compare it with its target (PyPI's summary and repository)."""
         return self._verdicts[ecosystem](name) is None and \
-            self._loose_found[ecosystem](name, True) is not None
+            self._loose_deep[ecosystem](name) is not None
 
-    def _loose_match(self, ecosystem: Ecosystem, name: str, deep: bool) -> Match | None:
+    def _loose_match(self, ecosystem: Ecosystem, name: str, *, deep: bool) -> Match | None:
         norm = normalize(ecosystem, name)
         if self._is_allowed(ecosystem, norm):
             return None
@@ -207,7 +213,7 @@ class TyposquatRule:
         """Forget the verdicts kept (the indexes stay)."""
         for cached in self._verdicts.values():
             cached.cache_clear()
-        for found in self._loose_found.values():
+        for found in (*self._loose_quick.values(), *self._loose_deep.values()):
             found.cache_clear()
 
     def _decide(self, ecosystem: Ecosystem, name: str) -> Verdict | None:
