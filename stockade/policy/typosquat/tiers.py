@@ -117,7 +117,3 @@ def loose(ecosystem: Ecosystem, project: ProjectFacts, target: str, target_print
                                       f"{until.date().isoformat()} unless approved", until)
     return Outcome(Decision.WARN, f"allowed ({newness(project, now)})")
 
-
-def cleared(project: ProjectFacts, target_owners: frozenset[str]) -> bool:
-    """True when the project shares an owner with its target: no squat of itself."""
-    return bool(target_owners) and bool({o.lower() for o in project.owners} & target_owners)

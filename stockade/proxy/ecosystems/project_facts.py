@@ -54,6 +54,8 @@ def pypi(upload_times: Iterable[str | None], versions: int) -> ProjectFacts:
 
 
 _CODE_HOSTS = ("github.com", "gitlab.com", "bitbucket.org", "codeberg.org")
+_REPOSITORY_KEYS = frozenset({"repository", "source", "sourcecode", "code", "github",
+                              "gitlab", "homepage"})
 
 
 def pypi_json(data: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -62,7 +64,10 @@ def pypi_json(data: Mapping[str, Any]) -> tuple[str | None, str | None]:
     info: Mapping[str, Any] = data["info"] if isinstance(data.get("info"), dict) else {}
     urls: Mapping[str, Any] = info["project_urls"] \
         if isinstance(info.get("project_urls"), dict) else {}
-    candidates = [*urls.values(), info.get("home_page")]
+    # the repository's own keys first: "Bug Tracker" may name another repository
+    ranked = sorted(urls.items(), key=lambda kv: 0 if str(kv[0]).lower().replace(" ", "")
+                    in _REPOSITORY_KEYS else 1)
+    candidates = [*(v for _, v in ranked), info.get("home_page")]
     repository = next((u for u in candidates if isinstance(u, str)
                        and any(f"//{h}/" in u or f"//www.{h}/" in u for h in _CODE_HOSTS)),
                       None)
