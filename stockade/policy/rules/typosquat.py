@@ -169,6 +169,9 @@ class TyposquatRule:
         """The loose tier: a look-alike held, refused or recorded on its facts."""
         eco = ref.ecosystem
         match = self._loose_quick[eco](ref.name)  # the quick likenesses, at any age
+        if match is None and project.releases is not None and \
+                project.releases > self.tiers.max_releases:
+            return None  # too many releases to be young: nothing deeper to look for
         now = self.now()
         if match is None:
             # The costlier likenesses only where they could hold something back.
