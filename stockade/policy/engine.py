@@ -24,7 +24,7 @@ from stockade.policy.model import (
 
 # Name decisions kept per ecosystem: about 100,000 for the three, a few tens of MB.
 _NAME_CACHE = 32768
-_SEVERITY = {Decision.ALLOW: 0, Decision.WARN: 1, Decision.BLOCK: 2}
+_SEVERITY = {Decision.ALLOW: 0, Decision.WARN: 1, Decision.HOLD: 2, Decision.BLOCK: 3}
 
 
 class Engine:
@@ -69,7 +69,8 @@ class Engine:
 
     def decide(self, ref: PackageRef, facts: Facts) -> Verdict:
         """The effective verdict: the most severe enforced one, else the first audit hit."""
-        if ref.version is not None:
+        if ref.version is not None or facts.project is not None:
+            # a project's facts make a decision that changes with time (a hold lifts)
             return self._decide(ref, facts)
         # plain fields: a frozen dataclass hashes itself in Python on every look-up
         cache = self._names[ref.ecosystem]
@@ -175,7 +176,8 @@ def build_engine(
                      [r.name for r in rules]))
     engine = Engine(rules, revision=hashlib.sha256(material.encode()).hexdigest()[:12],
                     sources=(*getattr(policy, "osv_paths", ()),
-                             *getattr(getattr(policy, "provenance", None), "trust_files", ())),
+                             *getattr(getattr(policy, "provenance", None), "trust_files", ()),
+                             *([a] if (a := getattr(policy, "approvals", None)) else [])),
                     provenance=getattr(policy, "provenance", None))
     # Built once per policy revision, so no request builds an engine.
     for team, extra in (getattr(policy, "teams", None) or {}).items():

@@ -11,7 +11,9 @@ mode: enforce                  # or audit: record what would be refused, refuse 
 internal_names: {pypi: [acme-billing], npm: ["@acme/*"], maven: ["com.acme:*"]}
 rules:
   lists: {allowlist_only: {enabled: false, required_tags: [reviewed]}, allow: [...], deny: [...]}
-  typosquat: {protected: {pypi: [acme-billing]}}
+  typosquat: {protected: {pypi: [acme-billing]}, approvals: approvals.yaml,
+              loose: {young: 30d, max_releases: 3, on_missing: allow},
+              strong: {on_missing: refuse}}
   dependency_confusion: {}
   cooldown: {min_age: 3d, allow_undated: false, exempt_internal: true, cutoff: null, exempt: []}
   osv: {paths: [osv/], min_severity: critical, block_ids: [], ignore_ids: []}
@@ -42,6 +44,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from stockade.config.load import ConfigError, load_yaml
+from stockade.policy.approvals import ApprovalError
+from stockade.policy.approvals import load as load_approvals
 from stockade.policy.model import Decision, Ecosystem, Mode, Publisher, Rule
 from stockade.policy.names import normalize
 from stockade.policy.osv import OsvDatabase, OsvError
@@ -62,6 +66,7 @@ from stockade.policy.rules.republished import RepublishedRule
 from stockade.policy.rules.typosquat import DependencyConfusionRule, TyposquatRule
 from stockade.policy.rules.vulns import OsvRule
 from stockade.policy.teams import TeamScoped, check_team_name, team_lists
+from stockade.policy.typosquat.tiers import Tiers
 from stockade.policy.versions import VersionRangeError, parse_range
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -141,10 +146,27 @@ class ListsModel(_Model):
     deny: list[ListEntryModel] = []
 
 
+OnMissing = Literal["allow", "hold", "refuse"]
+_ON_MISSING = {"allow": Decision.ALLOW, "hold": Decision.HOLD, "refuse": Decision.BLOCK}
+
+
+class LooseTierModel(_Model):
+    young: Duration = timedelta(days=30)  # a project first released within this is young
+    max_releases: int = Field(default=3, ge=0)  # ...and has at most this many releases
+    on_missing: OnMissing = "allow"  # its age unknown: allow (and record), hold, refuse
+
+
+class StrongTierModel(_Model):
+    on_missing: OnMissing = "refuse"
+
+
 class TyposquatModel(_Model):
     enabled: bool = True
     mode: Mode | None = None
     protected: dict[Ecosystem, list[str]] = {}
+    loose: LooseTierModel = LooseTierModel()
+    strong: StrongTierModel = StrongTierModel()
+    approvals: Path | None = None  # the approvals file, relative to the policy file
 
 
 class ConfusionModel(_Model):
@@ -274,6 +296,7 @@ class Policy:
     provenance: ProvenanceRule | None = None  # its trust material is the proxy's to load
     # the rules each team adds to the global ones (``stockade.policy.teams``)
     teams: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
+    approvals: Path | None = None  # rules.typosquat.approvals, resolved (watched too)
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -368,9 +391,12 @@ def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
         allowed = lists.allowed_names()
         warnings += [f"expired list entry ({e.describe()}, expired {e.expires}): no longer "
                      "applied" for e in lists.expired()]
+    approvals_path = None if r.typosquat.approvals is None else \
+        r.typosquat.approvals if r.typosquat.approvals.is_absolute() else \
+        base_dir / r.typosquat.approvals
     if r.typosquat.enabled:
-        rules.append(TyposquatRule(mode=mode(r.typosquat.mode), protected=r.typosquat.protected,
-                                   allowed=allowed, internal=patterns))
+        rules.append(_typosquat(r.typosquat, mode(r.typosquat.mode), allowed, patterns,
+                                approvals_path, now))
     if r.dependency_confusion.enabled:
         rules.append(DependencyConfusionRule(internal=patterns, allowed=allowed,
                                              mode=mode(r.dependency_confusion.mode)))
@@ -400,11 +426,14 @@ def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
     if provenance is not None:  # a changed trust file is a new revision
         material += repr(sorted((str(k), v) for k, v in provenance.trust_digests.items())
                          ).encode()
+    if approvals_path is not None and approvals_path.is_file():
+        material += approvals_path.read_bytes()
     global_allow = next((rule.allow for rule in rules if isinstance(rule, ListsRule)), ())
     teams = {team: _team(team, t, global_allow, intel, mode, now, base_dir)
              for team, t in model.teams.items()}
     return Policy(tuple(rules), model.mode, hashlib.sha256(material).hexdigest()[:12],
-                  names, tuple(warnings), database, tuple(paths), provenance, teams)
+                  names, tuple(warnings), database, tuple(paths), provenance, teams,
+                  approvals_path)
 
 
 def _cooldown(c: CooldownModel, intel: IntelModel, mode: Mode, now: Callable[[], datetime],
@@ -467,6 +496,25 @@ def _team(team: str, t: TeamModel, global_allow: Sequence[ListEntry], intel: Int
             raise PolicyError(f"{where}.{exc}") from exc
         rules.append(TeamScoped(rule, team))
     return tuple(rules)
+
+
+def _typosquat(t: TyposquatModel, mode: Mode, allowed: dict[Ecosystem, list[str]],
+               internal: dict[Ecosystem, tuple[str, ...]], approvals_path: Path | None,
+               now: Callable[[], datetime]) -> TyposquatRule:
+    """The ``typosquat`` rule of its section, with its tiers and approvals.
+
+    Raises:
+        PolicyError: the approvals file cannot be read, naming the key.
+    """
+    try:
+        approved = () if approvals_path is None else tuple(load_approvals(approvals_path))
+    except ApprovalError as exc:
+        raise PolicyError(f"rules.typosquat.approvals: {exc}") from exc
+    tiers = Tiers(young=t.loose.young, max_releases=t.loose.max_releases,
+                  loose_on_missing=_ON_MISSING[t.loose.on_missing],
+                  strong_on_missing=_ON_MISSING[t.strong.on_missing])
+    return TyposquatRule(mode=mode, protected=t.protected, allowed=allowed, internal=internal,
+                         tiers=tiers, approvals=approved, now=now)
 
 
 def _file(path: Path, base_dir: Path, where: str) -> Path:

@@ -25,6 +25,7 @@ class Decision(enum.StrEnum):
 
     ALLOW = "allow"
     WARN = "warn"
+    HOLD = "hold"  # refused for now, with a date it lifts by itself (or an approval)
     BLOCK = "block"
 
 
@@ -138,6 +139,21 @@ class ProvenanceHistory:
 
 
 @dataclass(frozen=True, slots=True)
+class ProjectFacts:
+    """What a project is, as its metadata says, read once per metadata document.
+
+    ``first_release`` None: its age is unknown (an HTML-only index); ``releases``
+    None: unknown. ``summary`` and ``repository`` None: not gathered.
+    """
+
+    first_release: datetime | None = None
+    releases: int | None = None
+    owners: tuple[str, ...] = ()
+    summary: str | None = None
+    repository: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Facts:
     """What the proxy knows about a package or version when asking for a decision.
 
@@ -166,6 +182,9 @@ class Facts:
     # The digests stockade recorded when it first admitted this very file
     # (name, version, file name); None: never admitted before.
     admitted_digests: dict[str, str] | None = None
+    # What the project is (age, releases, owners, summary, repository); None: a
+    # decision on the name alone, before any metadata was read.
+    project: ProjectFacts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,17 +203,20 @@ class Verdict:
     # full values behind the reason (e.g. both digests of a republished file), for the
     # decision log and explain: the reason itself stays short
     evidence: tuple[tuple[str, str], ...] = ()
+    # a hold: when it lifts by itself (None: only an approval lifts it)
+    until: datetime | None = None
 
     @property
     def blocks(self) -> bool:
-        """True when the request must be refused (enforce mode and BLOCK)."""
-        return self.decision is Decision.BLOCK and not self.audit_only
+        """True when the request must be refused (enforce mode, BLOCK or HOLD)."""
+        return self.decision in _REFUSING and not self.audit_only
 
     def refusal_phrase(self) -> str:
         """The sentence a client prints: ``Blocked by stockade: <reason> (rule X)``."""
         return f"Blocked by stockade: {self.reason} (rule {self.rule})"
 
 
+_REFUSING = frozenset({Decision.BLOCK, Decision.HOLD})
 ALLOWED = Verdict(Decision.ALLOW, "default", "no rule refuses it")
 
 

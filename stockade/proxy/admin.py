@@ -47,14 +47,16 @@ def _verdict(verdict: Verdict) -> dict[str, Any]:
     return {"rule": verdict.rule, "decision": verdict.decision.value, "reason": verdict.reason,
             "target": verdict.target, "audit_only": verdict.audit_only,
             "refuses": verdict.blocks,
+            **({"until": verdict.until.isoformat()} if verdict.until is not None else {}),
             **({"evidence": dict(verdict.evidence)} if verdict.evidence else {})}
 
 
 def _facts(facts: Facts) -> dict[str, Any]:
     out = asdict(facts)
-    for key, value in out.items():
-        if isinstance(value, datetime):
-            out[key] = value.isoformat()
+    for fields in (out, out.get("project") or {}):  # the project's facts hold times too
+        for key, value in fields.items():
+            if isinstance(value, datetime):
+                fields[key] = value.isoformat()
     return out
 
 

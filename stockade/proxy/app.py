@@ -24,6 +24,7 @@ from stockade.policy.model import Ecosystem
 from stockade.proxy import routes, ui
 from stockade.proxy.admission import Admission, Workers
 from stockade.proxy.affected import Reevaluator
+from stockade.proxy.approvals_log import record_new
 from stockade.proxy.auth import TOKENS, TokenWatcher, make_auth_middleware
 from stockade.proxy.bundlepull import BundlePuller
 from stockade.proxy.checkpoint import key_from_env
@@ -240,6 +241,7 @@ def _services(
             key=key_from_env(settings.policy.decision_log_key_env, environ))
         await decisions.open()
         gate = Gate(engine, metrics, decisions)
+        await record_new(gate, None, engine)  # the approvals in force at start
         store = open_store(settings, environ)
         await store.open()
         pipeline = ArtifactPipeline(

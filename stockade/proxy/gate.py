@@ -108,6 +108,12 @@ class Gate:
                             identity=identity, team=team)
         return verdict
 
+    async def note(self, verdict: Verdict, ref: PackageRef, *, client: str = "") -> None:
+        """Record ``verdict`` in the decision log, neither decided nor counted (an
+        approval put in force)."""
+        if self._sink is not None:
+            await self._sink.record(verdict, ref, client=client, request_id="")
+
     async def _account(self, verdict: Verdict, ref: PackageRef, *, client: str,
                        request_id: str, identity: str = "", team: str | None = None) -> None:
         self._count(ref, verdict)
@@ -137,10 +143,15 @@ class Gate:
         for (rule, audit_only), versions in sorted(by_rule.items()):
             first = decided.verdicts[versions[0]]
             hidden = sum(v in decided.hidden for v in versions)
-            what = "would hide" if audit_only else "hides" if hidden else "refuses"
+            what = "would hide" if audit_only else "hides" if hidden else \
+                "lets through, noted," if first.decision is Decision.WARN else "refuses"
+            # a hold or a look-alike noted: the rule's own sentence says why and until when
+            why = f": {first.reason}" if first.decision in (Decision.WARN, Decision.HOLD) \
+                else ""
             summary = Verdict(first.decision, rule,
                               f"{what} {len(versions)} versions of {name.name} "
-                              f"({_listed(versions)})", first.target, audit_only)
+                              f"({_listed(versions)}){why}", first.target, audit_only,
+                              until=first.until)
             self._count(name, summary, len(versions))
             logger.info("policy %s %s %s: %s", summary.decision, name.ecosystem, name.name,
                         summary.reason)

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -36,7 +38,7 @@ from stockade.policy.file import load_policy
 from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, Verdict
 from stockade.policy.names import KINDS, valid
 from stockade.policy.osv import OsvDatabase, OsvError
-from stockade.proxy import fleet_cli
+from stockade.proxy import approve_cli, fleet_cli
 from stockade.proxy.admission import Admission
 from stockade.proxy.app import (
     ARTIFACT_REFS,
@@ -49,6 +51,7 @@ from stockade.proxy.bundlepull import with_policy_file
 from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.decisionlog import verify
 from stockade.proxy.errors import NotFoundError
+from stockade.proxy.facts_lines import FactsLineError, is_facts_line, parse_line
 from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.metrics import Metrics
 from stockade.storage.refs import RefStore
@@ -62,13 +65,16 @@ def add_subcommands(sub: Any) -> None:
     check.add_argument("ecosystem", choices=[e.value for e in Ecosystem])
     check.add_argument("name", nargs="+",
                        help="NAME or NAME@VERSION (Maven: group:artifact[:version]), one or "
-                            "more; '-' reads names from standard input, one per line")
+                            "more; '-' reads names from standard input, one per line; a "
+                            "line may be a JSON object with a name and its project's facts "
+                            "(first_release, releases, owners, summary, repository)")
     check.add_argument("--config", help="YAML config file (or $STOCKADE_CONFIG)")
     check.add_argument("--json", action="store_true", help="one JSON object per line")
     check.add_argument("--server", metavar="URL",
                        help="ask a running stockade instead (its explain API): its policy, "
                             "and the upstream metadata it holds or fetches")
     check.set_defaults(func=_check)
+    approve_cli.add_subcommand(sub)
 
     audit = sub.add_parser("audit", help="re-decide everything in the cache against the "
                                          "current policy and intel; changes nothing")
@@ -160,6 +166,8 @@ def _line(ref: PackageRef, verdict: Verdict, as_json: bool,
             "ecosystem": ref.ecosystem.value, "name": ref.name, "version": ref.version,
             "decision": verdict.decision.value, "rule": verdict.rule,
             "reason": verdict.reason, "target": verdict.target,
+            **({"until": verdict.until.isoformat() if verdict.until is not None else None}
+               if verdict.decision is Decision.HOLD else {}),  # a hold says until when
             **({"provenance": known} if known is not None else {}),
         })
     mode = " (audit: would refuse)" if verdict.audit_only else ""
@@ -199,13 +207,24 @@ async def _check_local(args: argparse.Namespace, settings: Settings,
     admission = _offline(settings, engine)
     refused = failed = False
     for spec in _names(args.name):
-        name, version = split_spec(ecosystem, spec)
+        project = None
+        if is_facts_line(spec):
+            try:
+                name, version, project = parse_line(spec)
+            except FactsLineError as exc:
+                _fail(ecosystem, spec, str(exc), args.json)
+                failed = True
+                continue
+        else:
+            name, version = split_spec(ecosystem, spec)
         if not valid(ecosystem, name):  # what the server answers with a 400, not decided
             _fail(ecosystem, spec, f"not a valid {KINDS[ecosystem]}", args.json)
             failed = True
             continue
         ref = PackageRef(ecosystem, name, version)
         facts = await _facts(admission, ref)
+        if project is not None:  # the facts given stand for the project's metadata
+            facts = dataclasses.replace(facts, project=project)
         verdict = engine.decide(ref, facts)
         refused = refused or verdict.blocks
         print(_line(ref, verdict, args.json, facts))
@@ -231,6 +250,11 @@ async def _check_remote(args: argparse.Namespace) -> int:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_REMOTE_TIMEOUT_S),
                                      trust_env=True) as session:
         for spec in _names(args.name):
+            if is_facts_line(spec):
+                _fail(ecosystem, spec, "a line with facts is decided here, not by a server: "
+                      "leave out --server", args.json)
+                failed = True
+                continue
             name, version = split_spec(ecosystem, spec)
             parts = [*name.split("/"), *([version] if version else [])]
             url = f"{base}/_stockade/explain/{ecosystem.value}/" + "/".join(
@@ -266,9 +290,11 @@ def _explained(status: int, text: str) -> tuple[dict[str, Any], Verdict]:
     if not isinstance(body, dict) or not isinstance(body.get("decision"), dict):
         raise TypeError("not an explanation")
     decision: dict[str, Any] = body["decision"]
+    until = decision.get("until")
     verdict = Verdict(Decision(decision["decision"]), str(decision["rule"]),
                       str(decision["reason"]), decision.get("target"),
-                      bool(decision.get("audit_only")))
+                      bool(decision.get("audit_only")),
+                      until=datetime.fromisoformat(until) if isinstance(until, str) else None)
     return body, verdict
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from stockade.config.load import ConfigError
 from stockade.config.model import Settings
+from stockade.proxy.approvals_log import record_new
 from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.metrics import Metrics
 
@@ -125,7 +126,9 @@ class PolicyReloader:
                 return False
             self._metrics.policy_reloads.labels("applied").inc()
             if engine.revision != self._gate.revision:
+                before = self._gate.engine
                 self._gate.swap(engine)
+                await record_new(self._gate, before, engine)
             self._stamp = _stamps(self._watched())
             self.last = ReloadOutcome(datetime.now(UTC), reason, True, self._gate.revision)
             return True

@@ -90,6 +90,10 @@ class FakeNpm(LoopbackRegistry):
     attestation_docs: dict[str, Any] = field(default_factory=dict)  # "name@version" -> body
     keys_doc: dict[str, Any] | None = None  # the /-/npm/v1/keys body (a placeholder if None)
     audit_bodies: list[dict[str, Any]] = field(default_factory=list)
+    # name -> time.created (default 2020-01-01), and top-level packument fields
+    # (description, maintainers, repository) of the full document
+    created: dict[str, str] = field(default_factory=dict)
+    project_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
     server: TestServer | None = None
 
     def publish(self, name: str, version: str, *, time: str = "2024-01-02T03:04:05.000Z",
@@ -123,7 +127,7 @@ class FakeNpm(LoopbackRegistry):
     def document(self, name: str, base: str, *, abbreviated: bool) -> dict[str, Any]:
         """The packument as the registry writes it."""
         versions: dict[str, Any] = {}
-        times = {"created": "2020-01-01T00:00:00.000Z"}
+        times = {"created": self.created.get(name, "2020-01-01T00:00:00.000Z")}
         for version, pub in self.packages[name].items():
             file = f"{name.rpartition('/')[2]}-{version}.tgz"
             dist: dict[str, Any] = {
@@ -156,7 +160,8 @@ class FakeNpm(LoopbackRegistry):
             return {"name": name, "modified": times["modified"], "dist-tags": {"latest": latest},
                     "versions": versions}
         return {"_id": name, "_rev": "1-abc", "name": name, "dist-tags": {"latest": latest},
-                "versions": versions, "time": times, "readme": "# " + name}
+                "versions": versions, "time": times, "readme": "# " + name,
+                **self.project_fields.get(name, {})}
 
     async def _packument(self, request: web.Request) -> web.StreamResponse:
         name = self._name(request)

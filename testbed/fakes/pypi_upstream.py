@@ -63,6 +63,7 @@ class FakePyPI(LoopbackRegistry):
     foreign_links: dict[str, str] = field(default_factory=dict)
     serve_html_only: bool = False
     index_body: str | None = None  # served as the root index instead of the projects
+    info: dict[str, dict[str, object]] = field(default_factory=dict)  # JSON API info fields
     server: TestServer | None = None
 
     def add_wheel(self, name: str, version: str, requires: Sequence[str] = (),
@@ -219,7 +220,7 @@ class FakePyPI(LoopbackRegistry):
                     "packagetype": "bdist_wheel" if d.filename.endswith(".whl") else "sdist",
                     "upload_time_iso_8601": d.upload_time, "yanked": bool(d.yanked)}
 
-        doc = {"info": {"name": name, "version": version},
+        doc = {"info": {"name": name, "version": version, **self.info.get(name, {})},
                "urls": [entry(d) for d in dists if d.version == version],
                "releases": {v: [entry(d) for d in dists if d.version == v]
                             for v in sorted({d.version for d in dists})}}

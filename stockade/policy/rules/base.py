@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from stockade.policy.model import Decision, Ecosystem, Mode, PackageRef, Verdict
 from stockade.policy.names import normalize
@@ -43,11 +43,13 @@ class Entry:
 
 def finding(rule: str, mode: Mode, decision: Decision, reason: str,
             target: str | None = None, *,
-            evidence: tuple[tuple[str, str], ...] = ()) -> Verdict:
+            evidence: tuple[tuple[str, str], ...] = (),
+            until: datetime | None = None) -> Verdict:
     """A verdict of ``rule``; in audit mode a refusal is recorded but does not refuse."""
     return Verdict(decision, rule, reason, target,
-                   audit_only=mode is Mode.AUDIT and decision is Decision.BLOCK,
-                   evidence=evidence)
+                   audit_only=mode is Mode.AUDIT and decision in (Decision.BLOCK,
+                                                                  Decision.HOLD),
+                   evidence=evidence, until=until)
 
 
 def human(delta: timedelta) -> str:

@@ -2,7 +2,10 @@
 
 Owns the ``typosquat`` rule (a name that looks like a popular one, an internal
 one or one the policy protects, by edits, swapped, repeated or dropped
-letters, separators, affixes, confusable characters or npm scope confusion)
+letters, separators, affixes, confusable characters or npm scope confusion:
+the strong tier, refused; and, where the proxy gathered what the project is, a
+looser likeness held while the project is young, refused when it starjacks its
+target, else allowed and recorded: ``typosquat.tiers``; approved names pass)
 and the ``dependency-confusion`` rule (an internal name served from a public
 upstream, or a public name that imitates an internal namespace). A name that
 is itself popular, protected or explicitly allowed is never flagged. Matching
@@ -13,16 +16,29 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import resources
 
 from rapidfuzz.distance import DamerauLevenshtein
 
-from stockade.policy.model import Decision, Ecosystem, Facts, Mode, PackageRef, Verdict
+from stockade.policy.approvals import Approval, in_force
+from stockade.policy.model import (
+    Decision,
+    Ecosystem,
+    Facts,
+    Mode,
+    PackageRef,
+    ProjectFacts,
+    Verdict,
+)
 from stockade.policy.names import normalize, split_npm
 from stockade.policy.rules.base import finding
-from stockade.policy.typosquat import NameIndex, skeleton
+from stockade.policy.typosquat import Match, NameIndex, skeleton
+from stockade.policy.typosquat import summaries as shipped_summaries
+from stockade.policy.typosquat import tiers as tiered
+from stockade.policy.typosquat.loose import LooseIndex
 from stockade.policy.typosquat.store import load_or_build
 
 _CACHE_MAX = 32768  # verdicts kept per ecosystem
@@ -52,6 +68,9 @@ class TyposquatRule:
     internal: Mapping[Ecosystem, Sequence[str]] = field(default_factory=dict)
     popular: Mapping[Ecosystem, Sequence[str]] | None = None  # None: the shipped lists
     name: str = "typosquat"
+    tiers: tiered.Tiers = field(default_factory=tiered.Tiers)
+    approvals: Sequence[Approval] = ()
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def __post_init__(self) -> None:
         self._allowed = {
@@ -63,11 +82,47 @@ class TyposquatRule:
         self._verdicts = {eco: functools.lru_cache(maxsize=_CACHE_MAX)(
             functools.partial(self._decide, eco)) for eco in Ecosystem}
         self._indexes: dict[Ecosystem, NameIndex] = {}
+        self._loose_indexes: dict[Ecosystem, tuple[LooseIndex, ...]] = {}
+        # the quick and the deep loose search, kept apart: each name fills one of each
+        self._loose_quick = {eco: functools.lru_cache(maxsize=_CACHE_MAX)(
+            functools.partial(self._loose_match, eco, deep=False)) for eco in Ecosystem}
+        self._loose_deep = {eco: functools.lru_cache(maxsize=_CACHE_MAX)(
+            functools.partial(self._loose_match, eco, deep=True)) for eco in Ecosystem}
+        self._approved = {a.key: a for a in self.approvals}
 
     def prepare(self) -> None:
         """Build every ecosystem's index now rather than at the first decision."""
         for ecosystem in Ecosystem:
             self.index(ecosystem)
+            self.loose_index(ecosystem)
+
+    def loose_index(self, ecosystem: Ecosystem) -> tuple[LooseIndex, ...]:
+        """The loose search: the policy's own names, then the shipped lists (built
+        once per process, whatever the policy)."""
+        found = self._loose_indexes.get(ecosystem)
+        if found is None:
+            index = self.index(ecosystem)
+            shipped = _normalized(ecosystem) if self.popular is None else tuple(
+                normalize(ecosystem, n) for n in self.popular.get(ecosystem, ()))
+            extra = tuple(normalize(ecosystem, n) for n in (
+                *self.protected.get(ecosystem, ()),
+                *(n for n in self.internal.get(ecosystem, ()) if "*" not in n)))
+            listed = index.names  # every protected name: never a loose look-alike
+            found = (LooseIndex(ecosystem, extra, listed), _loose(ecosystem, shipped)) \
+                if extra else (_loose(ecosystem, shipped),)
+            self._loose_indexes[ecosystem] = found
+        return found
+
+    def approval(self, ecosystem: Ecosystem, name: str) -> Approval | None:
+        """The approval in force for ``name``, if any."""
+        if not self._approved:
+            return None
+        found = self._approved.get((ecosystem, normalize(ecosystem, name)))
+        return found if found is not None and found.in_force(self.now()) else None
+
+    def approvals_in_force(self) -> list[Approval]:
+        """The approvals the rule lets through now."""
+        return list(in_force(list(self.approvals), self.now()).values())
 
     def index(self, ecosystem: Ecosystem) -> NameIndex:
         """The protected names of ``ecosystem`` (built once, shared across reloads)."""
@@ -90,12 +145,79 @@ class TyposquatRule:
     def evaluate(self, ref: PackageRef, facts: Facts) -> Verdict | None:
         if facts.internal:
             return None  # the organisation's own names are resolved internally
-        return self._verdicts[ref.ecosystem](ref.name)
+        if self._approved and self.approval(ref.ecosystem, ref.name) is not None:
+            return None
+        strong = self._verdicts[ref.ecosystem](ref.name)
+        project = facts.project
+        if project is None:  # the name alone: the strong tier as it always was
+            return strong
+        if strong is not None:
+            return self._strong(strong, project)
+        return self._loosely(ref, project)
+
+    def _strong(self, strong: Verdict, project: ProjectFacts) -> Verdict | None:
+        """A strong match on its project's facts: refused, unless the facts clear it."""
+        if project.first_release is None and \
+                self.tiers.strong_on_missing is not Decision.BLOCK:
+            decision = self.tiers.strong_on_missing
+            return finding(self.name, self.mode,
+                           Decision.WARN if decision is Decision.ALLOW else decision,
+                           f"{strong.reason} (its age is unknown)", strong.target)
+        return strong
+
+    def _loosely(self, ref: PackageRef, project: ProjectFacts) -> Verdict | None:
+        """The loose tier: a look-alike held, refused or recorded on its facts."""
+        eco = ref.ecosystem
+        match = self._loose_quick[eco](ref.name)  # the quick likenesses, at any age
+        if match is None and project.releases is not None and \
+                project.releases > self.tiers.max_releases:
+            return None  # too many releases to be young: nothing deeper to look for
+        now = self.now()
+        if match is None:
+            # The costlier likenesses only where they could hold something back.
+            is_young = tiered.young(project, now, self.tiers)
+            if is_young is False or (is_young is None and
+                                     self.tiers.loose_on_missing is Decision.ALLOW):
+                return None
+            match = self._loose_deep[eco](ref.name)
+            if match is None:
+                return None
+        prints = shipped_summaries.shipped(eco) if project.summary else {}
+        outcome = tiered.loose(eco, project, match.target, prints.get(match.target, 0), now,
+                               self.tiers)
+        if outcome.decision is Decision.ALLOW:
+            outcome = tiered.Outcome(Decision.WARN, outcome.why)  # allowed, and recorded
+        if outcome.decision is Decision.WARN:
+            reason = f'"{ref.name}" resembles "{match.target}" ({match.technique}): ' \
+                     f"{outcome.why}"
+        else:
+            reason = f'"{ref.name}" resembles "{match.target}" and {outcome.why}'
+        return finding(self.name, self.mode, outcome.decision, reason, match.target,
+                       until=outcome.until)
+
+    def resembles(self, ecosystem: Ecosystem, name: str) -> bool:
+        """True when ``name`` is only a loose look-alike: the proxy then gathers the
+        facts that compare it with its target (PyPI's summary and repository)."""
+        return self._verdicts[ecosystem](name) is None and \
+            self._loose_deep[ecosystem](name) is not None
+
+    def _loose_match(self, ecosystem: Ecosystem, name: str, *, deep: bool) -> Match | None:
+        norm = normalize(ecosystem, name)
+        if self._is_allowed(ecosystem, norm):
+            return None
+        if norm in self.index(ecosystem).names:
+            return None  # a protected name itself
+        for index in self.loose_index(ecosystem):
+            if (found := index.match(norm, deep=deep)) is not None:
+                return found
+        return None
 
     def clear_cache(self) -> None:
         """Forget the verdicts kept (the indexes stay)."""
         for cached in self._verdicts.values():
             cached.cache_clear()
+        for found in (*self._loose_quick.values(), *self._loose_deep.values()):
+            found.cache_clear()
 
     def _decide(self, ecosystem: Ecosystem, name: str) -> Verdict | None:
         norm = normalize(ecosystem, name)
@@ -106,7 +228,18 @@ class TyposquatRule:
             return None
         return finding(self.name, self.mode, Decision.BLOCK,
                        f'"{name}" looks like a typosquat of "{match.target}" '
-                       f"({match.technique})", match.target)
+                       f'({match.technique}); did you mean "{match.target}"?', match.target)
+
+
+@functools.cache
+def _normalized(ecosystem: Ecosystem) -> tuple[str, ...]:
+    return tuple(normalize(ecosystem, n) for n in popular(ecosystem))
+
+
+@functools.lru_cache(maxsize=16)
+def _loose(ecosystem: Ecosystem, ranked: tuple[str, ...]) -> LooseIndex:
+    """The loose index of ``ranked`` names (shared across reloads, as the strong one)."""
+    return LooseIndex(ecosystem, ranked)
 
 
 def _stem(ecosystem: Ecosystem, pattern: str) -> str | None:

@@ -24,6 +24,7 @@ import orjson
 from stockade.policy.model import Facts
 from stockade.policy.rules.provenance import ReleaseProvenance, provenance_history
 from stockade.policy.times import timestamp
+from stockade.proxy.ecosystems import project_facts
 
 FULL = "application/json"
 CORGI = "application/vnd.npm.install-v1+json"
@@ -211,6 +212,7 @@ def version_facts(packument: Packument, *, upstream: str, internal: bool) -> dic
     times = packument.times
     out = {}
     claims: dict[str, ReleaseProvenance] = {}
+    project = project_facts.npm(packument.data)  # what the package is, once for all
     for version, manifest in packument.versions.items():
         if not isinstance(manifest, dict):
             continue
@@ -221,7 +223,7 @@ def version_facts(packument: Packument, *, upstream: str, internal: bool) -> dic
         out[version] = Facts(
             upstream=upstream, internal=internal, published_at=published,
             has_install_script=has_install_script(manifest), license=license_of(manifest),
-            provenance_claimed=claimed,
+            provenance_claimed=claimed, project=project,
         )
     history = provenance_history(claims)
     for version, before in history.items():

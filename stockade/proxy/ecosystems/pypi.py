@@ -27,8 +27,8 @@ from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.policy.rules.provenance import ReleaseProvenance, provenance_history
 from stockade.policy.times import timestamp
 from stockade.proxy.admission import Admission, caller
+from stockade.proxy.ecosystems import project_facts, pypi_provenance, pypi_summary
 from stockade.proxy.ecosystems import pypi_pages as pages
-from stockade.proxy.ecosystems import pypi_provenance
 from stockade.proxy.ecosystems.base import Documents, json_object
 from stockade.proxy.errors import (
     BadRequestError,
@@ -94,7 +94,11 @@ async def _project(adm: Documents, upstream: Upstream, name: str) -> tuple[Proje
         return await _parse(doc, name, upstream)
 
     project = await adm.parsed(doc, "pypi-page", parse, lambda p: len(p.page.files))
-    return project, doc
+    # a look-alike's summary and repository: one more fetch, only for those
+    facts = await pypi_summary.summarized(adm, upstream, name,
+                                          json_base(upstream) + f"{quote(name)}/json", doc,
+                                          project.facts)
+    return (project if facts is project.facts else Project(project.page, facts)), doc
 
 
 async def _parse(doc: CachedDoc, name: str, upstream: Upstream) -> Project:
@@ -142,6 +146,9 @@ def version_facts(page: pages.ProjectPage, upstream: Upstream) -> dict[str, Fact
             by_version.setdefault(version, []).append(entry)
     facts = {}
     claims = {}
+    # what the project is, once for all its versions (PEP 700 times; none in HTML)
+    project = project_facts.pypi((e.upload_time for e in page.files),
+                                 len(page.versions) or len(by_version))
     for version, entries in by_version.items():
         times = [t for e in entries if (t := timestamp(e.upload_time)) is not None]
         has_wheel = any(e.filename.endswith(".whl") for e in entries)
@@ -151,6 +158,7 @@ def version_facts(page: pages.ProjectPage, upstream: Upstream) -> dict[str, Fact
             published_at=min(times) if times else None,
             has_wheel=has_wheel, is_sdist=not has_wheel,
             yanked=all(bool(e.yanked) for e in entries), provenance_claimed=claimed,
+            project=project,
         )
         claims[version] = ReleaseProvenance(facts[version].published_at, claimed)
     for version, before in provenance_history(claims).items():

@@ -1,0 +1,119 @@
+"""What a project's facts make of a look-alike name: cleared, held, refused or recorded.
+
+Owns the tiered decision of the typosquat rule once a look-up has matched a name
+(strongly: today's detector; loosely: ``loose``): the settings of each tier
+(``rules.typosquat.loose`` and ``strong``), when a project counts as young, a
+project that copies its target's summary or points at its target's repository
+(starjacking), and the sentences a hold and a record say. Pure: ``now`` is passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from stockade.policy.model import Decision, Ecosystem, ProjectFacts
+from stockade.policy.rules.base import human
+from stockade.policy.typosquat.forms import skeleton
+from stockade.policy.typosquat.summaries import fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class Tiers:
+    """The settings of both tiers (``on_missing``: where the project's age is unknown)."""
+
+    young: timedelta = timedelta(days=30)
+    max_releases: int = 3
+    loose_on_missing: Decision = Decision.ALLOW
+    strong_on_missing: Decision = Decision.BLOCK
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the facts make of a look-alike: a decision, the sentence's tail, a lift date."""
+
+    decision: Decision
+    why: str
+    until: datetime | None = None
+
+
+def releases(count: int | None) -> str:
+    if count is None:
+        return "releases unknown"
+    return f"{count} release{'s' if count != 1 else ''}"
+
+
+def newness(project: ProjectFacts, now: datetime) -> str:
+    """``first release 2 days ago, 1 release``."""
+    assert project.first_release is not None
+    return f"first release {human(now - project.first_release)} ago, " \
+           f"{releases(project.releases)}"
+
+
+def young(project: ProjectFacts, now: datetime, tiers: Tiers) -> bool | None:
+    """True: first release within ``young`` and few releases; None: age unknown."""
+    if project.first_release is None:
+        return None
+    few = project.releases is None or project.releases <= tiers.max_releases
+    return few and now - project.first_release < tiers.young
+
+
+def _repo_parts(url: str) -> tuple[str, str, str] | None:
+    """(host, owner, repository) of a repository URL (``git+https://...git`` too)."""
+    text = url.strip().removeprefix("git+")
+    if text.startswith("git@") and ":" in text:
+        host, _, path = text[4:].partition(":")
+    else:
+        try:
+            parts = urlsplit(text if "://" in text else f"https://{text}")
+        except ValueError:
+            return None
+        host, path = parts.hostname or "", parts.path
+    bits = [b for b in path.split("/") if b]
+    if len(bits) < 2 or not host:
+        return None
+    return host.lower(), bits[0].lower(), bits[1].lower().removesuffix(".git")
+
+
+def starjacked(ecosystem: Ecosystem, project: ProjectFacts, target: str) -> str | None:
+    """The repository, where ``project`` points at one named after its target (the
+    target's own, by its name) under an owner the project does not have."""
+    if not project.repository:
+        return None
+    parts = _repo_parts(project.repository)
+    if parts is None:
+        return None
+    _, owner, repo = parts
+    bare = target.rpartition("/")[2].rpartition(":")[2]
+    if skeleton(ecosystem, repo) != skeleton(ecosystem, bare):
+        return None
+    if owner in {o.lower() for o in project.owners}:
+        return None  # the owner's own fork or mirror of it
+    return f"{owner}/{repo}"
+
+
+def copies_summary(project: ProjectFacts, target_print: int) -> bool:
+    """True when the project's summary has the same words as its target's."""
+    return bool(target_print) and fingerprint(project.summary) == target_print
+
+
+def loose(ecosystem: Ecosystem, project: ProjectFacts, target: str, target_print: int,
+          now: datetime, tiers: Tiers) -> Outcome:
+    """A loose look-alike, on its project's facts."""
+    if (repo := starjacked(ecosystem, project, target)) is not None:
+        return Outcome(Decision.BLOCK, f"points at its repository ({repo}) under another "
+                                       "owner (starjacking)")
+    if copies_summary(project, target_print):
+        return Outcome(Decision.HOLD, "copies its summary; held unless approved")
+    is_young = young(project, now, tiers)
+    if is_young is None:
+        return Outcome(tiers.loose_on_missing, "its age is unknown" + (
+            "; held unless approved" if tiers.loose_on_missing is Decision.HOLD else ""))
+    assert project.first_release is not None
+    if is_young:
+        until = project.first_release + tiers.young
+        return Outcome(Decision.HOLD, f"is new ({newness(project, now)}); held until "
+                                      f"{until.date().isoformat()} unless approved", until)
+    return Outcome(Decision.WARN, f"allowed ({newness(project, now)})")
+

@@ -1,0 +1,184 @@
+"""The typosquat rule's tiers: a look-alike's facts clear it, hold it or refuse it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from stockade.policy.approvals import approve
+from stockade.policy.engine import Engine
+from stockade.policy.file import PolicyError, parse_policy
+from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, ProjectFacts
+from stockade.policy.rules.typosquat import TyposquatRule
+from stockade.policy.typosquat.summaries import fingerprint, shipped
+from stockade.policy.typosquat.tiers import Tiers
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+PYPI, NPM = Ecosystem.PYPI, Ecosystem.NPM
+YOUNG = ProjectFacts(first_release=NOW - timedelta(days=2), releases=1)
+OLD = ProjectFacts(first_release=NOW - timedelta(days=900), releases=40)
+UNKNOWN = ProjectFacts()
+
+
+def rule(**kwargs: object) -> TyposquatRule:
+    return TyposquatRule(now=lambda: NOW, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def default() -> TyposquatRule:
+    return rule()
+
+
+def decide(r: TyposquatRule, eco: Ecosystem, name: str, project: ProjectFacts | None):
+    return r.evaluate(PackageRef(eco, name), Facts(upstream="public", project=project))
+
+
+def test_a_strong_match_is_refused_whatever_the_facts_and_says_what_was_meant(
+        default: TyposquatRule) -> None:
+    for project in (None, YOUNG, OLD, UNKNOWN):
+        verdict = decide(default, PYPI, "reqeusts", project)
+        assert verdict is not None and verdict.decision is Decision.BLOCK
+        assert verdict.reason.endswith('did you mean "requests"?')
+        assert verdict.target == "requests"
+
+
+def test_a_young_loose_look_alike_is_held_until_it_is_old_enough(
+        default: TyposquatRule) -> None:
+    verdict = decide(default, PYPI, "flask-superthing", YOUNG)
+    assert verdict is not None and verdict.decision is Decision.HOLD and verdict.blocks
+    assert verdict.until == YOUNG.first_release + timedelta(days=30)  # type: ignore[operator]
+    assert verdict.refusal_phrase() == (
+        'Blocked by stockade: "flask-superthing" resembles "flask" and is new (first '
+        "release 2 days ago, 1 release); held until 2026-12-31 unless approved "
+        "(rule typosquat)")
+    # a month later: allowed, and recorded as a look-alike (here one that the quick
+    # search finds at any age; contained names are looked for only in young projects)
+    later = rule()
+    assert decide(later, PYPI, "flask-cors-2", YOUNG).decision is Decision.HOLD  # type: ignore[union-attr]
+    later.now = lambda: NOW + timedelta(days=31)
+    lifted = decide(later, PYPI, "flask-cors-2", YOUNG)
+    assert lifted is not None and lifted.decision is Decision.WARN and not lifted.blocks
+    assert decide(later, PYPI, "flask-superthing", YOUNG) is None
+
+
+@pytest.mark.parametrize(("eco", "name", "target"), [
+    (PYPI, "sqlalchemy-utils2", "sqlalchemy-utils"),  # a version suffix
+    (PYPI, "numpy-helperz", "numpy"),       # contained with an affix
+    (NPM, "expresso-router", "express"),    # a loose edit inside
+    (NPM, "@tyeps/nodes", "@types/node"),   # a misspelled scope
+])
+def test_loose_likenesses_hold_the_young(default: TyposquatRule, eco: Ecosystem, name: str,
+                                         target: str) -> None:
+    verdict = decide(default, eco, name, YOUNG)
+    assert verdict is not None, name
+    assert verdict.decision in (Decision.HOLD, Decision.BLOCK), verdict
+    if verdict.decision is Decision.HOLD:
+        assert verdict.target == target, verdict
+
+
+def test_an_old_look_alike_with_many_releases_is_allowed_and_recorded(
+        default: TyposquatRule) -> None:
+    verdict = decide(default, PYPI, "flask-cors-2", OLD)
+    assert verdict is not None and verdict.decision is Decision.WARN
+    assert verdict.reason == ('"flask-cors-2" resembles "flask-cors" (version suffix): '
+                              "allowed (first release 900 days ago, 40 releases)")
+
+
+def test_young_with_many_releases_is_not_held(default: TyposquatRule) -> None:
+    busy = ProjectFacts(first_release=NOW - timedelta(days=2), releases=4)
+    verdict = decide(default, PYPI, "flask-cors-2", busy)
+    assert verdict is not None and verdict.decision is Decision.WARN
+
+
+def test_names_alone_decide_as_before(default: TyposquatRule) -> None:
+    # no facts: the loose tier is not asked (a name gate, or check with bare names)
+    assert decide(default, PYPI, "flask-superthing", None) is None
+    assert decide(default, PYPI, "flask", YOUNG) is None  # a protected name itself
+    assert decide(default, PYPI, "zqxjkv-unrelated", YOUNG) is None
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    (Decision.ALLOW, Decision.WARN), (Decision.HOLD, Decision.HOLD),
+    (Decision.BLOCK, Decision.BLOCK)])
+def test_missing_age_in_the_loose_tier(setting: Decision, expected: Decision) -> None:
+    verdict = decide(rule(tiers=Tiers(loose_on_missing=setting)), PYPI, "flask-cors-2",
+                     UNKNOWN)
+    assert verdict is not None and verdict.decision is expected
+    assert "its age is unknown" in verdict.reason
+
+
+def test_missing_age_in_the_strong_tier() -> None:
+    verdict = decide(rule(tiers=Tiers(strong_on_missing=Decision.ALLOW)), PYPI, "reqeusts",
+                     UNKNOWN)
+    assert verdict is not None and verdict.decision is Decision.WARN
+    held = decide(rule(tiers=Tiers(strong_on_missing=Decision.HOLD)), PYPI, "reqeusts",
+                  UNKNOWN)
+    assert held is not None and held.decision is Decision.HOLD
+    # known age: refused as always
+    known = decide(rule(tiers=Tiers(strong_on_missing=Decision.ALLOW)), PYPI, "reqeusts", OLD)
+    assert known is not None and known.decision is Decision.BLOCK
+
+
+def test_starjacking_is_refused_at_any_age(default: TyposquatRule) -> None:
+    jacked = ProjectFacts(first_release=OLD.first_release, releases=40, owners=("mallory",),
+                          repository="git+https://github.com/pallets/flask-cors.git")
+    verdict = decide(default, PYPI, "flask-cors-2", jacked)
+    assert verdict is not None and verdict.decision is Decision.BLOCK
+    assert "points at its repository (pallets/flask-cors)" in verdict.reason
+    own = ProjectFacts(first_release=OLD.first_release, releases=40, owners=("mallory",),
+                       repository="https://github.com/mallory/flask-cors")
+    mine = decide(default, PYPI, "flask-cors-2", own)
+    assert mine is not None and mine.decision is Decision.WARN  # the owner's own fork
+
+
+def test_copying_the_targets_summary_is_held(default: TyposquatRule) -> None:
+    summary = "A simple framework for building complex web applications."
+    assert shipped(PYPI)["flask"] == fingerprint(summary)  # the shipped data has it
+    copy = ProjectFacts(first_release=OLD.first_release, releases=40,
+                        summary="a simple framework for building COMPLEX web applications")
+    verdict = decide(default, PYPI, "flask3", copy)
+    assert verdict is not None and verdict.decision is Decision.HOLD
+    assert verdict.reason.endswith("copies its summary; held unless approved")
+    assert verdict.until is None
+    own = ProjectFacts(first_release=OLD.first_release, releases=40, summary="Something else")
+    other = decide(default, PYPI, "flask3", own)
+    assert other is not None and other.decision is Decision.WARN
+
+
+def test_an_approval_lets_a_hold_and_a_refusal_through(tmp_path: Path) -> None:
+    path = tmp_path / "approvals.yaml"
+    approve(path, PYPI, "flask_superthing", until="2026-12-10", now=NOW)
+    approve(path, PYPI, "reqeusts", until="2026-12-10", now=NOW)
+    policy = parse_policy("rules: {typosquat: {approvals: approvals.yaml}}",
+                          base_dir=tmp_path, now=lambda: NOW)
+    (typosquat,) = [r for r in policy.rules if isinstance(r, TyposquatRule)]
+    assert decide(typosquat, PYPI, "flask-superthing", YOUNG) is None
+    assert decide(typosquat, PYPI, "reqeusts", None) is None
+    assert policy.approvals == path
+    typosquat.now = lambda: NOW + timedelta(days=8)  # the approval has ended
+    held = decide(typosquat, PYPI, "flask-superthing", YOUNG)
+    assert held is not None and held.decision is Decision.HOLD
+
+
+def test_policy_keys(tmp_path: Path) -> None:
+    policy = parse_policy(
+        "rules: {typosquat: {loose: {young: 10d, max_releases: 0, on_missing: hold},"
+        " strong: {on_missing: allow}}}", base_dir=tmp_path, now=lambda: NOW)
+    (typosquat,) = [r for r in policy.rules if isinstance(r, TyposquatRule)]
+    assert typosquat.tiers == Tiers(timedelta(days=10), 0, Decision.HOLD, Decision.ALLOW)
+    with pytest.raises(PolicyError, match=r"rules\.typosquat\.loose\.on_missing"):
+        parse_policy("rules: {typosquat: {loose: {on_missing: maybe}}}", base_dir=tmp_path)
+    (tmp_path / "bad.yaml").write_text("approvals: [{ecosystem: pypi}]")
+    with pytest.raises(PolicyError, match=r"rules.typosquat.approvals: .*approvals\.0\.name"):
+        parse_policy("rules: {typosquat: {approvals: bad.yaml}}", base_dir=tmp_path)
+
+
+def test_the_engine_puts_a_hold_above_a_warning_and_below_a_refusal(
+        default: TyposquatRule) -> None:
+    engine = Engine([default], revision="r")
+    ref = PackageRef(PYPI, "flask-cors-2")
+    assert engine.decide(ref, Facts(project=YOUNG)).decision is Decision.HOLD
+    assert engine.decide(ref, Facts(project=OLD)).decision is Decision.WARN
+    assert engine.decide(ref, Facts()).decision is Decision.ALLOW
