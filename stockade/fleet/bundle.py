@@ -6,8 +6,10 @@ holding ``manifest.json`` (format, the sha256 of every other member),
 inside the bundle, and the config's internal namespaces merged into
 ``internal_names``), ``osv/<n>/`` (a snapshot of each ``rules.osv.paths``
 entry) and ``files/`` (the provenance trust material: ``trusted_root``,
-``npm_keys``, ``pgp_keys``). The typosquat ``protected`` names travel inside
-the policy itself. Packing the same inputs twice gives the same bytes: members
+``npm_keys``, ``pgp_keys``; and the typosquat approvals file,
+``rules.typosquat.approvals``, so a replica honours the approvals made where the
+bundle was built). The typosquat ``protected`` names travel inside the policy
+itself. Packing the same inputs twice gives the same bytes: members
 sorted, times, owners and modes fixed, gzip without a time stamp.
 
 Signing the archive into a TUF repository is ``stockade.fleet.tufrepo``'s job;
@@ -119,6 +121,13 @@ def _collect(policy_path: Path, internal: dict[Ecosystem, tuple[str, ...]]
                         names.append(f"files/pgp-{i}-{j}-{path.name}")
                         files[names[-1]] = path
                     group["keys"] = names
+        squat = rules.get("typosquat")
+        if isinstance(squat, dict) and squat.get("approvals") is not None:
+            path = resolve(squat["approvals"], "rules.typosquat.approvals")
+            # Always inside the bundle: a replica never reads an approvals file of its own.
+            squat["approvals"] = f"files/approvals-{path.name}"
+            if path.exists():  # none yet: the bundle carries none either
+                files[squat["approvals"]] = path
     declared = raw.get("internal_names")
     merged: dict[str, list[str]] = {}
     if isinstance(declared, dict):

@@ -9,7 +9,7 @@ import json
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ from stockade.fleet.tufrepo import (
     publish,
     refresh_timestamp,
 )
+from stockade.policy.approvals import approve
+from stockade.policy.model import Ecosystem
 from stockade.proxy.app import make_app
 from stockade.proxy.bundlepull import BundlePuller
 from stockade.proxy.state import SERVICES
@@ -269,3 +271,27 @@ async def test_an_air_gapped_replica_pulls_from_a_folder(aiohttp_client: Any,
     assert await puller.pull() == "unreachable"
     assert await status(client, "is-odd") == 403
     assert fleet.host.requests == []  # nothing went over HTTP
+
+
+async def test_an_approval_travels_in_the_bundle(aiohttp_client: Any, fleet: Fleet) -> None:
+    client, puller = await applied_v1(aiohttp_client, fleet)
+    two_days = (datetime.now(UTC) - timedelta(days=2, hours=1)).isoformat()
+    fleet.npm.publish("axios-2", "1.0.0", time=two_days)
+    fleet.npm.created["axios-2"] = two_days
+    policy = fleet.tmp / "policy-squat.yaml"
+    policy.write_text("rules:\n  typosquat: {approvals: approvals.yaml}\n")
+    approvals = fleet.tmp / "approvals.yaml"
+    publish(fleet.repo, build_bundle(policy, fleet.tmp / "bundle-held.tar.gz").path,
+            fleet.signers)
+    assert await puller.pull() is None
+    held = await client.get("/npm/axios-2")
+    assert held.status == 403 and "held until" in (await held.json())["error"]
+
+    approve(approvals, Ecosystem.NPM, "axios-2", reason="vendored fork", by="alice")
+    publish(fleet.repo, build_bundle(policy, fleet.tmp / "bundle-approved.tar.gz").path,
+            fleet.signers)
+    approvals.unlink()  # the replica reads the bundle's copy, not this file
+    assert await puller.pull() is None
+    assert sample(client, "stockade_bundle_version") == 3
+    assert (await client.get("/npm/axios-2")).status == 200
+    assert (await client.get("/npm/axios-2/-/axios-2-1.0.0.tgz")).status == 200

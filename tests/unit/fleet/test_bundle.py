@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from stockade.fleet.bundle import BundleError, build_bundle, unpack
+from stockade.policy.approvals import approve
+from stockade.policy.approvals import load as load_approvals
 from stockade.policy.file import load_policy
 from stockade.policy.model import Ecosystem
 from stockade.proxy.cli import main
@@ -57,6 +59,36 @@ def test_the_unpacked_bundle_holds_the_policy_and_what_it_reads(tmp_path: Path) 
     assert original.osv is not None and bundled.osv is not None
     assert bundled.osv.revision != "empty"
     assert sorted(bundled.osv.records) == sorted(original.osv.records)
+
+
+def test_the_approvals_file_travels_in_the_bundle(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: {typosquat: {approvals: shared/approvals.yaml}}\n")
+    path = tmp_path / "shared" / "approvals.yaml"
+    approve(path, Ecosystem.NPM, "axios-2", until="2099-12-31", reason="vendored fork",
+            by="alice")
+    built = build_bundle(policy, tmp_path / "b.tar.gz")
+    path.unlink()  # the replica reads the bundle's copy, not this file
+    dest = tmp_path / "unpacked"
+    unpack(built.path, dest)
+    doc = yaml.safe_load((dest / "policy.yaml").read_text())
+    assert doc["rules"]["typosquat"]["approvals"] == "files/approvals-approvals.yaml"
+    bundled = load_policy(dest / "policy.yaml")
+    assert bundled.approvals == dest / "files" / "approvals-approvals.yaml"
+    (entry,) = load_approvals(bundled.approvals)
+    assert (entry.ecosystem, entry.name, entry.by, entry.reason) == (
+        Ecosystem.NPM, "axios-2", "alice", "vendored fork")
+    # a bad approvals file is refused at build time, as any file the policy reads
+    path.write_text("approvals: [{ecosystem: npm, name: x}]\n")
+    with pytest.raises(BundleError, match="until: missing"):
+        build_bundle(policy, tmp_path / "bad.tar.gz")
+    # no approvals file yet: the bundle points inside itself and carries none
+    path.unlink()
+    dest2 = tmp_path / "unpacked2"
+    unpack(build_bundle(policy, tmp_path / "none.tar.gz").path, dest2)
+    empty = load_policy(dest2 / "policy.yaml")
+    assert empty.approvals is not None and empty.approvals.is_relative_to(dest2)
+    assert load_approvals(empty.approvals) == []
 
 
 def test_a_policy_that_does_not_load_is_never_built(tmp_path: Path) -> None:
