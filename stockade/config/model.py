@@ -481,9 +481,6 @@ class UiSettings(_Frozen):
     """The web page for platform teams at ``/_stockade/ui/``."""
 
     enabled: bool = True
-    # Where the page's approve/extend form records approvals of holds;
-    # default: approvals.json under storage.path.
-    approvals_file: Path | None = None
     # Name of an environment variable holding the key that signs the page's
     # anti-CSRF tokens; unset: a random key per process (a form must then be
     # sent back to the replica that served it).

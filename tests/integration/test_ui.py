@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from stockade.proxy.ui import approvals
+import yaml
+
+from stockade.policy import approvals
+from stockade.policy.model import Ecosystem
+from stockade.proxy.identity import Identity
+from stockade.proxy.ui.views import UI
 from testbed.fakes.policy import FakeEngine
 from testbed.fakes.pypi_upstream import FakePyPI
 from tests.integration.ui_support import ADMIN, DEVELOPER, ui_app, ui_settings
@@ -22,6 +27,14 @@ async def client_for(aiohttp_client: Any, tmp_path: Path, fake_pypi: FakePyPI,
                      engine: FakeEngine, **extra: Any) -> Any:
     settings = ui_settings(tmp_path, pypi_url=fake_pypi.url, **extra)
     return await aiohttp_client(ui_app(settings, lambda _s: engine))
+
+
+def reads_approvals(tmp_path: Path) -> dict[str, Any]:
+    """The ``policy`` settings of a policy that reads ``tmp_path/approvals.yaml``."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: {typosquat: {approvals: approvals.yaml}}\n")
+    return {"file": str(policy), "reload_check_s": 0}
 
 
 def token(page: str) -> str:
@@ -108,9 +121,10 @@ async def test_explain_form_shows_the_api_answer(
 
 async def test_approve_needs_admin_same_origin_and_token(
         aiohttp_client: Any, tmp_path: Path, fake_pypi: FakePyPI) -> None:
-    client = await client_for(aiohttp_client, tmp_path, fake_pypi, FakeEngine())
+    client = await client_for(aiohttp_client, tmp_path, fake_pypi, FakeEngine(),
+                              policy=reads_approvals(tmp_path))
     origin = f"http://{client.server.host}:{client.server.port}"
-    path = tmp_path / "data" / "approvals.json"
+    path = tmp_path / "approvals.yaml"  # the file the policy names
     form = {"ecosystem": "pypi", "name": "young", "until": "7d", "reason": "reviewed"}
 
     anonymous = await client.get("/_stockade/ui/approve")
@@ -119,6 +133,7 @@ async def test_approve_needs_admin_same_origin_and_token(
     assert developer.status == 403
     page = await (await client.get("/_stockade/ui/approve?name=young", headers=ADMIN)).text()
     good = token(page)
+    assert str(path) in page  # the page says where approvals go
 
     cases = [
         ({**DEVELOPER, "Origin": origin}, good, "needs an admin identity"),
@@ -166,7 +181,8 @@ async def test_approve_needs_admin_same_origin_and_token(
 async def test_links_follow_the_public_path_and_trusted_prefix(
         aiohttp_client: Any, tmp_path: Path, fake_pypi: FakePyPI) -> None:
     public = await client_for(aiohttp_client, tmp_path / "a", fake_pypi, FakeEngine(),
-                              server={"public_url": "https://tools.example.com/"})
+                              server={"public_url": "https://tools.example.com/"},
+                              policy=reads_approvals(tmp_path / "a"))
     page = await (await public.get("/_stockade/ui/approve", headers=ADMIN)).text()
     assert 'href="/_stockade/ui/refusals"' in page
     form = {"ecosystem": "npm", "name": "x", "until": "1d", "reason": "r", "csrf": token(page)}
@@ -226,7 +242,7 @@ async def test_overview_shows_reloads_and_upstreams_without_secrets(
         aiohttp_client: Any, tmp_path: Path, fake_pypi: FakePyPI) -> None:
     secret = "s3cr3t-upstream-token-value"  # noqa: S105 (a test value)
     policy = tmp_path / "policy.yaml"
-    policy.write_text("rules: {}\n")
+    policy.write_text("rules: {typosquat: {approvals: approvals.yaml}}\n")
     settings = ui_settings(
         tmp_path, pypi_url=fake_pypi.url, policy={"file": str(policy), "reload_check_s": 0},
         npm={"upstreams": [{"name": "internal", "retries": 0,
@@ -239,7 +255,8 @@ async def test_overview_shows_reloads_and_upstreams_without_secrets(
     text = await (await client.get("/_stockade/ui/")).text()
     assert "none since the server started" in text
     assert "internal" in text and "http://127.0.0.1:9/npm/" in text
-    policy.write_text("rules: [not, a, mapping\n")
+    # the rules cannot be built (no OSV folder), though the file names its approvals
+    policy.write_text("rules: {typosquat: {approvals: approvals.yaml}, osv: {paths: [gone/]}}\n")
     from stockade.proxy.state import SERVICES
 
     reloader = app[SERVICES].reloader
@@ -255,8 +272,12 @@ async def test_overview_shows_reloads_and_upstreams_without_secrets(
     posted = await client.post("/_stockade/ui/approve", data=form,
                                headers={**ADMIN, "Origin": origin})
     assert posted.status == 200 and "could not be built again" in await posted.text()
-    approvals.approve(tmp_path / "data" / "approvals.json", "pypi", "old", reason="then",
-                      until=datetime(2020, 1, 1, tzinfo=UTC), by="alice")
+    (written,) = approvals.load(tmp_path / "approvals.yaml")
+    assert (written.ecosystem, written.name, written.by) == (Ecosystem.NPM, "x", "alice")
+    old = approvals.Approval(Ecosystem.PYPI, "old", datetime(2020, 1, 1, tzinfo=UTC), "then",
+                             "alice")
+    (tmp_path / "approvals.yaml").write_text(yaml.safe_dump(
+        {"approvals": [old.as_dict(), written.as_dict()]}))
     listed = await (await client.get("/_stockade/ui/approve", headers=ADMIN)).text()
     assert re.search(r"2020-01-01 00:00:00 UTC <span[^>]*>\(expired\)", listed)
     pages = [await (await client.get(f"/_stockade/ui/{p}", headers=ADMIN)).text()
@@ -279,6 +300,7 @@ async def test_replicas_sharing_a_key_accept_each_others_forms(
     clients = []
     for name in ("a", "b", "c"):
         settings = ui_settings(tmp_path / name, pypi_url=fake_pypi.url,
+                               policy=reads_approvals(tmp_path / name),
                                ui={"csrf_key_env": "UI_KEY" if name != "c" else None})
         clients.append(await aiohttp_client(ui_app(settings, lambda _s: FakeEngine(),
                                                    environ=environ)))
@@ -289,3 +311,58 @@ async def test_replicas_sharing_a_key_accept_each_others_forms(
         resp = await client.post("/_stockade/ui/approve", data=form, allow_redirects=False,
                                  headers=ADMIN)
         assert resp.status == status
+
+
+async def test_approve_says_when_the_policy_reads_no_approvals(
+        aiohttp_client: Any, tmp_path: Path, fake_pypi: FakePyPI) -> None:
+    form = {"ecosystem": "pypi", "name": "young", "until": "7d", "reason": "reviewed"}
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: {typosquat: {protected: {pypi: [acme-billing]}}}\n")
+    cases = [({}, "no policy file is configured"),
+             ({"policy": {"file": str(policy), "reload_check_s": 0}},
+              "names no approvals file")]
+    for n, (extra, why) in enumerate(cases):
+        client = await client_for(aiohttp_client, tmp_path / str(n), fake_pypi, FakeEngine(),
+                                  **extra)
+        page = await client.get("/_stockade/ui/approve?name=young", headers=ADMIN)
+        text = await page.text()
+        assert page.status == 200 and 'id="no-approvals-file"' in text and why in text
+        assert 'id="approve-form"' not in text and 'name="csrf"' not in text
+        # a form posted anyway (with a valid token) is refused and writes nothing
+        good = client.app[UI].tokens.issue(Identity("alice", "platform", True))
+        origin = f"http://{client.server.host}:{client.server.port}"
+        resp = await client.post("/_stockade/ui/approve", data={**form, "csrf": good},
+                                 headers={**ADMIN, "Origin": origin}, allow_redirects=False)
+        assert resp.status == 409 and why in await resp.text()
+    assert sorted(p.name for p in tmp_path.rglob("*approvals*")) == []
+
+
+async def test_an_approval_on_the_page_lifts_a_real_hold(
+        aiohttp_client: Any, tmp_path: Path, fake_pypi: FakePyPI) -> None:
+    young = (datetime.now(UTC) - timedelta(days=2, hours=1)).isoformat()
+    wheel = fake_pypi.add_wheel("flask-cors-2", "1.0", upload_time=young)
+    from stockade.proxy.app import decision_log_path, load_engine  # the real typosquat hold
+
+    settings = ui_settings(tmp_path, pypi_url=fake_pypi.url, policy=reads_approvals(tmp_path))
+    client = await aiohttp_client(ui_app(settings, load_engine))
+    held = await client.get(f"/pypi/files/flask-cors-2/{wheel.filename}")
+    assert held.status == 403 and "held until" in held.reason
+    page = await (await client.get("/_stockade/ui/approve?ecosystem=pypi&name=flask-cors-2",
+                                   headers=ADMIN)).text()
+    origin = f"http://{client.server.host}:{client.server.port}"
+    ok = await client.post("/_stockade/ui/approve", headers={**ADMIN, "Origin": origin},
+                           data={"ecosystem": "pypi", "name": "flask-cors-2", "until": "7d",
+                                 "reason": "our fork", "csrf": token(page)},
+                           allow_redirects=False)
+    assert ok.status == 303 and "done=applied" in ok.headers["Location"]
+    (entry,) = approvals.load(tmp_path / "approvals.yaml")
+    assert (entry.ecosystem, entry.name, entry.by) == (Ecosystem.PYPI, "flask-cors-2", "alice")
+    passed = await client.get(f"/pypi/files/flask-cors-2/{wheel.filename}")
+    assert passed.status == 200
+    # the decision log says who approved it and why (written off the loop: poll)
+    log = decision_log_path(settings)
+    deadline = asyncio.get_running_loop().time() + 30
+    while "approved by alice until" not in (log.read_text() if log.exists() else ""):
+        assert asyncio.get_running_loop().time() < deadline, "the approval was never logged"
+        await asyncio.sleep(0.02)
+    assert ": our fork" in log.read_text()

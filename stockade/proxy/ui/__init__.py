@@ -1,10 +1,11 @@
 """The web page for platform teams at ``/_stockade/ui/``.
 
 Owns the page's routes and its state (templates, the anti-CSRF key, where the
-decision log and approvals are). The pages themselves are ``views``; what they
-read comes from the services every route uses (the admission path for explain,
-the record stores for the cache, the gate and reloader for the policy), so the
-page shows what the server decides and never decides on its own.
+decision log is; the approvals file is the policy's, found by ``ui.approvals``).
+The pages themselves are ``views``; what they read comes from the services every
+route uses (the admission path for explain, the record stores for the cache, the
+gate and reloader for the policy), so the page shows what the server decides and
+never decides on its own.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ def setup(app: web.Application, settings: Settings, *, decision_log: Path, artif
         tokens=CsrfTokens(key or os.urandom(32)),
         decision_log=decision_log,
         artifacts=artifacts,
-        approvals=settings.ui.approvals_file or settings.storage.path / "approvals.json",
         page_size=settings.ui.page_size,
         style=resources.files(__name__).joinpath("static/style.css").read_bytes(),
     )

@@ -20,14 +20,16 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import jinja2
 from aiohttp import web
 
+from stockade.policy import approvals
 from stockade.policy.model import Ecosystem
 from stockade.policy.names import KINDS, valid
 from stockade.proxy.admin import caller_team, explanation
 from stockade.proxy.errors import ProxyError
 from stockade.proxy.identity import Identity, identity_of
 from stockade.proxy.state import Services, services
-from stockade.proxy.ui import approvals, forms, logtail
 from stockade.proxy.ui import cache as cached
+from stockade.proxy.ui import forms, logtail
+from stockade.proxy.ui.approvals import NoApprovalsFile, approvals_file
 from stockade.proxy.ui.csrf import CsrfError, CsrfTokens, check_same_origin
 from stockade.proxy.ui.prefix import base, browser_origin
 from stockade.proxy.ui.render import SECURITY_HEADERS, html
@@ -46,7 +48,6 @@ class UiState:
     tokens: CsrfTokens
     decision_log: Path
     artifacts: str  # the record namespace of cached artifacts
-    approvals: Path
     page_size: int
     style: bytes
 
@@ -187,11 +188,30 @@ def _admin(request: web.Request) -> Identity | None:
     return who if who is not None and who.admin else None
 
 
-async def _approvals(path: Path) -> tuple[list[approvals.Approval], str | None]:
+@dataclass(frozen=True, slots=True)
+class _Approvals:
+    """The approvals file the policy reads (None: it reads none, ``missing`` says
+    why), what it holds, and why it could not be read."""
+
+    path: Path | None
+    current: list[approvals.Approval]
+    missing: str | None = None
+    problem: str | None = None
+
+
+def _read_approvals(svc: Services) -> _Approvals:
     try:
-        return await asyncio.to_thread(approvals.load, path), None
+        path = approvals_file(svc.settings)
+    except NoApprovalsFile as exc:
+        return _Approvals(None, [], missing=str(exc))
+    try:
+        return _Approvals(path, approvals.load(path))
     except approvals.ApprovalError as exc:
-        return [], str(exc)
+        return _Approvals(path, [], problem=str(exc))
+
+
+async def _approvals(svc: Services) -> _Approvals:
+    return await asyncio.to_thread(_read_approvals, svc)
 
 
 async def approve_form(request: web.Request) -> web.Response:
@@ -202,12 +222,14 @@ async def approve_form(request: web.Request) -> web.Response:
     if who is None:
         return _page(request, "approve.html", {
             "fields": fields, "approvals": [], "token": None, "done": None,
-            "now": datetime.now(UTC),
+            "now": datetime.now(UTC), "path": None, "missing": None,
             "error": "approving or extending a hold needs an admin identity"}, status=403)
-    current, problem = await _approvals(state.approvals)
+    found = await _approvals(services(request))
     return _page(request, "approve.html", {
-        "fields": fields, "approvals": current, "token": state.tokens.issue(who),
-        "done": request.query.get("done"), "error": problem, "now": datetime.now(UTC)})
+        "fields": fields, "approvals": found.current, "path": found.path,
+        "missing": found.missing,
+        "token": None if found.missing else state.tokens.issue(who),
+        "done": request.query.get("done"), "error": found.problem, "now": datetime.now(UTC)})
 
 
 def _refuse(request: web.Request, status: int, why: str) -> web.Response:
@@ -234,6 +256,13 @@ async def approve(request: web.Request) -> web.StreamResponse:
     fields = {k: str(form.get(k, "")) for k in ("ecosystem", "name", "until", "reason")}
     now = datetime.now(UTC)
     try:
+        path = await asyncio.to_thread(approvals_file, svc.settings)
+    except NoApprovalsFile as exc:
+        logger.info("web page: %s could not approve: %s", who.name, exc)
+        return _page(request, "approve.html", {
+            "fields": fields, "approvals": [], "token": None, "done": None, "path": None,
+            "missing": str(exc), "now": now}, status=409)
+    try:
         eco = Ecosystem(forms.ecosystem(fields["ecosystem"], required=True))
         name = forms.text(fields["name"], "name")
         if not valid(eco, name):
@@ -245,13 +274,14 @@ async def approve(request: web.Request) -> web.StreamResponse:
         reason = forms.text(fields["reason"], "reason")
         if not reason:
             raise forms.FormError("say why the hold is lifted (reason)")
-        await asyncio.to_thread(approvals.approve, state.approvals, eco.value, name,
-                                until=until, reason=reason, by=who.name)
+        await asyncio.to_thread(approvals.approve, path, eco, name, until=until,
+                                reason=reason, by=who.name, now=now)
     except (forms.FormError, approvals.ApprovalError) as exc:
-        current, _ = await _approvals(state.approvals)
+        found = await _approvals(svc)
         return _page(request, "approve.html", {
-            "fields": fields, "approvals": current, "token": state.tokens.issue(who),
-            "done": None, "error": str(exc), "now": now}, status=400)
+            "fields": fields, "approvals": found.current, "token": state.tokens.issue(who),
+            "path": path, "missing": None, "done": None, "error": str(exc), "now": now},
+            status=400)
     logger.info("web page: %s approved %s %s until %s: %s", who.name, eco.value, name,
                 until.isoformat(), reason)
     applied = True
