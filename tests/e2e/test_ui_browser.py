@@ -1,9 +1,11 @@
 """The web page in a real browser: Debian's chromium driven through its chromedriver.
 
-pip, as a process, is refused a typosquat and a held package through stockade;
-the refusals page lists both; the explain form explains one; a developer cannot
-approve the hold, an admin can, and pip then installs it. A form posted from
-another site with the admin's credentials and a valid token is refused.
+pip, as a process, is refused a typosquat and meets a typosquat hold (a young
+look-alike) through stockade running its real policy; the refusals page lists
+both; the explain form explains one; a developer cannot approve the hold, an
+admin can (into the approvals file the policy names, which the server then
+reads), and pip then installs it. A form posted from another site with the
+admin's credentials and a valid token is refused.
 
 Selenium with chromium-driver rather than Playwright: Debian builds the driver
 from the same source as the browser, so they always match, while Playwright
@@ -21,15 +23,15 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stockade.policy.model import ALLOWED, Decision, Facts, PackageRef, Verdict
-from stockade.policy.names import normalize
-from stockade.proxy.ui import approvals
+from stockade.policy import approvals
+from stockade.proxy.app import load_engine
 from testbed.fakes.pypi_upstream import FakePyPI
 from testbed.fakes.threaded import ThreadedServer
 from tests.integration.ui_support import ui_app, ui_settings
@@ -40,39 +42,7 @@ CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 ADMIN = "alice,platform,admin"
 DEVELOPER = "bob,payments"
-
-
-class HoldingEngine:
-    """Refuses ``reqeusts`` (a typosquat) and holds every version of ``young-pkg``
-    (cooldown) unless an approval in force names it: as the holds policy will."""
-
-    def __init__(self, approved: set[str]) -> None:
-        self.approved = approved
-        self.revision = "test-" + ",".join(sorted(approved))
-
-    def decide(self, ref: PackageRef, facts: Facts) -> Verdict:
-        name = normalize(ref.ecosystem, ref.name)
-        if name == "reqeusts":
-            return Verdict(Decision.BLOCK, "typosquat", "reqeusts imitates requests",
-                           target="requests")
-        if name == "young-pkg" and ref.version is not None and name not in self.approved:
-            return Verdict(Decision.BLOCK, "age",
-                           f"{ref.display()} is held: younger than the 7-day cooldown")
-        return ALLOWED
-
-    def explain(self, ref: PackageRef, facts: Facts) -> list[Verdict]:
-        return [self.decide(ref, facts)]
-
-    def filter_versions(self, name: PackageRef,
-                        versions: Mapping[str, Facts]) -> dict[str, Verdict]:
-        return {v: self.decide(PackageRef(name.ecosystem, name.name, v), f)
-                for v, f in versions.items()}
-
-
-def engine_factory(path: Path) -> Callable[[Any], HoldingEngine]:
-    def build(_settings: Any) -> HoldingEngine:
-        return HoldingEngine({a.name for a in approvals.load(path)})
-    return build
+HELD = "flask-cors-2"  # resembles flask-cors; its one release is two days old: held
 
 
 @pytest.fixture
@@ -132,13 +102,15 @@ def pip_install(tmp_path: Path, index: str, req: str) -> subprocess.CompletedPro
 def stack(tmp_path: Path) -> Iterator[tuple[ThreadedServer, ThreadedServer, Path]]:
     index = FakePyPI()
     index.add_wheel("reqeusts", "1.0")
-    index.add_wheel("young-pkg", "1.0")
+    young = (datetime.now(UTC) - timedelta(days=2, hours=1)).isoformat()
+    index.add_wheel(HELD, "1.0", upload_time=young)
     upstream = ThreadedServer(index.app).start()
-    path = tmp_path / "approvals.json"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: {typosquat: {approvals: approvals.yaml}}\n")
+    path = tmp_path / "approvals.yaml"  # the file the policy names
     settings = ui_settings(tmp_path, pypi_url=upstream.url("/simple/"),
-                           ui={"approvals_file": str(path)},
-                           policy={"reload_check_s": 0})
-    proxy = ThreadedServer(lambda: ui_app(settings, engine_factory(path))).start()
+                           policy={"file": str(policy), "reload_check_s": 0})
+    proxy = ThreadedServer(lambda: ui_app(settings, load_engine)).start()
     try:
         yield proxy, upstream, path
     finally:
@@ -159,8 +131,8 @@ def test_refusals_explain_and_approve_in_a_browser(
     proxy, _, path = stack
     simple = proxy.url("/pypi/simple/")
     ui = proxy.url("/_stockade/ui/")
-    for name, reason in (("reqeusts", "reqeusts imitates requests"),
-                         ("young-pkg", "cooldown")):
+    for name, reason in (("reqeusts", 'looks like a typosquat of "requests"'),
+                         (HELD, 'resembles "flask-cors" and is new')):
         refused = pip_install(tmp_path, simple, name)
         assert refused.returncode != 0
         assert "Blocked by stockade" in refused.stdout + refused.stderr
@@ -172,27 +144,28 @@ def test_refusals_explain_and_approve_in_a_browser(
     def listed() -> bool:
         browser.get(ui + "refusals")
         text = browser.find_element(By.ID, "refusals").text
-        return "reqeusts" in text and "young-pkg" in text
+        return "reqeusts" in text and HELD in text
 
     until(listed, "both refusals in the list")
     rows = browser.find_elements(By.CSS_SELECTOR, "#refusals tr.refusal")
-    assert any("typosquat" in r.text and "imitates requests" in r.text for r in rows)
+    assert any("typosquat" in r.text and "looks like a typosquat" in r.text for r in rows)
+    assert any(HELD in r.text and "hold" in r.text for r in rows)
     assert browser.find_element(By.ID, "who").text.startswith("bob")
     shot(browser, tmp_path, "01-refusals")
     Select(browser.find_element(By.NAME, "ecosystem")).select_by_value("pypi")
-    browser.find_element(By.NAME, "rule").send_keys("age")
+    Select(browser.find_element(By.NAME, "decision")).select_by_value("hold")
     browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
 
     def filtered() -> bool:
-        if "rule=age" not in browser.current_url:
+        if "decision=hold" not in browser.current_url:
             return False
         try:
             text = browser.find_element(By.ID, "refusals").text
         except (NoSuchElementException, StaleElementReferenceException):
             return False  # the filtered page is still loading
-        return "young-pkg" in text and "reqeusts" not in text
+        return HELD in text and "reqeusts" not in text
 
-    until(filtered, "the list filtered by rule")
+    until(filtered, "the list filtered to holds")
 
     # Explain a name through the form.
     browser.get(ui + "explain")
@@ -201,18 +174,18 @@ def test_refusals_explain_and_approve_in_a_browser(
     browser.find_element(By.ID, "explain-submit").click()
     until(lambda: bool(browser.find_elements(By.ID, "decision")), "the explanation")
     assert browser.find_element(By.ID, "decision").text == "block"
-    assert "imitates requests" in browser.find_element(By.ID, "decision-reason").text
+    assert "looks like a typosquat" in browser.find_element(By.ID, "decision-reason").text
     assert "typosquat" in browser.find_element(By.ID, "verdicts").text
     assert "upstream" in browser.find_element(By.ID, "facts").text
     shot(browser, tmp_path, "02-explain")
 
     # A developer gets no form; a developer sending an admin's form is refused.
-    browser.get(ui + "approve?ecosystem=pypi&name=young-pkg")
+    browser.get(ui + f"approve?ecosystem=pypi&name={HELD}")
     assert "needs an admin identity" in browser.find_element(By.ID, "error").text
     assert not browser.find_elements(By.ID, "approve-form")
     shot(browser, tmp_path, "03-approve-refused")
     be(browser, ADMIN)
-    browser.get(ui + "approve?ecosystem=pypi&name=young-pkg")
+    browser.get(ui + f"approve?ecosystem=pypi&name={HELD}")
     browser.find_element(By.ID, "approve-reason").send_keys("reviewed by platform")
     stolen = browser.find_element(By.NAME, "csrf").get_attribute("value")
     be(browser, DEVELOPER)
@@ -234,10 +207,13 @@ def test_refusals_explain_and_approve_in_a_browser(
         evil.stop()
 
     # The admin approves the hold from the refusals list; pip then installs it.
-    browser.get(ui + "refusals?name=young-pkg")
+    browser.get(ui)
+    before = browser.find_element(By.ID, "revision").text
+    browser.get(ui + f"refusals?name={HELD}")
     browser.find_element(By.LINK_TEXT, "approve").click()
     until(lambda: bool(browser.find_elements(By.ID, "approve-form")), "the approve form")
-    assert browser.find_element(By.ID, "approve-name").get_attribute("value") == "young-pkg"
+    assert browser.find_element(By.ID, "approve-name").get_attribute("value") == HELD
+    assert str(path) in browser.find_element(By.ID, "approvals-file").text
     browser.find_element(By.ID, "approve-reason").send_keys("reviewed by platform")
     shot(browser, tmp_path, "04-approve-form")
     browser.find_element(By.ID, "approve-submit").click()
@@ -245,11 +221,11 @@ def test_refusals_explain_and_approve_in_a_browser(
     assert "reviewed by platform" in browser.find_element(By.ID, "approvals").text
     shot(browser, tmp_path, "05-approved")
     (entry,) = approvals.load(path)
-    assert (entry.name, entry.by) == ("young-pkg", "alice")
-    installed = pip_install(tmp_path, simple, "young-pkg")
+    assert (entry.name, entry.by, entry.reason) == (HELD, "alice", "reviewed by platform")
+    installed = pip_install(tmp_path, simple, HELD)
     assert installed.returncode == 0, installed.stdout + installed.stderr
     browser.get(ui)
-    assert "test-young-pkg" in browser.find_element(By.ID, "revision").text
+    assert browser.find_element(By.ID, "revision").text != before  # the approval is in it
     assert "applied" in browser.find_element(By.ID, "last-reload").text
     shot(browser, tmp_path, "06-overview")
     print("screenshots in", tmp_path / "screenshots")
@@ -261,7 +237,7 @@ def evil_app(target: str, token: str) -> Any:
     page = f"""<!doctype html><form method="post" action="{target}">
 <input type="hidden" name="csrf" value="{token}">
 <input type="hidden" name="ecosystem" value="pypi">
-<input type="hidden" name="name" value="young-pkg">
+<input type="hidden" name="name" value="{HELD}">
 <input type="hidden" name="until" value="300d">
 <input type="hidden" name="reason" value="free stuff">
 <button id="go" type="submit">Win a prize</button></form>"""
