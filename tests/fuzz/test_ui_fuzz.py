@@ -41,7 +41,10 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
     index = FakePyPI()
     index.add_wheel("demo", "1.0")
     upstream = ThreadedServer(index.app).start()
-    settings_ = ui_settings(root, pypi_url=upstream.url("/simple/"))
+    policy = root / "policy.yaml"  # a policy that reads approvals: the form is offered
+    policy.write_text("rules: {typosquat: {approvals: approvals.yaml}}\n")
+    settings_ = ui_settings(root, pypi_url=upstream.url("/simple/"),
+                            policy={"file": str(policy), "reload_check_s": 0})
     server = ThreadedServer(lambda: ui_app(settings_, lambda _s: FakeEngine())).start()
     yield server
     server.stop()
