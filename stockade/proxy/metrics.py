@@ -138,6 +138,14 @@ class Metrics:
             "Webhook notifications by result (delivered, retried, failed, dropped).",
             ["result"], registry=r,
         )
+        # Every known reason and result shown from the start, at 0, so an alert on
+        # their increase has a series to read before the first failure.
+        for reason in ("rollback", "expired", "mix_and_match", "target_hash", "signature",
+                       "unreachable", "missing_target", "invalid_bundle", "repository",
+                       "trusted_root"):
+            self.bundle_errors.labels(reason)
+        for result in ("delivered", "retried", "failed", "dropped"):
+            self.notifications.labels(result)
         self.storage_bytes = Gauge(
             "stockade_storage_bytes", "Bytes of artifact blobs in storage.", registry=r,
             multiprocess_mode="livemostrecent",
