@@ -134,6 +134,15 @@ class StorageSettings(_Frozen):
     # Blobs up to this size are re-hashed each time they are served; one whose
     # bytes no longer match is deleted and fetched again (0: never).
     verify_on_read_max_bytes: int = Field(default=1024 * 1024, ge=0)
+    # A blob hashed right on read is trusted, without hashing, while its file is
+    # unchanged (size, mtime, ctime, inode), for at most this long (0: hash every read).
+    verify_on_read_trust_s: float = Field(default=3600.0, ge=0)
+    # Blobs larger than verify_on_read_max_bytes are re-hashed in the background,
+    # one at a time, each this often (0: never); one that fails is removed, so the
+    # next request fetches it again.
+    rehash_interval_s: float = Field(default=86400.0, ge=0)
+    # The background re-hash reads at most this many bytes a second.
+    rehash_max_bytes_per_s: int = Field(default=32 * 1024**2, gt=0)
 
 
 class UpstreamAuth(_Frozen):

@@ -175,6 +175,7 @@ def _services(
             store, open_records(settings, store, ARTIFACT_REFS), metrics,
             max_artifact_bytes=settings.storage.max_artifact_bytes,
             verify_on_read_max_bytes=settings.storage.verify_on_read_max_bytes,
+            verify_on_read_trust_s=settings.storage.verify_on_read_trust_s,
         )
         rendered = RenderedCache(root / "rendered")
         await rendered.open()

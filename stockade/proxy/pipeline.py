@@ -30,10 +30,10 @@ from stockade.proxy.errors import IntegrityError, NotCachedError, ProxyError, Up
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, MultiHasher
-from stockade.storage.errors import BlobNotFoundError, DigestMismatchError, StorageError
+from stockade.storage.errors import DigestMismatchError, StorageError
 from stockade.storage.protocol import BlobInfo, BlobStore, BlobWriter
 from stockade.storage.records import RecordStore
-from stockade.storage.verify import blob_intact
+from stockade.storage.verify import BlobState, ReadVerifier
 
 logger = logging.getLogger(__name__)
 
@@ -117,12 +117,16 @@ class ArtifactPipeline:
         *,
         max_artifact_bytes: int,
         verify_on_read_max_bytes: int = 0,
+        verify_on_read_trust_s: float = 0.0,
     ) -> None:
         self._store = store
         self._index = index
         self._metrics = metrics
         self._max_bytes = max_artifact_bytes
-        self._verify_max = verify_on_read_max_bytes
+        self._verifier = ReadVerifier(
+            store, max_bytes=verify_on_read_max_bytes, trust_s=verify_on_read_trust_s,
+            on_hashed=lambda ok: metrics.blob_verifications.labels(
+                "read", "ok" if ok else "mismatch").inc())
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -162,23 +166,17 @@ class ArtifactPipeline:
         return StoredArtifact(info, record)
 
     async def _still_intact(self, source: ArtifactSource, info: BlobInfo) -> bool:
-        """Small blobs are re-hashed; of larger ones, only that they are still there
-        is checked (their last byte read), through the ``BlobStore`` protocol."""
-        if info.size <= self._verify_max:
-            if await blob_intact(self._store, info.sha256):
-                return True
+        """Small blobs are re-hashed (off the loop, and only when their file may
+        have changed); of larger ones, only that they are still there is checked."""
+        state = await self._verifier.check(info)
+        if state is BlobState.CHANGED:
             logger.warning("stored %s (blob %s) no longer matches its digest; "
                            "deleting it and fetching it again", source.filename, info.sha256)
             await self._store.delete(info.sha256)
-            return False
-        try:
-            async for _ in self._store.read(info.sha256, max(info.size - 1, 0)):
-                pass  # one byte: reading to the end closes what the store opened
-        except BlobNotFoundError:
+        elif state is BlobState.GONE:
             logger.warning("stored %s (blob %s) was removed from storage; fetching it again",
                            source.filename, info.sha256)
-            return False
-        return True
+        return state is BlobState.INTACT
 
     def respond(
         self, request: web.Request, source: ArtifactSource, stored: StoredArtifact
