@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -30,7 +31,7 @@ def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return threads
 
 
-async def _fetch(client: TestClient, path: str) -> bytes:
+async def _fetch(client: TestClient[Any, Any], path: str) -> bytes:
     resp = await client.get(path)
     assert resp.status == 200
     body: bytes = await resp.read()
