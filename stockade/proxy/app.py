@@ -36,8 +36,11 @@ from stockade.proxy.routes import ECOSYSTEMS
 from stockade.proxy.state import SERVICES, Services
 from stockade.proxy.upstream import Upstream
 from stockade.storage.backends import open_records, open_store
+from stockade.storage.protocol import BlobStore
 from stockade.storage.records import RecordStore
 from stockade.storage.refs import RefStore
+from stockade.storage.rehash import Rehasher
+from stockade.storage.verify import BlobState
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +140,18 @@ def make_admission(
                      provenance=provenance)
 
 
+def make_rehasher(settings: Settings, store: BlobStore, metrics: Metrics) -> Rehasher:
+    """The scheduled re-hash of blobs too large to hash on every read."""
+    def counted(state: BlobState) -> None:
+        result = "ok" if state is BlobState.INTACT else "mismatch"
+        metrics.blob_verifications.labels("schedule", result).inc()
+
+    storage = settings.storage
+    return Rehasher(store, min_bytes=storage.verify_on_read_max_bytes,
+                    interval_s=storage.rehash_interval_s,
+                    max_bytes_per_s=storage.rehash_max_bytes_per_s, on_checked=counted)
+
+
 def make_app(
     settings: Settings,
     *,
@@ -177,6 +192,7 @@ def _services(
             verify_on_read_max_bytes=settings.storage.verify_on_read_max_bytes,
             verify_on_read_trust_s=settings.storage.verify_on_read_trust_s,
         )
+        rehasher = make_rehasher(settings, store, metrics)
         rendered = RenderedCache(root / "rendered")
         await rendered.open()
         upstreams = make_upstreams(settings, metrics, environ)
@@ -194,9 +210,11 @@ def _services(
         metrics.storage_bytes.set(store.total_bytes)
         reloader = PolicyReloader(settings, gate, metrics, engine_factory)
         await reloader.start()
+        rehasher.start()
         try:
             yield
         finally:
+            await rehasher.close()
             await reloader.close()
             await provenance.close()
             await pipeline.close()

@@ -4,6 +4,7 @@ that puts the old size and mtime back."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from pathlib import Path
@@ -70,3 +71,26 @@ async def test_no_trust_window_hashes_every_read(
     for _ in range(4):
         assert await _fetch(client, path) == dist.data
     assert len(hashed) == 3  # every warm hit
+
+
+async def test_the_scheduled_rehash_removes_a_changed_large_blob_and_it_is_fetched_again(
+        fake_pypi: FakePyPI, proxy_for: ProxyFor, tmp_path: Path) -> None:
+    """Above verify_on_read_max_bytes (here 0: every blob) nothing is hashed on read;
+    the schedule finds the change, and the next request fetches the file again."""
+    dist = fake_pypi.add_wheel("demo", "1.0")
+    client = await proxy_for(pypi=[{"name": "pypi", "url": fake_pypi.url, "retries": 0}],
+                             storage={"verify_on_read_max_bytes": 0,
+                                      "rehash_interval_s": 0.05})
+    path = f"/pypi/files/demo/{dist.filename}"
+    assert await _fetch(client, path) == dist.data
+    [blob] = blobs(tmp_path)
+    blob.write_bytes(dist.data[:-1] + bytes([dist.data[-1] ^ 1]))
+    deadline = asyncio.get_running_loop().time() + 60
+    while blob.exists():
+        assert asyncio.get_running_loop().time() < deadline, "the blob was never re-hashed"
+        await asyncio.sleep(0.02)
+    text = await (await client.get("/metrics")).text()
+    assert 'stockade_blob_verifications_total{result="mismatch",trigger="schedule"} 1.0' \
+        in text
+    assert await _fetch(client, path) == dist.data
+    assert sum(1 for _, p in fake_pypi.requests if p.endswith(dist.filename)) == 2
