@@ -7,9 +7,12 @@ Nothing is module-global: two apps in one process share no state.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.pipeline import ArtifactPipeline
 from stockade.proxy.provenance.checker import PROVENANCE_REFS, ProvenanceChecker
+from stockade.proxy.readonly import LoggedDecisions
 from stockade.proxy.reloader import PolicyReloader
 from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.responses import make_middleware
@@ -37,6 +41,7 @@ from stockade.proxy.state import SERVICES, Services
 from stockade.proxy.upstream import Upstream
 from stockade.storage.backends import open_records, open_store
 from stockade.storage.protocol import BlobStore
+from stockade.storage.readonly import read_only_reason
 from stockade.storage.records import RecordStore
 from stockade.storage.refs import RefStore
 from stockade.storage.rehash import Rehasher
@@ -113,7 +118,7 @@ def make_upstreams(
 def make_admission(
     settings: Settings, gate: Gate, metrics: Metrics, upstreams: Mapping[Ecosystem,
     tuple[Upstream, ...]], *, offline: bool = False, workers: Workers | None = None,
-    first_seen: RecordStore | None = None,
+    first_seen: RecordStore | None = None, read_only_storage: bool = False,
 ) -> Admission:
     """The admission path over the records under ``storage.path`` (first-seen
     times from ``first_seen`` where given: the records replicas share).
@@ -124,7 +129,7 @@ def make_admission(
     """
     root = settings.storage.path
     metacache = MetadataCache(
-        RefStore(root, METADATA_REFS), metrics,
+        RefStore(root, METADATA_REFS, read_only=read_only_storage), metrics,
         max_doc_bytes=settings.storage.max_metadata_bytes,
         offline=offline or settings.server.offline,
         negative_ttl_s={eco: getattr(settings, eco.value).cache.negative_ttl_s
@@ -133,11 +138,41 @@ def make_admission(
     seen = FirstSeen(first_seen or RefStore(root, FIRST_SEEN_REFS), read_only=offline)
     # Built for every app (a reloaded policy may gain a provenance rule); it loads
     # trust material only when a rule asks for a check.
-    provenance = ProvenanceChecker(RefStore(root, PROVENANCE_REFS), metrics,
+    provenance = ProvenanceChecker(RefStore(root, PROVENANCE_REFS, read_only=read_only_storage),
+                                   metrics,
                                    read_only=offline)
     return Admission(settings, gate=gate, upstreams=upstreams, metacache=metacache,
                      first_seen=seen, ecosystems=ECOSYSTEMS, workers=workers,
                      provenance=provenance)
+
+
+async def storage_read_only(settings: Settings) -> str | None:
+    """Why the filesystem storage, which exists, cannot be written (it is then
+    served read-only), or None. Logs the mode once."""
+    if settings.storage.backend != "filesystem":
+        return None
+    reason = await asyncio.to_thread(read_only_reason, settings.storage.path)
+    if reason is not None:
+        logger.warning("storage at %s cannot be written (%s): serving it read-only; what "
+                       "is cached is served, anything else answers 503",
+                       settings.storage.path, reason)
+    return reason
+
+
+async def open_decisions(settings: Settings, metrics: Metrics, environ: Mapping[str, str],
+                         revision: Callable[[], str]) -> DecisionLog | LoggedDecisions:
+    """The opened decision log, or log lines where its folder cannot be written."""
+    path = decision_log_path(settings)
+    reason = await asyncio.to_thread(read_only_reason, path.parent)
+    decisions: DecisionLog | LoggedDecisions
+    if reason is not None:
+        decisions = LoggedDecisions(path, reason, revision=revision)
+    else:
+        decisions = DecisionLog(
+            path, revision=revision, metrics=metrics,
+            key=key_from_env(settings.policy.decision_log_key_env, environ))
+    await decisions.open()
+    return decisions
 
 
 def make_rehasher(settings: Settings, store: BlobStore, metrics: Metrics) -> Rehasher:
@@ -179,33 +214,38 @@ def _services(
         # The policy first: if it cannot be loaded, nothing has been opened yet.
         engine = engine_factory(settings)
         root = settings.storage.path
-        decisions = DecisionLog(
-            decision_log_path(settings), revision=lambda: gate.revision, metrics=metrics,
-            key=key_from_env(settings.policy.decision_log_key_env, environ))
-        await decisions.open()
+        read_only = await storage_read_only(settings)
+        decisions = await open_decisions(settings, metrics, environ, lambda: gate.revision)
         gate = Gate(engine, metrics, decisions)
-        store = open_store(settings, environ)
+        store = open_store(settings, environ, read_only=read_only)
         await store.open()
         pipeline = ArtifactPipeline(
             store, open_records(settings, store, ARTIFACT_REFS), metrics,
             max_artifact_bytes=settings.storage.max_artifact_bytes,
             verify_on_read_max_bytes=settings.storage.verify_on_read_max_bytes,
             verify_on_read_trust_s=settings.storage.verify_on_read_trust_s,
+            read_only=read_only,
         )
         rehasher = make_rehasher(settings, store, metrics)
-        rendered = RenderedCache(root / "rendered")
+        rendered_root = root / "rendered"
+        if read_only is not None:  # derived files: a private temporary folder holds them
+            rendered_root = Path(await asyncio.to_thread(
+                tempfile.mkdtemp, prefix="stockade-rendered-"))
+        rendered = RenderedCache(rendered_root)
         await rendered.open()
         upstreams = make_upstreams(settings, metrics, environ)
         for group in upstreams.values():
             for upstream in group:
                 await upstream.start()
         admission = make_admission(settings, gate, metrics, upstreams, workers=rendered,
-                                   first_seen=open_records(settings, store, FIRST_SEEN_REFS))
+                                   first_seen=open_records(settings, store, FIRST_SEEN_REFS),
+                                   read_only_storage=read_only is not None)
         provenance = admission.provenance
         assert provenance is not None
         app[SERVICES] = Services(
             settings=settings, metrics=metrics, store=store, admission=admission,
             pipeline=pipeline, rendered=rendered, provenance=provenance,
+            read_only=read_only,
         )
         metrics.storage_bytes.set(store.total_bytes)
         reloader = PolicyReloader(settings, gate, metrics, engine_factory)
@@ -219,6 +259,8 @@ def _services(
             await provenance.close()
             await pipeline.close()
             await rendered.close()
+            if read_only is not None:
+                await asyncio.to_thread(shutil.rmtree, rendered_root, ignore_errors=True)
             await decisions.close()
             await admission.metacache.close()
             for group in upstreams.values():

@@ -5,11 +5,11 @@ module has already worked out: from storage when a verified copy exists (small
 blobs re-hashed before they are served, a changed or vanished one fetched
 again), otherwise through one upstream fetch per artifact (single-flight) that
 spools to a blob writer while hashing; an offline upstream's artifact that is
-not stored fails at once. Every client waiting for the artifact tails the
-spool file, so memory stays bounded whatever the size and however many wait.
-The last chunk is held back until the digest has been checked and the blob
-committed: on a mismatch every client's response is aborted before it is
-whole, and nothing is stored.
+not stored fails at once, as any does over read-only storage. Every client
+waiting for the artifact tails the spool file, so memory stays bounded
+whatever the size and however many wait. The last chunk is held back until the
+digest has been checked and the blob committed: on a mismatch every client's
+response is aborted before it is whole, and nothing is stored.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from stockade.proxy.errors import IntegrityError, NotCachedError, ProxyError, Up
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, MultiHasher
-from stockade.storage.errors import DigestMismatchError, StorageError
+from stockade.storage.errors import DigestMismatchError, ReadOnlyStorageError, StorageError
 from stockade.storage.protocol import BlobInfo, BlobStore, BlobWriter
 from stockade.storage.records import RecordStore
 from stockade.storage.verify import BlobState, ReadVerifier
@@ -118,6 +118,7 @@ class ArtifactPipeline:
         max_artifact_bytes: int,
         verify_on_read_max_bytes: int = 0,
         verify_on_read_trust_s: float = 0.0,
+        read_only: str | None = None,
     ) -> None:
         self._store = store
         self._index = index
@@ -127,6 +128,7 @@ class ArtifactPipeline:
             store, max_bytes=verify_on_read_max_bytes, trust_s=verify_on_read_trust_s,
             on_hashed=lambda ok: metrics.blob_verifications.labels(
                 "read", "ok" if ok else "mismatch").inc())
+        self._read_only = read_only  # why storage cannot be written: nothing is fetched
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -279,6 +281,10 @@ class ArtifactPipeline:
     def _fill_for(self, source: ArtifactSource) -> Fill:
         fill = self._fills.get(source.key)
         if fill is None:
+            if self._read_only is not None:
+                raise ReadOnlyStorageError(
+                    f"{source.filename} is not cached, and storage is read-only "
+                    f"({self._read_only}): it is not fetched")
             if source.upstream.offline:
                 raise NotCachedError(
                     f"{source.filename} is not cached, and upstream {source.upstream.name} "

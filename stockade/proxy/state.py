@@ -31,6 +31,8 @@ class Services:
     pipeline: ArtifactPipeline
     rendered: RenderedCache
     provenance: ProvenanceChecker
+    # Why storage cannot be written, when it is served read-only; else None.
+    read_only: str | None = None
 
     @property
     def gate(self) -> Gate:

@@ -23,6 +23,7 @@ import aiofiles.os
 
 from stockade.storage.errors import (
     BlobNotFoundError,
+    ReadOnlyStorageError,
 )
 from stockade.storage.protocol import BlobInfo
 from stockade.storage.spool import SpoolWriter, can_spool, full_or_failed
@@ -65,11 +66,17 @@ class FilesystemBlobWriter(SpoolWriter):
 
 
 class FilesystemBlobStore:
-    """Content-addressed blobs in a directory tree, with LRU eviction."""
+    """Content-addressed blobs in a directory tree, with LRU eviction.
 
-    def __init__(self, root: Path, *, max_bytes: int | None = None) -> None:
+    ``read_only`` (the reason, e.g. "Read-only file system"): the tree is served
+    as it is; nothing is written, removed or touched, and a new blob is refused.
+    """
+
+    def __init__(self, root: Path, *, max_bytes: int | None = None,
+                 read_only: str | None = None) -> None:
         self.root = root
         self.max_bytes = max_bytes
+        self.read_only = read_only
         self._blobs = root / "blobs" / "sha256"
         self._tmp = root / "tmp"
         # sha256 -> [size, last_used]; loaded by open().
@@ -90,14 +97,18 @@ class FilesystemBlobStore:
         """Nothing to release: every file is closed after each use."""
 
     def _open_sync(self) -> None:
-        self._blobs.mkdir(parents=True, exist_ok=True)
-        if self._tmp.exists():
-            shutil.rmtree(self._tmp)
-        self._tmp.mkdir(parents=True)
+        if self.read_only is None:
+            self._prepare_sync()
         for path in self._blobs.glob("*/*"):
             st = path.stat()
             self._index[path.name] = [st.st_size, st.st_mtime]
         self._total = int(sum(v[0] for v in self._index.values()))
+
+    def _prepare_sync(self) -> None:
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        if self._tmp.exists():
+            shutil.rmtree(self._tmp)
+        self._tmp.mkdir(parents=True)
 
     def blob_path(self, sha256: str) -> Path:
         """Where a blob lives (whether or not it is stored)."""
@@ -108,6 +119,10 @@ class FilesystemBlobStore:
     async def open_writer(
         self, *, algorithms: Iterable[str] = (), max_bytes: int | None = None
     ) -> FilesystemBlobWriter:
+        if self.read_only is not None:
+            raise ReadOnlyStorageError(
+                f"storage at {self.root} is read-only ({self.read_only}): nothing new "
+                "is stored")
         path = self._tmp / f"{uuid.uuid4().hex}.part"
         writer = FilesystemBlobWriter(self, path, algorithms, max_bytes)
         await writer._open()
@@ -119,7 +134,7 @@ class FilesystemBlobStore:
             return None
         now = time.time()
         entry[1] = now
-        if now - self._touched.get(sha256, 0.0) > _TOUCH_EVERY_S:
+        if self.read_only is None and now - self._touched.get(sha256, 0.0) > _TOUCH_EVERY_S:
             self._touched[sha256] = now
             try:
                 await asyncio.to_thread(os.utime, self.blob_path(sha256))
@@ -146,6 +161,11 @@ class FilesystemBlobStore:
 
     async def delete(self, sha256: str) -> bool:
         self._forget(sha256)
+        if self.read_only is not None:
+            # Cannot be removed: no longer served by this process, which is what matters.
+            logger.warning("blob %s cannot be removed from read-only storage; it is no "
+                           "longer served", sha256)
+            return False
         try:
             await aiofiles.os.remove(self.blob_path(sha256))
         except FileNotFoundError:
@@ -185,5 +205,7 @@ class FilesystemBlobStore:
 
     async def writable(self) -> bool:
         """True when a file can be created in the spool directory."""
+        if self.read_only is not None:
+            return False
         return await asyncio.to_thread(can_spool, self._tmp)
 
