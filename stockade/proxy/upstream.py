@@ -192,6 +192,8 @@ class Upstream:
         if self.offline:
             raise NotCachedError(
                 f"upstream {self.name} is offline: {url} is not cached and is not fetched")
+        if not self._unreachable_until:
+            return  # the usual case: no outage, no URL to parse
         until = self._unreachable_until.get(url_origin(url))
         left = 0.0 if until is None else until - time.monotonic()
         if left > 0:
@@ -209,7 +211,8 @@ class Upstream:
 
     def _mark_reachable(self, url: str) -> None:
         """The origin answered: whatever outage it had is over."""
-        if self._unreachable_until.pop(url_origin(url), None) is not None:
+        if self._unreachable_until and self._unreachable_until.pop(
+                url_origin(url), None) is not None:
             logger.info("upstream %s answers again", self.name)
 
     @asynccontextmanager
