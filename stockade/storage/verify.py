@@ -122,6 +122,9 @@ class ReadVerifier:
                 self._trusted[info.sha256] = (mark, self._clock())
         if state is not BlobState.INTACT:
             self._trusted.pop(info.sha256, None)
+        if state is BlobState.GONE:
+            # A local copy (an object store's hot cache) may go while the blob stays.
+            return await self._check_streamed(info)
         return state
 
     async def _check_streamed(self, info: BlobInfo) -> BlobState:
