@@ -1,8 +1,9 @@
 """The scheduled re-hash of blobs too large to hash on every read.
 
 Owns one background task that, every ``interval_s``, re-hashes each stored
-blob larger than ``min_bytes`` (what ``ReadVerifier`` does not hash), one blob
-at a time, reading through the ``BlobStore`` protocol at most
+blob larger than ``min_bytes`` (what ``ReadVerifier`` does not hash) that has
+a local file (all of them on the filesystem backend, the hot copies of object
+storage), one blob at a time, reading through the ``BlobStore`` protocol at most
 ``max_bytes_per_s`` and hashing off the event loop. A blob whose bytes no
 longer hash to its name is removed, so the next request for it fetches it
 again. Its artifact record stays: it says what was admitted under that name,
@@ -84,8 +85,12 @@ class Rehasher:
 
     async def run_once(self) -> RehashRound:
         """Re-hash every blob above ``min_bytes`` once, removing those that changed."""
+        # Blobs with a local file only: the disk of this host is what can change
+        # under us; an object store checks its own bytes, and every replica reading
+        # the whole bucket each round would multiply the traffic.
         large = [info async for info in self._store.iter_blobs()
-                 if info.size > self._min_bytes]
+                 if info.size > self._min_bytes
+                 and self._store.local_path(info.sha256) is not None]
         checked, read, removed = 0, 0, []
         for info in large:
             state, size = await self.check(info)
