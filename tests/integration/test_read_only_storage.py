@@ -1,6 +1,7 @@
 """Storage that exists but cannot be written is served read-only: what is cached is
 served, a cold fetch is a 503 at once naming why, refusals still answer (and their
-records go to the log), /readyz says read-only. A real `stockade serve` over a
+records go to the log), /readyz says read-only, and pip installs what the cache
+holds. A real `stockade serve` over a
 read-only bind mount in a private mount namespace (root or not), fake upstreams
 in this process on 127.0.0.1."""
 
@@ -93,6 +94,19 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+async def _pip_download(base: str, dest: Path) -> tuple[int, str]:
+    """``pip download`` of demo-ro 1.0's wheel through stockade: (exit code, output)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pip", "download", "--isolated", "--no-cache-dir",
+        "--disable-pip-version-check", "--no-deps", "--only-binary", ":all:",
+        "--index-url", f"{base}/pypi/simple/", "-d", str(dest), "demo-ro==1.0",
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
+    out, _ = await asyncio.wait_for(proc.communicate(), 240)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
 async def _get(http: aiohttp.ClientSession, url: str) -> tuple[int, str, bytes]:
     async with http.get(url) as resp:
         return resp.status, resp.reason or "", await resp.read()
@@ -121,6 +135,8 @@ async def test_read_only_storage_serves_its_cache_and_refuses_cold_fetches_with_
         for path in ("/pypi/simple/demo-ro/", wheel_url, "/npm/demo-ro", tgz_url):
             status, _, _ = await _get(http, warm.base + path)
             assert status == 200, path
+        code, out = await _pip_download(warm.base, tmp_path / "pip-warm")
+        assert code == 0, out
     finally:
         await warm.stop()
     before = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "data").rglob("*"))
@@ -151,6 +167,10 @@ async def test_read_only_storage_serves_its_cache_and_refuses_cold_fetches_with_
         assert ready["storage_read_only"] == "Read-only file system"
         status, _, body = await _get(http, ro.base + "/metrics")
         assert status == 200 and b"stockade_requests_total" in body
+        # A real client installs what the cache holds.
+        code, out = await _pip_download(ro.base, tmp_path / "pip-read-only")
+        assert code == 0, out
+        assert (tmp_path / "pip-read-only" / wheel.filename).read_bytes() == wheel.data
     finally:
         await ro.stop()
     log = ro.text()
