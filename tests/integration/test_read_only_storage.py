@@ -1,9 +1,8 @@
 """Storage that exists but cannot be written is served read-only: what is cached is
 served, a cold fetch is a 503 at once naming why, refusals still answer (and their
 records go to the log), /readyz says read-only, and pip installs what the cache
-holds. A real `stockade serve` over a
-read-only bind mount in a private mount namespace (root or not), fake upstreams
-in this process on 127.0.0.1."""
+holds. A real `stockade serve` over a read-only bind mount in a private mount
+namespace (root or not), fake upstreams in this process on 127.0.0.1."""
 
 from __future__ import annotations
 
