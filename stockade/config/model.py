@@ -232,9 +232,11 @@ class UpstreamSettings(_Frozen):
     # true: never contact this upstream; serve what is cached from it (as
     # server.offline does for every upstream).
     offline: bool = False
-    # After this upstream could not be reached at all (connection refused or timed
-    # out, no such host), it is not asked again for this long: requests meanwhile
-    # are answered from the cache (stale-if-error) or fail at once (0: always ask).
+    # After this upstream (one origin of it: its url or a file host) could not be
+    # reached at all (connection refused or timed out, no such host), that origin is
+    # not asked again for this long: requests meanwhile are answered from the cache
+    # (stale-if-error) or fail at once (0: always ask). A refused connection is not
+    # retried; any answer from the origin ends the window.
     unreachable_retry_s: float = Field(default=10.0, ge=0)
 
     @field_validator("url")
