@@ -245,8 +245,9 @@ class UpstreamSettings(_Frozen):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {value!r}")
-        if any(c.isspace() or not c.isprintable() for c in value):
-            raise ValueError(f"an upstream URL has no spaces or control characters: {value!r}")
+        if any(c.isspace() or not c.isprintable() or c == "\\" for c in value):
+            raise ValueError("an upstream URL has no spaces, backslashes or control "
+                             f"characters: {value!r}")
         _ = parts.port  # raises ValueError for a port that is not a number in 0-65535
         if parts.query or parts.fragment:
             raise ValueError(f"an upstream URL takes no query or fragment: {value!r}")
