@@ -34,7 +34,10 @@ def load_yaml(text: str) -> Any:
         yaml.YAMLError, ValueError, RecursionError: as ``yaml.safe_load`` does.
     """
     loader = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
-    return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader either way
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader either way
+    except IndexError as exc:  # PyYAML's int constructor on an empty scalar: "!!int"
+        raise ValueError(f"a tagged value is empty: {exc}") from exc
 
 
 class ConfigError(Exception):

@@ -194,6 +194,15 @@ class StorageSettings(_Frozen):
     # Blobs up to this size are re-hashed each time they are served; one whose
     # bytes no longer match is deleted and fetched again (0: never).
     verify_on_read_max_bytes: int = Field(default=1024 * 1024, ge=0)
+    # A blob hashed right on read is trusted, without hashing, while its file is
+    # unchanged (size, mtime, ctime, inode), for at most this long (0: hash every read).
+    verify_on_read_trust_s: float = Field(default=3600.0, ge=0)
+    # Blobs larger than verify_on_read_max_bytes are re-hashed in the background,
+    # one at a time, each this often (0: never); one that fails is removed, so the
+    # next request fetches it again.
+    rehash_interval_s: float = Field(default=86400.0, ge=0)
+    # The background re-hash reads at most this many bytes a second.
+    rehash_max_bytes_per_s: int = Field(default=32 * 1024**2, gt=0)
 
 
 class UpstreamAuth(_Frozen):
@@ -283,9 +292,11 @@ class UpstreamSettings(_Frozen):
     # true: never contact this upstream; serve what is cached from it (as
     # server.offline does for every upstream).
     offline: bool = False
-    # After this upstream could not be reached at all (connection refused or timed
-    # out, no such host), it is not asked again for this long: requests meanwhile
-    # are answered from the cache (stale-if-error) or fail at once (0: always ask).
+    # After this upstream (one origin of it: its url or a file host) could not be
+    # reached at all (connection refused or timed out, no such host), that origin is
+    # not asked again for this long: requests meanwhile are answered from the cache
+    # (stale-if-error) or fail at once (0: always ask). A refused connection is not
+    # retried; any answer from the origin ends the window.
     unreachable_retry_s: float = Field(default=10.0, ge=0)
 
     @field_validator("url")
@@ -294,8 +305,9 @@ class UpstreamSettings(_Frozen):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {value!r}")
-        if any(c.isspace() or not c.isprintable() for c in value):
-            raise ValueError(f"an upstream URL has no spaces or control characters: {value!r}")
+        if any(c.isspace() or not c.isprintable() or c == "\\" for c in value):
+            raise ValueError("an upstream URL has no spaces, backslashes or control "
+                             f"characters: {value!r}")
         _ = parts.port  # raises ValueError for a port that is not a number in 0-65535
         if parts.query or parts.fragment:
             raise ValueError(f"an upstream URL takes no query or fragment: {value!r}")

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
@@ -38,6 +40,7 @@ from stockade.proxy.notify import Webhook
 from stockade.proxy.osvsync import OsvSync, osv_age, state_path, sync_folder
 from stockade.proxy.pipeline import Accel, ArtifactPipeline
 from stockade.proxy.provenance.checker import PROVENANCE_REFS, ProvenanceChecker
+from stockade.proxy.readonly import LoggedDecisions
 from stockade.proxy.reloader import PolicyReloader
 from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.responses import make_middleware
@@ -48,8 +51,12 @@ from stockade.proxy.singleflight import FileLocks
 from stockade.proxy.state import SERVICES, Services
 from stockade.proxy.upstream import Upstream
 from stockade.storage.backends import open_records, open_store
+from stockade.storage.protocol import BlobStore
+from stockade.storage.readonly import read_only_reason
 from stockade.storage.records import RecordStore
 from stockade.storage.refs import RefStore
+from stockade.storage.rehash import Rehasher
+from stockade.storage.verify import BlobState
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +149,7 @@ def make_upstreams(
 def make_admission(
     settings: Settings, gate: Gate, metrics: Metrics, upstreams: Mapping[Ecosystem,
     tuple[Upstream, ...]], *, offline: bool = False, workers: Workers | None = None,
-    first_seen: RecordStore | None = None,
+    first_seen: RecordStore | None = None, read_only_storage: bool = False,
 ) -> Admission:
     """The admission path over the records under ``storage.path`` (first-seen
     times from ``first_seen`` where given: the records replicas share).
@@ -153,7 +160,7 @@ def make_admission(
     """
     root = settings.storage.path
     metacache = MetadataCache(
-        RefStore(root, METADATA_REFS), metrics,
+        RefStore(root, METADATA_REFS, read_only=read_only_storage), metrics,
         max_doc_bytes=settings.storage.max_metadata_bytes,
         offline=offline or settings.server.offline,
         negative_ttl_s={eco: getattr(settings, eco.value).cache.negative_ttl_s
@@ -163,11 +170,53 @@ def make_admission(
     seen = FirstSeen(first_seen or RefStore(root, FIRST_SEEN_REFS), read_only=offline)
     # Built for every app (a reloaded policy may gain a provenance rule); it loads
     # trust material only when a rule asks for a check.
-    provenance = ProvenanceChecker(RefStore(root, PROVENANCE_REFS), metrics,
+    provenance = ProvenanceChecker(RefStore(root, PROVENANCE_REFS, read_only=read_only_storage),
+                                   metrics,
                                    read_only=offline)
     return Admission(settings, gate=gate, upstreams=upstreams, metacache=metacache,
                      first_seen=seen, ecosystems=ECOSYSTEMS, workers=workers,
                      provenance=provenance)
+
+
+async def storage_read_only(settings: Settings) -> str | None:
+    """Why the filesystem storage, which exists, cannot be written (it is then
+    served read-only), or None. Logs the mode once."""
+    if settings.storage.backend != "filesystem":
+        return None
+    reason = await asyncio.to_thread(read_only_reason, settings.storage.path)
+    if reason is not None:
+        logger.warning("storage at %s cannot be written (%s): serving it read-only; what "
+                       "is cached is served, anything else answers 503",
+                       settings.storage.path, reason)
+    return reason
+
+
+async def open_decisions(settings: Settings, metrics: Metrics, environ: Mapping[str, str],
+                         revision: Callable[[], str]) -> DecisionLog | LoggedDecisions:
+    """The opened decision log, or log lines where its folder cannot be written."""
+    path = decision_log_path(settings)
+    reason = await asyncio.to_thread(read_only_reason, path.parent)
+    decisions: DecisionLog | LoggedDecisions
+    if reason is not None:
+        decisions = LoggedDecisions(path, reason, revision=revision)
+    else:
+        decisions = DecisionLog(
+            path, revision=revision, metrics=metrics,
+            key=key_from_env(settings.policy.decision_log_key_env, environ))
+    await decisions.open()
+    return decisions
+
+
+def make_rehasher(settings: Settings, store: BlobStore, metrics: Metrics) -> Rehasher:
+    """The scheduled re-hash of blobs too large to hash on every read."""
+    def counted(state: BlobState) -> None:
+        result = "ok" if state is BlobState.INTACT else "mismatch"
+        metrics.blob_verifications.labels("schedule", result).inc()
+
+    storage = settings.storage
+    return Rehasher(store, min_bytes=storage.verify_on_read_max_bytes,
+                    interval_s=storage.rehash_interval_s,
+                    max_bytes_per_s=storage.rehash_max_bytes_per_s, on_checked=counted)
 
 
 def make_app(
@@ -236,13 +285,12 @@ def _services(
         # The policy first: if it cannot be loaded, nothing has been opened yet.
         engine = factory(settings)
         root = settings.storage.path
-        decisions = DecisionLog(
-            decision_log_path(settings), revision=lambda: gate.revision, metrics=metrics,
-            key=key_from_env(settings.policy.decision_log_key_env, environ))
-        await decisions.open()
+        read_only = await storage_read_only(settings)
+        decisions = await open_decisions(settings, metrics, environ, lambda: gate.revision)
         gate = Gate(engine, metrics, decisions)
-        await record_new(gate, None, engine)  # the approvals in force at start
-        store = open_store(settings, environ)
+        if lead:  # the approvals in force at start, recorded once per server
+            await record_new(gate, None, engine)
+        store = open_store(settings, environ, read_only=read_only)
         await store.open()
         pipeline = ArtifactPipeline(
             store, open_records(settings, store, ARTIFACT_REFS), metrics,
@@ -250,20 +298,29 @@ def _services(
             verify_on_read_max_bytes=settings.storage.verify_on_read_max_bytes,
             hot=hot_blobs(settings), accel=accel(settings),
             locks=fetch_locks(settings),
+            verify_on_read_trust_s=settings.storage.verify_on_read_trust_s,
+            read_only=read_only,
         )
-        rendered = RenderedCache(root / "rendered")
+        rehasher = make_rehasher(settings, store, metrics)
+        rendered_root = root / "rendered"
+        if read_only is not None:  # derived files: a private temporary folder holds them
+            rendered_root = Path(await asyncio.to_thread(
+                tempfile.mkdtemp, prefix="stockade-rendered-"))
+        rendered = RenderedCache(rendered_root)
         await rendered.open()
         upstreams = make_upstreams(settings, metrics, environ)
         for group in upstreams.values():
             for upstream in group:
                 await upstream.start()
         admission = make_admission(settings, gate, metrics, upstreams, workers=rendered,
-                                   first_seen=open_records(settings, store, FIRST_SEEN_REFS))
+                                   first_seen=open_records(settings, store, FIRST_SEEN_REFS),
+                                   read_only_storage=read_only is not None)
         provenance = admission.provenance
         assert provenance is not None
         app[SERVICES] = Services(
             settings=settings, metrics=metrics, store=store, admission=admission,
             pipeline=pipeline, rendered=rendered, provenance=provenance, bundle=puller,
+            read_only=read_only,
         )
         metrics.storage_bytes.set(store.total_bytes)
         reloader = PolicyReloader(settings, gate, metrics, factory)
@@ -294,9 +351,11 @@ def _services(
             await reevaluator.start()
             app[REEVALUATOR] = reevaluator
             syncing = await _start_osv_sync(settings, metrics, environ)
+        rehasher.start()
         try:
             yield
         finally:
+            await rehasher.close()
             if syncing is not None:
                 await _stop_osv_sync(*syncing)
             if reevaluator is not None:
@@ -312,6 +371,8 @@ def _services(
             await provenance.close()
             await pipeline.close()
             await rendered.close()
+            if read_only is not None:
+                await asyncio.to_thread(shutil.rmtree, rendered_root, ignore_errors=True)
             await decisions.close()
             await admission.metacache.close()
             for group in upstreams.values():

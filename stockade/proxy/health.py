@@ -3,7 +3,9 @@
 ``/healthz`` answers while the process serves; ``/readyz`` only while storage
 is writable and has at least ``storage.min_free_bytes`` free, so an
 orchestrator stops sending traffic to a replica whose disk is gone or full.
-The body says which check failed, with the figures.
+The body says which check failed, with the figures. Storage served read-only
+(it could not be written at start) is ready, and says so: what it holds is
+all it will ever serve, and taking it out of service would serve nothing.
 """
 
 from __future__ import annotations
@@ -41,8 +43,16 @@ async def storage_free_bytes(svc: Services) -> int | None:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready to serve: storage accepts writes and has room for them."""
+    """Ready to serve: storage accepts writes and has room for them (or is served
+    read-only)."""
     svc = services(request)
+    if svc.read_only is not None:
+        return web.json_response({
+            "status": "read-only", "storage_writable": False,
+            "storage_read_only": svc.read_only, "policy_revision": svc.gate.revision,
+            "reasons": [f"storage cannot be written ({svc.read_only}): cached artifacts "
+                        "and metadata are served, anything else answers 503"],
+        })
     writable = await svc.store.writable()
     free = await storage_free_bytes(svc)
     minimum = svc.settings.storage.min_free_bytes

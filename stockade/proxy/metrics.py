@@ -67,6 +67,12 @@ class Metrics:
             "Artifacts whose bytes did not match the published digest.",
             ["ecosystem", "upstream"], registry=r,
         )
+        self.blob_verifications = Counter(
+            "stockade_blob_verifications_total",
+            "Stored blobs re-hashed, by trigger (read: before serving one; schedule: the "
+            "periodic re-hash of larger ones) and result (ok, mismatch: removed).",
+            ["trigger", "result"], registry=r,
+        )
         self.bytes_served = Counter(
             "stockade_bytes_served_total", "Artifact bytes sent to clients, by source.",
             ["ecosystem", "source"], registry=r,

@@ -5,11 +5,11 @@ module has already worked out: from storage when a verified copy exists (small
 blobs re-hashed before they are served, a changed or vanished one fetched
 again), otherwise through one upstream fetch per artifact (single-flight) that
 spools to a blob writer while hashing; an offline upstream's artifact that is
-not stored fails at once. Every client waiting for the artifact tails the
-spool file, so memory stays bounded whatever the size and however many wait.
-The last chunk is held back until the digest has been checked and the blob
-committed: on a mismatch every client's response is aborted before it is
-whole, and nothing is stored.
+not stored fails at once, as any does over read-only storage. Every client
+waiting for the artifact tails the spool file, so memory stays bounded
+whatever the size and however many wait. The last chunk is held back until the
+digest has been checked and the blob committed: on a mismatch every client's
+response is aborted before it is whole, and nothing is stored.
 """
 
 from __future__ import annotations
@@ -39,10 +39,15 @@ from stockade.proxy.metrics import Metrics
 from stockade.proxy.singleflight import FileLocks
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, MultiHasher
-from stockade.storage.errors import BlobNotFoundError, DigestMismatchError, StorageError
+from stockade.storage.errors import (
+    BlobNotFoundError,
+    DigestMismatchError,
+    ReadOnlyStorageError,
+    StorageError,
+)
 from stockade.storage.protocol import BlobInfo, BlobStore, BlobWriter
 from stockade.storage.records import RecordStore
-from stockade.storage.verify import blob_intact
+from stockade.storage.verify import BlobState, ReadVerifier
 
 logger = logging.getLogger(__name__)
 
@@ -144,15 +149,21 @@ class ArtifactPipeline:
         hot: HotBlobs | None = None,
         accel: Accel | None = None,
         locks: FileLocks | None = None,
+        verify_on_read_trust_s: float = 0.0,
+        read_only: str | None = None,
     ) -> None:
         self._locks = locks  # one fill per artifact across worker processes
         self._store = store
         self._index = index
         self._metrics = metrics
         self._max_bytes = max_artifact_bytes
-        self._verify_max = verify_on_read_max_bytes
         self._hot = hot
         self._accel = accel
+        self._verifier = ReadVerifier(
+            store, max_bytes=verify_on_read_max_bytes, trust_s=verify_on_read_trust_s,
+            on_hashed=lambda ok: metrics.blob_verifications.labels(
+                "read", "ok" if ok else "mismatch").inc())
+        self._read_only = read_only  # why storage cannot be written: nothing is fetched
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Told of each artifact a GET was answered with (the served-artifacts record).
@@ -206,9 +217,9 @@ class ArtifactPipeline:
         return None if self._hot is None else self._hot.get(info.sha256)
 
     async def _still_intact(self, source: ArtifactSource, info: BlobInfo) -> bool:
-        """Small blobs are re-hashed; of larger ones, only that they are still there
-        is checked (their last byte read), through the ``BlobStore`` protocol. Blobs
-        ``hotblobs`` takes are read whole, hashed and held."""
+        """Blobs ``hotblobs`` takes are read whole, hashed and held; other small blobs
+        are re-hashed (off the loop, and only when their file may have changed); of
+        larger ones, only that they are still there is checked."""
         path = self._store.local_path(info.sha256)
         if self._hot is not None and path is not None and self._hot.takes(info.size):
             try:
@@ -222,21 +233,15 @@ class ArtifactPipeline:
                            "deleting it and fetching it again", source.filename, info.sha256)
             await self._store.delete(info.sha256)
             return False
-        if info.size <= self._verify_max:
-            if await blob_intact(self._store, info.sha256):
-                return True
+        state = await self._verifier.check(info)
+        if state is BlobState.CHANGED:
             logger.warning("stored %s (blob %s) no longer matches its digest; "
                            "deleting it and fetching it again", source.filename, info.sha256)
             await self._store.delete(info.sha256)
-            return False
-        try:
-            async for _ in self._store.read(info.sha256, max(info.size - 1, 0)):
-                pass  # one byte: reading to the end closes what the store opened
-        except BlobNotFoundError:
+        elif state is BlobState.GONE:
             logger.warning("stored %s (blob %s) was removed from storage; fetching it again",
                            source.filename, info.sha256)
-            return False
-        return True
+        return state is BlobState.INTACT
 
     def respond(
         self, request: web.Request, source: ArtifactSource, stored: StoredArtifact
@@ -349,6 +354,10 @@ class ArtifactPipeline:
     def _fill_for(self, source: ArtifactSource) -> Fill:
         fill = self._fills.get(source.key)
         if fill is None:
+            if self._read_only is not None:
+                raise ReadOnlyStorageError(
+                    f"{source.filename} is not cached, and storage is read-only "
+                    f"({self._read_only}): it is not fetched")
             if source.upstream.offline:
                 raise NotCachedError(
                     f"{source.filename} is not cached, and upstream {source.upstream.name} "

@@ -28,7 +28,12 @@ from stockade.policy.model import Verdict
 from stockade.proxy.errors import ProxyError, RefusedError
 from stockade.proxy.identity import identity_of
 from stockade.proxy.metrics import Metrics
-from stockade.storage.errors import BlobNotFoundError, StorageError, StorageFullError
+from stockade.storage.errors import (
+    BlobNotFoundError,
+    ReadOnlyStorageError,
+    StorageError,
+    StorageFullError,
+)
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("stockade.access")
@@ -173,6 +178,8 @@ def make_middleware(metrics: Metrics) -> Middleware:
             response = error_response(request, 507, exc.diagnostics())
         except BlobNotFoundError as exc:
             response = error_response(request, 404, exc.diagnostics())
+        except ReadOnlyStorageError as exc:
+            response = error_response(request, 503, exc.diagnostics())
         except StorageError as exc:
             logger.error("storage failure on %s: %s", request.path, exc)
             response = error_response(request, 500, exc.diagnostics())

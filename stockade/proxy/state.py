@@ -35,6 +35,8 @@ class Services:
     provenance: ProvenanceChecker
     reloader: PolicyReloader | None = None  # watches the policy file; set once started
     bundle: BundlePuller | None = None  # policy.bundle's puller, where configured
+    # Why storage cannot be written, when it is served read-only; else None.
+    read_only: str | None = None
 
     @property
     def gate(self) -> Gate:

@@ -3,9 +3,10 @@
 Owns talking to upstreams: timeouts, bounded retries with backoff for
 idempotent requests, redirects checked against the upstream's allowed origins
 (scheme, host and port), credentials sent to the upstream's own origin only,
-refusing every request of an offline upstream and, for a while, of one that
-could not be reached (so an outage costs one connect, not one per request),
-and translating aiohttp's
+refusing every request of an offline upstream and, for a while, of an origin
+(scheme, host, port) that could not be reached (so an outage costs one
+connect, not one per request; a refused connection is not retried, and any
+answer from the origin ends the outage), and translating aiohttp's
 exceptions into ``UpstreamError`` types. It is the only module that catches
 aiohttp client exceptions. Nothing from the client's request is forwarded:
 callers pass the few headers the protocol needs.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import logging
 import random
 import ssl
@@ -28,7 +30,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from stockade import __version__
-from stockade.config.model import UpstreamSettings, url_origin
+from stockade.config.model import Origin, UpstreamSettings, url_origin
 from stockade.proxy.errors import (
     HostNotAllowedError,
     NotCachedError,
@@ -129,7 +131,8 @@ class Upstream:
         self._hosts = frozenset(host for _, host, _ in self._origins)
         self._auth = _auth_header(settings, environ)
         self._session: aiohttp.ClientSession | None = None
-        self._unreachable_until = 0.0  # time.monotonic(); asked again only after it
+        # origin -> time.monotonic() until which it is not asked (it could not be reached)
+        self._unreachable_until: dict[Origin | None, float] = {}
 
     async def start(self) -> None:
         """Open the pooled session."""
@@ -184,11 +187,15 @@ class Upstream:
         return out
 
     def _refuse(self, url: str) -> None:
-        """Fail at once, asking nothing, when the upstream is offline or was unreachable."""
+        """Fail at once, asking nothing, when the upstream is offline or the URL's
+        origin could not be reached a moment ago."""
         if self.offline:
             raise NotCachedError(
                 f"upstream {self.name} is offline: {url} is not cached and is not fetched")
-        left = self._unreachable_until - time.monotonic()
+        if not self._unreachable_until:
+            return  # the usual case: no outage, no URL to parse
+        until = self._unreachable_until.get(url_origin(url))
+        left = 0.0 if until is None else until - time.monotonic()
         if left > 0:
             raise UpstreamUnavailableError(
                 f"upstream {self.name} could not be reached; not asking it again for "
@@ -196,20 +203,25 @@ class Upstream:
 
     @property
     def unreachable_for_s(self) -> float:
-        """Seconds until an upstream that could not be reached is asked again (0: it
-        is asked as usual)."""
-        return max(0.0, self._unreachable_until - time.monotonic())
+        """Seconds until an origin of this upstream that could not be reached is asked
+        again (0: every origin is asked as usual)."""
+        now = time.monotonic()
+        return max((until - now for until in self._unreachable_until.values()), default=0.0
+                   ) if self._unreachable_until else 0.0
 
-    def _mark_unreachable(self, exc: UpstreamError) -> None:
-        """Remember that the upstream could not be reached at all (not a bad answer)."""
-        cause = exc.__cause__
-        unreachable = (isinstance(exc, UpstreamUnavailableError)
-                       and not isinstance(exc, UpstreamTLSError)) or isinstance(
-                           cause, aiohttp.ConnectionTimeoutError)
-        if unreachable and self.settings.unreachable_retry_s > 0:
+    def _mark_unreachable(self, url: str, exc: UpstreamError) -> None:
+        """Remember that ``url``'s origin could not be reached at all (not a bad answer)."""
+        if _unreachable(exc) and self.settings.unreachable_retry_s > 0:
             logger.info("upstream %s is unreachable; not asking it again for %.0fs: %s",
                         self.name, self.settings.unreachable_retry_s, exc)
-            self._unreachable_until = time.monotonic() + self.settings.unreachable_retry_s
+            self._unreachable_until[url_origin(url)] = (
+                time.monotonic() + self.settings.unreachable_retry_s)
+
+    def _mark_reachable(self, url: str) -> None:
+        """The origin answered: whatever outage it had is over."""
+        if self._unreachable_until and self._unreachable_until.pop(
+                url_origin(url), None) is not None:
+            logger.info("upstream %s answers again", self.name)
 
     @asynccontextmanager
     async def get(
@@ -279,8 +291,12 @@ class Upstream:
                 retriable = not isinstance(exc, UpstreamStatusError) or (
                     exc.upstream_status in _RETRY_STATUSES
                 )
+                if _refused(exc):
+                    # Nothing listens there: asking again a moment later only makes
+                    # every client of an outage wait through the back-off.
+                    retriable = False
                 if not retriable or attempt >= self.settings.retries:
-                    self._mark_unreachable(exc)
+                    self._mark_unreachable(url, exc)
                     raise
                 attempt += 1
                 delay = min(2.0, 0.1 * 2**attempt) * (0.5 + random.random())  # noqa: S311
@@ -288,6 +304,7 @@ class Upstream:
                     "retrying %s on upstream %s in %.2fs: %s", url, self.name, delay, exc
                 )
                 await asyncio.sleep(delay)
+                self._refuse(url)  # another request found it unreachable meanwhile
 
     async def _open(self, url: str, headers: Mapping[str, str] | None) -> UpstreamResponse:
         if self._session is None:
@@ -312,6 +329,7 @@ class Upstream:
                 upstream=self.name,
             )
         elapsed = time.perf_counter() - started
+        self._mark_reachable(url)
         self._metrics.upstream_requests.labels(self.name, str(raw.status)).inc()
         self._metrics.upstream_duration.labels(self.name).observe(elapsed)
         if raw.status >= 400 or raw.status < 200 or (300 <= raw.status < 400 and raw.status != 304):
@@ -341,6 +359,22 @@ _STATUS_LABEL: dict[type[UpstreamError], str] = {
     UpstreamTimeoutError: "timeout", UpstreamTLSError: "tls_error",
     UpstreamUnavailableError: "error", UpstreamBodyError: "error",
 }
+
+
+def _unreachable(exc: UpstreamError) -> bool:
+    """True when ``exc`` says the upstream could not be reached at all (refused, no
+    route or name, a connect that timed out), not that it answered badly."""
+    cause = exc.__cause__
+    return (isinstance(exc, UpstreamUnavailableError)
+            and not isinstance(exc, UpstreamTLSError)) or isinstance(
+                cause, aiohttp.ConnectionTimeoutError)
+
+
+def _refused(exc: UpstreamError) -> bool:
+    """True when the connection was refused: nothing listens at the upstream's port."""
+    cause = exc.__cause__
+    return (isinstance(cause, aiohttp.ClientConnectorError)
+            and cause.os_error.errno == errno.ECONNREFUSED)
 
 
 @contextmanager

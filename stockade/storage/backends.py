@@ -20,9 +20,11 @@ from stockade.storage.refs import RefStore
 # take a tenth of a start's imports, paid by every server on a filesystem.
 
 
-def open_store(settings: Settings, environ: Mapping[str, str] | None = None) -> BlobStore:
+def open_store(settings: Settings, environ: Mapping[str, str] | None = None, *,
+               read_only: str | None = None) -> BlobStore:
     """The blob store for ``settings`` (not yet opened: call ``open()``, and
-    ``close()`` when done). ``environ`` holds the object storage credentials."""
+    ``close()`` when done). ``environ`` holds the object storage credentials;
+    ``read_only`` (why the filesystem store cannot be written) serves it read-only."""
     storage = settings.storage
     if storage.backend == "s3":
         from stockade.storage.s3 import S3BlobStore
@@ -30,7 +32,7 @@ def open_store(settings: Settings, environ: Mapping[str, str] | None = None) -> 
 
         bucket = S3Bucket(storage.s3, os.environ if environ is None else environ)
         return S3BlobStore(bucket, storage.path, cache_max_bytes=storage.s3.cache_max_bytes)
-    return FilesystemBlobStore(storage.path, max_bytes=storage.max_bytes)
+    return FilesystemBlobStore(storage.path, max_bytes=storage.max_bytes, read_only=read_only)
 
 
 def open_records(settings: Settings, store: BlobStore, namespace: str) -> RecordStore:
@@ -42,4 +44,5 @@ def open_records(settings: Settings, store: BlobStore, namespace: str) -> Record
         from stockade.storage.s3records import S3RecordStore
 
         return S3RecordStore(store.bucket, namespace)
-    return RefStore(settings.storage.path, namespace)
+    read_only = isinstance(store, FilesystemBlobStore) and store.read_only is not None
+    return RefStore(settings.storage.path, namespace, read_only=read_only)

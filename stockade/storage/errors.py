@@ -4,7 +4,8 @@ StorageError
  ├── BlobNotFoundError       the blob is not (or no longer) stored
  ├── DigestMismatchError     the bytes are not what the publisher said
  ├── BlobTooLargeError       the bytes exceed the configured limit
- └── StorageFullError        the disk is full; nothing was stored
+ ├── StorageFullError        the disk is full; nothing was stored
+ └── ReadOnlyStorageError    storage is served read-only; nothing new is stored
 """
 
 from __future__ import annotations
@@ -37,3 +38,7 @@ class BlobTooLargeError(StorageError):
 
 class StorageFullError(StorageError):
     """The disk ran out of space while writing; nothing was stored."""
+
+
+class ReadOnlyStorageError(StorageError):
+    """Storage is served read-only (it cannot be written): nothing new is stored."""

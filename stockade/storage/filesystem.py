@@ -22,6 +22,7 @@ import aiofiles.os
 
 from stockade.storage.errors import (
     BlobNotFoundError,
+    ReadOnlyStorageError,
 )
 from stockade.storage.protocol import BlobInfo
 from stockade.storage.spool import SpoolWriter, can_spool, clear_spool, full_or_failed
@@ -64,11 +65,17 @@ class FilesystemBlobWriter(SpoolWriter):
 
 
 class FilesystemBlobStore:
-    """Content-addressed blobs in a directory tree, with LRU eviction."""
+    """Content-addressed blobs in a directory tree, with LRU eviction.
 
-    def __init__(self, root: Path, *, max_bytes: int | None = None) -> None:
+    ``read_only`` (the reason, e.g. "Read-only file system"): the tree is served
+    as it is; nothing is written, removed or touched, and a new blob is refused.
+    """
+
+    def __init__(self, root: Path, *, max_bytes: int | None = None,
+                 read_only: str | None = None) -> None:
         self.root = root
         self.max_bytes = max_bytes
+        self.read_only = read_only
         self._blobs = root / "blobs" / "sha256"
         self._tmp = root / "tmp"
         # sha256 -> [size, last_used]; loaded by open().
@@ -89,12 +96,16 @@ class FilesystemBlobStore:
         """Nothing to release: every file is closed after each use."""
 
     def _open_sync(self) -> None:
-        self._blobs.mkdir(parents=True, exist_ok=True)
-        clear_spool(self._tmp)  # spares the files other worker processes are filling
+        if self.read_only is None:
+            self._prepare_sync()
         for path in self._blobs.glob("*/*"):
             st = path.stat()
             self._index[path.name] = [st.st_size, st.st_mtime]
         self._total = int(sum(v[0] for v in self._index.values()))
+
+    def _prepare_sync(self) -> None:
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        clear_spool(self._tmp)  # spares the files other worker processes are filling
 
     def blob_path(self, sha256: str) -> Path:
         """Where a blob lives (whether or not it is stored)."""
@@ -105,6 +116,10 @@ class FilesystemBlobStore:
     async def open_writer(
         self, *, algorithms: Iterable[str] = (), max_bytes: int | None = None
     ) -> FilesystemBlobWriter:
+        if self.read_only is not None:
+            raise ReadOnlyStorageError(
+                f"storage at {self.root} is read-only ({self.read_only}): nothing new "
+                "is stored")
         path = self._tmp / f"{uuid.uuid4().hex}.part"
         writer = FilesystemBlobWriter(self, path, algorithms, max_bytes)
         await writer._open()
@@ -119,7 +134,7 @@ class FilesystemBlobStore:
                 return None
         now = time.time()
         entry[1] = now
-        if now - self._touched.get(sha256, 0.0) > _TOUCH_EVERY_S:
+        if self.read_only is None and now - self._touched.get(sha256, 0.0) > _TOUCH_EVERY_S:
             self._touched[sha256] = now
             try:
                 await asyncio.to_thread(os.utime, self.blob_path(sha256))
@@ -157,6 +172,11 @@ class FilesystemBlobStore:
 
     async def delete(self, sha256: str) -> bool:
         self._forget(sha256)
+        if self.read_only is not None:
+            # Cannot be removed: no longer served by this process, which is what matters.
+            logger.warning("blob %s cannot be removed from read-only storage; it is no "
+                           "longer served", sha256)
+            return False
         try:
             await aiofiles.os.remove(self.blob_path(sha256))
         except FileNotFoundError:
@@ -196,5 +216,7 @@ class FilesystemBlobStore:
 
     async def writable(self) -> bool:
         """True when a file can be created in the spool directory."""
+        if self.read_only is not None:
+            return False
         return await asyncio.to_thread(can_spool, self._tmp)
 

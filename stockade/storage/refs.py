@@ -5,6 +5,9 @@ metadata documents), each replaced atomically. It does not interpret records.
 ``RefStore`` is the local-disk ``RecordStore``: ``put_if_absent`` creates a
 record with a hard link (which fails if one exists) and ``update`` holds a
 lock file, so worker processes sharing the folder agree as replicas do.
+Over read-only storage (``read_only``), records are read and nothing is
+written: a write answers as if it had been made, and the caller keeps what it
+needs in memory (the metadata cache, first-seen times) for as long as it runs.
 """
 
 from __future__ import annotations
@@ -73,13 +76,14 @@ def _storage_error(exc: OSError) -> StorageError:
 class RefStore:
     """Records keyed by strings, in one namespace (``artifacts``, ``metadata``)."""
 
-    def __init__(self, root: Path, namespace: str) -> None:
+    def __init__(self, root: Path, namespace: str, *, read_only: bool = False) -> None:
         self._dir = root / "refs" / namespace
         # key -> (the file's identity when read, the record): a warm request reads
         # its records without a thread hop, while a record another process
         # replaced (a new file) is read again.
         self._memo: OrderedDict[str, tuple[_Identity, dict[str, Any]]] = OrderedDict()
         self._dir_text = str(self._dir)
+        self._read_only = read_only
 
     def _path(self, key: str, suffix: str) -> Path:
         name = hashlib.sha256(key.encode()).hexdigest()
@@ -127,6 +131,8 @@ class RefStore:
             StorageFullError: the disk is full.
             StorageError: any other write failure.
         """
+        if self._read_only:
+            return
         data = orjson.dumps({**doc, "key": key})
         try:
             await asyncio.to_thread(self._put, key, data, body)
@@ -139,6 +145,8 @@ class RefStore:
         Raises:
             StorageError: the record could not be written.
         """
+        if self._read_only:
+            return await self.get(key) or {**doc, "key": key}
         try:
             return await asyncio.to_thread(self._put_if_absent, key, {**doc, "key": key})
         except OSError as exc:
@@ -160,6 +168,8 @@ class RefStore:
         Raises:
             StorageError: the record could not be written.
         """
+        if self._read_only:
+            return {**merge(await self.get(key)), "key": key}
         try:
             return await asyncio.to_thread(self._update, key, merge)
         except OSError as exc:
@@ -214,5 +224,7 @@ class RefStore:
 
     async def delete(self, key: str) -> None:
         """Remove a record and its body."""
+        if self._read_only:
+            return
         for suffix in (".json", ".body"):
             await asyncio.to_thread(self._path(key, suffix).unlink, missing_ok=True)

@@ -81,6 +81,14 @@ FOUND: list[tuple[str, Any]] = [
     ("policy_file", b"[" * 12000),
     ("policy_text", "{a: " * 6000),
     ("config_file", (b"- " * 8000, {})),
+    # An empty "!!int" made PyYAML raise IndexError, a traceback instead of a
+    # ConfigError; a backslash in an upstream's host passed validation, and the
+    # proxy's URL parser refused it at start-up.
+    ("config_file", (b"a: !!int", {})),
+    ("config_file", (b"", {"STOCKADE__SERVER__HOST": "!!int"})),
+    ("policy_file", b"a: !!int"),
+    ("config_file", (b"pypi: {upstreams: [{name: p, url: 'https://pypi.exam\\ple/simple/'}]}",
+                     {})),
 ]
 
 

@@ -4,7 +4,6 @@ slow and greedy clients are bounded. Real processes, raw sockets, 127.0.0.1."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -73,24 +72,6 @@ def test_storage_that_cannot_be_made_is_one_line_naming_it(tmp_path: Path) -> No
     result = _run([*_command(), "serve", "--config",
                    str(_config(tmp_path, storage, _free_port()))])
     _one_line_error(result, "cannot use storage at", str(tmp_path / "a-file"))
-
-
-def test_read_only_storage_is_one_line_naming_it(tmp_path: Path) -> None:
-    """A read-only mount, made in a private mount namespace (root or not)."""
-    unshare = shutil.which("unshare")
-    storage = tmp_path / "data"
-    storage.mkdir()
-    (storage / "tmp").mkdir()  # a previous run's spool folder, as a real cache has
-    probe = subprocess.run([unshare or "unshare", "-Urm", "sh", "-c",  # noqa: S603
-                            f"mount --bind -o ro {storage} {storage} && touch {storage}/x"],
-                           capture_output=True, text=True, check=False)
-    if unshare is None or "Read-only" not in probe.stderr:
-        pytest.skip(f"no read-only mount can be made here: {probe.stderr.strip()[:200]}")
-    config = _config(tmp_path, storage, _free_port())
-    command = " ".join([*_command(), "serve", "--config", str(config)])
-    result = _run([unshare, "-Urm", "sh", "-c",
-                   f"mount --bind -o ro {storage} {storage} && exec {command}"])
-    _one_line_error(result, "cannot use storage at", str(storage), "Read-only")
 
 
 class _Server:

@@ -1,8 +1,10 @@
 """An upstream that cannot be reached is not asked again for a while: an outage costs
-one connect, and every request meanwhile fails at once (the cache then answers)."""
+one connect, and every request meanwhile fails at once (the cache then answers). A
+refused connection is not retried; the window is per origin."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 
@@ -50,11 +52,11 @@ async def test_unreachable_upstream_is_not_asked_again(
     u, metrics = upstream
     with pytest.raises(UpstreamUnavailableError, match="cannot reach"):
         await fetch(u)
-    assert attempts(metrics) == 2  # the first request and its one retry
+    assert attempts(metrics) == 1  # refused: no retry, however many are allowed
     for _ in range(3):
         with pytest.raises(UpstreamUnavailableError, match="not asking it again"):
             await fetch(u)
-    assert attempts(metrics) == 2
+    assert attempts(metrics) == 1
 
 
 @pytest.mark.parametrize("upstream", [(0.0, None)], indirect=True)
@@ -63,7 +65,7 @@ async def test_zero_always_asks(upstream: tuple[Upstream, Metrics]) -> None:
     for _ in range(2):
         with pytest.raises(UpstreamUnavailableError, match="cannot reach"):
             await fetch(u)
-    assert attempts(metrics) == 4
+    assert attempts(metrics) == 2
 
 
 async def test_a_bad_answer_is_not_unreachable() -> None:
@@ -84,3 +86,53 @@ async def test_a_bad_answer_is_not_unreachable() -> None:
     finally:
         await u.close()
         await server.close()
+
+
+@pytest.mark.parametrize("upstream", [(60.0, None)], indirect=True)
+async def test_a_refused_connection_is_not_retried_and_fails_at_once(
+        upstream: tuple[Upstream, Metrics], monkeypatch: pytest.MonkeyPatch) -> None:
+    u, metrics = upstream
+    slept: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    results = await asyncio.gather(*(fetch(u) for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(r, UpstreamUnavailableError) for r in results)
+    assert slept == []  # no back-off for anyone
+    assert attempts(metrics) <= 5  # at most one connect each, none after the first failed
+
+
+async def _serve(app: web.Application) -> TestServer:
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+async def test_the_window_is_per_origin() -> None:
+    """A file host that is down does not stop the index being asked."""
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", ok)
+    index = await _serve(app)
+    files_port = closed_port()
+    u = Upstream(UpstreamSettings(name="u", url=str(index.make_url("/")), retries=2,
+                                  unreachable_retry_s=60.0,
+                                  file_hosts=(f"http://127.0.0.1:{files_port}",)),
+                 metrics=Metrics(), environ={})
+    await u.start()
+    files = f"http://127.0.0.1:{files_port}/f.whl"
+    try:
+        with pytest.raises(UpstreamUnavailableError, match="cannot reach"):
+            async with u.get(files):
+                pass
+        with pytest.raises(UpstreamUnavailableError, match="not asking it again"):
+            async with u.get(files):
+                pass
+        await fetch(u)  # the index's origin is another one: asked, and answers
+    finally:
+        await u.close()
+        await index.close()
