@@ -81,6 +81,8 @@ class FilesystemBlobStore:
         # sha256 -> [size, last_used]; loaded by open().
         self._index: dict[str, list[float]] = {}
         self._touched: dict[str, float] = {}
+        # read-only storage: blobs found bad that cannot be removed, never served again
+        self._withdrawn: set[str] = set()
         self._total = 0
 
     @property
@@ -144,6 +146,8 @@ class FilesystemBlobStore:
         return BlobInfo(sha256, int(entry[0]))
 
     def _adopt(self, sha256: str) -> list[float] | None:
+        if sha256 in self._withdrawn:  # read-only: found bad, and still on disk
+            return None
         try:
             st = self.blob_path(sha256).stat()
         except (FileNotFoundError, BlobNotFoundError):
@@ -174,6 +178,7 @@ class FilesystemBlobStore:
         self._forget(sha256)
         if self.read_only is not None:
             # Cannot be removed: no longer served by this process, which is what matters.
+            self._withdrawn.add(sha256)
             logger.warning("blob %s cannot be removed from read-only storage; it is no "
                            "longer served", sha256)
             return False

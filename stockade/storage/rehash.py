@@ -98,13 +98,13 @@ class Rehasher:
             if state is BlobState.GONE:
                 continue  # evicted or removed meanwhile
             checked += 1
-            if self._on_checked is not None:
-                self._on_checked(state)
             if state is BlobState.CHANGED:
                 logger.warning("stored blob %s no longer matches its digest; removed, it "
                                "is fetched again on its next request", info.sha256)
                 await self._store.delete(info.sha256)
                 removed.append(info.sha256)
+            if self._on_checked is not None:  # told once the blob is dealt with
+                self._on_checked(state)
         return RehashRound(checked, read, tuple(removed))
 
     async def check(self, info: BlobInfo) -> tuple[BlobState, int]:

@@ -17,6 +17,10 @@ from stockade.storage import verify
 from testbed.fakes.pypi_upstream import FakePyPI
 from tests.integration.outage_support import ProxyFor, blobs
 
+# Blobs held in memory are hashed as they are read into it; these tests are of the
+# read verifier, which checks the stored files the memory does not hold.
+NOT_IN_MEMORY = {"memory_blobs": {"max_bytes": 0}}
+
 
 @pytest.fixture
 def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -42,7 +46,8 @@ async def _fetch(client: TestClient[Any, Any], path: str) -> bytes:
 async def test_a_blob_is_hashed_once_off_the_loop_then_trusted_until_it_changes(
         fake_pypi: FakePyPI, proxy_for: ProxyFor, tmp_path: Path, hashed: list[str]) -> None:
     dist = fake_pypi.add_wheel("demo", "1.0")
-    client = await proxy_for(pypi=[{"name": "pypi", "url": fake_pypi.url, "retries": 0}])
+    client = await proxy_for(pypi=[{"name": "pypi", "url": fake_pypi.url, "retries": 0}],
+                             server=NOT_IN_MEMORY)
     path = f"/pypi/files/demo/{dist.filename}"
     assert await _fetch(client, path) == dist.data  # fetched and stored
     for _ in range(4):
@@ -66,7 +71,7 @@ async def test_no_trust_window_hashes_every_read(
         fake_pypi: FakePyPI, proxy_for: ProxyFor, hashed: list[str]) -> None:
     dist = fake_pypi.add_wheel("demo", "1.0")
     client = await proxy_for(pypi=[{"name": "pypi", "url": fake_pypi.url, "retries": 0}],
-                             storage={"verify_on_read_trust_s": 0})
+                             storage={"verify_on_read_trust_s": 0}, server=NOT_IN_MEMORY)
     path = f"/pypi/files/demo/{dist.filename}"
     for _ in range(4):
         assert await _fetch(client, path) == dist.data

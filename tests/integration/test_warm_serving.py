@@ -22,6 +22,7 @@ from stockade.proxy import rendered as rendered_module
 from stockade.proxy.ecosystems import npm_documents, pypi_pages
 from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.state import SERVICES
+from stockade.storage import verify
 from testbed.fakes.npm_upstream import FakeNpm
 from testbed.fakes.policy import FakeEngine
 from testbed.fakes.pypi_upstream import Dist, FakePyPI
@@ -130,9 +131,19 @@ class TestMemoryBlobs:
                                   server={"memory_blobs": {"max_bytes": 0}})
         await _get(client, _file_path(dist))
         reads = _count_reads(client, monkeypatch)
+        hashes: list[Path] = []
+        real = verify.hash_file
+
+        def counting(path: Path) -> str:
+            hashes.append(path)
+            return real(path)
+
+        monkeypatch.setattr(verify, "hash_file", counting)
         for _ in range(3):
             assert (await _get(client, _file_path(dist)))[1] == dist.data
-        assert len(reads) == 3  # re-hashed on every read (verify_on_read_max_bytes)
+        # Nothing held in memory: each answer is the stored file's, which the read
+        # verifier hashed once and then trusts while the file is unchanged.
+        assert reads == [] and len(hashes) == 1
 
 
 ACCEL = {"server": {"accel_redirect": {"prefix": "/_blobs/"}}}
