@@ -38,7 +38,7 @@ def _stamp(path: Path | None) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def _stamps(paths: tuple[Path | None, ...]) -> tuple[tuple[int, int, int] | None, ...]:
+def file_stamps(paths: tuple[Path | None, ...]) -> tuple[tuple[int, int, int] | None, ...]:
     """What changes when a file, or a folder's entries, change."""
     return tuple(_stamp(p) for p in paths)
 
@@ -66,7 +66,7 @@ class PolicyReloader:
         self._metrics = metrics
         self._factory = factory
         self._path = settings.policy.file
-        self._stamp = _stamps(self._watched())
+        self._stamp = file_stamps(self._watched())
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._signal = False
@@ -104,7 +104,7 @@ class PolicyReloader:
                 reason = "SIGHUP"
             except TimeoutError:
                 reason = "file changed"
-                if _stamps(self._watched()) == self._stamp:
+                if file_stamps(self._watched()) == self._stamp:
                     continue
             self._wake.clear()
             await self.reload(reason)
@@ -112,7 +112,7 @@ class PolicyReloader:
     async def reload(self, reason: str = "requested") -> bool:
         """Build the engine again; swap it in only if that succeeded."""
         async with self._lock:
-            stamp = _stamps(self._watched())
+            stamp = file_stamps(self._watched())
             try:
                 engine = await asyncio.to_thread(self._factory, self._settings)
             except (ConfigError, OSError, ValueError) as exc:
@@ -129,6 +129,6 @@ class PolicyReloader:
                 before = self._gate.engine
                 self._gate.swap(engine)
                 await record_new(self._gate, before, engine)
-            self._stamp = _stamps(self._watched())
+            self._stamp = file_stamps(self._watched())
             self.last = ReloadOutcome(datetime.now(UTC), reason, True, self._gate.revision)
             return True

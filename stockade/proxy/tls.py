@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import ssl
-from pathlib import Path
 
 from stockade.config.model import TlsSettings
+from stockade.proxy.reloader import file_stamps
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +54,6 @@ def server_context(tls: TlsSettings) -> ssl.SSLContext:
     return context
 
 
-def _stamp(path: Path | None) -> tuple[int, int, int] | None:
-    if path is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
 class TlsReloader:
     """The listening context, whose handshakes use the newest files' context."""
 
@@ -80,7 +69,7 @@ class TlsReloader:
         self._task: asyncio.Task[None] | None = None
 
     def _read_stamps(self) -> tuple[tuple[int, int, int] | None, ...]:
-        return tuple(_stamp(p) for p in (self._tls.cert, self._tls.key, self._tls.client_ca))
+        return file_stamps((self._tls.cert, self._tls.key, self._tls.client_ca))
 
     def _pick(self, sslobj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
               _ctx: ssl.SSLContext) -> None:
