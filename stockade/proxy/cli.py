@@ -176,6 +176,7 @@ def _supervise(settings: Settings, count: int) -> None:
             runner, guard = _runner(settings, counts, channel.slot)
             async with _tls(settings) as context:
                 await serve_worker(runner, shared, guard=guard, ready=channel.ready,
+                                   shutdown_timeout_s=server.shutdown_timeout_s,
                                    ssl_context=context)
         try:
             asyncio.run(run())

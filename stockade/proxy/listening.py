@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import ssl
 from collections.abc import Callable
@@ -19,8 +18,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from stockade.proxy.serving import ConnectionGuard, GuardedSite, StartupError
-from stockade.proxy.serving import _storage_sentence as storage_sentence
+from stockade.proxy.serving import ConnectionGuard, GuardedSite, StartupError, run_until_stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +128,7 @@ class _SharedSite(GuardedSite):
 
 async def serve_worker(runner: web.AppRunner, listener: Listener, *,
                        guard: ConnectionGuard, ready: Callable[[], None],
+                       shutdown_timeout_s: float,
                        ssl_context: ssl.SSLContext | None = None) -> None:
     """One worker: open the application, listen on the listener's addresses until
     SIGTERM or SIGINT, then finish requests in flight.
@@ -138,20 +137,9 @@ async def serve_worker(runner: web.AppRunner, listener: Listener, *,
         StartupError: the application could not start (storage), or an address
             could not be bound.
     """
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        try:
-            await runner.setup()
-        except OSError as exc:
-            raise StartupError(storage_sentence(exc)) from exc
+    async def start() -> None:
         for sock in listen(listener):
             await _SharedSite(runner, sock, guard=guard, ssl_context=ssl_context).start()
         ready()
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await runner.cleanup()
+
+    await run_until_stopped(runner, start, shutdown_timeout_s=shutdown_timeout_s)

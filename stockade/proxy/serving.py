@@ -28,7 +28,7 @@ import os
 import signal
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -215,6 +215,27 @@ async def serve_until_stopped(runner: web.AppRunner, host: str, port: int, *,
         StartupError: the application could not start (storage) or the
             address could not be bound; what was started is stopped again.
     """
+    async def start() -> None:
+        site = GuardedSite(runner, host, port, guard=guard, ssl_context=ssl_context)
+        try:
+            await site.start()
+        except OSError as exc:
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartupError(f"cannot listen on {host}:{port}: {why}") from exc
+        on_listening(site.port)
+
+    await run_until_stopped(runner, start, shutdown_timeout_s=shutdown_timeout_s)
+
+
+async def run_until_stopped(runner: web.AppRunner, start: Callable[[], Awaitable[None]], *,
+                            shutdown_timeout_s: float) -> None:
+    """Set ``runner`` up, ``start`` its sites, run until SIGTERM or SIGINT, then shut
+    down, finishing requests in flight; whatever was started is stopped again.
+
+    Raises:
+        StartupError: the application could not start (storage), or ``start`` could
+            not listen.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -224,13 +245,7 @@ async def serve_until_stopped(runner: web.AppRunner, host: str, port: int, *,
             await runner.setup()
         except OSError as exc:
             raise StartupError(_storage_sentence(exc)) from exc
-        site = GuardedSite(runner, host, port, guard=guard, ssl_context=ssl_context)
-        try:
-            await site.start()
-        except OSError as exc:
-            why = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise StartupError(f"cannot listen on {host}:{port}: {why}") from exc
-        on_listening(site.port)
+        await start()
         await stop.wait()
         logger.info("stopping: finishing requests in flight (at most %g s)",
                     shutdown_timeout_s)
