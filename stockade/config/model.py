@@ -11,12 +11,24 @@ import fnmatch
 import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
+
+
+def _http_url(value: str) -> SplitResult:
+    """``value`` split, if it is an http or https URL with a host.
+
+    Raises:
+        ValueError: it is not.
+    """
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    return parts
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -120,9 +132,7 @@ class ServerSettings(_Frozen):
     def _public_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {value!r}")
+        parts = _http_url(value)
         if parts.query or parts.fragment or parts.path not in ("", "/"):
             raise ValueError(f"public_url is scheme://host[:port]/ only: {value!r}")
         return value.rstrip("/") + "/"
@@ -167,9 +177,7 @@ class S3Settings(_Frozen):
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         if value is not None:
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"not an http(s) URL: {value!r}")
+            _http_url(value)
         return value
 
 
@@ -302,9 +310,7 @@ class UpstreamSettings(_Frozen):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {value!r}")
+        parts = _http_url(value)
         if any(c.isspace() or not c.isprintable() or c == "\\" for c in value):
             raise ValueError("an upstream URL has no spaces, backslashes or control "
                              f"characters: {value!r}")
@@ -398,10 +404,8 @@ class BundleSettings(_Frozen):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https", "file") or (
-                parts.scheme != "file" and not parts.hostname):
-            raise ValueError(f"not an http(s) or file URL: {value!r}")
+        if not value.startswith("file:"):
+            _http_url(value)
         return value if value.endswith("/") else value + "/"
 
 
@@ -441,9 +445,7 @@ class OsvSyncSettings(_Frozen):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {value!r}")
+        _http_url(value)
         return value if value.endswith("/") else value + "/"
 
 
@@ -468,9 +470,7 @@ class WebhookSettings(_Frozen):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {value!r}")
+        _http_url(value)
         return value
 
 
