@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from testbed.net import free_port
+from testbed import prometheus
 from tests.e2e.test_access_clients import WRONG, make_token
-from tests.e2e.test_prometheus_scrape import _query
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 def test_prometheus_scrapes_with_a_metrics_token(tmp_path: Path, proxy_process: Any) -> None:
-    binary = shutil.which("prometheus")
-    if binary is None:
+    if prometheus.binary() is None:
         pytest.skip("prometheus is not installed (.ci/setup-prometheus.sh installs it)")
     tokens = tmp_path / "tokens.yaml"
     token = make_token(tokens, "prometheus", None, "metrics")
@@ -36,37 +31,13 @@ def test_prometheus_scrapes_with_a_metrics_token(tmp_path: Path, proxy_process: 
         f"    static_configs: [{{targets: ['{target}']}}]\n"
         for job in ("good", "wrong"))
     jobs += f"  - job_name: none\n    static_configs: [{{targets: ['{target}']}}]\n"
-    config = tmp_path / "prometheus.yml"
-    config.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-                      f"scrape_configs:\n{jobs}")
-    port = free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
-    server = subprocess.Popen(  # noqa: S603
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        up: dict[str, str] = {}
-        while time.monotonic() < deadline and len(up) < 3:
-            time.sleep(0.5)
-            try:
-                up = {r["metric"]["job"]: r["value"][1] for r in _query(base, "up")}
-            except OSError:
-                continue
-        assert up == {"good": "1", "wrong": "0", "none": "0"}, \
-            (tmp_path / "prometheus.log").read_text()[-2000:]
+    with prometheus.prometheus(tmp_path, jobs) as server:
+        up = server.poll("up", lambda found: {r["metric"]["job"]: r["value"][1] for r in found},
+                         lambda up: len(up) >= 3)
+        assert up == {"good": "1", "wrong": "0", "none": "0"}, server.log_tail()
         # the refusals are counted, and scraped by the job whose token is good
-        reasons: set[str] = set()
-        while time.monotonic() < deadline and reasons != {"invalid", "missing"}:
-            time.sleep(0.5)
-            reasons = {r["metric"]["reason"] for r in
-                       _query(base, 'stockade_auth_refusals_total{group="metrics"}')}
+        reasons = server.poll('stockade_auth_refusals_total{group="metrics"}',
+                              lambda found: {r["metric"]["reason"] for r in found},
+                              lambda reasons: reasons == {"invalid", "missing"})
         assert reasons == {"invalid", "missing"}
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-        log.close()
     assert token not in proxy.log_path.read_text()
