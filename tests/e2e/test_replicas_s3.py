@@ -62,6 +62,24 @@ def upstream() -> Iterator[tuple[FakePyPI, ThreadedServer]]:
     server.stop()
 
 
+def _replicas(tmp_path: Path, rclone_s3: RcloneS3, bucket: str,
+              **ecosystems: dict[str, Any]) -> list[ProxyProcess]:
+    """Two replicas, ``a`` and ``b``, on one bucket, with the upstreams given
+    (``pypi=...``, ``npm=...``; the others have none)."""
+    replicas = []
+    for name in ("a", "b"):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        config: dict[str, Any] = {
+            "server": {"replica": f"replica-{name}"},
+            "storage": {"backend": "s3", "path": str(workdir / "data"),
+                        "s3": rclone_s3.settings(bucket)},
+            **{eco: ecosystems.get(eco, {"upstreams": []}) for eco in ("pypi", "npm", "maven")},
+        }
+        replicas.append(ProxyProcess(workdir, config).start())
+    return replicas
+
+
 def _first_seen(proxy: ProxyProcess, version: str) -> str:
     with urllib.request.urlopen(  # noqa: S310
         f"{proxy.url}/_stockade/explain/pypi/e2e-lib/{version}", timeout=30
@@ -77,19 +95,8 @@ def test_pip_through_either_replica_and_one_killed(
     for name, value in ENVIRON.items():
         monkeypatch.setenv(name, value)
     bucket = rclone_s3.new_bucket()
-    replicas = []
-    for name in ("a", "b"):
-        workdir = tmp_path / name
-        workdir.mkdir()
-        config: dict[str, Any] = {
-            "server": {"replica": f"replica-{name}"},
-            "storage": {"backend": "s3", "path": str(workdir / "data"),
-                        "s3": rclone_s3.settings(bucket)},
-            "pypi": {"upstreams": [{"name": "pypi", "url": server.url("/simple/"),
-                                    "retries": 0}]},
-            "npm": {"upstreams": []}, "maven": {"upstreams": []},
-        }
-        replicas.append(ProxyProcess(workdir, config).start())
+    replicas = _replicas(tmp_path, rclone_s3, bucket, pypi={"upstreams": [
+        {"name": "pypi", "url": server.url("/simple/"), "retries": 0}]})
     a, b = replicas
     try:
         result = pip_install(tmp_path, f"{a.url}/pypi/simple/", "e2e-app", name="via-a")
@@ -123,18 +130,8 @@ def test_npm_through_either_replica_and_one_killed(
     for name, value in ENVIRON.items():
         monkeypatch.setenv(name, value)
     bucket = rclone_s3.new_bucket()
-    replicas = []
-    for name in ("a", "b"):
-        workdir = tmp_path / name
-        workdir.mkdir()
-        config: dict[str, Any] = {
-            "server": {"replica": f"replica-{name}"},
-            "storage": {"backend": "s3", "path": str(workdir / "data"),
-                        "s3": rclone_s3.settings(bucket)},
-            "npm": {"upstreams": [{"name": "npmjs", "url": registry.url, "retries": 0}]},
-            "pypi": {"upstreams": []}, "maven": {"upstreams": []},
-        }
-        replicas.append(ProxyProcess(workdir, config).start())
+    replicas = _replicas(tmp_path, rclone_s3, bucket, npm={"upstreams": [
+        {"name": "npmjs", "url": registry.url, "retries": 0}]})
     a, b = replicas
     try:
         work, env, userconfig = project(tmp_path, "via-a", f"{a.url}/npm/")
