@@ -38,6 +38,19 @@ async def _decisions(path: Path, rule: str, timeout_s: float = 20.0) -> list[dic
         await asyncio.sleep(0.02)
 
 
+async def _pypi_client(aiohttp_client: Any, tmp_path: Path,
+                      fake_pypi: FakePyPI) -> TestClient[Any, Any]:
+    """A client of stockade proxying ``fake_pypi`` with short metadata lifetimes."""
+    settings = load_settings(None, environ={}, overrides={
+        "storage": {"path": str(tmp_path / "data")},
+        "pypi": {"upstreams": [{"name": "pypi", "url": fake_pypi.url}], "cache": _TTL},
+        "npm": {"upstreams": []}, "maven": {"upstreams": []},
+    })
+    client: TestClient[Any, Any] = await aiohttp_client(
+        make_app(settings, environ={}, engine_factory=load_engine))
+    return client
+
+
 def _blobs(tmp_path: Path) -> set[Path]:
     return {p for p in (tmp_path / "data" / "blobs").rglob("*") if p.is_file()}
 
@@ -45,13 +58,7 @@ def _blobs(tmp_path: Path) -> set[Path]:
 async def test_swapped_wheel_is_refused_with_both_digests(
         aiohttp_client: Any, tmp_path: Path, fake_pypi: FakePyPI) -> None:
     dist = fake_pypi.add_wheel("stockade-swaptest", "1.0")
-    settings = load_settings(None, environ={}, overrides={
-        "storage": {"path": str(tmp_path / "data")},
-        "pypi": {"upstreams": [{"name": "pypi", "url": fake_pypi.url}], "cache": _TTL},
-        "npm": {"upstreams": []}, "maven": {"upstreams": []},
-    })
-    client: TestClient = await aiohttp_client(
-        make_app(settings, environ={}, engine_factory=load_engine))
+    client = await _pypi_client(aiohttp_client, tmp_path, fake_pypi)
     url = f"/pypi/files/stockade-swaptest/{dist.filename}"
     first = await client.get(url)
     assert first.status == 200
@@ -85,7 +92,7 @@ async def test_republished_npm_tarball_is_refused(aiohttp_client: Any, tmp_path:
             "npm": {"upstreams": [{"name": "npmjs", "url": registry.url}], "cache": _TTL},
             "pypi": {"upstreams": []}, "maven": {"upstreams": []},
         })
-        client: TestClient = await aiohttp_client(
+        client: TestClient[Any, Any] = await aiohttp_client(
             make_app(settings, environ={}, engine_factory=load_engine))
         url = "/npm/stockade-swaptest/-/stockade-swaptest-1.0.0.tgz"
         first = await client.get(url)
@@ -113,13 +120,7 @@ async def test_republished_npm_tarball_is_refused(aiohttp_client: Any, tmp_path:
 async def test_unchanged_file_is_served_again(aiohttp_client: Any, tmp_path: Path,
                                               fake_pypi: FakePyPI) -> None:
     dist = fake_pypi.add_wheel("stockade-steady", "1.0")
-    settings = load_settings(None, environ={}, overrides={
-        "storage": {"path": str(tmp_path / "data")},
-        "pypi": {"upstreams": [{"name": "pypi", "url": fake_pypi.url}], "cache": _TTL},
-        "npm": {"upstreams": []}, "maven": {"upstreams": []},
-    })
-    client: TestClient = await aiohttp_client(
-        make_app(settings, environ={}, engine_factory=load_engine))
+    client = await _pypi_client(aiohttp_client, tmp_path, fake_pypi)
     url = f"/pypi/files/stockade-steady/{dist.filename}"
     first = await client.get(url)
     assert await first.read() == dist.data
