@@ -115,15 +115,9 @@ class _SharedSite(GuardedSite):
         super().__init__(runner, host, port, guard=guard, ssl_context=ssl_context)
         self._sock = sock
 
-    async def start(self) -> None:
-        self._runner._reg_site(self)  # what BaseSite.start does
-        server = self._runner.server
-        assert server is not None
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self.guard.wrap(server), sock=self._sock, ssl=self._ssl_context,
-            backlog=self._backlog)
-        self._bound_port = self._port
+    async def _listen(self, factory: Callable[[], asyncio.Protocol]) -> asyncio.Server:
+        return await asyncio.get_running_loop().create_server(
+            factory, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog)
 
 
 async def serve_worker(runner: web.AppRunner, listener: Listener, *,

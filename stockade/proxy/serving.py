@@ -194,14 +194,17 @@ class GuardedSite(web.TCPSite):
         self._runner._reg_site(self)  # what BaseSite.start does
         server = self._runner.server
         assert server is not None
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self.guard.wrap(server), self._host, self._port, ssl=self._ssl_context,
+        self._server = await self._listen(self.guard.wrap(server))
+        self._bound_port = (self._server.sockets[0].getsockname()[1]
+                            if self._server.sockets else self._port)
+
+    async def _listen(self, factory: Callable[[], asyncio.Protocol]) -> asyncio.Server:
+        """Bind the host and port and accept connections made by ``factory``."""
+        return await asyncio.get_running_loop().create_server(
+            factory, self._host, self._port, ssl=self._ssl_context,
             backlog=self._backlog, reuse_address=self._reuse_address,
             reuse_port=self._reuse_port,
         )
-        self._bound_port = (self._server.sockets[0].getsockname()[1]
-                            if self._server.sockets else self._port)
 
 
 async def serve_until_stopped(runner: web.AppRunner, host: str, port: int, *,
