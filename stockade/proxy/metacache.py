@@ -383,6 +383,13 @@ class MetadataCache:
             _, evicted = self._memory.popitem(last=False)
             self._memory_used -= len(evicted.body)
 
+    def forget_all(self) -> None:
+        """Drop every document held in memory (a purge elsewhere: read them again)."""
+        self._memory.clear()
+        self._memory_used = 0
+        self._missing.clear()
+        self._large.clear()
+
     async def close(self) -> None:
         """Stop any refresh still running."""
         await self._flight.cancel_all()
