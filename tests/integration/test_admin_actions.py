@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from stockade.config.load import load_settings
@@ -20,6 +21,8 @@ from stockade.config.model import Settings
 from stockade.proxy.app import decision_log_path, make_app
 from stockade.proxy.tokens import Role, create_token
 from testbed.fakes.pypi_upstream import FakePyPI
+
+Client = TestClient[web.Request, web.Application]
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -60,8 +63,8 @@ def setup(tmp_path: Path, upstream: FakePyPI) -> Setup:
     return Setup(tmp_path, upstream)
 
 
-async def _client(aiohttp_client: Any, setup: Setup) -> TestClient:
-    client: TestClient = await aiohttp_client(make_app(setup.settings, environ={}))
+async def _client(aiohttp_client: Any, setup: Setup) -> Client:
+    client: Client = await aiohttp_client(make_app(setup.settings, environ={}))
     return client
 
 
@@ -70,7 +73,7 @@ def _file(upstream: FakePyPI, name: str, version: str) -> tuple[str, str]:
     return f"/pypi/files/{name}/{dist.filename}", dist.filename
 
 
-async def _get(client: TestClient, path: str, status: int = 200) -> None:
+async def _get(client: Client, path: str, status: int = 200) -> None:
     resp = await client.get(path)
     assert resp.status == status, (path, resp.status, await resp.text())
     await resp.read()
