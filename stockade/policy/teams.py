@@ -49,6 +49,7 @@ from datetime import datetime, timedelta
 
 from stockade.policy.model import Decision, Facts, Mode, PackageRef, Rule, Verdict
 from stockade.policy.osv import SEVERITIES
+from stockade.policy.rules.base import human
 from stockade.policy.rules.lists import AllowlistOnly, ListEntry, ListsRule
 from stockade.policy.typosquat.tiers import Tiers
 
@@ -158,7 +159,8 @@ def stricter_tiers(base: Tiers, *, young: timedelta | None, max_releases: int | 
 
 def _not_looser(base: Tiers, young: timedelta | None, max_releases: int | None) -> None:
     if young is not None and young < base.young:
-        raise ValueError(f"loose.young: {young} is shorter than the global {base.young}; "
+        raise ValueError(f"loose.young: {human(young)} is shorter than the global "
+                         f"{human(base.young)}; "
                          "a team may only be stricter (longer)")
     if max_releases is not None and max_releases < base.max_releases:
         raise ValueError(f"loose.max_releases: {max_releases} is fewer than the global "

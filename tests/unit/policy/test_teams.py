@@ -194,7 +194,7 @@ def test_a_team_typosquat_loose_tier_holds_older_projects(
 
 
 @pytest.mark.parametrize(("team_rule", "key"), [
-    ({"loose": {"young": "7d"}}, r"loose\.young: 7 days.*shorter than the global 30 days"),
+    ({"loose": {"young": "7d"}}, r"loose\.young: 7 days is shorter than the global 30 days"),
     ({"loose": {"max_releases": 1}}, r"loose\.max_releases: 1 is fewer than the global 3"),
     ({"strong": {"on_missing": "hold"}}, r"strong\.on_missing: 'hold' is looser than the "
                                          r"global 'refuse'"),
@@ -219,3 +219,22 @@ def test_a_team_typosquat_section_applies_where_the_global_one_is_off() -> None:
     assert (held.decision, held.rule) == (Decision.HOLD, "typosquat")
     assert engine.for_team("payments").decide(ref, _project(10, 1)).decision \
         is Decision.WARN
+
+
+def test_an_approval_lifts_a_team_typosquat_hold(tmp_path: Path) -> None:
+    from stockade.policy.approvals import approve
+
+    policy = {"rules": {"typosquat": {"approvals": "approvals.yaml"}},
+              "teams": {"payments": {"rules": {"typosquat": {"loose": {"young": "365d"}}}}}}
+
+    def engine():  # type: ignore[no-untyped-def]
+        return build_engine(parse_policy(yaml.safe_dump(policy), base_dir=tmp_path,
+                                         now=lambda: NOW))
+
+    ref = PackageRef(Ecosystem.PYPI, "flask-cors-2", "1.0")
+    assert engine().for_team("payments").decide(ref, _project(200, 2)).decision \
+        is Decision.HOLD
+    approve(tmp_path / "approvals.yaml", Ecosystem.PYPI, "flask-cors-2",
+            until=NOW + timedelta(days=7), reason="our fork", by="ops", now=NOW)
+    assert engine().for_team("payments").decide(ref, _project(200, 2)).decision \
+        is Decision.ALLOW
