@@ -78,12 +78,16 @@ def names_document(eco: Ecosystem, name: str, url: str) -> bool:
         norm = normalize(eco, name)
         return any(normalize(eco, s) == norm for s in _segments(url))
     if eco is Ecosystem.NPM:
-        # ``/@scope%2fname``, ``/@scope/name``, ``/-/npm/v1/attestations/name@1.0.0``
-        path = "/" + "/".join(_segments(url))
+        # ``/@scope%2fname``, ``/@scope/name``, ``/-/npm/v1/attestations/name@1.0.0``;
+        # a bare name never matches inside a scoped one (``node`` in ``@types/node``)
+        tokens = "/".join(_segments(url)).lower().split("/")
         wanted = name.lower()
-        lowered = path.lower()
-        return lowered.endswith("/" + wanted) or f"/{wanted}/" in lowered or \
-            f"/{wanted}@" in lowered
+        for i, token in enumerate(tokens):
+            scoped = i > 0 and tokens[i - 1].startswith("@")
+            candidate = f"{tokens[i - 1]}/{token}" if scoped else token
+            if candidate == wanted or candidate.startswith(wanted + "@"):
+                return True
+        return False
     group, _, artifact = name.partition(":")
     path = "/" + "/".join(_segments(url)) + "/"
     return f"/{group.replace('.', '/')}/{artifact}/" in path

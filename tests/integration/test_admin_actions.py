@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from stockade.config.load import load_settings
 from stockade.config.model import Settings
 from stockade.proxy.app import decision_log_path, make_app
 from stockade.proxy.tokens import Role, create_token
+from testbed.fakes.npm_upstream import FakeNpm
 from testbed.fakes.pypi_upstream import FakePyPI
 
 Client = TestClient[web.Request, web.Application]
@@ -215,3 +217,55 @@ async def test_a_bad_purge_is_a_clear_400(aiohttp_client: Any, setup: Setup, pat
     resp = await client.post(path, headers=bearer(setup.admin))
     assert resp.status == status
     assert says in (await resp.json())["error"]
+
+
+@pytest.fixture
+async def fake_npm() -> AsyncIterator[FakeNpm]:
+    registry = FakeNpm()
+    await registry.start()
+    yield registry
+    await registry.stop()
+
+
+async def test_a_scoped_npm_purge_drops_its_rendered_packument_and_tarballs(
+    aiohttp_client: Any, tmp_path: Path, fake_npm: FakeNpm,
+) -> None:
+    fake_npm.publish("@acme/ui", "1.0.0")
+    fake_npm.publish("@types/node", "20.0.0")
+    fake_npm.publish("node", "1.0.0")
+    tokens = tmp_path / "tokens.yaml"
+    admin, _ = create_token(tokens, "ops", team=None, roles=[Role.ADMIN])
+    settings = load_settings(None, environ={}, overrides={
+        "storage": {"path": str(tmp_path / "data")},
+        "pypi": {"upstreams": []}, "maven": {"upstreams": []},
+        "npm": {"upstreams": [{"name": "npmjs", "url": fake_npm.url, "retries": 0}],
+                "cache": {"metadata_ttl_s": 3600}},
+        "auth": {"tokens": str(tokens)},
+    })
+    client: Client = await aiohttp_client(make_app(settings, environ={}))
+    json_accept = {"Accept": "application/json"}
+    tarball = "/npm/@acme/ui/-/ui-1.0.0.tgz"
+    for _ in range(2):
+        for path in ("/npm/@acme%2fui", "/npm/@types%2fnode", "/npm/node"):
+            resp = await client.get(path, headers=json_accept)
+            assert resp.status == 200, path
+            await resp.read()
+        await _get(client, tarball)
+    assert (fake_npm.count("/@acme/ui"), fake_npm.count("/ui-1.0.0.tgz")) == (1, 1)
+
+    resp = await client.delete("/_stockade/admin/cache/npm/@acme/ui",
+                               headers=bearer(admin))
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert [f["filename"] for f in body["files"]] == ["ui-1.0.0.tgz"]
+    assert len(body["metadata_documents"]) == 1  # neither @types/node nor node
+    resp = await client.delete("/_stockade/admin/cache/npm/node", headers=bearer(admin))
+    assert len((await resp.json())["metadata_documents"]) == 1
+
+    for path in ("/npm/@acme%2fui", "/npm/@types%2fnode"):
+        resp = await client.get(path, headers=json_accept)
+        assert resp.status == 200
+        await resp.read()
+    await _get(client, tarball)
+    assert (fake_npm.count("/@acme/ui"), fake_npm.count("/ui-1.0.0.tgz")) == (2, 2)
+    assert fake_npm.count("/@types/node") == 1  # a scoped "node": not purged
