@@ -91,8 +91,14 @@ async def test_purge_on_the_page(page_client: Any, fake_pypi: FakePyPI) -> None:
     assert resp.status == 200, text
     assert 'id="purge-result"' in text and "Purged pypi demo" in text
     assert wheel.filename in text
+    listed = await (await client.get("/_stockade/ui/cache?name=demo")).text()
+    (row,) = [r for r in listed.split("<tr") if f"{wheel.filename}<br>" in r]
+    assert "not stored (purged or evicted)" in row  # the record stays, the bytes go
     assert (await client.get(f"/pypi/files/demo/{wheel.filename}")).status == 200
     assert fake_pypi.count(wheel.filename) == 2  # fetched again
+    listed = await (await client.get("/_stockade/ui/cache?name=demo")).text()
+    (row,) = [r for r in listed.split("<tr") if f"{wheel.filename}<br>" in r]
+    assert "not stored" not in row  # stored again
 
     resp = await client.post("/_stockade/ui/actions/purge", headers=headers, data={
         "ecosystem": "cargo", "name": "demo", "csrf": token(text)})
