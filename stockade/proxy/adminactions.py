@@ -12,14 +12,15 @@ other worker, each of which builds the same files (its result is in its log and
 ``stockade_policy_reloads_total``): the answer says so rather than claim what
 it did not see. A purge is ``purge``'s; it is recorded in the decision log
 with who asked, and every process drops its in-memory documents before its
-next request (``purge.Generation``, checked by this module's middleware).
+next metadata look-up (``purge.Generation``, checked by the metadata cache's
+``before_get`` hook this module sets).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,6 @@ from stockade.storage.refs import RefStore
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CLIENT = "stockade admin"  # the client purge records name
 
 
@@ -67,21 +67,22 @@ def setup(app: web.Application) -> None:
         app.router.add_route(method, "/_stockade/admin/cache/{ecosystem}/{rest:.+}",
                              purge_handler, name=f"admin:purge:{method.lower()}")
     app.on_startup.append(_open_generation)  # after the services (cleanup_ctx) start
-    app.middlewares.append(_generation_middleware)
 
 
 async def _open_generation(app: web.Application) -> None:
-    if SERVICES in app:
-        app[GENERATION] = Generation(app[SERVICES].settings.storage.path)
+    """Check the purge generation before each metadata look-up (the documents in
+    memory are all a purge elsewhere leaves behind: artifact hits stat their file,
+    and other requests hold none)."""
+    if SERVICES not in app:
+        return
+    svc = app[SERVICES]
+    generation = app[GENERATION] = Generation(svc.settings.storage.path)
 
+    def check() -> None:
+        if generation.changed():
+            forget_documents(svc)
 
-@web.middleware
-async def _generation_middleware(request: web.Request, handler: Handler
-                                 ) -> web.StreamResponse:
-    generation = request.app.get(GENERATION)
-    if generation is not None and generation.changed():
-        forget_documents(request.app[SERVICES])
-    return await handler(request)
+    svc.admission.metacache.before_get = check
 
 
 def forget_documents(svc: Services) -> None:

@@ -13,10 +13,11 @@ behind its name pass as new. A blob another package's record still points at
 
 Documents live on in memory too, in each worker: the metadata cache's LRU and
 the rendered documents. A purge replaces a generation file under storage; each
-process compares that file's stamp (one ``stat``) before it handles a request
-and, when it changed, drops every in-memory document (re-read from disk, or
-fetched again where purged). Blobs need nothing of the kind: ``hotblobs`` checks
-the file on every hit, and a removed file is a miss.
+process compares that file's stamp (one ``stat``) before each metadata look-up
+(every rendered document is made from one) and, when it changed, drops every
+in-memory document (re-read from disk, or fetched again where purged). Blobs
+need nothing of the kind: ``hotblobs`` checks the file on every hit, and a
+removed file is a miss.
 """
 
 from __future__ import annotations

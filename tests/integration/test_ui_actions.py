@@ -80,8 +80,9 @@ async def test_reload_on_the_page(page_client: Any, tmp_path: Path,
 async def test_purge_on_the_page(page_client: Any, fake_pypi: FakePyPI) -> None:
     client = page_client
     wheel = fake_pypi.projects["demo"][0]
-    for _ in range(2):
-        assert (await client.get(f"/pypi/files/demo/{wheel.filename}")).status == 200
+    for _ in range(2):  # each read whole: a file is stored once it was all sent
+        fetched = await client.get(f"/pypi/files/demo/{wheel.filename}")
+        assert fetched.status == 200 and await fetched.read() == wheel.data
     assert fake_pypi.count(wheel.filename) == 1
     page = await (await client.get("/_stockade/ui/actions", headers=ADMIN)).text()
     headers = {**ADMIN, "Origin": _origin(client)}
@@ -94,8 +95,9 @@ async def test_purge_on_the_page(page_client: Any, fake_pypi: FakePyPI) -> None:
     listed = await (await client.get("/_stockade/ui/cache?name=demo")).text()
     (row,) = [r for r in listed.split("<tr") if f"{wheel.filename}<br>" in r]
     assert "not stored (purged or evicted)" in row  # the record stays, the bytes go
-    assert (await client.get(f"/pypi/files/demo/{wheel.filename}")).status == 200
-    assert fake_pypi.count(wheel.filename) == 2  # fetched again
+    fetched = await client.get(f"/pypi/files/demo/{wheel.filename}")
+    assert fetched.status == 200 and await fetched.read() == wheel.data  # read whole:
+    assert fake_pypi.count(wheel.filename) == 2  # fetched again, and stored once sent
     listed = await (await client.get("/_stockade/ui/cache?name=demo")).text()
     (row,) = [r for r in listed.split("<tr") if f"{wheel.filename}<br>" in r]
     assert "not stored" not in row  # stored again
