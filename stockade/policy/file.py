@@ -32,6 +32,7 @@ teams:                         # stockade.policy.teams: added to the global rule
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Callable, Sequence
@@ -65,7 +66,13 @@ from stockade.policy.rules.provenance import (
 from stockade.policy.rules.republished import RepublishedRule
 from stockade.policy.rules.typosquat import DependencyConfusionRule, TyposquatRule
 from stockade.policy.rules.vulns import OsvRule
-from stockade.policy.teams import TeamScoped, check_team_name, team_lists
+from stockade.policy.teams import (
+    TeamScoped,
+    check_team_name,
+    stricter_severity,
+    stricter_tiers,
+    team_lists,
+)
 from stockade.policy.typosquat.tiers import Tiers
 from stockade.policy.versions import VersionRangeError, parse_range
 
@@ -256,8 +263,33 @@ class RulesModel(_Model):
     republished: RepublishedModel = RepublishedModel()
 
 
+class TeamLooseTierModel(_Model):
+    young: Duration | None = None  # unset: the global value; set: only longer
+    max_releases: int | None = Field(default=None, ge=0)
+    on_missing: OnMissing | None = None
+
+
+class TeamStrongTierModel(_Model):
+    on_missing: OnMissing | None = None
+
+
+class TeamTyposquatModel(_Model):
+    mode: Mode | None = None
+    loose: TeamLooseTierModel = TeamLooseTierModel()
+    strong: TeamStrongTierModel = TeamStrongTierModel()
+
+
+class TeamOsvModel(_Model):  # decides on the global section's OSV data
+    mode: Mode | None = None
+    min_severity: Literal["low", "moderate", "high", "critical"] | None = None
+    block_ids: list[str] = []
+
+
 class TeamRulesModel(_Model):
     """The rule settings a team may make stricter (added to the global rules)."""
+
+    osv: TeamOsvModel | None = None
+    typosquat: TeamTyposquatModel | None = None
 
     cooldown: CooldownModel | None = None
     install_scripts: InstallModel | None = None
@@ -429,7 +461,14 @@ def _build(model: PolicyModel, text: str, base_dir: Path, source: str,
     if approvals_path is not None and approvals_path.is_file():
         material += approvals_path.read_bytes()
     global_allow = next((rule.allow for rule in rules if isinstance(rule, ListsRule)), ())
-    teams = {team: _team(team, t, global_allow, intel, mode, now, base_dir)
+    base = _TeamBase(
+        global_allow, intel,
+        next((rule for rule in rules if isinstance(rule, OsvRule)), None),
+        next((rule for rule in rules if isinstance(rule, TyposquatRule)), None) or (
+            _typosquat(r.typosquat, Mode.ENFORCE, allowed, patterns, approvals_path, now)
+            if any(t.rules.typosquat is not None for t in model.teams.values()) else None),
+        r.typosquat.enabled)
+    teams = {team: _team(team, t, base, mode, now, base_dir)
              for team, t in model.teams.items()}
     return Policy(tuple(rules), model.mode, hashlib.sha256(material).hexdigest()[:12],
                   names, tuple(warnings), database, tuple(paths), provenance, teams,
@@ -459,9 +498,19 @@ def _licenses(lic: LicensesModel, intel: IntelModel, mode: Mode) -> LicenseRule:
                        mode)
 
 
-def _team(team: str, t: TeamModel, global_allow: Sequence[ListEntry], intel: IntelModel,
-          mode: Callable[[Mode | None], Mode], now: Callable[[], datetime],
-          base_dir: Path) -> tuple[Rule, ...]:
+@dataclass(frozen=True, slots=True)
+class _TeamBase:
+    """What a team's rules build on: the global allow entries and rules."""
+
+    allow: Sequence[ListEntry]
+    intel: IntelModel
+    osv: OsvRule | None
+    typosquat: TyposquatRule | None  # the global one, or one of its settings when off
+    typosquat_enabled: bool
+
+
+def _team(team: str, t: TeamModel, base: _TeamBase, mode: Callable[[Mode | None], Mode],
+          now: Callable[[], datetime], base_dir: Path) -> tuple[Rule, ...]:
     """The rules team ``team`` adds to the global ones, each saying whose they are.
 
     Raises:
@@ -477,10 +526,11 @@ def _team(team: str, t: TeamModel, global_allow: Sequence[ListEntry], intel: Int
         team, required_tags=t.required_tags,
         allow=[_list_entry(e, f"{where}.allow.{i}") for i, e in enumerate(t.allow)],
         deny=[_list_entry(e, f"{where}.deny.{i}") for i, e in enumerate(t.deny)],
-        global_allow=global_allow, mode=mode(None), now=now)
+        global_allow=base.allow, mode=mode(None), now=now)
     if lists is not None:
         rules.append(lists)
     r = t.rules
+    intel = base.intel
     if (c := r.cooldown) is not None:
         rules.append(TeamScoped(_cooldown(c, intel, mode(c.mode), now,
                                           f"{where}.rules.cooldown"), team))
@@ -495,7 +545,49 @@ def _team(team: str, t: TeamModel, global_allow: Sequence[ListEntry], intel: Int
         except PolicyError as exc:
             raise PolicyError(f"{where}.{exc}") from exc
         rules.append(TeamScoped(rule, team))
+    rules += _team_intel(team, r, base, mode)
     return tuple(rules)
+
+
+def _team_intel(team: str, r: TeamRulesModel, base: _TeamBase,
+                mode: Callable[[Mode | None], Mode]) -> list[Rule]:
+    """A team's ``osv`` and ``typosquat`` rules, on the global ones' data.
+
+    Raises:
+        PolicyError: a setting looser than the global one, or an ``osv`` section
+            without the global one's data, naming the key.
+    """
+    where = f"teams.{team}.rules"
+    rules: list[Rule] = []
+    try:
+        if (o := r.osv) is not None:
+            if base.osv is None:
+                raise ValueError("needs the global rules.osv section, whose OSV data it "
+                                 "decides on")
+            rules.append(TeamScoped(dataclasses.replace(
+                base.osv, min_severity=stricter_severity(base.osv.min_severity,
+                                                         o.min_severity),
+                block_ids=frozenset(o.block_ids), ignore_ids=frozenset(),
+                mode=mode(o.mode)), team))
+    except ValueError as exc:
+        raise PolicyError(f"{where}.osv: {exc}") from exc
+    try:
+        if (ts := r.typosquat) is not None and base.typosquat is not None:
+            tiers = stricter_tiers(  # off globally: any setting is stricter
+                base.typosquat.tiers, young=ts.loose.young,
+                max_releases=ts.loose.max_releases,
+                loose_on_missing=_missing(ts.loose.on_missing),
+                strong_on_missing=_missing(ts.strong.on_missing),
+                check=base.typosquat_enabled)
+            rules.append(TeamScoped(dataclasses.replace(
+                base.typosquat, tiers=tiers, mode=mode(ts.mode)), team))
+    except ValueError as exc:
+        raise PolicyError(f"{where}.typosquat.{exc}") from exc
+    return rules
+
+
+def _missing(value: str | None) -> Decision | None:
+    return None if value is None else _ON_MISSING[value]
 
 
 def _typosquat(t: TyposquatModel, mode: Mode, allowed: dict[Ecosystem, list[str]],

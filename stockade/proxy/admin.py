@@ -32,7 +32,7 @@ def setup(app: web.Application) -> None:
                        name="admin:explain")
 
 
-def _split(ecosystem: Ecosystem, rest: str) -> tuple[str, str | None]:
+def split_path(ecosystem: Ecosystem, rest: str) -> tuple[str, str | None]:
     parts = [p for p in rest.split("/") if p]
     if ecosystem is Ecosystem.NPM and parts and parts[0].startswith("@") and "/" not in parts[0]:
         if len(parts) < 2:
@@ -121,7 +121,7 @@ async def explanation(adm: Admission, ecosystem: Ecosystem, name: str,
 async def explain(request: web.Request) -> web.Response:
     """Every rule's verdict on a name or one version of it."""
     ecosystem = parse_ecosystem(request.match_info["ecosystem"])
-    name, version = _split(ecosystem, request.match_info["rest"])
+    name, version = split_path(ecosystem, request.match_info["rest"])
     return web.json_response(await explanation(
         services(request).admission, ecosystem, name, version, caller_team(request)))
 

@@ -26,6 +26,7 @@ from stockade import __version__
 from stockade.config.load import ConfigError, load_settings
 from stockade.config.model import Settings
 from stockade.proxy import fleet_cli, policy_cli, token_cli
+from stockade.proxy.adminactions import PEERS, Peers
 from stockade.proxy.app import app_metrics, load_engine, make_app
 from stockade.proxy.clientcounts import SharedClientCounts, SharedConnectionGuard
 from stockade.proxy.listening import Listener, bind, serve_worker
@@ -109,9 +110,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _runner(settings: Settings, counts: SharedClientCounts | None = None,
-            worker: int = 0) -> tuple[web.AppRunner, ConnectionGuard]:
+            worker: int = 0, peers: Peers | None = None) -> tuple[web.AppRunner, ConnectionGuard]:
     server = settings.server
     app = make_app(settings, lead=worker == 0)
+    if peers is not None:  # an admin reload reaches the other workers through it
+        app[PEERS] = peers
     runner = web.AppRunner(
         app, access_log_class=JsonAccessLogger,
         access_log=logging.getLogger("stockade.access") if server.access_log else None,
@@ -173,7 +176,8 @@ def _supervise(settings: Settings, count: int) -> None:
 
     def work(shared: Listener, channel: Channel) -> None:
         async def run() -> None:
-            runner, guard = _runner(settings, counts, channel.slot)
+            runner, guard = _runner(settings, counts, channel.slot,
+                                    Peers(count, channel.reload_others))
             async with _tls(settings) as context:
                 await serve_worker(runner, shared, guard=guard, ready=channel.ready,
                                    shutdown_timeout_s=server.shutdown_timeout_s,

@@ -108,11 +108,13 @@ class Gate:
                             identity=identity, team=team)
         return verdict
 
-    async def note(self, verdict: Verdict, ref: PackageRef, *, client: str = "") -> None:
+    async def note(self, verdict: Verdict, ref: PackageRef, *, client: str = "",
+                   request_id: str = "", identity: str = "", team: str | None = None) -> None:
         """Record ``verdict`` in the decision log, neither decided nor counted (an
-        approval put in force)."""
+        approval put in force, a cache purge)."""
         if self._sink is not None:
-            await self._sink.record(verdict, ref, client=client, request_id="")
+            await self._sink.record(verdict, ref, client=client, request_id=request_id,
+                                    identity=identity, team=team)
 
     async def _account(self, verdict: Verdict, ref: PackageRef, *, client: str,
                        request_id: str, identity: str = "", team: str | None = None) -> None:

@@ -152,6 +152,9 @@ class MetadataCache:
         # one refresh per document across worker processes, with ``locks``
         self._flight: SingleFlight[str, CachedDoc] = SingleFlight(locks)
         self._counters: dict[tuple[str, CacheResult], Any] = {}
+        # called before each look-up: a purge in another process is seen here
+        # (``stockade.proxy.adminactions``), which may ``forget_all``
+        self.before_get: Callable[[], None] | None = None
 
     async def get(
         self,
@@ -200,6 +203,8 @@ class MetadataCache:
         self, ecosystem: str, upstream: Upstream, url: str, *, accept: str, ttl_s: float,
         stale_if_error_s: float, probe: bool, body: bool = True,
     ) -> CachedDoc:
+        if self.before_get is not None:
+            self.before_get()
         key = doc_key(ecosystem, upstream.name, url, accept)
         negative_ttl_s = self._negative_ttl_s.get(ecosystem, _DEFAULT_NEGATIVE_TTL_S)
         cached = await self._load(key, body=body)
@@ -382,6 +387,13 @@ class MetadataCache:
         while self._memory_used > self._memory_bytes and self._memory:
             _, evicted = self._memory.popitem(last=False)
             self._memory_used -= len(evicted.body)
+
+    def forget_all(self) -> None:
+        """Drop every document held in memory (a purge elsewhere: read them again)."""
+        self._memory.clear()
+        self._memory_used = 0
+        self._missing.clear()
+        self._large.clear()
 
     async def close(self) -> None:
         """Stop any refresh still running."""

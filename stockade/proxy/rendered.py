@@ -222,6 +222,13 @@ class RenderedCache:
         if self._memory_used > self._memory_max:
             self._shed_memory()
 
+    def forget_all(self) -> None:
+        """Drop every rendered document (a purge: their sources may be gone)."""
+        entries, self._entries = self._entries, OrderedDict()
+        self._used = self._memory_used = 0
+        for entry in entries.values():
+            _unlink(entry)
+
     def _shed_memory(self) -> None:
         """Keep the least recently used documents on disk only, down to the budget."""
         for key, entry in list(self._entries.items()):

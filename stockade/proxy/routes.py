@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from stockade.policy.model import Ecosystem
-from stockade.proxy import admin, health
+from stockade.proxy import admin, adminactions, health
 from stockade.proxy.ecosystems import maven, npm, pypi
 from stockade.proxy.ecosystems.base import EcosystemModule
 
@@ -20,5 +20,6 @@ def setup(app: web.Application) -> None:
     """Register every route of stockade on ``app``."""
     health.setup(app)
     admin.setup(app)
+    adminactions.setup(app)
     for module in ECOSYSTEMS.values():
         module.setup(app)

@@ -91,6 +91,11 @@ class Channel:
         """This worker's number, 0 to workers - 1 (kept by the one replacing it)."""
         return self._slot
 
+    def reload_others(self) -> None:
+        """Ask the supervisor to send SIGHUP to every other worker (a reload asked of
+        this one, which reloads itself)."""
+        self._send("reload")
+
     def failed(self, sentence: str) -> None:
         """The worker could not start; ``sentence`` is the operator's one line."""
         self._send("error", sentence)
@@ -229,6 +234,10 @@ class Supervisor:
         kind, _, text = line.partition(" ")
         if kind == "ready":
             worker.ready = True
+        elif kind == "reload":
+            logger.info("worker %d reloaded its policy: every other worker reloads",
+                        worker.slot)
+            self._signal_workers(signal.SIGHUP, but=worker.pid)
         elif kind == "error" and not self._listening:
             self._state.error = self._state.error or text
             self._state.stopping = True

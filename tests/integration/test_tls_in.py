@@ -164,3 +164,30 @@ def test_unusable_files_are_a_clear_error(tmp_path: Path, ca: trustme.CA) -> Non
     ca.issue_cert("127.0.0.1").cert_chain_pems[0].write_to_path(str(tmp_path / "c2.pem"))
     with pytest.raises(TlsError, match="cannot use certificate"):
         server_context(TlsSettings(cert=tmp_path / "c2.pem", key=tmp_path / "k1.pem"))
+
+
+async def test_a_replaced_client_ca_applies_without_restart(
+    tmp_path: Path, ca: trustme.CA,
+) -> None:
+    old_ca, new_ca = trustme.CA(), trustme.CA()
+    old_ca.cert_pem.write_to_path(str(tmp_path / "clients.pem"))
+    _write(ca.issue_cert("127.0.0.1"), tmp_path / "cert.pem", tmp_path / "key.pem")
+    tls = TlsSettings(cert=tmp_path / "cert.pem", key=tmp_path / "key.pem",
+                      client_ca=tmp_path / "clients.pem", reload_check_s=0.05)
+    old_member, new_member = _client(ca), _client(ca)
+    old_ca.issue_cert("old@example.com").configure_cert(old_member)
+    new_ca.issue_cert("new@example.com").configure_cert(new_member)
+    async for served in _serve(tmp_path, tls):
+        assert b"200 OK" in await asyncio.to_thread(_request, served.port, old_member)
+        assert await asyncio.to_thread(_request, served.port, new_member) == b""
+        before = served.reloader.current
+        # written beside and renamed in, as a secret mount or a CA tool does
+        new_ca.cert_pem.write_to_path(str(tmp_path / "clients.new"))
+        (tmp_path / "clients.new").replace(tmp_path / "clients.pem")
+        for _ in range(400):  # the watcher builds a new context within a few checks
+            if served.reloader.current is not before:
+                break
+            await asyncio.sleep(0.05)
+        assert served.reloader.current is not before
+        assert await asyncio.to_thread(_request, served.port, old_member) == b""
+        assert b"200 OK" in await asyncio.to_thread(_request, served.port, new_member)

@@ -127,7 +127,7 @@ def test_values_case_passes_schema_and_lint(case: str) -> None:
 
 
 def test_ci_cases_cover_the_chart() -> None:
-    assert {"default", "persistence", "s3", "monitoring", "hpa", "front"} <= set(CASES)
+    assert {"default", "persistence", "s3", "monitoring", "hpa", "front", "access"} <= set(CASES)
 
 
 def test_schema_refuses_unknown_keys() -> None:
@@ -382,3 +382,91 @@ def test_front_case_puts_nginx_before_stockade(tmp_path: Path) -> None:
     result = subprocess.run([nginx, "-t", "-c", str(path), "-e", "stderr"],  # noqa: S603
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def _secret_file(docs: list[dict[str, Any]], path: str) -> tuple[str, dict[str, Any]]:
+    """The Secret and the mount a config path is read from (the mount's directory
+    holds the file as an item of the Secret)."""
+    pod = the(docs, "Deployment")["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == "stockade")
+    folder, _, filename = path.rpartition("/")
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == folder]
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert {"key": filename, "path": filename} in volume["secret"]["items"], volume
+    assert volume["secret"]["defaultMode"] == 0o440  # the pod's group (fsGroup) only
+    return volume["secret"]["secretName"], mount
+
+
+def test_access_case_reads_tokens_and_tls_from_secrets_mounted_read_only() -> None:
+    docs = manifests(render(case_values("access")))
+    config = _config_of(docs)
+    tls = config["server"]["tls"]
+    files = {"tokens": config["auth"]["tokens"], "cert": tls["cert"], "key": tls["key"],
+             "client_ca": tls["client_ca"]}
+    secrets = {}
+    for what, path in files.items():
+        secret, mount = _secret_file(docs, path)
+        assert mount.get("readOnly") is True and "subPath" not in mount, what
+        secrets[what] = secret
+    assert secrets == {"tokens": "stockade-tokens", "cert": "stockade-tls",
+                       "key": "stockade-tls", "client_ca": "stockade-client-ca"}
+    assert config["auth"]["anonymous"]["pypi"] is False  # the user's keys stay beside
+    settings = load_settings(None, environ={}, overrides=config)
+    assert settings.server.tls.enabled and settings.server.tls.client_ca is not None
+    assert settings.auth.tokens is not None
+    # the kubelet presents no client certificate: the probes only connect
+    (container,) = the(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["tcpSocket"] == {"port": "http"}
+        assert "httpGet" not in container[probe]
+    assert "Pod" not in by_kind(docs)  # no helm test that could not connect
+    monitors = by_kind(manifests(render(case_values("access"),
+                                        api_versions=(MONITORING,))))["ServiceMonitor"]
+    (endpoint,) = monitors[0]["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["ca"] == {"secret": {"name": "stockade-tls", "key": "ca.crt"}}
+
+
+def test_tls_without_client_certificates_probes_over_https() -> None:
+    docs = manifests(render({"tls": {"secretName": "stockade-tls"}}))
+    config = _config_of(docs)
+    assert config["server"]["tls"] == {"cert": "/etc/stockade-tls/tls.crt",
+                                       "key": "/etc/stockade-tls/tls.key"}
+    assert "auth" not in config
+    (container,) = the(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http",
+                                                      "scheme": "HTTPS"}
+    assert container["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert the(docs, "Pod")["spec"]["containers"][0]["command"][-1].startswith("https://")
+    plain = manifests(render({}))
+    (container,) = the(plain, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    names = {v["name"] for v in the(plain, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert not names & {"auth", "tls", "client-ca"}
+
+
+def test_tokens_key_and_client_ca_key_are_followed() -> None:
+    docs = manifests(render({"auth": {"tokensSecret": "t", "tokensKey": "access.yaml"},
+                             "tls": {"secretName": "s", "clientCASecret": "s",
+                                     "clientCAKey": "bundle.pem"}}))
+    config = _config_of(docs)
+    assert config["auth"]["tokens"] == "/etc/stockade-auth/access.yaml"
+    assert config["server"]["tls"]["client_ca"] == "/etc/stockade-client-ca/bundle.pem"
+    assert _secret_file(docs, config["server"]["tls"]["client_ca"])[0] == "s"
+
+
+@pytest.mark.parametrize(("values", "says"), [
+    ({"tls": {"secretName": "s"}, "frontServer": {"enabled": True}}, "plain HTTP"),
+    ({"tls": {"clientCASecret": "ca"}}, "needs tls.secretName"),
+])
+def test_tls_combinations_that_cannot_work_are_refused(values: dict[str, Any],
+                                                        says: str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=says):
+        render(values)
+
+
+def test_schema_refuses_unknown_tls_and_auth_keys() -> None:
+    for values in ({"tls": {"secret": "x"}}, {"auth": {"tokens": "x"}},
+                   {"auth": {"tokensKey": "../etc/passwd"}}):
+        with pytest.raises(helm.HelmValuesError):
+            chart().validate_schema(values)

@@ -93,9 +93,19 @@ mounted policy file).
 {{- if .Values.frontServer.enabled }}
 {{- $_ := set $server "accel_redirect" (dict "prefix" "/_stockade_blobs/") }}
 {{- end }}
+{{- if .Values.tls.secretName }}
+{{- $tls := dict "cert" "/etc/stockade-tls/tls.crt" "key" "/etc/stockade-tls/tls.key" }}
+{{- if .Values.tls.clientCASecret }}
+{{- $_ := set $tls "client_ca" (printf "/etc/stockade-client-ca/%s" .Values.tls.clientCAKey) }}
+{{- end }}
+{{- $_ := set $server "tls" $tls }}
+{{- end }}
 {{- $owned := dict "server" $server "storage" $storage }}
 {{- if include "stockade.hasPolicy" . }}
 {{- $_ := set $owned "policy" (dict "file" "/etc/stockade/policy.yaml") }}
+{{- end }}
+{{- if .Values.auth.tokensSecret }}
+{{- $_ := set $owned "auth" (dict "tokens" (printf "/etc/stockade-auth/%s" .Values.auth.tokensKey)) }}
 {{- end }}
 {{- mustMergeOverwrite (deepCopy (default dict .Values.config)) $owned | toYaml }}
 {{- end }}
@@ -111,6 +121,12 @@ The name of the ConfigMap holding policy.yaml.
 Refuse value combinations that cannot work, with a sentence saying why.
 */}}
 {{- define "stockade.validate" -}}
+{{- if and .Values.tls.secretName .Values.frontServer.enabled }}
+{{- fail "tls.secretName with frontServer.enabled: the front server's nginx speaks plain HTTP to stockade; terminate TLS in front of the chart instead, or turn frontServer off" }}
+{{- end }}
+{{- if and .Values.tls.clientCASecret (not .Values.tls.secretName) }}
+{{- fail "tls.clientCASecret needs tls.secretName: client certificates are asked for only over TLS" }}
+{{- end }}
 {{- if and .Values.persistence.enabled (eq .Values.storage.backend "filesystem") (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) }}
 {{- fail "persistence.enabled with the filesystem backend serves one replica (one volume, one writer): set replicaCount to 1 and autoscaling.enabled to false, or use storage.backend s3 for several replicas" }}
 {{- end }}
@@ -164,4 +180,23 @@ http {
         }
     }
 }
+{{- end }}
+
+{{/*
+A probe of stockade's port at the path given: HTTP, or HTTPS with tls.secretName;
+with tls.clientCASecret only whether the port accepts connections, since the
+kubelet cannot present a client certificate.
+*/}}
+{{- define "stockade.probe" -}}
+{{- if .root.Values.tls.clientCASecret }}
+tcpSocket:
+  port: http
+{{- else }}
+httpGet:
+  path: {{ .path }}
+  port: http
+  {{- if .root.Values.tls.secretName }}
+  scheme: HTTPS
+  {{- end }}
+{{- end }}
 {{- end }}

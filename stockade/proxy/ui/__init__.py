@@ -20,7 +20,7 @@ from aiohttp import web
 
 from stockade.config.model import Settings
 from stockade.proxy.checkpoint import key_from_env
-from stockade.proxy.ui import views
+from stockade.proxy.ui import actions, views
 from stockade.proxy.ui.csrf import CsrfTokens
 from stockade.proxy.ui.render import environment
 from stockade.proxy.ui.views import UI, UiState
@@ -51,4 +51,7 @@ def setup(app: web.Application, settings: Settings, *, decision_log: Path, artif
     app.router.add_get(base + "/approve", views.approve_form, name="ui:approve")
     app.router.add_post(base + "/approve", views.approve, name="ui:approve")
     app.router.add_get(base + "/cache", views.cache, name="ui:cache")
+    app.router.add_get(base + "/actions", actions.page, name="ui:actions")
+    app.router.add_post(base + "/actions/reload", actions.reload, name="ui:reload")
+    app.router.add_post(base + "/actions/purge", actions.purge, name="ui:purge")
     app.router.add_get(base + "/static/style.css", views.style, name="ui:static")

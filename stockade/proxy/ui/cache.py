@@ -56,6 +56,9 @@ class Row:
     sha256: str
     last_served: datetime | None
     provenance: str
+    # False where the record stays but its bytes are gone (purged, evicted): the
+    # next request fetches the file again
+    stored: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,5 +123,6 @@ async def listing(records: RecordStore, store: BlobStore, checker: ProvenanceChe
             filename=str(record.get("filename") or ""), size=int(record["size"]),
             upstream=str(record.get("upstream") or ""), sha256=sha256,
             last_served=await asyncio.to_thread(_last_used, store, sha256) if sha256 else None,
-            provenance=await _provenance(checker, record)))
+            provenance=await _provenance(checker, record),
+            stored=bool(sha256) and await store.stat(sha256) is not None))
     return Listing(tuple(rows), matched, total)

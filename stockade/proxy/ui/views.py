@@ -24,6 +24,7 @@ from stockade.policy import approvals
 from stockade.policy.model import Ecosystem
 from stockade.policy.names import KINDS, valid
 from stockade.proxy.admin import caller_team, explanation
+from stockade.proxy.adminactions import reload_policy
 from stockade.proxy.errors import ProxyError
 from stockade.proxy.identity import Identity, identity_of
 from stockade.proxy.state import Services, services
@@ -285,8 +286,9 @@ async def approve(request: web.Request) -> web.StreamResponse:
     logger.info("web page: %s approved %s %s until %s: %s", who.name, eco.value, name,
                 until.isoformat(), reason)
     applied = True
-    if svc.reloader is not None:  # the policy reads approvals when it is built
-        applied = await svc.reloader.reload("approval from the web page")
+    if svc.reloader is not None:  # the policy reads approvals when it is built (in
+        # every worker: the admin reload's path)
+        applied, _ = await reload_policy(request.app, "approval from the web page")
     done = urlencode({"ecosystem": eco.value, "name": name,
                       "done": "applied" if applied else "rejected"})
     raise web.HTTPSeeOther(f"{base(request, svc.settings.server)}approve?{done}",
