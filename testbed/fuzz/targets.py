@@ -32,6 +32,7 @@ from stockade.proxy.ecosystems import maven_layout as ml
 from stockade.proxy.ecosystems import npm_documents as nd
 from stockade.proxy.ecosystems import pypi_pages as pp
 from stockade.proxy.responses import host_problem
+from testbed.fuzz import more_targets as mt
 from testbed.fuzz import mutations as m
 from testbed.fuzz import strategies as s
 
@@ -370,4 +371,8 @@ TARGETS = {t.name: t for t in (
     Target("policy_text", st.one_of(s.any_text, s.special_text), check_policy_text),
     Target("config_file", st.tuples(s.yaml_files(s.config_docs, s.config_slots), s.environs),
            check_config_file),
+    Target("tokens_file", mt.tokens_files, mt.check_tokens_file),
+    Target("approvals_file", mt.approvals_files, mt.check_approvals_file),
+    Target("authorization", mt.authorizations, mt.check_authorization),
+    Target("forwarded", mt.forwarded, mt.check_forwarded),
 )}
