@@ -99,7 +99,7 @@ def _parse(item: Any, where: str) -> Approval:
         raise ApprovalError(f"{where}: an approval is a mapping with ecosystem, name, until")
     unknown = set(item) - {"ecosystem", "name", "until", "reason", "by", "at"}
     if unknown:
-        raise ApprovalError(f"{where}: unknown keys {sorted(unknown)}")
+        raise ApprovalError(f"{where}: unknown keys {sorted(unknown, key=str)}")
     try:
         ecosystem = Ecosystem(str(item.get("ecosystem", "")))
     except ValueError as exc:

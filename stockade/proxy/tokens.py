@@ -150,7 +150,7 @@ _KEYS = {"id", "name", "team", "roles", "sha256", "created"}
 def _entry(item: Any, where: str) -> TokenEntry:
     if not isinstance(item, Mapping):
         raise TokenFileError(f"{where}: expected a mapping")
-    unknown = sorted(set(item) - _KEYS)
+    unknown = sorted(set(item) - _KEYS, key=str)  # YAML keys may be numbers, dates...
     if unknown:
         raise TokenFileError(f"{where}: unknown key {unknown[0]!r}")
     token_id, name, team = item.get("id"), item.get("name"), item.get("team")

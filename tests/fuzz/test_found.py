@@ -101,6 +101,10 @@ FOUND: list[tuple[str, Any]] = [
                      + b'"}]', "")),
     ("tokens_file", (b'tokens: [{id: 0123abcd, name: a, sha256: "' + b"0" * 64 + b'\\n"}]',
                      "")),
+    # Keys of mixed types (YAML reads 1 as a number) made sorting the unknown keys
+    # raise TypeError in both files (found by bench.fuzz's mutations).
+    ("tokens_file", (b"tokens: [{1: a, b: c}]", "")),
+    ("approvals_file", b"approvals: [{1: a, b: c}]"),
     # From a trusted proxy, X-Forwarded-Host "[::1" raised ValueError (a 500), and
     # "a:b", "a b", "u@h" were written into served URLs.
     ("forwarded", ("127.0.0.1", None, "[::1", "h")),
