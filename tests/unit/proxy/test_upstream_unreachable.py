@@ -142,8 +142,9 @@ class _HeldServer:
     """HTTP on a raw asyncio server: ``/held`` answers ``status`` only once released,
     anything else 200; every answer closes its connection (no pooled reuse)."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, location: str = "") -> None:
         self.status = status
+        self.location = location  # sent with the held answer
         self.arrived = asyncio.Event()
         self.release = asyncio.Event()
         self.port = closed_port()
@@ -158,13 +159,14 @@ class _HeldServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        status = 200
+        status, extra = 200, ""
         if head.split(b" ", 2)[1] == b"/held":
             self.arrived.set()
             await self.release.wait()
             status = self.status
-        writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-                     .encode())
+            extra = f"Location: {self.location}\r\n" if self.location else ""
+        writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n"
+                     f"{extra}\r\nok".encode())
         await writer.drain()
         writer.close()
 
@@ -216,3 +218,37 @@ async def test_any_answer_from_the_origin_ends_its_window(method: str, status: i
         await u.close()
         if held.server is not None:
             held.server.close()
+
+
+async def test_a_redirect_from_the_origin_ends_its_window() -> None:
+    """The origin that answers with a redirect answered: its window ends, not only
+    that of the file host the redirect leads to."""
+    files = _HeldServer(200)
+    await files.listen()
+    held = _HeldServer(302, location=f"http://127.0.0.1:{files.port}/f.whl")
+    await held.listen()
+    base = f"http://127.0.0.1:{held.port}/"
+    u = Upstream(UpstreamSettings(name="u", url=base, retries=0, unreachable_retry_s=600.0,
+                                  file_hosts=(f"http://127.0.0.1:{files.port}",)),
+                 metrics=Metrics(), environ={})
+    await u.start()
+
+    async def get(path: str) -> int:
+        async with u.get(base + path) as resp:
+            return resp.status
+
+    try:
+        in_flight = asyncio.create_task(get("held"))
+        await asyncio.wait_for(held.arrived.wait(), 60)
+        held.stop_listening()
+        with pytest.raises(UpstreamUnavailableError, match="cannot reach"):
+            await get("other")
+        held.release.set()
+        assert await in_flight == 200  # from the file host
+        assert u.unreachable_for_s == 0
+    finally:
+        held.release.set()
+        await u.close()
+        for server in (held.server, files.server):
+            if server is not None:
+                server.close()
