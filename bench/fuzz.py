@@ -8,8 +8,11 @@ random, without its example database, shrinking or deadline; the rest of the
 ``--examples`` are those seeds mutated (bytes and text: characters inserted,
 deleted, replaced, repeated, spliced from another seed), which is one to two
 orders of magnitude faster than drawing each input, so a million per target
-takes minutes rather than hours. ``--seeds`` equal to ``--examples`` draws every
-input, as do the round-trip targets, whose inputs are objects, not bytes.
+takes minutes rather than hours. Targets whose inputs are objects (the
+round-trip ones: a project page, a metadata document) bring their own
+``mutate``, which splices and edits seeds into new valid objects (see
+``testbed/fuzz/mutations.py``). ``--seeds`` equal to ``--examples`` draws every
+input.
 
 A failing input does not stop the run: each distinct failure (exception type
 and the line that raised it) is counted and its first input printed. An input
@@ -142,13 +145,14 @@ def run(target: Target, examples: int, seeds: int, timeout_s: float, progress_ev
     )(given(target.strategy)(body))
     started = time.perf_counter()
     test()
-    if drawn and not _mutable(drawn[0]):
-        # Objects (a page, a metadata document) have no bytes to mutate: draw them all.
+    mutator = target.mutate or mutate
+    if drawn and target.mutate is None and not _mutable(drawn[0]):
+        # Objects without a mutator of their own have no bytes to change: draw them all.
         settings(max_examples=max(examples - result.runs, 1), database=None, deadline=None,
                  phases=[Phase.generate], suppress_health_check=list(HealthCheck),
                  )(given(target.strategy)(body))()
     while drawn and result.runs < examples:
-        body(mutate(rng.choice(drawn), rng.choice(drawn), rng))
+        body(mutator(rng.choice(drawn), rng.choice(drawn), rng))
     result.seconds = time.perf_counter() - started
     return result
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from stockade.config.load import load_yaml
 from stockade.policy.model import Ecosystem
 from stockade.policy.names import normalize, valid
 
@@ -88,6 +89,8 @@ def end_of(value: date | datetime | str) -> datetime:
             raise ApprovalError(f"{value!r} is not a date (YYYY-MM-DD) or a time") from exc
     if isinstance(value, datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if not isinstance(value, date):  # a number, a list: YAML reads anything
+        raise ApprovalError(f"{value!r} is not a date (YYYY-MM-DD) or a time")
     return datetime.combine(value, time(23, 59, 59), tzinfo=UTC)
 
 
@@ -96,7 +99,7 @@ def _parse(item: Any, where: str) -> Approval:
         raise ApprovalError(f"{where}: an approval is a mapping with ecosystem, name, until")
     unknown = set(item) - {"ecosystem", "name", "until", "reason", "by", "at"}
     if unknown:
-        raise ApprovalError(f"{where}: unknown keys {sorted(unknown)}")
+        raise ApprovalError(f"{where}: unknown keys {sorted(unknown, key=str)}")
     try:
         ecosystem = Ecosystem(str(item.get("ecosystem", "")))
     except ValueError as exc:
@@ -123,8 +126,8 @@ def parse(text: str, source: str = "approvals") -> list[Approval]:
         ApprovalError: not YAML, or an entry that is not an approval (named by index).
     """
     try:
-        raw = yaml.safe_load(text) if text.strip() else None
-    except (yaml.YAMLError, ValueError) as exc:
+        raw = load_yaml(text) if text.strip() else None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
         raise ApprovalError(f"{source}: not valid YAML: {exc}") from exc
     if raw is None:
         return []

@@ -34,13 +34,13 @@ from stockade.proxy.decisionlog import DecisionLog
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.hotblobs import HotBlobs
-from stockade.proxy.metacache import MetadataCache
+from stockade.proxy.metacache import MetadataCache, MetadataRecords
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.notify import Webhook
 from stockade.proxy.osvsync import OsvSync, osv_age, state_path, sync_folder
 from stockade.proxy.pipeline import Accel, ArtifactPipeline
 from stockade.proxy.provenance.checker import PROVENANCE_REFS, ProvenanceChecker
-from stockade.proxy.readonly import LoggedDecisions
+from stockade.proxy.readonly import LoggedDecisions, ScratchRecords
 from stockade.proxy.reloader import PolicyReloader
 from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.responses import make_middleware
@@ -150,17 +150,24 @@ def make_admission(
     settings: Settings, gate: Gate, metrics: Metrics, upstreams: Mapping[Ecosystem,
     tuple[Upstream, ...]], *, offline: bool = False, workers: Workers | None = None,
     first_seen: RecordStore | None = None, read_only_storage: bool = False,
+    scratch: Path | None = None,
 ) -> Admission:
     """The admission path over the records under ``storage.path`` (first-seen
     times from ``first_seen`` where given: the records replicas share).
+    Over read-only storage, metadata fetched while serving is kept under
+    ``scratch`` (a private temporary folder) where given.
 
     ``offline`` admission asks no upstream and records nothing: it decides on
     the metadata and first-seen times the server stored (``check``, ``audit``).
     A server with ``server.offline`` asks no upstream either, but records.
     """
     root = settings.storage.path
+    metadata_refs: MetadataRecords = RefStore(root, METADATA_REFS, read_only=read_only_storage)
+    if read_only_storage and scratch is not None:
+        metadata_refs = ScratchRecords(RefStore(root, METADATA_REFS, read_only=True),
+                                       RefStore(scratch, METADATA_REFS))
     metacache = MetadataCache(
-        RefStore(root, METADATA_REFS, read_only=read_only_storage), metrics,
+        metadata_refs, metrics,
         max_doc_bytes=settings.storage.max_metadata_bytes,
         offline=offline or settings.server.offline,
         negative_ttl_s={eco: getattr(settings, eco.value).cache.negative_ttl_s
@@ -302,10 +309,10 @@ def _services(
             read_only=read_only,
         )
         rehasher = make_rehasher(settings, store, metrics)
-        rendered_root = root / "rendered"
-        if read_only is not None:  # derived files: a private temporary folder holds them
-            rendered_root = Path(await asyncio.to_thread(
-                tempfile.mkdtemp, prefix="stockade-rendered-"))
+        rendered_root, private = root / "rendered", None
+        if read_only is not None:  # derived and fetched files: a private temporary folder
+            private = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="stockade-rendered-"))
+            rendered_root = private / "rendered"
         rendered = RenderedCache(rendered_root)
         await rendered.open()
         upstreams = make_upstreams(settings, metrics, environ)
@@ -314,7 +321,7 @@ def _services(
                 await upstream.start()
         admission = make_admission(settings, gate, metrics, upstreams, workers=rendered,
                                    first_seen=open_records(settings, store, FIRST_SEEN_REFS),
-                                   read_only_storage=read_only is not None)
+                                   read_only_storage=read_only is not None, scratch=private)
         provenance = admission.provenance
         assert provenance is not None
         app[SERVICES] = Services(
@@ -371,10 +378,10 @@ def _services(
             await provenance.close()
             await pipeline.close()
             await rendered.close()
-            if read_only is not None:
-                await asyncio.to_thread(shutil.rmtree, rendered_root, ignore_errors=True)
             await decisions.close()
             await admission.metacache.close()
+            if private is not None:
+                await asyncio.to_thread(shutil.rmtree, private, ignore_errors=True)
             for group in upstreams.values():
                 for upstream in group:
                     await upstream.close()

@@ -25,7 +25,7 @@ from aiohttp import web
 from stockade import __version__
 from stockade.config.load import ConfigError, load_settings
 from stockade.config.model import Settings
-from stockade.proxy import fleet_cli, policy_cli, token_cli
+from stockade.proxy import cache_cli, fleet_cli, policy_cli, token_cli
 from stockade.proxy.adminactions import PEERS, Peers
 from stockade.proxy.app import app_metrics, load_engine, make_app
 from stockade.proxy.clientcounts import SharedClientCounts, SharedConnectionGuard
@@ -39,8 +39,6 @@ from stockade.proxy.serving import (
 )
 from stockade.proxy.tls import TlsError, TlsReloader
 from stockade.proxy.workers import Channel, Supervisor, worker_count
-from stockade.storage.backends import open_store
-from stockade.storage.verify import verify_all
 
 logger = logging.getLogger("stockade")
 
@@ -197,17 +195,7 @@ def _supervise(settings: Settings, count: int) -> None:
 def _cache_verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _setup_logging(settings)
-
-    async def run() -> tuple[int, list[str]]:
-        store = open_store(settings)
-        await store.open()
-        return await verify_all(store)
-
-    checked, removed = asyncio.run(run())
-    print(f"checked {checked} blobs, removed {len(removed)} that failed verification")
-    for sha256 in removed:
-        print(f"removed sha256:{sha256}")
-    return 1 if removed else 0
+    return cache_cli.verify(settings)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from cachetools import LRUCache
 
@@ -29,7 +29,6 @@ from stockade.proxy.metrics import Metrics
 from stockade.proxy.singleflight import FileLocks, SingleFlight
 from stockade.proxy.upstream import Upstream
 from stockade.storage.errors import StorageError
-from stockade.storage.refs import RefStore
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +92,17 @@ _LARGE_RECORDS = 4096  # records of documents too large for memory, kept without
 _NEGATIVES_IN_MEMORY = 65_536  # remembered 404s kept in memory (the rest on disk)
 
 
+class MetadataRecords(Protocol):
+    """Where documents are kept: a ``RefStore``, or over read-only storage one with
+    a scratch folder beside it (``readonly.ScratchRecords``)."""
+
+    async def get(self, key: str) -> dict[str, Any] | None: ...
+
+    async def get_body(self, key: str) -> bytes | None: ...
+
+    async def put(self, key: str, doc: dict[str, Any], body: bytes | None = None) -> None: ...
+
+
 def _stored_missing(key: str, record: dict[str, object]) -> Missing | None:
     try:
         return Missing(key=key, url=str(record["url"]), status=int(record["missing"]),  # type: ignore[call-overload]
@@ -127,7 +137,7 @@ class MetadataCache:
 
     def __init__(
         self,
-        refs: RefStore,
+        refs: MetadataRecords,
         metrics: Metrics,
         *,
         max_doc_bytes: int,

@@ -12,11 +12,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from functools import lru_cache
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from stockade.config.model import ServerSettings
+from stockade.proxy.responses import host_problem
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -51,10 +51,10 @@ def origin(request: web.Request, settings: ServerSettings) -> str:
     if _trusted(request.remote, settings):
         proto = _first(request.headers.get("X-Forwarded-Proto"))
         host = _first(request.headers.get("X-Forwarded-Host"))
-        if host is not None:
+        # A forwarded host is held to what a Host header must be (host_problem):
+        # anything else ("a:b", "[::1", spaces, "user@host") is ignored, never
+        # written into served URLs nor left to fail in a handler.
+        if host is not None and host_problem(host) is None:
             scheme = proto if proto in ("http", "https") else request.scheme
-            candidate = f"{scheme}://{host}"
-            parts = urlsplit(candidate)
-            if parts.hostname and not parts.path and not parts.query:
-                return candidate
+            return f"{scheme}://{host}"
     return str(request.url.origin())

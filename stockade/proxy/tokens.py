@@ -39,9 +39,10 @@ import yaml
 from stockade.config.load import ConfigError, load_yaml
 
 PREFIX = "stk_"
-_TOKEN = re.compile(r"^stk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# \Z, not $: "$" also matches before a final newline.
+_TOKEN = re.compile(r"^stk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})\Z")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}\Z")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class Role(enum.StrEnum):
@@ -149,7 +150,7 @@ _KEYS = {"id", "name", "team", "roles", "sha256", "created"}
 def _entry(item: Any, where: str) -> TokenEntry:
     if not isinstance(item, Mapping):
         raise TokenFileError(f"{where}: expected a mapping")
-    unknown = sorted(set(item) - _KEYS)
+    unknown = sorted(set(item) - _KEYS, key=str)  # YAML keys may be numbers, dates...
     if unknown:
         raise TokenFileError(f"{where}: unknown key {unknown[0]!r}")
     token_id, name, team = item.get("id"), item.get("name"), item.get("team")

@@ -270,6 +270,7 @@ class Upstream:
                 async with self._session.post(
                     url, data=body, headers=headers, allow_redirects=False
                 ) as raw:
+                    self._mark_reachable(url)
                     self._metrics.upstream_requests.labels(self.name, str(raw.status)).inc()
                     response = UpstreamResponse(self.name, url, raw.status, raw.headers, raw)
                     data = await response.read(max_bytes)
@@ -318,6 +319,7 @@ class Upstream:
                     upstream=self.name,
                 )
             raw = await self._request(url, headers)
+            self._mark_reachable(url)  # each origin that answers, a redirect too
             if raw.status in (301, 302, 303, 307, 308) and "Location" in raw.headers:
                 url = urljoin(url, raw.headers["Location"])
                 raw.release()
@@ -329,7 +331,6 @@ class Upstream:
                 upstream=self.name,
             )
         elapsed = time.perf_counter() - started
-        self._mark_reachable(url)
         self._metrics.upstream_requests.labels(self.name, str(raw.status)).inc()
         self._metrics.upstream_duration.labels(self.name).observe(elapsed)
         if raw.status >= 400 or raw.status < 200 or (300 <= raw.status < 400 and raw.status != 304):

@@ -146,18 +146,20 @@ class ReadVerifier:
             self._on_hashed(intact)
 
 
-async def verify_all(store: BlobStore) -> tuple[int, list[str]]:
-    """Re-hash every blob; remove and return those whose bytes do not match.
+async def verify_all(store: BlobStore, *, remove: bool = True) -> tuple[int, list[str]]:
+    """Re-hash every blob; return those whose bytes do not match, removed unless
+    ``remove`` is False (storage that cannot be written: they are only reported).
 
     Returns:
-        (number checked, digests of the blobs removed)
+        (number checked, digests of the blobs that failed)
     """
-    checked, removed = 0, []
+    checked, failed = 0, []
     blobs = [info.sha256 async for info in store.iter_blobs()]
     for sha256 in blobs:
         checked += 1
         if not await blob_intact(store, sha256):
-            logger.warning("blob %s failed verification and was removed", sha256)
-            await store.delete(sha256)
-            removed.append(sha256)
-    return checked, removed
+            if remove:
+                logger.warning("blob %s failed verification and was removed", sha256)
+                await store.delete(sha256)
+            failed.append(sha256)
+    return checked, failed

@@ -10,6 +10,7 @@ that is not idempotent, a name accepted with characters no registry allows.
 from __future__ import annotations
 
 import atexit
+import random
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -31,16 +32,24 @@ from stockade.proxy.ecosystems import maven_layout as ml
 from stockade.proxy.ecosystems import npm_documents as nd
 from stockade.proxy.ecosystems import pypi_pages as pp
 from stockade.proxy.responses import host_problem
+from testbed.fuzz import more_targets as mt
+from testbed.fuzz import mutations as m
 from testbed.fuzz import strategies as s
 
 
 @dataclass(frozen=True)
 class Target:
-    """One fuzz target: inputs drawn from ``strategy``, properties checked by ``check``."""
+    """One fuzz target: inputs drawn from ``strategy``, properties checked by ``check``.
+
+    ``mutate(value, other, rng)``, where given, makes a new input from two drawn
+    ones that ``strategy`` could have drawn too (``bench.fuzz`` mutates bytes and
+    text by itself; objects need this to be fuzzed a million times).
+    """
 
     name: str
     strategy: st.SearchStrategy[Any]
     check: Callable[[Any], None]
+    mutate: Callable[[Any, Any, random.Random], Any] | None = None
 
 
 def clean(text: str) -> bool:
@@ -346,7 +355,7 @@ TARGETS = {t.name: t for t in (
         st.one_of(s.json_body(s.pep691_pages), s.html_pages()),
         st.sampled_from([pp.JSON_V1, pp.TEXT_HTML, "application/json; charset=utf-8",
                          pp.HTML_V1, ""]), st.sampled_from(["demo", "x"])), check_pypi_page),
-    Target("pypi_roundtrip", _sane_pages(), check_pypi_roundtrip),
+    Target("pypi_roundtrip", _sane_pages(), check_pypi_roundtrip, m.mutate_page),
     Target("pypi_index", st.tuples(
         st.one_of(s.json_body(st.fixed_dictionaries({"projects": s.maybe(st.lists(
             st.fixed_dictionaries({"name": s.maybe(s.pypi_names)}), max_size=4))})),
@@ -357,9 +366,13 @@ TARGETS = {t.name: t for t in (
     Target("packument", _packument_cases(), check_packument),
     Target("maven_metadata", st.tuples(s.maven_metadata(), st.frozensets(s.versions, max_size=2)),
            check_maven_metadata),
-    Target("maven_roundtrip", _sane_metadata(), check_maven_roundtrip),
+    Target("maven_roundtrip", _sane_metadata(), check_maven_roundtrip, m.mutate_metadata),
     Target("policy_file", s.yaml_files(s.policy_docs, s.policy_slots), check_policy_file),
     Target("policy_text", st.one_of(s.any_text, s.special_text), check_policy_text),
     Target("config_file", st.tuples(s.yaml_files(s.config_docs, s.config_slots), s.environs),
            check_config_file),
+    Target("tokens_file", mt.tokens_files, mt.check_tokens_file),
+    Target("approvals_file", mt.approvals_files, mt.check_approvals_file),
+    Target("authorization", mt.authorizations, mt.check_authorization),
+    Target("forwarded", mt.forwarded, mt.check_forwarded),
 )}

@@ -89,6 +89,28 @@ FOUND: list[tuple[str, Any]] = [
     ("policy_file", b"a: !!int"),
     ("config_file", (b"pypi: {upstreams: [{name: p, url: 'https://pypi.exam\\ple/simple/'}]}",
                      {})),
+    # An approval "until" a number or a list raised TypeError (in datetime.combine),
+    # and PyYAML's own errors escaped: the policy that includes the file failed to
+    # load with a traceback.
+    ("approvals_file", b"approvals: [{ecosystem: pypi, name: x, until: 1180591620717411303424}]"),
+    ("approvals_file", b"approvals: [{ecosystem: pypi, name: x, until: [1]}]"),
+    ("approvals_file", b"a: !!int"),
+    ("approvals_file", b"[" * 1100),
+    # A token name, team or digest with a final newline was accepted ("$").
+    ("tokens_file", (b'tokens: [{id: 0123abcd, name: "alice\\n", sha256: "' + b"0" * 64
+                     + b'"}]', "")),
+    ("tokens_file", (b'tokens: [{id: 0123abcd, name: a, sha256: "' + b"0" * 64 + b'\\n"}]',
+                     "")),
+    # Keys of mixed types (YAML reads 1 as a number) made sorting the unknown keys
+    # raise TypeError in both files (found by bench.fuzz's mutations).
+    ("tokens_file", (b"tokens: [{1: a, b: c}]", "")),
+    ("approvals_file", b"approvals: [{1: a, b: c}]"),
+    # From a trusted proxy, X-Forwarded-Host "[::1" raised ValueError (a 500), and
+    # "a:b", "a b", "u@h" were written into served URLs.
+    ("forwarded", ("127.0.0.1", None, "[::1", "h")),
+    ("forwarded", ("127.0.0.1", "https", "a:b", "h")),
+    ("forwarded", ("::1", None, "a b", "h")),
+    ("forwarded", ("127.0.0.1", None, "u@h", "h")),
 ]
 
 

@@ -136,3 +136,119 @@ async def test_the_window_is_per_origin() -> None:
     finally:
         await u.close()
         await index.close()
+
+
+class _HeldServer:
+    """HTTP on a raw asyncio server: ``/held`` answers ``status`` only once released,
+    anything else 200; every answer closes its connection (no pooled reuse)."""
+
+    def __init__(self, status: int, location: str = "") -> None:
+        self.status = status
+        self.location = location  # sent with the held answer
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+        self.port = closed_port()
+        self.server: asyncio.Server | None = None
+
+    async def listen(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    def stop_listening(self) -> None:
+        assert self.server is not None
+        self.server.close()  # the open connections stay: /held still answers
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        status, extra = 200, ""
+        if head.split(b" ", 2)[1] == b"/held":
+            self.arrived.set()
+            await self.release.wait()
+            status = self.status
+            extra = f"Location: {self.location}\r\n" if self.location else ""
+        writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n"
+                     f"{extra}\r\nok".encode())
+        await writer.drain()
+        writer.close()
+
+
+@pytest.mark.parametrize(("method", "status"), [("GET", 404), ("GET", 200), ("POST", 404),
+                                               ("POST", 200)])
+async def test_any_answer_from_the_origin_ends_its_window(method: str, status: int) -> None:
+    """Marked down by one request, the origin then answers another one (in flight
+    when the window opened; a GET, or a POST of npm's audit): the window is over
+    for the requests after it."""
+    held = _HeldServer(status)
+    await held.listen()
+    base = f"http://127.0.0.1:{held.port}/"
+    u = Upstream(UpstreamSettings(name="u", url=base, retries=0, unreachable_retry_s=600.0),
+                 metrics=Metrics(), environ={})
+    await u.start()
+
+    async def get(path: str) -> int:
+        async with u.get(base + path) as resp:
+            return resp.status
+
+    try:
+        async def post(path: str) -> int:
+            answer = await u.post(base + path, b"{}", content_type="application/json",
+                                  max_bytes=100)
+            if answer[0] >= 400:
+                raise UpstreamStatusError("answered", upstream="u", upstream_status=answer[0])
+            return answer[0]
+
+        in_flight = asyncio.create_task(get("held") if method == "GET" else post("held"))
+        await asyncio.wait_for(held.arrived.wait(), 60)
+        held.stop_listening()
+        with pytest.raises(UpstreamUnavailableError, match="cannot reach"):
+            await get("other")
+        with pytest.raises(UpstreamUnavailableError, match="not asking it again"):
+            await get("other")
+        assert u.unreachable_for_s > 0
+        held.release.set()
+        if status == 404:
+            with pytest.raises(UpstreamStatusError):
+                await in_flight
+        else:
+            assert await in_flight == 200
+        assert u.unreachable_for_s == 0
+        await held.listen()  # back, on the same port
+        assert await get("other") == 200  # asked at once, well inside the 600 s window
+    finally:
+        held.release.set()
+        await u.close()
+        if held.server is not None:
+            held.server.close()
+
+
+async def test_a_redirect_from_the_origin_ends_its_window() -> None:
+    """The origin that answers with a redirect answered: its window ends, not only
+    that of the file host the redirect leads to."""
+    files = _HeldServer(200)
+    await files.listen()
+    held = _HeldServer(302, location=f"http://127.0.0.1:{files.port}/f.whl")
+    await held.listen()
+    base = f"http://127.0.0.1:{held.port}/"
+    u = Upstream(UpstreamSettings(name="u", url=base, retries=0, unreachable_retry_s=600.0,
+                                  file_hosts=(f"http://127.0.0.1:{files.port}",)),
+                 metrics=Metrics(), environ={})
+    await u.start()
+
+    async def get(path: str) -> int:
+        async with u.get(base + path) as resp:
+            return resp.status
+
+    try:
+        in_flight = asyncio.create_task(get("held"))
+        await asyncio.wait_for(held.arrived.wait(), 60)
+        held.stop_listening()
+        with pytest.raises(UpstreamUnavailableError, match="cannot reach"):
+            await get("other")
+        held.release.set()
+        assert await in_flight == 200  # from the file host
+        assert u.unreachable_for_s == 0
+    finally:
+        held.release.set()
+        await u.close()
+        for server in (held.server, files.server):
+            if server is not None:
+                server.close()
