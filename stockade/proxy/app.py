@@ -30,6 +30,8 @@ from stockade.proxy.approvals_log import record_new
 from stockade.proxy.auth import TOKENS, TokenWatcher, make_auth_middleware
 from stockade.proxy.bundlepull import BundlePuller
 from stockade.proxy.checkpoint import key_from_env
+from stockade.proxy.checksum_origins import NAMESPACE as CHECKSUM_ORIGINS
+from stockade.proxy.checksum_origins import ChecksumOrigins
 from stockade.proxy.decisionlog import DecisionLog
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, PolicyEngine
@@ -321,6 +323,8 @@ def _services(
             settings=settings, metrics=metrics, store=store, admission=admission,
             pipeline=pipeline, rendered=rendered, provenance=provenance, bundle=puller,
             read_only=read_only,
+            checksum_origins=ChecksumOrigins(RefStore(
+                root, CHECKSUM_ORIGINS, read_only=read_only is not None)),
         )
         metrics.storage_bytes.set(store.total_bytes)
         reloader = PolicyReloader(settings, gate, metrics, factory)
