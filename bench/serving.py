@@ -14,8 +14,13 @@ front-server mode (``server.accel_redirect``) behind nginx configured as the REA
 sample (``testbed.frontnginx``), stockade deciding every request and nginx sending
 the stored files; its memory is nginx's and stockade's trees together.
 
+With ``--bare`` (the default) the 22 KB wheel's row gains Python's floor: a minimal
+aiohttp app (``bench.bare_aiohttp``, as many processes as stockade's workers) answering
+the same bytes from memory, measured in the same rounds and printed as a ratio to nginx,
+so the table shows what aiohttp alone reaches beside what stockade does.
+
     python -m bench.serving [--duration S] [--rounds N] [--quick] [--stockade-tree DIR]
-                            [--no-accel] [--no-huge] [--workers N]
+                            [--no-accel] [--no-huge] [--no-bare] [--workers N]
 
 ``--stockade-tree`` runs the stockade of another checkout (``git worktree add DIR
 COMMIT``) with this bench, for a before/after. Needs ``nginx`` and ``wrk`` on PATH
@@ -143,6 +148,24 @@ def start_stockade(upstream: str, work: Path, tree: Path | None,
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
                             cwd=tree or Path.cwd())
     return Proc(proc, port).wait_ready("/readyz", log)
+
+
+def start_bare(work: Path, root: Path, case: Case, processes: int) -> Proc:
+    """``bench.bare_aiohttp`` answering ``case``'s upstream file at its stockade path."""
+    port = free_port()
+    log = work / "bare.log"
+    cmd = [sys.executable, "-m", "bench.bare_aiohttp", "--file",
+           str(root / case.upstream_path.lstrip("/")), "--path", case.stockade_path,
+           "--port", str(port), "--processes", str(processes)]
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    return Proc(proc, port).wait_ready("/readyz", log)
+
+
+def _bare_row(nginx: Result, bare: Result, label: str, processes: int) -> None:
+    ratio = statistics.median(b / n for b, n in zip(bare.rps, nginx.rps, strict=True))
+    print(f"bare aiohttp ({processes} process(es), {label} from memory, nothing decided "
+          f"or logged): {statistics.median(bare.rps):,.0f} req/s, {ratio:.3f}x nginx, "
+          f"p99 {statistics.median(bare.p99_ms):.1f} ms")
 
 
 def _warm(proc: Proc | frontnginx.FrontNginx, path: str, times: int = 3,
@@ -310,7 +333,13 @@ def run(args: argparse.Namespace, work: Path) -> None:
     servers: dict[str, Proc | frontnginx.FrontNginx] = {}
     behind: dict[str, list[int]] = {}  # more process trees a contender's memory counts
     helpers: list[Proc] = []
+    bare: Proc | None = None
+    small = next(case for case in cases if case.label == "22 KB wheel")
+    processes = args.workers or len(os.sched_getaffinity(0))
     try:
+        if args.bare:
+            bare = start_bare(work, root, small, processes)
+            helpers.append(bare)
         servers["nginx"] = start_nginx(work, static.port)
         started = time.perf_counter()
         servers["stockade"] = start_stockade(static.url("/"), work, args.stockade_tree,
@@ -343,6 +372,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
             pss = sum(tree_pss_mib(pid) for pid in [proc.pid, *behind.get(name, [])])
             print(f"PSS idle, MiB, {name} (whole process tree): {pss:.0f}")
         results = {(name, case.label): Result() for name in servers for case in cases}
+        bare_result = Result()
         peaks = {name: PeakRss([proc.pid, *behind.get(name, [])])
                  for name, proc in servers.items()}
         for peak in peaks.values():
@@ -362,11 +392,19 @@ def run(args: argparse.Namespace, work: Path) -> None:
                         results[name, case.label].p99_ms.append(p99)
                         print(f"round {round_no + 1}: {case.label:<20} {name:<8} "
                               f"{rps:>9,.0f} req/s  p99 {p99:7.1f} ms", flush=True)
+                    if bare is not None and case is small:
+                        rps, p99 = wrk(bare.url(case.stockade_path), args.duration)
+                        bare_result.rps.append(rps)
+                        bare_result.p99_ms.append(p99)
+                        print(f"round {round_no + 1}: {case.label:<20} bare     "
+                              f"{rps:>9,.0f} req/s  p99 {p99:7.1f} ms", flush=True)
         finally:
             for peak in peaks.values():
                 peak.__exit__()
         rss = {name: (idle[name], max(peaks[name].peak, idle[name])) for name in servers}
         _table(cases, results, rss, args.rounds, args.duration)
+        if bare is not None:
+            _bare_row(results["nginx", small.label], bare_result, small.label, processes)
     finally:
         for proc in servers.values():
             proc.stop()
@@ -390,6 +428,9 @@ def main() -> None:
     parser.add_argument("--accel", action=argparse.BooleanOptionalAction, default=None,
                         help="also run stockade in front-server mode behind nginx (default: "
                         "yes, but not with --stockade-tree, whose checkout may lack it)")
+    parser.add_argument("--bare", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure a minimal aiohttp app sending the 22 KB wheel "
+                        "from memory (Python's floor)")
     parser.add_argument("--workers", type=int,
                         help="server.workers for stockade (default: the default, one per "
                              "core); bench.workers compares several in one run")

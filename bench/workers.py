@@ -9,8 +9,9 @@ Starts the static upstream over ``bench.serving_tree``'s tree and one stockade p
 - req/s of ``wrk -t2 -c64`` on a warm small wheel, rounds alternating the servers
   so the machine's drift touches each alike, and the ratio to the first server;
 - upstream requests of any kind caused by 50 concurrent cold requests for one
-  artifact (a wheel whose page is cold too, and a Maven jar), read from the
-  upstream's own counter.
+  artifact (a wheel whose page is cold too, and two Maven jars in turn: the first
+  finds out which checksum files the origin publishes), read from the upstream's
+  own counter.
 
     python -m bench.workers [--workers 1,2] [--duration S] [--rounds N]
 
@@ -152,7 +153,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
                                                             strict=True))
             print(f"22 KB wheel, warm: workers={workers} median "
                   f"{statistics.median(rps[workers]):,.0f} req/s, {ratio:.2f}x workers={base}")
-        for label in ("~1 MB wheel", "26 KB Maven jar"):
+        # the second jar shows what the first taught: no probe for a checksum the
+        # origin does not publish
+        for label in ("~1 MB wheel", "26 KB Maven jar", "~1 MB Maven jar"):
             for workers, proc in servers.items():
                 before = upstream_count(static)
                 statuses = asyncio.run(_burst(proc.url(cases[label].stockade_path), 50))

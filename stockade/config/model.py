@@ -119,6 +119,9 @@ class ServerSettings(_Frozen):
     # Worker processes serving the same port; None: one per CPU core, 1: a single
     # process (no supervisor).
     workers: int | None = Field(default=None, ge=1, le=256)
+    # Documents of 4 MiB and more parsed or rendered at once by the whole server
+    # (every worker process): memory grows with this, not with the documents asked.
+    render_slots: int = Field(default=1, ge=1, le=64)
     # true: never contact an upstream. Cached metadata is served however old,
     # cached artifacts as usual; anything not cached fails at once with 404.
     offline: bool = False

@@ -19,6 +19,7 @@ server does without asking an upstream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -50,6 +51,8 @@ class Workers(Protocol):
 
     async def compute(self, heavy: bool, fn: Callable[..., T], *args: Any,
                       **kwargs: Any) -> T: ...
+
+    def large(self, size: int) -> contextlib.AbstractAsyncContextManager[None]: ...
 
 _PARSED_WEIGHT = 200_000  # versions or files held across parsed documents (about 100 MB)
 _DECISIONS_MAX = 4096  # documents whose version decisions are kept
@@ -271,6 +274,13 @@ class Admission:
         if self._workers is not None:
             return await self._workers.compute(heavy, fn, *args, **kwargs)
         return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def large(self, size: int) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold one of the server's render slots while working on a document of ``size``
+        bytes, if it is that large (at once otherwise, and without workers)."""
+        if self._workers is not None:
+            return self._workers.large(size)
+        return contextlib.nullcontext()
 
     async def parsed(
         self, doc: CachedDoc, kind: str, parse: Callable[[], Awaitable[T]],

@@ -30,6 +30,8 @@ from stockade.proxy.approvals_log import record_new
 from stockade.proxy.auth import TOKENS, TokenWatcher, make_auth_middleware
 from stockade.proxy.bundlepull import BundlePuller
 from stockade.proxy.checkpoint import key_from_env
+from stockade.proxy.checksum_origins import NAMESPACE as CHECKSUM_ORIGINS
+from stockade.proxy.checksum_origins import ChecksumOrigins
 from stockade.proxy.decisionlog import DecisionLog
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, PolicyEngine
@@ -43,6 +45,7 @@ from stockade.proxy.provenance.checker import PROVENANCE_REFS, ProvenanceChecker
 from stockade.proxy.readonly import LoggedDecisions, ScratchRecords
 from stockade.proxy.reloader import PolicyReloader
 from stockade.proxy.rendered import RenderedCache
+from stockade.proxy.renderslots import RenderSlots
 from stockade.proxy.responses import make_middleware
 from stockade.proxy.routes import ECOSYSTEMS
 from stockade.proxy.served import FOLDER as SERVED_FOLDER
@@ -50,6 +53,7 @@ from stockade.proxy.served import ServedLog, recorder
 from stockade.proxy.singleflight import FileLocks
 from stockade.proxy.state import SERVICES, Services
 from stockade.proxy.upstream import Upstream
+from stockade.proxy.workers import worker_count
 from stockade.storage.backends import open_records, open_store
 from stockade.storage.protocol import BlobStore
 from stockade.storage.readonly import read_only_reason
@@ -105,6 +109,11 @@ def fetch_locks(settings: Settings) -> FileLocks:
     """The lock files that keep worker processes (and servers on one host sharing
     the storage folder) from fetching the same thing at once."""
     return FileLocks(settings.storage.path / "locks")
+
+
+def render_processes(settings: Settings) -> int:
+    """Render pool processes per worker: about one per core for the whole server."""
+    return max(1, min(4, worker_count(None)) // worker_count(settings.server.workers))
 
 
 def load_engine(settings: Settings) -> PolicyEngine:
@@ -313,11 +322,16 @@ def _services(
         if read_only is not None:  # derived and fetched files: a private temporary folder
             private = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="stockade-rendered-"))
             rendered_root = private / "rendered"
-        rendered = RenderedCache(rendered_root)
+        locks = root / "locks" if private is None else private / "locks"
+        rendered = RenderedCache(
+            rendered_root, workers=render_processes(settings),
+            slots=RenderSlots(locks, settings.server.render_slots))
         await rendered.open()
         upstreams = make_upstreams(settings, metrics, environ)
+        reads = RenderSlots(locks, 2 * settings.server.render_slots, kind="read")
         for group in upstreams.values():
             for upstream in group:
+                upstream.bound_reads(reads)
                 await upstream.start()
         admission = make_admission(settings, gate, metrics, upstreams, workers=rendered,
                                    first_seen=open_records(settings, store, FIRST_SEEN_REFS),
@@ -328,6 +342,8 @@ def _services(
             settings=settings, metrics=metrics, store=store, admission=admission,
             pipeline=pipeline, rendered=rendered, provenance=provenance, bundle=puller,
             read_only=read_only,
+            checksum_origins=ChecksumOrigins(RefStore(
+                root, CHECKSUM_ORIGINS, read_only=read_only is not None)),
         )
         metrics.storage_bytes.set(store.total_bytes)
         reloader = PolicyReloader(settings, gate, metrics, factory)

@@ -11,7 +11,12 @@ own, and answered from there: a warm request opens no file.
 Parsing and rendering a large document holds the interpreter lock for tens of
 milliseconds at a time; in threads, twenty of them at once would starve the
 event loop. So work on large documents runs in a small pool of worker
-processes (started on first use), small documents in a thread. Rendered files
+processes (started on first use), small documents in a thread. Work on the
+largest documents (``LARGE_BYTES`` of input and more) also takes one of the
+server's render slots (``renderslots.RenderSlots``, shared by every worker
+process), and callers may hold a slot from before they read such a body
+(``large()``): memory then grows with the slots, not with the documents asked
+for at once. Pool processes die with the process that started them. Rendered files
 are derived data: each server process keeps its own under ``<root>/<pid>/``,
 cleared when it starts (with the folders of processes no longer running), and
 whatever is missing is rendered again; a worker process that starts never
@@ -21,15 +26,18 @@ removes the files another one is serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import gzip
 import hashlib
 import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,6 +46,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 
 from stockade.proxy.blobresponse import accel_response
+from stockade.proxy.renderslots import RenderSlots
 from stockade.proxy.singleflight import SingleFlight
 
 if TYPE_CHECKING:
@@ -48,6 +57,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _IN_MEMORY_MAX = 1024 * 1024  # bytes: documents this small are kept in memory too
+LARGE_BYTES = 4 * 1024 * 1024  # bytes of input from which work takes a render slot
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +127,7 @@ class RenderedCache:
     def __init__(
         self, root: Path, *, max_bytes: int = 1024**3, workers: int | None = None,
         clock: Callable[[], float] = time.time, memory_bytes: int = 32 * 1024**2,
+        slots: RenderSlots | None = None,
     ) -> None:
         self._base = root
         self._root = root / str(os.getpid())  # set again by open(), in the serving process
@@ -129,6 +141,7 @@ class RenderedCache:
         self._flight: SingleFlight[str, Rendered] = SingleFlight()
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = asyncio.Lock()
+        self._slots = slots
 
     async def open(self) -> None:
         """Start empty: rendered files are derived and may belong to an old policy."""
@@ -163,7 +176,8 @@ class RenderedCache:
 
     def _start_pool(self) -> ProcessPoolExecutor:
         # spawn: forking a process that runs threads and an event loop is unsafe.
-        pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_die_with_parent, initargs=(os.getpid(),))
         for future in [pool.submit(int) for _ in range(self._workers)]:
             future.result()
         return pool
@@ -171,11 +185,23 @@ class RenderedCache:
     async def compute(self, heavy: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` off the event loop: in a worker process when ``heavy``.
 
-        ``fn`` and its arguments must be picklable when ``heavy``.
+        ``fn`` and its arguments must be picklable when ``heavy``. Heavy work given
+        ``LARGE_BYTES`` or more (bytes, or files named by path) runs in a render slot.
         """
         loop = asyncio.get_running_loop()
         executor = await self._executor(heavy)
-        return await loop.run_in_executor(executor, _call, fn, args, kwargs)
+        async with self.large(_input_bytes(args, kwargs) if heavy else 0):
+            return await loop.run_in_executor(executor, _call, fn, args, kwargs)
+
+    @contextlib.asynccontextmanager
+    async def large(self, size: int) -> AsyncIterator[None]:
+        """Hold one of the server's render slots for work on ``size`` bytes, where
+        that is ``LARGE_BYTES`` or more (else at once): read a large body inside it."""
+        if self._slots is None or size < LARGE_BYTES:
+            yield
+            return
+        async with self._slots.hold():
+            yield
 
     def peek(self, key: str, *, max_age_s: float) -> Rendered | None:
         """The rendered document for ``key`` if there is one young enough (no rendering)."""
@@ -253,6 +279,32 @@ def _running(name: str) -> bool:
     except (OverflowError, ValueError):
         return False  # no process has such an id
     return True
+
+
+def _input_bytes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """How much a computation is given: its bytes, and the files it is given by path."""
+    total = 0
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, bytes | bytearray | memoryview):
+            total += len(value)
+        elif isinstance(value, Path) and value.suffix:  # a file, not a folder
+            with contextlib.suppress(OSError):
+                total += value.stat().st_size
+        elif isinstance(value, tuple):  # what a rendering passes on to its function
+            total += _input_bytes(value, {})
+        elif isinstance(value, dict):
+            total += _input_bytes((), value)
+    return total
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel end a pool process when the process that started it ends (even
+    killed), so none is left behind holding memory; Linux only, elsewhere a no-op."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it ended before the call took effect
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:

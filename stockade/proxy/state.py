@@ -13,6 +13,7 @@ from aiohttp import web
 from stockade.config.model import Settings
 from stockade.proxy.admission import Admission
 from stockade.proxy.bundlepull import BundlePuller
+from stockade.proxy.checksum_origins import ChecksumOrigins
 from stockade.proxy.gate import Gate
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.pipeline import ArtifactPipeline
@@ -37,6 +38,8 @@ class Services:
     bundle: BundlePuller | None = None  # policy.bundle's puller, where configured
     # Why storage cannot be written, when it is served read-only; else None.
     read_only: str | None = None
+    # Which checksum files each Maven upstream publishes (None: asked every time).
+    checksum_origins: ChecksumOrigins | None = None
 
     @property
     def gate(self) -> Gate:

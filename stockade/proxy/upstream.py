@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import errno
 import logging
 import random
@@ -43,6 +44,7 @@ from stockade.proxy.errors import (
     UpstreamUnavailableError,
 )
 from stockade.proxy.metrics import Metrics
+from stockade.proxy.renderslots import RenderSlots
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ USER_AGENT = f"stockade/{__version__}"
 CHUNK = 64 * 1024  # bytes
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
 _MAX_REDIRECTS = 5
+LARGE_BODY_BYTES = 4 * 1024 * 1024  # a document body from which reading takes a read slot
 
 
 @dataclass(slots=True)
@@ -61,6 +64,7 @@ class UpstreamResponse:
     status: int
     headers: CIMultiDictProxy[str]
     _raw: aiohttp.ClientResponse
+    read_slots: RenderSlots | None = None  # bounds large bodies read at once (``read``)
 
     @property
     def content_length(self) -> int | None:
@@ -94,18 +98,28 @@ class UpstreamResponse:
             )
 
     async def read(self, max_bytes: int) -> bytes:
-        """The whole body, for metadata documents, refusing more than ``max_bytes``."""
+        """The whole body, for metadata documents, refusing more than ``max_bytes``.
+
+        A body that reaches ``LARGE_BODY_BYTES`` is read on in one of the server's
+        read slots, where the upstream has them (``Upstream.bound_reads``): the rest
+        waits in the socket meanwhile, so memory grows with the slots, not with the
+        large documents asked for at once.
+        """
         parts: list[bytes] = []
         size = 0
-        async for chunk in self.iter_chunks():
-            size += len(chunk)
-            if size > max_bytes:
-                raise UpstreamBodyError(
-                    f"upstream {self.upstream} document {self.url} exceeds {max_bytes} bytes",
-                    upstream=self.upstream,
-                )
-            parts.append(chunk)
-        return b"".join(parts)
+        async with contextlib.AsyncExitStack() as stack:
+            async for chunk in self.iter_chunks():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise UpstreamBodyError(
+                        f"upstream {self.upstream} document {self.url} exceeds {max_bytes} "
+                        "bytes", upstream=self.upstream,
+                    )
+                parts.append(chunk)
+                if (self.read_slots is not None and size >= LARGE_BODY_BYTES
+                        and size - len(chunk) < LARGE_BODY_BYTES):
+                    await stack.enter_async_context(self.read_slots.hold())
+            return b"".join(parts)
 
 
 class Upstream:
@@ -133,6 +147,11 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
         # origin -> time.monotonic() until which it is not asked (it could not be reached)
         self._unreachable_until: dict[Origin | None, float] = {}
+        self._read_slots: RenderSlots | None = None
+
+    def bound_reads(self, slots: RenderSlots) -> None:
+        """Read large document bodies from this upstream in ``slots`` (the server's)."""
+        self._read_slots = slots
 
     async def start(self) -> None:
         """Open the pooled session."""
@@ -272,7 +291,8 @@ class Upstream:
                 ) as raw:
                     self._mark_reachable(url)
                     self._metrics.upstream_requests.labels(self.name, str(raw.status)).inc()
-                    response = UpstreamResponse(self.name, url, raw.status, raw.headers, raw)
+                    response = UpstreamResponse(self.name, url, raw.status, raw.headers, raw,
+                                                self._read_slots)
                     data = await response.read(max_bytes)
                     return raw.status, raw.headers.get("Content-Type", ""), data
         finally:
@@ -339,7 +359,8 @@ class Upstream:
                 f"upstream {self.name} answered {raw.status} for {url}",
                 upstream=self.name, upstream_status=raw.status,
             )
-        return UpstreamResponse(self.name, url, raw.status, raw.headers, raw)
+        return UpstreamResponse(self.name, url, raw.status, raw.headers, raw,
+                                self._read_slots)
 
     async def _request(
         self, url: str, headers: Mapping[str, str] | None

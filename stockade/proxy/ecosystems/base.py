@@ -10,6 +10,7 @@ fetching metadata are the admission path's (``stockade.proxy.admission``).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
@@ -41,6 +42,10 @@ class Documents(Protocol):
     async def offload(self, heavy: bool, fn: Callable[..., T], *args: Any,
                       **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` off the event loop."""
+
+    def large(self, size: int) -> AbstractAsyncContextManager[None]:
+        """Held while a document of ``size`` bytes is read and worked on: the
+        server bounds how many large ones are in memory at once."""
 
 
 class EcosystemModule(Protocol):

@@ -23,6 +23,7 @@ from aiohttp import web
 from stockade.config.model import MavenSettings
 from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.proxy.admission import Admission, base_facts, caller
+from stockade.proxy.checksum_origins import ChecksumOrigins
 from stockade.proxy.ecosystems import maven_layout as layout
 from stockade.proxy.ecosystems import maven_provenance
 from stockade.proxy.ecosystems.base import Documents
@@ -159,7 +160,8 @@ async def _artifact(request: web.Request, adm: Admission, path: layout.MavenPath
     if warm is not None:
         source, stored, published = warm
     else:
-        source, published = await _source(adm, path, upstreams.upstreams)
+        source, published = await _source(adm, path, upstreams.upstreams,
+                                          services(request).checksum_origins)
         stored = None
     facts = Facts(upstream=source.upstream.name, internal=source.upstream.internal,
                   published_at=published)
@@ -219,7 +221,8 @@ async def _stored(adm: Admission, pipeline: ArtifactPipeline, path: layout.Maven
     return None
 
 
-async def _source(adm: Admission, path: layout.MavenPath, upstreams: Sequence[Upstream]
+async def _source(adm: Admission, path: layout.MavenPath, upstreams: Sequence[Upstream],
+                  origins: ChecksumOrigins | None = None,
                   ) -> tuple[ArtifactSource, datetime | None]:
     """The first upstream that has the file, with the checksum it publishes and when.
 
@@ -230,7 +233,7 @@ async def _source(adm: Admission, path: layout.MavenPath, upstreams: Sequence[Up
     missing: list[str] = []
     for upstream in upstreams:
         url = upstream.url.rstrip("/") + "/" + path.path
-        expected, published = await _published_checksum(adm, upstream, url)
+        expected, published = await _published_checksum(adm, upstream, url, origins)
         if expected is None:
             found, published = await _exists(adm, upstream, url)
             if not found:
@@ -252,10 +255,14 @@ def _unverified(adm: Admission, path: layout.MavenPath, upstream: Upstream) -> t
     return ()
 
 
-async def _published_checksum(adm: Admission, upstream: Upstream, url: str
+async def _published_checksum(adm: Admission, upstream: Upstream, url: str,
+                              origins: ChecksumOrigins | None = None,
                               ) -> tuple[tuple[Digest, ...] | None, datetime | None]:
     """The strongest checksum the upstream publishes beside ``url`` (if any), and its date.
 
+    An algorithm ``origins`` knows the upstream not to publish is not asked for (a
+    cold artifact costs its checksum file and itself, not a 404 per stronger
+    algorithm); what was found and missed here teaches ``origins``.
     Offline, a checksum file never asked for is passed over for a weaker one that was
     (a file stored before 404s were remembered is found by the one that verified it).
 
@@ -263,12 +270,16 @@ async def _published_checksum(adm: Admission, upstream: Upstream, url: str
         NotCachedError: offline, and no checksum file of ``url`` was ever cached.
     """
     offline: NotCachedError | None = None
-    for alg in _VERIFY_WITH:
+    asked = _VERIFY_WITH if origins is None else await origins.worth_asking(
+        upstream, _VERIFY_WITH)
+    missing: list[str] = []
+    for alg in asked:
         try:
             doc = await adm.document(ECO, upstream, f"{url}.{alg}", accept="text/plain",
                                      ttl_s=_CHECKSUM_TTL_S)
         except UpstreamStatusError as exc:
             if exc.upstream_status == 404:
+                missing.append(alg)
                 continue
             raise
         except NotCachedError as exc:
@@ -281,6 +292,8 @@ async def _published_checksum(adm: Admission, upstream: Upstream, url: str
             raise IntegrityError(
                 f"upstream {upstream.name} published a malformed {alg} for {url}"
             ) from exc
+        if origins is not None and offline is None:
+            await origins.learn(upstream, alg, missing)
         return (digest,), _http_date(doc.last_modified)
     if offline is not None:
         raise offline

@@ -13,6 +13,7 @@ are the shared pipeline's.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import secrets
@@ -40,7 +41,7 @@ from stockade.proxy.gate import VersionFilter
 from stockade.proxy.metacache import CachedDoc
 from stockade.proxy.origin import origin
 from stockade.proxy.pipeline import ArtifactSource
-from stockade.proxy.rendered import Rendered, respond
+from stockade.proxy.rendered import LARGE_BYTES, Rendered, respond
 from stockade.proxy.responses import IMMUTABLE
 from stockade.proxy.routing import Route
 from stockade.proxy.state import services
@@ -125,12 +126,13 @@ async def _index(adm: Documents, doc: CachedDoc, name: str,
     """The tarball table and version facts of ``doc``, parsed once per document version."""
 
     async def parse() -> docs.PackumentIndex:
-        full = await _with_body(adm, doc, upstream, name)
         try:
-            return await adm.offload(
-                full.size > _OFFLOAD_BYTES, docs.index, full.body, name,
-                upstream=upstream.name, internal=upstream.internal,
-            )
+            async with adm.large(doc.size):  # the body is read in the slot, not before
+                full = await _with_body(adm, doc, upstream, name)
+                return await adm.offload(
+                    full.size > _OFFLOAD_BYTES, docs.index, full.body, name,
+                    upstream=upstream.name, internal=upstream.internal,
+                )
         except docs.PackumentError as exc:
             raise UpstreamError(
                 f"upstream {upstream.name} sent an unreadable packument for {name}: {exc}",
@@ -145,6 +147,9 @@ async def _packument(
 ) -> tuple[CachedDoc, docs.PackumentIndex]:
     # Parsed once per document version: a warm request needs no body.
     doc = await _document(adm, upstreams.owner, name, body=False)
+    if doc.has_body and doc.size >= LARGE_BYTES:
+        # Just fetched: not held while waiting for a render slot, read again inside it.
+        doc = dataclasses.replace(doc, body=b"", length=doc.size)
     return doc, await _index(adm, doc, name, upstreams.owner)
 
 
@@ -203,12 +208,15 @@ async def _rendered(
     # Decisions can depend on time (release age): render again at least once per TTL.
     ttl = svc.admission.cache_settings(ECO).cache.metadata_ttl_s
     rendered = svc.rendered.peek(key, max_age_s=ttl)
-    if rendered is None:  # the raw body is read only to render it
-        full = await _with_body(svc.admission, doc, upstreams.owner, name)
-        rendered = await svc.rendered.get(
-            key, docs.render_body, full.body, name, abbreviated=abbreviated, hidden=hidden,
-            base=_PLACEHOLDER, hosts=upstreams.owner.hosts, heavy=heavy, max_age_s=ttl,
-        )
+    if rendered is None:  # the raw body is read only to render it, in a render slot
+        async with svc.admission.large(doc.size):
+            full = await _with_body(svc.admission, doc, upstreams.owner, name)
+            rendered = await svc.rendered.get(
+                key, docs.render_body, full.body, name, abbreviated=abbreviated,
+                hidden=hidden, base=_PLACEHOLDER, hosts=upstreams.owner.hosts, heavy=heavy,
+                max_age_s=ttl,
+            )
+            del full
     base = orjson.dumps(_base(request))[1:-1]  # as it stands inside a JSON string
     rebased = await svc.rendered.get(
         f"{key}|{rendered.etag}|{base.decode()}", _rebase, rendered.path,

@@ -1,0 +1,69 @@
+"""Python's own floor: a minimal aiohttp app answering one path with bytes from memory.
+
+``bench.serving`` runs it beside nginx and stockade so a table can show what aiohttp
+alone reaches for a small file on this machine, with no deciding, no storage and no
+logging: the most any aiohttp server could do. ``--processes`` processes share the
+port with ``SO_REUSEPORT`` (the kernel spreads connections), as stockade's workers do.
+
+    python -m bench.bare_aiohttp --file FILE --path /PATH --port PORT [--processes N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+
+def make_app(body: bytes, path: str, content_type: str) -> web.Application:
+    """``GET path`` answers ``body``; ``/readyz`` answers empty."""
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type=content_type)
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get(path, serve)
+    app.router.add_get("/readyz", ready)
+    return app
+
+
+def _serve(app: web.Application, port: int) -> None:
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None,
+                reuse_port=True, handle_signals=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--file", type=Path, required=True, help="the bytes to answer")
+    parser.add_argument("--path", required=True, help="the URL path answering them")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--content-type", default="application/octet-stream")
+    args = parser.parse_args()
+    app = make_app(args.file.read_bytes(), args.path, args.content_type)
+    children = []
+    for _ in range(args.processes - 1):
+        pid = os.fork()
+        if pid == 0:
+            _serve(app, args.port)
+            os._exit(0)
+        children.append(pid)
+    try:
+        _serve(app, args.port)
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            os.waitpid(pid, 0)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Twenty different ~20 MB packuments requested cold at once: memory and other requests.
+
+Generates twenty packuments of about 20 MB each (``bench.serving_tree``'s large one,
+renamed) and a small package with a tarball, served by the static upstream; starts
+stockade (default settings: one worker per core) over it and warms the small tarball.
+Then asks for the twenty packuments at once (``curl``, each on its own connection)
+while ``wrk -t1 -c4`` asks for the warm tarball in 3 s slices until the burst ends,
+and samples the memory of stockade's whole process tree every 0.2 s:
+
+- PSS (proportional set size, ``/proc/PID/smaps_rollup``): pages shared between the
+  supervisor, its workers and their render processes counted once in all;
+- RSS summed over the tree, for comparison (counts shared pages once per process).
+
+With ``--base-tree DIR`` (a checkout made with ``git worktree add DIR main``) the same
+is measured for that checkout first, in the same run, and both are printed.
+
+    python -m bench.cold_packuments [--count 20] [--workers N] [--base-tree DIR]
+
+Needs ``wrk`` and ``curl`` on PATH. Figures are only comparable within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.procs import Proc, start_static
+from bench.serving import _LATENCY_UNITS, _tree, start_stockade
+from bench.serving_tree import HUGE, PACKAGE, build
+from testbed.net import free_port
+
+_SAMPLE_S = 0.2
+_SLICE_S = 3.0
+
+
+def _tree_memory(pid: int) -> tuple[float, float]:
+    """(PSS, RSS) of ``pid`` and every process below it, MiB."""
+    pss = rss = 0.0
+    for current in _tree(pid):
+        try:
+            text = Path(f"/proc/{current}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                pss += int(line.split()[1]) / 1024
+            elif line.startswith("Rss:"):
+                rss += int(line.split()[1]) / 1024
+    return pss, rss
+
+
+class Peak:
+    """The most PSS and RSS of a process tree seen while the block runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.pss, self.rss = pid, 0.0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            pss, rss = _tree_memory(self.pid)
+            self.pss, self.rss = max(self.pss, pss), max(self.rss, rss)
+            if self._stop.wait(_SAMPLE_S):
+                return
+
+    def __enter__(self) -> Peak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Figures:
+    """One server's figures."""
+
+    idle_pss: float = 0.0
+    peak_pss: float = 0.0
+    peak_rss: float = 0.0
+    burst_s: float = 0.0
+    statuses: list[str] = field(default_factory=list)
+    p99_ms: list[float] = field(default_factory=list)  # per wrk slice
+    rps: list[float] = field(default_factory=list)
+    errors: int = 0  # warm answers not 2xx/3xx
+
+
+def wrk(url: str, duration: float) -> tuple[float, float, int]:
+    """(req/s, p99 in ms, answers not 2xx/3xx) of ``wrk -t1 -c4`` on ``url``."""
+    out = subprocess.run(
+        ["wrk", "-t1", "-c4", f"-d{duration:g}s", "--latency", url],
+        capture_output=True, text=True, check=True, timeout=duration + 60,
+    ).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+    if rps is None or p99 is None:
+        raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return (float(rps.group(1)), float(p99.group(1)) * _LATENCY_UNITS[p99.group(2)],
+            int(errors.group(1)) if errors else 0)
+
+
+def names(count: int) -> list[str]:
+    return [f"{HUGE}-{n}" for n in range(count)]
+
+
+def generate(root: Path, upstream: str, count: int) -> None:
+    """The tree, with ``count`` renamed copies of the large packument."""
+    build(root, upstream, huge=True)
+    huge = (root / "npm" / f"{HUGE}.json").read_bytes()
+    for name in names(count):
+        (root / "npm" / f"{name}.json").write_bytes(
+            huge.replace(HUGE.encode(), name.encode()))
+
+
+def measure(proc: Proc, count: int) -> Figures:
+    figures = Figures()
+    tarball = f"/npm/{PACKAGE}/-/{PACKAGE}-1.0.0.tgz"
+    for _ in range(3):
+        subprocess.run(["curl", "-sf", "-o", "/dev/null", proc.url(tarball)], check=True,
+                       timeout=120)
+    figures.idle_pss = _tree_memory(proc.pid)[0]
+    with Peak(proc.pid) as peak:
+        started = time.perf_counter()
+        curls = [subprocess.Popen(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "600",
+             proc.url(f"/npm/{name}")], stdout=subprocess.PIPE, text=True)
+            for name in names(count)]
+        while any(c.poll() is None for c in curls):
+            rps, p99, errors = wrk(proc.url(tarball), _SLICE_S)
+            figures.errors += errors
+            figures.rps.append(rps)
+            figures.p99_ms.append(p99)
+        figures.burst_s = time.perf_counter() - started
+        figures.statuses = [c.communicate()[0] for c in curls]
+    figures.peak_pss, figures.peak_rss = peak.pss, peak.rss
+    return figures
+
+
+def run_one(label: str, work: Path, upstream: str, tree: Path | None, workers: int | None,
+            count: int) -> Figures:
+    folder = work / label
+    folder.mkdir()
+    proc = start_stockade(upstream, folder, tree, workers)
+    try:
+        figures = measure(proc, count)
+    finally:
+        proc.stop()
+    ok = figures.statuses.count("200")
+    print(f"{label}: {ok}/{count} packuments answered 200 in {figures.burst_s:.1f} s; "
+          f"tree PSS idle {figures.idle_pss:.0f} MiB, peak {figures.peak_pss:.0f} MiB "
+          f"(RSS summed: peak {figures.peak_rss:.0f} MiB); warm tarball meanwhile: "
+          f"p99 worst slice {max(figures.p99_ms):.1f} ms, median slice "
+          f"{statistics.median(figures.p99_ms):.1f} ms, "
+          f"{statistics.median(figures.rps):,.0f} req/s, {figures.errors} not 2xx/3xx",
+          flush=True)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=20, help="packuments asked at once")
+    parser.add_argument("--workers", type=int, help="server.workers (default: the default)")
+    parser.add_argument("--base-tree", type=Path, help="measure this checkout first")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    args = parser.parse_args()
+    missing = [tool for tool in ("wrk", "curl") if shutil.which(tool) is None]
+    if missing:
+        sys.exit(f"{' and '.join(missing)} not found: apt-get install wrk curl")
+    work = Path(tempfile.mkdtemp(prefix="stockade-cold-"))
+    try:
+        port = free_port()
+        generate(work / "upstream", f"http://127.0.0.1:{port}/", args.count)
+        static = start_static(work / "upstream", work / "static.log", port=port)
+        try:
+            results = {}
+            if args.base_tree is not None:
+                results["base"] = run_one("base", work, static.url("/"),
+                                          args.base_tree.resolve(), args.workers, args.count)
+            results["this"] = run_one("this", work, static.url("/"), None, args.workers,
+                                      args.count)
+            if "base" in results:
+                base, this = results["base"], results["this"]
+                print(f"this/base: peak PSS {this.peak_pss / base.peak_pss:.2f}x, worst p99 "
+                      f"{max(this.p99_ms) / max(base.p99_ms):.2f}x, burst time "
+                      f"{this.burst_s / base.burst_s:.2f}x")
+        finally:
+            static.stop()
+    finally:
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
