@@ -55,7 +55,21 @@ def popular(ecosystem: Ecosystem) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=16)
 def _index(ecosystem: Ecosystem, protected: tuple[str, ...],
            shipped: tuple[str, ...]) -> NameIndex:
-    return load_or_build(ecosystem, shipped, first=protected)  # from its file if kept
+    """The shipped names with the policy's own ranked first: the shipped index built
+    once per process (or read from its file), the policy's names in a small one of
+    their own looked up first (``NameIndex.over``), so a policy with other names of its
+    own (a reload, a team, a tenant) builds only those. Maven's lists are short: built
+    whole."""
+    if not protected:
+        return _shipped_index(ecosystem, shipped)
+    if ecosystem is Ecosystem.MAVEN:
+        return NameIndex(ecosystem, shipped, first=protected)
+    return NameIndex.over(_shipped_index(ecosystem, shipped), protected)
+
+
+@functools.lru_cache(maxsize=8)
+def _shipped_index(ecosystem: Ecosystem, shipped: tuple[str, ...]) -> NameIndex:
+    return load_or_build(ecosystem, shipped)  # from its file if kept
 
 
 @dataclass

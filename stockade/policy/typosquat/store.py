@@ -41,6 +41,7 @@ _EDITS = ("_deletes", "_top", "_top_names", "_swaps")  # _variants: sealed on lo
 _SLIPS = ("_slips", "_vocabulary", "_word_slips")
 _SHARED_EDITS = ("_ecosystem", "_names", "_skeletons")
 _SHARED_SLIPS = ("_ecosystem", "_names")
+_LAYERS = ("_base", "_hidden")  # set on a layered index only, never kept
 _FORMAT = 1  # bump when the layout of the state below changes
 
 
@@ -80,8 +81,9 @@ def _state(index: NameIndex) -> dict[str, Any]:
     held = vars(index)
     expected = {"ecosystem", "_edits", "_slips", "_groups", *_INDEX}
     if set(held) != expected \
-            or set(vars(index._edits)) != {*_EDITS, *_SHARED_EDITS, "_variants"} \
-            or set(vars(index._slips)) != {*_SLIPS, *_SHARED_SLIPS}:
+            or set(vars(index._edits)) != {*_EDITS, *_SHARED_EDITS, *_LAYERS, "_variants"} \
+            or set(vars(index._slips)) != {*_SLIPS, *_SHARED_SLIPS, *_LAYERS} \
+            or index._edits._base is not None:
         raise TypeError("NameIndex holds attributes the index file does not know")
     return {
         "ecosystem": index.ecosystem.value,
