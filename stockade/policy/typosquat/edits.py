@@ -79,7 +79,11 @@ class EditIndex:
         ``base`` that these hold."""
         layered = EditIndex(self._ecosystem, names, skeletons)
         layered._deletes, layered._variants = self._deletes, self._variants
-        layered._top, layered._top_names = self._top, {**base._top_names, **self._top_names}
+        # the most installed by length and first letter: the policy's names first
+        top = dict(base._top)
+        for key, forms in self._top.items():
+            top[key] = [*forms, *base._top.get(key, ())]
+        layered._top, layered._top_names = top, {**base._top_names, **self._top_names}
         layered._swaps = base._swaps  # the policy's names, ranked first, take no swaps
         layered._base, layered._hidden = base, hidden
         return layered
@@ -184,8 +188,6 @@ class EditIndex:
         if len(skel) < TOP_ONE:
             return None
         window = self._top.get((len(skel), skel[:1]))
-        if self._base is not None:  # the policy's names first, as ranked
-            window = [*(window or ()), *self._base._top.get((len(skel), skel[:1]), ())]
         if not window:
             return None
         # Levenshtein (a swap counts two) keeps this one pass of bit-parallel

@@ -16,8 +16,7 @@ other. Pure; the corpus is passed in.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Set
-from typing import TypeVar
+from collections.abc import Iterable, Mapping, Set
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.names import normalize
@@ -42,55 +41,6 @@ from stockade.policy.typosquat.limits import (
     VARIANT_MAX_RANK,
 )
 from stockade.policy.typosquat.slips import SlipIndex
-
-_V = TypeVar("_V")
-
-
-class Layer(Mapping[str, _V]):
-    """A look-up table of the policy's own names over the shipped lists' table: the
-    policy's names rank first (0), so where both hold a key, theirs is the answer."""
-
-    __slots__ = ("_base", "_own")
-
-    def __init__(self, own: Mapping[str, _V], base: Mapping[str, _V]) -> None:
-        self._own, self._base = own, base
-
-    def get(self, key: str, default: _V | None = None) -> _V | None:  # type: ignore[override]
-        found = self._own.get(key)
-        return found if found is not None else self._base.get(key, default)
-
-    def __getitem__(self, key: str) -> _V:
-        found = self._own.get(key)
-        return found if found is not None else self._base[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._own or key in self._base
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._own
-        yield from (k for k in self._base if k not in self._own)
-
-    def __len__(self) -> int:
-        return len(self._own) + sum(1 for k in self._base if k not in self._own)
-
-
-class Union(Set[str]):
-    """Two sets of keys read as one."""
-
-    __slots__ = ("_base", "_own")
-
-    def __init__(self, own: Set[str], base: Set[str]) -> None:
-        self._own, self._base = own, base
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._own or key in self._base
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._own
-        yield from (k for k in self._base if k not in self._own)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
 
 
 class NameIndex:
@@ -149,13 +99,17 @@ class NameIndex:
         hidden = frozenset(s for s in own._skeletons if s in base._skeletons)
         index = cls.__new__(cls)
         index.ecosystem = base.ecosystem
-        index.names = Layer(own.names, base.names)
-        index._skeletons = Layer(own._skeletons, base._skeletons)
-        index._folded = Layer(own._folded, base._folded)
-        index._cores = Layer(own._cores, base._cores)
-        index._digitless = Layer(own._digitless, base._digitless)
-        index._stripped = Layer(own._stripped, base._stripped)
-        index._combo_parts = Union(own._combo_parts, base._combo_parts)
+        # Each table the policy's names first: merged into plain dicts, as every check
+        # reads several a name (a look-up through a layer is a Python call: first
+        # sight 15% slower). A copy shares every key and value: ~15 MB for npm's
+        # lists, ~20 ms, per policy with names of its own (built whole: ~130 MB, 2-3 s).
+        index.names = {**base.names, **own.names}
+        index._skeletons = {**base._skeletons, **own._skeletons}
+        index._folded = {**base._folded, **own._folded}
+        index._cores = {**base._cores, **own._cores}
+        index._digitless = {**base._digitless, **own._digitless}
+        index._stripped = {**base._stripped, **own._stripped}
+        index._combo_parts = base._combo_parts | own._combo_parts
         index._groups, index._artifacts = None, {}
         index._edits = own._edits.over(base._edits, index.names, index._skeletons, hidden)
         index._slips = own._slips.over(base._slips, index.names,

@@ -89,10 +89,13 @@ class SlipIndex:
         with the layered ``names``; ``hidden``: names of ``base`` whose skeleton these
         hold; ``skeletons``: ``base``'s, skeleton -> the name holding it."""
         layered = SlipIndex(self._ecosystem, names)
-        layered._slips = self._slips
+        layered._base, layered._hidden = base, hidden
+        # a hidden name is filed under its skeleton's key, which these hold too: the
+        # keys of theirs merged with the base's, the rest read from the base
+        layered._slips = {key: layered._merged(held, base._slips.get(key))
+                          for key, held in self._slips.items()}
         layered._vocabulary = self._vocabulary | base._vocabulary \
             if self._vocabulary else base._vocabulary
-        layered._base, layered._hidden = base, hidden
         word_slips = dict(self._word_slips)
         for once, name in base._word_slips.items():
             if once not in word_slips and name not in hidden:
@@ -132,9 +135,10 @@ class SlipIndex:
         """Doubled letters, dropped vowels or a plural s, at any rank."""
         if self._ecosystem is Ecosystem.MAVEN or len(skel) < SLIP_MIN:
             return None
-        held = self._slips.get(slip_key(skel))
-        if self._base is not None:
-            held = self._merged(held, self._base._slips.get(slip_key(skel)))
+        key = slip_key(skel)
+        held = self._slips.get(key)
+        if held is None and self._base is not None:
+            held = self._base._slips.get(key)
         if held is None or held == norm:
             return None  # no name, or only itself (a listed name below the popular ones)
         once = collapse_doubles(skel)
@@ -154,12 +158,11 @@ class SlipIndex:
         return Match(target, technique)
 
     def _merged(self, own: str | tuple[str, ...] | None,
-                base: str | tuple[str, ...] | None) -> tuple[str, ...] | None:
+                base: str | tuple[str, ...] | None) -> tuple[str, ...]:
         """The names a key holds here and in the base, but the hidden ones."""
-        names = [*(() if own is None else (own,) if isinstance(own, str) else own),
-                 *(n for n in ((base,) if isinstance(base, str) else base or ())
-                   if n not in self._hidden)]
-        return tuple(names) if names else None
+        return (*((own,) if isinstance(own, str) else own or ()),
+                *(n for n in ((base,) if isinstance(base, str) else base or ())
+                  if n not in self._hidden))
 
     def _technique(self, mine: _Slipped, target: str) -> str | None:
         theirs, once, target_consonants, raw_consonants = slip_forms(self._ecosystem, target)
