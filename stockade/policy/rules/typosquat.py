@@ -39,7 +39,7 @@ from stockade.policy.typosquat import Match, NameIndex, skeleton
 from stockade.policy.typosquat import summaries as shipped_summaries
 from stockade.policy.typosquat import tiers as tiered
 from stockade.policy.typosquat.loose import LooseIndex
-from stockade.policy.typosquat.store import load_or_build
+from stockade.policy.typosquat.store import load_or_build, load_or_build_loose
 
 _CACHE_MAX = 32768  # verdicts kept per ecosystem
 
@@ -252,8 +252,9 @@ def _normalized(ecosystem: Ecosystem) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=16)
 def _loose(ecosystem: Ecosystem, ranked: tuple[str, ...]) -> LooseIndex:
-    """The loose index of ``ranked`` names (shared across reloads, as the strong one)."""
-    return LooseIndex(ecosystem, ranked)
+    """The loose index of ``ranked`` names (shared across reloads, as the strong one;
+    read from its file if kept)."""
+    return load_or_build_loose(ecosystem, ranked)
 
 
 def _stem(ecosystem: Ecosystem, pattern: str) -> str | None:
