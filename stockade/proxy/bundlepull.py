@@ -29,15 +29,12 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING
 
 import orjson
-from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import Metadata
-from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from stockade import __version__
 from stockade.config.load import ConfigError
@@ -45,6 +42,9 @@ from stockade.config.model import BundleSettings, Settings
 from stockade.fleet.bundle import POLICY, BundleError, unpack
 from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.metrics import Metrics
+
+if TYPE_CHECKING:
+    from tuf.ngclient import Updater
 
 logger = logging.getLogger(__name__)
 
@@ -67,42 +67,6 @@ class Current:
     sha256: str
     version: int
     verified: float  # when the repository last confirmed it (epoch seconds)
-
-
-class _FileFetcher(FetcherInterface):
-    """``file://`` repositories: a copy on removable media in an air gap."""
-
-    def _fetch(self, url: str) -> Iterator[bytes]:
-        path = Path(unquote(urlsplit(url).path))
-        try:
-            handle = path.open("rb")
-        except FileNotFoundError as exc:
-            raise tuf_errors.DownloadHTTPError(f"{path}: not found", 404) from exc
-        except OSError as exc:
-            raise tuf_errors.DownloadError(f"{path}: {exc.strerror}") from exc
-        with handle:
-            while chunk := handle.read(64 * 1024):
-                yield chunk
-
-
-def classify(exc: BaseException, *, phase: str) -> str:
-    """The ``reason`` label of a failed pull (``phase``: metadata or target)."""
-    if isinstance(exc, tuf_errors.ExpiredMetadataError):
-        return "expired"
-    if isinstance(exc, tuf_errors.UnsignedMetadataError):
-        return "signature"
-    if isinstance(exc, tuf_errors.BadVersionNumberError):
-        # "Expected snapshot version 3, got 2": a snapshot or targets file that is
-        # not the one its parent names; otherwise a version that went down.
-        return "mix_and_match" if str(exc).startswith("Expected") else "rollback"
-    if isinstance(exc, (tuf_errors.LengthOrHashMismatchError,
-                        tuf_errors.DownloadLengthMismatchError)):
-        return "target_hash" if phase == "target" else "mix_and_match"
-    if isinstance(exc, tuf_errors.DownloadError):
-        return "unreachable"
-    if isinstance(exc, tuf_errors.RepositoryError):
-        return "repository"
-    return "invalid_bundle"
 
 
 def _text(exc: BaseException) -> str:
@@ -219,6 +183,10 @@ class BundlePuller:
     def _fetch(self) -> tuple[str, int, Path | None]:
         """Refresh, and download and unpack a bundle the one in force is not;
         its sha256, targets version and folder (None: unchanged)."""
+        # python-tuf (and the cloud signers its key library loads, boto3 among them)
+        # costs about half a second of every start: imported when a bundle is pulled
+        from stockade.proxy.bundletuf import classify, tuf_errors
+
         tuf_dir = self._dir / "tuf"
         (tuf_dir / "metadata").mkdir(parents=True, exist_ok=True)
         (tuf_dir / "targets").mkdir(exist_ok=True)
@@ -259,7 +227,14 @@ class BundlePuller:
                 bootstrap = self._config.trusted_root.read_bytes()
             except OSError as exc:
                 raise PullError("trusted_root", f"policy.bundle.trusted_root: {exc}") from exc
-        fetcher = _FileFetcher() if self._config.url.startswith("file:") else None
+        from stockade.proxy.bundletuf import (  # imported here: see _fetch
+            FileFetcher,
+            Updater,
+            UpdaterConfig,
+            tuf_errors,
+        )
+
+        fetcher = FileFetcher() if self._config.url.startswith("file:") else None
         try:
             return Updater(metadata_dir=str(meta), metadata_base_url=self._config.url + "metadata/",
                            target_dir=str(tuf_dir / "targets"),
@@ -272,6 +247,8 @@ class BundlePuller:
     @staticmethod
     def _targets_version(tuf_dir: Path) -> int:
         # ngclient keeps the targets metadata it trusts in its metadata folder.
+        from stockade.proxy.bundletuf import Metadata  # see _fetch
+
         return Metadata.from_file(str(tuf_dir / "metadata" / "targets.json")).signed.version
 
     def _read_current(self) -> Current | None:

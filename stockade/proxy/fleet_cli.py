@@ -15,20 +15,11 @@ import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from stockade.config.load import load_settings
 from stockade.fleet.bundle import BundleError, build_bundle
-from stockade.fleet.tufrepo import (
-    RepositoryError,
-    Signers,
-    generate_key,
-    init_repository,
-    load_public,
-    load_signer,
-    publish,
-    refresh_timestamp,
-)
 from stockade.policy.model import Ecosystem, PackageRef
 from stockade.proxy.app import internal_namespaces
 from stockade.proxy.inventory import add_provenance, as_cyclonedx, as_json, collect
@@ -167,30 +158,41 @@ def osv_sync(args: argparse.Namespace) -> int:
     return 1 if any(o.result == "failed" for o in outcomes) else 0
 
 
+def _tufrepo() -> ModuleType:
+    """The signing side, imported by the commands that sign: python-tuf's key library
+    loads every cloud signer it knows (boto3 among them), half a second of every
+    ``stockade`` start otherwise."""
+    from stockade.fleet import tufrepo
+
+    return tufrepo
+
+
 def _fail(text: str) -> int:
     print(f"stockade: {text}", file=sys.stderr)
     return 2
 
 
 def _keygen(args: argparse.Namespace) -> int:
+    tuf = _tufrepo()
     try:
-        keyid = generate_key(args.key)
-    except RepositoryError as exc:
+        keyid = tuf.generate_key(args.key)
+    except tuf.RepositoryError as exc:
         return _fail(str(exc))
     print(f"{args.key}: ed25519 key {keyid}")
     return 0
 
 
 def _init(args: argparse.Namespace) -> int:
+    tuf = _tufrepo()
     try:
-        init_repository(
-            args.repo, root_signers=[load_signer(p) for p in args.root_key],
-            keys={role: [load_public(p) for p in getattr(args, f"{role}_key")]
+        tuf.init_repository(
+            args.repo, root_signers=[tuf.load_signer(p) for p in args.root_key],
+            keys={role: [tuf.load_public(p) for p in getattr(args, f"{role}_key")]
                   for role in ("targets", "snapshot", "timestamp")},
             thresholds={role: getattr(args, f"{role}_threshold")
                         for role in ("root", "targets", "snapshot", "timestamp")},
             expires=args.expires)
-    except RepositoryError as exc:
+    except tuf.RepositoryError as exc:
         return _fail(str(exc))
     print(f"{args.repo}: root version 1 written; give replicas "
           f"{args.repo / 'metadata' / '1.root.json'} as policy.bundle.trusted_root")
@@ -212,14 +214,15 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    tuf = _tufrepo()
     try:
-        signers = Signers(targets=[load_signer(p) for p in args.targets_key],
-                          snapshot=[load_signer(p) for p in args.snapshot_key],
-                          timestamp=[load_signer(p) for p in args.timestamp_key])
-        done = publish(args.repo, args.bundle, signers, name=args.name, expires={
+        signers = tuf.Signers(targets=[tuf.load_signer(p) for p in args.targets_key],
+                              snapshot=[tuf.load_signer(p) for p in args.snapshot_key],
+                              timestamp=[tuf.load_signer(p) for p in args.timestamp_key])
+        done = tuf.publish(args.repo, args.bundle, signers, name=args.name, expires={
             "targets": args.targets_expires, "snapshot": args.snapshot_expires,
             "timestamp": args.timestamp_expires})
-    except RepositoryError as exc:
+    except tuf.RepositoryError as exc:
         return _fail(str(exc))
     print(f"{args.repo}: {args.name} version {done.version} published "
           f"(sha256 {done.sha256}, {done.length} bytes)")
@@ -227,10 +230,12 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _timestamp(args: argparse.Namespace) -> int:
+    tuf = _tufrepo()
     try:
-        version = refresh_timestamp(args.repo, [load_signer(p) for p in args.timestamp_key],
-                                    expires=args.expires)
-    except RepositoryError as exc:
+        version = tuf.refresh_timestamp(args.repo,
+                                        [tuf.load_signer(p) for p in args.timestamp_key],
+                                        expires=args.expires)
+    except tuf.RepositoryError as exc:
         return _fail(str(exc))
     print(f"{args.repo}: timestamp version {version}")
     return 0

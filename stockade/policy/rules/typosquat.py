@@ -39,7 +39,7 @@ from stockade.policy.typosquat import Match, NameIndex, skeleton
 from stockade.policy.typosquat import summaries as shipped_summaries
 from stockade.policy.typosquat import tiers as tiered
 from stockade.policy.typosquat.loose import LooseIndex
-from stockade.policy.typosquat.store import load_or_build
+from stockade.policy.typosquat.store import load_or_build, load_or_build_loose
 
 _CACHE_MAX = 32768  # verdicts kept per ecosystem
 
@@ -55,7 +55,21 @@ def popular(ecosystem: Ecosystem) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=16)
 def _index(ecosystem: Ecosystem, protected: tuple[str, ...],
            shipped: tuple[str, ...]) -> NameIndex:
-    return load_or_build(ecosystem, shipped, first=protected)  # from its file if kept
+    """The shipped names with the policy's own ranked first: the shipped index built
+    once per process (or read from its file), the policy's names in a small one of
+    their own looked up first (``NameIndex.over``), so a policy with other names of its
+    own (a reload, a team, a tenant) builds only those. Maven's lists are short: built
+    whole."""
+    if not protected:
+        return _shipped_index(ecosystem, shipped)
+    if ecosystem is Ecosystem.MAVEN:
+        return NameIndex(ecosystem, shipped, first=protected)
+    return NameIndex.over(_shipped_index(ecosystem, shipped), protected)
+
+
+@functools.lru_cache(maxsize=8)
+def _shipped_index(ecosystem: Ecosystem, shipped: tuple[str, ...]) -> NameIndex:
+    return load_or_build(ecosystem, shipped)  # from its file if kept
 
 
 @dataclass
@@ -238,8 +252,9 @@ def _normalized(ecosystem: Ecosystem) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=16)
 def _loose(ecosystem: Ecosystem, ranked: tuple[str, ...]) -> LooseIndex:
-    """The loose index of ``ranked`` names (shared across reloads, as the strong one)."""
-    return LooseIndex(ecosystem, ranked)
+    """The loose index of ``ranked`` names (shared across reloads, as the strong one;
+    read from its file if kept)."""
+    return load_or_build_loose(ecosystem, ranked)
 
 
 def _stem(ecosystem: Ecosystem, pattern: str) -> str | None:

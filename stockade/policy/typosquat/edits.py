@@ -19,6 +19,9 @@ Pure; the ranks and skeletons are the owning ``NameIndex``'s.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Mapping, Set
+
 from rapidfuzz import process
 from rapidfuzz.distance import DamerauLevenshtein, Levenshtein
 
@@ -47,8 +50,8 @@ from stockade.policy.typosquat.limits import (
 class EditIndex:
     """The protected names of one ecosystem as edits reach them."""
 
-    def __init__(self, ecosystem: Ecosystem, names: dict[str, int],
-                 skeletons: dict[str, str]) -> None:
+    def __init__(self, ecosystem: Ecosystem, names: Mapping[str, int],
+                 skeletons: Mapping[str, str]) -> None:
         """``names`` (normalised name -> rank) and ``skeletons`` (skeleton -> best-ranked
         name) are the owning index's, filled as it adds names."""
         self._ecosystem = ecosystem
@@ -64,6 +67,26 @@ class EditIndex:
         # skeletons of names too far down for edits, by what swapping two of their
         # letters leaves as it is
         self._swaps: dict[int, str | tuple[str, ...]] = {}
+        # a layered index (``over``): the shipped lists' edits, and the skeletons of
+        # theirs that the policy's own names hold (filed here, not there)
+        self._base: EditIndex | None = None
+        self._hidden: Set[str] = frozenset()
+
+    def over(self, base: EditIndex, names: Mapping[str, int], skeletons: Mapping[str, str],
+             hidden: Set[str]) -> EditIndex:
+        """These (the policy's own names, all ranked first) looked up before ``base``,
+        with the layered ``names`` and ``skeletons``; ``hidden``: skeletons of
+        ``base`` that these hold."""
+        layered = EditIndex(self._ecosystem, names, skeletons)
+        layered._deletes, layered._variants = self._deletes, self._variants
+        # the most installed by length and first letter: the policy's names first
+        top = dict(base._top)
+        for key, forms in self._top.items():
+            top[key] = [*forms, *base._top.get(key, ())]
+        layered._top, layered._top_names = top, {**base._top_names, **self._top_names}
+        layered._swaps = base._swaps  # the policy's names, ranked first, take no swaps
+        layered._base, layered._hidden = base, hidden
+        return layered
 
     def add(self, name: str, skel: str, rank: int) -> None:
         """File a protected name under its first skeleton, where its rank and length
@@ -115,8 +138,14 @@ class EditIndex:
             return None
         scoped = "/" in norm
         best: tuple[int, int, str] | None = None
-        for variant in self._variants & deletions(skel):
-            held = self._deletes[variant]
+        variants = deletions(skel)
+        found: Iterable[str | tuple[str, ...]] = map(
+            self._deletes.__getitem__, self._variants & variants)
+        if self._base is not None:
+            base = self._base
+            found = itertools.chain(found, map(base._deletes.__getitem__,
+                                               base._variants & variants))
+        for held in found:
             for candidate in (held,) if isinstance(held, str) else held:
                 if candidate == skel:
                     continue  # the same skeleton: the exact check's, with its limits
@@ -188,7 +217,7 @@ class EditIndex:
             return None
         for theirs in (held,) if isinstance(held, str) else held:
             # the key holds the length: ``is_slip`` tests a swap of neighbours here
-            if theirs != skel and is_slip(skel, theirs) \
+            if theirs != skel and theirs not in self._hidden and is_slip(skel, theirs) \
                     and DIGITS.sub("", theirs) != DIGITS.sub("", skel):
                 return Match(self._skeletons[theirs], "swapped letters")
         return None

@@ -13,6 +13,8 @@ them: its coordinates share a few groupId prefixes. Pure; the ranks are the owni
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Set
+
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat.compare import Match, dropped_vowels
 from stockade.policy.typosquat.forms import (
@@ -62,7 +64,7 @@ class _Slipped:
 class SlipIndex:
     """The protected names of one ecosystem by what a slip leaves as it is."""
 
-    def __init__(self, ecosystem: Ecosystem, names: dict[str, int]) -> None:
+    def __init__(self, ecosystem: Ecosystem, names: Mapping[str, int]) -> None:
         """``names`` (normalised name -> rank) is the owning index's, filled as it adds
         names."""
         self._ecosystem = ecosystem
@@ -76,6 +78,40 @@ class SlipIndex:
         self._vocabulary: set[str] = set()
         # the WORD_SLIP_RANK most installed one-word names, doubles written once
         self._word_slips: dict[str, str] = {}
+        # a layered index (``over``): the shipped lists' slips, and the names of theirs
+        # whose skeleton the policy's own names hold (filed here, not there)
+        self._base: SlipIndex | None = None
+        self._hidden: Set[str] = frozenset()
+
+    def over(self, base: SlipIndex, names: Mapping[str, int], hidden: Set[str],
+             skeletons: Mapping[str, str]) -> SlipIndex:
+        """These (the policy's own names, all ranked first) looked up before ``base``,
+        with the layered ``names``; ``hidden``: names of ``base`` whose skeleton these
+        hold; ``skeletons``: ``base``'s, skeleton -> the name holding it."""
+        layered = SlipIndex(self._ecosystem, names)
+        layered._base, layered._hidden = base, hidden
+        # a hidden name is filed under its skeleton's key, which these hold too: the
+        # keys of theirs merged with the base's, the rest read from the base
+        layered._slips = {key: layered._merged(held, base._slips.get(key))
+                          for key, held in self._slips.items()}
+        layered._vocabulary = self._vocabulary | base._vocabulary \
+            if self._vocabulary else base._vocabulary
+        word_slips = dict(self._word_slips)
+        for once, name in base._word_slips.items():
+            if once not in word_slips and name not in hidden:
+                word_slips[once] = name
+        if any(name in hidden for name in base._word_slips.values()):
+            # the next of the shipped names filed under a hidden one's key, as a build
+            # of all the names together files it
+            for name, rank in base._names.items():
+                if rank >= WORD_SLIP_RANK:
+                    break
+                # filed where it holds a skeleton that is its own name
+                if name not in hidden and skeletons.get(name) == name \
+                        and len(once := collapse_doubles(name)) >= SLIP_MIN:
+                    word_slips.setdefault(once, name)
+        layered._word_slips = word_slips
+        return layered
 
     def add_words(self, name: str, rank: int) -> None:
         """Learn the words of a protected name, if it is a popular one."""
@@ -99,7 +135,10 @@ class SlipIndex:
         """Doubled letters, dropped vowels or a plural s, at any rank."""
         if self._ecosystem is Ecosystem.MAVEN or len(skel) < SLIP_MIN:
             return None
-        held = self._slips.get(slip_key(skel))
+        key = slip_key(skel)
+        held = self._slips.get(key)
+        if held is None and self._base is not None:
+            held = self._base._slips.get(key)
         if held is None or held == norm:
             return None  # no name, or only itself (a listed name below the popular ones)
         once = collapse_doubles(skel)
@@ -117,6 +156,13 @@ class SlipIndex:
             return None
         _, target, technique = min(found)
         return Match(target, technique)
+
+    def _merged(self, own: str | tuple[str, ...] | None,
+                base: str | tuple[str, ...] | None) -> tuple[str, ...]:
+        """The names a key holds here and in the base, but the hidden ones."""
+        return (*((own,) if isinstance(own, str) else own or ()),
+                *(n for n in ((base,) if isinstance(base, str) else base or ())
+                  if n not in self._hidden))
 
     def _technique(self, mine: _Slipped, target: str) -> str | None:
         theirs, once, target_consonants, raw_consonants = slip_forms(self._ecosystem, target)

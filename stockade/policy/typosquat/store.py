@@ -8,27 +8,34 @@ str, int, tuple, dict and set, no code, read only from the folder this process o
 another of the same installation wrote. Any failure to read or write is not an error:
 the index is built as before.
 
+The loose search's index (``LooseIndex``) is kept beside it the same way, every
+attribute as it is but its substring automaton, kept as pyahocorasick's pickle.
+
 The folder: ``STOCKADE_INDEX_CACHE`` if set (empty: never use a file), else
 ``$XDG_CACHE_HOME/stockade`` or ``~/.cache/stockade``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import importlib.metadata
 import logging
 import marshal
 import os
+import pickle
 import sys
 import tempfile
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat.edits import EditIndex
 from stockade.policy.typosquat.index import NameIndex
+from stockade.policy.typosquat.loose import LooseIndex
 from stockade.policy.typosquat.slips import SlipIndex
 
 logger = logging.getLogger(__name__)
@@ -41,6 +48,7 @@ _EDITS = ("_deletes", "_top", "_top_names", "_swaps")  # _variants: sealed on lo
 _SLIPS = ("_slips", "_vocabulary", "_word_slips")
 _SHARED_EDITS = ("_ecosystem", "_names", "_skeletons")
 _SHARED_SLIPS = ("_ecosystem", "_names")
+_LAYERS = ("_base", "_hidden")  # set on a layered index only, never kept
 _FORMAT = 1  # bump when the layout of the state below changes
 
 
@@ -80,8 +88,9 @@ def _state(index: NameIndex) -> dict[str, Any]:
     held = vars(index)
     expected = {"ecosystem", "_edits", "_slips", "_groups", *_INDEX}
     if set(held) != expected \
-            or set(vars(index._edits)) != {*_EDITS, *_SHARED_EDITS, "_variants"} \
-            or set(vars(index._slips)) != {*_SLIPS, *_SHARED_SLIPS}:
+            or set(vars(index._edits)) != {*_EDITS, *_SHARED_EDITS, *_LAYERS, "_variants"} \
+            or set(vars(index._slips)) != {*_SLIPS, *_SHARED_SLIPS, *_LAYERS} \
+            or index._edits._base is not None:
         raise TypeError("NameIndex holds attributes the index file does not know")
     return {
         "ecosystem": index.ecosystem.value,
@@ -129,7 +138,8 @@ def load_or_build(ecosystem: Ecosystem, names: Iterable[str], *,
         return NameIndex(ecosystem, names, first=first)
     path = where / f"names-{ecosystem.value}-{_key(ecosystem, names, first)}.marshal"
     try:
-        return loads(path.read_bytes())
+        with _paused_collection():
+            return loads(path.read_bytes())
     except FileNotFoundError:
         pass
     except (OSError, ValueError, EOFError, TypeError, KeyError) as exc:
@@ -137,6 +147,62 @@ def load_or_build(ecosystem: Ecosystem, names: Iterable[str], *,
     index = NameIndex(ecosystem, names, first=first)
     _write(where, path, dumps(index))
     return index
+
+
+def load_or_build_loose(ecosystem: Ecosystem, names: tuple[str, ...]) -> LooseIndex:
+    """``LooseIndex(ecosystem, names)``, read from its file when one was written for
+    these names and this detector, else built (and its file written): about a third
+    of the CPU of building it at every start."""
+    where = folder()
+    if where is None:
+        return LooseIndex(ecosystem, names)
+    path = where / f"loose-{ecosystem.value}-{_key(ecosystem, names, ('loose',))}.marshal"
+    try:
+        with _paused_collection():
+            return _loose_restore(marshal.loads(path.read_bytes()))  # noqa: S302
+    except FileNotFoundError:
+        pass
+    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError,
+            pickle.UnpicklingError) as exc:
+        logger.warning("ignoring the loose index file %s: %s", path, exc)
+    index = LooseIndex(ecosystem, names)
+    try:
+        data = marshal.dumps(_loose_state(index))
+    except (ValueError, TypeError, pickle.PicklingError) as exc:
+        logger.info("loose index not kept: %s", exc)  # an attribute marshal cannot write
+        return index
+    _write(where, path, data)
+    return index
+
+
+def _loose_state(index: LooseIndex) -> dict[str, Any]:
+    """Every attribute of ``index`` as plain data: the ecosystem by its value, and the
+    substring automaton (no plain data) as pyahocorasick's own pickle of it."""
+    state = dict(vars(index))
+    state["ecosystem"] = index.ecosystem.value
+    state["_contained"] = pickle.dumps(index._contained, protocol=pickle.HIGHEST_PROTOCOL)
+    return state
+
+
+def _loose_restore(state: dict[str, Any]) -> LooseIndex:
+    index = LooseIndex.__new__(LooseIndex)
+    vars(index).update(state)
+    index.ecosystem = Ecosystem(state["ecosystem"])
+    index._contained = pickle.loads(state["_contained"])  # noqa: S301 (our own file)
+    return index
+
+
+@contextlib.contextmanager
+def _paused_collection() -> Iterator[None]:
+    """No cyclic collection while a file's hundreds of thousands of containers are
+    made: each generation's pass would walk them again (a third of npm's load)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _write(where: Path, path: Path, data: bytes) -> None:
@@ -151,7 +217,7 @@ def _write(where: Path, path: Path, data: bytes) -> None:
         os.replace(tmp, path)
         tmp = None
         prefix = path.name.rsplit("-", 1)[0]
-        for old in where.glob(f"{prefix}-*.marshal"):
+        for old in where.glob(f"{prefix}-*{path.suffix}"):
             if old != path:
                 old.unlink(missing_ok=True)
     except OSError as exc:

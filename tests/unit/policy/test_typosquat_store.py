@@ -8,6 +8,7 @@ import pytest
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat import NameIndex, store
+from stockade.policy.typosquat.loose import LooseIndex
 
 E = Ecosystem
 LISTS = {
@@ -69,4 +70,42 @@ def test_no_folder_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.chdir(tmp_path)
     assert store.folder() is None
     assert store.load_or_build(E.PYPI, LISTS[E.PYPI]).lookalike("reqeusts") is not None
+    assert list(tmp_path.iterdir()) == []
+
+
+LOOSE_PROBES = ["lodash-utils", "reactt-x", "expressjs", "pupeteer-core", "left-pad"]
+
+
+def test_loose_index_file_written_once_then_read(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STOCKADE_INDEX_CACHE", str(tmp_path))
+    names = tuple(LISTS[E.NPM])
+    built = LooseIndex(E.NPM, names)
+    first = store.load_or_build_loose(E.NPM, names)
+    (path,) = tmp_path.glob("loose-npm-*.marshal")
+    written: list[Path] = []
+    monkeypatch.setattr(store, "_write", lambda where, path, data: written.append(path))
+    again = store.load_or_build_loose(E.NPM, names)
+    assert written == []  # read from the file, not built and written
+    assert again is not first
+    for deep in (False, True):
+        found = [again.match(n, deep=deep) for n in LOOSE_PROBES]
+        assert found == [built.match(n, deep=deep) for n in LOOSE_PROBES]
+        assert found == [first.match(n, deep=deep) for n in LOOSE_PROBES]
+    assert any(found)
+    path.write_bytes(b"\x80garbage")  # damaged: built anew, written again
+    monkeypatch.undo()
+    monkeypatch.setenv("STOCKADE_INDEX_CACHE", str(tmp_path))
+    assert store.load_or_build_loose(E.NPM, names).match("expressjs", deep=True) \
+        == built.match("expressjs", deep=True)
+    assert path.read_bytes() != b"\x80garbage"
+    assert list(tmp_path.glob("names-*")) == []  # the name index's files are apart
+
+
+def test_loose_index_without_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STOCKADE_INDEX_CACHE", "")
+    monkeypatch.chdir(tmp_path)
+    index = store.load_or_build_loose(E.PYPI, tuple(LISTS[E.PYPI]))
+    assert index.match("requests-toolz", deep=True) == LooseIndex(
+        E.PYPI, tuple(LISTS[E.PYPI])).match("requests-toolz", deep=True)
     assert list(tmp_path.iterdir()) == []
