@@ -33,6 +33,7 @@ import csv
 import random
 import sys
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def recall(engine: Engine, now: datetime) -> None:
     counts = {"strong": 0, "loose": 0, "missed": 0}
     alone = 0
     missed = []
+    halves = {0: [0, 0], 1: [0, 0]}  # half -> [missed, caught]
     for row in rows:
         ref = PackageRef(Ecosystem(row["ecosystem"]), row["name"])
         found = tier(engine, ref, young(now))
@@ -75,6 +77,7 @@ def recall(engine: Engine, now: datetime) -> None:
         alone += engine.decide(ref, Facts(upstream="public")).blocks
         if found == "missed":
             missed.append(f"{row['name']} ({row['imitates']})")
+        halves[tuning_half(row["name"])][found != "missed"] += 1
     total = len(rows)
     caught = counts["strong"] + counts["loose"]
     print(f"(1) labelled squats with young facts: {total}; strong (refused) "
@@ -82,7 +85,18 @@ def recall(engine: Engine, now: datetime) -> None:
           f"{counts['loose']} ({counts['loose'] / total:.0%}), missed {counts['missed']}: "
           f"{caught / total:.0%} held or refused (target >= 90%); the name alone: "
           f"{alone / total:.0%}")
+    for half, label in ((0, "tuning half"), (1, "held-out half")):
+        missed_n, caught_n = halves[half]
+        print(f"    {label} (crc32 of the name {'even' if half == 0 else 'odd'}): "
+              f"{caught_n} of {missed_n + caught_n} held or refused "
+              f"({caught_n / max(1, missed_n + caught_n):.0%})")
     print(f"    missed: {', '.join(missed)}")
+
+
+def tuning_half(name: str) -> int:
+    """The half of the labelled set a name is in: 0, the half the loose tier's shapes
+    were tuned on; 1, held out (a stable hash of the name)."""
+    return zlib.crc32(name.encode()) % 2
 
 
 def popular_names(engine: Engine, now: datetime) -> None:
@@ -144,12 +158,24 @@ def lesser_pypi(engine: Engine, sample: list[str], listed: dict[str, tuple[str, 
     print(f"    held or refused in the estimate, e.g. {', '.join(examples)}")
 
 
-def lesser_npm(engine: Engine, sample: list[str]) -> None:
+def lesser_npm(engine: Engine, sample: list[str], now: datetime) -> None:
     refused = sum(engine.decide(PackageRef(Ecosystem.NPM, n), Facts(upstream="public")).blocks
                   for n in sample)
     print(f"(2) npm lesser-known: the strong tier refuses {refused} of {len(sample)} "
           f"({refused / len(sample):.2%}) on names alone; the loose tier's holds cannot be "
           "measured here (the npm list has no dates)")
+    held = sum(engine.decide(PackageRef(Ecosystem.NPM, n), young(now)).blocks for n in sample)
+    print(f"    with young facts for every name, {held} of {len(sample)} "
+          f"({held / len(sample):.2%}) would be held or refused: the share of young "
+          "lesser-known npm projects held, if a name's shape says nothing of its age")
+
+
+def young_share(engine: Engine, sample: list[str], now: datetime) -> None:
+    """The same figure for PyPI, to compare: the sample with young facts for all."""
+    held = sum(engine.decide(PackageRef(Ecosystem.PYPI, n), young(now)).blocks
+               for n in sample)
+    print(f"(2) pypi lesser-known with young facts for every name: {held} of {len(sample)} "
+          f"({held / len(sample):.2%}) held or refused")
 
 
 def speed(engine: Engine, refs: list[PackageRef], now: datetime) -> None:
@@ -215,7 +241,8 @@ def main() -> None:
         names = lesser_names(path, eco)
         samples[eco] = random.Random(args.seed).sample(names, min(20000, len(names)))
     lesser_pypi(engine, samples[Ecosystem.PYPI], _listed(args.pypi_list), NOW)
-    lesser_npm(engine, samples[Ecosystem.NPM])
+    young_share(engine, samples[Ecosystem.PYPI], NOW)
+    lesser_npm(engine, samples[Ecosystem.NPM], NOW)
     labelled = [PackageRef(Ecosystem(r["ecosystem"]), r["name"]) for r in csv.DictReader(
         (DATA / "typosquats.tsv").open(), delimiter="\t")]
     refs = labelled + [PackageRef(eco, n) for eco, names in samples.items() for n in names]

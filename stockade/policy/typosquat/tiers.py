@@ -18,6 +18,22 @@ from stockade.policy.rules.base import human
 from stockade.policy.typosquat.forms import skeleton
 from stockade.policy.typosquat.summaries import fingerprint
 
+# Strong matches of shapes that refused lesser-known real names about as often as they
+# caught squats (``bench.typosquat_facts``): two popular names joined
+# (``django-pydantic``), an affix changed (``python-athena`` for ``pyathena``), and a
+# plural of a name below the PLURAL_STRONG_RANK most installed (``polylines``). They
+# go to the loose tier: held while young, allowed and recorded once old.
+LOOSE_TECHNIQUES = ("joins ", "changed affix")
+PLURAL_STRONG_RANK = 1_000
+
+
+def borderline(technique: str, rank: int | None) -> bool:
+    """True when a strong match of ``technique`` against the name ranked ``rank`` is
+    decided in the loose tier."""
+    if technique.startswith(LOOSE_TECHNIQUES):
+        return True
+    return technique == "plural" and (rank is None or rank >= PLURAL_STRONG_RANK)
+
 
 @dataclass(frozen=True, slots=True)
 class Tiers:
