@@ -186,6 +186,8 @@ class TyposquatRule:
             match = self._loose_deep[eco](ref.name)
             if match is None:
                 return None
+        if tiered.same_owner(eco, ref.name, match.target):
+            return None  # the target's own namespace or scope: cleared
         prints = shipped_summaries.shipped(eco) if project.summary else {}
         outcome = tiered.loose(eco, project, match.target, prints.get(match.target, 0), now,
                                self.tiers)
@@ -203,8 +205,9 @@ class TyposquatRule:
         """True when ``name`` is only a loose look-alike: the proxy then gathers the
         facts that compare it with its target (PyPI's summary and repository)."""
         strong = self._verdicts[ecosystem](name)
-        return isinstance(strong, Match) or (
-            strong is None and self._loose_deep[ecosystem](name) is not None)
+        match = strong if isinstance(strong, Match) else \
+            self._loose_deep[ecosystem](name) if strong is None else None
+        return match is not None and not tiered.same_owner(ecosystem, name, match.target)
 
     def _loose_match(self, ecosystem: Ecosystem, name: str, *, deep: bool) -> Match | None:
         norm = normalize(ecosystem, name)

@@ -14,7 +14,9 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from stockade.policy.model import Decision, Ecosystem, ProjectFacts
+from stockade.policy.names import split_npm
 from stockade.policy.rules.base import human
+from stockade.policy.typosquat.compare import maven_owner
 from stockade.policy.typosquat.forms import skeleton
 from stockade.policy.typosquat.summaries import fingerprint
 
@@ -52,6 +54,18 @@ class Outcome:
     decision: Decision
     why: str
     until: datetime | None = None
+
+
+def same_owner(ecosystem: Ecosystem, name: str, target: str) -> bool:
+    """True when ``name`` is published by its target's owner, who may name projects
+    alike: the same verified Maven namespace (``org.apache.commons3`` and
+    ``org.apache.commons``), the same npm scope."""
+    if ecosystem is Ecosystem.MAVEN:
+        return maven_owner(name) == maven_owner(target)
+    if ecosystem is Ecosystem.NPM:
+        scope, _ = split_npm(name.lower())
+        return scope is not None and scope == split_npm(target.lower())[0]
+    return False
 
 
 def releases(count: int | None) -> str:

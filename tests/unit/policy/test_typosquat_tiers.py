@@ -218,3 +218,14 @@ def test_borderline_strong_matches_are_decided_in_the_loose_tier(
     # the most installed keep their refusal on the name alone
     strong = decide(default, PYPI, "torchvisions", OLD)
     assert strong is not None and strong.decision is Decision.BLOCK
+
+
+def test_the_targets_own_namespace_or_scope_is_cleared(default: TyposquatRule) -> None:
+    maven = Ecosystem.MAVEN
+    held = decide(default, maven, "slf4j:slf4j-api", YOUNG)  # another owner's namespace
+    assert held is not None and held.decision is Decision.HOLD
+    assert held.target == "org.slf4j:slf4j-api"
+    assert decide(default, maven, "org.slf4j:slf4j-api-2", YOUNG) is None  # its own
+    assert decide(default, maven, "org.apache.commons3:commons-lang3", YOUNG) is None
+    assert default.resembles(maven, "slf4j:slf4j-api")
+    assert not default.resembles(maven, "org.slf4j:slf4j-api-2")  # no fetch for its facts
