@@ -82,8 +82,7 @@ SHAPES = {
     Ecosystem.PYPI: Shapes(
         two_edits=True,
         ratios=(Ratio(0, 1_000, 85.0), Ratio(8, 20_000, 85.0)),
-        contained=(Contained(8, ANY_RANK, 6, "not whole words"),
-                   Contained(6, 1_000, ANY_RANK, "anywhere"),
+        contained=(Contained(6, 1_000, ANY_RANK, "anywhere"),
                    Contained(5, 1_000, ANY_RANK, "one edge")),
         anagram_rank=20_000),
     Ecosystem.NPM: Shapes(
