@@ -62,6 +62,8 @@ class Ratio:
     min_len: int
     max_rank: int
     cutoff: float
+    ends: bool = False  # only names sharing the first or the last letter (a look-up
+    #                     among thousands of long names is then some ten times as fast)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +83,13 @@ class Shapes:
 SHAPES = {
     Ecosystem.PYPI: Shapes(
         two_edits=True,
-        ratios=(Ratio(0, 1_000, 85.0), Ratio(8, 20_000, 85.0)),
+        ratios=(Ratio(0, 1_000, 85.0), Ratio(8, 20_000, 85.0, ends=True)),
         contained=(Contained(6, 1_000, ANY_RANK, "anywhere"),
                    Contained(5, 1_000, ANY_RANK, "one edge")),
         anagram_rank=20_000),
     Ecosystem.NPM: Shapes(
         two_edits=False,
-        ratios=(Ratio(8, 20_000, 80.0),),
+        ratios=(Ratio(8, 20_000, 80.0, ends=True),),
         contained=(Contained(4, 1_000, ANY_RANK, "one edge"),
                    Contained(6, ANY_RANK, 4, "one edge"),
                    Contained(7, 20_000, 6, "not whole words")),
@@ -113,8 +115,9 @@ class LooseIndex:
         # two edits of a long name nearly always leave one end whole, and each list
         # is short
         self._ends: dict[str, list[str]] = {}
-        # per ratio row: skeletons by length (a ratio bounds the length difference)
-        self._ratios: list[dict[int, list[str]]] = [{} for _ in shape.ratios]
+        # per ratio row: skeletons by length (a ratio bounds the length difference),
+        # and, for a row that keeps an end, by the first and by the last letter too
+        self._ratios: list[dict[tuple[int, str], list[str]]] = [{} for _ in shape.ratios]
         self._anagrams: dict[str, str] = {}  # sorted letters -> skeleton
         self._dropped: dict[str, str] = {}  # skeleton less one word -> skeleton
         self._longest = 0  # the longest skeleton a contained row may find
@@ -134,7 +137,11 @@ class LooseIndex:
                 self._ends.setdefault(f"{skel[-2:]}${len(skel)}", []).append(skel)
             for row, bucket in zip(shape.ratios, self._ratios, strict=True):
                 if rank < row.max_rank and len(skel) >= row.min_len:
-                    bucket.setdefault(len(skel), []).append(skel)
+                    if row.ends:
+                        bucket.setdefault((len(skel), f"^{skel[0]}"), []).append(skel)
+                        bucket.setdefault((len(skel), f"{skel[-1]}$"), []).append(skel)
+                    else:
+                        bucket.setdefault((len(skel), ""), []).append(skel)
             if rank < shape.anagram_rank and len(skel) >= shape.anagram_min:
                 self._anagrams.setdefault("".join(sorted(skel)), skel)
             if shape.dropped_word:
@@ -214,7 +221,9 @@ class LooseIndex:
             share = row.cutoff / 100
             low = int(n * share / (2 - share))
             high = int(n * (2 - share) / share) + 1
-            candidates = [s for m in range(low, high + 1) for s in bucket.get(m, ())]
+            keys = (f"^{skel[0]}", f"{skel[-1]}$") if row.ends else ("",)
+            candidates = list(dict.fromkeys(s for m in range(low, high + 1) for k in keys
+                                            for s in bucket.get((m, k), ())))
             hit = process.extractOne(skel, candidates, scorer=fuzz.ratio,
                                      score_cutoff=row.cutoff) if candidates else None
             if hit is not None and hit[0] != skel:
