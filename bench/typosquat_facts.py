@@ -21,7 +21,10 @@ Prints, for the default policy (the shipped lists):
       with young facts (the deep loose search runs), over the labelled set and the
       lesser-known samples of both ecosystems, at first sight (every cache emptied
       before the pass) and asked again (a second pass), and the ratio of each to names
-      alone measured in the same run.
+      alone measured in the same run;
+  (4) with --shapes, instead: each deep shape of the loose tier left out in turn, with
+      the labelled squats it catches (tuning and held-out halves) and the lesser-known
+      names it holds, so that each shape's worth is seen in one run.
 
     python -m bench.typosquat_facts --pypi-list PYPI.tsv --npm-names NPM.tsv
 """
@@ -30,9 +33,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import random
 import sys
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,7 +45,8 @@ from bench.policy_bench import DATA, lesser_names
 from stockade.policy.engine import Engine, build_engine
 from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, ProjectFacts
 from stockade.policy.names import normalize
-from stockade.policy.rules.typosquat import popular
+from stockade.policy.rules.typosquat import _normalized, popular
+from stockade.policy.typosquat.loose import SHAPES, LooseIndex, Shapes
 
 csv.field_size_limit(sys.maxsize)
 NOW = datetime(2026, 11, 15, tzinfo=UTC)  # when the package lists were taken (their newest month)
@@ -68,6 +74,7 @@ def recall(engine: Engine, now: datetime) -> None:
     counts = {"strong": 0, "loose": 0, "missed": 0}
     alone = 0
     missed = []
+    halves = {0: [0, 0], 1: [0, 0]}  # half -> [missed, caught]
     for row in rows:
         ref = PackageRef(Ecosystem(row["ecosystem"]), row["name"])
         found = tier(engine, ref, young(now))
@@ -75,6 +82,7 @@ def recall(engine: Engine, now: datetime) -> None:
         alone += engine.decide(ref, Facts(upstream="public")).blocks
         if found == "missed":
             missed.append(f"{row['name']} ({row['imitates']})")
+        halves[tuning_half(row["name"])][found != "missed"] += 1
     total = len(rows)
     caught = counts["strong"] + counts["loose"]
     print(f"(1) labelled squats with young facts: {total}; strong (refused) "
@@ -82,7 +90,18 @@ def recall(engine: Engine, now: datetime) -> None:
           f"{counts['loose']} ({counts['loose'] / total:.0%}), missed {counts['missed']}: "
           f"{caught / total:.0%} held or refused (target >= 90%); the name alone: "
           f"{alone / total:.0%}")
+    for half, label in ((0, "tuning half"), (1, "held-out half")):
+        missed_n, caught_n = halves[half]
+        print(f"    {label} (crc32 of the name {'even' if half == 0 else 'odd'}): "
+              f"{caught_n} of {missed_n + caught_n} held or refused "
+              f"({caught_n / max(1, missed_n + caught_n):.0%})")
     print(f"    missed: {', '.join(missed)}")
+
+
+def tuning_half(name: str) -> int:
+    """The half of the labelled set a name is in: 0, the half the loose tier's shapes
+    were tuned on; 1, held out (a stable hash of the name)."""
+    return zlib.crc32(name.encode()) % 2
 
 
 def popular_names(engine: Engine, now: datetime) -> None:
@@ -144,12 +163,24 @@ def lesser_pypi(engine: Engine, sample: list[str], listed: dict[str, tuple[str, 
     print(f"    held or refused in the estimate, e.g. {', '.join(examples)}")
 
 
-def lesser_npm(engine: Engine, sample: list[str]) -> None:
+def lesser_npm(engine: Engine, sample: list[str], now: datetime) -> None:
     refused = sum(engine.decide(PackageRef(Ecosystem.NPM, n), Facts(upstream="public")).blocks
                   for n in sample)
     print(f"(2) npm lesser-known: the strong tier refuses {refused} of {len(sample)} "
           f"({refused / len(sample):.2%}) on names alone; the loose tier's holds cannot be "
           "measured here (the npm list has no dates)")
+    held = sum(engine.decide(PackageRef(Ecosystem.NPM, n), young(now)).blocks for n in sample)
+    print(f"    with young facts for every name, {held} of {len(sample)} "
+          f"({held / len(sample):.2%}) would be held or refused: the share of young "
+          "lesser-known npm projects held, if a name's shape says nothing of its age")
+
+
+def young_share(engine: Engine, sample: list[str], now: datetime) -> None:
+    """The same figure for PyPI, to compare: the sample with young facts for all."""
+    held = sum(engine.decide(PackageRef(Ecosystem.PYPI, n), young(now)).blocks
+               for n in sample)
+    print(f"(2) pypi lesser-known with young facts for every name: {held} of {len(sample)} "
+          f"({held / len(sample):.2%}) held or refused")
 
 
 def speed(engine: Engine, refs: list[PackageRef], now: datetime) -> None:
@@ -196,6 +227,64 @@ def speed(engine: Engine, refs: list[PackageRef], now: datetime) -> None:
               f"{warm[label] / warm['names alone']:.3f})")
 
 
+def _variants(shapes: Shapes) -> list[tuple[str, Shapes]]:
+    """The shapes of one ecosystem, and each with one deep shape left out."""
+    out = [("all shapes", shapes)]
+    if shapes.two_edits:
+        out.append(("without two edits", dataclasses.replace(shapes, two_edits=False)))
+    for i, row in enumerate(shapes.ratios):
+        out.append((f"without {row}", dataclasses.replace(
+            shapes, ratios=shapes.ratios[:i] + shapes.ratios[i + 1:])))
+    for i, inner in enumerate(shapes.contained):
+        out.append((f"without {inner}", dataclasses.replace(
+            shapes, contained=shapes.contained[:i] + shapes.contained[i + 1:])))
+    if shapes.anagram_rank:
+        out.append(("without reordered letters", dataclasses.replace(shapes, anagram_rank=0)))
+    if shapes.dropped_word:
+        out.append(("without a word left out", dataclasses.replace(shapes,
+                                                                   dropped_word=False)))
+    return out
+
+
+def shapes_table(engine: Engine, samples: dict[Ecosystem, list[str]],
+                 listed: dict[str, tuple[str, str]], now: datetime, npm_n: int) -> None:
+    """(4) What each deep shape of the loose tier adds, in one run: the labelled squats
+    it alone catches (tuning and held-out halves), and the lesser-known names it alone
+    holds: PyPI's young ones (upper bound, as (2)), npm's first ``npm_n`` of the sample
+    with young facts (the share of young npm projects held)."""
+    rows = list(csv.DictReader((DATA / "typosquats.tsv").open(), delimiter="\t"))
+    for eco in (Ecosystem.PYPI, Ecosystem.NPM):
+        def unrefused(name: str, eco: Ecosystem = eco) -> bool:
+            verdict = engine.decide(PackageRef(eco, name), Facts(upstream="public"))
+            return not verdict.blocks or "resembles" in verdict.reason
+        squats = [r["name"] for r in rows if r["ecosystem"] == eco.value
+                  and unrefused(r["name"])]
+        if eco is Ecosystem.PYPI:
+            lesser = []
+            for name in samples[eco]:
+                span = _month(listed.get(normalize(eco, name), ("", ""))[1])
+                if span is not None and now - min(span[1], now) < timedelta(days=30):
+                    lesser.append(name)
+            what = f"{len(lesser)} young lesser-known"
+        else:
+            lesser = samples[eco][:npm_n]
+            what = f"{len(lesser)} lesser-known (as if young)"
+        lesser = [n for n in lesser if unrefused(n)]
+        names = set(_normalized(eco))
+        print(f"(4) {eco.value}: the loose tier's catches among {len(squats)} labelled squats "
+              f"the strong tier does not refuse, and its holds among {what} names")
+        for label, shapes in _variants(SHAPES[eco]):
+            index = LooseIndex(eco, _normalized(eco), names, shapes)
+
+            def hit(name: str, index: LooseIndex = index, eco: Ecosystem = eco) -> bool:
+                return index.match(normalize(eco, name), deep=True) is not None
+            caught = [n for n in squats if hit(n)]
+            tuning = sum(tuning_half(n) == 0 for n in caught)
+            held = sum(hit(n) for n in lesser)
+            print(f"    {label}: {len(caught)} caught (tuning half {tuning}, held-out "
+                  f"{len(caught) - tuning}); {held} held ({held / max(1, len(lesser)):.1%})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,19 +292,27 @@ def main() -> None:
                         help="the PyPI package list (name, version, month, rank, summary)")
     parser.add_argument("--npm-names", type=Path, required=True, help="the npm package list")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--shapes", action="store_true",
+                        help="only (4): each deep shape of the loose tier left out in turn")
+    parser.add_argument("--shapes-npm", type=int, default=5000,
+                        help="npm names of the sample (4) looks at (default 5,000)")
     args = parser.parse_args()
     engine = build_engine(None)
     for rule in engine.rules:  # decide as of when the lists were taken
         if hasattr(rule, "now"):
             rule.now = lambda: NOW
-    recall(engine, NOW)
-    popular_names(engine, NOW)
     samples = {}
     for eco, path in ((Ecosystem.PYPI, args.pypi_list), (Ecosystem.NPM, args.npm_names)):
         names = lesser_names(path, eco)
         samples[eco] = random.Random(args.seed).sample(names, min(20000, len(names)))
+    if args.shapes:
+        shapes_table(engine, samples, _listed(args.pypi_list), NOW, args.shapes_npm)
+        return
+    recall(engine, NOW)
+    popular_names(engine, NOW)
     lesser_pypi(engine, samples[Ecosystem.PYPI], _listed(args.pypi_list), NOW)
-    lesser_npm(engine, samples[Ecosystem.NPM])
+    young_share(engine, samples[Ecosystem.PYPI], NOW)
+    lesser_npm(engine, samples[Ecosystem.NPM], NOW)
     labelled = [PackageRef(Ecosystem(r["ecosystem"]), r["name"]) for r in csv.DictReader(
         (DATA / "typosquats.tsv").open(), delimiter="\t")]
     refs = labelled + [PackageRef(eco, n) for eco, names in samples.items() for n in names]

@@ -3,13 +3,16 @@
 Owns ``GET /_stockade/explain/<ecosystem>/<name>[/<version>]``: the same
 decision a request would get, with every rule's verdict, the facts it was made
 on, and, for a name, the versions policy hides and why; decided with the policy of
-the caller's team (or of ``?team=NAME``). Facts come from the
+the caller's team (or of ``?team=NAME``); ``?facts=LINE`` (a ``stockade check`` line
+of a project's facts, ``facts_lines``) decides on those facts in place of the
+project's own, as if it were published today. Facts come from the
 admission path (the cached metadata, fetched if needed); when the upstream
 cannot be reached the answer says so and decides on what routing knows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import asdict
 from datetime import datetime
@@ -17,10 +20,11 @@ from typing import Any
 
 from aiohttp import web
 
-from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
-from stockade.policy.names import KINDS, valid
+from stockade.policy.model import Ecosystem, Facts, PackageRef, ProjectFacts, Verdict
+from stockade.policy.names import KINDS, normalize, valid
 from stockade.proxy.admission import Admission, base_facts, canonical
 from stockade.proxy.errors import BadRequestError, ProxyError
+from stockade.proxy.facts_lines import FactsLineError, parse_line
 from stockade.proxy.identity import identity_of
 from stockade.proxy.state import services
 
@@ -75,10 +79,12 @@ def parse_ecosystem(value: str) -> Ecosystem:
 
 
 async def explanation(adm: Admission, ecosystem: Ecosystem, name: str,
-                      version: str | None, team: str | None = None) -> dict[str, Any]:
+                      version: str | None, team: str | None = None,
+                      project: ProjectFacts | None = None) -> dict[str, Any]:
     """Every rule's verdict on a name or one version of it, with the facts, under the
     policy of ``team`` (None: the global one): the body of the explain API, which the
-    web page shows too.
+    web page shows too. ``project``: the project's facts to decide on in place of its
+    own (a ``check`` line's).
 
     Raises:
         BadRequestError: ``name`` is not a valid name of the ecosystem.
@@ -99,8 +105,11 @@ async def explanation(adm: Admission, ecosystem: Ecosystem, name: str,
     if version is not None:  # what the server verified of it, shown and decided on
         facts = await adm.known_provenance(
             PackageRef(ecosystem, canonical(ecosystem, name), version), facts)
-    if version is not None and version not in versions:
+    if version is not None and version not in versions and project is None:
         body.setdefault("facts_error", f"{name} {version} is not in the upstream's metadata")
+    if project is not None:  # the facts given stand for the project's metadata
+        facts = dataclasses.replace(facts, project=project)
+        body.pop("facts_error", None)  # a project not published yet is the question
     verdict = engine.decide(ref, facts)
     body.update({
         "ecosystem": ecosystem.value, "name": name, "version": version,
@@ -123,7 +132,29 @@ async def explain(request: web.Request) -> web.Response:
     ecosystem = parse_ecosystem(request.match_info["ecosystem"])
     name, version = split_path(ecosystem, request.match_info["rest"])
     return web.json_response(await explanation(
-        services(request).admission, ecosystem, name, version, caller_team(request)))
+        services(request).admission, ecosystem, name, version, caller_team(request),
+        given_project(request, ecosystem, name, version)))
+
+
+def given_project(request: web.Request, ecosystem: Ecosystem, name: str,
+                  version: str | None) -> ProjectFacts | None:
+    """The project's facts of ``?facts=LINE``, if given.
+
+    Raises:
+        BadRequestError: a line that is not a name with facts, or of another name or
+            version than the path's.
+    """
+    text = request.query.get("facts")
+    if text is None:
+        return None
+    try:
+        given, given_version, project = parse_line(text)
+    except FactsLineError as exc:
+        raise BadRequestError(f"facts: {exc}") from exc
+    if normalize(ecosystem, given) != normalize(ecosystem, name) or given_version != version:
+        raise BadRequestError(f"facts: the line is for {given!r} {given_version or ''}, "
+                              f"the path for {name!r} {version or ''}".replace(" ,", ","))
+    return project
 
 
 def caller_team(request: web.Request) -> str | None:

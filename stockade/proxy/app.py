@@ -26,7 +26,7 @@ from stockade.policy.model import Ecosystem
 from stockade.proxy import routes, ui
 from stockade.proxy.admission import Admission, Workers
 from stockade.proxy.affected import Reevaluator
-from stockade.proxy.approvals_log import record_new
+from stockade.proxy.approvals_log import record_new, seen_path
 from stockade.proxy.auth import TOKENS, TokenWatcher, make_auth_middleware
 from stockade.proxy.bundlepull import BundlePuller
 from stockade.proxy.checkpoint import key_from_env
@@ -305,7 +305,7 @@ def _services(
         decisions = await open_decisions(settings, metrics, environ, lambda: gate.revision)
         gate = Gate(engine, metrics, decisions)
         if lead:  # the approvals in force at start, recorded once per server
-            await record_new(gate, None, engine)
+            await record_new(gate, None, engine, seen_path(settings))
         store = open_store(settings, environ, read_only=read_only)
         await store.open()
         pipeline = ArtifactPipeline(

@@ -11,7 +11,8 @@ publish date, install scripts, licence, wheels). Nothing is fetched: a version
 whose metadata was never cached is decided as a request is when a fact is
 missing. With ``--server URL`` it asks a running stockade's explain API
 instead, so the answer is that server's, on the metadata it holds or fetches
-(with ``$STOCKADE_TOKEN`` sent as a bearer token, for a private explain API).
+(with ``$STOCKADE_TOKEN`` sent as a bearer token, for a private explain API); a
+line with a project's facts goes to it as ``?facts=LINE``, decided there on those facts.
 ``audit`` decides cached artifacts on the same facts as ``check``.
 """
 
@@ -250,17 +251,22 @@ async def _check_remote(args: argparse.Namespace) -> int:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_REMOTE_TIMEOUT_S),
                                      trust_env=True) as session:
         for spec in _names(args.name):
-            if is_facts_line(spec):
-                _fail(ecosystem, spec, "a line with facts is decided here, not by a server: "
-                      "leave out --server", args.json)
-                failed = True
-                continue
-            name, version = split_spec(ecosystem, spec)
+            query: dict[str, str] = {}
+            if is_facts_line(spec):  # the server decides on the facts given
+                try:
+                    name, version, _ = parse_line(spec)
+                except FactsLineError as exc:
+                    _fail(ecosystem, spec, str(exc), args.json)
+                    failed = True
+                    continue
+                query["facts"] = spec
+            else:
+                name, version = split_spec(ecosystem, spec)
             parts = [*name.split("/"), *([version] if version else [])]
             url = f"{base}/_stockade/explain/{ecosystem.value}/" + "/".join(
                 quote(part, safe="@:") for part in parts)
             try:
-                async with session.get(url, headers=headers) as resp:
+                async with session.get(url, headers=headers, params=query) as resp:
                     text = await resp.text()
                     status = resp.status
             except (aiohttp.ClientError, TimeoutError) as exc:

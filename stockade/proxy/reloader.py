@@ -21,7 +21,7 @@ from pathlib import Path
 
 from stockade.config.load import ConfigError
 from stockade.config.model import Settings
-from stockade.proxy.approvals_log import record_new
+from stockade.proxy.approvals_log import record_new, seen_path
 from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.metrics import Metrics
 
@@ -128,7 +128,7 @@ class PolicyReloader:
             if engine.revision != self._gate.revision:
                 before = self._gate.engine
                 self._gate.swap(engine)
-                await record_new(self._gate, before, engine)
+                await record_new(self._gate, before, engine, seen_path(self._settings))
             self._stamp = file_stamps(self._watched())
             self.last = ReloadOutcome(datetime.now(UTC), reason, True, self._gate.revision)
             return True

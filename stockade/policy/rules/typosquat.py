@@ -164,7 +164,9 @@ class TyposquatRule:
         strong = self._verdicts[ref.ecosystem](ref.name)
         project = facts.project
         if project is None:  # the name alone: the strong tier as it always was
-            return strong
+            return self._refusal(ref.name, strong) if isinstance(strong, Match) else strong
+        if isinstance(strong, Match):  # a borderline strong match: the loose tier's
+            return self._loosely(ref, project, strong)
         if strong is not None:
             return self._strong(strong, project)
         return self._loosely(ref, project)
@@ -179,10 +181,12 @@ class TyposquatRule:
                            f"{strong.reason} (its age is unknown)", strong.target)
         return strong
 
-    def _loosely(self, ref: PackageRef, project: ProjectFacts) -> Verdict | None:
+    def _loosely(self, ref: PackageRef, project: ProjectFacts,
+                 match: Match | None = None) -> Verdict | None:
         """The loose tier: a look-alike held, refused or recorded on its facts."""
         eco = ref.ecosystem
-        match = self._loose_quick[eco](ref.name)  # the quick likenesses, at any age
+        if match is None:
+            match = self._loose_quick[eco](ref.name)  # the quick likenesses, at any age
         if match is None and project.releases is not None and \
                 project.releases > self.tiers.max_releases:
             return None  # too many releases to be young: nothing deeper to look for
@@ -196,6 +200,8 @@ class TyposquatRule:
             match = self._loose_deep[eco](ref.name)
             if match is None:
                 return None
+        if tiered.same_owner(eco, ref.name, match.target):
+            return None  # the target's own namespace or scope: cleared
         prints = shipped_summaries.shipped(eco) if project.summary else {}
         outcome = tiered.loose(eco, project, match.target, prints.get(match.target, 0), now,
                                self.tiers)
@@ -212,8 +218,10 @@ class TyposquatRule:
     def resembles(self, ecosystem: Ecosystem, name: str) -> bool:
         """True when ``name`` is only a loose look-alike: the proxy then gathers the
         facts that compare it with its target (PyPI's summary and repository)."""
-        return self._verdicts[ecosystem](name) is None and \
-            self._loose_deep[ecosystem](name) is not None
+        strong = self._verdicts[ecosystem](name)
+        match = strong if isinstance(strong, Match) else \
+            self._loose_deep[ecosystem](name) if strong is None else None
+        return match is not None and not tiered.same_owner(ecosystem, name, match.target)
 
     def _loose_match(self, ecosystem: Ecosystem, name: str, *, deep: bool) -> Match | None:
         norm = normalize(ecosystem, name)
@@ -233,13 +241,22 @@ class TyposquatRule:
         for found in (*self._loose_quick.values(), *self._loose_deep.values()):
             found.cache_clear()
 
-    def _decide(self, ecosystem: Ecosystem, name: str) -> Verdict | None:
+    def _decide(self, ecosystem: Ecosystem, name: str) -> Verdict | Match | None:
+        """A strong match's refusal; the match itself where it is borderline (decided
+        in the loose tier: ``tiers.borderline``)."""
         norm = normalize(ecosystem, name)
         if self._is_allowed(ecosystem, norm):
             return None
-        match = self.index(ecosystem).lookalike(norm, normalized=True)
+        index = self.index(ecosystem)
+        match = index.lookalike(norm, normalized=True)
         if match is None:
             return None
+        if tiered.borderline(match.technique,
+                             index.names.get(normalize(ecosystem, match.target))):
+            return match
+        return self._refusal(name, match)
+
+    def _refusal(self, name: str, match: Match) -> Verdict:
         return finding(self.name, self.mode, Decision.BLOCK,
                        f'"{name}" looks like a typosquat of "{match.target}" '
                        f'({match.technique}); did you mean "{match.target}"?', match.target)

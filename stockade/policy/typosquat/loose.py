@@ -6,9 +6,12 @@ Owns the looser likenesses the facts of a project then clear or convict
 separator variant of a less installed name), one edit of any protected name of
 ``ONE_EDIT_MIN`` letters or more (a deletion-set index), a version suffix
 (``requests-2``, ``lodash-4.17``), and, in the deep search that runs only where the
-facts say a project is young: two edits of a long name among the most installed
-(buckets by length and the first or last two letters), a high rapidfuzz ratio,
-and a most installed name contained with an affix (an Aho-Corasick automaton).
+facts say a project is young, the shapes of ``SHAPES`` per ecosystem: two edits of a
+long name among the most installed (buckets by length and the first or last two
+letters), a high rapidfuzz ratio (buckets by length), the same letters reordered, a
+word left out, and a protected name contained with an affix, limited by its length,
+its rank, the affix's length and where it sits among the words (substrings looked up
+in the skeleton table: no automaton to hold).
 Names are compared as the detector's skeletons. A name that is itself listed is
 never a loose look-alike. Pure; the corpus is passed in.
 """
@@ -17,8 +20,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
-import ahocorasick
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import DamerauLevenshtein
 
@@ -30,21 +33,80 @@ ONE_EDIT_MIN = 5  # letters a protected name needs for one edit of it to resembl
 ONE_EDIT_RANK = 20_000  # how far down the list one edit is indexed (memory: deletions)
 TWO_EDITS_MIN = 8  # letters for two edits to resemble
 TWO_EDITS_RANK = 20_000
-RATIO_RANK = 1_000
-RATIO_MIN = 85.0
-CONTAINED_RANK = 1_000
-CONTAINED_MIN = 4
+ANY_RANK = 10**9
 _SUFFIX = re.compile(r"^(.+?)[-_.]?v?\d+(?:[-_.]\d+)*$")
+_WORDS = re.compile(r"[-_.@/:\s]+")
+CONTAINED_LONGEST = 64  # letters of a name searched for contained names (bounded work)
+
+
+@dataclass(frozen=True, slots=True)
+class Contained:
+    """A protected name of ``min_len`` letters or more, among the ``max_rank`` most
+    installed, inside a name with at most ``max_affix`` letters more, where it
+    ``sits``: ``anywhere``; ``not whole words`` (the plugin form ``django-guitars``,
+    a protected name as whole words beside others, is left out: real projects are
+    named so); ``one edge`` (exactly one of its ends on a word boundary: a name run
+    into another, ``pandasrequest``, ``nodeffmpeg``, ``loadyaml``)."""
+
+    min_len: int
+    max_rank: int
+    max_affix: int
+    sits: str  # "anywhere", "not whole words", "one edge"
+
+
+@dataclass(frozen=True, slots=True)
+class Ratio:
+    """A rapidfuzz ratio of at least ``cutoff`` with a protected name of ``min_len``
+    letters or more among the ``max_rank`` most installed."""
+
+    min_len: int
+    max_rank: int
+    cutoff: float
+    ends: bool = False  # only names sharing the first or the last letter (a look-up
+    #                     among thousands of long names is then some ten times as fast)
+
+
+@dataclass(frozen=True, slots=True)
+class Shapes:
+    """The deep likenesses of one ecosystem (tuned on half the labelled squats, each
+    kept only where it held few lesser-known young names: ``bench.typosquat_facts``)."""
+
+    two_edits: bool = True
+    ratios: tuple[Ratio, ...] = (Ratio(0, 1_000, 85.0),)
+    contained: tuple[Contained, ...] = (Contained(4, 1_000, ANY_RANK, "anywhere"),)
+    anagram_rank: int = 0  # the same letters reordered (``matlibplot``); 0: off
+    anagram_min: int = 7
+    dropped_word: bool = False  # one word of four letters or more left out of a name
+    #                             of three words or more (``puppeteer-extra-stealth``)
+
+
+SHAPES = {
+    Ecosystem.PYPI: Shapes(
+        two_edits=True,
+        ratios=(Ratio(0, 1_000, 85.0), Ratio(8, 20_000, 85.0, ends=True)),
+        contained=(Contained(6, 1_000, ANY_RANK, "anywhere"),
+                   Contained(5, 1_000, ANY_RANK, "one edge")),
+        anagram_rank=20_000),
+    Ecosystem.NPM: Shapes(
+        two_edits=False,
+        ratios=(Ratio(8, 20_000, 80.0, ends=True),),
+        contained=(Contained(4, 1_000, ANY_RANK, "one edge"),
+                   Contained(6, ANY_RANK, 4, "one edge"),
+                   Contained(7, 20_000, 6, "not whole words")),
+        dropped_word=True),
+    Ecosystem.MAVEN: Shapes(),
+}
 
 
 class LooseIndex:
     """The ranked protected names of one ecosystem, for the loose search."""
 
     def __init__(self, ecosystem: Ecosystem, names: Sequence[str],
-                 listed: Collection[str] = ()) -> None:
+                 listed: Collection[str] = (), shapes: Shapes | None = None) -> None:
         """``names`` normalised, most installed first; ``listed``: names never flagged
         (the shipped lists and the policy's own)."""
         self.ecosystem = ecosystem
+        self.shapes = shape = SHAPES[ecosystem] if shapes is None else shapes
         self._listed = listed
         self._names: dict[str, str] = {}  # skeleton -> best-ranked name
         self._ranks: dict[str, int] = {}  # skeleton -> its best rank
@@ -53,8 +115,14 @@ class LooseIndex:
         # two edits of a long name nearly always leave one end whole, and each list
         # is short
         self._ends: dict[str, list[str]] = {}
-        self._top: list[str] = []  # skeletons for the ratio
-        self._contained = ahocorasick.Automaton()
+        # per ratio row: skeletons by length (a ratio bounds the length difference),
+        # and, for a row that keeps an end, by the first and by the last letter too
+        self._ratios: list[dict[tuple[int, str], list[str]]] = [{} for _ in shape.ratios]
+        self._anagrams: dict[str, str] = {}  # sorted letters -> skeleton
+        self._dropped: dict[str, str] = {}  # skeleton less one word -> skeleton
+        self._longest = 0  # the longest skeleton a contained row may find
+        reach = max((c.max_rank for c in shape.contained), default=0)
+        least = min((c.min_len for c in shape.contained), default=ANY_RANK)
         for rank, name in enumerate(names):
             skel = skeleton(ecosystem, name)
             if not skel or skel in self._names:
@@ -64,15 +132,26 @@ class LooseIndex:
             if len(skel) >= ONE_EDIT_MIN and rank < ONE_EDIT_RANK:
                 for key in deletions(skel):
                     self._one.setdefault(key, []).append(skel)
-            if len(skel) >= TWO_EDITS_MIN and rank < TWO_EDITS_RANK:
+            if shape.two_edits and len(skel) >= TWO_EDITS_MIN and rank < TWO_EDITS_RANK:
                 self._ends.setdefault(f"^{skel[:2]}{len(skel)}", []).append(skel)
                 self._ends.setdefault(f"{skel[-2:]}${len(skel)}", []).append(skel)
-            if rank < RATIO_RANK:
-                self._top.append(skel)
-            if rank < CONTAINED_RANK and len(skel) >= CONTAINED_MIN:
-                self._contained.add_word(skel, skel)
-        if len(self._contained):
-            self._contained.make_automaton()
+            for row, bucket in zip(shape.ratios, self._ratios, strict=True):
+                if rank < row.max_rank and len(skel) >= row.min_len:
+                    if row.ends:
+                        bucket.setdefault((len(skel), f"^{skel[0]}"), []).append(skel)
+                        bucket.setdefault((len(skel), f"{skel[-1]}$"), []).append(skel)
+                    else:
+                        bucket.setdefault((len(skel), ""), []).append(skel)
+            if rank < shape.anagram_rank and len(skel) >= shape.anagram_min:
+                self._anagrams.setdefault("".join(sorted(skel)), skel)
+            if shape.dropped_word:
+                parts = [skeleton(ecosystem, w) for w in _WORDS.split(name) if w]
+                if len(parts) >= 3:
+                    for i, part in enumerate(parts):
+                        if len(part) >= 4:
+                            self._dropped.setdefault("".join(parts[:i] + parts[i + 1:]), skel)
+            if rank < reach and len(skel) >= least:
+                self._longest = max(self._longest, len(skel))
 
     def match(self, norm: str, *, deep: bool) -> Match | None:
         """The protected name the normalised ``norm`` loosely resembles, if any; the
@@ -84,7 +163,8 @@ class LooseIndex:
             return None
         found = self._same(norm, skel) or self._suffix(skel, norm) or self._one_edit(skel)
         if found is None and deep:
-            found = self._two_edits(skel) or self._ratio(skel) or self._within(skel)
+            found = self._two_edits(skel) or self._ratio(skel) or self._anagram(skel) \
+                or self._dropped_word(skel) or self._within(norm, skel)
         return found
 
     def _target(self, skel: str) -> str:
@@ -120,7 +200,7 @@ class LooseIndex:
         return Match(target, "version suffix")
 
     def _two_edits(self, skel: str) -> Match | None:
-        if len(skel) < TWO_EDITS_MIN - 2:
+        if not self._ends or len(skel) < TWO_EDITS_MIN - 2:
             return None
         head, tail = skel[:2], skel[-2:]
         candidates = [other for n in range(len(skel) - 2, len(skel) + 3)
@@ -133,16 +213,69 @@ class LooseIndex:
         return None
 
     def _ratio(self, skel: str) -> Match | None:
-        hit = process.extractOne(skel, self._top, scorer=fuzz.ratio, score_cutoff=RATIO_MIN)
-        if hit is None or hit[0] == skel:
-            return None
-        return Match(self._target(hit[0]), f"similar spelling ({hit[1]:.0f}%)")
+        n = len(skel)
+        for row, bucket in zip(self.shapes.ratios, self._ratios, strict=True):
+            if n < row.min_len:
+                continue
+            # a ratio r of lengths n and m needs 2 min(n, m) / (n + m) >= r
+            share = row.cutoff / 100
+            low = int(n * share / (2 - share))
+            high = int(n * (2 - share) / share) + 1
+            keys = (f"^{skel[0]}", f"{skel[-1]}$") if row.ends else ("",)
+            candidates = list(dict.fromkeys(s for m in range(low, high + 1) for k in keys
+                                            for s in bucket.get((m, k), ())))
+            hit = process.extractOne(skel, candidates, scorer=fuzz.ratio,
+                                     score_cutoff=row.cutoff) if candidates else None
+            if hit is not None and hit[0] != skel:
+                return Match(self._target(hit[0]), f"similar spelling ({hit[1]:.0f}%)")
+        return None
 
-    def _within(self, skel: str) -> Match | None:
-        if not len(self._contained):
+    def _anagram(self, skel: str) -> Match | None:
+        if len(skel) < self.shapes.anagram_min or not self._anagrams:
             return None
+        other = self._anagrams.get("".join(sorted(skel)))
+        if other is None or other == skel:
+            return None
+        return Match(self._target(other), "reordered letters")
+
+    def _dropped_word(self, skel: str) -> Match | None:
+        other = self._dropped.get(skel)
+        if other is None or other == skel:
+            return None
+        return Match(self._target(other), "a word left out")
+
+    def _within(self, norm: str, skel: str) -> Match | None:
+        rows = self.shapes.contained
+        if not rows or len(skel) > CONTAINED_LONGEST:
+            return None
+        least = min(row.min_len for row in rows)
+        edges = {0}
+        at = 0
+        for word in _WORDS.split(norm):
+            at += len(skeleton(self.ecosystem, word)) if word else 0
+            edges.add(at)
         best: str | None = None
-        for _, inner in self._contained.iter(skel):
-            if inner != skel and (best is None or len(inner) > len(best)):
-                best = inner
+        n = len(skel)
+        for i in range(n - least + 1):
+            for j in range(i + least, min(n, i + self._longest) + 1):
+                if j - i == n or (best is not None and j - i <= len(best)):
+                    continue
+                inner = skel[i:j]
+                rank = self._ranks.get(inner)
+                if rank is None:
+                    continue
+                sides = (i in edges) + (j in edges)
+                if any(j - i >= row.min_len and rank < row.max_rank
+                       and n - (j - i) <= row.max_affix and _sits(row.sits, sides)
+                       for row in rows):
+                    best = inner
         return None if best is None else Match(self._target(best), "contains it with an affix")
+
+
+def _sits(where: str, sides: int) -> bool:
+    """True when a contained name with ``sides`` ends on word boundaries sits ``where``."""
+    if where == "not whole words":
+        return sides < 2
+    if where == "one edge":
+        return sides == 1
+    return True

@@ -14,9 +14,27 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from stockade.policy.model import Decision, Ecosystem, ProjectFacts
+from stockade.policy.names import split_npm
 from stockade.policy.rules.base import human
+from stockade.policy.typosquat.compare import maven_owner
 from stockade.policy.typosquat.forms import skeleton
 from stockade.policy.typosquat.summaries import fingerprint
+
+# Strong matches of shapes that refused lesser-known real names about as often as they
+# caught squats (``bench.typosquat_facts``): two popular names joined
+# (``django-pydantic``), an affix changed (``python-athena`` for ``pyathena``), and a
+# plural of a name below the PLURAL_STRONG_RANK most installed (``polylines``). They
+# go to the loose tier: held while young, allowed and recorded once old.
+LOOSE_TECHNIQUES = ("joins ", "changed affix")
+PLURAL_STRONG_RANK = 1_000
+
+
+def borderline(technique: str, rank: int | None) -> bool:
+    """True when a strong match of ``technique`` against the name ranked ``rank`` is
+    decided in the loose tier."""
+    if technique.startswith(LOOSE_TECHNIQUES):
+        return True
+    return technique == "plural" and (rank is None or rank >= PLURAL_STRONG_RANK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +54,18 @@ class Outcome:
     decision: Decision
     why: str
     until: datetime | None = None
+
+
+def same_owner(ecosystem: Ecosystem, name: str, target: str) -> bool:
+    """True when ``name`` is published by its target's owner, who may name projects
+    alike: the same verified Maven namespace (``org.apache.commons3`` and
+    ``org.apache.commons``), the same npm scope."""
+    if ecosystem is Ecosystem.MAVEN:
+        return maven_owner(name) == maven_owner(target)
+    if ecosystem is Ecosystem.NPM:
+        scope, _ = split_npm(name.lower())
+        return scope is not None and scope == split_npm(target.lower())[0]
+    return False
 
 
 def releases(count: int | None) -> str:

@@ -24,8 +24,8 @@ from stockade.config.model import MavenSettings
 from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.proxy.admission import Admission, base_facts, caller
 from stockade.proxy.checksum_origins import ChecksumOrigins
+from stockade.proxy.ecosystems import maven_facts, maven_provenance
 from stockade.proxy.ecosystems import maven_layout as layout
-from stockade.proxy.ecosystems import maven_provenance
 from stockade.proxy.ecosystems.base import Documents
 from stockade.proxy.errors import (
     BadRequestError,
@@ -102,9 +102,12 @@ async def _metadata(request: web.Request, adm: Admission, path: layout.MavenPath
         merged = layout.merge(artifact_level)
         name = f"{merged.group_id or group}:{merged.artifact_id or artifact}"
         who = caller(request)
-        await adm.admit(PackageRef(ECO, name), base_facts(upstreams), who)
+        owner, _, named = name.partition(":")
+        facts = dataclasses.replace(base_facts(upstreams), project=await maven_facts.project(
+            adm, upstreams.upstreams, owner, named, merged.versions))
+        await adm.admit(PackageRef(ECO, name), facts, who)
         vf = await adm.decide_versions(
-            ECO, name, docs, dict.fromkeys(merged.versions, base_facts(upstreams)), who)
+            ECO, name, docs, dict.fromkeys(merged.versions, facts), who)
         body = layout.render(merged, hidden=vf.hidden)
         if (filtered := vf.header()) is not None:
             headers["X-Stockade-Filtered"] = filtered
@@ -360,4 +363,7 @@ async def versions(adm: Documents, upstreams: Route[Upstream], name: str) -> dic
     if not found and errors:
         raise errors[0]
     merged = layout.merge(d for d in found if d.is_artifact_level)
-    return dict.fromkeys(merged.versions, base_facts(upstreams))
+    project = await maven_facts.project(adm, upstreams.upstreams, group, artifact,
+                                        merged.versions)
+    return dict.fromkeys(merged.versions,
+                         dataclasses.replace(base_facts(upstreams), project=project))

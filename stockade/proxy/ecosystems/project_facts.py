@@ -4,7 +4,9 @@ Owns reading ``ProjectFacts`` (first release, releases, owners, summary,
 repository) once per parsed document: from an npm packument (``time.created``,
 ``versions``, ``maintainers``, ``description``, ``repository``) and from a PyPI
 project page (PEP 700 ``upload-time`` and ``versions``; an HTML page gives no
-times, so the age is unknown and the policy's ``on_missing`` decides). The
+times, so the age is unknown and the policy's ``on_missing`` decides), and from
+``maven-metadata.xml`` (its ``versions``, the groupId as owner; the first release
+is ``maven_facts``'s). The
 ecosystem modules stamp the result on every version's facts; deciding on them is
 ``stockade.policy``'s job.
 """
@@ -51,6 +53,12 @@ def pypi(upload_times: Iterable[str | None], versions: int) -> ProjectFacts:
     first = None if not times or any(t is None for t in times) else \
         _earliest(timestamp(t) for t in times)
     return ProjectFacts(first_release=first, releases=versions)
+
+
+def maven(group: str, versions: int, first: datetime | None) -> ProjectFacts:
+    """The project facts of ``maven-metadata.xml``: how many versions it lists, the
+    groupId as the owner, and the first release where it is known (``maven_facts``)."""
+    return ProjectFacts(first_release=first, releases=versions, owners=(group,))
 
 
 _CODE_HOSTS = ("github.com", "gitlab.com", "bitbucket.org", "codeberg.org")

@@ -46,11 +46,11 @@ def test_a_strong_match_is_refused_whatever_the_facts_and_says_what_was_meant(
 
 def test_a_young_loose_look_alike_is_held_until_it_is_old_enough(
         default: TyposquatRule) -> None:
-    verdict = decide(default, PYPI, "flask-superthing", YOUNG)
+    verdict = decide(default, PYPI, "flasksuperthing", YOUNG)
     assert verdict is not None and verdict.decision is Decision.HOLD and verdict.blocks
     assert verdict.until == YOUNG.first_release + timedelta(days=30)  # type: ignore[operator]
     assert verdict.refusal_phrase() == (
-        'Blocked by stockade: "flask-superthing" resembles "flask" and is new (first '
+        'Blocked by stockade: "flasksuperthing" resembles "flask" and is new (first '
         "release 2 days ago, 1 release); held until 2026-12-31 unless approved "
         "(rule typosquat)")
     # a month later: allowed, and recorded as a look-alike (here one that the quick
@@ -60,14 +60,18 @@ def test_a_young_loose_look_alike_is_held_until_it_is_old_enough(
     later.now = lambda: NOW + timedelta(days=31)
     lifted = decide(later, PYPI, "flask-cors-2", YOUNG)
     assert lifted is not None and lifted.decision is Decision.WARN and not lifted.blocks
-    assert decide(later, PYPI, "flask-superthing", YOUNG) is None
+    assert decide(later, PYPI, "flasksuperthing", YOUNG) is None
 
 
 @pytest.mark.parametrize(("eco", "name", "target"), [
     (PYPI, "sqlalchemy-utils2", "sqlalchemy-utils"),  # a version suffix
-    (PYPI, "numpy-helperz", "numpy"),       # contained with an affix
-    (NPM, "expresso-router", "express"),    # a loose edit inside
+    (PYPI, "numpyhelperz", "numpy"),        # contained, run into an affix
+    (NPM, "expresso-router", "expo-router"),  # near in spelling
+    (NPM, "nodeffmpeg", "ffmpeg"),          # run into an affix, beyond the most installed
     (NPM, "@tyeps/nodes", "@types/node"),   # a misspelled scope
+    (PYPI, "matlibplot", "matplotlib"),     # the same letters reordered
+    (NPM, "puppeteer-extra-stealth", "puppeteer-extra-plugin-stealth"),  # a word left out
+    (PYPI, "tlsclient-api", "tls-client"),  # a long name with a short affix, any rank
 ])
 def test_loose_likenesses_hold_the_young(default: TyposquatRule, eco: Ecosystem, name: str,
                                          target: str) -> None:
@@ -94,7 +98,7 @@ def test_young_with_many_releases_is_not_held(default: TyposquatRule) -> None:
 
 def test_names_alone_decide_as_before(default: TyposquatRule) -> None:
     # no facts: the loose tier is not asked (a name gate, or check with bare names)
-    assert decide(default, PYPI, "flask-superthing", None) is None
+    assert decide(default, PYPI, "flasksuperthing", None) is None
     assert decide(default, PYPI, "flask", YOUNG) is None  # a protected name itself
     assert decide(default, PYPI, "zqxjkv-unrelated", YOUNG) is None
 
@@ -149,16 +153,16 @@ def test_copying_the_targets_summary_is_held(default: TyposquatRule) -> None:
 
 def test_an_approval_lets_a_hold_and_a_refusal_through(tmp_path: Path) -> None:
     path = tmp_path / "approvals.yaml"
-    approve(path, PYPI, "flask_superthing", until="2026-12-10", now=NOW)
+    approve(path, PYPI, "FlaskSuperthing", until="2026-12-10", now=NOW)
     approve(path, PYPI, "reqeusts", until="2026-12-10", now=NOW)
     policy = parse_policy("rules: {typosquat: {approvals: approvals.yaml}}",
                           base_dir=tmp_path, now=lambda: NOW)
     (typosquat,) = [r for r in policy.rules if isinstance(r, TyposquatRule)]
-    assert decide(typosquat, PYPI, "flask-superthing", YOUNG) is None
+    assert decide(typosquat, PYPI, "flasksuperthing", YOUNG) is None
     assert decide(typosquat, PYPI, "reqeusts", None) is None
     assert policy.approvals == path
     typosquat.now = lambda: NOW + timedelta(days=8)  # the approval has ended
-    held = decide(typosquat, PYPI, "flask-superthing", YOUNG)
+    held = decide(typosquat, PYPI, "flasksuperthing", YOUNG)
     assert held is not None and held.decision is Decision.HOLD
 
 
@@ -182,3 +186,46 @@ def test_the_engine_puts_a_hold_above_a_warning_and_below_a_refusal(
     assert engine.decide(ref, Facts(project=YOUNG)).decision is Decision.HOLD
     assert engine.decide(ref, Facts(project=OLD)).decision is Decision.WARN
     assert engine.decide(ref, Facts()).decision is Decision.ALLOW
+
+
+@pytest.mark.parametrize(("eco", "name"), [
+    (PYPI, "flask-superthing"), (NPM, "react-guitars"), (NPM, "express-queryguard")])
+def test_a_popular_name_as_whole_words_beside_others_is_not_held(
+        default: TyposquatRule, eco: Ecosystem, name: str) -> None:
+    # the plugin form: lesser-known real projects are named so (flask-*, react-*); PyPI
+    # still holds it for names of six letters or more of the 1,000 most installed
+    assert decide(default, eco, name, YOUNG) is None
+    assert decide(default, PYPI, "django-guitars", YOUNG) is not None
+
+
+@pytest.mark.parametrize(("name", "target"), [
+    ("django-pydantic", "pydantic"),       # two popular names joined
+    ("python-athena", "pyathena"),         # an affix changed
+    ("polylines", "polyline"),             # a plural of a name below the top 1,000
+])
+def test_borderline_strong_matches_are_decided_in_the_loose_tier(
+        default: TyposquatRule, name: str, target: str) -> None:
+    held = decide(default, PYPI, name, YOUNG)
+    assert held is not None and held.decision is Decision.HOLD and held.target == target
+    assert held.until is not None
+    old = decide(default, PYPI, name, OLD)
+    assert old is not None and old.decision is Decision.WARN and not old.blocks
+    unknown = decide(default, PYPI, name, UNKNOWN)  # age unknown: the loose tier's on_missing
+    assert unknown is not None and unknown.decision is Decision.WARN and not unknown.blocks
+    alone = decide(default, PYPI, name, None)  # no facts at all: the name gate as before
+    assert alone is not None and alone.decision is Decision.BLOCK
+    assert alone.reason.endswith(f'did you mean "{target}"?')
+    # the most installed keep their refusal on the name alone
+    strong = decide(default, PYPI, "torchvisions", OLD)
+    assert strong is not None and strong.decision is Decision.BLOCK
+
+
+def test_the_targets_own_namespace_or_scope_is_cleared(default: TyposquatRule) -> None:
+    maven = Ecosystem.MAVEN
+    held = decide(default, maven, "slf4j:slf4j-api", YOUNG)  # another owner's namespace
+    assert held is not None and held.decision is Decision.HOLD
+    assert held.target == "org.slf4j:slf4j-api"
+    assert decide(default, maven, "org.slf4j:slf4j-api-2", YOUNG) is None  # its own
+    assert decide(default, maven, "org.apache.commons3:commons-lang3", YOUNG) is None
+    assert default.resembles(maven, "slf4j:slf4j-api")
+    assert not default.resembles(maven, "org.slf4j:slf4j-api-2")  # no fetch for its facts
