@@ -9,7 +9,7 @@ another of the same installation wrote. Any failure to read or write is not an e
 the index is built as before.
 
 The loose search's index (``LooseIndex``) is kept beside it the same way, every
-attribute as it is but its substring automaton, kept as pyahocorasick's pickle.
+attribute as it is but its shapes (the ecosystem's own, named by the source).
 
 The folder: ``STOCKADE_INDEX_CACHE`` if set (empty: never use a file), else
 ``$XDG_CACHE_HOME/stockade`` or ``~/.cache/stockade``.
@@ -24,7 +24,6 @@ import importlib.metadata
 import logging
 import marshal
 import os
-import pickle
 import sys
 import tempfile
 import unicodedata
@@ -35,7 +34,7 @@ from typing import Any
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat.edits import EditIndex
 from stockade.policy.typosquat.index import NameIndex
-from stockade.policy.typosquat.loose import LooseIndex
+from stockade.policy.typosquat.loose import SHAPES, LooseIndex
 from stockade.policy.typosquat.slips import SlipIndex
 
 logger = logging.getLogger(__name__)
@@ -162,13 +161,12 @@ def load_or_build_loose(ecosystem: Ecosystem, names: tuple[str, ...]) -> LooseIn
             return _loose_restore(marshal.loads(path.read_bytes()))  # noqa: S302
     except FileNotFoundError:
         pass
-    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError,
-            pickle.UnpicklingError) as exc:
+    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError) as exc:
         logger.warning("ignoring the loose index file %s: %s", path, exc)
     index = LooseIndex(ecosystem, names)
     try:
         data = marshal.dumps(_loose_state(index))
-    except (ValueError, TypeError, pickle.PicklingError) as exc:
+    except (ValueError, TypeError) as exc:
         logger.info("loose index not kept: %s", exc)  # an attribute marshal cannot write
         return index
     _write(where, path, data)
@@ -176,11 +174,13 @@ def load_or_build_loose(ecosystem: Ecosystem, names: tuple[str, ...]) -> LooseIn
 
 
 def _loose_state(index: LooseIndex) -> dict[str, Any]:
-    """Every attribute of ``index`` as plain data: the ecosystem by its value, and the
-    substring automaton (no plain data) as pyahocorasick's own pickle of it."""
+    """Every attribute of ``index`` as plain data: the ecosystem by its value, and its
+    shapes left out (the ecosystem's own ``SHAPES``, whose source is in the key)."""
+    if index.shapes != SHAPES[index.ecosystem]:
+        raise TypeError("only an index of the ecosystem's own shapes is kept")
     state = dict(vars(index))
     state["ecosystem"] = index.ecosystem.value
-    state["_contained"] = pickle.dumps(index._contained, protocol=pickle.HIGHEST_PROTOCOL)
+    del state["shapes"]
     return state
 
 
@@ -188,7 +188,7 @@ def _loose_restore(state: dict[str, Any]) -> LooseIndex:
     index = LooseIndex.__new__(LooseIndex)
     vars(index).update(state)
     index.ecosystem = Ecosystem(state["ecosystem"])
-    index._contained = pickle.loads(state["_contained"])  # noqa: S301 (our own file)
+    index.shapes = SHAPES[index.ecosystem]
     return index
 
 
