@@ -23,11 +23,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import fcntl
 import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+from stockade.proxy.singleflight import try_flock
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class RenderSlots:
         while not self._broken:
             for slot in range(self.count):
                 try:
-                    fd = self._try(self.folder / f"{self.kind}-slot-{slot}")
+                    fd = try_flock(self.folder / f"{self.kind}-slot-{slot}")
                 except OSError as exc:
                     logger.warning("cannot lock %s slots under %s: %s; large documents "
                                    "are bounded per worker process only", self.kind,
@@ -82,17 +83,3 @@ class RenderSlots:
             await asyncio.sleep(wait)
             wait = min(wait * 2, _LAST_WAIT_S)
         return None
-
-    def _try(self, path: Path) -> int | None:
-        """The locked descriptor of ``path``, or None while another holds it."""
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except FileNotFoundError:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        return fd

@@ -31,6 +31,22 @@ _FIRST_WAIT_S = 0.002  # a held lock is polled, from this interval ...
 _LAST_WAIT_S = 0.05  # ... doubling up to this one
 
 
+def try_flock(path: Path) -> int | None:
+    """A descriptor of ``path`` (made, with its folder, if missing) holding an
+    exclusive ``flock``, or None while another holds it; closing it releases it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 class FileLocks:
     """Exclusive locks shared by every process, one file per key under ``folder``.
 
@@ -81,15 +97,8 @@ class FileLocks:
 
     def _try(self, path: Path) -> int | None:
         """The locked descriptor of ``path``, or None while another holds it."""
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except FileNotFoundError:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = try_flock(path)
+        if fd is None:
             return None
         try:
             current = os.stat(path).st_ino
