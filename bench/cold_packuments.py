@@ -27,13 +27,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.procs import Proc, start_static
+from bench.procs import Proc, start_static, work_folder
 from bench.serving import _LATENCY_UNITS, _tree, start_stockade
 from bench.serving_tree import HUGE, PACKAGE, build
 from testbed.net import free_port
@@ -179,8 +178,7 @@ def main() -> None:
     missing = [tool for tool in ("wrk", "curl") if shutil.which(tool) is None]
     if missing:
         sys.exit(f"{' and '.join(missing)} not found: apt-get install wrk curl")
-    work = Path(tempfile.mkdtemp(prefix="stockade-cold-"))
-    try:
+    with work_folder("stockade-cold-", keep=args.keep) as work:
         port = free_port()
         generate(work / "upstream", f"http://127.0.0.1:{port}/", args.count)
         static = start_static(work / "upstream", work / "static.log", port=port)
@@ -198,11 +196,6 @@ def main() -> None:
                       f"{this.burst_s / base.burst_s:.2f}x")
         finally:
             static.stop()
-    finally:
-        if args.keep:
-            print(f"work folder kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

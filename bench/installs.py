@@ -25,7 +25,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.procs import Proc
+from bench.procs import Proc, work_folder
 from testbed import maven_repo
 from testbed.fakes.npm_upstream import FakeNpm
 from testbed.fakes.pypi_upstream import FakePyPI
@@ -218,15 +217,9 @@ def main() -> None:
     unknown = set(args.clients) - {"pip", "npm", "mvn"}
     if unknown:
         parser.error(f"unknown clients: {', '.join(sorted(unknown))}")
-    work = Path(tempfile.mkdtemp(prefix="stockade-installs-"))
     os.environ.pop("STOCKADE_CONFIG", None)
-    try:
+    with work_folder("stockade-installs-", keep=args.keep) as work:
         run(args, work)
-    finally:
-        if args.keep:
-            print(f"work folder kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -45,7 +44,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.procs import Proc, start_static
+from bench.procs import Proc, start_static, work_folder
 from bench.serving_tree import Case, build
 from testbed import frontnginx
 from testbed.net import free_port
@@ -442,14 +441,8 @@ def main() -> None:
     if args.stockade_tree is not None:
         args.stockade_tree = args.stockade_tree.resolve()
     _check_tools()
-    work = Path(tempfile.mkdtemp(prefix="stockade-serving-"))
-    try:
+    with work_folder("stockade-serving-", keep=args.keep) as work:
         run(args, work)
-    finally:
-        if args.keep:
-            print(f"work folder kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

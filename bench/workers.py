@@ -28,7 +28,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -37,7 +36,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from bench.procs import Proc, start_static
+from bench.procs import Proc, start_static, work_folder
 from bench.serving import wrk
 from bench.serving_tree import build
 from testbed.net import free_port
@@ -180,15 +179,9 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
-    work = Path(tempfile.mkdtemp(prefix="stockade-workers-"))
     os.environ.pop("STOCKADE_CONFIG", None)
-    try:
+    with work_folder("stockade-workers-", keep=args.keep) as work:
         run(args, work)
-    finally:
-        if args.keep:
-            print(f"work folder kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
