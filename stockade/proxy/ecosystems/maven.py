@@ -16,12 +16,12 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 
 from aiohttp import web
 
 from stockade.config.model import MavenSettings
 from stockade.policy.model import Ecosystem, Facts, PackageRef
+from stockade.policy.times import http_date
 from stockade.proxy.admission import Admission, base_facts, caller
 from stockade.proxy.checksum_origins import ChecksumOrigins
 from stockade.proxy.ecosystems import maven_facts, maven_provenance
@@ -297,19 +297,12 @@ async def _published_checksum(adm: Admission, upstream: Upstream, url: str,
             ) from exc
         if origins is not None and offline is None:
             await origins.learn(upstream, alg, missing)
-        return (digest,), _http_date(doc.last_modified)
+        return (digest,), http_date(doc.last_modified)
     if offline is not None:
         raise offline
     return None, None
 
 
-def _http_date(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _iso_date(value: object) -> datetime | None:
@@ -332,7 +325,7 @@ async def _exists(adm: Admission, upstream: Upstream, url: str
         if exc.upstream_status in (404, 410):
             return False, None
         raise
-    return True, _http_date(doc.last_modified)
+    return True, http_date(doc.last_modified)
 
 
 def _content_type(filename: str) -> str:

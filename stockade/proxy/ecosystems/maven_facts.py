@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from stockade.policy.model import Ecosystem, ProjectFacts
+from stockade.policy.times import http_date
 from stockade.proxy.ecosystems import project_facts
 from stockade.proxy.ecosystems.base import Documents
 from stockade.proxy.errors import ProxyError
@@ -53,16 +52,7 @@ async def project(adm: Documents, upstreams: Sequence[Upstream], group: str, art
                 logger.info("no first release of %s from upstream %s: %s", name,
                             upstream.name, exc)
                 continue
-            first = _http_date(doc.last_modified)
+            first = http_date(doc.last_modified)
             if first is not None:
                 break
     return project_facts.maven(group, len(versions), first)
-
-
-def _http_date(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
