@@ -36,7 +36,7 @@ import aiohttp
 from stockade.config.load import load_settings
 from stockade.config.model import Settings
 from stockade.policy.file import load_policy
-from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, Verdict
+from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, ProjectFacts, Verdict
 from stockade.policy.names import KINDS, valid
 from stockade.policy.osv import OsvDatabase, OsvError
 from stockade.proxy import approve_cli, fleet_cli
@@ -208,16 +208,11 @@ async def _check_local(args: argparse.Namespace, settings: Settings,
     admission = _offline(settings, engine)
     refused = failed = False
     for spec in _names(args.name):
-        project = None
-        if is_facts_line(spec):
-            try:
-                name, version, project = parse_line(spec)
-            except FactsLineError as exc:
-                _fail(ecosystem, spec, str(exc), args.json)
-                failed = True
-                continue
-        else:
-            name, version = split_spec(ecosystem, spec)
+        read = _read_spec(ecosystem, spec, args.json)
+        if read is None:
+            failed = True
+            continue
+        name, version, project = read
         if not valid(ecosystem, name):  # what the server answers with a 400, not decided
             _fail(ecosystem, spec, f"not a valid {KINDS[ecosystem]}", args.json)
             failed = True
@@ -230,6 +225,19 @@ async def _check_local(args: argparse.Namespace, settings: Settings,
         refused = refused or verdict.blocks
         print(_line(ref, verdict, args.json, facts))
     return 2 if failed else 1 if refused else 0
+
+
+def _read_spec(ecosystem: Ecosystem, spec: str, as_json: bool
+               ) -> tuple[str, str | None, ProjectFacts | None] | None:
+    """The name, version and given facts (a JSON facts line) of one argument or
+    line; None, the failure printed, when its facts cannot be read."""
+    if not is_facts_line(spec):
+        return (*split_spec(ecosystem, spec), None)
+    try:
+        return parse_line(spec)
+    except FactsLineError as exc:
+        _fail(ecosystem, spec, str(exc), as_json)
+        return None
 
 
 async def _facts(admission: Admission, ref: PackageRef, upstream: str | None = None) -> Facts:
@@ -251,17 +259,13 @@ async def _check_remote(args: argparse.Namespace) -> int:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_REMOTE_TIMEOUT_S),
                                      trust_env=True) as session:
         for spec in _names(args.name):
-            query: dict[str, str] = {}
-            if is_facts_line(spec):  # the server decides on the facts given
-                try:
-                    name, version, _ = parse_line(spec)
-                except FactsLineError as exc:
-                    _fail(ecosystem, spec, str(exc), args.json)
-                    failed = True
-                    continue
-                query["facts"] = spec
-            else:
-                name, version = split_spec(ecosystem, spec)
+            read = _read_spec(ecosystem, spec, args.json)
+            if read is None:
+                failed = True
+                continue
+            name, version, project = read
+            # the server decides on the facts given
+            query = {"facts": spec} if project is not None else {}
             parts = [*name.split("/"), *([version] if version else [])]
             url = f"{base}/_stockade/explain/{ecosystem.value}/" + "/".join(
                 quote(part, safe="@:") for part in parts)
