@@ -175,7 +175,7 @@ def _supervise(settings: Settings, count: int) -> None:
     def work(shared: Listener, channel: Channel) -> None:
         async def run() -> None:
             runner, guard = _runner(settings, counts, channel.slot,
-                                    Peers(count, channel.reload_others))
+                                    Peers(count, channel.reload_others, channel.slot))
             async with _tls(settings) as context:
                 await serve_worker(runner, shared, guard=guard, ready=channel.ready,
                                    shutdown_timeout_s=server.shutdown_timeout_s,

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from stockade.config.model import Settings
 from stockade.proxy.approvals_log import record_new, seen_path
 from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.metrics import Metrics
+from stockade.storage.errors import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class PolicyReloader:
         self._signal = False
         self._lock = asyncio.Lock()
         self.last: ReloadOutcome | None = None  # None: no reload since the start
+        # told of each outcome (the admin actions publish it to the other workers)
+        self.on_outcome: Callable[[ReloadOutcome], Awaitable[None]] | None = None
 
     def _watched(self) -> tuple[Path | None, ...]:
         # The policy file, and the OSV folders and files its rules read.
@@ -123,6 +126,7 @@ class PolicyReloader:
                              reason, self._gate.revision, text)
                 self.last = ReloadOutcome(datetime.now(UTC), reason, False,
                                           self._gate.revision, text)
+                await self._told(self.last)
                 return False
             self._metrics.policy_reloads.labels("applied").inc()
             if engine.revision != self._gate.revision:
@@ -131,4 +135,12 @@ class PolicyReloader:
                 await record_new(self._gate, before, engine, seen_path(self._settings))
             self._stamp = file_stamps(self._watched())
             self.last = ReloadOutcome(datetime.now(UTC), reason, True, self._gate.revision)
+            await self._told(self.last)
             return True
+
+    async def _told(self, outcome: ReloadOutcome) -> None:
+        if self.on_outcome is not None:
+            try:
+                await self.on_outcome(outcome)
+            except (OSError, StorageError) as exc:  # the outcome stands; only its notice is lost
+                logger.warning("cannot publish the policy reload's outcome: %s", exc)

@@ -1,10 +1,12 @@
 """The admin reload with ``server.workers`` > 1: every worker reloads, not only the one
-asked. Real ``stockade serve`` processes, as in ``test_workers``."""
+asked, and the answer lists each worker's result. Real ``stockade serve`` processes,
+as in ``test_workers``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -48,12 +50,30 @@ def test_an_admin_reload_reaches_every_worker(
     with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
         answer = json.loads(resp.read())
     assert answer["applied"] is True
-    assert answer["workers"]["total"] == 2
-    assert "SIGHUP" in answer["workers"]["others"]
+    workers = answer["workers"]
+    assert workers["total"] == 2
+    # the answer waited for the other worker and lists what each one did
+    assert sorted(r["slot"] for r in workers["results"]) == [0, 1], workers
+    assert len({r["pid"] for r in workers["results"]}) == 2
+    assert all(r["applied"] and r["revision"] == answer["revision"]
+               for r in workers["results"]), workers
+    assert workers["all_applied"] is True
     # the one asked, then the other through the supervisor: once each
     _poll(lambda: _sum(served.metrics(), "stockade_policy_reloads_total",
                        result="applied") == 2)
     statuses = [s for s, _ in asyncio.run(_burst(served.url + page, 30))]
     assert statuses == [403] * 30
     assert len(served.served_by(page)) == 2  # and both workers refused
+
+    # A broken file: rejected by both, each saying why, the old revision in force.
+    policy.write_text("rules: [unclosed\n")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)  # noqa: S310
+    assert refused.value.code == 422
+    rejected = json.loads(refused.value.read())
+    assert rejected["revision"] == answer["revision"]
+    results = rejected["workers"]["results"]
+    assert sorted(r["slot"] for r in results) == [0, 1], rejected
+    assert not any(r["applied"] for r in results) and all(r["error"] for r in results)
+    assert rejected["workers"]["all_applied"] is False
     assert served.stop() == 0
