@@ -8,6 +8,7 @@ the upstream being asked for any file again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import signal
@@ -62,10 +63,11 @@ def upstream() -> Iterator[tuple[FakePyPI, ThreadedServer]]:
     server.stop()
 
 
-def _replicas(tmp_path: Path, rclone_s3: RcloneS3, bucket: str,
+def _replicas(tmp_path: Path, rclone_s3: RcloneS3, bucket: str, *,
+              auth: dict[str, Any] | None = None,
               **ecosystems: dict[str, Any]) -> list[ProxyProcess]:
     """Two replicas, ``a`` and ``b``, on one bucket, with the upstreams given
-    (``pypi=...``, ``npm=...``; the others have none)."""
+    (``pypi=...``, ``npm=...``; the others have none) and ``auth`` settings."""
     replicas = []
     for name in ("a", "b"):
         workdir = tmp_path / name
@@ -75,6 +77,7 @@ def _replicas(tmp_path: Path, rclone_s3: RcloneS3, bucket: str,
             "storage": {"backend": "s3", "path": str(workdir / "data"),
                         "s3": rclone_s3.settings(bucket)},
             **{eco: ecosystems.get(eco, {"upstreams": []}) for eco in ("pypi", "npm", "maven")},
+            **({"auth": auth} if auth is not None else {}),
         }
         replicas.append(ProxyProcess(workdir, config).start())
     return replicas
@@ -146,6 +149,53 @@ def test_npm_through_either_replica_and_one_killed(
         npm(work, env, userconfig, tmp_path / "cache-b", "install")
         assert installed(work) == expected
         assert len(registry.tarball_gets()) == fetched  # every tarball from the bucket
+    finally:
+        for proxy in replicas:
+            proxy.stop()
+
+
+def test_a_purge_on_one_replica_removes_the_shared_files_and_both_fetch_them_again(
+    tmp_path: Path, rclone_s3: RcloneS3, upstream: tuple[FakePyPI, ThreadedServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A purge through one replica removes the package's files from the bucket the
+    replicas share; an install through the other then fetches them from the upstream
+    again (its own metadata cache purged too), and through the first as well."""
+    index, server = upstream
+    for name, value in ENVIRON.items():
+        monkeypatch.setenv(name, value)
+    bucket = rclone_s3.new_bucket()
+    replicas = _replicas(tmp_path, rclone_s3, bucket, auth={"anonymous": {"admin": True}},
+                         pypi={"upstreams": [
+                             {"name": "pypi", "url": server.url("/simple/"), "retries": 0}]})
+    a, b = replicas
+    lib = next(d for d in index.projects["e2e-lib"] if d.filename == WHEELS[1])
+    blobs = rclone_s3.root / bucket / "blobs" / "sha256"
+    try:
+        result = pip_install(tmp_path, f"{a.url}/pypi/simple/", "e2e-app", name="via-a")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert lib.sha256 in {p.name for p in blobs.glob("*/*")}
+
+        for proxy in replicas:  # each replica drops its own metadata documents
+            request = urllib.request.Request(  # noqa: S310
+                f"{proxy.url}/_stockade/admin/cache/pypi/e2e-lib/2.0", method="DELETE")
+            with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+                purged = json.loads(resp.read())
+            assert purged["name"] == "e2e-lib" and purged["version"] == "2.0"
+        assert lib.sha256 not in {p.name for p in blobs.glob("*/*")}  # gone from the bucket
+        assert index.count(WHEELS[1]) == 1
+
+        result = pip_install(tmp_path, f"{b.url}/pypi/simple/", "e2e-app", name="via-b")
+        assert result.returncode == 0, result.stdout + result.stderr
+        _imports(tmp_path / "via-b", "e2e_app", "e2e_lib", "e2e_util")
+        assert index.count(WHEELS[1]) == 2  # fetched again, verified, stored again
+        assert [index.count(w) for w in (WHEELS[0], WHEELS[2])] == [1, 1]  # the rest kept
+        stored = blobs / lib.sha256[:2] / lib.sha256
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == lib.sha256
+
+        result = pip_install(tmp_path, f"{a.url}/pypi/simple/", "e2e-app", name="via-a-again")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert index.count(WHEELS[1]) == 2  # a takes the file b stored
     finally:
         for proxy in replicas:
             proxy.stop()
