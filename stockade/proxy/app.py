@@ -352,7 +352,8 @@ def _services(
         if puller is not None:
             await puller.start(gate)
         metrics.osv_age.set_function(lambda: osv_age(gate.engine))
-        served = ServedLog(root / SERVED_FOLDER, metrics,
+        # over read-only storage each record is logged on stockade.served instead
+        served = ServedLog(root / SERVED_FOLDER if read_only is None else None, metrics,
                            retention_days=settings.served.retention_days)
         await served.open()
         pipeline.on_served = recorder(served)

@@ -11,7 +11,8 @@ so worker processes can share the files. Past ``max_pending`` entries waiting
 Files: ``storage.path/served/<YYYY-MM-DD>.jsonl`` (UTC days; those older than
 ``served.retention_days`` are deleted at start and daily), one JSON object a
 line. Who fetched what after a change (``affected``) and the inventory
-(``inventory``) read them.
+(``inventory``) read them. Over storage served read-only (``folder`` None) each
+record goes to the ``stockade.served`` logger as one JSON line instead.
 """
 
 from __future__ import annotations
@@ -72,10 +73,13 @@ def _day(stamp: float) -> str:
     return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d")
 
 
-class ServedLog:
-    """Batches served records and appends them under ``folder``."""
+served_logger = logging.getLogger("stockade.served")
 
-    def __init__(self, folder: Path, metrics: Metrics, *, flush_s: float = 1.0,
+
+class ServedLog:
+    """Batches served records and appends them under ``folder`` (None: logs them)."""
+
+    def __init__(self, folder: Path | None, metrics: Metrics, *, flush_s: float = 1.0,
                  max_pending: int = 100_000, retention_days: int | None = None) -> None:
         self._folder = folder
         self._retention_days = retention_days
@@ -98,7 +102,8 @@ class ServedLog:
             self._wake.set()
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._folder.mkdir, parents=True, exist_ok=True)
+        if self._folder is not None:
+            await asyncio.to_thread(self._folder.mkdir, parents=True, exist_ok=True)
         await self._prune()
         self._task = asyncio.create_task(self._run(), name="served-log")
 
@@ -119,7 +124,7 @@ class ServedLog:
 
     async def _prune(self) -> None:
         today = _day(time.time())
-        if self._retention_days is None or self._pruned == today:
+        if self._retention_days is None or self._pruned == today or self._folder is None:
             return
         self._pruned = today
         keep_from = _day(time.time() - self._retention_days * 86400)
@@ -140,6 +145,10 @@ class ServedLog:
                 self._pending[:0] = batch[: self._max_pending - len(self._pending)]
 
     def _write(self, batch: list[Served]) -> None:
+        if self._folder is None:
+            for entry in batch:
+                served_logger.info("%s", orjson.dumps(asdict(entry)).decode())
+            return
         by_day: dict[str, list[bytes]] = {}
         for entry in batch:
             by_day.setdefault(_day(entry.time), []).append(orjson.dumps(asdict(entry)))

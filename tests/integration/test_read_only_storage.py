@@ -183,3 +183,36 @@ async def test_read_only_storage_serves_its_cache_and_refuses_cold_fetches_with_
     assert after == before
     assert len(fake_pypi.requests) > asked[0]  # metadata was revalidated upstream
 
+
+
+async def test_a_large_packument_over_read_only_storage_is_revalidated_not_fetched_again(
+        tmp_path: Path, npm_registry: FakeNpm, http: aiohttp.ClientSession) -> None:
+    """A packument too large for the memory cache (over a quarter of its 64 MiB) is
+    kept in the server's private scratch folder: each later request asks the upstream
+    only whether it changed (a conditional GET answered 304) and serves it whole. It
+    was fetched whole again by every request before, nothing having kept it."""
+    why_not = _read_only_mounts(tmp_path / "probe")
+    if why_not is not None:
+        pytest.skip(why_not)
+    npm_registry.publish("demo-big", "1.0.0")
+    npm_registry.project_fields["demo-big"] = {"readme": "big " * 4_500_000}  # 18 MB
+    (tmp_path / "data").mkdir()
+    upstreams = {"pypi": [], "maven": [],
+                 "npm": [{"name": "npmjs", "url": npm_registry.url, "retries": 0}]}
+    ro = _Serve(tmp_path, "read-only", upstreams, read_only=True)
+    await ro.start()
+    try:
+        for _ in range(3):
+            status, _, doc = await _get(http, ro.base + "/npm/demo-big")
+            assert status == 200 and len(doc) > 16 * 1024**2
+            assert "1.0.0" in json.loads(doc)["versions"]
+    finally:
+        await ro.stop()
+    asked = [headers for (_, path), headers in zip(npm_registry.requests,
+                                                   npm_registry.headers_seen, strict=True)
+             if path == "/demo-big"]
+    assert len(asked) >= 3  # (each look-up revalidates: metadata_ttl_s is 1 ms here)
+    assert "If-None-Match" not in asked[0]
+    assert all("If-None-Match" in headers for headers in asked[1:]), asked
+    assert not list((tmp_path / "data").rglob("*")), "read-only storage was written"
+    assert "Traceback" not in ro.text()
