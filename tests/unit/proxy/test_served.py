@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import pytest
 
 from stockade.proxy.affected import served_artifacts
 from stockade.proxy.metrics import Metrics
@@ -81,3 +83,18 @@ async def test_day_files_past_the_retention_are_removed(tmp_path: Path) -> None:
     await log.close()
     assert [p.name for p in folder.iterdir()] == [
         datetime.now(UTC).strftime("%Y-%m-%d") + ".jsonl"]
+
+
+async def test_without_a_folder_each_record_is_one_logged_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Storage served read-only: nothing is written, each record is logged whole."""
+    log = ServedLog(None, Metrics(), flush_s=3600, retention_days=1)
+    await log.open()
+    log.note(entry(T0, "left-pad"))
+    log.note(entry(T0 + 1, "right-pad", who=None))
+    with caplog.at_level(logging.INFO, logger="stockade.served"):
+        await log.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "stockade.served"]
+    assert [Served(**orjson.loads(line)) for line in lines] == [
+        entry(T0, "left-pad"), entry(T0 + 1, "right-pad", who=None)]
+    assert list(tmp_path.iterdir()) == []
