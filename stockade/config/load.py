@@ -11,6 +11,7 @@ Values are parsed as YAML scalars, so ``true`` and ``10`` mean what they say.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,17 @@ from stockade.config.model import Settings
 
 ENV_PREFIX = "STOCKADE__"
 
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel = 3  # a hostile document's nesting is not walked (nor its recursion)
+_SHOWN.maxstring = _SHOWN.maxother = 120
+_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 8
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` bounded in depth and length, for an error naming a bad value
+    read from outside (a deeply nested one would exhaust the recursion limit)."""
+    return _SHOWN.repr(value)
+
 
 def load_yaml(text: str) -> Any:
     """``yaml.safe_load`` through libyaml where PyYAML was built with it.
@@ -30,14 +42,43 @@ def load_yaml(text: str) -> Any:
     (3,000 nested ``[`` take seconds, a mutated policy file minutes); libyaml
     refuses deep nesting with a ``YAMLError`` at once.
 
+    A document nested deeper than ``MAX_DEPTH`` is refused too (``TooDeepError``, a
+    ``YAMLError``): no file of ours nests so, and such a value would exhaust the
+    recursion limit later, in whatever validates or shows it.
+
     Raises:
         yaml.YAMLError, ValueError, RecursionError: as ``yaml.safe_load`` does.
     """
     loader = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
     try:
-        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader either way
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader either way
     except IndexError as exc:  # PyYAML's int constructor on an empty scalar: "!!int"
         raise ValueError(f"a tagged value is empty: {exc}") from exc
+    _check_depth(data)
+    return data
+
+
+MAX_DEPTH = 64  # collections within collections a YAML document may hold
+
+
+class TooDeepError(yaml.YAMLError):
+    """Collections nested deeper than ``MAX_DEPTH``."""
+
+
+def _check_depth(data: Any) -> None:
+    """Raise ``TooDeepError`` past ``MAX_DEPTH`` levels (a walk without recursion;
+    a collection YAML made shared, an alias, is walked once)."""
+    seen: set[int] = set()
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if not isinstance(value, dict | list) or id(value) in seen:
+            continue
+        if depth > MAX_DEPTH:
+            raise TooDeepError(f"collections nested more than {MAX_DEPTH} levels deep")
+        seen.add(id(value))
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children)
 
 
 class ConfigError(Exception):

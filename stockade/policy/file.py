@@ -44,7 +44,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from stockade.config.load import ConfigError, load_yaml
+from stockade.config.load import ConfigError, load_yaml, shown
 from stockade.policy.approvals import ApprovalError
 from stockade.policy.approvals import load as load_approvals
 from stockade.policy.model import Decision, Ecosystem, Mode, Publisher, Rule
@@ -374,7 +374,7 @@ def parse_policy(
         first = exc.errors()[0]
         value = first.get("input")
         raise PolicyError(
-            f"{source}: {_where(first['loc'])}: {first['msg']} (got {value!r})"
+            f"{source}: {_where(first['loc'])}: {first['msg']} (got {shown(value)})"
         ) from exc
     try:
         return _build(model, text, base_dir, source, internal or {}, now)

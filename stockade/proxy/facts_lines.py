@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from stockade.config.load import shown
 from stockade.policy.model import ProjectFacts
 from stockade.policy.times import timestamp
 
@@ -32,7 +33,7 @@ def _text(data: dict[str, Any], key: str) -> str | None:
     value = data.get(key)
     if value is None or isinstance(value, str):
         return value
-    raise FactsLineError(f"{key}: expected a string or null, got {value!r}")
+    raise FactsLineError(f"{key}: expected a string or null, got {shown(value)}")
 
 
 def parse_line(text: str) -> tuple[str, str | None, ProjectFacts]:
@@ -46,6 +47,8 @@ def parse_line(text: str) -> tuple[str, str | None, ProjectFacts]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise FactsLineError(f"not a JSON object: {exc.msg} at column {exc.colno}") from exc
+    except RecursionError as exc:  # the decoder recurses into nested arrays and objects
+        raise FactsLineError("not a facts line: values nested too deeply to read") from exc
     if not isinstance(data, dict):
         raise FactsLineError("not a JSON object")
     unknown = set(data) - _KEYS
@@ -57,14 +60,14 @@ def parse_line(text: str) -> tuple[str, str | None, ProjectFacts]:
     first = data.get("first_release")
     when = timestamp(first)
     if first is not None and when is None:
-        raise FactsLineError(f"first_release: {first!r} is not an ISO 8601 time")
+        raise FactsLineError(f"first_release: {shown(first)} is not an ISO 8601 time")
     releases = data.get("releases")
     if releases is not None and (not isinstance(releases, int) or isinstance(releases, bool)
                                  or releases < 0):
-        raise FactsLineError(f"releases: expected a count, got {releases!r}")
+        raise FactsLineError(f"releases: expected a count, got {shown(releases)}")
     owners = data.get("owners") or []
     if not isinstance(owners, list) or not all(isinstance(o, str) for o in owners):
-        raise FactsLineError(f"owners: expected a list of names, got {owners!r}")
+        raise FactsLineError(f"owners: expected a list of names, got {shown(owners)}")
     project = ProjectFacts(first_release=when, releases=releases, owners=tuple(owners),
                            summary=_text(data, "summary"),
                            repository=_text(data, "repository"))

@@ -111,6 +111,10 @@ FOUND: list[tuple[str, Any]] = [
     ("forwarded", ("127.0.0.1", "https", "a:b", "h")),
     ("forwarded", ("::1", None, "a b", "h")),
     ("forwarded", ("127.0.0.1", None, "u@h", "h")),
+    # 600 lists of one-key maps: read, then refused by an enum (or a model) whose
+    # error message took the value's repr, which exhausted the recursion limit.
+    ("policy_file", b"mode: " + b"[e: " * 600 + b"]" * 600),
+    ("policy_text", "[e: " * 600 + "]" * 600),
 ]
 
 
