@@ -9,7 +9,7 @@ static or fake upstreams, stockade (default settings) and clients on 127.0.0.1:
 
 - ``bench.serving``: warm GETs of 22 KB and ~1 MB files, the simple page, packuments
   and the 20 MB packument in four forms, as req/s ratios to nginx, with p99 and CPU
-  per request (``--stockade-tree DIR`` with ``--base-tree``);
+  per request (with ``--base-tree``, first for that checkout, then for this one);
 - ``bench.cold_packuments``: peak memory of the process tree and other requests' p99
   while twenty different 20 MB packuments are fetched cold (``--base-tree``);
 - ``bench.installs``: pip, npm and mvn installs through a warm stockade against the
@@ -34,18 +34,20 @@ from pathlib import Path
 BENCHES = ("serving", "cold_packuments", "installs", "workers")
 
 
-def commands(args: argparse.Namespace) -> dict[str, list[str]]:
-    """The command line of each benchmark, with this run's options."""
+def commands(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """(benchmark, its options) in the order they run, with this run's options."""
     base = [] if args.base_tree is None else [str(args.base_tree.resolve())]
     quick = args.quick
-    return {
-        "serving": [*(["--quick"] if quick else []),
-                    *(["--stockade-tree", *base] if base else [])],
-        "cold_packuments": [*(["--count", "2"] if quick else []),
-                            *(["--base-tree", *base] if base else [])],
-        "installs": ["--pairs", "1"] if quick else [],
-        "workers": ["--duration", "1", "--rounds", "1"] if quick else [],
-    }
+    serving = ["--quick"] if quick else []
+    return [
+        # serving measures one stockade beside nginx: the base's run first, then this
+        *([("serving", [*serving, "--stockade-tree", *base])] if base else []),
+        ("serving", serving),
+        ("cold_packuments", [*(["--count", "2"] if quick else []),
+                             *(["--base-tree", *base] if base else [])]),
+        ("installs", ["--pairs", "1"] if quick else []),
+        ("workers", ["--duration", "1", "--rounds", "1"] if quick else []),
+    ]
 
 
 def main() -> None:
@@ -59,7 +61,7 @@ def main() -> None:
                         help="run only this one (repeatable)")
     args = parser.parse_args()
     failed = []
-    for name, extra in commands(args).items():
+    for name, extra in commands(args):
         if args.only and name not in args.only:
             continue
         command = [sys.executable, "-m", f"bench.{name}", *extra]
