@@ -2,7 +2,8 @@
 20 MB packuments, installs through stockade against straight from the upstream, and
 start time, memory per process, cores used and a cold burst's upstream requests.
 
-    python -m bench.speed [--quick] [--base-tree DIR] [--only NAME ...]
+    python -m bench.speed [--quick] [--base-tree DIR] [--duration S] [--rounds N]
+                          [--only NAME ...]
 
 Runs, one after another, each in its own process and each starting its own nginx,
 static or fake upstreams, stockade (default settings) and clients on 127.0.0.1:
@@ -38,7 +39,9 @@ def commands(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     """(benchmark, its options) in the order they run, with this run's options."""
     base = [] if args.base_tree is None else [str(args.base_tree.resolve())]
     quick = args.quick
-    serving = ["--quick"] if quick else []
+    timing = [*(["--duration", str(args.duration)] if args.duration else []),
+              *(["--rounds", str(args.rounds)] if args.rounds else [])]
+    serving = ["--quick"] if quick else timing
     return [
         # serving measures one stockade beside nginx: the base's run first, then this
         *([("serving", [*serving, "--stockade-tree", *base])] if base else []),
@@ -46,7 +49,7 @@ def commands(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         ("cold_packuments", [*(["--count", "2"] if quick else []),
                              *(["--base-tree", *base] if base else [])]),
         ("installs", ["--pairs", "1"] if quick else []),
-        ("workers", ["--duration", "1", "--rounds", "1"] if quick else []),
+        ("workers", ["--duration", "1", "--rounds", "1"] if quick else timing),
     ]
 
 
@@ -57,6 +60,10 @@ def main() -> None:
     parser.add_argument("--base-tree", type=Path,
                         help="a checkout of another commit, measured in the same run "
                              "where a benchmark can (serving, cold_packuments)")
+    parser.add_argument("--duration", type=float,
+                        help="seconds per wrk run of serving and workers (their defaults: "
+                             "15 and 5)")
+    parser.add_argument("--rounds", type=int, help="rounds of serving and workers (3)")
     parser.add_argument("--only", action="append", choices=BENCHES,
                         help="run only this one (repeatable)")
     args = parser.parse_args()
