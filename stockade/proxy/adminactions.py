@@ -36,7 +36,7 @@ from aiohttp import web
 from stockade.policy.model import Decision, Ecosystem, PackageRef, Verdict
 from stockade.policy.names import KINDS, valid
 from stockade.proxy.admin import parse_ecosystem, split_path
-from stockade.proxy.admission import caller, canonical
+from stockade.proxy.admission import Admission, caller, canonical
 from stockade.proxy.errors import BadRequestError, ProxyError
 from stockade.proxy.identity import Identity, identity_of
 from stockade.proxy.purge import Generation, Purger, PurgeResult
@@ -85,7 +85,7 @@ def setup(app: web.Application) -> None:
 async def _open_generation(app: web.Application) -> None:
     """Check the purge generation before each metadata look-up (the documents in
     memory are all a purge elsewhere leaves behind: artifact hits stat their file,
-    and other requests hold none)."""
+    and other requests hold none), the re-decisions' own look-ups included."""
     if SERVICES not in app:
         return
     svc = app[SERVICES]
@@ -93,15 +93,30 @@ async def _open_generation(app: web.Application) -> None:
 
     def check() -> None:
         if generation.changed():
-            forget_documents(svc)
+            forget_documents(app)
 
     svc.admission.metacache.before_get = check
+    reevaluating = _reevaluating(app)
+    if reevaluating is not None:
+        reevaluating.metacache.before_get = check
 
 
-def forget_documents(svc: Services) -> None:
+def _reevaluating(app: web.Application) -> Admission | None:
+    """The offline admission re-deciding what was served (first worker only)."""
+    from stockade.proxy.app import REEVALUATOR  # the key app owns
+
+    reevaluator = app.get(REEVALUATOR)
+    return None if reevaluator is None else reevaluator.admission
+
+
+def forget_documents(app: web.Application) -> None:
     """Drop the documents this process holds in memory (a purge happened)."""
+    svc = app[SERVICES]
     svc.admission.metacache.forget_all()
     svc.rendered.forget_all()
+    reevaluating = _reevaluating(app)
+    if reevaluating is not None:
+        reevaluating.metacache.forget_all()
     logger.info("cache purged: in-memory metadata dropped in process %d", os.getpid())
 
 
@@ -243,7 +258,7 @@ async def purge_package(request: web.Request, eco: Ecosystem, name: str,
     generation = request.app.get(GENERATION)
     if generation is not None:
         generation.changed()  # this process's own purge: dropped below, not twice
-    forget_documents(svc)
+    forget_documents(request.app)
     found = caller(request)
     by = who.name if who is not None else f"anonymous ({found.client})"
     reason = f"{result.summary()}, by {by}"

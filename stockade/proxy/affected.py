@@ -129,6 +129,11 @@ class Reevaluator:
         self._task: asyncio.Task[None] | None = None
         self.passes = 0  # completed passes (tests wait on it)
 
+    @property
+    def admission(self) -> Admission:
+        """The offline admission path the passes decide through."""
+        return self._admission
+
     def changed(self, old: PolicyEngine, new: PolicyEngine) -> None:
         """A new engine is in force: re-decide in the background."""
         if self._baseline is None:

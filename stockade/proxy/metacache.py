@@ -398,6 +398,11 @@ class MetadataCache:
             _, evicted = self._memory.popitem(last=False)
             self._memory_used -= len(evicted.body)
 
+    @property
+    def held(self) -> int:
+        """How many documents (and remembered 404s) this process holds in memory."""
+        return len(self._memory) + len(self._missing)
+
     def forget_all(self) -> None:
         """Drop every document held in memory (a purge elsewhere: read them again)."""
         self._memory.clear()

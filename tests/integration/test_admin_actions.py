@@ -19,7 +19,8 @@ from aiohttp.test_utils import TestClient
 
 from stockade.config.load import load_settings
 from stockade.config.model import Settings
-from stockade.proxy.app import decision_log_path, make_app
+from stockade.policy.model import Ecosystem, PackageRef
+from stockade.proxy.app import REEVALUATOR, decision_log_path, make_app
 from stockade.proxy.tokens import Role, create_token
 from testbed.fakes.npm_upstream import FakeNpm
 from testbed.fakes.pypi_upstream import FakePyPI
@@ -203,6 +204,29 @@ async def test_a_purge_in_one_process_reaches_the_documents_another_holds(
     await _get(first, one)
     assert upstream.count("/simple/acc-lib/") == 2
     assert upstream.count(one_name) == 2
+
+
+async def test_a_purge_reaches_the_documents_the_re_decisions_hold(
+    aiohttp_client: Any, setup: Setup, upstream: FakePyPI,
+) -> None:
+    """The first worker's re-decisions of what was served read metadata through an
+    offline admission path with its own documents in memory: a purge drops those too."""
+    first = await _client(aiohttp_client, setup)
+    second = await _client(aiohttp_client, setup)
+    one, _ = _file(upstream, "acc-lib", "1.0")
+    for path in ("/pypi/simple/acc-lib/", one):
+        await _get(first, path)
+    offline = first.server.app[REEVALUATOR].admission
+    await offline.facts(PackageRef(Ecosystem.PYPI, "acc-lib", "1.0"))
+    assert offline.metacache.held > 0
+
+    resp = await second.post("/_stockade/admin/cache/pypi/acc-lib",
+                             headers=bearer(setup.admin))
+    assert resp.status == 200
+    hook = offline.metacache.before_get
+    assert hook is not None
+    hook()  # what its next look-up does first
+    assert offline.metacache.held == 0
 
 
 @pytest.mark.parametrize(("path", "status", "says"), [
