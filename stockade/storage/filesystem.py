@@ -4,6 +4,12 @@ Owns the on-disk layout under ``<root>/blobs/sha256/<ab>/<hex>``, atomic commit
 (spool in ``<root>/tmp``, fsync, ``os.replace``), least-recently-used eviction
 past a size limit, and cleaning spool files left by a crash. It does not know
 what a blob is for; indexes of names to blobs live in ``refs``.
+
+Worker processes share one folder, each with its own index of it. So that the
+size limit holds for the folder and not for each process, a store with a limit
+re-reads the folder (sizes, and last use from the modification time, which a
+hit refreshes hourly) after a commit at most every ``RESCAN_S`` seconds, in a
+thread, and evicts from that view of every process's blobs.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024  # bytes
 _TOUCH_EVERY_S = 3600.0  # persist last use at most hourly per blob
+RESCAN_S = 30.0  # with a size limit, the folder is re-read at most this often
 
 
 class FilesystemBlobWriter(SpoolWriter):
@@ -49,6 +56,7 @@ class FilesystemBlobWriter(SpoolWriter):
         except OSError as exc:
             raise full_or_failed(exc, self._disk, "commit") from exc
         self._store_of._committed(info)
+        await self._store_of._bound(info.sha256)
 
     def _finish(self, sha256: str) -> None:
         assert self._file is not None
@@ -84,6 +92,8 @@ class FilesystemBlobStore:
         # read-only storage: blobs found bad that cannot be removed, never served again
         self._withdrawn: set[str] = set()
         self._total = 0
+        self._scanned_at = time.monotonic()  # when the folder was last read whole
+        self._scanning = asyncio.Lock()
 
     @property
     def total_bytes(self) -> int:
@@ -100,10 +110,19 @@ class FilesystemBlobStore:
     def _open_sync(self) -> None:
         if self.read_only is None:
             self._prepare_sync()
-        for path in self._blobs.glob("*/*"):
-            st = path.stat()
-            self._index[path.name] = [st.st_size, st.st_mtime]
+        self._index = self._scan()
         self._total = int(sum(v[0] for v in self._index.values()))
+
+    def _scan(self) -> dict[str, list[float]]:
+        """Every blob in the folder: sha256 -> [size, last use (its mtime)]."""
+        found: dict[str, list[float]] = {}
+        for path in self._blobs.glob("*/*"):
+            try:
+                st = path.stat()
+            except FileNotFoundError:  # evicted by another process meanwhile
+                continue
+            found[path.name] = [st.st_size, st.st_mtime]
+        return found
 
     def _prepare_sync(self) -> None:
         self._blobs.mkdir(parents=True, exist_ok=True)
@@ -205,6 +224,34 @@ class FilesystemBlobStore:
         self._touched[info.sha256] = time.time()
         if self.max_bytes is not None and self._total > self.max_bytes:
             self._evict(keep=info.sha256)
+
+    async def _bound(self, keep: str) -> None:
+        """Hold the folder under ``max_bytes`` after a commit: with the blobs other
+        processes stored and removed read again when ``RESCAN_S`` has passed."""
+        if self.max_bytes is None or self._scanning.locked():
+            return
+        async with self._scanning:
+            if time.monotonic() - self._scanned_at >= RESCAN_S:
+                started = time.time()
+                disk = await asyncio.to_thread(self._scan)
+                self._scanned_at = time.monotonic()
+                self._merge(disk, started)
+            if self._total > self.max_bytes:
+                self._evict(keep)
+
+    def _merge(self, disk: dict[str, list[float]], started: float) -> None:
+        """Take the folder as read (``started``: when the reading began), keeping
+        this process's later uses, and the blobs it stored or used since."""
+        merged = {}
+        for sha256, entry in disk.items():
+            mine = self._index.get(sha256)
+            merged[sha256] = [entry[0], max(entry[1], mine[1])] if mine else entry
+        for sha256, entry in self._index.items():
+            if sha256 not in merged and entry[1] >= started:  # too new for the reading
+                merged[sha256] = entry
+        self._index = merged
+        self._touched = {k: v for k, v in self._touched.items() if k in merged}
+        self._total = int(sum(v[0] for v in merged.values()))
 
     def _evict(self, keep: str) -> None:
         assert self.max_bytes is not None

@@ -1,11 +1,15 @@
 """Several worker processes opening one filesystem store: a store opening (a worker
-starting) spares the others' fills, and a blob another one stored is found."""
+starting) spares the others' fills, a blob another one stored is found, and the size
+limit holds for the folder."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
+import pytest
+
+from stockade.storage import filesystem
 from stockade.storage.digest import Digest
 from stockade.storage.filesystem import FilesystemBlobStore
 
@@ -14,6 +18,14 @@ async def _opened(root: Path) -> FilesystemBlobStore:
     store = FilesystemBlobStore(root)
     await store.open()
     return store
+
+
+async def _commit(store: FilesystemBlobStore, data: bytes) -> str:
+    writer = await store.open_writer()
+    await writer.write(data)
+    info = await writer.commit([Digest("sha256", hashlib.sha256(data).hexdigest())])
+    await writer.close()
+    return info.sha256
 
 
 async def test_a_store_opening_spares_a_fill_in_progress(tmp_path: Path) -> None:
@@ -48,3 +60,25 @@ async def test_a_spool_left_by_a_dead_writer_is_removed(tmp_path: Path) -> None:
     await writer._file.close()  # the process died: its lock went with it
     await _opened(tmp_path)
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+async def test_the_size_limit_holds_for_the_folder_two_stores_share(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two worker processes' stores on one folder, each with the limit: each evicts
+    from its reading of the whole folder, so the folder stays under the limit (each
+    used to count only its own blobs: up to twice the limit on disk)."""
+    monkeypatch.setattr(filesystem, "RESCAN_S", 0.0)
+    limit = 10 * 1000
+    first, second = (FilesystemBlobStore(tmp_path, max_bytes=limit) for _ in range(2))
+    for store in (first, second):
+        await store.open()
+    kept = []
+    for n in range(30):
+        store = (first, second)[n % 2]
+        kept.append(await _commit(store, bytes([n]) * 1000))
+        on_disk = sum(p.stat().st_size for p in (tmp_path / "blobs").rglob("*") if p.is_file())
+        assert on_disk <= limit, (n, on_disk)
+    # the newest blobs are the ones left, whoever stored them
+    assert {p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()} == set(kept[-10:])
+    # and each store's count is the folder's
+    assert first.total_bytes <= limit and second.total_bytes <= limit
