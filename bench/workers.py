@@ -11,7 +11,7 @@ Starts the static upstream over ``bench.serving_tree``'s tree and one stockade p
 - upstream requests of any kind caused by 50 concurrent cold requests for one
   artifact (a wheel whose page is cold too, and two Maven jars in turn: the first
   finds out which checksum files the origin publishes), read from the upstream's
-  own counter.
+  own counter, and the time until all 50 were answered.
 
     python -m bench.workers [--workers 1,2] [--duration S] [--rounds N]
 
@@ -157,10 +157,13 @@ def run(args: argparse.Namespace, work: Path) -> None:
         for label in ("~1 MB wheel", "26 KB Maven jar", "~1 MB Maven jar"):
             for workers, proc in servers.items():
                 before = upstream_count(static)
+                started = time.monotonic()
                 statuses = asyncio.run(_burst(proc.url(cases[label].stockade_path), 50))
+                took = time.monotonic() - started
                 print(f"50 cold requests at once, {label}, workers={workers}: "
-                      f"{statuses.count(200)} answered 200, "
-                      f"{upstream_count(static) - before} upstream requests")
+                      f"{statuses.count(200)} answered 200 in {took:.2f} s (the clients' "
+                      f"connections included), {upstream_count(static) - before} upstream "
+                      "requests")
     finally:
         for proc in servers.values():
             proc.stop()
