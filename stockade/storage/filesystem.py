@@ -8,8 +8,9 @@ what a blob is for; indexes of names to blobs live in ``refs``.
 Worker processes share one folder, each with its own index of it. So that the
 size limit holds for the folder and not for each process, a store with a limit
 re-reads the folder (sizes, and last use from the modification time, which a
-hit refreshes hourly) after a commit at most every ``RESCAN_S`` seconds, in a
-thread, and evicts from that view of every process's blobs.
+hit refreshes hourly) after a commit at most every ``RESCAN_S`` seconds (longer
+where reading it takes more than ``RESCAN_SHARE`` of that), in a thread, and
+evicts from that view of every process's blobs.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024  # bytes
 _TOUCH_EVERY_S = 3600.0  # persist last use at most hourly per blob
-RESCAN_S = 30.0  # with a size limit, the folder is re-read at most this often
+RESCAN_S = 30.0  # with a size limit, the folder is re-read at most this often ...
+RESCAN_SHARE = 0.05  # ... and reading it takes at most this share of a thread's time
 
 
 class FilesystemBlobWriter(SpoolWriter):
@@ -93,6 +95,7 @@ class FilesystemBlobStore:
         self._withdrawn: set[str] = set()
         self._total = 0
         self._scanned_at = time.monotonic()  # when the folder was last read whole
+        self._rescan_s = RESCAN_S  # longer for a folder that takes long to read
         self._scanning = asyncio.Lock()
 
     @property
@@ -231,10 +234,11 @@ class FilesystemBlobStore:
         if self.max_bytes is None or self._scanning.locked():
             return
         async with self._scanning:
-            if time.monotonic() - self._scanned_at >= RESCAN_S:
-                started = time.time()
+            if time.monotonic() - self._scanned_at >= self._rescan_s:
+                started, began = time.time(), time.monotonic()
                 disk = await asyncio.to_thread(self._scan)
                 self._scanned_at = time.monotonic()
+                self._rescan_s = max(RESCAN_S, (self._scanned_at - began) / RESCAN_SHARE)
                 self._merge(disk, started)
             if self._total > self.max_bytes:
                 self._evict(keep)

@@ -7,7 +7,8 @@ does not: files arrive only by ``install`` after an upload or a verified read.
 
 Worker processes share the folder, each with its own index of it. So that the
 bound holds for the folder, ``install`` (in a thread) also re-reads the folder at
-most every ``RESCAN_S`` seconds when there is a bound, and ``installed`` takes that
+most every ``RESCAN_S`` seconds (longer where reading it takes more than
+``RESCAN_SHARE`` of that) when there is a bound, and ``installed`` takes that
 reading in (the other processes' copies, their install time as their last use
 beside this process's own uses) before it evicts.
 """
@@ -23,7 +24,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-RESCAN_S = 30.0  # with a bound, the folder is re-read at most this often
+RESCAN_S = 30.0  # with a bound, the folder is re-read at most this often ...
+RESCAN_SHARE = 0.05  # ... and reading it takes at most this share of a thread's time
 
 # sha256 -> (size, last use); and when the reading began
 Reading = tuple[dict[str, tuple[int, float]], float]
@@ -39,6 +41,7 @@ class HotCache:
         self._used: dict[str, float] = {}  # this process's last use of each copy
         self.total_bytes = 0
         self._scanned_at = time.monotonic()
+        self._rescan_s = RESCAN_S  # longer for a folder that takes long to read
 
     def load(self) -> None:
         """Index what a previous run left (synchronous: run it in a thread)."""
@@ -101,10 +104,13 @@ class HotCache:
         final = self._path(sha256)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(spool, final)
-        if self.max_bytes is None or time.monotonic() - self._scanned_at < RESCAN_S:
+        began = time.monotonic()
+        if self.max_bytes is None or began - self._scanned_at < self._rescan_s:
             return None
+        reading = self._read()
         self._scanned_at = time.monotonic()
-        return self._read()
+        self._rescan_s = max(RESCAN_S, (self._scanned_at - began) / RESCAN_SHARE)
+        return reading
 
     def installed(self, sha256: str, size: int, reading: Reading | None = None) -> None:
         """Account for a file ``install`` moved in (and the folder it read), evicting

@@ -29,6 +29,7 @@ def _on_disk(root: Path) -> dict[str, int]:
 def test_the_bound_holds_for_the_folder_two_processes_share(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hotcache, "RESCAN_S", 0.0)
+    monkeypatch.setattr(hotcache, "RESCAN_SHARE", float("inf"))  # read at every commit
     limit = 10 * 1000
     first, second = HotCache(tmp_path, limit), HotCache(tmp_path, limit)
     first.load()
@@ -45,6 +46,7 @@ def test_the_bound_holds_for_the_folder_two_processes_share(
 def test_a_copy_this_process_used_outlives_newer_ones(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hotcache, "RESCAN_S", 0.0)
+    monkeypatch.setattr(hotcache, "RESCAN_SHARE", float("inf"))  # read at every commit
     cache = HotCache(tmp_path, 3 * 1000)
     cache.load()
     old = _keep(cache, tmp_path, b"o" * 1000)

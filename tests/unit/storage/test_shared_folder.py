@@ -5,6 +5,7 @@ limit holds for the folder."""
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,7 @@ async def test_the_size_limit_holds_for_the_folder_two_stores_share(
     from its reading of the whole folder, so the folder stays under the limit (each
     used to count only its own blobs: up to twice the limit on disk)."""
     monkeypatch.setattr(filesystem, "RESCAN_S", 0.0)
+    monkeypatch.setattr(filesystem, "RESCAN_SHARE", float("inf"))  # read at every commit
     limit = 10 * 1000
     first, second = (FilesystemBlobStore(tmp_path, max_bytes=limit) for _ in range(2))
     for store in (first, second):
@@ -82,3 +84,25 @@ async def test_the_size_limit_holds_for_the_folder_two_stores_share(
     assert {p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()} == set(kept[-10:])
     # and each store's count is the folder's
     assert first.total_bytes <= limit and second.total_bytes <= limit
+
+
+async def test_a_folder_slow_to_read_is_read_less_often(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading the folder takes at most RESCAN_SHARE of the time between readings."""
+    monkeypatch.setattr(filesystem, "RESCAN_S", 0.0)
+    monkeypatch.setattr(filesystem, "RESCAN_SHARE", 0.1)
+    store = FilesystemBlobStore(tmp_path, max_bytes=10_000)
+    await store.open()
+    reads = 0
+    scan = store._scan
+
+    def slow() -> dict[str, list[float]]:
+        nonlocal reads
+        reads += 1
+        time.sleep(0.2)
+        return scan()
+
+    monkeypatch.setattr(store, "_scan", slow)
+    for n in range(5):  # in well under the 2 s the first reading earns
+        await _commit(store, bytes([n]) * 100)
+    assert reads == 1
