@@ -15,7 +15,8 @@ round-trip ones: a project page, a metadata document) bring their own
 input.
 
 A failing input does not stop the run: each distinct failure (exception type
-and the line that raised it) is counted and its first input printed. An input
+and the line that raised it) is counted and its first input printed, at once
+and again in the summary. An input
 that takes longer than ``--timeout-s`` is interrupted and counted as a hang.
 """
 
@@ -129,6 +130,9 @@ def run(target: Target, examples: int, seeds: int, timeout_s: float, progress_ev
             key = _where(exc)
             if result.failures[key] == 0:
                 result.first[key] = f"{exc!s:.300} <- {value!r:.500}"
+                # at once too: a long run stopped early keeps what it found
+                print(f"  {target.name}: new failure {key}: {result.first[key]}",
+                      file=sys.stderr, flush=True)
             result.failures[key] += 1
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)

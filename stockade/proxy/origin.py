@@ -33,6 +33,10 @@ def _trusted(remote: str | None, settings: ServerSettings) -> bool:
         address = ipaddress.ip_address(remote)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        # A zone names the link (fe80::1%eth0 and fe80::1%eth1 are different hosts),
+        # and a configured network names none: such a peer is never a trusted proxy.
+        return False
     return any(address in net for net in _networks(tuple(settings.trusted_proxies)))
 
 

@@ -111,6 +111,10 @@ FOUND: list[tuple[str, Any]] = [
     ("forwarded", ("127.0.0.1", "https", "a:b", "h")),
     ("forwarded", ("::1", None, "a b", "h")),
     ("forwarded", ("127.0.0.1", None, "u@h", "h")),
+    # A peer address with a zone (::1%2f) matched the trusted ::1/128: ipaddress ignores
+    # the zone in the comparison, and a zone names a link, which no setting can name.
+    ("forwarded", ("::1%2f", None, "z0, 796.3.953.0", "0-")),
+    ("forwarded", ("fe80::1%eth1", "https", "evil.example", "h")),
     # 600 lists of one-key maps: read, then refused by an enum (or a model) whose
     # error message took the value's repr, which exhausted the recursion limit.
     ("policy_file", b"mode: " + b"[e: " * 600 + b"]" * 600),
