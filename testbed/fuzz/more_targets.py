@@ -8,6 +8,7 @@ broken property, as there).
 from __future__ import annotations
 
 import base64
+import ipaddress
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -163,6 +164,18 @@ def _transport(remote: str) -> Any:
     return transport
 
 
+def _listed(remote: str) -> bool:
+    """Whether ``remote`` is one of the two listed addresses, however it is spelled
+    (``::01`` is ``::1``), and without a zone."""
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        return False
+    return address in (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+
+
 def check_forwarded(case: tuple[str, str | None, str | None, str]) -> None:
     remote, proto, fwd_host, host = case
     if host_problem(host) is not None:
@@ -179,5 +192,5 @@ def check_forwarded(case: tuple[str, str | None, str | None, str]) -> None:
     url.origin()  # what handlers build URLs on: must parse, port and all
     assert url.scheme in ("http", "https") and url.host and url.port is not None, base
     assert url.user is None and url.path in ("", "/") and not url.query_string, base
-    if remote not in ("127.0.0.1", "::1"):
+    if not _listed(remote):
         assert base == str(request.url.origin()), "an untrusted client moved the origin"
