@@ -96,7 +96,9 @@ class FilesystemBlobStore:
         self._total = 0
         self._scanned_at = time.monotonic()  # when the folder was last read whole
         self._rescan_s = RESCAN_S  # longer for a folder that takes long to read
-        self._scanning = asyncio.Lock()
+        # while the folder is read in a thread: the blobs committed or forgotten here
+        # meanwhile, whose entries the reading may not have seen as they are now
+        self._changes: set[str] | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -219,43 +221,81 @@ class FilesystemBlobStore:
         if entry is not None:
             self._total -= int(entry[0])
         self._touched.pop(sha256, None)
+        if self._changes is not None:
+            self._changes.add(sha256)
 
     def _committed(self, info: BlobInfo) -> None:
         if info.sha256 not in self._index:
             self._total += info.size
         self._index[info.sha256] = [info.size, time.time()]
         self._touched[info.sha256] = time.time()
+        if self._changes is not None:
+            self._changes.add(info.sha256)
         if self.max_bytes is not None and self._total > self.max_bytes:
             self._evict(keep=info.sha256)
 
     async def _bound(self, keep: str) -> None:
-        """Hold the folder under ``max_bytes`` after a commit: with the blobs other
-        processes stored and removed read again when ``RESCAN_S`` has passed."""
-        if self.max_bytes is None or self._scanning.locked():
+        """After a commit, once ``RESCAN_S`` has passed: read the folder again (the
+        blobs other processes stored and removed) and evict from that view, all in a
+        thread; the loop only takes the result in, with what changed meanwhile."""
+        if self.max_bytes is None or self._changes is not None or \
+                time.monotonic() - self._scanned_at < self._rescan_s:
             return
-        async with self._scanning:
-            if time.monotonic() - self._scanned_at >= self._rescan_s:
-                started, began = time.time(), time.monotonic()
-                disk = await asyncio.to_thread(self._scan)
-                self._scanned_at = time.monotonic()
-                self._rescan_s = max(RESCAN_S, (self._scanned_at - began) / RESCAN_SHARE)
-                self._merge(disk, started)
-            if self._total > self.max_bytes:
-                self._evict(keep)
+        mine, changes = dict(self._index), set[str]()
+        self._changes = changes
+        began = time.monotonic()
+        try:
+            index, total, vanished = await asyncio.to_thread(
+                self._reconcile, mine, time.time(), keep)
+        except OSError as exc:  # the blob is stored; the bound waits for the next reading
+            logger.warning("cannot read the blobs under %s: %s", self._blobs, exc)
+            self._scanned_at = time.monotonic()
+            return
+        finally:
+            self._changes = None
+        self._scanned_at = time.monotonic()
+        self._rescan_s = max(RESCAN_S, (self._scanned_at - began) / RESCAN_SHARE)
+        for sha256 in changes:  # this process's own word on these is the newer
+            old = index.pop(sha256, None)
+            if old is not None:
+                total -= int(old[0])
+            entry = self._index.get(sha256)
+            if entry is not None:
+                index[sha256] = entry
+                total += int(entry[0])
+        for sha256 in vanished:
+            self._touched.pop(sha256, None)
+        self._index, self._total = index, total
 
-    def _merge(self, disk: dict[str, list[float]], started: float) -> None:
-        """Take the folder as read (``started``: when the reading began), keeping
-        this process's later uses, and the blobs it stored or used since."""
-        merged = {}
-        for sha256, entry in disk.items():
-            mine = self._index.get(sha256)
-            merged[sha256] = [entry[0], max(entry[1], mine[1])] if mine else entry
-        for sha256, entry in self._index.items():
-            if sha256 not in merged and entry[1] >= started:  # too new for the reading
-                merged[sha256] = entry
-        self._index = merged
-        self._touched = {k: v for k, v in self._touched.items() if k in merged}
-        self._total = int(sum(v[0] for v in merged.values()))
+    def _reconcile(self, mine: dict[str, list[float]], started: float, keep: str
+                   ) -> tuple[dict[str, list[float]], int, list[str]]:
+        """The folder as read now (``started``: when the reading began), with this
+        process's later uses and the blobs it stored since, the least recently used
+        evicted past ``max_bytes``: (index, its bytes, the blobs ``mine`` had that
+        it has not). Runs in a thread, on ``mine``, a copy."""
+        assert self.max_bytes is not None
+        index: dict[str, list[float]] = {}
+        for sha256, entry in self._scan().items():
+            own = mine.get(sha256)
+            index[sha256] = [entry[0], max(entry[1], own[1])] if own else entry
+        for sha256, entry in mine.items():
+            if sha256 not in index and entry[1] >= started:  # too new for the reading
+                index[sha256] = entry
+        total = int(sum(entry[0] for entry in index.values()))
+        if total > self.max_bytes:
+            # Oldest use first; a blob being served stays readable (POSIX unlink).
+            for sha256, entry in sorted(index.items(), key=lambda kv: kv[1][1]):
+                if total <= self.max_bytes:
+                    break
+                if sha256 == keep:
+                    continue
+                logger.info("evicting blob %s to keep the folder under %d bytes", sha256,
+                            self.max_bytes)
+                with contextlib.suppress(FileNotFoundError):
+                    self.blob_path(sha256).unlink()
+                del index[sha256]
+                total -= int(entry[0])
+        return index, total, [sha256 for sha256 in mine if sha256 not in index]
 
     def _evict(self, keep: str) -> None:
         assert self.max_bytes is not None

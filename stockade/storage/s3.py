@@ -217,11 +217,12 @@ class S3BlobStore:
 
     async def _keep(self, spool: Path, sha256: str, size: int) -> None:
         try:
-            reading = await asyncio.to_thread(self._hot.install, spool, sha256, size)
+            await asyncio.to_thread(self._hot.install, spool, sha256, size)
         except OSError as exc:  # the blob is safe in the bucket; only the copy is lost
             logger.warning("cannot keep a local copy of blob %s: %s", sha256, exc)
             return
-        self._hot.installed(sha256, size, reading)
+        self._hot.installed(sha256, size)
+        await self._hot.reconcile()  # the other workers' copies, now and then
 
     async def delete(self, sha256: str) -> bool:
         self._hot.drop(_check(sha256))

@@ -12,13 +12,14 @@ from stockade.storage import hotcache
 from stockade.storage.hotcache import HotCache
 
 
-def _keep(cache: HotCache, root: Path, data: bytes) -> str:
-    """What the S3 store does with a verified blob: install in a thread, then account."""
+async def _keep(cache: HotCache, root: Path, data: bytes) -> str:
+    """What the S3 store does with a verified blob: install, account, reconcile."""
     sha256 = hashlib.sha256(data).hexdigest()
     spool = root / f"{sha256}.part"
     spool.write_bytes(data)
-    reading = cache.install(spool, sha256, len(data))
-    cache.installed(sha256, len(data), reading)
+    cache.install(spool, sha256, len(data))
+    cache.installed(sha256, len(data))
+    await cache.reconcile()
     return sha256
 
 
@@ -26,7 +27,7 @@ def _on_disk(root: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in (root / "hot").rglob("*") if p.is_file()}
 
 
-def test_the_bound_holds_for_the_folder_two_processes_share(
+async def test_the_bound_holds_for_the_folder_two_processes_share(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hotcache, "RESCAN_S", 0.0)
     monkeypatch.setattr(hotcache, "RESCAN_SHARE", float("inf"))  # read at every commit
@@ -37,22 +38,22 @@ def test_the_bound_holds_for_the_folder_two_processes_share(
     kept = []
     for n in range(30):
         cache = (first, second)[n % 2]
-        kept.append(_keep(cache, tmp_path, bytes([n]) * 1000))
+        kept.append(await _keep(cache, tmp_path, bytes([n]) * 1000))
         assert sum(_on_disk(tmp_path).values()) <= limit, n  # up to twice before
     assert set(_on_disk(tmp_path)) == set(kept[-10:])
     assert first.total_bytes <= limit and second.total_bytes <= limit
 
 
-def test_a_copy_this_process_used_outlives_newer_ones(
+async def test_a_copy_this_process_used_outlives_newer_ones(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hotcache, "RESCAN_S", 0.0)
     monkeypatch.setattr(hotcache, "RESCAN_SHARE", float("inf"))  # read at every commit
     cache = HotCache(tmp_path, 3 * 1000)
     cache.load()
-    old = _keep(cache, tmp_path, b"o" * 1000)
-    _keep(cache, tmp_path, b"a" * 1000)
-    _keep(cache, tmp_path, b"b" * 1000)
+    old = await _keep(cache, tmp_path, b"o" * 1000)
+    await _keep(cache, tmp_path, b"a" * 1000)
+    await _keep(cache, tmp_path, b"b" * 1000)
     assert cache.get(old) is not None  # used now: the file's mtime says otherwise
-    _keep(cache, tmp_path, b"c" * 1000)
+    await _keep(cache, tmp_path, b"c" * 1000)
     assert old in _on_disk(tmp_path)
     assert hashlib.sha256(b"a" * 1000).hexdigest() not in _on_disk(tmp_path)

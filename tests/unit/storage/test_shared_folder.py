@@ -4,7 +4,9 @@ limit holds for the folder."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import threading
 import time
 from pathlib import Path
 
@@ -90,7 +92,7 @@ async def test_a_folder_slow_to_read_is_read_less_often(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Reading the folder takes at most RESCAN_SHARE of the time between readings."""
     monkeypatch.setattr(filesystem, "RESCAN_S", 0.0)
-    monkeypatch.setattr(filesystem, "RESCAN_SHARE", 0.1)
+    monkeypatch.setattr(filesystem, "RESCAN_SHARE", 0.01)
     store = FilesystemBlobStore(tmp_path, max_bytes=10_000)
     await store.open()
     reads = 0
@@ -103,6 +105,36 @@ async def test_a_folder_slow_to_read_is_read_less_often(
         return scan()
 
     monkeypatch.setattr(store, "_scan", slow)
-    for n in range(5):  # in well under the 2 s the first reading earns
+    for n in range(5):  # in well under the 20 s the first reading earns
         await _commit(store, bytes([n]) * 100)
     assert reads == 1
+
+
+async def test_what_changes_while_the_folder_is_read_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder is read in a thread while the loop goes on: a blob committed or
+    removed meanwhile is taken as it is now, not as the reading saw it."""
+    monkeypatch.setattr(filesystem, "RESCAN_S", 0.0)
+    monkeypatch.setattr(filesystem, "RESCAN_SHARE", float("inf"))  # read at every commit
+    store = FilesystemBlobStore(tmp_path, max_bytes=10_000)
+    await store.open()
+    gone = await _commit(store, b"g" * 100)
+    reading, go_on = threading.Event(), threading.Event()
+    reconcile = store._reconcile
+
+    def held(*args: object) -> tuple[dict[str, list[float]], int, list[str]]:
+        result = reconcile(*args)  # type: ignore[arg-type]
+        reading.set()
+        assert go_on.wait(30)
+        return result
+
+    monkeypatch.setattr(store, "_reconcile", held)
+    first = asyncio.create_task(_commit(store, b"a" * 100))  # its commit starts a reading
+    assert await asyncio.to_thread(reading.wait, 30)
+    monkeypatch.setattr(store, "_reconcile", reconcile)
+    late = await _commit(store, b"late" * 25)  # no second reading while one runs
+    assert await store.delete(gone)
+    go_on.set()
+    await first
+    assert store.local_path(late) is not None and store.local_path(gone) is None
+    assert store.total_bytes == 200
