@@ -8,7 +8,7 @@ This module owns that bound: ``RenderSlots.hold()`` waits until one of ``count``
 slots is free server-wide. A slot is an exclusive ``flock`` on a file of fixed name
 under the lock folder (``<kind>-slot-<n>``: ``render`` for parsing and rendering,
 ``read`` for reading large upstream bodies); the kernel releases it when its holder
-exits, however it exits. Waiting polls, as ``singleflight.FileLocks`` does: a few
+exits, however it exits. Waiting polls (``singleflight.poll_flock``): a few
 microseconds of system calls per try, backing off to 50 ms.
 
 Within a process, waiters queue on a semaphore first, so one process never polls
@@ -28,12 +28,10 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from stockade.proxy.singleflight import try_flock
+from stockade.proxy.singleflight import poll_flock, try_flock
 
 logger = logging.getLogger(__name__)
 
-_FIRST_WAIT_S = 0.002  # a full set of slots is polled, from this interval ...
-_LAST_WAIT_S = 0.05  # ... doubling up to this one
 
 class RenderSlots:
     """At most ``count`` holders at once across the processes sharing ``folder``."""
@@ -67,19 +65,20 @@ class RenderSlots:
                     os.close(fd)  # releases the lock
 
     async def _acquire(self) -> int | None:
-        wait = _FIRST_WAIT_S
-        while not self._broken:
-            for slot in range(self.count):
-                try:
-                    fd = try_flock(self.folder / f"{self.kind}-slot-{slot}")
-                except OSError as exc:
-                    logger.warning("cannot lock %s slots under %s: %s; large documents "
-                                   "are bounded per worker process only", self.kind,
-                                   self.folder, exc)
-                    self._broken = True
-                    return None
-                if fd is not None:
-                    return fd
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, _LAST_WAIT_S)
+        if self._broken:
+            return None
+        try:
+            return await poll_flock(self._try_any)
+        except OSError as exc:
+            logger.warning("cannot lock %s slots under %s: %s; large documents are "
+                           "bounded per worker process only", self.kind, self.folder, exc)
+            self._broken = True
+            return None
+
+    def _try_any(self) -> int | None:
+        """A descriptor locking the first free slot, or None while all are held."""
+        for slot in range(self.count):
+            fd = try_flock(self.folder / f"{self.kind}-slot-{slot}")
+            if fd is not None:
+                return fd
         return None

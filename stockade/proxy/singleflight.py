@@ -47,6 +47,20 @@ def try_flock(path: Path) -> int | None:
     return fd
 
 
+async def poll_flock(attempt: Callable[[], int | None]) -> int:
+    """Call ``attempt`` (a ``try_flock`` of one or more files) until it gives a
+    descriptor, waiting between tries from 2 ms, doubling up to 50 ms.
+
+    Raises:
+        OSError: from ``attempt``: the lock files cannot be used.
+    """
+    wait = _FIRST_WAIT_S
+    while (fd := attempt()) is None:
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, _LAST_WAIT_S)
+    return fd
+
+
 class FileLocks:
     """Exclusive locks shared by every process, one file per key under ``folder``.
 
@@ -78,22 +92,17 @@ class FileLocks:
                 os.close(fd)  # releases the lock
 
     async def _acquire(self, path: Path) -> int | None:
-        wait = _FIRST_WAIT_S
-        while not self._broken:
-            try:
-                fd = self._try(path)
-            except OSError as exc:
-                # A folder that cannot be written (read-only storage) coordinates
-                # nothing; the work still runs, once per process.
-                logger.warning("cannot lock %s: %s; concurrent fetches across worker "
-                               "processes are not coalesced", path, exc)
-                self._broken = True
-                return None
-            if fd is not None:
-                return fd
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, _LAST_WAIT_S)
-        return None
+        if self._broken:
+            return None
+        try:
+            return await poll_flock(partial(self._try, path))
+        except OSError as exc:
+            # A folder that cannot be written (read-only storage) coordinates
+            # nothing; the work still runs, once per process.
+            logger.warning("cannot lock %s: %s; concurrent fetches across worker "
+                           "processes are not coalesced", path, exc)
+            self._broken = True
+            return None
 
     def _try(self, path: Path) -> int | None:
         """The locked descriptor of ``path``, or None while another holds it."""
