@@ -27,58 +27,17 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.procs import Proc, start_static, work_folder
-from bench.serving import _LATENCY_UNITS, _tree, start_stockade
+from bench.procs import Peak, Proc, start_static, tree_memory, work_folder
+from bench.serving import _LATENCY_UNITS, start_stockade
 from bench.serving_tree import HUGE, PACKAGE, build
 from testbed.net import free_port
 
 _SAMPLE_S = 0.2
 _SLICE_S = 3.0
-
-
-def _tree_memory(pid: int) -> tuple[float, float]:
-    """(PSS, RSS) of ``pid`` and every process below it, MiB."""
-    pss = rss = 0.0
-    for current in _tree(pid):
-        try:
-            text = Path(f"/proc/{current}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            if line.startswith("Pss:"):
-                pss += int(line.split()[1]) / 1024
-            elif line.startswith("Rss:"):
-                rss += int(line.split()[1]) / 1024
-    return pss, rss
-
-
-class Peak:
-    """The most PSS and RSS of a process tree seen while the block runs."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid, self.pss, self.rss = pid, 0.0, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while True:
-            pss, rss = _tree_memory(self.pid)
-            self.pss, self.rss = max(self.pss, pss), max(self.rss, rss)
-            if self._stop.wait(_SAMPLE_S):
-                return
-
-    def __enter__(self) -> Peak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @dataclass
@@ -129,8 +88,8 @@ def measure(proc: Proc, count: int) -> Figures:
     for _ in range(3):
         subprocess.run(["curl", "-sf", "-o", "/dev/null", proc.url(tarball)], check=True,
                        timeout=120)
-    figures.idle_pss = _tree_memory(proc.pid)[0]
-    with Peak(proc.pid) as peak:
+    figures.idle_pss = tree_memory(proc.pid)[1]
+    with Peak(proc.pid, every_s=_SAMPLE_S) as peak:
         started = time.perf_counter()
         curls = [subprocess.Popen(
             ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "600",

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -105,3 +106,73 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and every process below it, parents before children, in pid order
+    (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(
+            int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop(0)
+        found.append(current)
+        todo.extend(sorted(children.get(current, [])))
+    return found
+
+
+def memory(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) of one process in MiB, (0, 0) once it is gone. PSS (proportional)
+    counts the pages processes share once in all, RSS once per process."""
+    values = {}
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0.0, 0.0
+    for line in text.splitlines()[1:]:
+        key, _, rest = line.partition(":")
+        values[key] = int(rest.split()[0]) / 1024
+    return values.get("Rss", 0.0), values.get("Pss", 0.0)
+
+
+def tree_memory(*pids: int) -> tuple[float, float]:
+    """(RSS, PSS) in MiB of the processes under ``pids``, summed."""
+    rss = pss = 0.0
+    for current in (p for top in pids for p in tree_pids(top)):
+        one = memory(current)
+        rss, pss = rss + one[0], pss + one[1]
+    return rss, pss
+
+
+class Peak:
+    """The most RSS and PSS of the process trees under ``pids``, together, seen
+    while the block runs (sampled every ``every_s``)."""
+
+    def __init__(self, *pids: int, every_s: float = 0.5) -> None:
+        self.pids, self.every_s = pids, every_s
+        self.rss = self.pss = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            rss, pss = tree_memory(*self.pids)
+            self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+            if self._stop.wait(self.every_s):
+                return
+
+    def __enter__(self) -> Peak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -36,7 +36,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.procs import Proc, start_static, work_folder
+from bench.procs import Peak, Proc, start_static, tree_memory, tree_pids, work_folder
 from bench.serving_tree import Case, build
 from testbed import frontnginx
 from testbed.net import free_port
@@ -180,97 +179,17 @@ def _warm(proc: Proc | frontnginx.FrontNginx, path: str, times: int = 3,
     return body
 
 
-def _tree(pid: int) -> list[int]:
-    """``pid`` and every process below it (Linux)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
-
-
 def tree_cpu_s(pids: list[int]) -> float:
     """CPU time (user and system) of the processes of the trees under ``pids``, in
     seconds: what a request costs, whatever else the machine is doing meanwhile."""
     total = 0.0
-    for pid in [p for top in pids for p in _tree(top)]:
+    for pid in [p for top in pids for p in tree_pids(top)]:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
-
-
-def tree_pss_mib(pid: int) -> float:
-    """Proportional memory of ``pid`` and every process below it, in MiB (Linux): pages
-    shared among worker processes counted once in all, not once per process as RSS."""
-    total = 0.0
-    for current in _tree(pid):
-        try:
-            for line in Path(f"/proc/{current}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) / 1024
-        except OSError:
-            continue
-    return total
-
-
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of ``pid`` and every process below it, in MiB (Linux)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        todo.extend(children.get(current, []))
-        try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-        except OSError:
-            continue
-    return total
-
-
-class PeakRss:
-    """The most resident memory of process trees together seen while the block runs."""
-
-    def __init__(self, pids: list[int]) -> None:
-        self.pids, self.peak = pids, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.5):
-            self.peak = max(self.peak, sum(tree_rss_mib(pid) for pid in self.pids))
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def wrk(url: str, duration: float,
@@ -365,14 +284,14 @@ def run(args: argparse.Namespace, work: Path) -> None:
                         (saved / case.upstream_path.removeprefix("/static/")).write_bytes(body)
             _warm(servers["nginx"], case.upstream_path, headers=case.headers)
         time.sleep(1)
-        idle = {name: sum(tree_rss_mib(pid) for pid in [proc.pid, *behind.get(name, [])])
-                for name, proc in servers.items()}
-        for name, proc in servers.items():
-            pss = sum(tree_pss_mib(pid) for pid in [proc.pid, *behind.get(name, [])])
+        memory = {name: tree_memory(proc.pid, *behind.get(name, []))
+                  for name, proc in servers.items()}
+        idle = {name: rss for name, (rss, _) in memory.items()}
+        for name, (_, pss) in memory.items():
             print(f"PSS idle, MiB, {name} (whole process tree): {pss:.0f}")
         results = {(name, case.label): Result() for name in servers for case in cases}
         bare_result = Result()
-        peaks = {name: PeakRss([proc.pid, *behind.get(name, [])])
+        peaks = {name: Peak(proc.pid, *behind.get(name, []))
                  for name, proc in servers.items()}
         for peak in peaks.values():
             peak.__enter__()
@@ -400,7 +319,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
         finally:
             for peak in peaks.values():
                 peak.__exit__()
-        rss = {name: (idle[name], max(peaks[name].peak, idle[name])) for name in servers}
+        rss = {name: (idle[name], max(peaks[name].rss, idle[name])) for name in servers}
         _table(cases, results, rss, args.rounds, args.duration)
         if bare is not None:
             _bare_row(results["nginx", small.label], bare_result, small.label, processes)

@@ -36,7 +36,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from bench.procs import Proc, start_static, work_folder
+from bench.procs import Proc, memory, start_static, tree_pids, work_folder
 from bench.serving import wrk
 from bench.serving_tree import build
 from testbed.net import free_port
@@ -70,33 +70,6 @@ def start(upstream: str, work: Path, workers: int) -> tuple[Proc, float]:
                 return served, time.perf_counter() - started
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.01)
-
-
-def _tree(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(
-                int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop(0)
-        found.append(current)
-        todo.extend(sorted(children.get(current, [])))
-    return found
-
-
-def memory(pid: int) -> tuple[float, float]:
-    """(RSS, PSS) of one process, MiB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        key, _, rest = line.partition(":")
-        values[key] = int(rest.split()[0]) / 1024
-    return values.get("Rss", 0.0), values.get("Pss", 0.0)
 
 
 def _get(url: str) -> bytes:
@@ -135,7 +108,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
                 _get(proc.url(small))
         time.sleep(1)
         for workers, proc in servers.items():
-            for n, pid in enumerate(_tree(proc.pid)):
+            for n, pid in enumerate(tree_pids(proc.pid)):
                 rss, pss = memory(pid)
                 role = "supervisor" if n == 0 and workers > 1 else "worker"
                 print(f"workers={workers}: {role} {pid}: RSS {rss:.0f} MiB, PSS {pss:.0f} MiB")
