@@ -14,10 +14,14 @@ from __future__ import annotations
 import random
 import re
 import string
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 from stockade.proxy.ecosystems import maven_layout as ml
 from stockade.proxy.ecosystems import pypi_pages as pp
+
+T = TypeVar("T")
 
 # --- maven-metadata.xml (targets._sane_metadata) -------------------------------------
 
@@ -58,24 +62,9 @@ def _unique(items: list[str]) -> list[str]:
 
 def mutate_metadata(doc: ml.Metadata, other: ml.Metadata, rng: random.Random) -> ml.Metadata:
     """A new artifact-level document from ``doc`` (and ``other``'s versions)."""
-    versions = list(doc.versions)
-    last_updated = doc.last_updated
-    for _ in range(rng.randint(1, 3)):
-        op = rng.randrange(6)
-        if op == 0:  # splice: a prefix of one list, a suffix of the other
-            versions = (versions[:rng.randint(0, len(versions))]
-                        + other.versions[rng.randint(0, len(other.versions)):])
-        elif op == 1 and versions:
-            i = rng.randrange(len(versions))
-            versions[i] = _edit_version(versions[i], rng)
-        elif op == 2:
-            versions.insert(rng.randint(0, len(versions)), maven_version(rng))
-        elif op == 3 and versions:
-            del versions[rng.randrange(len(versions))]
-        elif op == 4:
-            rng.shuffle(versions)
-        else:
-            last_updated = rng.choice(LAST_UPDATED)
+    versions, own = _mutated(list(doc.versions), other.versions, _edit_version,
+                             maven_version, rng)
+    last_updated = rng.choice(LAST_UPDATED) if own else doc.last_updated
     versions = _unique(versions)[:MAVEN_MAX_VERSIONS]
     return ml.Metadata(doc.group_id, doc.artifact_id, None, versions, last_updated)
 
@@ -206,24 +195,8 @@ def _unique_files(files: list[pp.FileEntry]) -> tuple[pp.FileEntry, ...]:
 def mutate_page(page: pp.ProjectPage, other: pp.ProjectPage,
                 rng: random.Random) -> pp.ProjectPage:
     """A new page from ``page`` (and ``other``'s files)."""
-    files = list(page.files)
-    status = page.status
-    for _ in range(rng.randint(1, 3)):
-        op = rng.randrange(6)
-        if op == 0:  # splice
-            files = (files[:rng.randint(0, len(files))]
-                     + list(other.files[rng.randint(0, len(other.files)):]))
-        elif op == 1 and files:
-            i = rng.randrange(len(files))
-            files[i] = _edit_file(files[i], rng)
-        elif op == 2:
-            files.insert(rng.randint(0, len(files)), _new_file(rng))
-        elif op == 3 and files:
-            del files[rng.randrange(len(files))]
-        elif op == 4:
-            rng.shuffle(files)
-        else:
-            status = rng.choice(STATUSES)
+    files, own = _mutated(list(page.files), other.files, _edit_file, _new_file, rng)
+    status = rng.choice(STATUSES) if own else page.status
     return replace(page, files=_unique_files(files), status=status)
 
 
@@ -249,3 +222,28 @@ def valid_page(page: pp.ProjectPage) -> bool:
     return (page.name == "demo" and page.versions == () and not page.extra_meta
             and page.status in STATUSES and len(names) <= PAGE_MAX_FILES
             and len(set(names)) == len(names) and all(_valid_file(f) for f in page.files))
+
+
+def _mutated(items: list[T], other: Sequence[T], edit: Callable[[T, random.Random], T],
+             new: Callable[[random.Random], T], rng: random.Random) -> tuple[list[T], bool]:
+    """``items`` changed one to three times: spliced with ``other`` (a prefix of one, a
+    suffix of the other), one edited, one added, one removed, or all shuffled; and
+    whether the document's own field was drawn to change too."""
+    own = False
+    for _ in range(rng.randint(1, 3)):
+        op = rng.randrange(6)
+        if op == 0:
+            items = items[:rng.randint(0, len(items))] + list(
+                other[rng.randint(0, len(other)):])
+        elif op == 1 and items:
+            i = rng.randrange(len(items))
+            items[i] = edit(items[i], rng)
+        elif op == 2:
+            items.insert(rng.randint(0, len(items)), new(rng))
+        elif op == 3 and items:
+            del items[rng.randrange(len(items))]
+        elif op == 4:
+            rng.shuffle(items)
+        else:
+            own = True
+    return items, own
