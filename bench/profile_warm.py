@@ -1,0 +1,113 @@
+"""Where a warm request's time goes: one stockade process under cProfile, served a warm
+22 KB wheel by ``wrk``.
+
+    python -m bench.profile_warm [--duration S] [--keep]
+
+Starts the static upstream over ``bench.serving_tree``'s tree and one stockade
+(``server.workers: 1``, default settings otherwise) under ``python -m cProfile``,
+warms the wheel, runs ``wrk -t1 -c16`` on it, stops the server and prints the
+cumulative time of the request's parts as shares of aiohttp's ``_handle_request``
+(profiled times are inflated; read the shares), then the 25 functions with the most
+time of their own. Needs ``wrk`` on PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pstats
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import yaml
+
+from bench.procs import Proc, start_static, work_folder
+from bench.serving_tree import build
+from testbed.net import free_port
+
+# (label, file name ending, function name): cumulative, as called per request
+PARTS = (
+    ("the whole request (aiohttp's _handle_request)", "web_protocol.py", "_handle_request"),
+    ("  the handler and middlewares (web_app._handle)", "web_app.py", "_handle"),
+    ("    metadata look-up (pypi._project)", "pypi.py", "_project"),
+    ("    version facts (admission.version_facts)", "admission.py", "version_facts"),
+    ("    the decision (admission.admit_artifact)", "admission.py", "admit_artifact"),
+    ("    the admitted record (pipeline.with_admitted)", "pipeline.py", "with_admitted"),
+    ("    the blob's response (pipeline.serve)", "pipeline.py", "serve"),
+    ("  finishing the response (web_protocol.finish_response)", "web_protocol.py",
+     "finish_response"),
+    ("    of which the access log (responses.JsonAccessLogger.log)", "responses.py", "log"),
+)
+
+
+def _cumulative(stats: pstats.Stats, file_end: str, function: str) -> tuple[float, int]:
+    found = [(value[3], value[1]) for (path, _, name), value in
+             stats.stats.items()  # type: ignore[attr-defined]
+             if path.endswith(file_end) and name == function]
+    return max(found, default=(0.0, 0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of wrk")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install wrk")
+    with work_folder("stockade-profile-", keep=args.keep) as work:
+        upstream_port = free_port()
+        case = build(work / "up", f"http://127.0.0.1:{upstream_port}/", huge=False)[0]
+        static = start_static(work / "up", work / "static.log", port=upstream_port)
+        port, base = free_port(), f"http://127.0.0.1:{upstream_port}/"
+        config = work / "stockade.yaml"
+        config.write_text(yaml.safe_dump({
+            "server": {"host": "127.0.0.1", "port": port, "workers": 1},
+            "storage": {"path": str(work / "data")},
+            "pypi": {"upstreams": [{"name": "static", "url": f"{base}simple/"}]},
+            "npm": {"upstreams": [{"name": "static", "url": f"{base}npm/"}]},
+            "maven": {"upstreams": [{"name": "static", "url": f"{base}maven2/"}]},
+        }))
+        profile = work / "stockade.prof"
+        log = work / "stockade.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cProfile", "-o", str(profile), "-m",
+             "stockade.proxy.cli", "serve", "--config", str(config)],
+            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        server = Proc(proc, port)
+        try:
+            server.wait_ready("/readyz", log)
+            url = server.url(case.stockade_path)
+            for _ in range(20):
+                with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310
+                    resp.read()
+            out = subprocess.run(["wrk", "-t1", "-c16", f"-d{args.duration:g}s", url],
+                                 capture_output=True, text=True, check=True).stdout
+            print(next(line for line in out.splitlines() if "Requests/sec" in line))
+        finally:
+            proc.send_signal(signal.SIGTERM)  # a clean stop writes the profile
+            proc.wait(timeout=120)
+            static.stop()
+        for _ in range(100):
+            if profile.exists():
+                break
+            time.sleep(0.1)
+        stats = pstats.Stats(str(profile))
+        whole, requests = _cumulative(stats, "web_protocol.py", "_handle_request")
+        print(f"\n{case.label}, {requests:,} requests profiled; cumulative time per part:")
+        for label, file_end, function in PARTS:
+            seconds, calls = _cumulative(stats, file_end, function)
+            print(f"{label:60} {seconds / whole:6.1%}  ({calls:,} calls)")
+        print()
+        stats.sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except urllib.error.URLError as exc:
+        sys.exit(f"stockade did not answer: {exc}")
