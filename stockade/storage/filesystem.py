@@ -231,30 +231,32 @@ class FilesystemBlobStore:
         self._touched[info.sha256] = time.time()
         if self._changes is not None:
             self._changes.add(info.sha256)
-        if self.max_bytes is not None and self._total > self.max_bytes:
-            self._evict(keep=info.sha256)
 
     async def _bound(self, keep: str) -> None:
-        """After a commit, once ``RESCAN_S`` has passed: read the folder again (the
-        blobs other processes stored and removed) and evict from that view, all in a
-        thread; the loop only takes the result in, with what changed meanwhile."""
-        if self.max_bytes is None or self._changes is not None or \
-                time.monotonic() - self._scanned_at < self._rescan_s:
+        """After a commit: past ``max_bytes``, evict the least recently used; once
+        ``RESCAN_S`` has passed, first read the folder again (the blobs other
+        processes stored and removed). All in a thread, on a copy of the index; the
+        loop only takes the result in, with what changed meanwhile."""
+        if self.max_bytes is None or self._changes is not None:
+            return
+        read = time.monotonic() - self._scanned_at >= self._rescan_s
+        if not read and self._total <= self.max_bytes:
             return
         mine, changes = dict(self._index), set[str]()
         self._changes = changes
         began = time.monotonic()
         try:
             index, total, vanished = await asyncio.to_thread(
-                self._reconcile, mine, time.time(), keep)
+                self._reconcile, mine, time.time(), keep, read)
         except OSError as exc:  # the blob is stored; the bound waits for the next reading
             logger.warning("cannot read the blobs under %s: %s", self._blobs, exc)
             self._scanned_at = time.monotonic()
             return
         finally:
             self._changes = None
-        self._scanned_at = time.monotonic()
-        self._rescan_s = max(RESCAN_S, (self._scanned_at - began) / RESCAN_SHARE)
+        if read:
+            self._scanned_at = time.monotonic()
+            self._rescan_s = max(RESCAN_S, (self._scanned_at - began) / RESCAN_SHARE)
         for sha256 in changes:  # this process's own word on these is the newer
             old = index.pop(sha256, None)
             if old is not None:
@@ -267,20 +269,23 @@ class FilesystemBlobStore:
             self._touched.pop(sha256, None)
         self._index, self._total = index, total
 
-    def _reconcile(self, mine: dict[str, list[float]], started: float, keep: str
-                   ) -> tuple[dict[str, list[float]], int, list[str]]:
-        """The folder as read now (``started``: when the reading began), with this
-        process's later uses and the blobs it stored since, the least recently used
-        evicted past ``max_bytes``: (index, its bytes, the blobs ``mine`` had that
-        it has not). Runs in a thread, on ``mine``, a copy."""
+    def _reconcile(self, mine: dict[str, list[float]], started: float, keep: str,
+                   read: bool) -> tuple[dict[str, list[float]], int, list[str]]:
+        """``mine`` (with ``read``: the folder as read now, ``started`` when the
+        reading began, with this process's later uses and the blobs it stored since),
+        the least recently used evicted past ``max_bytes``: (index, its bytes, the
+        blobs ``mine`` had that it has not). Runs in a thread, on ``mine``, a copy."""
         assert self.max_bytes is not None
-        index: dict[str, list[float]] = {}
-        for sha256, entry in self._scan().items():
-            own = mine.get(sha256)
-            index[sha256] = [entry[0], max(entry[1], own[1])] if own else entry
-        for sha256, entry in mine.items():
-            if sha256 not in index and entry[1] >= started:  # too new for the reading
-                index[sha256] = entry
+        if not read:
+            index = dict(mine)
+        else:
+            index = {}
+            for sha256, entry in self._scan().items():
+                own = mine.get(sha256)
+                index[sha256] = [entry[0], max(entry[1], own[1])] if own else entry
+            for sha256, entry in mine.items():
+                if sha256 not in index and entry[1] >= started:  # too new for the reading
+                    index[sha256] = entry
         total = int(sum(entry[0] for entry in index.values()))
         if total > self.max_bytes:
             # Oldest use first; a blob being served stays readable (POSIX unlink).
@@ -296,19 +301,6 @@ class FilesystemBlobStore:
                 del index[sha256]
                 total -= int(entry[0])
         return index, total, [sha256 for sha256 in mine if sha256 not in index]
-
-    def _evict(self, keep: str) -> None:
-        assert self.max_bytes is not None
-        # Oldest use first; a blob being served stays readable (POSIX unlink).
-        for sha256, _ in sorted(self._index.items(), key=lambda kv: kv[1][1]):
-            if self._total <= self.max_bytes:
-                break
-            if sha256 == keep:
-                continue
-            logger.info("evicting blob %s to stay under %d bytes", sha256, self.max_bytes)
-            self._forget(sha256)
-            with contextlib.suppress(FileNotFoundError):
-                self.blob_path(sha256).unlink()
 
     async def writable(self) -> bool:
         """True when a file can be created in the spool directory."""
