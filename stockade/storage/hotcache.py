@@ -9,8 +9,8 @@ Worker processes share the folder, each with its own index of it. So that the
 bound holds for the folder, ``reconcile`` (after an install) re-reads the folder at
 most every ``RESCAN_S`` seconds (longer where reading it takes more than
 ``RESCAN_SHARE`` of that) when there is a bound: in a thread, it orders the other
-processes' copies (their install time as their last use) with this process's own
-uses; the loop takes that order in, with what changed meanwhile, then evicts.
+processes' copies (their file time: install, and a use at most hourly) with this
+process's own uses; the loop takes that order in, with what changed meanwhile, then evicts.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 RESCAN_S = 30.0  # with a bound, the folder is re-read at most this often ...
 RESCAN_SHARE = 0.05  # ... and reading it takes at most this share of a thread's time
+TOUCH_EVERY_S = 3600.0  # a copy's use is written on its file at most this often
 
 
 
@@ -113,7 +114,12 @@ class HotCache:
         if size is None:
             return None
         self._sizes.move_to_end(sha256)
-        self._used[sha256] = time.time()
+        now = time.time()
+        if now - self._used.get(sha256, 0.0) > TOUCH_EVERY_S:
+            # the other processes order the copies by the file's time: tell them, hourly
+            with contextlib.suppress(OSError):
+                os.utime(self._path(sha256), (now, now))
+        self._used[sha256] = now
         if self._changes is not None:
             self._changes.add(sha256)
         return self._path(sha256), size
