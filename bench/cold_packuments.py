@@ -22,7 +22,6 @@ Needs ``wrk`` and ``curl`` on PATH. Figures are only comparable within one run.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.procs import Peak, Proc, start_static, tree_memory, work_folder
-from bench.serving import _LATENCY_UNITS, start_stockade
+from bench.serving import run_wrk, start_stockade
 from bench.serving_tree import HUGE, PACKAGE, build
 from testbed.net import free_port
 
@@ -52,21 +51,6 @@ class Figures:
     p99_ms: list[float] = field(default_factory=list)  # per wrk slice
     rps: list[float] = field(default_factory=list)
     errors: int = 0  # warm answers not 2xx/3xx
-
-
-def wrk(url: str, duration: float) -> tuple[float, float, int]:
-    """(req/s, p99 in ms, answers not 2xx/3xx) of ``wrk -t1 -c4`` on ``url``."""
-    out = subprocess.run(
-        ["wrk", "-t1", "-c4", f"-d{duration:g}s", "--latency", url],
-        capture_output=True, text=True, check=True, timeout=duration + 60,
-    ).stdout
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
-    if rps is None or p99 is None:
-        raise RuntimeError(f"cannot read wrk's output:\n{out}")
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return (float(rps.group(1)), float(p99.group(1)) * _LATENCY_UNITS[p99.group(2)],
-            int(errors.group(1)) if errors else 0)
 
 
 def names(count: int) -> list[str]:
@@ -96,7 +80,8 @@ def measure(proc: Proc, count: int) -> Figures:
              proc.url(f"/npm/{name}")], stdout=subprocess.PIPE, text=True)
             for name in names(count)]
         while any(c.poll() is None for c in curls):
-            rps, p99, errors = wrk(proc.url(tarball), _SLICE_S)
+            rps, p99, errors = run_wrk(proc.url(tarball), _SLICE_S, threads=1,
+                                         connections=4)
             figures.errors += errors
             figures.rps.append(rps)
             figures.p99_ms.append(p99)

@@ -192,12 +192,14 @@ def tree_cpu_s(pids: list[int]) -> float:
     return total
 
 
-def wrk(url: str, duration: float,
-        headers: tuple[tuple[str, str], ...] = ()) -> tuple[float, float]:
-    """(req/s, p99 in ms) of ``wrk -t2 -c64`` on ``url`` for ``duration`` seconds."""
+def run_wrk(url: str, duration: float, *, threads: int = 2, connections: int = 64,
+            headers: tuple[tuple[str, str], ...] = ()) -> tuple[float, float, int]:
+    """(req/s, p99 in ms, answers not 2xx/3xx) of ``wrk`` on ``url`` for ``duration``
+    seconds."""
     flags = [flag for name, value in headers for flag in ("-H", f"{name}: {value}")]
     out = subprocess.run(
-        ["wrk", "-t2", "-c64", f"-d{duration:g}s", "--latency", *flags, url],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency",
+         *flags, url],
         capture_output=True, text=True, check=True, timeout=duration + 60,
     ).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -205,9 +207,18 @@ def wrk(url: str, duration: float,
     if rps is None or p99 is None:
         raise RuntimeError(f"cannot read wrk's output:\n{out}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return (float(rps.group(1)), float(p99.group(1)) * _LATENCY_UNITS[p99.group(2)],
+            int(errors.group(1)) if errors else 0)
+
+
+def wrk(url: str, duration: float,
+        headers: tuple[tuple[str, str], ...] = ()) -> tuple[float, float]:
+    """(req/s, p99 in ms) of ``wrk -t2 -c64`` on ``url`` for ``duration`` seconds; every
+    answer must be 2xx or 3xx."""
+    rps, p99, errors = run_wrk(url, duration, headers=headers)
     if errors:
-        raise RuntimeError(f"{url}: {errors.group(1)} answers were not 2xx/3xx")
-    return float(rps.group(1)), float(p99.group(1)) * _LATENCY_UNITS[p99.group(2)]
+        raise RuntimeError(f"{url}: {errors} answers were not 2xx/3xx")
+    return rps, p99
 
 
 def _table(cases: list[Case], results: dict[tuple[str, str], Result],
