@@ -22,7 +22,6 @@ from stockade.config.load import load_settings
 from stockade.fleet.bundle import BundleError, build_bundle
 from stockade.policy.model import Ecosystem, PackageRef
 from stockade.proxy.app import internal_namespaces
-from stockade.proxy.inventory import add_provenance, as_cyclonedx, as_json, collect
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.osvsync import OsvSync, Outcome, state_path, sync_folder
 from stockade.proxy.provenance.checker import PROVENANCE_REFS, ProvenanceChecker
@@ -107,6 +106,8 @@ def _when(text: str) -> datetime:
 
 
 def _inventory(args: argparse.Namespace) -> int:
+    # cyclonedx, imported for this command only: not by every ``stockade serve``
+    from stockade.proxy.inventory import add_provenance, as_cyclonedx, as_json, collect
     path = args.config or os.environ.get("STOCKADE_CONFIG")
     settings = load_settings(Path(path) if path else None, environ=os.environ)
     until = args.until or datetime.now(UTC)

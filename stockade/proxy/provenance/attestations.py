@@ -25,8 +25,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from pydantic import ValidationError
-from sigstore.errors import Error as SigstoreError
-from sigstore.errors import VerificationError
 
 if TYPE_CHECKING:
     from pypi_attestations import Attestation
@@ -88,6 +86,7 @@ class SigstoreTrust:
         # imported where first needed: sigstore's models, pypi_attestations and what
         # they load take about a second, which every start paid for a check that most
         # policies never ask for
+        from sigstore.errors import Error as SigstoreError
         from sigstore.models import TrustedRoot
         from sigstore.verify import Verifier
         from sigstore_models.trustroot import v1 as trustroot_v1
@@ -120,6 +119,7 @@ def _combine(parts: Sequence[_Part]) -> ProvenanceResult:
 
 def _failure(exc: Exception) -> _Part:
     """A sigstore error as a part: a failed check is invalid, anything else unverifiable."""
+    from sigstore.errors import VerificationError
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if isinstance(exc, VerificationError) and not text.startswith("Unsupported"):
         return _Part("signature", S.INVALID, f"does not verify under the trusted root ({text})")
@@ -156,6 +156,7 @@ def _subject_problem(statement: dict[str, Any], name: str, algorithm: str,
 
 def _verify_dsse(bundle: Bundle, trust: SigstoreTrust, name: str, algorithm: str,
                  digest: str, label: str) -> _Part:
+    from sigstore.errors import Error as SigstoreError
     try:
         payload_type, payload = trust.verifier.verify_dsse(bundle, KnownIssuer())
     except (SigstoreError, ValueError) as exc:
@@ -261,6 +262,7 @@ def _npm_entries(document: bytes | Mapping[str, Any]) -> list[tuple[str, dict[st
 
 def _npm_provenance(bundle: dict[str, Any], purl: str, digest: str,
                     trust: SigstoreTrust) -> _Part:
+    from sigstore.errors import Error as SigstoreError
     from sigstore.models import Bundle
 
     try:
@@ -359,6 +361,7 @@ def verify_pypi_attestation(
 def _pypi_part(attestation: Attestation, filename: str, sha256: str, trust: SigstoreTrust,
                claim: BuildIdentity | None) -> _Part:
     from pypi_attestations import AttestationError
+    from sigstore.errors import Error as SigstoreError
 
     try:
         bundle = attestation.to_bundle()

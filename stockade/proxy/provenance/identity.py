@@ -8,20 +8,29 @@ decided later, by policy, on the identity read here. Pure: certificates in, valu
 
 from __future__ import annotations
 
+from functools import cache
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-from cryptography import x509
-from sigstore.errors import VerificationError
 
 from stockade.policy.model import BuildIdentity, Publisher
 
+if TYPE_CHECKING:  # cryptography is imported on the first certificate read, not at start
+    from cryptography import x509
+
 _OID = "1.3.6.1.4.1.57264.1."
-ISSUER_V1 = x509.ObjectIdentifier(_OID + "1")  # raw bytes
-WORKFLOW_REPOSITORY_V1 = x509.ObjectIdentifier(_OID + "5")  # raw bytes: owner/repo (GitHub)
-ISSUER_V2 = x509.ObjectIdentifier(_OID + "8")  # DER UTF8String, as every V2 extension
-SOURCE_REPOSITORY = x509.ObjectIdentifier(_OID + "12")
-SOURCE_REF = x509.ObjectIdentifier(_OID + "14")
-BUILD_CONFIG = x509.ObjectIdentifier(_OID + "18")
+# Fulcio's extensions, by the last arc of their OID
+ISSUER_V1 = "1"  # raw bytes
+WORKFLOW_REPOSITORY_V1 = "5"  # raw bytes: owner/repo (GitHub)
+ISSUER_V2 = "8"  # DER UTF8String, as every V2 extension
+SOURCE_REPOSITORY = "12"
+SOURCE_REF = "14"
+BUILD_CONFIG = "18"
+
+
+@cache
+def _oid(arc: str) -> x509.ObjectIdentifier:
+    from cryptography import x509
+    return x509.ObjectIdentifier(_OID + arc)
 
 _PUBLISHERS = {
     "https://token.actions.githubusercontent.com": Publisher.GITHUB,
@@ -30,9 +39,10 @@ _PUBLISHERS = {
 }
 
 
-def _raw(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> bytes | None:
+def _raw(cert: x509.Certificate, arc: str) -> bytes | None:
+    from cryptography import x509
     try:
-        ext = cert.extensions.get_extension_for_oid(oid)
+        ext = cert.extensions.get_extension_for_oid(_oid(arc))
     except x509.ExtensionNotFound:
         return None
     value = ext.value
@@ -71,6 +81,7 @@ def publisher_of(issuer: str | None) -> Publisher:
 
 
 def _signer(cert: x509.Certificate) -> str | None:
+    from cryptography import x509
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -112,4 +123,5 @@ class KnownIssuer:
 
     def verify(self, cert: x509.Certificate) -> None:
         if issuer_of(cert) is None:
+            from sigstore.errors import VerificationError
             raise VerificationError("the signing certificate names no OIDC issuer")

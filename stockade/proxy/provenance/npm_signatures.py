@@ -15,19 +15,14 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    PublicFormat,
-    load_der_public_key,
-)
 
 from stockade.policy.model import ProvenanceKind, ProvenanceResult, ProvenanceStatus
+
+if TYPE_CHECKING:  # cryptography is imported with the first keys read, not at start
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 # npm judges a version with no publish time as published on this day (pacote's
 # MISSING_TIME_CUTOFF): keys that expired after it still count.
@@ -66,6 +61,7 @@ class NpmKeys:
 
 def keyid_of(key: ec.EllipticCurvePublicKey) -> str:
     """``SHA256:`` + unpadded base64 of SHA-256 over the key's OpenSSH wire blob."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
     blob = base64.b64decode(key.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).split()[1])
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
@@ -103,6 +99,8 @@ def parse_keys(document: bytes | Mapping[str, Any]) -> NpmKeys:
 
 
 def _key(entry: Any, index: int) -> RegistryKey:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
     if not isinstance(entry, Mapping):
         raise NpmKeysError(f"npm key {index} is not an object")
     if "publicKey" in entry:  # the TUF target's shape
@@ -128,6 +126,9 @@ def _key(entry: Any, index: int) -> RegistryKey:
 
 def ecdsa_valid(key: ec.EllipticCurvePublicKey, message: bytes, signature_b64: str) -> bool:
     """True when ``signature_b64`` (base64 DER) is ``key``'s ECDSA-SHA256 over ``message``."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
     try:
         signature = base64.b64decode(signature_b64, validate=True)
         key.verify(signature, message, ec.ECDSA(hashes.SHA256()))

@@ -22,7 +22,7 @@ from stockade.config.model import Settings
 from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.ui import actions, views
 from stockade.proxy.ui.csrf import CsrfTokens
-from stockade.proxy.ui.render import environment
+from stockade.proxy.ui.render import Templates
 from stockade.proxy.ui.views import UI, UiState
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def setup(app: web.Application, settings: Settings, *, decision_log: Path, artif
         logger.warning("ui.csrf_key_env names %s, which is not set: the page's forms are "
                        "signed with a key of this process only", settings.ui.csrf_key_env)
     app[UI] = UiState(
-        env=environment(),
+        env=Templates(),
         tokens=CsrfTokens(key or os.urandom(32)),
         decision_log=decision_log,
         artifacts=artifacts,

@@ -9,10 +9,12 @@ style sheet, no framing, no referrer to other sites, no caching.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 from aiohttp import web
+
+if TYPE_CHECKING:  # jinja2 is imported with the first page rendered, not at start
+    import jinja2
 
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
@@ -58,6 +60,7 @@ def _size(value: object) -> str:
 
 def environment() -> jinja2.Environment:
     """The page's templates, escaped by default."""
+    import jinja2
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("stockade.proxy.ui", "templates"),
         autoescape=True,
@@ -70,9 +73,23 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def html(env: jinja2.Environment, template: str, context: dict[str, Any], *,
+class Templates:
+    """The page's templates, built by ``environment`` on the first page rendered: a
+    server whose page nobody opens never imports jinja2."""
+
+    def __init__(self) -> None:
+        self._env: jinja2.Environment | None = None
+
+    @property
+    def env(self) -> jinja2.Environment:
+        if self._env is None:
+            self._env = environment()
+        return self._env
+
+
+def html(templates: Templates, template: str, context: dict[str, Any], *,
          status: int = 200) -> web.Response:
     """``template`` rendered with ``context``, with the security headers."""
-    body = env.get_template(template).render(**context)
+    body = templates.env.get_template(template).render(**context)
     return web.Response(status=status, text=body, content_type="text/html",
                         charset="utf-8", headers=SECURITY_HEADERS)

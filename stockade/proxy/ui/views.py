@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import jinja2
 from aiohttp import web
 
 from stockade.policy import approvals
@@ -33,7 +32,7 @@ from stockade.proxy.ui import forms, logtail
 from stockade.proxy.ui.approvals import NoApprovalsFile, approvals_file
 from stockade.proxy.ui.csrf import CsrfError, CsrfTokens, check_same_origin
 from stockade.proxy.ui.prefix import base, browser_origin
-from stockade.proxy.ui.render import SECURITY_HEADERS, html
+from stockade.proxy.ui.render import SECURITY_HEADERS, Templates, html
 from stockade.storage.backends import open_records
 
 logger = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ MAX_APPROVAL = timedelta(days=366)
 class UiState:
     """What the page needs besides the services: templates, keys, file locations."""
 
-    env: jinja2.Environment
+    env: Templates
     tokens: CsrfTokens
     decision_log: Path
     artifacts: str  # the record namespace of cached artifacts

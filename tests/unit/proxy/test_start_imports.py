@@ -1,25 +1,73 @@
-"""What starting the proxy imports: nothing a feature not configured needs."""
+"""What a server's start imports: the verifiers' libraries (sigstore, cryptography,
+pypi-attestations), the web page's templates (jinja2), the SBOM writer (cyclonedx) and
+TUF wait for their first use, so a server that never uses them never pays for them."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+LAZY = {"sigstore", "sigstore_models", "cryptography", "pypi_attestations", "jinja2",
+        "cyclonedx", "tuf", "securesystemslib"}
+
+_SERVE = """
+import asyncio, json, sys, urllib.request
+from pathlib import Path
+from aiohttp import web
+from stockade.config.load import load_settings
+from stockade.proxy.app import make_app
+
+settings = load_settings(Path(sys.argv[1]), environ={}, overrides={})
+
+async def main():
+    runner = web.AppRunner(make_app(settings, environ={}))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    def get(path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as resp:
+            return resp.status
+    status = await asyncio.to_thread(get, "/healthz")
+    loaded = sorted({m.split(".")[0] for m in sys.modules})
+    page = await asyncio.to_thread(get, "/_stockade/ui/")
+    after_page = sorted({m.split(".")[0] for m in sys.modules})
+    await runner.cleanup()
+    print(json.dumps({"status": status, "loaded": loaded, "page": page,
+                      "after_page": after_page}))
+
+asyncio.run(main())
+"""
 
 
-def test_the_app_imports_no_tuf_client_nor_cloud_signers() -> None:
-    # python-tuf's key library loads boto3 and every other cloud signer: half a second
-    # of each start, needed only when a policy bundle is pulled.
-    probe = ("import sys, stockade.proxy.app, stockade.proxy.cli; "
-             "print(sorted(m for m in ('tuf.ngclient', 'tuf.api.metadata', 'boto3', "
-             "'securesystemslib.signer') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,  # noqa: S603
-                         check=True, timeout=120)
-    assert out.stdout.strip() == "[]", out.stdout
+def _loaded_by(code: str, *args: str, tmp_path: Path) -> dict[str, object]:
+    env = {**os.environ, "STOCKADE_INDEX_CACHE": str(tmp_path / "index")}
+    env.pop("STOCKADE_CONFIG", None)
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,  # noqa: S603
+                         text=True, env=env, cwd=tmp_path, check=True, timeout=120).stdout
+    found: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    return found
 
 
-def test_a_pull_still_finds_the_tuf_client() -> None:
-    from stockade.proxy.bundletuf import FileFetcher, classify, tuf_errors
+def test_importing_the_command_line_loads_none_of_the_lazy_libraries(tmp_path: Path) -> None:
+    found = _loaded_by("import json, sys, stockade.proxy.cli\n"
+                       "print(json.dumps({'loaded': sorted({m.split('.')[0] "
+                       "for m in sys.modules})}))", tmp_path=tmp_path)
+    loaded = set(found["loaded"])  # type: ignore[arg-type]
+    assert "stockade" in loaded and "aiohttp" in loaded
+    assert not loaded & LAZY
 
-    assert classify(tuf_errors.ExpiredMetadataError("old"), phase="metadata") == "expired"
-    assert classify(ValueError("x"), phase="target") == "invalid_bundle"
-    assert FileFetcher() is not None
+
+def test_a_started_server_answers_before_loading_them_and_its_page_loads_jinja2(
+        tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text("rules: {typosquat: {enabled: false}}\n")
+    (tmp_path / "stockade.yaml").write_text(
+        f"storage: {{path: {tmp_path / 'data'}}}\npolicy: {{file: {tmp_path / 'policy.yaml'}}}\n")
+    found = _loaded_by(_SERVE, str(tmp_path / "stockade.yaml"), tmp_path=tmp_path)
+    assert found["status"] == 200
+    assert not set(found["loaded"]) & LAZY  # type: ignore[arg-type]
+    assert found["page"] == 200  # the page still renders: its templates load on first use
+    assert "jinja2" in set(found["after_page"])  # type: ignore[arg-type]
