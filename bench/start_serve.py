@@ -1,0 +1,151 @@
+"""Start to the first answered request: ``stockade serve`` from exec to its first 200s.
+
+    python -m bench.start_serve [--rounds 5] [--base-tree DIR] [--workers N]
+
+Starts the static upstream over ``bench.serving_tree``'s tree, then for each checkout
+(this one, and with ``--base-tree`` another, ``git worktree add DIR REV``) and each
+policy (the default one; and the same with ``rules.typosquat.enabled: false``, so that
+the name indexes' share of the start is its own line and the two can be added up):
+
+- one untimed run first: it writes the typosquat index files (into a temporary
+  ``STOCKADE_INDEX_CACHE`` per checkout) and fills the cache with a simple page;
+- then ``--rounds`` runs, the checkouts alternating within each round: seconds from
+  the exec of ``python -m stockade.proxy.cli serve`` to the first 200 of ``/healthz``
+  (asked every 5 ms), and to the first 200 of the cached simple page asked right after.
+
+Prints the median of each, and with ``--base-tree`` the ratio this/base. Wall time on a
+shared machine: compare within one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from bench.procs import Proc, start_static, work_folder
+from bench.serving_tree import build
+from testbed.net import free_port
+
+POLICIES: dict[str, dict[str, object] | None] = {
+    "default policy": None,
+    "typosquat off": {"rules": {"typosquat": {"enabled": False}}},
+}
+
+
+def _status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310
+            resp.read()
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+def _config(folder: Path, upstream: str, workers: int, policy: dict[str, object] | None,
+            port: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    config: dict[str, object] = {
+        "server": {"host": "127.0.0.1", "port": port, "workers": workers},
+        "storage": {"path": str(folder / "data")},
+        "pypi": {"upstreams": [{"name": "static", "url": f"{upstream}simple/"}]},
+        "npm": {"upstreams": [{"name": "static", "url": f"{upstream}npm/"}]},
+        "maven": {"upstreams": [{"name": "static", "url": f"{upstream}maven2/"}]},
+    }
+    if policy is not None:
+        (folder / "policy.yaml").write_text(yaml.safe_dump(policy))
+        config["policy"] = {"file": str(folder / "policy.yaml")}
+    path = folder / "stockade.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def serve_once(tree: Path, config: Path, port: int, cache: Path, page: str,
+               log: Path) -> tuple[float, float]:
+    """One start of the checkout ``tree``: seconds from exec to the first 200 of
+    ``/healthz``, and to the first 200 of ``page`` asked right after it."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "STOCKADE_INDEX_CACHE": str(cache)}
+    env.pop("STOCKADE_CONFIG", None)
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stockade.proxy.cli", "serve", "--config", str(config)],
+        cwd=tree, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    served = Proc(proc, port)
+    try:
+        deadline = started + 120
+        while _status(served.url("/healthz")) != 200:
+            if proc.poll() is not None or time.perf_counter() > deadline:
+                raise RuntimeError(f"stockade did not answer /healthz:\n{log.read_text()}")
+            time.sleep(0.005)
+        healthz = time.perf_counter() - started
+        status = _status(served.url(page))
+        if status != 200:
+            raise RuntimeError(f"{page} answered {status}:\n{log.read_text()}")
+        return healthz, time.perf_counter() - started
+    finally:
+        served.stop()
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
+    root = work / "upstream"
+    upstream_port = free_port()
+    cases = {c.label: c for c in build(root, f"http://127.0.0.1:{upstream_port}/",
+                                       huge=False)}
+    page = cases["simple page"].stockade_path
+    static = start_static(root, work / "static.log", port=upstream_port)
+    trees = {"this": Path(__file__).resolve().parents[1]}
+    if args.base_tree is not None:
+        trees = {"base": args.base_tree.resolve(), **trees}
+    try:
+        for policy_label, policy in POLICIES.items():
+            setups: dict[str, tuple[Path, Path, int, Path, Path]] = {}
+            for label, tree in trees.items():
+                port = free_port()
+                folder = work / f"{label}-{len(setups)}-{policy_label.replace(' ', '-')}"
+                config = _config(folder, static.url("/"), args.workers, policy, port)
+                cache = work / f"index-{label}"
+                setups[label] = (tree, config, port, cache, folder / "stockade.log")
+                serve_once(*setups[label][:4], page, setups[label][4])  # untimed: fills
+            got: dict[str, list[tuple[float, float]]] = {label: [] for label in trees}
+            for _ in range(args.rounds):
+                for label in trees:
+                    got[label].append(serve_once(*setups[label][:4], page, setups[label][4]))
+            medians = {label: (statistics.median(h for h, _ in runs),
+                               statistics.median(p for _, p in runs))
+                       for label, runs in got.items()}
+            for label, (healthz, warm) in medians.items():
+                print(f"serve, {policy_label}, workers={args.workers}, {label}: first 200 "
+                      f"of /healthz {healthz:.2f} s, of a cached simple page {warm:.2f} s "
+                      f"after exec (median of {args.rounds})", flush=True)
+            if "base" in medians:
+                (bh, bp), (th, tp) = medians["base"], medians["this"]
+                print(f"serve, {policy_label}, this/base: /healthz {th / bh:.2f}x, "
+                      f"simple page {tp / bp:.2f}x", flush=True)
+    finally:
+        static.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--base-tree", type=Path, help="a checkout to compare with")
+    parser.add_argument("--workers", type=int, default=1, help="server.workers")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    args = parser.parse_args()
+    with work_folder("stockade-start-serve-", keep=args.keep) as work:
+        run(args, work)
+
+
+if __name__ == "__main__":
+    main()
