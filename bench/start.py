@@ -10,6 +10,9 @@ checkout measured), and prints its CPU time (user and system) and memory:
   them into a temporary ``STOCKADE_INDEX_CACHE`` first): the name indexes of the
   shipped lists, read from their files; RSS after it.
 
+Modules are read compiled, as from an installed package: the untimed first runs
+write each checkout's ``.pyc`` files under a temporary ``PYTHONPYCACHEPREFIX``.
+
 With ``--base-tree DIR`` (a checkout of another commit, ``git worktree add DIR REV``)
 the runs alternate between it and this checkout, and the ratio of the medians is
 printed. CPU time, not wall time: other processes' load does not count.
@@ -45,7 +48,11 @@ MEASURES = {
 
 def run_one(tree: Path, body: str, cache: Path) -> dict[str, float]:
     """One measure in a fresh interpreter over ``tree``: its CPU time and peak RSS."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "STOCKADE_INDEX_CACHE": str(cache)}
+    # compiled modules kept per checkout under the run's folder: both checkouts read
+    # them, as an installed package does, whether or not their trees hold any
+    env = {**os.environ, "PYTHONPATH": str(tree), "STOCKADE_INDEX_CACHE": str(cache),
+           "PYTHONPYCACHEPREFIX": str(cache.with_name(cache.name + "-pyc"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     out = subprocess.run([sys.executable, "-c", _MEASURE.format(body=body)], cwd=tree,
                          env=env, capture_output=True, text=True, check=True).stdout
     figures: dict[str, float] = json.loads(out.strip().splitlines()[-1])
@@ -63,8 +70,9 @@ def main() -> None:
         trees = {"base": args.base_tree.resolve(), **trees}
     with tempfile.TemporaryDirectory(prefix="stockade-start-") as folder:
         caches = {label: Path(folder) / label for label in trees}
-        for label, tree in trees.items():  # the index files, written once per checkout
-            run_one(tree, MEASURES["typosquat indexes from their files"], caches[label])
+        for label, tree in trees.items():  # the index and .pyc files, once per checkout
+            for body in MEASURES.values():
+                run_one(tree, body, caches[label])
         for measure, body in MEASURES.items():
             got: dict[str, list[dict[str, float]]] = {label: [] for label in trees}
             for _ in range(args.rounds):

@@ -2,13 +2,17 @@
 
     python -m bench.start_serve [--rounds 5] [--base-tree DIR] [--workers N]
 
+Default settings otherwise (``server.workers`` unset: one per core).
+
 Starts the static upstream over ``bench.serving_tree``'s tree, then for each checkout
 (this one, and with ``--base-tree`` another, ``git worktree add DIR REV``) and each
 policy (the default one; and the same with ``rules.typosquat.enabled: false``, so that
 the name indexes' share of the start is its own line and the two can be added up):
 
 - one untimed run first: it writes the typosquat index files (into a temporary
-  ``STOCKADE_INDEX_CACHE`` per checkout) and fills the cache with a simple page;
+  ``STOCKADE_INDEX_CACHE`` per checkout) and the compiled modules (a temporary
+  ``PYTHONPYCACHEPREFIX``: modules are read compiled, as from an installed package),
+  and fills the cache with a simple page;
 - then ``--rounds`` runs, the checkouts alternating within each round: seconds from
   the exec of ``python -m stockade.proxy.cli serve`` to the first 200 of ``/healthz``
   (asked every 5 ms), and to the first 200 of the cached simple page asked right after.
@@ -52,11 +56,12 @@ def _status(url: str) -> int | None:
         return None
 
 
-def _config(folder: Path, upstream: str, workers: int, policy: dict[str, object] | None,
-            port: int) -> Path:
+def _config(folder: Path, upstream: str, workers: int | None,
+            policy: dict[str, object] | None, port: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     config: dict[str, object] = {
-        "server": {"host": "127.0.0.1", "port": port, "workers": workers},
+        "server": {"host": "127.0.0.1", "port": port,
+                   **({} if workers is None else {"workers": workers})},
         "storage": {"path": str(folder / "data")},
         "pypi": {"upstreams": [{"name": "static", "url": f"{upstream}simple/"}]},
         "npm": {"upstreams": [{"name": "static", "url": f"{upstream}npm/"}]},
@@ -74,8 +79,10 @@ def serve_once(tree: Path, config: Path, port: int, cache: Path, page: str,
                log: Path) -> tuple[float, float]:
     """One start of the checkout ``tree``: seconds from exec to the first 200 of
     ``/healthz``, and to the first 200 of ``page`` asked right after it."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "STOCKADE_INDEX_CACHE": str(cache)}
+    env = {**os.environ, "PYTHONPATH": str(tree), "STOCKADE_INDEX_CACHE": str(cache),
+           "PYTHONPYCACHEPREFIX": str(cache.with_name(cache.name + "-pyc"))}
     env.pop("STOCKADE_CONFIG", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "stockade.proxy.cli", "serve", "--config", str(config)],
@@ -124,8 +131,8 @@ def run(args: argparse.Namespace, work: Path) -> None:
                                statistics.median(p for _, p in runs))
                        for label, runs in got.items()}
             for label, (healthz, warm) in medians.items():
-                print(f"serve, {policy_label}, workers={args.workers}, {label}: first 200 "
-                      f"of /healthz {healthz:.2f} s, of a cached simple page {warm:.2f} s "
+                print(f"serve, {policy_label}, workers={args.workers or 'default'}, {label}: "
+                      f"first 200 of /healthz {healthz:.2f} s, of a cached simple page {warm:.2f} s "
                       f"after exec (median of {args.rounds})", flush=True)
             if "base" in medians:
                 (bh, bp), (th, tp) = medians["base"], medians["this"]
@@ -140,7 +147,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--base-tree", type=Path, help="a checkout to compare with")
-    parser.add_argument("--workers", type=int, default=1, help="server.workers")
+    parser.add_argument("--workers", type=int,
+                        help="server.workers (default: unset, the server's own default)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
     args = parser.parse_args()
     with work_folder("stockade-start-serve-", keep=args.keep) as work:
