@@ -132,8 +132,8 @@ def run(args: argparse.Namespace, work: Path) -> None:
                        for label, runs in got.items()}
             for label, (healthz, warm) in medians.items():
                 print(f"serve, {policy_label}, workers={args.workers or 'default'}, {label}: "
-                      f"first 200 of /healthz {healthz:.2f} s, of a cached simple page {warm:.2f} s "
-                      f"after exec (median of {args.rounds})", flush=True)
+                      f"first 200 of /healthz {healthz:.2f} s, of a cached simple page "
+                      f"{warm:.2f} s after exec (median of {args.rounds})", flush=True)
             if "base" in medians:
                 (bh, bp), (th, tp) = medians["base"], medians["this"]
                 print(f"serve, {policy_label}, this/base: /healthz {th / bh:.2f}x, "
