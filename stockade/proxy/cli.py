@@ -30,6 +30,7 @@ from stockade.proxy.adminactions import PEERS, Peers
 from stockade.proxy.app import app_metrics, load_engine, make_app
 from stockade.proxy.clientcounts import SharedClientCounts, SharedConnectionGuard
 from stockade.proxy.listening import Listener, bind, serve_worker
+from stockade.proxy.provenance.checker import import_verifiers
 from stockade.proxy.responses import JsonAccessLogger
 from stockade.proxy.serving import (
     ClientLimits,
@@ -169,7 +170,8 @@ def _supervise(settings: Settings, count: int) -> None:
     # Built once here, the policy's large parts (the typosquat name indexes, memoised
     # by the rule) are inherited by every worker, copy-on-write, instead of each
     # worker loading its own; frozen, the collector never writes to their pages.
-    load_engine(settings)
+    # with a provenance rule, its verifiers' libraries too, for the same reason
+    import_verifiers(load_engine(settings))
     gc.freeze()
 
     def work(shared: Listener, channel: Channel) -> None:

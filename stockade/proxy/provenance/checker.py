@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -69,6 +70,26 @@ def provenance_rule(engine: object) -> ProvenanceRule | None:
     """The policy's ``provenance`` rule, where the engine in force has one."""
     rule = getattr(engine, "provenance", None)
     return rule if isinstance(rule, ProvenanceRule) else None
+
+
+# what verifying imports on first use: sigstore's verifier and models (with
+# cryptography), pypi-attestations
+VERIFIER_MODULES = ("sigstore.verify", "sigstore.models", "pypi_attestations",
+                    "cryptography.hazmat.primitives.asymmetric.ec")
+
+
+def import_verifiers(engine: object) -> bool:
+    """With a provenance rule in the policy, import the verifiers' libraries now and
+    return True; without one, nothing (they wait for a first use that may never come).
+
+    A server's supervisor calls this before it forks its workers: they then share the
+    modules' memory, and no worker's first check waits for them.
+    """
+    if provenance_rule(engine) is None:
+        return False
+    for name in VERIFIER_MODULES:
+        importlib.import_module(name)
+    return True
 
 
 def attestations_wanted(rule: ProvenanceRule, ref: PackageRef) -> bool:

@@ -63,11 +63,45 @@ def test_importing_the_command_line_loads_none_of_the_lazy_libraries(tmp_path: P
 
 def test_a_started_server_answers_before_loading_them_and_its_page_loads_jinja2(
         tmp_path: Path) -> None:
-    (tmp_path / "policy.yaml").write_text("rules: {typosquat: {enabled: false}}\n")
-    (tmp_path / "stockade.yaml").write_text(
-        f"storage: {{path: {tmp_path / 'data'}}}\npolicy: {{file: {tmp_path / 'policy.yaml'}}}\n")
-    found = _loaded_by(_SERVE, str(tmp_path / "stockade.yaml"), tmp_path=tmp_path)
+    config = _policy(tmp_path, "rules: {typosquat: {enabled: false}}\n")
+    found = _loaded_by(_SERVE, config, tmp_path=tmp_path)
     assert found["status"] == 200
     assert not set(found["loaded"]) & LAZY  # type: ignore[arg-type]
     assert found["page"] == 200  # the page still renders: its templates load on first use
     assert "jinja2" in set(found["after_page"])  # type: ignore[arg-type]
+
+
+_PRELOAD = """
+import json, sys
+from pathlib import Path
+from stockade.config.load import load_settings
+from stockade.proxy.app import load_engine
+from stockade.proxy.provenance.checker import import_verifiers
+
+imported = import_verifiers(load_engine(load_settings(Path(sys.argv[1]), environ={})))
+print(json.dumps({"imported": imported,
+                  "loaded": sorted({m.split(".")[0] for m in sys.modules})}))
+"""
+
+
+def _policy(tmp_path: Path, rules: str) -> str:
+    (tmp_path / "policy.yaml").write_text(rules)
+    (tmp_path / "stockade.yaml").write_text(
+        f"storage: {{path: {tmp_path / 'data'}}}\npolicy: {{file: {tmp_path / 'policy.yaml'}}}\n")
+    return str(tmp_path / "stockade.yaml")
+
+
+def test_a_policy_with_provenance_has_its_verifiers_imported_before_the_fork(
+        tmp_path: Path) -> None:
+    config = _policy(tmp_path, "rules: {typosquat: {enabled: false}, provenance: {}}\n")
+    found = _loaded_by(_PRELOAD, config, tmp_path=tmp_path)
+    assert found["imported"] is True
+    loaded = set(found["loaded"])  # type: ignore[arg-type]
+    assert {"sigstore", "pypi_attestations", "cryptography"} <= loaded
+
+
+def test_a_policy_without_provenance_imports_none_of_them(tmp_path: Path) -> None:
+    config = _policy(tmp_path, "rules: {typosquat: {enabled: false}}\n")
+    found = _loaded_by(_PRELOAD, config, tmp_path=tmp_path)
+    assert found["imported"] is False
+    assert not set(found["loaded"]) & LAZY  # type: ignore[arg-type]
