@@ -29,6 +29,7 @@ from stockade.proxy import cache_cli, fleet_cli, policy_cli, token_cli
 from stockade.proxy.adminactions import PEERS, Peers
 from stockade.proxy.app import app_metrics, load_engine, make_app
 from stockade.proxy.clientcounts import SharedClientCounts, SharedConnectionGuard
+from stockade.proxy.gate import PolicyEngine
 from stockade.proxy.listening import Listener, bind, serve_worker
 from stockade.proxy.provenance.checker import import_verifiers
 from stockade.proxy.responses import JsonAccessLogger
@@ -108,10 +109,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_and_verifiers(settings: Settings) -> PolicyEngine:
+    """The policy engine; with a provenance rule, its verifiers' libraries imported
+    too, at start rather than during the first request that needs them."""
+    engine = load_engine(settings)
+    import_verifiers(engine)
+    return engine
+
+
 def _runner(settings: Settings, counts: SharedClientCounts | None = None,
             worker: int = 0, peers: Peers | None = None) -> tuple[web.AppRunner, ConnectionGuard]:
     server = settings.server
-    app = make_app(settings, lead=worker == 0)
+    app = make_app(settings, lead=worker == 0, engine_factory=_engine_and_verifiers)
     if peers is not None:  # an admin reload reaches the other workers through it
         app[PEERS] = peers
     runner = web.AppRunner(

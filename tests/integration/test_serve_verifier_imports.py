@@ -1,0 +1,83 @@
+"""``stockade serve`` and the provenance verifiers' libraries: with a provenance rule in
+the policy, every serving process has them loaded before it answers (the supervisor
+imports them before forking its workers, a single process before it listens); without
+one, no process has them loaded at all. Read from ``/proc/PID/maps``: cryptography's
+native module is mapped into a process exactly when cryptography was imported."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from testbed.net import free_port
+
+_SRC = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/maps").exists(),
+                                reason="reads /proc/PID/maps")
+
+
+def _pids(root: int) -> set[int]:
+    """``root`` and its child processes."""
+    found = {root}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == root:
+                found.add(int(entry.name))
+    return found
+
+
+def _maps_cryptography(pid: int) -> bool:
+    return "/cryptography/" in Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("provenance", [True, False])
+def test_serving_processes_load_the_verifiers_only_with_a_provenance_rule(
+        tmp_path: Path, workers: int, provenance: bool) -> None:
+    rules: dict[str, object] = {"typosquat": {"enabled": False}}
+    if provenance:
+        rules["provenance"] = {}
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump({"rules": rules}))
+    port = free_port()
+    config = tmp_path / "stockade.yaml"
+    config.write_text(yaml.safe_dump({
+        "server": {"host": "127.0.0.1", "port": port, "workers": workers},
+        "storage": {"path": str(tmp_path / "data")},
+        "policy": {"file": str(tmp_path / "policy.yaml")},
+    }))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKADE")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_SRC), env.get("PYTHONPATH")]))
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "stockade.proxy.cli", "serve", "--config", str(config)],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while "listening on" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}/healthz"
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            assert resp.status == 200
+        pids = _pids(proc.pid)
+        assert len(pids) == (1 if workers == 1 else workers + 1)
+        assert {pid: _maps_cryptography(pid) for pid in pids} == \
+            dict.fromkeys(pids, provenance)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
