@@ -6,6 +6,8 @@ Each measure runs in a fresh interpreter (``PYTHONPATH`` and working folder the
 checkout measured), and prints its CPU time (user and system) and memory:
 
 - ``import stockade.proxy.app``: what every worker process imports; peak RSS;
+- ``import stockade.proxy.cli``: what ``stockade serve`` imports (the app and the
+  other commands' modules) before it reads its configuration;
 - ``TyposquatRule().prepare()`` with the index files present (one untimed run writes
   them into a temporary ``STOCKADE_INDEX_CACHE`` first): the name indexes of the
   shipped lists, read from their files; RSS after it.
@@ -40,6 +42,7 @@ print(json.dumps({{"cpu_s": time.process_time() - started,
 
 MEASURES = {
     "import stockade.proxy.app": "import stockade.proxy.app",
+    "import stockade.proxy.cli": "import stockade.proxy.cli",
     "typosquat indexes from their files": (
         "from stockade.policy.rules.typosquat import TyposquatRule\n"
         "TyposquatRule().prepare()"),
