@@ -24,6 +24,13 @@ for the ``republished`` rule, verified provenance) is believed for at most
 ``server.warm_memo_s`` seconds (0: no memo); an entry also ends when a document it
 was decided on stops being fresh. Only immutable artifacts found stored are
 remembered: nothing fetched, served stale, refused, or a ``-SNAPSHOT``.
+
+A PyPI project page answered from fresh metadata is remembered the same way, with
+its rendered answer, keyed also by what its rendering reads of the request (the
+``Accept`` form, and the origin its absolute URLs are built from: ``Host``,
+forwarded headers, the client's address and the scheme). Its name is decided again
+per request; its versions' decisions, which the admission path already reuses for
+the metadata TTL, are reused for at most ``warm_memo_s`` more.
 """
 
 from __future__ import annotations
@@ -52,7 +59,11 @@ ARTIFACT_ROUTES = frozenset({
     "pypi:artifact", "npm:tarball", "npm:tarball-scoped", "npm:root-tarball",
     "npm:root-tarball-scoped", "maven:repository", "maven:head",
 })
-Key = tuple[str, str | None, str]
+# The routes whose answer is a page rendered from metadata, in memory.
+PAGE_ROUTES = frozenset({"pypi:project"})
+# Headers aiohttp sets on each answer itself.
+_OWN_HEADERS = frozenset({"content-length", "date", "server"})
+Key = tuple[str | None, ...]
 _HANDLERS = Callable[[web.Request], Any]
 
 
@@ -62,11 +73,12 @@ class WarmHit:
 
     decisions: tuple[tuple[PackageRef, Facts], ...]
     documents: tuple[tuple[str, str, str], ...]  # (ecosystem, key, version)
-    source: ArtifactSource
-    info: BlobInfo
+    source: ArtifactSource | None
+    info: BlobInfo | None
     recorded: bool  # the answer went to the served-artifacts record
     epoch: int  # the metadata cache's purge epoch it was decided under
     until: float  # on the metadata cache's clock
+    page: tuple[bytes, tuple[tuple[str, str], ...]] | None = None  # body, headers
 
 
 class WarmMemo:
@@ -93,8 +105,14 @@ class WarmMemo:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def key(self, request: web.Request, who: Caller) -> Key:
-        return (request.raw_path, who.team, self._gate.engine_for(who.team).revision)
+    def key(self, request: web.Request, who: Caller, page: bool = False) -> Key:
+        revision = self._gate.engine_for(who.team).revision
+        if not page:
+            return (request.raw_path, who.team, revision)
+        headers = request.headers
+        return (request.raw_path, who.team, revision, headers.get("Accept"),
+                headers.get("Host"), headers.get("X-Forwarded-Proto"),
+                headers.get("X-Forwarded-Host"), request.remote, request.scheme)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -108,12 +126,36 @@ class WarmMemo:
             return
         if source.headers.get("Cache-Control") != IMMUTABLE["Cache-Control"]:
             return  # replaced by design (a -SNAPSHOT): always looked up
+        until = self._until(taken, epoch, started)
+        if until is not None:
+            self._entries[key] = WarmHit(
+                tuple(taken.decisions), tuple(d[:3] for d in taken.documents), source,
+                info, recorded, epoch, until)
+
+    def remember_page(self, key: Key, taken: Note, epoch: int, started: float,
+                      response: web.StreamResponse) -> None:
+        """Keep a page answered from fresh metadata under ``key``, with its answer."""
+        if (taken.spoiled or taken.served or not taken.decisions or not taken.documents
+                or type(response) is not web.Response or response.status != 200
+                or response.headers.get("X-Stockade-Cache") != "hit"
+                or "X-Stockade-Refused" in response.headers):
+            return
+        body = response.body
+        if not isinstance(body, bytes):
+            return
+        until = self._until(taken, epoch, started)
+        if until is not None:
+            headers = tuple((k, v) for k, v in response.headers.items()
+                            if k.lower() not in _OWN_HEADERS)
+            self._entries[key] = WarmHit(
+                tuple(taken.decisions), tuple(d[:3] for d in taken.documents), None, None,
+                False, epoch, until, (body, headers))
+
+    def _until(self, taken: Note, epoch: int, started: float) -> float | None:
         until = min([started + self.validity_s, *(d[3] for d in taken.documents)])
         if until <= self.now() or epoch != self._metacache.epoch:
-            return
-        self._entries[key] = WarmHit(
-            tuple(taken.decisions), tuple(d[:3] for d in taken.documents), source, info,
-            recorded, epoch, until)
+            return None
+        return until
 
     async def answer(self, request: web.Request, key: Key,
                      who: Caller) -> web.StreamResponse | None:
@@ -131,7 +173,14 @@ class WarmMemo:
             metacache.before_get()  # another worker's purge
         if (self.now() >= hit.until or metacache.epoch != hit.epoch
                 or any(metacache.current(k) != v for _, k, v in hit.documents)
-                or not await self._pipeline.still_stored(hit.source, hit.info)):
+                or (hit.source is not None and hit.info is not None
+                    and not await self._pipeline.still_stored(hit.source, hit.info))):
+            self._entries.pop(key, None)
+            return None
+        if hit.page is not None and any(
+                self._gate.engine_for(who.team).decide(ref, facts).blocks
+                for ref, facts in hit.decisions):
+            # a page refused by name is still served, listing the files: the slow way
             self._entries.pop(key, None)
             return None
         for eco, _, _ in hit.documents:
@@ -144,6 +193,11 @@ class WarmMemo:
                 self._entries.pop(key, None)
                 raise RefusedError(verdict)
         self.hits += 1
+        if hit.page is not None:
+            body, headers = hit.page
+            return web.Response(body=body, headers=headers)
+        assert hit.source is not None
+        assert hit.info is not None
         return self._pipeline.answer_stored(request, hit.source, hit.info, hit.recorded)
 
 
@@ -152,8 +206,9 @@ def make_warm_middleware(memo_of: Callable[[web.Application], WarmMemo | None]) 
 
     @web.middleware
     async def middleware(request: web.Request, handler: _HANDLERS) -> web.StreamResponse:
-        if request.method not in ("GET", "HEAD") or \
-                request.match_info.route.name not in ARTIFACT_ROUTES:
+        route = request.match_info.route.name
+        page = route in PAGE_ROUTES
+        if request.method not in ("GET", "HEAD") or not (page or route in ARTIFACT_ROUTES):
             response: web.StreamResponse = await handler(request)
             return response
         memo = memo_of(request.app)
@@ -161,7 +216,7 @@ def make_warm_middleware(memo_of: Callable[[web.Application], WarmMemo | None]) 
             response = await handler(request)
             return response
         who = caller(request)
-        key = memo.key(request, who)
+        key = memo.key(request, who, page)
         found = await memo.answer(request, key, who)
         if found is not None:
             return found
@@ -174,7 +229,10 @@ def make_warm_middleware(memo_of: Callable[[web.Application], WarmMemo | None]) 
             raise
         finally:
             close_note(token)
-        memo.remember(key, taken, epoch, started)
+        if page:
+            memo.remember_page(key, taken, epoch, started, response)
+        else:
+            memo.remember(key, taken, epoch, started)
         return response
 
     return middleware

@@ -285,3 +285,37 @@ class TestTime:
         resp = await client.get(_path(dist))
         assert resp.status == 403
         assert resp.reason is not None and "(rule hold)" in resp.reason
+
+
+class TestProjectPage:
+    async def test_a_remembered_page_is_the_page_as_rendered(
+            self, fake_pypi: FakePyPI, make_proxy: ProxyFactory) -> None:
+        fake_pypi.add_wheel("demo", "1.0")
+        client = await make_proxy(upstream=fake_pypi)
+        memo = _memo(client)
+        answers = []
+        for accept in ("application/vnd.pypi.simple.v1+json", "text/html"):
+            for _ in range(4):  # remembered once the page is fresh, then from the memo
+                resp = await client.get("/pypi/simple/demo/", headers={"Accept": accept})
+                assert resp.status == 200
+                answers.append((await resp.read(), resp.headers["Content-Type"],
+                                resp.headers["X-Stockade-Policy-Revision"]))
+        # JSON: fetched, remembered, 2 from the memo; HTML: remembered, 3 from it
+        assert memo.hits == 2 + 3  # each form is its own entry
+        assert len(set(answers[:4])) == 1
+        assert len(set(answers[4:])) == 1
+        assert answers[0][1].startswith("application/vnd.pypi.simple.v1+json")
+        assert answers[4][1].startswith("text/html")
+
+    async def test_a_page_refused_by_name_is_served_as_without_the_memo(
+            self, fake_pypi: FakePyPI, make_proxy: ProxyFactory, engine: FakeEngine) -> None:
+        fake_pypi.add_wheel("demo", "1.0")
+        client = await make_proxy(upstream=fake_pypi)
+        for _ in range(3):
+            assert (await client.get("/pypi/simple/demo/")).status == 200
+        assert _memo(client).hits == 1
+        engine.blocked_names.add("demo")  # the same revision: only deciding again sees it
+        resp = await client.get("/pypi/simple/demo/")
+        assert resp.status == 200  # the files stay listed; their download says why
+        assert resp.headers["X-Stockade-Refused"] == "deny-list"
+        assert _memo(client).hits == 1
