@@ -33,6 +33,9 @@ from testbed.net import free_port
 PARTS = (
     ("the whole request (aiohttp's _handle_request)", "web_protocol.py", "_handle_request"),
     ("  the handler and middlewares (web_app._handle)", "web_app.py", "_handle"),
+    ("    a warm-hit memo answer (warmmemo.WarmMemo.answer)", "warmmemo.py", "answer"),
+    ("      the gate's decisions, memo or not (gate.Gate.decide)", "gate.py", "decide"),
+    ("      its blob's answer (pipeline.answer_stored)", "pipeline.py", "answer_stored"),
     ("    metadata look-up (pypi._project)", "pypi.py", "_project"),
     ("    version facts (admission.version_facts)", "admission.py", "version_facts"),
     ("    the decision (admission.admit_artifact)", "admission.py", "admit_artifact"),

@@ -127,6 +127,10 @@ class ServerSettings(_Frozen):
     offline: bool = False
     # Verified small blobs served from memory (see MemoryBlobSettings).
     memory_blobs: MemoryBlobSettings = MemoryBlobSettings()
+    # Seconds a warm artifact request's outcome (its decisions' facts, the metadata
+    # versions, the stored blob) is reused by identical requests; each is still
+    # decided by the policy in force and its blob checked (0: off; README).
+    warm_memo_s: float = Field(default=1.0, ge=0, le=60)
     # Opt-in: let a front server (nginx) send stored artifacts' bytes; null: off.
     accel_redirect: AccelRedirectSettings | None = None
 

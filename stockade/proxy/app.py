@@ -53,6 +53,7 @@ from stockade.proxy.served import ServedLog, recorder
 from stockade.proxy.singleflight import FileLocks
 from stockade.proxy.state import SERVICES, Services
 from stockade.proxy.upstream import Upstream
+from stockade.proxy.warmmemo import WarmMemo, make_warm_middleware
 from stockade.proxy.workers import worker_count
 from stockade.storage.backends import open_records, open_store
 from stockade.storage.protocol import BlobStore
@@ -235,6 +236,20 @@ def make_rehasher(settings: Settings, store: BlobStore, metrics: Metrics) -> Reh
                     max_bytes_per_s=storage.rehash_max_bytes_per_s, on_checked=counted)
 
 
+def _warm_memo(app: web.Application) -> WarmMemo | None:
+    svc = app.get(SERVICES)
+    return None if svc is None else svc.warm
+
+
+def warm_memo(settings: Settings, admission: Admission,
+              pipeline: ArtifactPipeline) -> WarmMemo | None:
+    """The warm-hit memo, unless ``server.warm_memo_s`` is 0."""
+    validity = settings.server.warm_memo_s
+    if validity <= 0:
+        return None
+    return WarmMemo(admission.gate, admission.metacache, pipeline, validity_s=validity)
+
+
 def make_app(
     settings: Settings,
     *,
@@ -250,7 +265,8 @@ def make_app(
     app = web.Application(
         client_max_size=settings.server.client_max_size_bytes,
         middlewares=[make_middleware(metrics),
-                     make_auth_middleware(settings.auth, tokens, metrics)],
+                     make_auth_middleware(settings.auth, tokens, metrics),
+                     make_warm_middleware(_warm_memo)],
     )
     app[METRICS] = metrics
     app[TOKENS] = tokens
@@ -344,6 +360,7 @@ def _services(
             read_only=read_only,
             checksum_origins=ChecksumOrigins(RefStore(
                 root, CHECKSUM_ORIGINS, read_only=read_only is not None)),
+            warm=warm_memo(settings, admission, pipeline),
         )
         metrics.storage_bytes.set(store.total_bytes)
         reloader = PolicyReloader(settings, gate, metrics, factory)

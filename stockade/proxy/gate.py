@@ -14,6 +14,7 @@ from typing import Protocol, cast
 
 from stockade.policy.model import Decision, Facts, Mode, PackageRef, Verdict
 from stockade.proxy.metrics import Metrics
+from stockade.proxy.warmrecord import note
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,9 @@ class Gate:
         """Decide one name or version for ``team``'s policy, counting and recording what
         refuses (with who asked)."""
         verdict = self.engine_for(team).decide(ref, facts)
+        taken = note()
+        if taken is not None:  # a warm request repeats this decision (``warmmemo``)
+            taken.decided(ref, facts)
         await self._account(verdict, ref, client=client, request_id=request_id,
                             identity=identity, team=team)
         return verdict

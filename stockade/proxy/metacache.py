@@ -28,6 +28,7 @@ from stockade.proxy.errors import NotCachedError, UpstreamError, UpstreamStatusE
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.singleflight import FileLocks, SingleFlight
 from stockade.proxy.upstream import Upstream
+from stockade.proxy.warmrecord import note
 from stockade.storage.errors import StorageError
 
 logger = logging.getLogger(__name__)
@@ -165,6 +166,8 @@ class MetadataCache:
         # called before each look-up: a purge in another process is seen here
         # (``stockade.proxy.adminactions``), which may ``forget_all``
         self.before_get: Callable[[], None] | None = None
+        # moved by each ``forget_all``: what was decided on dropped documents is stale
+        self.epoch = 0
 
     async def get(
         self,
@@ -223,10 +226,10 @@ class MetadataCache:
                 raise NotCachedError(
                     f"{url} was never cached, and upstream {upstream.name} is offline: "
                     "nothing is fetched")
-            return self._answer(cached, upstream)
+            return self._noted(ecosystem, self._answer(cached, upstream), float("inf"))
         if cached is not None and self._fresh(cached, ttl_s, negative_ttl_s):
             self._count(ecosystem, CacheResult.HIT)
-            return self._answer(cached, upstream)
+            return self._noted(ecosystem, self._answer(cached, upstream), ttl_s)
 
         async def refresh() -> CachedDoc:
             # Another flight (here, or in another worker process) may have stored it
@@ -241,7 +244,32 @@ class MetadataCache:
 
         doc = await self._flight.do(key, refresh)
         self._count(ecosystem, doc.result)
+        return self._noted(ecosystem, doc, ttl_s)
+
+    def _noted(self, ecosystem: str, doc: CachedDoc, ttl_s: float) -> CachedDoc:
+        """``doc``, noted for a warm request to check it is still the one held."""
+        taken = note()
+        if taken is not None:
+            if doc.result is CacheResult.STALE:
+                taken.spoil()  # served past its time: asked again next time
+            else:
+                taken.read(ecosystem, doc.key, doc.version, doc.fetched_at + ttl_s)
         return doc
+
+    def current(self, key: str) -> str | None:
+        """The version of the document held in memory under ``key`` (None: none is),
+        looked up without counting or reading anything."""
+        doc = self._memory.get(key) or self._large.get(key)
+        return None if doc is None else doc.version
+
+    def count_hit(self, ecosystem: str) -> None:
+        """Count a fresh document used from memory (a warm request that repeated one)."""
+        self._count(ecosystem, CacheResult.HIT)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock documents' fetch times are read on."""
+        return self._clock
 
     def _count(self, ecosystem: str, result: CacheResult) -> None:
         # labels() locks and checks its arguments: its children are kept
@@ -409,6 +437,7 @@ class MetadataCache:
         self._memory_used = 0
         self._missing.clear()
         self._large.clear()
+        self.epoch += 1
 
     async def close(self) -> None:
         """Stop any refresh still running."""

@@ -38,6 +38,7 @@ from stockade.proxy.hotblobs import HotBlobs
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.singleflight import FileLocks
 from stockade.proxy.upstream import Upstream
+from stockade.proxy.warmrecord import note
 from stockade.storage.digest import Digest, MultiHasher
 from stockade.storage.errors import (
     BlobNotFoundError,
@@ -247,7 +248,24 @@ class ArtifactPipeline:
         self, request: web.Request, source: ArtifactSource, stored: StoredArtifact
     ) -> web.StreamResponse:
         """Answer a GET or HEAD from a stored artifact ``stored`` found for ``source``."""
+        taken = note()
+        if taken is not None:
+            taken.answered(source, stored.info, False)
         return self._from_store(request, source, stored.info, "cache")
+
+    async def still_stored(self, source: ArtifactSource, info: BlobInfo) -> bool:
+        """Whether ``info``, found stored for ``source`` by an earlier request, may
+        still be served: held in memory with its file unchanged, or checked as
+        ``stored`` checks it (re-hashed, trusted or stat'ed per ``verify_on_read_*``)."""
+        return self._held(info) is not None or await self._still_intact(source, info)
+
+    def answer_stored(self, request: web.Request, source: ArtifactSource, info: BlobInfo,
+                      recorded: bool) -> web.StreamResponse:
+        """Answer from ``info`` as ``serve`` (``recorded``) or ``respond`` answered an
+        earlier request for it, once ``still_stored`` said it may be."""
+        if recorded:
+            self._served(request, source, info)
+        return self._from_store(request, source, info, "cache")
 
     async def admitted(self, source: ArtifactSource) -> dict[str, str] | None:
         """The digests of the file stockade admitted before under ``source.key``
@@ -313,9 +331,14 @@ class ArtifactPipeline:
     async def serve(self, request: web.Request, source: ArtifactSource) -> web.StreamResponse:
         """Answer a GET or HEAD (with or without Range) for one artifact."""
         info = await self.lookup(source)
+        taken = note()
         if info is not None:
+            if taken is not None:
+                taken.answered(source, info, True)
             self._served(request, source, info)
             return self._from_store(request, source, info, "cache")
+        if taken is not None:
+            taken.spoil()  # fetched: the next request finds it stored
         if request.method == "HEAD" or request.http_range.start is not None:
             # A ranged or HEAD request needs the whole verified file first.
             info = await self.ensure(source)

@@ -20,6 +20,7 @@ from stockade.proxy.pipeline import ArtifactPipeline
 from stockade.proxy.provenance.checker import ProvenanceChecker
 from stockade.proxy.reloader import PolicyReloader
 from stockade.proxy.rendered import RenderedCache
+from stockade.proxy.warmmemo import WarmMemo
 from stockade.storage.protocol import BlobStore
 
 
@@ -40,6 +41,8 @@ class Services:
     read_only: str | None = None
     # Which checksum files each Maven upstream publishes (None: asked every time).
     checksum_origins: ChecksumOrigins | None = None
+    # Warm artifact requests remembered briefly (``server.warm_memo_s``; None: off).
+    warm: WarmMemo | None = None
 
     @property
     def gate(self) -> Gate:

@@ -1,0 +1,238 @@
+"""The warm-hit memo: an artifact request answered from storage, repeated cheaply.
+
+Owns, per worker process, a bounded least-recently-used map from what an artifact
+request's outcome depends on (its raw path, the caller's team and that team's
+policy revision) to what serving it took: every decision the gate made and the
+facts it was made on, the metadata documents read (by key and version), and the
+stored blob answered with. An identical request within the entry's validity then
+skips routing, the metadata look-up and parse, first-seen times, the admitted
+record and the store's look-up, but not what must stay per request:
+
+- every decision is made again by the policy in force, on the facts noted (so a
+  rule that depends on the clock, such as a cool-down or an approval's ``until``,
+  decides with the time of this request), and counted and recorded as ever;
+- each metadata document must still be the version held in memory and fresh
+  (a refreshed, revalidated or dropped document is read again the slow way), and
+  no purge may have happened since (the cache's ``epoch``; another worker's purge
+  is seen through ``before_get`` as the metadata cache sees it);
+- the blob is checked as every warm request checks it (``still_stored``: held
+  bytes' file identity, or ``storage.verify_on_read_*``), and answered with the
+  same headers, metrics and served-artifacts record.
+
+What the facts hold besides the documents (first-seen times, the artifact record
+for the ``republished`` rule, verified provenance) is believed for at most
+``server.warm_memo_s`` seconds (0: no memo); an entry also ends when a document it
+was decided on stops being fresh. Only immutable artifacts found stored are
+remembered: nothing fetched, served stale, refused, or a ``-SNAPSHOT``.
+
+A PyPI project page answered from fresh metadata is remembered the same way, with
+its rendered answer, keyed also by what its rendering reads of the request (the
+``Accept`` form, and the origin its absolute URLs are built from: ``Host``,
+forwarded headers, the client's address and the scheme). Its name is decided again
+per request; its versions' decisions, which the admission path already reuses for
+the metadata TTL, are reused for at most ``warm_memo_s`` more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from cachetools import LRUCache
+
+from stockade.policy.model import Facts, PackageRef
+from stockade.proxy.admission import Caller, caller
+from stockade.proxy.errors import RefusedError
+from stockade.proxy.gate import Gate
+from stockade.proxy.metacache import MetadataCache
+from stockade.proxy.pipeline import ArtifactPipeline, ArtifactSource
+from stockade.proxy.responses import IMMUTABLE
+from stockade.proxy.warmrecord import Note, close_note, open_note
+from stockade.storage.protocol import BlobInfo
+
+ENTRIES = 4096  # requests remembered per worker process (a few KB each)
+# The routes whose GET and HEAD answer one stored artifact.
+ARTIFACT_ROUTES = frozenset({
+    "pypi:artifact", "npm:tarball", "npm:tarball-scoped", "npm:root-tarball",
+    "npm:root-tarball-scoped", "maven:repository", "maven:head",
+})
+# The routes whose answer is a page rendered from metadata, in memory.
+PAGE_ROUTES = frozenset({"pypi:project"})
+# Headers aiohttp sets on each answer itself.
+_OWN_HEADERS = frozenset({"content-length", "date", "server"})
+Key = tuple[str | None, ...]
+_HANDLERS = Callable[[web.Request], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WarmHit:
+    """What one served request took; see the module docstring."""
+
+    decisions: tuple[tuple[PackageRef, Facts], ...]
+    documents: tuple[tuple[str, str, str], ...]  # (ecosystem, key, version)
+    source: ArtifactSource | None
+    info: BlobInfo | None
+    recorded: bool  # the answer went to the served-artifacts record
+    epoch: int  # the metadata cache's purge epoch it was decided under
+    until: float  # on the metadata cache's clock
+    page: tuple[bytes, tuple[tuple[str, str], ...]] | None = None  # body, headers
+
+
+class WarmMemo:
+    """Warm artifact requests remembered for ``validity_s`` (see the module docstring)."""
+
+    def __init__(self, gate: Gate, metacache: MetadataCache, pipeline: ArtifactPipeline, *,
+                 validity_s: float, entries: int = ENTRIES) -> None:
+        self._gate = gate
+        self._metacache = metacache
+        self._pipeline = pipeline
+        self.validity_s = validity_s
+        self._entries: LRUCache[Key, WarmHit] = LRUCache(entries)
+        self.hits = 0  # requests answered from an entry (tests read it)
+
+    def now(self) -> float:
+        """The metadata cache's clock, which entries' validity is read on."""
+        return self._metacache.clock()
+
+    @property
+    def epoch(self) -> int:
+        """The metadata cache's purge epoch now."""
+        return self._metacache.epoch
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def key(self, request: web.Request, who: Caller, page: bool = False) -> Key:
+        revision = self._gate.engine_for(who.team).revision
+        if not page:
+            return (request.raw_path, who.team, revision)
+        headers = request.headers
+        return (request.raw_path, who.team, revision, headers.get("Accept"),
+                headers.get("Host"), headers.get("X-Forwarded-Proto"),
+                headers.get("X-Forwarded-Host"), request.remote, request.scheme)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def remember(self, key: Key, taken: Note, epoch: int, started: float) -> None:
+        """Keep what ``taken`` noted under ``key``, where it can be repeated."""
+        if taken.spoiled or len(taken.served) != 1 or not taken.decisions:
+            return
+        source, info, recorded = taken.served[0]
+        if not isinstance(source, ArtifactSource) or not isinstance(info, BlobInfo):
+            return
+        if source.headers.get("Cache-Control") != IMMUTABLE["Cache-Control"]:
+            return  # replaced by design (a -SNAPSHOT): always looked up
+        until = self._until(taken, epoch, started)
+        if until is not None:
+            self._entries[key] = WarmHit(
+                tuple(taken.decisions), tuple(d[:3] for d in taken.documents), source,
+                info, recorded, epoch, until)
+
+    def remember_page(self, key: Key, taken: Note, epoch: int, started: float,
+                      response: web.StreamResponse) -> None:
+        """Keep a page answered from fresh metadata under ``key``, with its answer."""
+        if (taken.spoiled or taken.served or not taken.decisions or not taken.documents
+                or type(response) is not web.Response or response.status != 200
+                or response.headers.get("X-Stockade-Cache") != "hit"
+                or "X-Stockade-Refused" in response.headers):
+            return
+        body = response.body
+        if not isinstance(body, bytes):
+            return
+        until = self._until(taken, epoch, started)
+        if until is not None:
+            headers = tuple((k, v) for k, v in response.headers.items()
+                            if k.lower() not in _OWN_HEADERS)
+            self._entries[key] = WarmHit(
+                tuple(taken.decisions), tuple(d[:3] for d in taken.documents), None, None,
+                False, epoch, until, (body, headers))
+
+    def _until(self, taken: Note, epoch: int, started: float) -> float | None:
+        until = min([started + self.validity_s, *(d[3] for d in taken.documents)])
+        if until <= self.now() or epoch != self._metacache.epoch:
+            return None
+        return until
+
+    async def answer(self, request: web.Request, key: Key,
+                     who: Caller) -> web.StreamResponse | None:
+        """The answer from the entry under ``key``, or None where there is none that is
+        still good (the request is then served the slow way).
+
+        Raises:
+            RefusedError: the policy in force refuses it now.
+        """
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        metacache = self._metacache
+        if metacache.before_get is not None:
+            metacache.before_get()  # another worker's purge
+        if (self.now() >= hit.until or metacache.epoch != hit.epoch
+                or any(metacache.current(k) != v for _, k, v in hit.documents)
+                or (hit.source is not None and hit.info is not None
+                    and not await self._pipeline.still_stored(hit.source, hit.info))):
+            self._entries.pop(key, None)
+            return None
+        if hit.page is not None and any(
+                self._gate.engine_for(who.team).decide(ref, facts).blocks
+                for ref, facts in hit.decisions):
+            # a page refused by name is still served, listing the files: the slow way
+            self._entries.pop(key, None)
+            return None
+        for eco, _, _ in hit.documents:
+            metacache.count_hit(eco)
+        for ref, facts in hit.decisions:
+            verdict = await self._gate.decide(ref, facts, client=who.client,
+                                              request_id=who.request_id,
+                                              identity=who.identity, team=who.team)
+            if verdict.blocks:
+                self._entries.pop(key, None)
+                raise RefusedError(verdict)
+        self.hits += 1
+        if hit.page is not None:
+            body, headers = hit.page
+            return web.Response(body=body, headers=headers)
+        assert hit.source is not None
+        assert hit.info is not None
+        return self._pipeline.answer_stored(request, hit.source, hit.info, hit.recorded)
+
+
+def make_warm_middleware(memo_of: Callable[[web.Application], WarmMemo | None]) -> Middleware:
+    """Answer artifact requests from the application's memo, and fill it."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: _HANDLERS) -> web.StreamResponse:
+        route = request.match_info.route.name
+        page = route in PAGE_ROUTES
+        if request.method not in ("GET", "HEAD") or not (page or route in ARTIFACT_ROUTES):
+            response: web.StreamResponse = await handler(request)
+            return response
+        memo = memo_of(request.app)
+        if memo is None:
+            response = await handler(request)
+            return response
+        who = caller(request)
+        key = memo.key(request, who, page)
+        found = await memo.answer(request, key, who)
+        if found is not None:
+            return found
+        epoch, started = memo.epoch, memo.now()
+        taken, token = open_note()
+        try:
+            response = await handler(request)
+        except BaseException:
+            taken.spoil()
+            raise
+        finally:
+            close_note(token)
+        if page:
+            memo.remember_page(key, taken, epoch, started, response)
+        else:
+            memo.remember(key, taken, epoch, started)
+        return response
+
+    return middleware
