@@ -1,0 +1,254 @@
+"""Read-only tables of names packed in one buffer, for the typosquat index's big tables.
+
+Owns the packed form of a table keyed by name: a hash table of 64-bit slots (the key's
+CRC-32 above, its entry's number below; linear probing, at most half full), each
+entry's start and key end, and the keys and values in one blob. A look-up hashes the
+key's UTF-8 bytes and compares the stored key on a hit, so answers are exact. Nothing
+is made per name when a table is opened: over a file mapped read-only, every process
+that maps it shares its pages (a dict of str is ~100 bytes a name in each process).
+
+Three kinds: ``Ranks`` (name -> rank), ``Strings`` (key -> one name) and ``Names``
+(key -> a name, or a tuple of them: the dict's ``str | tuple`` as it was built).
+Entries keep the order they were added in, so iteration is a dict's. Pure.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from array import array
+from collections.abc import Iterable, Iterator, Mapping
+from mmap import mmap
+from typing import Generic, TypeVar, overload
+
+# magic, kind, entries, slots, blob length: the arrays follow, then the blob
+_HEAD = struct.Struct("=8sQQQQ")
+_MAGIC = b"STKPACK1"
+_RANKS, _STRINGS, _NAMES = 1, 2, 3
+_ONE, _MANY = 0, 1  # the byte after a key: one name follows, or several joined by NUL
+
+Key = str | bytes
+V = TypeVar("V")
+
+
+def _encoded(key: Key) -> bytes:
+    return key if key.__class__ is bytes else key.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
+
+
+def _pad(size: int) -> int:
+    return -size % 8
+
+
+class _Packed(Mapping[str, V], Generic[V]):
+    """The look-up shared by the three kinds, over ``buffer[offset:]`` (bytes, or a
+    read-only ``mmap``)."""
+
+    _KIND = 0
+    __slots__ = ("_at", "_blob", "_count", "_ends", "_offset", "_ranks", "_size",
+                 "_slots", "_starts", "_width")
+    _count: int
+    _width: int
+    _at: int
+
+    def __init__(self, buffer: bytes | mmap, offset: int = 0) -> None:
+        view = memoryview(buffer)
+        if len(view) < offset + _HEAD.size:
+            raise ValueError("packed table: truncated header")
+        magic, kind, count, width, blob = _HEAD.unpack_from(view, offset)
+        if magic != _MAGIC or kind != self._KIND or width < count or (count and not width):
+            raise ValueError("packed table: not a table of this kind")
+        at = offset + _HEAD.size
+        sizes = (8 * width, 4 * (count + 1), 4 * count,
+                 4 * count if kind == _RANKS else 0)
+        arrays: list[memoryview] = []
+        for size in sizes:
+            arrays.append(view[at:at + size])
+            at += size + _pad(size)
+        if at + blob + _pad(blob) > len(view):
+            raise ValueError("packed table: truncated")
+        self._slots = arrays[0].cast("Q")
+        self._starts, self._ends, self._ranks = (a.cast("I") for a in arrays[1:])
+        self._count, self._width = count, width
+        self._blob = buffer  # slices of bytes or mmap are bytes: compared and decoded
+        self._at = at
+        self._offset, self._size = offset, at + blob + _pad(blob) - offset
+
+    @classmethod
+    def pack(cls, items: Iterable[tuple[Key, V]]) -> bytes:
+        """The table of ``items`` (unique keys), in their order."""
+        blob = bytearray()
+        starts, ends, ranks, hashes = array("I"), array("I"), array("I"), []
+        for key, value in items:
+            raw = _encoded(key)
+            starts.append(len(blob))
+            blob += raw
+            ends.append(len(blob))
+            hashes.append(zlib.crc32(raw))
+            cls._put(blob, ranks, value)
+        starts.append(len(blob))
+        count = len(hashes)
+        width = 2 * count + 1 if count else 0
+        slots = array("Q", bytes(8 * width))
+        for entry, hashed in enumerate(hashes):
+            slot = hashed % width
+            while slots[slot]:
+                slot = slot + 1 if slot + 1 < width else 0
+            slots[slot] = hashed << 32 | (entry + 1)
+        parts = [_HEAD.pack(_MAGIC, cls._KIND, count, width, len(blob))]
+        for part in (slots, starts, ends, ranks):
+            raw = part.tobytes()
+            parts += [raw, bytes(_pad(len(raw)))]
+        parts += [bytes(blob), bytes(_pad(len(blob)))]
+        return b"".join(parts)
+
+    @staticmethod
+    def _put(blob: bytearray, ranks: array[int], value: V) -> None:
+        raise NotImplementedError
+
+    def _find(self, raw: bytes) -> int:
+        """The entry of the key ``raw``, or -1."""
+        width = self._width
+        if not width:
+            return -1
+        hashed = zlib.crc32(raw)
+        slot, slots = hashed % width, self._slots
+        while True:
+            held = slots[slot]
+            if not held:
+                return -1
+            if held >> 32 == hashed:
+                entry: int = (held & 0xFFFFFFFF) - 1
+                start = self._at + self._starts[entry]
+                if self._blob[start:self._at + self._ends[entry]] == raw:
+                    return entry
+            slot = slot + 1 if slot + 1 < width else 0
+
+    def _value(self, entry: int) -> V:
+        raise NotImplementedError
+
+    def _key(self, entry: int) -> str:
+        at = self._at
+        return bytes(self._blob[at + self._starts[entry]:at + self._ends[entry]]).decode(
+            "utf-8", "surrogatepass")
+
+    @overload  # type: ignore[override]
+    def get(self, key: Key) -> V | None: ...
+    @overload
+    def get(self, key: Key, default: V) -> V: ...
+
+    def get(self, key: Key, default: V | None = None) -> V | None:
+        entry = self._find(_encoded(key))
+        return default if entry < 0 else self._value(entry)
+
+    def __getitem__(self, key: Key) -> V:
+        entry = self._find(_encoded(key))
+        if entry < 0:
+            raise KeyError(key)
+        return self._value(entry)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str | bytes):
+            return False
+        return self._find(_encoded(key)) >= 0
+
+    def __iter__(self) -> Iterator[str]:
+        return map(self._key, range(self._count))
+
+    def __len__(self) -> int:
+        return self._count
+
+    def tobytes(self) -> bytes:
+        """The table as ``pack`` wrote it."""
+        return bytes(memoryview(self._blob)[self._offset:self._offset + self._size])
+
+
+class Ranks(_Packed[int]):
+    """Name -> rank."""
+
+    _KIND = _RANKS
+    __slots__ = ()
+
+    @staticmethod
+    def _put(blob: bytearray, ranks: array[int], value: int) -> None:
+        ranks.append(value)
+
+    def _value(self, entry: int) -> int:
+        return int(self._ranks[entry])
+
+
+class Strings(_Packed[str]):
+    """Key -> one name."""
+
+    _KIND = _STRINGS
+    __slots__ = ()
+
+    @staticmethod
+    def _put(blob: bytearray, ranks: array[int], value: str) -> None:
+        blob += value.encode("utf-8", "surrogatepass")
+
+    def _value(self, entry: int) -> str:
+        at = self._at
+        return bytes(self._blob[at + self._ends[entry]:at + self._starts[entry + 1]]).decode(
+            "utf-8", "surrogatepass")
+
+
+class Names(_Packed[str | tuple[str, ...]]):
+    """Key -> a name, or a tuple of names (NUL is in no name a table holds)."""
+
+    _KIND = _NAMES
+    __slots__ = ()
+
+    @staticmethod
+    def _put(blob: bytearray, ranks: array[int], value: str | tuple[str, ...]) -> None:
+        if isinstance(value, str):
+            blob.append(_ONE)
+            blob += value.encode("utf-8", "surrogatepass")
+        else:
+            if any("\0" in name for name in value):
+                raise ValueError("a name with NUL in it")
+            blob.append(_MANY)
+            blob += "\0".join(value).encode("utf-8", "surrogatepass")
+
+    def _value(self, entry: int) -> str | tuple[str, ...]:
+        at = self._at
+        raw = bytes(self._blob[at + self._ends[entry]:at + self._starts[entry + 1]])
+        text = raw[1:].decode("utf-8", "surrogatepass")
+        return text if raw[0] == _ONE else tuple(text.split("\0"))
+
+
+
+class Layered(Mapping[str, V], Generic[V]):
+    """``{**base, **own}`` without copying ``base``: ``own`` (small) looked up first."""
+
+    __slots__ = ("_base", "_len", "_own")
+
+    def __init__(self, own: Mapping[str, V], base: Mapping[str, V]) -> None:
+        self._own, self._base = own, base
+        self._len = len(base) + sum(1 for key in own if key not in base)
+
+    @overload  # type: ignore[override]
+    def get(self, key: str) -> V | None: ...
+    @overload
+    def get(self, key: str, default: V) -> V: ...
+
+    def get(self, key: str, default: V | None = None) -> V | None:
+        found = self._own.get(key)
+        if found is None:
+            found = self._base.get(key)
+        return default if found is None else found
+
+    def __getitem__(self, key: str) -> V:
+        found = self.get(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._own or key in self._base
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._base
+        yield from (key for key in self._own if key not in self._base)
+
+    def __len__(self) -> int:
+        return self._len
