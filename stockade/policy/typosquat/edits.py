@@ -150,13 +150,10 @@ class EditIndex:
         scoped = "/" in norm
         best: tuple[int, int, str] | None = None
         variants = deletions(skel)
-        get = self._deletes.get
-        found: Iterable[str | tuple[str, ...] | None] = map(get, variants)
+        found: Iterable[str | tuple[str, ...]] = self._found(variants)
         if self._base is not None:
-            found = itertools.chain(found, map(self._base._deletes.get, variants))
+            found = itertools.chain(found, self._base._found(variants))
         for held in found:
-            if held is None:
-                continue
             for candidate in (held,) if isinstance(held, str) else held:
                 if candidate == skel:
                     continue  # the same skeleton: the exact check's, with its limits
@@ -192,6 +189,13 @@ class EditIndex:
             return self.near_top(skel)
         target = best[2]
         return Match(target, technique_of(skel, skeleton(self._ecosystem, target)))
+
+    def _found(self, variants: set[str]) -> list[str | tuple[str, ...]]:
+        """What the deletions hold of ``variants``."""
+        deletes = self._deletes
+        if isinstance(deletes, Names):
+            return deletes.found(variants)
+        return [held for v in variants if (held := deletes.get(v)) is not None]
 
     def near_top(self, skel: str) -> Match | None:
         """Any one edit (from five letters) or two (from eight) of one of the fifty most
