@@ -28,6 +28,7 @@ from typing import Generic, TypeVar, overload
 _HEAD = struct.Struct("=8sQQQQ")
 _MAGIC = b"STKPACK2"
 _RANKS, _STRINGS, _NAMES = 1, 2, 3
+_MEMO = 4096
 _ONE, _MANY = 0, 1  # the byte after a key: one name follows, or several joined by NUL
 
 Key = str | bytes
@@ -47,8 +48,8 @@ class _Packed(Mapping[str, V], Generic[V]):
     read-only ``mmap``)."""
 
     _KIND = 0
-    __slots__ = ("_at", "_blob", "_count", "_ends", "_filter", "_offset", "_ranks",
-                 "_size", "_slots", "_starts", "_width")
+    __slots__ = ("_at", "_blob", "_count", "_ends", "_filter", "_memo", "_offset",
+                 "_ranks", "_size", "_slots", "_starts", "_width")
     _count: int
     _width: int
     _at: int
@@ -75,6 +76,9 @@ class _Packed(Mapping[str, V], Generic[V]):
         self._blob = buffer  # slices of bytes or mmap are bytes: compared and decoded
         self._at = at
         self._offset, self._size = offset, at + blob + _pad(blob) - offset
+        # the keys found lately and their values: the popular names an edit or a slip
+        # reaches are read again and again (bounded: emptied when full)
+        self._memo: dict[Key, V] = {}
 
     @classmethod
     def pack(cls, items: Iterable[tuple[Key, V]]) -> bytes:
@@ -143,6 +147,9 @@ class _Packed(Mapping[str, V], Generic[V]):
 
     def get(self, key: Key, default: V | None = None) -> V | None:
         # ``_find`` inline: a table of names is read several times a name checked
+        found = self._memo.get(key)
+        if found is not None:
+            return found
         width = self._width
         if not width:
             return default
@@ -162,7 +169,11 @@ class _Packed(Mapping[str, V], Generic[V]):
                 entry: int = (held & 0xFFFFFFFF) - 1
                 if self._blob[self._at + self._starts[entry]:
                               self._at + self._ends[entry]] == raw:
-                    return self._value(entry)
+                    found = self._value(entry)
+                    if len(self._memo) >= _MEMO:
+                        self._memo.clear()
+                    self._memo[key] = found
+                    return found
             slot = slot + 1 if slot + 1 < width else 0
         return default
 
@@ -194,10 +205,10 @@ class _Packed(Mapping[str, V], Generic[V]):
         return out
 
     def __getitem__(self, key: Key) -> V:
-        entry = self._find(_encoded(key))
-        if entry < 0:
+        found = self.get(key)
+        if found is None:
             raise KeyError(key)
-        return self._value(entry)
+        return found
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str | bytes):
