@@ -6,6 +6,8 @@ Each measure runs in a fresh interpreter (``PYTHONPATH`` and working folder the
 checkout measured), and prints its CPU time (user and system) and memory:
 
 - ``import stockade.proxy.app``: what every worker process imports; peak RSS;
+- the name indexes alone (``TyposquatRule().index``, not the loose search's), read
+  from their files;
 - ``TyposquatRule().prepare()`` with the index files present (one untimed run writes
   them into a temporary ``STOCKADE_INDEX_CACHE`` first): the name indexes of the
   shipped lists, read from their files; RSS after it;
@@ -48,6 +50,12 @@ print(json.dumps({{"cpu_s": cpu, "peak_rss_mib": usage.ru_maxrss / 1024, **now}}
 
 MEASURES = {
     "import stockade.proxy.app": "import stockade.proxy.app",
+    "typosquat name indexes (not the loose ones) from their files": (
+        "from stockade.policy.model import Ecosystem\n"
+        "from stockade.policy.rules.typosquat import TyposquatRule\n"
+        "rule = TyposquatRule()\n"
+        "for ecosystem in Ecosystem:\n"
+        "    rule.index(ecosystem)"),
     "typosquat indexes from their files": (
         "from stockade.policy.rules.typosquat import TyposquatRule\n"
         "TyposquatRule().prepare()"),

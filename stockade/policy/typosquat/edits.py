@@ -63,10 +63,6 @@ class EditIndex:
         self._skeletons = skeletons
         # one-deletion variant -> skeleton(s); a str while unique (packed by ``seal``)
         self._deletes: dict[str, str | tuple[str, ...]] | Names = {}
-        # The deletions' keys in a set, to find which of a name's are there in one C
-        # pass: a name's dozen look-ups one by one in the packed table, most of them
-        # absent, made a first sight a third slower. ~16 MB for npm's list, 8 for PyPI's.
-        self._variants: frozenset[str] = frozenset()
         # (candidate length, first letter) -> skeletons of the most installed within two
         # edits' length of it that start with that letter (typists rarely miss the first)
         self._top: dict[tuple[int, str], list[str]] = {}
@@ -85,7 +81,7 @@ class EditIndex:
         with the layered ``names`` and ``skeletons``; ``hidden``: skeletons of
         ``base`` that these hold."""
         layered = EditIndex(self._ecosystem, names, skeletons)
-        layered._deletes, layered._variants = self._deletes, self._variants
+        layered._deletes = self._deletes
         # the most installed by length and first letter: the policy's names first
         top = dict(base._top)
         for key, forms in self._top.items():
@@ -133,7 +129,6 @@ class EditIndex:
         """Pack the tables once every name is added (``packed``: a few bytes a key, no
         object per name), and read the owner's packed ``names`` and ``skeletons``."""
         self._names, self._skeletons = names, skeletons
-        self._variants = frozenset(self._deletes)
         self._deletes = Names(Names.pack(self._deletes.items()))
         self._swaps = Names(Names.pack(self._swaps.items()))
 
@@ -197,7 +192,10 @@ class EditIndex:
 
     def _found(self, variants: set[str]) -> list[str | tuple[str, ...]]:
         """What the deletions hold of ``variants``."""
-        return [self._deletes[v] for v in self._variants & variants]
+        deletes = self._deletes
+        if isinstance(deletes, Names):
+            return deletes.found(variants)
+        return [held for v in variants if (held := deletes.get(v)) is not None]
 
     def near_top(self, skel: str) -> Match | None:
         """Any one edit (from five letters) or two (from eight) of one of the fifty most

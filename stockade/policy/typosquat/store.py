@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 # The attributes each part holds; the owner's tables its parts share are linked back on
 # load. A new attribute that is not listed here fails the round trip (and its test).
 _INDEX = ("_cores", "_digitless", "_stripped", "_combo_parts", "_artifacts")
-_EDITS = ("_top", "_top_names", "_variants")
+_EDITS = ("_top", "_top_names")
 _SLIPS = ("_vocabulary", "_word_slips")
 # the packed tables (``packed``), kept in the file as they are in memory and mapped
 _TABLES: dict[str, type[_Packed[Any]]] = {
