@@ -8,9 +8,16 @@ checkout measured), and prints its CPU time (user and system) and memory:
 - ``import stockade.proxy.app``: what every worker process imports; peak RSS;
 - ``import stockade.proxy.cli``: what ``stockade serve`` imports (the app and the
   other commands' modules) before it reads its configuration;
+- the name indexes alone (``TyposquatRule().index``, not the loose search's), read
+  from their files;
 - ``TyposquatRule().prepare()`` with the index files present (one untimed run writes
   them into a temporary ``STOCKADE_INDEX_CACHE`` first): the name indexes of the
-  shipped lists, read from their files; RSS after it.
+  shipped lists, read from their files; RSS after it;
+- the default policy's engine built (its indexes from their files) and 10,000 names
+  decided, each new to it (the first 10,000 of ``policy_bench``'s mix: popular names,
+  lesser-known ones and typos): a worker under load; RSS and PSS after it (PSS: shared
+  pages divided among the processes mapping them, here the index files' pages with
+  any other process that maps them too).
 
 Modules are read compiled, as from an installed package: the untimed first runs
 write each checkout's ``.pyc`` files under a temporary ``PYTHONPYCACHEPREFIX``.
@@ -36,17 +43,39 @@ import json, resource, time
 started = time.process_time()
 {body}
 usage = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({{"cpu_s": time.process_time() - started,
-                  "peak_rss_mib": usage.ru_maxrss / 1024}}))
+cpu = time.process_time() - started
+now = {{}}
+with open("/proc/self/smaps_rollup") as rollup:  # Linux; elsewhere RSS and PSS are left out
+    for line in rollup:
+        key, _, value = line.partition(":")
+        if key in ("Rss", "Pss"):
+            now[key.lower() + "_mib"] = int(value.split()[0]) / 1024
+print(json.dumps({{"cpu_s": cpu, "peak_rss_mib": usage.ru_maxrss / 1024, **now}}))
 """
 
 MEASURES = {
     "import stockade.proxy.app": "import stockade.proxy.app",
     "import stockade.proxy.cli": "import stockade.proxy.cli",
+    "typosquat name indexes (not the loose ones) from their files": (
+        "from stockade.policy.model import Ecosystem\n"
+        "from stockade.policy.rules.typosquat import TyposquatRule\n"
+        "rule = TyposquatRule()\n"
+        "for ecosystem in Ecosystem:\n"
+        "    rule.index(ecosystem)"),
     "typosquat indexes from their files": (
         "from stockade.policy.rules.typosquat import TyposquatRule\n"
         "TyposquatRule().prepare()"),
+    "default policy, 10,000 names decided": (
+        "from bench.policy_bench import speed_mix\n"
+        "from stockade.policy.engine import build_engine\n"
+        "from stockade.policy.model import Facts\n"
+        "refs = speed_mix({})[:10000]\n"
+        "started = time.process_time()  # the mix is the bench's: not counted\n"
+        "engine, facts = build_engine(None), Facts(upstream='public')\n"
+        "for ref in refs:\n"
+        "    engine.decide(ref, facts)"),
 }
+_FIGURES = ("cpu_s", "peak_rss_mib", "rss_mib", "pss_mib")
 
 
 def run_one(tree: Path, body: str, cache: Path) -> dict[str, float]:
@@ -82,15 +111,20 @@ def main() -> None:
                 for label, tree in trees.items():
                     got[label].append(run_one(tree, body, caches[label]))
             medians = {label: {key: statistics.median(r[key] for r in runs)
-                               for key in ("cpu_s", "peak_rss_mib")}
+                               for key in _FIGURES if all(key in r for r in runs)}
                        for label, runs in got.items()}
             for label, figures in medians.items():
+                after = "".join(f", {name} {figures[key]:.1f} MiB" for key, name in (
+                    ("rss_mib", "RSS after"), ("pss_mib", "PSS after")) if key in figures)
                 print(f"{measure}, {label}: CPU {figures['cpu_s']:.2f} s, peak RSS "
-                      f"{figures['peak_rss_mib']:.1f} MiB (median of {args.rounds})")
+                      f"{figures['peak_rss_mib']:.1f} MiB{after} (median of {args.rounds})")
             if "base" in medians:
                 base, this = medians["base"], medians["this"]
-                print(f"{measure}, this/base: CPU {this['cpu_s'] / base['cpu_s']:.2f}x, "
-                      f"peak RSS {this['peak_rss_mib'] / base['peak_rss_mib']:.2f}x")
+                ratios = "".join(f", {name} {this[key] / base[key]:.2f}x" for key, name in (
+                    ("peak_rss_mib", "peak RSS"), ("rss_mib", "RSS after"),
+                    ("pss_mib", "PSS after")) if key in this and key in base)
+                print(f"{measure}, this/base: CPU {this['cpu_s'] / base['cpu_s']:.2f}x"
+                      f"{ratios}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Set
+from typing import TypeVar
 
 from rapidfuzz import process
 from rapidfuzz.distance import DamerauLevenshtein, Levenshtein
@@ -45,6 +46,9 @@ from stockade.policy.typosquat.limits import (
     TOP_TWO,
     TWO_EDITS,
 )
+from stockade.policy.typosquat.packed import Names
+
+K = TypeVar("K", str, bytes)
 
 
 class EditIndex:
@@ -57,16 +61,15 @@ class EditIndex:
         self._ecosystem = ecosystem
         self._names = names
         self._skeletons = skeletons
-        # one-deletion variant -> skeleton(s); a str while unique, saving memory
-        self._deletes: dict[str, str | tuple[str, ...]] = {}
-        self._variants: frozenset[str] = frozenset()
+        # one-deletion variant -> skeleton(s); a str while unique (packed by ``seal``)
+        self._deletes: dict[str, str | tuple[str, ...]] | Names = {}
         # (candidate length, first letter) -> skeletons of the most installed within two
         # edits' length of it that start with that letter (typists rarely miss the first)
         self._top: dict[tuple[int, str], list[str]] = {}
         self._top_names: dict[str, str] = {}  # those skeletons -> name
         # skeletons of names too far down for edits, by what swapping two of their
         # letters leaves as it is
-        self._swaps: dict[int, str | tuple[str, ...]] = {}
+        self._swaps: dict[bytes, str | tuple[str, ...]] | Names = {}
         # a layered index (``over``): the shipped lists' edits, and the skeletons of
         # theirs that the policy's own names hold (filed here, not there)
         self._base: EditIndex | None = None
@@ -78,7 +81,7 @@ class EditIndex:
         with the layered ``names`` and ``skeletons``; ``hidden``: skeletons of
         ``base`` that these hold."""
         layered = EditIndex(self._ecosystem, names, skeletons)
-        layered._deletes, layered._variants = self._deletes, self._variants
+        layered._deletes = self._deletes
         # the most installed by length and first letter: the policy's names first
         top = dict(base._top)
         for key, forms in self._top.items():
@@ -98,28 +101,36 @@ class EditIndex:
                     (rank >= EDIT_MAX_RANK[eco] and len(skel) >= SWAP_MIN)
                     or (SWAP_MIN <= len(skel) < SHORT_EDIT_LEN and rank >= SHORT_EDIT_RANK)):
                 key = swap_key(skel)
-                held = self._swaps.get(key)
-                self._swaps[key] = skel if held is None else (
+                swaps = self._adding(self._swaps)
+                held = swaps.get(key)
+                swaps[key] = skel if held is None else (
                     (held, skel) if isinstance(held, str) else (*held, skel))
         if rank >= EDIT_MAX_RANK[eco] or len(skel) < MIN_FUZZY or (
                 len(skel) < SHORT_EDIT_LEN and rank >= SHORT_EDIT_RANK):
             return  # too short, or too far down, for an edit alone to imitate it
+        deletes = self._adding(self._deletes)
         for variant in deletions(skel):
-            held = self._deletes.get(variant)
+            held = deletes.get(variant)
             if held is None:
-                self._deletes[variant] = skel
+                deletes[variant] = skel
             elif isinstance(held, str):
-                self._deletes[variant] = (held, skel)
+                deletes[variant] = (held, skel)
             else:
-                self._deletes[variant] = (*held, skel)
+                deletes[variant] = (*held, skel)
 
-    def seal(self) -> None:
-        """Ready the look-ups once every name is added."""
-        # The variants in a set, to find which of a name's are there. A set keeps its
-        # keys and hashes in one table probed in line; a dict this large costs several
-        # cache misses for each key it lacks, and most names share none. About 25 MB
-        # for the shipped lists, for a tenth of the time of a first sight.
-        self._variants = frozenset(self._deletes)
+    @staticmethod
+    def _adding(table: dict[K, str | tuple[str, ...]] | Names,
+                ) -> dict[K, str | tuple[str, ...]]:
+        if isinstance(table, Names):
+            raise TypeError("a sealed index takes no more names")
+        return table
+
+    def seal(self, names: Mapping[str, int], skeletons: Mapping[str, str]) -> None:
+        """Pack the tables once every name is added (``packed``: a few bytes a key, no
+        object per name), and read the owner's packed ``names`` and ``skeletons``."""
+        self._names, self._skeletons = names, skeletons
+        self._deletes = Names(Names.pack(self._deletes.items()))
+        self._swaps = Names(Names.pack(self._swaps.items()))
 
     def _add_top(self, name: str, skel: str, rank: int) -> None:
         bare = skel.rstrip("0123456789")  # beautifulsoup4 is squatted as "BeautifulSoup"
@@ -139,12 +150,9 @@ class EditIndex:
         scoped = "/" in norm
         best: tuple[int, int, str] | None = None
         variants = deletions(skel)
-        found: Iterable[str | tuple[str, ...]] = map(
-            self._deletes.__getitem__, self._variants & variants)
+        found: Iterable[str | tuple[str, ...]] = self._found(variants)
         if self._base is not None:
-            base = self._base
-            found = itertools.chain(found, map(base._deletes.__getitem__,
-                                               base._variants & variants))
+            found = itertools.chain(found, self._base._found(variants))
         for held in found:
             for candidate in (held,) if isinstance(held, str) else held:
                 if candidate == skel:
@@ -181,6 +189,13 @@ class EditIndex:
             return self.near_top(skel)
         target = best[2]
         return Match(target, technique_of(skel, skeleton(self._ecosystem, target)))
+
+    def _found(self, variants: set[str]) -> list[str | tuple[str, ...]]:
+        """What the deletions hold of ``variants``."""
+        deletes = self._deletes
+        if isinstance(deletes, Names):
+            return deletes.found(variants)
+        return [held for v in variants if (held := deletes.get(v)) is not None]
 
     def near_top(self, skel: str) -> Match | None:
         """Any one edit (from five letters) or two (from eight) of one of the fifty most

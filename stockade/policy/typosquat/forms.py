@@ -76,14 +76,14 @@ def fold_pairs(skel: str) -> str:
 _SCRAMBLE = bytes(i * i % 251 for i in range(256))
 
 
-def swap_key(skel: str) -> int:
+def swap_key(skel: str) -> bytes:
     """Length, first letter and two sums of the letters of an ASCII ``skel``, packed in
-    one int: the same for every order of the letters after the first, and rarely for
-    other names. One int rather than a tuple of four saves about 10 MB over npm's list;
-    each field has its own bits below 16 million letters."""
+    16 bytes: the same for every order of the letters after the first, and rarely for
+    other names. Each field has its own 32 bits below 16 million letters; bytes, as the
+    packed tables key by them."""
     raw = skel.encode()
-    return len(raw) | ord(skel[0]) << 32 | sum(raw) << 64 \
-        | sum(raw.translate(_SCRAMBLE)) << 96
+    return (len(raw) | ord(skel[0]) << 32 | sum(raw) << 64
+            | sum(raw.translate(_SCRAMBLE)) << 96).to_bytes(16, "little")
 
 
 @lru_cache(maxsize=16384)  # the protected names a slip key holds, when it matches

@@ -40,6 +40,7 @@ from stockade.policy.typosquat.limits import (
     TOP_LONG,
     VARIANT_MAX_RANK,
 )
+from stockade.policy.typosquat.packed import Layered, Ranks, Strings
 from stockade.policy.typosquat.slips import SlipIndex
 
 
@@ -67,7 +68,6 @@ class NameIndex:
         adding = _Adding(self, names_, skeletons)
         for rank, raw in itertools.chain(((0, n) for n in first), enumerate(names)):
             adding.add(normalize(ecosystem, raw), rank)
-        self._edits.seal()
         # The parts ``_named`` finds one of the COMBO_RANK most installed for: most
         # names with a separator hold none, and a set tells that before ``_named`` runs.
         self._combo_parts: Set[str] = frozenset()
@@ -84,6 +84,16 @@ class NameIndex:
         self._artifacts: dict[str, str] = {}
         if ecosystem is Ecosystem.MAVEN and groups:
             self._add_owners()
+        self._seal()
+
+    def _seal(self) -> None:
+        """The big tables packed (``packed``): a few bytes a name, where a dict of str
+        costs about a hundred in every process; the parts read the packed ones."""
+        self.names = Ranks(Ranks.pack(self.names.items()))
+        self._skeletons = Strings(Strings.pack(self._skeletons.items()))
+        self._folded = Strings(Strings.pack(self._folded.items()))
+        self._edits.seal(self.names, self._skeletons)
+        self._slips.seal(self.names)
 
     @classmethod
     def over(cls, base: NameIndex, first: Iterable[str]) -> NameIndex:
@@ -99,13 +109,11 @@ class NameIndex:
         hidden = frozenset(s for s in own._skeletons if s in base._skeletons)
         index = cls.__new__(cls)
         index.ecosystem = base.ecosystem
-        # Each table the policy's names first: merged into plain dicts, as every check
-        # reads several a name (a look-up through a layer is a Python call: first
-        # sight 15% slower). A copy shares every key and value: ~15 MB for npm's
-        # lists, ~20 ms, per policy with names of its own (built whole: ~130 MB, 2-3 s).
-        index.names = {**base.names, **own.names}
-        index._skeletons = {**base._skeletons, **own._skeletons}
-        index._folded = {**base._folded, **own._folded}
+        # Each table the policy's names first: the packed ones layered (a look-up in
+        # them is a Python call either way), the small ones merged into plain dicts.
+        index.names = Layered(own.names, base.names)
+        index._skeletons = Layered(own._skeletons, base._skeletons)
+        index._folded = Layered(own._folded, base._folded)
         index._cores = {**base._cores, **own._cores}
         index._digitless = {**base._digitless, **own._digitless}
         index._stripped = {**base._stripped, **own._stripped}

@@ -33,6 +33,7 @@ from stockade.policy.typosquat.limits import (
     VOWEL_KEY,
     WORD_SLIP_RANK,
 )
+from stockade.policy.typosquat.packed import Names
 
 
 class _Slipped:
@@ -72,7 +73,7 @@ class SlipIndex:
         # the first letter and later consonants but s, doubled letters undone -> names
         # (a str while unique): what a doubled letter, a dropped vowel or a plural s
         # leaves unchanged
-        self._slips: dict[str, str | tuple[str, ...]] = {}
+        self._slips: dict[str, str | tuple[str, ...]] | Names = {}
         # every word of a popular name: a word misspelt in a longer name is one no
         # popular name uses
         self._vocabulary: set[str] = set()
@@ -124,12 +125,21 @@ class SlipIndex:
             return
         key = slip_key(skel)
         if key:
-            held = self._slips.get(key)
-            self._slips[key] = name if held is None else (
+            slips = self._slips
+            if isinstance(slips, Names):
+                raise TypeError("a sealed index takes no more names")
+            held = slips.get(key)
+            slips[key] = name if held is None else (
                 (held, name) if isinstance(held, str) else (*held, name))
         if rank < WORD_SLIP_RANK and skel == name \
                 and len(once := collapse_doubles(skel)) >= SLIP_MIN:
             self._word_slips.setdefault(once, name)
+
+    def seal(self, names: Mapping[str, int]) -> None:
+        """Pack the slips once every name is added, and read the owner's packed
+        ``names``."""
+        self._names = names
+        self._slips = Names(Names.pack(self._slips.items()))
 
     def slip(self, norm: str, skel: str) -> Match | None:
         """Doubled letters, dropped vowels or a plural s, at any rank."""

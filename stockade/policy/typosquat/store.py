@@ -1,14 +1,17 @@
-"""A built ``NameIndex`` kept in a file, so a process loads it instead of building it.
+"""A built ``NameIndex`` kept in a file, so a process maps it instead of building it.
 
 Owns the index file: its name (a digest of the names, the detector's source and the
 interpreter, so any change to either builds anew), writing it atomically, and reading
-it back into the same objects a build makes. Building the shipped lists' indexes takes
-2-3 s of CPU; reading the file about a tenth of that. The file is ``marshal``: plain
-str, int, tuple, dict and set, no code, read only from the folder this process or
-another of the same installation wrote. Any failure to read or write is not an error:
-the index is built as before.
+it back. The big tables are packed (``packed``) and kept in the file as they are in
+memory: a process maps the file read-only and looks names up in place, so the pages
+are shared by every worker and no object is made per name (building the shipped
+lists' indexes takes several seconds of CPU; mapping the file a few milliseconds and
+checking its checksum some tens). The small tables are ``marshal``: plain str, int,
+tuple, dict and set, no code, read only from the folder this process or another of
+the same installation wrote. Any failure to read or write is not an error: the index
+is built as before (in memory, its tables packed all the same).
 
-The loose search's index (``LooseIndex``) is kept beside it the same way, every
+The loose search's index (``LooseIndex``) is kept beside it, in ``marshal``, every
 attribute as it is but its shapes (the ecosystem's own, named by the source).
 
 The folder: ``STOCKADE_INDEX_CACHE`` if set (empty: never use a file), else
@@ -23,10 +26,13 @@ import hashlib
 import importlib.metadata
 import logging
 import marshal
+import mmap
 import os
+import struct
 import sys
 import tempfile
 import unicodedata
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,20 +41,31 @@ from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat.edits import EditIndex
 from stockade.policy.typosquat.index import NameIndex
 from stockade.policy.typosquat.loose import SHAPES, LooseIndex
+from stockade.policy.typosquat.packed import Names, Ranks, Strings, _Packed
 from stockade.policy.typosquat.slips import SlipIndex
 
 logger = logging.getLogger(__name__)
 
-# The attributes each part holds; the owner's dicts its parts share are linked back on
+# The attributes each part holds; the owner's tables its parts share are linked back on
 # load. A new attribute that is not listed here fails the round trip (and its test).
-_INDEX = ("names", "_skeletons", "_folded", "_cores", "_digitless", "_stripped",
-          "_combo_parts", "_artifacts")
-_EDITS = ("_deletes", "_top", "_top_names", "_swaps")  # _variants: sealed on load
-_SLIPS = ("_slips", "_vocabulary", "_word_slips")
+_INDEX = ("_cores", "_digitless", "_stripped", "_combo_parts", "_artifacts")
+_EDITS = ("_top", "_top_names")
+_SLIPS = ("_vocabulary", "_word_slips")
+# the packed tables (``packed``), kept in the file as they are in memory and mapped
+_TABLES: dict[str, type[_Packed[Any]]] = {
+    "names": Ranks, "_skeletons": Strings, "_folded": Strings,
+    "_deletes": Names, "_swaps": Names, "_slips": Names}
+_INDEX_TABLES = ("names", "_skeletons", "_folded")
+_EDIT_TABLES = ("_deletes", "_swaps")
+_SLIP_TABLES = ("_slips",)
 _SHARED_EDITS = ("_ecosystem", "_names", "_skeletons")
 _SHARED_SLIPS = ("_ecosystem", "_names")
 _LAYERS = ("_base", "_hidden")  # set on a layered index only, never kept
-_FORMAT = 1  # bump when the layout of the state below changes
+_FORMAT = 2  # bump when the layout of the state below changes
+# the file: magic, where the state (marshal) starts and its length, the CRC-32 of all
+# after the head; the packed tables, then the state, which names where each table is
+_HEAD = struct.Struct("=8sQQQ")
+_MAGIC = b"STKNAMES"
 
 
 def folder() -> Path | None:
@@ -71,7 +88,8 @@ def _detector_digest() -> str:
         homoglyphs = importlib.metadata.version("confusable-homoglyphs")
     except importlib.metadata.PackageNotFoundError:
         homoglyphs = "?"
-    digest.update(f"{_FORMAT} {sys.version} {marshal.version} {unicodedata.unidata_version} "
+    digest.update(f"{_FORMAT} {sys.byteorder} {sys.version} {marshal.version} "
+                  f"{unicodedata.unidata_version} "
                   f"{homoglyphs}".encode())
     return digest.hexdigest()
 
@@ -83,48 +101,91 @@ def _key(ecosystem: Ecosystem, names: tuple[str, ...], first: tuple[str, ...]) -
     return digest.hexdigest()[:32]
 
 
-def _state(index: NameIndex) -> dict[str, Any]:
+def _state(index: NameIndex, tables: list[bytes], at: int) -> dict[str, Any]:
+    """``index``'s plain attributes, and where its packed tables are: each appended to
+    ``tables``, the first at offset ``at`` in the file."""
     held = vars(index)
-    expected = {"ecosystem", "_edits", "_slips", "_groups", *_INDEX}
+    expected = {"ecosystem", "_edits", "_slips", "_groups", *_INDEX, *_INDEX_TABLES}
     if set(held) != expected \
-            or set(vars(index._edits)) != {*_EDITS, *_SHARED_EDITS, *_LAYERS, "_variants"} \
-            or set(vars(index._slips)) != {*_SLIPS, *_SHARED_SLIPS, *_LAYERS} \
+            or set(vars(index._edits)) != {*_EDITS, *_EDIT_TABLES, *_SHARED_EDITS, *_LAYERS} \
+            or set(vars(index._slips)) != {*_SLIPS, *_SLIP_TABLES, *_SHARED_SLIPS, *_LAYERS} \
             or index._edits._base is not None:
         raise TypeError("NameIndex holds attributes the index file does not know")
+    where: dict[str, int] = {}
+    for owner, names in ((index, _INDEX_TABLES), (index._edits, _EDIT_TABLES),
+                         (index._slips, _SLIP_TABLES)):
+        for name in names:
+            table = getattr(owner, name)
+            if not isinstance(table, _TABLES[name]):
+                raise TypeError(f"{name} is not packed")
+            where[name] = at + sum(map(len, tables))
+            tables.append(table.tobytes())
     return {
         "ecosystem": index.ecosystem.value,
         **{name: held[name] for name in _INDEX},
+        "tables": where,
         "edits": {name: getattr(index._edits, name) for name in _EDITS},
         "slips": {name: getattr(index._slips, name) for name in _SLIPS},
-        "groups": None if index._groups is None else _state(index._groups),
+        "groups": None if index._groups is None
+        else _state(index._groups, tables, at),
     }
 
 
-def _restore(state: dict[str, Any]) -> NameIndex:
+def _restore(state: dict[str, Any], buffer: bytes | mmap.mmap) -> NameIndex:
     index = NameIndex.__new__(NameIndex)
     index.ecosystem = Ecosystem(state["ecosystem"])
     for name in _INDEX:
         setattr(index, name, state[name])
+    tables: dict[str, Any] = {name: _TABLES[name](buffer, at)
+                              for name, at in state["tables"].items()}
+    for name in _INDEX_TABLES:
+        setattr(index, name, tables[name])
     edits = EditIndex(index.ecosystem, index.names, index._skeletons)
     for name in _EDITS:
         setattr(edits, name, state["edits"][name])
-    edits.seal()  # the variants' set, from the deletions' keys: smaller file, as fast
+    edits._deletes, edits._swaps = tables["_deletes"], tables["_swaps"]
     slips = SlipIndex(index.ecosystem, index.names)
     for name in _SLIPS:
         setattr(slips, name, state["slips"][name])
+    slips._slips = tables["_slips"]
     index._edits, index._slips = edits, slips
-    index._groups = None if state["groups"] is None else _restore(state["groups"])
+    index._groups = None if state["groups"] is None \
+        else _restore(state["groups"], buffer)
     return index
 
 
 def dumps(index: NameIndex) -> bytes:
     """The file's bytes for ``index``."""
-    return marshal.dumps(_state(index))
+    tables: list[bytes] = []
+    state = marshal.dumps(_state(index, tables, _HEAD.size))
+    body = b"".join(tables) + state
+    return _HEAD.pack(_MAGIC, _HEAD.size + len(body) - len(state), len(state),
+                      zlib.crc32(body)) + body
 
 
-def loads(data: bytes) -> NameIndex:
-    """The index ``dumps`` wrote."""
-    return _restore(marshal.loads(data))  # noqa: S302 (our own file, plain data only)
+def loads(data: bytes | mmap.mmap) -> NameIndex:
+    """The index ``dumps`` wrote, its tables read in place from ``data`` (the file's
+    bytes, or the file mapped)."""
+    magic, at, size, _ = _HEAD.unpack_from(data)  # too short: struct.error, a ValueError
+    if magic != _MAGIC or at + size != len(data):
+        raise ValueError("not a name index file of this format")
+    state = marshal.loads(data[at:at + size])  # noqa: S302 (our own file, plain data only)
+    return _restore(state, data)
+
+
+def _mapped(path: Path) -> mmap.mmap:
+    """``path`` mapped read-only (its pages shared by every process mapping it), once
+    its checksum is checked: read in chunks, which maps nothing in this process."""
+    with path.open("rb") as file:
+        head = file.read(_HEAD.size)
+        if len(head) != _HEAD.size:
+            raise ValueError("a name index file too short")
+        crc, chunk = 0, bytearray(1 << 20)
+        while got := file.readinto(chunk):
+            crc = zlib.crc32(memoryview(chunk)[:got], crc)
+        if _HEAD.unpack(head)[3] != crc:
+            raise ValueError("a name index file that does not match its checksum")
+        return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def load_or_build(ecosystem: Ecosystem, names: Iterable[str], *,
@@ -135,13 +196,12 @@ def load_or_build(ecosystem: Ecosystem, names: Iterable[str], *,
     where = folder()
     if where is None:
         return NameIndex(ecosystem, names, first=first)
-    path = where / f"names-{ecosystem.value}-{_key(ecosystem, names, first)}.marshal"
+    path = where / f"names-{ecosystem.value}-{_key(ecosystem, names, first)}.packed"
     try:
-        with _paused_collection():
-            return loads(path.read_bytes())
+        return loads(_mapped(path))
     except FileNotFoundError:
         pass
-    except (OSError, ValueError, EOFError, TypeError, KeyError) as exc:
+    except (OSError, ValueError, EOFError, TypeError, KeyError, struct.error) as exc:
         logger.warning("ignoring the name index file %s: %s", path, exc)
     index = NameIndex(ecosystem, names, first=first)
     _write(where, path, dumps(index))
@@ -217,7 +277,7 @@ def _write(where: Path, path: Path, data: bytes) -> None:
         os.replace(tmp, path)
         tmp = None
         prefix = path.name.rsplit("-", 1)[0]
-        for old in where.glob(f"{prefix}-*{path.suffix}"):
+        for old in where.glob(f"{prefix}-*"):  # an older format's too
             if old != path:
                 old.unlink(missing_ok=True)
     except OSError as exc:

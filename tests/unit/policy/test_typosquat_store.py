@@ -41,7 +41,7 @@ def test_read_back_decides_as_built(eco: Ecosystem) -> None:
 def test_file_written_once_then_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STOCKADE_INDEX_CACHE", str(tmp_path))
     first = store.load_or_build(E.NPM, LISTS[E.NPM])
-    files = list(tmp_path.glob("names-npm-*.marshal"))
+    files = list(tmp_path.glob("names-npm-*.packed"))
     assert len(files) == 1
     written: list[Path] = []
     monkeypatch.setattr(store, "_write", lambda where, path, data: written.append(path))
@@ -51,14 +51,14 @@ def test_file_written_once_then_read(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("STOCKADE_INDEX_CACHE", str(tmp_path))
     assert again.lookalike("lodahs") == first.lookalike("lodahs")
     store.load_or_build(E.NPM, [*LISTS[E.NPM], "left-pad"])  # other names: another file
-    assert [p.name for p in tmp_path.glob("names-npm-*.marshal")] != [files[0].name]
-    assert len(list(tmp_path.glob("names-npm-*.marshal"))) == 1  # the older one dropped
+    assert [p.name for p in tmp_path.glob("names-npm-*.packed")] != [files[0].name]
+    assert len(list(tmp_path.glob("names-npm-*.packed"))) == 1  # the older one dropped
 
 
 def test_a_damaged_file_is_built_anew(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STOCKADE_INDEX_CACHE", str(tmp_path))
     store.load_or_build(E.PYPI, LISTS[E.PYPI])
-    (path,) = tmp_path.glob("names-pypi-*.marshal")
+    (path,) = tmp_path.glob("names-pypi-*.packed")
     path.write_bytes(b"\x00garbage")
     index = store.load_or_build(E.PYPI, LISTS[E.PYPI])
     assert index.lookalike("reqeusts") is not None

@@ -1,0 +1,318 @@
+"""Read-only tables of names packed in one buffer, for the typosquat index's big tables.
+
+Owns the packed form of a table keyed by name: a hash table of 64-bit slots (the key's
+CRC-32 above, its entry's number below; linear probing, at most half full), each
+entry's start and key end, and the keys and values in one blob. A look-up hashes the
+key's UTF-8 bytes and compares the stored key on a hit, so answers are exact. A
+byte a slot, eight bits of a one-bit filter by the hash's top three bits, ends most
+look-ups of an absent key at its first test (a name's deletions are mostly absent). Nothing
+is made per name when a table is opened: over a file mapped read-only, every process
+that maps it shares its pages (a dict of str is ~100 bytes a name in each process).
+
+Three kinds: ``Ranks`` (name -> rank), ``Strings`` (key -> one name) and ``Names``
+(key -> a name, or a tuple of them: the dict's ``str | tuple`` as it was built).
+Entries keep the order they were added in, so iteration is a dict's. Pure.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from array import array
+from collections.abc import Iterable, Iterator, Mapping
+from mmap import mmap
+from typing import Generic, TypeVar, overload
+
+# magic, kind, entries, slots, blob length: the arrays follow (slots, each slot's
+# filter byte, starts, key ends, ranks), then the blob
+_HEAD = struct.Struct("=8sQQQQ")
+_MAGIC = b"STKPACK2"
+_RANKS, _STRINGS, _NAMES = 1, 2, 3
+_MEMO = 4096
+_ONE, _MANY = 0, 1  # the byte after a key: one name follows, or several joined by NUL
+
+Key = str | bytes
+V = TypeVar("V")
+
+
+def _encoded(key: Key) -> bytes:
+    return key if key.__class__ is bytes else key.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
+
+
+def _pad(size: int) -> int:
+    return -size % 8
+
+
+class _Packed(Mapping[str, V], Generic[V]):
+    """The look-up shared by the three kinds, over ``buffer[offset:]`` (bytes, or a
+    read-only ``mmap``)."""
+
+    _KIND = 0
+    __slots__ = ("_at", "_blob", "_count", "_ends", "_filter", "_memo", "_offset",
+                 "_ranks", "_size", "_slots", "_starts", "_width")
+    _count: int
+    _width: int
+    _at: int
+
+    def __init__(self, buffer: bytes | mmap, offset: int = 0) -> None:
+        view = memoryview(buffer)
+        if len(view) < offset + _HEAD.size:
+            raise ValueError("packed table: truncated header")
+        magic, kind, count, width, blob = _HEAD.unpack_from(view, offset)
+        if magic != _MAGIC or kind != self._KIND or width < count or (count and not width):
+            raise ValueError("packed table: not a table of this kind")
+        at = offset + _HEAD.size
+        sizes = (8 * width, width, 4 * (count + 1), 4 * count,
+                 4 * count if kind == _RANKS else 0)
+        arrays: list[memoryview] = []
+        for size in sizes:
+            arrays.append(view[at:at + size])
+            at += size + _pad(size)
+        if at + blob + _pad(blob) > len(view):
+            raise ValueError("packed table: truncated")
+        self._slots, self._filter = arrays[0].cast("Q"), arrays[1]
+        self._starts, self._ends, self._ranks = (a.cast("I") for a in arrays[2:])
+        self._count, self._width = count, width
+        self._blob = buffer  # slices of bytes or mmap are bytes: compared and decoded
+        self._at = at
+        self._offset, self._size = offset, at + blob + _pad(blob) - offset
+        # the keys found lately and their values: the popular names an edit or a slip
+        # reaches are read again and again (bounded: emptied when full)
+        self._memo: dict[Key, V] = {}
+
+    @classmethod
+    def pack(cls, items: Iterable[tuple[Key, V]]) -> bytes:
+        """The table of ``items`` (unique keys), in their order."""
+        blob = bytearray()
+        starts, ends, ranks, hashes = array("I"), array("I"), array("I"), []
+        for key, value in items:
+            raw = _encoded(key)
+            starts.append(len(blob))
+            blob += raw
+            ends.append(len(blob))
+            hashes.append(zlib.crc32(raw))
+            cls._put(blob, ranks, value)
+        starts.append(len(blob))
+        count = len(hashes)
+        width = 2 * count + 1 if count else 0
+        slots, filtered = array("Q", bytes(8 * width)), bytearray(width)
+        for entry, hashed in enumerate(hashes):
+            slot = hashed % width
+            filtered[slot] |= 1 << (hashed >> 29)
+            while slots[slot]:
+                slot = slot + 1 if slot + 1 < width else 0
+            slots[slot] = hashed << 32 | (entry + 1)
+        parts = [_HEAD.pack(_MAGIC, cls._KIND, count, width, len(blob))]
+        for part in (slots, filtered, starts, ends, ranks):
+            raw = bytes(part)
+            parts += [raw, bytes(_pad(len(raw)))]
+        parts += [bytes(blob), bytes(_pad(len(blob)))]
+        return b"".join(parts)
+
+    @staticmethod
+    def _put(blob: bytearray, ranks: array[int], value: V) -> None:
+        raise NotImplementedError
+
+    def _find(self, raw: bytes) -> int:
+        """The entry of the key ``raw``, or -1 (``get`` and ``found`` hold it inline:
+        a call is a tenth of a look-up's time)."""
+        width = self._width
+        if not width:
+            return -1
+        hashed = zlib.crc32(raw)
+        slot, slots = hashed % width, self._slots
+        if not self._filter[slot] >> (hashed >> 29) & 1:
+            return -1
+        while held := slots[slot]:
+            if held >> 32 == hashed:
+                entry: int = (held & 0xFFFFFFFF) - 1
+                if self._blob[self._at + self._starts[entry]:
+                              self._at + self._ends[entry]] == raw:
+                    return entry
+            slot = slot + 1 if slot + 1 < width else 0
+        return -1
+
+    def _value(self, entry: int) -> V:
+        raise NotImplementedError
+
+    def _key(self, entry: int) -> str:
+        at = self._at
+        return bytes(self._blob[at + self._starts[entry]:at + self._ends[entry]]).decode(
+            "utf-8", "surrogatepass")
+
+    @overload  # type: ignore[override]
+    def get(self, key: Key) -> V | None: ...
+    @overload
+    def get(self, key: Key, default: V) -> V: ...
+
+    def get(self, key: Key, default: V | None = None) -> V | None:
+        # ``_find`` inline: a table of names is read several times a name checked
+        found = self._memo.get(key)
+        if found is not None:
+            return found
+        width = self._width
+        if not width:
+            return default
+        if key.__class__ is bytes:
+            raw: bytes = key
+        else:
+            try:
+                raw = key.encode()  # type: ignore[union-attr]
+            except UnicodeEncodeError:
+                raw = key.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
+        hashed = zlib.crc32(raw)
+        slot, slots = hashed % width, self._slots
+        if not self._filter[slot] >> (hashed >> 29) & 1:
+            return default  # no key here has this home slot and these top bits
+        while held := slots[slot]:
+            if held >> 32 == hashed:
+                entry: int = (held & 0xFFFFFFFF) - 1
+                if self._blob[self._at + self._starts[entry]:
+                              self._at + self._ends[entry]] == raw:
+                    found = self._value(entry)
+                    if len(self._memo) >= _MEMO:
+                        self._memo.clear()
+                    self._memo[key] = found
+                    return found
+            slot = slot + 1 if slot + 1 < width else 0
+        return default
+
+    def found(self, keys: Iterable[str]) -> list[V]:
+        """The values of those of ``keys`` the table holds: ``get`` of each, in one
+        loop (a name's dozen one-letter deletions, most of them held by none)."""
+        width = self._width
+        out: list[V] = []
+        if not width:
+            return out
+        slots, starts, ends, blob, at, crc32, filtered = self._slots, self._starts, \
+            self._ends, self._blob, self._at, zlib.crc32, self._filter
+        for key in keys:
+            try:
+                raw = key.encode()
+            except UnicodeEncodeError:
+                raw = key.encode("utf-8", "surrogatepass")
+            hashed = crc32(raw)
+            slot = hashed % width
+            if not filtered[slot] >> (hashed >> 29) & 1:
+                continue
+            while held := slots[slot]:
+                if held >> 32 == hashed:
+                    entry: int = (held & 0xFFFFFFFF) - 1
+                    if blob[at + starts[entry]:at + ends[entry]] == raw:
+                        out.append(self._value(entry))
+                        break
+                slot = slot + 1 if slot + 1 < width else 0
+        return out
+
+    def __getitem__(self, key: Key) -> V:
+        found = self.get(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str | bytes):
+            return False
+        return self._find(_encoded(key)) >= 0
+
+    def __iter__(self) -> Iterator[str]:
+        return map(self._key, range(self._count))
+
+    def __len__(self) -> int:
+        return self._count
+
+    def tobytes(self) -> bytes:
+        """The table as ``pack`` wrote it."""
+        return bytes(memoryview(self._blob)[self._offset:self._offset + self._size])
+
+
+class Ranks(_Packed[int]):
+    """Name -> rank."""
+
+    _KIND = _RANKS
+    __slots__ = ()
+
+    @staticmethod
+    def _put(blob: bytearray, ranks: array[int], value: int) -> None:
+        ranks.append(value)
+
+    def _value(self, entry: int) -> int:
+        return int(self._ranks[entry])
+
+
+class Strings(_Packed[str]):
+    """Key -> one name."""
+
+    _KIND = _STRINGS
+    __slots__ = ()
+
+    @staticmethod
+    def _put(blob: bytearray, ranks: array[int], value: str) -> None:
+        blob += value.encode("utf-8", "surrogatepass")
+
+    def _value(self, entry: int) -> str:
+        at = self._at
+        return bytes(self._blob[at + self._ends[entry]:at + self._starts[entry + 1]]).decode(
+            "utf-8", "surrogatepass")
+
+
+class Names(_Packed[str | tuple[str, ...]]):
+    """Key -> a name, or a tuple of names (NUL is in no name a table holds)."""
+
+    _KIND = _NAMES
+    __slots__ = ()
+
+    @staticmethod
+    def _put(blob: bytearray, ranks: array[int], value: str | tuple[str, ...]) -> None:
+        if isinstance(value, str):
+            blob.append(_ONE)
+            blob += value.encode("utf-8", "surrogatepass")
+        else:
+            if any("\0" in name for name in value):
+                raise ValueError("a name with NUL in it")
+            blob.append(_MANY)
+            blob += "\0".join(value).encode("utf-8", "surrogatepass")
+
+    def _value(self, entry: int) -> str | tuple[str, ...]:
+        at = self._at
+        raw = bytes(self._blob[at + self._ends[entry]:at + self._starts[entry + 1]])
+        text = raw[1:].decode("utf-8", "surrogatepass")
+        return text if raw[0] == _ONE else tuple(text.split("\0"))
+
+
+
+class Layered(Mapping[str, V], Generic[V]):
+    """``{**base, **own}`` without copying ``base``: ``own`` (small) looked up first."""
+
+    __slots__ = ("_base", "_len", "_own")
+
+    def __init__(self, own: Mapping[str, V], base: Mapping[str, V]) -> None:
+        self._own, self._base = own, base
+        self._len = len(base) + sum(1 for key in own if key not in base)
+
+    @overload  # type: ignore[override]
+    def get(self, key: str) -> V | None: ...
+    @overload
+    def get(self, key: str, default: V) -> V: ...
+
+    def get(self, key: str, default: V | None = None) -> V | None:
+        found = self._own.get(key)
+        if found is None:
+            found = self._base.get(key)
+        return default if found is None else found
+
+    def __getitem__(self, key: str) -> V:
+        found = self.get(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._own or key in self._base
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._base
+        yield from (key for key in self._own if key not in self._base)
+
+    def __len__(self) -> int:
+        return self._len
