@@ -103,6 +103,12 @@ class TyposquatRule:
         self._loose_deep = {eco: functools.lru_cache(maxsize=_CACHE_MAX)(
             functools.partial(self._loose_match, eco, deep=True)) for eco in Ecosystem}
         self._approved = {a.key: a for a in self.approvals}
+        # The loose tier's verdict of a name, by ecosystem: (the project's facts it was
+        # made on, the span of ``now`` over which it stays the same, the verdict). The
+        # proxy decides every version of a document on one ``ProjectFacts``.
+        self._outcomes: dict[Ecosystem, dict[str, tuple[
+            ProjectFacts, datetime, datetime, Verdict | None]]] = {
+            eco: {} for eco in Ecosystem}
 
     def prepare(self) -> None:
         """Build every ecosystem's index now rather than at the first decision."""
@@ -169,7 +175,13 @@ class TyposquatRule:
             return self._loosely(ref, project, strong)
         if strong is not None:
             return self._strong(strong, project)
-        return self._loosely(ref, project)
+        # the quick likenesses, at any age (inline: most names of old projects end here)
+        match = self._loose_quick[ref.ecosystem](ref.name)
+        if match is None:
+            count = project.releases
+            if count is not None and count > self.tiers.max_releases:
+                return None  # too many releases to be young: nothing deeper to look for
+        return self._loosely(ref, project, match, quick=True)
 
     def _strong(self, strong: Verdict, project: ProjectFacts) -> Verdict | None:
         """A strong match on its project's facts: refused, unless the facts clear it."""
@@ -182,15 +194,19 @@ class TyposquatRule:
         return strong
 
     def _loosely(self, ref: PackageRef, project: ProjectFacts,
-                 match: Match | None = None) -> Verdict | None:
-        """The loose tier: a look-alike held, refused or recorded on its facts."""
+                 match: Match | None = None, *, quick: bool = False) -> Verdict | None:
+        """The loose tier: a look-alike held, refused or recorded on its facts
+        (``quick``: the quick likenesses were looked up already, and found ``match``)."""
         eco = ref.ecosystem
-        if match is None:
+        if match is None and not quick:
             match = self._loose_quick[eco](ref.name)  # the quick likenesses, at any age
         if match is None and project.releases is not None and \
                 project.releases > self.tiers.max_releases:
             return None  # too many releases to be young: nothing deeper to look for
         now = self.now()
+        kept = self._outcomes[eco].get(ref.name)
+        if kept is not None and kept[0] is project and kept[1] <= now < kept[2]:
+            return kept[3]  # every version of a document asks with the same facts
         if match is None:
             # The costlier likenesses only where they could hold something back.
             is_young = tiered.young(project, now, self.tiers)
@@ -212,8 +228,15 @@ class TyposquatRule:
                      f"{outcome.why}"
         else:
             reason = f'"{ref.name}" resembles "{match.target}" and {outcome.why}'
-        return finding(self.name, self.mode, outcome.decision, reason, match.target,
-                       until=outcome.until)
+        verdict = finding(self.name, self.mode, outcome.decision, reason, match.target,
+                          until=outcome.until)
+        window = tiered.unchanged(project, now, self.tiers)
+        if window is not None:
+            kept_for = self._outcomes[eco]
+            if len(kept_for) >= _CACHE_MAX:
+                kept_for.clear()
+            kept_for[ref.name] = (project, window[0], window[1], verdict)
+        return verdict
 
     def resembles(self, ecosystem: Ecosystem, name: str) -> bool:
         """True when ``name`` is only a loose look-alike: the proxy then gathers the
@@ -240,6 +263,8 @@ class TyposquatRule:
             cached.cache_clear()
         for found in (*self._loose_quick.values(), *self._loose_deep.values()):
             found.cache_clear()
+        for kept in self._outcomes.values():
+            kept.clear()
 
     def _decide(self, ecosystem: Ecosystem, name: str) -> Verdict | Match | None:
         """A strong match's refusal; the match itself where it is borderline (decided
