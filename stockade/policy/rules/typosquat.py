@@ -109,6 +109,9 @@ class TyposquatRule:
         self._outcomes: dict[Ecosystem, dict[str, tuple[
             ProjectFacts, datetime, datetime, Verdict | None]]] = {
             eco: {} for eco in Ecosystem}
+        self._pairs: dict[Ecosystem, dict[str, tuple[Verdict | Match | None,
+                                                     Match | None]]] = {
+            eco: {} for eco in Ecosystem}
 
     def prepare(self) -> None:
         """Build every ecosystem's index now rather than at the first decision."""
@@ -167,21 +170,32 @@ class TyposquatRule:
             return None  # the organisation's own names are resolved internally
         if self._approved and self.approval(ref.ecosystem, ref.name) is not None:
             return None
-        strong = self._verdicts[ref.ecosystem](ref.name)
         project = facts.project
         if project is None:  # the name alone: the strong tier as it always was
+            strong = self._verdicts[ref.ecosystem](ref.name)
             return self._refusal(ref.name, strong) if isinstance(strong, Match) else strong
+        # With facts: the strong look-up and the quick likenesses (at any age) of a name,
+        # kept together, so that a version asked again costs one look-up as without them.
+        name = ref.name
+        pairs = self._pairs[ref.ecosystem]
+        pair = pairs.get(name)
+        if pair is None:
+            strong = self._verdicts[ref.ecosystem](name)
+            pair = (strong, None if strong is not None else
+                    self._loose_quick[ref.ecosystem](name))
+            if len(pairs) >= _CACHE_MAX:
+                pairs.clear()
+            pairs[name] = pair
+        strong, match = pair
+        if strong is None:
+            if match is None:
+                count = project.releases
+                if count is not None and count > self.tiers.max_releases:
+                    return None  # too many releases to be young: nothing deeper to look for
+            return self._loosely(ref, project, match, quick=True)
         if isinstance(strong, Match):  # a borderline strong match: the loose tier's
             return self._loosely(ref, project, strong)
-        if strong is not None:
-            return self._strong(strong, project)
-        # the quick likenesses, at any age (inline: most names of old projects end here)
-        match = self._loose_quick[ref.ecosystem](ref.name)
-        if match is None:
-            count = project.releases
-            if count is not None and count > self.tiers.max_releases:
-                return None  # too many releases to be young: nothing deeper to look for
-        return self._loosely(ref, project, match, quick=True)
+        return self._strong(strong, project)
 
     def _strong(self, strong: Verdict, project: ProjectFacts) -> Verdict | None:
         """A strong match on its project's facts: refused, unless the facts clear it."""
@@ -265,6 +279,8 @@ class TyposquatRule:
             found.cache_clear()
         for kept in self._outcomes.values():
             kept.clear()
+        for pairs in self._pairs.values():
+            pairs.clear()
 
     def _decide(self, ecosystem: Ecosystem, name: str) -> Verdict | Match | None:
         """A strong match's refusal; the match itself where it is borderline (decided
