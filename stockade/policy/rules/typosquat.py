@@ -103,6 +103,15 @@ class TyposquatRule:
         self._loose_deep = {eco: functools.lru_cache(maxsize=_CACHE_MAX)(
             functools.partial(self._loose_match, eco, deep=True)) for eco in Ecosystem}
         self._approved = {a.key: a for a in self.approvals}
+        # The loose tier's verdict of a name, by ecosystem: (the project's facts it was
+        # made on, the span of ``now`` over which it stays the same, the verdict). The
+        # proxy decides every version of a document on one ``ProjectFacts``.
+        self._outcomes: dict[Ecosystem, dict[str, tuple[
+            ProjectFacts, datetime, datetime, Verdict | None]]] = {
+            eco: {} for eco in Ecosystem}
+        self._pairs: dict[Ecosystem, dict[str, tuple[Verdict | Match | None,
+                                                     Match | None]]] = {
+            eco: {} for eco in Ecosystem}
 
     def prepare(self) -> None:
         """Build every ecosystem's index now rather than at the first decision."""
@@ -161,15 +170,32 @@ class TyposquatRule:
             return None  # the organisation's own names are resolved internally
         if self._approved and self.approval(ref.ecosystem, ref.name) is not None:
             return None
-        strong = self._verdicts[ref.ecosystem](ref.name)
         project = facts.project
         if project is None:  # the name alone: the strong tier as it always was
+            strong = self._verdicts[ref.ecosystem](ref.name)
             return self._refusal(ref.name, strong) if isinstance(strong, Match) else strong
+        # With facts: the strong look-up and the quick likenesses (at any age) of a name,
+        # kept together, so that a version asked again costs one look-up as without them.
+        name = ref.name
+        pairs = self._pairs[ref.ecosystem]
+        pair = pairs.get(name)
+        if pair is None:
+            strong = self._verdicts[ref.ecosystem](name)
+            pair = (strong, None if strong is not None else
+                    self._loose_quick[ref.ecosystem](name))
+            if len(pairs) >= _CACHE_MAX:
+                pairs.clear()
+            pairs[name] = pair
+        strong, match = pair
+        if strong is None:
+            if match is None:
+                count = project.releases
+                if count is not None and count > self.tiers.max_releases:
+                    return None  # too many releases to be young: nothing deeper to look for
+            return self._loosely(ref, project, match, quick=True)
         if isinstance(strong, Match):  # a borderline strong match: the loose tier's
             return self._loosely(ref, project, strong)
-        if strong is not None:
-            return self._strong(strong, project)
-        return self._loosely(ref, project)
+        return self._strong(strong, project)
 
     def _strong(self, strong: Verdict, project: ProjectFacts) -> Verdict | None:
         """A strong match on its project's facts: refused, unless the facts clear it."""
@@ -182,15 +208,19 @@ class TyposquatRule:
         return strong
 
     def _loosely(self, ref: PackageRef, project: ProjectFacts,
-                 match: Match | None = None) -> Verdict | None:
-        """The loose tier: a look-alike held, refused or recorded on its facts."""
+                 match: Match | None = None, *, quick: bool = False) -> Verdict | None:
+        """The loose tier: a look-alike held, refused or recorded on its facts
+        (``quick``: the quick likenesses were looked up already, and found ``match``)."""
         eco = ref.ecosystem
-        if match is None:
+        if match is None and not quick:
             match = self._loose_quick[eco](ref.name)  # the quick likenesses, at any age
         if match is None and project.releases is not None and \
                 project.releases > self.tiers.max_releases:
             return None  # too many releases to be young: nothing deeper to look for
         now = self.now()
+        kept = self._outcomes[eco].get(ref.name)
+        if kept is not None and kept[0] is project and kept[1] <= now < kept[2]:
+            return kept[3]  # every version of a document asks with the same facts
         if match is None:
             # The costlier likenesses only where they could hold something back.
             is_young = tiered.young(project, now, self.tiers)
@@ -212,8 +242,15 @@ class TyposquatRule:
                      f"{outcome.why}"
         else:
             reason = f'"{ref.name}" resembles "{match.target}" and {outcome.why}'
-        return finding(self.name, self.mode, outcome.decision, reason, match.target,
-                       until=outcome.until)
+        verdict = finding(self.name, self.mode, outcome.decision, reason, match.target,
+                          until=outcome.until)
+        window = tiered.unchanged(project, now, self.tiers)
+        if window is not None:
+            kept_for = self._outcomes[eco]
+            if len(kept_for) >= _CACHE_MAX:
+                kept_for.clear()
+            kept_for[ref.name] = (project, window[0], window[1], verdict)
+        return verdict
 
     def resembles(self, ecosystem: Ecosystem, name: str) -> bool:
         """True when ``name`` is only a loose look-alike: the proxy then gathers the
@@ -240,6 +277,10 @@ class TyposquatRule:
             cached.cache_clear()
         for found in (*self._loose_quick.values(), *self._loose_deep.values()):
             found.cache_clear()
+        for kept in self._outcomes.values():
+            kept.clear()
+        for pairs in self._pairs.values():
+            pairs.clear()
 
     def _decide(self, ecosystem: Ecosystem, name: str) -> Verdict | Match | None:
         """A strong match's refusal; the match itself where it is borderline (decided

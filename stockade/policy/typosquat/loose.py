@@ -203,13 +203,26 @@ class LooseIndex:
         if not self._ends or len(skel) < TWO_EDITS_MIN - 2:
             return None
         head, tail = skel[:2], skel[-2:]
-        candidates = [other for n in range(len(skel) - 2, len(skel) + 3)
-                      for end in (f"^{head}{n}", f"{tail}${n}")
-                      for other in self._ends.get(end, ())]
-        hit = process.extractOne(skel, candidates, scorer=DamerauLevenshtein.distance,
-                                 score_cutoff=2) if candidates else None
-        if hit is not None and hit[0] != skel:
-            return Match(self._target(hit[0]), technique_of(skel, hit[0]))
+        # The nearest, the first of the buckets' order among equals: each bucket is
+        # searched in C for one strictly nearer than the best so far (no list of them all).
+        best: str | None = None
+        cutoff = 2
+        ends = self._ends
+        for n in range(len(skel) - 2, len(skel) + 3):
+            for end in (f"^{head}{n}", f"{tail}${n}"):
+                bucket = ends.get(end)
+                if bucket is None:
+                    continue
+                hit = process.extractOne(skel, bucket, scorer=DamerauLevenshtein.distance,
+                                         score_cutoff=cutoff)
+                if hit is not None:
+                    best, cutoff = hit[0], hit[1] - 1
+                    if cutoff < 0:
+                        break
+            if cutoff < 0:
+                break
+        if best is not None and best != skel:
+            return Match(self._target(best), technique_of(skel, best))
         return None
 
     def _ratio(self, skel: str) -> Match | None:
@@ -222,12 +235,22 @@ class LooseIndex:
             low = int(n * share / (2 - share))
             high = int(n * (2 - share) / share) + 1
             keys = (f"^{skel[0]}", f"{skel[-1]}$") if row.ends else ("",)
-            candidates = list(dict.fromkeys(s for m in range(low, high + 1) for k in keys
-                                            for s in bucket.get((m, k), ())))
-            hit = process.extractOne(skel, candidates, scorer=fuzz.ratio,
-                                     score_cutoff=row.cutoff) if candidates else None
-            if hit is not None and hit[0] != skel:
-                return Match(self._target(hit[0]), f"similar spelling ({hit[1]:.0f}%)")
+            # The best ratio, the first of the buckets' order among equals: each bucket
+            # is searched in C for one strictly better than the best so far (a name in
+            # two buckets scores the same in both: its first place counts).
+            best: str | None = None
+            score = 0.0
+            for m in range(low, high + 1):
+                for k in keys:
+                    found = bucket.get((m, k))
+                    if found is None:
+                        continue
+                    hit = process.extractOne(skel, found, scorer=fuzz.ratio,
+                                             score_cutoff=max(row.cutoff, score))
+                    if hit is not None and (best is None or hit[1] > score):
+                        best, score = hit[0], hit[1]
+            if best is not None and best != skel:
+                return Match(self._target(best), f"similar spelling ({score:.0f}%)")
         return None
 
     def _anagram(self, skel: str) -> Match | None:

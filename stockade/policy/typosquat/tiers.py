@@ -10,7 +10,7 @@ project that copies its target's summary or points at its target's repository
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from stockade.policy.model import Decision, Ecosystem, ProjectFacts
@@ -87,6 +87,31 @@ def young(project: ProjectFacts, now: datetime, tiers: Tiers) -> bool | None:
         return None
     few = project.releases is None or project.releases <= tiers.max_releases
     return few and now - project.first_release < tiers.young
+
+
+_ALWAYS = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
+
+
+def unchanged(project: ProjectFacts, now: datetime,
+              tiers: Tiers) -> tuple[datetime, datetime] | None:
+    """The span ``[from, until)`` of times around ``now`` over which what ``loose`` makes
+    of ``project`` stays the same (whether it is young, and its age in whole days as a
+    sentence says it); None within a day of its first release, where the sentence
+    counts hours and minutes."""
+    first = project.first_release
+    if first is None:
+        return _ALWAYS
+    age = now - first
+    if age < timedelta(days=1):
+        return None
+    days = age // timedelta(days=1)
+    start, end = first + timedelta(days=days), first + timedelta(days=days + 1)
+    turns = first + tiers.young  # where it stops being young
+    if now < turns:
+        end = min(end, turns)
+    else:
+        start = max(start, turns)
+    return start, end
 
 
 def _repo_parts(url: str) -> tuple[str, str, str] | None:

@@ -229,3 +229,38 @@ def test_the_targets_own_namespace_or_scope_is_cleared(default: TyposquatRule) -
     assert decide(default, maven, "org.apache.commons3:commons-lang3", YOUNG) is None
     assert default.resembles(maven, "slf4j:slf4j-api")
     assert not default.resembles(maven, "org.slf4j:slf4j-api-2")  # no fetch for its facts
+
+
+def test_a_kept_verdict_is_the_one_the_facts_and_the_hour_make() -> None:
+    """The loose tier keeps a name's verdict for the next version of the same document:
+    it must be what a rule that never kept anything decides, whatever the facts given
+    next and however the clock moves (a day more in the sentence, the end of youth)."""
+    clock = [NOW]
+    kept = TyposquatRule(now=lambda: clock[0])
+    young = ProjectFacts(first_release=NOW - timedelta(days=28, hours=23), releases=1)
+    steps = [timedelta(0), timedelta(minutes=30), timedelta(hours=1), timedelta(hours=2),
+             timedelta(days=1, hours=1), timedelta(days=1, hours=2), timedelta(days=40)]
+    seen = set()
+    for name in ("flasksuperthing", "flask-cors-2"):
+        for step in steps:
+            clock[0] = NOW + step
+            for project in (young, OLD, young, UNKNOWN, young):
+                fresh = TyposquatRule(now=lambda: clock[0])
+                got = decide(kept, PYPI, name, project)
+                assert got == decide(fresh, PYPI, name, project), (name, step, project)
+                seen.add(got.reason if got is not None else None)
+    # the clock moved the sentence on: 28 days, 29, 30 (then allowed, no longer young)
+    assert any("first release 28 days ago" in (r or "") for r in seen)
+    assert any("first release 29 days ago" in (r or "") for r in seen)
+    assert any("first release 30 days ago" in (r or "") for r in seen)
+
+
+def test_a_policy_reload_or_a_cleared_cache_forgets_the_kept_verdicts() -> None:
+    strict = rule()
+    assert decide(strict, PYPI, "flasksuperthing", YOUNG).decision is Decision.HOLD  # type: ignore[union-attr]
+    reloaded = rule(tiers=Tiers(young=timedelta(days=1)))  # a new policy: a new rule
+    verdict = decide(reloaded, PYPI, "flasksuperthing", YOUNG)
+    assert verdict is None or verdict.decision is not Decision.HOLD
+    strict.tiers = Tiers(young=timedelta(days=1))
+    strict.clear_cache()
+    assert decide(strict, PYPI, "flasksuperthing", YOUNG) == verdict
