@@ -18,25 +18,12 @@ import pytest
 import yaml
 
 from testbed.net import free_port
+from testbed.procs import children
 
 _SRC = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/maps").exists(),
                                 reason="reads /proc/PID/maps")
-
-
-def _pids(root: int) -> set[int]:
-    """``root`` and its child processes."""
-    found = {root}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == root:
-                found.add(int(entry.name))
-    return found
 
 
 def _maps_cryptography(pid: int) -> bool:
@@ -74,7 +61,7 @@ def test_serving_processes_load_the_verifiers_only_with_a_provenance_rule(
         url = f"http://127.0.0.1:{port}/healthz"
         with urllib.request.urlopen(url, timeout=30) as resp:
             assert resp.status == 200
-        pids = _pids(proc.pid)
+        pids = {proc.pid, *children(proc.pid)}
         assert len(pids) == (1 if workers == 1 else workers + 1)
         assert {pid: _maps_cryptography(pid) for pid in pids} == \
             dict.fromkeys(pids, provenance)

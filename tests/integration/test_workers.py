@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from testbed.fakes.pypi_upstream import FakePyPI
 from testbed.fakes.threaded import ThreadedServer
 from testbed.net import free_port
+from testbed.procs import children
 
 pytestmark = pytest.mark.timeout(600)  # several multi-process start-ups on a busy machine
 
@@ -48,19 +49,6 @@ def _poll(condition: Callable[[], bool], bound_s: float = 120) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.05)
-
-
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
 
 
 class Served:
@@ -93,7 +81,7 @@ class Served:
         return f"http://127.0.0.1:{self.port}"
 
     def workers(self) -> set[int]:
-        return _children(self.proc.pid)
+        return children(self.proc.pid)
 
     def lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log.read_text().splitlines()
