@@ -53,7 +53,12 @@ from stockade.proxy.responses import IMMUTABLE
 from stockade.proxy.warmrecord import Note, close_note, open_note
 from stockade.storage.protocol import BlobInfo
 
-ENTRIES = 4096  # requests remembered per worker process (a few KB each)
+# What a worker process keeps: each entry counted as ENTRY_BYTES, a page as its body
+# more (a page's key holds the client's address: pages can outnumber projects), and no
+# page over PAGE_MAX_BYTES (such a page is answered from its rendered copy, as before).
+MEMO_BYTES = 16 * 1024 * 1024
+ENTRY_BYTES = 2048
+PAGE_MAX_BYTES = 512 * 1024
 # The routes whose GET and HEAD answer one stored artifact.
 ARTIFACT_ROUTES = frozenset({
     "pypi:artifact", "npm:tarball", "npm:tarball-scoped", "npm:root-tarball",
@@ -85,12 +90,12 @@ class WarmMemo:
     """Warm artifact requests remembered for ``validity_s`` (see the module docstring)."""
 
     def __init__(self, gate: Gate, metacache: MetadataCache, pipeline: ArtifactPipeline, *,
-                 validity_s: float, entries: int = ENTRIES) -> None:
+                 validity_s: float, max_bytes: int = MEMO_BYTES) -> None:
         self._gate = gate
         self._metacache = metacache
         self._pipeline = pipeline
         self.validity_s = validity_s
-        self._entries: LRUCache[Key, WarmHit] = LRUCache(entries)
+        self._entries: LRUCache[Key, WarmHit] = LRUCache(max_bytes, getsizeof=_size)
         self.hits = 0  # requests answered from an entry (tests read it)
 
     def now(self) -> float:
@@ -141,7 +146,7 @@ class WarmMemo:
                 or "X-Stockade-Refused" in response.headers):
             return
         body = response.body
-        if not isinstance(body, bytes):
+        if not isinstance(body, bytes) or len(body) > PAGE_MAX_BYTES:
             return
         until = self._until(taken, epoch, started)
         if until is not None:
@@ -199,6 +204,11 @@ class WarmMemo:
         assert hit.source is not None
         assert hit.info is not None
         return self._pipeline.answer_stored(request, hit.source, hit.info, hit.recorded)
+
+
+def _size(hit: WarmHit) -> int:
+    """What ``hit`` counts for against ``MEMO_BYTES``."""
+    return ENTRY_BYTES + (len(hit.page[0]) if hit.page is not None else 0)
 
 
 def make_warm_middleware(memo_of: Callable[[web.Application], WarmMemo | None]) -> Middleware:

@@ -14,14 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from stockade.config.load import load_settings
-from stockade.policy.model import ALLOWED, Decision, Facts, PackageRef, Verdict
+from stockade.policy.model import ALLOWED, Decision, Ecosystem, Facts, PackageRef, Verdict
+from stockade.proxy import warmmemo
 from stockade.proxy.app import load_engine, make_app
 from stockade.proxy.state import SERVICES
 from stockade.proxy.tokens import Role, create_token
 from stockade.proxy.warmmemo import WarmMemo
+from stockade.proxy.warmrecord import Note
 from stockade.storage.protocol import BlobInfo
 from testbed.fakes.policy import FakeEngine
 from testbed.fakes.pypi_upstream import Dist, FakePyPI
@@ -319,3 +322,36 @@ class TestProjectPage:
         assert resp.status == 200  # the files stay listed; their download says why
         assert resp.headers["X-Stockade-Refused"] == "deny-list"
         assert _memo(client).hits == 1
+
+
+
+class _Clock:
+    """The two things of a metadata cache the memo reads when it remembers."""
+
+    epoch = 0
+
+    def clock(self) -> float:
+        return 0.0
+
+
+def _page_note() -> Note:
+    taken = Note()
+    taken.decided(PackageRef(Ecosystem.PYPI, "demo", None), Facts(upstream="pypi"))
+    taken.read("pypi", "demo", "v1", 60.0)
+    return taken
+
+
+def test_the_memo_is_bounded_by_bytes_and_leaves_out_large_pages() -> None:
+    """Pages are keyed by the client's address too: a count of entries alone would let
+    many large pages grow a worker without bound."""
+    memo = WarmMemo(Any, _Clock(), Any,  # type: ignore[arg-type]
+                    validity_s=30, max_bytes=10 * warmmemo.ENTRY_BYTES + 50_000)
+    page = web.Response(body=b"x" * 10_000, headers={"X-Stockade-Cache": "hit"})
+    for client in range(50):
+        memo.remember_page((str(client),), _page_note(), 0, 0.0, page)
+    assert 0 < len(memo) < 10  # the oldest dropped by size, not by count
+    large = web.Response(body=b"x" * (warmmemo.PAGE_MAX_BYTES + 1),
+                         headers={"X-Stockade-Cache": "hit"})
+    memo.clear()
+    memo.remember_page(("large",), _page_note(), 0, 0.0, large)
+    assert len(memo) == 0
