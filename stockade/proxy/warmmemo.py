@@ -181,11 +181,15 @@ class WarmMemo:
         if metacache.before_get is not None:
             metacache.before_get()  # another worker's purge
         if (self.now() >= hit.until or metacache.epoch != hit.epoch
-                or any(metacache.current(k) != v for _, k, v in hit.documents)
-                or (hit.source is not None and hit.info is not None
-                    and not await self._pipeline.still_stored(hit.source, hit.info))):
+                or any(metacache.current(k) != v for _, k, v in hit.documents)):
             self._entries.pop(key, None)
             return None
+        held = None
+        if hit.source is not None and hit.info is not None:
+            stored, held = await self._pipeline.still_held(hit.source, hit.info)
+            if not stored:
+                self._entries.pop(key, None)
+                return None
         if hit.page is not None and any(
                 self._gate.engine_for(who.team).decide(ref, facts).blocks
                 for ref, facts in hit.decisions):
@@ -208,7 +212,7 @@ class WarmMemo:
                                 headers=headers)
         assert hit.source is not None
         assert hit.info is not None
-        return self._pipeline.answer_stored(request, hit.source, hit.info, hit.recorded)
+        return self._pipeline.answer_stored(request, hit.source, hit.info, hit.recorded, held)
 
 
 def _size(hit: WarmHit) -> int:
