@@ -32,7 +32,7 @@ from stockade.proxy.clientcounts import SharedClientCounts, SharedConnectionGuar
 from stockade.proxy.gate import PolicyEngine
 from stockade.proxy.listening import Listener, bind, serve_worker
 from stockade.proxy.provenance.checker import import_verifiers
-from stockade.proxy.responses import JsonAccessLogger
+from stockade.proxy.responses import BufferedLineHandler, JsonAccessLogger
 from stockade.proxy.serving import (
     ClientLimits,
     ConnectionGuard,
@@ -72,7 +72,8 @@ def _utc(created: float) -> str:
 
 
 def _setup_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    # lines written together, not one write and flush each (see BufferedLineHandler)
+    handler = BufferedLineHandler(sys.stderr)
     if settings.logging.json_logs:
         handler.setFormatter(_JsonFormatter())
     else:

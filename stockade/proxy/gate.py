@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from stockade.policy.model import Decision, Facts, Mode, PackageRef, Verdict
 from stockade.proxy.metrics import Metrics
@@ -69,6 +69,9 @@ class Gate:
         self._metrics = metrics
         self._sink = sink
         self._listeners: list[Callable[[PolicyEngine, PolicyEngine], None]] = []
+        # labels() takes a lock and checks its arguments each call: the counter's
+        # children are kept per (ecosystem, rule, decision, mode), a handful in all
+        self._counted: dict[tuple[str, str, str, str], Any] = {}
 
     @property
     def engine(self) -> PolicyEngine:
@@ -133,8 +136,11 @@ class Gate:
 
     def _count(self, ref: PackageRef, verdict: Verdict, n: int = 1) -> None:
         mode = Mode.AUDIT if verdict.audit_only else Mode.ENFORCE
-        self._metrics.policy_decisions.labels(
-            ref.ecosystem, verdict.rule, verdict.decision, mode).inc(n)
+        key = (ref.ecosystem, verdict.rule, verdict.decision, mode)
+        child = self._counted.get(key)
+        if child is None:
+            child = self._counted[key] = self._metrics.policy_decisions.labels(*key)
+        child.inc(n)
 
     async def record_versions(self, name: PackageRef, decided: VersionFilter, *,
                               client: str = "", request_id: str = "", identity: str = "",

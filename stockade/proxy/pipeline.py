@@ -157,6 +157,8 @@ class ArtifactPipeline:
         self._store = store
         self._index = index
         self._metrics = metrics
+        # bytes_served's children by (ecosystem, origin): labels() locks and checks
+        self._bytes_served: dict[tuple[str, str], Any] = {}
         self._max_bytes = max_artifact_bytes
         self._hot = hot
         self._accel = accel
@@ -257,15 +259,25 @@ class ArtifactPipeline:
         """Whether ``info``, found stored for ``source`` by an earlier request, may
         still be served: held in memory with its file unchanged, or checked as
         ``stored`` checks it (re-hashed, trusted or stat'ed per ``verify_on_read_*``)."""
-        return self._held(info) is not None or await self._still_intact(source, info)
+        return (await self.still_held(source, info))[0]
+
+    async def still_held(self, source: ArtifactSource,
+                         info: BlobInfo) -> tuple[bool, bytes | None]:
+        """``still_stored``, and the bytes held in memory it found unchanged (None: not
+        held), for ``answer_stored`` to answer with rather than look them up again."""
+        held = self._held(info)
+        if held is not None:
+            return True, held
+        return await self._still_intact(source, info), None
 
     def answer_stored(self, request: web.Request, source: ArtifactSource, info: BlobInfo,
-                      recorded: bool) -> web.StreamResponse:
+                      recorded: bool, held: bytes | None = None) -> web.StreamResponse:
         """Answer from ``info`` as ``serve`` (``recorded``) or ``respond`` answered an
-        earlier request for it, once ``still_stored`` said it may be."""
+        earlier request for it, once ``still_stored`` said it may be (``held``: the
+        bytes ``still_held`` found, checked by it in this request)."""
         if recorded:
             self._served(request, source, info)
-        return self._from_store(request, source, info, "cache")
+        return self._from_store(request, source, info, "cache", held)
 
     async def admitted(self, source: ArtifactSource) -> dict[str, str] | None:
         """The digests of the file stockade admitted before under ``source.key``
@@ -355,17 +367,20 @@ class ArtifactPipeline:
             self.on_served(request, source, info)
 
     def _from_store(
-        self, request: web.Request, source: ArtifactSource, info: BlobInfo, origin: str
+        self, request: web.Request, source: ArtifactSource, info: BlobInfo, origin: str,
+        held: bytes | None = None,
     ) -> web.StreamResponse:
         headers = {"Content-Type": source.content_type, **source.headers}
         for alg in source.checksum_headers:
             if alg in info.digests:
                 headers[f"X-Checksum-{alg.capitalize()}"] = info.digests[alg]
-        self._metrics.bytes_served.labels(source.ecosystem, origin).inc(
-            0 if request.method == "HEAD" else info.size
-        )
+        counter = self._bytes_served.get((source.ecosystem, origin))
+        if counter is None:
+            counter = self._bytes_served[source.ecosystem, origin] = \
+                self._metrics.bytes_served.labels(source.ecosystem, origin)
+        counter.inc(0 if request.method == "HEAD" else info.size)
         headers["X-Stockade-Cache"] = "hit" if origin == "cache" else "miss"
-        if self._accel is None and (body := self._held(info)) is not None:
+        if self._accel is None and (body := held or self._held(info)) is not None:
             return memory_response(request, body, info.sha256, headers)
         path = self._store.local_path(info.sha256)
         if path is None:  # no local copy (object storage): stream it from the store

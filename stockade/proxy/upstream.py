@@ -18,6 +18,7 @@ import asyncio
 import base64
 import contextlib
 import errno
+import functools
 import logging
 import random
 import ssl
@@ -122,6 +123,14 @@ class UpstreamResponse:
             return b"".join(parts)
 
 
+@functools.cache
+def client_ssl_context() -> ssl.SSLContext:
+    """The TLS context every upstream session of this process verifies with: made once
+    (loading the system's certificate store cost about 0.1 s each, per upstream and
+    worker process) and shared; nothing changes it after it is made."""
+    return ssl.create_default_context()
+
+
 class Upstream:
     """One configured upstream registry and its connection pool."""
 
@@ -155,8 +164,10 @@ class Upstream:
 
     async def start(self) -> None:
         """Open the pooled session."""
-        ssl_ctx: ssl.SSLContext | bool = ssl.create_default_context()
-        if not self.settings.verify_tls:
+        ssl_ctx: ssl.SSLContext | bool
+        if self.settings.verify_tls:
+            ssl_ctx = client_ssl_context()
+        else:
             ssl_ctx = False  # explicit operator choice, logged at start
             logger.warning("TLS verification is off for upstream %s", self.name)
         connector = aiohttp.TCPConnector(

@@ -25,12 +25,14 @@ for the ``republished`` rule, verified provenance) is believed for at most
 was decided on stops being fresh. Only immutable artifacts found stored are
 remembered: nothing fetched, served stale, refused, or a ``-SNAPSHOT``.
 
-A PyPI project page answered from fresh metadata is remembered the same way, with
-its rendered answer, keyed also by what its rendering reads of the request (the
-``Accept`` form, and the origin its absolute URLs are built from: ``Host``,
-forwarded headers, the client's address and the scheme). Its name is decided again
-per request; its versions' decisions, which the admission path already reuses for
-the metadata TTL, are reused for at most ``warm_memo_s`` more.
+A PyPI project page, and an npm packument (full or abbreviated) held rendered in
+memory, answered from fresh metadata are remembered the same way, with the answer,
+keyed also by what its rendering reads of the request (the ``Accept`` form, the
+origin its absolute URLs are built from: ``Host``, forwarded headers, the client's
+address and the scheme; and for the packument's gzip and 304 answers,
+``Accept-Encoding`` and ``If-None-Match``). Its name is decided again per request;
+its versions' decisions, which the admission path already reuses for the metadata
+TTL, are reused for at most ``warm_memo_s`` more.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ ARTIFACT_ROUTES = frozenset({
     "npm:root-tarball-scoped", "maven:repository", "maven:head",
 })
 # The routes whose answer is a page rendered from metadata, in memory.
-PAGE_ROUTES = frozenset({"pypi:project"})
+PAGE_ROUTES = frozenset({"pypi:project", "npm:packument", "npm:packument-scoped"})
 # Headers aiohttp sets on each answer itself.
 _OWN_HEADERS = frozenset({"content-length", "date", "server"})
 Key = tuple[str | None, ...]
@@ -83,7 +85,8 @@ class WarmHit:
     recorded: bool  # the answer went to the served-artifacts record
     epoch: int  # the metadata cache's purge epoch it was decided under
     until: float  # on the metadata cache's clock
-    page: tuple[bytes, tuple[tuple[str, str], ...]] | None = None  # body, headers
+    page: tuple[bytes, tuple[tuple[str, str], ...], int] | None = None  # body, headers,
+    # status
 
 
 class WarmMemo:
@@ -117,7 +120,8 @@ class WarmMemo:
         headers = request.headers
         return (request.raw_path, who.team, revision, headers.get("Accept"),
                 headers.get("Host"), headers.get("X-Forwarded-Proto"),
-                headers.get("X-Forwarded-Host"), request.remote, request.scheme)
+                headers.get("X-Forwarded-Host"), request.remote, request.scheme,
+                headers.get("Accept-Encoding"), headers.get("If-None-Match"))
 
     def clear(self) -> None:
         self._entries.clear()
@@ -141,11 +145,11 @@ class WarmMemo:
                       response: web.StreamResponse) -> None:
         """Keep a page answered from fresh metadata under ``key``, with its answer."""
         if (taken.spoiled or taken.served or not taken.decisions or not taken.documents
-                or type(response) is not web.Response or response.status != 200
+                or type(response) is not web.Response or response.status not in (200, 304)
                 or response.headers.get("X-Stockade-Cache") != "hit"
                 or "X-Stockade-Refused" in response.headers):
             return
-        body = response.body
+        body = response.body if response.status == 200 else b""
         if not isinstance(body, bytes) or len(body) > PAGE_MAX_BYTES:
             return
         until = self._until(taken, epoch, started)
@@ -154,7 +158,7 @@ class WarmMemo:
                             if k.lower() not in _OWN_HEADERS)
             self._entries[key] = WarmHit(
                 tuple(taken.decisions), tuple(d[:3] for d in taken.documents), None, None,
-                False, epoch, until, (body, headers))
+                False, epoch, until, (body, headers, response.status))
 
     def _until(self, taken: Note, epoch: int, started: float) -> float | None:
         until = min([started + self.validity_s, *(d[3] for d in taken.documents)])
@@ -177,11 +181,15 @@ class WarmMemo:
         if metacache.before_get is not None:
             metacache.before_get()  # another worker's purge
         if (self.now() >= hit.until or metacache.epoch != hit.epoch
-                or any(metacache.current(k) != v for _, k, v in hit.documents)
-                or (hit.source is not None and hit.info is not None
-                    and not await self._pipeline.still_stored(hit.source, hit.info))):
+                or any(metacache.current(k) != v for _, k, v in hit.documents)):
             self._entries.pop(key, None)
             return None
+        held = None
+        if hit.source is not None and hit.info is not None:
+            stored, held = await self._pipeline.still_held(hit.source, hit.info)
+            if not stored:
+                self._entries.pop(key, None)
+                return None
         if hit.page is not None and any(
                 self._gate.engine_for(who.team).decide(ref, facts).blocks
                 for ref, facts in hit.decisions):
@@ -199,11 +207,12 @@ class WarmMemo:
                 raise RefusedError(verdict)
         self.hits += 1
         if hit.page is not None:
-            body, headers = hit.page
-            return web.Response(body=body, headers=headers)
+            body, headers, status = hit.page
+            return web.Response(status=status, body=body if status == 200 else None,
+                                headers=headers)
         assert hit.source is not None
         assert hit.info is not None
-        return self._pipeline.answer_stored(request, hit.source, hit.info, hit.recorded)
+        return self._pipeline.answer_stored(request, hit.source, hit.info, hit.recorded, held)
 
 
 def _size(hit: WarmHit) -> int:

@@ -8,6 +8,7 @@ gives.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -128,6 +129,26 @@ def _purging_settings(tmp_path: Path, upstream: FakePyPI) -> tuple[Any, str]:
         "server": {"warm_memo_s": 30},
     })
     return settings, admin
+
+
+class TestStoredBytes:
+    async def test_a_blob_changed_on_disk_is_never_answered_from_the_memo(
+            self, fake_pypi: FakePyPI, make_proxy: ProxyFactory) -> None:
+        dist = fake_pypi.add_wheel("demo", "1.0")
+        client = await make_proxy(upstream=fake_pypi)
+        await _warm(client, _path(dist), dist.data)
+        store = client.server.app[SERVICES].pipeline._store
+        path = store.local_path(hashlib.sha256(dist.data).hexdigest())
+        assert path is not None
+        path.chmod(0o644)
+        tampered = bytes(len(dist.data))  # the same size, other bytes
+        path.write_bytes(tampered)
+        memo = _memo(client)
+        hits = memo.hits
+        resp = await client.get(_path(dist))
+        assert resp.status == 200
+        assert await resp.read() == dist.data  # not the held copy unchecked, not these
+        assert memo.hits == hits  # the held bytes' file changed: served the slow way
 
 
 class TestPurge:

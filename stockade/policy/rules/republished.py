@@ -36,6 +36,8 @@ def changed_digest(admitted: Mapping[str, str],
                    now: Mapping[str, str]) -> tuple[str, str, str] | None:
     """(algorithm, admitted, now) of the strongest algorithm whose values differ, or
     None when every algorithm both sides know agrees (or they share none)."""
+    if admitted == now:  # the usual case, decided per warm request: nothing can differ
+        return None
     before, after = _canonical(admitted), _canonical(now)
     shared = [a for a in _ORDER if a in before and a in after]
     shared += sorted(a for a in before.keys() & after.keys() if a not in _ORDER)
