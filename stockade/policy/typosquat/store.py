@@ -196,8 +196,16 @@ def _file(magic: bytes, tables: list[bytes], state: dict[str, Any]) -> bytes:
 
 def _mapped(path: Path) -> mmap.mmap:
     """``path`` mapped read-only (its pages shared by every process mapping it), once
-    its checksum is checked: read in chunks, which maps nothing in this process."""
+    its checksum is checked: read in chunks, which maps nothing in this process.
+
+    Read and mapped for random access, so that the file is cached a page at a time
+    (``_uncached``): a process is charged in its RSS for every page of a cached block
+    it maps, and the page cache groups a file read or written in sequence in blocks of
+    up to 2 MiB, where a look-up reads a few bytes here and there (mapping a byte of
+    such a block costs 2 MiB of RSS, a byte of a page-cached file 64 KiB around it)."""
     with path.open("rb") as file:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
         head = file.read(_HEAD.size)
         if len(head) != _HEAD.size:
             raise ValueError("an index file too short")
@@ -206,7 +214,18 @@ def _mapped(path: Path) -> mmap.mmap:
             crc = zlib.crc32(memoryview(chunk)[:got], crc)
         if _HEAD.unpack(head)[3] != crc:
             raise ValueError("an index file that does not match its checksum")
-        return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        if hasattr(mmap, "MADV_RANDOM"):
+            mapped.madvise(mmap.MADV_RANDOM)  # a page not cached: read alone
+        return mapped
+
+
+def _uncached(fileno: int) -> None:
+    """The file written out and dropped from the page cache, where writing it left it
+    in large blocks: ``_mapped`` reads it back a page at a time."""
+    if hasattr(os, "posix_fadvise"):
+        os.fdatasync(fileno)
+        os.posix_fadvise(fileno, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def load_or_build(ecosystem: Ecosystem, names: Iterable[str], *,
@@ -299,6 +318,8 @@ def _write(where: Path, path: Path, data: bytes) -> None:
         with tempfile.NamedTemporaryFile(dir=where, prefix=".names-", delete=False) as out:
             tmp = Path(out.name)
             out.write(data)
+            out.flush()
+            _uncached(out.fileno())
         os.replace(tmp, path)
         tmp = None
         prefix = path.name.rsplit("-", 1)[0]
