@@ -17,7 +17,11 @@ checkout measured), and prints its CPU time (user and system) and memory:
   decided, each new to it (the first 10,000 of ``policy_bench``'s mix: popular names,
   lesser-known ones and typos): a worker under load; RSS and PSS after it (PSS: shared
   pages divided among the processes mapping them, here the index files' pages with
-  any other process that maps them too).
+  any other process that maps them too);
+- the default policy's engine built and its indexes ready (not counted), then 1,000
+  names of that mix decided with young facts (2 days old, 1 release), each new to it:
+  the deep loose search's first look-ups, whose buckets are read from the index files
+  as they are first reached; CPU of those decisions, RSS and PSS after.
 
 Modules are read compiled, as from an installed package: the untimed first runs
 write each checkout's ``.pyc`` files under a temporary ``PYTHONPYCACHEPREFIX``.
@@ -74,6 +78,22 @@ MEASURES = {
         "engine, facts = build_engine(None), Facts(upstream='public')\n"
         "for ref in refs:\n"
         "    engine.decide(ref, facts)"),
+    "default policy ready, then 1,000 names first seen young": (
+        "from datetime import UTC, datetime, timedelta\n"
+        "from bench.policy_bench import speed_mix\n"
+        "from stockade.policy.engine import build_engine\n"
+        "from stockade.policy.model import Facts, ProjectFacts\n"
+        "refs = speed_mix({})[:1000]\n"
+        "engine = build_engine(None)\n"
+        "old = Facts(upstream='public', project=ProjectFacts(\n"
+        "    datetime.now(UTC) - timedelta(days=730), 40))\n"
+        "for ref in {r.ecosystem: r for r in refs}.values():  # every index ready\n"
+        "    engine.decide(ref, old)\n"
+        "young = Facts(upstream='public', project=ProjectFacts(\n"
+        "    datetime.now(UTC) - timedelta(days=2), 1))\n"
+        "started = time.process_time()  # only the young decisions: the deep search\n"
+        "for ref in refs:\n"
+        "    engine.decide(ref, young)"),
 }
 _FIGURES = ("cpu_s", "peak_rss_mib", "rss_mib", "pss_mib")
 

@@ -19,7 +19,7 @@ never a loose look-alike. Pure; the corpus is passed in.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from rapidfuzz import fuzz, process
@@ -28,6 +28,7 @@ from rapidfuzz.distance import DamerauLevenshtein
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat.compare import Match, technique_of
 from stockade.policy.typosquat.forms import deletions, skeleton
+from stockade.policy.typosquat.packed import Lists, Ranks, Strings
 
 ONE_EDIT_MIN = 5  # letters a protected name needs for one edit of it to resemble it
 ONE_EDIT_RANK = 20_000  # how far down the list one edit is indexed (memory: deletions)
@@ -108,50 +109,62 @@ class LooseIndex:
         self.ecosystem = ecosystem
         self.shapes = shape = SHAPES[ecosystem] if shapes is None else shapes
         self._listed = listed
-        self._names: dict[str, str] = {}  # skeleton -> best-ranked name
-        self._ranks: dict[str, int] = {}  # skeleton -> its best rank
-        self._one: dict[str, list[str]] = {}  # deletion -> skeletons
+        names_: dict[str, str] = {}  # skeleton -> best-ranked name
+        ranks: dict[str, int] = {}  # skeleton -> its best rank
+        one: dict[str, list[str]] = {}  # deletion -> skeletons
         # long skeletons by their first and by their last two letters, and length:
         # two edits of a long name nearly always leave one end whole, and each list
         # is short
-        self._ends: dict[str, list[str]] = {}
+        ends: dict[str, list[str]] = {}
         # per ratio row: skeletons by length (a ratio bounds the length difference),
         # and, for a row that keeps an end, by the first and by the last letter too
-        self._ratios: list[dict[tuple[int, str], list[str]]] = [{} for _ in shape.ratios]
-        self._anagrams: dict[str, str] = {}  # sorted letters -> skeleton
-        self._dropped: dict[str, str] = {}  # skeleton less one word -> skeleton
+        ratios: dict[str, list[str]] = {}  # keyed by ``_bucket``
+        anagrams: dict[str, str] = {}  # sorted letters -> skeleton
+        dropped: dict[str, str] = {}  # skeleton less one word -> skeleton
         self._longest = 0  # the longest skeleton a contained row may find
         reach = max((c.max_rank for c in shape.contained), default=0)
         least = min((c.min_len for c in shape.contained), default=ANY_RANK)
         for rank, name in enumerate(names):
             skel = skeleton(ecosystem, name)
-            if not skel or skel in self._names:
+            if not skel or skel in names_:
                 continue
-            self._names[skel] = name
-            self._ranks[skel] = rank
+            names_[skel] = name
+            ranks[skel] = rank
             if len(skel) >= ONE_EDIT_MIN and rank < ONE_EDIT_RANK:
                 for key in deletions(skel):
-                    self._one.setdefault(key, []).append(skel)
+                    one.setdefault(key, []).append(skel)
             if shape.two_edits and len(skel) >= TWO_EDITS_MIN and rank < TWO_EDITS_RANK:
-                self._ends.setdefault(f"^{skel[:2]}{len(skel)}", []).append(skel)
-                self._ends.setdefault(f"{skel[-2:]}${len(skel)}", []).append(skel)
-            for row, bucket in zip(shape.ratios, self._ratios, strict=True):
+                ends.setdefault(f"^{skel[:2]}{len(skel)}", []).append(skel)
+                ends.setdefault(f"{skel[-2:]}${len(skel)}", []).append(skel)
+            for at, row in enumerate(shape.ratios):
                 if rank < row.max_rank and len(skel) >= row.min_len:
                     if row.ends:
-                        bucket.setdefault((len(skel), f"^{skel[0]}"), []).append(skel)
-                        bucket.setdefault((len(skel), f"{skel[-1]}$"), []).append(skel)
+                        ratios.setdefault(_bucket(at, len(skel), f"^{skel[0]}"),
+                                          []).append(skel)
+                        ratios.setdefault(_bucket(at, len(skel), f"{skel[-1]}$"),
+                                          []).append(skel)
                     else:
-                        bucket.setdefault((len(skel), ""), []).append(skel)
+                        ratios.setdefault(_bucket(at, len(skel), ""), []).append(skel)
             if rank < shape.anagram_rank and len(skel) >= shape.anagram_min:
-                self._anagrams.setdefault("".join(sorted(skel)), skel)
+                anagrams.setdefault("".join(sorted(skel)), skel)
             if shape.dropped_word:
                 parts = [skeleton(ecosystem, w) for w in _WORDS.split(name) if w]
                 if len(parts) >= 3:
                     for i, part in enumerate(parts):
                         if len(part) >= 4:
-                            self._dropped.setdefault("".join(parts[:i] + parts[i + 1:]), skel)
+                            dropped.setdefault("".join(parts[:i] + parts[i + 1:]), skel)
             if rank < reach and len(skel) >= least:
                 self._longest = max(self._longest, len(skel))
+        # The tables packed (``packed``): a few bytes a key where a dict of str costs
+        # about a hundred, and what an index file maps as it is (``store``). A list of
+        # skeletons is a tuple of them, decoded when its key is first looked up.
+        self._names: Mapping[str, str] = Strings(Strings.pack(names_.items()))
+        self._ranks: Mapping[str, int] = Ranks(Ranks.pack(ranks.items()))
+        self._one = Lists(Lists.pack((k, tuple(v)) for k, v in one.items()))
+        self._ends = Lists(Lists.pack((k, tuple(v)) for k, v in ends.items()))
+        self._ratios = Lists(Lists.pack((k, tuple(v)) for k, v in ratios.items()))
+        self._anagrams: Mapping[str, str] = Strings(Strings.pack(anagrams.items()))
+        self._dropped: Mapping[str, str] = Strings(Strings.pack(dropped.items()))
 
     def match(self, norm: str, *, deep: bool) -> Match | None:
         """The protected name the normalised ``norm`` loosely resembles, if any; the
@@ -179,8 +192,8 @@ class LooseIndex:
 
     def _one_edit(self, skel: str) -> Match | None:
         best: str | None = None
-        for key in deletions(skel):
-            for other in self._one.get(key, ()):
+        for others in self._one.found(deletions(skel)):
+            for other in others:
                 if other != skel and (best is None or self._rank(other) < self._rank(best)) \
                         and DamerauLevenshtein.distance(skel, other, score_cutoff=1) <= 1:
                     best = other
@@ -227,7 +240,8 @@ class LooseIndex:
 
     def _ratio(self, skel: str) -> Match | None:
         n = len(skel)
-        for row, bucket in zip(self.shapes.ratios, self._ratios, strict=True):
+        buckets = self._ratios
+        for at, row in enumerate(self.shapes.ratios):
             if n < row.min_len:
                 continue
             # a ratio r of lengths n and m needs 2 min(n, m) / (n + m) >= r
@@ -242,7 +256,7 @@ class LooseIndex:
             score = 0.0
             for m in range(low, high + 1):
                 for k in keys:
-                    found = bucket.get((m, k))
+                    found = buckets.get(_bucket(at, m, k))
                     if found is None:
                         continue
                     hit = process.extractOne(skel, found, scorer=fuzz.ratio,
@@ -293,6 +307,12 @@ class LooseIndex:
                        for row in rows):
                     best = inner
         return None if best is None else Match(self._target(best), "contains it with an affix")
+
+
+def _bucket(row: int, length: int, end: str) -> str:
+    """The key of the bucket of ratio row ``row`` for skeletons of ``length`` letters
+    and, for a row that keeps an end, that ``end`` (``^a``, ``a$``; else "")."""
+    return f"{row} {length} {end}"
 
 
 def _sits(where: str, sides: int) -> bool:

@@ -9,8 +9,9 @@ look-ups of an absent key at its first test (a name's deletions are mostly absen
 is made per name when a table is opened: over a file mapped read-only, every process
 that maps it shares its pages (a dict of str is ~100 bytes a name in each process).
 
-Three kinds: ``Ranks`` (name -> rank), ``Strings`` (key -> one name) and ``Names``
-(key -> a name, or a tuple of them: the dict's ``str | tuple`` as it was built).
+Four kinds: ``Ranks`` (name -> rank), ``Strings`` (key -> one name), ``Names``
+(key -> a name, or a tuple of them: the dict's ``str | tuple`` as it was built) and
+``Lists`` (key -> a tuple of one name or more, in the order built).
 Entries keep the order they were added in, so iteration is a dict's. Pure.
 """
 
@@ -27,7 +28,7 @@ from typing import Generic, TypeVar, overload
 # filter byte, starts, key ends, ranks), then the blob
 _HEAD = struct.Struct("=8sQQQQ")
 _MAGIC = b"STKPACK2"
-_RANKS, _STRINGS, _NAMES = 1, 2, 3
+_RANKS, _STRINGS, _NAMES, _LISTS = 1, 2, 3, 4
 _MEMO = 4096
 _ONE, _MANY = 0, 1  # the byte after a key: one name follows, or several joined by NUL
 
@@ -44,7 +45,7 @@ def _pad(size: int) -> int:
 
 
 class _Packed(Mapping[str, V], Generic[V]):
-    """The look-up shared by the three kinds, over ``buffer[offset:]`` (bytes, or a
+    """The look-up shared by the kinds, over ``buffer[offset:]`` (bytes, or a
     read-only ``mmap``)."""
 
     _KIND = 0
@@ -279,6 +280,24 @@ class Names(_Packed[str | tuple[str, ...]]):
         text = raw[1:].decode("utf-8", "surrogatepass")
         return text if raw[0] == _ONE else tuple(text.split("\0"))
 
+
+class Lists(_Packed[tuple[str, ...]]):
+    """Key -> a tuple of one name or more, in their order (NUL is in no name a table
+    holds): a list of a dict of lists, decoded when its key is looked up."""
+
+    _KIND = _LISTS
+    __slots__ = ()
+
+    @staticmethod
+    def _put(blob: bytearray, ranks: array[int], value: tuple[str, ...]) -> None:
+        if not value or any("\0" in name for name in value):
+            raise ValueError("an empty list, or a name with NUL in it")
+        blob += "\0".join(value).encode("utf-8", "surrogatepass")
+
+    def _value(self, entry: int) -> tuple[str, ...]:
+        at = self._at
+        return tuple(bytes(self._blob[at + self._ends[entry]:at + self._starts[entry + 1]])
+                     .decode("utf-8", "surrogatepass").split("\0"))
 
 
 class Layered(Mapping[str, V], Generic[V]):

@@ -11,8 +11,10 @@ tuple, dict and set, no code, read only from the folder this process or another 
 the same installation wrote. Any failure to read or write is not an error: the index
 is built as before (in memory, its tables packed all the same).
 
-The loose search's index (``LooseIndex``) is kept beside it, in ``marshal``, every
-attribute as it is but its shapes (the ecosystem's own, named by the source).
+The loose search's index (``LooseIndex``) is kept beside it in a file of its own of
+the same layout: its tables packed and mapped, its few plain attributes ``marshal``.
+Its name holds the shapes that shaped it (the ecosystem's own ``SHAPES``; an index of
+other shapes is not kept).
 
 The folder: ``STOCKADE_INDEX_CACHE`` if set (empty: never use a file), else
 ``$XDG_CACHE_HOME/stockade`` or ``~/.cache/stockade``.
@@ -20,8 +22,6 @@ The folder: ``STOCKADE_INDEX_CACHE`` if set (empty: never use a file), else
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 import importlib.metadata
 import logging
@@ -33,7 +33,7 @@ import sys
 import tempfile
 import unicodedata
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat.edits import EditIndex
 from stockade.policy.typosquat.index import NameIndex
 from stockade.policy.typosquat.loose import SHAPES, LooseIndex
-from stockade.policy.typosquat.packed import Names, Ranks, Strings, _Packed
+from stockade.policy.typosquat.packed import Lists, Names, Ranks, Strings, _Packed
 from stockade.policy.typosquat.slips import SlipIndex
 
 logger = logging.getLogger(__name__)
@@ -61,11 +61,18 @@ _SLIP_TABLES = ("_slips",)
 _SHARED_EDITS = ("_ecosystem", "_names", "_skeletons")
 _SHARED_SLIPS = ("_ecosystem", "_names")
 _LAYERS = ("_base", "_hidden")  # set on a layered index only, never kept
-_FORMAT = 2  # bump when the layout of the state below changes
+_FORMAT = 3  # bump when the layout of the state below changes
 # the file: magic, where the state (marshal) starts and its length, the CRC-32 of all
 # after the head; the packed tables, then the state, which names where each table is
 _HEAD = struct.Struct("=8sQQQ")
 _MAGIC = b"STKNAMES"
+_LOOSE_MAGIC = b"STKLOOSE"
+# the loose index's packed tables, and its plain attributes (``_listed`` is empty in
+# a kept index: the shipped lists' own)
+_LOOSE_TABLES: dict[str, type[_Packed[Any]]] = {
+    "_names": Strings, "_ranks": Ranks, "_one": Lists, "_ends": Lists, "_ratios": Lists,
+    "_anagrams": Strings, "_dropped": Strings}
+_LOOSE_PLAIN = ("ecosystem", "shapes", "_listed", "_longest")
 
 
 def folder() -> Path | None:
@@ -157,35 +164,68 @@ def _restore(state: dict[str, Any], buffer: bytes | mmap.mmap) -> NameIndex:
 def dumps(index: NameIndex) -> bytes:
     """The file's bytes for ``index``."""
     tables: list[bytes] = []
-    state = marshal.dumps(_state(index, tables, _HEAD.size))
-    body = b"".join(tables) + state
-    return _HEAD.pack(_MAGIC, _HEAD.size + len(body) - len(state), len(state),
-                      zlib.crc32(body)) + body
+    state = _state(index, tables, _HEAD.size)
+    return _file(_MAGIC, tables, state)
 
 
 def loads(data: bytes | mmap.mmap) -> NameIndex:
     """The index ``dumps`` wrote, its tables read in place from ``data`` (the file's
     bytes, or the file mapped)."""
-    magic, at, size, _ = _HEAD.unpack_from(data)  # too short: struct.error, a ValueError
-    if magic != _MAGIC or at + size != len(data):
-        raise ValueError("not a name index file of this format")
+    return _restore(_read_state(data, _MAGIC), data)
+
+
+def _read_state(data: bytes | mmap.mmap, magic: bytes) -> dict[str, Any]:
+    """The plain state of a file ``_file`` wrote with ``magic``."""
+    found, at, size, _ = _HEAD.unpack_from(data)  # too short: struct.error, a ValueError
+    if found != magic or at + size != len(data):
+        raise ValueError("not an index file of this kind and format")
     state = marshal.loads(data[at:at + size])  # noqa: S302 (our own file, plain data only)
-    return _restore(state, data)
+    if not isinstance(state, dict):
+        raise ValueError("an index file without its state")
+    return state
+
+
+def _file(magic: bytes, tables: list[bytes], state: dict[str, Any]) -> bytes:
+    """A file's bytes: its head, the packed ``tables`` (the first at ``_HEAD.size``,
+    as ``state`` says where each is), then ``state``."""
+    plain = marshal.dumps(state)
+    body = b"".join(tables) + plain
+    return _HEAD.pack(magic, _HEAD.size + len(body) - len(plain), len(plain),
+                      zlib.crc32(body)) + body
 
 
 def _mapped(path: Path) -> mmap.mmap:
     """``path`` mapped read-only (its pages shared by every process mapping it), once
-    its checksum is checked: read in chunks, which maps nothing in this process."""
+    its checksum is checked: read in chunks, which maps nothing in this process.
+
+    Read and mapped for random access, so that the file is cached a page at a time
+    (``_uncached``): a process is charged in its RSS for every page of a cached block
+    it maps, and the page cache groups a file read or written in sequence in blocks of
+    up to 2 MiB, where a look-up reads a few bytes here and there (mapping a byte of
+    such a block costs 2 MiB of RSS, a byte of a page-cached file 64 KiB around it)."""
     with path.open("rb") as file:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
         head = file.read(_HEAD.size)
         if len(head) != _HEAD.size:
-            raise ValueError("a name index file too short")
+            raise ValueError("an index file too short")
         crc, chunk = 0, bytearray(1 << 20)
         while got := file.readinto(chunk):
             crc = zlib.crc32(memoryview(chunk)[:got], crc)
         if _HEAD.unpack(head)[3] != crc:
-            raise ValueError("a name index file that does not match its checksum")
-        return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+            raise ValueError("an index file that does not match its checksum")
+        mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        if hasattr(mmap, "MADV_RANDOM"):
+            mapped.madvise(mmap.MADV_RANDOM)  # a page not cached: read alone
+        return mapped
+
+
+def _uncached(fileno: int) -> None:
+    """The file written out and dropped from the page cache, where writing it left it
+    in large blocks: ``_mapped`` reads it back a page at a time."""
+    if hasattr(os, "posix_fadvise"):
+        os.fdatasync(fileno)
+        os.posix_fadvise(fileno, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def load_or_build(ecosystem: Ecosystem, names: Iterable[str], *,
@@ -209,60 +249,64 @@ def load_or_build(ecosystem: Ecosystem, names: Iterable[str], *,
 
 
 def load_or_build_loose(ecosystem: Ecosystem, names: tuple[str, ...]) -> LooseIndex:
-    """``LooseIndex(ecosystem, names)``, read from its file when one was written for
-    these names and this detector, else built (and its file written): about a third
-    of the CPU of building it at every start."""
+    """``LooseIndex(ecosystem, names)``, mapped from its file when one was written for
+    these names, these shapes and this detector, else built (and its file written)."""
     where = folder()
     if where is None:
         return LooseIndex(ecosystem, names)
-    path = where / f"loose-{ecosystem.value}-{_key(ecosystem, names, ('loose',))}.marshal"
+    shapes = repr(SHAPES[ecosystem])
+    path = where / f"loose-{ecosystem.value}-{_key(ecosystem, names, ('loose', shapes))}.packed"
     try:
-        with _paused_collection():
-            return _loose_restore(marshal.loads(path.read_bytes()))  # noqa: S302
+        return loads_loose(_mapped(path))
     except FileNotFoundError:
         pass
-    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (OSError, ValueError, EOFError, TypeError, KeyError, struct.error) as exc:
         logger.warning("ignoring the loose index file %s: %s", path, exc)
     index = LooseIndex(ecosystem, names)
     try:
-        data = marshal.dumps(_loose_state(index))
-    except (ValueError, TypeError) as exc:
-        logger.info("loose index not kept: %s", exc)  # an attribute marshal cannot write
+        data = dumps_loose(index)
+    except TypeError as exc:
+        logger.info("loose index not kept: %s", exc)
         return index
     _write(where, path, data)
     return index
 
 
-def _loose_state(index: LooseIndex) -> dict[str, Any]:
-    """Every attribute of ``index`` as plain data: the ecosystem by its value, and its
-    shapes left out (the ecosystem's own ``SHAPES``, whose source is in the key)."""
-    if index.shapes != SHAPES[index.ecosystem]:
-        raise TypeError("only an index of the ecosystem's own shapes is kept")
-    state = dict(vars(index))
-    state["ecosystem"] = index.ecosystem.value
-    del state["shapes"]
-    return state
+def dumps_loose(index: LooseIndex) -> bytes:
+    """The loose index file's bytes for ``index``: one of the ecosystem's own shapes
+    and no names of its own to leave alone (the shipped lists')."""
+    if set(vars(index)) != {*_LOOSE_PLAIN, *_LOOSE_TABLES}:
+        raise TypeError("LooseIndex holds attributes the index file does not know")
+    if index.shapes != SHAPES[index.ecosystem] or index._listed:
+        raise TypeError("only an index of the ecosystem's own shapes and lists is kept")
+    tables: list[bytes] = []
+    where: dict[str, int] = {}
+    for name, kind in _LOOSE_TABLES.items():
+        table = getattr(index, name)
+        if not isinstance(table, kind):
+            raise TypeError(f"{name} is not packed")
+        where[name] = _HEAD.size + sum(map(len, tables))
+        tables.append(table.tobytes())
+    return _file(_LOOSE_MAGIC, tables, {
+        "ecosystem": index.ecosystem.value, "shapes": repr(index.shapes),
+        "_longest": index._longest, "tables": where})
 
 
-def _loose_restore(state: dict[str, Any]) -> LooseIndex:
+def loads_loose(data: bytes | mmap.mmap) -> LooseIndex:
+    """The loose index ``dumps_loose`` wrote, its tables read in place from ``data``."""
+    state = _read_state(data, _LOOSE_MAGIC)
     index = LooseIndex.__new__(LooseIndex)
-    vars(index).update(state)
     index.ecosystem = Ecosystem(state["ecosystem"])
     index.shapes = SHAPES[index.ecosystem]
+    if state["shapes"] != repr(index.shapes):
+        raise ValueError("a loose index file of other shapes")
+    index._listed = ()
+    index._longest = int(state["_longest"])
+    if set(state["tables"]) != set(_LOOSE_TABLES):
+        raise ValueError("a loose index file without its tables")
+    for name, at in state["tables"].items():
+        setattr(index, name, _LOOSE_TABLES[name](data, at))
     return index
-
-
-@contextlib.contextmanager
-def _paused_collection() -> Iterator[None]:
-    """No cyclic collection while a file's hundreds of thousands of containers are
-    made: each generation's pass would walk them again (a third of npm's load)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _write(where: Path, path: Path, data: bytes) -> None:
@@ -274,6 +318,8 @@ def _write(where: Path, path: Path, data: bytes) -> None:
         with tempfile.NamedTemporaryFile(dir=where, prefix=".names-", delete=False) as out:
             tmp = Path(out.name)
             out.write(data)
+            out.flush()
+            _uncached(out.fileno())
         os.replace(tmp, path)
         tmp = None
         prefix = path.name.rsplit("-", 1)[0]

@@ -10,20 +10,20 @@ from rapidfuzz.distance import DamerauLevenshtein
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat.forms import skeleton
-from stockade.policy.typosquat.loose import TWO_EDITS_MIN, LooseIndex, Ratio, Shapes
+from stockade.policy.typosquat.loose import TWO_EDITS_MIN, LooseIndex, Ratio, Shapes, _bucket
 
 
 def _all_ratio(index: LooseIndex, skel: str) -> tuple[str, float] | None:
     """One search over every candidate of every row (as the shape reads)."""
     n = len(skel)
-    for row, bucket in zip(index.shapes.ratios, index._ratios, strict=True):
+    for at, row in enumerate(index.shapes.ratios):
         if n < row.min_len:
             continue
         share = row.cutoff / 100
         low, high = int(n * share / (2 - share)), int(n * (2 - share) / share) + 1
         keys = (f"^{skel[0]}", f"{skel[-1]}$") if row.ends else ("",)
         candidates = list(dict.fromkeys(s for m in range(low, high + 1) for k in keys
-                                        for s in bucket.get((m, k), ())))
+                                        for s in index._ratios.get(_bucket(at, m, k), ())))
         hit = process.extractOne(skel, candidates, scorer=fuzz.ratio,
                                  score_cutoff=row.cutoff) if candidates else None
         if hit is not None and hit[0] != skel:

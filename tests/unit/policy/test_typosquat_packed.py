@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat import NameIndex, store
-from stockade.policy.typosquat.packed import Layered, Names, Ranks, Strings
+from stockade.policy.typosquat.packed import Layered, Lists, Names, Ranks, Strings
 
 # any text a name may hold: non-ASCII, lone surrogates (as a list file may carry), empty
 TEXT = st.text(st.characters(blacklist_characters="\0"), max_size=12)
@@ -42,6 +42,26 @@ def test_names_keep_a_name_or_a_tuple(table: dict[str, str | tuple[str, ...]],
         assert packed.get(key) == table.get(key)
     strings = {k: v for k, v in table.items() if isinstance(v, str)}
     assert dict(Strings(Strings.pack(strings.items())).items()) == strings
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(TEXT, st.lists(TEXT, min_size=1, max_size=8).map(tuple), max_size=60),
+       st.lists(TEXT))
+def test_lists_keep_each_tuple_in_its_order(table: dict[str, tuple[str, ...]],
+                                            probes: list[str]) -> None:
+    packed = Lists(Lists.pack(table.items()))
+    assert list(packed.items()) == list(table.items())
+    for key in [*table, *probes]:
+        assert packed.get(key) == table.get(key)
+    keys = [*probes, *table]
+    assert packed.found(keys) == [table[k] for k in keys if k in table]
+
+
+def test_lists_refuse_what_they_cannot_give_back() -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        Lists.pack([("k", ("a\0b",))])
+    with pytest.raises(ValueError, match="empty"):
+        Lists.pack([("k", ())])
 
 
 def test_bytes_keys_and_nul_in_them() -> None:
