@@ -30,13 +30,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.procs import Peak, Proc, start_static, tree_memory, work_folder
+from bench.procs import Peak, Proc, roles_memory, start_static, tree_memory, work_folder
 from bench.serving import run_wrk, start_stockade
 from bench.serving_tree import HUGE, PACKAGE, build
 from testbed.net import free_port
 
 _SAMPLE_S = 0.2
 _SLICE_S = 3.0
+_SETTLE_S = 3.0
 
 
 @dataclass
@@ -51,6 +52,12 @@ class Figures:
     p99_ms: list[float] = field(default_factory=list)  # per wrk slice
     rps: list[float] = field(default_factory=list)
     errors: int = 0  # warm answers not 2xx/3xx
+    # (processes, PSS MiB) by role (bench.procs.role): idle, at the tree's peak, and
+    # each role's own peak
+    idle_roles: dict[str, tuple[int, float]] = field(default_factory=dict)
+    after_pss: float = 0.0  # a few seconds after the last answer: what stays held
+    at_peak: dict[str, tuple[int, float]] = field(default_factory=dict)
+    role_peaks: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
 def names(count: int) -> list[str]:
@@ -73,7 +80,8 @@ def measure(proc: Proc, count: int) -> Figures:
         subprocess.run(["curl", "-sf", "-o", "/dev/null", proc.url(tarball)], check=True,
                        timeout=120)
     figures.idle_pss = tree_memory(proc.pid)[1]
-    with Peak(proc.pid, every_s=_SAMPLE_S) as peak:
+    figures.idle_roles = roles_memory(proc.pid)
+    with Peak(proc.pid, every_s=_SAMPLE_S, by_role=True) as peak:
         started = time.perf_counter()
         curls = [subprocess.Popen(
             ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "600",
@@ -88,6 +96,9 @@ def measure(proc: Proc, count: int) -> Figures:
         figures.burst_s = time.perf_counter() - started
         figures.statuses = [c.communicate()[0] for c in curls]
     figures.peak_pss, figures.peak_rss = peak.pss, peak.rss
+    figures.at_peak, figures.role_peaks = peak.at_peak, peak.role_peaks
+    time.sleep(_SETTLE_S)
+    figures.after_pss = tree_memory(proc.pid)[1]
     return figures
 
 
@@ -102,13 +113,26 @@ def run_one(label: str, work: Path, upstream: str, tree: Path | None, workers: i
         proc.stop()
     ok = figures.statuses.count("200")
     print(f"{label}: {ok}/{count} packuments answered 200 in {figures.burst_s:.1f} s; "
-          f"tree PSS idle {figures.idle_pss:.0f} MiB, peak {figures.peak_pss:.0f} MiB "
+          f"tree PSS idle {figures.idle_pss:.0f} MiB, peak {figures.peak_pss:.0f} MiB, "
+          f"{_SETTLE_S:.0f} s after {figures.after_pss:.0f} MiB "
           f"(RSS summed: peak {figures.peak_rss:.0f} MiB); warm tarball meanwhile: "
           f"p99 worst slice {max(figures.p99_ms):.1f} ms, median slice "
           f"{statistics.median(figures.p99_ms):.1f} ms, "
           f"{statistics.median(figures.rps):,.0f} req/s, {figures.errors} not 2xx/3xx",
           flush=True)
+    print(f"{label}: PSS by role (processes x MiB): {_roles(figures)}", flush=True)
     return figures
+
+
+def _roles(figures: Figures) -> str:
+    parts = []
+    for name in sorted({*figures.idle_roles, *figures.at_peak, *figures.role_peaks}):
+        idle = figures.idle_roles.get(name, (0, 0.0))
+        at = figures.at_peak.get(name, (0, 0.0))
+        own = figures.role_peaks.get(name, (0, 0.0))
+        parts.append(f"{name} idle {idle[0]}x{idle[1]:.0f}, at tree peak {at[0]}x{at[1]:.0f}, "
+                     f"own peak {own[0]}x{own[1]:.0f}")
+    return "; ".join(parts)
 
 
 def main() -> None:
