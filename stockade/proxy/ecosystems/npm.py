@@ -211,10 +211,11 @@ async def _rendered(
     if rendered is None:  # the raw body is read only to render it, in a render slot
         async with svc.admission.large(doc.size):
             full = await _with_body(svc.admission, doc, upstreams.owner, name)
+            # only read to make the rebased one below: no gzip sibling of its own
             rendered = await svc.rendered.get(
                 key, docs.render_body, full.body, name, abbreviated=abbreviated,
                 hidden=hidden, base=_PLACEHOLDER, hosts=upstreams.owner.hosts, heavy=heavy,
-                max_age_s=ttl,
+                max_age_s=ttl, compress=False,
             )
             del full
     base = orjson.dumps(_base(request))[1:-1]  # as it stands inside a JSON string
