@@ -129,10 +129,12 @@ async def _index(adm: Documents, doc: CachedDoc, name: str,
         try:
             async with adm.large(doc.size):  # the body is read in the slot, not before
                 full = await _with_body(adm, doc, upstream, name)
-                return await adm.offload(
-                    full.size > _OFFLOAD_BYTES, docs.index, full.body, name,
-                    upstream=upstream.name, internal=upstream.internal,
-                )
+                if full.size <= _OFFLOAD_BYTES:
+                    return await adm.offload(False, docs.index, full.body, name,
+                                             upstream=upstream.name, internal=upstream.internal)
+                parts = await adm.offload(True, docs.index_parts, full.body, name,
+                                          upstream=upstream.name, internal=upstream.internal)
+            return await docs.join_index(parts)  # read back a part at a time
         except docs.PackumentError as exc:
             raise UpstreamError(
                 f"upstream {upstream.name} sent an unreadable packument for {name}: {exc}",
