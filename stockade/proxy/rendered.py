@@ -11,9 +11,7 @@ own, and answered from there: a warm request opens no file.
 Parsing and rendering a large document holds the interpreter lock for tens of
 milliseconds at a time; in threads, twenty of them at once would starve the
 event loop. So work on large documents runs in a small pool of worker
-processes (started on first use, at a lower CPU priority than the serving
-process: answering other requests meanwhile comes first), small documents in a
-thread. Work on the
+processes (started on first use), small documents in a thread. Work on the
 largest documents (``LARGE_BYTES`` of input and more) also takes one of the
 server's render slots (``renderslots.RenderSlots``, shared by every worker
 process), and callers may hold a slot from before they read such a body
@@ -65,9 +63,6 @@ T = TypeVar("T")
 _IN_MEMORY_MAX = 1024 * 1024  # bytes: documents this small are kept in memory too
 LARGE_BYTES = 4 * 1024 * 1024  # bytes of input from which work takes a render slot
 _PR_SET_PDEATHSIG = 1  # prctl(2)
-# Added to the pool processes' nice value: with the cores busy, the serving
-# processes get most of the CPU time (about 90% each against one at +10).
-RENDER_NICENESS = 10
 _M_MMAP_THRESHOLD = -3  # mallopt(3)
 # Allocations from this size on are mapped on their own, and unmapped when freed.
 _MMAP_THRESHOLD = 1024 * 1024
@@ -195,7 +190,7 @@ class RenderedCache:
     def _start_pool(self) -> ProcessPoolExecutor:
         # spawn: forking a process that runs threads and an event loop is unsafe.
         pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start_pool_process, initargs=(os.getpid(),))
+                                   initializer=_die_with_parent, initargs=(os.getpid(),))
         for future in [pool.submit(int) for _ in range(self._workers)]:
             future.result()
         return pool
@@ -326,16 +321,6 @@ def _input_bytes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     return total
 
 
-def _start_pool_process(parent: int) -> None:
-    """Set up a pool process: it dies with its parent, maps large blocks on their
-    own (``bound_heap``), and yields the CPU to the serving processes: rendering is
-    background work, answering the requests meanwhile is not."""
-    _die_with_parent(parent)
-    bound_heap()
-    with contextlib.suppress(OSError):
-        os.nice(RENDER_NICENESS)
-
-
 def _die_with_parent(parent: int) -> None:
     """Have the kernel end a pool process when the process that started it ends (even
     killed), so none is left behind holding memory; Linux only, elsewhere a no-op."""
@@ -344,6 +329,7 @@ def _die_with_parent(parent: int) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it ended before the call took effect
         os.kill(os.getpid(), signal.SIGKILL)
+    bound_heap()
 
 
 def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
