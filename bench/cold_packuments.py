@@ -14,7 +14,14 @@ and samples the memory of stockade's whole process tree every 0.2 s:
 With ``--base-tree DIR`` (a checkout made with ``git worktree add DIR main``) the same
 is measured for that checkout first, in the same run, and both are printed.
 
+The tree's PSS is also given by role (``bench.procs.role``: supervisor, workers,
+render processes, multiprocessing's resource trackers) at the tree's peak. With
+``--stages``, the work on one document is measured stage by stage instead, each in
+a fresh process: what it adds to the process's peak memory (VmHWM over the memory
+held before it, the body included) and how long it takes.
+
     python -m bench.cold_packuments [--count 20] [--workers N] [--base-tree DIR]
+    python -m bench.cold_packuments --stages
 
 Needs ``wrk`` and ``curl`` on PATH. Figures are only comparable within one run.
 """
@@ -22,6 +29,7 @@ Needs ``wrk`` and ``curl`` on PATH. Figures are only comparable within one run.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import subprocess
@@ -135,6 +143,56 @@ def _roles(figures: Figures) -> str:
     return "; ".join(parts)
 
 
+# What each stage does to one document, as the serving and render processes do it.
+STAGES = {
+    "read (spool: the body in memory)": "bytearray(body)",
+    "pickle to a render process": "pickle.dumps(((body,), {}))",
+    "unpickle in the render process": "pickle.loads(pickled)",
+    "index (parse, write check, facts)": "docs.index(body, NAME, upstream='u', internal=False)",
+    "index back in the worker (unpickle)": "pickle.loads(index_pickled)",
+    "render full": "docs.render_body(body, NAME, abbreviated=False, hidden=frozenset(), "
+                   "base='http://h/npm/', hosts=frozenset({'127.0.0.1'}))",
+    "render abbreviated": "docs.render_body(body, NAME, abbreviated=True, hidden=frozenset(), "
+                          "base='http://h/npm/', hosts=frozenset({'127.0.0.1'}))",
+    "gzip (level 6)": "gzip.compress(body, compresslevel=6, mtime=0)",
+    "rebase (bytes.replace)": "body.replace(b'http://127.0.0.1:1/', b'http://127.0.0.1:2/')",
+}
+_STAGE_SETUP = """
+import gzip, json, pickle, sys, time
+from pathlib import Path
+from stockade.proxy.ecosystems import npm_documents as docs
+NAME = sys.argv[2]
+body = Path(sys.argv[1]).read_bytes()
+# what a stage starts from, made only where it needs it (it leaves memory behind)
+if 'index_pickled' in sys.argv[3]:
+    index_pickled = pickle.dumps(docs.index(body, NAME, upstream='u', internal=False))
+elif 'pickled' in sys.argv[3]:
+    pickled = pickle.dumps(((body,), {}))
+def status(key):
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(key + ':'):
+            return int(line.split()[1]) / 1024
+    return 0.0
+Path('/proc/self/clear_refs').write_text('5')  # the peak so far: forgotten
+before = status('VmRSS')
+started = time.perf_counter()
+out = eval(sys.argv[3])
+took = time.perf_counter() - started
+print(json.dumps([status('VmHWM') - before, took * 1000]))
+"""
+
+
+def stages(path: Path, name: str) -> None:
+    """Print each stage's added peak memory and time for the document at ``path``."""
+    print(f"one {path.stat().st_size / 2**20:.1f} MiB packument, stage by stage "
+          "(each in a fresh process):")
+    for label, code in STAGES.items():
+        run = subprocess.run([sys.executable, "-c", _STAGE_SETUP, str(path), name, code],
+                             capture_output=True, text=True, check=True, timeout=300)
+        peak, took = json.loads(run.stdout)
+        print(f"  {label}: +{peak:.0f} MiB peak, {took:.0f} ms", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -142,7 +200,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="server.workers (default: the default)")
     parser.add_argument("--base-tree", type=Path, help="measure this checkout first")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    parser.add_argument("--stages", action="store_true",
+                        help="measure one document's stages instead (no server)")
     args = parser.parse_args()
+    if args.stages:
+        with work_folder("stockade-stages-", keep=args.keep) as work:
+            build(work, "http://127.0.0.1:1/", huge=True)
+            stages(work / "npm" / f"{HUGE}.json", HUGE)
+        return
     missing = [tool for tool in ("wrk", "curl") if shutil.which(tool) is None]
     if missing:
         sys.exit(f"{' and '.join(missing)} not found: apt-get install wrk curl")
