@@ -323,7 +323,8 @@ def _input_bytes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
 
 def _die_with_parent(parent: int) -> None:
     """Have the kernel end a pool process when the process that started it ends (even
-    killed), so none is left behind holding memory; Linux only, elsewhere a no-op."""
+    killed), so none is left behind holding memory; Linux only, elsewhere a no-op.
+    Large blocks of the pool process are then mapped on their own (``bound_heap``)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
