@@ -14,7 +14,14 @@ and samples the memory of stockade's whole process tree every 0.2 s:
 With ``--base-tree DIR`` (a checkout made with ``git worktree add DIR main``) the same
 is measured for that checkout first, in the same run, and both are printed.
 
+The tree's PSS is also given by role (``bench.procs.role``: supervisor, workers,
+render processes, multiprocessing's resource trackers) at the tree's peak. With
+``--stages``, the work on one document is measured stage by stage instead, each in
+a fresh process: what it adds to the process's peak memory (VmHWM over the memory
+held before it, the body included) and how long it takes.
+
     python -m bench.cold_packuments [--count 20] [--workers N] [--base-tree DIR]
+    python -m bench.cold_packuments --stages
 
 Needs ``wrk`` and ``curl`` on PATH. Figures are only comparable within one run.
 """
@@ -22,6 +29,7 @@ Needs ``wrk`` and ``curl`` on PATH. Figures are only comparable within one run.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import subprocess
@@ -30,13 +38,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.procs import Peak, Proc, start_static, tree_memory, work_folder
+from bench.procs import Peak, Proc, roles_memory, start_static, tree_memory, work_folder
 from bench.serving import run_wrk, start_stockade
 from bench.serving_tree import HUGE, PACKAGE, build
 from testbed.net import free_port
 
 _SAMPLE_S = 0.2
 _SLICE_S = 3.0
+_SETTLE_S = 3.0
 
 
 @dataclass
@@ -51,6 +60,12 @@ class Figures:
     p99_ms: list[float] = field(default_factory=list)  # per wrk slice
     rps: list[float] = field(default_factory=list)
     errors: int = 0  # warm answers not 2xx/3xx
+    # (processes, PSS MiB) by role (bench.procs.role): idle, at the tree's peak, and
+    # each role's own peak
+    idle_roles: dict[str, tuple[int, float]] = field(default_factory=dict)
+    after_pss: float = 0.0  # a few seconds after the last answer: what stays held
+    at_peak: dict[str, tuple[int, float]] = field(default_factory=dict)
+    role_peaks: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
 def names(count: int) -> list[str]:
@@ -73,7 +88,8 @@ def measure(proc: Proc, count: int) -> Figures:
         subprocess.run(["curl", "-sf", "-o", "/dev/null", proc.url(tarball)], check=True,
                        timeout=120)
     figures.idle_pss = tree_memory(proc.pid)[1]
-    with Peak(proc.pid, every_s=_SAMPLE_S) as peak:
+    figures.idle_roles = roles_memory(proc.pid)
+    with Peak(proc.pid, every_s=_SAMPLE_S, by_role=True) as peak:
         started = time.perf_counter()
         curls = [subprocess.Popen(
             ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "600",
@@ -88,6 +104,9 @@ def measure(proc: Proc, count: int) -> Figures:
         figures.burst_s = time.perf_counter() - started
         figures.statuses = [c.communicate()[0] for c in curls]
     figures.peak_pss, figures.peak_rss = peak.pss, peak.rss
+    figures.at_peak, figures.role_peaks = peak.at_peak, peak.role_peaks
+    time.sleep(_SETTLE_S)
+    figures.after_pss = tree_memory(proc.pid)[1]
     return figures
 
 
@@ -102,13 +121,76 @@ def run_one(label: str, work: Path, upstream: str, tree: Path | None, workers: i
         proc.stop()
     ok = figures.statuses.count("200")
     print(f"{label}: {ok}/{count} packuments answered 200 in {figures.burst_s:.1f} s; "
-          f"tree PSS idle {figures.idle_pss:.0f} MiB, peak {figures.peak_pss:.0f} MiB "
+          f"tree PSS idle {figures.idle_pss:.0f} MiB, peak {figures.peak_pss:.0f} MiB, "
+          f"{_SETTLE_S:.0f} s after {figures.after_pss:.0f} MiB "
           f"(RSS summed: peak {figures.peak_rss:.0f} MiB); warm tarball meanwhile: "
           f"p99 worst slice {max(figures.p99_ms):.1f} ms, median slice "
           f"{statistics.median(figures.p99_ms):.1f} ms, "
           f"{statistics.median(figures.rps):,.0f} req/s, {figures.errors} not 2xx/3xx",
           flush=True)
+    print(f"{label}: PSS by role (processes x MiB): {_roles(figures)}", flush=True)
     return figures
+
+
+def _roles(figures: Figures) -> str:
+    parts = []
+    for name in sorted({*figures.idle_roles, *figures.at_peak, *figures.role_peaks}):
+        idle = figures.idle_roles.get(name, (0, 0.0))
+        at = figures.at_peak.get(name, (0, 0.0))
+        own = figures.role_peaks.get(name, (0, 0.0))
+        parts.append(f"{name} idle {idle[0]}x{idle[1]:.0f}, at tree peak {at[0]}x{at[1]:.0f}, "
+                     f"own peak {own[0]}x{own[1]:.0f}")
+    return "; ".join(parts)
+
+
+# What each stage does to one document, as the serving and render processes do it.
+STAGES = {
+    "read (spool: the body in memory)": "bytearray(body)",
+    "pickle to a render process": "pickle.dumps(((body,), {}))",
+    "unpickle in the render process": "pickle.loads(pickled)",
+    "index (parse, write check, facts)": "docs.index(body, NAME, upstream='u', internal=False)",
+    "index back in the worker (unpickle)": "pickle.loads(index_pickled)",
+    "render full": "docs.render_body(body, NAME, abbreviated=False, hidden=frozenset(), "
+                   "base='http://h/npm/', hosts=frozenset({'127.0.0.1'}))",
+    "render abbreviated": "docs.render_body(body, NAME, abbreviated=True, hidden=frozenset(), "
+                          "base='http://h/npm/', hosts=frozenset({'127.0.0.1'}))",
+    "gzip (level 6)": "gzip.compress(body, compresslevel=6, mtime=0)",
+    "rebase (bytes.replace)": "body.replace(b'http://127.0.0.1:1/', b'http://127.0.0.1:2/')",
+}
+_STAGE_SETUP = """
+import gzip, json, pickle, sys, time
+from pathlib import Path
+from stockade.proxy.ecosystems import npm_documents as docs
+NAME = sys.argv[2]
+body = Path(sys.argv[1]).read_bytes()
+# what a stage starts from, made only where it needs it (it leaves memory behind)
+if 'index_pickled' in sys.argv[3]:
+    index_pickled = pickle.dumps(docs.index(body, NAME, upstream='u', internal=False))
+elif 'pickled' in sys.argv[3]:
+    pickled = pickle.dumps(((body,), {}))
+def status(key):
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(key + ':'):
+            return int(line.split()[1]) / 1024
+    return 0.0
+Path('/proc/self/clear_refs').write_text('5')  # the peak so far: forgotten
+before = status('VmRSS')
+started = time.perf_counter()
+out = eval(sys.argv[3])
+took = time.perf_counter() - started
+print(json.dumps([status('VmHWM') - before, took * 1000]))
+"""
+
+
+def stages(path: Path, name: str) -> None:
+    """Print each stage's added peak memory and time for the document at ``path``."""
+    print(f"one {path.stat().st_size / 2**20:.1f} MiB packument, stage by stage "
+          "(each in a fresh process):")
+    for label, code in STAGES.items():
+        run = subprocess.run([sys.executable, "-c", _STAGE_SETUP, str(path), name, code],
+                             capture_output=True, text=True, check=True, timeout=300)
+        peak, took = json.loads(run.stdout)
+        print(f"  {label}: +{peak:.0f} MiB peak, {took:.0f} ms", flush=True)
 
 
 def main() -> None:
@@ -118,7 +200,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="server.workers (default: the default)")
     parser.add_argument("--base-tree", type=Path, help="measure this checkout first")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    parser.add_argument("--stages", action="store_true",
+                        help="measure one document's stages instead (no server)")
     args = parser.parse_args()
+    if args.stages:
+        with work_folder("stockade-stages-", keep=args.keep) as work:
+            build(work, "http://127.0.0.1:1/", huge=True)
+            stages(work / "npm" / f"{HUGE}.json", HUGE)
+        return
     missing = [tool for tool in ("wrk", "curl") if shutil.which(tool) is None]
     if missing:
         sys.exit(f"{' and '.join(missing)} not found: apt-get install wrk curl")

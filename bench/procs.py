@@ -143,6 +143,42 @@ def memory(pid: int) -> tuple[float, float]:
     return values.get("Rss", 0.0), values.get("Pss", 0.0)
 
 
+def role(pid: int, top: int) -> str:
+    """What a process of stockade's tree is: ``supervisor`` (the top one, when it
+    has workers below it), ``worker`` (a process serving requests), ``render`` (a
+    render pool process), ``tracker`` (multiprocessing's resource tracker), or
+    ``other`` (Linux)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return "other"
+    if b"multiprocessing" in cmdline:
+        return "tracker" if b"resource_tracker" in cmdline else "render"
+    if pid == top:
+        # forked workers share the supervisor's command line
+        return "supervisor" if any(role(c, -1) == "worker" for c in _children(pid)) \
+            else "worker"
+    return "worker" if b"stockade" in cmdline else "other"
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def roles_memory(top: int) -> dict[str, tuple[int, float]]:
+    """(processes, PSS MiB) of the tree under ``top``, by ``role``."""
+    out: dict[str, tuple[int, float]] = {}
+    for pid in tree_pids(top):
+        name = role(pid, top)
+        count, pss = out.get(name, (0, 0.0))
+        out[name] = (count + 1, pss + memory(pid)[1])
+    return out
+
+
 def tree_memory(*pids: int) -> tuple[float, float]:
     """(RSS, PSS) in MiB of the processes under ``pids``, summed."""
     rss = pss = 0.0
@@ -154,20 +190,42 @@ def tree_memory(*pids: int) -> tuple[float, float]:
 
 class Peak:
     """The most RSS and PSS of the process trees under ``pids``, together, seen
-    while the block runs (sampled every ``every_s``)."""
+    while the block runs (sampled every ``every_s``).
 
-    def __init__(self, *pids: int, every_s: float = 0.5) -> None:
-        self.pids, self.every_s = pids, every_s
+    With ``by_role``, also the PSS of each ``role`` of the first tree: at the
+    sample where the tree's PSS peaked (``at_peak``), and each role's own most
+    (``role_peaks``), as (processes, MiB).
+    """
+
+    def __init__(self, *pids: int, every_s: float = 0.5, by_role: bool = False) -> None:
+        self.pids, self.every_s, self.by_role = pids, every_s, by_role
         self.rss = self.pss = 0.0
+        self.at_peak: dict[str, tuple[int, float]] = {}
+        self.role_peaks: dict[str, tuple[int, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while True:
-            rss, pss = tree_memory(*self.pids)
-            self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+            if self.by_role:
+                self._sample_roles()
+            else:
+                rss, pss = tree_memory(*self.pids)
+                self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
             if self._stop.wait(self.every_s):
                 return
+
+    def _sample_roles(self) -> None:
+        rss, _ = tree_memory(*self.pids)
+        roles = roles_memory(self.pids[0])
+        others = tree_memory(*self.pids[1:])[1] if self.pids[1:] else 0.0
+        pss = others + sum(mib for _, mib in roles.values())
+        self.rss = max(self.rss, rss)
+        if pss > self.pss:
+            self.pss, self.at_peak = pss, roles
+        for name, (count, mib) in roles.items():
+            if mib > self.role_peaks.get(name, (0, 0.0))[1]:
+                self.role_peaks[name] = (count, mib)
 
     def __enter__(self) -> Peak:
         self._thread.start()

@@ -27,7 +27,7 @@ from cachetools import LRUCache
 from stockade.proxy.errors import NotCachedError, UpstreamError, UpstreamStatusError
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.singleflight import FileLocks, SingleFlight
-from stockade.proxy.upstream import Upstream
+from stockade.proxy.upstream import LARGE_BODY_BYTES, Upstream, UpstreamResponse
 from stockade.proxy.warmrecord import note
 from stockade.storage.errors import StorageError
 
@@ -308,7 +308,7 @@ class MetadataCache:
                     doc = replace(cached, fetched_at=self._clock(), result=CacheResult.HIT)
                     await self._store(doc, body_changed=False)
                     return doc
-                body = b"" if probe else await resp.read(self._max_doc_bytes)
+                body = b"" if probe else await self._read(resp)
                 doc = CachedDoc(
                     key=key, url=resp.url, body=body,
                     content_type=resp.headers.get("Content-Type", ""),
@@ -334,6 +334,16 @@ class MetadataCache:
             logger.warning("cannot cache %s: %s", url, exc.diagnostics())
             self._remember(doc)
         return doc
+
+    async def _read(self, resp: UpstreamResponse) -> bytes:
+        """The body of ``resp``. One announced as large is read wholly inside a read
+        slot (``UpstreamResponse.read`` takes one only once the body grew large): the
+        beginnings of the large documents waiting for a slot are not held meanwhile."""
+        size = resp.content_length
+        if resp.read_slots is None or size is None or size < LARGE_BODY_BYTES:
+            return await resp.read(self._max_doc_bytes)
+        async with resp.read_slots.hold():
+            return await resp.read(self._max_doc_bytes)
 
     def _stale_or_raise(
         self, cached: CachedDoc | Missing, upstream: Upstream, exc: UpstreamError,

@@ -16,7 +16,10 @@ largest documents (``LARGE_BYTES`` of input and more) also takes one of the
 server's render slots (``renderslots.RenderSlots``, shared by every worker
 process), and callers may hold a slot from before they read such a body
 (``large()``): memory then grows with the slots, not with the documents asked
-for at once. Pool processes die with the process that started them. Rendered files
+for at once. Pool processes die with the process that started them. Memory a large piece of
+work used is given back to the system once it is done (``release_memory``, in the
+pool process and in the serving process): without that, each process keeps the
+high-water mark of the largest document it ever parsed. Rendered files
 are derived data: each server process keeps its own under ``<root>/<pid>/``,
 cleared when it starts (with the folders of processes no longer running), and
 whatever is missing is rendered again; a worker process that starts never
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import gzip
 import hashlib
 import logging
@@ -59,6 +63,9 @@ T = TypeVar("T")
 _IN_MEMORY_MAX = 1024 * 1024  # bytes: documents this small are kept in memory too
 LARGE_BYTES = 4 * 1024 * 1024  # bytes of input from which work takes a render slot
 _PR_SET_PDEATHSIG = 1  # prctl(2)
+_M_MMAP_THRESHOLD = -3  # mallopt(3)
+# Allocations from this size on are mapped on their own, and unmapped when freed.
+_MMAP_THRESHOLD = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +109,10 @@ def respond(request: web.BaseRequest, rendered: Rendered, headers: dict[str, str
 
 def _render_to_file(
     root: Path, key: str, created_at: float, render: Callable[..., bytes], args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    kwargs: dict[str, Any], compress: bool = True,
 ) -> Rendered:
-    """Render and write ``<hash>.json`` and ``<hash>.json.gz`` (runs in a worker)."""
+    """Render and write ``<hash>.json`` and, with ``compress`` (or when it is small
+    enough to be kept in memory), ``<hash>.json.gz`` (runs in a worker)."""
     body = render(*args, **kwargs)
     digest = hashlib.sha256(body).hexdigest()
     name = hashlib.sha256(key.encode()).hexdigest()
@@ -112,11 +120,13 @@ def _render_to_file(
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(body)
     os.replace(tmp, path)
-    gz_tmp = path.with_name(path.name + ".gz.tmp")
-    gzipped = gzip.compress(body, compresslevel=6, mtime=0)
-    gz_tmp.write_bytes(gzipped)
-    os.replace(gz_tmp, path.with_name(path.name + ".gz"))
     small = len(body) <= _IN_MEMORY_MAX
+    gzipped = None
+    if compress or small:
+        gz_tmp = path.with_name(path.name + ".gz.tmp")
+        gzipped = gzip.compress(body, compresslevel=6, mtime=0)
+        gz_tmp.write_bytes(gzipped)
+        os.replace(gz_tmp, path.with_name(path.name + ".gz"))
     return Rendered(path, len(body), f'"{digest[:32]}"', created_at,
                     body if small else None, gzipped if small else None)
 
@@ -144,8 +154,11 @@ class RenderedCache:
         self._slots = slots
 
     async def open(self) -> None:
-        """Start empty: rendered files are derived and may belong to an old policy."""
+        """Start empty: rendered files are derived and may belong to an old policy.
+        Large documents' bodies are then mapped on their own in this (the serving)
+        process: each is given back when freed (``bound_heap``)."""
         await asyncio.to_thread(self._reset)
+        bound_heap()
 
     def _reset(self) -> None:
         self._root = self._base / str(os.getpid())
@@ -190,8 +203,11 @@ class RenderedCache:
         """
         loop = asyncio.get_running_loop()
         executor = await self._executor(heavy)
-        async with self.large(_input_bytes(args, kwargs) if heavy else 0):
-            return await loop.run_in_executor(executor, _call, fn, args, kwargs)
+        size = _input_bytes(args, kwargs) if heavy else 0
+        # the pool process gives back what a large computation used once it is done
+        call = _call_released if size >= LARGE_BYTES else _call
+        async with self.large(size):
+            return await loop.run_in_executor(executor, call, fn, args, kwargs)
 
     @contextlib.asynccontextmanager
     async def large(self, size: int) -> AsyncIterator[None]:
@@ -200,8 +216,11 @@ class RenderedCache:
         if self._slots is None or size < LARGE_BYTES:
             yield
             return
+        outermost = not self._slots.held
         async with self._slots.hold():
             yield
+        if outermost:  # what the work on a large body used, given back
+            await asyncio.to_thread(release_memory)
 
     def peek(self, key: str, *, max_age_s: float) -> Rendered | None:
         """The rendered document for ``key`` if there is one young enough (no rendering)."""
@@ -213,9 +232,13 @@ class RenderedCache:
 
     async def get(
         self, key: str, render: Callable[..., bytes], *args: Any, max_age_s: float,
-        heavy: bool, **kwargs: Any,
+        heavy: bool, compress: bool = True, **kwargs: Any,
     ) -> Rendered:
-        """The rendered document for ``key``, rendering it (once) if absent or too old."""
+        """The rendered document for ``key``, rendering it (once) if absent or too old.
+
+        Without ``compress``, a document too large to be kept in memory gets no gzip
+        sibling: for one that is only read to make another (never served itself).
+        """
         entry = self._entries.get(key)
         if entry is not None and self._clock() - entry.created_at < max_age_s:
             self._entries.move_to_end(key)
@@ -223,7 +246,8 @@ class RenderedCache:
 
         async def make() -> Rendered:
             made = await self.compute(
-                heavy, _render_to_file, self._root, key, self._clock(), render, args, kwargs
+                heavy, _render_to_file, self._root, key, self._clock(), render, args, kwargs,
+                compress,
             )
             self._add(key, made)
             return made
@@ -299,16 +323,59 @@ def _input_bytes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
 
 def _die_with_parent(parent: int) -> None:
     """Have the kernel end a pool process when the process that started it ends (even
-    killed), so none is left behind holding memory; Linux only, elsewhere a no-op."""
+    killed), so none is left behind holding memory; Linux only, elsewhere a no-op.
+    Large blocks of the pool process are then mapped on their own (``bound_heap``)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it ended before the call took effect
         os.kill(os.getpid(), signal.SIGKILL)
+    bound_heap()
 
 
 def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
     return fn(*args, **kwargs)
+
+
+def _call_released(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    """``fn(*args, **kwargs)``, then what it used given back (in a pool process)."""
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        release_memory()
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, where it has glibc's ``mallopt`` and ``malloc_trim``."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mallopt, libc.malloc_trim  # noqa: B018 (missing outside glibc)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def bound_heap() -> None:
+    """Map every allocation of ``_MMAP_THRESHOLD`` bytes or more on its own in this
+    process, so a document's body goes back to the system the moment it is freed.
+
+    glibc starts so, but raises the threshold each time such a block is freed (up to
+    32 MiB): the next 20 MB bodies then come from the heap, which keeps what it
+    grew to. Setting the threshold fixes it. glibc only; elsewhere nothing.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+
+
+def release_memory() -> None:
+    """Give the free pages of every heap of this process back to the system (after
+    work on a large document: the many small objects of a parsed document leave the
+    heap grown, and freed, and kept). glibc only; elsewhere nothing."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _unlink(entry: Rendered) -> None:

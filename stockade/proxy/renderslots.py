@@ -48,6 +48,11 @@ class RenderSlots:
         self._local = asyncio.Semaphore(count)
         self._broken = False  # the folder cannot be used: slots bound this process only
 
+    @property
+    def held(self) -> bool:
+        """True in a task holding a slot (or started by one)."""
+        return self._holding.get()
+
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
         """Hold a slot for the block (at once if this task already holds one)."""

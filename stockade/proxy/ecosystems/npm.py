@@ -129,10 +129,12 @@ async def _index(adm: Documents, doc: CachedDoc, name: str,
         try:
             async with adm.large(doc.size):  # the body is read in the slot, not before
                 full = await _with_body(adm, doc, upstream, name)
-                return await adm.offload(
-                    full.size > _OFFLOAD_BYTES, docs.index, full.body, name,
-                    upstream=upstream.name, internal=upstream.internal,
-                )
+                if full.size <= _OFFLOAD_BYTES:
+                    return await adm.offload(False, docs.index, full.body, name,
+                                             upstream=upstream.name, internal=upstream.internal)
+                parts = await adm.offload(True, docs.index_parts, full.body, name,
+                                          upstream=upstream.name, internal=upstream.internal)
+            return await docs.join_index(parts)  # read back a part at a time
         except docs.PackumentError as exc:
             raise UpstreamError(
                 f"upstream {upstream.name} sent an unreadable packument for {name}: {exc}",
@@ -211,10 +213,11 @@ async def _rendered(
     if rendered is None:  # the raw body is read only to render it, in a render slot
         async with svc.admission.large(doc.size):
             full = await _with_body(svc.admission, doc, upstreams.owner, name)
+            # only read to make the rebased one below: no gzip sibling of its own
             rendered = await svc.rendered.get(
                 key, docs.render_body, full.body, name, abbreviated=abbreviated,
                 hidden=hidden, base=_PLACEHOLDER, hosts=upstreams.owner.hosts, heavy=heavy,
-                max_age_s=ttl,
+                max_age_s=ttl, compress=False,
             )
             del full
     base = orjson.dumps(_base(request))[1:-1]  # as it stands inside a JSON string

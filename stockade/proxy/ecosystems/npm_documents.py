@@ -7,14 +7,17 @@ abbreviated ("corgi") one, with refused versions removed, ``dist-tags``
 repointed at allowed versions and ``dist.tarball`` / ``dist.attestations.url``
 rewritten to absolute proxy URLs. ``integrity``, ``shasum`` and ``signatures``
 are never touched: the registry's signature covers ``name@version:integrity``.
-Pure functions on bytes and dicts; the handlers in ``npm.py`` do the I/O.
+Pure functions on bytes and dicts (and ``join_index``, which yields to the event
+loop between parts); the handlers in ``npm.py`` do the I/O.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import pickle
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -169,6 +172,40 @@ def index(body: bytes, name: str, *, upstream: str, internal: bool) -> Packument
     packument = parse(body, name)
     facts = version_facts(packument, upstream=upstream, internal=internal)
     return PackumentIndex(packument.tarballs, facts)
+
+
+# Versions per part of an index sent back from another process (``index_parts``).
+INDEX_PART = 256
+
+
+def index_parts(body: bytes, name: str, *, upstream: str, internal: bool,
+                per: int = INDEX_PART) -> list[bytes]:
+    """``index`` for another process: pickled in parts of ``per`` versions.
+
+    Reading back the index of a packument of thousands of versions at once holds the
+    interpreter for a tenth of a second or more (each version's facts rebuilt in
+    Python); a part at a time (``join_index``), the reading process's event loop
+    runs between the parts.
+    """
+    whole = index(body, name, upstream=upstream, internal=internal)
+    tarballs, facts = list(whole.tarballs.items()), list(whole.facts.items())
+    return [pickle.dumps((tarballs[start:start + per], facts[start:start + per]),
+                         protocol=pickle.HIGHEST_PROTOCOL)
+            for start in range(0, max(len(tarballs), len(facts), 1), per)]
+
+
+async def join_index(parts: Iterable[bytes]) -> PackumentIndex:
+    """The index ``index_parts`` made, read a part at a time, letting the event loop
+    run between parts."""
+    tarballs: dict[str, Tarball] = {}
+    facts: dict[str, Facts] = {}
+    for n, part in enumerate(parts):
+        if n:
+            await asyncio.sleep(0)
+        some_tarballs, some_facts = pickle.loads(part)  # noqa: S301 (our own pool's output)
+        tarballs.update(some_tarballs)
+        facts.update(some_facts)
+    return PackumentIndex(tarballs, facts)
 
 
 def render_body(

@@ -4,14 +4,19 @@ reading it from disk; one that needs it reads it."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metrics import Metrics
-from stockade.proxy.upstream import Upstream
+from stockade.proxy.renderslots import RenderSlots
+from stockade.proxy.upstream import LARGE_BODY_BYTES, Upstream
 from stockade.storage.refs import RefStore
 from tests.unit.proxy.test_metacache_negative import URL, Clock, FakeUpstream
 
@@ -64,3 +69,44 @@ async def test_a_stale_large_document_is_revalidated_with_its_body(tmp_path: Pat
     again = await cache.get("npm", up, URL, body=False, **opts)
     assert again.body == BODY and again.has_body  # fetched anew: here it is
     assert upstream.calls == 2
+
+
+@dataclass
+class _AnnouncedResponse:
+    """A response announcing ``content_length``; notes whether a read slot was held
+    from the start of its read."""
+
+    content_length: int
+    read_slots: RenderSlots
+    status: int = 200
+    url: str = URL
+    headers: CIMultiDictProxy[str] = field(
+        default_factory=lambda: CIMultiDictProxy(CIMultiDict()))
+    held: list[bool] = field(default_factory=list)
+
+    async def read(self, _max_bytes: int) -> bytes:
+        self.held.append(self.read_slots.held)
+        return BODY
+
+
+@dataclass
+class _AnnouncingUpstream:
+    response: _AnnouncedResponse
+    name: str = "up"
+    offline: bool = False
+
+    @asynccontextmanager
+    async def get(self, url: str, *, headers: Any = None) -> AsyncIterator[_AnnouncedResponse]:
+        yield self.response
+
+
+@pytest.mark.parametrize(("length", "in_slot"), [(LARGE_BODY_BYTES, True), (1024, False)])
+async def test_a_body_announced_large_is_read_wholly_in_a_read_slot(
+        tmp_path: Path, length: int, in_slot: bool) -> None:
+    response = _AnnouncedResponse(length, RenderSlots(tmp_path / "locks", 1, kind="read"))
+    up = cast(Upstream, _AnnouncingUpstream(response))
+    doc = await _cache(RefStore(tmp_path, "metadata"), Clock()).get(
+        "npm", up, URL, accept="a", ttl_s=60.0, stale_if_error_s=60.0)
+    assert doc.body == BODY
+    # from its first byte: the beginnings of large bodies do not wait in memory
+    assert response.held == [in_slot]

@@ -31,6 +31,8 @@ class _Response:
     url: str = URL
     headers: CIMultiDictProxy[str] = field(
         default_factory=lambda: CIMultiDictProxy(CIMultiDict()))
+    content_length: int | None = None
+    read_slots: None = None
 
     async def read(self, _max_bytes: int) -> bytes:
         return b"document"
