@@ -42,7 +42,7 @@ def _asked(repo: FakeMaven) -> list[str]:
 @pytest.fixture
 async def central() -> Any:
     """An origin publishing ``.md5`` and ``.sha1`` only, as Central long did."""
-    fake = FakeMaven(published=("md5", "sha1"))
+    fake = FakeMaven(published=("md5", "sha1"), checksum_headers=())
     for artifact in ("first", "second", "third"):
         fake.add("org.example", artifact, "1.0", payload_bytes=26_000)
     await fake.start()
@@ -86,7 +86,7 @@ async def test_a_cold_burst_asks_each_file_once_and_no_known_absent_checksum(
 
     await _cold_burst(proxy, central, _jar("second"))
     # the next one: its checksum file and itself, nothing else
-    assert _asked(central) == [f"{_jar('second')}.sha1", _jar("second")]
+    assert _asked(central) == [_jar("second"), f"{_jar('second')}.sha1"]
     resp = await proxy.get(f"/maven/{_jar('second')}.sha256")  # computed, not asked
     assert await resp.text() == hashlib.sha256(central.files[_jar("second")]).hexdigest()
     assert _asked(central) == []
@@ -98,14 +98,14 @@ async def test_an_algorithm_once_published_is_always_asked_for(
     central.published = ("sha1", "sha512")  # newer uploads carry a sha512
     proxy = await _proxy(aiohttp_client, tmp_path, engine, central)
     await _cold_burst(proxy, central, _jar("first"))
-    assert _asked(central) == [f"{_jar('first')}.sha512", _jar("first")]
+    assert _asked(central) == [_jar("first"), f"{_jar('first')}.sha512"]
 
     central.published = ("sha1",)  # older ones do not: sha512 stays worth asking
     await _cold_burst(proxy, central, _jar("second"))
     assert _asked(central) == [f"{_jar('second')}{ext}"
-                               for ext in (".sha512", ".sha256", ".sha1", "")]
+                               for ext in ("", ".sha512", ".sha256", ".sha1")]
     await _cold_burst(proxy, central, _jar("third"))
-    assert _asked(central) == [f"{_jar('third')}{ext}" for ext in (".sha512", ".sha1", "")]
+    assert _asked(central) == [f"{_jar('third')}{ext}" for ext in ("", ".sha512", ".sha1")]
 
 
 async def test_a_wrong_checksum_is_still_refused_after_the_skip(
@@ -116,7 +116,7 @@ async def test_a_wrong_checksum_is_still_refused_after_the_skip(
     central.wrong_checksums.add(_jar("second"))
     with pytest.raises(aiohttp.ClientPayloadError):  # the body is cut where it ends
         await (await proxy.get(f"/maven/{_jar('second')}")).read()
-    assert _asked(central)[-2:] == [f"{_jar('second')}.sha1", _jar("second")]
+    assert _asked(central)[-2:] == [_jar("second"), f"{_jar('second')}.sha1"]
     resp = await proxy.get(f"/maven/{_jar('second')}")  # nothing stored: asked again
     with pytest.raises(aiohttp.ClientPayloadError):
         await resp.read()
@@ -124,7 +124,7 @@ async def test_a_wrong_checksum_is_still_refused_after_the_skip(
 
 @pytest.fixture
 def threaded_central() -> Iterator[tuple[FakeMaven, ThreadedServer]]:
-    fake = FakeMaven(published=("md5", "sha1"))
+    fake = FakeMaven(published=("md5", "sha1"), checksum_headers=())
     for artifact in ("first", "second"):
         fake.add("org.example", artifact, "1.0", payload_bytes=26_000)
     server = ThreadedServer(fake.app).start()
