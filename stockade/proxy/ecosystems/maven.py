@@ -246,7 +246,11 @@ async def _cold(request: web.Request, adm: Admission, path: layout.MavenPath,
             found = await pipeline.stored(template)
             return found is not None and _PUBLISHED in found.record
 
+        async def recorded(template: ArtifactSource = template) -> bool:
+            return await pipeline.admitted(template) is not None
+
         held = await openings.open(template.key, upstream, template.url, stored=stored,
+                                   recorded=recorded,
                                    locks=locks, negative_ttl_s=cache.negative_ttl_s,
                                    stale_if_error_s=cache.stale_if_error_s)
         holding.append(held)

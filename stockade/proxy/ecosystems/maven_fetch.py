@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 STRENGTH = ("sha512", "sha256", "sha1")  # strongest first; md5 is never verified with
 _MISSING_KEPT = 10_000  # 404s remembered per process, oldest dropped first
+_SETTLE_S = 2.0  # how long a filled artifact's lock waits for its record, at most
+_SETTLE_STEP_S = 0.005
 
 
 def header_digest(headers: CIMultiDictProxy[str]) -> Digest | None:
@@ -69,8 +71,9 @@ class Held:
     every request that asked for the artifact while it was being opened.
 
     Each of them ``leave``s it when done; the first fill to ``take`` it streams its
-    body. Once nobody uses it (and any fill that took it is done with it), it is
-    closed.
+    body. It is closed once that fill is done with it, or once every request left
+    it untaken; the requests still deciding then join the fill, or find the
+    artifact stored.
     """
 
     def __init__(self, upstream: Upstream, url: str) -> None:
@@ -84,6 +87,7 @@ class Held:
         self.users = 0
         self._taken = False
         self._take_done = False
+        self.taken_whole = False  # the fill read the body to its end
         self._closed = False
 
     @property
@@ -97,7 +101,7 @@ class Held:
         self._check()
 
     def _check(self) -> None:
-        if self.users <= 0 and (not self._taken or self._take_done):
+        if self._take_done or (self.users <= 0 and not self._taken):
             self.released.set()
 
     def close(self) -> None:
@@ -116,6 +120,7 @@ class Held:
         self._taken = True
         try:
             yield self.response
+            self.taken_whole = True
         finally:
             self._take_done = True
             self._check()
@@ -131,12 +136,15 @@ class Openings:
         self._clock = clock
 
     async def open(self, key: str, upstream: Upstream, url: str, *,
-                   stored: Callable[[], Awaitable[bool]], locks: FileLocks | None,
+                   stored: Callable[[], Awaitable[bool]],
+                   recorded: Callable[[], Awaitable[bool]], locks: FileLocks | None,
                    negative_ttl_s: float, stale_if_error_s: float) -> Held:
         """The shared response for ``url``; the caller must ``leave`` it.
 
         ``stored`` says whether the artifact is stored by now (asked under the
-        lock, before the upstream is). A 404 is remembered for ``negative_ttl_s``
+        lock, before the upstream is); ``recorded``, more cheaply, whether its
+        record is written (once a fill read the response to its end: the lock is
+        held until then). A 404 is remembered for ``negative_ttl_s``
         (by this process), and still answers for ``stale_if_error_s`` while the
         upstream fails.
 
@@ -155,7 +163,8 @@ class Openings:
             held = Held(upstream, url)
             self._held[key] = held
             task = asyncio.create_task(
-                self._run(key, held, stored, locks, stale_if_error_s), name=f"open {key}")
+                self._run(key, held, stored, recorded, locks, stale_if_error_s),
+                name=f"open {key}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
@@ -172,7 +181,8 @@ class Openings:
         return held
 
     async def _run(self, key: str, held: Held, stored: Callable[[], Awaitable[bool]],
-                   locks: FileLocks | None, stale_if_error_s: float) -> None:
+                   recorded: Callable[[], Awaitable[bool]], locks: FileLocks | None,
+                   stale_if_error_s: float) -> None:
         hold = locks.hold(f"maven-open|{key}") if locks is not None else (
             contextlib.nullcontext())
         try:
@@ -187,9 +197,9 @@ class Openings:
                         held.response = response
                         held.outcome = Outcome.OPEN
                         held.ready.set()
-                        # held until every request has left it and a fill that
-                        # took it is done: the lock then covers the stored record
                         await held.released.wait()
+                    if held.taken_whole:
+                        await self._settle(recorded)
                 except UpstreamStatusError as exc:
                     if held.ready.is_set() or exc.upstream_status not in (404, 410):
                         raise
@@ -224,6 +234,17 @@ class Openings:
             held.ready.set()
             if self._held.get(key) is held:
                 del self._held[key]
+
+    @staticmethod
+    async def _settle(recorded: Callable[[], Awaitable[bool]]) -> None:
+        """Hold the lock until the fill that read the body has stored the artifact
+        (its digest checked, its record written: moments), so another worker
+        process finds it stored rather than asking again; not past ``_SETTLE_S``
+        (a digest mismatch stores nothing)."""
+        waited = 0.0
+        while waited < _SETTLE_S and not await recorded():
+            await asyncio.sleep(_SETTLE_STEP_S)
+            waited += _SETTLE_STEP_S
 
     async def close(self) -> None:
         """Close every response still held (at shutdown)."""
