@@ -252,7 +252,9 @@ async def test_release_age_from_the_published_checksum(aiohttp_client: Any, tmp_
         "policy": {"file": str(policy)},
     })
     client = await aiohttp_client(make_app(settings, environ={}))
-    assert (await client.get(f"/maven/{JAR}")).status == 200  # published in 2024
+    old = await client.get(f"/maven/{JAR}")
+    assert old.status == 200  # published in 2024
+    assert await old.read() == repo.files[JAR]
     refused = await client.get(f"/maven/{fresh}")
     assert refused.status == 403
     assert "held back" in refused.reason

@@ -81,6 +81,7 @@ class Held:
         self.url = url
         self.outcome = Outcome.MISSING
         self.response: UpstreamResponse | None = None
+        self._headers: CIMultiDictProxy[str] | None = None
         self.error: BaseException | None = None
         self.ready = asyncio.Event()
         self.released = asyncio.Event()
@@ -92,8 +93,9 @@ class Held:
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
-        assert self.response is not None
-        return self.response.headers
+        """The response's headers (kept once it is closed)."""
+        assert self._headers is not None
+        return self._headers
 
     def leave(self) -> None:
         """A request is done with this response (served, refused or gone)."""
@@ -106,17 +108,23 @@ class Held:
 
     def close(self) -> None:
         self._closed = True
+        self.response = None  # nothing of it kept by a source that outlives it
         self.released.set()
 
     @contextlib.asynccontextmanager
     async def take(self, url: str) -> AsyncIterator[UpstreamResponse]:
-        """The response for a fill to stream (the pipeline's ``opener``): this one
-        the first time, while it is still open; a fresh request after that (a
-        second fill of the same artifact, after the first failed)."""
-        if self._taken or self._closed or self.response is None or url != self.url:
-            async with self.upstream.get(url) as fresh:
-                yield fresh
-            return
+        """The response for a fill to stream (the pipeline's ``opener``), once.
+
+        Raises:
+            UpstreamError: it was taken before (by a fill that failed, since one
+                that stored the artifact is found stored): the request decided on
+                it fails as that fill's did, rather than asking the upstream again
+                with what that response said.
+        """
+        if self._taken or self.response is None or url != self.url:
+            raise UpstreamError(
+                f"upstream {self.upstream.name}: the fetch of {self.url} that this request "
+                "waited for failed; ask again", upstream=self.upstream.name)
         self._taken = True
         try:
             yield self.response
@@ -195,6 +203,7 @@ class Openings:
                     async with held.upstream.get(held.url) as response:
                         self._missing.pop(key, None)
                         held.response = response
+                        held._headers = response.headers
                         held.outcome = Outcome.OPEN
                         held.ready.set()
                         await held.released.wait()
