@@ -4,7 +4,9 @@ Owns turning repository paths into package references (``groupId:artifactId``),
 choosing the upstreams a path may come from (an internal groupId only from the
 internal upstream; public ones in order), verifying each artifact against the
 strongest checksum its upstream publishes (sha512, sha256, then sha1) before it
-is stored, serving checksum files computed from the verified bytes, and
+is stored (the digest its response's ``X-Checksum-*`` headers carry, opened first
+by ``maven_fetch``, unless the origin is known to publish a stronger checksum
+file), serving checksum files computed from the verified bytes, and
 merging and filtering ``maven-metadata.xml``. Fetching, caching and verifying
 are the shared pipeline's.
 """
