@@ -72,10 +72,14 @@ def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
-def start_static(root: Path, log: Path, *, port: int | None = None) -> Proc:
-    """The static PEP 503 server over ``root`` (on ``port``, else a free one)."""
+def start_static(root: Path, log: Path, *, port: int | None = None,
+                 checksum_headers: tuple[str, ...] | None = None) -> Proc:
+    """The static PEP 503 server over ``root`` (on ``port``, else a free one); Maven
+    files with ``checksum_headers`` (None: as Central sends them)."""
     port = port or free_port()
     cmd = [sys.executable, "-m", "bench.static_index", "--root", str(root), "--port", str(port)]
+    if checksum_headers is not None:
+        cmd.append(f"--checksum-headers={','.join(checksum_headers)}")
     return Proc(_spawn(cmd, log), port).wait_ready("/_count", log)
 
 

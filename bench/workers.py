@@ -9,11 +9,15 @@ Starts the static upstream over ``bench.serving_tree``'s tree and one stockade p
 - req/s of ``wrk -t2 -c64`` on a warm small wheel, rounds alternating the servers
   so the machine's drift touches each alike, and the ratio to the first server;
 - upstream requests of any kind caused by 50 concurrent cold requests for one
-  artifact (a wheel whose page is cold too, and two Maven jars in turn: the first
-  finds out which checksum files the origin publishes), read from the upstream's
-  own counter, and the time until all 50 were answered.
+  artifact, read from the upstream's own counter, and the time until all 50 were
+  answered: a wheel whose page is cold too; a wheel whose page was fetched just
+  before (as pip asks: the page, then the file; the page's request not counted);
+  and two Maven jars in turn, sent with ``X-Checksum-*`` headers as Central sends
+  them (``--checksum-headers``; empty: none, and the first jar finds out which
+  checksum files the origin publishes).
 
     python -m bench.workers [--workers 1,2] [--duration S] [--rounds N]
+                            [--checksum-headers sha1,md5]
 
 Needs ``wrk`` on PATH. Figures are only comparable within one run.
 """
@@ -22,8 +26,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import io
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -31,6 +38,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import aiohttp
@@ -40,6 +48,28 @@ from bench.procs import Proc, memory, start_static, tree_pids, work_folder
 from bench.serving import wrk
 from bench.serving_tree import build
 from testbed.net import free_port
+
+PAGED = "stockade-bench-paged"  # the wheel whose page is fetched before the burst
+_OLD = 1_580_000_000  # 2020: older than any cooldown
+
+
+def _paged_wheel(root: Path) -> str:
+    """Add a project with one ~1 MB wheel to the upstream tree; its stockade path."""
+    dist = PAGED.replace("-", "_")
+    filename = f"{dist}-1.0.0-py3-none-any.whl"
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(f"{dist}/data.bin", random.Random(30).randbytes(1_000_000))
+    data = raw.getvalue()
+    (root / "files" / filename).write_bytes(data)
+    page = root / "simple" / PAGED / "index.html"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(data).hexdigest()
+    page.write_text(f'<!DOCTYPE html>\n<html><body>\n<a href="../../files/{filename}'
+                    f'#sha256={digest}">{filename}</a><br/>\n</body></html>\n')
+    for path in (root / "files" / filename, page):
+        os.utime(path, (_OLD, _OLD))
+    return f"/pypi/files/{PAGED}/{filename}"
 
 
 def start(upstream: str, work: Path, workers: int) -> tuple[Proc, float]:
@@ -95,7 +125,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
     root = work / "upstream"
     upstream_port = free_port()
     cases = {c.label: c for c in build(root, f"http://127.0.0.1:{upstream_port}/")}
-    static = start_static(root, work / "static.log", port=upstream_port)
+    paged = _paged_wheel(root)
+    static = start_static(root, work / "static.log", port=upstream_port,
+                          checksum_headers=args.checksum_headers)
     servers: dict[int, Proc] = {}
     try:
         for workers in args.workers:
@@ -125,13 +157,22 @@ def run(args: argparse.Namespace, work: Path) -> None:
                                                             strict=True))
             print(f"22 KB wheel, warm: workers={workers} median "
                   f"{statistics.median(rps[workers]):,.0f} req/s, {ratio:.2f}x workers={base}")
-        # the second jar shows what the first taught: no probe for a checksum the
-        # origin does not publish
-        for label in ("~1 MB wheel", "26 KB Maven jar", "~1 MB Maven jar"):
+        # without checksum headers, the second jar shows what the first taught: no
+        # probe for a checksum the origin does not publish
+        headers = ",".join(args.checksum_headers) or "none"
+        bursts = (("~1 MB wheel", cases["~1 MB wheel"].stockade_path, None),
+                  ("~1 MB wheel after its page", paged, f"/pypi/simple/{PAGED}/"),
+                  (f"26 KB Maven jar (checksum headers: {headers})",
+                   cases["26 KB Maven jar"].stockade_path, None),
+                  (f"~1 MB Maven jar (checksum headers: {headers})",
+                   cases["~1 MB Maven jar"].stockade_path, None))
+        for label, path, first in bursts:
             for workers, proc in servers.items():
+                if first is not None:
+                    _get(proc.url(first))
                 before = upstream_count(static)
                 started = time.monotonic()
-                statuses = asyncio.run(_burst(proc.url(cases[label].stockade_path), 50))
+                statuses = asyncio.run(_burst(proc.url(path), 50))
                 took = time.monotonic() - started
                 print(f"50 cold requests at once, {label}, workers={workers}: "
                       f"{statuses.count(200)} answered 200 in {took:.2f} s (the clients' "
@@ -152,6 +193,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    parser.add_argument("--checksum-headers", default="sha1,md5",
+                        type=lambda v: tuple(a for a in v.split(",") if a),
+                        help="checksum files the static upstream sends as X-Checksum-<Alg> "
+                        "headers with a Maven file (default as Central: sha1,md5; empty: none)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")

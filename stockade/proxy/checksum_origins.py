@@ -9,7 +9,8 @@ algorithm while publishing a weaker one beside the same file, and has never been
 seen publishing that algorithm, the algorithm is not asked of it again for a while
 (``ABSENT_TTL_S``). An algorithm the upstream was ever seen publishing is always
 asked for, so no artifact is verified with a weaker checksum than its origin is
-known to offer.
+known to offer (an artifact whose response carries a digest in a header is verified
+with that digest unless the origin is known to publish a stronger one: ``published``).
 
 The memory is a record per upstream in the storage folder's refs, so every worker
 process (and replica sharing the folder) learns from one probe. Losing a write to a
@@ -60,6 +61,11 @@ class ChecksumOrigins:
         return [alg for alg in algorithms
                 if not (isinstance(absent := known.get(alg), float | int)
                         and now - absent < self._absent_ttl_s)]
+
+    async def published(self, upstream: Upstream) -> set[str]:
+        """The algorithms ``upstream`` was seen publishing checksum files of."""
+        return {alg for alg, state in (await self._algorithms(upstream)).items()
+                if state == _SEEN}
 
     async def learn(self, upstream: Upstream, found: str, missing: Iterable[str]) -> None:
         """``upstream`` published ``found`` beside a file where it had none of

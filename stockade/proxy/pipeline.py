@@ -37,7 +37,7 @@ from stockade.proxy.errors import IntegrityError, NotCachedError, ProxyError, Up
 from stockade.proxy.hotblobs import HotBlobs
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.singleflight import FileLocks
-from stockade.proxy.upstream import Upstream
+from stockade.proxy.upstream import Upstream, UpstreamResponse
 from stockade.proxy.warmrecord import note
 from stockade.storage.digest import Digest, MultiHasher
 from stockade.storage.errors import (
@@ -81,6 +81,10 @@ class ArtifactSource:
     # More facts kept in the artifact's record when it is stored (Maven's publish
     # date), for deciding warm requests without asking the upstream again.
     recorded: Mapping[str, Any] = field(default_factory=dict)
+    # Where the fill's upstream response comes from (``upstream.get`` if None): Maven
+    # hands over the response whose checksum headers it decided on.
+    opener: Callable[[str], contextlib.AbstractAsyncContextManager[UpstreamResponse]] | None = (
+        None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,7 +459,7 @@ class ArtifactPipeline:
     async def _fetch_into(self, fill: Fill, writer: BlobWriter) -> None:
         source = fill.source
         fill.spool_path = str(writer.spool_path)
-        async with source.upstream.get(source.url) as resp:
+        async with (source.opener or source.upstream.get)(source.url) as resp:
             if not source.expected and not resp.framed:
                 raise UpstreamBodyError(
                     f"upstream {source.upstream.name} sent {source.filename} with neither a "

@@ -3,8 +3,10 @@
 Files come from a dict (path -> bytes) and, optionally, a folder in the
 repository layout (a copy of ``~/.m2/repository``, say). Checksum files
 (``.md5``, ``.sha1``, ``.sha256``, ``.sha512``) are published beside every file
-unless a path's checksums are withheld; ``Last-Modified`` is sent; every request
-is recorded; faults are injected per path.
+unless a path's checksums are withheld; a file's digests go with it as
+``X-Checksum-Sha1`` and ``X-Checksum-Md5`` headers, as Central sends them (other
+algorithms, none, or raw values per path can be set); ``Last-Modified`` is sent;
+every request is recorded; faults are injected per path.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
 
 from testbed.fakes.base import LoopbackRegistry
 from testbed.fakes.streaming import send
@@ -72,6 +75,10 @@ class FakeMaven(LoopbackRegistry):
     faults: dict[str, str] = field(default_factory=dict)  # "truncate" | "reset" | "500" | "hang"
     last_modified: dict[str, str] = field(default_factory=dict)  # path -> HTTP date
     published: tuple[str, ...] = ALGS  # the checksum files published (Central: md5, sha1)
+    # digests sent as X-Checksum-<Alg> headers with a file, as Central sends sha1 and
+    # md5 (empty: none, so clients and proxies need the checksum files)
+    checksum_headers: tuple[str, ...] = ("sha1", "md5")
+    header_values: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # path -> raw
     server: TestServer | None = None
 
     def add(self, group: str, artifact: str, version: str, *,
@@ -134,8 +141,17 @@ class FakeMaven(LoopbackRegistry):
             raise web.HTTPInternalServerError()
         if fault == "hang":
             await asyncio.sleep(3600)
-        headers = {"Last-Modified": self._date(path),
-                   "Content-Type": "application/octet-stream"}
+        headers = CIMultiDict({"Last-Modified": self._date(path),
+                               "Content-Type": "application/octet-stream"})
+        if path not in self.no_checksums:
+            for alg in self.checksum_headers:
+                digest = hashlib.new(alg, data + (b"x" if path in self.wrong_checksums
+                                                  else b"")).hexdigest()
+                headers[f"X-Checksum-{alg.capitalize()}"] = digest
+        for name, values in self.header_values.get(path, {}).items():
+            headers.popall(name, None)
+            for value in values:
+                headers.add(name, value)
         if request.headers.get("Range") == "bytes=0-0":
             return web.Response(status=206, body=data[:1], headers=headers)
         return await send(request, data, headers, fault)

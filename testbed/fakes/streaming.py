@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Mapping
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 STEP = 64 * 1024
 
@@ -13,7 +14,7 @@ STEP = 64 * 1024
 async def send(request: web.Request, data: bytes, headers: Mapping[str, str],
                fault: str | None = None, *, delay_s: float = 0.0) -> web.StreamResponse:
     """Stream ``data``; ``truncate`` closes and ``reset`` aborts the connection halfway."""
-    response = web.StreamResponse(headers=dict(headers))
+    response = web.StreamResponse(headers=CIMultiDict(headers))  # repeated names kept
     response.content_length = len(data)
     await response.prepare(request)
     if fault in ("truncate", "reset"):

@@ -86,6 +86,11 @@ def test_mvn_compile_through_proxy_then_cached_then_offline(
     assert (tmp_path / "m2-a" / "org" / "e2e" / "util" / "1.0" / "util-1.0.jar").is_file()
     jars = [p for m, p in repo.requests if m == "GET" and p.endswith((".jar", ".pom"))]
     assert len(jars) > 20  # the plugins and their dependencies came through the proxy
+    # each verified by the sha1 its response carried, as Central sends it: no
+    # checksum file was asked of the upstream, and no file twice
+    assert [p for m, p in repo.requests if p.endswith((".md5", ".sha1", ".sha256",
+                                                       ".sha512"))] == []
+    assert len(set(jars)) == len(jars)
 
     # Another empty local repository: every artifact comes from the proxy's cache.
     before = len(repo.requests)

@@ -4,6 +4,7 @@ one of them is required; keys and signatures are made here with pysequoia."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -130,4 +131,8 @@ async def test_refused_artifact_is_not_fetched_to_check_it(
     resp = await client.get(f"/maven/{JAR}")
     assert resp.status == 403
     assert "banned" in (resp.reason or "")
-    assert repo.count("lib-1.0.jar") == 0 and repo.count("lib-1.0.jar.asc") == 0
+    # the jar's response was opened for the checksum and date its headers carry
+    # (as its checksum file was asked for before), and closed unread: not stored
+    assert repo.count("lib-1.0.jar") == 1 and repo.count("lib-1.0.jar.asc") == 0
+    blobs = {p.name for p in (tmp_path / "data" / "blobs").rglob("*") if p.is_file()}
+    assert hashlib.sha256(repo.files[JAR]).hexdigest() not in blobs

@@ -59,6 +59,7 @@ async def one(maven_proxy: Any, repo: FakeMaven, **maven: Any) -> TestClient:
 class TestArtifacts:
     async def test_served_verified_cached(self, repo: FakeMaven, maven_proxy: Any,
                                           tmp_path: Path) -> None:
+        repo.checksum_headers = ()  # the checksum files' path
         proxy = await one(maven_proxy, repo)
         for _ in range(2):
             resp = await proxy.get(f"/maven/{JAR}")
@@ -251,11 +252,16 @@ async def test_release_age_from_the_published_checksum(aiohttp_client: Any, tmp_
         "policy": {"file": str(policy)},
     })
     client = await aiohttp_client(make_app(settings, environ={}))
-    assert (await client.get(f"/maven/{JAR}")).status == 200  # published in 2024
+    old = await client.get(f"/maven/{JAR}")
+    assert old.status == 200  # published in 2024
+    assert await old.read() == repo.files[JAR]
     refused = await client.get(f"/maven/{fresh}")
     assert refused.status == 403
     assert "held back" in refused.reason
-    assert repo.count("demo-2.0.jar") == 0
+    # decided on the jar's headers: its response was opened, never read nor stored
+    assert repo.count("demo-2.0.jar") == 1
+    assert hashlib.sha256(repo.files[fresh]).hexdigest() not in {p.name for p in blobs(tmp_path)}
+    assert hashlib.sha256(repo.files[JAR]).hexdigest() in {p.name for p in blobs(tmp_path)}
 
 
 async def test_explain_lists_hidden_maven_versions(repo: FakeMaven, maven_proxy: Any,

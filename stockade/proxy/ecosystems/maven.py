@@ -4,7 +4,9 @@ Owns turning repository paths into package references (``groupId:artifactId``),
 choosing the upstreams a path may come from (an internal groupId only from the
 internal upstream; public ones in order), verifying each artifact against the
 strongest checksum its upstream publishes (sha512, sha256, then sha1) before it
-is stored, serving checksum files computed from the verified bytes, and
+is stored (the digest its response's ``X-Checksum-*`` headers carry, opened first
+by ``maven_fetch``, unless the origin is known to publish a stronger checksum
+file), serving checksum files computed from the verified bytes, and
 merging and filtering ``maven-metadata.xml``. Fetching, caching and verifying
 are the shared pipeline's.
 """
@@ -22,9 +24,9 @@ from aiohttp import web
 from stockade.config.model import MavenSettings
 from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.policy.times import http_date
-from stockade.proxy.admission import Admission, base_facts, caller
+from stockade.proxy.admission import Admission, Caller, base_facts, caller
 from stockade.proxy.checksum_origins import ChecksumOrigins
-from stockade.proxy.ecosystems import maven_facts, maven_provenance
+from stockade.proxy.ecosystems import maven_facts, maven_fetch, maven_provenance
 from stockade.proxy.ecosystems import maven_layout as layout
 from stockade.proxy.ecosystems.base import Documents
 from stockade.proxy.errors import (
@@ -39,6 +41,7 @@ from stockade.proxy.metacache import CachedDoc
 from stockade.proxy.pipeline import ArtifactPipeline, ArtifactSource, StoredArtifact
 from stockade.proxy.responses import IMMUTABLE
 from stockade.proxy.routing import Route
+from stockade.proxy.singleflight import FileLocks
 from stockade.proxy.state import services
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, DigestError
@@ -53,10 +56,19 @@ _RECORDED = ("md5", "sha1", "sha256", "sha512")
 _PUBLISHED = "published_at"  # the artifact record's publish date (ISO 8601, or null)
 
 
+_OPENINGS = web.AppKey("maven_openings", maven_fetch.Openings)
+
+
 def setup(app: web.Application) -> None:
     """Register the Maven repository route."""
     app.router.add_route("GET", f"{PREFIX}/{{path:.+}}", repository, name="maven:repository")
     app.router.add_route("HEAD", f"{PREFIX}/{{path:.+}}", repository, name="maven:head")
+    openings = app[_OPENINGS] = maven_fetch.Openings()
+
+    async def close(_: web.Application) -> None:
+        await openings.close()
+
+    app.on_cleanup.append(close)
 
 
 def _settings(adm: Admission) -> MavenSettings:
@@ -153,7 +165,7 @@ async def _artifact(request: web.Request, adm: Admission, path: layout.MavenPath
                     ) -> web.StreamResponse:
     coords = path.coordinates
     assert coords is not None  # parse_path guarantees artifact paths have them
-    group, artifact, version = coords
+    group, artifact, _ = coords
     who = caller(request)
     upstreams = await adm.admit_name(ECO, f"{group}:{artifact}", who)
     pipeline = services(request).pipeline
@@ -161,11 +173,33 @@ async def _artifact(request: web.Request, adm: Admission, path: layout.MavenPath
     # on (the publish date) was recorded when it was stored.
     warm = await _stored(adm, pipeline, path, upstreams.upstreams)
     if warm is not None:
-        source, stored, published = warm
-    else:
-        source, published = await _source(adm, path, upstreams.upstreams,
-                                          services(request).checksum_origins)
-        stored = None
+        return await _answer(request, adm, path, who, upstreams, *warm)
+    holding: list[maven_fetch.Held] = []
+    try:
+        cold = await _cold(request, adm, path, upstreams.upstreams, holding)
+        if cold is None:  # stored meanwhile, by another worker process
+            warm = await _stored(adm, pipeline, path, upstreams.upstreams)
+            if warm is not None:
+                return await _answer(request, adm, path, who, upstreams, *warm)
+            cold = await _source(adm, path, upstreams.upstreams,
+                                 services(request).checksum_origins)
+        source, published = cold
+        return await _answer(request, adm, path, who, upstreams, source, None, published)
+    finally:
+        for held in holding:
+            held.leave()
+
+
+async def _answer(request: web.Request, adm: Admission, path: layout.MavenPath,
+                  who: Caller, upstreams: Route[Upstream], source: ArtifactSource,
+                  stored: StoredArtifact | None, published: datetime | None
+                  ) -> web.StreamResponse:
+    """Decide on the artifact from ``source`` (stored as ``stored``, if it is) and
+    answer with it or its checksum."""
+    coords = path.coordinates
+    assert coords is not None
+    group, artifact, version = coords
+    pipeline = services(request).pipeline
     facts = Facts(upstream=source.upstream.name, internal=source.upstream.internal,
                   published_at=published)
     facts = await adm.version_facts(ECO, f"{group}:{artifact}", version, {version: facts},
@@ -183,6 +217,74 @@ async def _artifact(request: web.Request, adm: Admission, path: layout.MavenPath
     value = info.digests.get(path.checksum) or await pipeline.digest(info, path.checksum)
     return web.Response(text=value, content_type="text/plain",
                         headers={"Cache-Control": source.headers.get("Cache-Control", "")})
+
+
+async def _cold(request: web.Request, adm: Admission, path: layout.MavenPath,
+                upstreams: Sequence[Upstream], holding: list[maven_fetch.Held]
+                ) -> tuple[ArtifactSource, datetime | None] | None:
+    """Where a cold artifact comes from, found with as few upstream requests as the
+    upstream allows: its response is opened first (once for every request asking
+    at once), and a digest in its headers spares the checksum file, unless the
+    origin is known to publish a stronger one. The responses opened are appended
+    to ``holding``: the caller leaves them once answered.
+
+    None when another worker process stored the artifact meanwhile; the checksum
+    files as before (``_source``) where a response cannot be opened first (a
+    SNAPSHOT, an offline upstream, read-only storage).
+    """
+    svc = services(request)
+    origins = svc.checksum_origins
+    if path.is_snapshot or svc.read_only is not None or any(u.offline for u in upstreams):
+        return await _source(adm, path, upstreams, origins)
+    openings = request.app[_OPENINGS]
+    pipeline = svc.pipeline
+    locks = FileLocks(svc.settings.storage.path / "locks")
+    cache = adm.cache_settings(ECO).cache
+    missing: list[str] = []
+    for upstream in upstreams:
+        template = _artifact_source(path, upstream, (), None)
+
+        async def stored(template: ArtifactSource = template) -> bool:
+            found = await pipeline.stored(template)
+            return found is not None and _PUBLISHED in found.record
+
+        async def recorded(template: ArtifactSource = template) -> bool:
+            return await pipeline.admitted(template) is not None
+
+        held = await openings.open(template.key, upstream, template.url, stored=stored,
+                                   recorded=recorded,
+                                   locks=locks, negative_ttl_s=cache.negative_ttl_s,
+                                   stale_if_error_s=cache.stale_if_error_s)
+        holding.append(held)
+        if held.outcome is maven_fetch.Outcome.STORED:
+            return None
+        if held.outcome is maven_fetch.Outcome.MISSING:
+            missing.append(upstream.name)
+            continue
+        header = maven_fetch.header_digest(held.headers)
+        published = http_date(held.headers.get("Last-Modified"))
+        expected: tuple[Digest, ...] | None = None
+        if header is not None and not await _stronger_published(origins, upstream, header):
+            expected = (header,)
+        else:
+            expected, dated = await _published_checksum(adm, upstream, template.url, origins)
+            published = dated if expected is not None else published
+            if expected is None:
+                expected = (header,) if header is not None else _unverified(adm, path, upstream)
+        source = dataclasses.replace(_artifact_source(path, upstream, expected, published),
+                                     opener=held.take)
+        return source, published
+    raise NotFoundError(f"{path.path} is not on upstream {', '.join(missing)}")
+
+
+async def _stronger_published(origins: ChecksumOrigins | None, upstream: Upstream,
+                              header: Digest) -> bool:
+    """Whether ``upstream`` is known to publish a checksum file stronger than the
+    digest its headers carry (then that file is asked for, as without headers)."""
+    if origins is None:
+        return False
+    stronger = maven_fetch.STRENGTH[:maven_fetch.STRENGTH.index(header.algorithm)]
+    return bool(set(stronger) & await origins.published(upstream))
 
 
 def _artifact_source(path: layout.MavenPath, upstream: Upstream, expected: tuple[Digest, ...],

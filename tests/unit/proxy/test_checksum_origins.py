@@ -58,3 +58,13 @@ async def test_another_process_reads_what_one_learned(tmp_path: Path) -> None:
         _up(), "sha1", ["sha512"])
     other = ChecksumOrigins(RefStore(tmp_path, "m"), clock=_Clock())
     assert await other.worth_asking(_up(), ALL) == ["sha256", "sha1"]
+
+
+async def test_published_lists_what_was_seen_only(tmp_path: Path) -> None:
+    origins = ChecksumOrigins(RefStore(tmp_path, "m"), clock=_Clock())
+    assert await origins.published(_up()) == set()
+    await origins.learn(_up(), "sha1", ["sha512", "sha256"])
+    assert await origins.published(_up()) == {"sha1"}
+    await origins.learn(_up(), "sha512", [])
+    assert await origins.published(_up()) == {"sha1", "sha512"}
+    assert await origins.published(_up("other")) == set()
