@@ -259,6 +259,11 @@ def _variants(shapes: Shapes) -> list[tuple[str, Shapes]]:
     if shapes.dropped_word:
         out.append(("without a word left out", dataclasses.replace(shapes,
                                                                    dropped_word=False)))
+    if shapes.slip_min:
+        out.append(("without a slip beyond the one-edit rank", dataclasses.replace(
+            shapes, slip_min=0)))
+    if shapes.joined_rank:
+        out.append(("without two run together", dataclasses.replace(shapes, joined_rank=0)))
     return out
 
 
