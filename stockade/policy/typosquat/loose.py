@@ -40,6 +40,7 @@ ANY_RANK = 10**9
 _SUFFIX = re.compile(r"^(.+?)[-_.]?v?\d+(?:[-_.]\d+)*$")
 _WORDS = re.compile(r"[-_.@/:\s]+")
 CONTAINED_LONGEST = 64  # letters of a name searched for contained names (bounded work)
+_KEYS = {ch: tuple(sorted(keys)) for ch, keys in NEIGHBOURS.items()}  # in a fixed order
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,14 +292,14 @@ class LooseIndex:
         n = len(skel)
         if not self.shapes.slip_min or n < self.shapes.slip_min:
             return None
+        ranks = self._ranks
         best: str | None = None
         best_rank = 0
         for i in range(1, n - 1):
             head, tail = skel[:i], skel[i + 1:]
-            for other in (head + tail, *(head + key + tail
-                                         for key in sorted(NEIGHBOURS.get(skel[i], ())))):
-                rank = self._ranks.get(other)
-                if rank is not None and rank >= ONE_EDIT_RANK and other != skel and (
+            for other in (head + tail, *[head + key + tail for key in _KEYS.get(skel[i], ())]):
+                rank = ranks.get(other)
+                if rank is not None and rank >= ONE_EDIT_RANK and (
                         best is None or rank < best_rank):
                     best, best_rank = other, rank
         return None if best is None else Match(self._target(best), technique_of(skel, best))
