@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import random
 import sys
 import time
@@ -74,6 +75,7 @@ def recall(engine: Engine, now: datetime) -> None:
     counts = {"strong": 0, "loose": 0, "missed": 0}
     alone = 0
     missed = []
+    unlisted = 0  # missed squats whose target is not among the shipped names
     halves = {0: [0, 0], 1: [0, 0]}  # half -> [missed, caught]
     for row in rows:
         ref = PackageRef(Ecosystem(row["ecosystem"]), row["name"])
@@ -82,6 +84,8 @@ def recall(engine: Engine, now: datetime) -> None:
         alone += engine.decide(ref, Facts(upstream="public")).blocks
         if found == "missed":
             missed.append(f"{row['name']} ({row['imitates']})")
+            eco = Ecosystem(row["ecosystem"])
+            unlisted += normalize(eco, row["imitates"]) not in _shipped(eco)
         halves[tuning_half(row["name"])][found != "missed"] += 1
     total = len(rows)
     caught = counts["strong"] + counts["loose"]
@@ -96,6 +100,14 @@ def recall(engine: Engine, now: datetime) -> None:
               f"{caught_n} of {missed_n + caught_n} held or refused "
               f"({caught_n / max(1, missed_n + caught_n):.0%})")
     print(f"    missed: {', '.join(missed)}")
+    print(f"    of the {len(missed)} missed, {unlisted} imitate a name absent from the shipped "
+          f"lists (no likeness can find them): at most {(total - unlisted) / total:.1%} with "
+          "these lists")
+
+
+@functools.cache
+def _shipped(ecosystem: Ecosystem) -> frozenset[str]:
+    return frozenset(_normalized(ecosystem))
 
 
 def tuning_half(name: str) -> int:
