@@ -21,7 +21,9 @@ Prints, for the default policy (the shipped lists):
       with young facts (the deep loose search runs), over the labelled set and the
       lesser-known samples of both ecosystems, at first sight (every cache emptied
       before the pass) and asked again (a second pass), and the ratio of each to names
-      alone measured in the same run;
+      alone measured in the same run; and a version's decision as the proxy makes it
+      (no name cache), with old facts against names alone, by the engine and by the
+      typosquat rule alone, timed in turn over 21 rounds (``--speed``: (3) only);
   (4) with --shapes, instead: each deep shape of the loose tier left out in turn, with
       the labelled squats it catches (tuning and held-out halves) and the lesser-known
       names it holds, so that each shape's worth is seen in one run.
