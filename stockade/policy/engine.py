@@ -91,7 +91,11 @@ class Engine:
                 clear()
 
     def _decide(self, ref: PackageRef, facts: Facts) -> Verdict:
+        # The severity kept as a number: no look-up of the best verdict's severity per
+        # verdict, and no attribute of the Decision class per decision (an enum member
+        # is read through its class's metaclass in Python, some 0.1 us a read).
         best = ALLOWED
+        severity = 0
         audit: Verdict | None = None
         for rule in self._rules:
             verdict = rule.evaluate(ref, facts)
@@ -99,9 +103,9 @@ class Engine:
                 continue
             if verdict.audit_only:
                 audit = audit or verdict
-            elif _SEVERITY[verdict.decision] > _SEVERITY[best.decision]:
-                best = verdict
-        if best.decision is Decision.ALLOW and audit is not None:
+            elif (found := _SEVERITY[verdict.decision]) > severity:
+                best, severity = verdict, found
+        if severity == 0 and audit is not None:
             return audit
         return best
 

@@ -9,9 +9,11 @@ separator variant of a less installed name), one edit of any protected name of
 facts say a project is young, the shapes of ``SHAPES`` per ecosystem: two edits of a
 long name among the most installed (buckets by length and the first or last two
 letters), a high rapidfuzz ratio (buckets by length), the same letters reordered, a
-word left out, and a protected name contained with an affix, limited by its length,
+word left out, a protected name contained with an affix, limited by its length,
 its rank, the affix's length and where it sits among the words (substrings looked up
-in the skeleton table: no automaton to hold).
+in the skeleton table: no automaton to hold), a typist's slip of a listed name
+beyond the one-edit index's rank (the slips made and looked up in the skeleton table),
+and two of the most installed names run together with a plural dropped.
 Names are compared as the detector's skeletons. A name that is itself listed is
 never a loose look-alike. Pure; the corpus is passed in.
 """
@@ -28,6 +30,7 @@ from rapidfuzz.distance import DamerauLevenshtein
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat.compare import Match, technique_of
 from stockade.policy.typosquat.forms import deletions, skeleton
+from stockade.policy.typosquat.limits import NEIGHBOURS
 from stockade.policy.typosquat.packed import Lists, Ranks, Strings
 
 ONE_EDIT_MIN = 5  # letters a protected name needs for one edit of it to resemble it
@@ -38,6 +41,7 @@ ANY_RANK = 10**9
 _SUFFIX = re.compile(r"^(.+?)[-_.]?v?\d+(?:[-_.]\d+)*$")
 _WORDS = re.compile(r"[-_.@/:\s]+")
 CONTAINED_LONGEST = 64  # letters of a name searched for contained names (bounded work)
+_KEYS = {ch: tuple(sorted(keys)) for ch, keys in NEIGHBOURS.items()}  # in a fixed order
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,16 @@ class Shapes:
     anagram_min: int = 7
     dropped_word: bool = False  # one word of four letters or more left out of a name
     #                             of three words or more (``puppeteer-extra-stealth``)
+    # a typist's slip inside a name of ``slip_min`` letters or more, its first and last
+    # letters kept (a neighbouring key for a letter, or one letter added: ``umbrellaks``,
+    # ``xigplayer``), of a listed name beyond the one-edit index's rank (nearer ones
+    # take any edit there); 0: off. Looked up in the skeleton table: no table of its own.
+    slip_min: int = 0
+    # two of the ``joined_rank`` most installed names run together, each of
+    # ``joined_min`` letters or more, one of them with its plural ``s`` dropped
+    # (``pandarequest``); 0: off. Looked up in the skeleton table: no table of its own.
+    joined_rank: int = 0
+    joined_min: int = 5
 
 
 SHAPES = {
@@ -87,14 +101,17 @@ SHAPES = {
         ratios=(Ratio(0, 1_000, 85.0), Ratio(8, 20_000, 85.0, ends=True)),
         contained=(Contained(6, 1_000, ANY_RANK, "anywhere"),
                    Contained(5, 1_000, ANY_RANK, "one edge")),
-        anagram_rank=20_000),
+        anagram_rank=20_000,
+        joined_rank=1_000),
     Ecosystem.NPM: Shapes(
         two_edits=False,
         ratios=(Ratio(8, 20_000, 80.0, ends=True),),
         contained=(Contained(4, 1_000, ANY_RANK, "one edge"),
                    Contained(6, ANY_RANK, 4, "one edge"),
                    Contained(7, 20_000, 6, "not whole words")),
-        dropped_word=True),
+        dropped_word=True,
+        slip_min=8,
+        joined_rank=1_000),
     Ecosystem.MAVEN: Shapes(),
 }
 
@@ -177,7 +194,8 @@ class LooseIndex:
         found = self._same(norm, skel) or self._suffix(skel, norm) or self._one_edit(skel)
         if found is None and deep:
             found = self._two_edits(skel) or self._ratio(skel) or self._anagram(skel) \
-                or self._dropped_word(skel) or self._within(norm, skel)
+                or self._dropped_word(skel) or self._within(norm, skel) \
+                or self._far_slip(skel) or self._run_together(skel)
         return found
 
     def _target(self, skel: str) -> str:
@@ -280,6 +298,54 @@ class LooseIndex:
         if other is None or other == skel:
             return None
         return Match(self._target(other), "a word left out")
+
+    def _far_slip(self, skel: str) -> Match | None:
+        """A listed name beyond ``ONE_EDIT_RANK`` that ``skel`` is a typist's slip of:
+        one inner letter a neighbouring key of the name's, or one inner letter added
+        (the first and the last kept), the best ranked of them."""
+        n = len(skel)
+        if not self.shapes.slip_min or n < self.shapes.slip_min:
+            return None
+        ranks = self._ranks
+        best: str | None = None
+        best_rank = 0
+        for i in range(1, n - 1):
+            head, tail = skel[:i], skel[i + 1:]
+            for other in (head + tail, *[head + key + tail for key in _KEYS.get(skel[i], ())]):
+                rank = ranks.get(other)
+                if rank is not None and rank >= ONE_EDIT_RANK and (
+                        best is None or rank < best_rank):
+                    best, best_rank = other, rank
+        return None if best is None else Match(self._target(best), technique_of(skel, best))
+
+    def _run_together(self, skel: str) -> Match | None:
+        """Two of the most installed names run together, one of them (or both) less its
+        plural ``s``: the one that lost it is the target (the better ranked of two)."""
+        limit, least = self.shapes.joined_rank, self.shapes.joined_min
+        if not limit or len(skel) < 2 * least:
+            return None
+        for i in range(least, len(skel) - least + 1):
+            head = self._popular_part(skel[:i], limit)
+            if head is None:
+                continue
+            tail = self._popular_part(skel[i:], limit)
+            if tail is None or not (head[1] or tail[1]):
+                continue
+            plural = [part for part in (head, tail) if part[1]]
+            target = min(plural, key=lambda part: self._rank(part[0]))[0]
+            return Match(self._target(target), "two names run together, a plural dropped")
+        return None
+
+    def _popular_part(self, part: str, limit: int) -> tuple[str, bool] | None:
+        """The skeleton ``part`` is among the ``limit`` most installed (False), or is
+        with an ``s`` added (True)."""
+        rank = self._ranks.get(part)
+        if rank is not None and rank < limit:
+            return part, False
+        rank = self._ranks.get(part + "s")
+        if rank is not None and rank < limit:
+            return part + "s", True
+        return None
 
     def _within(self, norm: str, skel: str) -> Match | None:
         rows = self.shapes.contained

@@ -10,7 +10,14 @@ from rapidfuzz.distance import DamerauLevenshtein
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat.forms import skeleton
-from stockade.policy.typosquat.loose import TWO_EDITS_MIN, LooseIndex, Ratio, Shapes, _bucket
+from stockade.policy.typosquat.loose import (
+    ONE_EDIT_RANK,
+    TWO_EDITS_MIN,
+    LooseIndex,
+    Ratio,
+    Shapes,
+    _bucket,
+)
 
 
 def _all_ratio(index: LooseIndex, skel: str) -> tuple[str, float] | None:
@@ -68,3 +75,50 @@ def test_bucket_by_bucket_finds_the_first_best_of_all_candidates() -> None:
             (index._names[want_two] if want_two else None), query
         edits += want_two is not None
     assert ratios > 50 and edits > 50  # the queries do find names, ties among them
+
+
+def test_a_slip_of_a_name_beyond_the_one_edit_rank() -> None:
+    """A neighbouring key or an added letter inside a name, its ends kept, of a listed
+    name beyond the one-edit index: found only where the shape is on, and only so."""
+    filler = [f"filler{i:05d}name" for i in range(ONE_EDIT_RANK)]
+    names = [*filler, "umbrellajs", "xgplayer"]
+    on = LooseIndex(Ecosystem.NPM, names, set(names), Shapes(ratios=(), contained=(),
+                                                           two_edits=False, slip_min=8))
+    off = LooseIndex(Ecosystem.NPM, names, set(names), Shapes(ratios=(), contained=(),
+                                                            two_edits=False))
+    for name, target in (("umbrellaks", "umbrellajs"), ("xigplayer", "xgplayer"),
+                         ("umbrelkajs", "umbrellajs")):
+        found = on.match(name, deep=True)
+        assert found is not None and found.target == target, name
+        assert off.match(name, deep=True) is None, name
+        assert on.match(name, deep=False) is None, name  # the deep search only
+    for name in ("umbrellajx",   # the last letter changed
+                 "ymbrellajs",   # the first
+                 "umbrellaqs",   # not a neighbouring key of j
+                 "umbrellajs",   # the listed name itself
+                 "xgplayr"):     # a letter dropped, not added
+        assert on.match(name, deep=True) is None, name
+    short = LooseIndex(Ecosystem.NPM, [*filler, "xgplay"], (), Shapes(
+        ratios=(), contained=(), two_edits=False, slip_min=8))
+    assert short.match("xgpolay", deep=True) is None  # under slip_min letters
+
+
+def test_two_popular_names_run_together_with_a_plural_dropped() -> None:
+    names = ["requests", "pandas", "numpy", "flask", "ui"]
+    on = LooseIndex(Ecosystem.PYPI, names, set(names), Shapes(
+        ratios=(), contained=(), two_edits=False, joined_rank=1_000))
+    off = LooseIndex(Ecosystem.PYPI, names, set(names), Shapes(
+        ratios=(), contained=(), two_edits=False))
+    found = on.match("pandarequest", deep=True)
+    assert found is not None and found.target == "requests"  # both lost it: the better ranked
+    found = on.match("numpy-request", deep=True)
+    assert found is not None and found.target == "requests"
+    assert off.match("pandarequest", deep=True) is None
+    assert on.match("pandarequest", deep=False) is None  # the deep search only
+    for name in ("pandasrequests",  # neither lost its plural: another shape's
+                 "flaskui",         # a part under joined_min letters
+                 "pandarecipe"):    # a part not listed
+        assert on.match(name, deep=True) is None, name
+    far = LooseIndex(Ecosystem.PYPI, names, set(names), Shapes(
+        ratios=(), contained=(), two_edits=False, joined_rank=1))
+    assert far.match("pandarequest", deep=True) is None  # pandas beyond the rank

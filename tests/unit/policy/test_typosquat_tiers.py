@@ -72,6 +72,8 @@ def test_a_young_loose_look_alike_is_held_until_it_is_old_enough(
     (PYPI, "matlibplot", "matplotlib"),     # the same letters reordered
     (NPM, "puppeteer-extra-stealth", "puppeteer-extra-plugin-stealth"),  # a word left out
     (PYPI, "tlsclient-api", "tls-client"),  # a long name with a short affix, any rank
+    (NPM, "umbrellaks", "umbrellajs"),      # a neighbouring key, beyond the one-edit rank
+    (PYPI, "requestpanda", "requests"),     # two popular names run together, a plural dropped
 ])
 def test_loose_likenesses_hold_the_young(default: TyposquatRule, eco: Ecosystem, name: str,
                                          target: str) -> None:
