@@ -103,8 +103,10 @@ def _detector_digest() -> str:
 
 def _key(ecosystem: Ecosystem, names: tuple[str, ...], first: tuple[str, ...]) -> str:
     digest = hashlib.sha256(_detector_digest().encode())
-    for part in (ecosystem.value, *first, "\0", *names):
-        digest.update(part.encode("utf-8", "surrogatepass") + b"\n")
+    # every part and a newline after it, hashed as one string: the same key as part by
+    # part, without a call per name at every start
+    digest.update(("\n".join((ecosystem.value, *first, "\0", *names)) + "\n")
+                  .encode("utf-8", "surrogatepass"))
     return digest.hexdigest()[:32]
 
 

@@ -288,3 +288,15 @@ def test_a_slip_of_any_protected_name_is_refused(case: tuple[Ecosystem, str, str
         return  # an npm scope is one owner's: ``@types/uud`` is no squat of ``@types/uuid``
     verdict = RULE.evaluate(PackageRef(eco, slipped), Facts(upstream="public"))
     assert verdict is not None and verdict.blocks, (slipped, name)
+
+
+@pytest.mark.parametrize("ecosystem", list(Ecosystem))
+def test_shipped_names_are_written_normalised(ecosystem: Ecosystem) -> None:
+    """The rule takes the shipped lists as they are written, without normalising them
+    again at every start: a list written otherwise would miss its look-alikes."""
+    from stockade.policy.names import normalize
+    from stockade.policy.rules.typosquat import popular
+
+    names = popular(ecosystem)
+    assert names
+    assert [n for n in names if normalize(ecosystem, n) != n] == []

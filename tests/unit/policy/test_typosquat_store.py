@@ -164,3 +164,17 @@ def test_a_loose_index_of_other_shapes_or_own_names_is_not_kept() -> None:
         store.loads(data)  # a loose file is no name index file, nor the other way
     with pytest.raises(ValueError, match="kind"):
         store.loads_loose(store.dumps(NameIndex(E.PYPI, names)))
+
+
+def test_the_key_is_every_part_with_a_newline_after_it() -> None:
+    """The file names stay what they were: a changed key would rebuild every kept
+    index once, and a key that left out a part would read a stale one."""
+    import hashlib
+
+    names, first = ("requests", "numpy", "naïve"), ("acme-lib",)
+    digest = hashlib.sha256(store._detector_digest().encode())
+    for part in (Ecosystem.PYPI.value, *first, "\0", *names):
+        digest.update(part.encode("utf-8") + b"\n")
+    assert store._key(Ecosystem.PYPI, names, first) == digest.hexdigest()[:32]
+    assert store._key(Ecosystem.PYPI, names, ()) != store._key(Ecosystem.PYPI, names, first)
+    assert store._key(Ecosystem.NPM, names, first) != store._key(Ecosystem.PYPI, names, first)
