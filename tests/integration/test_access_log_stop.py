@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -18,18 +14,12 @@ import pytest
 import yaml
 
 from testbed.net import free_port
+from testbed.procs import serve
 
 pytestmark = pytest.mark.timeout(300)  # real start-ups on a busy machine
 
-_SRC = Path(__file__).resolve().parents[2]
 _CONNECTIONS = 4
 _EACH = 60
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKADE")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_SRC), env.get("PYTHONPATH")]))
-    return env
 
 
 async def _requests(url: str) -> None:
@@ -57,16 +47,8 @@ def test_every_access_line_is_written_by_a_clean_stop(
         "pypi": {"upstreams": []}, "npm": {"upstreams": []}, "maven": {"upstreams": []},
     }))
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "stockade.proxy.cli", "serve", "--config", str(config)],
-            stdout=out, stderr=subprocess.STDOUT, env=_env())
+    proc = serve(config, log)
     try:
-        deadline = time.monotonic() + 120
-        while "listening on" not in log.read_text():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
         asyncio.run(_requests(f"http://127.0.0.1:{port}/healthz"))
         proc.send_signal(stop)  # at once: the last lines are still waiting to be written
         proc.wait(timeout=120)

@@ -122,9 +122,9 @@ async def test_a_wrong_checksum_is_still_refused_after_the_skip(
         await resp.read()
 
 
-@pytest.fixture
-def threaded_central() -> Iterator[tuple[FakeMaven, ThreadedServer]]:
-    fake = FakeMaven(published=("md5", "sha1"), checksum_headers=())
+@pytest.fixture(params=[(), ("sha1", "md5")], ids=["checksum files", "checksum headers"])
+def threaded_central(request: pytest.FixtureRequest) -> Iterator[tuple[FakeMaven, ThreadedServer]]:
+    fake = FakeMaven(published=("md5", "sha1"), checksum_headers=request.param)
     for artifact in ("first", "second"):
         fake.add("org.example", artifact, "1.0", payload_bytes=26_000)
     server = ThreadedServer(fake.app).start()
@@ -136,16 +136,20 @@ def threaded_central() -> Iterator[tuple[FakeMaven, ThreadedServer]]:
 def test_workers_share_what_the_origin_publishes(
     tmp_path: Path, threaded_central: tuple[FakeMaven, ThreadedServer],
 ) -> None:
+    """Across worker processes: with checksum headers, one request per artifact;
+    without, the first jar finds out which checksum files the origin publishes,
+    and the second asks only for those."""
     repo, server = threaded_central
     served = Served(tmp_path, server.url("/simple/"), server={"workers": 2}, maven={
         "upstreams": [{"name": "central", "url": server.url("/maven2/"), "retries": 0}]})
+    files = {"first": ("", ".sha512", ".sha256", ".sha1"), "second": ("", ".sha1")}
     try:
         assert len(served.workers()) == 2
-        for artifact, expected in (
-                ("first", ("", ".sha512", ".sha256", ".sha1")), ("second", ("", ".sha1"))):
+        for artifact, expected in files.items():
             results = asyncio.run(_burst(f"{served.url}/maven/{_jar(artifact)}", BURST))
             assert results == [(200, repo.files[_jar(artifact)])] * BURST
-            assert sorted(_asked(repo)) == sorted(f"{_jar(artifact)}{e}" for e in expected)
+            asked = expected if not repo.checksum_headers else ("",)
+            assert sorted(_asked(repo)) == sorted(f"{_jar(artifact)}{e}" for e in asked)
     finally:
         assert served.stop() == 0
 
@@ -261,30 +265,3 @@ async def test_an_origin_known_to_publish_sha512_still_gets_it_asked(
     headed.checksum_headers = ("sha1", "sha512")  # a header as strong as the file
     await _cold_burst(proxy, headed, _jar("third"))
     assert _asked(headed) == [_jar("third")]
-
-
-@pytest.fixture
-def threaded_headed() -> Iterator[tuple[FakeMaven, ThreadedServer]]:
-    fake = FakeMaven(published=("md5", "sha1"), checksum_headers=("sha1", "md5"))
-    for artifact in ("first", "second"):
-        fake.add("org.example", artifact, "1.0", payload_bytes=26_000)
-    server = ThreadedServer(fake.app).start()
-    yield fake, server
-    server.stop()
-
-
-@pytest.mark.timeout(600)  # a multi-process start-up on a busy machine
-def test_workers_ask_a_headed_origin_once_per_artifact(
-    tmp_path: Path, threaded_headed: tuple[FakeMaven, ThreadedServer],
-) -> None:
-    repo, server = threaded_headed
-    served = Served(tmp_path, server.url("/simple/"), server={"workers": 2}, maven={
-        "upstreams": [{"name": "central", "url": server.url("/maven2/"), "retries": 0}]})
-    try:
-        assert len(served.workers()) == 2
-        for artifact in ("first", "second"):
-            results = asyncio.run(_burst(f"{served.url}/maven/{_jar(artifact)}", BURST))
-            assert results == [(200, repo.files[_jar(artifact)])] * BURST
-            assert _asked(repo) == [_jar(artifact)]
-    finally:
-        assert served.stop() == 0

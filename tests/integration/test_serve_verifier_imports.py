@@ -6,11 +6,7 @@ native module is mapped into a process exactly when cryptography was imported.""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,9 +14,7 @@ import pytest
 import yaml
 
 from testbed.net import free_port
-from testbed.procs import children
-
-_SRC = Path(__file__).resolve().parents[2]
+from testbed.procs import children, serve
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/maps").exists(),
                                 reason="reads /proc/PID/maps")
@@ -45,19 +39,8 @@ def test_serving_processes_load_the_verifiers_only_with_a_provenance_rule(
         "storage": {"path": str(tmp_path / "data")},
         "policy": {"file": str(tmp_path / "policy.yaml")},
     }))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKADE")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_SRC), env.get("PYTHONPATH")]))
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "stockade.proxy.cli", "serve", "--config", str(config)],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    proc = serve(config, tmp_path / "serve.log", cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while "listening on" not in log.read_text():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
         url = f"http://127.0.0.1:{port}/healthz"
         with urllib.request.urlopen(url, timeout=30) as resp:
             assert resp.status == 200
