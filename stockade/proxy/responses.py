@@ -320,10 +320,12 @@ class BufferedLineHandler(logging.StreamHandler[TextIO]):
         self.acquire()
         try:
             lines, self._lines = self._lines, []
-            if lines and self.stream is not None:
-                with contextlib.suppress(OSError, ValueError):  # a closed or broken stream
+            # a closed or broken stream loses the lines, never raises where they are
+            # logged (a logging call must not fail the code that made it)
+            with contextlib.suppress(OSError, ValueError):
+                if lines and self.stream is not None:
                     self.stream.write(self.terminator.join(lines) + self.terminator)
-            super().flush()
+                super().flush()
         finally:
             self.release()
 

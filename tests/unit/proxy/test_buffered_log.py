@@ -7,6 +7,7 @@ import asyncio
 import io
 import logging
 import os
+from pathlib import Path
 
 from stockade.proxy.responses import BufferedLineHandler
 
@@ -143,3 +144,15 @@ def test_a_forked_child_does_not_write_its_parents_lines_again() -> None:
     with os.fdopen(read_fd) as written:
         lines = [line.split(" ", 1)[1] for line in written.read().splitlines()]
     assert lines == ["before the fork", "the child's", "the parent's"]
+
+
+def test_a_closed_stream_never_fails_the_code_that_logs(tmp_path: Path) -> None:
+    """A line logged once the stream is closed (a test runner's captured output, a
+    closed pipe) is lost, as the standard handler loses it, and raises nothing where
+    it was logged: a warning writes at once, and so does a line outside a loop."""
+    stream = (tmp_path / "log").open("w")  # a file's flush, unlike StringIO's, raises
+    handler = BufferedLineHandler(stream)
+    stream.close()
+    handler.handle(_record("careful", logging.WARNING))
+    handler.handle(_record("outside a loop"))
+    handler.flush()
