@@ -7,11 +7,13 @@ import asyncio
 import dataclasses
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stockade.policy.engine import build_engine
+from stockade.policy.file import parse_policy
 from stockade.policy.model import ALLOWED, Decision, Ecosystem, Facts, PackageRef, Verdict
 from stockade.proxy import firstseen
 from stockade.proxy.firstseen import PART, FirstSeen
@@ -167,11 +169,19 @@ async def test_deciding_in_parts_decides_as_at_once() -> None:
     assert parts == at_once
     assert list(parts.verdicts) == list(versions)
     assert len(parts.hidden) == 500
-    real = Gate(build_engine(internal={Ecosystem.NPM: ("@corp/",)}), Metrics())
-    for name in ("big", "@corp/big", "lodahs"):  # allowed, confusion, a look-alike
-        named = PackageRef(Ecosystem.NPM, name)
-        assert await real.filter_versions_in_parts(named, versions, per=100) \
-            == real.filter_versions(named, versions)
+
+
+async def test_a_real_policy_decides_in_parts_as_at_once() -> None:
+    # a cooldown of 20 days, 30 days after OLD: versions dated later than ten days
+    # after OLD (one an hour) are held, the others allowed
+    policy = parse_policy("rules: {cooldown: {min_age: 20d}}", base_dir=Path("."),
+                          now=lambda: OLD + timedelta(days=30))
+    real = Gate(build_engine(policy), Metrics())
+    versions = _facts(500)
+    named = PackageRef(Ecosystem.NPM, "stockade-parts-example")
+    at_once = real.filter_versions(named, versions)
+    assert await real.filter_versions_in_parts(named, versions, per=64) == at_once
+    assert {v.rule for v in at_once.verdicts.values()} == {ALLOWED.rule, "cooldown"}
 
 
 async def test_every_version_refused_hides_none_in_parts_too() -> None:
