@@ -27,7 +27,8 @@ With ``--holds``, this checkout's server (not the base tree's: its path is set b
 ``bench.serving``) times every event-loop callback of each of its processes and
 lists those that held the loop over 20 ms, by the innermost project function on
 the loop's stack at the time (sampled by a thread; "?" where none was) and the
-garbage collector's passes over 10 ms. The timing itself costs a little.
+garbage collector's passes over 10 ms (a pass inside a callback is counted in
+both). The timing itself costs a little.
 
 Needs ``wrk`` and ``curl`` on PATH. Figures are only comparable within one run.
 """
