@@ -20,8 +20,15 @@ render processes, multiprocessing's resource trackers) at the tree's peak. With
 a fresh process: what it adds to the process's peak memory (VmHWM over the memory
 held before it, the body included) and how long it takes.
 
-    python -m bench.cold_packuments [--count 20] [--workers N] [--base-tree DIR]
+    python -m bench.cold_packuments [--count 20] [--workers N] [--base-tree DIR] [--holds]
     python -m bench.cold_packuments --stages
+
+With ``--holds``, this checkout's server (not the base tree's: its path is set by
+``bench.serving``) times every event-loop callback of each of its processes and
+lists those that held the loop over 20 ms, by the innermost project function on
+the loop's stack at the time (sampled by a thread; "?" where none was) and the
+garbage collector's passes over 10 ms (a pass inside a callback is counted in
+both). The timing itself costs a little.
 
 Needs ``wrk`` and ``curl`` on PATH. Figures are only comparable within one run.
 """
@@ -29,7 +36,9 @@ Needs ``wrk`` and ``curl`` on PATH. Figures are only comparable within one run.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -110,15 +119,82 @@ def measure(proc: Proc, count: int) -> Figures:
     return figures
 
 
+# Loaded first by each server process (``sitecustomize``): times loop callbacks.
+_HOLDS_SITE = """
+import asyncio.events, gc, os, sys, threading, time, traceback
+_run0 = asyncio.events.Handle._run
+_state = {"pid": None, "cur": None, "gc": 0.0}
+_OUT = os.environ["STOCKADE_BENCH_HOLDS"]
+def _write(line):
+    with open(f"{_OUT}.{os.getpid()}", "a") as out:
+        out.write(line + "\\n")
+def _watch(main_id):
+    while True:
+        time.sleep(0.005)
+        cur = _state["cur"]
+        if cur is None or cur[2] is not None or time.perf_counter() - cur[0] < 0.015:
+            continue
+        frame = sys._current_frames().get(main_id)
+        if frame is not None:
+            cur[2] = [f"{os.path.basename(f.filename)}:{f.name}"
+                      for f in traceback.extract_stack(frame) if "/stockade/" in f.filename]
+def _run(self):
+    if _state["pid"] != os.getpid():
+        _state["pid"] = os.getpid()
+        threading.Thread(target=_watch, args=(threading.get_ident(),), daemon=True).start()
+    cur = _state["cur"] = [time.perf_counter(), self, None]
+    try:
+        return _run0(self)
+    finally:
+        _state["cur"] = None
+        took = time.perf_counter() - cur[0]
+        if took > 0.02:
+            _write(f"hold {took * 1000:.0f} {(cur[2] or ['?'])[-1]}")
+def _gc(phase, info):
+    if phase == "start":
+        _state["gc"] = time.perf_counter()
+    elif (took := time.perf_counter() - _state["gc"]) > 0.01:
+        _write(f"hold {took * 1000:.0f} gc-generation-{info['generation']}")
+asyncio.events.Handle._run = _run
+gc.callbacks.append(_gc)
+"""
+
+
+def holds_summary(folder: Path) -> str:
+    """The loop holds the processes wrote to ``folder``, by function: count, longest."""
+    found: dict[str, list[int]] = collections.defaultdict(list)
+    for path in folder.glob("holds.*"):
+        for line in path.read_text().splitlines():
+            _, ms, where = line.split(" ", 2)
+            found[where].append(int(ms))
+    ranked = sorted(found.items(), key=lambda kv: -sum(kv[1]))
+    return "; ".join(f"{where} {len(ms)}x max {max(ms)} ms" for where, ms in ranked[:12])
+
+
 def run_one(label: str, work: Path, upstream: str, tree: Path | None, workers: int | None,
-            count: int) -> Figures:
+            count: int, *, holds: bool = False) -> Figures:
     folder = work / label
     folder.mkdir()
-    proc = start_stockade(upstream, folder, tree, workers)
+    saved = dict(os.environ)
+    if holds:
+        site = folder / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(_HOLDS_SITE)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(site), saved.get("PYTHONPATH", "")) if p)
+        os.environ["STOCKADE_BENCH_HOLDS"] = str(folder / "holds")
+    try:
+        proc = start_stockade(upstream, folder, tree, workers)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     try:
         figures = measure(proc, count)
     finally:
         proc.stop()
+    if holds:
+        print(f"{label}: loop held over 20 ms (by function): {holds_summary(folder)}",
+              flush=True)
     ok = figures.statuses.count("200")
     print(f"{label}: {ok}/{count} packuments answered 200 in {figures.burst_s:.1f} s; "
           f"tree PSS idle {figures.idle_pss:.0f} MiB, peak {figures.peak_pss:.0f} MiB, "
@@ -200,6 +276,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="server.workers (default: the default)")
     parser.add_argument("--base-tree", type=Path, help="measure this checkout first")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    parser.add_argument("--holds", action="store_true",
+                        help="list what held this checkout's event loops over 20 ms")
     parser.add_argument("--stages", action="store_true",
                         help="measure one document's stages instead (no server)")
     args = parser.parse_args()
@@ -221,7 +299,7 @@ def main() -> None:
                 results["base"] = run_one("base", work, static.url("/"),
                                           args.base_tree.resolve(), args.workers, args.count)
             results["this"] = run_one("this", work, static.url("/"), None, args.workers,
-                                      args.count)
+                                      args.count, holds=args.holds)
             if "base" in results:
                 base, this = results["base"], results["this"]
                 print(f"this/base: peak PSS {this.peak_pss / base.peak_pss:.2f}x, worst p99 "

@@ -211,8 +211,8 @@ class Admission:
         history = self._history()
         if history is not None:  # versions stockade verified count (downgrades)
             seen = await history.with_histories(eco, name, seen)
-        if offload:
-            decided = await asyncio.to_thread(self.gate.filter_versions, ref, seen, who.team)
+        if offload:  # a large document: in parts, the loop running between them
+            decided = await self.gate.filter_versions_in_parts(ref, seen, who.team)
         else:
             decided = self.gate.filter_versions(ref, seen, who.team)
         refused = frozenset((v, x.rule, x.decision, x.audit_only)

@@ -22,8 +22,10 @@ the same answer.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import operator
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -37,6 +39,24 @@ logger = logging.getLogger(__name__)
 
 _MEMORY = 4096  # packages whose record is kept in memory
 _LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
+# Versions annotated between two turns of the event loop: a packument of thousands
+# of versions annotated at once held the loop for 150 ms and more, and every other
+# request of the process waited.
+PART = 256
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Facts))
+_AT = _FIELDS.index("first_seen_at")
+_values = operator.attrgetter(*_FIELDS)
+
+
+def _with_first_seen(fact: Facts, when: datetime | None) -> Facts:
+    """``fact`` with ``first_seen_at`` set to ``when`` (``fact`` itself if it has it):
+    ``dataclasses.replace`` without its per-call look-up of every field."""
+    if fact.first_seen_at == when:
+        return fact  # frozen: shared safely
+    values = list(_values(fact))
+    values[_AT] = when
+    return Facts(*values)
 
 
 def _key(ecosystem: Ecosystem, name: str) -> str:
@@ -77,17 +97,23 @@ class FirstSeen:
         now = datetime.fromtimestamp(self._clock(), UTC)
         if self._read_only:
             seen = dict(seen)  # answered as the server would, and not written
-        added = False
-        for version, fact in facts.items():
-            if version not in seen:
+        # Versions seen for the first time, a part at a time, then added at once (a
+        # call for the same package meanwhile may have added some: its times stay).
+        unseen = [(v, f) for v, f in facts.items() if v not in seen]
+        new: dict[str, str] = {}
+        for start in range(0, len(unseen), PART):
+            if start:
+                await asyncio.sleep(0)
+            for version, fact in unseen[start:start + PART]:
                 when = _first_sight(fact, now, known_package=known_package,
                                     complete=complete)
                 if when is not None:
-                    seen[version] = when.isoformat()
-                    added = True
+                    new[version] = when.isoformat()
+        for version, stamp in new.items():
+            seen.setdefault(version, stamp)
+        added = bool(new)
         if self._read_only:
-            return {v: dataclasses.replace(f, first_seen_at=_parse(seen.get(v)))
-                    for v, f in self._wanted(facts, only)}
+            return await _annotated(self._wanted(facts, only), seen)
         if added:
             try:
                 # Replicas share the record: a time already stored wins over ours.
@@ -98,14 +124,24 @@ class FirstSeen:
         self._memory.move_to_end(key)
         while len(self._memory) > _MEMORY:
             self._memory.popitem(last=False)
-        return {
-            v: dataclasses.replace(f, first_seen_at=_parse(seen.get(v)))
-            for v, f in self._wanted(facts, only)
-        }
+        return await _annotated(self._wanted(facts, only), seen)
 
     @staticmethod
     def _wanted(facts: Mapping[str, Facts], only: str | None) -> list[tuple[str, Facts]]:
         return list(facts.items()) if only is None else [(only, facts[only])]
+
+
+async def _annotated(wanted: list[tuple[str, Facts]],
+                     seen: Mapping[str, str]) -> dict[str, Facts]:
+    """Each version's facts with its first-seen time from ``seen``, ``PART`` versions
+    between two turns of the event loop."""
+    out: dict[str, Facts] = {}
+    for start in range(0, len(wanted), PART):
+        if start:
+            await asyncio.sleep(0)
+        for version, fact in wanted[start:start + PART]:
+            out[version] = _with_first_seen(fact, _parse(seen.get(version)))
+    return out
 
 
 def _first_sight(fact: Facts, now: datetime, *, known_package: bool,

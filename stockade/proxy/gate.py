@@ -7,6 +7,7 @@ decision log. Deciding itself is ``stockade.policy``'s job and does no I/O.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from stockade.proxy.metrics import Metrics
 from stockade.proxy.warmrecord import note
 
 logger = logging.getLogger(__name__)
+
+# Versions decided between two turns of the event loop (``filter_versions_in_parts``).
+PART = 256
 
 
 class PolicyEngine(Protocol):
@@ -181,11 +185,36 @@ class Gate:
         the reason of a refused download, so the files stay listed and their
         download is refused with the reason.
         """
-        verdicts = self.engine_for(team).filter_versions(name, versions)
-        refused = frozenset(v for v, verdict in verdicts.items() if verdict.blocks)
-        kept = set(versions) - refused
-        hidden = refused if kept else frozenset()
-        return VersionFilter(verdicts, hidden, refused, versions)
+        return _filtered(self.engine_for(team).filter_versions(name, versions), versions)
+
+    async def filter_versions_in_parts(
+        self, name: PackageRef, versions: Mapping[str, Facts], team: str | None = None,
+        *, per: int = PART,
+    ) -> VersionFilter:
+        """``filter_versions``, ``per`` versions between two turns of the event loop.
+
+        Each version is decided on its own facts, so deciding in parts decides as
+        at once. The engine is the one in force when it starts, for every part (a
+        reload meanwhile does not mix two policies in one answer). In the event loop
+        rather than a thread: a thread deciding thousands of versions holds the
+        interpreter against the loop for as long, in slices the loop cannot bound.
+        """
+        engine = self.engine_for(team)
+        items = list(versions.items())
+        verdicts: dict[str, Verdict] = {}
+        for start in range(0, len(items), per):
+            if start:
+                await asyncio.sleep(0)
+            verdicts.update(engine.filter_versions(name, dict(items[start:start + per])))
+        return _filtered(verdicts, versions)
+
+
+def _filtered(verdicts: dict[str, Verdict], versions: Mapping[str, Facts]) -> VersionFilter:
+    """The versions hidden and refused by ``verdicts`` (none hidden where all are)."""
+    refused = frozenset(v for v, verdict in verdicts.items() if verdict.blocks)
+    kept = set(versions) - refused
+    hidden = refused if kept else frozenset()
+    return VersionFilter(verdicts, hidden, refused, versions)
 
 
 def _listed(versions: Sequence[str], most: int = 10) -> str:
