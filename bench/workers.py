@@ -5,7 +5,8 @@ Starts the static upstream over ``bench.serving_tree``'s tree and one stockade p
 
 - seconds from the process start to the first answered ``/healthz``;
 - RSS and PSS (proportional: shared pages split among their users, from
-  ``/proc/PID/smaps_rollup``) of the supervisor and every worker, idle after warming;
+  ``/proc/PID/smaps_rollup``) of the supervisor and every worker: idle after warming,
+  halfway through the first round of warm load, and after the cold bursts;
 - req/s of ``wrk -t2 -c64`` on a warm small wheel, rounds alternating the servers
   so the machine's drift touches each alike, and the ratio to the first server;
 - upstream requests of any kind caused by 50 concurrent cold requests for one
@@ -35,6 +36,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -121,6 +123,16 @@ def upstream_count(static: Proc) -> int:
     return int(json.loads(_get(static.url("/_count")))["count"])
 
 
+def _memory(servers: dict[int, Proc], when: str) -> None:
+    """RSS and PSS of each server's processes (supervisor first, then its workers)."""
+    for workers, proc in servers.items():
+        for n, pid in enumerate(tree_pids(proc.pid)):
+            rss, pss = memory(pid)
+            role = "supervisor" if n == 0 and workers > 1 else "worker"
+            print(f"workers={workers}: {role} {pid}, {when}: RSS {rss:.0f} MiB, "
+                  f"PSS {pss:.0f} MiB", flush=True)
+
+
 def run(args: argparse.Namespace, work: Path) -> None:
     root = work / "upstream"
     upstream_port = free_port()
@@ -139,15 +151,18 @@ def run(args: argparse.Namespace, work: Path) -> None:
             for _ in range(3):
                 _get(proc.url(small))
         time.sleep(1)
-        for workers, proc in servers.items():
-            for n, pid in enumerate(tree_pids(proc.pid)):
-                rss, pss = memory(pid)
-                role = "supervisor" if n == 0 and workers > 1 else "worker"
-                print(f"workers={workers}: {role} {pid}: RSS {rss:.0f} MiB, PSS {pss:.0f} MiB")
+        _memory(servers, "idle")
         rps: dict[int, list[float]] = {w: [] for w in servers}
         for round_no in range(args.rounds):
             for workers, proc in servers.items():
+                # memory read halfway through the first round: under load
+                sample = threading.Timer(args.duration / 2, _memory,
+                                         ({workers: proc}, "under the warm load"))
+                if round_no == 0:
+                    sample.start()
                 value, p99 = wrk(proc.url(small), args.duration)
+                if round_no == 0:
+                    sample.join()
                 rps[workers].append(value)
                 print(f"round {round_no + 1}: workers={workers} {value:,.0f} req/s "
                       f"p99 {p99:.1f} ms", flush=True)
@@ -178,6 +193,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
                       f"{statuses.count(200)} answered 200 in {took:.2f} s (the clients' "
                       f"connections included), {upstream_count(static) - before} upstream "
                       "requests")
+        _memory(servers, "after the cold bursts")
     finally:
         for proc in servers.values():
             proc.stop()
