@@ -73,8 +73,9 @@ class ArtifactSource:
     algorithms: tuple[str, ...] = ()
     content_type: str = "application/octet-stream"
     headers: Mapping[str, str] = field(default_factory=dict)
-    # digests sent as X-Checksum-<Alg> headers when served from storage (Maven's
-    # resolver reads them and skips the checksum-file round trips)
+    # digests sent as X-Checksum-<Alg> headers (Maven's resolver reads them and skips
+    # the checksum-file round trips): from storage, every one recorded; streamed
+    # while fetched, those of ``expected``
     checksum_headers: tuple[str, ...] = ()
     name: str | None = None  # package name and version, recorded for `stockade audit`
     version: str | None = None
@@ -524,10 +525,14 @@ class ArtifactPipeline:
 
     async def _stream(self, request: web.Request, fill: Fill, fd: int) -> web.StreamResponse:
         source = fill.source
-        response = web.StreamResponse(
-            headers={"Content-Type": source.content_type, "X-Stockade-Cache": "miss",
-                     **source.headers}
-        )
+        headers = {"Content-Type": source.content_type, "X-Stockade-Cache": "miss",
+                   **source.headers}
+        # The digests the bytes are being verified against, as a stored answer sends
+        # them: a body that does not match them is cut before its end.
+        for digest in source.expected:
+            if digest.algorithm in source.checksum_headers:
+                headers[f"X-Checksum-{digest.algorithm.capitalize()}"] = digest.hex
+        response = web.StreamResponse(headers=headers)
         if fill.content_length is not None:
             response.content_length = fill.content_length
         await response.prepare(request)

@@ -280,3 +280,19 @@ async def test_cached_artifacts_carry_checksum_headers(repo: FakeMaven,
     resp = await proxy.get(f"/maven/{JAR}")
     assert resp.headers["X-Checksum-Sha1"] == hashlib.sha1(repo.files[JAR]).hexdigest()  # noqa: S324
     assert resp.headers["X-Checksum-Md5"] == hashlib.md5(repo.files[JAR]).hexdigest()  # noqa: S324
+
+
+@pytest.mark.parametrize("headers", [(), ("sha1", "md5")])
+async def test_a_fetched_artifact_carries_the_checksum_it_is_verified_against(
+        repo: FakeMaven, maven_proxy: Any, headers: tuple[str, ...]) -> None:
+    """Streamed while fetched, the answer carries the sha1 (from the upstream's header
+    or its checksum file) the bytes are checked against, so Maven asks no ``.sha1``;
+    not an md5 it was never checked with."""
+    repo.checksum_headers = headers
+    repo.published = ("md5", "sha1")  # as Central long did: sha1 the strongest
+    proxy = await one(maven_proxy, repo)
+    resp = await proxy.get(f"/maven/{JAR}")
+    assert resp.headers["X-Stockade-Cache"] == "miss"
+    assert resp.headers["X-Checksum-Sha1"] == hashlib.sha1(repo.files[JAR]).hexdigest()  # noqa: S324
+    assert "X-Checksum-Md5" not in resp.headers
+    assert await resp.read() == repo.files[JAR]
