@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -152,36 +153,23 @@ class TestStoredBytes:
 
 
 class TestPurge:
+    @pytest.mark.parametrize("by_another", [False, True],
+                             ids=["this process", "another process"])
     async def test_a_purged_file_is_fetched_again(
             self, fake_pypi: FakePyPI, aiohttp_client: Any, tmp_path: Path,
-            engine: FakeEngine) -> None:
+            engine: FakeEngine, by_another: bool) -> None:
+        """A purge in this process, or in another over the same storage folder (as two
+        worker processes are), ends this process's memo entry."""
         dist = fake_pypi.add_wheel("demo", "1.0")
         settings, admin = _purging_settings(tmp_path, fake_pypi)
-        client: TestClient = await aiohttp_client(
-            make_app(settings, environ={}, engine_factory=lambda _s: engine))
-        await _warm(client, _path(dist), dist.data)
-        assert fake_pypi.count(dist.filename) == 1
-        resp = await client.delete("/_stockade/admin/cache/pypi/demo",
-                                   headers={"Authorization": f"Bearer {admin}"})
-        assert resp.status == 200
-        resp = await client.get(_path(dist))
-        assert (resp.status, await resp.read()) == (200, dist.data)
-        assert resp.headers["X-Stockade-Cache"] == "miss"
-        assert fake_pypi.count(dist.filename) == 2
-
-    async def test_a_purge_by_another_process_reaches_this_one(
-            self, fake_pypi: FakePyPI, aiohttp_client: Any, tmp_path: Path,
-            engine: FakeEngine) -> None:
-        dist = fake_pypi.add_wheel("demo", "1.0")
-        settings, admin = _purging_settings(tmp_path, fake_pypi)
-        # two applications over one storage folder, as two worker processes are
         first: TestClient = await aiohttp_client(
             make_app(settings, environ={}, engine_factory=lambda _s: engine))
-        second: TestClient = await aiohttp_client(
+        purger = first if not by_another else await aiohttp_client(
             make_app(settings, environ={}, engine_factory=lambda _s: engine, lead=False))
         await _warm(first, _path(dist), dist.data)
-        resp = await second.post("/_stockade/admin/cache/pypi/demo",
-                                 headers={"Authorization": f"Bearer {admin}"})
+        assert fake_pypi.count(dist.filename) == 1
+        resp = await purger.delete("/_stockade/admin/cache/pypi/demo",
+                                   headers={"Authorization": f"Bearer {admin}"})
         assert resp.status == 200
         hits = _memo(first).hits
         resp = await first.get(_path(dist))
