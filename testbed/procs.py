@@ -27,7 +27,7 @@ def children(pid: int) -> set[int]:
 
 
 def serve(config: Path, log: Path, *, cwd: Path | None = None,
-          wait_s: float = 120.0) -> subprocess.Popen[bytes]:
+          wait_s: float = 300.0) -> subprocess.Popen[bytes]:
     """A real ``stockade serve --config config`` of this checkout, its output into
     ``log``, once it says it is listening (an environment without ``STOCKADE*``
     variables). The caller stops it."""

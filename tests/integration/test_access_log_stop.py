@@ -16,7 +16,7 @@ import yaml
 from testbed.net import free_port
 from testbed.procs import serve
 
-pytestmark = pytest.mark.timeout(300)  # real start-ups on a busy machine
+pytestmark = pytest.mark.timeout(900)  # real start-ups (an index built) on a busy machine
 
 _CONNECTIONS = 4
 _EACH = 60

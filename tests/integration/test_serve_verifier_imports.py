@@ -16,8 +16,9 @@ import yaml
 from testbed.net import free_port
 from testbed.procs import children, serve
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/maps").exists(),
-                                reason="reads /proc/PID/maps")
+pytestmark = [pytest.mark.skipif(not Path("/proc/self/maps").exists(),
+                                 reason="reads /proc/PID/maps"),
+              pytest.mark.timeout(900)]  # real start-ups on a busy machine
 
 
 def _maps_cryptography(pid: int) -> bool:
