@@ -10,7 +10,6 @@ import asyncio
 import socket
 import threading
 from collections.abc import Coroutine, Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +91,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     server.close()
 
 
-FUZZ = settings(max_examples=250, deadline=timedelta(seconds=10), derandomize=True,
+FUZZ = settings(max_examples=250, deadline=None, derandomize=True,
                 database=None, suppress_health_check=[HealthCheck.too_slow])
 
 

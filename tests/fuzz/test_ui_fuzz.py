@@ -11,7 +11,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from datetime import timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -59,7 +58,7 @@ def fetch(request: urllib.request.Request) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-FUZZ = settings(max_examples=150, deadline=timedelta(seconds=20), derandomize=True,
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 database=None, suppress_health_check=[HealthCheck.too_slow,
                                                       HealthCheck.function_scoped_fixture])
 
