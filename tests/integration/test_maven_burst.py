@@ -329,3 +329,27 @@ def test_a_header_first_fill_is_one_request_across_workers(
         assert hashlib.sha256(repo.files[jar]).hexdigest() in _stored_blobs(tmp_path)
     finally:
         assert served.stop() == 0
+
+
+async def test_a_refused_burst_closes_its_opened_response_unread(
+    aiohttp_client: Any, tmp_path: Path, engine: FakeEngine, headed: FakeMaven,
+) -> None:
+    """Every request of a burst refused on the opened response's head: one opening,
+    closed without its body stored; once allowed, the next request opens it anew."""
+    engine.blocked_versions.add(("org.example:first", "1.0"))
+    proxy = await _proxy(aiohttp_client, tmp_path, engine, headed)
+    jar = _jar("first")
+
+    async def status() -> int:
+        resp = await proxy.get(f"/maven/{jar}")
+        await resp.read()
+        return resp.status
+
+    assert await asyncio.gather(*(status() for _ in range(BURST))) == [403] * BURST
+    assert _asked(headed) == [jar]
+    assert hashlib.sha256(headed.files[jar]).hexdigest() not in _stored_blobs(tmp_path)
+
+    engine.blocked_versions.clear()
+    await _cold_burst(proxy, headed, jar)
+    assert _asked(headed) == [jar]
+    assert hashlib.sha256(headed.files[jar]).hexdigest() in _stored_blobs(tmp_path)
