@@ -562,6 +562,8 @@ class ArtifactPipeline:
         task = asyncio.create_task(self._run(fill), name=f"fill {source.key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # also when cancelled before it ran (at shutdown): no opener waits on
+        task.add_done_callback(lambda _task: fill.done.set())
         return fill
 
     async def _run(self, fill: Fill) -> None:
