@@ -18,9 +18,9 @@ Starts the static upstream over ``bench.serving_tree``'s tree and one stockade p
   checksum files the origin publishes).
 
     python -m bench.workers [--workers 1,2] [--duration S] [--rounds N]
-                            [--checksum-headers sha1,md5]
+                            [--checksum-headers sha1,md5] [--bursts-only]
 
-Needs ``wrk`` on PATH. Figures are only comparable within one run.
+Needs ``wrk`` on PATH (but for ``--bursts-only``). Figures are only comparable within one run.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ import yaml
 
 from bench.procs import Proc, memory, start_static, tree_pids, work_folder
 from bench.serving import wrk
-from bench.serving_tree import build
+from bench.serving_tree import Case, build
 from testbed.net import free_port
 
 PAGED = "stockade-bench-paged"  # the wheel whose page is fetched before the burst
@@ -146,58 +146,70 @@ def run(args: argparse.Namespace, work: Path) -> None:
             proc, seconds = start(static.url("/"), work, workers)
             servers[workers] = proc
             print(f"workers={workers}: first /healthz answered {seconds:.2f} s after start")
-        small = cases["22 KB wheel"].stockade_path
-        for proc in servers.values():
-            for _ in range(3):
-                _get(proc.url(small))
-        time.sleep(1)
-        _memory(servers, "idle")
-        rps: dict[int, list[float]] = {w: [] for w in servers}
-        for round_no in range(args.rounds):
-            for workers, proc in servers.items():
-                # memory read halfway through the first round: under load
-                sample = threading.Timer(args.duration / 2, _memory,
-                                         ({workers: proc}, "under the warm load"))
-                if round_no == 0:
-                    sample.start()
-                value, p99 = wrk(proc.url(small), args.duration)
-                if round_no == 0:
-                    sample.join()
-                rps[workers].append(value)
-                print(f"round {round_no + 1}: workers={workers} {value:,.0f} req/s "
-                      f"p99 {p99:.1f} ms", flush=True)
-        base = args.workers[0]
-        for workers in servers:
-            ratio = statistics.median(a / b for a, b in zip(rps[workers], rps[base],
-                                                            strict=True))
-            print(f"22 KB wheel, warm: workers={workers} median "
-                  f"{statistics.median(rps[workers]):,.0f} req/s, {ratio:.2f}x workers={base}")
-        # without checksum headers, the second jar shows what the first taught: no
-        # probe for a checksum the origin does not publish
-        headers = ",".join(args.checksum_headers) or "none"
-        bursts = (("~1 MB wheel", cases["~1 MB wheel"].stockade_path, None),
-                  ("~1 MB wheel after its page", paged, f"/pypi/simple/{PAGED}/"),
-                  (f"26 KB Maven jar (checksum headers: {headers})",
-                   cases["26 KB Maven jar"].stockade_path, None),
-                  (f"~1 MB Maven jar (checksum headers: {headers})",
-                   cases["~1 MB Maven jar"].stockade_path, None))
-        for label, path, first in bursts:
-            for workers, proc in servers.items():
-                if first is not None:
-                    _get(proc.url(first))
-                before = upstream_count(static)
-                started = time.monotonic()
-                statuses = asyncio.run(_burst(proc.url(path), 50))
-                took = time.monotonic() - started
-                print(f"50 cold requests at once, {label}, workers={workers}: "
-                      f"{statuses.count(200)} answered 200 in {took:.2f} s (the clients' "
-                      f"connections included), {upstream_count(static) - before} upstream "
-                      "requests")
-        _memory(servers, "after the cold bursts")
+        if not args.bursts_only:
+            _warm(args, servers, cases["22 KB wheel"].stockade_path)
+        _bursts(args, servers, static, cases, paged)
     finally:
         for proc in servers.values():
             proc.stop()
         static.stop()
+
+
+def _warm(args: argparse.Namespace, servers: dict[int, Proc], small: str) -> None:
+    """Memory idle and under load, and req/s of the warm small wheel."""
+    for proc in servers.values():
+        for _ in range(3):
+            _get(proc.url(small))
+    time.sleep(1)
+    _memory(servers, "idle")
+    rps: dict[int, list[float]] = {w: [] for w in servers}
+    for round_no in range(args.rounds):
+        for workers, proc in servers.items():
+            # memory read halfway through the first round: under load
+            sample = threading.Timer(args.duration / 2, _memory,
+                                     ({workers: proc}, "under the warm load"))
+            if round_no == 0:
+                sample.start()
+            value, p99 = wrk(proc.url(small), args.duration)
+            if round_no == 0:
+                sample.join()
+            rps[workers].append(value)
+            print(f"round {round_no + 1}: workers={workers} {value:,.0f} req/s "
+                  f"p99 {p99:.1f} ms", flush=True)
+    base = args.workers[0]
+    for workers in servers:
+        ratio = statistics.median(a / b for a, b in zip(rps[workers], rps[base],
+                                                        strict=True))
+        print(f"22 KB wheel, warm: workers={workers} median "
+              f"{statistics.median(rps[workers]):,.0f} req/s, {ratio:.2f}x workers={base}")
+
+
+def _bursts(args: argparse.Namespace, servers: dict[int, Proc], static: Proc,
+            cases: dict[str, Case], paged: str) -> None:
+    """Upstream requests and time of 50 concurrent cold requests, per artifact."""
+    # without checksum headers, the second jar shows what the first taught: no
+    # probe for a checksum the origin does not publish
+    headers = ",".join(args.checksum_headers) or "none"
+    bursts = (("~1 MB wheel", cases["~1 MB wheel"].stockade_path, None),
+              ("~1 MB wheel after its page", paged, f"/pypi/simple/{PAGED}/"),
+              (f"26 KB Maven jar (checksum headers: {headers})",
+               cases["26 KB Maven jar"].stockade_path, None),
+              (f"~1 MB Maven jar (checksum headers: {headers})",
+               cases["~1 MB Maven jar"].stockade_path, None))
+    for label, path, first in bursts:
+        for workers, proc in servers.items():
+            if first is not None:
+                _get(proc.url(first))
+            before = upstream_count(static)
+            started = time.monotonic()
+            statuses = asyncio.run(_burst(proc.url(path), 50))
+            took = time.monotonic() - started
+            print(f"50 cold requests at once, {label}, workers={workers}: "
+                  f"{statuses.count(200)} answered 200 in {took:.2f} s (the clients' "
+                  f"connections included), {upstream_count(static) - before} upstream "
+                  "requests")
+    if not args.bursts_only:
+        _memory(servers, "after the cold bursts")
 
 
 def main() -> None:
@@ -209,12 +221,15 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    parser.add_argument("--bursts-only", action="store_true",
+                        help="start-up and the cold bursts only: no warm rounds (nor wrk), "
+                        "no memory samples")
     parser.add_argument("--checksum-headers", default="sha1,md5",
                         type=lambda v: tuple(a for a in v.split(",") if a),
                         help="checksum files the static upstream sends as X-Checksum-<Alg> "
                         "headers with a Maven file (default as Central: sha1,md5; empty: none)")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
+    if shutil.which("wrk") is None and not args.bursts_only:
         sys.exit("wrk not found: apt-get install wrk")
     os.environ.pop("STOCKADE_CONFIG", None)
     with work_folder("stockade-workers-", keep=args.keep) as work:

@@ -246,6 +246,49 @@ class MetadataCache:
         self._count(ecosystem, doc.result)
         return self._noted(ecosystem, doc, ttl_s)
 
+    # The 404s of files fetched otherwise (an artifact whose response the pipeline
+    # opens itself), kept where ``probe`` keeps them: one memory for every worker
+    # process, across restarts.
+
+    async def missing(self, ecosystem: str, upstream: Upstream, url: str, *,
+                      stale_s: float | None = None) -> int | None:
+        """The status (404 or 410) of the remembered miss of ``url``, while it is
+        believed (the ecosystem's negative TTL), or with ``stale_s``, while it is no
+        older than that (the upstream failing now); None when none is."""
+        if self.before_get is not None:
+            self.before_get()
+        key = doc_key(ecosystem, upstream.name, url, "probe")
+        ttl_s = (self._negative_ttl_s.get(ecosystem, _DEFAULT_NEGATIVE_TTL_S)
+                 if stale_s is None else stale_s)
+        cached: CachedDoc | Missing | None = self._missing.get(key)
+        if cached is None or self._clock() - cached.fetched_at >= ttl_s:
+            # remembered by another process, or before a restart
+            cached = await self._load_stored(key, body=False)
+        if isinstance(cached, Missing) and self._clock() - cached.fetched_at < ttl_s:
+            return cached.status
+        return None
+
+    async def remember_missing(self, ecosystem: str, upstream: Upstream, url: str,
+                               status: int) -> None:
+        """The upstream answered ``status`` (404 or 410) for ``url``."""
+        key = doc_key(ecosystem, upstream.name, url, "probe")
+        await self._store_missing(Missing(key, url, status, self._clock()))
+
+    async def found(self, ecosystem: str, upstream: Upstream, url: str,
+                    last_modified: str | None = None) -> None:
+        """The upstream answered ``url``: a miss remembered of it is dropped (kept
+        as ``probe`` keeps a file found, so no process answers it as missing)."""
+        key = doc_key(ecosystem, upstream.name, url, "probe")
+        if not isinstance(self._missing.get(key), Missing):
+            return  # ``missing`` read it before the file was asked for
+        doc = CachedDoc(key=key, url=url, body=b"", content_type="", fetched_at=self._clock(),
+                        last_modified=last_modified)
+        try:
+            await self._store(doc, body_changed=True)
+        except StorageError as exc:
+            logger.warning("cannot forget the 404 of %s: %s", url, exc.diagnostics())
+            self._missing.pop(key, None)
+
     def _noted(self, ecosystem: str, doc: CachedDoc, ttl_s: float) -> CachedDoc:
         """``doc``, noted for a warm request to check it is still the one held."""
         taken = note()

@@ -10,6 +10,12 @@ waiting for the artifact tails the spool file, so memory stays bounded
 whatever the size and however many wait. The last chunk is held back until the
 digest has been checked and the blob committed: on a mismatch every client's
 response is aborted before it is whole, and nothing is stored.
+
+A fill may be header-first (``opened``): its upstream response is opened, under
+the same single-flight and lock file, before the expected digest is known; the
+ecosystem decides it from the response's headers (a hook), its requests decide
+on the head (admission), and the first that goes on streams that response. Its
+404s are kept in the metadata cache's memory of them, shared by the workers.
 """
 
 from __future__ import annotations
@@ -17,14 +23,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import enum
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from stockade.policy.model import Ecosystem, Facts
 from stockade.proxy.blobresponse import (
@@ -33,7 +41,14 @@ from stockade.proxy.blobresponse import (
     entity_tag,
     memory_response,
 )
-from stockade.proxy.errors import IntegrityError, NotCachedError, ProxyError, UpstreamBodyError
+from stockade.proxy.errors import (
+    IntegrityError,
+    NotCachedError,
+    ProxyError,
+    UpstreamBodyError,
+    UpstreamError,
+    UpstreamStatusError,
+)
 from stockade.proxy.hotblobs import HotBlobs
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.singleflight import FileLocks
@@ -82,10 +97,9 @@ class ArtifactSource:
     # More facts kept in the artifact's record when it is stored (Maven's publish
     # date), for deciding warm requests without asking the upstream again.
     recorded: Mapping[str, Any] = field(default_factory=dict)
-    # Where the fill's upstream response comes from (``upstream.get`` if None): Maven
-    # hands over the response whose checksum headers it decided on.
-    opener: Callable[[str], contextlib.AbstractAsyncContextManager[UpstreamResponse]] | None = (
-        None)
+    # The header-first fill whose opened response this source was decided on
+    # (``ArtifactPipeline.opened``): serving or ensuring it streams that response.
+    opened: Fill | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +126,90 @@ class Accel:
         return self.prefix + text[len(base):] if text.startswith(base) else None
 
 
+class Outcome(enum.Enum):
+    """What a header-first fill found before anything was decided on the artifact."""
+
+    OPEN = "open"  # the upstream response is open: decide, then serve or ensure it
+    STORED = "stored"  # stored (by an earlier fill, here or in another worker process)
+    MISSING = "missing"  # the upstream answered 404 or 410 (now, or remembered)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A header-first fill's answer, the same for every request that asked for it."""
+
+    outcome: Outcome
+    # OPEN: the source ``decide`` made of the response (``serve``/``ensure`` fill
+    # from it); otherwise the source asked for
+    source: ArtifactSource
+    status: int | None = None  # the upstream's status (OPEN, MISSING)
+    headers: CIMultiDictProxy[str] = field(  # the response's (OPEN)
+        default_factory=lambda: CIMultiDictProxy(CIMultiDict()))
+    stored: StoredArtifact | None = None  # STORED
+
+
+class Misses(Protocol):
+    """The shared memory of upstream 404s (``MetadataCache``: every worker process,
+    across restarts), where a header-first fill keeps the artifacts it found missing."""
+
+    async def missing(self, ecosystem: str, upstream: Upstream, url: str, *,
+                      stale_s: float | None = None) -> int | None: ...
+
+    async def remember_missing(self, ecosystem: str, upstream: Upstream, url: str,
+                               status: int) -> None: ...
+
+    async def found(self, ecosystem: str, upstream: Upstream, url: str,
+                    last_modified: str | None = None) -> None: ...
+
+
+# An ecosystem's decision on an opened response (the source asked for, and the
+# response's headers): the source to fill with, its ``expected`` digests set.
+Decide = Callable[[ArtifactSource, CIMultiDictProxy[str]], Awaitable[ArtifactSource]]
+
+
+class Opening:
+    """A header-first fill's state before its body is read: the requests that wait
+    for its head, and whether one of them went on to take the response."""
+
+    def __init__(self, decide: Decide, misses: Misses, stale_if_error_s: float) -> None:
+        self.decide = decide
+        self.misses = misses
+        self.stale_if_error_s = stale_if_error_s
+        self.head: Head | None = None
+        self.error: BaseException | None = None
+        self.ready = asyncio.Event()  # ``head`` or ``error`` is set
+        self.users = 0
+        self.went = False  # a request went on to serve or ensure it
+        self.closing = False  # every request left it untaken: none may join
+        self._moved = asyncio.Event()
+
+    def settle(self, head: Head) -> None:
+        self.head = head
+        self.ready.set()
+
+    def go(self) -> None:
+        self.went = True
+        self._moved.set()
+
+    def leave(self) -> None:
+        self.users -= 1
+        if self.users <= 0 and not self.went:
+            self.closing = True
+            self._moved.set()
+
+    async def taken(self) -> bool:
+        """Wait until a request takes the response (True) or every one left (False)."""
+        await self._moved.wait()
+        return self.went
+
+
 class Fill:
     """One upstream fetch into storage, watched by any number of clients."""
 
-    def __init__(self, source: ArtifactSource) -> None:
+    def __init__(self, source: ArtifactSource, opening: Opening | None = None) -> None:
         self.source = source
+        self.opening = opening  # header-first: its head is answered before the body
+        self.writer: BlobWriter | None = None
         self.spool_path: str | None = None
         self.content_length: int | None = None
         self.visible = 0  # bytes every reader may send
@@ -124,6 +217,7 @@ class Fill:
         self.error: BaseException | None = None
         self.started = asyncio.Event()
         self.finished = asyncio.Event()
+        self.done = asyncio.Event()  # its task ended (it is no longer joined)
         self._tick = asyncio.Event()
 
     def _notify(self) -> None:
@@ -136,6 +230,17 @@ class Fill:
 
     def fail(self, exc: BaseException) -> None:
         self.error = exc
+        if self.opening is not None and not self.opening.ready.is_set():
+            self.opening.error = exc
+            self.opening.ready.set()
+        self.started.set()
+        self.finished.set()
+        self._notify()
+
+    def found(self, info: BlobInfo) -> None:
+        """Found stored when the fill began: nothing is fetched."""
+        self.info = info
+        self.visible = info.size
         self.started.set()
         self.finished.set()
         self._notify()
@@ -394,86 +499,184 @@ class ArtifactPipeline:
             return accel_response(request, where, entity_tag(info.sha256), headers)
         return web.FileResponse(path, headers=headers)
 
+    @contextlib.asynccontextmanager
+    async def opened(self, source: ArtifactSource, decide: Decide, misses: Misses, *,
+                     stale_if_error_s: float) -> AsyncIterator[Head]:
+        """A header-first fill of ``source``: its upstream response opened, once for
+        every request asking at once (and, with the lock files, once across the
+        worker processes), before anything is decided on the artifact.
+
+        ``decide`` (the ecosystem's hook) makes the source to fill with from the
+        response's headers, once per fill; the requests then decide on the head
+        (admission), and the first to ``serve`` or ``ensure`` the head's source
+        streams that very response into storage. Once every request left without
+        doing so, it is closed unread. A 404 or 410 is kept in ``misses`` (and
+        answered from it for the negative TTL, and for ``stale_if_error_s``
+        while the upstream fails); an artifact stored meanwhile is the head too.
+
+        Raises:
+            UpstreamError: the upstream failed (other than a 404 or 410).
+            ProxyError: ``decide`` refused the response, or the fill failed.
+            NotCachedError, ReadOnlyStorageError: as ``serve``.
+        """
+        while True:
+            fill = self._fills.get(source.key)
+            if fill is None:
+                fill = self._start(source, Opening(decide, misses, stale_if_error_s))
+            opening = fill.opening
+            if opening is None or opening.closing:
+                # a fill not header-first (or one being closed): its outcome decides
+                await fill.done.wait()
+                continue
+            break
+        opening.users += 1
+        try:
+            await opening.ready.wait()
+            if opening.error is not None:
+                raise opening.error
+            assert opening.head is not None
+            yield opening.head
+        finally:
+            opening.leave()
+
     def _fill_for(self, source: ArtifactSource) -> Fill:
-        fill = self._fills.get(source.key)
-        if fill is None:
-            if self._read_only is not None:
-                raise ReadOnlyStorageError(
-                    f"{source.filename} is not cached, and storage is read-only "
-                    f"({self._read_only}): it is not fetched")
-            if source.upstream.offline:
-                raise NotCachedError(
-                    f"{source.filename} is not cached, and upstream {source.upstream.name} "
-                    "is offline: it is not fetched")
-            fill = Fill(source)
-            self._fills[source.key] = fill
-            task = asyncio.create_task(self._run(fill), name=f"fill {source.key}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if source.opened is not None:  # decided on its opened response: take it
+            fill = source.opened
+        else:
+            fill = self._fills.get(source.key) or self._start(source)
+        if fill.opening is not None:
+            fill.opening.go()
+        return fill
+
+    def _start(self, source: ArtifactSource, opening: Opening | None = None) -> Fill:
+        if self._read_only is not None:
+            raise ReadOnlyStorageError(
+                f"{source.filename} is not cached, and storage is read-only "
+                f"({self._read_only}): it is not fetched")
+        if source.upstream.offline:
+            raise NotCachedError(
+                f"{source.filename} is not cached, and upstream {source.upstream.name} "
+                "is offline: it is not fetched")
+        fill = Fill(source, opening)
+        self._fills[source.key] = fill
+        task = asyncio.create_task(self._run(fill), name=f"fill {source.key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        # also when cancelled before it ran (at shutdown): no opener waits on
+        task.add_done_callback(lambda _task: fill.done.set())
         return fill
 
     async def _run(self, fill: Fill) -> None:
-        source = fill.source
-        writer: BlobWriter | None = None
+        key = fill.source.key
         try:
-            async with self._hold(source.key):
+            async with self._hold(key):
+                if fill.opening is not None:
+                    await self._open_into(fill, fill.opening)
+                    return
                 # A fill that finished just before this one began (here, or in another
                 # worker process holding the lock until it had) may have stored it.
-                info = await self.lookup(source)
+                info = await self.lookup(fill.source)
                 if info is not None:
-                    fill.info = info
-                    fill.visible = info.size
-                    fill.started.set()
-                    fill.finished.set()
-                    fill._notify()
+                    fill.found(info)
                     return
-                writer = await self._store.open_writer(
-                    algorithms=sorted({d.algorithm for d in source.expected}
-                                      | set(source.algorithms)),
-                    max_bytes=self._max_bytes,
-                )
-                await self._fetch_into(fill, writer)
+                async with fill.source.upstream.get(fill.source.url) as resp:
+                    await self._fetch_into(fill, resp)
         except asyncio.CancelledError:
-            await self._fail(fill, writer, ProxyError("stockade is shutting down"))
+            await self._fail(fill, ProxyError("stockade is shutting down"))
             raise
         except DigestMismatchError as exc:
+            source = fill.source
             self._metrics.integrity_failures.labels(source.ecosystem, source.upstream.name).inc()
             logger.warning("integrity failure for %s from upstream %s: %s",
                            source.url, source.upstream.name, exc)
-            await self._fail(fill, writer, IntegrityError(
+            await self._fail(fill, IntegrityError(
                 f"{source.filename} from upstream {source.upstream.name} does not match "
                 f"its published digest; it was not stored"
             ))
         except (ProxyError, StorageError) as exc:
-            logger.info("fetch of %s failed: %s", source.url, exc)
-            await self._fail(fill, writer, exc)
+            logger.info("fetch of %s failed: %s", fill.source.url, exc)
+            await self._fail(fill, exc)
         except Exception:
             # A task's top: log it, count nothing as stored, fail every waiter.
-            logger.exception("unexpected error fetching %s", source.url)
-            await self._fail(fill, writer, ProxyError(f"internal error fetching {source.filename}"))
+            logger.exception("unexpected error fetching %s", fill.source.url)
+            await self._fail(fill, ProxyError(f"internal error fetching {fill.source.filename}"))
         finally:
-            self._fills.pop(source.key, None)
+            if self._fills.get(key) is fill:
+                del self._fills[key]
+            if not fill.finished.is_set():  # closed unread: a request holding it asks again
+                fill.fail(UpstreamError(
+                    f"upstream {fill.source.upstream.name}: the fetch of {fill.source.url} "
+                    "that this request waited for was closed; ask again",
+                    upstream=fill.source.upstream.name))
+            fill.done.set()
+
+    async def _open_into(self, fill: Fill, opening: Opening) -> None:
+        """A header-first fill, under the artifact's lock: stored, remembered missing,
+        or its response opened, decided on, and (once taken) streamed into storage."""
+        source = fill.source
+        eco, upstream, url = source.ecosystem.value, source.upstream, source.url
+        if opening.closing:  # every request left while the lock was awaited
+            return
+        found = await self.stored(source)
+        if found is not None:
+            opening.settle(Head(Outcome.STORED, source, stored=found))
+            fill.found(found.info)
+            return
+        if (status := await opening.misses.missing(eco, upstream, url)) is not None:
+            opening.settle(Head(Outcome.MISSING, source, status=status))
+            return
+        answered = False  # the upstream answered the artifact (later errors are not its)
+        try:
+            async with upstream.get(url) as resp:
+                answered = True
+                await opening.misses.found(eco, upstream, url, resp.headers.get("Last-Modified"))
+                decided = await opening.decide(source, resp.headers)
+                if decided.key != source.key or decided.url != url:
+                    raise ProxyError(f"internal error: {url} decided as {decided.url}")
+                fill.source = dataclasses.replace(decided, opened=fill)
+                opening.settle(Head(Outcome.OPEN, fill.source, status=resp.status,
+                                    headers=resp.headers))
+                if await opening.taken():
+                    await self._fetch_into(fill, resp)
+        except UpstreamStatusError as exc:
+            if answered or exc.upstream_status not in (404, 410):
+                raise
+            await opening.misses.remember_missing(eco, upstream, url, exc.upstream_status)
+            opening.settle(Head(Outcome.MISSING, source, status=exc.upstream_status))
+        except UpstreamError:
+            if answered:
+                raise
+            status = await opening.misses.missing(eco, upstream, url,
+                                                  stale_s=opening.stale_if_error_s)
+            if status is None:
+                raise
+            logger.info("answering the remembered %d of %s: upstream %s fails",
+                        status, url, upstream.name)
+            opening.settle(Head(Outcome.MISSING, source, status=status))
 
     def _hold(self, key: str) -> contextlib.AbstractAsyncContextManager[None]:
         return self._locks.hold(key) if self._locks is not None else contextlib.nullcontext()
 
-    async def _fetch_into(self, fill: Fill, writer: BlobWriter) -> None:
+    async def _fetch_into(self, fill: Fill, resp: UpstreamResponse) -> None:
         source = fill.source
+        if not source.expected and not resp.framed:
+            raise UpstreamBodyError(
+                f"upstream {source.upstream.name} sent {source.filename} with neither a "
+                "length nor chunked framing, and no checksum vouches for it: a body cut "
+                "short could not be told from a whole one, so it is refused",
+                upstream=source.upstream.name)
+        writer = fill.writer = await self._store.open_writer(
+            algorithms=sorted({d.algorithm for d in source.expected} | set(source.algorithms)),
+            max_bytes=self._max_bytes,
+        )
         fill.spool_path = str(writer.spool_path)
-        async with (source.opener or source.upstream.get)(source.url) as resp:
-            if not source.expected and not resp.framed:
-                raise UpstreamBodyError(
-                    f"upstream {source.upstream.name} sent {source.filename} with neither a "
-                    "length nor chunked framing, and no checksum vouches for it: a body cut "
-                    "short could not be told from a whole one, so it is refused",
-                    upstream=source.upstream.name)
-            fill.content_length = resp.content_length
-            fill.started.set()
-            async for chunk in resp.iter_chunks():
-                await writer.write(chunk)
-                # Hold the newest chunk back until the digest is checked.
-                fill.visible = writer.size - len(chunk)
-                fill._notify()
+        fill.content_length = resp.content_length
+        fill.started.set()
+        async for chunk in resp.iter_chunks():
+            await writer.write(chunk)
+            # Hold the newest chunk back until the digest is checked.
+            fill.visible = writer.size - len(chunk)
+            fill._notify()
         info = await writer.commit(source.expected)
         await writer.close()
         record = {"sha256": info.sha256, "size": info.size, "digests": info.digests,
@@ -494,10 +697,10 @@ class ArtifactPipeline:
         fill._notify()
 
     @staticmethod
-    async def _fail(fill: Fill, writer: BlobWriter | None, exc: BaseException) -> None:
+    async def _fail(fill: Fill, exc: BaseException) -> None:
         # Drop the spool before waking the waiters, so none sees a partial file.
-        if writer is not None:
-            await writer.abort()
+        if fill.writer is not None:
+            await fill.writer.abort()
         fill.fail(exc)
 
     async def _tail(self, request: web.Request, fill: Fill) -> web.StreamResponse:

@@ -72,7 +72,8 @@ class FakeMaven(LoopbackRegistry):
     requests: list[tuple[str, str]] = field(default_factory=list)
     no_checksums: set[str] = field(default_factory=set)  # paths published without any
     wrong_checksums: set[str] = field(default_factory=set)
-    faults: dict[str, str] = field(default_factory=dict)  # "truncate" | "reset" | "500" | "hang"
+    # path -> "truncate" | "reset" | "500" | "hang" | "slow"
+    faults: dict[str, str] = field(default_factory=dict)
     last_modified: dict[str, str] = field(default_factory=dict)  # path -> HTTP date
     published: tuple[str, ...] = ALGS  # the checksum files published (Central: md5, sha1)
     # digests sent as X-Checksum-<Alg> headers with a file, as Central sends sha1 and
@@ -154,4 +155,6 @@ class FakeMaven(LoopbackRegistry):
                 headers.add(name, value)
         if request.headers.get("Range") == "bytes=0-0":
             return web.Response(status=206, body=data[:1], headers=headers)
-        return await send(request, data, headers, fault)
+        # "slow": sent in 64 KB steps 20 ms apart, so a burst arrives while it is fetched
+        return await send(request, data, headers, None if fault == "slow" else fault,
+                          delay_s=0.02 if fault == "slow" else 0.0)

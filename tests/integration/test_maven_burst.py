@@ -24,7 +24,7 @@ from stockade.proxy.app import make_app
 from testbed.fakes.maven_upstream import FakeMaven
 from testbed.fakes.policy import FakeEngine
 from testbed.fakes.threaded import ThreadedServer
-from tests.integration.test_workers import Served, _burst
+from tests.integration.test_workers import Served, _burst, _poll
 
 BURST = 50
 
@@ -265,3 +265,91 @@ async def test_an_origin_known_to_publish_sha512_still_gets_it_asked(
     headed.checksum_headers = ("sha1", "sha512")  # a header as strong as the file
     await _cold_burst(proxy, headed, _jar("third"))
     assert _asked(headed) == [_jar("third")]
+
+
+@pytest.fixture
+def threaded_headed() -> Iterator[tuple[FakeMaven, ThreadedServer]]:
+    """An origin sending checksum headers, its ~1 MB jar sent slowly (a fill lasts
+    while a burst arrives)."""
+    fake = FakeMaven(published=("md5", "sha1"), checksum_headers=("sha1", "md5"))
+    fake.add("org.example", "slow", "1.0", payload_bytes=1_000_000)
+    fake.faults[_jar("slow")] = "slow"
+    server = ThreadedServer(fake.app).start()
+    yield fake, server
+    server.stop()
+
+
+def _maven_served(tmp_path: Path, server: ThreadedServer) -> Served:
+    return Served(tmp_path, server.url("/simple/"), server={"workers": 2}, maven={
+        "upstreams": [{"name": "central", "url": server.url("/maven2/"), "retries": 0}]})
+
+
+@pytest.mark.timeout(600)  # multi-process start-ups on a busy machine
+def test_a_404_is_asked_once_by_every_worker_and_after_a_restart(
+    tmp_path: Path, threaded_headed: tuple[FakeMaven, ThreadedServer],
+) -> None:
+    """A missing artifact's 404 is remembered where every worker process reads it
+    (and a restarted server too), not by the process that asked."""
+    repo, server = threaded_headed
+    absent = _jar("absent")
+    served = _maven_served(tmp_path, server)
+    try:
+        assert len(served.workers()) == 2
+        for _ in range(2):
+            results = asyncio.run(_burst(f"{served.url}/maven/{absent}", BURST))
+            assert [status for status, _ in results] == [404] * BURST
+        _poll(lambda: len(served.served_by(f"/maven/{absent}")) == 2)  # both workers answered
+        assert _asked(repo) == [absent]
+    finally:
+        assert served.stop() == 0
+    served = _maven_served(tmp_path, server)  # new processes, the same storage
+    try:
+        results = asyncio.run(_burst(f"{served.url}/maven/{absent}", BURST))
+        assert [status for status, _ in results] == [404] * BURST
+        assert _asked(repo) == []
+    finally:
+        assert served.stop() == 0
+
+
+@pytest.mark.timeout(600)
+def test_a_header_first_fill_is_one_request_across_workers(
+    tmp_path: Path, threaded_headed: tuple[FakeMaven, ThreadedServer],
+) -> None:
+    """Fifty requests over two workers for a jar fetched slowly: one response opened,
+    decided on by its header, streamed to every client; the other worker waits for
+    it and serves what was stored."""
+    repo, server = threaded_headed
+    jar = _jar("slow")
+    served = _maven_served(tmp_path, server)
+    try:
+        results = asyncio.run(_burst(f"{served.url}/maven/{jar}", BURST))
+        assert results == [(200, repo.files[jar])] * BURST
+        _poll(lambda: len(served.served_by(f"/maven/{jar}")) == 2)  # both workers answered
+        assert _asked(repo) == [jar]  # no checksum file, no second opening
+        assert hashlib.sha256(repo.files[jar]).hexdigest() in _stored_blobs(tmp_path)
+    finally:
+        assert served.stop() == 0
+
+
+async def test_a_refused_burst_closes_its_opened_response_unread(
+    aiohttp_client: Any, tmp_path: Path, engine: FakeEngine, headed: FakeMaven,
+) -> None:
+    """Every request of a burst refused on the opened response's head: one opening,
+    closed without its body stored; once allowed, the next request opens it anew."""
+    engine.blocked_versions.add(("org.example:first", "1.0"))
+    proxy = await _proxy(aiohttp_client, tmp_path, engine, headed)
+    jar = _jar("first")
+
+    async def status() -> int:
+        resp = await proxy.get(f"/maven/{jar}")
+        await resp.read()
+        return resp.status
+
+    assert await asyncio.gather(*(status() for _ in range(BURST))) == [403] * BURST
+    assert _asked(headed) == [jar]
+    assert hashlib.sha256(headed.files[jar]).hexdigest() not in _stored_blobs(tmp_path)
+
+    engine.blocked_versions.clear()
+    await _cold_burst(proxy, headed, jar)
+    assert _asked(headed) == [jar]
+    assert hashlib.sha256(headed.files[jar]).hexdigest() in _stored_blobs(tmp_path)

@@ -4,11 +4,12 @@ Owns turning repository paths into package references (``groupId:artifactId``),
 choosing the upstreams a path may come from (an internal groupId only from the
 internal upstream; public ones in order), verifying each artifact against the
 strongest checksum its upstream publishes (sha512, sha256, then sha1) before it
-is stored (the digest its response's ``X-Checksum-*`` headers carry, opened first
-by ``maven_fetch``, unless the origin is known to publish a stronger checksum
-file), serving checksum files computed from the verified bytes, and
-merging and filtering ``maven-metadata.xml``. Fetching, caching and verifying
-are the shared pipeline's.
+is stored (the digest its response's ``X-Checksum-*`` headers carry, read from
+the pipeline's header-first fill, unless the origin is known to publish a
+stronger checksum file), serving checksum files computed from the verified
+bytes, and merging and filtering ``maven-metadata.xml``. Fetching, caching,
+verifying, coalescing and remembering 404s are the shared pipeline's (and the
+metadata cache's).
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from stockade.config.model import MavenSettings
 from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.policy.times import http_date
 from stockade.proxy.admission import Admission, Caller, base_facts, caller
 from stockade.proxy.checksum_origins import ChecksumOrigins
-from stockade.proxy.ecosystems import maven_facts, maven_fetch, maven_provenance
+from stockade.proxy.ecosystems import maven_facts, maven_provenance
 from stockade.proxy.ecosystems import maven_layout as layout
 from stockade.proxy.ecosystems.base import Documents
 from stockade.proxy.errors import (
@@ -38,10 +41,9 @@ from stockade.proxy.errors import (
     UpstreamStatusError,
 )
 from stockade.proxy.metacache import CachedDoc
-from stockade.proxy.pipeline import ArtifactPipeline, ArtifactSource, StoredArtifact
+from stockade.proxy.pipeline import ArtifactPipeline, ArtifactSource, Outcome, StoredArtifact
 from stockade.proxy.responses import IMMUTABLE
 from stockade.proxy.routing import Route
-from stockade.proxy.singleflight import FileLocks
 from stockade.proxy.state import services
 from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest, DigestError
@@ -56,19 +58,10 @@ _RECORDED = ("md5", "sha1", "sha256", "sha512")
 _PUBLISHED = "published_at"  # the artifact record's publish date (ISO 8601, or null)
 
 
-_OPENINGS = web.AppKey("maven_openings", maven_fetch.Openings)
-
-
 def setup(app: web.Application) -> None:
     """Register the Maven repository route."""
     app.router.add_route("GET", f"{PREFIX}/{{path:.+}}", repository, name="maven:repository")
     app.router.add_route("HEAD", f"{PREFIX}/{{path:.+}}", repository, name="maven:head")
-    openings = app[_OPENINGS] = maven_fetch.Openings()
-
-    async def close(_: web.Application) -> None:
-        await openings.close()
-
-    app.on_cleanup.append(close)
 
 
 def _settings(adm: Admission) -> MavenSettings:
@@ -174,20 +167,35 @@ async def _artifact(request: web.Request, adm: Admission, path: layout.MavenPath
     warm = await _stored(adm, pipeline, path, upstreams.upstreams)
     if warm is not None:
         return await _answer(request, adm, path, who, upstreams, *warm)
-    holding: list[maven_fetch.Held] = []
-    try:
-        cold = await _cold(request, adm, path, upstreams.upstreams, holding)
-        if cold is None:  # stored meanwhile, by another worker process
-            warm = await _stored(adm, pipeline, path, upstreams.upstreams)
-            if warm is not None:
-                return await _answer(request, adm, path, who, upstreams, *warm)
-            cold = await _source(adm, path, upstreams.upstreams,
-                                 services(request).checksum_origins)
-        source, published = cold
+    svc = services(request)
+    origins = svc.checksum_origins
+    if path.is_snapshot or svc.read_only is not None or any(
+            u.offline for u in upstreams.upstreams):
+        # the checksum files, as before: nothing is opened first
+        source, published = await _source(adm, path, upstreams.upstreams, origins)
         return await _answer(request, adm, path, who, upstreams, source, None, published)
-    finally:
-        for held in holding:
-            held.leave()
+    # A cold artifact costs as few upstream requests as the upstream allows: its
+    # response is opened first (once for every request asking at once, in every
+    # worker process), and a digest in its headers spares the checksum file.
+    stale_if_error_s = adm.cache_settings(ECO).cache.stale_if_error_s
+    missing: list[str] = []
+    for upstream in upstreams.upstreams:
+        template = _artifact_source(path, upstream, (), None)
+        async with pipeline.opened(template, partial(_decide, adm, path, origins),
+                                   adm.metacache, stale_if_error_s=stale_if_error_s) as head:
+            if head.outcome is Outcome.MISSING:
+                missing.append(upstream.name)
+                continue
+            if head.outcome is Outcome.STORED:  # stored meanwhile (another worker process)
+                warm = await _stored(adm, pipeline, path, upstreams.upstreams)
+                if warm is not None:
+                    return await _answer(request, adm, path, who, upstreams, *warm)
+                source, published = await _source(adm, path, upstreams.upstreams, origins)
+                return await _answer(request, adm, path, who, upstreams, source, None,
+                                     published)
+            return await _answer(request, adm, path, who, upstreams, head.source, None,
+                                 _iso_date(head.source.recorded.get(_PUBLISHED)))
+    raise NotFoundError(f"{path.path} is not on upstream {', '.join(missing)}")
 
 
 async def _answer(request: web.Request, adm: Admission, path: layout.MavenPath,
@@ -219,62 +227,24 @@ async def _answer(request: web.Request, adm: Admission, path: layout.MavenPath,
                         headers={"Cache-Control": source.headers.get("Cache-Control", "")})
 
 
-async def _cold(request: web.Request, adm: Admission, path: layout.MavenPath,
-                upstreams: Sequence[Upstream], holding: list[maven_fetch.Held]
-                ) -> tuple[ArtifactSource, datetime | None] | None:
-    """Where a cold artifact comes from, found with as few upstream requests as the
-    upstream allows: its response is opened first (once for every request asking
-    at once), and a digest in its headers spares the checksum file, unless the
-    origin is known to publish a stronger one. The responses opened are appended
-    to ``holding``: the caller leaves them once answered.
-
-    None when another worker process stored the artifact meanwhile; the checksum
-    files as before (``_source``) where a response cannot be opened first (a
-    SNAPSHOT, an offline upstream, read-only storage).
-    """
-    svc = services(request)
-    origins = svc.checksum_origins
-    if path.is_snapshot or svc.read_only is not None or any(u.offline for u in upstreams):
-        return await _source(adm, path, upstreams, origins)
-    openings = request.app[_OPENINGS]
-    pipeline = svc.pipeline
-    locks = FileLocks(svc.settings.storage.path / "locks")
-    cache = adm.cache_settings(ECO).cache
-    missing: list[str] = []
-    for upstream in upstreams:
-        template = _artifact_source(path, upstream, (), None)
-
-        async def stored(template: ArtifactSource = template) -> bool:
-            found = await pipeline.stored(template)
-            return found is not None and _PUBLISHED in found.record
-
-        async def recorded(template: ArtifactSource = template) -> bool:
-            return await pipeline.admitted(template) is not None
-
-        held = await openings.open(template.key, upstream, template.url, stored=stored,
-                                   recorded=recorded,
-                                   locks=locks, negative_ttl_s=cache.negative_ttl_s,
-                                   stale_if_error_s=cache.stale_if_error_s)
-        holding.append(held)
-        if held.outcome is maven_fetch.Outcome.STORED:
-            return None
-        if held.outcome is maven_fetch.Outcome.MISSING:
-            missing.append(upstream.name)
-            continue
-        header = maven_fetch.header_digest(held.headers)
-        published = http_date(held.headers.get("Last-Modified"))
-        expected: tuple[Digest, ...] | None = None
-        if header is not None and not await _stronger_published(origins, upstream, header):
-            expected = (header,)
-        else:
-            expected, dated = await _published_checksum(adm, upstream, template.url, origins)
-            published = dated if expected is not None else published
-            if expected is None:
-                expected = (header,) if header is not None else _unverified(adm, path, upstream)
-        source = dataclasses.replace(_artifact_source(path, upstream, expected, published),
-                                     opener=held.take)
-        return source, published
-    raise NotFoundError(f"{path.path} is not on upstream {', '.join(missing)}")
+async def _decide(adm: Admission, path: layout.MavenPath, origins: ChecksumOrigins | None,
+                  template: ArtifactSource, headers: CIMultiDictProxy[str]) -> ArtifactSource:
+    """The pipeline's hook for an opened artifact response: the source to verify it
+    with. A digest in its headers spares the checksum file, unless the origin is
+    known to publish a stronger one; ``Last-Modified`` stands for the publish date
+    where no checksum file gives one."""
+    upstream = template.upstream
+    header = layout.header_digest(headers)
+    published = http_date(headers.get("Last-Modified"))
+    expected: tuple[Digest, ...] | None = None
+    if header is not None and not await _stronger_published(origins, upstream, header):
+        expected = (header,)
+    else:
+        expected, dated = await _published_checksum(adm, upstream, template.url, origins)
+        published = dated if expected is not None else published
+        if expected is None:
+            expected = (header,) if header is not None else _unverified(adm, path, upstream)
+    return _artifact_source(path, upstream, expected, published)
 
 
 async def _stronger_published(origins: ChecksumOrigins | None, upstream: Upstream,
@@ -283,7 +253,7 @@ async def _stronger_published(origins: ChecksumOrigins | None, upstream: Upstrea
     digest its headers carry (then that file is asked for, as without headers)."""
     if origins is None:
         return False
-    stronger = maven_fetch.STRENGTH[:maven_fetch.STRENGTH.index(header.algorithm)]
+    stronger = layout.STRENGTH[:layout.STRENGTH.index(header.algorithm)]
     return bool(set(stronger) & await origins.published(upstream))
 
 

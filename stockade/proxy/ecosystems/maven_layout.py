@@ -1,7 +1,8 @@
 """The Maven repository layout and ``maven-metadata.xml``, as pure functions.
 
 Owns reading a request path into what it names (an artifact file, a checksum
-of one, or metadata at group, artifact or version level), and parsing,
+of one, or metadata at group, artifact or version level), reading the digests
+a checksum file or an artifact's ``X-Checksum-*`` headers carry, and parsing,
 merging, filtering and writing ``maven-metadata.xml``. XML from upstreams is
 parsed with defusedxml: no DTDs, no entity expansion; the caller bounds size.
 """
@@ -15,12 +16,15 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 from defusedxml import ElementTree as SafeTree
 from defusedxml.common import DefusedXmlException
+from multidict import CIMultiDictProxy
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.versions import parse_version
+from stockade.storage.digest import Digest, DigestError
 
 METADATA = "maven-metadata.xml"
 CHECKSUMS = ("sha512", "sha256", "sha1", "md5")  # strongest first
+STRENGTH = CHECKSUMS[:3]  # those an artifact is verified with; md5 never is
 # Used with fullmatch: a closing "$" would also match before a final newline.
 _SEGMENT = re.compile(r"[A-Za-z0-9_+~$-][A-Za-z0-9._+~$-]*")
 _TIMESTAMP = re.compile(r"-\d{8}\.\d{6}-\d+")
@@ -203,3 +207,21 @@ def first_token(body: bytes) -> str | None:
     text = body.decode("ascii", errors="replace").strip()
     token = text.split()[0].lower() if text else ""
     return token if token and all(c in "0123456789abcdef" for c in token) else None
+
+
+def header_digest(headers: CIMultiDictProxy[str]) -> Digest | None:
+    """The strongest well-formed ``X-Checksum-<alg>`` digest in ``headers``, or None.
+    A header sent more than once, of the wrong length or not hex is ignored (the
+    checksum file is asked for instead)."""
+    for alg in STRENGTH:
+        values = headers.getall(f"X-Checksum-{alg.capitalize()}", [])
+        if len(values) != 1:
+            continue
+        value = values[0].strip()
+        if not value or not all(c in "0123456789abcdefABCDEF" for c in value):
+            continue
+        try:
+            return Digest.parse(alg, value)
+        except DigestError:
+            continue
+    return None

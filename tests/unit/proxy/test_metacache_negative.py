@@ -130,3 +130,41 @@ async def test_other_failures_are_not_remembered(tmp_path: Path) -> None:
         with pytest.raises(UpstreamStatusError):
             await get(c, up)
     assert up.calls == 2
+
+
+async def test_an_artifacts_404_is_shared_with_other_processes_and_the_probe(
+        tmp_path: Path) -> None:
+    """The 404s a header-first fill keeps (``remember_missing``): read by another
+    process over the same records, believed for the negative TTL (then only while
+    the upstream fails, ``stale_s``), and the same memory ``probe`` keeps."""
+    clock, up = Clock(), FakeUpstream(200)
+    upstream = cast(Upstream, up)
+    first = cache(tmp_path, clock)
+    assert await first.missing("npm", upstream, URL) is None
+    await first.remember_missing("npm", upstream, URL, 410)
+    second = cache(tmp_path, clock)  # another worker process
+    assert await second.missing("npm", upstream, URL) == 410
+    with pytest.raises(UpstreamStatusError) as caught:  # probe answers it too, unasked
+        await second.probe("npm", upstream, URL, ttl_s=300.0, stale_if_error_s=3600.0)
+    assert caught.value.upstream_status == 410
+    assert up.calls == 0
+
+    clock.now += 61  # past the negative TTL
+    assert await second.missing("npm", upstream, URL) is None
+    assert await second.missing("npm", upstream, URL, stale_s=3600.0) == 410
+
+
+async def test_a_file_found_again_drops_its_404_for_every_process(tmp_path: Path) -> None:
+    clock, up = Clock(), FakeUpstream(200)
+    upstream = cast(Upstream, up)
+    first = cache(tmp_path, clock)
+    await first.remember_missing("npm", upstream, URL, 404)
+    clock.now += 61
+    assert await first.missing("npm", upstream, URL) is None  # asked again: found
+    await first.found("npm", upstream, URL, "Mon, 01 Jan 2024 00:00:00 GMT")
+    assert await first.missing("npm", upstream, URL, stale_s=3600.0) is None
+    second = cache(tmp_path, clock)  # it must not stand in while the upstream fails
+    assert await second.missing("npm", upstream, URL, stale_s=3600.0) is None
+    doc = await second.probe("npm", upstream, URL, ttl_s=300.0, stale_if_error_s=3600.0)
+    assert doc.last_modified == "Mon, 01 Jan 2024 00:00:00 GMT"
+    assert up.calls == 0

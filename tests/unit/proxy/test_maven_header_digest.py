@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from stockade.proxy.ecosystems.maven_fetch import header_digest
+from stockade.proxy.ecosystems.maven_layout import header_digest
 from stockade.storage.digest import Digest
 
 DATA = b"jar bytes"
