@@ -23,12 +23,12 @@ held before it, the body included) and how long it takes.
     python -m bench.cold_packuments [--count 20] [--workers N] [--base-tree DIR] [--holds]
     python -m bench.cold_packuments --stages
 
-With ``--holds``, this checkout's server (not the base tree's: its path is set by
-``bench.serving``) times every event-loop callback of each of its processes and
-lists those that held the loop over 20 ms, by the innermost project function on
-the loop's stack at the time (sampled by a thread; "?" where none was) and the
-garbage collector's passes over 10 ms (a pass inside a callback is counted in
-both). The timing itself costs a little.
+With ``--holds``, each server (the base tree's too) times every event-loop
+callback of each of its processes and lists those that held the loop over 20 ms,
+by the innermost project function on the loop's stack at the time (sampled by a
+thread; "?" where none was) and the garbage collector's passes over 10 ms (a pass
+inside a callback is counted in both), each with the CPU time the loop's thread
+used in it (the rest: waiting for a core). The timing itself costs a little.
 
 Needs ``wrk`` and ``curl`` on PATH. Figures are only comparable within one run.
 """
@@ -123,7 +123,7 @@ def measure(proc: Proc, count: int) -> Figures:
 _HOLDS_SITE = """
 import asyncio.events, gc, os, sys, threading, time, traceback
 _run0 = asyncio.events.Handle._run
-_state = {"pid": None, "cur": None, "gc": 0.0}
+_state = {"pid": None, "cur": None, "gc": (0.0, 0.0)}
 _OUT = os.environ["STOCKADE_BENCH_HOLDS"]
 def _write(line):
     with open(f"{_OUT}.{os.getpid()}", "a") as out:
@@ -142,33 +142,42 @@ def _run(self):
     if _state["pid"] != os.getpid():
         _state["pid"] = os.getpid()
         threading.Thread(target=_watch, args=(threading.get_ident(),), daemon=True).start()
-    cur = _state["cur"] = [time.perf_counter(), self, None]
+    cur = _state["cur"] = [time.perf_counter(), self, None, time.thread_time()]
     try:
         return _run0(self)
     finally:
         _state["cur"] = None
         took = time.perf_counter() - cur[0]
         if took > 0.02:
-            _write(f"hold {took * 1000:.0f} {(cur[2] or ['?'])[-1]}")
+            cpu = time.thread_time() - cur[3]
+            _write(f"hold {took * 1000:.0f} {cpu * 1000:.0f} {(cur[2] or ['?'])[-1]}")
 def _gc(phase, info):
     if phase == "start":
-        _state["gc"] = time.perf_counter()
-    elif (took := time.perf_counter() - _state["gc"]) > 0.01:
-        _write(f"hold {took * 1000:.0f} gc-generation-{info['generation']}")
-asyncio.events.Handle._run = _run
-gc.callbacks.append(_gc)
+        _state["gc"] = (time.perf_counter(), time.thread_time())
+    elif (took := time.perf_counter() - _state["gc"][0]) > 0.01:
+        cpu = time.thread_time() - _state["gc"][1]
+        _write(f"hold {took * 1000:.0f} {cpu * 1000:.0f} gc-generation-{info['generation']}")
+if "--multiprocessing-fork" not in sys.argv:  # not in render processes: no loop there
+    asyncio.events.Handle._run = _run
+    gc.callbacks.append(_gc)
 """
 
 
 def holds_summary(folder: Path) -> str:
-    """The loop holds the processes wrote to ``folder``, by function: count, longest."""
-    found: dict[str, list[int]] = collections.defaultdict(list)
+    """The loop holds the processes wrote to ``folder``, by function: count, longest
+    (wall-clock), the most CPU time the loop's thread used in one, and how many used
+    over 20 ms of it (a hold that used little was mostly the thread waiting for a
+    core: on a busy machine, holds of every kind grow alike)."""
+    found: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
     for path in folder.glob("holds.*"):
         for line in path.read_text().splitlines():
-            _, ms, where = line.split(" ", 2)
-            found[where].append(int(ms))
-    ranked = sorted(found.items(), key=lambda kv: -sum(kv[1]))
-    return "; ".join(f"{where} {len(ms)}x max {max(ms)} ms" for where, ms in ranked[:12])
+            _, ms, cpu, where = line.split(" ", 3)
+            found[where].append((int(ms), int(cpu)))
+    ranked = sorted(found.items(), key=lambda kv: -sum(ms for ms, _ in kv[1]))
+    return "; ".join(
+        f"{where} {len(held)}x max {max(ms for ms, _ in held)} ms (CPU max "
+        f"{max(cpu for _, cpu in held)} ms, {sum(cpu > 20 for _, cpu in held)}x over 20)"
+        for where, held in ranked[:12])
 
 
 def run_one(label: str, work: Path, upstream: str, tree: Path | None, workers: int | None,
@@ -176,22 +185,32 @@ def run_one(label: str, work: Path, upstream: str, tree: Path | None, workers: i
     folder = work / label
     folder.mkdir()
     saved = dict(os.environ)
+    placed = None  # the site module put in the base tree, removed once it stopped
     if holds:
         site = folder / "site"
-        site.mkdir()
-        (site / "sitecustomize.py").write_text(_HOLDS_SITE)
+        if tree is not None:  # its server's path is the tree alone (``bench.serving``)
+            site = tree
+            if (site / "sitecustomize.py").exists():
+                sys.exit(f"{site / 'sitecustomize.py'} exists: cannot time that tree")
+        site.mkdir(exist_ok=True)
+        placed = site / "sitecustomize.py"
+        placed.write_text(_HOLDS_SITE)
         os.environ["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(site), saved.get("PYTHONPATH", "")) if p)
         os.environ["STOCKADE_BENCH_HOLDS"] = str(folder / "holds")
     try:
-        proc = start_stockade(upstream, folder, tree, workers)
+        try:
+            proc = start_stockade(upstream, folder, tree, workers)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        try:
+            figures = measure(proc, count)
+        finally:
+            proc.stop()
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    try:
-        figures = measure(proc, count)
-    finally:
-        proc.stop()
+        if placed is not None and tree is not None:
+            placed.unlink()
     if holds:
         print(f"{label}: loop held over 20 ms (by function): {holds_summary(folder)}",
               flush=True)
@@ -297,7 +316,8 @@ def main() -> None:
             results = {}
             if args.base_tree is not None:
                 results["base"] = run_one("base", work, static.url("/"),
-                                          args.base_tree.resolve(), args.workers, args.count)
+                                          args.base_tree.resolve(), args.workers, args.count,
+                                          holds=args.holds)
             results["this"] = run_one("this", work, static.url("/"), None, args.workers,
                                       args.count, holds=args.holds)
             if "base" in results:

@@ -66,6 +66,12 @@ _PR_SET_PDEATHSIG = 1  # prctl(2)
 _M_MMAP_THRESHOLD = -3  # mallopt(3)
 # Allocations from this size on are mapped on their own, and unmapped when freed.
 _MMAP_THRESHOLD = 1024 * 1024
+# Added to the niceness of pool processes: rendering a large document keeps a core
+# busy for seconds, and a serving process waiting for that core holds every request
+# it has (a warm request's wait for the processor was most of its 99th percentile
+# while cold large documents rendered). The work itself is no less: it runs when
+# the serving processes leave the processor to it.
+RENDER_NICENESS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,13 +330,16 @@ def _input_bytes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
 def _die_with_parent(parent: int) -> None:
     """Have the kernel end a pool process when the process that started it ends (even
     killed), so none is left behind holding memory; Linux only, elsewhere a no-op.
-    Large blocks of the pool process are then mapped on their own (``bound_heap``)."""
+    Large blocks of the pool process are then mapped on their own (``bound_heap``),
+    and it yields the processor to the serving processes (``RENDER_NICENESS``)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it ended before the call took effect
         os.kill(os.getpid(), signal.SIGKILL)
     bound_heap()
+    with contextlib.suppress(OSError, AttributeError):  # no nice() outside Unix
+        os.nice(RENDER_NICENESS)
 
 
 def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stockade.proxy.rendered import LARGE_BYTES, RenderedCache
+from stockade.proxy.rendered import LARGE_BYTES, RENDER_NICENESS, RenderedCache
 from stockade.proxy.renderslots import RenderSlots
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -72,5 +72,18 @@ async def test_a_large_rendering_only_read_again_gets_no_gzip_sibling(tmp_path: 
         small = await cache.get("small", _render, 100, max_age_s=60, heavy=False,
                                 compress=False)
         assert small.body == _render(100) and small.gzipped is not None
+    finally:
+        await cache.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="no process priorities")
+async def test_pool_processes_yield_the_processor_to_the_serving_process(
+        tmp_path: Path) -> None:
+    cache = RenderedCache(tmp_path / "r", workers=1)
+    await cache.open()
+    try:
+        # os.nice(0) changes nothing and answers the niceness in force
+        assert await cache.compute(True, os.nice, 0) == min(os.nice(0) + RENDER_NICENESS, 19)
+        assert await cache.compute(False, os.nice, 0) == os.nice(0)  # threads: as served
     finally:
         await cache.close()
