@@ -24,10 +24,10 @@ import random
 import ssl
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 from urllib.parse import urljoin
 
 import aiohttp
@@ -50,6 +50,7 @@ from stockade.proxy.metrics import Metrics
 from stockade.proxy.renderslots import RenderSlots
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 USER_AGENT = f"stockade/{__version__}"
 CHUNK = 64 * 1024  # bytes
@@ -115,6 +116,7 @@ class UpstreamResponse:
         parts: list[bytes] = []
         size = pending = 0
         spool: BinaryIO | None = None
+        spooling = False
         async with contextlib.AsyncExitStack() as stack:
             async for chunk in self.iter_chunks():
                 size += len(chunk)
@@ -125,17 +127,39 @@ class UpstreamResponse:
                     )
                 parts.append(chunk)
                 pending += len(chunk)
-                if spool is None and size >= LARGE_BODY_BYTES:
+                if not spooling and size >= LARGE_BODY_BYTES:
+                    spooling = True
                     if self.read_slots is not None:
                         await stack.enter_async_context(self.read_slots.hold())
-                    spool = stack.enter_context(
-                        await asyncio.to_thread(tempfile.TemporaryFile))
+                    spool = await self._open_spool(stack)
                 if spool is not None and pending >= SPOOL_WRITE_BYTES:
-                    await asyncio.to_thread(spool.writelines, parts)
+                    await self._spooled(asyncio.to_thread(spool.writelines, parts))
                     parts, pending = [], 0
             if spool is None:
-                return b"".join(parts)  # under LARGE_BODY_BYTES: a few milliseconds
-            return await asyncio.to_thread(_read_back, spool, parts)
+                return b"".join(parts)  # small, or no spool could be made: in memory
+            return await self._spooled(asyncio.to_thread(_read_back, spool, parts))
+
+    async def _open_spool(self, stack: contextlib.AsyncExitStack) -> BinaryIO | None:
+        """A spool file for a large body, or None where none can be made (an
+        unwritable or missing temporary folder): the body is then joined in memory,
+        as before spooling, rather than refused."""
+        try:
+            return stack.enter_context(await asyncio.to_thread(tempfile.TemporaryFile))
+        except OSError as exc:
+            logger.warning("no spool file for %s (%s): its body is kept in memory", self.url, exc)
+            return None
+
+    async def _spooled(self, work: Awaitable[_T]) -> _T:
+        """``work`` on the spool file; a failure there (a full disk) refuses the
+        document as an upstream body error, with the reason, never a 500."""
+        try:
+            return await work
+        except OSError as exc:
+            raise UpstreamBodyError(
+                f"the body of {self.url} from upstream {self.upstream} could not be "
+                f"spooled to the temporary folder: {exc.strerror or exc}",
+                upstream=self.upstream,
+            ) from exc
 
 
 def _read_back(spool: BinaryIO, parts: list[bytes]) -> bytes:

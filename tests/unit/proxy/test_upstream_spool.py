@@ -85,6 +85,46 @@ async def test_a_large_body_over_the_limit_is_refused_and_its_spool_closed(
     assert spools[0].closed
 
 
+async def test_without_a_spool_file_a_large_body_is_kept_in_memory(
+        upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unwritable temporary folder costs memory, not the document."""
+    def unwritable() -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", unwritable)
+    assert await _read(upstream, "chunked") == LARGE
+
+
+async def test_a_full_spool_refuses_the_document_with_its_reason(
+        upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[Any] = []
+    make = tempfile.TemporaryFile
+
+    class Full:
+        """A spool file on a disk with no room left."""
+
+        def __init__(self) -> None:
+            self.file = make()
+            opened.append(self.file)
+
+        def writelines(self, _parts: Any) -> None:
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.file, name)
+
+        def __enter__(self) -> Full:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.file.close()
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", Full)
+    with pytest.raises(UpstreamBodyError, match=r"could not be spooled.*No space left"):
+        await _read(upstream, "large")
+    assert len(opened) == 1 and opened[0].closed
+
+
 async def _large(_request: web.Request) -> web.Response:
     return web.Response(body=LARGE)
 
