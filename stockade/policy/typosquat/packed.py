@@ -428,8 +428,10 @@ class _Unchecked:
                 for name in _Packed._LAYOUT:
                     setattr(table, name, getattr(fresh, name))
                 table._memo = {}
+            # its kind again (the mro is: its own, _Unchecked, its kind), before its
+            # check is dropped: a thread that finds no check finds the kind's methods
+            table.__class__ = type(table).__mro__[2]
             table._check = None
-            table.__class__ = type(table).__mro__[2]  # its kind: (self, _Unchecked, kind)
 
     def get(self, *args: Any) -> Any:
         self._settle()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import marshal
 import mmap
 import os
+import threading
 import warnings
 import zlib
 from collections.abc import Callable
@@ -327,3 +328,27 @@ def test_a_table_checked_in_one_process_is_not_read_again_in_another(
         return 0
     monkeypatch.setattr(Source, "crc", crc)
     assert "lodash" in loaded.names and read == []
+
+
+def test_threads_reading_a_table_first_at_once_all_get_its_answers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STOCKADE_INDEX_CACHE", str(tmp_path))
+    built = store.load_or_build(E.NPM, LISTS[E.NPM])
+    expected = {name: built.names.get(name) for name in [*LISTS[E.NPM], "left-pad"]}
+    for _ in range(5):
+        loaded = store.load_or_build(E.NPM, LISTS[E.NPM])
+        assert unchecked(loaded.names)
+        start = threading.Barrier(8)
+        answers: list[dict[str, int | None]] = []
+
+        def read(table: Any = loaded.names, start: threading.Barrier = start,
+                 answers: list[dict[str, int | None]] = answers) -> None:
+            start.wait()
+            answers.append({name: table.get(name) for name in expected})
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert answers == [expected] * 8
+        assert not unchecked(loaded.names)
