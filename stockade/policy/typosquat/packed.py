@@ -12,17 +12,22 @@ that maps it shares its pages (a dict of str is ~100 bytes a name in each proces
 Four kinds: ``Ranks`` (name -> rank), ``Strings`` (key -> one name), ``Names``
 (key -> a name, or a tuple of them: the dict's ``str | tuple`` as it was built) and
 ``Lists`` (key -> a tuple of one name or more, in the order built).
-Entries keep the order they were added in, so iteration is a dict's. Pure.
+Entries keep the order they were added in, so iteration is a dict's. Pure, but for
+``checked_on_first_use``: a table read in place from a file checks the file's bytes
+against the CRC-32 they were written with when it is first used, not when it is opened
+(``Check``).
 """
 
 from __future__ import annotations
 
+import os
 import struct
+import threading
 import zlib
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from mmap import mmap
-from typing import Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 # magic, kind, entries, slots, blob length: the arrays follow (slots, each slot's
 # filter byte, starts, key ends, ranks), then the blob
@@ -49,8 +54,10 @@ class _Packed(Mapping[str, V], Generic[V]):
     read-only ``mmap``)."""
 
     _KIND = 0
-    __slots__ = ("_at", "_blob", "_count", "_ends", "_filter", "_memo", "_offset",
+    __slots__ = ("_at", "_blob", "_check", "_count", "_ends", "_filter", "_memo", "_offset",
                  "_ranks", "_size", "_slots", "_starts", "_width")
+    _LAYOUT = ("_at", "_blob", "_count", "_ends", "_filter", "_offset", "_ranks", "_size",
+               "_slots", "_starts", "_width")  # what a table's bytes make
     _count: int
     _width: int
     _at: int
@@ -80,6 +87,7 @@ class _Packed(Mapping[str, V], Generic[V]):
         # the keys found lately and their values: the popular names an edit or a slip
         # reaches are read again and again (bounded: emptied when full)
         self._memo: dict[Key, V] = {}
+        self._check: Check | None = None
 
     @classmethod
     def pack(cls, items: Iterable[tuple[Key, V]]) -> bytes:
@@ -335,3 +343,167 @@ class Layered(Mapping[str, V], Generic[V]):
 
     def __len__(self) -> int:
         return self._len
+
+
+# A table's state in ``Check.seen``, a byte each, shared by the processes forked after
+# the file was opened: any of them that checked it spares the others the reading.
+_UNSEEN, _GOOD = 0, 1
+_CHUNK = 1 << 20
+
+
+class Source:
+    """The bytes a table was read from, to check them: a file's descriptor (read with
+    ``pread``, which maps nothing: a process is charged in its RSS for every page of a
+    mapping it reads), or the buffer itself. Closes the descriptor when dropped."""
+
+    __slots__ = ("_buffer", "_fd")
+
+    def __init__(self, fd: int | None = None, buffer: bytes | None = None) -> None:
+        self._fd, self._buffer = fd, buffer
+
+    def crc(self, start: int, size: int) -> int:
+        """The CRC-32 of ``size`` bytes from ``start``."""
+        if self._buffer is not None:
+            return zlib.crc32(memoryview(self._buffer)[start:start + size])
+        if self._fd is None:
+            raise OSError("the file is closed")
+        crc, end = 0, start + size
+        while start < end:
+            chunk = os.pread(self._fd, min(_CHUNK, end - start), start)
+            if not chunk:
+                raise OSError("the file is shorter than its tables")
+            crc = zlib.crc32(chunk, crc)
+            start += len(chunk)
+        return crc
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class Check:
+    """What a table read in place is checked against on its first use: the CRC-32 its
+    bytes were written with, where its bytes are (``Source``), its byte in ``seen``,
+    and ``damaged``, which gives the table as it should be (built anew) when the
+    bytes do not match."""
+
+    __slots__ = ("crc", "damaged", "lock", "seen", "slot", "source")
+
+    def __init__(self, source: Source, crc: int, seen: bytearray | mmap, slot: int,
+                 damaged: Callable[[], _Packed[Any]]) -> None:
+        self.source, self.crc, self.seen, self.slot = source, crc, seen, slot
+        self.damaged = damaged
+        self.lock = threading.Lock()
+
+
+class _Unchecked:
+    """Mixed into a table read in place whose bytes are not checked yet: every read
+    of it checks them first, once, and the table becomes its own kind again (no
+    test left on the look-up's path). Bytes that do not match are never read: the
+    table takes the content of the one ``Check.damaged`` builds."""
+
+    __slots__ = ()
+
+    def _settle(self) -> None:
+        table: _Packed[Any] = self  # type: ignore[assignment]
+        check = table._check
+        if check is None:  # another thread settled it while this one waited
+            return
+        with check.lock:
+            if table._check is None:
+                return
+            try:
+                good = check.seen[check.slot] == _GOOD \
+                    or check.source.crc(table._offset, table._size) == check.crc
+            except OSError:
+                good = False
+            if good:
+                check.seen[check.slot] = _GOOD
+            else:
+                fresh = check.damaged()
+                for name in _Packed._LAYOUT:
+                    setattr(table, name, getattr(fresh, name))
+                table._memo = {}
+            # its kind again (the mro is: its own, _Unchecked, its kind), before its
+            # check is dropped: a thread that finds no check finds the kind's methods
+            table.__class__ = type(table).__mro__[2]
+            table._check = None
+
+    def get(self, *args: Any) -> Any:
+        self._settle()
+        return self.get(*args)
+
+    def found(self, keys: Iterable[str]) -> Any:
+        self._settle()
+        return self.found(keys)
+
+    def __getitem__(self, key: Key) -> Any:
+        self._settle()
+        return self[key]
+
+    def __contains__(self, key: object) -> bool:
+        self._settle()
+        return key in self
+
+    def __iter__(self) -> Iterator[str]:
+        self._settle()
+        return iter(self)
+
+    def __len__(self) -> int:
+        self._settle()
+        return len(self)
+
+    def tobytes(self) -> bytes:
+        self._settle()
+        return self.tobytes()
+
+    def _find(self, raw: bytes) -> int:
+        self._settle()
+        return self._find(raw)
+
+    def _value(self, entry: int) -> Any:
+        self._settle()
+        return self._value(entry)
+
+    def _key(self, entry: int) -> str:
+        self._settle()
+        return self._key(entry)
+
+
+class _UncheckedRanks(_Unchecked, Ranks):
+    __slots__ = ()
+
+
+class _UncheckedStrings(_Unchecked, Strings):
+    __slots__ = ()
+
+
+class _UncheckedNames(_Unchecked, Names):
+    __slots__ = ()
+
+
+class _UncheckedLists(_Unchecked, Lists):
+    __slots__ = ()
+
+
+_UNCHECKED: dict[type[_Packed[Any]], type[_Packed[Any]]] = {
+    Ranks: _UncheckedRanks, Strings: _UncheckedStrings, Names: _UncheckedNames,
+    Lists: _UncheckedLists}
+
+
+def checked_on_first_use(table: _Packed[V], check: Check) -> _Packed[V]:
+    """``table``, its bytes checked against ``check`` when it is first read."""
+    if type(table) not in _UNCHECKED:
+        raise TypeError(f"not a packed table: {type(table).__name__}")
+    table._check = check
+    table.__class__ = _UNCHECKED[type(table)]
+    return table
+
+
+def unchecked(table: _Packed[Any]) -> bool:
+    """Whether ``table``'s bytes are still to be checked."""
+    return isinstance(table, _Unchecked)

@@ -5,8 +5,12 @@ interpreter, so any change to either builds anew), writing it atomically, and re
 it back. The big tables are packed (``packed``) and kept in the file as they are in
 memory: a process maps the file read-only and looks names up in place, so the pages
 are shared by every worker and no object is made per name (building the shipped
-lists' indexes takes several seconds of CPU; mapping the file a few milliseconds and
-checking its checksum some tens). The small tables are ``marshal``: plain str, int,
+lists' indexes takes several seconds of CPU; mapping the file a few milliseconds). Each
+packed table's bytes are checked against the CRC-32 they were written with when the
+table is first used (``packed.Check``), not when the file is opened: reading every
+table whole took a quarter of a second of every start. A table that does not match is
+never read: the index is built anew then (in memory, and its file written again), and
+the table answers from the one built. The small tables are ``marshal``: plain str, int,
 tuple, dict and set, no code, read only from the folder this process or another of
 the same installation wrote. Any failure to read or write is not an error: the index
 is built as before (in memory, its tables packed all the same).
@@ -22,6 +26,7 @@ The folder: ``STOCKADE_INDEX_CACHE`` if set (empty: never use a file), else
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import logging
@@ -31,17 +36,27 @@ import os
 import struct
 import sys
 import tempfile
+import threading
 import unicodedata
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat.edits import EditIndex
 from stockade.policy.typosquat.index import NameIndex
 from stockade.policy.typosquat.loose import SHAPES, LooseIndex
-from stockade.policy.typosquat.packed import Lists, Names, Ranks, Strings, _Packed
+from stockade.policy.typosquat.packed import (
+    Check,
+    Lists,
+    Names,
+    Ranks,
+    Source,
+    Strings,
+    _Packed,
+    checked_on_first_use,
+)
 from stockade.policy.typosquat.slips import SlipIndex
 
 logger = logging.getLogger(__name__)
@@ -61,9 +76,10 @@ _SLIP_TABLES = ("_slips",)
 _SHARED_EDITS = ("_ecosystem", "_names", "_skeletons")
 _SHARED_SLIPS = ("_ecosystem", "_names")
 _LAYERS = ("_base", "_hidden")  # set on a layered index only, never kept
-_FORMAT = 3  # bump when the layout of the state below changes
-# the file: magic, where the state (marshal) starts and its length, the CRC-32 of all
-# after the head; the packed tables, then the state, which names where each table is
+_FORMAT = 4  # bump when the layout of the state below changes
+# the file: magic, where the state (marshal) starts and its length, the state's CRC-32;
+# the packed tables, then the state, which says where each table is, its length and
+# its CRC-32 (checked on the table's first use): every byte after the head is in one
 _HEAD = struct.Struct("=8sQQQ")
 _MAGIC = b"STKNAMES"
 _LOOSE_MAGIC = b"STKLOOSE"
@@ -84,6 +100,7 @@ def folder() -> Path | None:
     return Path(base) / "stockade"
 
 
+@functools.cache
 def _detector_digest() -> str:
     """What the index depends on besides its names: the matcher's source, the Unicode
     and confusables data that fold names, and the interpreter reading the file."""
@@ -120,15 +137,16 @@ def _state(index: NameIndex, tables: list[bytes], at: int) -> dict[str, Any]:
             or set(vars(index._slips)) != {*_SLIPS, *_SLIP_TABLES, *_SHARED_SLIPS, *_LAYERS} \
             or index._edits._base is not None:
         raise TypeError("NameIndex holds attributes the index file does not know")
-    where: dict[str, int] = {}
+    where: dict[str, tuple[int, int, int]] = {}
     for owner, names in ((index, _INDEX_TABLES), (index._edits, _EDIT_TABLES),
                          (index._slips, _SLIP_TABLES)):
         for name in names:
             table = getattr(owner, name)
             if not isinstance(table, _TABLES[name]):
                 raise TypeError(f"{name} is not packed")
-            where[name] = at + sum(map(len, tables))
-            tables.append(table.tobytes())
+            raw = table.tobytes()
+            where[name] = (at + sum(map(len, tables)), len(raw), zlib.crc32(raw))
+            tables.append(raw)
     return {
         "ecosystem": index.ecosystem.value,
         **{name: held[name] for name in _INDEX},
@@ -140,13 +158,14 @@ def _state(index: NameIndex, tables: list[bytes], at: int) -> dict[str, Any]:
     }
 
 
-def _restore(state: dict[str, Any], buffer: bytes | mmap.mmap) -> NameIndex:
+def _restore(state: dict[str, Any], tables: dict[str, Any]) -> NameIndex:
+    """The index of ``state``, its packed ``tables`` (by name) read already."""
     index = NameIndex.__new__(NameIndex)
     index.ecosystem = Ecosystem(state["ecosystem"])
     for name in _INDEX:
         setattr(index, name, state[name])
-    tables: dict[str, Any] = {name: _TABLES[name](buffer, at)
-                              for name, at in state["tables"].items()}
+    if set(tables) - {"groups"} != set(_TABLES):
+        raise ValueError("an index file without its tables")
     for name in _INDEX_TABLES:
         setattr(index, name, tables[name])
     edits = EditIndex(index.ecosystem, index.names, index._skeletons)
@@ -159,8 +178,21 @@ def _restore(state: dict[str, Any], buffer: bytes | mmap.mmap) -> NameIndex:
     slips._slips = tables["_slips"]
     index._edits, index._slips = edits, slips
     index._groups = None if state["groups"] is None \
-        else _restore(state["groups"], buffer)
+        else _restore(state["groups"], tables["groups"])
     return index
+
+
+def _table_of(index: NameIndex, place: tuple[str, ...]) -> _Packed[Any]:
+    """The table at ``place`` (``("groups", "_deletes")``) in ``index``."""
+    *groups, name = place
+    for _ in groups:
+        if index._groups is None:
+            raise ValueError("an index without groups")
+        index = index._groups
+    owner = index._edits if name in _EDIT_TABLES \
+        else index._slips if name in _SLIP_TABLES else index
+    table: _Packed[Any] = getattr(owner, name)
+    return table
 
 
 def dumps(index: NameIndex) -> bytes:
@@ -170,18 +202,105 @@ def dumps(index: NameIndex) -> bytes:
     return _file(_MAGIC, tables, state)
 
 
-def loads(data: bytes | mmap.mmap) -> NameIndex:
+def loads(data: bytes | mmap.mmap, source: Source | None = None,
+          rebuild: Callable[[], NameIndex] | None = None) -> NameIndex:
     """The index ``dumps`` wrote, its tables read in place from ``data`` (the file's
-    bytes, or the file mapped)."""
-    return _restore(_read_state(data, _MAGIC), data)
+    bytes, or the file mapped: then ``source`` reads the file to check each table on
+    its first use, and a table that does not match answers from ``rebuild()``'s; with
+    no ``rebuild``, such a table raises ValueError)."""
+    state = _read_state(data, _MAGIC)
+
+    def count(part: dict[str, Any]) -> int:
+        return len(part["tables"]) + (0 if part["groups"] is None else count(part["groups"]))
+
+    def read(part: dict[str, Any], at: tuple[str, ...]) -> dict[str, Any]:
+        tables: dict[str, Any] = {
+            name: opened.table(_TABLES[name], where, _located(built, (*at, name)))
+            for name, where in part["tables"].items()}
+        if part["groups"] is not None:
+            tables["groups"] = read(part["groups"], (*at, "groups"))
+        return tables
+
+    opened = _Opened(data, source, count(state))
+    built = _once(rebuild or _no_rebuild)
+    index = _restore(state, read(state, ()))
+    opened.covered()
+    return index
+
+
+T = TypeVar("T")
+
+
+def _located(built: Callable[[], NameIndex],
+             place: tuple[str, ...]) -> Callable[[], _Packed[Any]]:
+    return lambda: _table_of(built(), place)
+
+
+def _no_rebuild() -> Any:
+    raise ValueError("an index table that does not match its checksum")
+
+
+def _once(build: Callable[[], T]) -> Callable[[], T]:
+    """``build``, called once however many of the file's tables ask for it."""
+    lock, done = threading.Lock(), list[T]()
+
+    def once() -> T:
+        with lock:
+            if not done:
+                done.append(build())
+            return done[0]
+    return once
+
+
+class _Opened:
+    """One index file's bytes as its tables read them: each table read in place and
+    checked on its first use (``packed.Check``), a byte each in ``seen``, shared by
+    the processes forked after it was opened."""
+
+    def __init__(self, data: bytes | mmap.mmap, source: Source | None, count: int) -> None:
+        self.data = data
+        if source is None:
+            if isinstance(data, mmap.mmap):
+                raise TypeError("a mapped file's tables are checked from the file")
+            source = Source(buffer=data)
+        self.source = source
+        # anonymous and shared: a table one worker found good is good in every worker
+        self.seen: bytearray | mmap.mmap = mmap.mmap(-1, max(count, 1)) \
+            if isinstance(data, mmap.mmap) else bytearray(count)
+        self.spans: list[tuple[int, int]] = []
+        self._end = _HEAD.unpack_from(data)[1]
+
+    def table(self, kind: type[_Packed[Any]], where: Any,
+              damaged: Callable[[], _Packed[Any]]) -> _Packed[Any]:
+        at, size, crc = where
+        table = kind(self.data, at)
+        if table._size != size:
+            raise ValueError("an index table of another length than written")
+        self.spans.append((at, size))
+        return checked_on_first_use(
+            table, Check(self.source, crc, self.seen, len(self.spans) - 1, damaged))
+
+    def covered(self) -> None:
+        """Every byte between the head and the state is in one table: each checked."""
+        at = _HEAD.size
+        for start, size in sorted(self.spans):
+            if start != at:
+                raise ValueError("an index file with bytes in no table")
+            at += size
+        if at != self._end:
+            raise ValueError("an index file with bytes in no table")
 
 
 def _read_state(data: bytes | mmap.mmap, magic: bytes) -> dict[str, Any]:
-    """The plain state of a file ``_file`` wrote with ``magic``."""
-    found, at, size, _ = _HEAD.unpack_from(data)  # too short: struct.error, a ValueError
-    if found != magic or at + size != len(data):
+    """The plain state of a file ``_file`` wrote with ``magic``, once its checksum is
+    checked."""
+    found, at, size, crc = _HEAD.unpack_from(data)  # too short: struct.error, a ValueError
+    if found != magic or at + size != len(data) or at < _HEAD.size:
         raise ValueError("not an index file of this kind and format")
-    state = marshal.loads(data[at:at + size])  # noqa: S302 (our own file, plain data only)
+    plain = data[at:at + size]
+    if zlib.crc32(plain) != crc:
+        raise ValueError("an index file that does not match its checksum")
+    state = marshal.loads(plain)  # noqa: S302 (our own file, plain data only)
     if not isinstance(state, dict):
         raise ValueError("an index file without its state")
     return state
@@ -193,12 +312,13 @@ def _file(magic: bytes, tables: list[bytes], state: dict[str, Any]) -> bytes:
     plain = marshal.dumps(state)
     body = b"".join(tables) + plain
     return _HEAD.pack(magic, _HEAD.size + len(body) - len(plain), len(plain),
-                      zlib.crc32(body)) + body
+                      zlib.crc32(plain)) + body
 
 
-def _mapped(path: Path) -> mmap.mmap:
-    """``path`` mapped read-only (its pages shared by every process mapping it), once
-    its checksum is checked: read in chunks, which maps nothing in this process.
+def _mapped(path: Path) -> tuple[mmap.mmap, Source]:
+    """``path`` mapped read-only (its pages shared by every process mapping it), and
+    the file kept open to check each table on its first use: read with ``pread``,
+    which maps nothing in this process.
 
     Read and mapped for random access, so that the file is cached a page at a time
     (``_uncached``): a process is charged in its RSS for every page of a cached block
@@ -208,18 +328,12 @@ def _mapped(path: Path) -> mmap.mmap:
     with path.open("rb") as file:
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
-        head = file.read(_HEAD.size)
-        if len(head) != _HEAD.size:
+        if os.fstat(file.fileno()).st_size < _HEAD.size:
             raise ValueError("an index file too short")
-        crc, chunk = 0, bytearray(1 << 20)
-        while got := file.readinto(chunk):
-            crc = zlib.crc32(memoryview(chunk)[:got], crc)
-        if _HEAD.unpack(head)[3] != crc:
-            raise ValueError("an index file that does not match its checksum")
         mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
         if hasattr(mmap, "MADV_RANDOM"):
             mapped.madvise(mmap.MADV_RANDOM)  # a page not cached: read alone
-        return mapped
+        return mapped, Source(fd=os.dup(file.fileno()))
 
 
 def _uncached(fileno: int) -> None:
@@ -239,8 +353,15 @@ def load_or_build(ecosystem: Ecosystem, names: Iterable[str], *,
     if where is None:
         return NameIndex(ecosystem, names, first=first)
     path = where / f"names-{ecosystem.value}-{_key(ecosystem, names, first)}.packed"
+
+    def rebuild() -> NameIndex:
+        logger.warning("the name index file %s does not match its checksum: building "
+                       "the index anew", path)
+        index = NameIndex(ecosystem, names, first=first)
+        _write(where, path, dumps(index))
+        return index
     try:
-        return loads(_mapped(path))
+        return loads(*_mapped(path), rebuild=rebuild)
     except FileNotFoundError:
         pass
     except (OSError, ValueError, EOFError, TypeError, KeyError, struct.error) as exc:
@@ -258,20 +379,28 @@ def load_or_build_loose(ecosystem: Ecosystem, names: tuple[str, ...]) -> LooseIn
         return LooseIndex(ecosystem, names)
     shapes = repr(SHAPES[ecosystem])
     path = where / f"loose-{ecosystem.value}-{_key(ecosystem, names, ('loose', shapes))}.packed"
+
+    def rebuild() -> LooseIndex:
+        index = LooseIndex(ecosystem, names)
+        try:
+            data = dumps_loose(index)
+        except TypeError as exc:
+            logger.info("loose index not kept: %s", exc)
+            return index
+        _write(where, path, data)
+        return index
+
+    def damaged() -> LooseIndex:
+        logger.warning("the loose index file %s does not match its checksum: building "
+                       "the index anew", path)
+        return rebuild()
     try:
-        return loads_loose(_mapped(path))
+        return loads_loose(*_mapped(path), rebuild=damaged)
     except FileNotFoundError:
         pass
     except (OSError, ValueError, EOFError, TypeError, KeyError, struct.error) as exc:
         logger.warning("ignoring the loose index file %s: %s", path, exc)
-    index = LooseIndex(ecosystem, names)
-    try:
-        data = dumps_loose(index)
-    except TypeError as exc:
-        logger.info("loose index not kept: %s", exc)
-        return index
-    _write(where, path, data)
-    return index
+    return rebuild()
 
 
 def dumps_loose(index: LooseIndex) -> bytes:
@@ -282,20 +411,23 @@ def dumps_loose(index: LooseIndex) -> bytes:
     if index.shapes != SHAPES[index.ecosystem] or index._listed:
         raise TypeError("only an index of the ecosystem's own shapes and lists is kept")
     tables: list[bytes] = []
-    where: dict[str, int] = {}
+    where: dict[str, tuple[int, int, int]] = {}
     for name, kind in _LOOSE_TABLES.items():
         table = getattr(index, name)
         if not isinstance(table, kind):
             raise TypeError(f"{name} is not packed")
-        where[name] = _HEAD.size + sum(map(len, tables))
-        tables.append(table.tobytes())
+        raw = table.tobytes()
+        where[name] = (_HEAD.size + sum(map(len, tables)), len(raw), zlib.crc32(raw))
+        tables.append(raw)
     return _file(_LOOSE_MAGIC, tables, {
         "ecosystem": index.ecosystem.value, "shapes": repr(index.shapes),
         "_longest": index._longest, "tables": where})
 
 
-def loads_loose(data: bytes | mmap.mmap) -> LooseIndex:
-    """The loose index ``dumps_loose`` wrote, its tables read in place from ``data``."""
+def loads_loose(data: bytes | mmap.mmap, source: Source | None = None,
+                rebuild: Callable[[], LooseIndex] | None = None) -> LooseIndex:
+    """The loose index ``dumps_loose`` wrote, its tables read in place from ``data``
+    and checked on their first use as ``loads`` says."""
     state = _read_state(data, _LOOSE_MAGIC)
     index = LooseIndex.__new__(LooseIndex)
     index.ecosystem = Ecosystem(state["ecosystem"])
@@ -306,8 +438,14 @@ def loads_loose(data: bytes | mmap.mmap) -> LooseIndex:
     index._longest = int(state["_longest"])
     if set(state["tables"]) != set(_LOOSE_TABLES):
         raise ValueError("a loose index file without its tables")
-    for name, at in state["tables"].items():
-        setattr(index, name, _LOOSE_TABLES[name](data, at))
+    opened = _Opened(data, source, len(_LOOSE_TABLES))
+    built = _once(rebuild or _no_rebuild)
+    for name, where in state["tables"].items():
+        def damaged(name: str = name) -> _Packed[Any]:
+            table: _Packed[Any] = getattr(built(), name)
+            return table
+        setattr(index, name, opened.table(_LOOSE_TABLES[name], where, damaged))
+    opened.covered()
     return index
 
 

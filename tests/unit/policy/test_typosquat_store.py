@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import marshal
 import mmap
+import os
+import threading
+import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat import NameIndex, store
 from stockade.policy.typosquat.loose import LooseIndex, Shapes
-from stockade.policy.typosquat.packed import Lists, Strings, _Packed
+from stockade.policy.typosquat.packed import (
+    Lists,
+    Ranks,
+    Source,
+    Strings,
+    _Packed,
+    unchecked,
+)
 
 E = Ecosystem
 LISTS = {
@@ -178,3 +191,164 @@ def test_the_key_is_every_part_with_a_newline_after_it() -> None:
     assert store._key(Ecosystem.PYPI, names, first) == digest.hexdigest()[:32]
     assert store._key(Ecosystem.PYPI, names, ()) != store._key(Ecosystem.PYPI, names, first)
     assert store._key(Ecosystem.NPM, names, first) != store._key(Ecosystem.PYPI, names, first)
+
+
+def _spans(path: Path, magic: bytes) -> dict[str, tuple[int, int]]:
+    """Where each top-level table of an index file lies: name -> (start, length)."""
+    state = store._read_state(path.read_bytes(), magic)
+    return {name: (at, size) for name, (at, size, _) in state["tables"].items()}
+
+
+def _flip(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _blob(table: Any) -> object:
+    blob: object = table._blob
+    return blob
+
+
+def _tables(index: NameIndex) -> list[Any]:
+    return [index.names, index._skeletons, index._folded, index._edits._deletes,
+            index._edits._swaps, index._slips._slips]
+
+
+def test_tables_are_checked_on_first_use_not_when_the_file_is_opened(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STOCKADE_INDEX_CACHE", str(tmp_path))
+    built = store.load_or_build(E.PYPI, LISTS[E.PYPI])
+    loaded = store.load_or_build(E.PYPI, LISTS[E.PYPI])
+    assert all(unchecked(table) for table in _tables(loaded))  # nothing read whole yet
+    for name in PROBES[E.PYPI]:
+        assert loaded.lookalike(name) == built.lookalike(name), name
+    assert not any(unchecked(table) for table in _tables(loaded))
+    assert type(loaded.names) is Ranks  # checked: its own kind again, nothing in the way
+    assert dict(loaded.names.items()) == dict(built.names.items())
+
+
+def test_a_table_found_damaged_at_its_first_use_answers_as_built(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("STOCKADE_INDEX_CACHE", str(tmp_path))
+    store.load_or_build(E.PYPI, LISTS[E.PYPI])
+    (path,) = tmp_path.glob("names-pypi-*.packed")
+    good = path.read_bytes()
+    at, size = _spans(path, store._MAGIC)["_deletes"]
+    _flip(path, at + size - 16)  # in the table's keys: only its checksum tells
+    loaded = store.load_or_build(E.PYPI, LISTS[E.PYPI])
+    assert path.read_bytes() != good  # opened as it is: not read whole at start
+    deletes: Any = loaded._edits._deletes
+    assert isinstance(_blob(deletes), mmap.mmap)
+    built = NameIndex(E.PYPI, LISTS[E.PYPI])
+    with caplog.at_level("WARNING"):
+        for name in PROBES[E.PYPI]:
+            assert loaded.lookalike(name) == built.lookalike(name), name
+    assert "does not match its checksum" in caplog.text
+    # the damaged table answers from the index built anew, whose file is written again
+    assert dict(deletes.items()) == dict(built._edits._deletes.items())
+    assert isinstance(_blob(deletes), bytes)
+    assert path.read_bytes() == good
+    assert isinstance(loaded.names._blob, mmap.mmap)  # the others still read in place
+
+
+def test_a_damaged_loose_table_answers_as_built(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STOCKADE_INDEX_CACHE", str(tmp_path))
+    names = tuple(LISTS[E.NPM])
+    store.load_or_build_loose(E.NPM, names)
+    (path,) = tmp_path.glob("loose-npm-*.packed")
+    good = path.read_bytes()
+    for table, (at, size) in _spans(path, store._LOOSE_MAGIC).items():
+        _flip(path, at + size - 9)
+        loaded = store.load_or_build_loose(E.NPM, names)
+        built = LooseIndex(E.NPM, names)
+        for deep in (False, True):
+            assert [loaded.match(n, deep=deep) for n in LOOSE_PROBES] \
+                == [built.match(n, deep=deep) for n in LOOSE_PROBES], table
+        assert dict(getattr(loaded, table).items()) == dict(getattr(built, table).items())
+        assert path.read_bytes() == good, table
+
+
+def test_without_a_way_to_build_anew_a_damaged_table_raises() -> None:
+    data = bytearray(store.dumps(NameIndex(E.NPM, LISTS[E.NPM])))
+    loaded = store.loads(bytes(data))
+    assert loaded.lookalike("lodahs") is not None
+    at, size, _ = store._read_state(bytes(data), store._MAGIC)["tables"]["names"]
+    data[at + size - 9] ^= 0xFF
+    damaged = store.loads(bytes(data))
+    with pytest.raises(ValueError, match="checksum"):
+        damaged.lookalike("lodahs")
+
+
+@pytest.mark.parametrize("damage", ["state", "a table's length", "bytes in no table"])
+def test_a_damaged_state_is_found_when_the_file_is_opened(damage: str) -> None:
+    data = store.dumps(NameIndex(E.PYPI, LISTS[E.PYPI]))
+    head = store._HEAD.unpack_from(data)
+    if damage == "state":
+        changed = bytearray(data)
+        changed[-3] ^= 0xFF
+        data = bytes(changed)
+    else:
+        state = store._read_state(data, store._MAGIC)
+        at, size, crc = state["tables"]["_folded"]
+        state["tables"]["_folded"] = (at, size + 8, crc) if damage == "a table's length" \
+            else (at + 8, size, crc)
+        plain = marshal.dumps(state)
+        data = store._HEAD.pack(head[0], head[1], len(plain), zlib.crc32(plain)) \
+            + data[store._HEAD.size:head[1]] + plain
+    with pytest.raises(ValueError, match=r"index|table"):
+        store.loads(data)
+
+
+def test_a_table_checked_in_one_process_is_not_read_again_in_another(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The supervisor opens the files and forks the workers: a table one of them found
+    good is good in each."""
+    monkeypatch.setenv("STOCKADE_INDEX_CACHE", str(tmp_path))
+    store.load_or_build(E.NPM, LISTS[E.NPM])
+    loaded = store.load_or_build(E.NPM, LISTS[E.NPM])
+    names: Any = loaded.names
+    check = names._check
+    assert check is not None and check.seen[check.slot] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads about
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        code = 0 if "lodash" in loaded.names else 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert check.seen[check.slot] == 1
+    read: list[int] = []
+
+    def crc(*args: object) -> int:
+        read.append(1)
+        return 0
+    monkeypatch.setattr(Source, "crc", crc)
+    assert "lodash" in loaded.names and read == []
+
+
+def test_threads_reading_a_table_first_at_once_all_get_its_answers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STOCKADE_INDEX_CACHE", str(tmp_path))
+    built = store.load_or_build(E.NPM, LISTS[E.NPM])
+    expected = {name: built.names.get(name) for name in [*LISTS[E.NPM], "left-pad"]}
+    for _ in range(5):
+        loaded = store.load_or_build(E.NPM, LISTS[E.NPM])
+        assert unchecked(loaded.names)
+        start = threading.Barrier(8)
+        answers: list[dict[str, int | None]] = []
+
+        def read(table: Any = loaded.names, start: threading.Barrier = start,
+                 answers: list[dict[str, int | None]] = answers) -> None:
+            start.wait()
+            answers.append({name: table.get(name) for name in expected})
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert answers == [expected] * 8
+        assert not unchecked(loaded.names)

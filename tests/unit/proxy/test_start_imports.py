@@ -1,6 +1,7 @@
 """What a server's start imports: the verifiers' libraries (sigstore, cryptography,
-pypi-attestations), the web page's templates (jinja2), the SBOM writer (cyclonedx) and
-TUF wait for their first use, so a server that never uses them never pays for them."""
+pypi-attestations), the web page's templates (jinja2), the SBOM writer (cyclonedx), TUF
+and the version orderings (univers) wait for their first use, so a server that never
+uses them never pays for them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 
 LAZY = {"sigstore", "sigstore_models", "cryptography", "pypi_attestations", "jinja2",
-        "cyclonedx", "tuf", "securesystemslib"}
+        "cyclonedx", "tuf", "securesystemslib", "univers"}
 
 _SERVE = """
 import asyncio, json, sys, urllib.request
