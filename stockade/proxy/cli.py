@@ -41,7 +41,7 @@ from stockade.proxy.serving import (
 )
 from stockade.proxy.tls import TlsError, TlsReloader
 from stockade.proxy.upstream import client_ssl_context
-from stockade.proxy.workers import Channel, Supervisor, worker_count
+from stockade.proxy.workers import Channel, Supervisor, settle_gc, worker_count
 
 logger = logging.getLogger("stockade")
 
@@ -164,11 +164,15 @@ async def _tls(settings: Settings) -> AsyncIterator[ssl.SSLContext | None]:
 async def _run(settings: Settings) -> None:
     server = settings.server
     runner, guard = _runner(settings)
+
+    def listening(port: int) -> None:
+        settle_gc()  # as each of several workers does once it serves
+        _listening(settings, port)
+
     async with _tls(settings) as context:
         await serve_until_stopped(runner, server.host, server.port, guard=guard,
                                   shutdown_timeout_s=server.shutdown_timeout_s,
-                                  on_listening=lambda port: _listening(settings, port),
-                                  ssl_context=context)
+                                  on_listening=listening, ssl_context=context)
 
 
 def _supervise(settings: Settings, count: int) -> None:

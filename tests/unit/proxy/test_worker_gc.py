@@ -6,9 +6,13 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from stockade.config.load import load_settings
+from stockade.proxy import cli
 from stockade.proxy.workers import GC_THRESHOLDS, Channel
 
 
@@ -43,3 +47,22 @@ def test_ready_freezes_what_the_worker_holds(restored_gc: None) -> None:
     finally:
         os.close(read_fd)
         os.close(write_fd)
+
+
+async def test_a_single_process_server_settles_too_once_it_listens(
+        restored_gc: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``server.workers: 1`` serves in the one process: it settles as a worker does."""
+    held = {"policy": [object()]}
+    seen: list[bool] = []
+
+    async def serve_until_stopped(*_args: Any, on_listening: Any, **_kw: Any) -> None:
+        assert _tracked(held)  # not before it listens
+        on_listening(8080)
+        seen.append(_tracked(held))
+
+    monkeypatch.setattr(cli, "serve_until_stopped", serve_until_stopped)
+    settings = load_settings(None, environ={}, overrides={
+        "storage": {"path": str(tmp_path)}, "server": {"workers": 1}})
+    await cli._run(settings)
+    assert seen == [False]
+    assert gc.get_threshold() == GC_THRESHOLDS
