@@ -20,6 +20,7 @@ never a loose look-alike. Pure; the corpus is passed in.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from rapidfuzz.distance import DamerauLevenshtein
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat.compare import Match, technique_of
 from stockade.policy.typosquat.forms import deletions, skeleton
+from stockade.policy.typosquat.letters import LetterBound
 from stockade.policy.typosquat.limits import NEIGHBOURS
 from stockade.policy.typosquat.packed import Lists, Ranks, Strings
 
@@ -42,6 +44,10 @@ _SUFFIX = re.compile(r"^(.+?)[-_.]?v?\d+(?:[-_.]\d+)*$")
 _WORDS = re.compile(r"[-_.@/:\s]+")
 CONTAINED_LONGEST = 64  # letters of a name searched for contained names (bounded work)
 _KEYS = {ch: tuple(sorted(keys)) for ch, keys in NEIGHBOURS.items()}  # in a fixed order
+# Buckets of fewer names than this together are searched whole: the letter bound
+# (``letters``) costs about as much as rapidfuzz there.
+BOUND_LEAST = 24
+_BOUNDS_MAX = 8192  # letter bounds kept per index (emptied when full: bounded memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +188,7 @@ class LooseIndex:
         self._ratios = Lists(Lists.pack((k, tuple(v)) for k, v in ratios.items()))
         self._anagrams: Mapping[str, str] = Strings(Strings.pack(anagrams.items()))
         self._dropped: Mapping[str, str] = Strings(Strings.pack(dropped.items()))
+        self._bounds: dict[tuple[str, ...], LetterBound | None] = {}  # derived, never kept
 
     def match(self, norm: str, *, deep: bool) -> Match | None:
         """The protected name the normalised ``norm`` loosely resembles, if any; the
@@ -234,15 +241,25 @@ class LooseIndex:
         if not self._ends or len(skel) < TWO_EDITS_MIN - 2:
             return None
         head, tail = skel[:2], skel[-2:]
+        size = len(skel)
         # The nearest, the first of the buckets' order among equals: each bucket is
         # searched in C for one strictly nearer than the best so far (no list of them all).
+        # A name lacking three of the letters of ``skel`` is three edits away or more:
+        # the letter bound leaves it out first (``letters``).
+        sides = []
+        for end in (f"^{head}", f"{tail}$"):
+            keys = [f"{end}{n}" for n in range(size - 2, size + 3)]
+            bound = self._bound(self._ends, ("two", end, str(size)), keys)
+            kept = None if bound is None else bound.kept(skel, (2,) * len(keys))
+            sides.append(kept)
         best: str | None = None
         cutoff = 2
         ends = self._ends
-        for n in range(len(skel) - 2, len(skel) + 3):
-            for end in (f"^{head}{n}", f"{tail}${n}"):
-                bucket = ends.get(end)
-                if bucket is None:
+        for at, n in enumerate(range(size - 2, size + 3)):
+            for side, end in enumerate((f"^{head}{n}", f"{tail}${n}")):
+                kept = sides[side]
+                bucket = ends.get(end) if kept is None else kept[at]
+                if not bucket:
                     continue
                 hit = process.extractOne(skel, bucket, scorer=DamerauLevenshtein.distance,
                                          score_cutoff=cutoff)
@@ -267,15 +284,26 @@ class LooseIndex:
             low = int(n * share / (2 - share))
             high = int(n * (2 - share) / share) + 1
             keys = (f"^{skel[0]}", f"{skel[-1]}$") if row.ends else ("",)
+            # A ratio of at least the cutoff needs a longest common subsequence of
+            # ``need(m)`` letters: a name lacking more than ``n - need(m)`` of the
+            # letters of ``skel`` is left out before rapidfuzz (``letters``).
+            lacking = [n - _ratio_need(row.cutoff, n, m) for m in range(low, high + 1)]
+            kept: list[list[list[str]] | None] = []
+            for k in keys:
+                bound = self._bound(buckets, ("ratio", str(at), k, str(n)),
+                                    [_bucket(at, m, k) for m in range(low, high + 1)])
+                kept.append(None if bound is None else bound.kept(skel, lacking))
             # The best ratio, the first of the buckets' order among equals: each bucket
             # is searched in C for one strictly better than the best so far (a name in
             # two buckets scores the same in both: its first place counts).
             best: str | None = None
             score = 0.0
-            for m in range(low, high + 1):
-                for k in keys:
-                    found = buckets.get(_bucket(at, m, k))
-                    if found is None:
+            for i, m in enumerate(range(low, high + 1)):
+                for side, k in enumerate(keys):
+                    narrowed = kept[side]
+                    found = buckets.get(_bucket(at, m, k)) if narrowed is None \
+                        else narrowed[i]
+                    if not found:
                         continue
                     hit = process.extractOne(skel, found, scorer=fuzz.ratio,
                                              score_cutoff=max(row.cutoff, score))
@@ -284,6 +312,21 @@ class LooseIndex:
             if best is not None and best != skel:
                 return Match(self._target(best), f"similar spelling ({score:.0f}%)")
         return None
+
+    def _bound(self, table: Lists, key: tuple[str, ...],
+               buckets: Sequence[str]) -> LetterBound | None:
+        """The letter bound over ``buckets`` of ``table`` (in their order), made on
+        first use and kept; None where they hold too few names to be worth it."""
+        try:
+            return self._bounds[key]
+        except KeyError:
+            pass
+        groups = [table.get(b) or () for b in buckets]
+        bound = LetterBound(groups) if sum(map(len, groups)) >= BOUND_LEAST else None
+        if len(self._bounds) >= _BOUNDS_MAX:
+            self._bounds.clear()
+        self._bounds[key] = bound
+        return bound
 
     def _anagram(self, skel: str) -> Match | None:
         if len(skel) < self.shapes.anagram_min or not self._anagrams:
@@ -379,6 +422,13 @@ def _bucket(row: int, length: int, end: str) -> str:
     """The key of the bucket of ratio row ``row`` for skeletons of ``length`` letters
     and, for a row that keeps an end, that ``end`` (``^a``, ``a$``; else "")."""
     return f"{row} {length} {end}"
+
+
+def _ratio_need(cutoff: float, n: int, m: int) -> int:
+    """The fewest letters two names of ``n`` and ``m`` letters share, in order, for a
+    rapidfuzz ratio (``200 LCS / (n + m)``) of at least ``cutoff``: a hair below the
+    exact figure, so that rounding never leaves out a name that reaches it."""
+    return max(0, math.ceil(cutoff * (n + m) / 200 - 1e-6))
 
 
 def _sits(where: str, sides: int) -> bool:

@@ -1,0 +1,121 @@
+"""A letter-count bound that leaves most names out before rapidfuzz compares them.
+
+Owns the prefilter of the loose search's bucketed look-ups (a ratio, two edits): the
+names of several buckets in one order, and for every letter the names holding it
+once or more and twice or more, each set the bits of one int. A name ``b`` that
+lacks ``k`` of the letters of ``a`` (counted with their repeats: ``a`` has three
+``e`` and ``b`` one, two lacking) shares at most ``len(a) - k`` letters with it, so
+
+- their longest common subsequence is at most ``len(a) - k``: a rapidfuzz ratio
+  (``2 LCS / (len(a) + len(b))``) below the cutoff follows from ``k`` alone;
+- every edit (a letter added, dropped, changed, two swapped) takes at most one of
+  ``a``'s letters away: ``b`` is ``k`` edits from ``a`` or more.
+
+Counting what each name lacks is a few operations on ints a bit per name, for all the
+names of a bucket at once (the letters of ``a`` one after the other), where rapidfuzz
+costs some hundred nanoseconds a name; the names the bound keeps are compared as
+before, in their order, so the answers are the same (``tests/unit/policy``). A name
+holding a letter three times counts as holding it twice (the bound stays a bound).
+Pure; built from the buckets it filters, never kept in a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# Past this many letters a name may lack, the bound leaves too many names to pay for
+# itself: the buckets are searched whole.
+MOST_LACKING = 6
+
+
+class LetterBound:
+    """The names of buckets ``0 .. len(groups) - 1`` in one order, for the bound."""
+
+    __slots__ = ("_full", "_groups", "_names", "_once", "_twice")
+
+    def __init__(self, groups: Sequence[Sequence[str]]) -> None:
+        names: list[str] = []
+        spans: list[tuple[int, int]] = []
+        once: dict[str, list[int]] = {}
+        twice: dict[str, list[int]] = {}
+        for group in groups:
+            start = len(names)
+            for name in group:
+                at = len(names)
+                names.append(name)
+                seen: set[str] = set()
+                for ch in name:
+                    if ch in seen:
+                        twice.setdefault(ch, []).append(at)
+                    else:
+                        seen.add(ch)
+                        once.setdefault(ch, []).append(at)
+            spans.append((start, len(names)))
+        self._names = names
+        self._groups = [(start, end, _bits(range(start, end)) if end > start else 0)
+                        for start, end in spans]
+        self._full = (1 << len(names)) - 1
+        self._once = {ch: _bits(at) for ch, at in once.items()}
+        self._twice = {ch: _bits(at) for ch, at in twice.items()}
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def kept(self, word: str, lacking: Sequence[int]) -> list[list[str]] | None:
+        """For each bucket, its names lacking at most ``lacking[g]`` of ``word``'s
+        letters (with repeats), in their order (an empty list: none; a negative
+        ``lacking``: none). None when the bound would cost more than it saves
+        (``MOST_LACKING``): search the buckets whole."""
+        most = max(lacking, default=-1)
+        if most < 0:
+            return [[] for _ in self._groups]
+        if most > MOST_LACKING:
+            return None
+        counts: dict[str, int] = {}
+        for ch in word:
+            counts[ch] = counts.get(ch, 0) + 1
+        full, once, twice = self._full, self._once, self._twice
+        missing = 0  # letters no name holds: lacked by all
+        masks: list[int] = []  # per letter of ``word`` (repeats apart): who lacks it
+        for ch, count in counts.items():
+            held = once.get(ch)
+            if held is None:
+                missing += count
+                continue
+            masks.append(full & ~held)
+            if count > 1:
+                lack = full & ~twice.get(ch, 0)
+                masks.extend([lack] * (count - 1))
+        top = most - missing + 1  # lacking this many more is too many for every bucket
+        if top <= 0:
+            return [[] for _ in self._groups]
+        # at_least[k]: the names lacking k letters or more (k = 1 .. top)
+        at_least = [0] * (top + 1)
+        for lack in masks:
+            for k in range(top, 1, -1):
+                at_least[k] |= at_least[k - 1] & lack
+            at_least[1] |= lack
+        names = self._names
+        out: list[list[str]] = []
+        for (start, end, span), most_g in zip(self._groups, lacking, strict=True):
+            found: list[str] = []
+            out.append(found)
+            room = most_g - missing
+            if room < 0 or end == start:
+                continue
+            bits = span & ~at_least[room + 1]
+            while bits:
+                low = bits & -bits
+                found.append(names[low.bit_length() - 1])
+                bits ^= low
+        return out
+
+
+def _bits(positions: Sequence[int]) -> int:
+    """The int with the bits of ``positions`` set."""
+    if not positions:
+        return 0
+    raw = bytearray((max(positions) >> 3) + 1)
+    for at in positions:
+        raw[at >> 3] |= 1 << (at & 7)
+    return int.from_bytes(raw, "little")
