@@ -24,14 +24,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 # Past this many letters a name may lack, the bound leaves too many names to pay for
-# itself: the buckets are searched whole.
-MOST_LACKING = 6
+# itself (and its counter holds up to seven): the buckets are searched whole.
+MOST_LACKING = 7
 
 
 class LetterBound:
     """The names of buckets ``0 .. len(groups) - 1`` in one order, for the bound."""
 
-    __slots__ = ("_full", "_groups", "_names", "_once", "_twice")
+    __slots__ = ("_full", "_groups", "_lack_once", "_lack_twice", "_names")
 
     def __init__(self, groups: Sequence[Sequence[str]]) -> None:
         names: list[str] = []
@@ -54,9 +54,11 @@ class LetterBound:
         self._names = names
         self._groups = [(start, end, _bits(range(start, end)) if end > start else 0)
                         for start, end in spans]
-        self._full = (1 << len(names)) - 1
-        self._once = {ch: _bits(at) for ch, at in once.items()}
-        self._twice = {ch: _bits(at) for ch, at in twice.items()}
+        # for each letter, the names lacking it, and those holding it once at most:
+        # ints of no sign (an operation with a negative int takes a slower path)
+        self._full = full = (1 << len(names)) - 1
+        self._lack_once = {ch: full ^ _bits(at) for ch, at in once.items()}
+        self._lack_twice = {ch: full ^ _bits(twice.get(ch, ())) for ch in once}
 
     def __len__(self) -> int:
         return len(self._names)
@@ -74,28 +76,32 @@ class LetterBound:
         counts: dict[str, int] = {}
         for ch in word:
             counts[ch] = counts.get(ch, 0) + 1
-        full, once, twice = self._full, self._once, self._twice
+        full, lack_once, lack_twice = self._full, self._lack_once, self._lack_twice
         missing = 0  # letters no name holds: lacked by all
         masks: list[int] = []  # per letter of ``word`` (repeats apart): who lacks it
         for ch, count in counts.items():
-            held = once.get(ch)
-            if held is None:
+            lack = lack_once.get(ch)
+            if lack is None:
                 missing += count
                 continue
-            masks.append(full & ~held)
+            masks.append(lack)
             if count > 1:
-                lack = full & ~twice.get(ch, 0)
-                masks.extend([lack] * (count - 1))
-        top = most - missing + 1  # lacking this many more is too many for every bucket
-        if top <= 0:
+                masks.extend([lack_twice[ch]] * (count - 1))
+        if most - missing < 0:
             return [[] for _ in self._groups]
-        # at_least[k]: the names lacking k letters or more (k = 1 .. top)
-        at_least = [0] * (top + 1)
+        # How many letters each name lacks, as a three-bit counter kept in three ints
+        # (bit i of ``b0``, ``b1``, ``b2`` the count of name i), ``over`` the names
+        # past seven: a carry chain of a few operations a letter, for all names.
+        b0 = b1 = b2 = over = 0
         for lack in masks:
-            for k in range(top, 1, -1):
-                at_least[k] |= at_least[k - 1] & lack
-            at_least[1] |= lack
+            carry = b0 & lack
+            b0 ^= lack
+            carry2 = b1 & carry
+            b1 ^= carry
+            over |= b2 & carry2
+            b2 ^= carry2
         names = self._names
+        within: dict[int, int] = {}  # room -> the names lacking that many letters or fewer
         out: list[list[str]] = []
         for (start, end, span), most_g in zip(self._groups, lacking, strict=True):
             found: list[str] = []
@@ -103,7 +109,18 @@ class LetterBound:
             room = most_g - missing
             if room < 0 or end == start:
                 continue
-            bits = span & ~at_least[room + 1]
+            kept = within.get(room)
+            if kept is None:
+                # the names whose count is above ``room``: compared from the top bit down
+                above, same = over, full
+                for bit, plane in ((4, b2), (2, b1), (1, b0)):
+                    if room & bit:
+                        same &= plane
+                    else:
+                        above |= same & plane
+                        same ^= same & plane
+                kept = within[room] = full ^ above
+            bits = span & kept
             while bits:
                 low = bits & -bits
                 found.append(names[low.bit_length() - 1])

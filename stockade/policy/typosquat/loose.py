@@ -188,7 +188,8 @@ class LooseIndex:
         self._ratios = Lists(Lists.pack((k, tuple(v)) for k, v in ratios.items()))
         self._anagrams: Mapping[str, str] = Strings(Strings.pack(anagrams.items()))
         self._dropped: Mapping[str, str] = Strings(Strings.pack(dropped.items()))
-        self._bounds: dict[tuple[str, ...], LetterBound | None] = {}  # derived, never kept
+        # the letter bounds of the buckets (``_bound``): derived, never kept in a file
+        self._bounds: dict[tuple[int, int, int | None, str], LetterBound | None] = {}
 
     def match(self, norm: str, *, deep: bool) -> Match | None:
         """The protected name the normalised ``norm`` loosely resembles, if any; the
@@ -248,9 +249,8 @@ class LooseIndex:
         # the letter bound leaves it out first (``letters``).
         sides = []
         for end in (f"^{head}", f"{tail}$"):
-            keys = [f"{end}{n}" for n in range(size - 2, size + 3)]
-            bound = self._bound(self._ends, ("two", end, str(size)), keys)
-            kept = None if bound is None else bound.kept(skel, (2,) * len(keys))
+            bound = self._bound(self._ends, range(size - 2, size + 3), None, end)
+            kept = None if bound is None else bound.kept(skel, (2,) * 5)
             sides.append(kept)
         best: str | None = None
         cutoff = 2
@@ -290,8 +290,7 @@ class LooseIndex:
             lacking = [n - _ratio_need(row.cutoff, n, m) for m in range(low, high + 1)]
             kept: list[list[list[str]] | None] = []
             for k in keys:
-                bound = self._bound(buckets, ("ratio", str(at), k, str(n)),
-                                    [_bucket(at, m, k) for m in range(low, high + 1)])
+                bound = self._bound(buckets, range(low, high + 1), at, k)
                 kept.append(None if bound is None else bound.kept(skel, lacking))
             # The best ratio, the first of the buckets' order among equals: each bucket
             # is searched in C for one strictly better than the best so far (a name in
@@ -313,15 +312,21 @@ class LooseIndex:
                 return Match(self._target(best), f"similar spelling ({score:.0f}%)")
         return None
 
-    def _bound(self, table: Lists, key: tuple[str, ...],
-               buckets: Sequence[str]) -> LetterBound | None:
-        """The letter bound over ``buckets`` of ``table`` (in their order), made on
+    def _bound(self, table: Lists, lengths: range, row: int | None,
+               end: str) -> LetterBound | None:
+        """The letter bound over the buckets of ``table`` of ``lengths`` and ``end``
+        (of ratio row ``row``; None: the two-edit buckets), in their order, made on
         first use and kept; None where they hold too few names to be worth it."""
+        key = (lengths.start, lengths.stop, row, end)
         try:
             return self._bounds[key]
         except KeyError:
             pass
-        groups = [table.get(b) or () for b in buckets]
+        if row is None:
+            keys = [f"{end}{m}" for m in lengths]
+        else:
+            keys = [_bucket(row, m, end) for m in lengths]
+        groups = [table.get(b) or () for b in keys]
         bound = LetterBound(groups) if sum(map(len, groups)) >= BOUND_LEAST else None
         if len(self._bounds) >= _BOUNDS_MAX:
             self._bounds.clear()
