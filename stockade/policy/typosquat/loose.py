@@ -20,6 +20,7 @@ never a loose look-alike. Pure; the corpus is passed in.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -48,6 +49,9 @@ _KEYS = {ch: tuple(sorted(keys)) for ch, keys in NEIGHBOURS.items()}  # in a fix
 # (``letters``) costs about as much as rapidfuzz there.
 BOUND_LEAST = 24
 _BOUNDS_MAX = 8192  # letter bounds kept per index (emptied when full: bounded memory)
+# A contained row reaching this far down the list at most has its names in a set, to
+# tell a substring that is none of them without a look-up in the packed table.
+CONTAINED_SET_RANK = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +194,8 @@ class LooseIndex:
         self._dropped: Mapping[str, str] = Strings(Strings.pack(dropped.items()))
         # the letter bounds of the buckets (``_bound``): derived, never kept in a file
         self._bounds: dict[tuple[int, int, int | None, str], LetterBound | None] = {}
+        # per contained row, its names (``_contained_sets``): derived, never kept
+        self._contained: tuple[frozenset[str] | None, ...] | None = None
 
     def match(self, norm: str, *, deep: bool) -> Match | None:
         """The protected name the normalised ``norm`` loosely resembles, if any; the
@@ -407,20 +413,54 @@ class LooseIndex:
             edges.add(at)
         best: str | None = None
         n = len(skel)
+        ranks = self._ranks
+        # per row: the fewest letters it takes here (its own least, and the most its
+        # affix leaves out), the sides it takes a name on, and its names (``None``: too
+        # many for a set, looked up in the table)
+        checks = [(max(row.min_len, n - row.max_affix), _takes(row.sits), names)
+                  for row, names in zip(rows, self._contained_sets(), strict=True)]
         for i in range(n - least + 1):
             for j in range(i + least, min(n, i + self._longest) + 1):
-                if j - i == n or (best is not None and j - i <= len(best)):
-                    continue
-                inner = skel[i:j]
-                rank = self._ranks.get(inner)
-                if rank is None:
+                size = j - i
+                if size == n or (best is not None and size <= len(best)):
                     continue
                 sides = (i in edges) + (j in edges)
-                if any(j - i >= row.min_len and rank < row.max_rank
-                       and n - (j - i) <= row.max_affix and _sits(row.sits, sides)
+                inner = skel[i:j]
+                # A row that may hold this substring: its length, its affix and where it
+                # sits allow it, and the row's names hold it; else no row takes it,
+                # whatever its rank, and the packed table is not asked.
+                for fewest, takes, names in checks:
+                    if size >= fewest and sides in takes and (names is None or inner in names):
+                        break
+                else:
+                    continue
+                rank = ranks.get(inner)
+                if rank is None:
+                    continue
+                if any(size >= row.min_len and rank < row.max_rank
+                       and n - size <= row.max_affix and _sits(row.sits, sides)
                        for row in rows):
                     best = inner
         return None if best is None else Match(self._target(best), "contains it with an affix")
+
+    def _contained_sets(self) -> tuple[frozenset[str] | None, ...]:
+        """Per contained row, the skeletons it may find (ranked under its
+        ``max_rank``, of its ``min_len`` letters or more), or None for a row reaching
+        beyond ``CONTAINED_SET_RANK`` (looked up in the table): made on first use."""
+        sets = self._contained
+        if sets is None:
+            ranks = self._ranks
+            made: list[frozenset[str] | None] = []
+            for row in self.shapes.contained:
+                if row.max_rank > CONTAINED_SET_RANK:
+                    made.append(None)
+                elif isinstance(ranks, Ranks):
+                    made.append(frozenset(ranks.below(row.max_rank, row.min_len)))
+                else:
+                    made.append(frozenset(k for k, v in ranks.items()
+                                          if v < row.max_rank and len(k) >= row.min_len))
+            sets = self._contained = tuple(made)
+        return sets
 
 
 def _bucket(row: int, length: int, end: str) -> str:
@@ -443,3 +483,9 @@ def _sits(where: str, sides: int) -> bool:
     if where == "one edge":
         return sides == 1
     return True
+
+
+@functools.lru_cache(maxsize=16)
+def _takes(where: str) -> frozenset[int]:
+    """The numbers of a contained name's ends on word boundaries ``where`` takes."""
+    return frozenset(sides for sides in range(3) if _sits(where, sides))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,14 @@ from stockade.policy.rules.typosquat import _loose, _normalized
 from stockade.policy.typosquat.compare import Match, technique_of
 from stockade.policy.typosquat.forms import skeleton
 from stockade.policy.typosquat.letters import MOST_LACKING, LetterBound
-from stockade.policy.typosquat.loose import TWO_EDITS_MIN, LooseIndex, _bucket, _ratio_need
+from stockade.policy.typosquat.loose import (
+    CONTAINED_LONGEST,
+    TWO_EDITS_MIN,
+    LooseIndex,
+    _bucket,
+    _ratio_need,
+    _sits,
+)
 
 LABELLED = Path(__file__).parents[3] / "bench" / "data" / "typosquats.tsv"
 
@@ -71,6 +79,35 @@ def _plain_two_edits(index: LooseIndex, skel: str) -> Match | None:
     if best is not None and best != skel:
         return Match(index._names[best], technique_of(skel, best))
     return None
+
+
+def _plain_within(index: LooseIndex, norm: str, skel: str) -> Match | None:
+    """The contained search as it read before its rows' sets: every substring asked
+    of the packed table."""
+    rows = index.shapes.contained
+    if not rows or len(skel) > CONTAINED_LONGEST:
+        return None
+    least = min(row.min_len for row in rows)
+    edges = {0}
+    at = 0
+    for word in re.split(r"[-_.@/:\s]+", norm):
+        at += len(skeleton(index.ecosystem, word)) if word else 0
+        edges.add(at)
+    best: str | None = None
+    n = len(skel)
+    for i in range(n - least + 1):
+        for j in range(i + least, min(n, i + index._longest) + 1):
+            if j - i == n or (best is not None and j - i <= len(best)):
+                continue
+            rank = index._ranks.get(skel[i:j])
+            if rank is None:
+                continue
+            sides = (i in edges) + (j in edges)
+            if any(j - i >= row.min_len and rank < row.max_rank
+                   and n - (j - i) <= row.max_affix and _sits(row.sits, sides)
+                   for row in rows):
+                best = skel[i:j]
+    return None if best is None else Match(index._names[best], "contains it with an affix")
 
 
 def _mutated(rng: random.Random, name: str) -> str:
@@ -150,14 +187,27 @@ def test_the_shipped_indexes_answer_as_the_plain_search(ecosystem: Ecosystem) ->
     names += [_mutated(rng, rng.choice(ranked[:20_000])) for _ in range(1500)]
     names += ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz-")
                       for _ in range(rng.randint(4, 24))) for _ in range(300)]
-    found = 0
+    # listed names with affixes, as words and run into others (the contained rows)
+    words = ["js", "node", "py", "x", "core", "lib", "utils", "react", "helper", "ab"]
+    for _ in range(800):
+        name = rng.choice(ranked[:30_000])
+        sep = rng.choice(("", "-", "."))
+        names.append(rng.choice((f"{rng.choice(words)}{sep}{name}",
+                                 f"{name}{sep}{rng.choice(words)}",
+                                 f"{rng.choice(words)}{sep}{name}{sep}{rng.choice(words)}")))
+    found = contained = 0
     for name in names:
-        skel = skeleton(ecosystem, normalize(ecosystem, name))
+        norm = normalize(ecosystem, name)
+        skel = skeleton(ecosystem, norm)
         if not skel:
             continue
+        want_in = _plain_within(index, norm, skel)
+        assert index._within(norm, skel) == want_in, name
+        contained += want_in is not None
         want = _plain_ratio(index, skel)
         assert index._ratio(skel) == want, name
         want_two = _plain_two_edits(index, skel)
         assert index._two_edits(skel) == want_two, name
         found += (want is not None) + (want_two is not None)
     assert found > 500  # most edited names are found: the answers compared are real
+    assert contained > 300
