@@ -63,14 +63,17 @@ class LetterBound:
     def __len__(self) -> int:
         return len(self._names)
 
-    def kept(self, word: str, lacking: Sequence[int]) -> list[list[str]] | None:
-        """For each bucket, its names lacking at most ``lacking[g]`` of ``word``'s
-        letters (with repeats), in their order (an empty list: none; a negative
-        ``lacking``: none). None when the bound would cost more than it saves
+    def kept(self, word: str, first: int, lacking: Sequence[int]) -> list[list[str]] | None:
+        """For each bucket ``first + i``, its names lacking at most ``lacking[i]`` of
+        ``word``'s letters (with repeats), in their order (an empty list: none; a
+        negative ``lacking``: none). None when the bound would cost more than it saves
         (``MOST_LACKING``): search the buckets whole."""
+        groups = self._groups[first:first + len(lacking)]
+        if len(groups) != len(lacking):
+            raise ValueError("buckets beyond the bound's")
         most = max(lacking, default=-1)
         if most < 0:
-            return [[] for _ in self._groups]
+            return [[] for _ in groups]
         if most > MOST_LACKING:
             return None
         counts: dict[str, int] = {}
@@ -88,7 +91,7 @@ class LetterBound:
             if count > 1:
                 masks.extend([lack_twice[ch]] * (count - 1))
         if most - missing < 0:
-            return [[] for _ in self._groups]
+            return [[] for _ in groups]
         # How many letters each name lacks, as a three-bit counter kept in three ints
         # (bit i of ``b0``, ``b1``, ``b2`` the count of name i), ``over`` the names
         # past seven: a carry chain of a few operations a letter, for all names.
@@ -103,7 +106,7 @@ class LetterBound:
         names = self._names
         within: dict[int, int] = {}  # room -> the names lacking that many letters or fewer
         out: list[list[str]] = []
-        for (start, end, span), most_g in zip(self._groups, lacking, strict=True):
+        for (start, end, span), most_g in zip(groups, lacking, strict=True):
             found: list[str] = []
             out.append(found)
             room = most_g - missing

@@ -48,7 +48,10 @@ _KEYS = {ch: tuple(sorted(keys)) for ch, keys in NEIGHBOURS.items()}  # in a fix
 # Buckets of fewer names than this together are searched whole: the letter bound
 # (``letters``) costs about as much as rapidfuzz there.
 BOUND_LEAST = 24
-_BOUNDS_MAX = 8192  # letter bounds kept per index (emptied when full: bounded memory)
+_BOUNDS_MAX = 4096  # letter bounds kept per index (emptied when full: bounded memory)
+# A letter bound holds the buckets of one end of this many letters at most (longer
+# names are searched bucket by bucket, whole)
+BOUND_LONGEST = 80
 # A contained row reaching this far down the list at most has its names in a set, to
 # tell a substring that is none of them without a look-up in the packed table.
 CONTAINED_SET_RANK = 20_000
@@ -193,7 +196,7 @@ class LooseIndex:
         self._anagrams: Mapping[str, str] = Strings(Strings.pack(anagrams.items()))
         self._dropped: Mapping[str, str] = Strings(Strings.pack(dropped.items()))
         # the letter bounds of the buckets (``_bound``): derived, never kept in a file
-        self._bounds: dict[tuple[int, int, int | None, str], LetterBound | None] = {}
+        self._bounds: dict[tuple[int | None, str], LetterBound | None] = {}
         # per contained row, its names (``_contained_sets``): derived, never kept
         self._contained: tuple[frozenset[str] | None, ...] | None = None
 
@@ -255,8 +258,8 @@ class LooseIndex:
         # the letter bound leaves it out first (``letters``).
         sides = []
         for end in (f"^{head}", f"{tail}$"):
-            bound = self._bound(self._ends, range(size - 2, size + 3), None, end)
-            kept = None if bound is None else bound.kept(skel, (2,) * 5)
+            bound = self._bound(self._ends, None, end) if size + 2 <= BOUND_LONGEST else None
+            kept = None if bound is None else bound.kept(skel, size - 2, (2,) * 5)
             sides.append(kept)
         best: str | None = None
         cutoff = 2
@@ -296,8 +299,8 @@ class LooseIndex:
             lacking = [n - _ratio_need(row.cutoff, n, m) for m in range(low, high + 1)]
             kept: list[list[list[str]] | None] = []
             for k in keys:
-                bound = self._bound(buckets, range(low, high + 1), at, k)
-                kept.append(None if bound is None else bound.kept(skel, lacking))
+                bound = self._bound(buckets, at, k) if high <= BOUND_LONGEST else None
+                kept.append(None if bound is None else bound.kept(skel, low, lacking))
             # The best ratio, the first of the buckets' order among equals: each bucket
             # is searched in C for one strictly better than the best so far (a name in
             # two buckets scores the same in both: its first place counts).
@@ -318,16 +321,17 @@ class LooseIndex:
                 return Match(self._target(best), f"similar spelling ({score:.0f}%)")
         return None
 
-    def _bound(self, table: Lists, lengths: range, row: int | None,
-               end: str) -> LetterBound | None:
-        """The letter bound over the buckets of ``table`` of ``lengths`` and ``end``
-        (of ratio row ``row``; None: the two-edit buckets), in their order, made on
-        first use and kept; None where they hold too few names to be worth it."""
-        key = (lengths.start, lengths.stop, row, end)
+    def _bound(self, table: Lists, row: int | None, end: str) -> LetterBound | None:
+        """The letter bound over the buckets of ``table`` of ``end`` (of ratio row
+        ``row``; None: the two-edit buckets), of every length to ``BOUND_LONGEST`` in
+        their order, made on first use and kept; None where they hold too few names to
+        be worth it."""
+        key = (row, end)
         try:
             return self._bounds[key]
         except KeyError:
             pass
+        lengths = range(BOUND_LONGEST + 1)
         if row is None:
             keys = [f"{end}{m}" for m in lengths]
         else:

@@ -143,7 +143,7 @@ def test_the_bound_keeps_every_name_within_reach() -> None:
         cutoff = rng.choice((75.0, 80.0, 85.0, 90.0))
         lacking = [len(word) - _ratio_need(cutoff, len(word), len(min(g, key=len, default="")))
                    for g in groups]
-        kept = bound.kept(word, lacking)
+        kept = bound.kept(word, 0, lacking)
         if kept is None:
             assert max(lacking) > MOST_LACKING
             continue
@@ -156,7 +156,7 @@ def test_the_bound_keeps_every_name_within_reach() -> None:
                     assert name in narrowed, (word, name, cutoff)
             left_out += len(group) - len(narrowed)
             assert room >= 0 or narrowed == []
-        edits = bound.kept(word, [2] * len(groups))
+        edits = bound.kept(word, 0, [2] * len(groups))
         assert edits is not None
         for group, narrowed in zip(groups, edits, strict=True):
             for name in group:
@@ -167,11 +167,14 @@ def test_the_bound_keeps_every_name_within_reach() -> None:
 
 def test_a_name_lacking_letters_no_name_holds() -> None:
     bound = LetterBound([["abcdef", "abcdeg"], [], ["qqqqqq"]])
-    assert bound.kept("abcdxy", [2, 2, 2]) == [["abcdef", "abcdeg"], [], []]
-    assert bound.kept("abxyzw", [2, 2, 2]) == [[], [], []]
-    assert bound.kept("qqqqqq", [0, 0, 0]) == [[], [], ["qqqqqq"]]
-    assert bound.kept("qqqqqq", [-1, -1, -1]) == [[], [], []]
-    assert bound.kept("abc", [MOST_LACKING + 1, 0, 0]) is None
+    assert bound.kept("abcdxy", 0, [2, 2, 2]) == [["abcdef", "abcdeg"], [], []]
+    assert bound.kept("abxyzw", 0, [2, 2, 2]) == [[], [], []]
+    assert bound.kept("qqqqqq", 0, [0, 0, 0]) == [[], [], ["qqqqqq"]]
+    assert bound.kept("qqqqqq", 1, [0, 0]) == [[], ["qqqqqq"]]
+    assert bound.kept("qqqqqq", 0, [-1, -1, -1]) == [[], [], []]
+    assert bound.kept("abc", 0, [MOST_LACKING + 1, 0, 0]) is None
+    with pytest.raises(ValueError, match="beyond"):
+        bound.kept("abc", 2, [0, 0])
 
 
 @pytest.mark.parametrize("ecosystem", [Ecosystem.PYPI, Ecosystem.NPM])
