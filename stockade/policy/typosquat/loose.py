@@ -20,6 +20,8 @@ never a loose look-alike. Pure; the corpus is passed in.
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from rapidfuzz.distance import DamerauLevenshtein
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat.compare import Match, technique_of
 from stockade.policy.typosquat.forms import deletions, skeleton
+from stockade.policy.typosquat.letters import LetterBound
 from stockade.policy.typosquat.limits import NEIGHBOURS
 from stockade.policy.typosquat.packed import Lists, Ranks, Strings
 
@@ -42,6 +45,16 @@ _SUFFIX = re.compile(r"^(.+?)[-_.]?v?\d+(?:[-_.]\d+)*$")
 _WORDS = re.compile(r"[-_.@/:\s]+")
 CONTAINED_LONGEST = 64  # letters of a name searched for contained names (bounded work)
 _KEYS = {ch: tuple(sorted(keys)) for ch, keys in NEIGHBOURS.items()}  # in a fixed order
+# Buckets of fewer names than this together are searched whole: the letter bound
+# (``letters``) costs about as much as rapidfuzz there.
+BOUND_LEAST = 24
+_BOUNDS_MAX = 4096  # letter bounds kept per index (emptied when full: bounded memory)
+# A letter bound holds the buckets of one end of this many letters at most (longer
+# names are searched bucket by bucket, whole)
+BOUND_LONGEST = 80
+# A contained row reaching this far down the list at most has its names in a set, to
+# tell a substring that is none of them without a look-up in the packed table.
+CONTAINED_SET_RANK = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +195,10 @@ class LooseIndex:
         self._ratios = Lists(Lists.pack((k, tuple(v)) for k, v in ratios.items()))
         self._anagrams: Mapping[str, str] = Strings(Strings.pack(anagrams.items()))
         self._dropped: Mapping[str, str] = Strings(Strings.pack(dropped.items()))
+        # the letter bounds of the buckets (``_bound``): derived, never kept in a file
+        self._bounds: dict[tuple[int | None, str], LetterBound | None] = {}
+        # per contained row, its names (``_contained_sets``): derived, never kept
+        self._contained: tuple[frozenset[str] | None, ...] | None = None
 
     def match(self, norm: str, *, deep: bool) -> Match | None:
         """The protected name the normalised ``norm`` loosely resembles, if any; the
@@ -234,15 +251,24 @@ class LooseIndex:
         if not self._ends or len(skel) < TWO_EDITS_MIN - 2:
             return None
         head, tail = skel[:2], skel[-2:]
+        size = len(skel)
         # The nearest, the first of the buckets' order among equals: each bucket is
         # searched in C for one strictly nearer than the best so far (no list of them all).
+        # A name lacking three of the letters of ``skel`` is three edits away or more:
+        # the letter bound leaves it out first (``letters``).
+        sides = []
+        for end in (f"^{head}", f"{tail}$"):
+            bound = self._bound(self._ends, None, end) if size + 2 <= BOUND_LONGEST else None
+            kept = None if bound is None else bound.kept(skel, size - 2, (2,) * 5)
+            sides.append(kept)
         best: str | None = None
         cutoff = 2
         ends = self._ends
-        for n in range(len(skel) - 2, len(skel) + 3):
-            for end in (f"^{head}{n}", f"{tail}${n}"):
-                bucket = ends.get(end)
-                if bucket is None:
+        for at, n in enumerate(range(size - 2, size + 3)):
+            for side, end in enumerate((f"^{head}{n}", f"{tail}${n}")):
+                kept = sides[side]
+                bucket = ends.get(end) if kept is None else kept[at]
+                if not bucket:
                     continue
                 hit = process.extractOne(skel, bucket, scorer=DamerauLevenshtein.distance,
                                          score_cutoff=cutoff)
@@ -267,15 +293,25 @@ class LooseIndex:
             low = int(n * share / (2 - share))
             high = int(n * (2 - share) / share) + 1
             keys = (f"^{skel[0]}", f"{skel[-1]}$") if row.ends else ("",)
+            # A ratio of at least the cutoff needs a longest common subsequence of
+            # ``need(m)`` letters: a name lacking more than ``n - need(m)`` of the
+            # letters of ``skel`` is left out before rapidfuzz (``letters``).
+            lacking = [n - _ratio_need(row.cutoff, n, m) for m in range(low, high + 1)]
+            kept: list[list[list[str]] | None] = []
+            for k in keys:
+                bound = self._bound(buckets, at, k) if high <= BOUND_LONGEST else None
+                kept.append(None if bound is None else bound.kept(skel, low, lacking))
             # The best ratio, the first of the buckets' order among equals: each bucket
             # is searched in C for one strictly better than the best so far (a name in
             # two buckets scores the same in both: its first place counts).
             best: str | None = None
             score = 0.0
-            for m in range(low, high + 1):
-                for k in keys:
-                    found = buckets.get(_bucket(at, m, k))
-                    if found is None:
+            for i, m in enumerate(range(low, high + 1)):
+                for side, k in enumerate(keys):
+                    narrowed = kept[side]
+                    found = buckets.get(_bucket(at, m, k)) if narrowed is None \
+                        else narrowed[i]
+                    if not found:
                         continue
                     hit = process.extractOne(skel, found, scorer=fuzz.ratio,
                                              score_cutoff=max(row.cutoff, score))
@@ -284,6 +320,28 @@ class LooseIndex:
             if best is not None and best != skel:
                 return Match(self._target(best), f"similar spelling ({score:.0f}%)")
         return None
+
+    def _bound(self, table: Lists, row: int | None, end: str) -> LetterBound | None:
+        """The letter bound over the buckets of ``table`` of ``end`` (of ratio row
+        ``row``; None: the two-edit buckets), of every length to ``BOUND_LONGEST`` in
+        their order, made on first use and kept; None where they hold too few names to
+        be worth it."""
+        key = (row, end)
+        try:
+            return self._bounds[key]
+        except KeyError:
+            pass
+        lengths = range(BOUND_LONGEST + 1)
+        if row is None:
+            keys = [f"{end}{m}" for m in lengths]
+        else:
+            keys = [_bucket(row, m, end) for m in lengths]
+        groups = [table.get(b) or () for b in keys]
+        bound = LetterBound(groups) if sum(map(len, groups)) >= BOUND_LEAST else None
+        if len(self._bounds) >= _BOUNDS_MAX:
+            self._bounds.clear()
+        self._bounds[key] = bound
+        return bound
 
     def _anagram(self, skel: str) -> Match | None:
         if len(skel) < self.shapes.anagram_min or not self._anagrams:
@@ -359,26 +417,67 @@ class LooseIndex:
             edges.add(at)
         best: str | None = None
         n = len(skel)
+        ranks = self._ranks
+        # per row: the fewest letters it takes here (its own least, and the most its
+        # affix leaves out), the sides it takes a name on, and its names (``None``: too
+        # many for a set, looked up in the table)
+        checks = [(max(row.min_len, n - row.max_affix), _takes(row.sits), names)
+                  for row, names in zip(rows, self._contained_sets(), strict=True)]
         for i in range(n - least + 1):
             for j in range(i + least, min(n, i + self._longest) + 1):
-                if j - i == n or (best is not None and j - i <= len(best)):
-                    continue
-                inner = skel[i:j]
-                rank = self._ranks.get(inner)
-                if rank is None:
+                size = j - i
+                if size == n or (best is not None and size <= len(best)):
                     continue
                 sides = (i in edges) + (j in edges)
-                if any(j - i >= row.min_len and rank < row.max_rank
-                       and n - (j - i) <= row.max_affix and _sits(row.sits, sides)
+                inner = skel[i:j]
+                # A row that may hold this substring: its length, its affix and where it
+                # sits allow it, and the row's names hold it; else no row takes it,
+                # whatever its rank, and the packed table is not asked.
+                for fewest, takes, names in checks:
+                    if size >= fewest and sides in takes and (names is None or inner in names):
+                        break
+                else:
+                    continue
+                rank = ranks.get(inner)
+                if rank is None:
+                    continue
+                if any(size >= row.min_len and rank < row.max_rank
+                       and n - size <= row.max_affix and _sits(row.sits, sides)
                        for row in rows):
                     best = inner
         return None if best is None else Match(self._target(best), "contains it with an affix")
+
+    def _contained_sets(self) -> tuple[frozenset[str] | None, ...]:
+        """Per contained row, the skeletons it may find (ranked under its
+        ``max_rank``, of its ``min_len`` letters or more), or None for a row reaching
+        beyond ``CONTAINED_SET_RANK`` (looked up in the table): made on first use."""
+        sets = self._contained
+        if sets is None:
+            ranks = self._ranks
+            made: list[frozenset[str] | None] = []
+            for row in self.shapes.contained:
+                if row.max_rank > CONTAINED_SET_RANK:
+                    made.append(None)
+                elif isinstance(ranks, Ranks):
+                    made.append(frozenset(ranks.below(row.max_rank, row.min_len)))
+                else:
+                    made.append(frozenset(k for k, v in ranks.items()
+                                          if v < row.max_rank and len(k) >= row.min_len))
+            sets = self._contained = tuple(made)
+        return sets
 
 
 def _bucket(row: int, length: int, end: str) -> str:
     """The key of the bucket of ratio row ``row`` for skeletons of ``length`` letters
     and, for a row that keeps an end, that ``end`` (``^a``, ``a$``; else "")."""
     return f"{row} {length} {end}"
+
+
+def _ratio_need(cutoff: float, n: int, m: int) -> int:
+    """The fewest letters two names of ``n`` and ``m`` letters share, in order, for a
+    rapidfuzz ratio (``200 LCS / (n + m)``) of at least ``cutoff``: a hair below the
+    exact figure, so that rounding never leaves out a name that reaches it."""
+    return max(0, math.ceil(cutoff * (n + m) / 200 - 1e-6))
 
 
 def _sits(where: str, sides: int) -> bool:
@@ -388,3 +487,9 @@ def _sits(where: str, sides: int) -> bool:
     if where == "one edge":
         return sides == 1
     return True
+
+
+@functools.lru_cache(maxsize=16)
+def _takes(where: str) -> frozenset[int]:
+    """The numbers of a contained name's ends on word boundaries ``where`` takes."""
+    return frozenset(sides for sides in range(3) if _sits(where, sides))

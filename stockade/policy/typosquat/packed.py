@@ -248,6 +248,13 @@ class Ranks(_Packed[int]):
     def _value(self, entry: int) -> int:
         return int(self._ranks[entry])
 
+    def below(self, limit: int, shortest: int = 0) -> list[str]:
+        """The names ranked under ``limit``, of ``shortest`` letters or more, in the
+        table's order (one pass over the ranks: only those names are decoded)."""
+        ranks = self._ranks
+        return [key for entry in range(self._count) if ranks[entry] < limit
+                and len(key := self._key(entry)) >= shortest]
+
 
 class Strings(_Packed[str]):
     """Key -> one name."""

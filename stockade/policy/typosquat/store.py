@@ -89,6 +89,7 @@ _LOOSE_TABLES: dict[str, type[_Packed[Any]]] = {
     "_names": Strings, "_ranks": Ranks, "_one": Lists, "_ends": Lists, "_ratios": Lists,
     "_anagrams": Strings, "_dropped": Strings}
 _LOOSE_PLAIN = ("ecosystem", "shapes", "_listed", "_longest")
+_LOOSE_DERIVED = ("_bounds", "_contained")  # made from the tables as they are used: never kept
 
 
 def folder() -> Path | None:
@@ -406,7 +407,7 @@ def load_or_build_loose(ecosystem: Ecosystem, names: tuple[str, ...]) -> LooseIn
 def dumps_loose(index: LooseIndex) -> bytes:
     """The loose index file's bytes for ``index``: one of the ecosystem's own shapes
     and no names of its own to leave alone (the shipped lists')."""
-    if set(vars(index)) != {*_LOOSE_PLAIN, *_LOOSE_TABLES}:
+    if set(vars(index)) != {*_LOOSE_PLAIN, *_LOOSE_TABLES, *_LOOSE_DERIVED}:
         raise TypeError("LooseIndex holds attributes the index file does not know")
     if index.shapes != SHAPES[index.ecosystem] or index._listed:
         raise TypeError("only an index of the ecosystem's own shapes and lists is kept")
@@ -436,6 +437,7 @@ def loads_loose(data: bytes | mmap.mmap, source: Source | None = None,
         raise ValueError("a loose index file of other shapes")
     index._listed = ()
     index._longest = int(state["_longest"])
+    index._bounds, index._contained = {}, None
     if set(state["tables"]) != set(_LOOSE_TABLES):
         raise ValueError("a loose index file without its tables")
     opened = _Opened(data, source, len(_LOOSE_TABLES))
