@@ -484,6 +484,10 @@ class _Unchecked:
 class _UncheckedRanks(_Unchecked, Ranks):
     __slots__ = ()
 
+    def below(self, limit: int, shortest: int = 0) -> list[str]:
+        self._settle()  # its ranks are read before any key: check them first
+        return self.below(limit, shortest)
+
 
 class _UncheckedStrings(_Unchecked, Strings):
     __slots__ = ()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from stockade.policy.model import Ecosystem
-from stockade.policy.typosquat import NameIndex, store
+from stockade.policy.typosquat import NameIndex, packed, store
 from stockade.policy.typosquat.loose import LooseIndex, Shapes
 from stockade.policy.typosquat.packed import (
     Lists,
@@ -269,6 +269,28 @@ def test_a_damaged_loose_table_answers_as_built(tmp_path: Path,
                 == [built.match(n, deep=deep) for n in LOOSE_PROBES], table
         assert dict(getattr(loaded, table).items()) == dict(getattr(built, table).items())
         assert path.read_bytes() == good, table
+
+
+def test_a_damaged_rank_table_is_checked_before_its_names_below_a_rank_are_listed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``below`` reads the ranks before any key: a damaged rank never picks a name."""
+    monkeypatch.setenv("STOCKADE_INDEX_CACHE", str(tmp_path))
+    names = tuple(LISTS[E.NPM])
+    store.load_or_build_loose(E.NPM, names)
+    (path,) = tmp_path.glob("loose-npm-*.packed")
+    at, _size = _spans(path, store._LOOSE_MAGIC)["_ranks"]
+    data = bytearray(path.read_bytes())
+    _magic, _kind, count, width, _blob_size = packed._HEAD.unpack_from(data, at)
+    ranks_at = at + packed._HEAD.size
+    for part in (8 * width, width, 4 * (count + 1), 4 * count):  # slots .. key ends
+        ranks_at += part + packed._pad(part)
+    data[ranks_at:ranks_at + 4 * count] = bytes(4 * count)  # every rank made 0
+    path.write_bytes(bytes(data))
+    loaded: Any = store.load_or_build_loose(E.NPM, names)
+    assert unchecked(loaded._ranks)
+    built: Any = LooseIndex(E.NPM, names)
+    assert loaded._ranks.below(5) == built._ranks.below(5)  # the five first, not all
+    assert not unchecked(loaded._ranks)
 
 
 def test_without_a_way_to_build_anew_a_damaged_table_raises() -> None:
