@@ -40,7 +40,6 @@ from stockade.proxy.serving import (
     serve_until_stopped,
 )
 from stockade.proxy.tls import TlsError, TlsReloader
-from stockade.proxy.upstream import client_ssl_context
 from stockade.proxy.workers import Channel, Supervisor, settle_gc, worker_count
 
 logger = logging.getLogger("stockade")
@@ -187,11 +186,6 @@ def _supervise(settings: Settings, count: int) -> None:
     # worker loading its own; frozen, the collector never writes to their pages.
     # with a provenance rule, its verifiers' libraries too, for the same reason
     import_verifiers(load_engine(settings))
-    # the upstreams' TLS context (the system's certificate store, about 0.1 s) too,
-    # which every worker's sessions would otherwise each load as they open
-    if any(u.verify_tls for eco in (settings.pypi, settings.npm, settings.maven)
-           for u in eco.upstreams):
-        client_ssl_context()
     gc.freeze()
 
     def work(shared: Listener, channel: Channel) -> None:

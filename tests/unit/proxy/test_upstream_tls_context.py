@@ -1,5 +1,5 @@
-"""Upstream sessions share one TLS context per process: the system's certificate store
-is loaded once, not once per upstream."""
+"""Upstream sessions verify with aiohttp's own context, made once when aiohttp is
+imported: no upstream, worker or start loads the system's certificate store again."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import ssl
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp.connector
 import pytest
 
 from stockade.config.model import UpstreamSettings
-from stockade.proxy import upstream as upstream_module
 from stockade.proxy.metrics import Metrics
-from stockade.proxy.upstream import Upstream, client_ssl_context
+from stockade.proxy.upstream import Upstream
 
 
 @pytest.fixture
@@ -26,11 +26,9 @@ def made() -> Iterator[list[ssl.SSLContext]]:
         contexts.append(context)
         return context
 
-    client_ssl_context.cache_clear()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(upstream_module.ssl, "create_default_context", counting)
+        patch.setattr(ssl, "create_default_context", counting)
         yield contexts
-    client_ssl_context.cache_clear()
 
 
 def _upstream(name: str, url: str, **settings: Any) -> Upstream:
@@ -38,26 +36,28 @@ def _upstream(name: str, url: str, **settings: Any) -> Upstream:
                     environ={})
 
 
-async def test_every_upstream_session_uses_one_context(made: list[ssl.SSLContext]) -> None:
+async def test_every_upstream_session_verifies_with_the_context_made_at_import(
+        made: list[ssl.SSLContext]) -> None:
     upstreams = [_upstream("pypi", "https://pypi.org/simple/"),
                  _upstream("npmjs", "https://registry.npmjs.org/"),
                  _upstream("central", "https://repo.maven.apache.org/maven2/")]
     for each in upstreams:
         await each.start()
     try:
-        assert len(made) == 1
-        (context,) = made
-        assert context.verify_mode is ssl.CERT_REQUIRED
-        assert context.check_hostname
+        assert made == []  # no certificate store loaded again
         for each in upstreams:
             assert each._session is not None
-            assert each._session.connector._ssl is context  # type: ignore[union-attr]
+            connector: Any = each._session.connector
+            assert connector._ssl is True  # aiohttp's verifying default
+        verified: ssl.SSLContext = aiohttp.connector._SSL_CONTEXT_VERIFIED
+        assert verified.verify_mode is ssl.CERT_REQUIRED
+        assert verified.check_hostname
     finally:
         for each in upstreams:
             await each.close()
 
 
-async def test_an_upstream_without_verification_makes_none(
+async def test_an_upstream_without_verification_verifies_nothing(
         made: list[ssl.SSLContext]) -> None:
     unverified = _upstream("internal", "https://pypi.internal.example/simple/",
                            verify_tls=False)
@@ -65,6 +65,7 @@ async def test_an_upstream_without_verification_makes_none(
     try:
         assert made == []
         assert unverified._session is not None
-        assert unverified._session.connector._ssl is False  # type: ignore[union-attr]
+        connector: Any = unverified._session.connector
+        assert connector._ssl is False
     finally:
         await unverified.close()
