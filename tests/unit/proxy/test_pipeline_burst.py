@@ -11,6 +11,7 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -65,12 +66,13 @@ class FakeUpstream:
     offline: bool = False
     internal: bool = False
     calls: int = 0
+    data: bytes = DATA
 
     @asynccontextmanager
     async def get(self, url: str, *, headers: Any = None) -> AsyncIterator[_Response]:
         self.calls += 1
         await asyncio.sleep(0.05)
-        yield _Response(DATA)
+        yield _Response(self.data)
 
 
 class GatedRecords(RefStore):
@@ -227,3 +229,18 @@ async def test_requests_reading_one_blob_at_once_share_one_read(tmp_path: Path) 
     assert await asyncio.gather(*loads) == [DATA] * BURST
     assert hot.loads == 1
     assert hot.get(info.sha256) == DATA
+
+
+async def test_fills_held_after_them_stay_within_the_memory_cap(tmp_path: Path) -> None:
+    hot = HotBlobs(len(DATA) * 2, 1 << 20)  # room for two fills' bytes
+    pipeline, records = await _pipeline(tmp_path, hot)
+    records.gate.set()
+    for n in range(4):
+        up = FakeUpstream(data=os.urandom(len(DATA)))
+        digest = hashlib.sha256(up.data).hexdigest()
+        source = dataclasses.replace(_source(up, digest), key=f"pypi|up|{URL}{n}")
+        assert (await pipeline.ensure(source)).sha256 == digest
+        assert hot.used_bytes <= hot.max_bytes
+        assert hot.get(digest) == up.data  # the newest is held
+    await pipeline.close()
+    assert hot.used_bytes == 2 * len(DATA)
