@@ -301,6 +301,15 @@ class ArtifactPipeline:
         found = await self.stored(source)
         return None if found is None else found.info
 
+    async def _settled(self, source: ArtifactSource) -> BlobInfo | None:
+        """``lookup``, once a fill of ``source`` that stored it has written its record:
+        its requests were sent the artifact already, a later one looks it up (and
+        finds it, unless it was removed meanwhile: then it is fetched again)."""
+        fill = self._fills.get(source.key)
+        if fill is not None and fill.stored_whole() and source.opened is None:
+            await fill.done.wait()
+        return await self.lookup(source)
+
     async def stored(self, source: ArtifactSource) -> StoredArtifact | None:
         """``lookup`` with the artifact's record: found by the published sha256, or by
         ``source.key`` (whose record must agree with any digest ``source`` expects).
@@ -427,7 +436,7 @@ class ArtifactPipeline:
         Raises:
             ProxyError: the upstream failed or the bytes did not verify.
         """
-        info = await self.lookup(source)
+        info = await self._settled(source)
         if info is not None:
             return info
         fill = self._fill_for(source)
@@ -460,7 +469,7 @@ class ArtifactPipeline:
 
     async def serve(self, request: web.Request, source: ArtifactSource) -> web.StreamResponse:
         """Answer a GET or HEAD (with or without Range) for one artifact."""
-        info = await self.lookup(source)
+        info = await self._settled(source)
         taken = note()
         if info is not None:
             if taken is not None:
