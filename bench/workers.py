@@ -21,6 +21,8 @@ Starts the static upstream over ``bench.serving_tree``'s tree and one stockade p
   them (``--checksum-headers``; empty: none, and the first jar finds out which
   checksum files the origin publishes); then the same 50 again, warm: what the
   clients and a warm answer take of the time, the floor a cold burst cannot beat.
+  Each with the CPU time stockade's processes spent on it (steadier than the time
+  on a busy machine; in clock ticks of 10 ms).
 
     python -m bench.workers [--workers 1,2] [--duration S] [--rounds N]
                             [--checksum-headers sha1,md5] [--bursts-only] [--varied N]
@@ -53,7 +55,7 @@ import aiohttp
 import yaml
 
 from bench.procs import Proc, memory, start_static, tree_pids, work_folder
-from bench.serving import run_wrk, wrk
+from bench.serving import run_wrk, tree_cpu_s, wrk
 from bench.serving_tree import Case, build
 from testbed.net import free_port
 
@@ -285,17 +287,19 @@ def _bursts(args: argparse.Namespace, servers: dict[int, Proc], static: Proc,
             if first is not None:
                 _get(proc.url(first))
             before = upstream_count(static)
-            started = time.monotonic()
+            pids = [proc.pid]
+            cpu, started = tree_cpu_s(pids), time.monotonic()
             statuses = asyncio.run(_burst(proc.url(path), 50))
-            took = time.monotonic() - started
+            took, cpu = time.monotonic() - started, tree_cpu_s(pids) - cpu
             print(f"50 cold requests at once, {label}, workers={workers}: "
                   f"{statuses.count(200)} answered 200 in {took:.2f} s (the clients' "
                   f"connections included), {upstream_count(static) - before} upstream "
-                  "requests")
-            started = time.monotonic()
+                  f"requests, stockade CPU {cpu * 1000:.0f} ms")
+            cpu, started = tree_cpu_s(pids), time.monotonic()
             statuses = asyncio.run(_burst(proc.url(path), 50))
             print(f"  the same 50 again, warm: {statuses.count(200)} answered 200 in "
-                  f"{time.monotonic() - started:.2f} s", flush=True)
+                  f"{time.monotonic() - started:.2f} s, stockade CPU "
+                  f"{(tree_cpu_s(pids) - cpu) * 1000:.0f} ms", flush=True)
     if not args.bursts_only:
         _memory(servers, "after the cold bursts")
 
