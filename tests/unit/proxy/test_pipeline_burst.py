@@ -107,9 +107,11 @@ async def _pipeline(root: Path, hot: HotBlobs | None) -> tuple[ArtifactPipeline,
 
 
 @asynccontextmanager
-async def _served(pipeline: ArtifactPipeline, source: ArtifactSource
-                  ) -> AsyncIterator[str]:
+async def _served(pipeline: ArtifactPipeline, source: ArtifactSource,
+                  arrived: list[int] | None = None) -> AsyncIterator[str]:
     async def handler(request: web.Request) -> web.StreamResponse:
+        if arrived is not None:
+            arrived.append(1)
         return await pipeline.serve(request, source)
 
     app = web.Application()
@@ -244,3 +246,35 @@ async def test_fills_held_after_them_stay_within_the_memory_cap(tmp_path: Path) 
         assert hot.get(digest) == up.data  # the newest is held
     await pipeline.close()
     assert hot.used_bytes == 2 * len(DATA)
+
+
+async def _status_and_body(url: str) -> tuple[int, bytes | None]:
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        try:
+            return resp.status, await resp.read()
+        except aiohttp.ClientPayloadError:
+            return resp.status, None
+
+
+async def test_a_blob_removed_while_its_record_is_written_is_fetched_again(
+        tmp_path: Path) -> None:
+    """A request arriving after the burst was answered, while the fill still writes
+    its record, does not answer from the fill's blob unchecked: removed meanwhile (as
+    a warm check removes a blob changed on disk), it is fetched again."""
+    hot = HotBlobs(32 << 20, 1 << 20)
+    pipeline, records = await _pipeline(tmp_path, hot)
+    up, arrived = FakeUpstream(), []
+    source = _source(up)
+    async with _served(pipeline, source, arrived) as url:
+        assert await _burst(url) == [DATA] * BURST  # answered; the record still waits
+        store = cast(Any, pipeline)._store
+        assert await store.delete(source.expected[0].hex)
+        hot.drop(source.expected[0].hex)
+        late = asyncio.ensure_future(_status_and_body(url))
+        await _poll(lambda: len(arrived) == BURST + 1)  # the request is being served
+        for _ in range(10):
+            await asyncio.sleep(0)  # and reached the pipeline
+        records.gate.set()
+        status, body = await asyncio.wait_for(late, DEADLINE_S)
+    assert (status, body) == (200, DATA)
+    assert up.calls == 2
