@@ -263,7 +263,7 @@ async def test_a_blob_removed_while_its_record_is_written_is_fetched_again(
     a warm check removes a blob changed on disk), it is fetched again."""
     hot = HotBlobs(32 << 20, 1 << 20)
     pipeline, records = await _pipeline(tmp_path, hot)
-    up, arrived = FakeUpstream(), []
+    up, arrived = FakeUpstream(), list[int]()
     source = _source(up)
     async with _served(pipeline, source, arrived) as url:
         assert await _burst(url) == [DATA] * BURST  # answered; the record still waits
