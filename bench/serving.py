@@ -193,10 +193,13 @@ def tree_cpu_s(pids: list[int]) -> float:
 
 
 def run_wrk(url: str, duration: float, *, threads: int = 2, connections: int = 64,
-            headers: tuple[tuple[str, str], ...] = ()) -> tuple[float, float, int]:
+            headers: tuple[tuple[str, str], ...] = (),
+            script: Path | None = None) -> tuple[float, float, int]:
     """(req/s, p99 in ms, answers not 2xx/3xx) of ``wrk`` on ``url`` for ``duration``
-    seconds."""
+    seconds (``script``: a Lua script of wrk's making the requests)."""
     flags = [flag for name, value in headers for flag in ("-H", f"{name}: {value}")]
+    if script is not None:
+        flags += ["-s", str(script)]
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency",
          *flags, url],

@@ -9,16 +9,24 @@ Starts the static upstream over ``bench.serving_tree``'s tree and one stockade p
   halfway through the first round of warm load, and after the cold bursts;
 - req/s of ``wrk -t2 -c64`` on a warm small wheel, rounds alternating the servers
   so the machine's drift touches each alike, and the ratio to the first server;
+- a varied warm load (``--varied N``, 0: none): ``wrk`` asking for N different ~22 KB
+  wheels of one project (about 33 MB for the default 1,500, more than a worker's
+  default memory for blobs), at random, all fetched once before: req/s, and the RSS
+  and PSS of each process halfway through and after it;
 - upstream requests of any kind caused by 50 concurrent cold requests for one
   artifact, read from the upstream's own counter, and the time until all 50 were
   answered: a wheel whose page is cold too; a wheel whose page was fetched just
   before (as pip asks: the page, then the file; the page's request not counted);
   and two Maven jars in turn, sent with ``X-Checksum-*`` headers as Central sends
   them (``--checksum-headers``; empty: none, and the first jar finds out which
-  checksum files the origin publishes).
+  checksum files the origin publishes); then the same 50 again, warm: what the
+  clients and a warm answer take of the time, the floor a cold burst cannot beat.
+  Each with the CPU time stockade's processes spent on it (steadier than the time
+  on a busy machine; in clock ticks of 10 ms).
 
     python -m bench.workers [--workers 1,2] [--duration S] [--rounds N]
-                            [--checksum-headers sha1,md5] [--bursts-only]
+                            [--checksum-headers sha1,md5] [--bursts-only] [--varied N]
+                            [--stockade-tree DIR]
 
 Needs ``wrk`` on PATH (but for ``--bursts-only``). Figures are only comparable within one run.
 """
@@ -47,11 +55,12 @@ import aiohttp
 import yaml
 
 from bench.procs import Proc, memory, start_static, tree_pids, work_folder
-from bench.serving import wrk
+from bench.serving import run_wrk, tree_cpu_s, wrk
 from bench.serving_tree import Case, build
 from testbed.net import free_port
 
 PAGED = "stockade-bench-paged"  # the wheel whose page is fetched before the burst
+MANY = "stockade-bench-many"  # the project of the varied warm load's wheels
 _OLD = 1_580_000_000  # 2020: older than any cooldown
 
 
@@ -74,8 +83,36 @@ def _paged_wheel(root: Path) -> str:
     return f"/pypi/files/{PAGED}/{filename}"
 
 
-def start(upstream: str, work: Path, workers: int) -> tuple[Proc, float]:
-    """stockade with ``server.workers``; the seconds until it answered ``/healthz``."""
+def _many_wheels(root: Path, count: int) -> list[str]:
+    """Add a project with ``count`` wheels of ~22 KB (one per version) to the upstream
+    tree; their stockade paths."""
+    dist = MANY.replace("-", "_")
+    rng = random.Random(31)
+    links, paths = [], []
+    for n in range(count):
+        filename = f"{dist}-1.0.{n}-py3-none-any.whl"
+        raw = io.BytesIO()
+        with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as archive:
+            archive.writestr(f"{dist}/data.bin", rng.randbytes(22_000))
+        data = raw.getvalue()
+        path = root / "files" / filename
+        path.write_bytes(data)
+        os.utime(path, (_OLD, _OLD))
+        links.append(f'<a href="../../files/{filename}#sha256='
+                     f'{hashlib.sha256(data).hexdigest()}">{filename}</a><br/>')
+        paths.append(f"/pypi/files/{MANY}/{filename}")
+    page = root / "simple" / MANY / "index.html"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text("<!DOCTYPE html>\n<html><body>\n" + "\n".join(links)
+                    + "\n</body></html>\n")
+    os.utime(page, (_OLD, _OLD))
+    return paths
+
+
+def start(upstream: str, work: Path, workers: int,
+          tree: Path | None = None) -> tuple[Proc, float]:
+    """stockade with ``server.workers`` (of the checkout ``tree``, else this one); the
+    seconds until it answered ``/healthz``."""
     port = free_port()
     folder = work / f"w{workers}"
     folder.mkdir()
@@ -90,9 +127,12 @@ def start(upstream: str, work: Path, workers: int) -> tuple[Proc, float]:
     path.write_text(yaml.safe_dump(config))
     log = folder / "stockade.log"
     started = time.perf_counter()
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     proc = subprocess.Popen(
         [sys.executable, "-m", "stockade.proxy.cli", "serve", "--config", str(path)],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=tree or Path.cwd())
     served = Proc(proc, port)
     while True:
         if proc.poll() is not None:
@@ -138,16 +178,19 @@ def run(args: argparse.Namespace, work: Path) -> None:
     upstream_port = free_port()
     cases = {c.label: c for c in build(root, f"http://127.0.0.1:{upstream_port}/")}
     paged = _paged_wheel(root)
+    many = _many_wheels(root, args.varied) if not args.bursts_only else []
     static = start_static(root, work / "static.log", port=upstream_port,
                           checksum_headers=args.checksum_headers)
     servers: dict[int, Proc] = {}
     try:
         for workers in args.workers:
-            proc, seconds = start(static.url("/"), work, workers)
+            proc, seconds = start(static.url("/"), work, workers, args.stockade_tree)
             servers[workers] = proc
             print(f"workers={workers}: first /healthz answered {seconds:.2f} s after start")
         if not args.bursts_only:
             _warm(args, servers, cases["22 KB wheel"].stockade_path)
+            if many:
+                _varied(args, servers, many, work)
         _bursts(args, servers, static, cases, paged)
     finally:
         for proc in servers.values():
@@ -184,6 +227,49 @@ def _warm(args: argparse.Namespace, servers: dict[int, Proc], small: str) -> Non
               f"{statistics.median(rps[workers]):,.0f} req/s, {ratio:.2f}x workers={base}")
 
 
+async def _fetch_all(urls: list[str]) -> None:
+    """GET every one of ``urls`` (16 at a time), each answered 200."""
+    limit = asyncio.Semaphore(16)
+    async with aiohttp.ClientSession() as session:
+        async def one(url: str) -> None:
+            async with limit, session.get(url) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"{url}: {resp.status}")
+        await asyncio.gather(*(one(url) for url in urls))
+
+
+def _varied(args: argparse.Namespace, servers: dict[int, Proc], paths: list[str],
+            work: Path) -> None:
+    """Memory and req/s under a warm load over many different small wheels."""
+    listing = work / "many.txt"
+    listing.write_text("\n".join(paths) + "\n")
+    script = work / "many.lua"
+    script.write_text(f"""
+local paths = {{}}
+for line in io.lines("{listing}") do paths[#paths + 1] = line end
+math.randomseed(os.time())
+request = function()
+  return wrk.format("GET", paths[math.random(#paths)])
+end
+""")
+    for proc in servers.values():
+        asyncio.run(_fetch_all([proc.url(p) for p in paths]))
+    label = f"{len(paths):,} different ~22 KB wheels"
+    for workers, proc in servers.items():
+        sample = threading.Timer(args.duration / 2, _memory,
+                                 ({workers: proc}, f"under the varied load ({label})"))
+        sample.start()
+        value, p99, errors = run_wrk(proc.url("/"), args.duration, script=script)
+        sample.join()
+        if errors:
+            raise RuntimeError(f"varied load: {errors} answers were not 2xx/3xx")
+        print(f"varied warm load, {label} at random: workers={workers} {value:,.0f} "
+              f"req/s p99 {p99:.1f} ms", flush=True)
+    time.sleep(1)
+    _memory(servers, "after the varied load")
+
+
 def _bursts(args: argparse.Namespace, servers: dict[int, Proc], static: Proc,
             cases: dict[str, Case], paged: str) -> None:
     """Upstream requests and time of 50 concurrent cold requests, per artifact."""
@@ -201,13 +287,19 @@ def _bursts(args: argparse.Namespace, servers: dict[int, Proc], static: Proc,
             if first is not None:
                 _get(proc.url(first))
             before = upstream_count(static)
-            started = time.monotonic()
+            pids = [proc.pid]
+            cpu, started = tree_cpu_s(pids), time.monotonic()
             statuses = asyncio.run(_burst(proc.url(path), 50))
-            took = time.monotonic() - started
+            took, cpu = time.monotonic() - started, tree_cpu_s(pids) - cpu
             print(f"50 cold requests at once, {label}, workers={workers}: "
                   f"{statuses.count(200)} answered 200 in {took:.2f} s (the clients' "
                   f"connections included), {upstream_count(static) - before} upstream "
-                  "requests")
+                  f"requests, stockade CPU {cpu * 1000:.0f} ms")
+            cpu, started = tree_cpu_s(pids), time.monotonic()
+            statuses = asyncio.run(_burst(proc.url(path), 50))
+            print(f"  the same 50 again, warm: {statuses.count(200)} answered 200 in "
+                  f"{time.monotonic() - started:.2f} s, stockade CPU "
+                  f"{(tree_cpu_s(pids) - cpu) * 1000:.0f} ms", flush=True)
     if not args.bursts_only:
         _memory(servers, "after the cold bursts")
 
@@ -224,11 +316,17 @@ def main() -> None:
     parser.add_argument("--bursts-only", action="store_true",
                         help="start-up and the cold bursts only: no warm rounds (nor wrk), "
                         "no memory samples")
+    parser.add_argument("--stockade-tree", type=Path, default=None,
+                        help="run the stockade of another checkout (for a before/after)")
+    parser.add_argument("--varied", type=int, default=1500,
+                        help="different ~22 KB wheels of the varied warm load (0: none)")
     parser.add_argument("--checksum-headers", default="sha1,md5",
                         type=lambda v: tuple(a for a in v.split(",") if a),
                         help="checksum files the static upstream sends as X-Checksum-<Alg> "
                         "headers with a Maven file (default as Central: sha1,md5; empty: none)")
     args = parser.parse_args()
+    if args.stockade_tree is not None:
+        args.stockade_tree = args.stockade_tree.resolve()
     if shutil.which("wrk") is None and not args.bursts_only:
         sys.exit("wrk not found: apt-get install wrk")
     os.environ.pop("STOCKADE_CONFIG", None)

@@ -15,6 +15,7 @@ path's business, made per request before this module is asked.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -60,6 +61,9 @@ class HotBlobs:
         self._held: OrderedDict[str, _Held] = OrderedDict()  # least recently used first
         self.used_bytes = 0
         self.loads = 0  # blobs read and hashed into memory (tests count them)
+        # the read of each blob under way: requests asking at once share it, rather
+        # than each reading and hashing the same bytes
+        self._loading: dict[str, asyncio.Task[bytes | None]] = {}
 
     def takes(self, size: int) -> bool:
         """True when a blob of ``size`` bytes may be held."""
@@ -81,7 +85,8 @@ class HotBlobs:
 
     async def load(self, store: BlobStore, sha256: str, path: Path) -> bytes | None:
         """Read ``sha256`` through ``store``, hashing it; hold the bytes when they
-        match and the file at ``path`` did not change meanwhile.
+        match and the file at ``path`` did not change meanwhile. Requests asking
+        for one blob at once share one read.
 
         Returns:
             the bytes, or None when they do not hash to ``sha256``.
@@ -89,6 +94,28 @@ class HotBlobs:
         Raises:
             BlobNotFoundError: the blob is no longer stored.
         """
+        task = self._loading.get(sha256)
+        if task is None:
+            task = asyncio.ensure_future(self._load(store, sha256, path))
+            self._loading[sha256] = task
+            task.add_done_callback(lambda _task: self._loaded(sha256, _task))
+        # a request that goes away leaves the read to the others
+        return await asyncio.shield(task)
+
+    def _loaded(self, sha256: str, task: asyncio.Task[bytes | None]) -> None:
+        if self._loading.get(sha256) is task:
+            del self._loading[sha256]
+        if not task.cancelled():
+            task.exception()  # retrieved: every asker may have gone
+
+    def hold(self, sha256: str, path: Path, body: bytes) -> None:
+        """Hold ``body``, bytes just hashed to ``sha256`` (a fill's, verified as they
+        were stored), as read from the file at ``path``, stored just now."""
+        identity = file_identity(path)
+        if identity is not None and identity[1] == len(body) and self.takes(len(body)):
+            self._hold(sha256, _Held(body, path, identity))
+
+    async def _load(self, store: BlobStore, sha256: str, path: Path) -> bytes | None:
         before = file_identity(path)
         hasher = hashlib.sha256()
         parts = []

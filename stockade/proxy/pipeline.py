@@ -213,6 +213,10 @@ class Fill:
         self.spool_path: str | None = None
         self.content_length: int | None = None
         self.visible = 0  # bytes every reader may send
+        # the bytes read so far, as read, for a fill no larger than a blob held in
+        # memory: its readers send these rather than read the spool back (None: tail
+        # the spool)
+        self.chunks: list[bytes] | None = None
         self.info: BlobInfo | None = None
         self.error: BaseException | None = None
         self.started = asyncio.Event()
@@ -236,6 +240,10 @@ class Fill:
         self.started.set()
         self.finished.set()
         self._notify()
+
+    def stored_whole(self) -> bool:
+        """Fetched, verified and stored (its record may still be being written)."""
+        return self.spool_path is not None and self.finished.is_set() and self.error is None
 
     def found(self, info: BlobInfo) -> None:
         """Found stored when the fill began: nothing is fetched."""
@@ -292,6 +300,15 @@ class ArtifactPipeline:
         known of it (recorded when it was stored, or published by the upstream)."""
         found = await self.stored(source)
         return None if found is None else found.info
+
+    async def _settled(self, source: ArtifactSource) -> BlobInfo | None:
+        """``lookup``, once a fill of ``source`` that stored it has written its record:
+        its requests were sent the artifact already, a later one looks it up (and
+        finds it, unless it was removed meanwhile: then it is fetched again)."""
+        fill = self._fills.get(source.key)
+        if fill is not None and fill.stored_whole() and source.opened is None:
+            await fill.done.wait()
+        return await self.lookup(source)
 
     async def stored(self, source: ArtifactSource) -> StoredArtifact | None:
         """``lookup`` with the artifact's record: found by the published sha256, or by
@@ -419,7 +436,7 @@ class ArtifactPipeline:
         Raises:
             ProxyError: the upstream failed or the bytes did not verify.
         """
-        info = await self.lookup(source)
+        info = await self._settled(source)
         if info is not None:
             return info
         fill = self._fill_for(source)
@@ -452,7 +469,7 @@ class ArtifactPipeline:
 
     async def serve(self, request: web.Request, source: ArtifactSource) -> web.StreamResponse:
         """Answer a GET or HEAD (with or without Range) for one artifact."""
-        info = await self.lookup(source)
+        info = await self._settled(source)
         taken = note()
         if info is not None:
             if taken is not None:
@@ -524,8 +541,9 @@ class ArtifactPipeline:
             if fill is None:
                 fill = self._start(source, Opening(decide, misses, stale_if_error_s))
             opening = fill.opening
-            if opening is None or opening.closing:
-                # a fill not header-first (or one being closed): its outcome decides
+            if opening is None or opening.closing or fill.stored_whole():
+                # a fill not header-first (or one being closed, or stored and writing
+                # its record): its outcome decides
                 await fill.done.wait()
                 continue
             break
@@ -670,14 +688,26 @@ class ArtifactPipeline:
             max_bytes=self._max_bytes,
         )
         fill.spool_path = str(writer.spool_path)
-        fill.content_length = resp.content_length
+        fill.content_length = length = resp.content_length
+        if self._hot is not None and length is not None and self._hot.takes(length):
+            fill.chunks = []
         fill.started.set()
+        told = 0
         async for chunk in resp.iter_chunks():
             await writer.write(chunk)
+            if fill.chunks is not None:
+                fill.chunks.append(chunk)
             # Hold the newest chunk back until the digest is checked.
             fill.visible = writer.size - len(chunk)
-            fill._notify()
+            # Readers are woken once per CHUNK, not per network read: fifty readers
+            # woken for every 64 KiB left the fill itself waiting for the loop.
+            if fill.visible - told >= CHUNK:
+                told = fill.visible
+                fill._notify()
         info = await writer.commit(source.expected)
+        # Verified and stored: the readers are sent the rest now, before the record
+        # (which a later request's look-up by name needs) is written.
+        self._release(fill, info)
         await writer.close()
         record = {"sha256": info.sha256, "size": info.size, "digests": info.digests,
                   "url": source.url, "upstream": source.upstream.name,
@@ -691,6 +721,14 @@ class ArtifactPipeline:
         if stored.get("sha256") != info.sha256:
             await self._index.put(source.key, record)
         self._metrics.storage_bytes.set(self._store.total_bytes)
+
+    def _release(self, fill: Fill, info: BlobInfo) -> None:
+        """Let every reader of ``fill`` send the whole, verified and stored, artifact;
+        bytes the fill kept are held as a warm request would hold them after reading
+        and hashing the file: the burst's later requests need not read it again."""
+        path = self._store.local_path(info.sha256)
+        if fill.chunks is not None and self._hot is not None and path is not None:
+            self._hot.hold(info.sha256, path, b"".join(fill.chunks))
         fill.info = info
         fill.visible = info.size
         fill.finished.set()
@@ -739,9 +777,14 @@ class ArtifactPipeline:
         if fill.content_length is not None:
             response.content_length = fill.content_length
         await response.prepare(request)
-        sent = 0
+        sent = taken = 0  # bytes sent; chunks of ``fill.chunks`` sent
         while True:
-            while sent < fill.visible:
+            while (chunks := fill.chunks) is not None and taken < len(chunks) \
+                    and sent + len(chunks[taken]) <= fill.visible:
+                await response.write(chunks[taken])
+                sent += len(chunks[taken])
+                taken += 1
+            while fill.chunks is None and sent < fill.visible:
                 chunk = await asyncio.to_thread(os.pread, fd, min(CHUNK, fill.visible - sent), sent)
                 if not chunk:
                     break

@@ -29,6 +29,10 @@ V = TypeVar("V")
 
 _FIRST_WAIT_S = 0.002  # a held lock is polled, from this interval ...
 _LAST_WAIT_S = 0.05  # ... doubling up to this one
+# A key's lock is held for one fetch (a ~1 MB artifact: about 0.1 s); polled every
+# 50 ms, the other worker's requests for it were answered up to 50 ms after it was
+# stored. One poller per key and process: a few microseconds of system calls a try.
+_KEY_LAST_WAIT_S = 0.005
 
 
 def try_flock(path: Path) -> int | None:
@@ -47,9 +51,11 @@ def try_flock(path: Path) -> int | None:
     return fd
 
 
-async def poll_flock(attempt: Callable[[], int | None]) -> int:
+async def poll_flock(attempt: Callable[[], int | None], *,
+                     last_wait_s: float = _LAST_WAIT_S) -> int:
     """Call ``attempt`` (a ``try_flock`` of one or more files) until it gives a
-    descriptor, waiting between tries from 2 ms, doubling up to 50 ms.
+    descriptor, waiting between tries from 2 ms, doubling up to ``last_wait_s``
+    (50 ms).
 
     Raises:
         OSError: from ``attempt``: the lock files cannot be used.
@@ -57,7 +63,7 @@ async def poll_flock(attempt: Callable[[], int | None]) -> int:
     wait = _FIRST_WAIT_S
     while (fd := attempt()) is None:
         await asyncio.sleep(wait)
-        wait = min(wait * 2, _LAST_WAIT_S)
+        wait = min(wait * 2, last_wait_s)
     return fd
 
 
@@ -95,7 +101,7 @@ class FileLocks:
         if self._broken:
             return None
         try:
-            return await poll_flock(partial(self._try, path))
+            return await poll_flock(partial(self._try, path), last_wait_s=_KEY_LAST_WAIT_S)
         except OSError as exc:
             # A folder that cannot be written (read-only storage) coordinates
             # nothing; the work still runs, once per process.

@@ -7,6 +7,8 @@ import asyncio
 import multiprocessing
 from pathlib import Path
 
+import pytest
+
 from stockade.proxy.singleflight import FileLocks, SingleFlight
 
 
@@ -90,3 +92,33 @@ async def test_an_unusable_folder_runs_the_work_unlocked(tmp_path: Path) -> None
     locks = FileLocks(tmp_path / "file" / "locks")
     async with locks.hold("key"):
         pass  # no error: coordination is lost, the work is not
+
+
+async def test_a_held_key_is_polled_often_enough_to_follow_a_fill(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key's lock is held for one fetch (about 0.1 s for 1 MB): the other process's
+    requests wait at most a few milliseconds past its release, not 50."""
+    first, second = FileLocks(tmp_path / "locks"), FileLocks(tmp_path / "locks")
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        waits.append(delay)
+        await real_sleep(0)
+
+    async with first.hold("pypi:demo"):
+        monkeypatch.setattr(asyncio, "sleep", sleep)
+        waiting = asyncio.create_task(_enter(second))
+        for _ in range(1000):  # the waiter polls once per turn of the loop here
+            if len(waits) >= 12:
+                break
+            await real_sleep(0)
+        assert len(waits) >= 12
+    monkeypatch.setattr(asyncio, "sleep", real_sleep)
+    await asyncio.wait_for(waiting, 10)
+    assert max(waits) <= 0.005
+
+
+async def _enter(locks: FileLocks) -> None:
+    async with locks.hold("pypi:demo"):
+        pass
