@@ -1,7 +1,8 @@
 """What a server's start imports: the verifiers' libraries (sigstore, cryptography,
-pypi-attestations), the web page's templates (jinja2), the SBOM writer (cyclonedx), TUF
-and the version orderings (univers) wait for their first use, so a server that never
-uses them never pays for them."""
+pypi-attestations), the web page's templates (jinja2), the SBOM writer (cyclonedx), TUF,
+the version orderings (univers) and the confusable characters' tables (read only for a
+name with a character that does not fold to ASCII otherwise) wait for their first use,
+so a server that never uses them never pays for them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 LAZY = {"sigstore", "sigstore_models", "cryptography", "pypi_attestations", "jinja2",
-        "cyclonedx", "tuf", "securesystemslib", "univers"}
+        "cyclonedx", "tuf", "securesystemslib", "univers", "confusable_homoglyphs"}
 
 _SERVE = """
 import asyncio, json, sys, urllib.request
@@ -106,3 +107,28 @@ def test_a_policy_without_provenance_imports_none_of_them(tmp_path: Path) -> Non
     found = _loaded_by(_PRELOAD, config, tmp_path=tmp_path)
     assert found["imported"] is False
     assert not set(found["loaded"]) & LAZY  # type: ignore[arg-type]
+
+
+_FOLD = """
+import json, sys
+from stockade.policy.model import Ecosystem, Facts, PackageRef
+from stockade.policy.rules.typosquat import TyposquatRule
+
+rule = TyposquatRule(popular={Ecosystem.PYPI: ["requests", "numpy"]})
+ascii_verdict = rule.evaluate(PackageRef(Ecosystem.PYPI, "reqeusts"), Facts(upstream="public"))
+after_ascii = "confusable_homoglyphs" in sys.modules
+# a Cyrillic small ie: no ASCII letter under it, only the confusables' tables fold it
+folded = rule.evaluate(PackageRef(Ecosystem.PYPI, "r\\u0435quests"), Facts(upstream="public"))
+print(json.dumps({"ascii": ascii_verdict is not None and ascii_verdict.blocks,
+                  "after_ascii": after_ascii,
+                  "folded": folded is not None and folded.blocks,
+                  "target": folded.target if folded is not None else None,
+                  "after_fold": "confusable_homoglyphs" in sys.modules}))
+"""
+
+
+def test_the_confusables_tables_are_read_for_the_first_name_that_needs_them(
+        tmp_path: Path) -> None:
+    found = _loaded_by(_FOLD, tmp_path=tmp_path)
+    assert found == {"ascii": True, "after_ascii": False, "folded": True,
+                     "target": "requests", "after_fold": True}
