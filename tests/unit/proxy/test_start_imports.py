@@ -1,7 +1,8 @@
 """What a server's start imports: the verifiers' libraries (sigstore, cryptography,
 pypi-attestations), the web page's templates (jinja2), the SBOM writer (cyclonedx), TUF,
-the version orderings (univers) and the confusable characters' tables (read only for a
-name with a character that does not fold to ASCII otherwise) wait for their first use,
+the version orderings (univers), the SPDX expressions' parser (license-expression) and
+the confusable characters' tables (read only for a name with a character that does not
+fold to ASCII otherwise) wait for their first use,
 so a server that never uses them never pays for them."""
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import sys
 from pathlib import Path
 
 LAZY = {"sigstore", "sigstore_models", "cryptography", "pypi_attestations", "jinja2",
-        "cyclonedx", "tuf", "securesystemslib", "univers", "confusable_homoglyphs"}
+        "cyclonedx", "tuf", "securesystemslib", "univers", "confusable_homoglyphs",
+        "license_expression", "boolean"}
 
 _SERVE = """
 import asyncio, json, sys, urllib.request
@@ -132,3 +134,27 @@ def test_the_confusables_tables_are_read_for_the_first_name_that_needs_them(
     found = _loaded_by(_FOLD, tmp_path=tmp_path)
     assert found == {"ascii": True, "after_ascii": False, "folded": True,
                      "target": "requests", "after_fold": True}
+
+
+_LICENCES = """
+import json, sys
+from pathlib import Path
+from stockade.config.load import load_settings
+from stockade.policy.model import Ecosystem, Facts, PackageRef
+from stockade.proxy.app import load_engine
+
+engine = load_engine(load_settings(Path(sys.argv[1]), environ={}))
+loaded = "license_expression" in sys.modules
+ref = PackageRef(Ecosystem.PYPI, "demo", "1.0")
+verdict = engine.decide(ref, Facts(upstream="public", license="MIT AND GPL-3.0-only"))
+print(json.dumps({"at_load": loaded, "decision": verdict.decision.value,
+                  "rule": verdict.rule, "after": "license_expression" in sys.modules}))
+"""
+
+
+def test_a_licences_policy_reads_its_parser_with_the_first_licence(tmp_path: Path) -> None:
+    config = _policy(tmp_path, "rules: {typosquat: {enabled: false}, "
+                               "licenses: {deny: [GPL-3.0-only]}}\n")
+    found = _loaded_by(_LICENCES, config, tmp_path=tmp_path)
+    assert found == {"at_load": False, "decision": "block", "rule": "licenses",
+                     "after": True}
