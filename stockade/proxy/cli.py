@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import gc
 
-# The imports below make several hundred thousand objects (modules, classes, pydantic
-# schemas) and no garbage: the collector's passes over them while they are made cost
-# about a tenth of the import's time, on every start. It runs again once they are in.
+# The imports below make a hundred thousand objects and more (modules, classes, pydantic
+# schemas) and next to no garbage: the collector's passes over them while they are made
+# cost about a tenth of the import's time, on every start. It runs again once they are
+# in, with what they made frozen (as the supervisor and each worker freeze what they
+# hold before serving, ``workers.settle_gc``): its first young pass would otherwise
+# scan all of it, some 40 ms.
 _COLLECTING = gc.isenabled()
 gc.disable()
 try:
@@ -51,6 +54,7 @@ try:
     from stockade.proxy.workers import Channel, Supervisor, settle_gc, worker_count
 finally:
     if _COLLECTING:
+        gc.freeze()
         gc.enable()
 
 logger = logging.getLogger("stockade")
