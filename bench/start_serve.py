@@ -15,10 +15,13 @@ the name indexes' share of the start is its own line and the two can be added up
   and fills the cache with a simple page;
 - then ``--rounds`` runs, the checkouts alternating within each round: seconds from
   the exec of ``python -m stockade.proxy.cli serve`` to the first 200 of ``/healthz``
-  (asked every 5 ms), and to the first 200 of the cached simple page asked right after.
+  (asked every 5 ms), and to the first 200 of the cached simple page asked right after;
+  and the CPU time (user and system) the server's processes (the supervisor and its
+  workers) had used when ``/healthz`` first answered, read from ``/proc`` (Linux).
 
 Prints the median of each, and with ``--base-tree`` the ratio this/base. Wall time on a
-shared machine: compare within one run only.
+shared machine swings with the other processes' load: compare within one run only, and
+prefer the CPU time, which the load moves far less.
 """
 
 from __future__ import annotations
@@ -75,11 +78,32 @@ def _config(folder: Path, upstream: str, workers: int | None,
     return path
 
 
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+
+
+def tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user and system) used so far by process ``pid`` and every process
+    below it, from ``/proc`` (None where it cannot be read: not Linux)."""
+    total, todo = 0.0, [pid]
+    try:
+        while todo:
+            current = todo.pop()
+            # fields after the command's closing parenthesis: utime and stime are 14, 15
+            fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) * _TICK_S
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
 def serve_once(tree: Path, config: Path, port: int, cache: Path, page: str,
-               log: Path, wait_s: float = 120) -> tuple[float, float]:
+               log: Path, wait_s: float = 120) -> tuple[float, float, float | None]:
     """One start of the checkout ``tree``: seconds from exec to the first 200 of
     ``/healthz``, and to the first 200 of ``page`` asked right after it (waited for
-    up to ``wait_s``)."""
+    up to ``wait_s``); and the CPU seconds the server's processes had used when
+    ``/healthz`` first answered (None where ``/proc`` cannot tell)."""
     env = {**os.environ, "PYTHONPATH": str(tree), "STOCKADE_INDEX_CACHE": str(cache),
            "PYTHONPYCACHEPREFIX": str(cache.with_name(cache.name + "-pyc"))}
     env.pop("STOCKADE_CONFIG", None)
@@ -96,10 +120,11 @@ def serve_once(tree: Path, config: Path, port: int, cache: Path, page: str,
                 raise RuntimeError(f"stockade did not answer /healthz:\n{log.read_text()}")
             time.sleep(0.005)
         healthz = time.perf_counter() - started
+        cpu = tree_cpu_s(proc.pid)
         status = _status(served.url(page))
         if status != 200:
             raise RuntimeError(f"{page} answered {status}:\n{log.read_text()}")
-        return healthz, time.perf_counter() - started
+        return healthz, time.perf_counter() - started, cpu
     finally:
         served.stop()
 
@@ -125,23 +150,32 @@ def run(args: argparse.Namespace, work: Path) -> None:
                 setups[label] = (tree, config, port, cache, folder / "stockade.log")
                 # untimed: fills (builds the name indexes: minutes on a loaded machine)
                 serve_once(*setups[label][:4], page, setups[label][4], wait_s=900)
-            got: dict[str, list[tuple[float, float]]] = {label: [] for label in trees}
+            got: dict[str, list[tuple[float, float, float | None]]] = {
+                label: [] for label in trees}
             for _ in range(args.rounds):
                 for label in trees:
                     got[label].append(serve_once(*setups[label][:4], page, setups[label][4]))
-            medians = {label: (statistics.median(h for h, _ in runs),
-                               statistics.median(p for _, p in runs))
+            medians = {label: (statistics.median(h for h, _, _ in runs),
+                               statistics.median(p for _, p, _ in runs),
+                               _median_cpu([c for _, _, c in runs]))
                        for label, runs in got.items()}
-            for label, (healthz, warm) in medians.items():
+            for label, (healthz, warm, cpu) in medians.items():
+                used = "" if cpu is None else f"; CPU of its processes by then {cpu:.2f} s"
                 print(f"serve, {policy_label}, workers={args.workers or 'default'}, {label}: "
                       f"first 200 of /healthz {healthz:.2f} s, of a cached simple page "
-                      f"{warm:.2f} s after exec (median of {args.rounds})", flush=True)
+                      f"{warm:.2f} s after exec{used} (median of {args.rounds})", flush=True)
             if "base" in medians:
-                (bh, bp), (th, tp) = medians["base"], medians["this"]
+                (bh, bp, bc), (th, tp, tc) = medians["base"], medians["this"]
+                cpu_ratio = "" if bc is None or tc is None else f", CPU {tc / bc:.2f}x"
                 print(f"serve, {policy_label}, this/base: /healthz {th / bh:.2f}x, "
-                      f"simple page {tp / bp:.2f}x", flush=True)
+                      f"simple page {tp / bp:.2f}x{cpu_ratio}", flush=True)
     finally:
         static.stop()
+
+
+def _median_cpu(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if len(known) == len(values) and known else None
 
 
 def main() -> None:

