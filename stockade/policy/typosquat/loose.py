@@ -10,22 +10,24 @@ facts say a project is young, the shapes of ``SHAPES`` per ecosystem: two edits 
 long name among the most installed (buckets by length and the first or last two
 letters), a high rapidfuzz ratio (buckets by length), the same letters reordered, a
 word left out, a protected name contained with an affix, limited by its length,
-its rank, the affix's length and where it sits among the words (substrings looked up
-in the skeleton table: no automaton to hold), a typist's slip of a listed name
-beyond the one-edit index's rank (the slips made and looked up in the skeleton table),
-and two of the most installed names run together with a plural dropped.
+its rank, the affix's length and where it sits among the words (the names of the
+rows within ``CONTAINED_SET_RANK`` found in one pass by an Aho-Corasick automaton,
+the few substrings a row reaching further allows looked up in the skeleton table), a
+typist's slip of a listed name beyond the one-edit index's rank (the slips made and
+looked up in the skeleton table), and two of the most installed names run together
+with a plural dropped.
 Names are compared as the detector's skeletons. A name that is itself listed is
 never a loose look-alike. Pure; the corpus is passed in.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ahocorasick_rs import AhoCorasick
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import DamerauLevenshtein
 
@@ -52,8 +54,9 @@ _BOUNDS_MAX = 4096  # letter bounds kept per index (emptied when full: bounded m
 # A letter bound holds the buckets of one end of this many letters at most (longer
 # names are searched bucket by bucket, whole)
 BOUND_LONGEST = 80
-# A contained row reaching this far down the list at most has its names in a set, to
-# tell a substring that is none of them without a look-up in the packed table.
+# A contained row reaching this far down the list at most has its names in the
+# automaton (``_contained_automaton``): one pass finds every one a name holds. A row
+# reaching further asks the packed table of the few substrings its affix allows.
 CONTAINED_SET_RANK = 20_000
 
 
@@ -197,8 +200,9 @@ class LooseIndex:
         self._dropped: Mapping[str, str] = Strings(Strings.pack(dropped.items()))
         # the letter bounds of the buckets (``_bound``): derived, never kept in a file
         self._bounds: dict[tuple[int | None, str], LetterBound | None] = {}
-        # per contained row, its names (``_contained_sets``): derived, never kept
-        self._contained: tuple[frozenset[str] | None, ...] | None = None
+        # the contained rows' names in an automaton (``_contained_automaton``):
+        # derived, never kept
+        self._contained: tuple[AhoCorasick | None, list[int]] | None = None
 
     def match(self, norm: str, *, deep: bool) -> Match | None:
         """The protected name the normalised ``norm`` loosely resembles, if any; the
@@ -250,34 +254,26 @@ class LooseIndex:
     def _two_edits(self, skel: str) -> Match | None:
         if not self._ends or len(skel) < TWO_EDITS_MIN - 2:
             return None
-        head, tail = skel[:2], skel[-2:]
         size = len(skel)
-        # The nearest, the first of the buckets' order among equals: each bucket is
-        # searched in C for one strictly nearer than the best so far (no list of them all).
-        # A name lacking three of the letters of ``skel`` is three edits away or more:
-        # the letter bound leaves it out first (``letters``).
-        sides = []
-        for end in (f"^{head}", f"{tail}$"):
-            bound = self._bound(self._ends, None, end) if size + 2 <= BOUND_LONGEST else None
-            kept = None if bound is None else bound.kept(skel, size - 2, (2,) * 5)
-            sides.append(kept)
+        # The nearest, the first of the buckets' order (by length, then side) among
+        # equals: one search in C per side over its buckets in order, the two then
+        # compared as ``_ratio`` does. A name lacking three of the letters of ``skel``
+        # is three edits away or more: the letter bound leaves it out first
+        # (``letters``).
         best: str | None = None
         cutoff = 2
-        ends = self._ends
-        for at, n in enumerate(range(size - 2, size + 3)):
-            for side, end in enumerate((f"^{head}{n}", f"{tail}${n}")):
-                kept = sides[side]
-                bucket = ends.get(end) if kept is None else kept[at]
-                if not bucket:
-                    continue
-                hit = process.extractOne(skel, bucket, scorer=DamerauLevenshtein.distance,
-                                         score_cutoff=cutoff)
-                if hit is not None:
-                    best, cutoff = hit[0], hit[1] - 1
-                    if cutoff < 0:
-                        break
-            if cutoff < 0:
-                break
+        for end in (f"^{skel[:2]}", f"{skel[-2:]}$"):
+            bound = self._bound(self._ends, None, end) if size + 2 <= BOUND_LONGEST else None
+            kept = None if bound is None else bound.kept(skel, size - 2, (2,) * 5)
+            found = _joined(kept if kept is not None else [
+                self._ends.get(f"{end}{n}") for n in range(size - 2, size + 3)])
+            if not found:
+                continue
+            hit = process.extractOne(skel, found, scorer=DamerauLevenshtein.distance,
+                                     score_cutoff=cutoff)
+            if hit is not None and (best is None or hit[1] < cutoff or (
+                    hit[1] == cutoff and len(hit[0]) < len(best))):
+                best, cutoff = hit[0], hit[1]
         if best is not None and best != skel:
             return Match(self._target(best), technique_of(skel, best))
         return None
@@ -301,22 +297,23 @@ class LooseIndex:
             for k in keys:
                 bound = self._bound(buckets, at, k) if high <= BOUND_LONGEST else None
                 kept.append(None if bound is None else bound.kept(skel, low, lacking))
-            # The best ratio, the first of the buckets' order among equals: each bucket
-            # is searched in C for one strictly better than the best so far (a name in
-            # two buckets scores the same in both: its first place counts).
+            # The best ratio, the first of the buckets' order (by length, then side)
+            # among equals: one search in C per side over its buckets in order, the
+            # two then compared (a bucket holds names of its length: the shorter
+            # comes first; at one length, the first side).
             best: str | None = None
             score = 0.0
-            for i, m in enumerate(range(low, high + 1)):
-                for side, k in enumerate(keys):
-                    narrowed = kept[side]
-                    found = buckets.get(_bucket(at, m, k)) if narrowed is None \
-                        else narrowed[i]
-                    if not found:
-                        continue
-                    hit = process.extractOne(skel, found, scorer=fuzz.ratio,
-                                             score_cutoff=max(row.cutoff, score))
-                    if hit is not None and (best is None or hit[1] > score):
-                        best, score = hit[0], hit[1]
+            for side, k in enumerate(keys):
+                narrowed = kept[side]
+                found = _joined(narrowed if narrowed is not None else [
+                    buckets.get(_bucket(at, m, k)) for m in range(low, high + 1)])
+                if not found:
+                    continue
+                hit = process.extractOne(skel, found, scorer=fuzz.ratio,
+                                         score_cutoff=max(row.cutoff, score))
+                if hit is not None and (best is None or hit[1] > score or (
+                        hit[1] == score and len(hit[0]) < len(best))):
+                    best, score = hit[0], hit[1]
             if best is not None and best != skel:
                 return Match(self._target(best), f"similar spelling ({score:.0f}%)")
         return None
@@ -409,68 +406,79 @@ class LooseIndex:
         rows = self.shapes.contained
         if not rows or len(skel) > CONTAINED_LONGEST:
             return None
-        least = min(row.min_len for row in rows)
         edges = {0}
         at = 0
         for word in _WORDS.split(norm):
             at += len(skeleton(self.ecosystem, word)) if word else 0
             edges.add(at)
-        best: str | None = None
         n = len(skel)
-        ranks = self._ranks
-        # per row: the fewest letters it takes here (its own least, and the most its
-        # affix leaves out), the sides it takes a name on, and its names (``None``: too
-        # many for a set, looked up in the table)
-        checks = [(max(row.min_len, n - row.max_affix), _takes(row.sits), names)
-                  for row, names in zip(rows, self._contained_sets(), strict=True)]
-        for i in range(n - least + 1):
-            for j in range(i + least, min(n, i + self._longest) + 1):
-                size = j - i
-                if size == n or (best is not None and size <= len(best)):
-                    continue
-                sides = (i in edges) + (j in edges)
-                inner = skel[i:j]
-                # A row that may hold this substring: its length, its affix and where it
-                # sits allow it, and the row's names hold it; else no row takes it,
-                # whatever its rank, and the packed table is not asked.
-                for fewest, takes, names in checks:
-                    if size >= fewest and sides in takes and (names is None or inner in names):
-                        break
-                else:
-                    continue
-                rank = ranks.get(inner)
-                if rank is None:
-                    continue
-                if any(size >= row.min_len and rank < row.max_rank
-                       and n - size <= row.max_affix and _sits(row.sits, sides)
-                       for row in rows):
-                    best = inner
-        return None if best is None else Match(self._target(best), "contains it with an affix")
+        automaton, ranked = self._contained_automaton()
+        # The substrings a row may take, as (letters, start, rank): the names of the
+        # rows within CONTAINED_SET_RANK that ``skel`` holds, found in one pass in C
+        # (an Aho-Corasick automaton); for a row reaching further, the few substrings
+        # its affix leaves room for, asked of the table.
+        found = [] if automaton is None else [
+            (end - start, start, ranked[hit])
+            for hit, start, end in automaton.find_matches_as_indexes(skel, overlapping=True)]
+        for row in rows:
+            if row.max_rank > CONTAINED_SET_RANK:
+                for size in range(max(row.min_len, n - row.max_affix),
+                                  min(n - 1, self._longest) + 1):
+                    for i in range(n - size + 1):
+                        if not _sits(row.sits, (i in edges) + (i + size in edges)):
+                            continue  # the row would not take it: not asked
+                        rank = self._ranks.get(skel[i:i + size])
+                        if rank is not None:
+                            found.append((size, i, rank))
+        # the longest a row takes, the first of them (as a search from the left keeping
+        # only a longer one)
+        found.sort(key=_longest_first)
+        for size, i, rank in found:
+            if size == n:
+                continue
+            sides = (i in edges) + (i + size in edges)
+            if any(size >= row.min_len and rank < row.max_rank
+                   and n - size <= row.max_affix and _sits(row.sits, sides)
+                   for row in rows):
+                return Match(self._target(skel[i:i + size]), "contains it with an affix")
+        return None
 
-    def _contained_sets(self) -> tuple[frozenset[str] | None, ...]:
-        """Per contained row, the skeletons it may find (ranked under its
-        ``max_rank``, of its ``min_len`` letters or more), or None for a row reaching
-        beyond ``CONTAINED_SET_RANK`` (looked up in the table): made on first use."""
-        sets = self._contained
-        if sets is None:
+    def _contained_automaton(self) -> tuple[AhoCorasick | None, list[int]]:
+        """The names of the contained rows within ``CONTAINED_SET_RANK`` (ranked under
+        a row's ``max_rank``, of its ``min_len`` letters or more) in one automaton, and
+        each one's rank by its number there: made on first use (some 20 ms for npm's
+        18,000), never kept in a file."""
+        made = self._contained
+        if made is None:
             ranks = self._ranks
-            made: list[frozenset[str] | None] = []
+            names: dict[str, int] = {}
             for row in self.shapes.contained:
                 if row.max_rank > CONTAINED_SET_RANK:
-                    made.append(None)
-                elif isinstance(ranks, Ranks):
-                    made.append(frozenset(ranks.below(row.max_rank, row.min_len)))
+                    continue
+                if isinstance(ranks, Ranks):
+                    names.update(ranks.below(row.max_rank, row.min_len))
                 else:
-                    made.append(frozenset(k for k, v in ranks.items()
-                                          if v < row.max_rank and len(k) >= row.min_len))
-            sets = self._contained = tuple(made)
-        return sets
+                    names.update((k, v) for k, v in ranks.items()
+                                 if v < row.max_rank and len(k) >= row.min_len)
+            automaton = AhoCorasick(names) if names else None
+            made = self._contained = (automaton, list(names.values()))
+        return made
+
+
+def _longest_first(found: tuple[int, int, int]) -> tuple[int, int]:
+    return -found[0], found[1]
 
 
 def _bucket(row: int, length: int, end: str) -> str:
     """The key of the bucket of ratio row ``row`` for skeletons of ``length`` letters
     and, for a row that keeps an end, that ``end`` (``^a``, ``a$``; else "")."""
     return f"{row} {length} {end}"
+
+
+def _joined(groups: Iterable[Sequence[str] | None]) -> list[str]:
+    """The names of ``groups`` (buckets, in their order; None: an empty one) in one
+    list."""
+    return [name for group in groups if group for name in group]
 
 
 def _ratio_need(cutoff: float, n: int, m: int) -> int:
@@ -487,9 +495,3 @@ def _sits(where: str, sides: int) -> bool:
     if where == "one edge":
         return sides == 1
     return True
-
-
-@functools.lru_cache(maxsize=16)
-def _takes(where: str) -> frozenset[int]:
-    """The numbers of a contained name's ends on word boundaries ``where`` takes."""
-    return frozenset(sides for sides in range(3) if _sits(where, sides))

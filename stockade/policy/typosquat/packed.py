@@ -248,11 +248,13 @@ class Ranks(_Packed[int]):
     def _value(self, entry: int) -> int:
         return int(self._ranks[entry])
 
-    def below(self, limit: int, shortest: int = 0) -> list[str]:
-        """The names ranked under ``limit``, of ``shortest`` letters or more, in the
-        table's order (one pass over the ranks: only those names are decoded)."""
+    def below(self, limit: int, shortest: int = 0) -> list[tuple[str, int]]:
+        """The names ranked under ``limit``, of ``shortest`` letters or more, with
+        their ranks, in the table's order (one pass over the ranks: only those names
+        are decoded)."""
         ranks = self._ranks
-        return [key for entry in range(self._count) if ranks[entry] < limit
+        return [(key, rank) for entry in range(self._count)
+                if (rank := ranks[entry]) < limit
                 and len(key := self._key(entry)) >= shortest]
 
 
@@ -484,7 +486,7 @@ class _Unchecked:
 class _UncheckedRanks(_Unchecked, Ranks):
     __slots__ = ()
 
-    def below(self, limit: int, shortest: int = 0) -> list[str]:
+    def below(self, limit: int, shortest: int = 0) -> list[tuple[str, int]]:
         self._settle()  # its ranks are read before any key: check them first
         return self.below(limit, shortest)
 
