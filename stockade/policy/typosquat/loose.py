@@ -192,7 +192,7 @@ class LooseIndex:
         # about a hundred, and what an index file maps as it is (``store``). A list of
         # skeletons is a tuple of them, decoded when its key is first looked up.
         self._names: Mapping[str, str] = Strings(Strings.pack(names_.items()))
-        self._ranks: Mapping[str, int] = Ranks(Ranks.pack(ranks.items()))
+        self._ranks = Ranks(Ranks.pack(ranks.items()))
         self._one = Lists(Lists.pack((k, tuple(v)) for k, v in one.items()))
         self._ends = Lists(Lists.pack((k, tuple(v)) for k, v in ends.items()))
         self._ratios = Lists(Lists.pack((k, tuple(v)) for k, v in ratios.items()))
@@ -203,6 +203,8 @@ class LooseIndex:
         # the contained rows' names in an automaton (``_contained_automaton``):
         # derived, never kept
         self._contained: tuple[AhoCorasick | None, list[int]] | None = None
+        # the ``joined_rank`` most installed, by skeleton (``_run_together``): derived
+        self._joined: dict[str, int] | None = None
 
     def match(self, norm: str, *, deep: bool) -> Match | None:
         """The protected name the normalised ``norm`` loosely resembles, if any; the
@@ -264,9 +266,9 @@ class LooseIndex:
         cutoff = 2
         for end in (f"^{skel[:2]}", f"{skel[-2:]}$"):
             bound = self._bound(self._ends, None, end) if size + 2 <= BOUND_LONGEST else None
-            kept = None if bound is None else bound.kept(skel, size - 2, (2,) * 5)
-            found = _joined(kept if kept is not None else [
-                self._ends.get(f"{end}{n}") for n in range(size - 2, size + 3)])
+            found = None if bound is None else bound.joined(skel, size - 2, (2,) * 5)
+            if found is None:
+                found = _joined(self._ends.get(f"{end}{n}") for n in range(size - 2, size + 3))
             if not found:
                 continue
             hit = process.extractOne(skel, found, scorer=DamerauLevenshtein.distance,
@@ -293,20 +295,18 @@ class LooseIndex:
             # ``need(m)`` letters: a name lacking more than ``n - need(m)`` of the
             # letters of ``skel`` is left out before rapidfuzz (``letters``).
             lacking = [n - _ratio_need(row.cutoff, n, m) for m in range(low, high + 1)]
-            kept: list[list[list[str]] | None] = []
-            for k in keys:
-                bound = self._bound(buckets, at, k) if high <= BOUND_LONGEST else None
-                kept.append(None if bound is None else bound.kept(skel, low, lacking))
             # The best ratio, the first of the buckets' order (by length, then side)
             # among equals: one search in C per side over its buckets in order, the
             # two then compared (a bucket holds names of its length: the shorter
             # comes first; at one length, the first side).
             best: str | None = None
             score = 0.0
-            for side, k in enumerate(keys):
-                narrowed = kept[side]
-                found = _joined(narrowed if narrowed is not None else [
-                    buckets.get(_bucket(at, m, k)) for m in range(low, high + 1)])
+            for k in keys:
+                bound = self._bound(buckets, at, k) if high <= BOUND_LONGEST else None
+                found = None if bound is None else bound.joined(skel, low, lacking)
+                if found is None:
+                    found = _joined(buckets.get(_bucket(at, m, k))
+                                    for m in range(low, high + 1))
                 if not found:
                     continue
                 hit = process.extractOne(skel, found, scorer=fuzz.ratio,
@@ -361,16 +361,16 @@ class LooseIndex:
         n = len(skel)
         if not self.shapes.slip_min or n < self.shapes.slip_min:
             return None
-        ranks = self._ranks
-        best: str | None = None
-        best_rank = 0
+        slips: list[str] = []
         for i in range(1, n - 1):
             head, tail = skel[:i], skel[i + 1:]
-            for other in (head + tail, *[head + key + tail for key in _KEYS.get(skel[i], ())]):
-                rank = ranks.get(other)
-                if rank is not None and rank >= ONE_EDIT_RANK and (
-                        best is None or rank < best_rank):
-                    best, best_rank = other, rank
+            slips.append(head + tail)
+            slips.extend(head + key + tail for key in _KEYS.get(skel[i], ()))
+        best: str | None = None
+        best_rank = 0
+        for other, rank in self._ranks.found_with(slips):  # in one loop, in order
+            if rank >= ONE_EDIT_RANK and (best is None or rank < best_rank):
+                best, best_rank = other, rank
         return None if best is None else Match(self._target(best), technique_of(skel, best))
 
     def _run_together(self, skel: str) -> Match | None:
@@ -379,27 +379,19 @@ class LooseIndex:
         limit, least = self.shapes.joined_rank, self.shapes.joined_min
         if not limit or len(skel) < 2 * least:
             return None
+        top = self._joined
+        if top is None:  # the parts it may find, in a dict of their own: made once
+            top = self._joined = dict(self._ranks.below(limit, least))
         for i in range(least, len(skel) - least + 1):
-            head = self._popular_part(skel[:i], limit)
+            head = _popular_part(top, skel[:i])
             if head is None:
                 continue
-            tail = self._popular_part(skel[i:], limit)
+            tail = _popular_part(top, skel[i:])
             if tail is None or not (head[1] or tail[1]):
                 continue
             plural = [part for part in (head, tail) if part[1]]
             target = min(plural, key=lambda part: self._rank(part[0]))[0]
             return Match(self._target(target), "two names run together, a plural dropped")
-        return None
-
-    def _popular_part(self, part: str, limit: int) -> tuple[str, bool] | None:
-        """The skeleton ``part`` is among the ``limit`` most installed (False), or is
-        with an ``s`` added (True)."""
-        rank = self._ranks.get(part)
-        if rank is not None and rank < limit:
-            return part, False
-        rank = self._ranks.get(part + "s")
-        if rank is not None and rank < limit:
-            return part + "s", True
         return None
 
     def _within(self, norm: str, skel: str) -> Match | None:
@@ -455,14 +447,20 @@ class LooseIndex:
             for row in self.shapes.contained:
                 if row.max_rank > CONTAINED_SET_RANK:
                     continue
-                if isinstance(ranks, Ranks):
-                    names.update(ranks.below(row.max_rank, row.min_len))
-                else:
-                    names.update((k, v) for k, v in ranks.items()
-                                 if v < row.max_rank and len(k) >= row.min_len)
+                names.update(ranks.below(row.max_rank, row.min_len))
             automaton = AhoCorasick(names) if names else None
             made = self._contained = (automaton, list(names.values()))
         return made
+
+
+def _popular_part(top: Mapping[str, int], part: str) -> tuple[str, bool] | None:
+    """The skeleton ``part`` is one of ``top`` (False), or is with an ``s`` added
+    (True)."""
+    if part in top:
+        return part, False
+    if part + "s" in top:
+        return part + "s", True
+    return None
 
 
 def _longest_first(found: tuple[int, int, int]) -> tuple[int, int]:

@@ -213,6 +213,33 @@ class _Packed(Mapping[str, V], Generic[V]):
                 slot = slot + 1 if slot + 1 < width else 0
         return out
 
+    def found_with(self, keys: Iterable[str]) -> list[tuple[str, V]]:
+        """Each of ``keys`` the table holds, with its value, in their order: ``found``
+        where the caller needs to know which keys were found (a name's slips)."""
+        width = self._width
+        out: list[tuple[str, V]] = []
+        if not width:
+            return out
+        slots, starts, ends, blob, at, crc32, filtered = self._slots, self._starts, \
+            self._ends, self._blob, self._at, zlib.crc32, self._filter
+        for key in keys:
+            try:
+                raw = key.encode()
+            except UnicodeEncodeError:
+                raw = key.encode("utf-8", "surrogatepass")
+            hashed = crc32(raw)
+            slot = hashed % width
+            if not filtered[slot] >> (hashed >> 29) & 1:
+                continue
+            while held := slots[slot]:
+                if held >> 32 == hashed:
+                    entry: int = (held & 0xFFFFFFFF) - 1
+                    if blob[at + starts[entry]:at + ends[entry]] == raw:
+                        out.append((key, self._value(entry)))
+                        break
+                slot = slot + 1 if slot + 1 < width else 0
+        return out
+
     def __getitem__(self, key: Key) -> V:
         found = self.get(key)
         if found is None:
@@ -449,6 +476,10 @@ class _Unchecked:
     def found(self, keys: Iterable[str]) -> Any:
         self._settle()
         return self.found(keys)
+
+    def found_with(self, keys: Iterable[str]) -> Any:
+        self._settle()
+        return self.found_with(keys)
 
     def __getitem__(self, key: Key) -> Any:
         self._settle()
