@@ -266,9 +266,8 @@ class LooseIndex:
         cutoff = 2
         for end in (f"^{skel[:2]}", f"{skel[-2:]}$"):
             bound = self._bound(self._ends, None, end) if size + 2 <= BOUND_LONGEST else None
-            found = None if bound is None else bound.joined(skel, size - 2, (2,) * 5)
-            if found is None:
-                found = _joined(self._ends.get(f"{end}{n}") for n in range(size - 2, size + 3))
+            found = _joined(self._ends.get(f"{end}{n}") for n in range(size - 2, size + 3)) \
+                if bound is None else bound.joined(skel, size - 2, (2,) * 5)
             if not found:
                 continue
             hit = process.extractOne(skel, found, scorer=DamerauLevenshtein.distance,
@@ -303,10 +302,8 @@ class LooseIndex:
             score = 0.0
             for k in keys:
                 bound = self._bound(buckets, at, k) if high <= BOUND_LONGEST else None
-                found = None if bound is None else bound.joined(skel, low, lacking)
-                if found is None:
-                    found = _joined(buckets.get(_bucket(at, m, k))
-                                    for m in range(low, high + 1))
+                found = _joined(buckets.get(_bucket(at, m, k)) for m in range(low, high + 1)) \
+                    if bound is None else bound.joined(skel, low, lacking)
                 if not found:
                     continue
                 hit = process.extractOne(skel, found, scorer=fuzz.ratio,

@@ -148,6 +148,9 @@ def test_the_bound_keeps_every_name_within_reach() -> None:
         lacking = [len(word) - _ratio_need(cutoff, len(word), len(min(g, key=len, default="")))
                    for g in groups]
         kept = bound.kept(word, 0, lacking)
+        # joined: the same names in one list, or every name where kept gives up
+        assert bound.joined(word, 0, lacking) == [
+            n for group in (groups if kept is None else kept) for n in group]
         if kept is None:
             assert max(lacking) > MOST_LACKING
             continue
