@@ -10,29 +10,28 @@ facts say a project is young, the shapes of ``SHAPES`` per ecosystem: two edits 
 long name among the most installed (buckets by length and the first or last two
 letters), a high rapidfuzz ratio (buckets by length), the same letters reordered, a
 word left out, a protected name contained with an affix, limited by its length,
-its rank, the affix's length and where it sits among the words (the names of the
-rows within ``CONTAINED_SET_RANK`` found in one pass by an Aho-Corasick automaton,
-the few substrings a row reaching further allows looked up in the skeleton table), a
-typist's slip of a listed name beyond the one-edit index's rank (the slips made and
-looked up in the skeleton table), and two of the most installed names run together
-with a plural dropped.
+its rank, the affix's length and where it sits among the words (``contained``: an
+Aho-Corasick automaton finds them in one pass), a typist's slip of a listed name
+beyond the one-edit index's rank (the slips made and looked up in the skeleton
+table), and two of the most installed names run together with a plural dropped.
 Names are compared as the detector's skeletons. A name that is itself listed is
 never a loose look-alike. Pure; the corpus is passed in.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ahocorasick_rs import AhoCorasick
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import DamerauLevenshtein
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat.compare import Match, technique_of
+from stockade.policy.typosquat.contained import Contained, ContainedSearch
 from stockade.policy.typosquat.forms import deletions, skeleton
 from stockade.policy.typosquat.letters import LetterBound
 from stockade.policy.typosquat.limits import NEIGHBOURS
@@ -45,7 +44,6 @@ TWO_EDITS_RANK = 20_000
 ANY_RANK = 10**9
 _SUFFIX = re.compile(r"^(.+?)[-_.]?v?\d+(?:[-_.]\d+)*$")
 _WORDS = re.compile(r"[-_.@/:\s]+")
-CONTAINED_LONGEST = 64  # letters of a name searched for contained names (bounded work)
 _KEYS = {ch: tuple(sorted(keys)) for ch, keys in NEIGHBOURS.items()}  # in a fixed order
 # Buckets of fewer names than this together are searched whole: the letter bound
 # (``letters``) costs about as much as rapidfuzz there.
@@ -54,27 +52,6 @@ _BOUNDS_MAX = 4096  # letter bounds kept per index (emptied when full: bounded m
 # A letter bound holds the buckets of one end of this many letters at most (longer
 # names are searched bucket by bucket, whole)
 BOUND_LONGEST = 80
-# A contained row reaching this far down the list at most has its names in the
-# automaton (``_contained_automaton``): one pass finds every one a name holds. A row
-# reaching further asks the packed table of the few substrings its affix allows.
-CONTAINED_SET_RANK = 20_000
-
-
-@dataclass(frozen=True, slots=True)
-class Contained:
-    """A protected name of ``min_len`` letters or more, among the ``max_rank`` most
-    installed, inside a name with at most ``max_affix`` letters more, where it
-    ``sits``: ``anywhere``; ``not whole words`` (the plugin form ``django-guitars``,
-    a protected name as whole words beside others, is left out: real projects are
-    named so); ``one edge`` (exactly one of its ends on a word boundary: a name run
-    into another, ``pandasrequest``, ``nodeffmpeg``, ``loadyaml``)."""
-
-    min_len: int
-    max_rank: int
-    max_affix: int
-    sits: str  # "anywhere", "not whole words", "one edge"
-
-
 @dataclass(frozen=True, slots=True)
 class Ratio:
     """A rapidfuzz ratio of at least ``cutoff`` with a protected name of ``min_len``
@@ -200,21 +177,24 @@ class LooseIndex:
         self._dropped: Mapping[str, str] = Strings(Strings.pack(dropped.items()))
         # the letter bounds of the buckets (``_bound``): derived, never kept in a file
         self._bounds: dict[tuple[int | None, str], LetterBound | None] = {}
-        # the contained rows' names in an automaton (``_contained_automaton``):
+        # the contained search, its rows' names in an automaton (``contained``):
         # derived, never kept
-        self._contained: tuple[AhoCorasick | None, list[int]] | None = None
+        self._contained: ContainedSearch | None = None
         # the ``joined_rank`` most installed, by skeleton (``_run_together``): derived
         self._joined: dict[str, int] | None = None
 
-    def match(self, norm: str, *, deep: bool) -> Match | None:
+    def match(self, norm: str, *, deep: bool, quick: bool = True) -> Match | None:
         """The protected name the normalised ``norm`` loosely resembles, if any; the
-        costlier likenesses only where ``deep``."""
+        costlier likenesses only where ``deep``; the quick ones only where ``quick``
+        (a caller that asked for them already, and found none, leaves them out)."""
         if norm in self._listed:
             return None
         skel = skeleton(self.ecosystem, norm)
         if not skel:
             return None
-        found = self._same(norm, skel) or self._suffix(skel, norm) or self._one_edit(skel)
+        found = None
+        if quick:
+            found = self._same(norm, skel) or self._suffix(skel, norm) or self._one_edit(skel)
         if found is None and deep:
             found = self._two_edits(skel) or self._ratio(skel) or self._anagram(skel) \
                 or self._dropped_word(skel) or self._within(norm, skel) \
@@ -285,15 +265,8 @@ class LooseIndex:
         for at, row in enumerate(self.shapes.ratios):
             if n < row.min_len:
                 continue
-            # a ratio r of lengths n and m needs 2 min(n, m) / (n + m) >= r
-            share = row.cutoff / 100
-            low = int(n * share / (2 - share))
-            high = int(n * (2 - share) / share) + 1
+            low, high, lacking = _ratio_span(row.cutoff, n)
             keys = (f"^{skel[0]}", f"{skel[-1]}$") if row.ends else ("",)
-            # A ratio of at least the cutoff needs a longest common subsequence of
-            # ``need(m)`` letters: a name lacking more than ``n - need(m)`` of the
-            # letters of ``skel`` is left out before rapidfuzz (``letters``).
-            lacking = [n - _ratio_need(row.cutoff, n, m) for m in range(low, high + 1)]
             # The best ratio, the first of the buckets' order (by length, then side)
             # among equals: one search in C per side over its buckets in order, the
             # two then compared (a bucket holds names of its length: the shorter
@@ -370,6 +343,17 @@ class LooseIndex:
                 best, best_rank = other, rank
         return None if best is None else Match(self._target(best), technique_of(skel, best))
 
+    def _within(self, norm: str, skel: str) -> Match | None:
+        if not self.shapes.contained:
+            return None
+        search = self._contained
+        if search is None:
+            search = self._contained = ContainedSearch(self.shapes.contained, self._ranks,
+                                                       self._longest)
+        found = search.find(skel, _word_ends(self.ecosystem, norm))
+        return None if found is None else Match(self._target(found),
+                                                "contains it with an affix")
+
     def _run_together(self, skel: str) -> Match | None:
         """Two of the most installed names run together, one of them (or both) less its
         plural ``s``: the one that lost it is the target (the better ranked of two)."""
@@ -391,65 +375,6 @@ class LooseIndex:
             return Match(self._target(target), "two names run together, a plural dropped")
         return None
 
-    def _within(self, norm: str, skel: str) -> Match | None:
-        rows = self.shapes.contained
-        if not rows or len(skel) > CONTAINED_LONGEST:
-            return None
-        edges = {0}
-        at = 0
-        for word in _WORDS.split(norm):
-            at += len(skeleton(self.ecosystem, word)) if word else 0
-            edges.add(at)
-        n = len(skel)
-        automaton, ranked = self._contained_automaton()
-        # The substrings a row may take, as (letters, start, rank): the names of the
-        # rows within CONTAINED_SET_RANK that ``skel`` holds, found in one pass in C
-        # (an Aho-Corasick automaton); for a row reaching further, the few substrings
-        # its affix leaves room for, asked of the table.
-        found = [] if automaton is None else [
-            (end - start, start, ranked[hit])
-            for hit, start, end in automaton.find_matches_as_indexes(skel, overlapping=True)]
-        for row in rows:
-            if row.max_rank > CONTAINED_SET_RANK:
-                for size in range(max(row.min_len, n - row.max_affix),
-                                  min(n - 1, self._longest) + 1):
-                    for i in range(n - size + 1):
-                        if not _sits(row.sits, (i in edges) + (i + size in edges)):
-                            continue  # the row would not take it: not asked
-                        rank = self._ranks.get(skel[i:i + size])
-                        if rank is not None:
-                            found.append((size, i, rank))
-        # the longest a row takes, the first of them (as a search from the left keeping
-        # only a longer one)
-        found.sort(key=_longest_first)
-        for size, i, rank in found:
-            if size == n:
-                continue
-            sides = (i in edges) + (i + size in edges)
-            if any(size >= row.min_len and rank < row.max_rank
-                   and n - size <= row.max_affix and _sits(row.sits, sides)
-                   for row in rows):
-                return Match(self._target(skel[i:i + size]), "contains it with an affix")
-        return None
-
-    def _contained_automaton(self) -> tuple[AhoCorasick | None, list[int]]:
-        """The names of the contained rows within ``CONTAINED_SET_RANK`` (ranked under
-        a row's ``max_rank``, of its ``min_len`` letters or more) in one automaton, and
-        each one's rank by its number there: made on first use (some 20 ms for npm's
-        18,000), never kept in a file."""
-        made = self._contained
-        if made is None:
-            ranks = self._ranks
-            names: dict[str, int] = {}
-            for row in self.shapes.contained:
-                if row.max_rank > CONTAINED_SET_RANK:
-                    continue
-                names.update(ranks.below(row.max_rank, row.min_len))
-            automaton = AhoCorasick(names) if names else None
-            made = self._contained = (automaton, list(names.values()))
-        return made
-
-
 def _popular_part(top: Mapping[str, int], part: str) -> tuple[str, bool] | None:
     """The skeleton ``part`` is one of ``top`` (False), or is with an ``s`` added
     (True)."""
@@ -460,8 +385,14 @@ def _popular_part(top: Mapping[str, int], part: str) -> tuple[str, bool] | None:
     return None
 
 
-def _longest_first(found: tuple[int, int, int]) -> tuple[int, int]:
-    return -found[0], found[1]
+def _word_ends(ecosystem: Ecosystem, norm: str) -> set[int]:
+    """Where the words of ``norm`` end in its skeleton, and 0."""
+    edges = {0}
+    at = 0
+    for word in _WORDS.split(norm):
+        at += len(skeleton(ecosystem, word)) if word else 0
+        edges.add(at)
+    return edges
 
 
 def _bucket(row: int, length: int, end: str) -> str:
@@ -476,17 +407,23 @@ def _joined(groups: Iterable[Sequence[str] | None]) -> list[str]:
     return [name for group in groups if group for name in group]
 
 
+@functools.lru_cache(maxsize=1024)
+def _ratio_span(cutoff: float, n: int) -> tuple[int, int, tuple[int, ...]]:
+    """The lengths ``low`` to ``high`` a name needs for a ratio of ``cutoff`` with one
+    of ``n`` letters, and for each, the most letters of it the name may lack (the
+    letter bound's ``lacking``)."""
+    # a ratio r of lengths n and m needs 2 min(n, m) / (n + m) >= r
+    share = cutoff / 100
+    low = int(n * share / (2 - share))
+    high = int(n * (2 - share) / share) + 1
+    # A ratio of at least the cutoff needs a longest common subsequence of
+    # ``need(m)`` letters: a name lacking more than ``n - need(m)`` of the letters of
+    # the other is left out before rapidfuzz (``letters``).
+    return low, high, tuple(n - _ratio_need(cutoff, n, m) for m in range(low, high + 1))
+
+
 def _ratio_need(cutoff: float, n: int, m: int) -> int:
     """The fewest letters two names of ``n`` and ``m`` letters share, in order, for a
     rapidfuzz ratio (``200 LCS / (n + m)``) of at least ``cutoff``: a hair below the
     exact figure, so that rounding never leaves out a name that reaches it."""
     return max(0, math.ceil(cutoff * (n + m) / 200 - 1e-6))
-
-
-def _sits(where: str, sides: int) -> bool:
-    """True when a contained name with ``sides`` ends on word boundaries sits ``where``."""
-    if where == "not whole words":
-        return sides < 2
-    if where == "one edge":
-        return sides == 1
-    return True

@@ -15,20 +15,18 @@ from rapidfuzz.distance import DamerauLevenshtein
 from stockade.policy.model import Ecosystem
 from stockade.policy.names import normalize
 from stockade.policy.rules.typosquat import _loose, _normalized
-from stockade.policy.typosquat import loose
+from stockade.policy.typosquat import contained
 from stockade.policy.typosquat.compare import Match, technique_of
+from stockade.policy.typosquat.contained import CONTAINED_LONGEST, Contained, _sits
 from stockade.policy.typosquat.forms import skeleton
 from stockade.policy.typosquat.letters import MOST_LACKING, LetterBound
 from stockade.policy.typosquat.loose import (
     ANY_RANK,
-    CONTAINED_LONGEST,
     TWO_EDITS_MIN,
-    Contained,
     LooseIndex,
     Shapes,
     _bucket,
     _ratio_need,
-    _sits,
 )
 
 LABELLED = Path(__file__).parents[3] / "bench" / "data" / "typosquats.tsv"
@@ -228,7 +226,7 @@ def test_the_contained_search_answers_as_every_substring_asked(
     """Rows of every reach and placement, over few letters (many names inside others,
     of equal lengths): the automaton and the table's look-ups of a far-reaching row
     find the substring asking every one finds, the longest, the first of them."""
-    monkeypatch.setattr(loose, "CONTAINED_SET_RANK", 60)  # the 80 row: looked up
+    monkeypatch.setattr(contained, "CONTAINED_SET_RANK", 60)  # the 80 row: looked up
     rng = random.Random(17)  # noqa: S311 - test data, not secrets
     names = list(dict.fromkeys("".join(rng.choice("abcd") for _ in range(rng.randint(3, 8)))
                                for _ in range(600)))
