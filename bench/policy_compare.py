@@ -12,7 +12,9 @@ Then it compares what the two trees decide (decision, rule, target and reason) o
 the mix, the labelled set of ``bench/data/typosquats.tsv`` and three lesser-known
 samples per ecosystem (seeds 7, 23 and 99, as ``policy_bench`` (d) draws them), and
 prints how many names are decided differently, with examples: a change meant only to
-be faster should show none.
+be faster should show none. It compares them twice: on the name alone, and with the
+facts of a young project (first release two days ago, one release), where the loose
+tier's deep search runs.
 
     python -m bench.policy_compare OTHER [--rounds N] [--pypi-names FILE] [--npm-names FILE]
 """
@@ -27,6 +29,7 @@ import random
 import statistics
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +40,9 @@ HERE = Path(__file__).resolve().parent.parent
 SEEDS = (7, 23, 99)  # the lesser-known samples whose decisions are compared
 
 
-def _load(tree: Path, mix: list[tuple[str, str]]) -> tuple[Any, list[Any], Any]:
-    """The default engine of ``tree``'s stockade, ``mix`` as its references, its facts."""
+def _load(tree: Path, mix: list[tuple[str, str]]) -> tuple[Any, list[Any], Any, Any]:
+    """The default engine of ``tree``'s stockade, ``mix`` as its references, its facts
+    of the name alone and of a young project."""
     for module in [m for m in sys.modules if m == "stockade" or m.startswith("stockade.")]:
         del sys.modules[module]
     sys.path.insert(0, str(tree))
@@ -54,7 +58,9 @@ def _load(tree: Path, mix: list[tuple[str, str]]) -> tuple[Any, list[Any], Any]:
     refs = [model.PackageRef(model.Ecosystem(eco), name) for eco, name in mix]
     gc.collect()
     gc.freeze()  # the mix is the bench's, not the engine's: keep it out of collections
-    return engine_module.build_engine(None), refs, model.Facts(upstream="public")
+    young = model.Facts(upstream="public", project=model.ProjectFacts(
+        datetime.now(UTC) - timedelta(days=2), 1))
+    return engine_module.build_engine(None), refs, model.Facts(upstream="public"), young
 
 
 def main() -> None:
@@ -76,7 +82,7 @@ def main() -> None:
     loaded = {label: _load(tree, mix + others) for label, tree in trees.items()}
     times: dict[str, list[float]] = {label: [] for label in trees}
     for _ in range(args.rounds):
-        for label, (engine, refs, facts) in loaded.items():
+        for label, (engine, refs, facts, _) in loaded.items():
             timed = refs[:len(mix)]
             engine.clear_cache()  # every name is new to each pass, as in policy_bench (a)
             started = time.process_time()
@@ -104,17 +110,20 @@ def _decision_names(lesser: dict[Ecosystem, list[str]]) -> list[tuple[str, str]]
     return names
 
 
-def _compare_decisions(loaded: dict[str, tuple[Any, list[Any], Any]]) -> None:
-    decided = {}
-    for label, (engine, refs, facts) in loaded.items():
-        engine.clear_cache()
-        decided[label] = [(ref.name, *_verdict(engine.decide(ref, facts))) for ref in refs]
-    pairs = list(zip(decided["this checkout"], decided["other"], strict=True))
-    differ = [(mine, theirs) for mine, theirs in pairs if mine != theirs]
-    print(f"decisions over {len(pairs):,} names (the mix, the labelled set and lesser-known "
-          f"samples of seeds {', '.join(map(str, SEEDS))}): {len(differ)} decided differently")
-    for mine, theirs in differ[:10]:
-        print(f"    {mine[0]}: this checkout {mine[1:]}, other {theirs[1:]}")
+def _compare_decisions(loaded: dict[str, tuple[Any, list[Any], Any, Any]]) -> None:
+    for at, what in ((2, "on the name alone"), (3, "with a young project's facts")):
+        decided = {}
+        for label, held in loaded.items():
+            engine, refs, facts = held[0], held[1], held[at]
+            engine.clear_cache()
+            decided[label] = [(ref.name, *_verdict(engine.decide(ref, facts))) for ref in refs]
+        pairs = list(zip(decided["this checkout"], decided["other"], strict=True))
+        differ = [(mine, theirs) for mine, theirs in pairs if mine != theirs]
+        print(f"decisions {what} over {len(pairs):,} names (the mix, the labelled set and "
+              f"lesser-known samples of seeds {', '.join(map(str, SEEDS))}): {len(differ)} "
+              "decided differently")
+        for mine, theirs in differ[:10]:
+            print(f"    {mine[0]}: this checkout {mine[1:]}, other {theirs[1:]}")
 
 
 def _verdict(verdict: Any) -> tuple[str, str, str | None, str]:

@@ -99,10 +99,17 @@ class TyposquatRule:
             functools.partial(self._decide, eco)) for eco in Ecosystem}
         self._indexes: dict[Ecosystem, NameIndex] = {}
         self._loose_indexes: dict[Ecosystem, tuple[LooseIndex, ...]] = {}
-        # the quick and the deep loose search, kept apart: each name fills one of each
+        # the quick and the deep loose search, kept apart: each name fills one of each.
+        # The deep one is asked where the quick one found nothing: it leaves the quick
+        # likenesses out (they would cost a young name's first sight again).
         self._loose_quick = {eco: functools.lru_cache(maxsize=_CACHE_MAX)(
             functools.partial(self._loose_match, eco, deep=False)) for eco in Ecosystem}
         self._loose_deep = {eco: functools.lru_cache(maxsize=_CACHE_MAX)(
+            functools.partial(self._loose_match, eco, deep=True, quick=False))
+            for eco in Ecosystem}
+        # both in one search, index by index (``resembles``, where the policy's own
+        # names are an index before the shipped one's: their order holds)
+        self._loose_whole = {eco: functools.lru_cache(maxsize=_CACHE_MAX)(
             functools.partial(self._loose_match, eco, deep=True)) for eco in Ecosystem}
         self._approved = {a.key: a for a in self.approvals}
         # The loose tier's verdict of a name, by ecosystem: (the project's facts it was
@@ -259,17 +266,24 @@ class TyposquatRule:
         facts that compare it with its target (PyPI's summary and repository)."""
         strong = self._verdicts[ecosystem](name)
         match = strong if isinstance(strong, Match) else \
-            self._loose_deep[ecosystem](name) if strong is None else None
+            self._loose_any(ecosystem, name) if strong is None else None
         return match is not None and not tiered.same_owner(ecosystem, name, match.target)
 
-    def _loose_match(self, ecosystem: Ecosystem, name: str, *, deep: bool) -> Match | None:
+    def _loose_any(self, ecosystem: Ecosystem, name: str) -> Match | None:
+        """The quick likenesses, then the deep ones, as one search of every index."""
+        if len(self.loose_index(ecosystem)) > 1:
+            return self._loose_whole[ecosystem](name)
+        return self._loose_quick[ecosystem](name) or self._loose_deep[ecosystem](name)
+
+    def _loose_match(self, ecosystem: Ecosystem, name: str, *, deep: bool,
+                     quick: bool = True) -> Match | None:
         norm = normalize(ecosystem, name)
         if self._is_allowed(ecosystem, norm):
             return None
         if norm in self.index(ecosystem).names:
             return None  # a protected name itself
         for index in self.loose_index(ecosystem):
-            if (found := index.match(norm, deep=deep)) is not None:
+            if (found := index.match(norm, deep=deep, quick=quick)) is not None:
                 return found
         return None
 
@@ -277,7 +291,8 @@ class TyposquatRule:
         """Forget the verdicts kept (the indexes stay)."""
         for cached in self._verdicts.values():
             cached.cache_clear()
-        for found in (*self._loose_quick.values(), *self._loose_deep.values()):
+        for found in (*self._loose_quick.values(), *self._loose_deep.values(),
+                      *self._loose_whole.values()):
             found.cache_clear()
         for kept in self._outcomes.values():
             kept.clear()

@@ -22,6 +22,7 @@ Pure; built from the buckets it filters, never kept in a file.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 # Past this many letters a name may lack, the bound leaves too many names to pay for
 # itself (and its counter holds up to seven): the buckets are searched whole.
@@ -52,8 +53,7 @@ class LetterBound:
                         once.setdefault(ch, []).append(at)
             spans.append((start, len(names)))
         self._names = names
-        self._groups = [(start, end, _bits(range(start, end)) if end > start else 0)
-                        for start, end in spans]
+        self._groups = spans
         # for each letter, the names lacking it, and those holding it once at most:
         # ints of no sign (an operation with a negative int takes a slower path)
         self._full = full = (1 << len(names)) - 1
@@ -71,15 +71,52 @@ class LetterBound:
         groups = self._groups[first:first + len(lacking)]
         if len(groups) != len(lacking):
             raise ValueError("buckets beyond the bound's")
-        most = max(lacking, default=-1)
-        if most < 0:
-            return [[] for _ in groups]
+        counted = self._count(word, max(lacking, default=-1))
+        if counted is None:
+            return None
+        out: list[list[str]] = []
+        for (start, end), most in zip(groups, lacking, strict=True):
+            out.append(self._names_within(counted, most, start, end))
+        return out
+
+    def joined(self, word: str, first: int, lacking: Sequence[int]) -> list[str]:
+        """The names ``kept`` keeps, its buckets' lists joined in their order: the
+        buckets of one ``lacking`` next to each other read as one (a ratio's
+        ``lacking`` falls as the length grows: a few runs where ``kept`` reads a
+        dozen buckets). Where the bound would cost more than it saves
+        (``MOST_LACKING``), every name of the buckets, in order (one slice of the
+        bound's list, where the packed table would decode each bucket): rapidfuzz
+        compares them all. Leaving out the bound for buckets of a few hundred names
+        was measured too: rapidfuzz's Damerau-Levenshtein costs more there."""
+        groups = self._groups[first:first + len(lacking)]
+        if len(groups) != len(lacking):
+            raise ValueError("buckets beyond the bound's")
+        if not groups:
+            return []
+        counted = self._count(word, max(lacking))
+        if counted is None:
+            return self._names[groups[0][0]:groups[-1][1]]
+        out: list[str] = []
+        at = 0
+        while at < len(lacking):
+            most, start = lacking[at], groups[at][0]
+            while at + 1 < len(lacking) and lacking[at + 1] == most:
+                at += 1
+            out += self._names_within(counted, most, start, groups[at][1])
+            at += 1
+        return out
+
+    def _count(self, word: str, most: int) -> _Counted | None:
+        """How many of ``word``'s letters each name lacks, where any name may lack
+        ``most`` or fewer; None when the bound would cost more than it saves."""
         if most > MOST_LACKING:
             return None
+        if most < 0:
+            return _Counted(0, 0, 0, 0, 0, {})
         counts: dict[str, int] = {}
         for ch in word:
             counts[ch] = counts.get(ch, 0) + 1
-        full, lack_once, lack_twice = self._full, self._lack_once, self._lack_twice
+        lack_once, lack_twice = self._lack_once, self._lack_twice
         missing = 0  # letters no name holds: lacked by all
         masks: list[int] = []  # per letter of ``word`` (repeats apart): who lacks it
         for ch, count in counts.items():
@@ -91,7 +128,7 @@ class LetterBound:
             if count > 1:
                 masks.extend([lack_twice[ch]] * (count - 1))
         if most - missing < 0:
-            return [[] for _ in groups]
+            return _Counted(missing, 0, 0, 0, 0, {})
         # How many letters each name lacks, as a three-bit counter kept in three ints
         # (bit i of ``b0``, ``b1``, ``b2`` the count of name i), ``over`` the names
         # past seven: a carry chain of a few operations a letter, for all names.
@@ -103,32 +140,46 @@ class LetterBound:
             b1 ^= carry
             over |= b2 & carry2
             b2 ^= carry2
+        return _Counted(missing, b0, b1, b2, over, {})
+
+    def _names_within(self, counted: _Counted, most: int, start: int, end: int) -> list[str]:
+        """The names ``start`` to ``end`` lacking ``most`` letters or fewer, in order."""
+        found: list[str] = []
+        room = most - counted.missing
+        if room < 0 or end == start:
+            return found
+        kept = counted.within.get(room)
+        if kept is None:
+            # the names whose count is above ``room``: compared from the top bit down
+            full = self._full
+            above, same = counted.over, full
+            for bit, plane in ((4, counted.b2), (2, counted.b1), (1, counted.b0)):
+                if room & bit:
+                    same &= plane
+                else:
+                    above |= same & plane
+                    same ^= same & plane
+            kept = counted.within[room] = full ^ above
+        bits = kept >> start & ((1 << (end - start)) - 1)
         names = self._names
-        within: dict[int, int] = {}  # room -> the names lacking that many letters or fewer
-        out: list[list[str]] = []
-        for (start, end, span), most_g in zip(groups, lacking, strict=True):
-            found: list[str] = []
-            out.append(found)
-            room = most_g - missing
-            if room < 0 or end == start:
-                continue
-            kept = within.get(room)
-            if kept is None:
-                # the names whose count is above ``room``: compared from the top bit down
-                above, same = over, full
-                for bit, plane in ((4, b2), (2, b1), (1, b0)):
-                    if room & bit:
-                        same &= plane
-                    else:
-                        above |= same & plane
-                        same ^= same & plane
-                kept = within[room] = full ^ above
-            bits = span & kept
-            while bits:
-                low = bits & -bits
-                found.append(names[low.bit_length() - 1])
-                bits ^= low
-        return out
+        while bits:
+            low = bits & -bits
+            found.append(names[start + low.bit_length() - 1])
+            bits ^= low
+        return found
+
+
+class _Counted(NamedTuple):
+    """A word's letters lacked, per name (``LetterBound._count``): those no name
+    holds, the three-bit count's planes and the names past seven, and each room's
+    names once worked out."""
+
+    missing: int
+    b0: int
+    b1: int
+    b2: int
+    over: int
+    within: dict[int, int]
 
 
 def _bits(positions: Sequence[int]) -> int:

@@ -10,10 +10,10 @@ facts say a project is young, the shapes of ``SHAPES`` per ecosystem: two edits 
 long name among the most installed (buckets by length and the first or last two
 letters), a high rapidfuzz ratio (buckets by length), the same letters reordered, a
 word left out, a protected name contained with an affix, limited by its length,
-its rank, the affix's length and where it sits among the words (substrings looked up
-in the skeleton table: no automaton to hold), a typist's slip of a listed name
-beyond the one-edit index's rank (the slips made and looked up in the skeleton table),
-and two of the most installed names run together with a plural dropped.
+its rank, the affix's length and where it sits among the words (``contained``: an
+Aho-Corasick automaton finds them in one pass), a typist's slip of a listed name
+beyond the one-edit index's rank (the slips made and looked up in the skeleton
+table), and two of the most installed names run together with a plural dropped.
 Names are compared as the detector's skeletons. A name that is itself listed is
 never a loose look-alike. Pure; the corpus is passed in.
 """
@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rapidfuzz import fuzz, process
@@ -31,6 +31,7 @@ from rapidfuzz.distance import DamerauLevenshtein
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat.compare import Match, technique_of
+from stockade.policy.typosquat.contained import Contained, ContainedSearch
 from stockade.policy.typosquat.forms import deletions, skeleton
 from stockade.policy.typosquat.letters import LetterBound
 from stockade.policy.typosquat.limits import NEIGHBOURS
@@ -43,7 +44,6 @@ TWO_EDITS_RANK = 20_000
 ANY_RANK = 10**9
 _SUFFIX = re.compile(r"^(.+?)[-_.]?v?\d+(?:[-_.]\d+)*$")
 _WORDS = re.compile(r"[-_.@/:\s]+")
-CONTAINED_LONGEST = 64  # letters of a name searched for contained names (bounded work)
 _KEYS = {ch: tuple(sorted(keys)) for ch, keys in NEIGHBOURS.items()}  # in a fixed order
 # Buckets of fewer names than this together are searched whole: the letter bound
 # (``letters``) costs about as much as rapidfuzz there.
@@ -52,26 +52,6 @@ _BOUNDS_MAX = 4096  # letter bounds kept per index (emptied when full: bounded m
 # A letter bound holds the buckets of one end of this many letters at most (longer
 # names are searched bucket by bucket, whole)
 BOUND_LONGEST = 80
-# A contained row reaching this far down the list at most has its names in a set, to
-# tell a substring that is none of them without a look-up in the packed table.
-CONTAINED_SET_RANK = 20_000
-
-
-@dataclass(frozen=True, slots=True)
-class Contained:
-    """A protected name of ``min_len`` letters or more, among the ``max_rank`` most
-    installed, inside a name with at most ``max_affix`` letters more, where it
-    ``sits``: ``anywhere``; ``not whole words`` (the plugin form ``django-guitars``,
-    a protected name as whole words beside others, is left out: real projects are
-    named so); ``one edge`` (exactly one of its ends on a word boundary: a name run
-    into another, ``pandasrequest``, ``nodeffmpeg``, ``loadyaml``)."""
-
-    min_len: int
-    max_rank: int
-    max_affix: int
-    sits: str  # "anywhere", "not whole words", "one edge"
-
-
 @dataclass(frozen=True, slots=True)
 class Ratio:
     """A rapidfuzz ratio of at least ``cutoff`` with a protected name of ``min_len``
@@ -189,7 +169,7 @@ class LooseIndex:
         # about a hundred, and what an index file maps as it is (``store``). A list of
         # skeletons is a tuple of them, decoded when its key is first looked up.
         self._names: Mapping[str, str] = Strings(Strings.pack(names_.items()))
-        self._ranks: Mapping[str, int] = Ranks(Ranks.pack(ranks.items()))
+        self._ranks = Ranks(Ranks.pack(ranks.items()))
         self._one = Lists(Lists.pack((k, tuple(v)) for k, v in one.items()))
         self._ends = Lists(Lists.pack((k, tuple(v)) for k, v in ends.items()))
         self._ratios = Lists(Lists.pack((k, tuple(v)) for k, v in ratios.items()))
@@ -197,18 +177,24 @@ class LooseIndex:
         self._dropped: Mapping[str, str] = Strings(Strings.pack(dropped.items()))
         # the letter bounds of the buckets (``_bound``): derived, never kept in a file
         self._bounds: dict[tuple[int | None, str], LetterBound | None] = {}
-        # per contained row, its names (``_contained_sets``): derived, never kept
-        self._contained: tuple[frozenset[str] | None, ...] | None = None
+        # the contained search, its rows' names in an automaton (``contained``):
+        # derived, never kept
+        self._contained: ContainedSearch | None = None
+        # the ``joined_rank`` most installed, by skeleton (``_run_together``): derived
+        self._joined: dict[str, int] | None = None
 
-    def match(self, norm: str, *, deep: bool) -> Match | None:
+    def match(self, norm: str, *, deep: bool, quick: bool = True) -> Match | None:
         """The protected name the normalised ``norm`` loosely resembles, if any; the
-        costlier likenesses only where ``deep``."""
+        costlier likenesses only where ``deep``; the quick ones only where ``quick``
+        (a caller that asked for them already, and found none, leaves them out)."""
         if norm in self._listed:
             return None
         skel = skeleton(self.ecosystem, norm)
         if not skel:
             return None
-        found = self._same(norm, skel) or self._suffix(skel, norm) or self._one_edit(skel)
+        found = None
+        if quick:
+            found = self._same(norm, skel) or self._suffix(skel, norm) or self._one_edit(skel)
         if found is None and deep:
             found = self._two_edits(skel) or self._ratio(skel) or self._anagram(skel) \
                 or self._dropped_word(skel) or self._within(norm, skel) \
@@ -250,34 +236,25 @@ class LooseIndex:
     def _two_edits(self, skel: str) -> Match | None:
         if not self._ends or len(skel) < TWO_EDITS_MIN - 2:
             return None
-        head, tail = skel[:2], skel[-2:]
         size = len(skel)
-        # The nearest, the first of the buckets' order among equals: each bucket is
-        # searched in C for one strictly nearer than the best so far (no list of them all).
-        # A name lacking three of the letters of ``skel`` is three edits away or more:
-        # the letter bound leaves it out first (``letters``).
-        sides = []
-        for end in (f"^{head}", f"{tail}$"):
-            bound = self._bound(self._ends, None, end) if size + 2 <= BOUND_LONGEST else None
-            kept = None if bound is None else bound.kept(skel, size - 2, (2,) * 5)
-            sides.append(kept)
+        # The nearest, the first of the buckets' order (by length, then side) among
+        # equals: one search in C per side over its buckets in order, the two then
+        # compared as ``_ratio`` does. A name lacking three of the letters of ``skel``
+        # is three edits away or more: the letter bound leaves it out first
+        # (``letters``).
         best: str | None = None
         cutoff = 2
-        ends = self._ends
-        for at, n in enumerate(range(size - 2, size + 3)):
-            for side, end in enumerate((f"^{head}{n}", f"{tail}${n}")):
-                kept = sides[side]
-                bucket = ends.get(end) if kept is None else kept[at]
-                if not bucket:
-                    continue
-                hit = process.extractOne(skel, bucket, scorer=DamerauLevenshtein.distance,
-                                         score_cutoff=cutoff)
-                if hit is not None:
-                    best, cutoff = hit[0], hit[1] - 1
-                    if cutoff < 0:
-                        break
-            if cutoff < 0:
-                break
+        for end in (f"^{skel[:2]}", f"{skel[-2:]}$"):
+            bound = self._bound(self._ends, None, end) if size + 2 <= BOUND_LONGEST else None
+            found = _joined(self._ends.get(f"{end}{n}") for n in range(size - 2, size + 3)) \
+                if bound is None else bound.joined(skel, size - 2, (2,) * 5)
+            if not found:
+                continue
+            hit = process.extractOne(skel, found, scorer=DamerauLevenshtein.distance,
+                                     score_cutoff=cutoff)
+            if hit is not None and (best is None or hit[1] < cutoff or (
+                    hit[1] == cutoff and len(hit[0]) < len(best))):
+                best, cutoff = hit[0], hit[1]
         if best is not None and best != skel:
             return Match(self._target(best), technique_of(skel, best))
         return None
@@ -288,35 +265,25 @@ class LooseIndex:
         for at, row in enumerate(self.shapes.ratios):
             if n < row.min_len:
                 continue
-            # a ratio r of lengths n and m needs 2 min(n, m) / (n + m) >= r
-            share = row.cutoff / 100
-            low = int(n * share / (2 - share))
-            high = int(n * (2 - share) / share) + 1
+            low, high, lacking = _ratio_span(row.cutoff, n)
             keys = (f"^{skel[0]}", f"{skel[-1]}$") if row.ends else ("",)
-            # A ratio of at least the cutoff needs a longest common subsequence of
-            # ``need(m)`` letters: a name lacking more than ``n - need(m)`` of the
-            # letters of ``skel`` is left out before rapidfuzz (``letters``).
-            lacking = [n - _ratio_need(row.cutoff, n, m) for m in range(low, high + 1)]
-            kept: list[list[list[str]] | None] = []
-            for k in keys:
-                bound = self._bound(buckets, at, k) if high <= BOUND_LONGEST else None
-                kept.append(None if bound is None else bound.kept(skel, low, lacking))
-            # The best ratio, the first of the buckets' order among equals: each bucket
-            # is searched in C for one strictly better than the best so far (a name in
-            # two buckets scores the same in both: its first place counts).
+            # The best ratio, the first of the buckets' order (by length, then side)
+            # among equals: one search in C per side over its buckets in order, the
+            # two then compared (a bucket holds names of its length: the shorter
+            # comes first; at one length, the first side).
             best: str | None = None
             score = 0.0
-            for i, m in enumerate(range(low, high + 1)):
-                for side, k in enumerate(keys):
-                    narrowed = kept[side]
-                    found = buckets.get(_bucket(at, m, k)) if narrowed is None \
-                        else narrowed[i]
-                    if not found:
-                        continue
-                    hit = process.extractOne(skel, found, scorer=fuzz.ratio,
-                                             score_cutoff=max(row.cutoff, score))
-                    if hit is not None and (best is None or hit[1] > score):
-                        best, score = hit[0], hit[1]
+            for k in keys:
+                bound = self._bound(buckets, at, k) if high <= BOUND_LONGEST else None
+                found = _joined(buckets.get(_bucket(at, m, k)) for m in range(low, high + 1)) \
+                    if bound is None else bound.joined(skel, low, lacking)
+                if not found:
+                    continue
+                hit = process.extractOne(skel, found, scorer=fuzz.ratio,
+                                         score_cutoff=max(row.cutoff, score))
+                if hit is not None and (best is None or hit[1] > score or (
+                        hit[1] == score and len(hit[0]) < len(best))):
+                    best, score = hit[0], hit[1]
             if best is not None and best != skel:
                 return Match(self._target(best), f"similar spelling ({score:.0f}%)")
         return None
@@ -364,17 +331,28 @@ class LooseIndex:
         n = len(skel)
         if not self.shapes.slip_min or n < self.shapes.slip_min:
             return None
-        ranks = self._ranks
-        best: str | None = None
-        best_rank = 0
+        slips: list[str] = []
         for i in range(1, n - 1):
             head, tail = skel[:i], skel[i + 1:]
-            for other in (head + tail, *[head + key + tail for key in _KEYS.get(skel[i], ())]):
-                rank = ranks.get(other)
-                if rank is not None and rank >= ONE_EDIT_RANK and (
-                        best is None or rank < best_rank):
-                    best, best_rank = other, rank
+            slips.append(head + tail)
+            slips.extend(head + key + tail for key in _KEYS.get(skel[i], ()))
+        best: str | None = None
+        best_rank = 0
+        for other, rank in self._ranks.found_with(slips):  # in one loop, in order
+            if rank >= ONE_EDIT_RANK and (best is None or rank < best_rank):
+                best, best_rank = other, rank
         return None if best is None else Match(self._target(best), technique_of(skel, best))
+
+    def _within(self, norm: str, skel: str) -> Match | None:
+        if not self.shapes.contained:
+            return None
+        search = self._contained
+        if search is None:
+            search = self._contained = ContainedSearch(self.shapes.contained, self._ranks,
+                                                       self._longest)
+        found = search.find(skel, _word_ends(self.ecosystem, norm))
+        return None if found is None else Match(self._target(found),
+                                                "contains it with an affix")
 
     def _run_together(self, skel: str) -> Match | None:
         """Two of the most installed names run together, one of them (or both) less its
@@ -382,11 +360,14 @@ class LooseIndex:
         limit, least = self.shapes.joined_rank, self.shapes.joined_min
         if not limit or len(skel) < 2 * least:
             return None
+        top = self._joined
+        if top is None:  # the parts it may find, in a dict of their own: made once
+            top = self._joined = dict(self._ranks.below(limit, least))
         for i in range(least, len(skel) - least + 1):
-            head = self._popular_part(skel[:i], limit)
+            head = _popular_part(top, skel[:i])
             if head is None:
                 continue
-            tail = self._popular_part(skel[i:], limit)
+            tail = _popular_part(top, skel[i:])
             if tail is None or not (head[1] or tail[1]):
                 continue
             plural = [part for part in (head, tail) if part[1]]
@@ -394,77 +375,24 @@ class LooseIndex:
             return Match(self._target(target), "two names run together, a plural dropped")
         return None
 
-    def _popular_part(self, part: str, limit: int) -> tuple[str, bool] | None:
-        """The skeleton ``part`` is among the ``limit`` most installed (False), or is
-        with an ``s`` added (True)."""
-        rank = self._ranks.get(part)
-        if rank is not None and rank < limit:
-            return part, False
-        rank = self._ranks.get(part + "s")
-        if rank is not None and rank < limit:
-            return part + "s", True
-        return None
+def _popular_part(top: Mapping[str, int], part: str) -> tuple[str, bool] | None:
+    """The skeleton ``part`` is one of ``top`` (False), or is with an ``s`` added
+    (True)."""
+    if part in top:
+        return part, False
+    if part + "s" in top:
+        return part + "s", True
+    return None
 
-    def _within(self, norm: str, skel: str) -> Match | None:
-        rows = self.shapes.contained
-        if not rows or len(skel) > CONTAINED_LONGEST:
-            return None
-        least = min(row.min_len for row in rows)
-        edges = {0}
-        at = 0
-        for word in _WORDS.split(norm):
-            at += len(skeleton(self.ecosystem, word)) if word else 0
-            edges.add(at)
-        best: str | None = None
-        n = len(skel)
-        ranks = self._ranks
-        # per row: the fewest letters it takes here (its own least, and the most its
-        # affix leaves out), the sides it takes a name on, and its names (``None``: too
-        # many for a set, looked up in the table)
-        checks = [(max(row.min_len, n - row.max_affix), _takes(row.sits), names)
-                  for row, names in zip(rows, self._contained_sets(), strict=True)]
-        for i in range(n - least + 1):
-            for j in range(i + least, min(n, i + self._longest) + 1):
-                size = j - i
-                if size == n or (best is not None and size <= len(best)):
-                    continue
-                sides = (i in edges) + (j in edges)
-                inner = skel[i:j]
-                # A row that may hold this substring: its length, its affix and where it
-                # sits allow it, and the row's names hold it; else no row takes it,
-                # whatever its rank, and the packed table is not asked.
-                for fewest, takes, names in checks:
-                    if size >= fewest and sides in takes and (names is None or inner in names):
-                        break
-                else:
-                    continue
-                rank = ranks.get(inner)
-                if rank is None:
-                    continue
-                if any(size >= row.min_len and rank < row.max_rank
-                       and n - size <= row.max_affix and _sits(row.sits, sides)
-                       for row in rows):
-                    best = inner
-        return None if best is None else Match(self._target(best), "contains it with an affix")
 
-    def _contained_sets(self) -> tuple[frozenset[str] | None, ...]:
-        """Per contained row, the skeletons it may find (ranked under its
-        ``max_rank``, of its ``min_len`` letters or more), or None for a row reaching
-        beyond ``CONTAINED_SET_RANK`` (looked up in the table): made on first use."""
-        sets = self._contained
-        if sets is None:
-            ranks = self._ranks
-            made: list[frozenset[str] | None] = []
-            for row in self.shapes.contained:
-                if row.max_rank > CONTAINED_SET_RANK:
-                    made.append(None)
-                elif isinstance(ranks, Ranks):
-                    made.append(frozenset(ranks.below(row.max_rank, row.min_len)))
-                else:
-                    made.append(frozenset(k for k, v in ranks.items()
-                                          if v < row.max_rank and len(k) >= row.min_len))
-            sets = self._contained = tuple(made)
-        return sets
+def _word_ends(ecosystem: Ecosystem, norm: str) -> set[int]:
+    """Where the words of ``norm`` end in its skeleton, and 0."""
+    edges = {0}
+    at = 0
+    for word in _WORDS.split(norm):
+        at += len(skeleton(ecosystem, word)) if word else 0
+        edges.add(at)
+    return edges
 
 
 def _bucket(row: int, length: int, end: str) -> str:
@@ -473,23 +401,29 @@ def _bucket(row: int, length: int, end: str) -> str:
     return f"{row} {length} {end}"
 
 
+def _joined(groups: Iterable[Sequence[str] | None]) -> list[str]:
+    """The names of ``groups`` (buckets, in their order; None: an empty one) in one
+    list."""
+    return [name for group in groups if group for name in group]
+
+
+@functools.lru_cache(maxsize=1024)
+def _ratio_span(cutoff: float, n: int) -> tuple[int, int, tuple[int, ...]]:
+    """The lengths ``low`` to ``high`` a name needs for a ratio of ``cutoff`` with one
+    of ``n`` letters, and for each, the most letters of it the name may lack (the
+    letter bound's ``lacking``)."""
+    # a ratio r of lengths n and m needs 2 min(n, m) / (n + m) >= r
+    share = cutoff / 100
+    low = int(n * share / (2 - share))
+    high = int(n * (2 - share) / share) + 1
+    # A ratio of at least the cutoff needs a longest common subsequence of
+    # ``need(m)`` letters: a name lacking more than ``n - need(m)`` of the letters of
+    # the other is left out before rapidfuzz (``letters``).
+    return low, high, tuple(n - _ratio_need(cutoff, n, m) for m in range(low, high + 1))
+
+
 def _ratio_need(cutoff: float, n: int, m: int) -> int:
     """The fewest letters two names of ``n`` and ``m`` letters share, in order, for a
     rapidfuzz ratio (``200 LCS / (n + m)``) of at least ``cutoff``: a hair below the
     exact figure, so that rounding never leaves out a name that reaches it."""
     return max(0, math.ceil(cutoff * (n + m) / 200 - 1e-6))
-
-
-def _sits(where: str, sides: int) -> bool:
-    """True when a contained name with ``sides`` ends on word boundaries sits ``where``."""
-    if where == "not whole words":
-        return sides < 2
-    if where == "one edge":
-        return sides == 1
-    return True
-
-
-@functools.lru_cache(maxsize=16)
-def _takes(where: str) -> frozenset[int]:
-    """The numbers of a contained name's ends on word boundaries ``where`` takes."""
-    return frozenset(sides for sides in range(3) if _sits(where, sides))

@@ -213,6 +213,33 @@ class _Packed(Mapping[str, V], Generic[V]):
                 slot = slot + 1 if slot + 1 < width else 0
         return out
 
+    def found_with(self, keys: Iterable[str]) -> list[tuple[str, V]]:
+        """Each of ``keys`` the table holds, with its value, in their order: ``found``
+        where the caller needs to know which keys were found (a name's slips)."""
+        width = self._width
+        out: list[tuple[str, V]] = []
+        if not width:
+            return out
+        slots, starts, ends, blob, at, crc32, filtered = self._slots, self._starts, \
+            self._ends, self._blob, self._at, zlib.crc32, self._filter
+        for key in keys:
+            try:
+                raw = key.encode()
+            except UnicodeEncodeError:
+                raw = key.encode("utf-8", "surrogatepass")
+            hashed = crc32(raw)
+            slot = hashed % width
+            if not filtered[slot] >> (hashed >> 29) & 1:
+                continue
+            while held := slots[slot]:
+                if held >> 32 == hashed:
+                    entry: int = (held & 0xFFFFFFFF) - 1
+                    if blob[at + starts[entry]:at + ends[entry]] == raw:
+                        out.append((key, self._value(entry)))
+                        break
+                slot = slot + 1 if slot + 1 < width else 0
+        return out
+
     def __getitem__(self, key: Key) -> V:
         found = self.get(key)
         if found is None:
@@ -248,11 +275,13 @@ class Ranks(_Packed[int]):
     def _value(self, entry: int) -> int:
         return int(self._ranks[entry])
 
-    def below(self, limit: int, shortest: int = 0) -> list[str]:
-        """The names ranked under ``limit``, of ``shortest`` letters or more, in the
-        table's order (one pass over the ranks: only those names are decoded)."""
+    def below(self, limit: int, shortest: int = 0) -> list[tuple[str, int]]:
+        """The names ranked under ``limit``, of ``shortest`` letters or more, with
+        their ranks, in the table's order (one pass over the ranks: only those names
+        are decoded)."""
         ranks = self._ranks
-        return [key for entry in range(self._count) if ranks[entry] < limit
+        return [(key, rank) for entry in range(self._count)
+                if (rank := ranks[entry]) < limit
                 and len(key := self._key(entry)) >= shortest]
 
 
@@ -448,6 +477,10 @@ class _Unchecked:
         self._settle()
         return self.found(keys)
 
+    def found_with(self, keys: Iterable[str]) -> Any:
+        self._settle()
+        return self.found_with(keys)
+
     def __getitem__(self, key: Key) -> Any:
         self._settle()
         return self[key]
@@ -484,7 +517,7 @@ class _Unchecked:
 class _UncheckedRanks(_Unchecked, Ranks):
     __slots__ = ()
 
-    def below(self, limit: int, shortest: int = 0) -> list[str]:
+    def below(self, limit: int, shortest: int = 0) -> list[tuple[str, int]]:
         self._settle()  # its ranks are read before any key: check them first
         return self.below(limit, shortest)
 

@@ -15,16 +15,18 @@ from rapidfuzz.distance import DamerauLevenshtein
 from stockade.policy.model import Ecosystem
 from stockade.policy.names import normalize
 from stockade.policy.rules.typosquat import _loose, _normalized
+from stockade.policy.typosquat import contained
 from stockade.policy.typosquat.compare import Match, technique_of
+from stockade.policy.typosquat.contained import CONTAINED_LONGEST, Contained, _sits
 from stockade.policy.typosquat.forms import skeleton
 from stockade.policy.typosquat.letters import MOST_LACKING, LetterBound
 from stockade.policy.typosquat.loose import (
-    CONTAINED_LONGEST,
+    ANY_RANK,
     TWO_EDITS_MIN,
     LooseIndex,
+    Shapes,
     _bucket,
     _ratio_need,
-    _sits,
 )
 
 LABELLED = Path(__file__).parents[3] / "bench" / "data" / "typosquats.tsv"
@@ -144,6 +146,9 @@ def test_the_bound_keeps_every_name_within_reach() -> None:
         lacking = [len(word) - _ratio_need(cutoff, len(word), len(min(g, key=len, default="")))
                    for g in groups]
         kept = bound.kept(word, 0, lacking)
+        # joined: the same names in one list, or every name where kept gives up
+        assert bound.joined(word, 0, lacking) == [
+            n for group in (groups if kept is None else kept) for n in group]
         if kept is None:
             assert max(lacking) > MOST_LACKING
             continue
@@ -214,3 +219,30 @@ def test_the_shipped_indexes_answer_as_the_plain_search(ecosystem: Ecosystem) ->
         found += (want is not None) + (want_two is not None)
     assert found > 500  # most edited names are found: the answers compared are real
     assert contained > 300
+
+
+def test_the_contained_search_answers_as_every_substring_asked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows of every reach and placement, over few letters (many names inside others,
+    of equal lengths): the automaton and the table's look-ups of a far-reaching row
+    find the substring asking every one finds, the longest, the first of them."""
+    monkeypatch.setattr(contained, "CONTAINED_SET_RANK", 60)  # the 80 row: looked up
+    rng = random.Random(17)  # noqa: S311 - test data, not secrets
+    names = list(dict.fromkeys("".join(rng.choice("abcd") for _ in range(rng.randint(3, 8)))
+                               for _ in range(600)))
+    shapes = Shapes(ratios=(), two_edits=False, contained=(
+        Contained(4, 40, ANY_RANK, "anywhere"), Contained(3, 80, 3, "one edge"),
+        Contained(5, ANY_RANK, 2, "not whole words"), Contained(6, 300, 5, "one edge")))
+    index = LooseIndex(Ecosystem.NPM, names, (), shapes)
+    found = far = 0
+    for _ in range(1500):
+        norm = "".join(rng.choice("abcd--.") for _ in range(rng.randint(4, 16))).strip("-.")
+        skel = skeleton(Ecosystem.NPM, norm)
+        if not skel:
+            continue
+        want = _plain_within(index, norm, skel)
+        assert index._within(norm, skel) == want, norm
+        found += want is not None
+        if want is not None and index._ranks[skeleton(Ecosystem.NPM, want.target)] >= 60:
+            far += 1
+    assert found > 300 and far > 30  # both paths answer, and often

@@ -7,6 +7,7 @@ import copy
 import random
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,11 +21,17 @@ _TABLES = ("_names", "_ranks", "_one", "_ends", "_ratios", "_anagrams", "_droppe
 _LETTERS = "abcdefghijklmnopqrstuvwxyz0123456789-"
 
 
-class _Dict(dict[str, tuple[str, ...]]):
-    """A dict of lists with the packed tables' ``found``."""
+class _Dict(dict[str, Any]):
+    """A dict with the packed tables' ``found``, ``found_with`` and ``below``."""
 
-    def found(self, keys: Iterable[str]) -> list[tuple[str, ...]]:
+    def found(self, keys: Iterable[str]) -> list[Any]:
         return [self[key] for key in keys if key in self]
+
+    def found_with(self, keys: Iterable[str]) -> list[tuple[str, Any]]:
+        return [(key, self[key]) for key in keys if key in self]
+
+    def below(self, limit: int, shortest: int = 0) -> list[tuple[str, int]]:
+        return [(k, v) for k, v in self.items() if v < limit and len(k) >= shortest]
 
 
 def _as_dicts(index: LooseIndex) -> LooseIndex:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import DamerauLevenshtein
 
 from stockade.policy.model import Ecosystem
+from stockade.policy.rules.typosquat import TyposquatRule
 from stockade.policy.typosquat.forms import skeleton
 from stockade.policy.typosquat.loose import (
     ONE_EDIT_RANK,
@@ -122,3 +124,25 @@ def test_two_popular_names_run_together_with_a_plural_dropped() -> None:
     far = LooseIndex(Ecosystem.PYPI, names, set(names), Shapes(
         ratios=(), contained=(), two_edits=False, joined_rank=1))
     assert far.match("pandarequest", deep=True) is None  # pandas beyond the rank
+
+
+@pytest.mark.parametrize("protected", [(), ("requests-toolbelt-extra", "acme-http")])
+def test_the_deep_search_after_the_quick_one_finds_what_one_search_finds(
+        protected: tuple[str, ...]) -> None:
+    """A young name's deep search leaves out the quick likenesses its quick search
+    found none of: the two in turn find what one search of every index finds, with
+    the policy's own names an index before the shipped one's or without them."""
+    rule = TyposquatRule(protected={Ecosystem.PYPI: list(protected)})
+    assert len(rule.loose_index(Ecosystem.PYPI)) == (2 if protected else 1)
+    names = ["requestz", "requests-2", "requests-toolbelt-extras", "acme-htp", "acmehttp",
+             "reqeusts-tool", "djangoo-rest", "numpyy", "matlibplot", "pandasrequest",
+             "flask-requests-helper", "beautifulsoup-4", "scikitlearn", "tensorflw"]
+    for name in names:
+        whole = rule._loose_match(Ecosystem.PYPI, name, deep=True)
+        quick = rule._loose_quick[Ecosystem.PYPI](name)
+        assert rule._loose_any(Ecosystem.PYPI, name) == whole, name
+        if quick is None:
+            assert rule._loose_deep[Ecosystem.PYPI](name) == whole, name
+        else:
+            assert quick == whole, name
+    assert any(rule._loose_any(Ecosystem.PYPI, n) is not None for n in names)

@@ -30,6 +30,10 @@ def test_ranks_answer_as_their_dict(table: dict[str, int], probes: list[str]) ->
         if key not in table:
             with pytest.raises(KeyError):
                 packed[key]
+    keys = [*probes, *table, *probes]
+    assert packed.found_with(keys) == [(k, table[k]) for k in keys if k in table]
+    assert packed.below(2**31, 2) == [(k, v) for k, v in table.items()
+                                      if v < 2**31 and len(k) >= 2]
 
 
 @settings(max_examples=200, deadline=None)
