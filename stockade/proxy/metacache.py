@@ -9,12 +9,22 @@ the most recent ones in a bounded memory LRU; of documents too large for it,
 only the record is kept in memory, and a caller that can do without the body
 (its parsed and rendered forms are cached by version) gets the document
 without it: a warm request for a 20 MB packument reads nothing from disk.
+
+A document's ``version`` (which keys its parsed and rendered forms, here and in
+the ecosystem modules) names its bytes, not its freshness: a revalidation the
+upstream answers 304, or with the same bytes, moves only ``fetched_at``, so
+nothing derived from the document is made again. A revalidation needs no body
+(a large document's is not read from disk for it), and while one runs, requests
+for the document are answered from the copy held (stale-while-revalidate, within
+``stale_if_error_s``, the bound stale-if-error already sets) rather than waiting.
 It does not parse or rewrite documents: ecosystem modules do.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -56,6 +66,11 @@ class CachedDoc:
     result: CacheResult = CacheResult.HIT
     # Set where the body was left on disk (``get(..., body=False)``): its length.
     length: int | None = None
+    # When these bytes were first fetched, and their SHA-256 (hex): unlike
+    # ``fetched_at``, neither moves when a revalidation finds the same bytes.
+    # None in records written before they were kept.
+    changed_at: float | None = None
+    digest: str | None = None
 
     @property
     def has_body(self) -> bool:
@@ -69,8 +84,11 @@ class CachedDoc:
 
     @property
     def version(self) -> str:
-        """Changes whenever the body may have changed; keys derived caches."""
-        return f"{self.fetched_at:.6f}:{self.etag or ''}:{self.size}"
+        """Changes whenever the body may have changed (and only then, where its
+        digest is known); keys derived caches."""
+        since = self.fetched_at if self.changed_at is None else self.changed_at
+        what = (self.etag or "") if self.digest is None else self.digest[:32]
+        return f"{since:.6f}:{what}:{self.size}"
 
 
 def doc_key(ecosystem: str, upstream: str, url: str, accept: str) -> str:
@@ -91,6 +109,7 @@ class Missing:
 _DEFAULT_NEGATIVE_TTL_S = 300.0
 _LARGE_RECORDS = 4096  # records of documents too large for memory, kept without bodies
 _NEGATIVES_IN_MEMORY = 65_536  # remembered 404s kept in memory (the rest on disk)
+_HASH_IN_THREAD_BYTES = 1024 * 1024  # bodies from this size on are hashed off the loop
 
 
 class MetadataRecords(Protocol):
@@ -124,9 +143,25 @@ def _stored_doc(key: str, record: dict[str, object], body: bytes | None,
             etag=record.get("etag"),  # type: ignore[arg-type]
             last_modified=record.get("last_modified"),  # type: ignore[arg-type]
             length=length,
+            changed_at=_optional_float(record.get("changed_at")),
+            digest=_optional_str(record.get("sha256")),
         )
     except (KeyError, TypeError, ValueError):
         return None  # a record written by something else: fetch afresh
+
+
+def _optional_float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _optional_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+async def _sha256(body: bytes) -> str:
+    if len(body) < _HASH_IN_THREAD_BYTES:
+        return hashlib.sha256(body).hexdigest()
+    return await asyncio.to_thread(lambda: hashlib.sha256(body).hexdigest())
 
 
 def _without_body(doc: CachedDoc) -> CachedDoc:
@@ -230,21 +265,45 @@ class MetadataCache:
         if cached is not None and self._fresh(cached, ttl_s, negative_ttl_s):
             self._count(ecosystem, CacheResult.HIT)
             return self._noted(ecosystem, self._answer(cached, upstream), ttl_s)
+        if (isinstance(cached, CachedDoc) and self._flight.running(key) is not None
+                and self._clock() - cached.fetched_at <= stale_if_error_s):
+            # Being revalidated: answered from the copy held meanwhile, as it would
+            # be if the upstream failed, rather than each request waiting for it.
+            self._count(ecosystem, CacheResult.STALE)
+            return self._noted(ecosystem, replace(cached, result=CacheResult.STALE), ttl_s)
 
         async def refresh() -> CachedDoc:
             # Another flight (here, or in another worker process) may have stored it
-            # since it was loaded above.
-            current = await self._load(key)
+            # since it was loaded above. Revalidating needs no body: a large one's
+            # is read only if the upstream sends another, or a caller needs it.
+            current = await self._load(key, body=False)
             if current is None or not self._fresh(current, ttl_s, negative_ttl_s):
-                current = await self._load_stored(key) or current
+                current = await self._load_stored(key, body=False) or current
             if current is not None and self._fresh(current, ttl_s, negative_ttl_s):
                 return self._answer(current, upstream)
             return await self._refresh(key, upstream, url, accept, current,
                                        stale_if_error_s, probe=probe)
 
         doc = await self._flight.do(key, refresh)
+        if body and not doc.has_body:
+            doc = await self._with_body(doc)
+            if not doc.has_body:  # never stored, or dropped since: fetched afresh
+
+                async def fetch() -> CachedDoc:
+                    return await self._refresh(key, upstream, url, accept, None,
+                                               stale_if_error_s, probe=probe)
+
+                doc = await self._flight.do(key, fetch)
         self._count(ecosystem, doc.result)
         return self._noted(ecosystem, doc, ttl_s)
+
+    async def _with_body(self, doc: CachedDoc) -> CachedDoc:
+        """``doc`` (revalidated without its body) with its body, read from disk;
+        ``doc`` itself where none is stored."""
+        stored = await self._load_stored(doc.key, body=True)
+        if not isinstance(stored, CachedDoc) or not stored.has_body:
+            return doc
+        return replace(stored, result=doc.result)
 
     # The 404s of files fetched otherwise (an artifact whose response the pipeline
     # opens itself), kept where ``probe`` keeps them: one memory for every worker
@@ -348,16 +407,27 @@ class MetadataCache:
         try:
             async with upstream.get(url, headers=headers) as resp:
                 if resp.status == 304 and isinstance(cached, CachedDoc):
-                    doc = replace(cached, fetched_at=self._clock(), result=CacheResult.HIT)
+                    # the same bytes: only the freshness moves, never the version
+                    doc = replace(cached, fetched_at=self._clock(), result=CacheResult.HIT,
+                                  changed_at=self._changed_at(cached))
                     await self._store(doc, body_changed=False)
                     return doc
                 body = b"" if probe else await self._read(resp)
+                now = self._clock()
+                digest = await _sha256(body)
+                if (not probe and isinstance(cached, CachedDoc)
+                        and cached.digest == digest and cached.size == len(body)):
+                    changed_at = self._changed_at(cached)  # the same bytes again
+                else:
+                    changed_at = now
                 doc = CachedDoc(
                     key=key, url=resp.url, body=body,
                     content_type=resp.headers.get("Content-Type", ""),
-                    fetched_at=self._clock(), etag=resp.headers.get("ETag"),
+                    fetched_at=now, etag=resp.headers.get("ETag"),
                     last_modified=resp.headers.get("Last-Modified"),
                     result=CacheResult.MISS,
+                    changed_at=changed_at,
+                    digest=digest,
                 )
         except UpstreamStatusError as exc:
             if exc.upstream_status in (404, 410):
@@ -377,6 +447,10 @@ class MetadataCache:
             logger.warning("cannot cache %s: %s", url, exc.diagnostics())
             self._remember(doc)
         return doc
+
+    @staticmethod
+    def _changed_at(cached: CachedDoc) -> float:
+        return cached.fetched_at if cached.changed_at is None else cached.changed_at
 
     async def _read(self, resp: UpstreamResponse) -> bytes:
         """The body of ``resp``. One announced as large is read wholly inside a read
@@ -453,6 +527,7 @@ class MetadataCache:
         record = {
             "url": doc.url, "content_type": doc.content_type, "fetched_at": doc.fetched_at,
             "etag": doc.etag, "last_modified": doc.last_modified, "length": doc.size,
+            "changed_at": doc.changed_at, "sha256": doc.digest,
         }
         await self._refs.put(doc.key, record, doc.body if body_changed else None)
         self._remember(doc)
@@ -466,7 +541,8 @@ class MetadataCache:
     def _remember(self, doc: CachedDoc) -> None:
         self._forget(doc.key)
         self._missing.pop(doc.key, None)
-        if not doc.has_body:
+        if not doc.has_body:  # revalidated without reading it: the record alone
+            self._large[doc.key] = replace(doc, result=CacheResult.HIT)
             return
         if self._too_large(len(doc.body)):
             # its body is read from disk, and only by a caller that needs it
