@@ -1,0 +1,139 @@
+"""A packument going stale under concurrent requests: one revalidation upstream, the
+rendered copies kept when the upstream answers 304, a changed document parsed and
+rendered once, and every request answered."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from stockade.proxy.ecosystems import npm, npm_documents
+from stockade.proxy.state import SERVICES
+from testbed.fakes.npm_upstream import CORGI, FakeNpm
+from tests.integration.outage_support import ProxyFor
+
+_CONCURRENT = 24
+
+
+class Clock:
+    """The clock of the metadata cache, decisions and rendered copies, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    calls: list[int] = []
+    real = getattr(npm_documents, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(npm_documents, name, counted)
+    return calls
+
+
+def _packument_asks(registry: FakeNpm) -> int:
+    return sum(1 for _, path in registry.requests if path == "/left")
+
+
+async def _proxy(registry: FakeNpm, proxy_for: ProxyFor, monkeypatch: pytest.MonkeyPatch,
+                 large: bool) -> tuple[TestClient, Clock]:
+    client = await proxy_for(npm=[{"name": "npm", "url": registry.url}])
+    services = client.server.app[SERVICES]
+    metacache = services.admission.metacache
+    clock = Clock()
+    for timed in (metacache, services.admission, services.rendered):
+        monkeypatch.setattr(timed, "_clock", clock)
+    if large:  # any document counts as too large for memory: kept on disk only
+        monkeypatch.setattr(metacache, "_memory_bytes", 64)
+    return client, clock
+
+
+async def _all(client: TestClient, accept: str) -> set[bytes]:
+    async def one() -> bytes:
+        resp = await client.get("/npm/left", headers={"Accept": accept})
+        assert resp.status == 200
+        return await resp.read()
+
+    return set(await asyncio.gather(*(one() for _ in range(_CONCURRENT))))
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["in memory", "on disk"])
+async def test_a_304_keeps_the_parsed_and_rendered_packument(
+        npm_registry: FakeNpm, proxy_for: ProxyFor, monkeypatch: pytest.MonkeyPatch,
+        large: bool) -> None:
+    npm_registry.publish("left", "1.0.0")
+    npm_registry.publish("left", "1.1.0", time="2024-02-01T00:00:00.000Z")
+    parses, renders = _counting(monkeypatch, "index"), _counting(monkeypatch, "render_body")
+    client, clock = await _proxy(npm_registry, proxy_for, monkeypatch, large)
+    forms = {}
+    for accept in ("application/json", CORGI):
+        forms[accept] = await (await client.get("/npm/left", headers={"Accept": accept})).read()
+    assert (len(parses), len(renders), _packument_asks(npm_registry)) == (1, 2, 1)
+    clock.now += 301  # past metadata_ttl_s: stale
+    for accept, body in forms.items():
+        assert await _all(client, accept) == {body}
+    # one revalidation (answered 304), and nothing parsed or rendered again
+    assert _packument_asks(npm_registry) == 2
+    assert (len(parses), len(renders)) == (1, 2)
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["in memory", "on disk"])
+async def test_a_changed_packument_is_parsed_and_rendered_once(
+        npm_registry: FakeNpm, proxy_for: ProxyFor, monkeypatch: pytest.MonkeyPatch,
+        large: bool) -> None:
+    npm_registry.publish("left", "1.0.0")
+    parses, renders = _counting(monkeypatch, "index"), _counting(monkeypatch, "render_body")
+    client, clock = await _proxy(npm_registry, proxy_for, monkeypatch, large)
+    before = await (await client.get("/npm/left")).read()
+    npm_registry.publish("left", "1.1.0", time="2024-02-01T00:00:00.000Z")
+    clock.now += 301
+    bodies = await _all(client, "application/json")
+    # the held copy answers while the one revalidation runs, then the new one
+    assert bodies - {before}
+    assert all(b"1.1.0" in body for body in bodies - {before})
+    after = await (await client.get("/npm/left")).read()
+    assert b"1.1.0" in after
+    assert _packument_asks(npm_registry) == 2
+    assert (len(parses), len(renders)) == (2, 2)
+
+
+async def test_a_cold_packument_asked_at_once_is_read_parsed_and_rendered_once(
+        npm_registry: FakeNpm, proxy_for: ProxyFor, monkeypatch: pytest.MonkeyPatch) -> None:
+    npm_registry.publish("left", "1.0.0")
+    parses, renders = _counting(monkeypatch, "index"), _counting(monkeypatch, "render_body")
+    # as a 20 MB one is: its body not held past the fetch, read back where needed
+    monkeypatch.setattr(npm, "LARGE_BYTES", 1)
+    client, _ = await _proxy(npm_registry, proxy_for, monkeypatch, large=True)
+    refs = client.server.app[SERVICES].admission.metacache._refs
+    reads: list[str] = []
+    get_body = refs.get_body
+
+    async def counted(key: str) -> bytes | None:
+        reads.append(key)
+        return await get_body(key)
+
+    monkeypatch.setattr(refs, "get_body", counted)
+    gate = client.server.app[SERVICES].admission.gate
+    decided: list[int] = []
+    filter_versions = gate.filter_versions
+
+    def deciding(*args: Any, **kwargs: Any) -> Any:
+        decided.append(1)
+        return filter_versions(*args, **kwargs)
+
+    monkeypatch.setattr(gate, "filter_versions", deciding)
+    assert len(await _all(client, "application/json")) == 1
+    assert _packument_asks(npm_registry) == 1
+    assert (len(parses), len(renders), len(decided)) == (1, 1, 1)
+    # read back once to parse it, once to render it
+    assert len(reads) == 2
