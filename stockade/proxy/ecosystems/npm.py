@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import math
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -211,25 +212,31 @@ async def _rendered(
     # else: teams whose policies hide the same versions share one rendering, and a
     # team's policy that hides more gets its own.
     hidden_id = hashlib.sha256("\n".join(sorted(hidden)).encode()).hexdigest()[:16]
+    # Decisions can depend on time (release age): they are made again once per TTL,
+    # and a rendering is kept as long as the document's bytes (its version, which a
+    # revalidation finding the same bytes keeps) and the versions hidden are the same.
     key = f"{doc.key}|{doc.version}|{form}|{hidden_id}"
-    # Decisions can depend on time (release age): render again at least once per TTL.
-    ttl = svc.admission.cache_settings(ECO).cache.metadata_ttl_s
-    rendered = svc.rendered.peek(key, max_age_s=ttl)
-    if rendered is None:  # the raw body is read only to render it, in a render slot
-        async with svc.admission.large(doc.size):
-            full = await _with_body(svc.admission, doc, upstreams.owner, name)
-            # only read to make the rebased one below: no gzip sibling of its own
-            rendered = await svc.rendered.get(
-                key, docs.render_body, full.body, name, abbreviated=abbreviated,
-                hidden=hidden, base=_PLACEHOLDER, hosts=upstreams.owner.hosts, heavy=heavy,
-                max_age_s=ttl, compress=False,
-            )
-            del full
+    rendered = svc.rendered.peek(key, max_age_s=math.inf)
+    if rendered is None:
+
+        async def make() -> Rendered:
+            # the raw body is read only to render it, in a render slot, once for
+            # the requests asking meanwhile
+            async with svc.admission.large(doc.size):
+                full = await _with_body(svc.admission, doc, upstreams.owner, name)
+                # only read to make the rebased one below: no gzip sibling of its own
+                return await svc.rendered.get(
+                    key, docs.render_body, full.body, name, abbreviated=abbreviated,
+                    hidden=hidden, base=_PLACEHOLDER, hosts=upstreams.owner.hosts,
+                    heavy=heavy, max_age_s=math.inf, compress=False,
+                )
+
+        rendered = await svc.rendered.once(key, make)
     base = orjson.dumps(_base(request))[1:-1]  # as it stands inside a JSON string
     rebased = await svc.rendered.get(
         f"{key}|{rendered.etag}|{base.decode()}", _rebase, rendered.path,
         _PLACEHOLDER.encode(), base,
-        heavy=heavy, max_age_s=ttl,
+        heavy=heavy, max_age_s=math.inf,
     )
     return rebased, index, doc, vf
 
