@@ -52,6 +52,7 @@ from aiohttp import web
 from stockade.proxy.blobresponse import accel_response
 from stockade.proxy.renderslots import RenderSlots
 from stockade.proxy.singleflight import SingleFlight
+from stockade.proxy.successions import Successions
 
 if TYPE_CHECKING:
     from stockade.proxy.pipeline import Accel
@@ -156,6 +157,8 @@ class RenderedCache:
         self._used = 0
         self._flight: SingleFlight[str, Rendered] = SingleFlight()
         self._preparing: SingleFlight[str, Rendered] = SingleFlight()  # see ``once``
+        # the answers made from rendered documents, standing in while the next is made
+        self.successions: Successions[Any] = Successions()
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = asyncio.Lock()
         self._slots = slots
@@ -180,6 +183,7 @@ class RenderedCache:
 
     async def close(self) -> None:
         """Stop the worker processes."""
+        await self.successions.close()
         await self._preparing.cancel_all()
         await self._flight.cancel_all()
         if self._pool is not None:

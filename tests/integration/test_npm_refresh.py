@@ -1,10 +1,12 @@
 """A packument going stale under concurrent requests: one revalidation upstream, the
 rendered copies kept when the upstream answers 304, a changed document parsed and
-rendered once, and every request answered."""
+rendered once, and every request answered (by the last answer while the changed
+document's is made)."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -17,6 +19,7 @@ from testbed.fakes.npm_upstream import CORGI, FakeNpm
 from tests.integration.outage_support import ProxyFor
 
 _CONCURRENT = 24
+_DEADLINE_S = 10.0
 
 
 class Clock:
@@ -137,3 +140,45 @@ async def test_a_cold_packument_asked_at_once_is_read_parsed_and_rendered_once(
     assert (len(parses), len(renders), len(decided)) == (1, 1, 1)
     # read back once to parse it, once to render it
     assert len(reads) == 2
+
+
+async def test_while_a_changed_packument_is_rendered_the_last_answer_stands_in(
+        npm_registry: FakeNpm, proxy_for: ProxyFor, monkeypatch: pytest.MonkeyPatch) -> None:
+    npm_registry.publish("left", "1.0.0")
+    release = threading.Event()
+    renders: list[int] = []
+    real = npm_documents.render_body
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        renders.append(1)
+        if len(renders) > 1:  # the changed document's: held until the test lets it go
+            release.wait(_DEADLINE_S)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(npm_documents, "render_body", held)
+    client, clock = await _proxy(npm_registry, proxy_for, monkeypatch, large=True)
+    before = await (await client.get("/npm/left")).read()
+    npm_registry.publish("left", "1.1.0", time="2024-02-01T00:00:00.000Z")
+    clock.now += 301
+    try:
+        leader = asyncio.ensure_future(client.get("/npm/left"))  # fetches it: waits
+        deadline = asyncio.get_running_loop().time() + _DEADLINE_S
+        while len(renders) < 2:
+            assert asyncio.get_running_loop().time() < deadline, "never rendered"
+            await asyncio.sleep(0.005)
+
+        async def meanwhile() -> tuple[bytes, str]:
+            resp = await client.get("/npm/left")
+            assert resp.status == 200
+            return await resp.read(), resp.headers["X-Stockade-Cache"]
+
+        others = await asyncio.wait_for(
+            asyncio.gather(*(meanwhile() for _ in range(_CONCURRENT))), _DEADLINE_S)
+        assert set(others) == {(before, "stale")}
+        assert not leader.done()
+    finally:
+        release.set()
+    assert b"1.1.0" in await (await leader).read()
+    after = await client.get("/npm/left")
+    assert (b"1.1.0" in await after.read(), after.headers["X-Stockade-Cache"]) == (True, "hit")
+    assert (_packument_asks(npm_registry), len(renders)) == (2, 2)

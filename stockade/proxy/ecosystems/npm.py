@@ -19,7 +19,9 @@ import logging
 import math
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 from urllib.parse import quote
 
 import orjson
@@ -39,7 +41,7 @@ from stockade.proxy.errors import (
     UpstreamError,
 )
 from stockade.proxy.gate import VersionFilter
-from stockade.proxy.metacache import CachedDoc
+from stockade.proxy.metacache import CachedDoc, CacheResult
 from stockade.proxy.origin import origin
 from stockade.proxy.pipeline import ArtifactSource
 from stockade.proxy.rendered import LARGE_BYTES, Rendered, respond
@@ -151,10 +153,11 @@ async def _index(adm: Documents, doc: CachedDoc, name: str,
 
 
 async def _packument(
-    adm: Documents, upstreams: Route[Upstream], name: str
+    adm: Documents, upstreams: Route[Upstream], name: str, doc: CachedDoc | None = None,
 ) -> tuple[CachedDoc, docs.PackumentIndex]:
     # Parsed once per document version: a warm request needs no body.
-    doc = await _document(adm, upstreams.owner, name, body=False)
+    if doc is None:
+        doc = await _document(adm, upstreams.owner, name, body=False)
     if doc.has_body and doc.size >= LARGE_BYTES:
         # Just fetched: not held while waiting for a render slot, read again inside it.
         doc = dataclasses.replace(doc, body=b"", length=doc.size)
@@ -175,34 +178,79 @@ def _newest_refusal(verdicts: Mapping[str, Verdict], facts: Mapping[str, Facts])
     return verdicts[max(verdicts, key=when)]
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What a packument request is answered with, kept small: no body, no index."""
+
+    rendered: Rendered
+    doc: CachedDoc  # without its body
+    filtered: str | None  # the X-Stockade-Filtered header
+    refusal: Verdict | None  # every version is refused: the newest one's verdict
+    key: str  # the rendered document's, to see it is still held
+
+
 async def packument(request: web.Request) -> web.StreamResponse:
     """``/npm/<name>``: the full or abbreviated document, filtered by policy."""
     name = _name(request)
-    adm = services(request).admission
+    svc = services(request)
     who = caller(request)
-    upstreams = await adm.admit_name(ECO, name, who)
+    upstreams = await svc.admission.admit_name(ECO, name, who)
     abbreviated = docs.CORGI in request.headers.get("Accept", "")
-    rendered, index, doc, vf = await _rendered(request, upstreams, name, abbreviated=abbreviated)
-    if vf.refused and not set(index.facts) - vf.refused:
+    answer = await _answer(request, upstreams, name, abbreviated=abbreviated)
+    if answer.refusal is not None:
         # Every version is refused: say why rather than "no matching version".
-        blocking = {v: vf.verdicts[v] for v in vf.refused}
-        raise RefusedError(_newest_refusal(blocking, index.facts))
+        raise RefusedError(answer.refusal)
     headers = {
         "Content-Type": (docs.CORGI if abbreviated else docs.FULL) + "; charset=utf-8",
-        "Vary": "Accept, Accept-Encoding", "ETag": rendered.etag,
-        "Cache-Control": "public, max-age=60", "X-Stockade-Cache": doc.result.value,
-        "X-Stockade-Policy-Revision": adm.gate.engine_for(who.team).revision,
+        "Vary": "Accept, Accept-Encoding", "ETag": answer.rendered.etag,
+        "Cache-Control": "public, max-age=60", "X-Stockade-Cache": answer.doc.result.value,
+        "X-Stockade-Policy-Revision": svc.admission.gate.engine_for(who.team).revision,
     }
-    if (filtered := vf.header()) is not None:
-        headers["X-Stockade-Filtered"] = filtered
-    return respond(request, rendered, headers, services(request).pipeline.accel)
+    if answer.filtered is not None:
+        headers["X-Stockade-Filtered"] = answer.filtered
+    return respond(request, answer.rendered, headers, svc.pipeline.accel)
+
+
+async def _answer(request: web.Request, upstreams: Route[Upstream], name: str, *,
+                  abbreviated: bool) -> _Answer:
+    """The answer for the packument as the cache holds it; or, while the answer for a
+    changed document is made (parsed, decided, rendered: seconds for a large one),
+    the last one made for the same form, origin and policy, its cache result
+    ``stale`` (``successions``)."""
+    svc = services(request)
+    doc = await _document(svc.admission, upstreams.owner, name, body=False)
+    revision = svc.admission.gate.engine_for(caller(request).team).revision
+    family = "|".join((doc.key, "corgi" if abbreviated else "full", _base(request), revision))
+
+    async def make() -> _Answer:
+        rendered, index, made, vf, key = await _rendered(request, upstreams, name,
+                                                         abbreviated=abbreviated, doc=doc)
+        refusal = None
+        if vf.refused and not set(index.facts) - vf.refused:
+            blocking = {v: vf.verdicts[v] for v in vf.refused}
+            refusal = _newest_refusal(blocking, index.facts)
+        return _Answer(rendered, dataclasses.replace(made, body=b"", length=made.size),
+                       vf.header(), refusal, key)
+
+    def held(answer: _Answer) -> bool:
+        return svc.rendered.peek(answer.key, max_age_s=math.inf) is not None
+
+    # the request that fetched the changed document waits for its answer, as before
+    found, stale = await svc.rendered.successions.answer(
+        family, doc.version, make, held, wait=doc.result is CacheResult.MISS)
+    answer = cast(_Answer, found)
+    if not stale:
+        return answer
+    return dataclasses.replace(answer, doc=dataclasses.replace(
+        answer.doc, result=CacheResult.STALE))
 
 
 async def _rendered(
-    request: web.Request, upstreams: Route[Upstream], name: str, *, abbreviated: bool
-) -> tuple[Rendered, docs.PackumentIndex, CachedDoc, VersionFilter]:
+    request: web.Request, upstreams: Route[Upstream], name: str, *, abbreviated: bool,
+    doc: CachedDoc | None = None,
+) -> tuple[Rendered, docs.PackumentIndex, CachedDoc, VersionFilter, str]:
     svc = services(request)
-    doc, index = await _packument(svc.admission, upstreams, name)
+    doc, index = await _packument(svc.admission, upstreams, name, doc)
     heavy = doc.size > _OFFLOAD_BYTES
     vf = await svc.admission.decide_versions(ECO, name, doc, index.facts, caller(request),
                                              offload=heavy)
@@ -233,12 +281,12 @@ async def _rendered(
 
         rendered = await svc.rendered.once(key, make)
     base = orjson.dumps(_base(request))[1:-1]  # as it stands inside a JSON string
+    rebased_key = f"{key}|{rendered.etag}|{base.decode()}"
     rebased = await svc.rendered.get(
-        f"{key}|{rendered.etag}|{base.decode()}", _rebase, rendered.path,
-        _PLACEHOLDER.encode(), base,
+        rebased_key, _rebase, rendered.path, _PLACEHOLDER.encode(), base,
         heavy=heavy, max_age_s=math.inf,
     )
-    return rebased, index, doc, vf
+    return rebased, index, doc, vf, rebased_key
 
 
 async def version_doc(request: web.Request) -> web.StreamResponse:
@@ -250,7 +298,7 @@ async def version_doc(request: web.Request) -> web.StreamResponse:
     adm = services(request).admission
     who = caller(request)
     upstreams = await adm.admit_name(ECO, name, who)
-    rendered, index, doc, _ = await _rendered(request, upstreams, name, abbreviated=False)
+    rendered, index, doc, _, _ = await _rendered(request, upstreams, name, abbreviated=False)
 
     async def manifest() -> bytes | None:
         return await asyncio.to_thread(_manifest, rendered.path, spec)
