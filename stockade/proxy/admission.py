@@ -24,6 +24,7 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 from aiohttp import web
@@ -285,6 +286,11 @@ class Admission:
             eco, upstream, url, accept=accept, ttl_s=ttl,
             stale_if_error_s=max(ttl, cache.stale_if_error_s), body=body,
         )
+
+    async def stored_body(self, doc: CachedDoc) -> Path | None:
+        """The file of ``doc``'s stored body, for a worker process to read it (see
+        ``MetadataCache.body_file``); None where there is none."""
+        return await self.metacache.body_file(doc)
 
     async def offload(self, heavy: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` off the event loop: in a worker process when ``heavy``

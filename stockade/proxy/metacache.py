@@ -30,6 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from cachetools import LRUCache
@@ -119,6 +120,8 @@ class MetadataRecords(Protocol):
     async def get(self, key: str) -> dict[str, Any] | None: ...
 
     async def get_body(self, key: str) -> bytes | None: ...
+
+    async def body_path(self, key: str) -> Path | None: ...
 
     async def put(self, key: str, doc: dict[str, Any], body: bytes | None = None) -> None: ...
 
@@ -357,6 +360,14 @@ class MetadataCache:
             else:
                 taken.read(ecosystem, doc.key, doc.version, doc.fetched_at + ttl_s)
         return doc
+
+    async def body_file(self, doc: CachedDoc) -> Path | None:
+        """The file holding ``doc``'s stored body, for another process to read itself
+        (checking it against ``doc.digest``: another version may have replaced it);
+        None where there is none or its digest is unknown."""
+        if doc.digest is None:
+            return None
+        return await self._refs.body_path(doc.key)
 
     def current(self, key: str) -> str | None:
         """The version of the document held in memory under ``key`` (None: none is),

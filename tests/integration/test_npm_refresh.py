@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -117,7 +118,13 @@ async def test_a_cold_packument_asked_at_once_is_read_parsed_and_rendered_once(
     # as a 20 MB one is: its body not held past the fetch, read back where needed
     monkeypatch.setattr(npm, "LARGE_BYTES", 1)
     client, _ = await _proxy(npm_registry, proxy_for, monkeypatch, large=True)
-    refs = client.server.app[SERVICES].admission.metacache._refs
+    admission = client.server.app[SERVICES].admission
+
+    async def not_on_disk(_doc: Any) -> None:
+        return None  # as on storage whose files no worker process can open
+
+    monkeypatch.setattr(admission, "stored_body", not_on_disk)
+    refs = admission.metacache._refs
     reads: list[str] = []
     get_body = refs.get_body
 
@@ -182,3 +189,49 @@ async def test_while_a_changed_packument_is_rendered_the_last_answer_stands_in(
     after = await client.get("/npm/left")
     assert (b"1.1.0" in await after.read(), after.headers["X-Stockade-Cache"]) == (True, "hit")
     assert (_packument_asks(npm_registry), len(renders)) == (2, 2)
+
+
+@pytest.mark.parametrize("replaced", [False, True], ids=["stored", "replaced since"])
+async def test_a_large_body_is_handed_to_the_worker_process_by_its_file(
+        npm_registry: FakeNpm, proxy_for: ProxyFor, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path, replaced: bool) -> None:
+    npm_registry.publish("left", "1.0.0")
+    npm_registry.publish("left", "1.1.0", time="2024-02-01T00:00:00.000Z")
+    monkeypatch.setattr(npm, "LARGE_BYTES", 1)  # parsed and rendered as a 20 MB one is
+    client, _ = await _proxy(npm_registry, proxy_for, monkeypatch, large=True)
+    services = client.server.app[SERVICES]
+    if replaced:  # the file holds another version's body by the time it is read
+        other = tmp_path / "other.body"
+        other.write_bytes(b'{"name": "left", "versions": {}}')
+
+        async def elsewhere(_doc: Any) -> Path:
+            return other
+
+        monkeypatch.setattr(services.admission, "stored_body", elsewhere)
+    refs = services.admission.metacache._refs
+    reads: list[str] = []
+    get_body = refs.get_body
+
+    async def counted(key: str) -> bytes | None:
+        reads.append(key)
+        return await get_body(key)
+
+    monkeypatch.setattr(refs, "get_body", counted)
+    given: list[str] = []  # what the worker processes were given to do
+    compute = services.rendered.compute
+
+    async def recorded(heavy: bool, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        given.append(args[3].__name__ if fn.__name__ == "_render_to_file" else fn.__name__)
+        return await compute(heavy, fn, *args, **kwargs)
+
+    monkeypatch.setattr(services.rendered, "compute", recorded)
+    for accept in ("application/json", CORGI):
+        resp = await client.get("/npm/left", headers={"Accept": accept})
+        assert resp.status == 200
+        assert set((await resp.json(content_type=None))["versions"]) == {"1.0.0", "1.1.0"}
+    if replaced:  # found out in the worker process, and read here instead
+        assert given.count("index") == 1 and given.count("render_body") == 2
+        assert len(reads) == 3
+    else:
+        assert given.count("index_parts_of_file") == 1 and given.count("render_file") == 2
+        assert reads == []  # never read into the serving process

@@ -13,6 +13,7 @@ are the shared pipeline's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -123,6 +124,16 @@ async def _with_body(adm: Documents, doc: CachedDoc, upstream: Upstream,
     return doc if doc.has_body else await _document(adm, upstream, name)
 
 
+async def _stored_file(adm: Documents, doc: CachedDoc) -> Path | None:
+    """The file of a large document's stored body, for the worker process parsing or
+    rendering it to read itself: the body is then neither read into the serving
+    process nor copied to the worker through a pipe. None where the body is here
+    already, small, or not stored."""
+    if doc.has_body or doc.size < LARGE_BYTES or doc.digest is None:
+        return None
+    return await adm.stored_body(doc)
+
+
 def document_url(upstream_url: str, name: str) -> str:
     """Where an upstream serves ``name``'s packument."""
     return f"{upstream_url.rstrip('/')}/{docs.escape(name)}"
@@ -135,13 +146,22 @@ async def _index(adm: Documents, doc: CachedDoc, name: str,
     async def parse() -> docs.PackumentIndex:
         try:
             async with adm.large(doc.size):  # the body is read in the slot, not before
-                full = await _with_body(adm, doc, upstream, name)
-                if full.size <= _OFFLOAD_BYTES:
-                    return await adm.offload(False, docs.index, full.body, name,
-                                             upstream=upstream.name, internal=upstream.internal)
-                parts = await adm.offload(True, docs.index_parts, full.body, name,
-                                          upstream=upstream.name, internal=upstream.internal,
-                                          per=_INDEX_PART)
+                parts = None
+                if (path := await _stored_file(adm, doc)) is not None:
+                    with contextlib.suppress(docs.BodyChangedError):  # then read here
+                        parts = await adm.offload(
+                            True, docs.index_parts_of_file, path, doc.digest, name,
+                            upstream=upstream.name, internal=upstream.internal,
+                            per=_INDEX_PART)
+                if parts is None:
+                    full = await _with_body(adm, doc, upstream, name)
+                    if full.size <= _OFFLOAD_BYTES:
+                        return await adm.offload(False, docs.index, full.body, name,
+                                                 upstream=upstream.name,
+                                                 internal=upstream.internal)
+                    parts = await adm.offload(True, docs.index_parts, full.body, name,
+                                              upstream=upstream.name,
+                                              internal=upstream.internal, per=_INDEX_PART)
             return await docs.join_index(parts)  # read back a part at a time
         except docs.PackumentError as exc:
             raise UpstreamError(
@@ -270,14 +290,19 @@ async def _rendered(
         async def make() -> Rendered:
             # the raw body is read only to render it, in a render slot, once for
             # the requests asking meanwhile
+            # only read to make the rebased one below: no gzip sibling of its own
+            opts = {"abbreviated": abbreviated, "hidden": hidden, "base": _PLACEHOLDER,
+                    "hosts": upstreams.owner.hosts}
             async with svc.admission.large(doc.size):
+                if (path := await _stored_file(svc.admission, doc)) is not None:
+                    with contextlib.suppress(docs.BodyChangedError):  # then read here
+                        return await svc.rendered.get(
+                            key, docs.render_file, path, doc.digest, name, **opts,
+                            heavy=heavy, max_age_s=math.inf, compress=False)
                 full = await _with_body(svc.admission, doc, upstreams.owner, name)
-                # only read to make the rebased one below: no gzip sibling of its own
                 return await svc.rendered.get(
-                    key, docs.render_body, full.body, name, abbreviated=abbreviated,
-                    hidden=hidden, base=_PLACEHOLDER, hosts=upstreams.owner.hosts,
-                    heavy=heavy, max_age_s=math.inf, compress=False,
-                )
+                    key, docs.render_body, full.body, name, **opts, heavy=heavy,
+                    max_age_s=math.inf, compress=False)
 
         rendered = await svc.rendered.once(key, make)
     base = orjson.dumps(_base(request))[1:-1]  # as it stands inside a JSON string
