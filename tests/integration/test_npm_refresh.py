@@ -1,7 +1,8 @@
-"""A packument going stale under concurrent requests: one revalidation upstream, the
-rendered copies kept when the upstream answers 304, a changed document parsed and
-rendered once, and every request answered (by the last answer while the changed
-document's is made)."""
+"""A packument (and a simple page) going stale under concurrent requests: one
+revalidation upstream, the rendered copies kept when the upstream answers 304, a
+changed document parsed and rendered once, and every request answered (by the last
+answer while the changed document's is made); a large body handed to the worker
+process by its file."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from stockade.proxy.ecosystems import npm, npm_documents
+from stockade.proxy.ecosystems import npm, npm_documents, pypi_pages
 from stockade.proxy.state import SERVICES
 from testbed.fakes.npm_upstream import CORGI, FakeNpm
+from testbed.fakes.pypi_upstream import FakePyPI
+from tests.conftest import ProxyFactory
 from tests.integration.outage_support import ProxyFor
 
 _CONCURRENT = 24
@@ -235,3 +238,33 @@ async def test_a_large_body_is_handed_to_the_worker_process_by_its_file(
     else:
         assert given.count("index_parts_of_file") == 1 and given.count("render_file") == 2
         assert reads == []  # never read into the serving process
+
+
+async def test_a_304_keeps_the_parsed_and_rendered_simple_page(
+        fake_pypi: FakePyPI, make_proxy: ProxyFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_pypi.add_wheel("demo", "1.0")
+    parses: list[int] = []
+    renders: list[int] = []
+    real_parse, real_render = pypi_pages.parse_project, pypi_pages.render_html
+
+    def parsing(*args: Any, **kwargs: Any) -> Any:
+        parses.append(1)
+        return real_parse(*args, **kwargs)
+
+    def rendering(*args: Any, **kwargs: Any) -> Any:
+        renders.append(1)
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(pypi_pages, "parse_project", parsing)
+    monkeypatch.setattr(pypi_pages, "render_html", rendering)
+    client = await make_proxy(upstream=fake_pypi)
+    services = client.server.app[SERVICES]
+    clock = Clock()
+    for timed in (services.admission.metacache, services.admission):
+        monkeypatch.setattr(timed, "_clock", clock)
+    first = await (await client.get("/pypi/simple/demo/")).read()
+    clock.now += 301
+    assert await (await client.get("/pypi/simple/demo/")).read() == first
+    assert sum(1 for _, p in fake_pypi.requests if p.endswith("/demo/")) == 2
+    assert (len(parses), len(renders)) == (1, 1)
