@@ -35,10 +35,12 @@ class Successions(Generic[V]):
         self._making: SingleFlight[tuple[str, str], V] = SingleFlight()
 
     async def answer(self, family: str, version: str, make: Callable[[], Awaitable[V]],
-                     usable: Callable[[V], bool], *, wait: bool = False) -> tuple[V, bool]:
+                     usable: Callable[[V], bool], *, wait: bool = False,
+                     keep: Callable[[V], V] | None = None) -> tuple[V, bool]:
         """The answer of ``family`` for ``version``, made by ``make``, and False; or,
         while it is made, the last answer of another version (if ``usable``) and True.
         With ``wait`` (the caller that fetched ``version``), the new one is waited for.
+        ``keep`` makes what is kept of an answer (lighter: it may stand in, rarely).
 
         Raises:
             Exception: what ``make`` raised, for a caller that waited for it.
@@ -47,7 +49,7 @@ class Successions(Generic[V]):
 
         async def made() -> V:
             value = await make()
-            self._last[family] = (version, value)
+            self._last[family] = (version, value if keep is None else keep(value))
             return value
 
         if last is None or last[0] == version:

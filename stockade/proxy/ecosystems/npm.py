@@ -255,14 +255,19 @@ async def _answer(request: web.Request, upstreams: Route[Upstream], name: str, *
     def held(answer: _Answer) -> bool:
         return svc.rendered.peek(answer.key, max_age_s=math.inf) is not None
 
+    def kept(answer: _Answer) -> _Answer:  # not the bodies the rendered cache may shed
+        return dataclasses.replace(answer, rendered=dataclasses.replace(
+            answer.rendered, body=None, gzipped=None))
+
     # the request that fetched the changed document waits for its answer, as before
     found, stale = await svc.rendered.successions.answer(
-        family, doc.version, make, held, wait=doc.result is CacheResult.MISS)
+        family, doc.version, make, held, wait=doc.result is CacheResult.MISS, keep=kept)
     answer = cast(_Answer, found)
     if not stale:
         return answer
-    return dataclasses.replace(answer, doc=dataclasses.replace(
-        answer.doc, result=CacheResult.STALE))
+    rendered = svc.rendered.peek(answer.key, max_age_s=math.inf)  # held: just seen
+    return dataclasses.replace(answer, rendered=rendered or answer.rendered,
+                               doc=dataclasses.replace(answer.doc, result=CacheResult.STALE))
 
 
 async def _rendered(
