@@ -38,7 +38,8 @@ from stockade.proxy.errors import ProxyError, RefusedError
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, VersionFilter
 from stockade.proxy.identity import identity_of
-from stockade.proxy.metacache import CachedDoc, MetadataCache
+from stockade.proxy.metacache import MetadataCache
+from stockade.proxy.metadocs import CachedDoc
 from stockade.proxy.provenance.checker import ProvenanceChecker, provenance_rule
 from stockade.proxy.responses import REQUEST_ID
 from stockade.proxy.routing import Route, route

@@ -17,25 +17,34 @@ nothing derived from the document is made again. A revalidation needs no body
 (a large document's is not read from disk for it), and while one runs, requests
 for the document are answered from the copy held (stale-while-revalidate, within
 ``stale_if_error_s``, the bound stale-if-error already sets) rather than waiting.
-It does not parse or rewrite documents: ecosystem modules do.
+It does not parse or rewrite documents: ecosystem modules do; the documents'
+values and their stored records are ``metadocs``'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import enum
-import hashlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from cachetools import LRUCache
 
 from stockade.proxy.errors import NotCachedError, UpstreamError, UpstreamStatusError
+from stockade.proxy.metadocs import (
+    CachedDoc,
+    CacheResult,
+    MetadataRecords,
+    Missing,
+    doc_key,
+    sha256_of,
+    stored_doc,
+    stored_missing,
+    without_body,
+)
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.singleflight import FileLocks, SingleFlight
 from stockade.proxy.upstream import LARGE_BODY_BYTES, Upstream, UpstreamResponse
@@ -45,130 +54,9 @@ from stockade.storage.errors import StorageError
 logger = logging.getLogger(__name__)
 
 
-class CacheResult(enum.StrEnum):
-    """How a document was obtained; the metric label."""
-
-    HIT = "hit"
-    MISS = "miss"
-    STALE = "stale"
-
-
-@dataclass(frozen=True, slots=True)
-class CachedDoc:
-    """One upstream metadata document as fetched."""
-
-    key: str
-    url: str
-    body: bytes
-    content_type: str
-    fetched_at: float
-    etag: str | None = None
-    last_modified: str | None = None
-    result: CacheResult = CacheResult.HIT
-    # Set where the body was left on disk (``get(..., body=False)``): its length.
-    length: int | None = None
-    # When these bytes were first fetched, and their SHA-256 (hex): unlike
-    # ``fetched_at``, neither moves when a revalidation finds the same bytes.
-    # None in records written before they were kept.
-    changed_at: float | None = None
-    digest: str | None = None
-
-    @property
-    def has_body(self) -> bool:
-        """False for a document handed out without its body."""
-        return self.length is None
-
-    @property
-    def size(self) -> int:
-        """The body's length, whether or not it is here."""
-        return len(self.body) if self.length is None else self.length
-
-    @property
-    def version(self) -> str:
-        """Changes whenever the body may have changed (and only then, where its
-        digest is known); keys derived caches."""
-        since = self.fetched_at if self.changed_at is None else self.changed_at
-        what = (self.etag or "") if self.digest is None else self.digest[:32]
-        return f"{since:.6f}:{what}:{self.size}"
-
-
-def doc_key(ecosystem: str, upstream: str, url: str, accept: str) -> str:
-    """Where a document is kept: one per ecosystem, upstream, URL and Accept header."""
-    return f"{ecosystem}|{upstream}|{url}|{accept}"
-
-
-@dataclass(frozen=True, slots=True)
-class Missing:
-    """An upstream's remembered 404 (or 410) for one document."""
-
-    key: str
-    url: str
-    status: int
-    fetched_at: float
-
-
 _DEFAULT_NEGATIVE_TTL_S = 300.0
 _LARGE_RECORDS = 4096  # records of documents too large for memory, kept without bodies
 _NEGATIVES_IN_MEMORY = 65_536  # remembered 404s kept in memory (the rest on disk)
-_HASH_IN_THREAD_BYTES = 1024 * 1024  # bodies from this size on are hashed off the loop
-
-
-class MetadataRecords(Protocol):
-    """Where documents are kept: a ``RefStore``, or over read-only storage one with
-    a scratch folder beside it (``readonly.ScratchRecords``)."""
-
-    async def get(self, key: str) -> dict[str, Any] | None: ...
-
-    async def get_body(self, key: str) -> bytes | None: ...
-
-    async def body_path(self, key: str) -> Path | None: ...
-
-    async def put(self, key: str, doc: dict[str, Any], body: bytes | None = None) -> None: ...
-
-
-def _stored_missing(key: str, record: dict[str, object]) -> Missing | None:
-    try:
-        return Missing(key=key, url=str(record["url"]), status=int(record["missing"]),  # type: ignore[call-overload]
-                       fetched_at=float(record["fetched_at"]))  # type: ignore[arg-type]
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _stored_doc(key: str, record: dict[str, object], body: bytes | None,
-                length: int | None = None) -> CachedDoc | None:
-    if body is None:
-        return None
-    try:
-        return CachedDoc(
-            key=key, url=str(record["url"]), body=body,
-            content_type=str(record["content_type"]),
-            fetched_at=float(record["fetched_at"]),  # type: ignore[arg-type]
-            etag=record.get("etag"),  # type: ignore[arg-type]
-            last_modified=record.get("last_modified"),  # type: ignore[arg-type]
-            length=length,
-            changed_at=_optional_float(record.get("changed_at")),
-            digest=_optional_str(record.get("sha256")),
-        )
-    except (KeyError, TypeError, ValueError):
-        return None  # a record written by something else: fetch afresh
-
-
-def _optional_float(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
-
-
-def _optional_str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-async def _sha256(body: bytes) -> str:
-    if len(body) < _HASH_IN_THREAD_BYTES:
-        return hashlib.sha256(body).hexdigest()
-    return await asyncio.to_thread(lambda: hashlib.sha256(body).hexdigest())
-
-
-def _without_body(doc: CachedDoc) -> CachedDoc:
-    return replace(doc, body=b"", length=doc.size, result=CacheResult.HIT)
 
 
 class MetadataCache:
@@ -425,7 +313,7 @@ class MetadataCache:
                     return doc
                 body = b"" if probe else await self._read(resp)
                 now = self._clock()
-                digest = await _sha256(body)
+                digest = await sha256_of(body)
                 if (not probe and isinstance(cached, CachedDoc)
                         and cached.digest == digest and cached.size == len(body)):
                     changed_at = self._changed_at(cached)  # the same bytes again
@@ -506,17 +394,17 @@ class MetadataCache:
         if record is None:
             return None
         if "missing" in record:
-            missing = _stored_missing(key, record)
+            missing = stored_missing(key, record)
             if missing is not None:
                 self._missing[key] = missing
             return missing
         length = record.get("length")
         if not body and isinstance(length, int) and self._too_large(length):
-            doc = _stored_doc(key, record, b"", length)
+            doc = stored_doc(key, record, b"", length)
             if doc is not None:
                 self._large[key] = doc
             return doc
-        doc = _stored_doc(key, record, await self._refs.get_body(key))
+        doc = stored_doc(key, record, await self._refs.get_body(key))
         if doc is not None:
             self._remember(doc)
         return doc
@@ -557,7 +445,7 @@ class MetadataCache:
             return
         if self._too_large(len(doc.body)):
             # its body is read from disk, and only by a caller that needs it
-            self._large[doc.key] = _without_body(doc)
+            self._large[doc.key] = without_body(doc)
             return
         self._memory[doc.key] = doc if doc.result is CacheResult.HIT else replace(
             doc, result=CacheResult.HIT)

@@ -21,7 +21,7 @@ from stockade.policy.model import Ecosystem, Facts
 from stockade.proxy.errors import UpstreamError
 
 if TYPE_CHECKING:
-    from stockade.proxy.metacache import CachedDoc
+    from stockade.proxy.metadocs import CachedDoc
     from stockade.proxy.routing import Route
     from stockade.proxy.upstream import Upstream
 

@@ -42,7 +42,7 @@ from stockade.proxy.errors import (
     UpstreamError,
 )
 from stockade.proxy.gate import VersionFilter
-from stockade.proxy.metacache import CachedDoc, CacheResult
+from stockade.proxy.metadocs import CachedDoc, CacheResult
 from stockade.proxy.origin import origin
 from stockade.proxy.pipeline import ArtifactSource
 from stockade.proxy.rendered import LARGE_BYTES, Rendered, respond

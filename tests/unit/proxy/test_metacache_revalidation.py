@@ -15,7 +15,8 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from stockade.proxy.errors import UpstreamUnavailableError
-from stockade.proxy.metacache import CacheResult, MetadataCache
+from stockade.proxy.metacache import MetadataCache
+from stockade.proxy.metadocs import CacheResult
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.upstream import Upstream
 from stockade.storage.refs import RefStore
