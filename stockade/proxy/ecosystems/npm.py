@@ -177,11 +177,16 @@ async def _packument(
 ) -> tuple[CachedDoc, docs.PackumentIndex]:
     # Parsed once per document version: a warm request needs no body.
     if doc is None:
-        doc = await _document(adm, upstreams.owner, name, body=False)
-    if doc.has_body and doc.size >= LARGE_BYTES:
-        # Just fetched: not held while waiting for a render slot, read again inside it.
-        doc = dataclasses.replace(doc, body=b"", length=doc.size)
+        doc = _light(await _document(adm, upstreams.owner, name, body=False))
     return doc, await _index(adm, doc, name, upstreams.owner)
+
+
+def _light(doc: CachedDoc) -> CachedDoc:
+    """``doc``, without its body if it is large: a document just fetched is not held
+    while its request waits for a render slot (it is read again inside it)."""
+    if doc.has_body and doc.size >= LARGE_BYTES:
+        return dataclasses.replace(doc, body=b"", length=doc.size)
+    return doc
 
 
 async def versions(adm: Documents, upstreams: Route[Upstream], name: str) -> dict[str, Facts]:
@@ -238,7 +243,7 @@ async def _answer(request: web.Request, upstreams: Route[Upstream], name: str, *
     the last one made for the same form, origin and policy, its cache result
     ``stale`` (``successions``)."""
     svc = services(request)
-    doc = await _document(svc.admission, upstreams.owner, name, body=False)
+    doc = _light(await _document(svc.admission, upstreams.owner, name, body=False))
     revision = svc.admission.gate.engine_for(caller(request).team).revision
     family = "|".join((doc.key, "corgi" if abbreviated else "full", _base(request), revision))
 
