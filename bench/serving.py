@@ -120,9 +120,11 @@ def start_nginx(work: Path, upstream: int) -> Proc:
 
 def start_stockade(upstream: str, work: Path, tree: Path | None,
                    workers: int | None = None, *, name: str = "stockade",
-                   server: dict[str, object] | None = None) -> Proc:
+                   server: dict[str, object] | None = None,
+                   npm_cache: dict[str, object] | None = None) -> Proc:
     """stockade with default settings but for its upstreams, storage and port (and
-    ``server.workers`` where given, and ``server`` settings added)."""
+    ``server.workers`` where given, ``server`` settings added, and ``npm.cache``
+    settings where given)."""
     port = free_port()
     storage = work / f"{name}-data"
     settings: dict[str, object] = {"host": "127.0.0.1", "port": port, **(server or {})}
@@ -132,7 +134,8 @@ def start_stockade(upstream: str, work: Path, tree: Path | None,
         "server": settings,
         "storage": {"path": str(storage)},
         "pypi": {"upstreams": [{"name": "static", "url": f"{upstream}simple/"}]},
-        "npm": {"upstreams": [{"name": "static", "url": f"{upstream}npm/"}]},
+        "npm": {"upstreams": [{"name": "static", "url": f"{upstream}npm/"}],
+                **({"cache": npm_cache} if npm_cache else {})},
         "maven": {"upstreams": [{"name": "static", "url": f"{upstream}maven2/"}]},
     }
     path = work / f"{name}.yaml"

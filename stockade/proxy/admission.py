@@ -24,6 +24,7 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 from aiohttp import web
@@ -37,10 +38,12 @@ from stockade.proxy.errors import ProxyError, RefusedError
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, VersionFilter
 from stockade.proxy.identity import identity_of
-from stockade.proxy.metacache import CachedDoc, MetadataCache
+from stockade.proxy.metacache import MetadataCache
+from stockade.proxy.metadocs import CachedDoc
 from stockade.proxy.provenance.checker import ProvenanceChecker, provenance_rule
 from stockade.proxy.responses import REQUEST_ID
 from stockade.proxy.routing import Route, route
+from stockade.proxy.singleflight import SingleFlight
 from stockade.proxy.upstream import Upstream
 
 T = TypeVar("T")
@@ -121,6 +124,10 @@ class Admission:
         # what the last decisions of each document refused, as recorded
         self._recorded: LRUCache[tuple[str, str], frozenset[tuple[str, str, Decision, bool]]] \
             = LRUCache(_DECISIONS_MAX)
+        # Concurrent requests for a document just fetched or revalidated share one
+        # parse and one pass of decisions, rather than each making its own.
+        self._parsing: SingleFlight[tuple[str, str], Any] = SingleFlight()
+        self._deciding: SingleFlight[tuple[str, str, str], VersionFilter] = SingleFlight()
 
     def cache_settings(self, eco: Ecosystem) -> EcosystemSettings:
         """The settings of one ecosystem (its upstreams and cache times)."""
@@ -195,7 +202,8 @@ class Admission:
         once per metadata TTL. ``facts`` come straight from the document; first-seen
         times are added here, and only when the decisions are made. What they refuse
         is counted and recorded once per document version (again only if a later
-        pass decides otherwise), with the caller who first asked.
+        pass decides otherwise), with the caller who first asked; callers asking
+        while they are made share them.
         """
         docs = (doc,) if isinstance(doc, CachedDoc) else tuple(doc)
         doc_key = "+".join(d.key for d in docs)
@@ -206,6 +214,18 @@ class Admission:
         found = self._decisions.get(key)
         if found is not None and now - found[0] < self.cache_settings(eco).cache.metadata_ttl_s:
             return found[1]
+
+        async def decide() -> VersionFilter:
+            return await self._decide_versions(eco, name, doc_key, key, facts, who,
+                                               offload=offload)
+
+        return await self._deciding.do(key, decide)
+
+    async def _decide_versions(
+        self, eco: Ecosystem, name: str, doc_key: str, key: tuple[str, str, str],
+        facts: Mapping[str, Facts], who: Caller, *, offload: bool,
+    ) -> VersionFilter:
+        now = self._clock()
         ref = PackageRef(eco, name)
         seen = await self.first_seen.annotate(eco, name, facts)
         history = self._history()
@@ -268,6 +288,11 @@ class Admission:
             stale_if_error_s=max(ttl, cache.stale_if_error_s), body=body,
         )
 
+    async def stored_body(self, doc: CachedDoc) -> Path | None:
+        """The file of ``doc``'s stored body, for a worker process to read it (see
+        ``MetadataCache.body_file``); None where there is none."""
+        return await self.metacache.body_file(doc)
+
     async def offload(self, heavy: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` off the event loop: in a worker process when ``heavy``
         and the server has them, else in a thread."""
@@ -286,16 +311,21 @@ class Admission:
         self, doc: CachedDoc, kind: str, parse: Callable[[], Awaitable[T]],
         weight: Callable[[T], int],
     ) -> T:
-        """What ``parse`` makes of ``doc``, made once per document version."""
+        """What ``parse`` makes of ``doc``, made once per document version (callers
+        asking while it is made share it)."""
         key = (f"{kind}|{doc.key}", doc.version)
         found = self._parsed.get(key)
         if found is not None:
             return cast(T, found[0])
-        value = await parse()
-        size = 1 + weight(value)
-        if size <= _PARSED_WEIGHT:
-            self._parsed[key] = (value, size)
-        return value
+
+        async def made() -> T:
+            value = await parse()
+            size = 1 + weight(value)
+            if size <= _PARSED_WEIGHT:
+                self._parsed[key] = (value, size)
+            return value
+
+        return cast(T, await self._parsing.do(key, made))
 
     async def versions(self, eco: Ecosystem, name: str) -> tuple[Facts, dict[str, Facts]]:
         """The name's facts and every version's, with first-seen times (explain, check).

@@ -36,7 +36,8 @@ from stockade.proxy.decisionlog import DecisionLog
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.hotblobs import HotBlobs
-from stockade.proxy.metacache import MetadataCache, MetadataRecords
+from stockade.proxy.metacache import MetadataCache
+from stockade.proxy.metadocs import MetadataRecords
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.notify import Webhook
 from stockade.proxy.osvsync import OsvSync, osv_age, state_path, sync_folder

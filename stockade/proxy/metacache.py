@@ -9,22 +9,42 @@ the most recent ones in a bounded memory LRU; of documents too large for it,
 only the record is kept in memory, and a caller that can do without the body
 (its parsed and rendered forms are cached by version) gets the document
 without it: a warm request for a 20 MB packument reads nothing from disk.
-It does not parse or rewrite documents: ecosystem modules do.
+
+A document's ``version`` (which keys its parsed and rendered forms, here and in
+the ecosystem modules) names its bytes, not its freshness: a revalidation the
+upstream answers 304, or with the same bytes, moves only ``fetched_at``, so
+nothing derived from the document is made again. A revalidation needs no body
+(a large document's is not read from disk for it), and while one runs, requests
+for the document are answered from the copy held (stale-while-revalidate, within
+``stale_if_error_s``, the bound stale-if-error already sets) rather than waiting.
+It does not parse or rewrite documents: ecosystem modules do; the documents'
+values and their stored records are ``metadocs``'s.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from cachetools import LRUCache
 
 from stockade.proxy.errors import NotCachedError, UpstreamError, UpstreamStatusError
+from stockade.proxy.metadocs import (
+    CachedDoc,
+    CacheResult,
+    MetadataRecords,
+    Missing,
+    doc_key,
+    sha256_of,
+    stored_doc,
+    stored_missing,
+    without_body,
+)
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.singleflight import FileLocks, SingleFlight
 from stockade.proxy.upstream import LARGE_BODY_BYTES, Upstream, UpstreamResponse
@@ -34,103 +54,9 @@ from stockade.storage.errors import StorageError
 logger = logging.getLogger(__name__)
 
 
-class CacheResult(enum.StrEnum):
-    """How a document was obtained; the metric label."""
-
-    HIT = "hit"
-    MISS = "miss"
-    STALE = "stale"
-
-
-@dataclass(frozen=True, slots=True)
-class CachedDoc:
-    """One upstream metadata document as fetched."""
-
-    key: str
-    url: str
-    body: bytes
-    content_type: str
-    fetched_at: float
-    etag: str | None = None
-    last_modified: str | None = None
-    result: CacheResult = CacheResult.HIT
-    # Set where the body was left on disk (``get(..., body=False)``): its length.
-    length: int | None = None
-
-    @property
-    def has_body(self) -> bool:
-        """False for a document handed out without its body."""
-        return self.length is None
-
-    @property
-    def size(self) -> int:
-        """The body's length, whether or not it is here."""
-        return len(self.body) if self.length is None else self.length
-
-    @property
-    def version(self) -> str:
-        """Changes whenever the body may have changed; keys derived caches."""
-        return f"{self.fetched_at:.6f}:{self.etag or ''}:{self.size}"
-
-
-def doc_key(ecosystem: str, upstream: str, url: str, accept: str) -> str:
-    """Where a document is kept: one per ecosystem, upstream, URL and Accept header."""
-    return f"{ecosystem}|{upstream}|{url}|{accept}"
-
-
-@dataclass(frozen=True, slots=True)
-class Missing:
-    """An upstream's remembered 404 (or 410) for one document."""
-
-    key: str
-    url: str
-    status: int
-    fetched_at: float
-
-
 _DEFAULT_NEGATIVE_TTL_S = 300.0
 _LARGE_RECORDS = 4096  # records of documents too large for memory, kept without bodies
 _NEGATIVES_IN_MEMORY = 65_536  # remembered 404s kept in memory (the rest on disk)
-
-
-class MetadataRecords(Protocol):
-    """Where documents are kept: a ``RefStore``, or over read-only storage one with
-    a scratch folder beside it (``readonly.ScratchRecords``)."""
-
-    async def get(self, key: str) -> dict[str, Any] | None: ...
-
-    async def get_body(self, key: str) -> bytes | None: ...
-
-    async def put(self, key: str, doc: dict[str, Any], body: bytes | None = None) -> None: ...
-
-
-def _stored_missing(key: str, record: dict[str, object]) -> Missing | None:
-    try:
-        return Missing(key=key, url=str(record["url"]), status=int(record["missing"]),  # type: ignore[call-overload]
-                       fetched_at=float(record["fetched_at"]))  # type: ignore[arg-type]
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _stored_doc(key: str, record: dict[str, object], body: bytes | None,
-                length: int | None = None) -> CachedDoc | None:
-    if body is None:
-        return None
-    try:
-        return CachedDoc(
-            key=key, url=str(record["url"]), body=body,
-            content_type=str(record["content_type"]),
-            fetched_at=float(record["fetched_at"]),  # type: ignore[arg-type]
-            etag=record.get("etag"),  # type: ignore[arg-type]
-            last_modified=record.get("last_modified"),  # type: ignore[arg-type]
-            length=length,
-        )
-    except (KeyError, TypeError, ValueError):
-        return None  # a record written by something else: fetch afresh
-
-
-def _without_body(doc: CachedDoc) -> CachedDoc:
-    return replace(doc, body=b"", length=doc.size, result=CacheResult.HIT)
 
 
 class MetadataCache:
@@ -230,21 +156,45 @@ class MetadataCache:
         if cached is not None and self._fresh(cached, ttl_s, negative_ttl_s):
             self._count(ecosystem, CacheResult.HIT)
             return self._noted(ecosystem, self._answer(cached, upstream), ttl_s)
+        if (isinstance(cached, CachedDoc) and self._flight.running(key) is not None
+                and self._clock() - cached.fetched_at <= stale_if_error_s):
+            # Being revalidated: answered from the copy held meanwhile, as it would
+            # be if the upstream failed, rather than each request waiting for it.
+            self._count(ecosystem, CacheResult.STALE)
+            return self._noted(ecosystem, replace(cached, result=CacheResult.STALE), ttl_s)
 
         async def refresh() -> CachedDoc:
             # Another flight (here, or in another worker process) may have stored it
-            # since it was loaded above.
-            current = await self._load(key)
+            # since it was loaded above. Revalidating needs no body: a large one's
+            # is read only if the upstream sends another, or a caller needs it.
+            current = await self._load(key, body=False)
             if current is None or not self._fresh(current, ttl_s, negative_ttl_s):
-                current = await self._load_stored(key) or current
+                current = await self._load_stored(key, body=False) or current
             if current is not None and self._fresh(current, ttl_s, negative_ttl_s):
                 return self._answer(current, upstream)
             return await self._refresh(key, upstream, url, accept, current,
                                        stale_if_error_s, probe=probe)
 
         doc = await self._flight.do(key, refresh)
+        if body and not doc.has_body:
+            doc = await self._with_body(doc)
+            if not doc.has_body:  # never stored, or dropped since: fetched afresh
+
+                async def fetch() -> CachedDoc:
+                    return await self._refresh(key, upstream, url, accept, None,
+                                               stale_if_error_s, probe=probe)
+
+                doc = await self._flight.do(key, fetch)
         self._count(ecosystem, doc.result)
         return self._noted(ecosystem, doc, ttl_s)
+
+    async def _with_body(self, doc: CachedDoc) -> CachedDoc:
+        """``doc`` (revalidated without its body) with its body, read from disk;
+        ``doc`` itself where none is stored."""
+        stored = await self._load_stored(doc.key, body=True)
+        if not isinstance(stored, CachedDoc) or not stored.has_body:
+            return doc
+        return replace(stored, result=doc.result)
 
     # The 404s of files fetched otherwise (an artifact whose response the pipeline
     # opens itself), kept where ``probe`` keeps them: one memory for every worker
@@ -299,6 +249,14 @@ class MetadataCache:
                 taken.read(ecosystem, doc.key, doc.version, doc.fetched_at + ttl_s)
         return doc
 
+    async def body_file(self, doc: CachedDoc) -> Path | None:
+        """The file holding ``doc``'s stored body, for another process to read itself
+        (checking it against ``doc.digest``: another version may have replaced it);
+        None where there is none or its digest is unknown."""
+        if doc.digest is None:
+            return None
+        return await self._refs.body_path(doc.key)
+
     def current(self, key: str) -> str | None:
         """The version of the document held in memory under ``key`` (None: none is),
         looked up without counting or reading anything."""
@@ -348,16 +306,27 @@ class MetadataCache:
         try:
             async with upstream.get(url, headers=headers) as resp:
                 if resp.status == 304 and isinstance(cached, CachedDoc):
-                    doc = replace(cached, fetched_at=self._clock(), result=CacheResult.HIT)
+                    # the same bytes: only the freshness moves, never the version
+                    doc = replace(cached, fetched_at=self._clock(), result=CacheResult.HIT,
+                                  changed_at=self._changed_at(cached))
                     await self._store(doc, body_changed=False)
                     return doc
                 body = b"" if probe else await self._read(resp)
+                now = self._clock()
+                digest = await sha256_of(body)
+                if (not probe and isinstance(cached, CachedDoc)
+                        and cached.digest == digest and cached.size == len(body)):
+                    changed_at = self._changed_at(cached)  # the same bytes again
+                else:
+                    changed_at = now
                 doc = CachedDoc(
                     key=key, url=resp.url, body=body,
                     content_type=resp.headers.get("Content-Type", ""),
-                    fetched_at=self._clock(), etag=resp.headers.get("ETag"),
+                    fetched_at=now, etag=resp.headers.get("ETag"),
                     last_modified=resp.headers.get("Last-Modified"),
                     result=CacheResult.MISS,
+                    changed_at=changed_at,
+                    digest=digest,
                 )
         except UpstreamStatusError as exc:
             if exc.upstream_status in (404, 410):
@@ -377,6 +346,10 @@ class MetadataCache:
             logger.warning("cannot cache %s: %s", url, exc.diagnostics())
             self._remember(doc)
         return doc
+
+    @staticmethod
+    def _changed_at(cached: CachedDoc) -> float:
+        return cached.fetched_at if cached.changed_at is None else cached.changed_at
 
     async def _read(self, resp: UpstreamResponse) -> bytes:
         """The body of ``resp``. One announced as large is read wholly inside a read
@@ -421,17 +394,17 @@ class MetadataCache:
         if record is None:
             return None
         if "missing" in record:
-            missing = _stored_missing(key, record)
+            missing = stored_missing(key, record)
             if missing is not None:
                 self._missing[key] = missing
             return missing
         length = record.get("length")
         if not body and isinstance(length, int) and self._too_large(length):
-            doc = _stored_doc(key, record, b"", length)
+            doc = stored_doc(key, record, b"", length)
             if doc is not None:
                 self._large[key] = doc
             return doc
-        doc = _stored_doc(key, record, await self._refs.get_body(key))
+        doc = stored_doc(key, record, await self._refs.get_body(key))
         if doc is not None:
             self._remember(doc)
         return doc
@@ -453,6 +426,7 @@ class MetadataCache:
         record = {
             "url": doc.url, "content_type": doc.content_type, "fetched_at": doc.fetched_at,
             "etag": doc.etag, "last_modified": doc.last_modified, "length": doc.size,
+            "changed_at": doc.changed_at, "sha256": doc.digest,
         }
         await self._refs.put(doc.key, record, doc.body if body_changed else None)
         self._remember(doc)
@@ -466,11 +440,12 @@ class MetadataCache:
     def _remember(self, doc: CachedDoc) -> None:
         self._forget(doc.key)
         self._missing.pop(doc.key, None)
-        if not doc.has_body:
+        if not doc.has_body:  # revalidated without reading it: the record alone
+            self._large[doc.key] = replace(doc, result=CacheResult.HIT)
             return
         if self._too_large(len(doc.body)):
             # its body is read from disk, and only by a caller that needs it
-            self._large[doc.key] = _without_body(doc)
+            self._large[doc.key] = without_body(doc)
             return
         self._memory[doc.key] = doc if doc.result is CacheResult.HIT else replace(
             doc, result=CacheResult.HIT)

@@ -110,6 +110,14 @@ class ScratchRecords:
                 return body
         return await self._stored.get_body(key)
 
+    async def body_path(self, key: str) -> Path | None:
+        """The file ``get_body`` reads, or None."""
+        if key in self._sizes:
+            path = await self._scratch.body_path(key)
+            if path is not None:
+                return path
+        return await self._stored.body_path(key)
+
     async def put(self, key: str, doc: dict[str, Any], body: bytes | None = None) -> None:
         """Keep a record (and its body) in the scratch folder, within the bound.
 

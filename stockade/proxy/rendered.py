@@ -41,7 +41,7 @@ import shutil
 import signal
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -52,6 +52,7 @@ from aiohttp import web
 from stockade.proxy.blobresponse import accel_response
 from stockade.proxy.renderslots import RenderSlots
 from stockade.proxy.singleflight import SingleFlight
+from stockade.proxy.successions import Successions
 
 if TYPE_CHECKING:
     from stockade.proxy.pipeline import Accel
@@ -155,6 +156,9 @@ class RenderedCache:
         self._entries: OrderedDict[str, Rendered] = OrderedDict()
         self._used = 0
         self._flight: SingleFlight[str, Rendered] = SingleFlight()
+        self._preparing: SingleFlight[str, Rendered] = SingleFlight()  # see ``once``
+        # the answers made from rendered documents, standing in while the next is made
+        self.successions: Successions[Any] = Successions()
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = asyncio.Lock()
         self._slots = slots
@@ -179,6 +183,8 @@ class RenderedCache:
 
     async def close(self) -> None:
         """Stop the worker processes."""
+        await self.successions.close()
+        await self._preparing.cancel_all()
         await self._flight.cancel_all()
         if self._pool is not None:
             pool, self._pool = self._pool, None
@@ -259,6 +265,13 @@ class RenderedCache:
             return made
 
         return await self._flight.do(key, make)
+
+    async def once(self, key: str, work: Callable[[], Awaitable[Rendered]]) -> Rendered:
+        """``work()``, run once for the callers asking for ``key`` meanwhile: for a
+        rendering whose input must be read first (a large document's body, from disk,
+        in a render slot), read once rather than once per waiting request. ``work``
+        calls ``get(key, ...)``, which renders it."""
+        return await self._preparing.do(key, work)
 
     def _add(self, key: str, entry: Rendered) -> None:
         old = self._entries.pop(key, None)

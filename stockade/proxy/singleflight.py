@@ -141,12 +141,17 @@ class SingleFlight(Generic[K, V]):
 
     async def do(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
         """Run ``work`` for ``key`` unless it already runs; return its result."""
+        return await asyncio.shield(self.start(key, work))
+
+    def start(self, key: K, work: Callable[[], Awaitable[V]]) -> asyncio.Task[V]:
+        """The task running ``work`` for ``key``, started unless it already runs (a
+        caller that does not wait for it: its failure is retrieved, not reported)."""
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.ensure_future(self._locked(key, work))
             self._inflight[key] = task
             task.add_done_callback(partial(self._done, key))
-        return await asyncio.shield(task)
+        return task
 
     async def _locked(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
         if self._locks is None:
@@ -154,8 +159,10 @@ class SingleFlight(Generic[K, V]):
         async with self._locks.hold(str(key)):
             return await work()
 
-    def _done(self, key: K, _task: asyncio.Task[V]) -> None:
+    def _done(self, key: K, task: asyncio.Task[V]) -> None:
         self._inflight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: the callers waiting raise it themselves
 
     async def cancel_all(self) -> None:
         """Cancel every running call (at shutdown)."""

@@ -195,6 +195,12 @@ class RefStore:
         """The body stored with ``key``, or None."""
         return await asyncio.to_thread(self.read_body, key)
 
+    async def body_path(self, key: str) -> Path | None:
+        """The file of the body stored with ``key`` (for another process to read), or
+        None. Bodies are replaced whole (``os.replace``): one opened stays as it was."""
+        path = self._path(key, ".body")
+        return path if await asyncio.to_thread(path.is_file) else None
+
     def read_body(self, key: str) -> bytes | None:
         """``get_body``, synchronous: for maintenance commands."""
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
@@ -20,7 +21,7 @@ from stockade.policy.model import Ecosystem, Facts
 from stockade.proxy.errors import UpstreamError
 
 if TYPE_CHECKING:
-    from stockade.proxy.metacache import CachedDoc
+    from stockade.proxy.metadocs import CachedDoc
     from stockade.proxy.routing import Route
     from stockade.proxy.upstream import Upstream
 
@@ -38,6 +39,9 @@ class Documents(Protocol):
     async def parsed(self, doc: CachedDoc, kind: str, parse: Callable[[], Awaitable[T]],
                      weight: Callable[[T], int]) -> T:
         """What ``parse`` makes of ``doc``, made once per document version."""
+
+    async def stored_body(self, doc: CachedDoc) -> Path | None:
+        """The file of ``doc``'s stored body, for a worker process to read, or None."""
 
     async def offload(self, heavy: bool, fn: Callable[..., T], *args: Any,
                       **kwargs: Any) -> T:

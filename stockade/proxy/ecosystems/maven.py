@@ -40,7 +40,7 @@ from stockade.proxy.errors import (
     UpstreamError,
     UpstreamStatusError,
 )
-from stockade.proxy.metacache import CachedDoc
+from stockade.proxy.metadocs import CachedDoc
 from stockade.proxy.pipeline import ArtifactPipeline, ArtifactSource, Outcome, StoredArtifact
 from stockade.proxy.responses import IMMUTABLE
 from stockade.proxy.routing import Route

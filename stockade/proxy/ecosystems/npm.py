@@ -13,12 +13,16 @@ are the shared pipeline's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
+import math
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 from urllib.parse import quote
 
 import orjson
@@ -38,7 +42,7 @@ from stockade.proxy.errors import (
     UpstreamError,
 )
 from stockade.proxy.gate import VersionFilter
-from stockade.proxy.metacache import CachedDoc
+from stockade.proxy.metadocs import CachedDoc, CacheResult
 from stockade.proxy.origin import origin
 from stockade.proxy.pipeline import ArtifactSource
 from stockade.proxy.rendered import LARGE_BYTES, Rendered, respond
@@ -120,6 +124,16 @@ async def _with_body(adm: Documents, doc: CachedDoc, upstream: Upstream,
     return doc if doc.has_body else await _document(adm, upstream, name)
 
 
+async def _stored_file(adm: Documents, doc: CachedDoc) -> Path | None:
+    """The file of a large document's stored body, for the worker process parsing or
+    rendering it to read itself: the body is then neither read into the serving
+    process nor copied to the worker through a pipe. None where the body is here
+    already, small, or not stored."""
+    if doc.has_body or doc.size < LARGE_BYTES or doc.digest is None:
+        return None
+    return await adm.stored_body(doc)
+
+
 def document_url(upstream_url: str, name: str) -> str:
     """Where an upstream serves ``name``'s packument."""
     return f"{upstream_url.rstrip('/')}/{docs.escape(name)}"
@@ -132,13 +146,22 @@ async def _index(adm: Documents, doc: CachedDoc, name: str,
     async def parse() -> docs.PackumentIndex:
         try:
             async with adm.large(doc.size):  # the body is read in the slot, not before
-                full = await _with_body(adm, doc, upstream, name)
-                if full.size <= _OFFLOAD_BYTES:
-                    return await adm.offload(False, docs.index, full.body, name,
-                                             upstream=upstream.name, internal=upstream.internal)
-                parts = await adm.offload(True, docs.index_parts, full.body, name,
-                                          upstream=upstream.name, internal=upstream.internal,
-                                          per=_INDEX_PART)
+                parts = None
+                if (path := await _stored_file(adm, doc)) is not None:
+                    with contextlib.suppress(docs.BodyChangedError):  # then read here
+                        parts = await adm.offload(
+                            True, docs.index_parts_of_file, path, doc.digest, name,
+                            upstream=upstream.name, internal=upstream.internal,
+                            per=_INDEX_PART)
+                if parts is None:
+                    full = await _with_body(adm, doc, upstream, name)
+                    if full.size <= _OFFLOAD_BYTES:
+                        return await adm.offload(False, docs.index, full.body, name,
+                                                 upstream=upstream.name,
+                                                 internal=upstream.internal)
+                    parts = await adm.offload(True, docs.index_parts, full.body, name,
+                                              upstream=upstream.name,
+                                              internal=upstream.internal, per=_INDEX_PART)
             return await docs.join_index(parts)  # read back a part at a time
         except docs.PackumentError as exc:
             raise UpstreamError(
@@ -150,14 +173,20 @@ async def _index(adm: Documents, doc: CachedDoc, name: str,
 
 
 async def _packument(
-    adm: Documents, upstreams: Route[Upstream], name: str
+    adm: Documents, upstreams: Route[Upstream], name: str, doc: CachedDoc | None = None,
 ) -> tuple[CachedDoc, docs.PackumentIndex]:
     # Parsed once per document version: a warm request needs no body.
-    doc = await _document(adm, upstreams.owner, name, body=False)
-    if doc.has_body and doc.size >= LARGE_BYTES:
-        # Just fetched: not held while waiting for a render slot, read again inside it.
-        doc = dataclasses.replace(doc, body=b"", length=doc.size)
+    if doc is None:
+        doc = _light(await _document(adm, upstreams.owner, name, body=False))
     return doc, await _index(adm, doc, name, upstreams.owner)
+
+
+def _light(doc: CachedDoc) -> CachedDoc:
+    """``doc``, without its body if it is large: a document just fetched is not held
+    while its request waits for a render slot (it is read again inside it)."""
+    if doc.has_body and doc.size >= LARGE_BYTES:
+        return dataclasses.replace(doc, body=b"", length=doc.size)
+    return doc
 
 
 async def versions(adm: Documents, upstreams: Route[Upstream], name: str) -> dict[str, Facts]:
@@ -174,34 +203,84 @@ def _newest_refusal(verdicts: Mapping[str, Verdict], facts: Mapping[str, Facts])
     return verdicts[max(verdicts, key=when)]
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What a packument request is answered with, kept small: no body, no index."""
+
+    rendered: Rendered
+    doc: CachedDoc  # without its body
+    filtered: str | None  # the X-Stockade-Filtered header
+    refusal: Verdict | None  # every version is refused: the newest one's verdict
+    key: str  # the rendered document's, to see it is still held
+
+
 async def packument(request: web.Request) -> web.StreamResponse:
     """``/npm/<name>``: the full or abbreviated document, filtered by policy."""
     name = _name(request)
-    adm = services(request).admission
+    svc = services(request)
     who = caller(request)
-    upstreams = await adm.admit_name(ECO, name, who)
+    upstreams = await svc.admission.admit_name(ECO, name, who)
     abbreviated = docs.CORGI in request.headers.get("Accept", "")
-    rendered, index, doc, vf = await _rendered(request, upstreams, name, abbreviated=abbreviated)
-    if vf.refused and not set(index.facts) - vf.refused:
+    answer = await _answer(request, upstreams, name, abbreviated=abbreviated)
+    if answer.refusal is not None:
         # Every version is refused: say why rather than "no matching version".
-        blocking = {v: vf.verdicts[v] for v in vf.refused}
-        raise RefusedError(_newest_refusal(blocking, index.facts))
+        raise RefusedError(answer.refusal)
     headers = {
         "Content-Type": (docs.CORGI if abbreviated else docs.FULL) + "; charset=utf-8",
-        "Vary": "Accept, Accept-Encoding", "ETag": rendered.etag,
-        "Cache-Control": "public, max-age=60", "X-Stockade-Cache": doc.result.value,
-        "X-Stockade-Policy-Revision": adm.gate.engine_for(who.team).revision,
+        "Vary": "Accept, Accept-Encoding", "ETag": answer.rendered.etag,
+        "Cache-Control": "public, max-age=60", "X-Stockade-Cache": answer.doc.result.value,
+        "X-Stockade-Policy-Revision": svc.admission.gate.engine_for(who.team).revision,
     }
-    if (filtered := vf.header()) is not None:
-        headers["X-Stockade-Filtered"] = filtered
-    return respond(request, rendered, headers, services(request).pipeline.accel)
+    if answer.filtered is not None:
+        headers["X-Stockade-Filtered"] = answer.filtered
+    return respond(request, answer.rendered, headers, svc.pipeline.accel)
+
+
+async def _answer(request: web.Request, upstreams: Route[Upstream], name: str, *,
+                  abbreviated: bool) -> _Answer:
+    """The answer for the packument as the cache holds it; or, while the answer for a
+    changed document is made (parsed, decided, rendered: seconds for a large one),
+    the last one made for the same form, origin and policy, its cache result
+    ``stale`` (``successions``)."""
+    svc = services(request)
+    doc = _light(await _document(svc.admission, upstreams.owner, name, body=False))
+    revision = svc.admission.gate.engine_for(caller(request).team).revision
+    family = "|".join((doc.key, "corgi" if abbreviated else "full", _base(request), revision))
+
+    async def make() -> _Answer:
+        rendered, index, made, vf, key = await _rendered(request, upstreams, name,
+                                                         abbreviated=abbreviated, doc=doc)
+        refusal = None
+        if vf.refused and not set(index.facts) - vf.refused:
+            blocking = {v: vf.verdicts[v] for v in vf.refused}
+            refusal = _newest_refusal(blocking, index.facts)
+        return _Answer(rendered, dataclasses.replace(made, body=b"", length=made.size),
+                       vf.header(), refusal, key)
+
+    def held(answer: _Answer) -> bool:
+        return svc.rendered.peek(answer.key, max_age_s=math.inf) is not None
+
+    def kept(answer: _Answer) -> _Answer:  # not the bodies the rendered cache may shed
+        return dataclasses.replace(answer, rendered=dataclasses.replace(
+            answer.rendered, body=None, gzipped=None))
+
+    # the request that fetched the changed document waits for its answer, as before
+    found, stale = await svc.rendered.successions.answer(
+        family, doc.version, make, held, wait=doc.result is CacheResult.MISS, keep=kept)
+    answer = cast(_Answer, found)
+    if not stale:
+        return answer
+    rendered = svc.rendered.peek(answer.key, max_age_s=math.inf)  # held: just seen
+    return dataclasses.replace(answer, rendered=rendered or answer.rendered,
+                               doc=dataclasses.replace(answer.doc, result=CacheResult.STALE))
 
 
 async def _rendered(
-    request: web.Request, upstreams: Route[Upstream], name: str, *, abbreviated: bool
-) -> tuple[Rendered, docs.PackumentIndex, CachedDoc, VersionFilter]:
+    request: web.Request, upstreams: Route[Upstream], name: str, *, abbreviated: bool,
+    doc: CachedDoc | None = None,
+) -> tuple[Rendered, docs.PackumentIndex, CachedDoc, VersionFilter, str]:
     svc = services(request)
-    doc, index = await _packument(svc.admission, upstreams, name)
+    doc, index = await _packument(svc.admission, upstreams, name, doc)
     heavy = doc.size > _OFFLOAD_BYTES
     vf = await svc.admission.decide_versions(ECO, name, doc, index.facts, caller(request),
                                              offload=heavy)
@@ -211,27 +290,38 @@ async def _rendered(
     # else: teams whose policies hide the same versions share one rendering, and a
     # team's policy that hides more gets its own.
     hidden_id = hashlib.sha256("\n".join(sorted(hidden)).encode()).hexdigest()[:16]
+    # Decisions can depend on time (release age): they are made again once per TTL,
+    # and a rendering is kept as long as the document's bytes (its version, which a
+    # revalidation finding the same bytes keeps) and the versions hidden are the same.
     key = f"{doc.key}|{doc.version}|{form}|{hidden_id}"
-    # Decisions can depend on time (release age): render again at least once per TTL.
-    ttl = svc.admission.cache_settings(ECO).cache.metadata_ttl_s
-    rendered = svc.rendered.peek(key, max_age_s=ttl)
-    if rendered is None:  # the raw body is read only to render it, in a render slot
-        async with svc.admission.large(doc.size):
-            full = await _with_body(svc.admission, doc, upstreams.owner, name)
+    rendered = svc.rendered.peek(key, max_age_s=math.inf)
+    if rendered is None:
+
+        async def make() -> Rendered:
+            # the raw body is read only to render it, in a render slot, once for
+            # the requests asking meanwhile
             # only read to make the rebased one below: no gzip sibling of its own
-            rendered = await svc.rendered.get(
-                key, docs.render_body, full.body, name, abbreviated=abbreviated,
-                hidden=hidden, base=_PLACEHOLDER, hosts=upstreams.owner.hosts, heavy=heavy,
-                max_age_s=ttl, compress=False,
-            )
-            del full
+            opts = {"abbreviated": abbreviated, "hidden": hidden, "base": _PLACEHOLDER,
+                    "hosts": upstreams.owner.hosts}
+            async with svc.admission.large(doc.size):
+                if (path := await _stored_file(svc.admission, doc)) is not None:
+                    with contextlib.suppress(docs.BodyChangedError):  # then read here
+                        return await svc.rendered.get(
+                            key, docs.render_file, path, doc.digest, name, **opts,
+                            heavy=heavy, max_age_s=math.inf, compress=False)
+                full = await _with_body(svc.admission, doc, upstreams.owner, name)
+                return await svc.rendered.get(
+                    key, docs.render_body, full.body, name, **opts, heavy=heavy,
+                    max_age_s=math.inf, compress=False)
+
+        rendered = await svc.rendered.once(key, make)
     base = orjson.dumps(_base(request))[1:-1]  # as it stands inside a JSON string
+    rebased_key = f"{key}|{rendered.etag}|{base.decode()}"
     rebased = await svc.rendered.get(
-        f"{key}|{rendered.etag}|{base.decode()}", _rebase, rendered.path,
-        _PLACEHOLDER.encode(), base,
-        heavy=heavy, max_age_s=ttl,
+        rebased_key, _rebase, rendered.path, _PLACEHOLDER.encode(), base,
+        heavy=heavy, max_age_s=math.inf,
     )
-    return rebased, index, doc, vf
+    return rebased, index, doc, vf, rebased_key
 
 
 async def version_doc(request: web.Request) -> web.StreamResponse:
@@ -243,7 +333,7 @@ async def version_doc(request: web.Request) -> web.StreamResponse:
     adm = services(request).admission
     who = caller(request)
     upstreams = await adm.admit_name(ECO, name, who)
-    rendered, index, doc, _ = await _rendered(request, upstreams, name, abbreviated=False)
+    rendered, index, doc, _, _ = await _rendered(request, upstreams, name, abbreviated=False)
 
     async def manifest() -> bytes | None:
         return await asyncio.to_thread(_manifest, rendered.path, spec)

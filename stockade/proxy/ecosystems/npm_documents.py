@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import pickle
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -206,6 +208,43 @@ async def join_index(parts: Iterable[bytes]) -> PackumentIndex:
         tarballs.update(some_tarballs)
         facts.update(some_facts)
     return PackumentIndex(tarballs, facts)
+
+
+class BodyChangedError(Exception):
+    """A stored body read by path is not the one expected (replaced since)."""
+
+
+def read_stored(path: Path, sha256: str) -> bytes:
+    """The body stored at ``path``, which must be the one whose SHA-256 is ``sha256``.
+
+    Raises:
+        BodyChangedError: it is another (the caller reads the body itself).
+    """
+    body = path.read_bytes()
+    if hashlib.sha256(body).hexdigest() != sha256:
+        raise BodyChangedError(f"{path} no longer holds the document asked for")
+    return body
+
+
+def index_parts_of_file(path: Path, sha256: str, name: str, *, upstream: str, internal: bool,
+                        per: int = INDEX_PART) -> list[bytes]:
+    """``index_parts`` of the body stored at ``path`` (read by the process doing it,
+    rather than sent to it).
+
+    Raises:
+        BodyChangedError: see ``read_stored``.
+    """
+    return index_parts(read_stored(path, sha256), name, upstream=upstream, internal=internal,
+                       per=per)
+
+
+def render_file(path: Path, sha256: str, name: str, **kwargs: Any) -> bytes:
+    """``render_body`` of the body stored at ``path`` (see ``index_parts_of_file``).
+
+    Raises:
+        BodyChangedError: see ``read_stored``.
+    """
+    return render_body(read_stored(path, sha256), name, **kwargs)
 
 
 def render_body(

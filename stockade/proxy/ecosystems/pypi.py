@@ -37,7 +37,7 @@ from stockade.proxy.errors import (
     RefusedError,
     UpstreamError,
 )
-from stockade.proxy.metacache import CachedDoc
+from stockade.proxy.metadocs import CachedDoc
 from stockade.proxy.origin import origin
 from stockade.proxy.pipeline import ArtifactSource
 from stockade.proxy.responses import IMMUTABLE

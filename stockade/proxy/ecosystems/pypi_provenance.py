@@ -35,7 +35,7 @@ from stockade.proxy.provenance.checker import (
 if TYPE_CHECKING:
     from stockade.proxy.admission import Admission
     from stockade.proxy.ecosystems.pypi_pages import FileEntry
-    from stockade.proxy.metacache import CachedDoc
+    from stockade.proxy.metadocs import CachedDoc
     from stockade.proxy.upstream import Upstream
 
 ECO = Ecosystem.PYPI

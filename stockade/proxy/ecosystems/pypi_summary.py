@@ -18,7 +18,7 @@ from stockade.policy.model import Ecosystem, Facts
 from stockade.proxy.ecosystems import project_facts
 from stockade.proxy.ecosystems.base import Documents, json_object
 from stockade.proxy.errors import ProxyError
-from stockade.proxy.metacache import CachedDoc
+from stockade.proxy.metadocs import CachedDoc
 from stockade.proxy.upstream import Upstream
 
 logger = logging.getLogger(__name__)

@@ -181,7 +181,7 @@ def test_check_and_audit_decide_on_the_metadata_the_server_cached(
     from stockade.proxy.ecosystems import npm, pypi
     from stockade.proxy.ecosystems.npm_documents import FULL
     from stockade.proxy.ecosystems.pypi_pages import JSON_V1, UPSTREAM_ACCEPT
-    from stockade.proxy.metacache import doc_key
+    from stockade.proxy.metadocs import doc_key
     from stockade.storage.refs import RefStore
 
     data = tmp_path / "data"

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
-from stockade.proxy.metacache import MetadataCache, MetadataRecords
+from stockade.proxy.metacache import MetadataCache
+from stockade.proxy.metadocs import MetadataRecords
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.readonly import ScratchRecords
 from stockade.proxy.upstream import Upstream
