@@ -241,10 +241,6 @@ class Fill:
         self.finished.set()
         self._notify()
 
-    def stored_whole(self) -> bool:
-        """Fetched, verified and stored (its record may still be being written)."""
-        return self.spool_path is not None and self.finished.is_set() and self.error is None
-
     def found(self, info: BlobInfo) -> None:
         """Found stored when the fill began: nothing is fetched."""
         self.info = info
@@ -300,15 +296,6 @@ class ArtifactPipeline:
         known of it (recorded when it was stored, or published by the upstream)."""
         found = await self.stored(source)
         return None if found is None else found.info
-
-    async def _settled(self, source: ArtifactSource) -> BlobInfo | None:
-        """``lookup``, once a fill of ``source`` that stored it has written its record:
-        its requests were sent the artifact already, a later one looks it up (and
-        finds it, unless it was removed meanwhile: then it is fetched again)."""
-        fill = self._fills.get(source.key)
-        if fill is not None and fill.stored_whole() and source.opened is None:
-            await fill.done.wait()
-        return await self.lookup(source)
 
     async def stored(self, source: ArtifactSource) -> StoredArtifact | None:
         """``lookup`` with the artifact's record: found by the published sha256, or by
@@ -436,7 +423,7 @@ class ArtifactPipeline:
         Raises:
             ProxyError: the upstream failed or the bytes did not verify.
         """
-        info = await self._settled(source)
+        info = await self.lookup(source)
         if info is not None:
             return info
         fill = self._fill_for(source)
@@ -469,7 +456,7 @@ class ArtifactPipeline:
 
     async def serve(self, request: web.Request, source: ArtifactSource) -> web.StreamResponse:
         """Answer a GET or HEAD (with or without Range) for one artifact."""
-        info = await self._settled(source)
+        info = await self.lookup(source)
         taken = note()
         if info is not None:
             if taken is not None:
@@ -541,9 +528,8 @@ class ArtifactPipeline:
             if fill is None:
                 fill = self._start(source, Opening(decide, misses, stale_if_error_s))
             opening = fill.opening
-            if opening is None or opening.closing or fill.stored_whole():
-                # a fill not header-first (or one being closed, or stored and writing
-                # its record): its outcome decides
+            if opening is None or opening.closing:
+                # a fill not header-first (or one being closed): its outcome decides
                 await fill.done.wait()
                 continue
             break
@@ -705,9 +691,6 @@ class ArtifactPipeline:
                 told = fill.visible
                 fill._notify()
         info = await writer.commit(source.expected)
-        # Verified and stored: the readers are sent the rest now, before the record
-        # (which a later request's look-up by name needs) is written.
-        self._release(fill, info)
         await writer.close()
         record = {"sha256": info.sha256, "size": info.size, "digests": info.digests,
                   "url": source.url, "upstream": source.upstream.name,
@@ -721,6 +704,10 @@ class ArtifactPipeline:
         if stored.get("sha256") != info.sha256:
             await self._index.put(source.key, record)
         self._metrics.storage_bytes.set(self._store.total_bytes)
+        # Verified, stored and recorded: the readers are sent the rest only now, so a
+        # client that has read a whole answer finds the artifact cached, in any
+        # worker, replica or later offline start.
+        self._release(fill, info)
 
     def _release(self, fill: Fill, info: BlobInfo) -> None:
         """Let every reader of ``fill`` send the whole, verified and stored, artifact;
