@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -70,7 +71,13 @@ class Served:
 
 
 def _day(stamp: float) -> str:
-    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d")
+    return _utc_day(int(stamp // 86400))
+
+
+@functools.lru_cache(maxsize=8)  # a batch's entries fall on one day or two
+def _utc_day(days: int) -> str:
+    """``YYYY-MM-DD`` of the UTC day ``days`` after the epoch."""
+    return datetime.fromtimestamp(days * 86400, UTC).strftime("%Y-%m-%d")
 
 
 served_logger = logging.getLogger("stockade.served")
@@ -145,13 +152,15 @@ class ServedLog:
                 self._pending[:0] = batch[: self._max_pending - len(self._pending)]
 
     def _write(self, batch: list[Served]) -> None:
+        # orjson encodes the dataclass itself, fields in order (``asdict`` deep-copied
+        # each entry first: the batch's writes took a tenth of a warm request's time)
         if self._folder is None:
             for entry in batch:
-                served_logger.info("%s", orjson.dumps(asdict(entry)).decode())
+                served_logger.info("%s", orjson.dumps(entry).decode())
             return
         by_day: dict[str, list[bytes]] = {}
         for entry in batch:
-            by_day.setdefault(_day(entry.time), []).append(orjson.dumps(asdict(entry)))
+            by_day.setdefault(_day(entry.time), []).append(orjson.dumps(entry))
         for day, lines in by_day.items():
             fd = os.open(self._folder / f"{day}.jsonl",
                          os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
