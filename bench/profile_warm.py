@@ -43,7 +43,7 @@ PARTS = (
     ("    the blob's response (pipeline.serve)", "pipeline.py", "serve"),
     ("  finishing the response (web_protocol.finish_response)", "web_protocol.py",
      "finish_response"),
-    ("    of which the access log (responses.JsonAccessLogger.log)", "responses.py", "log"),
+    ("    of which the access log (accesslog.JsonAccessLogger.log)", "accesslog.py", "log"),
 )
 
 
