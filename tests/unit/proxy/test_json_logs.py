@@ -62,7 +62,7 @@ def test_access_line_is_one_flat_object_encoded_once() -> None:
 def _server_logging(stream: io.StringIO) -> tuple[logging.Logger, list[logging.Handler]]:
     """The server's own set-up (``cli._setup_logging``) over ``stream``; the root
     logger's handlers it replaced, to put back."""
-    handler = BufferedLineHandler(stream)  # type: ignore[arg-type]
+    handler = BufferedLineHandler(stream)
     handler.setFormatter(_JsonFormatter())
     root = logging.getLogger()
     kept = root.handlers[:]
