@@ -1,7 +1,7 @@
 """Who may ask what: credentials in, an identity out, or a 401.
 
-Owns the access middleware: reading a token the way each client sends it
-(HTTP Basic from pip, uv, poetry, Maven and Gradle, where the password is the
+Owns the access check (run by ``responses``' middleware): reading a token the way
+each client sends it (HTTP Basic from pip, uv, poetry, Maven and Gradle, where the password is the
 token and the user name is ignored, or the user name is the token when the
 password is empty; ``Authorization: Bearer`` from npm, pnpm, yarn and
 Prometheus), deciding which route group a request belongs to and whether that
@@ -27,11 +27,10 @@ import contextlib
 import enum
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Middleware
 
 from stockade.config.model import AuthSettings
 from stockade.proxy.identity import Identity, identity_of, set_identity
@@ -41,7 +40,6 @@ from stockade.proxy.tokens import Role, TokenEntry, TokenFileError, Tokens, load
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REALM = "stockade"
 
 
@@ -190,22 +188,25 @@ def _unauthorized(request: web.Request, group: Group, sentence: str) -> web.Resp
     return response
 
 
-def make_auth_middleware(settings: AuthSettings, watcher: TokenWatcher,
-                         metrics: Metrics) -> Middleware:
-    """The access middleware (after the error middleware, so its answers are counted)."""
+AccessCheck = Callable[[web.Request], web.Response | None]
+
+
+def make_access_check(settings: AuthSettings, watcher: TokenWatcher,
+                      metrics: Metrics) -> AccessCheck:
+    """The access check ``responses.make_middleware`` runs before each handler: the
+    401 or 403 a request gets, or None when it may go on (its identity then set)."""
     anonymous = settings.anonymous
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def check(request: web.Request) -> web.Response | None:
         group = group_of(request)
         if group is None:
-            return await handler(request)
+            return None
         # Without a tokens file there is nothing to check a credential against: it is
         # ignored, so clients configured with credentials for something else still work.
         token = presented_token(request) if settings.tokens is not None else None
         if token is None:
             if getattr(anonymous, group.value):
-                return await handler(request)
+                return None
             metrics.auth_refusals.labels(group.value, "missing").inc()
             return _unauthorized(request, group, f"stockade: a token is required for "
                                  f"{group.value} (see the README, Access)")
@@ -223,9 +224,9 @@ def make_auth_middleware(settings: AuthSettings, watcher: TokenWatcher,
                                   f"use {group.value} (roles: {', '.join(sorted(entry.roles))})")
         set_identity(request, identity_of_entry(entry))
         request[ROLES] = entry.roles
-        return await handler(request)
+        return None
 
-    return middleware
+    return check
 
 
 def require_admin(request: web.Request) -> Identity:

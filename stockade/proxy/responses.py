@@ -129,8 +129,17 @@ def host_problem(host: str) -> str | None:
     return None
 
 
-def make_middleware(metrics: Metrics) -> Middleware:
-    """Request id, error rendering and request metrics for every route."""
+Access = Callable[[web.Request], web.StreamResponse | None]
+Stage = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+def make_middleware(metrics: Metrics, *, access: Access | None = None,
+                    stage: Stage | None = None) -> Middleware:
+    """Request id, error rendering and request metrics for every route; inside them,
+    ``access`` (an answer refusing the request, or None to go on: ``auth``) and
+    ``stage`` (called with the handler in its place: the warm memo). One middleware,
+    not three: each middleware level cost a warm request a coroutine and aiohttp's
+    wrapper, and they read the same route and caller."""
 
     # labels() takes a lock and checks its arguments each call: the children are
     # kept per (ecosystem, kind, status), a handful per route.
@@ -160,8 +169,12 @@ def make_middleware(metrics: Metrics) -> Middleware:
             host = request.headers.get("Host")
             # Without a Host (HTTP/1.0) aiohttp falls back to the local host name.
             bad_host = host_problem(host) if host is not None else None
-            if bad_host is not None:
-                response = error_response(request, 400, bad_host)
+            refused = (error_response(request, 400, bad_host) if bad_host is not None
+                       else access(request) if access is not None else None)
+            if refused is not None:
+                response = refused
+            elif stage is not None:
+                response = await stage(request, handler)
             else:
                 response = await handler(request)
         except web.HTTPException as exc:

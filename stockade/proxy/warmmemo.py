@@ -37,12 +37,11 @@ TTL, are reused for at most ``warm_memo_s`` more.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from cachetools import LRUCache
 
 from stockade.policy.model import Facts, PackageRef
@@ -220,11 +219,14 @@ def _size(hit: WarmHit) -> int:
     return ENTRY_BYTES + (len(hit.page[0]) if hit.page is not None else 0)
 
 
-def make_warm_middleware(memo_of: Callable[[web.Application], WarmMemo | None]) -> Middleware:
-    """Answer artifact requests from the application's memo, and fill it."""
+WarmStage = Callable[[web.Request, _HANDLERS], Awaitable[web.StreamResponse]]
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: _HANDLERS) -> web.StreamResponse:
+
+def make_warm_stage(memo_of: Callable[[web.Application], WarmMemo | None]) -> WarmStage:
+    """What ``responses.make_middleware`` runs after the access check: answer artifact
+    requests and pages from the application's memo, and fill it."""
+
+    async def stage(request: web.Request, handler: _HANDLERS) -> web.StreamResponse:
         route = request.match_info.route.name
         page = route in PAGE_ROUTES
         if request.method not in ("GET", "HEAD") or not (page or route in ARTIFACT_ROUTES):
@@ -254,4 +256,4 @@ def make_warm_middleware(memo_of: Callable[[web.Application], WarmMemo | None]) 
             memo.remember(key, taken, epoch, started)
         return response
 
-    return middleware
+    return stage
