@@ -35,7 +35,7 @@ from aiohttp import hdrs, web
 from stockade.config.model import AuthSettings
 from stockade.proxy.identity import Identity, identity_of, set_identity
 from stockade.proxy.metrics import Metrics
-from stockade.proxy.responses import error_response, route_labels
+from stockade.proxy.responses import error_response
 from stockade.proxy.tokens import Role, TokenEntry, TokenFileError, Tokens, load_tokens
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,19 @@ def group_of(request: web.Request) -> Group | None:
     route = request.match_info.route.name
     if route is None:
         return Group.ADMIN if request.path.startswith("/_stockade/") else None
-    eco, _ = route_labels(request)
+    try:
+        return _GROUPS[route]
+    except KeyError:  # (route names are the route table's: a bounded set)
+        group = _GROUPS[route] = _group_of_route(route)
+        return group
+
+
+_GROUPS: dict[str, Group | None] = {}  # by route name, once worked out
+
+
+def _group_of_route(route: str) -> Group | None:
+    """The group of a named route outside ``/_stockade/ui``."""
+    eco = route.partition(":")[0]
     if route == "admin:explain":
         return Group.EXPLAIN
     if route == "ops:metrics":
@@ -195,7 +207,8 @@ def make_access_check(settings: AuthSettings, watcher: TokenWatcher,
                       metrics: Metrics) -> AccessCheck:
     """The access check ``responses.make_middleware`` runs before each handler: the
     401 or 403 a request gets, or None when it may go on (its identity then set)."""
-    anonymous = settings.anonymous
+    # whether each group takes anonymous requests (settings are frozen: read once)
+    anonymous = {group: bool(getattr(settings.anonymous, group.value)) for group in Group}
 
     def check(request: web.Request) -> web.Response | None:
         group = group_of(request)
@@ -205,7 +218,7 @@ def make_access_check(settings: AuthSettings, watcher: TokenWatcher,
         # ignored, so clients configured with credentials for something else still work.
         token = presented_token(request) if settings.tokens is not None else None
         if token is None:
-            if getattr(anonymous, group.value):
+            if anonymous[group]:
                 return None
             metrics.auth_refusals.labels(group.value, "missing").inc()
             return _unauthorized(request, group, f"stockade: a token is required for "
@@ -218,7 +231,7 @@ def make_access_check(settings: AuthSettings, watcher: TokenWatcher,
                                  "malformed)")
         # a valid token never gets less than no token: the role matters where the
         # group takes no anonymous requests
-        if not getattr(anonymous, group.value) and not entry.roles & _ROLES[group]:
+        if not anonymous[group] and not entry.roles & _ROLES[group]:
             metrics.auth_refusals.labels(group.value, "role").inc()
             return error_response(request, 403, f"stockade: token {entry.name!r} may not "
                                   f"use {group.value} (roles: {', '.join(sorted(entry.roles))})")

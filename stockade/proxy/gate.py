@@ -119,6 +119,15 @@ class Gate:
                             identity=identity, team=team)
         return verdict
 
+    async def account(self, verdict: Verdict, ref: PackageRef, *, client: str = "",
+                      request_id: str = "", identity: str = "",
+                      team: str | None = None) -> None:
+        """Count and record ``verdict`` as ``decide`` does, where the caller decided it
+        with ``engine_for(team)`` itself (a warm page checks its decisions before it
+        answers, and counts the same ones rather than deciding twice)."""
+        await self._account(verdict, ref, client=client, request_id=request_id,
+                            identity=identity, team=team)
+
     async def note(self, verdict: Verdict, ref: PackageRef, *, client: str = "",
                    request_id: str = "", identity: str = "", team: str | None = None) -> None:
         """Record ``verdict`` in the decision log, neither decided nor counted (an

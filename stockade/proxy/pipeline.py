@@ -381,13 +381,24 @@ class ArtifactPipeline:
         return await self._still_intact(source, info), None
 
     def answer_stored(self, request: web.Request, source: ArtifactSource, info: BlobInfo,
-                      recorded: bool, held: bytes | None = None) -> web.StreamResponse:
+                      recorded: bool, held: bytes | None = None, *,
+                      headers: dict[str, str] | None = None) -> web.StreamResponse:
         """Answer from ``info`` as ``serve`` (``recorded``) or ``respond`` answered an
         earlier request for it, once ``still_stored`` said it may be (``held``: the
-        bytes ``still_held`` found, checked by it in this request)."""
+        bytes ``still_held`` found, checked by it in this request; ``headers``: what
+        ``stored_headers`` made for it before)."""
         if recorded:
             self._served(request, source, info)
-        return self._from_store(request, source, info, "cache", held)
+        return self._from_store(request, source, info, "cache", held, headers)
+
+    def stored_headers(self, source: ArtifactSource, info: BlobInfo) -> dict[str, str]:
+        """The headers of an answer from storage for ``source``, stored as ``info``
+        (each answer copies them)."""
+        headers = {"Content-Type": source.content_type, **source.headers}
+        for alg in source.checksum_headers:
+            if alg in info.digests:
+                headers[f"X-Checksum-{alg.capitalize()}"] = info.digests[alg]
+        return headers
 
     async def admitted(self, source: ArtifactSource) -> dict[str, str] | None:
         """The digests of the file stockade admitted before under ``source.key``
@@ -478,12 +489,10 @@ class ArtifactPipeline:
 
     def _from_store(
         self, request: web.Request, source: ArtifactSource, info: BlobInfo, origin: str,
-        held: bytes | None = None,
+        held: bytes | None = None, prebuilt: dict[str, str] | None = None,
     ) -> web.StreamResponse:
-        headers = {"Content-Type": source.content_type, **source.headers}
-        for alg in source.checksum_headers:
-            if alg in info.digests:
-                headers[f"X-Checksum-{alg.capitalize()}"] = info.digests[alg]
+        headers = (self.stored_headers(source, info) if prebuilt is None
+                   else prebuilt.copy())
         counter = self._bytes_served.get((source.ecosystem, origin))
         if counter is None:
             counter = self._bytes_served[source.ecosystem, origin] = \

@@ -74,9 +74,12 @@ def reason_phrase(text: str) -> str:
 
 def route_labels(request: web.Request) -> tuple[str, str]:
     """(ecosystem, kind) from the route name ``ecosystem:kind``."""
-    route = request.match_info.route
-    name = route.name or "other:other"
-    eco, _, kind = name.partition(":")
+    return _labels(request.match_info.route.name)
+
+
+@functools.lru_cache(maxsize=256)  # route names are the route table's, and None
+def _labels(name: str | None) -> tuple[str, str]:
+    eco, _, kind = (name or "other:other").partition(":")
     return eco, kind or "other"
 
 
@@ -142,26 +145,25 @@ def make_middleware(metrics: Metrics, *, access: Access | None = None,
     wrapper, and they read the same route and caller."""
 
     # labels() takes a lock and checks its arguments each call: the children are
-    # kept per (ecosystem, kind, status), a handful per route.
-    counted: dict[tuple[str, str, int], Any] = {}
-    timed: dict[tuple[str, str], Any] = {}
+    # kept per (route name, status), a handful per route.
+    children: dict[tuple[str | None, int], tuple[Any, Any]] = {}
 
     def count(request: web.Request, status: int, started: float | None) -> None:
-        eco, kind = route_labels(request)
-        child = counted.get((eco, kind, status))
-        if child is None:
-            child = counted[eco, kind, status] = metrics.requests.labels(eco, kind, str(status))
-        child.inc()
+        name = request.match_info.route.name
+        pair = children.get((name, status))
+        if pair is None:
+            eco, kind = _labels(name)
+            pair = children[name, status] = (metrics.requests.labels(eco, kind, str(status)),
+                                             metrics.request_duration.labels(eco, kind))
+        pair[0].inc()
         if started is not None:
-            timer = timed.get((eco, kind))
-            if timer is None:
-                timer = timed[eco, kind] = metrics.request_duration.labels(eco, kind)
-            timer.observe(time.perf_counter() - started)
+            pair[1].observe(time.perf_counter() - started)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        incoming = request.headers.get("X-Request-Id", "")
-        request_id = incoming if _SAFE_ID.match(incoming) else _new_request_id()
+        incoming = request.headers.get("X-Request-Id")
+        request_id = (incoming if incoming is not None and _SAFE_ID.match(incoming)
+                      else _new_request_id())
         request[REQUEST_ID] = request_id
         started = time.perf_counter()
         response: web.StreamResponse
