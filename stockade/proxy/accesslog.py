@@ -110,21 +110,16 @@ class JsonFormatter(logging.Formatter):
             out["exception"] = self.formatException(record.exc_info)
         return json_line(out)
 
-    @staticmethod
-    def access_line(created: float, logger: str, access: dict[str, Any]) -> str:
-        """What ``format`` makes of an access record of ``logger`` made at ``created``
-        in this process."""
-        out: dict[str, Any] = {"time": utc_time(created), "level": "INFO",
-                               "logger": logger, "pid": _PID.value}
-        out.update(access)
-        return json_line(out)
-
 
 class JsonAccessLogger(AbstractAccessLogger):
     """One JSON object per request on the ``stockade.access`` logger."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         if not self.logger.isEnabledFor(logging.INFO):
+            return
+        sink = direct_sink(self.logger)
+        if sink is not None:  # the server's own set-up: the line made at once
+            sink.add_line(self._line(request, response, time), logging.INFO)
             return
         record = {
             "request_id": request.get(REQUEST_ID, ""),
@@ -142,15 +137,30 @@ class JsonAccessLogger(AbstractAccessLogger):
         # who asked, by the token's name and team; never the token (null: anonymous)
         record["identity"] = who.name if who is not None else None
         record["team"] = who.team if who is not None else None
-        sink = direct_sink(self.logger)
-        if sink is not None:
-            sink.add_line(JsonFormatter.access_line(time_now(), self.logger.name, record),
-                          logging.INFO)
-            return
         # The fields travel as a dict: the JSON formatter encodes the line once;
         # a plain formatter prints the short message.
         self.logger.handle(self._record(
             (record["remote"], record["method"], record["path"], record["status"]), record))
+
+    def _line(self, request: web.BaseRequest, response: web.StreamResponse,
+              time: float) -> str:
+        """What ``JsonFormatter`` makes of the record ``log`` would make, made at once."""
+        who = identity_of(request)
+        return json_line({
+            "time": utc_time(time_now()), "level": "INFO", "logger": self.logger.name,
+            "pid": _PID.value,
+            "request_id": request.get(REQUEST_ID, ""),
+            "remote": request.remote,
+            "method": request.method,
+            "path": request.raw_path,
+            "status": response.status,
+            "bytes": response.body_length,
+            "duration_s": round(time, 6),
+            "user_agent": request.headers.get("User-Agent", ""),
+            "cache": response.headers.get("X-Stockade-Cache", ""),
+            "identity": who.name if who is not None else None,
+            "team": who.team if who is not None else None,
+        })
 
     def _record(self, args: tuple[Any, ...], access: dict[str, Any]) -> logging.LogRecord:
         """The record ``Logger.info`` would make, without its walk up the stack for the

@@ -115,8 +115,11 @@ class Gate:
         taken = note()
         if taken is not None:  # a warm request repeats this decision (``warmmemo``)
             taken.decided(ref, facts)
-        await self._account(verdict, ref, client=client, request_id=request_id,
-                            identity=identity, team=team)
+        if verdict.decision is Decision.ALLOW:  # counted only (no coroutine to make)
+            self._count(ref, verdict)
+        else:
+            await self._account(verdict, ref, client=client, request_id=request_id,
+                                identity=identity, team=team)
         return verdict
 
     async def account(self, verdict: Verdict, ref: PackageRef, *, client: str = "",
