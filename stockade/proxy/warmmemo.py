@@ -49,7 +49,7 @@ from stockade.proxy.admission import Caller, caller
 from stockade.proxy.errors import RefusedError
 from stockade.proxy.gate import Gate
 from stockade.proxy.metacache import MetadataCache
-from stockade.proxy.pipeline import ArtifactPipeline, ArtifactSource
+from stockade.proxy.pipeline import ArtifactPipeline, ArtifactSource, StoredHeaders
 from stockade.proxy.responses import IMMUTABLE
 from stockade.proxy.warmrecord import Note, close_note, open_note
 from stockade.storage.protocol import BlobInfo
@@ -90,7 +90,7 @@ class WarmHit:
     until: float  # on the metadata cache's clock
     page: tuple[bytes, tuple[tuple[str, str], ...], int] | None = None  # body, headers,
     # status
-    headers: dict[str, str] | None = None  # the stored answer's, built once
+    headers: StoredHeaders | None = None  # the stored answer's, built once
 
 
 class WarmMemo:
