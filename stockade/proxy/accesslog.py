@@ -55,29 +55,23 @@ class _Pid:
 _PID = _Pid()
 
 
-class _Seconds:
-    """``2025-01-31T12:00:00``, the whole second of a time, kept for the next line in
-    the same second (``datetime.isoformat`` per line cost more than the encoding)."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._text = ""
-
-    def __call__(self, second: int) -> str:
-        if second != self._second:
-            self._text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            self._second = second
-        return self._text
-
-
-_SECONDS = _Seconds()
+# The whole second of the last time written, ``2025-01-31T12:00:00.``, kept for the
+# next line in the same second (``datetime.isoformat`` per line cost more than the
+# encoding), and the milliseconds' endings: ``000Z`` to ``999Z``.
+_SECOND: list[Any] = [-1, ""]
+_MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
 
 
 def utc_time(created: float) -> str:
     """``2025-01-31T12:00:00.123Z``: milliseconds (truncated), UTC."""
     micros = round(created * 1_000_000)  # as datetime.fromtimestamp rounds
-    second, micro = divmod(micros, 1_000_000)
-    return f"{_SECONDS(second)}.{micro // 1000:03d}Z"
+    second = micros // 1_000_000
+    last = _SECOND
+    if second != last[0]:
+        last[1] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        last[0] = second
+    prefix: str = last[1]
+    return prefix + _MILLIS[(micros - second * 1_000_000) // 1000]
 
 
 def json_line(fields: dict[str, Any]) -> str:
