@@ -1,14 +1,15 @@
 """Where a warm request's time goes: one stockade process under cProfile, served a warm
-22 KB wheel by ``wrk``.
+22 KB wheel (or another case of ``bench.serving``'s table) by ``wrk``.
 
-    python -m bench.profile_warm [--duration S] [--keep]
+    python -m bench.profile_warm [--duration S] [--case LABEL] [--keep]
 
 Starts the static upstream over ``bench.serving_tree``'s tree and one stockade
 (``server.workers: 1``, default settings otherwise) under ``python -m cProfile``,
-warms the wheel, runs ``wrk -t1 -c16`` on it, stops the server and prints the
-cumulative time of the request's parts as shares of aiohttp's ``_handle_request``
-(profiled times are inflated; read the shares), then the 25 functions with the most
-time of their own. Needs ``wrk`` on PATH.
+warms the case (``--case``: ``"simple page"``, ``"packument, full"``, ``"27 KB npm
+tarball"``...; the 22 KB wheel by default), runs ``wrk -t1 -c16`` on it, stops the
+server and prints the cumulative time of the request's parts as shares of aiohttp's
+``_handle_request`` (profiled times are inflated; read the shares), then the 25
+functions with the most time of their own. Needs ``wrk`` on PATH.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ PARTS = (
     ("    the decision (admission.admit_artifact)", "admission.py", "admit_artifact"),
     ("    the admitted record (pipeline.with_admitted)", "pipeline.py", "with_admitted"),
     ("    the blob's response (pipeline.serve)", "pipeline.py", "serve"),
+    ("    a project page's handler (pypi.project)", "pypi.py", "project"),
+    ("    a packument's handler (npm.packument)", "npm.py", "packument"),
     ("  finishing the response (web_protocol.finish_response)", "web_protocol.py",
      "finish_response"),
-    ("    of which the access log (responses.JsonAccessLogger.log)", "responses.py", "log"),
+    ("    of which the access log (accesslog.JsonAccessLogger.log)", "accesslog.py", "log"),
 )
 
 
@@ -59,12 +62,18 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of wrk")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--case", default="22 KB wheel",
+                        help="the case of bench.serving's table to profile")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
     with work_folder("stockade-profile-", keep=args.keep) as work:
         upstream_port = free_port()
-        case = build(work / "up", f"http://127.0.0.1:{upstream_port}/", huge=False)[0]
+        cases = build(work / "up", f"http://127.0.0.1:{upstream_port}/", huge=False)
+        found = [c for c in cases if c.label == args.case]
+        if not found:
+            sys.exit(f"no case {args.case!r}: one of {', '.join(c.label for c in cases)}")
+        case = found[0]
         static = start_static(work / "up", work / "static.log", port=upstream_port)
         port, base = free_port(), f"http://127.0.0.1:{upstream_port}/"
         config = work / "stockade.yaml"
@@ -85,10 +94,12 @@ def main() -> None:
         try:
             server.wait_ready("/readyz", log)
             url = server.url(case.stockade_path)
+            flags = [f for name, value in case.headers for f in ("-H", f"{name}: {value}")]
             for _ in range(20):
-                with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310
+                warm = urllib.request.Request(url, headers=dict(case.headers))  # noqa: S310
+                with urllib.request.urlopen(warm, timeout=30) as resp:  # noqa: S310
                     resp.read()
-            out = subprocess.run(["wrk", "-t1", "-c16", f"-d{args.duration:g}s", url],
+            out = subprocess.run(["wrk", "-t1", "-c16", f"-d{args.duration:g}s", *flags, url],
                                  capture_output=True, text=True, check=True).stdout
             print(next(line for line in out.splitlines() if "Requests/sec" in line))
         finally:

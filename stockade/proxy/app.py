@@ -27,7 +27,7 @@ from stockade.proxy import routes, ui
 from stockade.proxy.admission import Admission, Workers
 from stockade.proxy.affected import Reevaluator
 from stockade.proxy.approvals_log import record_new, seen_path
-from stockade.proxy.auth import TOKENS, TokenWatcher, make_auth_middleware
+from stockade.proxy.auth import TOKENS, TokenWatcher, make_access_check
 from stockade.proxy.bundlepull import BundlePuller
 from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.checksum_origins import NAMESPACE as CHECKSUM_ORIGINS
@@ -54,7 +54,7 @@ from stockade.proxy.served import ServedLog, recorder
 from stockade.proxy.singleflight import FileLocks
 from stockade.proxy.state import SERVICES, Services
 from stockade.proxy.upstream import Upstream
-from stockade.proxy.warmmemo import WarmMemo, make_warm_middleware
+from stockade.proxy.warmmemo import WarmMemo, make_warm_stage
 from stockade.proxy.workers import worker_count
 from stockade.storage.backends import open_records, open_store
 from stockade.storage.protocol import BlobStore
@@ -265,9 +265,9 @@ def make_app(
     tokens = TokenWatcher(settings.auth.tokens, check_s=settings.auth.reload_check_s)
     app = web.Application(
         client_max_size=settings.server.client_max_size_bytes,
-        middlewares=[make_middleware(metrics),
-                     make_auth_middleware(settings.auth, tokens, metrics),
-                     make_warm_middleware(_warm_memo)],
+        middlewares=[make_middleware(
+            metrics, access=make_access_check(settings.auth, tokens, metrics),
+            stage=make_warm_stage(_warm_memo))],
     )
     app[METRICS] = metrics
     app[TOKENS] = tokens

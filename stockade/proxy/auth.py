@@ -1,7 +1,7 @@
 """Who may ask what: credentials in, an identity out, or a 401.
 
-Owns the access middleware: reading a token the way each client sends it
-(HTTP Basic from pip, uv, poetry, Maven and Gradle, where the password is the
+Owns the access check (run by ``responses``' middleware): reading a token the way
+each client sends it (HTTP Basic from pip, uv, poetry, Maven and Gradle, where the password is the
 token and the user name is ignored, or the user name is the token when the
 password is empty; ``Authorization: Bearer`` from npm, pnpm, yarn and
 Prometheus), deciding which route group a request belongs to and whether that
@@ -27,21 +27,19 @@ import contextlib
 import enum
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Middleware
 
 from stockade.config.model import AuthSettings
 from stockade.proxy.identity import Identity, identity_of, set_identity
 from stockade.proxy.metrics import Metrics
-from stockade.proxy.responses import error_response, route_labels
+from stockade.proxy.responses import error_response
 from stockade.proxy.tokens import Role, TokenEntry, TokenFileError, Tokens, load_tokens
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REALM = "stockade"
 
 
@@ -78,7 +76,19 @@ def group_of(request: web.Request) -> Group | None:
     route = request.match_info.route.name
     if route is None:
         return Group.ADMIN if request.path.startswith("/_stockade/") else None
-    eco, _ = route_labels(request)
+    try:
+        return _GROUPS[route]
+    except KeyError:  # (route names are the route table's: a bounded set)
+        group = _GROUPS[route] = _group_of_route(route)
+        return group
+
+
+_GROUPS: dict[str, Group | None] = {}  # by route name, once worked out
+
+
+def _group_of_route(route: str) -> Group | None:
+    """The group of a named route outside ``/_stockade/ui``."""
+    eco = route.partition(":")[0]
     if route == "admin:explain":
         return Group.EXPLAIN
     if route == "ops:metrics":
@@ -190,22 +200,26 @@ def _unauthorized(request: web.Request, group: Group, sentence: str) -> web.Resp
     return response
 
 
-def make_auth_middleware(settings: AuthSettings, watcher: TokenWatcher,
-                         metrics: Metrics) -> Middleware:
-    """The access middleware (after the error middleware, so its answers are counted)."""
-    anonymous = settings.anonymous
+AccessCheck = Callable[[web.Request], web.Response | None]
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+
+def make_access_check(settings: AuthSettings, watcher: TokenWatcher,
+                      metrics: Metrics) -> AccessCheck:
+    """The access check ``responses.make_middleware`` runs before each handler: the
+    401 or 403 a request gets, or None when it may go on (its identity then set)."""
+    # whether each group takes anonymous requests (settings are frozen: read once)
+    anonymous = {group: bool(getattr(settings.anonymous, group.value)) for group in Group}
+
+    def check(request: web.Request) -> web.Response | None:
         group = group_of(request)
         if group is None:
-            return await handler(request)
+            return None
         # Without a tokens file there is nothing to check a credential against: it is
         # ignored, so clients configured with credentials for something else still work.
         token = presented_token(request) if settings.tokens is not None else None
         if token is None:
-            if getattr(anonymous, group.value):
-                return await handler(request)
+            if anonymous[group]:
+                return None
             metrics.auth_refusals.labels(group.value, "missing").inc()
             return _unauthorized(request, group, f"stockade: a token is required for "
                                  f"{group.value} (see the README, Access)")
@@ -217,15 +231,15 @@ def make_auth_middleware(settings: AuthSettings, watcher: TokenWatcher,
                                  "malformed)")
         # a valid token never gets less than no token: the role matters where the
         # group takes no anonymous requests
-        if not getattr(anonymous, group.value) and not entry.roles & _ROLES[group]:
+        if not anonymous[group] and not entry.roles & _ROLES[group]:
             metrics.auth_refusals.labels(group.value, "role").inc()
             return error_response(request, 403, f"stockade: token {entry.name!r} may not "
                                   f"use {group.value} (roles: {', '.join(sorted(entry.roles))})")
         set_identity(request, identity_of_entry(entry))
         request[ROLES] = entry.roles
-        return await handler(request)
+        return None
 
-    return middleware
+    return check
 
 
 def require_admin(request: web.Request) -> Identity:

@@ -115,9 +115,21 @@ class Gate:
         taken = note()
         if taken is not None:  # a warm request repeats this decision (``warmmemo``)
             taken.decided(ref, facts)
+        if verdict.decision is Decision.ALLOW:  # counted only (no coroutine to make)
+            self._count(ref, verdict)
+        else:
+            await self._account(verdict, ref, client=client, request_id=request_id,
+                                identity=identity, team=team)
+        return verdict
+
+    async def account(self, verdict: Verdict, ref: PackageRef, *, client: str = "",
+                      request_id: str = "", identity: str = "",
+                      team: str | None = None) -> None:
+        """Count and record ``verdict`` as ``decide`` does, where the caller decided it
+        with ``engine_for(team)`` itself (a warm page checks its decisions before it
+        answers, and counts the same ones rather than deciding twice)."""
         await self._account(verdict, ref, client=client, request_id=request_id,
                             identity=identity, team=team)
-        return verdict
 
     async def note(self, verdict: Verdict, ref: PackageRef, *, client: str = "",
                    request_id: str = "", identity: str = "", team: str | None = None) -> None:

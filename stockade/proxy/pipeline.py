@@ -29,9 +29,9 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from stockade.policy.model import Ecosystem, Facts
@@ -68,6 +68,13 @@ from stockade.storage.verify import BlobState, ReadVerifier
 logger = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024  # bytes read from the spool per write to a client
+
+
+class StoredHeaders(NamedTuple):
+    """An answer's headers from storage, made once for a warm memo's entry."""
+
+    stored: dict[str, str]  # before the answer adds its own (copied per answer)
+    whole: dict[str, str]  # of a 200 with the whole blob from memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,13 +392,41 @@ class ArtifactPipeline:
         return await self._still_intact(source, info), None
 
     def answer_stored(self, request: web.Request, source: ArtifactSource, info: BlobInfo,
-                      recorded: bool, held: bytes | None = None) -> web.StreamResponse:
+                      recorded: bool, held: bytes | None = None, *,
+                      headers: StoredHeaders | None = None) -> web.StreamResponse:
         """Answer from ``info`` as ``serve`` (``recorded``) or ``respond`` answered an
         earlier request for it, once ``still_stored`` said it may be (``held``: the
-        bytes ``still_held`` found, checked by it in this request)."""
+        bytes ``still_held`` found, checked by it in this request; ``headers``: what
+        ``stored_headers`` made for it before)."""
         if recorded:
             self._served(request, source, info)
-        return self._from_store(request, source, info, "cache", held)
+        if (headers is not None and held is not None and self._accel is None
+                and hdrs.RANGE not in request.headers
+                and hdrs.IF_NONE_MATCH not in request.headers):
+            # the whole blob from memory, as memory_response answers it, headers made
+            self._count_bytes(request, source.ecosystem, "cache", info.size)
+            return web.Response(body=held, headers=headers.whole)
+        return self._from_store(request, source, info, "cache", held,
+                                None if headers is None else headers.stored)
+
+    def stored_headers(self, source: ArtifactSource, info: BlobInfo) -> StoredHeaders:
+        """The headers of an answer from storage for ``source``, stored as ``info``:
+        before the answer adds its own, and those of the whole blob from memory."""
+        headers = {"Content-Type": source.content_type, **source.headers}
+        for alg in source.checksum_headers:
+            if alg in info.digests:
+                headers[f"X-Checksum-{alg.capitalize()}"] = info.digests[alg]
+        whole = {**headers, "X-Stockade-Cache": "hit", "ETag": entity_tag(info.sha256),
+                 "Accept-Ranges": "bytes"}
+        return StoredHeaders(headers, whole)
+
+    def _count_bytes(self, request: web.Request, ecosystem: str, origin: str,
+                     size: int) -> None:
+        counter = self._bytes_served.get((ecosystem, origin))
+        if counter is None:
+            counter = self._bytes_served[ecosystem, origin] = \
+                self._metrics.bytes_served.labels(ecosystem, origin)
+        counter.inc(0 if request.method == "HEAD" else size)
 
     async def admitted(self, source: ArtifactSource) -> dict[str, str] | None:
         """The digests of the file stockade admitted before under ``source.key``
@@ -482,17 +517,11 @@ class ArtifactPipeline:
 
     def _from_store(
         self, request: web.Request, source: ArtifactSource, info: BlobInfo, origin: str,
-        held: bytes | None = None,
+        held: bytes | None = None, prebuilt: dict[str, str] | None = None,
     ) -> web.StreamResponse:
-        headers = {"Content-Type": source.content_type, **source.headers}
-        for alg in source.checksum_headers:
-            if alg in info.digests:
-                headers[f"X-Checksum-{alg.capitalize()}"] = info.digests[alg]
-        counter = self._bytes_served.get((source.ecosystem, origin))
-        if counter is None:
-            counter = self._bytes_served[source.ecosystem, origin] = \
-                self._metrics.bytes_served.labels(source.ecosystem, origin)
-        counter.inc(0 if request.method == "HEAD" else info.size)
+        headers = (self.stored_headers(source, info).stored if prebuilt is None
+                   else prebuilt.copy())
+        self._count_bytes(request, source.ecosystem, origin, info.size)
         headers["X-Stockade-Cache"] = "hit" if origin == "cache" else "miss"
         if self._accel is None and (body := held or self._held(info)) is not None:
             return memory_response(request, body, info.sha256, headers)

@@ -12,20 +12,30 @@ behind its name pass as new. A blob another package's record still points at
 (the same bytes) is kept.
 
 Documents live on in memory too, in each worker: the metadata cache's LRU and
-the rendered documents. A purge replaces a generation file under storage; each
-process compares that file's stamp (one ``stat``) before each metadata look-up
-(every rendered document is made from one) and, when it changed, drops every
-in-memory document (re-read from disk, or fetched again where purged). Blobs
-need nothing of the kind: ``hotblobs`` checks the file on every hit, and a
-removed file is a miss.
+the rendered documents. A purge increments a counter, the first 8 bytes of a
+generation file under storage, written in place under a lock; each process maps
+that file (shared, read-only) and compares the counter before each metadata
+look-up and each warm answer (every rendered document is made from one) and,
+when it changed, drops every in-memory document (re-read from disk, or fetched
+again where purged). Reading the mapping is a memory read: the ``stat`` per
+request it replaces cost a warm 22 KB request about 5% of its time. The file's
+stamp is still compared at most every ``stat_every_s`` (a file replaced rather
+than written: restored, or by an older release, which replaced it per purge),
+and on every check where the file cannot be mapped (not there yet, storage that
+cannot be written). Blobs need nothing of the kind: ``hotblobs`` checks the file
+on every hit, and a removed file is a miss.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import mmap
 import os
-import uuid
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,18 +160,77 @@ class Purger:
 
     def bump(self) -> None:
         """Start a new generation: every process drops its in-memory documents."""
-        self._generation.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._generation.with_name(f".{GENERATION_FILE}.{uuid.uuid4().hex}")
-        tmp.write_text(uuid.uuid4().hex)
-        os.replace(tmp, self._generation)  # a new inode: a new stamp, even within a tick
+        bump_generation(self._generation)
+
+
+_COUNTER = 8  # bytes: the generation counter, little-endian, at the file's start
+
+
+def bump_generation(path: Path) -> None:
+    """Increment the counter in the generation file at ``path`` (made if missing),
+    in place under an exclusive lock, so every process's mapping sees it.
+
+    Raises:
+        OSError: the file cannot be made or written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held = os.pread(fd, _COUNTER, 0)
+        # a file of another form (an older release's text) counts from what it holds
+        count = int.from_bytes(held.ljust(_COUNTER, b"\0"), "little")
+        os.pwrite(fd, ((count + 1) % 2**64).to_bytes(_COUNTER, "little"), 0)
+    finally:
+        os.close(fd)  # (and its lock: no mapping holds this open file)
+
+
+def _map(path: str) -> mmap.mmap | None:
+    """A shared read-only mapping of the generation file's counter (made first, with
+    a zero counter, where storage can be written); None where that cannot be."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+    try:
+        if os.fstat(fd).st_size < _COUNTER:
+            with contextlib.suppress(OSError):  # not writable: no counter to map
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    size = os.fstat(fd).st_size  # (another process may have made it)
+                    if size < _COUNTER:
+                        os.pwrite(fd, bytes(_COUNTER - size), size)
+                finally:
+                    # unlocked here: the mapping keeps the open file (and would keep
+                    # a lock on it) for as long as the process runs
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        if os.fstat(fd).st_size < _COUNTER:
+            return None
+        return mmap.mmap(fd, _COUNTER, mmap.MAP_SHARED, mmap.PROT_READ)
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)  # the mapping keeps the file
 
 
 class Generation:
     """This process's view of the purge generation: has another purge happened?"""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, stat_every_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._path = str(root / GENERATION_FILE)
+        self._stat_every_s = stat_every_s
+        self._clock = clock
+        self._map = _map(self._path)
+        self._count = self._read()
         self._seen = self._stamp()
+        self._stat_at = clock() + stat_every_s
+
+    def _read(self) -> bytes | None:
+        return None if self._map is None else self._map[:_COUNTER]
 
     def _stamp(self) -> tuple[int, int] | None:
         try:
@@ -172,9 +241,23 @@ class Generation:
 
     def changed(self) -> bool:
         """True once after each purge (by any process) since the last call."""
-        now = self._stamp()
-        if now == self._seen:
+        if self._map is not None:
+            count = self._map[:_COUNTER]
+            if count != self._count:
+                self._count = count
+                self._seen = self._stamp()
+                return True
+            now = self._clock()
+            if now < self._stat_at:
+                return False
+            self._stat_at = now + self._stat_every_s
+        stamp = self._stamp()
+        if stamp == self._seen:
             return False
-        self._seen = now
+        self._seen = stamp
+        # replaced (or made): map the file there now
+        if self._map is not None:
+            self._map.close()
+        self._map = _map(self._path)
+        self._count = self._read()
         return True
-

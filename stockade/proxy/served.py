@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -69,8 +71,17 @@ class Served:
                    identity.team if identity else None)
 
 
+_FIELDS = tuple(f.name for f in fields(Served))  # a record's keys, in order
+
+
 def _day(stamp: float) -> str:
-    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d")
+    return _utc_day(int(stamp // 86400))
+
+
+@functools.lru_cache(maxsize=8)  # a batch's entries fall on one day or two
+def _utc_day(days: int) -> str:
+    """``YYYY-MM-DD`` of the UTC day ``days`` after the epoch."""
+    return datetime.fromtimestamp(days * 86400, UTC).strftime("%Y-%m-%d")
 
 
 served_logger = logging.getLogger("stockade.served")
@@ -87,13 +98,16 @@ class ServedLog:
         self._metrics = metrics
         self._flush_s = flush_s
         self._max_pending = max_pending
-        self._pending: list[Served] = []
+        # entries, or their fields in ``Served``'s order (a frozen dataclass's nine
+        # fields cost a warm request 3 us to set; the writer encodes the fields)
+        self._pending: list[Served | tuple[Any, ...]] = []
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
-    def note(self, entry: Served) -> None:
-        """Queue ``entry`` for writing; never waits."""
+    def note(self, entry: Served | tuple[Any, ...]) -> None:
+        """Queue ``entry`` (or the fields of one, in ``Served``'s order) for writing;
+        never waits."""
         if len(self._pending) >= self._max_pending:
             self._metrics.served_dropped.inc()
             return
@@ -144,22 +158,28 @@ class ServedLog:
                 logger.error("served record: %d entries not written yet: %s", len(batch), exc)
                 self._pending[:0] = batch[: self._max_pending - len(self._pending)]
 
-    def _write(self, batch: list[Served]) -> None:
+    def _write(self, batch: list[Served | tuple[Any, ...]]) -> None:
+        # Each entry as the object of its fields in order, encoded by orjson (``asdict``
+        # deep-copied each entry first: the batch's writes took a tenth of a warm
+        # request's time; a Served made of queued fields, twice what this costs).
+        lines = [(entry[0], orjson.dumps(dict(zip(_FIELDS, entry, strict=True))))
+                 if isinstance(entry, tuple) else (entry.time, orjson.dumps(entry))
+                 for entry in batch]
         if self._folder is None:
-            for entry in batch:
-                served_logger.info("%s", orjson.dumps(asdict(entry)).decode())
+            for _, line in lines:
+                served_logger.info("%s", line.decode())
             return
         by_day: dict[str, list[bytes]] = {}
-        for entry in batch:
-            by_day.setdefault(_day(entry.time), []).append(orjson.dumps(asdict(entry)))
-        for day, lines in by_day.items():
+        for at, line in lines:
+            by_day.setdefault(_day(at), []).append(line)
+        for day, day_lines in by_day.items():
             fd = os.open(self._folder / f"{day}.jsonl",
                          os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
             try:
                 size = os.fstat(fd).st_size
                 # a torn last line (a crash mid-write) must not swallow this batch's first
                 lead = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
-                os.write(fd, lead + b"\n".join(lines) + b"\n")
+                os.write(fd, lead + b"\n".join(day_lines) + b"\n")
             finally:
                 os.close(fd)
 
@@ -210,7 +230,8 @@ def recorder(log: ServedLog) -> Callable[[web.Request, ArtifactSource, BlobInfo]
     def note(request: web.Request, source: ArtifactSource, info: BlobInfo) -> None:
         if source.name is None or source.filename.endswith(_SIDE_FILES):
             return
-        log.note(Served.of(request, ecosystem=source.ecosystem.value, name=source.name,
-                           version=source.version, filename=source.filename,
-                           sha256=info.sha256))
+        who = identity_of(request)  # as Served.of, its fields only
+        log.note((time.time(), source.ecosystem.value, source.name, source.version,
+                  source.filename, info.sha256, request.remote or "",
+                  who.name if who else None, who.team if who else None))
     return note

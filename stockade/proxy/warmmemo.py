@@ -37,12 +37,11 @@ TTL, are reused for at most ``warm_memo_s`` more.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from cachetools import LRUCache
 
 from stockade.policy.model import Facts, PackageRef
@@ -50,7 +49,7 @@ from stockade.proxy.admission import Caller, caller
 from stockade.proxy.errors import RefusedError
 from stockade.proxy.gate import Gate
 from stockade.proxy.metacache import MetadataCache
-from stockade.proxy.pipeline import ArtifactPipeline, ArtifactSource
+from stockade.proxy.pipeline import ArtifactPipeline, ArtifactSource, StoredHeaders
 from stockade.proxy.responses import IMMUTABLE
 from stockade.proxy.warmrecord import Note, close_note, open_note
 from stockade.storage.protocol import BlobInfo
@@ -68,6 +67,10 @@ ARTIFACT_ROUTES = frozenset({
 })
 # The routes whose answer is a page rendered from metadata, in memory.
 PAGE_ROUTES = frozenset({"pypi:project", "npm:packument", "npm:packument-scoped"})
+# Each hot route: whether it answers a page (True) or an artifact (False).
+_HOT_ROUTES: dict[str | None, bool] = {
+    **dict.fromkeys(ARTIFACT_ROUTES, False), **dict.fromkeys(PAGE_ROUTES, True)}
+_READS = frozenset({"GET", "HEAD"})
 # Headers aiohttp sets on each answer itself.
 _OWN_HEADERS = frozenset({"content-length", "date", "server"})
 Key = tuple[str | None, ...]
@@ -87,6 +90,7 @@ class WarmHit:
     until: float  # on the metadata cache's clock
     page: tuple[bytes, tuple[tuple[str, str], ...], int] | None = None  # body, headers,
     # status
+    headers: StoredHeaders | None = None  # the stored answer's, built once
 
 
 class WarmMemo:
@@ -139,7 +143,8 @@ class WarmMemo:
         if until is not None:
             self._entries[key] = WarmHit(
                 tuple(taken.decisions), tuple(d[:3] for d in taken.documents), source,
-                info, recorded, epoch, until)
+                info, recorded, epoch, until,
+                headers=self._pipeline.stored_headers(source, info))
 
     def remember_page(self, key: Key, taken: Note, epoch: int, started: float,
                       response: web.StreamResponse) -> None:
@@ -180,8 +185,10 @@ class WarmMemo:
         metacache = self._metacache
         if metacache.before_get is not None:
             metacache.before_get()  # another worker's purge
-        if (self.now() >= hit.until or metacache.epoch != hit.epoch
-                or any(metacache.current(k) != v for _, k, v in hit.documents)):
+        stale = self.now() >= hit.until or metacache.epoch != hit.epoch
+        for _, document, version in hit.documents:
+            stale = stale or metacache.current(document) != version
+        if stale:
             self._entries.pop(key, None)
             return None
         held = None
@@ -190,29 +197,40 @@ class WarmMemo:
             if not stored:
                 self._entries.pop(key, None)
                 return None
-        if hit.page is not None and any(
-                self._gate.engine_for(who.team).decide(ref, facts).blocks
-                for ref, facts in hit.decisions):
-            # a page refused by name is still served, listing the files: the slow way
-            self._entries.pop(key, None)
-            return None
-        for eco, _, _ in hit.documents:
-            metacache.count_hit(eco)
+        gate = self._gate
+        if hit.page is not None:
+            engine = gate.engine_for(who.team)
+            verdicts = [(engine.decide(ref, facts), ref) for ref, facts in hit.decisions]
+            if any(verdict.blocks for verdict, _ in verdicts):
+                # a page refused by name is still served, listing the files: the slow way
+                self._entries.pop(key, None)
+                return None
+            self._count_documents(hit)
+            for verdict, ref in verdicts:  # decided once, counted and recorded as ever
+                await gate.account(verdict, ref, client=who.client,
+                                   request_id=who.request_id, identity=who.identity,
+                                   team=who.team)
+            self.hits += 1
+            body, headers, status = hit.page
+            return web.Response(status=status, body=body if status == 200 else None,
+                                headers=headers)
+        self._count_documents(hit)
         for ref, facts in hit.decisions:
-            verdict = await self._gate.decide(ref, facts, client=who.client,
-                                              request_id=who.request_id,
-                                              identity=who.identity, team=who.team)
+            verdict = await gate.decide(ref, facts, client=who.client,
+                                        request_id=who.request_id,
+                                        identity=who.identity, team=who.team)
             if verdict.blocks:
                 self._entries.pop(key, None)
                 raise RefusedError(verdict)
         self.hits += 1
-        if hit.page is not None:
-            body, headers, status = hit.page
-            return web.Response(status=status, body=body if status == 200 else None,
-                                headers=headers)
         assert hit.source is not None
         assert hit.info is not None
-        return self._pipeline.answer_stored(request, hit.source, hit.info, hit.recorded, held)
+        return self._pipeline.answer_stored(request, hit.source, hit.info, hit.recorded, held,
+                                            headers=hit.headers)
+
+    def _count_documents(self, hit: WarmHit) -> None:
+        for eco, _, _ in hit.documents:
+            self._metacache.count_hit(eco)
 
 
 def _size(hit: WarmHit) -> int:
@@ -220,17 +238,26 @@ def _size(hit: WarmHit) -> int:
     return ENTRY_BYTES + (len(hit.page[0]) if hit.page is not None else 0)
 
 
-def make_warm_middleware(memo_of: Callable[[web.Application], WarmMemo | None]) -> Middleware:
-    """Answer artifact requests from the application's memo, and fill it."""
+WarmStage = Callable[[web.Request, _HANDLERS], Awaitable[web.StreamResponse]]
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: _HANDLERS) -> web.StreamResponse:
-        route = request.match_info.route.name
-        page = route in PAGE_ROUTES
-        if request.method not in ("GET", "HEAD") or not (page or route in ARTIFACT_ROUTES):
+
+def make_warm_stage(memo_of: Callable[[web.Application], WarmMemo | None]) -> WarmStage:
+    """What ``responses.make_middleware`` runs after the access check: answer artifact
+    requests and pages from the application's memo, and fill it."""
+    found_for: list[tuple[web.Application, WarmMemo]] = []  # the memo, once there is one
+
+    async def stage(request: web.Request, handler: _HANDLERS) -> web.StreamResponse:
+        page = _HOT_ROUTES.get(request.match_info.route.name)
+        if page is None or request.method not in _READS:
             response: web.StreamResponse = await handler(request)
             return response
-        memo = memo_of(request.app)
+        app = request.app
+        if found_for and found_for[0][0] is app:
+            memo: WarmMemo | None = found_for[0][1]
+        else:
+            memo = memo_of(app)
+            if memo is not None:
+                found_for[:] = [(app, memo)]
         if memo is None:
             response = await handler(request)
             return response
@@ -254,4 +281,4 @@ def make_warm_middleware(memo_of: Callable[[web.Application], WarmMemo | None]) 
             memo.remember(key, taken, epoch, started)
         return response
 
-    return middleware
+    return stage

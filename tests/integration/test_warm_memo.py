@@ -364,3 +364,33 @@ def test_the_memo_is_bounded_by_bytes_and_leaves_out_large_pages() -> None:
     memo.clear()
     memo.remember_page(("large",), _page_note(), 0, 0.0, large)
     assert len(memo) == 0
+
+
+class TestAnswer:
+    @pytest.mark.parametrize("headers", [
+        {}, {"Range": "bytes=2-9"}, {"If-None-Match": "*"}, {"Range": "bytes=-4"}])
+    @pytest.mark.parametrize("method", ["GET", "HEAD"])
+    async def test_a_memo_answer_is_the_answer_without_it(
+            self, fake_pypi: FakePyPI, make_proxy: ProxyFactory, tmp_path: Path,
+            method: str, headers: dict[str, str]) -> None:
+        """Status, headers and bytes, whole, ranged, conditional or HEAD: the memo's
+        headers made once per entry are those a server without it sends."""
+        dist = fake_pypi.add_wheel("demo", "1.0")
+        with_memo = await make_proxy(upstream=fake_pypi)
+        without = await make_proxy(load_settings(None, environ={}, overrides={
+            "storage": {"path": str(tmp_path / "other")},
+            "pypi": {"upstreams": [{"name": "pypi", "url": fake_pypi.url}]},
+            "npm": {"upstreams": []}, "maven": {"upstreams": []},
+            "server": {"warm_memo_s": 0}}))
+        await _warm(with_memo, _path(dist), dist.data)
+        answers = []
+        for client in (with_memo, without):
+            for _ in range(2):  # (the second from the memo, or warm without it)
+                resp = await client.request(method, _path(dist), headers=headers)
+                body = await resp.read()
+            answers.append((resp.status, body, {
+                k: v for k, v in resp.headers.items()
+                if k.lower() not in ("date", "x-request-id", "server")}))
+        hits = _memo(with_memo).hits
+        assert hits >= 3
+        assert answers[0] == answers[1]

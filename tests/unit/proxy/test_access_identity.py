@@ -9,10 +9,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from stockade.proxy.accesslog import JsonAccessLogger
 from stockade.proxy.auth import require_admin
 from stockade.proxy.cli import _JsonFormatter
 from stockade.proxy.identity import Identity, set_identity
-from stockade.proxy.responses import JsonAccessLogger
 
 
 class _Capture(logging.Handler):

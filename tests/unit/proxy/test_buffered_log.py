@@ -9,7 +9,7 @@ import logging
 import os
 from pathlib import Path
 
-from stockade.proxy.responses import BufferedLineHandler
+from stockade.proxy.accesslog import BufferedLineHandler
 
 
 def _record(message: str, level: int = logging.INFO) -> logging.LogRecord:

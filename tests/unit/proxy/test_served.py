@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import orjson
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
+from stockade.policy.model import Ecosystem
 from stockade.proxy.affected import served_artifacts
+from stockade.proxy.identity import Identity, set_identity
 from stockade.proxy.metrics import Metrics
-from stockade.proxy.served import Served, ServedLog, read_served
+from stockade.proxy.served import Served, ServedLog, read_served, recorder
+from stockade.storage.protocol import BlobInfo
 
 DAY = 86400.0
 T0 = 1_780_000_000.0  # 2026-05-28
@@ -98,3 +104,26 @@ async def test_without_a_folder_each_record_is_one_logged_line(
     assert [Served(**orjson.loads(line)) for line in lines] == [
         entry(T0, "left-pad"), entry(T0 + 1, "right-pad", who=None)]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("who", [None, Identity("ci-bot", "payments")])
+async def test_the_recorder_writes_what_served_of_makes(
+        tmp_path: Path, who: Identity | None) -> None:
+    """The pipeline's hook queues the fields alone; the record written is the one
+    ``Served.of`` makes of the request."""
+    log = ServedLog(tmp_path / "served", Metrics(), flush_s=3600)
+    await log.open()
+    request = make_mocked_request("GET", "/npm/left-pad/-/left-pad-1.3.0.tgz")
+    if who is not None:
+        set_identity(request, who)
+    # what the hook reads of an ArtifactSource
+    source = SimpleNamespace(ecosystem=Ecosystem.NPM, name="left-pad", version="1.3.0",
+                             filename="left-pad-1.3.0.tgz")
+    before = time.time()
+    recorder(log)(request, source, BlobInfo("0" * 64, 3))  # type: ignore[arg-type]
+    await log.close()
+    (written,) = read_served(tmp_path / "served", since=0)
+    made = Served.of(request, ecosystem="npm", name="left-pad", version="1.3.0",
+                     filename="left-pad-1.3.0.tgz", sha256="0" * 64)
+    assert before <= written.time <= made.time
+    assert dataclasses.replace(written, time=made.time) == made
