@@ -26,6 +26,7 @@ The folder: ``STOCKADE_INDEX_CACHE`` if set (empty: never use a file), else
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -76,6 +77,8 @@ _SLIP_TABLES = ("_slips",)
 _SHARED_EDITS = ("_ecosystem", "_names", "_skeletons")
 _SHARED_SLIPS = ("_ecosystem", "_names")
 _LAYERS = ("_base", "_hidden")  # set on a layered index only, never kept
+# Index files kept per kind and ecosystem, the last used (see ``_write``).
+_KEPT = 3
 _FORMAT = 4  # bump when the layout of the state below changes
 # the file: magic, where the state (marshal) starts and its length, the state's CRC-32;
 # the packed tables, then the state, which says where each table is, its length and
@@ -346,6 +349,8 @@ def _mapped(path: Path) -> tuple[mmap.mmap, Source]:
     up to 2 MiB, where a look-up reads a few bytes here and there (mapping a byte of
     such a block costs 2 MiB of RSS, a byte of a page-cached file 64 KiB around it)."""
     with path.open("rb") as file:
+        with contextlib.suppress(OSError):  # its last use, for ``_write``'s pruning
+            os.utime(file.fileno())
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
         if os.fstat(file.fileno()).st_size < _HEAD.size:
@@ -354,6 +359,14 @@ def _mapped(path: Path) -> tuple[mmap.mmap, Source]:
         if hasattr(mmap, "MADV_RANDOM"):
             mapped.madvise(mmap.MADV_RANDOM)  # a page not cached: read alone
         return mapped, Source(fd=os.dup(file.fileno()))
+
+
+def _last_used(path: Path) -> float:
+    """When ``path`` was last mapped or written (0: gone meanwhile)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _uncached(fileno: int) -> None:
@@ -471,8 +484,10 @@ def loads_loose(data: bytes | mmap.mmap, source: Source | None = None,
 
 
 def _write(where: Path, path: Path, data: bytes) -> None:
-    """Write ``path`` atomically and drop the ecosystem's older files (one name list
-    in use at a time: the last one written)."""
+    """Write ``path`` atomically and drop the ecosystem's files of this kind beyond
+    the ``_KEPT`` last used. Servers of one host sharing the folder may use other lists
+    or another version (an upgrade rolled out beside the old one): each start of one
+    dropping the other's file made the other build its index again at every start."""
     tmp: Path | None = None
     try:
         where.mkdir(parents=True, exist_ok=True)
@@ -484,9 +499,10 @@ def _write(where: Path, path: Path, data: bytes) -> None:
         os.replace(tmp, path)
         tmp = None
         prefix = path.name.rsplit("-", 1)[0]
-        for old in where.glob(f"{prefix}-*"):  # an older format's too
-            if old != path:
-                old.unlink(missing_ok=True)
+        others = [old for old in where.glob(f"{prefix}-*") if old != path]  # an older
+        # format's too
+        for old in sorted(others, key=_last_used, reverse=True)[_KEPT - 1:]:
+            old.unlink(missing_ok=True)
     except OSError as exc:
         logger.info("name index not kept in %s: %s", where, exc)
         if tmp is not None:

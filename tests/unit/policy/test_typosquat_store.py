@@ -67,8 +67,34 @@ def test_file_written_once_then_read(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("STOCKADE_INDEX_CACHE", str(tmp_path))
     assert again.lookalike("lodahs") == first.lookalike("lodahs")
     store.load_or_build(E.NPM, [*LISTS[E.NPM], "left-pad"])  # other names: another file
-    assert [p.name for p in tmp_path.glob("names-npm-*.packed")] != [files[0].name]
-    assert len(list(tmp_path.glob("names-npm-*.packed"))) == 1  # the older one dropped
+    assert len(list(tmp_path.glob("names-npm-*.packed"))) == 2  # the first one kept
+
+
+def test_files_kept_are_the_last_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two servers on one host with other lists (or versions) each keep their file: a
+    start of one does not make the other build its index again. Beyond ``_KEPT``, the
+    least recently used go."""
+    monkeypatch.setenv("STOCKADE_INDEX_CACHE", str(tmp_path))
+    lists = [[*LISTS[E.PYPI], f"extra-{n}"] for n in range(store._KEPT + 1)]
+    for names in lists[:store._KEPT]:
+        store.load_or_build(E.PYPI, names)
+    files = sorted(tmp_path.glob("names-pypi-*.packed"))
+    assert len(files) == store._KEPT
+    for n, path in enumerate(files):
+        os.utime(path, (1000 + n, 1000 + n))  # all used long ago
+    store.load_or_build(E.PYPI, lists[0])  # read (see below): and so the last used
+    (first,) = (path for path in tmp_path.glob("names-pypi-*.packed")
+                if path.stat().st_mtime > 2000)
+    written: list[Path] = []
+    real_write = store._write
+    monkeypatch.setattr(store, "_write", lambda where, path, data: (
+        written.append(path), real_write(where, path, data)))
+    store.load_or_build(E.PYPI, lists[0])
+    assert written == []  # read, not built
+    store.load_or_build(E.PYPI, lists[store._KEPT])  # one more: the least used goes
+    kept = set(tmp_path.glob("names-pypi-*.packed"))
+    assert len(kept) == store._KEPT
+    assert first in kept
 
 
 def test_a_damaged_file_is_built_anew(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
