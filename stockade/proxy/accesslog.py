@@ -115,22 +115,7 @@ class JsonAccessLogger(AbstractAccessLogger):
         if sink is not None:  # the server's own set-up: the line made at once
             sink.add_line(self._line(request, response, time), logging.INFO)
             return
-        record = {
-            "request_id": request.get(REQUEST_ID, ""),
-            "remote": request.remote,
-            "method": request.method,
-            # as the client sent it: the parsed URL's path_qs is rebuilt by yarl each time
-            "path": request.raw_path,
-            "status": response.status,
-            "bytes": response.body_length,
-            "duration_s": round(time, 6),
-            "user_agent": request.headers.get("User-Agent", ""),
-            "cache": response.headers.get("X-Stockade-Cache", ""),
-        }
-        who = identity_of(request)
-        # who asked, by the token's name and team; never the token (null: anonymous)
-        record["identity"] = who.name if who is not None else None
-        record["team"] = who.team if who is not None else None
+        record = _fields(request, response, time)
         # The fields travel as a dict: the JSON formatter encodes the line once;
         # a plain formatter prints the short message.
         self.logger.handle(self._record(
@@ -139,22 +124,9 @@ class JsonAccessLogger(AbstractAccessLogger):
     def _line(self, request: web.BaseRequest, response: web.StreamResponse,
               time: float) -> str:
         """What ``JsonFormatter`` makes of the record ``log`` would make, made at once."""
-        who = identity_of(request)
-        return json_line({
-            "time": utc_time(time_now()), "level": "INFO", "logger": self.logger.name,
-            "pid": _PID.value,
-            "request_id": request.get(REQUEST_ID, ""),
-            "remote": request.remote,
-            "method": request.method,
-            "path": request.raw_path,
-            "status": response.status,
-            "bytes": response.body_length,
-            "duration_s": round(time, 6),
-            "user_agent": request.headers.get("User-Agent", ""),
-            "cache": response.headers.get("X-Stockade-Cache", ""),
-            "identity": who.name if who is not None else None,
-            "team": who.team if who is not None else None,
-        })
+        return json_line({"time": utc_time(time_now()), "level": "INFO",
+                          "logger": self.logger.name, "pid": _PID.value,
+                          **_fields(request, response, time)})
 
     def _record(self, args: tuple[Any, ...], access: dict[str, Any]) -> logging.LogRecord:
         """The record ``Logger.info`` would make, without its walk up the stack for the
@@ -311,3 +283,24 @@ def _forget_ref(ref: weakref.ref[BufferedLineHandler]) -> None:
     handler = ref()
     if handler is not None:
         handler.forget()
+
+
+def _fields(request: web.BaseRequest, response: web.StreamResponse,
+            time: float) -> dict[str, Any]:
+    """An access line's own fields, in their order."""
+    who = identity_of(request)
+    return {
+        "request_id": request.get(REQUEST_ID, ""),
+        "remote": request.remote,
+        "method": request.method,
+        # as the client sent it: the parsed URL's path_qs is rebuilt by yarl each time
+        "path": request.raw_path,
+        "status": response.status,
+        "bytes": response.body_length,
+        "duration_s": round(time, 6),
+        "user_agent": request.headers.get("User-Agent", ""),
+        "cache": response.headers.get("X-Stockade-Cache", ""),
+        # who asked, by the token's name and team; never the token (null: anonymous)
+        "identity": who.name if who is not None else None,
+        "team": who.team if who is not None else None,
+    }
