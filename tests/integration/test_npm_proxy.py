@@ -385,3 +385,27 @@ class TestLargePackuments:
         tgz = await proxy.get("/npm/busy/-/busy-1.0.5.tgz")
         assert await tgz.read() == fake_npm.packages["busy"]["1.0.5"].data
         assert (await proxy.get("/npm/busy/-/busy-1.0.399.tgz")).status == 403
+
+    async def test_a_large_packument_in_both_encodings(
+        self, fake_npm: FakeNpm, npm_proxy: Any
+    ) -> None:
+        """A packument too large to hold in memory is sent from its file; its gzip form,
+        small, from memory: the same document both ways, and the gzip form's entity
+        tag answers 304."""
+        for i in range(300):
+            fake_npm.publish("wide", f"1.0.{i}", extra={"description": "d" * 4000})
+        proxy = await one(npm_proxy, fake_npm)
+        plain = await proxy.get("/npm/wide", headers={"Accept-Encoding": "identity"})
+        assert plain.status == 200 and "Content-Encoding" not in plain.headers
+        body = await plain.read()
+        assert len(body) > 1024 * 1024  # past what a rendered copy holds in memory
+        for _ in range(2):  # rendered, then answered again from what was kept
+            zipped = await proxy.get("/npm/wide", headers={"Accept-Encoding": "gzip"},
+                                     auto_decompress=False)
+            assert zipped.status == 200
+            assert zipped.headers["Content-Encoding"] == "gzip"
+            assert gzip.decompress(await zipped.read()) == body
+        etag = zipped.headers["ETag"]
+        again = await proxy.get("/npm/wide", headers={"Accept-Encoding": "gzip",
+                                                      "If-None-Match": etag})
+        assert again.status == 304

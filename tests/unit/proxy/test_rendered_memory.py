@@ -68,6 +68,9 @@ async def test_a_large_rendering_only_read_again_gets_no_gzip_sibling(tmp_path: 
         assert large.body is None and large.gzipped is None
         served = await cache.get("served", _render, 2 * 1024 * 1024, max_age_s=60, heavy=False)
         assert served.path.with_name(served.path.name + ".gz").exists()
+        # its gzip form, small, is held: answered from memory, the body from its file
+        assert served.body is None
+        assert served.gzipped == served.path.with_name(served.path.name + ".gz").read_bytes()
         # a small one is answered from memory, in both forms, whatever was asked
         small = await cache.get("small", _render, 100, max_age_s=60, heavy=False,
                                 compress=False)
