@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from stockade.proxy.ecosystems import npm, npm_documents, pypi_pages
 from stockade.proxy.state import SERVICES
+from testbed.counting import count_body_reads
 from testbed.fakes.npm_upstream import CORGI, FakeNpm
 from testbed.fakes.pypi_upstream import FakePyPI
 from tests.conftest import ProxyFactory
@@ -128,14 +129,7 @@ async def test_a_cold_packument_asked_at_once_is_read_parsed_and_rendered_once(
 
     monkeypatch.setattr(admission, "stored_body", not_on_disk)
     refs = admission.metacache._refs
-    reads: list[str] = []
-    get_body = refs.get_body
-
-    async def counted(key: str) -> bytes | None:
-        reads.append(key)
-        return await get_body(key)
-
-    monkeypatch.setattr(refs, "get_body", counted)
+    reads = count_body_reads(refs, monkeypatch)
     gate = client.server.app[SERVICES].admission.gate
     decided: list[int] = []
     filter_versions = gate.filter_versions
@@ -212,14 +206,7 @@ async def test_a_large_body_is_handed_to_the_worker_process_by_its_file(
 
         monkeypatch.setattr(services.admission, "stored_body", elsewhere)
     refs = services.admission.metacache._refs
-    reads: list[str] = []
-    get_body = refs.get_body
-
-    async def counted(key: str) -> bytes | None:
-        reads.append(key)
-        return await get_body(key)
-
-    monkeypatch.setattr(refs, "get_body", counted)
+    reads = count_body_reads(refs, monkeypatch)
     given: list[str] = []  # what the worker processes were given to do
     compute = services.rendered.compute
 

@@ -23,6 +23,7 @@ from stockade.proxy.ecosystems import npm_documents, pypi_pages
 from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.state import SERVICES
 from stockade.storage import verify
+from testbed.counting import count_body_reads
 from testbed.fakes.npm_upstream import FakeNpm
 from testbed.fakes.policy import FakeEngine
 from testbed.fakes.pypi_upstream import Dist, FakePyPI
@@ -261,14 +262,7 @@ class TestRenderedOnce:
         corgi = {"Accept": "application/vnd.npm.install-v1+json"}
         abbreviated = await _get(client, "/npm/left", headers=corgi)  # rendered: read once
         refs = metacache._refs
-        reads: list[str] = []
-        get_body = refs.get_body
-
-        async def counted(key: str) -> bytes | None:
-            reads.append(key)
-            return await get_body(key)
-
-        monkeypatch.setattr(refs, "get_body", counted)
+        reads = count_body_reads(refs, monkeypatch)
         for _ in range(3):
             assert {p: (await _get(client, p))[:2] for p in paths} == first
             assert (await _get(client, "/npm/left", headers=corgi))[:2] == abbreviated[:2]

@@ -18,6 +18,7 @@ from stockade.proxy.metrics import Metrics
 from stockade.proxy.renderslots import RenderSlots
 from stockade.proxy.upstream import LARGE_BODY_BYTES, Upstream
 from stockade.storage.refs import RefStore
+from testbed.counting import count_body_reads
 from tests.unit.proxy.test_metacache_negative import URL, Clock, FakeUpstream
 
 BODY = b"document"  # what FakeUpstream's answer reads: larger than a quarter of 16 bytes
@@ -27,18 +28,6 @@ def _cache(refs: RefStore, clock: Clock) -> MetadataCache:
     return MetadataCache(refs, Metrics(), max_doc_bytes=1 << 20, memory_bytes=16, clock=clock)
 
 
-def _count_body_reads(refs: RefStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    reads: list[str] = []
-    get_body = refs.get_body
-
-    async def counted(key: str) -> bytes | None:
-        reads.append(key)
-        return await get_body(key)
-
-    monkeypatch.setattr(refs, "get_body", counted)
-    return reads
-
-
 async def test_a_large_document_is_had_warm_without_its_body(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     refs, clock, upstream = RefStore(tmp_path, "metadata"), Clock(), FakeUpstream(answer=200)
@@ -46,7 +35,7 @@ async def test_a_large_document_is_had_warm_without_its_body(
     opts: dict[str, Any] = {"accept": "a", "ttl_s": 60.0, "stale_if_error_s": 60.0}
     first = await _cache(refs, clock).get("npm", up, URL, **opts)
     assert first.body == BODY
-    reads = _count_body_reads(refs, monkeypatch)
+    reads = count_body_reads(refs, monkeypatch)
     cache = _cache(refs, clock)  # a new process: nothing in memory yet
     for _ in range(3):
         warm = await cache.get("npm", up, URL, body=False, **opts)

@@ -20,6 +20,7 @@ from stockade.proxy.metadocs import CacheResult
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.upstream import Upstream
 from stockade.storage.refs import RefStore
+from testbed.counting import count_body_reads
 from tests.unit.proxy.test_metacache_negative import URL, Clock
 
 OPTS: dict[str, Any] = {"accept": "a", "ttl_s": 60.0, "stale_if_error_s": 3600.0}
@@ -121,14 +122,7 @@ async def test_a_large_document_is_revalidated_without_reading_its_body(
     first = await _cache(refs, clock, memory_bytes=16).get("npm", up, URL, **OPTS)
     cache = _cache(refs, clock, memory_bytes=16)  # too large for its memory
     await cache.get("npm", up, URL, body=False, **OPTS)
-    reads: list[str] = []
-    get_body = refs.get_body
-
-    async def counted(key: str) -> bytes | None:
-        reads.append(key)
-        return await get_body(key)
-
-    monkeypatch.setattr(refs, "get_body", counted)
+    reads = count_body_reads(refs, monkeypatch)
     clock.now += 61
     warm = await cache.get("npm", up, URL, body=False, **OPTS)
     assert upstream.asked[-1] is not None  # asked conditionally, answered 304
