@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from stockade.proxy.ecosystems import npm, npm_documents, pypi_pages
 from stockade.proxy.state import SERVICES
-from testbed.counting import count_body_reads
+from testbed.counting import count_body_reads, count_calls
 from testbed.fakes.npm_upstream import CORGI, FakeNpm
 from testbed.fakes.pypi_upstream import FakePyPI
 from tests.conftest import ProxyFactory
@@ -35,18 +35,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def _counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
-    calls: list[int] = []
-    real = getattr(npm_documents, name)
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(npm_documents, name, counted)
-    return calls
 
 
 def _packument_asks(registry: FakeNpm) -> int:
@@ -81,7 +69,8 @@ async def test_a_304_keeps_the_parsed_and_rendered_packument(
         large: bool) -> None:
     npm_registry.publish("left", "1.0.0")
     npm_registry.publish("left", "1.1.0", time="2024-02-01T00:00:00.000Z")
-    parses, renders = _counting(monkeypatch, "index"), _counting(monkeypatch, "render_body")
+    parses = count_calls(monkeypatch, npm_documents, "index")
+    renders = count_calls(monkeypatch, npm_documents, "render_body")
     client, clock = await _proxy(npm_registry, proxy_for, monkeypatch, large)
     forms = {}
     for accept in ("application/json", CORGI):
@@ -100,7 +89,8 @@ async def test_a_changed_packument_is_parsed_and_rendered_once(
         npm_registry: FakeNpm, proxy_for: ProxyFor, monkeypatch: pytest.MonkeyPatch,
         large: bool) -> None:
     npm_registry.publish("left", "1.0.0")
-    parses, renders = _counting(monkeypatch, "index"), _counting(monkeypatch, "render_body")
+    parses = count_calls(monkeypatch, npm_documents, "index")
+    renders = count_calls(monkeypatch, npm_documents, "render_body")
     client, clock = await _proxy(npm_registry, proxy_for, monkeypatch, large)
     before = await (await client.get("/npm/left")).read()
     npm_registry.publish("left", "1.1.0", time="2024-02-01T00:00:00.000Z")
@@ -118,7 +108,8 @@ async def test_a_changed_packument_is_parsed_and_rendered_once(
 async def test_a_cold_packument_asked_at_once_is_read_parsed_and_rendered_once(
         npm_registry: FakeNpm, proxy_for: ProxyFor, monkeypatch: pytest.MonkeyPatch) -> None:
     npm_registry.publish("left", "1.0.0")
-    parses, renders = _counting(monkeypatch, "index"), _counting(monkeypatch, "render_body")
+    parses = count_calls(monkeypatch, npm_documents, "index")
+    renders = count_calls(monkeypatch, npm_documents, "render_body")
     # as a 20 MB one is: its body not held past the fetch, read back where needed
     monkeypatch.setattr(npm, "LARGE_BYTES", 1)
     client, _ = await _proxy(npm_registry, proxy_for, monkeypatch, large=True)

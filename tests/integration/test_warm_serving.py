@@ -23,7 +23,7 @@ from stockade.proxy.ecosystems import npm_documents, pypi_pages
 from stockade.proxy.rendered import RenderedCache
 from stockade.proxy.state import SERVICES
 from stockade.storage import verify
-from testbed.counting import count_body_reads
+from testbed.counting import count_body_reads, count_calls
 from testbed.fakes.npm_upstream import FakeNpm
 from testbed.fakes.policy import FakeEngine
 from testbed.fakes.pypi_upstream import Dist, FakePyPI
@@ -198,26 +198,13 @@ class TestAccelRedirect:
         assert blob.read_bytes() == dist.data
 
 
-def _counting(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:
-    """Count calls of ``module.name`` (a renderer), still calling it."""
-    calls: list[int] = []
-    real = getattr(module, name)
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, counted)
-    return calls
-
-
 class TestRenderedOnce:
     async def test_a_simple_page_is_rendered_once_across_warm_requests(
             self, fake_pypi: FakePyPI, make_proxy: ProxyFactory,
             monkeypatch: pytest.MonkeyPatch) -> None:
         fake_pypi.add_wheel("demo", "1.0")
         fake_pypi.add_wheel("demo", "1.1")
-        renders = _counting(monkeypatch, pypi_pages, "render_html")
+        renders = count_calls(monkeypatch, pypi_pages, "render_html")
         client = await make_proxy(upstream=fake_pypi)
         bodies = {(await _get(client, "/pypi/simple/demo/"))[1] for _ in range(10)}
         assert len(bodies) == 1 and b"demo-1.1" in bodies.pop()
@@ -228,7 +215,7 @@ class TestRenderedOnce:
             self, npm_registry: FakeNpm, proxy_for: ProxyFor, tmp_path: Path,
             monkeypatch: pytest.MonkeyPatch) -> None:
         npm_registry.publish("left", "1.0.0")
-        renders = _counting(monkeypatch, npm_documents, "render_body")
+        renders = count_calls(monkeypatch, npm_documents, "render_body")
         client = await proxy_for(npm=[{"name": "npm", "url": npm_registry.url}])
         status, first, headers = await _get(client, "/npm/left")
         assert status == 200
