@@ -327,6 +327,11 @@ class Admission:
 
         return cast(T, await self._parsing.do(key, made))
 
+    def parsed_held(self, doc_key: str, version: str, kind: str) -> Any | None:
+        """What ``parsed`` made of a document's ``version`` as ``kind``, if still held."""
+        found = self._parsed.get((f"{kind}|{doc_key}", version))
+        return None if found is None else found[0]
+
     async def versions(self, eco: Ecosystem, name: str) -> tuple[Facts, dict[str, Facts]]:
         """The name's facts and every version's, with first-seen times (explain, check).
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from stockade.proxy.ecosystems import npm, npm_documents, pypi_pages
+from stockade.proxy.ecosystems import npm, npm_documents, pypi, pypi_pages
 from stockade.proxy.state import SERVICES
 from testbed.counting import count_body_reads, count_calls
 from testbed.fakes.npm_upstream import CORGI, FakeNpm
@@ -246,3 +246,52 @@ async def test_a_304_keeps_the_parsed_and_rendered_simple_page(
     assert await (await client.get("/pypi/simple/demo/")).read() == first
     assert sum(1 for _, p in fake_pypi.requests if p.endswith("/demo/")) == 2
     assert (len(parses), len(renders)) == (1, 1)
+
+
+async def test_while_a_changed_simple_page_is_made_the_last_page_stands_in(
+        fake_pypi: FakePyPI, make_proxy: ProxyFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_pypi.add_wheel("demo", "1.0")
+    release = threading.Event()
+    parses: list[int] = []
+    real = pypi_pages.parse_project
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        parses.append(1)
+        if len(parses) > 1:  # the changed page's: held until the test lets it go
+            release.wait(_DEADLINE_S)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pypi_pages, "parse_project", held)
+    monkeypatch.setattr(pypi, "_OFFLOAD_BYTES", 0)  # parsed in a thread, as a large page is
+    client = await make_proxy(upstream=fake_pypi)
+    services = client.server.app[SERVICES]
+    clock = Clock()
+    for timed in (services.admission.metacache, services.admission):
+        monkeypatch.setattr(timed, "_clock", clock)
+    before = await (await client.get("/pypi/simple/demo/")).read()
+    fake_pypi.add_wheel("demo", "1.1")
+    clock.now += 301
+    try:
+        leader = asyncio.ensure_future(client.get("/pypi/simple/demo/"))  # fetches it: waits
+        deadline = asyncio.get_running_loop().time() + _DEADLINE_S
+        while len(parses) < 2:
+            assert asyncio.get_running_loop().time() < deadline, "never parsed"
+            await asyncio.sleep(0.005)
+
+        async def meanwhile() -> tuple[bytes, str]:
+            resp = await client.get("/pypi/simple/demo/")
+            assert resp.status == 200
+            return await resp.read(), resp.headers["X-Stockade-Cache"]
+
+        others = await asyncio.wait_for(
+            asyncio.gather(*(meanwhile() for _ in range(_CONCURRENT))), _DEADLINE_S)
+        assert set(others) == {(before, "stale")}
+        assert not leader.done()
+    finally:
+        release.set()
+    assert b"demo-1.1" in await (await leader).read()
+    after = await client.get("/pypi/simple/demo/")
+    assert (b"demo-1.1" in await after.read(), after.headers["X-Stockade-Cache"]) == (True, "hit")
+    assert len(parses) == 2
+    assert sum(1 for _, p in fake_pypi.requests if p.endswith("/demo/")) == 2

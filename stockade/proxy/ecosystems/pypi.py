@@ -16,7 +16,7 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urljoin
 
 import orjson
@@ -26,7 +26,7 @@ from packaging.version import InvalidVersion, Version
 from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.policy.rules.provenance import ReleaseProvenance, provenance_history
 from stockade.policy.times import timestamp
-from stockade.proxy.admission import Admission, caller
+from stockade.proxy.admission import Admission, Caller, caller
 from stockade.proxy.ecosystems import project_facts, pypi_provenance, pypi_summary
 from stockade.proxy.ecosystems import pypi_pages as pages
 from stockade.proxy.ecosystems.base import Documents, json_object
@@ -37,7 +37,7 @@ from stockade.proxy.errors import (
     RefusedError,
     UpstreamError,
 )
-from stockade.proxy.metadocs import CachedDoc
+from stockade.proxy.metadocs import CachedDoc, CacheResult
 from stockade.proxy.origin import origin
 from stockade.proxy.pipeline import ArtifactSource
 from stockade.proxy.responses import IMMUTABLE
@@ -85,10 +85,13 @@ class Project:
     facts: dict[str, Facts]
 
 
-async def _project(adm: Documents, upstream: Upstream, name: str) -> tuple[Project, CachedDoc]:
-    """The upstream's project page, parsed, with foreign links dropped."""
-    doc = await adm.document(ECO, upstream, page_url(upstream.url, name),
-                             accept=pages.UPSTREAM_ACCEPT)
+async def _project(adm: Documents, upstream: Upstream, name: str,
+                   doc: CachedDoc | None = None) -> tuple[Project, CachedDoc]:
+    """The upstream's project page (``doc``, if fetched already), parsed, with foreign
+    links dropped."""
+    if doc is None:
+        doc = await adm.document(ECO, upstream, page_url(upstream.url, name),
+                                 accept=pages.UPSTREAM_ACCEPT)
 
     async def parse() -> Project:
         return await _parse(doc, name, upstream)
@@ -167,36 +170,86 @@ def version_facts(page: pages.ProjectPage, upstream: Upstream) -> dict[str, Fact
     return facts
 
 
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """A rendered project page and what its headers say of it; ``body`` is None in
+    the copy kept to stand in (the parsed cache holds the bytes, under ``kind``)."""
+
+    body: bytes | None
+    version: str
+    kind: str
+    filtered: str | None
+    dropped: int
+
+
 async def project(request: web.Request) -> web.StreamResponse:
-    """``/pypi/simple/<name>/`` in the negotiated format, filtered by policy."""
+    """``/pypi/simple/<name>/`` in the negotiated format, filtered by policy.
+
+    While the page of a changed document is made (parsed, decided, rendered: long
+    for a project with thousands of files), requests are answered with the last
+    page made for the same form, origin and policy, marked ``stale``
+    (``successions``), as packuments are; the request that fetched it waits."""
     raw = request.match_info["name"]
     name = _name(request)
     if raw != name or not request.path.endswith("/"):
         raise web.HTTPMovedPermanently(f"{PREFIX}/simple/{name}/")
-    adm = services(request).admission
+    svc = services(request)
+    adm = svc.admission
     who = caller(request)
     upstreams, verdict = await adm.decide_name(ECO, name, who)
+    upstream = upstreams.owner
+    revision = adm.gate.engine_for(who.team).revision
+    ctype = pages.negotiate(request.headers.get("Accept"))
+    # PEP 740 wants an absolute URL; an air-gapped client can follow stockade's
+    provenance_base = f"{origin(request, svc.settings.server)}{PREFIX}/provenance/"
     try:
-        project, doc = await _project(adm, upstreams.owner, name)
+        doc = await adm.document(ECO, upstream, page_url(upstream.url, name),
+                                 accept=pages.UPSTREAM_ACCEPT)
+
+        async def make() -> _Page:
+            project, _ = await _project(adm, upstream, name, doc)
+            return await _page(adm, name, doc, project, verdict.blocks, who, ctype,
+                               provenance_base, revision)
+
+        def held(page: _Page) -> bool:
+            return adm.parsed_held(doc.key, page.version, page.kind) is not None
+
+        def kept(page: _Page) -> _Page:  # the bytes stay in the parsed cache only
+            return dataclasses.replace(page, body=None)
+
+        family = "|".join(("pypi", doc.key, ctype, provenance_base, revision,
+                           "refused" if verdict.blocks else "served"))
+        page, stale = await svc.rendered.successions.answer(
+            family, doc.version, make, held, wait=doc.result is CacheResult.MISS, keep=kept)
     except UpstreamError as exc:
         if verdict.blocks and exc.status == 404:
             raise RefusedError(verdict) from exc
         raise
-    headers = {"Vary": "Accept", "X-Stockade-Cache": doc.result.value,
-               "X-Stockade-Policy-Revision": adm.gate.engine_for(who.team).revision}
-    vf = None
+    page = cast(_Page, page)
+    body = page.body
+    if body is None:  # standing in: held, just seen
+        body = cast(tuple[bytes, int], adm.parsed_held(doc.key, page.version, page.kind))[0]
+    headers = {"Vary": "Accept", "Content-Type": ctype,
+               "X-Stockade-Cache": CacheResult.STALE.value if stale else doc.result.value,
+               "X-Stockade-Policy-Revision": revision}
     if verdict.blocks:
         # pip, uv and poetry never show why a page was refused; listing the
         # files and refusing their download puts the reason in front of the user.
         headers["X-Stockade-Refused"] = verdict.rule
-    else:
+    elif page.filtered is not None:
+        headers["X-Stockade-Filtered"] = page.filtered
+    if page.dropped:
+        headers["X-Stockade-Filtered-Files"] = f"{page.dropped} source distributions hidden"
+    return web.Response(body=body, headers=headers)
+
+
+async def _page(adm: Admission, name: str, doc: CachedDoc, project: Project, refused: bool,
+                who: Caller, ctype: str, provenance_base: str, revision: str) -> _Page:
+    """``project``'s page as ``who`` sees it in ``ctype``: decided, rendered."""
+    vf = None
+    if not refused:
         vf = await adm.decide_versions(ECO, name, doc, project.facts, who,
                                        offload=len(doc.body) > _OFFLOAD_BYTES)
-        if (filtered := vf.header()) is not None:
-            headers["X-Stockade-Filtered"] = filtered
-    ctype = pages.negotiate(request.headers.get("Accept"))
-    # PEP 740 wants an absolute URL; an air-gapped client can follow stockade's
-    provenance_base = f"{origin(request, services(request).settings.server)}{PREFIX}/provenance/"
 
     async def render() -> tuple[bytes, int]:
         page, dropped = project.page, 0
@@ -214,12 +267,9 @@ async def project(request: web.Request) -> web.StreamResponse:
     hidden = "refused" if vf is None else hashlib.sha256(
         "\n".join(sorted(vf.hidden)).encode()).hexdigest()[:16]
     # the revision names the team's policy too: a team may hide other files
-    kind = (f"pypi-body|{ctype}|{provenance_base}|{adm.gate.engine_for(who.team).revision}"
-            f"|{hidden}")
+    kind = f"pypi-body|{ctype}|{provenance_base}|{revision}|{hidden}"
     body, dropped = await adm.parsed(doc, kind, render, lambda _r: len(project.page.files))
-    if dropped:
-        headers["X-Stockade-Filtered-Files"] = f"{dropped} source distributions hidden"
-    return web.Response(body=body, headers={**headers, "Content-Type": ctype})
+    return _Page(body, doc.version, kind, None if vf is None else vf.header(), dropped)
 
 
 _SDIST = (".tar.gz", ".zip", ".tar.bz2")
