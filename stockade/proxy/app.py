@@ -144,6 +144,20 @@ def accel(settings: Settings) -> Accel | None:
     return None if front is None else Accel(settings.storage.path, front.prefix)
 
 
+async def _spool_folder(root: Path) -> Path | None:
+    """Where large upstream bodies are spooled: ``<root>/tmp``, on the storage's disk,
+    as the blob writers' spools are (the system's temporary folder may be a tmpfs,
+    holding a 20 MB document in memory); None, the system's, where it cannot be made."""
+    folder = root / "tmp"
+    try:
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    except OSError as exc:
+        logger.warning("large upstream bodies spool in the temporary folder: %s: %s",
+                       folder, exc.strerror or exc)
+        return None
+    return folder
+
+
 def make_upstreams(
     settings: Settings, metrics: Metrics, environ: Mapping[str, str]
 ) -> dict[Ecosystem, tuple[Upstream, ...]]:
@@ -346,9 +360,10 @@ def _services(
         await rendered.open()
         upstreams = make_upstreams(settings, metrics, environ)
         reads = RenderSlots(locks, 2 * settings.server.render_slots, kind="read")
+        spools = await _spool_folder(Path(root) if private is None else private)
         for group in upstreams.values():
             for upstream in group:
-                upstream.bound_reads(reads)
+                upstream.bound_reads(reads, spools)
                 await upstream.start()
         admission = make_admission(settings, gate, metrics, upstreams, workers=rendered,
                                    first_seen=open_records(settings, store, FIRST_SEEN_REFS),

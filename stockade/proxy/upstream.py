@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, TypeVar
 from urllib.parse import urljoin
 
@@ -68,6 +69,7 @@ class UpstreamResponse:
     headers: CIMultiDictProxy[str]
     _raw: aiohttp.ClientResponse
     read_slots: RenderSlots | None = None  # bounds large bodies read at once (``read``)
+    spool_folder: Path | None = None  # where large bodies are spooled (None: the system's)
 
     @property
     def content_length(self) -> int | None:
@@ -139,10 +141,12 @@ class UpstreamResponse:
 
     async def _open_spool(self, stack: contextlib.AsyncExitStack) -> BinaryIO | None:
         """A spool file for a large body, or None where none can be made (an
-        unwritable or missing temporary folder): the body is then joined in memory,
-        as before spooling, rather than refused."""
+        unwritable or missing folder): the body is then joined in memory, as before
+        spooling, rather than refused. The file has no name: nothing is left behind."""
         try:
-            return stack.enter_context(await asyncio.to_thread(tempfile.TemporaryFile))
+            folder = self.spool_folder
+            return stack.enter_context(await asyncio.to_thread(
+                lambda: tempfile.TemporaryFile(dir=folder)))
         except OSError as exc:
             logger.warning("no spool file for %s (%s): its body is kept in memory", self.url, exc)
             return None
@@ -194,10 +198,14 @@ class Upstream:
         # origin -> time.monotonic() until which it is not asked (it could not be reached)
         self._unreachable_until: dict[Origin | None, float] = {}
         self._read_slots: RenderSlots | None = None
+        self._spool_folder: Path | None = None
 
-    def bound_reads(self, slots: RenderSlots) -> None:
-        """Read large document bodies from this upstream in ``slots`` (the server's)."""
+    def bound_reads(self, slots: RenderSlots, spool_folder: Path | None = None) -> None:
+        """Read large document bodies from this upstream in ``slots`` (the server's),
+        spooled in ``spool_folder`` (the storage's, not a temporary folder that may be
+        held in memory; None: the system's temporary folder)."""
         self._read_slots = slots
+        self._spool_folder = spool_folder
 
     async def start(self) -> None:
         """Open the pooled session."""
@@ -342,7 +350,7 @@ class Upstream:
                     self._mark_reachable(url)
                     self._metrics.upstream_requests.labels(self.name, str(raw.status)).inc()
                     response = UpstreamResponse(self.name, url, raw.status, raw.headers, raw,
-                                                self._read_slots)
+                                                self._read_slots, self._spool_folder)
                     data = await response.read(max_bytes)
                     return raw.status, raw.headers.get("Content-Type", ""), data
         finally:
@@ -410,7 +418,7 @@ class Upstream:
                 upstream=self.name, upstream_status=raw.status,
             )
         return UpstreamResponse(self.name, url, raw.status, raw.headers, raw,
-                                self._read_slots)
+                                self._read_slots, self._spool_folder)
 
     async def _request(
         self, url: str, headers: Mapping[str, str] | None

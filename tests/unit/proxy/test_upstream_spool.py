@@ -3,6 +3,7 @@ small ones are joined in memory. Either way the bytes are the upstream's."""
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from stockade.config.model import UpstreamSettings
+from stockade.proxy import upstream as upstream_module
 from stockade.proxy.errors import UpstreamBodyError
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.renderslots import RenderSlots
@@ -50,8 +52,8 @@ def spools(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     opened: list[Any] = []
     make = tempfile.TemporaryFile
 
-    def temporary_file() -> Any:
-        spool = make()
+    def temporary_file(**kwargs: Any) -> Any:
+        spool = make(**kwargs)
         opened.append(spool)
         return spool
 
@@ -72,6 +74,28 @@ async def test_a_large_body_is_spooled_and_read_back_whole(
     assert spools[0].closed  # removed with the read
 
 
+async def test_a_large_body_is_spooled_in_the_folder_given(
+        upstream: Upstream, spools: list[Any], tmp_path: Path) -> None:
+    """On the storage's disk, not in a temporary folder that may be held in memory;
+    and with no name, so nothing is left there."""
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    upstream.bound_reads(RenderSlots(tmp_path, 1, kind="read"), folder)
+    where: list[str] = []
+    read_back = upstream_module._read_back
+
+    def reading(spool: Any, parts: list[bytes]) -> bytes:
+        where.append(os.readlink(f"/proc/self/fd/{spool.fileno()}"))
+        return read_back(spool, parts)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(upstream_module, "_read_back", reading)
+        assert await _read(upstream, "chunked") == LARGE
+    assert len(spools) == 1 and spools[0].closed
+    assert len(where) == 1 and Path(where[0]).parent == folder
+    assert list(folder.iterdir()) == []
+
+
 async def test_a_small_body_is_not_spooled(upstream: Upstream, spools: list[Any]) -> None:
     assert await _read(upstream, "small") == SMALL
     assert spools == []
@@ -88,7 +112,7 @@ async def test_a_large_body_over_the_limit_is_refused_and_its_spool_closed(
 async def test_without_a_spool_file_a_large_body_is_kept_in_memory(
         upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
     """An unwritable temporary folder costs memory, not the document."""
-    def unwritable() -> Any:
+    def unwritable(**_kwargs: Any) -> Any:
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(tempfile, "TemporaryFile", unwritable)
@@ -103,8 +127,8 @@ async def test_a_full_spool_refuses_the_document_with_its_reason(
     class Full:
         """A spool file on a disk with no room left."""
 
-        def __init__(self) -> None:
-            self.file = make()
+        def __init__(self, **kwargs: Any) -> None:
+            self.file = make(**kwargs)
             opened.append(self.file)
 
         def writelines(self, _parts: Any) -> None:
