@@ -140,42 +140,12 @@ async def test_a_cold_packument_asked_at_once_is_read_parsed_and_rendered_once(
 async def test_while_a_changed_packument_is_rendered_the_last_answer_stands_in(
         npm_registry: FakeNpm, proxy_for: ProxyFor, monkeypatch: pytest.MonkeyPatch) -> None:
     npm_registry.publish("left", "1.0.0")
-    release = threading.Event()
-    renders: list[int] = []
-    real = npm_documents.render_body
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        renders.append(1)
-        if len(renders) > 1:  # the changed document's: held until the test lets it go
-            release.wait(_DEADLINE_S)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(npm_documents, "render_body", held)
+    renders, release = _second_held(monkeypatch, npm_documents, "render_body")
     client, clock = await _proxy(npm_registry, proxy_for, monkeypatch, large=True)
     before = await (await client.get("/npm/left")).read()
     npm_registry.publish("left", "1.1.0", time="2024-02-01T00:00:00.000Z")
     clock.now += 301
-    try:
-        leader = asyncio.ensure_future(client.get("/npm/left"))  # fetches it: waits
-        deadline = asyncio.get_running_loop().time() + _DEADLINE_S
-        while len(renders) < 2:
-            assert asyncio.get_running_loop().time() < deadline, "never rendered"
-            await asyncio.sleep(0.005)
-
-        async def meanwhile() -> tuple[bytes, str]:
-            resp = await client.get("/npm/left")
-            assert resp.status == 200
-            return await resp.read(), resp.headers["X-Stockade-Cache"]
-
-        others = await asyncio.wait_for(
-            asyncio.gather(*(meanwhile() for _ in range(_CONCURRENT))), _DEADLINE_S)
-        assert set(others) == {(before, "stale")}
-        assert not leader.done()
-    finally:
-        release.set()
-    assert b"1.1.0" in await (await leader).read()
-    after = await client.get("/npm/left")
-    assert (b"1.1.0" in await after.read(), after.headers["X-Stockade-Cache"]) == (True, "hit")
+    await _stood_in(client, "/npm/left", renders, release, before, b"1.1.0")
     assert (_packument_asks(npm_registry), len(renders)) == (2, 2)
 
 
@@ -222,25 +192,9 @@ async def test_a_304_keeps_the_parsed_and_rendered_simple_page(
         fake_pypi: FakePyPI, make_proxy: ProxyFactory,
         monkeypatch: pytest.MonkeyPatch) -> None:
     fake_pypi.add_wheel("demo", "1.0")
-    parses: list[int] = []
-    renders: list[int] = []
-    real_parse, real_render = pypi_pages.parse_project, pypi_pages.render_html
-
-    def parsing(*args: Any, **kwargs: Any) -> Any:
-        parses.append(1)
-        return real_parse(*args, **kwargs)
-
-    def rendering(*args: Any, **kwargs: Any) -> Any:
-        renders.append(1)
-        return real_render(*args, **kwargs)
-
-    monkeypatch.setattr(pypi_pages, "parse_project", parsing)
-    monkeypatch.setattr(pypi_pages, "render_html", rendering)
-    client = await make_proxy(upstream=fake_pypi)
-    services = client.server.app[SERVICES]
-    clock = Clock()
-    for timed in (services.admission.metacache, services.admission):
-        monkeypatch.setattr(timed, "_clock", clock)
+    parses = count_calls(monkeypatch, pypi_pages, "parse_project")
+    renders = count_calls(monkeypatch, pypi_pages, "render_html")
+    client, clock = await _pypi_proxy(fake_pypi, make_proxy, monkeypatch)
     first = await (await client.get("/pypi/simple/demo/")).read()
     clock.now += 301
     assert await (await client.get("/pypi/simple/demo/")).read() == first
@@ -252,35 +206,59 @@ async def test_while_a_changed_simple_page_is_made_the_last_page_stands_in(
         fake_pypi: FakePyPI, make_proxy: ProxyFactory,
         monkeypatch: pytest.MonkeyPatch) -> None:
     fake_pypi.add_wheel("demo", "1.0")
-    release = threading.Event()
-    parses: list[int] = []
-    real = pypi_pages.parse_project
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        parses.append(1)
-        if len(parses) > 1:  # the changed page's: held until the test lets it go
-            release.wait(_DEADLINE_S)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pypi_pages, "parse_project", held)
+    parses, release = _second_held(monkeypatch, pypi_pages, "parse_project")
     monkeypatch.setattr(pypi, "_OFFLOAD_BYTES", 0)  # parsed in a thread, as a large page is
+    client, clock = await _pypi_proxy(fake_pypi, make_proxy, monkeypatch)
+    before = await (await client.get("/pypi/simple/demo/")).read()
+    fake_pypi.add_wheel("demo", "1.1")
+    clock.now += 301
+    await _stood_in(client, "/pypi/simple/demo/", parses, release, before, b"demo-1.1")
+    assert len(parses) == 2
+    assert sum(1 for _, p in fake_pypi.requests if p.endswith("/demo/")) == 2
+
+
+async def _pypi_proxy(fake_pypi: FakePyPI, make_proxy: ProxyFactory,
+                      monkeypatch: pytest.MonkeyPatch) -> tuple[TestClient, Clock]:
     client = await make_proxy(upstream=fake_pypi)
     services = client.server.app[SERVICES]
     clock = Clock()
     for timed in (services.admission.metacache, services.admission):
         monkeypatch.setattr(timed, "_clock", clock)
-    before = await (await client.get("/pypi/simple/demo/")).read()
-    fake_pypi.add_wheel("demo", "1.1")
-    clock.now += 301
+    return client, clock
+
+
+def _second_held(monkeypatch: pytest.MonkeyPatch, module: Any,
+                 name: str) -> tuple[list[int], threading.Event]:
+    """``module.name``'s calls, counted; from the second on (the changed document's),
+    each held (in its thread or process) until the event is set."""
+    calls: list[int] = []
+    release = threading.Event()
+    real = getattr(module, name)
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) > 1:
+            release.wait(_DEADLINE_S)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, held)
+    return calls, release
+
+
+async def _stood_in(client: TestClient, path: str, made: list[int], release: threading.Event,
+                    before: bytes, new: bytes) -> None:
+    """With the changed document's answer held in the making (its second entry in
+    ``made``) until ``release``: the request that fetched it waits, every other is
+    answered with ``before``, marked stale; once released, ``new`` answers, a hit."""
     try:
-        leader = asyncio.ensure_future(client.get("/pypi/simple/demo/"))  # fetches it: waits
+        leader = asyncio.ensure_future(client.get(path))  # fetches it: waits
         deadline = asyncio.get_running_loop().time() + _DEADLINE_S
-        while len(parses) < 2:
-            assert asyncio.get_running_loop().time() < deadline, "never parsed"
+        while len(made) < 2:
+            assert asyncio.get_running_loop().time() < deadline, "never made"
             await asyncio.sleep(0.005)
 
         async def meanwhile() -> tuple[bytes, str]:
-            resp = await client.get("/pypi/simple/demo/")
+            resp = await client.get(path)
             assert resp.status == 200
             return await resp.read(), resp.headers["X-Stockade-Cache"]
 
@@ -290,8 +268,6 @@ async def test_while_a_changed_simple_page_is_made_the_last_page_stands_in(
         assert not leader.done()
     finally:
         release.set()
-    assert b"demo-1.1" in await (await leader).read()
-    after = await client.get("/pypi/simple/demo/")
-    assert (b"demo-1.1" in await after.read(), after.headers["X-Stockade-Cache"]) == (True, "hit")
-    assert len(parses) == 2
-    assert sum(1 for _, p in fake_pypi.requests if p.endswith("/demo/")) == 2
+    assert new in await (await leader).read()
+    after = await client.get(path)
+    assert (new in await after.read(), after.headers["X-Stockade-Cache"]) == (True, "hit")
