@@ -140,8 +140,13 @@ class TyposquatRule:
                 *self.protected.get(ecosystem, ()),
                 *(n for n in self.internal.get(ecosystem, ()) if "*" not in n)))
             listed = index.names  # every protected name: never a loose look-alike
-            found = (LooseIndex(ecosystem, extra, listed), _loose(ecosystem, shipped)) \
-                if extra else (_loose(ecosystem, shipped),)
+            whole = _loose(ecosystem, shipped)
+            if self.popular is None:
+                # the shipped lists' strong index (``_build``'s, or the base under the
+                # policy's own names) files their one-edit neighbours too: the loose
+                # tier reads a name's from its look-up (``LooseIndex.share_one_edit``)
+                whole.share_one_edit(_shipped_index(ecosystem, popular(ecosystem)).edits)
+            found = (LooseIndex(ecosystem, extra, listed), whole) if extra else (whole,)
             self._loose_indexes[ecosystem] = found
         return found
 
