@@ -195,8 +195,10 @@ class TyposquatRule:
         pair = pairs.get(name)
         if pair is None:
             strong = self._verdicts[ref.ecosystem](name)
+            # the quick likenesses asked here, not through their cache: the pair is
+            # what is kept of them (a second cache costs a first sight its filling)
             pair = (strong, None if strong is not None else
-                    self._loose_quick[ref.ecosystem](name))
+                    self._loose_match(ref.ecosystem, name, deep=False))
             if len(pairs) >= _CACHE_MAX:
                 pairs.clear()
             pairs[name] = pair
@@ -283,14 +285,19 @@ class TyposquatRule:
     def _loose_match(self, ecosystem: Ecosystem, name: str, *, deep: bool,
                      quick: bool = True) -> Match | None:
         norm = normalize(ecosystem, name)
-        if self._is_allowed(ecosystem, norm):
+        # An allowed or protected name is never a loose look-alike: asked first of
+        # the deep search (costly), and of the quick one only where it found a name
+        # (most find none, and the answer is None either way).
+        if deep and self._left_alone(ecosystem, norm):
             return None
-        if norm in self.index(ecosystem).names:
-            return None  # a protected name itself
         for index in self.loose_index(ecosystem):
             if (found := index.match(norm, deep=deep, quick=quick)) is not None:
-                return found
+                return None if not deep and self._left_alone(ecosystem, norm) else found
         return None
+
+    def _left_alone(self, ecosystem: Ecosystem, norm: str) -> bool:
+        """True for an allowed name, and a protected one itself."""
+        return self._is_allowed(ecosystem, norm) or norm in self.index(ecosystem).names
 
     def clear_cache(self) -> None:
         """Forget the verdicts kept (the indexes stay)."""
