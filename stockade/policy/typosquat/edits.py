@@ -215,7 +215,9 @@ class EditIndex:
         last = self._last
         if last[0] == skel and skel:
             return last[1]
-        found = self._found(deletions(skel))
+        deletes = self._deletes
+        found = deletes.found_deletions(skel) if isinstance(deletes, Names) \
+            else self._found(deletions(skel))
         self._last = (skel, found)
         return found
 
