@@ -140,8 +140,13 @@ class TyposquatRule:
                 *self.protected.get(ecosystem, ()),
                 *(n for n in self.internal.get(ecosystem, ()) if "*" not in n)))
             listed = index.names  # every protected name: never a loose look-alike
-            found = (LooseIndex(ecosystem, extra, listed), _loose(ecosystem, shipped)) \
-                if extra else (_loose(ecosystem, shipped),)
+            whole = _loose(ecosystem, shipped)
+            if self.popular is None:
+                # the shipped lists' strong index (``_build``'s, or the base under the
+                # policy's own names) files their one-edit neighbours too: the loose
+                # tier reads a name's from its look-up (``LooseIndex.share_one_edit``)
+                whole.share_one_edit(_shipped_index(ecosystem, popular(ecosystem)).edits)
+            found = (LooseIndex(ecosystem, extra, listed), whole) if extra else (whole,)
             self._loose_indexes[ecosystem] = found
         return found
 
@@ -190,8 +195,10 @@ class TyposquatRule:
         pair = pairs.get(name)
         if pair is None:
             strong = self._verdicts[ref.ecosystem](name)
+            # the quick likenesses asked here, not through their cache: the pair is
+            # what is kept of them (a second cache costs a first sight its filling)
             pair = (strong, None if strong is not None else
-                    self._loose_quick[ref.ecosystem](name))
+                    self._loose_match(ref.ecosystem, name, deep=False))
             if len(pairs) >= _CACHE_MAX:
                 pairs.clear()
             pairs[name] = pair
@@ -278,14 +285,19 @@ class TyposquatRule:
     def _loose_match(self, ecosystem: Ecosystem, name: str, *, deep: bool,
                      quick: bool = True) -> Match | None:
         norm = normalize(ecosystem, name)
-        if self._is_allowed(ecosystem, norm):
+        # An allowed or protected name is never a loose look-alike: asked first of
+        # the deep search (costly), and of the quick one only where it found a name
+        # (most find none, and the answer is None either way).
+        if deep and self._left_alone(ecosystem, norm):
             return None
-        if norm in self.index(ecosystem).names:
-            return None  # a protected name itself
         for index in self.loose_index(ecosystem):
             if (found := index.match(norm, deep=deep, quick=quick)) is not None:
-                return found
+                return None if not deep and self._left_alone(ecosystem, norm) else found
         return None
+
+    def _left_alone(self, ecosystem: Ecosystem, norm: str) -> bool:
+        """True for an allowed name, and a protected one itself."""
+        return self._is_allowed(ecosystem, norm) or norm in self.index(ecosystem).names
 
     def clear_cache(self) -> None:
         """Forget the verdicts kept (the indexes stay)."""

@@ -74,6 +74,10 @@ class EditIndex:
         # theirs that the policy's own names hold (filed here, not there)
         self._base: EditIndex | None = None
         self._hidden: Set[str] = frozenset()
+        # the last skeleton ``neighbours`` looked up and what it found: the strong
+        # tier's look-up, read again by the loose tier's one edit (one tuple: a
+        # thread reads both halves or neither)
+        self._last: tuple[str, list[str | tuple[str, ...]]] = ("", [])
 
     def over(self, base: EditIndex, names: Mapping[str, int], skeletons: Mapping[str, str],
              hidden: Set[str]) -> EditIndex:
@@ -105,8 +109,12 @@ class EditIndex:
                 held = swaps.get(key)
                 swaps[key] = skel if held is None else (
                     (held, skel) if isinstance(held, str) else (*held, skel))
-        if rank >= EDIT_MAX_RANK[eco] or len(skel) < MIN_FUZZY or (
-                len(skel) < SHORT_EDIT_LEN and rank >= SHORT_EDIT_RANK):
+        # Every name of MIN_FUZZY letters or more within EDIT_MAX_RANK is filed, the
+        # short ones beyond SHORT_EDIT_RANK too, which ``fuzzy`` leaves out as it reads
+        # them: the table then holds exactly the loose tier's one-edit neighbours, and
+        # the loose search reads a name's deletions from this look-up (``neighbours``)
+        # instead of probing a table of its own.
+        if rank >= EDIT_MAX_RANK[eco] or len(skel) < MIN_FUZZY:
             return  # too short, or too far down, for an edit alone to imitate it
         deletes = self._adding(self._deletes)
         for variant in deletions(skel):
@@ -149,10 +157,9 @@ class EditIndex:
             return None
         scoped = "/" in norm
         best: tuple[int, int, str] | None = None
-        variants = deletions(skel)
-        found: Iterable[str | tuple[str, ...]] = self._found(variants)
+        found: Iterable[str | tuple[str, ...]] = self.neighbours(skel)
         if self._base is not None:
-            found = itertools.chain(found, self._base._found(variants))
+            found = itertools.chain(found, self._base.neighbours(skel))
         for held in found:
             for candidate in (held,) if isinstance(held, str) else held:
                 if candidate == skel:
@@ -189,6 +196,30 @@ class EditIndex:
             return self.near_top(skel)
         target = best[2]
         return Match(target, technique_of(skel, skeleton(self._ecosystem, target)))
+
+    @property
+    def ecosystem(self) -> Ecosystem:
+        return self._ecosystem
+
+    @property
+    def layered(self) -> bool:
+        """True for the policy's own names over a base (``over``)."""
+        return self._base is not None
+
+    def neighbours(self, skel: str) -> list[str | tuple[str, ...]]:
+        """What the deletions hold of ``skel``'s one-letter deletions (and ``skel``):
+        the skeletons one deletion from it on either side, a str where a deletion holds
+        one, a tuple where several (this index's own, not its base's). The last
+        skeleton's answer is kept: the loose tier asks for the one the strong tier
+        just did (the list is shared: read it, never change it)."""
+        last = self._last
+        if last[0] == skel and skel:
+            return last[1]
+        deletes = self._deletes
+        found = deletes.found_deletions(skel) if isinstance(deletes, Names) \
+            else self._found(deletions(skel))
+        self._last = (skel, found)
+        return found
 
     def _found(self, variants: set[str]) -> list[str | tuple[str, ...]]:
         """What the deletions hold of ``variants``."""

@@ -139,6 +139,11 @@ class NameIndex:
             else:
                 self._artifacts[artifact] = coordinate
 
+    @property
+    def edits(self) -> EditIndex:
+        """The edit look-ups (``edits``): the loose tier shares their deletions."""
+        return self._edits
+
     def __contains__(self, name: str) -> bool:
         return normalize(self.ecosystem, name) in self.names
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rapidfuzz import fuzz, process
@@ -32,9 +32,10 @@ from rapidfuzz.distance import DamerauLevenshtein
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat.compare import Match, technique_of
 from stockade.policy.typosquat.contained import Contained, ContainedSearch
+from stockade.policy.typosquat.edits import EditIndex
 from stockade.policy.typosquat.forms import deletions, skeleton
 from stockade.policy.typosquat.letters import LetterBound
-from stockade.policy.typosquat.limits import NEIGHBOURS
+from stockade.policy.typosquat.limits import EDIT_MAX_RANK, MIN_FUZZY, NEIGHBOURS
 from stockade.policy.typosquat.packed import Lists, Ranks, Strings
 
 ONE_EDIT_MIN = 5  # letters a protected name needs for one edit of it to resemble it
@@ -182,6 +183,22 @@ class LooseIndex:
         self._contained: ContainedSearch | None = None
         # the ``joined_rank`` most installed, by skeleton (``_run_together``): derived
         self._joined: dict[str, int] | None = None
+        # the strong index's deletion look-up, where it holds the same one-edit
+        # neighbours as ``_one`` (``share_one_edit``): never kept
+        self._neighbours: Callable[[str], list[str | tuple[str, ...]]] | None = None
+
+    def share_one_edit(self, edits: EditIndex) -> bool:
+        """Read one edit's neighbours from ``edits`` (the strong index of the same
+        ranked names, unlayered) rather than ``_one``: the strong tier has just looked
+        up the deletions of the name the loose tier asks for, and its answer is kept
+        (``EditIndex.neighbours``), so a name's first sight probes one table, not two.
+        Only where both file the same names (their ranks and lengths alike); True when
+        shared."""
+        if edits.ecosystem is not self.ecosystem or edits.layered \
+                or EDIT_MAX_RANK[self.ecosystem] != ONE_EDIT_RANK or MIN_FUZZY != ONE_EDIT_MIN:
+            return False
+        self._neighbours = edits.neighbours
+        return True
 
     def match(self, norm: str, *, deep: bool, quick: bool = True) -> Match | None:
         """The protected name the normalised ``norm`` loosely resembles, if any; the
@@ -213,8 +230,9 @@ class LooseIndex:
 
     def _one_edit(self, skel: str) -> Match | None:
         best: str | None = None
-        for others in self._one.found(deletions(skel)):
-            for other in others:
+        shared = self._neighbours
+        for others in self._one.found(deletions(skel)) if shared is None else shared(skel):
+            for other in (others,) if isinstance(others, str) else others:
                 if other != skel and (best is None or self._rank(other) < self._rank(best)) \
                         and DamerauLevenshtein.distance(skel, other, score_cutoff=1) <= 1:
                     best = other

@@ -213,6 +213,43 @@ class _Packed(Mapping[str, V], Generic[V]):
                 slot = slot + 1 if slot + 1 < width else 0
         return out
 
+    def found_deletions(self, word: str) -> list[V]:
+        """``found(forms.deletions(word))``, in the order of the deletions: ``word``
+        less each letter, then ``word``. An ASCII word's deletions are made as bytes
+        (what a look-up hashes) and each once, a run of one letter deleted at its first
+        (every deletion within it leaves the same), with no set to build."""
+        width = self._width
+        out: list[V] = []
+        if not width:
+            return out
+        raw = word.encode("utf-8", "surrogatepass")
+        if len(raw) != len(word):  # not ASCII: a byte is not a letter
+            return self.found({word[:i] + word[i + 1:] for i in range(len(word))} | {word})
+        slots, starts, ends, blob, at, crc32, filtered = self._slots, self._starts, \
+            self._ends, self._blob, self._at, zlib.crc32, self._filter
+        size, last = len(raw), -1
+        for i in range(size + 1):
+            if i < size:
+                letter = raw[i]
+                if letter == last:
+                    continue  # the run's deletion, made at its first letter
+                last = letter
+                key = raw[:i] + raw[i + 1:]
+            else:
+                key = raw
+            hashed = crc32(key)
+            slot = hashed % width
+            if not filtered[slot] >> (hashed >> 29) & 1:
+                continue
+            while held := slots[slot]:
+                if held >> 32 == hashed:
+                    entry: int = (held & 0xFFFFFFFF) - 1
+                    if blob[at + starts[entry]:at + ends[entry]] == key:
+                        out.append(self._value(entry))
+                        break
+                slot = slot + 1 if slot + 1 < width else 0
+        return out
+
     def found_with(self, keys: Iterable[str]) -> list[tuple[str, V]]:
         """Each of ``keys`` the table holds, with its value, in their order: ``found``
         where the caller needs to know which keys were found (a name's slips)."""
@@ -476,6 +513,10 @@ class _Unchecked:
     def found(self, keys: Iterable[str]) -> Any:
         self._settle()
         return self.found(keys)
+
+    def found_deletions(self, word: str) -> Any:
+        self._settle()
+        return self.found_deletions(word)
 
     def found_with(self, keys: Iterable[str]) -> Any:
         self._settle()

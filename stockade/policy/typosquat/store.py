@@ -77,9 +77,12 @@ _SLIP_TABLES = ("_slips",)
 _SHARED_EDITS = ("_ecosystem", "_names", "_skeletons")
 _SHARED_SLIPS = ("_ecosystem", "_names")
 _LAYERS = ("_base", "_hidden")  # set on a layered index only, never kept
+_EDITS_DERIVED = ("_last",)  # the last look-up's answer (``EditIndex.neighbours``): never kept
 # Index files kept per kind and ecosystem, the last used (see ``_write``).
 _KEPT = 3
-_FORMAT = 4  # bump when the layout of the state below changes
+# bump when the layout of the state below changes (5: the edit deletions hold the
+# short names beyond SHORT_EDIT_RANK too, the loose tier's one-edit neighbours)
+_FORMAT = 5
 # the file: magic, where the state (marshal) starts and its length, the state's CRC-32;
 # the packed tables, then the state, which says where each table is, its length and
 # its CRC-32 (checked on the table's first use): every byte after the head is in one
@@ -93,7 +96,7 @@ _LOOSE_TABLES: dict[str, type[_Packed[Any]]] = {
     "_anagrams": Strings, "_dropped": Strings}
 _LOOSE_PLAIN = ("ecosystem", "shapes", "_listed", "_longest")
 # made from the tables as they are used: never kept
-_LOOSE_DERIVED = ("_bounds", "_contained", "_joined")
+_LOOSE_DERIVED = ("_bounds", "_contained", "_joined", "_neighbours")
 
 
 def folder() -> Path | None:
@@ -156,7 +159,8 @@ def _state(index: NameIndex, tables: list[bytes], at: int) -> dict[str, Any]:
     held = vars(index)
     expected = {"ecosystem", "_edits", "_slips", "_groups", *_INDEX, *_INDEX_TABLES}
     if set(held) != expected \
-            or set(vars(index._edits)) != {*_EDITS, *_EDIT_TABLES, *_SHARED_EDITS, *_LAYERS} \
+            or set(vars(index._edits)) != {*_EDITS, *_EDIT_TABLES, *_SHARED_EDITS, *_LAYERS,
+                                          *_EDITS_DERIVED} \
             or set(vars(index._slips)) != {*_SLIPS, *_SLIP_TABLES, *_SHARED_SLIPS, *_LAYERS} \
             or index._edits._base is not None:
         raise TypeError("NameIndex holds attributes the index file does not know")
@@ -470,6 +474,7 @@ def loads_loose(data: bytes | mmap.mmap, source: Source | None = None,
     index._listed = ()
     index._longest = int(state["_longest"])
     index._bounds, index._contained, index._joined = {}, None, None
+    index._neighbours = None
     if set(state["tables"]) != set(_LOOSE_TABLES):
         raise ValueError("a loose index file without its tables")
     opened = _Opened(data, source, len(_LOOSE_TABLES))

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.typosquat import NameIndex, store
+from stockade.policy.typosquat.forms import deletions
 from stockade.policy.typosquat.packed import Layered, Lists, Names, Ranks, Strings
 
 # any text a name may hold: non-ASCII, lone surrogates (as a list file may carry), empty
@@ -59,6 +60,25 @@ def test_lists_keep_each_tuple_in_its_order(table: dict[str, tuple[str, ...]],
         assert packed.get(key) == table.get(key)
     keys = [*probes, *table]
     assert packed.found(keys) == [table[k] for k in keys if k in table]
+
+
+# short words of few letters: runs of one letter, and deletions shared between words
+WORDS = st.text(st.sampled_from("aabé\udc80"), max_size=7)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(WORDS, max_size=12), st.lists(WORDS, max_size=12))
+def test_a_words_deletions_are_found_as_its_deletion_set(filed: list[str],
+                                                         probes: list[str]) -> None:
+    table: dict[str, list[str]] = {}
+    for word in filed:
+        for key in deletions(word):
+            table.setdefault(key, []).append(word)
+    packed = Lists(Lists.pack((k, tuple(v)) for k, v in table.items()))
+    for word in [*probes, *filed]:
+        found = packed.found_deletions(word)
+        assert sorted(found) == sorted(packed.found(deletions(word))), word
+    assert Lists(Lists.pack(())).found_deletions("abc") == []
 
 
 def test_lists_refuse_what_they_cannot_give_back() -> None:
