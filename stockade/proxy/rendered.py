@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 
 from stockade.proxy.blobresponse import accel_response
+from stockade.proxy.budget import MemoryBudget, unbounded
 from stockade.proxy.renderslots import RenderSlots
 from stockade.proxy.singleflight import SingleFlight
 from stockade.proxy.successions import Successions
@@ -150,13 +151,16 @@ class RenderedCache:
     def __init__(
         self, root: Path, *, max_bytes: int = 1024**3, workers: int | None = None,
         clock: Callable[[], float] = time.time, memory_bytes: int = 32 * 1024**2,
-        slots: RenderSlots | None = None,
+        slots: RenderSlots | None = None, budget: MemoryBudget | None = None,
     ) -> None:
         self._base = root
         self._root = root / str(os.getpid())  # set again by open(), in the serving process
         self._max_bytes = max_bytes
         self._memory_max = memory_bytes
         self._memory_used = 0
+        # the forms held in memory, counted with the process's other caches
+        self._account = (budget or unbounded()).account("rendered", memory_bytes,
+                                                        self._shed_one)
         self._workers = workers or min(4, os.cpu_count() or 1)
         self._clock = clock
         self._entries: OrderedDict[str, Rendered] = OrderedDict()
@@ -284,15 +288,20 @@ class RenderedCache:
         if old is not None:
             self._used -= old.size
             self._memory_used -= old.memory_bytes
+            self._account.release(old.memory_bytes)
             if old.path != entry.path:
                 _unlink(old)
+        if entry.memory_bytes and not self._account.takes(entry.memory_bytes):
+            entry = replace(entry, body=None, gzipped=None)  # larger than the budget
         self._entries[key] = entry
         self._used += entry.size
         self._memory_used += entry.memory_bytes
+        self._account.charge(entry.memory_bytes)  # past the budget, some cache sheds
         while self._used > self._max_bytes and len(self._entries) > 1:
             _, victim = self._entries.popitem(last=False)
             self._used -= victim.size
             self._memory_used -= victim.memory_bytes
+            self._account.release(victim.memory_bytes)
             _unlink(victim)
         if self._memory_used > self._memory_max:
             self._shed_memory()
@@ -300,19 +309,27 @@ class RenderedCache:
     def forget_all(self) -> None:
         """Drop every rendered document (a purge: their sources may be gone)."""
         entries, self._entries = self._entries, OrderedDict()
+        self._account.release(self._memory_used)
         self._used = self._memory_used = 0
         for entry in entries.values():
             _unlink(entry)
 
     def _shed_memory(self) -> None:
-        """Keep the least recently used documents on disk only, down to the budget."""
-        for key, entry in list(self._entries.items()):
-            if self._memory_used <= self._memory_max:
-                break
+        """Keep the least recently used documents on disk only, down to the bound."""
+        while self._memory_used > self._memory_max and self._shed_one():
+            pass
+
+    def _shed_one(self) -> bool:
+        """Keep the least recently used document held in memory on disk only; False
+        when none is held."""
+        for key, entry in self._entries.items():
             if entry.memory_bytes:
                 self._memory_used -= entry.memory_bytes
+                self._account.release(entry.memory_bytes)
                 # same key, same place: replacing a value keeps the order
                 self._entries[key] = replace(entry, body=None, gzipped=None)
+                return True
+        return False
 
 
 def _running(name: str) -> bool:
