@@ -28,10 +28,6 @@ from cachetools import LRUCache
 K = TypeVar("K")
 V = TypeVar("V")
 
-# What a worker holds at most in its caches by default: with a worker's own ~70 MiB
-# (code, the policy's name indexes), under the 100 MiB it should stay within.
-DEFAULT_BUDGET_BYTES = 24 * 1024 * 1024
-
 
 class Account:
     """One cache's share of a ``MemoryBudget``: what it holds, and how it sheds."""
@@ -69,7 +65,7 @@ class Account:
 class MemoryBudget:
     """``max_bytes`` for every cache of one process together (see the module docstring)."""
 
-    def __init__(self, max_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
+    def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.used = 0
         self._accounts: list[Account] = []
@@ -132,6 +128,10 @@ class BudgetedLRU(LRUCache[K, V]):
         before = self.currsize
         super().__delitem__(key)
         self.account.release(int(before - self.currsize))
+
+    def clear(self) -> None:
+        self.account.release(int(self.currsize))
+        super().clear()
 
     def _shed(self) -> bool:
         if not self:
