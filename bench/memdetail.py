@@ -30,21 +30,29 @@ def _smaps() -> dict[str, Any]:
     """RSS in MiB: anonymous and file-backed, and the largest mappings by RSS."""
     anon = file = 0
     by_name: dict[str, int] = {}
-    name = ""
+    mappings: list[tuple[str, int, int]] = []  # anonymous ones: name, size, RSS (KiB)
+    name, size = "", 0
     for line in Path("/proc/self/smaps").read_text().splitlines():
         head = line.split()
         if head and "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
             name = head[5] if len(head) > 5 else "[anon]"
+            start, end = (int(x, 16) for x in head[0].split("-"))
+            size = (end - start) // 1024
         elif line.startswith("Rss:"):
             kb = int(head[1])
             by_name[name] = by_name.get(name, 0) + kb
+            if name in ("[anon]", "[heap]") and kb >= 1024:
+                mappings.append((name, size, kb))
         elif line.startswith("Anonymous:"):
             anon += int(head[1])
     total = sum(by_name.values())
     file = total - anon
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:12]
     return {"rss_mib": total / 1024, "anonymous_mib": anon / 1024, "file_mib": file / 1024,
-            "largest_mib": [(n, round(kb / 1024, 1)) for n, kb in top]}
+            "largest_mib": [(n, round(kb / 1024, 1)) for n, kb in top],
+            # the heap, Python's arenas and each thread's malloc arena: size, RSS
+            "anonymous_mappings_mib": [(n, round(sz / 1024, 1), round(kb / 1024, 1))
+                                       for n, sz, kb in mappings]}
 
 
 def _caches() -> dict[str, Any]:
@@ -61,7 +69,8 @@ def _caches() -> dict[str, Any]:
             continue
         entry: dict[str, Any] = {}
         if kind == "HotBlobs":
-            entry = {"entries": len(obj._held), "bytes": obj.used_bytes}
+            entry = {"entries": len(obj._held), "bytes": obj.used_bytes,
+                     "loads": obj.loads}  # blobs read and hashed: the misses
         elif kind == "MetadataCache":
             entry = {"entries": len(obj._memory), "bytes": obj._memory_used,
                      "large_records": len(obj._large), "missing": len(obj._missing)}
@@ -84,6 +93,8 @@ def _caches() -> dict[str, Any]:
 
 
 def _report(path: Path) -> None:
+    if not tracemalloc.is_tracing():
+        tracemalloc.start(1)  # from now: an empty count, but the report has its form
     snapshot = tracemalloc.take_snapshot()
     stats = snapshot.statistics("lineno")
     report = {
@@ -104,7 +115,8 @@ def main() -> None:
     report = Path(sys.argv[1])
     sys.argv = ["stockade", *sys.argv[2:]]
     sys.path.remove(str(Path(__file__).resolve().parent))  # bench/ itself: not a package
-    tracemalloc.start(1)
+    if os.environ.get("STOCKADE_BENCH_TRACEMALLOC", "1") != "0":
+        tracemalloc.start(1)
     signal.signal(signal.SIGUSR1, lambda *_: _report(report))
     from stockade.proxy.cli import main as stockade
 

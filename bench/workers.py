@@ -269,12 +269,16 @@ end
         sample = threading.Timer(args.duration / 2, _memory,
                                  ({workers: proc}, f"under the varied load ({label})"))
         sample.start()
+        cpu = tree_cpu_s([proc.pid])
         value, p99, errors = run_wrk(proc.url("/"), args.duration, script=script)
+        cpu = tree_cpu_s([proc.pid]) - cpu
         sample.join()
         if errors:
             raise RuntimeError(f"varied load: {errors} answers were not 2xx/3xx")
         print(f"varied warm load, {label} at random: workers={workers} {value:,.0f} "
-              f"req/s p99 {p99:.1f} ms", flush=True)
+              f"req/s p99 {p99:.1f} ms, stockade CPU "
+              f"{cpu * 1e6 / max(1.0, value * args.duration):.0f} us per request",
+              flush=True)
     time.sleep(1)
     _memory(servers, "after the varied load")
     if args.memory_detail:
