@@ -66,6 +66,7 @@ _IN_MEMORY_MAX = 1024 * 1024  # bytes: documents this small are kept in memory t
 LARGE_BYTES = 4 * 1024 * 1024  # bytes of input from which work takes a render slot
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 _M_MMAP_THRESHOLD = -3  # mallopt(3)
+_M_ARENA_MAX = -8
 # Allocations from this size on are mapped on their own, and unmapped when freed.
 _MMAP_THRESHOLD = 1024 * 1024
 # Added to the niceness of pool processes: rendering a large document keeps a core
@@ -177,8 +178,8 @@ class RenderedCache:
         """Start empty: rendered files are derived and may belong to an old policy.
         Large documents' bodies are then mapped on their own in this (the serving)
         process: each is given back when freed (``bound_heap``)."""
+        bound_heap()  # before this process's threads allocate
         await asyncio.to_thread(self._reset)
-        bound_heap()
 
     def _reset(self) -> None:
         self._root = self._base / str(os.getpid())
@@ -407,11 +408,17 @@ def bound_heap() -> None:
 
     glibc starts so, but raises the threshold each time such a block is freed (up to
     32 MiB): the next 20 MB bodies then come from the heap, which keeps what it
-    grew to. Setting the threshold fixes it. glibc only; elsewhere nothing.
+    grew to. Setting the threshold fixes it. And one heap (arena) for every thread
+    of the process. glibc only; elsewhere nothing.
     """
     libc = _libc()
     if libc is not None:
         libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        # One heap for every thread: glibc gives each thread that allocates a heap of
+        # its own (up to eight per core), and the bytes a pool thread read and a cache
+        # still holds pin it. Python allocates holding the interpreter lock, so the
+        # threads of one process hardly ever wait for the one heap.
+        libc.mallopt(_M_ARENA_MAX, 1)
 
 
 def release_memory() -> None:
