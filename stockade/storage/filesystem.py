@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import aiofiles
 import aiofiles.os
@@ -37,6 +38,22 @@ from stockade.storage.spool import SpoolWriter, can_spool, clear_spool, full_or_
 logger = logging.getLogger(__name__)
 
 READ_CHUNK = 256 * 1024  # bytes
+
+
+def _open_read(path: Path, start: int) -> tuple[BinaryIO | None, bytes]:
+    """The file at ``path`` opened at ``start`` and its first chunk; the file is
+    closed already (None) when that chunk ended it."""
+    handle = path.open("rb")
+    try:
+        handle.seek(start)
+        chunk = handle.read(READ_CHUNK)
+    except BaseException:
+        handle.close()
+        raise
+    if len(chunk) < READ_CHUNK:
+        handle.close()
+        return None, chunk
+    return handle, chunk
 _TOUCH_EVERY_S = 3600.0  # persist last use at most hourly per blob
 RESCAN_S = 30.0  # with a size limit, the folder is re-read at most this often ...
 RESCAN_SHARE = 0.05  # ... and reading it takes at most this share of a thread's time
@@ -186,17 +203,22 @@ class FilesystemBlobStore:
         return self.blob_path(sha256) if sha256 in self._index else None
 
     async def read(self, sha256: str, start: int = 0) -> AsyncIterator[bytes]:
+        # Opened and first read in one thread hop: a blob of one chunk (most small
+        # files) costs that hop alone, not one per open, seek, read and close.
         try:
-            handle = await aiofiles.open(self.blob_path(sha256), "rb")
+            handle, chunk = await asyncio.to_thread(_open_read, self.blob_path(sha256), start)
         except FileNotFoundError as exc:
             self._forget(sha256)
             raise BlobNotFoundError(f"blob {sha256} is not stored") from exc
         try:
-            await handle.seek(start)
-            while chunk := await handle.read(READ_CHUNK):
+            while chunk:
                 yield chunk
+                if handle is None:
+                    return
+                chunk = await asyncio.to_thread(handle.read, READ_CHUNK)
         finally:
-            await handle.close()
+            if handle is not None:
+                handle.close()
 
     async def delete(self, sha256: str) -> bool:
         self._forget(sha256)
