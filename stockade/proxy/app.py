@@ -390,9 +390,11 @@ def _services(
         reevaluator, offline, syncing = None, None, None
         if lead:  # the other workers' decisions and served records are in the same files
             # Re-deciding what was served reads only what the server stored.
+            # its documents, read after each policy swap, share this worker's budget
             offline = make_admission(settings, Gate(engine, Metrics()), Metrics(), upstreams,
                                      offline=True,
-                                     first_seen=open_records(settings, store, FIRST_SEEN_REFS))
+                                     first_seen=open_records(settings, store, FIRST_SEEN_REFS),
+                                     budget=budget)
             reevaluator = Reevaluator(
                 offline, root / SERVED_FOLDER, metrics, sink=decisions, webhook=webhook,
                 window_s=hook.window if hook else 30 * 86400.0,

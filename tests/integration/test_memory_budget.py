@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestClient
 
+from stockade.proxy.app import REEVALUATOR
 from stockade.proxy.state import SERVICES
 from testbed.fakes.pypi_upstream import Dist, FakePyPI
 from tests.conftest import ProxyFactory
@@ -39,3 +40,14 @@ async def test_what_the_budget_dropped_is_read_again_from_storage(
         assert await _serve(client, name, dist) == first[name]
         assert first[name][1] == dist.data
     assert fake_pypi.requests == asked  # still fresh: no upstream asked again
+
+
+async def test_re_deciding_after_a_policy_swap_shares_the_budget(
+        fake_pypi: FakePyPI, make_proxy: ProxyFactory) -> None:
+    # the lead worker's re-decisions read and parse documents of their own: held
+    # under the same budget as what serving holds, not beside it
+    client = await make_proxy(upstream=fake_pypi, server={"memory_budget_bytes": 4096})
+    serving = client.server.app[SERVICES].admission
+    offline = client.server.app[REEVALUATOR]._admission
+    assert offline.metacache._account._budget is serving.metacache._account._budget
+    assert offline._parsed.account._budget is serving.metacache._account._budget
