@@ -41,6 +41,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -110,9 +111,10 @@ def _many_wheels(root: Path, count: int) -> list[str]:
 
 
 def start(upstream: str, work: Path, workers: int,
-          tree: Path | None = None) -> tuple[Proc, float]:
+          tree: Path | None = None, report: Path | None = None) -> tuple[Proc, float]:
     """stockade with ``server.workers`` (of the checkout ``tree``, else this one); the
-    seconds until it answered ``/healthz``."""
+    seconds until it answered ``/healthz``. With ``report`` (one worker), run through
+    ``bench/memdetail.py``: each SIGUSR1 writes what it holds there."""
     port = free_port()
     folder = work / f"w{workers}"
     folder.mkdir()
@@ -130,8 +132,11 @@ def start(upstream: str, work: Path, workers: int,
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
+    command = [sys.executable, "-m", "stockade.proxy.cli"]
+    if report is not None:
+        command = [sys.executable, str(Path(__file__).with_name("memdetail.py")), str(report)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stockade.proxy.cli", "serve", "--config", str(path)],
+        [*command, "serve", "--config", str(path)],
         stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=tree or Path.cwd())
     served = Proc(proc, port)
     while True:
@@ -184,11 +189,12 @@ def run(args: argparse.Namespace, work: Path) -> None:
     servers: dict[int, Proc] = {}
     try:
         for workers in args.workers:
-            proc, seconds = start(static.url("/"), work, workers, args.stockade_tree)
+            report = work / f"memory-{workers}.json" if args.memory_detail else None
+            proc, seconds = start(static.url("/"), work, workers, args.stockade_tree, report)
             servers[workers] = proc
             print(f"workers={workers}: first /healthz answered {seconds:.2f} s after start")
         if not args.bursts_only:
-            _warm(args, servers, cases["22 KB wheel"].stockade_path)
+            _warm(args, servers, cases["22 KB wheel"].stockade_path, work)
             if many:
                 _varied(args, servers, many, work)
         _bursts(args, servers, static, cases, paged)
@@ -198,13 +204,16 @@ def run(args: argparse.Namespace, work: Path) -> None:
         static.stop()
 
 
-def _warm(args: argparse.Namespace, servers: dict[int, Proc], small: str) -> None:
+def _warm(args: argparse.Namespace, servers: dict[int, Proc], small: str,
+          work: Path) -> None:
     """Memory idle and under load, and req/s of the warm small wheel."""
     for proc in servers.values():
         for _ in range(3):
             _get(proc.url(small))
     time.sleep(1)
     _memory(servers, "idle")
+    if args.memory_detail:
+        _detail(servers, work, "idle")
     rps: dict[int, list[float]] = {w: [] for w in servers}
     for round_no in range(args.rounds):
         for workers, proc in servers.items():
@@ -260,14 +269,37 @@ end
         sample = threading.Timer(args.duration / 2, _memory,
                                  ({workers: proc}, f"under the varied load ({label})"))
         sample.start()
+        cpu = tree_cpu_s([proc.pid])
         value, p99, errors = run_wrk(proc.url("/"), args.duration, script=script)
+        cpu = tree_cpu_s([proc.pid]) - cpu
         sample.join()
         if errors:
             raise RuntimeError(f"varied load: {errors} answers were not 2xx/3xx")
         print(f"varied warm load, {label} at random: workers={workers} {value:,.0f} "
-              f"req/s p99 {p99:.1f} ms", flush=True)
+              f"req/s p99 {p99:.1f} ms, stockade CPU "
+              f"{cpu * 1e6 / max(1.0, value * args.duration):.0f} us per request",
+              flush=True)
     time.sleep(1)
     _memory(servers, "after the varied load")
+    if args.memory_detail:
+        _detail(servers, work, "after the varied load")
+
+
+def _detail(servers: dict[int, Proc], work: Path, when: str) -> None:
+    """Each server's report of what it holds (``bench/memdetail.py``), printed."""
+    for workers, proc in servers.items():
+        report = work / f"memory-{workers}.json"
+        report.unlink(missing_ok=True)
+        os.kill(proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while not report.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not report.exists():
+            print(f"workers={workers}: no memory report {when}")
+            continue
+        detail = json.loads(report.read_text())
+        print(f"workers={workers}: what the worker holds {when}:")
+        print(json.dumps(detail, indent=1))
 
 
 def _bursts(args: argparse.Namespace, servers: dict[int, Proc], static: Proc,
@@ -318,6 +350,9 @@ def main() -> None:
                         "no memory samples")
     parser.add_argument("--stockade-tree", type=Path, default=None,
                         help="run the stockade of another checkout (for a before/after)")
+    parser.add_argument("--memory-detail", action="store_true",
+                        help="one worker only: what it holds after the varied load (its "
+                        "memory by kind, Python objects by file and line, each cache)")
     parser.add_argument("--varied", type=int, default=1500,
                         help="different ~22 KB wheels of the varied warm load (0: none)")
     parser.add_argument("--checksum-headers", default="sha1,md5",
@@ -325,6 +360,8 @@ def main() -> None:
                         help="checksum files the static upstream sends as X-Checksum-<Alg> "
                         "headers with a Maven file (default as Central: sha1,md5; empty: none)")
     args = parser.parse_args()
+    if args.memory_detail and args.workers != [1]:
+        parser.error("--memory-detail runs one worker: --workers 1")
     if args.stockade_tree is not None:
         args.stockade_tree = args.stockade_tree.resolve()
     if shutil.which("wrk") is None and not args.bursts_only:

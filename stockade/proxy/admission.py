@@ -33,6 +33,7 @@ from cachetools import LRUCache
 from stockade.config.model import EcosystemSettings, Settings
 from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, Verdict
 from stockade.policy.names import normalize
+from stockade.proxy.budget import BudgetedLRU, MemoryBudget, unbounded
 from stockade.proxy.ecosystems.base import EcosystemModule
 from stockade.proxy.errors import ProxyError, RefusedError
 from stockade.proxy.firstseen import FirstSeen
@@ -57,7 +58,10 @@ class Workers(Protocol):
 
     def large(self, size: int) -> contextlib.AbstractAsyncContextManager[None]: ...
 
-_PARSED_WEIGHT = 200_000  # versions or files held across parsed documents (about 100 MB)
+_PARSED_BYTES = 100 * 1024 * 1024  # what parsed documents may hold, estimated
+# What one version's or file's parsed facts take in memory, about (a PyPI page of
+# 1,500 files parsed: some 0.8 MB): parsed documents are weighed with it.
+ITEM_BYTES = 512
 _DECISIONS_MAX = 4096  # documents whose version decisions are kept
 
 
@@ -105,6 +109,7 @@ class Admission:
         workers: Workers | None = None,
         clock: Callable[[], float] = time.time,
         provenance: ProvenanceChecker | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.settings = settings
         self.gate = gate
@@ -115,10 +120,10 @@ class Admission:
         self._workers = workers
         self._clock = clock
         self.provenance = provenance  # verification results kept per digest and version
-        # Parsed documents, weighed by what they hold: one busy package has thousands
-        # of versions, so a count of documents alone would not bound the memory.
-        self._parsed: LRUCache[tuple[str, str], tuple[Any, int]] = LRUCache(
-            _PARSED_WEIGHT, getsizeof=lambda entry: entry[1])
+        # Parsed documents, weighed by the bytes they hold (estimated: one busy package
+        # has thousands of versions, so a count of documents would not bound them).
+        self._parsed: LRUCache[tuple[str, str], tuple[Any, int]] = BudgetedLRU(
+            _PARSED_BYTES, lambda entry: entry[1], budget or unbounded(), "parsed")
         self._decisions: LRUCache[tuple[str, str, str], tuple[float, VersionFilter]] = \
             LRUCache(_DECISIONS_MAX)
         # what the last decisions of each document refused, as recorded
@@ -312,7 +317,8 @@ class Admission:
         weight: Callable[[T], int],
     ) -> T:
         """What ``parse`` makes of ``doc``, made once per document version (callers
-        asking while it is made share it)."""
+        asking while it is made share it); ``weight``: the bytes it holds, about
+        (``ITEM_BYTES`` per version or file parsed)."""
         key = (f"{kind}|{doc.key}", doc.version)
         found = self._parsed.get(key)
         if found is not None:
@@ -320,9 +326,8 @@ class Admission:
 
         async def made() -> T:
             value = await parse()
-            size = 1 + weight(value)
-            if size <= _PARSED_WEIGHT:
-                self._parsed[key] = (value, size)
+            # an entry larger than the budget is not held (``BudgetedLRU``)
+            self._parsed[key] = (value, 1 + weight(value))
             return value
 
         return cast(T, await self._parsing.do(key, made))

@@ -28,6 +28,7 @@ from stockade.proxy.admission import Admission, Workers
 from stockade.proxy.affected import Reevaluator
 from stockade.proxy.approvals_log import record_new, seen_path
 from stockade.proxy.auth import TOKENS, TokenWatcher, make_access_check
+from stockade.proxy.budget import MemoryBudget
 from stockade.proxy.bundlepull import BundlePuller
 from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.checksum_origins import NAMESPACE as CHECKSUM_ORIGINS
@@ -132,10 +133,12 @@ def load_engine(settings: Settings) -> PolicyEngine:
     return build_engine(policy, internal=internal_namespaces(settings))
 
 
-def hot_blobs(settings: Settings) -> HotBlobs | None:
+def hot_blobs(settings: Settings, budget: MemoryBudget | None = None) -> HotBlobs | None:
     """The memory cache of small verified blobs, unless ``server.memory_blobs`` is off."""
     memory = settings.server.memory_blobs
-    return HotBlobs(memory.max_bytes, memory.max_blob_bytes) if memory.max_bytes else None
+    if not memory.max_bytes:
+        return None
+    return HotBlobs(memory.max_bytes, memory.max_blob_bytes, budget)
 
 
 def accel(settings: Settings) -> Accel | None:
@@ -175,7 +178,7 @@ def make_admission(
     settings: Settings, gate: Gate, metrics: Metrics, upstreams: Mapping[Ecosystem,
     tuple[Upstream, ...]], *, offline: bool = False, workers: Workers | None = None,
     first_seen: RecordStore | None = None, read_only_storage: bool = False,
-    scratch: Path | None = None,
+    scratch: Path | None = None, budget: MemoryBudget | None = None,
 ) -> Admission:
     """The admission path over the records under ``storage.path`` (first-seen
     times from ``first_seen`` where given: the records replicas share).
@@ -198,6 +201,7 @@ def make_admission(
         negative_ttl_s={eco: getattr(settings, eco.value).cache.negative_ttl_s
                         for eco in Ecosystem},
         locks=None if offline else fetch_locks(settings),
+        budget=budget,
     )
     seen = FirstSeen(first_seen or RefStore(root, FIRST_SEEN_REFS), read_only=offline)
     # Built for every app (a reloaded policy may gain a provenance rule); it loads
@@ -207,7 +211,7 @@ def make_admission(
                                    read_only=offline)
     return Admission(settings, gate=gate, upstreams=upstreams, metacache=metacache,
                      first_seen=seen, ecosystems=ECOSYSTEMS, workers=workers,
-                     provenance=provenance)
+                     provenance=provenance, budget=budget)
 
 
 async def storage_read_only(settings: Settings) -> str | None:
@@ -257,12 +261,13 @@ def _warm_memo(app: web.Application) -> WarmMemo | None:
 
 
 def warm_memo(settings: Settings, admission: Admission,
-              pipeline: ArtifactPipeline) -> WarmMemo | None:
+              pipeline: ArtifactPipeline, budget: MemoryBudget | None = None) -> WarmMemo | None:
     """The warm-hit memo, unless ``server.warm_memo_s`` is 0."""
     validity = settings.server.warm_memo_s
     if validity <= 0:
         return None
-    return WarmMemo(admission.gate, admission.metacache, pipeline, validity_s=validity)
+    return WarmMemo(admission.gate, admission.metacache, pipeline, validity_s=validity,
+                    budget=budget)
 
 
 def make_app(
@@ -339,11 +344,13 @@ def _services(
             await record_new(gate, None, engine, seen_path(settings))
         store = open_store(settings, environ, read_only=read_only)
         await store.open()
+        # what this process's in-memory caches hold together
+        budget = MemoryBudget(settings.server.memory_budget_bytes)
         pipeline = ArtifactPipeline(
             store, open_records(settings, store, ARTIFACT_REFS), metrics,
             max_artifact_bytes=settings.storage.max_artifact_bytes,
             verify_on_read_max_bytes=settings.storage.verify_on_read_max_bytes,
-            hot=hot_blobs(settings), accel=accel(settings),
+            hot=hot_blobs(settings, budget), accel=accel(settings),
             locks=fetch_locks(settings),
             verify_on_read_trust_s=settings.storage.verify_on_read_trust_s,
             read_only=read_only,
@@ -356,7 +363,7 @@ def _services(
         locks = root / "locks" if private is None else private / "locks"
         rendered = RenderedCache(
             rendered_root, workers=render_processes(settings),
-            slots=RenderSlots(locks, settings.server.render_slots))
+            slots=RenderSlots(locks, settings.server.render_slots), budget=budget)
         await rendered.open()
         upstreams = make_upstreams(settings, metrics, environ)
         reads = RenderSlots(locks, 2 * settings.server.render_slots, kind="read")
@@ -367,7 +374,8 @@ def _services(
                 await upstream.start()
         admission = make_admission(settings, gate, metrics, upstreams, workers=rendered,
                                    first_seen=open_records(settings, store, FIRST_SEEN_REFS),
-                                   read_only_storage=read_only is not None, scratch=private)
+                                   read_only_storage=read_only is not None, scratch=private,
+                                   budget=budget)
         provenance = admission.provenance
         assert provenance is not None
         app[SERVICES] = Services(
@@ -376,7 +384,7 @@ def _services(
             read_only=read_only,
             checksum_origins=ChecksumOrigins(RefStore(
                 root, CHECKSUM_ORIGINS, read_only=read_only is not None)),
-            warm=warm_memo(settings, admission, pipeline),
+            warm=warm_memo(settings, admission, pipeline, budget),
         )
         metrics.storage_bytes.set(store.total_bytes)
         reloader = PolicyReloader(settings, gate, metrics, factory)
@@ -397,9 +405,11 @@ def _services(
         reevaluator, offline, syncing = None, None, None
         if lead:  # the other workers' decisions and served records are in the same files
             # Re-deciding what was served reads only what the server stored.
+            # its documents, read after each policy swap, share this worker's budget
             offline = make_admission(settings, Gate(engine, Metrics()), Metrics(), upstreams,
                                      offline=True,
-                                     first_seen=open_records(settings, store, FIRST_SEEN_REFS))
+                                     first_seen=open_records(settings, store, FIRST_SEEN_REFS),
+                                     budget=budget)
             reevaluator = Reevaluator(
                 offline, root / SERVED_FOLDER, metrics, sink=decisions, webhook=webhook,
                 window_s=hook.window if hook else 30 * 86400.0,

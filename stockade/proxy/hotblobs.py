@@ -23,6 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from stockade.proxy.budget import MemoryBudget, unbounded
 from stockade.storage.protocol import BlobStore
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,10 @@ class _Held:
 class HotBlobs:
     """Verified bytes of small blobs, at most ``max_bytes`` of them in all."""
 
-    def __init__(self, max_bytes: int, max_blob_bytes: int) -> None:
+    def __init__(self, max_bytes: int, max_blob_bytes: int,
+                 budget: MemoryBudget | None = None) -> None:
         self.max_bytes = max_bytes
+        self._account = (budget or unbounded()).account("blobs", max_bytes, self._shed)
         self.max_blob_bytes = min(max_blob_bytes, max_bytes)
         self._held: OrderedDict[str, _Held] = OrderedDict()  # least recently used first
         self.used_bytes = 0
@@ -67,7 +70,7 @@ class HotBlobs:
 
     def takes(self, size: int) -> bool:
         """True when a blob of ``size`` bytes may be held."""
-        return 0 < size <= self.max_blob_bytes
+        return 0 < size <= self.max_blob_bytes and self._account.takes(size)
 
     def get(self, sha256: str) -> bytes | None:
         """The verified bytes of ``sha256`` when held and its file is still the one
@@ -136,11 +139,21 @@ class HotBlobs:
         held = self._held.pop(sha256, None)
         if held is not None:
             self.used_bytes -= len(held.body)
+            self._account.release(len(held.body))
 
     def _hold(self, sha256: str, held: _Held) -> None:
         self.drop(sha256)
         self._held[sha256] = held
         self.used_bytes += len(held.body)
-        while self.used_bytes > self.max_bytes and self._held:
-            _, victim = self._held.popitem(last=False)
-            self.used_bytes -= len(victim.body)
+        self._account.charge(len(held.body))  # past the budget, some cache sheds
+        while self.used_bytes > self.max_bytes and self._shed():
+            pass
+
+    def _shed(self) -> bool:
+        """Forget the least recently used blob; False when none is held."""
+        if not self._held:
+            return False
+        _, victim = self._held.popitem(last=False)
+        self.used_bytes -= len(victim.body)
+        self._account.release(len(victim.body))
+        return True

@@ -33,6 +33,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
+from stockade.proxy.budget import MemoryBudget, unbounded
 from stockade.proxy.errors import NotCachedError, UpstreamError, UpstreamStatusError
 from stockade.proxy.metadocs import (
     CachedDoc,
@@ -73,11 +74,15 @@ class MetadataCache:
         negative_ttl_s: Mapping[str, float] | None = None,
         clock: Callable[[], float] = time.time,
         locks: FileLocks | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self._refs = refs
         self._metrics = metrics
         self._max_doc_bytes = max_doc_bytes
         self._memory_bytes = memory_bytes
+        # the documents' bodies held, counted with the process's other caches
+        self._account = (budget or unbounded()).account("metadata", memory_bytes,
+                                                        self._shed)
         self._offline = offline
         # Per ecosystem: how long an upstream 404 is believed before asking again.
         self._negative_ttl_s = dict(negative_ttl_s or {})
@@ -410,7 +415,7 @@ class MetadataCache:
         return doc
 
     def _too_large(self, length: int) -> bool:
-        return length > self._memory_bytes // 4
+        return length > self._memory_bytes // 4 or not self._account.takes(length)
 
     async def _store_missing(self, missing: Missing) -> None:
         self._forget(missing.key)
@@ -435,7 +440,17 @@ class MetadataCache:
         old = self._memory.pop(key, None)
         if old is not None:
             self._memory_used -= len(old.body)
+            self._account.release(len(old.body))
         self._large.pop(key, None)
+
+    def _shed(self) -> bool:
+        """Keep the least recently used document on disk only; False when none is held."""
+        if not self._memory:
+            return False
+        _, evicted = self._memory.popitem(last=False)
+        self._memory_used -= len(evicted.body)
+        self._account.release(len(evicted.body))
+        return True
 
     def _remember(self, doc: CachedDoc) -> None:
         self._forget(doc.key)
@@ -450,9 +465,9 @@ class MetadataCache:
         self._memory[doc.key] = doc if doc.result is CacheResult.HIT else replace(
             doc, result=CacheResult.HIT)
         self._memory_used += len(doc.body)
-        while self._memory_used > self._memory_bytes and self._memory:
-            _, evicted = self._memory.popitem(last=False)
-            self._memory_used -= len(evicted.body)
+        self._account.charge(len(doc.body))  # past the budget, some cache sheds
+        while self._memory_used > self._memory_bytes and self._shed():
+            pass
 
     @property
     def held(self) -> int:
@@ -462,6 +477,7 @@ class MetadataCache:
     def forget_all(self) -> None:
         """Drop every document held in memory (a purge elsewhere: read them again)."""
         self._memory.clear()
+        self._account.release(self._memory_used)
         self._memory_used = 0
         self._missing.clear()
         self._large.clear()

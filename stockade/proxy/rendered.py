@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 
 from stockade.proxy.blobresponse import accel_response
+from stockade.proxy.budget import MemoryBudget, unbounded
 from stockade.proxy.renderslots import RenderSlots
 from stockade.proxy.singleflight import SingleFlight
 from stockade.proxy.successions import Successions
@@ -65,6 +66,7 @@ _IN_MEMORY_MAX = 1024 * 1024  # bytes: documents this small are kept in memory t
 LARGE_BYTES = 4 * 1024 * 1024  # bytes of input from which work takes a render slot
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 _M_MMAP_THRESHOLD = -3  # mallopt(3)
+_M_ARENA_MAX = -8
 # Allocations from this size on are mapped on their own, and unmapped when freed.
 _MMAP_THRESHOLD = 1024 * 1024
 # Added to the niceness of pool processes: rendering a large document keeps a core
@@ -150,13 +152,16 @@ class RenderedCache:
     def __init__(
         self, root: Path, *, max_bytes: int = 1024**3, workers: int | None = None,
         clock: Callable[[], float] = time.time, memory_bytes: int = 32 * 1024**2,
-        slots: RenderSlots | None = None,
+        slots: RenderSlots | None = None, budget: MemoryBudget | None = None,
     ) -> None:
         self._base = root
         self._root = root / str(os.getpid())  # set again by open(), in the serving process
         self._max_bytes = max_bytes
         self._memory_max = memory_bytes
         self._memory_used = 0
+        # the forms held in memory, counted with the process's other caches
+        self._account = (budget or unbounded()).account("rendered", memory_bytes,
+                                                        self._shed_one)
         self._workers = workers or min(4, os.cpu_count() or 1)
         self._clock = clock
         self._entries: OrderedDict[str, Rendered] = OrderedDict()
@@ -173,8 +178,8 @@ class RenderedCache:
         """Start empty: rendered files are derived and may belong to an old policy.
         Large documents' bodies are then mapped on their own in this (the serving)
         process: each is given back when freed (``bound_heap``)."""
+        bound_heap()  # before this process's threads allocate
         await asyncio.to_thread(self._reset)
-        bound_heap()
 
     def _reset(self) -> None:
         self._root = self._base / str(os.getpid())
@@ -284,15 +289,20 @@ class RenderedCache:
         if old is not None:
             self._used -= old.size
             self._memory_used -= old.memory_bytes
+            self._account.release(old.memory_bytes)
             if old.path != entry.path:
                 _unlink(old)
+        if entry.memory_bytes and not self._account.takes(entry.memory_bytes):
+            entry = replace(entry, body=None, gzipped=None)  # larger than the budget
         self._entries[key] = entry
         self._used += entry.size
         self._memory_used += entry.memory_bytes
+        self._account.charge(entry.memory_bytes)  # past the budget, some cache sheds
         while self._used > self._max_bytes and len(self._entries) > 1:
             _, victim = self._entries.popitem(last=False)
             self._used -= victim.size
             self._memory_used -= victim.memory_bytes
+            self._account.release(victim.memory_bytes)
             _unlink(victim)
         if self._memory_used > self._memory_max:
             self._shed_memory()
@@ -300,19 +310,27 @@ class RenderedCache:
     def forget_all(self) -> None:
         """Drop every rendered document (a purge: their sources may be gone)."""
         entries, self._entries = self._entries, OrderedDict()
+        self._account.release(self._memory_used)
         self._used = self._memory_used = 0
         for entry in entries.values():
             _unlink(entry)
 
     def _shed_memory(self) -> None:
-        """Keep the least recently used documents on disk only, down to the budget."""
-        for key, entry in list(self._entries.items()):
-            if self._memory_used <= self._memory_max:
-                break
+        """Keep the least recently used documents on disk only, down to the bound."""
+        while self._memory_used > self._memory_max and self._shed_one():
+            pass
+
+    def _shed_one(self) -> bool:
+        """Keep the least recently used document held in memory on disk only; False
+        when none is held."""
+        for key, entry in self._entries.items():
             if entry.memory_bytes:
                 self._memory_used -= entry.memory_bytes
+                self._account.release(entry.memory_bytes)
                 # same key, same place: replacing a value keeps the order
                 self._entries[key] = replace(entry, body=None, gzipped=None)
+                return True
+        return False
 
 
 def _running(name: str) -> bool:
@@ -390,11 +408,17 @@ def bound_heap() -> None:
 
     glibc starts so, but raises the threshold each time such a block is freed (up to
     32 MiB): the next 20 MB bodies then come from the heap, which keeps what it
-    grew to. Setting the threshold fixes it. glibc only; elsewhere nothing.
+    grew to. Setting the threshold fixes it. And one heap (arena) for every thread
+    of the process. glibc only; elsewhere nothing.
     """
     libc = _libc()
     if libc is not None:
         libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        # One heap for every thread: glibc gives each thread that allocates a heap of
+        # its own (up to eight per core), and the bytes a pool thread read and a cache
+        # still holds pin it. Python allocates holding the interpreter lock, so the
+        # threads of one process hardly ever wait for the one heap.
+        libc.mallopt(_M_ARENA_MAX, 1)
 
 
 def release_memory() -> None:

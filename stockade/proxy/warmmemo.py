@@ -46,6 +46,7 @@ from cachetools import LRUCache
 
 from stockade.policy.model import Facts, PackageRef
 from stockade.proxy.admission import Caller, caller
+from stockade.proxy.budget import BudgetedLRU, MemoryBudget, unbounded
 from stockade.proxy.errors import RefusedError
 from stockade.proxy.gate import Gate
 from stockade.proxy.metacache import MetadataCache
@@ -97,12 +98,14 @@ class WarmMemo:
     """Warm artifact requests remembered for ``validity_s`` (see the module docstring)."""
 
     def __init__(self, gate: Gate, metacache: MetadataCache, pipeline: ArtifactPipeline, *,
-                 validity_s: float, max_bytes: int = MEMO_BYTES) -> None:
+                 validity_s: float, max_bytes: int = MEMO_BYTES,
+                 budget: MemoryBudget | None = None) -> None:
         self._gate = gate
         self._metacache = metacache
         self._pipeline = pipeline
         self.validity_s = validity_s
-        self._entries: LRUCache[Key, WarmHit] = LRUCache(max_bytes, getsizeof=_size)
+        self._entries: LRUCache[Key, WarmHit] = BudgetedLRU(
+            max_bytes, _size, budget or unbounded(), "warm memo")
         self.hits = 0  # requests answered from an entry (tests read it)
 
     def now(self) -> float:

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import aiofiles
 import aiofiles.os
@@ -40,6 +41,25 @@ READ_CHUNK = 256 * 1024  # bytes
 _TOUCH_EVERY_S = 3600.0  # persist last use at most hourly per blob
 RESCAN_S = 30.0  # with a size limit, the folder is re-read at most this often ...
 RESCAN_SHARE = 0.05  # ... and reading it takes at most this share of a thread's time
+# A blob this small is read on the event loop: from the page cache that costs some
+# microseconds, a thread hop tens of them (a warm small file dropped from memory).
+_ON_LOOP_BYTES = 64 * 1024
+
+
+def _open_read(path: Path, start: int) -> tuple[BinaryIO | None, bytes]:
+    """The file at ``path`` opened at ``start`` and its first chunk; the file is
+    closed already (None) when that chunk ended it."""
+    handle = path.open("rb")
+    try:
+        handle.seek(start)
+        chunk = handle.read(READ_CHUNK)
+    except BaseException:
+        handle.close()
+        raise
+    if len(chunk) < READ_CHUNK:
+        handle.close()
+        return None, chunk
+    return handle, chunk
 
 
 class FilesystemBlobWriter(SpoolWriter):
@@ -186,17 +206,27 @@ class FilesystemBlobStore:
         return self.blob_path(sha256) if sha256 in self._index else None
 
     async def read(self, sha256: str, start: int = 0) -> AsyncIterator[bytes]:
+        # Opened and first read at once: a small blob on the loop, another in one
+        # thread hop, not one per open, seek, read and close.
+        path = self.blob_path(sha256)
+        entry = self._index.get(sha256)
         try:
-            handle = await aiofiles.open(self.blob_path(sha256), "rb")
+            if entry is not None and entry[0] <= _ON_LOOP_BYTES:
+                handle, chunk = _open_read(path, start)
+            else:
+                handle, chunk = await asyncio.to_thread(_open_read, path, start)
         except FileNotFoundError as exc:
             self._forget(sha256)
             raise BlobNotFoundError(f"blob {sha256} is not stored") from exc
         try:
-            await handle.seek(start)
-            while chunk := await handle.read(READ_CHUNK):
+            while chunk:
                 yield chunk
+                if handle is None:
+                    return
+                chunk = await asyncio.to_thread(handle.read, READ_CHUNK)
         finally:
-            await handle.close()
+            if handle is not None:
+                handle.close()
 
     async def delete(self, sha256: str) -> bool:
         self._forget(sha256)

@@ -29,7 +29,7 @@ import orjson
 from aiohttp import web
 
 from stockade.policy.model import Ecosystem, Facts, PackageRef, Verdict
-from stockade.proxy.admission import Admission, caller
+from stockade.proxy.admission import ITEM_BYTES, Admission, caller
 from stockade.proxy.ecosystems import npm_documents as docs
 from stockade.proxy.ecosystems import npm_provenance
 from stockade.proxy.ecosystems.base import Documents, json_object
@@ -169,7 +169,8 @@ async def _index(adm: Documents, doc: CachedDoc, name: str,
                 upstream=upstream.name,
             ) from exc
 
-    return await adm.parsed(doc, "npm-index", parse, lambda index: len(index.facts))
+    return await adm.parsed(doc, "npm-index", parse,
+                            lambda index: ITEM_BYTES * len(index.facts))
 
 
 async def _packument(
@@ -340,7 +341,7 @@ async def version_doc(request: web.Request) -> web.StreamResponse:
 
     # Read out of the rendered packument once per rendering and spec, not per request.
     body = await adm.parsed(doc, f"npm-manifest|{rendered.etag}|{spec}", manifest,
-                            lambda _b: 1)
+                            lambda b: len(b or b""))
     if body is None:
         if spec in index.facts:  # hidden by policy: say why
             facts = await adm.version_facts(ECO, name, spec, index.facts, upstreams)

@@ -26,7 +26,7 @@ from packaging.version import InvalidVersion, Version
 from stockade.policy.model import Ecosystem, Facts, PackageRef
 from stockade.policy.rules.provenance import ReleaseProvenance, provenance_history
 from stockade.policy.times import timestamp
-from stockade.proxy.admission import Admission, Caller, caller
+from stockade.proxy.admission import ITEM_BYTES, Admission, Caller, caller
 from stockade.proxy.ecosystems import project_facts, pypi_provenance, pypi_summary
 from stockade.proxy.ecosystems import pypi_pages as pages
 from stockade.proxy.ecosystems.base import Documents, json_object
@@ -96,7 +96,8 @@ async def _project(adm: Documents, upstream: Upstream, name: str,
     async def parse() -> Project:
         return await _parse(doc, name, upstream)
 
-    project = await adm.parsed(doc, "pypi-page", parse, lambda p: len(p.page.files))
+    project = await adm.parsed(doc, "pypi-page", parse,
+                               lambda p: ITEM_BYTES * len(p.page.files))
     # a look-alike's summary and repository: one more fetch, only for those
     facts = await pypi_summary.summarized(adm, upstream, name,
                                           json_base(upstream) + f"{quote(name)}/json", doc,
@@ -268,7 +269,7 @@ async def _page(adm: Admission, name: str, doc: CachedDoc, project: Project, ref
         "\n".join(sorted(vf.hidden)).encode()).hexdigest()[:16]
     # the revision names the team's policy too: a team may hide other files
     kind = f"pypi-body|{ctype}|{provenance_base}|{revision}|{hidden}"
-    body, dropped = await adm.parsed(doc, kind, render, lambda _r: len(project.page.files))
+    body, dropped = await adm.parsed(doc, kind, render, lambda r: len(r[0]))
     return _Page(body, doc.version, kind, None if vf is None else vf.header(), dropped)
 
 

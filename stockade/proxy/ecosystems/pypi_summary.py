@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from stockade.policy.model import Ecosystem, Facts
+from stockade.proxy.admission import ITEM_BYTES
 from stockade.proxy.ecosystems import project_facts
 from stockade.proxy.ecosystems.base import Documents, json_object
 from stockade.proxy.errors import ProxyError
@@ -49,7 +50,7 @@ async def summarized(adm: Documents, upstream: Upstream, name: str, json_url: st
         return {v: _with(f, summary, repository) for v, f in facts.items()}
 
     kind = f"pypi-summary|{page.key}|{page.version}"
-    return await adm.parsed(doc, kind, add, len)
+    return await adm.parsed(doc, kind, add, lambda every: ITEM_BYTES * len(every))
 
 
 def _with(facts: Facts, summary: str | None, repository: str | None) -> Facts:
