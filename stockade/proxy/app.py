@@ -274,11 +274,17 @@ def make_app(
     app.cleanup_ctx.append(tokens.lifecycle)
     env = dict(os.environ if environ is None else environ)
     app.cleanup_ctx.append(_services(settings, metrics, env, engine_factory, lead))
+    app.on_cleanup.append(_flush_counts)
     routes.setup(app)
     if settings.ui.enabled:
         ui.setup(app, settings, decision_log=decision_log_path(settings),
                  artifacts=ARTIFACT_REFS, environ=env)
     return app
+
+
+async def _flush_counts(app: web.Application) -> None:
+    """The last requests' counts, written before the process ends."""
+    app[METRICS].tally.flush()
 
 
 async def _start_osv_sync(settings: Settings, metrics: Metrics, environ: Mapping[str, str]

@@ -156,7 +156,7 @@ class Gate:
         child = self._counted.get(key)
         if child is None:
             child = self._counted[key] = self._metrics.policy_decisions.labels(*key)
-        child.inc(n)
+        self._metrics.tally.inc(child, n)
 
     async def record_versions(self, name: PackageRef, decided: VersionFilter, *,
                               client: str = "", request_id: str = "", identity: str = "",

@@ -426,7 +426,8 @@ class ArtifactPipeline:
         if counter is None:
             counter = self._bytes_served[ecosystem, origin] = \
                 self._metrics.bytes_served.labels(ecosystem, origin)
-        counter.inc(0 if request.method == "HEAD" else size)
+        if request.method != "HEAD":
+            self._metrics.tally.inc(counter, size)
 
     async def admitted(self, source: ArtifactSource) -> dict[str, str] | None:
         """The digests of the file stockade admitted before under ``source.key``

@@ -146,7 +146,9 @@ def make_middleware(metrics: Metrics, *, access: Access | None = None,
 
     # labels() takes a lock and checks its arguments each call: the children are
     # kept per (route name, status), a handful per route.
+    # kept per (route name, status), a handful per route; counted through the tally.
     children: dict[tuple[str | None, int], tuple[Any, Any]] = {}
+    tally = metrics.tally
 
     def count(request: web.Request, status: int, started: float | None) -> None:
         name = request.match_info.route.name
@@ -155,9 +157,9 @@ def make_middleware(metrics: Metrics, *, access: Access | None = None,
             eco, kind = _labels(name)
             pair = children[name, status] = (metrics.requests.labels(eco, kind, str(status)),
                                              metrics.request_duration.labels(eco, kind))
-        pair[0].inc()
+        tally.inc(pair[0])
         if started is not None:
-            pair[1].observe(time.perf_counter() - started)
+            tally.observe(pair[1], time.perf_counter() - started)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
