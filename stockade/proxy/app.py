@@ -33,6 +33,7 @@ from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.checksum_origins import NAMESPACE as CHECKSUM_ORIGINS
 from stockade.proxy.checksum_origins import ChecksumOrigins
 from stockade.proxy.decisionlog import DecisionLog
+from stockade.proxy.dispatch import keep_routes
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.hotblobs import HotBlobs
@@ -269,6 +270,7 @@ def make_app(
             metrics, access=make_access_check(settings.auth, tokens, metrics),
             stage=make_warm_stage(_warm_memo))],
     )
+    keep_routes(app)
     app[METRICS] = metrics
     app[TOKENS] = tokens
     app.cleanup_ctx.append(tokens.lifecycle)
