@@ -20,7 +20,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 from aiohttp.http_writer import StreamWriter
-from multidict import CIMultiDict
+from multidict import CIMultiDict, getversion
 
 _STATUS_LINE = b"HTTP/1.1 200 OK\r\n"
 _REQUEST_ID = "X-Request-Id"
@@ -51,33 +51,44 @@ def prepared_head(headers: Iterable[tuple[str, str]], length: int) -> PreparedHe
     return PreparedHead(items, CIMultiDict(items), "".join(lines).encode("ascii"), length)
 
 
+def _version(headers: CIMultiDict[str]) -> int:
+    """A number that changes with every change of ``headers``."""
+    return getversion(headers)  # type: ignore[arg-type]  # (its stub takes object values)
+
+
 def _writable(line: str) -> bool:
     return line.isascii() and line.isprintable()  # no CR, LF or other control
 
 
 class PreparedResponse(web.Response):
-    """A 200 whose head was made before (see the module docstring)."""
+    """A 200 whose head was made before (see the module docstring). The request id
+    is given to it (``request_id``), not added to its headers, which stay the head's."""
 
     def __init__(self, head: PreparedHead, body: bytes) -> None:
         super().__init__(body=body, headers=head.headers)
         self._head = head
+        self._made = _version(self._headers)  # changed since: aiohttp's path
+        self.request_id: str | None = None
 
     async def _start(self, request: web.BaseRequest) -> AbstractStreamWriter:
         head = self._head
         writer = request._payload_writer
-        if (request.method != hdrs.METH_GET or request.version != HttpVersion11
-                or not request.keep_alive or self.status != 200 or self._compression
-                or self._cookies or self._chunked or type(writer) is not StreamWriter
+        line = self._request_id_line()
+        if (line is None or request.method != hdrs.METH_GET
+                or request.version != HttpVersion11 or not request.keep_alive
+                or self.status != 200 or self._compression or self._cookies
+                or self._chunked or type(writer) is not StreamWriter
                 or writer._on_headers_sent is not None
                 or not isinstance(self._body, bytes) or len(self._body) != head.length):
+            self._own_request_id()
             return await super()._start(request)
         self._req = request
         self._payload_writer = writer
         await request._prepare_hook(self)
-        line = self._request_id_line()
-        if line is None:  # changed since: aiohttp's head (its hook already called)
+        if _version(self._headers) != self._made:  # a hook changed them
+            self._own_request_id()
             self._headers[hdrs.CONTENT_LENGTH] = str(head.length)
-            await self._prepare_headers()
+            await self._prepare_headers()  # aiohttp's head (its hook already called)
             await self._write_headers()
             return writer
         self._keep_alive = True
@@ -90,15 +101,16 @@ class PreparedResponse(web.Response):
         return writer
 
     def _request_id_line(self) -> bytes | None:
-        """The request id's header line (b"" without one) where the headers are the
-        head's and that one; None where they are not."""
-        now = tuple(self._headers.items())
-        count = len(self._head.items)
-        if now[:count] != self._head.items:
+        """The request id's header line (b"" without one) where the headers are still
+        the head's; None where they are not or the id cannot be written as it is."""
+        if _version(self._headers) != self._made:
             return None
-        if len(now) == count:
+        if self.request_id is None:
             return b""
-        if len(now) != count + 1 or now[count][0] != _REQUEST_ID:
-            return None
-        line = f"{_REQUEST_ID}: {now[count][1]}"
+        line = f"{_REQUEST_ID}: {self.request_id}"
         return (line + "\r\n").encode("ascii") if _writable(line) else None
+
+    def _own_request_id(self) -> None:
+        if self.request_id is not None:
+            self._headers[_REQUEST_ID] = self.request_id
+            self.request_id = None

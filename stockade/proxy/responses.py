@@ -27,6 +27,7 @@ from yarl import URL
 from stockade.policy.model import Verdict
 from stockade.proxy.errors import ProxyError, RefusedError
 from stockade.proxy.metrics import Metrics
+from stockade.proxy.prepared import PreparedResponse
 from stockade.storage.errors import (
     BlobNotFoundError,
     ReadOnlyStorageError,
@@ -199,7 +200,9 @@ def make_middleware(metrics: Metrics, *, access: Access | None = None,
             logger.error("storage failure on %s: %s", request.path, exc)
             response = error_response(request, 500, exc.diagnostics())
         count(request, response.status, started)
-        if not response.prepared:
+        if type(response) is PreparedResponse:
+            response.request_id = request_id  # written with its head
+        elif not response.prepared:
             response.headers["X-Request-Id"] = request_id
         return response
 

@@ -112,5 +112,6 @@ class TestPrepared:
             assert head["status"].split(" ")[1] == "200"
             assert head.get("Connection") == connection
             assert head["Content-Length"] == str(len(dist.data))
+            assert answer.lower().count(b"\r\nx-request-id: ") == 1
             body = answer.split(b"\r\n\r\n", 1)[1]
             assert body == (b"" if request.startswith("HEAD") else dist.data)
