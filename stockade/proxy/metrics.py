@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
+from asyncio import _get_running_loop
 from bisect import bisect_left
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,53 +41,51 @@ FLUSH_S = 0.02
 class Tally:
     """Counts of counter and histogram children kept in plain numbers until
     ``flush`` writes them (see the module docstring). Registered in a registry as a
-    collector yielding nothing, first: any read of the registry flushes it."""
+    collector yielding nothing, first: any read of the registry flushes it. Counted
+    on the event loop's thread (the request path's counts); where no loop runs, a
+    count is written at once."""
 
     def __init__(self, interval_s: float = FLUSH_S) -> None:
         self.interval_s = interval_s
-        self._lock = threading.Lock()
         self._counts: dict[Any, float] = {}  # counter child -> amount
         # histogram child -> [observations per bucket..., sum]
         self._observed: dict[Any, list[float]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None  # its flush to come
 
     def inc(self, child: Any, amount: float = 1.0) -> None:
         """``child.inc(amount)``, written at the next flush."""
-        with self._lock:
-            counts = self._counts
-            counts[child] = counts.get(child, 0.0) + amount
-        self._arm()
+        counts = self._counts
+        counts[child] = counts.get(child, 0.0) + amount
+        loop = _get_running_loop()
+        if loop is None or loop is not self._timer_loop:
+            self._arm(loop)
 
     def observe(self, child: Any, amount: float) -> None:
         """``child.observe(amount)`` of a histogram child, written at the next flush."""
-        bounds = child._upper_bounds  # as observe() reads them
-        with self._lock:
-            pending = self._observed.get(child)
-            if pending is None:
-                pending = self._observed[child] = [0.0] * (len(bounds) + 1)
-            # the first bucket whose bound is at least the amount, as observe() finds it
-            pending[bisect_left(bounds, amount)] += 1
-            pending[-1] += amount
-        self._arm()
+        pending = self._observed.get(child)
+        if pending is None:
+            bounds = child._upper_bounds  # as observe() reads them
+            pending = self._observed[child] = [0.0] * (len(bounds) + 1)
+        # the first bucket whose bound is at least the amount, as observe() finds it
+        pending[bisect_left(child._upper_bounds, amount)] += 1
+        pending[-1] += amount
+        loop = _get_running_loop()
+        if loop is None or loop is not self._timer_loop:
+            self._arm(loop)
 
-    def _arm(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop here to write them later: now
+    def _arm(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        if loop is None:  # nothing here would write them later: now
             self.flush()
             return
-        # (a timer of a loop that has ended would never come: one on this loop is set)
-        if self._timer is None or self._timer_loop is not loop:
-            self._timer_loop = loop
-            self._timer = loop.call_later(self.interval_s, self.flush)
+        # (after a flush, or the loop of the last timer has ended: a timer on this one)
+        self._timer_loop = loop
+        loop.call_later(self.interval_s, self.flush)
 
     def flush(self) -> None:
         """Write every count kept to its metric."""
-        with self._lock:
-            counts, self._counts = self._counts, {}
-            observed, self._observed = self._observed, {}
-            self._timer = self._timer_loop = None
+        counts, self._counts = self._counts, {}
+        observed, self._observed = self._observed, {}
+        self._timer_loop = None
         for child, amount in counts.items():
             child.inc(amount)
         for child, pending in observed.items():
