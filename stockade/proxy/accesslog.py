@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import weakref
+from asyncio import _get_running_loop
 from datetime import UTC, datetime
 from time import time as time_now
 from typing import Any, TextIO
@@ -231,20 +232,17 @@ class BufferedLineHandler(logging.StreamHandler[TextIO]):
 
     def add_line(self, line: str, level: int) -> None:
         """Queue a line already formatted (as ``handle`` would, holding the lock)."""
-        self.acquire()
-        try:
+        assert self.lock is not None  # (made by Handler.__init__)
+        with self.lock:  # as acquire() and release(), without their two calls
             self._add(line, level)
-        finally:
-            self.release()
 
     def _add(self, line: str, level: int) -> None:
         self._lines.append(line)
         if level >= self.flush_level or len(self._lines) >= self.capacity:
             self.flush()
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # nothing here would write it later
+        loop = _get_running_loop()
+        if loop is None:  # nothing here would write it later
             self.flush()
             return
         # (a timer of a loop that has ended would never come: one on this loop is set)
