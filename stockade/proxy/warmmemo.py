@@ -44,7 +44,7 @@ from typing import Any
 from aiohttp import web
 from cachetools import LRUCache
 
-from stockade.policy.model import Facts, PackageRef
+from stockade.policy.model import Decision, Facts, PackageRef
 from stockade.proxy.admission import Caller, caller
 from stockade.proxy.errors import RefusedError
 from stockade.proxy.gate import Gate
@@ -213,9 +213,12 @@ class WarmMemo:
                 return None
             self._count_documents(hit)
             for verdict, ref in verdicts:  # decided once, counted and recorded as ever
-                await gate.account(verdict, ref, client=who.client,
-                                   request_id=who.request_id, identity=who.identity,
-                                   team=who.team)
+                if verdict.decision is Decision.ALLOW:
+                    gate.count_allowed(verdict, ref)
+                else:
+                    await gate.account(verdict, ref, client=who.client,
+                                       request_id=who.request_id, identity=who.identity,
+                                       team=who.team)
             self.hits += 1
             body, headers, status = hit.page
             if hit.prepared is not None:
@@ -224,9 +227,12 @@ class WarmMemo:
                                 headers=headers)
         self._count_documents(hit)
         for ref, facts in hit.decisions:
-            verdict = await gate.decide(ref, facts, client=who.client,
-                                        request_id=who.request_id,
-                                        identity=who.identity, team=who.team)
+            # as gate.decide, with no coroutine for an ALLOW
+            verdict = gate.decide_allowed(ref, facts, team=who.team)
+            if verdict.decision is Decision.ALLOW:
+                continue
+            await gate.account(verdict, ref, client=who.client, request_id=who.request_id,
+                               identity=who.identity, team=who.team)
             if verdict.blocks:
                 self._entries.pop(key, None)
                 raise RefusedError(verdict)
