@@ -33,7 +33,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from stockade.proxy.identity import identity_of
-from stockade.proxy.responses import REQUEST_ID
+from stockade.proxy.responses import request_id_of
 
 _ACCESS_MESSAGE = "%s %s %s %s"
 # what LogRecord's relativeCreated counts from
@@ -295,7 +295,7 @@ def _fields(request: web.BaseRequest, response: web.StreamResponse,
     """An access line's own fields, in their order."""
     who = identity_of(request)
     return {
-        "request_id": request.get(REQUEST_ID, ""),
+        "request_id": request_id_of(request),
         "remote": request.remote,
         "method": request.method,
         # as the client sent it: the parsed URL's path_qs is rebuilt by yarl each time
