@@ -36,6 +36,7 @@ PARTS = (
     ("  the handler and middlewares (web_app._handle)", "web_app.py", "_handle"),
     ("    a warm-hit memo answer (warmmemo.WarmMemo.answer)", "warmmemo.py", "answer"),
     ("      the gate's decisions, memo or not (gate.Gate.decide)", "gate.py", "decide"),
+    ("      a memo hit's decisions (gate.Gate.decide_allowed)", "gate.py", "decide_allowed"),
     ("      its blob's answer (pipeline.answer_stored)", "pipeline.py", "answer_stored"),
     ("    metadata look-up (pypi._project)", "pypi.py", "_project"),
     ("    version facts (admission.version_facts)", "admission.py", "version_facts"),
@@ -47,6 +48,8 @@ PARTS = (
     ("  finishing the response (web_protocol.finish_response)", "web_protocol.py",
      "finish_response"),
     ("    of which the access log (accesslog.JsonAccessLogger.log)", "accesslog.py", "log"),
+    ("    of which a memo answer's head (prepared.PreparedResponse._start)", "prepared.py",
+     "_start"),
 )
 
 

@@ -17,7 +17,9 @@ the stored files; its memory is nginx's and stockade's trees together.
 With ``--bare`` (the default) the 22 KB wheel's row gains Python's floor: a minimal
 aiohttp app (``bench.bare_aiohttp``, as many processes as stockade's workers) answering
 the same bytes from memory, measured in the same rounds and printed as a ratio to nginx,
-so the table shows what aiohttp alone reaches beside what stockade does.
+so the table shows what aiohttp alone reaches beside what stockade does; and a second
+floor, aiohttp's low-level server (``web.Server`` with one handler: no ``Application``,
+router or middleware chain), with each floor's CPU time per request.
 
     python -m bench.serving [--duration S] [--rounds N] [--quick] [--stockade-tree DIR]
                             [--no-accel] [--no-huge] [--no-bare] [--workers N]
@@ -151,22 +153,30 @@ def start_stockade(upstream: str, work: Path, tree: Path | None,
     return Proc(proc, port).wait_ready("/readyz", log)
 
 
-def start_bare(work: Path, root: Path, case: Case, processes: int) -> Proc:
+# the floors: aiohttp with an Application, and its low-level server alone
+BARES = {"bare": (), "bare low-level": ("--lowlevel",)}
+
+
+def start_bare(work: Path, root: Path, case: Case, processes: int,
+               flags: tuple[str, ...] = ()) -> Proc:
     """``bench.bare_aiohttp`` answering ``case``'s upstream file at its stockade path."""
     port = free_port()
-    log = work / "bare.log"
+    log = work / f"bare{''.join(flags)}.log"
     cmd = [sys.executable, "-m", "bench.bare_aiohttp", "--file",
            str(root / case.upstream_path.lstrip("/")), "--path", case.stockade_path,
-           "--port", str(port), "--processes", str(processes)]
+           "--port", str(port), "--processes", str(processes), *flags]
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     return Proc(proc, port).wait_ready("/readyz", log)
 
 
-def _bare_row(nginx: Result, bare: Result, label: str, processes: int) -> None:
+def _bare_row(nginx: Result, bare: Result, label: str, processes: int, name: str) -> None:
     ratio = statistics.median(b / n for b, n in zip(bare.rps, nginx.rps, strict=True))
-    print(f"bare aiohttp ({processes} process(es), {label} from memory, nothing decided "
-          f"or logged): {statistics.median(bare.rps):,.0f} req/s, {ratio:.3f}x nginx, "
-          f"p99 {statistics.median(bare.p99_ms):.1f} ms")
+    server = ("aiohttp's low-level server, no Application" if name == "bare low-level"
+              else "aiohttp Application")
+    print(f"{name} ({server}, {processes} process(es), {label} from memory, nothing "
+          f"decided or logged): {statistics.median(bare.rps):,.0f} req/s, {ratio:.3f}x "
+          f"nginx, p99 {statistics.median(bare.p99_ms):.1f} ms, CPU "
+          f"{statistics.median(bare.cpu_us):,.0f} us a request")
 
 
 def _warm(proc: Proc | frontnginx.FrontNginx, path: str, times: int = 3,
@@ -268,13 +278,14 @@ def run(args: argparse.Namespace, work: Path) -> None:
     servers: dict[str, Proc | frontnginx.FrontNginx] = {}
     behind: dict[str, list[int]] = {}  # more process trees a contender's memory counts
     helpers: list[Proc] = []
-    bare: Proc | None = None
+    bares: dict[str, Proc] = {}
     small = next(case for case in cases if case.label == "22 KB wheel")
     processes = args.workers or len(os.sched_getaffinity(0))
     try:
         if args.bare:
-            bare = start_bare(work, root, small, processes)
-            helpers.append(bare)
+            for name, flags in BARES.items():
+                bares[name] = start_bare(work, root, small, processes, flags)
+                helpers.append(bares[name])
         servers["nginx"] = start_nginx(work, static.port)
         started = time.perf_counter()
         servers["stockade"] = start_stockade(static.url("/"), work, args.stockade_tree,
@@ -307,7 +318,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
         for name, (_, pss) in memory.items():
             print(f"PSS idle, MiB, {name} (whole process tree): {pss:.0f}")
         results = {(name, case.label): Result() for name in servers for case in cases}
-        bare_result = Result()
+        bare_results = {name: Result() for name in bares}
         peaks = {name: Peak(proc.pid, *behind.get(name, []))
                  for name, proc in servers.items()}
         for peak in peaks.values():
@@ -327,19 +338,23 @@ def run(args: argparse.Namespace, work: Path) -> None:
                         results[name, case.label].p99_ms.append(p99)
                         print(f"round {round_no + 1}: {case.label:<20} {name:<8} "
                               f"{rps:>9,.0f} req/s  p99 {p99:7.1f} ms", flush=True)
-                    if bare is not None and case is small:
+                    for name, bare in bares.items() if case is small else ():
+                        cpu_before = tree_cpu_s([bare.pid])
                         rps, p99 = wrk(bare.url(case.stockade_path), args.duration)
-                        bare_result.rps.append(rps)
-                        bare_result.p99_ms.append(p99)
-                        print(f"round {round_no + 1}: {case.label:<20} bare     "
+                        cpu = tree_cpu_s([bare.pid]) - cpu_before
+                        bare_results[name].cpu_us.append(
+                            1e6 * cpu / max(rps * args.duration, 1))
+                        bare_results[name].rps.append(rps)
+                        bare_results[name].p99_ms.append(p99)
+                        print(f"round {round_no + 1}: {case.label:<20} {name:<8} "
                               f"{rps:>9,.0f} req/s  p99 {p99:7.1f} ms", flush=True)
         finally:
             for peak in peaks.values():
                 peak.__exit__()
         rss = {name: (idle[name], max(peaks[name].rss, idle[name])) for name in servers}
         _table(cases, results, rss, args.rounds, args.duration)
-        if bare is not None:
-            _bare_row(results["nginx", small.label], bare_result, small.label, processes)
+        for name, result in bare_results.items():
+            _bare_row(results["nginx", small.label], result, small.label, processes, name)
     finally:
         for proc in servers.values():
             proc.stop()

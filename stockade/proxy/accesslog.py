@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import weakref
+from asyncio import _get_running_loop
 from datetime import UTC, datetime
 from time import time as time_now
 from typing import Any, TextIO
@@ -32,11 +33,13 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from stockade.proxy.identity import identity_of
-from stockade.proxy.responses import REQUEST_ID
+from stockade.proxy.responses import request_id_of
 
 _ACCESS_MESSAGE = "%s %s %s %s"
 # what LogRecord's relativeCreated counts from
 _LOGGING_STARTED: float = logging._startTime  # type: ignore[attr-defined]
+# An access line's fields after its time, as JSON without braces, by (logger, process)
+_MIDDLES: dict[tuple[str, int], str] = {}
 # An access record's fields that are the same on each line, by (process, thread, logger)
 _RECORD_BASES: dict[tuple[int, int, str], dict[str, Any]] = {}
 
@@ -123,10 +126,15 @@ class JsonAccessLogger(AbstractAccessLogger):
 
     def _line(self, request: web.BaseRequest, response: web.StreamResponse,
               time: float) -> str:
-        """What ``JsonFormatter`` makes of the record ``log`` would make, made at once."""
-        return json_line({"time": utc_time(time_now()), "level": "INFO",
-                          "logger": self.logger.name, "pid": _PID.value,
-                          **_fields(request, response, time)})
+        """What ``JsonFormatter`` makes of the record ``log`` would make, made at once:
+        the fields after the time the same on each line of a process made once."""
+        where = (self.logger.name, _PID.value)
+        middle = _MIDDLES.get(where)
+        if middle is None:
+            middle = _MIDDLES[where] = json_line(
+                {"level": "INFO", "logger": where[0], "pid": where[1]})[1:-1]
+        return "".join(('{"time":"', utc_time(time_now()), '",', middle, ",",
+                        json_line(_fields(request, response, time))[1:]))
 
     def _record(self, args: tuple[Any, ...], access: dict[str, Any]) -> logging.LogRecord:
         """The record ``Logger.info`` would make, without its walk up the stack for the
@@ -224,20 +232,17 @@ class BufferedLineHandler(logging.StreamHandler[TextIO]):
 
     def add_line(self, line: str, level: int) -> None:
         """Queue a line already formatted (as ``handle`` would, holding the lock)."""
-        self.acquire()
-        try:
+        assert self.lock is not None  # (made by Handler.__init__)
+        with self.lock:  # as acquire() and release(), without their two calls
             self._add(line, level)
-        finally:
-            self.release()
 
     def _add(self, line: str, level: int) -> None:
         self._lines.append(line)
         if level >= self.flush_level or len(self._lines) >= self.capacity:
             self.flush()
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # nothing here would write it later
+        loop = _get_running_loop()
+        if loop is None:  # nothing here would write it later
             self.flush()
             return
         # (a timer of a loop that has ended would never come: one on this loop is set)
@@ -290,7 +295,7 @@ def _fields(request: web.BaseRequest, response: web.StreamResponse,
     """An access line's own fields, in their order."""
     who = identity_of(request)
     return {
-        "request_id": request.get(REQUEST_ID, ""),
+        "request_id": request_id_of(request),
         "remote": request.remote,
         "method": request.method,
         # as the client sent it: the parsed URL's path_qs is rebuilt by yarl each time

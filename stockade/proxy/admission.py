@@ -42,7 +42,7 @@ from stockade.proxy.identity import identity_of
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metadocs import CachedDoc
 from stockade.proxy.provenance.checker import ProvenanceChecker, provenance_rule
-from stockade.proxy.responses import REQUEST_ID
+from stockade.proxy.responses import request_id_of
 from stockade.proxy.routing import Route, route
 from stockade.proxy.singleflight import SingleFlight
 from stockade.proxy.upstream import Upstream
@@ -79,8 +79,8 @@ def caller(request: web.Request) -> Caller:
     """The caller of ``request``."""
     who = identity_of(request)
     if who is None:
-        return Caller(request.remote or "", request.get(REQUEST_ID, ""))
-    return Caller(request.remote or "", request.get(REQUEST_ID, ""), who.name, who.team)
+        return Caller(request.remote or "", request_id_of(request))
+    return Caller(request.remote or "", request_id_of(request), who.name, who.team)
 
 
 def canonical(eco: Ecosystem, name: str) -> str:

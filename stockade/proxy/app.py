@@ -34,6 +34,7 @@ from stockade.proxy.checkpoint import key_from_env
 from stockade.proxy.checksum_origins import NAMESPACE as CHECKSUM_ORIGINS
 from stockade.proxy.checksum_origins import ChecksumOrigins
 from stockade.proxy.decisionlog import DecisionLog
+from stockade.proxy.dispatch import keep_routes
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, PolicyEngine
 from stockade.proxy.hotblobs import HotBlobs
@@ -288,16 +289,23 @@ def make_app(
             metrics, access=make_access_check(settings.auth, tokens, metrics),
             stage=make_warm_stage(_warm_memo))],
     )
+    keep_routes(app)
     app[METRICS] = metrics
     app[TOKENS] = tokens
     app.cleanup_ctx.append(tokens.lifecycle)
     env = dict(os.environ if environ is None else environ)
     app.cleanup_ctx.append(_services(settings, metrics, env, engine_factory, lead))
+    app.on_cleanup.append(_flush_counts)
     routes.setup(app)
     if settings.ui.enabled:
         ui.setup(app, settings, decision_log=decision_log_path(settings),
                  artifacts=ARTIFACT_REFS, environ=env)
     return app
+
+
+async def _flush_counts(app: web.Application) -> None:
+    """The last requests' counts, written before the process ends."""
+    app[METRICS].tally.flush()
 
 
 async def _start_osv_sync(settings: Settings, metrics: Metrics, environ: Mapping[str, str]

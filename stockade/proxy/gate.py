@@ -111,16 +111,30 @@ class Gate:
     ) -> Verdict:
         """Decide one name or version for ``team``'s policy, counting and recording what
         refuses (with who asked)."""
+        verdict = self.decide_allowed(ref, facts, team=team)
+        if verdict.decision is not Decision.ALLOW:
+            await self._account(verdict, ref, client=client, request_id=request_id,
+                                identity=identity, team=team)
+        return verdict
+
+    def decide_allowed(self, ref: PackageRef, facts: Facts, *,
+                       team: str | None = None) -> Verdict:
+        """``decide`` up to what needs a coroutine: an ALLOW is counted here; any other
+        verdict the caller must ``account`` (the warm memo, whose decisions are nearly
+        all ALLOW, then makes no coroutine for them)."""
         verdict = self.engine_for(team).decide(ref, facts)
         taken = note()
         if taken is not None:  # a warm request repeats this decision (``warmmemo``)
             taken.decided(ref, facts)
-        if verdict.decision is Decision.ALLOW:  # counted only (no coroutine to make)
+        if verdict.decision is Decision.ALLOW:
             self._count(ref, verdict)
-        else:
-            await self._account(verdict, ref, client=client, request_id=request_id,
-                                identity=identity, team=team)
         return verdict
+
+    def count_allowed(self, verdict: Verdict, ref: PackageRef) -> None:
+        """Count an ALLOW decided with ``engine_for`` as ``account`` would (an ALLOW is
+        counted, never recorded)."""
+        assert verdict.decision is Decision.ALLOW
+        self._count(ref, verdict)
 
     async def account(self, verdict: Verdict, ref: PackageRef, *, client: str = "",
                       request_id: str = "", identity: str = "",
@@ -156,7 +170,7 @@ class Gate:
         child = self._counted.get(key)
         if child is None:
             child = self._counted[key] = self._metrics.policy_decisions.labels(*key)
-        child.inc(n)
+        self._metrics.tally.inc(child, n)
 
     async def record_versions(self, name: PackageRef, decided: VersionFilter, *,
                               client: str = "", request_id: str = "", identity: str = "",

@@ -79,6 +79,7 @@ async def metrics(request: web.Request) -> web.Response:
     svc = services(request)
     svc.metrics.storage_bytes.set(svc.store.total_bytes)
     await storage_free_bytes(svc)
+    await svc.metrics.settled()
     payload = svc.metrics.exposition()
     return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

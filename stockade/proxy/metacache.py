@@ -283,7 +283,7 @@ class MetadataCache:
         if child is None:
             child = self._counters[ecosystem, result] = self._metrics.cache_requests.labels(
                 ecosystem, result)
-        child.inc()
+        self._metrics.tally.inc(child)
 
     def _fresh(self, cached: CachedDoc | Missing, ttl_s: float, negative_ttl_s: float) -> bool:
         ttl = negative_ttl_s if isinstance(cached, Missing) else ttl_s

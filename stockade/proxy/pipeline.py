@@ -51,6 +51,7 @@ from stockade.proxy.errors import (
 )
 from stockade.proxy.hotblobs import HotBlobs
 from stockade.proxy.metrics import Metrics
+from stockade.proxy.prepared import PreparedHead, PreparedResponse
 from stockade.proxy.singleflight import FileLocks
 from stockade.proxy.upstream import Upstream, UpstreamResponse
 from stockade.proxy.warmrecord import note
@@ -75,6 +76,7 @@ class StoredHeaders(NamedTuple):
 
     stored: dict[str, str]  # before the answer adds its own (copied per answer)
     whole: dict[str, str]  # of a 200 with the whole blob from memory
+    prepared: PreparedHead | None = None  # the same, serialized (None: aiohttp's way)
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,6 +407,8 @@ class ArtifactPipeline:
                 and hdrs.IF_NONE_MATCH not in request.headers):
             # the whole blob from memory, as memory_response answers it, headers made
             self._count_bytes(request, source.ecosystem, "cache", info.size)
+            if headers.prepared is not None:
+                return PreparedResponse(headers.prepared, held)
             return web.Response(body=held, headers=headers.whole)
         return self._from_store(request, source, info, "cache", held,
                                 None if headers is None else headers.stored)
@@ -426,7 +430,8 @@ class ArtifactPipeline:
         if counter is None:
             counter = self._bytes_served[ecosystem, origin] = \
                 self._metrics.bytes_served.labels(ecosystem, origin)
-        counter.inc(0 if request.method == "HEAD" else size)
+        if request.method != "HEAD":
+            self._metrics.tally.inc(counter, size)
 
     async def admitted(self, source: ArtifactSource) -> dict[str, str] | None:
         """The digests of the file stockade admitted before under ``source.key``

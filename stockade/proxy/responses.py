@@ -27,6 +27,7 @@ from yarl import URL
 from stockade.policy.model import Verdict
 from stockade.proxy.errors import ProxyError, RefusedError
 from stockade.proxy.metrics import Metrics
+from stockade.proxy.prepared import PreparedResponse
 from stockade.storage.errors import (
     BlobNotFoundError,
     ReadOnlyStorageError,
@@ -39,6 +40,14 @@ logger = logging.getLogger(__name__)
 # A released artifact never changes its bytes under one URL: clients may keep it.
 IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 REQUEST_ID = web.RequestKey("request_id", str)
+
+
+def request_id_of(request: web.BaseRequest) -> str:
+    """The id the middleware gave ``request`` ("" before it did)."""
+    found: str = request._state.get(REQUEST_ID, "")  # (no MutableMapping.get: 2 calls)
+    return found
+
+
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # A host name or IPv4 address (letters, digits, ``.-_~``) or a bracketed IPv6
 # literal, then an optional port: what absolute URLs in metadata can be built from.
@@ -146,7 +155,9 @@ def make_middleware(metrics: Metrics, *, access: Access | None = None,
 
     # labels() takes a lock and checks its arguments each call: the children are
     # kept per (route name, status), a handful per route.
+    # kept per (route name, status), a handful per route; counted through the tally.
     children: dict[tuple[str | None, int], tuple[Any, Any]] = {}
+    tally = metrics.tally
 
     def count(request: web.Request, status: int, started: float | None) -> None:
         name = request.match_info.route.name
@@ -155,9 +166,9 @@ def make_middleware(metrics: Metrics, *, access: Access | None = None,
             eco, kind = _labels(name)
             pair = children[name, status] = (metrics.requests.labels(eco, kind, str(status)),
                                              metrics.request_duration.labels(eco, kind))
-        pair[0].inc()
+        tally.inc(pair[0])
         if started is not None:
-            pair[1].observe(time.perf_counter() - started)
+            tally.observe(pair[1], time.perf_counter() - started)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -197,7 +208,9 @@ def make_middleware(metrics: Metrics, *, access: Access | None = None,
             logger.error("storage failure on %s: %s", request.path, exc)
             response = error_response(request, 500, exc.diagnostics())
         count(request, response.status, started)
-        if not response.prepared:
+        if type(response) is PreparedResponse:
+            response.request_id = request_id  # written with its head
+        elif not response.prepared:
             response.headers["X-Request-Id"] = request_id
         return response
 

@@ -44,13 +44,14 @@ from typing import Any
 from aiohttp import web
 from cachetools import LRUCache
 
-from stockade.policy.model import Facts, PackageRef
+from stockade.policy.model import Decision, Facts, PackageRef
 from stockade.proxy.admission import Caller, caller
 from stockade.proxy.budget import BudgetedLRU, MemoryBudget, unbounded
 from stockade.proxy.errors import RefusedError
 from stockade.proxy.gate import Gate
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.pipeline import ArtifactPipeline, ArtifactSource, StoredHeaders
+from stockade.proxy.prepared import PreparedHead, PreparedResponse, prepared_head
 from stockade.proxy.responses import IMMUTABLE
 from stockade.proxy.warmrecord import Note, close_note, open_note
 from stockade.storage.protocol import BlobInfo
@@ -92,6 +93,7 @@ class WarmHit:
     page: tuple[bytes, tuple[tuple[str, str], ...], int] | None = None  # body, headers,
     # status
     headers: StoredHeaders | None = None  # the stored answer's, built once
+    prepared: PreparedHead | None = None  # a page's 200, its head serialized
 
 
 class WarmMemo:
@@ -144,10 +146,12 @@ class WarmMemo:
             return  # replaced by design (a -SNAPSHOT): always looked up
         until = self._until(taken, epoch, started)
         if until is not None:
+            headers = self._pipeline.stored_headers(source, info)
+            headers = headers._replace(
+                prepared=prepared_head(headers.whole.items(), info.size))
             self._entries[key] = WarmHit(
                 tuple(taken.decisions), tuple(d[:3] for d in taken.documents), source,
-                info, recorded, epoch, until,
-                headers=self._pipeline.stored_headers(source, info))
+                info, recorded, epoch, until, headers=headers)
 
     def remember_page(self, key: Key, taken: Note, epoch: int, started: float,
                       response: web.StreamResponse) -> None:
@@ -164,9 +168,11 @@ class WarmMemo:
         if until is not None:
             headers = tuple((k, v) for k, v in response.headers.items()
                             if k.lower() not in _OWN_HEADERS)
+            prepared = (prepared_head(headers, len(body)) if response.status == 200
+                        else None)
             self._entries[key] = WarmHit(
                 tuple(taken.decisions), tuple(d[:3] for d in taken.documents), None, None,
-                False, epoch, until, (body, headers, response.status))
+                False, epoch, until, (body, headers, response.status), prepared=prepared)
 
     def _until(self, taken: Note, epoch: int, started: float) -> float | None:
         until = min([started + self.validity_s, *(d[3] for d in taken.documents)])
@@ -210,18 +216,26 @@ class WarmMemo:
                 return None
             self._count_documents(hit)
             for verdict, ref in verdicts:  # decided once, counted and recorded as ever
-                await gate.account(verdict, ref, client=who.client,
-                                   request_id=who.request_id, identity=who.identity,
-                                   team=who.team)
+                if verdict.decision is Decision.ALLOW:
+                    gate.count_allowed(verdict, ref)
+                else:
+                    await gate.account(verdict, ref, client=who.client,
+                                       request_id=who.request_id, identity=who.identity,
+                                       team=who.team)
             self.hits += 1
             body, headers, status = hit.page
+            if hit.prepared is not None:
+                return PreparedResponse(hit.prepared, body)
             return web.Response(status=status, body=body if status == 200 else None,
                                 headers=headers)
         self._count_documents(hit)
         for ref, facts in hit.decisions:
-            verdict = await gate.decide(ref, facts, client=who.client,
-                                        request_id=who.request_id,
-                                        identity=who.identity, team=who.team)
+            # as gate.decide, with no coroutine for an ALLOW
+            verdict = gate.decide_allowed(ref, facts, team=who.team)
+            if verdict.decision is Decision.ALLOW:
+                continue
+            await gate.account(verdict, ref, client=who.client, request_id=who.request_id,
+                               identity=who.identity, team=who.team)
             if verdict.blocks:
                 self._entries.pop(key, None)
                 raise RefusedError(verdict)
