@@ -92,7 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
     count = worker_count(settings.server.workers)
     # a first start: the typosquat index files built by child processes, so that no
     # serving process holds the build's objects; then mapped as on any later start
-    indexes.build_outside()
+    indexes.build_when_missing()
     try:
         if count == 1:
             asyncio.run(_run(settings))

@@ -2,7 +2,7 @@
 
 A server maps the index files (``policy.typosquat.store``); where they are missing (a
 first start: a new container, a new volume, an upgrade) ``serve`` has them built here
-before it loads its policy, each in a child process started anew (``indexchild``),
+when its policy first needs one, each in a child process started anew (``indexchild``),
 never forked from the server: the build's Python objects (hundreds of MiB for npm's
 list) end with the child, where built in the supervisor they stayed in it and in
 every worker forked from it. The children run two at once where two cores are free.
@@ -90,10 +90,16 @@ def build(where: Path) -> list[Path]:
     return written
 
 
+def build_when_missing() -> None:
+    """Have the missing files built by ``build_outside`` where the policy first needs
+    one (a policy without the typosquat rule needs none)."""
+    store.build_elsewhere(build_outside)
+
+
 def build_outside() -> None:
-    """Have the missing index files built in child processes, before this process
-    loads its policy; nothing where the cache folder cannot be written (the server
-    builds what it lacks itself, as it always did)."""
+    """Have the missing index files built in child processes, and wait for them;
+    nothing where the cache folder cannot be written (the server builds what it
+    lacks itself, as it always did)."""
     where = store.folder()
     if where is None or not missing():
         return
@@ -170,7 +176,8 @@ def _spawn(where: Path, job: Job) -> subprocess.Popen[bytes]:
 
 
 def _finished(job: Job, child: subprocess.Popen[bytes]) -> None:
-    assert child.stdout is not None and child.stderr is not None
+    assert child.stdout is not None
+    assert child.stderr is not None
     with child.stdout, child.stderr:  # the child has ended: what it wrote is all there
         out, err = child.stdout.read(), child.stderr.read()
     if child.returncode == 0:

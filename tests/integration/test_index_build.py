@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -45,12 +46,16 @@ def _env(**extra: str) -> dict[str, str]:
 class Served:
     """``stockade serve`` (two workers, no upstreams) with the given environment."""
 
-    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+    def __init__(self, folder: Path, env: dict[str, str],
+                 policy: dict[str, Any] | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log = folder / "serve.log"
         config = folder / "stockade.yaml"
+        if policy is not None:
+            (folder / "policy.yaml").write_text(yaml.safe_dump(policy))
         config.write_text(yaml.safe_dump({
+            "policy": {"file": None if policy is None else str(folder / "policy.yaml")},
             "server": {"host": "127.0.0.1", "port": self.port, "workers": 2},
             "storage": {"path": str(folder / "data")},
             "pypi": {"upstreams": []}, "maven": {"upstreams": []},
@@ -161,6 +166,18 @@ def test_two_starts_at_once_build_each_file_once(tmp_path: Path,
     for served in both:
         assert all(_mapped(pid) == _files(cache) for pid in served.serving())
         served.stop()
+
+
+def test_a_policy_without_the_typosquat_rule_builds_nothing(
+        tmp_path: Path, started: list[Served]) -> None:
+    cache = tmp_path / "index"
+    served = Served(tmp_path / "serve", _env(STOCKADE_INDEX_CACHE=str(cache)),
+                    policy={"rules": {"typosquat": {"enabled": False}}})
+    started.append(served)
+    served.wait_listening()
+    assert not served.builders()
+    assert not cache.exists() or not _files(cache)
+    served.stop()
 
 
 def test_a_folder_that_cannot_be_written_still_serves(tmp_path: Path,

@@ -66,6 +66,7 @@ from stockade.policy.typosquat.packed import (
 from stockade.policy.typosquat.slips import SlipIndex
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The attributes each part holds; the owner's tables its parts share are linked back on
 # load. A new attribute that is not listed here fails the round trip (and its test).
@@ -140,6 +141,37 @@ def found(name: str) -> Path | None:
 
 def _places(name: str) -> list[Path]:
     return [where / name for where in (prebuilt(), folder()) if where is not None]
+
+
+_elsewhere: list[Callable[[], None]] = []  # who writes missing files, until asked once
+
+
+def build_elsewhere(build: Callable[[], None]) -> None:
+    """Have ``build`` called, once, where an index file is first found missing: it
+    writes the missing files in the cache folder from other processes (a server's,
+    ``proxy.indexes``), and the index is then mapped from its file rather than built
+    in this process. Without it (``stockade check``), this process builds."""
+    _elsewhere[:] = [build]
+
+
+def _built_elsewhere() -> bool:
+    """Whether ``build_elsewhere``'s builder was asked now (at most once)."""
+    if not _elsewhere or folder() is None:
+        return False
+    _elsewhere.pop()()
+    return True
+
+
+def _from_places(name: str, load: Callable[[mmap.mmap, Source], T]) -> T | None:
+    """The index file ``name`` loaded from the first folder that holds a good one."""
+    for path in _places(name):
+        try:
+            return load(*_mapped(path))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, EOFError, TypeError, KeyError, struct.error) as exc:
+            logger.warning("ignoring the index file %s: %s", path, exc)
+    return None
 
 
 def write_file(where: Path, kind: str, ecosystem: Ecosystem, names: tuple[str, ...]) -> Path:
@@ -307,9 +339,6 @@ def loads(data: bytes | mmap.mmap, source: Source | None = None,
     return index
 
 
-T = TypeVar("T")
-
-
 def _located(built: Callable[[], NameIndex],
              place: tuple[str, ...]) -> Callable[[], _Packed[Any]]:
     return lambda: _table_of(built(), place)
@@ -453,14 +482,12 @@ def load_or_build(ecosystem: Ecosystem, names: Iterable[str], *,
         logger.warning("the name index file %s does not match its checksum: building "
                        "the index anew", name)
         return build()
-    for path in _places(name):
-        try:
-            return loads(*_mapped(path), rebuild=rebuild)
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, EOFError, TypeError, KeyError, struct.error) as exc:
-            logger.warning("ignoring the name index file %s: %s", path, exc)
-    return build()
+    def load(data: mmap.mmap, source: Source) -> NameIndex:
+        return loads(data, source, rebuild=rebuild)
+    found = _from_places(name, load)
+    if found is None and _built_elsewhere():
+        found = _from_places(name, load)
+    return build() if found is None else found
 
 
 def load_or_build_loose(ecosystem: Ecosystem, names: tuple[str, ...]) -> LooseIndex:
@@ -487,14 +514,12 @@ def load_or_build_loose(ecosystem: Ecosystem, names: tuple[str, ...]) -> LooseIn
         logger.warning("the loose index file %s does not match its checksum: building "
                        "the index anew", name)
         return rebuild()
-    for path in _places(name):
-        try:
-            return loads_loose(*_mapped(path), rebuild=damaged)
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, EOFError, TypeError, KeyError, struct.error) as exc:
-            logger.warning("ignoring the loose index file %s: %s", path, exc)
-    return rebuild()
+    def load(data: mmap.mmap, source: Source) -> LooseIndex:
+        return loads_loose(data, source, rebuild=damaged)
+    found = _from_places(name, load)
+    if found is None and _built_elsewhere():
+        found = _from_places(name, load)
+    return rebuild() if found is None else found
 
 
 def dumps_loose(index: LooseIndex) -> bytes:
