@@ -27,6 +27,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,17 +137,15 @@ def _locked(lock: IO[bytes], deadline: float) -> bool:
 def _build_in_children(where: Path, wanted: list[Job], deadline: float) -> None:
     """Each of ``wanted`` built by a child of its own, ``_parallel()`` at once."""
     started = time.monotonic()
-    pending, running = list(wanted), list[tuple[Job, subprocess.Popen[bytes]]]()
+    pending, running = list(wanted), list[_Child]()
     parallel = _parallel()
     try:
         while pending or running:
             while pending and len(running) < parallel:
-                job = pending.pop(0)
-                running.append((job, _spawn(where, job)))
-            for job, child in list(running):
-                if child.poll() is not None:
-                    running.remove((job, child))
-                    _finished(job, child)
+                running.append(_Child.spawn(where, pending.pop(0)))
+            for child in [c for c in running if c.process.poll() is not None]:
+                running.remove(child)
+                child.finished()
             if running:
                 if time.monotonic() >= deadline:
                     logger.warning("typosquat index files not built in %.0f s: the "
@@ -154,39 +153,57 @@ def _build_in_children(where: Path, wanted: list[Job], deadline: float) -> None:
                     return
                 time.sleep(_POLL_S)
     finally:
-        for _job, child in running:
-            child.kill()
-            child.wait()
+        for child in running:
+            child.process.kill()
+            child.process.wait()
+            child.close()
     logger.info("typosquat index files built in %s by child processes in %.1f s",
                 where, time.monotonic() - started)
 
 
-def _spawn(where: Path, job: Job) -> subprocess.Popen[bytes]:
-    """The child building ``job``'s file: the names written to its standard input."""
-    child = subprocess.Popen(  # noqa: S603 (this interpreter, our own module)
-        [sys.executable, "-m", "stockade.proxy.indexchild", str(where),
-         job.ecosystem.value, job.kind],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert child.stdin is not None
-    # where it failed first, its stderr says why
-    with contextlib.suppress(BrokenPipeError), child.stdin:
-        child.stdin.write(("\n".join(job.names) + "\n").encode("utf-8", "surrogatepass")
-                          if job.names else b"")
-    return child
+@dataclass
+class _Child:
+    """A child building one index file, its output in files (a pipe nobody reads
+    while it runs could fill)."""
 
+    job: Job
+    process: subprocess.Popen[bytes]
+    out: IO[bytes]
+    err: IO[bytes]
 
-def _finished(job: Job, child: subprocess.Popen[bytes]) -> None:
-    assert child.stdout is not None
-    assert child.stderr is not None
-    with child.stdout, child.stderr:  # the child has ended: what it wrote is all there
-        out, err = child.stdout.read(), child.stderr.read()
-    if child.returncode == 0:
-        logger.info("typosquat index %s built by process %d", out.decode().strip(),
-                    child.pid)
-    else:
-        logger.warning("the %s index of %s was not built by process %d (exit %s): %s",
-                       job.kind, job.ecosystem.value, child.pid, child.returncode,
-                       err.decode(errors="replace").strip()[-500:])
+    @classmethod
+    def spawn(cls, where: Path, job: Job) -> _Child:
+        """The child building ``job``'s file: the names written to its stdin."""
+        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 (closed by finished or close)
+        process = subprocess.Popen(  # noqa: S603 (this interpreter, our own module)
+            [sys.executable, "-m", "stockade.proxy.indexchild", str(where),
+             job.ecosystem.value, job.kind],
+            stdin=subprocess.PIPE, stdout=out, stderr=err)
+        assert process.stdin is not None
+        # where it failed first, its stderr says why
+        with contextlib.suppress(BrokenPipeError), process.stdin:
+            process.stdin.write(("\n".join(job.names) + "\n").encode(
+                "utf-8", "surrogatepass") if job.names else b"")
+        return cls(job, process, out, err)
+
+    def finished(self) -> None:
+        """Log what the ended child did."""
+        self.out.seek(0)
+        self.err.seek(0)
+        written, why = self.out.read().decode().strip(), self.err.read()
+        self.close()
+        if self.process.returncode == 0:
+            logger.info("typosquat index %s built by process %d", written,
+                        self.process.pid)
+        else:
+            logger.warning("the %s index of %s was not built by process %d (exit %s): %s",
+                           self.job.kind, self.job.ecosystem.value, self.process.pid,
+                           self.process.returncode,
+                           why.decode(errors="replace").strip()[-500:])
+
+    def close(self) -> None:
+        self.out.close()
+        self.err.close()
 
 
 def _parallel() -> int:
