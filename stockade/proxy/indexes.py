@@ -2,10 +2,11 @@
 
 A server maps the index files (``policy.typosquat.store``); where they are missing (a
 first start: a new container, a new volume, an upgrade) ``serve`` has them built here
-when its policy first needs one, each in a child process started anew (``indexchild``),
+when its policy first needs one, by child processes started anew (``indexchild``),
 never forked from the server: the build's Python objects (hundreds of MiB for npm's
 list) end with the child, where built in the supervisor they stayed in it and in
-every worker forked from it. The children run two at once where two cores are free.
+every worker forked from it. One child builds the name indexes, another the loose
+ones, at once where two cores are free.
 The server then maps the files as on any later start.
 
 Servers of one host starting together share the folder: the first takes its lock
@@ -135,9 +136,11 @@ def _locked(lock: IO[bytes], deadline: float) -> bool:
 
 
 def _build_in_children(where: Path, wanted: list[Job], deadline: float) -> None:
-    """Each of ``wanted`` built by a child of its own, ``_parallel()`` at once."""
+    """``wanted`` built by a child per kind of index (one for the name indexes, one
+    for the loose ones: about as long each), ``_parallel()`` at once."""
     started = time.monotonic()
-    pending, running = list(wanted), list[_Child]()
+    pending = [[job for job in wanted if job.kind == kind] for kind in KINDS]
+    pending, running = [jobs for jobs in pending if jobs], list[_Child]()
     parallel = _parallel()
     try:
         while pending or running:
@@ -163,42 +166,40 @@ def _build_in_children(where: Path, wanted: list[Job], deadline: float) -> None:
 
 @dataclass
 class _Child:
-    """A child building one index file, its output in files (a pipe nobody reads
-    while it runs could fill)."""
+    """A child building index files of one kind, its output in files (a pipe nobody
+    reads while it runs could fill)."""
 
-    job: Job
+    jobs: list[Job]
     process: subprocess.Popen[bytes]
     out: IO[bytes]
     err: IO[bytes]
 
     @classmethod
-    def spawn(cls, where: Path, job: Job) -> _Child:
-        """The child building ``job``'s file: the names written to its stdin."""
+    def spawn(cls, where: Path, jobs: list[Job]) -> _Child:
+        """The child building ``jobs``' files (of one kind): their names on its stdin."""
         out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 (closed by finished or close)
         process = subprocess.Popen(  # noqa: S603 (this interpreter, our own module)
-            [sys.executable, "-m", "stockade.proxy.indexchild", str(where),
-             job.ecosystem.value, job.kind],
+            [sys.executable, "-m", "stockade.proxy.indexchild", str(where), jobs[0].kind,
+             *(job.ecosystem.value for job in jobs)],
             stdin=subprocess.PIPE, stdout=out, stderr=err)
         assert process.stdin is not None
+        lists = "\0".join("\n".join(job.names) for job in jobs)
         # where it failed first, its stderr says why
         with contextlib.suppress(BrokenPipeError), process.stdin:
-            process.stdin.write(("\n".join(job.names) + "\n").encode(
-                "utf-8", "surrogatepass") if job.names else b"")
-        return cls(job, process, out, err)
+            process.stdin.write(lists.encode("utf-8", "surrogatepass"))
+        return cls(jobs, process, out, err)
 
     def finished(self) -> None:
         """Log what the ended child did."""
         self.out.seek(0)
         self.err.seek(0)
-        written, why = self.out.read().decode().strip(), self.err.read()
+        written, why = self.out.read().decode().split(), self.err.read()
         self.close()
-        if self.process.returncode == 0:
-            logger.info("typosquat index %s built by process %d", written,
-                        self.process.pid)
-        else:
-            logger.warning("the %s index of %s was not built by process %d (exit %s): %s",
-                           self.job.kind, self.job.ecosystem.value, self.process.pid,
-                           self.process.returncode,
+        for path in written:
+            logger.info("typosquat index %s built by process %d", path, self.process.pid)
+        if self.process.returncode != 0:
+            logger.warning("the %s indexes were not all built by process %d (exit %s): %s",
+                           self.jobs[0].kind, self.process.pid, self.process.returncode,
                            why.decode(errors="replace").strip()[-500:])
 
     def close(self) -> None:
