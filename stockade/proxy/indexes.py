@@ -144,8 +144,11 @@ def _build_in_children(where: Path, wanted: list[Job], deadline: float) -> None:
     parallel = _parallel()
     try:
         while pending or running:
-            while pending and len(running) < parallel:
-                running.append(_Child.spawn(where, pending.pop(0)))
+            spawned = [_Child.spawn(where, pending.pop(0))
+                       for _ in range(min(len(pending), parallel - len(running)))]
+            running += spawned
+            for child in spawned:  # each fed once all are started: their starts overlap
+                child.feed()
             for child in [c for c in running if c.process.poll() is not None]:
                 running.remove(child)
                 child.finished()
@@ -176,18 +179,22 @@ class _Child:
 
     @classmethod
     def spawn(cls, where: Path, jobs: list[Job]) -> _Child:
-        """The child building ``jobs``' files (of one kind): their names on its stdin."""
+        """The child building ``jobs``' files (of one kind), started: ``feed`` gives
+        it their names."""
         out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 (closed by finished or close)
         process = subprocess.Popen(  # noqa: S603 (this interpreter, our own module)
             [sys.executable, "-m", "stockade.proxy.indexchild", str(where), jobs[0].kind,
              *(job.ecosystem.value for job in jobs)],
             stdin=subprocess.PIPE, stdout=out, stderr=err)
-        assert process.stdin is not None
-        lists = "\0".join("\n".join(job.names) for job in jobs)
-        # where it failed first, its stderr says why
-        with contextlib.suppress(BrokenPipeError), process.stdin:
-            process.stdin.write(lists.encode("utf-8", "surrogatepass"))
         return cls(jobs, process, out, err)
+
+    def feed(self) -> None:
+        """Write the names to the child's stdin (it reads them once it has started)."""
+        assert self.process.stdin is not None
+        lists = "\0".join("\n".join(job.names) for job in self.jobs)
+        # where it failed first, its stderr says why
+        with contextlib.suppress(BrokenPipeError), self.process.stdin:
+            self.process.stdin.write(lists.encode("utf-8", "surrogatepass"))
 
     def finished(self) -> None:
         """Log what the ended child did."""
