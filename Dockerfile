@@ -55,6 +55,14 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
  && pip --python /opt/stockade/bin/python install --no-index --no-cache-dir \
         --find-links /wheels /wheels/stockade-*.whl
 
+# The typosquat index files of the installed lists, built once here (as root,
+# read-only to the server): a new pod maps them at its first start instead of
+# building them (seconds of CPU, and a few hundred MiB while that runs). Index
+# files it must build itself (a damaged one) go to its cache folder on the volume
+# ($HOME/.cache/stockade), never here.
+ENV STOCKADE_INDEX_PREBUILT=/opt/stockade/indexes
+RUN stockade index build --into /opt/stockade/indexes
+
 COPY docker/config.yaml /etc/stockade/config.yaml
 
 USER 10001:10001

@@ -21,6 +21,7 @@ a fresh process: what it adds to the process's peak memory (VmHWM over the memor
 held before it, the body included) and how long it takes.
 
     python -m bench.cold_packuments [--count 20] [--workers N] [--base-tree DIR] [--holds]
+                                    [--cold-index]
     python -m bench.cold_packuments --stages
 
 With ``--holds``, each server (the base tree's too) times every event-loop
@@ -29,6 +30,10 @@ by the innermost project function on the loop's stack at the time (sampled by a
 thread; "?" where none was) and the garbage collector's passes over 10 ms (a pass
 inside a callback is counted in both), each with the CPU time the loop's thread
 used in it (the rest: waiting for a core). The timing itself costs a little.
+
+With ``--cold-index`` each server (the base tree's too) starts with a new, empty
+typosquat index cache folder (``STOCKADE_INDEX_CACHE``): a first start, which builds
+the indexes, as a new container's does.
 
 Needs ``wrk`` and ``curl`` on PATH. Figures are only comparable within one run.
 """
@@ -181,10 +186,12 @@ def holds_summary(folder: Path) -> str:
 
 
 def run_one(label: str, work: Path, upstream: str, tree: Path | None, workers: int | None,
-            count: int, *, holds: bool = False) -> Figures:
+            count: int, *, holds: bool = False, cold_index: bool = False) -> Figures:
     folder = work / label
     folder.mkdir()
     saved = dict(os.environ)
+    if cold_index:  # restored with the rest of the environment once it started
+        os.environ["STOCKADE_INDEX_CACHE"] = str(folder / "index")
     placed = None  # the site module put in the base tree, removed once it stopped
     if holds:
         site = folder / "site"
@@ -297,6 +304,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
     parser.add_argument("--holds", action="store_true",
                         help="list what held this checkout's event loops over 20 ms")
+    parser.add_argument("--cold-index", action="store_true",
+                        help="start each server with a new, empty index cache folder")
     parser.add_argument("--stages", action="store_true",
                         help="measure one document's stages instead (no server)")
     args = parser.parse_args()
@@ -317,9 +326,10 @@ def main() -> None:
             if args.base_tree is not None:
                 results["base"] = run_one("base", work, static.url("/"),
                                           args.base_tree.resolve(), args.workers, args.count,
-                                          holds=args.holds)
+                                          holds=args.holds, cold_index=args.cold_index)
             results["this"] = run_one("this", work, static.url("/"), None, args.workers,
-                                      args.count, holds=args.holds)
+                                      args.count, holds=args.holds,
+                                      cold_index=args.cold_index)
             if "base" in results:
                 base, this = results["base"], results["this"]
                 print(f"this/base: peak PSS {this.peak_pss / base.peak_pss:.2f}x, worst p99 "

@@ -1,6 +1,6 @@
 """Start to the first answered request: ``stockade serve`` from exec to its first 200s.
 
-    python -m bench.start_serve [--rounds 5] [--base-tree DIR] [--workers N]
+    python -m bench.start_serve [--rounds 5] [--base-tree DIR] [--workers N] [--cold-index]
 
 Default settings otherwise (``server.workers`` unset: one per core).
 
@@ -18,6 +18,11 @@ the name indexes' share of the start is its own line and the two can be added up
   (asked every 5 ms), and to the first 200 of the cached simple page asked right after;
   and the CPU time (user and system) the server's processes (the supervisor and its
   workers) had used when ``/healthz`` first answered, read from ``/proc`` (Linux).
+
+With ``--cold-index`` every timed start is a first start: its index cache folder is new
+and empty (the compiled modules stay warm), so it builds the typosquat indexes; and the
+process tree's PSS is read a second after the cached page answered (the supervisor, its
+workers, anything the build left running).
 
 Prints the median of each, and with ``--base-tree`` the ratio this/base. Wall time on a
 shared machine swings with the other processes' load: compare within one run only, and
@@ -38,7 +43,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.procs import Proc, start_static, work_folder
+from bench.procs import Proc, start_static, tree_memory, work_folder
 from bench.serving_tree import build
 from testbed.net import free_port
 
@@ -83,14 +88,16 @@ _TICK_S = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
 
 def tree_cpu_s(pid: int) -> float | None:
     """CPU seconds (user and system) used so far by process ``pid`` and every process
-    below it, from ``/proc`` (None where it cannot be read: not Linux)."""
+    below it, those that ended and were waited for included (a first start's index
+    builders), from ``/proc`` (None where it cannot be read: not Linux)."""
     total, todo = 0.0, [pid]
     try:
         while todo:
             current = todo.pop()
-            # fields after the command's closing parenthesis: utime and stime are 14, 15
+            # fields after the command's closing parenthesis: utime and stime are 14,
+            # 15; cutime and cstime (its children waited for) 16, 17
             fields = Path(f"/proc/{current}/stat").read_text().rpartition(")")[2].split()
-            total += (int(fields[11]) + int(fields[12])) * _TICK_S
+            total += sum(int(f) for f in fields[11:15]) * _TICK_S
             for task in Path(f"/proc/{current}/task").iterdir():
                 todo.extend(int(c) for c in (task / "children").read_text().split())
     except (OSError, ValueError, IndexError):
@@ -98,14 +105,20 @@ def tree_cpu_s(pid: int) -> float | None:
     return total
 
 
+Start = tuple[float, float, float | None, float | None]
+
+
 def serve_once(tree: Path, config: Path, port: int, cache: Path, page: str,
-               log: Path, wait_s: float = 120) -> tuple[float, float, float | None]:
+               log: Path, wait_s: float = 120, *, pyc: Path | None = None,
+               pss: bool = False) -> Start:
     """One start of the checkout ``tree``: seconds from exec to the first 200 of
     ``/healthz``, and to the first 200 of ``page`` asked right after it (waited for
-    up to ``wait_s``); and the CPU seconds the server's processes had used when
-    ``/healthz`` first answered (None where ``/proc`` cannot tell)."""
+    up to ``wait_s``); the CPU seconds the server's processes had used when
+    ``/healthz`` first answered (None where ``/proc`` cannot tell); with ``pss``, the
+    tree's PSS in MiB a second after the page answered (else None)."""
+    pyc = pyc or cache.with_name(cache.name + "-pyc")
     env = {**os.environ, "PYTHONPATH": str(tree), "STOCKADE_INDEX_CACHE": str(cache),
-           "PYTHONPYCACHEPREFIX": str(cache.with_name(cache.name + "-pyc"))}
+           "PYTHONPYCACHEPREFIX": str(pyc)}
     env.pop("STOCKADE_CONFIG", None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     started = time.perf_counter()
@@ -124,7 +137,12 @@ def serve_once(tree: Path, config: Path, port: int, cache: Path, page: str,
         status = _status(served.url(page))
         if status != 200:
             raise RuntimeError(f"{page} answered {status}:\n{log.read_text()}")
-        return healthz, time.perf_counter() - started, cpu
+        warm = time.perf_counter() - started
+        held = None
+        if pss:
+            time.sleep(1.0)
+            held = tree_memory(proc.pid)[1]
+        return healthz, warm, cpu, held
     finally:
         served.stop()
 
@@ -150,25 +168,36 @@ def run(args: argparse.Namespace, work: Path) -> None:
                 setups[label] = (tree, config, port, cache, folder / "stockade.log")
                 # untimed: fills (builds the name indexes: minutes on a loaded machine)
                 serve_once(*setups[label][:4], page, setups[label][4], wait_s=900)
-            got: dict[str, list[tuple[float, float, float | None]]] = {
-                label: [] for label in trees}
-            for _ in range(args.rounds):
+            got: dict[str, list[Start]] = {label: [] for label in trees}
+            for round_ in range(args.rounds):
                 for label in trees:
-                    got[label].append(serve_once(*setups[label][:4], page, setups[label][4]))
-            medians = {label: (statistics.median(h for h, _, _ in runs),
-                               statistics.median(p for _, p, _ in runs),
-                               _median_cpu([c for _, _, c in runs]))
+                    tree, config, port, cache, log = setups[label]
+                    if args.cold_index:  # a new, empty folder: a first start
+                        fresh = cache.with_name(f"{cache.name}-cold-{round_}")
+                        got[label].append(serve_once(
+                            tree, config, port, fresh, page, log, wait_s=900,
+                            pyc=cache.with_name(cache.name + "-pyc"), pss=True))
+                    else:
+                        got[label].append(serve_once(tree, config, port, cache, page, log))
+            medians = {label: (statistics.median(r[0] for r in runs),
+                               statistics.median(r[1] for r in runs),
+                               _median_cpu([r[2] for r in runs]),
+                               _median_cpu([r[3] for r in runs]))
                        for label, runs in got.items()}
-            for label, (healthz, warm, cpu) in medians.items():
+            kind = "first start (empty index folder)" if args.cold_index else "start"
+            for label, (healthz, warm, cpu, pss) in medians.items():
                 used = "" if cpu is None else f"; CPU of its processes by then {cpu:.2f} s"
-                print(f"serve, {policy_label}, workers={args.workers or 'default'}, {label}: "
-                      f"first 200 of /healthz {healthz:.2f} s, of a cached simple page "
-                      f"{warm:.2f} s after exec{used} (median of {args.rounds})", flush=True)
+                held = "" if pss is None else f"; tree PSS after {pss:.0f} MiB"
+                print(f"serve {kind}, {policy_label}, workers={args.workers or 'default'}, "
+                      f"{label}: first 200 of /healthz {healthz:.2f} s, of a cached simple "
+                      f"page {warm:.2f} s after exec{used}{held} (median of {args.rounds})",
+                      flush=True)
             if "base" in medians:
-                (bh, bp, bc), (th, tp, tc) = medians["base"], medians["this"]
+                (bh, bp, bc, bm), (th, tp, tc, tm) = medians["base"], medians["this"]
                 cpu_ratio = "" if bc is None or tc is None else f", CPU {tc / bc:.2f}x"
-                print(f"serve, {policy_label}, this/base: /healthz {th / bh:.2f}x, "
-                      f"simple page {tp / bp:.2f}x{cpu_ratio}", flush=True)
+                pss_ratio = "" if bm is None or tm is None else f", tree PSS {tm / bm:.2f}x"
+                print(f"serve {kind}, {policy_label}, this/base: /healthz {th / bh:.2f}x, "
+                      f"simple page {tp / bp:.2f}x{cpu_ratio}{pss_ratio}", flush=True)
     finally:
         static.stop()
 
@@ -186,6 +215,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int,
                         help="server.workers (default: unset, the server's own default)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    parser.add_argument("--cold-index", action="store_true",
+                        help="every timed start with a new, empty index cache folder "
+                        "(a first start), and the tree's PSS after it")
     args = parser.parse_args()
     with work_folder("stockade-start-serve-", keep=args.keep) as work:
         run(args, work)

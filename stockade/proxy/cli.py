@@ -33,7 +33,7 @@ try:
     from stockade import __version__
     from stockade.config.load import ConfigError, load_settings
     from stockade.config.model import Settings
-    from stockade.proxy import cache_cli, fleet_cli, policy_cli, token_cli
+    from stockade.proxy import cache_cli, fleet_cli, indexes, policy_cli, token_cli
     from stockade.proxy.accesslog import BufferedLineHandler, JsonAccessLogger, JsonFormatter
     from stockade.proxy.adminactions import PEERS, Peers
     from stockade.proxy.app import EngineFactory, app_metrics, load_engine, make_app
@@ -90,6 +90,9 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _setup_logging(settings)
     count = worker_count(settings.server.workers)
+    # a first start: the typosquat index files built by child processes, so that no
+    # serving process holds the build's objects; then mapped as on any later start
+    indexes.build_when_missing()
     try:
         if count == 1:
             asyncio.run(_run(settings))
@@ -255,6 +258,22 @@ def _cache_verify(args: argparse.Namespace) -> int:
     return cache_cli.verify(settings)
 
 
+def _index_build(args: argparse.Namespace) -> int:
+    where = Path(args.into) if args.into else indexes.folder()
+    if where is None:
+        print("stockade: STOCKADE_INDEX_CACHE is empty: name a folder with --into",
+              file=sys.stderr)
+        return 2
+    try:
+        written = indexes.build(where)
+    except OSError as exc:
+        print(f"stockade: index files not written in {where}: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stockade", description="A caching proxy mirror that enforces supply-chain policy."
@@ -277,6 +296,15 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--config", help="YAML config file (or $STOCKADE_CONFIG)")
     verify.add_argument("--storage", help="storage directory")
     verify.set_defaults(func=_cache_verify)
+
+    index = sub.add_parser("index", help="the typosquat index files")
+    index_sub = index.add_subparsers(dest="index_command", required=True)
+    index_build = index_sub.add_parser(
+        "build", help="build the index files of the installed lists and print their paths")
+    index_build.add_argument(
+        "--into", help="the folder to write them in (default: the index cache folder, "
+        "$STOCKADE_INDEX_CACHE or $XDG_CACHE_HOME/stockade)")
+    index_build.set_defaults(func=_index_build)
 
     policy_cli.add_subcommands(sub)
     fleet_cli.add_subcommands(sub)

@@ -220,6 +220,33 @@ def _install(python: str, venv: Path, wheel: Path) -> Path:
     return venv / "bin"
 
 
+def _prebuilt_indexes(final: Stage, bin_dir: Path, root: Path) -> Path:
+    """The runtime stage's ``stockade index build --into DIR`` replayed into
+    ``root``/DIR, the folder its ``ENV`` names, left root's and read-only to the uid.
+
+    The image builds them as root; here the build runs as the uid, then the folder
+    is handed to root: this machine's root and the uid find different interpreters
+    behind the venv's ``python`` (root's own is not the uid's to run), and an index
+    file is written for one interpreter."""
+    env = dict(item.split("=", 1) for line in final.all("ENV") for item in line.split())
+    (build,) = [run for run in final.all("RUN") if "stockade index build" in run]
+    into = build.split("--into", 1)[1].split()[0]
+    assert env.get("STOCKADE_INDEX_PREBUILT") == into, "ENV names the folder it builds"
+    folder = root / into.lstrip("/")
+    folder.mkdir(parents=True)
+    os.chown(folder, UID, UID)
+    result = subprocess.run(  # noqa: S603
+        _as_uid([str(bin_dir / "stockade"), "index", "build", "--into", str(folder)]),
+        capture_output=True, text=True, timeout=600, check=False,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": "/nonexistent"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(folder.glob("*.packed")) == sorted(map(Path, result.stdout.split()))
+    for path in (folder, *folder.iterdir()):
+        os.chown(path, 0, 0)
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return folder
+
+
 CHECK_INSTALL = """
 import importlib.metadata as md, sys
 from packaging.requirements import Requirement
@@ -249,6 +276,7 @@ def test_dockerfile_steps_replayed_as_a_non_root_uid(public_dir: Path, tmp_path:
 
     # Runtime stage: the venv (root-owned, read-only to the uid), the config, the volume.
     bin_dir = _install(python, public_dir / "opt" / "stockade", wheel)
+    prebuilt = _prebuilt_indexes(final, bin_dir, public_dir)
     config_dir = public_dir / "etc" / "stockade"
     config_dir.mkdir(parents=True)
     source, destination = final.last("COPY").split()
@@ -268,6 +296,8 @@ def test_dockerfile_steps_replayed_as_a_non_root_uid(public_dir: Path, tmp_path:
         "STOCKADE__SERVER__HOST": "127.0.0.1", "STOCKADE__SERVER__PORT": str(port),
         "STOCKADE__STORAGE__PATH": str(data),
         "STOCKADE_HEALTHCHECK_URL": f"http://127.0.0.1:{port}/healthz",
+        # the image's own ENV: its index files, built above
+        "STOCKADE_INDEX_PREBUILT": str(prebuilt),
     }
     checked = subprocess.run(_as_uid([str(bin_dir / "python"), "-c", CHECK_INSTALL]),  # noqa: S603
                              capture_output=True, text=True, env=env, cwd=data, timeout=120,
@@ -294,6 +324,12 @@ def test_dockerfile_steps_replayed_as_a_non_root_uid(public_dir: Path, tmp_path:
         uids = next(line for line in status.splitlines() if line.startswith("Uid:"))
         assert uids.split()[1:] == [str(UID)] * 4, uids
         assert http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200  # storage writable
+        # The first start mapped the index files the image built, and built none.
+        maps = Path(f"/proc/{server.pid}/maps").read_text()
+        assert {p.name for p in prebuilt.glob("*.packed")} == {
+            Path(line.split()[-1]).name for line in maps.splitlines()
+            if line.split()[-1].startswith(str(prebuilt))}
+        assert "built by process" not in log.read_text()
         written = list(data.iterdir())
         assert written, "stockade wrote nothing to its data directory"
         assert all(p.stat().st_uid == UID for p in written)

@@ -21,7 +21,12 @@ Its name holds the shapes that shaped it (the ecosystem's own ``SHAPES``; an ind
 other shapes is not kept).
 
 The folder: ``STOCKADE_INDEX_CACHE`` if set (empty: never use a file), else
-``$XDG_CACHE_HOME/stockade`` or ``~/.cache/stockade``.
+``$XDG_CACHE_HOME/stockade`` or ``~/.cache/stockade``. A file is looked for first in
+``STOCKADE_INDEX_PREBUILT`` where that is set: a read-only folder of files written
+ahead (``write_file``, ``stockade index build``; a container image's), never written
+nor pruned here; an index built because neither folder had its file is kept in the
+cache folder. Who builds the files before a server starts is ``proxy.indexes``'
+concern; this module builds in the calling process.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from stockade.policy.typosquat.packed import (
 from stockade.policy.typosquat.slips import SlipIndex
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The attributes each part holds; the owner's tables its parts share are linked back on
 # load. A new attribute that is not listed here fails the round trip (and its test).
@@ -106,6 +112,88 @@ def folder() -> Path | None:
         return Path(configured) if configured else None
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "stockade"
+
+
+def prebuilt() -> Path | None:
+    """The read-only folder of index files written ahead, if one is set."""
+    configured = os.environ.get("STOCKADE_INDEX_PREBUILT")
+    return Path(configured) if configured else None
+
+
+def names_file(ecosystem: Ecosystem, names: tuple[str, ...],
+               first: tuple[str, ...] = ()) -> str:
+    """The name of the name index file for these names (and this detector)."""
+    return f"names-{ecosystem.value}-{_key(ecosystem, names, first)}.packed"
+
+
+def loose_file(ecosystem: Ecosystem, names: tuple[str, ...]) -> str:
+    """The name of the loose index file for these names, the ecosystem's shapes and
+    this detector."""
+    shapes = repr(SHAPES[ecosystem])
+    return f"loose-{ecosystem.value}-{_key(ecosystem, names, ('loose', shapes))}.packed"
+
+
+def found(name: str) -> Path | None:
+    """Where the index file ``name`` is: in the prebuilt folder, else the cache
+    folder; None in neither."""
+    for where in (prebuilt(), folder()):
+        if where is not None and (where / name).is_file():
+            return where / name
+    return None
+
+
+def _places(name: str) -> list[Path]:
+    return [where / name for where in (prebuilt(), folder()) if where is not None]
+
+
+_elsewhere: list[Callable[[], None]] = []  # who writes missing files, until asked once
+
+
+def build_elsewhere(build: Callable[[], None]) -> None:
+    """Have ``build`` called, once, where an index file is first found missing: it
+    writes the missing files in the cache folder from other processes (a server's,
+    ``proxy.indexes``), and the index is then mapped from its file rather than built
+    in this process. Without it (``stockade check``), this process builds."""
+    _elsewhere[:] = [build]
+
+
+def _built_elsewhere() -> bool:
+    """Whether ``build_elsewhere``'s builder was asked now (at most once)."""
+    if not _elsewhere or folder() is None:
+        return False
+    _elsewhere.pop()()
+    return True
+
+
+def _from_places(name: str, load: Callable[[mmap.mmap, Source], T]) -> T | None:
+    """The index file ``name`` loaded from the first folder that holds a good one."""
+    for path in _places(name):
+        try:
+            return load(*_mapped(path))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, EOFError, TypeError, KeyError, struct.error) as exc:
+            logger.warning("ignoring the index file %s: %s", path, exc)
+    return None
+
+
+def write_file(where: Path, kind: str, ecosystem: Ecosystem, names: tuple[str, ...]) -> Path:
+    """Build the index of ``kind`` (``names`` or ``loose``) for ``names`` and write its
+    file in ``where``; its path.
+
+    Raises:
+        OSError: the file could not be written.
+        ValueError: ``kind`` is neither.
+    """
+    if kind == "names":
+        path, data = where / names_file(ecosystem, names), dumps(NameIndex(ecosystem, names))
+    elif kind == "loose":
+        path = where / loose_file(ecosystem, names)
+        data = dumps_loose(LooseIndex(ecosystem, names))
+    else:
+        raise ValueError(f"no index of kind {kind!r}")
+    _write_or_raise(where, path, data)
+    return path
 
 
 @functools.cache
@@ -255,9 +343,6 @@ def loads(data: bytes | mmap.mmap, source: Source | None = None,
     return index
 
 
-T = TypeVar("T")
-
-
 def _located(built: Callable[[], NameIndex],
              place: tuple[str, ...]) -> Callable[[], _Packed[Any]]:
     return lambda: _table_of(built(), place)
@@ -387,57 +472,58 @@ def load_or_build(ecosystem: Ecosystem, names: Iterable[str], *,
     written for these names and this detector, else built (and its file written)."""
     names, first = tuple(names), tuple(first)
     where = folder()
-    if where is None:
+    if where is None and prebuilt() is None:
         return NameIndex(ecosystem, names, first=first)
-    path = where / f"names-{ecosystem.value}-{_key(ecosystem, names, first)}.packed"
+    name = names_file(ecosystem, names, first)
+
+    def build() -> NameIndex:
+        index = NameIndex(ecosystem, names, first=first)
+        if where is not None:
+            _write(where, where / name, dumps(index))
+        return index
 
     def rebuild() -> NameIndex:
         logger.warning("the name index file %s does not match its checksum: building "
-                       "the index anew", path)
-        index = NameIndex(ecosystem, names, first=first)
-        _write(where, path, dumps(index))
-        return index
-    try:
-        return loads(*_mapped(path), rebuild=rebuild)
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError, EOFError, TypeError, KeyError, struct.error) as exc:
-        logger.warning("ignoring the name index file %s: %s", path, exc)
-    index = NameIndex(ecosystem, names, first=first)
-    _write(where, path, dumps(index))
-    return index
+                       "the index anew", name)
+        return build()
+    def load(data: mmap.mmap, source: Source) -> NameIndex:
+        return loads(data, source, rebuild=rebuild)
+    found = _from_places(name, load)
+    if found is None and _built_elsewhere():
+        found = _from_places(name, load)
+    return build() if found is None else found
 
 
 def load_or_build_loose(ecosystem: Ecosystem, names: tuple[str, ...]) -> LooseIndex:
     """``LooseIndex(ecosystem, names)``, mapped from its file when one was written for
     these names, these shapes and this detector, else built (and its file written)."""
     where = folder()
-    if where is None:
+    if where is None and prebuilt() is None:
         return LooseIndex(ecosystem, names)
-    shapes = repr(SHAPES[ecosystem])
-    path = where / f"loose-{ecosystem.value}-{_key(ecosystem, names, ('loose', shapes))}.packed"
+    name = loose_file(ecosystem, names)
 
     def rebuild() -> LooseIndex:
         index = LooseIndex(ecosystem, names)
+        if where is None:
+            return index
         try:
             data = dumps_loose(index)
         except TypeError as exc:
             logger.info("loose index not kept: %s", exc)
             return index
-        _write(where, path, data)
+        _write(where, where / name, data)
         return index
 
     def damaged() -> LooseIndex:
         logger.warning("the loose index file %s does not match its checksum: building "
-                       "the index anew", path)
+                       "the index anew", name)
         return rebuild()
-    try:
-        return loads_loose(*_mapped(path), rebuild=damaged)
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError, EOFError, TypeError, KeyError, struct.error) as exc:
-        logger.warning("ignoring the loose index file %s: %s", path, exc)
-    return rebuild()
+    def load(data: mmap.mmap, source: Source) -> LooseIndex:
+        return loads_loose(data, source, rebuild=damaged)
+    found = _from_places(name, load)
+    if found is None and _built_elsewhere():
+        found = _from_places(name, load)
+    return rebuild() if found is None else found
 
 
 def dumps_loose(index: LooseIndex) -> bytes:
@@ -493,6 +579,14 @@ def _write(where: Path, path: Path, data: bytes) -> None:
     the ``_KEPT`` last used. Servers of one host sharing the folder may use other lists
     or another version (an upgrade rolled out beside the old one): each start of one
     dropping the other's file made the other build its index again at every start."""
+    try:
+        _write_or_raise(where, path, data)
+    except OSError as exc:
+        logger.info("name index not kept in %s: %s", where, exc)
+
+
+def _write_or_raise(where: Path, path: Path, data: bytes) -> None:
+    """``_write``, raising OSError where the file could not be written."""
     tmp: Path | None = None
     try:
         where.mkdir(parents=True, exist_ok=True)
@@ -508,7 +602,6 @@ def _write(where: Path, path: Path, data: bytes) -> None:
         # format's too
         for old in sorted(others, key=_last_used, reverse=True)[_KEPT - 1:]:
             old.unlink(missing_ok=True)
-    except OSError as exc:
-        logger.info("name index not kept in %s: %s", where, exc)
+    finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
