@@ -281,6 +281,9 @@ def _variants(shapes: Shapes) -> list[tuple[str, Shapes]]:
     if shapes.markers:
         out.append(("without a marker dropped or added with a version",
                     dataclasses.replace(shapes, markers=())))
+    if shapes.version_dropped:
+        out.append(("without a version dropped", dataclasses.replace(
+            shapes, version_dropped=False)))
     return out
 
 

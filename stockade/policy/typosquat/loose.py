@@ -8,12 +8,14 @@ separator variant of a less installed name), one edit of any protected name of
 (``requests-2``, ``lodash-4.17``), and, in the deep search that runs only where the
 facts say a project is young, the shapes of ``SHAPES`` per ecosystem: two edits of a
 long name among the most installed (buckets by length and the first or last two
-letters), a high rapidfuzz ratio (buckets by length), the same letters reordered, a
+letters), a high rapidfuzz ratio (buckets by length and an end or both; a shorter
+name than the protected one, letters dropped), the same letters reordered, a
 word left out, a protected name contained with an affix, limited by its length,
 its rank, the affix's length and where it sits among the words (``contained``: an
 Aho-Corasick automaton finds them in one pass), a typist's slip of a listed name
 beyond the one-edit index's rank (the slips made and looked up in the skeleton
-table), and two of the most installed names run together with a plural dropped.
+table), two of the most installed names run together with a plural dropped, and a
+marker or a version digit dropped or added (``markers``).
 Names are compared as the detector's skeletons. A name that is itself listed is
 never a loose look-alike. Pure; the corpus is passed in.
 """
@@ -35,7 +37,7 @@ from stockade.policy.typosquat.contained import Contained, ContainedSearch
 from stockade.policy.typosquat.forms import deletions, skeleton
 from stockade.policy.typosquat.letters import LetterBound
 from stockade.policy.typosquat.limits import NEIGHBOURS
-from stockade.policy.typosquat.markers import Marked
+from stockade.policy.typosquat.markers import Marked, version_dropped
 from stockade.policy.typosquat.packed import Lists, Ranks, Strings
 
 ONE_EDIT_MIN = 5  # letters a protected name needs for one edit of it to resemble it
@@ -100,6 +102,9 @@ class Shapes:
     # names that carry one (``markers``).
     markers: tuple[str, ...] = ()
     marker_rank: int = 0
+    # a version digit dropped from a listed name at any rank (``smb`` for ``smb2``;
+    # the strong tier takes the most installed): looked up in the skeleton table
+    version_dropped: bool = False
 
 
 SHAPES = {
@@ -122,7 +127,8 @@ SHAPES = {
                    Contained(7, 20_000, 6, "not whole words")),
         dropped_word=True,
         slip_min=8,
-        joined_rank=1_000),
+        joined_rank=1_000,
+        version_dropped=True),
     Ecosystem.MAVEN: Shapes(),
 }
 
@@ -223,7 +229,8 @@ class LooseIndex:
             found = self._two_edits(skel) or self._ratio(skel, norm) \
                 or self._anagram(skel) or self._dropped_word(skel) \
                 or self._within(norm, skel) or self._far_slip(skel) \
-                or self._run_together(skel) or self._marker(norm, skel)
+                or self._run_together(skel) or self._marker(norm, skel) \
+                or self._unversioned(skel)
         return found
 
     def _target(self, skel: str) -> str:
@@ -380,22 +387,22 @@ class LooseIndex:
 
     def _marker(self, norm: str, skel: str) -> Match | None:
         """A protected name less its marker, or with one and a version suffix."""
-        shape = self.shapes
-        if not shape.markers:
+        if not self.shapes.markers:
             return None
         marked = self._marked
         if marked is None:  # the protected names that carry a marker: made once
-            marked = self._marked = Marked(shape.markers, self._ranks, shape.marker_rank)
-        found = marked.dropped(skel)
-        if found is not None:
-            return Match(self._target(found), "its marker dropped")
+            marked = self._marked = Marked(self.shapes.markers, self._ranks,
+                                           self.shapes.marker_rank)
         versioned = _SUFFIX.match(norm) if norm[-1:].isdigit() else None
-        if versioned is None:
+        found = marked.find(skel, None if versioned is None else
+                            skeleton(self.ecosystem, versioned.group(1)))
+        return None if found is None else Match(self._target(found[0]), found[1])
+
+    def _unversioned(self, skel: str) -> Match | None:
+        if not self.shapes.version_dropped:
             return None
-        found = marked.around(skeleton(self.ecosystem, versioned.group(1)),
-                              shape.marker_rank)
-        return None if found is None else Match(self._target(found),
-                                                "a marker and a version suffix added")
+        found = version_dropped(skel, self._ranks)
+        return None if found is None else Match(self._target(found), "its version dropped")
 
     def _within(self, norm: str, skel: str) -> Match | None:
         if not self.shapes.contained:

@@ -192,3 +192,20 @@ def test_a_marker_dropped_or_added_with_a_version() -> None:
                  "libsmb3",    # smb is no protected name
                  "liblxml"):   # no version: the strong tier's (an affix), not this one's
         assert on.match(name, deep=True) is None, name
+
+
+def test_a_version_digit_dropped_at_any_rank() -> None:
+    names = ["smb2", "tls3", "abc", "d3"]  # too short for the one-edit index
+    on = LooseIndex(Ecosystem.NPM, names, set(names), Shapes(
+        ratios=(), contained=(), two_edits=False, version_dropped=True))
+    off = LooseIndex(Ecosystem.NPM, names, set(names), Shapes(
+        ratios=(), contained=(), two_edits=False))
+    for name, target in (("smb", "smb2"), ("tls", "tls3")):
+        found = on.match(name, deep=True)
+        assert found is not None and found.target == target, name
+        assert off.match(name, deep=True) is None, name
+        assert on.match(name, deep=False) is None, name  # the deep search only
+    for name in ("d",      # under three letters
+                 "smb3",   # a digit changed: another shape's (one edit), not this one's
+                 "ab"):    # abc is no versioned name
+        assert on.match(name, deep=True) is None, name

@@ -79,6 +79,7 @@ def test_a_young_loose_look_alike_is_held_until_it_is_old_enough(
     (PYPI, "fairsequence", "fairseq"),      # run into a short affix, among the 20,000
     (PYPI, "smb", "pysmb"),                 # its marker dropped
     (PYPI, "liblxml3", "lxml"),             # a marker and a version added
+    (NPM, "smb", "smb2"),                   # its version digit dropped, beyond the 20,000
 ])
 def test_loose_likenesses_hold_the_young(default: TyposquatRule, eco: Ecosystem, name: str,
                                          target: str) -> None:
@@ -91,7 +92,7 @@ def test_loose_likenesses_hold_the_young(default: TyposquatRule, eco: Ecosystem,
 
 @pytest.mark.parametrize(("eco", "name"), [
     (NPM, "wb3cor"), (NPM, "ether-multcal"), (PYPI, "fairsequence"), (PYPI, "smb"),
-    (PYPI, "liblxml3")])
+    (PYPI, "liblxml3"), (NPM, "smb")])
 def test_the_deep_shapes_never_stop_an_old_project(default: TyposquatRule, eco: Ecosystem,
                                                   name: str) -> None:
     """The deep likenesses are looked for only in young projects: an old one, or one of
