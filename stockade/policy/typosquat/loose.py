@@ -37,7 +37,7 @@ from stockade.policy.typosquat.contained import Contained, ContainedSearch
 from stockade.policy.typosquat.forms import deletions, skeleton
 from stockade.policy.typosquat.letters import LetterBound
 from stockade.policy.typosquat.limits import NEIGHBOURS
-from stockade.policy.typosquat.markers import Marked, version_dropped
+from stockade.policy.typosquat.markers import Marked, Versioned
 from stockade.policy.typosquat.packed import Lists, Ranks, Strings
 
 ONE_EDIT_MIN = 5  # letters a protected name needs for one edit of it to resemble it
@@ -103,7 +103,7 @@ class Shapes:
     markers: tuple[str, ...] = ()
     marker_rank: int = 0
     # a version digit dropped from a listed name at any rank (``smb`` for ``smb2``;
-    # the strong tier takes the most installed): looked up in the skeleton table
+    # the strong tier takes the most installed only): ``markers.Versioned``
     version_dropped: bool = False
 
 
@@ -212,6 +212,7 @@ class LooseIndex:
         self._joined: dict[str, int] | None = None
         # the protected names that carry a marker, by their cores (``_marker``): derived
         self._marked: Marked | None = None
+        self._versioned: Versioned | None = None  # ... with a version digit: derived
 
     def match(self, norm: str, *, deep: bool, quick: bool = True) -> Match | None:
         """The protected name the normalised ``norm`` loosely resembles, if any; the
@@ -401,7 +402,10 @@ class LooseIndex:
     def _unversioned(self, skel: str) -> Match | None:
         if not self.shapes.version_dropped:
             return None
-        found = version_dropped(skel, self._ranks)
+        versioned = self._versioned
+        if versioned is None:  # the protected names with a version digit: made once
+            versioned = self._versioned = Versioned(self._ranks)
+        found = versioned.dropped(skel)
         return None if found is None else Match(self._target(found), "its version dropped")
 
     def _within(self, norm: str, skel: str) -> Match | None:
