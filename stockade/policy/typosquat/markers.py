@@ -71,11 +71,12 @@ class Versioned:
 
     def __init__(self, ranks: Ranks) -> None:
         bases: dict[str, tuple[int, str]] = {}
-        for skel, rank in ranks.below(2**62, MARKER_CORE + 1):
+        for skel in ranks:  # one name at a time: no list of them all (npm's 125,000)
             base = skel[:-1]
-            if skel[-1].isdigit() and not base[-1].isdigit() and \
-                    (base not in bases or rank < bases[base][0]):
-                bases[base] = (rank, skel)
+            if len(skel) > MARKER_CORE and skel[-1].isdigit() and not base[-1].isdigit():
+                rank = ranks[skel]
+                if base not in bases or rank < bases[base][0]:
+                    bases[base] = (rank, skel)
         self._bases = {base: skel for base, (_, skel) in bases.items()}
 
     def dropped(self, skel: str) -> str | None:
