@@ -278,6 +278,12 @@ def _variants(shapes: Shapes) -> list[tuple[str, Shapes]]:
             shapes, slip_min=0)))
     if shapes.joined_rank:
         out.append(("without two run together", dataclasses.replace(shapes, joined_rank=0)))
+    if shapes.markers:
+        out.append(("without a marker dropped or added with a version",
+                    dataclasses.replace(shapes, markers=())))
+    if shapes.version_dropped:
+        out.append(("without a version dropped", dataclasses.replace(
+            shapes, version_dropped=False)))
     return out
 
 

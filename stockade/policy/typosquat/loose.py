@@ -8,12 +8,14 @@ separator variant of a less installed name), one edit of any protected name of
 (``requests-2``, ``lodash-4.17``), and, in the deep search that runs only where the
 facts say a project is young, the shapes of ``SHAPES`` per ecosystem: two edits of a
 long name among the most installed (buckets by length and the first or last two
-letters), a high rapidfuzz ratio (buckets by length), the same letters reordered, a
+letters), a high rapidfuzz ratio (buckets by length and an end or both; a shorter
+name than the protected one, letters dropped), the same letters reordered, a
 word left out, a protected name contained with an affix, limited by its length,
 its rank, the affix's length and where it sits among the words (``contained``: an
 Aho-Corasick automaton finds them in one pass), a typist's slip of a listed name
 beyond the one-edit index's rank (the slips made and looked up in the skeleton
-table), and two of the most installed names run together with a plural dropped.
+table), two of the most installed names run together with a plural dropped, and a
+marker or a version digit dropped or added (``markers``).
 Names are compared as the detector's skeletons. A name that is itself listed is
 never a loose look-alike. Pure; the corpus is passed in.
 """
@@ -36,6 +38,7 @@ from stockade.policy.typosquat.edits import EditIndex
 from stockade.policy.typosquat.forms import deletions, skeleton
 from stockade.policy.typosquat.letters import LetterBound
 from stockade.policy.typosquat.limits import EDIT_MAX_RANK, MIN_FUZZY, NEIGHBOURS
+from stockade.policy.typosquat.markers import Marked, Versioned
 from stockade.policy.typosquat.packed import Lists, Ranks, Strings
 
 ONE_EDIT_MIN = 5  # letters a protected name needs for one edit of it to resemble it
@@ -63,6 +66,13 @@ class Ratio:
     cutoff: float
     ends: bool = False  # only names sharing the first or the last letter (a look-up
     #                     among thousands of long names is then some ten times as fast)
+    # the fewest letters of a name looked up (0: ``min_len``): a shorter one is the
+    # protected name with letters dropped (``wb3cor`` for ``web3-core``)
+    shortest: int = 0
+    # only names sharing both the first two letters and the last, npm scopes left out
+    # on both sides (a long scoped name is mostly its scope's words): for a row
+    # reaching every listed name
+    both_ends: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +97,15 @@ class Shapes:
     # (``pandarequest``); 0: off. Looked up in the skeleton table: no table of its own.
     joined_rank: int = 0
     joined_min: int = 5
+    # an ecosystem marker taken off a protected name among the ``marker_rank`` most
+    # installed (``smb`` for ``pysmb``), or a marker around one and a version suffix
+    # after (``liblxml3``): ``markers``. Looked up in a dict of the few protected
+    # names that carry one (``markers``).
+    markers: tuple[str, ...] = ()
+    marker_rank: int = 0
+    # a version digit dropped from a listed name at any rank (``smb`` for ``smb2``;
+    # the strong tier takes the most installed only): ``markers.Versioned``
+    version_dropped: bool = False
 
 
 SHAPES = {
@@ -94,18 +113,23 @@ SHAPES = {
         two_edits=True,
         ratios=(Ratio(0, 1_000, 85.0), Ratio(8, 20_000, 85.0, ends=True)),
         contained=(Contained(6, 1_000, ANY_RANK, "anywhere"),
-                   Contained(5, 1_000, ANY_RANK, "one edge")),
+                   Contained(5, 1_000, ANY_RANK, "one edge"),
+                   Contained(7, 20_000, 5, "one edge")),
         anagram_rank=20_000,
-        joined_rank=1_000),
+        joined_rank=1_000,
+        markers=("python3", "python", "py3", "py", "lib"),
+        marker_rank=20_000),
     Ecosystem.NPM: Shapes(
         two_edits=False,
-        ratios=(Ratio(8, 20_000, 80.0, ends=True),),
+        ratios=(Ratio(8, 20_000, 80.0, ends=True, shortest=6),
+                Ratio(14, ANY_RANK, 85.0, shortest=11, both_ends=True)),
         contained=(Contained(4, 1_000, ANY_RANK, "one edge"),
                    Contained(6, ANY_RANK, 4, "one edge"),
                    Contained(7, 20_000, 6, "not whole words")),
         dropped_word=True,
         slip_min=8,
-        joined_rank=1_000),
+        joined_rank=1_000,
+        version_dropped=True),
     Ecosystem.MAVEN: Shapes(),
 }
 
@@ -149,7 +173,11 @@ class LooseIndex:
                 ends.setdefault(f"{skel[-2:]}${len(skel)}", []).append(skel)
             for at, row in enumerate(shape.ratios):
                 if rank < row.max_rank and len(skel) >= row.min_len:
-                    if row.ends:
+                    if row.both_ends:
+                        if not name.startswith("@"):
+                            ratios.setdefault(_bucket(at, len(skel), _both(skel)),
+                                              []).append(skel)
+                    elif row.ends:
                         ratios.setdefault(_bucket(at, len(skel), f"^{skel[0]}"),
                                           []).append(skel)
                         ratios.setdefault(_bucket(at, len(skel), f"{skel[-1]}$"),
@@ -183,6 +211,9 @@ class LooseIndex:
         self._contained: ContainedSearch | None = None
         # the ``joined_rank`` most installed, by skeleton (``_run_together``): derived
         self._joined: dict[str, int] | None = None
+        # the protected names that carry a marker, by their cores (``_marker``): derived
+        self._marked: Marked | None = None
+        self._versioned: Versioned | None = None  # ... with a version digit: derived
         # the strong index's deletion look-up, where it holds the same one-edit
         # neighbours as ``_one`` (``share_one_edit``): never kept
         self._neighbours: Callable[[str], list[str | tuple[str, ...]]] | None = None
@@ -213,9 +244,11 @@ class LooseIndex:
         if quick:
             found = self._same(norm, skel) or self._suffix(skel, norm) or self._one_edit(skel)
         if found is None and deep:
-            found = self._two_edits(skel) or self._ratio(skel) or self._anagram(skel) \
-                or self._dropped_word(skel) or self._within(norm, skel) \
-                or self._far_slip(skel) or self._run_together(skel)
+            found = self._two_edits(skel) or self._ratio(skel, norm) \
+                or self._anagram(skel) or self._dropped_word(skel) \
+                or self._within(norm, skel) or self._far_slip(skel) \
+                or self._run_together(skel) or self._marker(norm, skel) \
+                or self._unversioned(skel)
         return found
 
     def _target(self, skel: str) -> str:
@@ -277,23 +310,33 @@ class LooseIndex:
             return Match(self._target(best), technique_of(skel, best))
         return None
 
-    def _ratio(self, skel: str) -> Match | None:
+    def _ratio(self, skel: str, norm: str) -> Match | None:
         n = len(skel)
         buckets = self._ratios
         for at, row in enumerate(self.shapes.ratios):
-            if n < row.min_len:
+            if n < (row.shortest or row.min_len):
                 continue
             low, high, lacking = _ratio_span(row.cutoff, n)
-            keys = (f"^{skel[0]}", f"{skel[-1]}$") if row.ends else ("",)
+            if row.both_ends:
+                if norm.startswith("@"):
+                    continue
+                keys: tuple[str, ...] = (_both(skel),)
+            else:
+                keys = (f"^{skel[0]}", f"{skel[-1]}$") if row.ends else ("",)
             # The best ratio, the first of the buckets' order (by length, then side)
             # among equals: one search in C per side over its buckets in order, the
             # two then compared (a bucket holds names of its length: the shorter
             # comes first; at one length, the first side).
             best: str | None = None
             score = 0.0
+            # (a row keeping both ends has thousands of small buckets: no letter bound,
+            # and only its lengths asked)
+            shortest = max(low, row.min_len) if row.both_ends else low
             for k in keys:
-                bound = self._bound(buckets, at, k) if high <= BOUND_LONGEST else None
-                found = _joined(buckets.get(_bucket(at, m, k)) for m in range(low, high + 1)) \
+                bound = self._bound(buckets, at, k) \
+                    if high <= BOUND_LONGEST and not row.both_ends else None
+                found = _joined(buckets.get(_bucket(at, m, k))
+                                for m in range(shortest, high + 1)) \
                     if bound is None else bound.joined(skel, low, lacking)
                 if not found:
                     continue
@@ -361,6 +404,28 @@ class LooseIndex:
                 best, best_rank = other, rank
         return None if best is None else Match(self._target(best), technique_of(skel, best))
 
+    def _marker(self, norm: str, skel: str) -> Match | None:
+        """A protected name less its marker, or with one and a version suffix."""
+        if not self.shapes.markers:
+            return None
+        marked = self._marked
+        if marked is None:  # the protected names that carry a marker: made once
+            marked = self._marked = Marked(self.shapes.markers, self._ranks,
+                                           self.shapes.marker_rank)
+        versioned = _SUFFIX.match(norm) if norm[-1:].isdigit() else None
+        found = marked.find(skel, None if versioned is None else
+                            skeleton(self.ecosystem, versioned.group(1)))
+        return None if found is None else Match(self._target(found[0]), found[1])
+
+    def _unversioned(self, skel: str) -> Match | None:
+        if not self.shapes.version_dropped:
+            return None
+        versioned = self._versioned
+        if versioned is None:  # the protected names with a version digit: made once
+            versioned = self._versioned = Versioned(self._ranks)
+        found = versioned.dropped(skel)
+        return None if found is None else Match(self._target(found), "its version dropped")
+
     def _within(self, norm: str, skel: str) -> Match | None:
         if not self.shapes.contained:
             return None
@@ -417,6 +482,11 @@ def _bucket(row: int, length: int, end: str) -> str:
     """The key of the bucket of ratio row ``row`` for skeletons of ``length`` letters
     and, for a row that keeps an end, that ``end`` (``^a``, ``a$``; else "")."""
     return f"{row} {length} {end}"
+
+
+def _both(skel: str) -> str:
+    """The end key of a row that keeps both ends: ``^abz$`` of ``ab...z``."""
+    return f"^{skel[:2]}{skel[-1]}$"
 
 
 def _joined(groups: Iterable[Sequence[str] | None]) -> list[str]:

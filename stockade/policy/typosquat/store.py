@@ -102,7 +102,7 @@ _LOOSE_TABLES: dict[str, type[_Packed[Any]]] = {
     "_anagrams": Strings, "_dropped": Strings}
 _LOOSE_PLAIN = ("ecosystem", "shapes", "_listed", "_longest")
 # made from the tables as they are used: never kept
-_LOOSE_DERIVED = ("_bounds", "_contained", "_joined", "_neighbours")
+_LOOSE_DERIVED = ("_bounds", "_contained", "_joined", "_neighbours", "_marked", "_versioned")
 
 
 def folder() -> Path | None:
@@ -561,6 +561,7 @@ def loads_loose(data: bytes | mmap.mmap, source: Source | None = None,
     index._longest = int(state["_longest"])
     index._bounds, index._contained, index._joined = {}, None, None
     index._neighbours = None
+    index._marked = index._versioned = None
     if set(state["tables"]) != set(_LOOSE_TABLES):
         raise ValueError("a loose index file without its tables")
     opened = _Opened(data, source, len(_LOOSE_TABLES))

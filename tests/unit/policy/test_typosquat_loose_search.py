@@ -26,11 +26,14 @@ def _all_ratio(index: LooseIndex, skel: str) -> tuple[str, float] | None:
     """One search over every candidate of every row (as the shape reads)."""
     n = len(skel)
     for at, row in enumerate(index.shapes.ratios):
-        if n < row.min_len:
+        if n < (row.shortest or row.min_len):
             continue
         share = row.cutoff / 100
         low, high = int(n * share / (2 - share)), int(n * (2 - share) / share) + 1
-        keys = (f"^{skel[0]}", f"{skel[-1]}$") if row.ends else ("",)
+        if row.both_ends:
+            keys: tuple[str, ...] = (f"^{skel[:2]}{skel[-1]}$",)
+        else:
+            keys = (f"^{skel[0]}", f"{skel[-1]}$") if row.ends else ("",)
         candidates = list(dict.fromkeys(s for m in range(low, high + 1) for k in keys
                                         for s in index._ratios.get(_bucket(at, m, k), ())))
         hit = process.extractOne(skel, candidates, scorer=fuzz.ratio,
@@ -56,9 +59,9 @@ def test_bucket_by_bucket_finds_the_first_best_of_all_candidates() -> None:
     letters = "abcde"  # few letters: many names at the same ratio and distance
     names = sorted({"".join(rng.choice(letters) for _ in range(rng.randint(6, 11)))
                     for _ in range(3000)})
-    shapes = Shapes(two_edits=True, ratios=(Ratio(0, 400, 80.0), Ratio(8, 3000, 75.0,
-                                                                       ends=True)),
-                    contained=())
+    shapes = Shapes(two_edits=True, ratios=(
+        Ratio(0, 400, 80.0), Ratio(8, 3000, 75.0, ends=True, shortest=6),
+        Ratio(10, 3000, 70.0, shortest=8, both_ends=True)), contained=())
     index = LooseIndex(Ecosystem.PYPI, names, (), shapes)
     queries = ["".join(rng.choice(letters) for _ in range(rng.randint(5, 12)))
                for _ in range(600)] + names[:50]
@@ -66,7 +69,7 @@ def test_bucket_by_bucket_finds_the_first_best_of_all_candidates() -> None:
     for query in queries:
         skel = skeleton(Ecosystem.PYPI, query)
         want = _all_ratio(index, skel)
-        got = index._ratio(skel)
+        got = index._ratio(skel, query)
         expected = (index._names[want[0]], f"similar spelling ({want[1]:.0f}%)") \
             if want is not None else None
         assert ((got.target, got.technique) if got is not None else None) == expected, query
@@ -146,3 +149,63 @@ def test_the_deep_search_after_the_quick_one_finds_what_one_search_finds(
         else:
             assert quick == whole, name
     assert any(rule._loose_any(Ecosystem.PYPI, n) is not None for n in names)
+
+
+def test_a_short_name_against_longer_ones_and_long_names_keeping_both_ends() -> None:
+    """A ratio row's ``shortest`` looks up names shorter than its protected ones (letters
+    dropped); a row keeping both ends finds only names sharing the first two letters
+    and the last, and leaves npm scopes out on both sides."""
+    filler = [f"filler{i:05d}name" for i in range(1_000)]  # the long ones beyond them
+    names = ["web3-core", *filler, "ethers-multicall", "@acme/ethers-multicall-x"]
+    rows = (Ratio(8, 1_000, 80.0, ends=True, shortest=6),
+            Ratio(14, 10**9, 85.0, shortest=11, both_ends=True))
+    on = LooseIndex(Ecosystem.NPM, names, set(names), Shapes(ratios=rows, contained=(),
+                                                           two_edits=False))
+    off = LooseIndex(Ecosystem.NPM, names, set(names), Shapes(
+        ratios=(Ratio(8, 1_000, 80.0, ends=True),), contained=(), two_edits=False))
+    for name, target in (("wb3cor", "web3-core"), ("ether-multcal", "ethers-multicall")):
+        found = on.match(name, deep=True)
+        assert found is not None and found.target == target, name
+        assert off.match(name, deep=True) is None, name
+        assert on.match(name, deep=False) is None, name  # the deep search only
+    for name in ("wbcor",            # under the row's shortest
+                 "ether-multcax",    # the last letter changed: another bucket
+                 "@evil/ether-multcal"):  # a scoped name: left out of the long row
+        assert on.match(name, deep=True) is None, name
+
+
+def test_a_marker_dropped_or_added_with_a_version() -> None:
+    names = ["pysmb", "lxml", "python-ldap", "pyfar"]
+    shapes = Shapes(ratios=(), contained=(), two_edits=False,
+                    markers=("python", "py", "lib"), marker_rank=3)
+    on = LooseIndex(Ecosystem.PYPI, names, set(names), shapes)
+    off = LooseIndex(Ecosystem.PYPI, names, set(names), Shapes(
+        ratios=(), contained=(), two_edits=False))
+    for name, target in (("smb", "pysmb"), ("ldap", "python-ldap"),
+                         ("liblxml3", "lxml"), ("lxml-py-2.1", "lxml")):
+        found = on.match(name, deep=True)
+        assert found is not None and found.target == target, name
+        assert off.match(name, deep=True) is None, name
+        assert on.match(name, deep=False) is None, name  # the deep search only
+    for name in ("far",        # pyfar is beyond the marker rank
+                 "sm",         # under three letters
+                 "libsmb3",    # smb is no protected name
+                 "liblxml"):   # no version: the strong tier's (an affix), not this one's
+        assert on.match(name, deep=True) is None, name
+
+
+def test_a_version_digit_dropped_at_any_rank() -> None:
+    names = ["smb2", "tls3", "abc", "d3"]  # too short for the one-edit index
+    on = LooseIndex(Ecosystem.NPM, names, set(names), Shapes(
+        ratios=(), contained=(), two_edits=False, version_dropped=True))
+    off = LooseIndex(Ecosystem.NPM, names, set(names), Shapes(
+        ratios=(), contained=(), two_edits=False))
+    for name, target in (("smb", "smb2"), ("tls", "tls3")):
+        found = on.match(name, deep=True)
+        assert found is not None and found.target == target, name
+        assert off.match(name, deep=True) is None, name
+        assert on.match(name, deep=False) is None, name  # the deep search only
+    for name in ("d",      # under three letters
+                 "smb3",   # a digit changed: another shape's (one edit), not this one's
+                 "ab"):    # abc is no versioned name
+        assert on.match(name, deep=True) is None, name

@@ -74,6 +74,12 @@ def test_a_young_loose_look_alike_is_held_until_it_is_old_enough(
     (PYPI, "tlsclient-api", "tls-client"),  # a long name with a short affix, any rank
     (NPM, "umbrellaks", "umbrellajs"),      # a neighbouring key, beyond the one-edit rank
     (PYPI, "requestpanda", "requests"),     # two popular names run together, a plural dropped
+    (NPM, "wb3cor", "web3-core"),           # letters dropped from a longer name
+    (NPM, "ether-multcal", "ethers-multicall"),  # a long name at any rank, its ends kept
+    (PYPI, "fairsequence", "fairseq"),      # run into a short affix, among the 20,000
+    (PYPI, "smb", "pysmb"),                 # its marker dropped
+    (PYPI, "liblxml3", "lxml"),             # a marker and a version added
+    (NPM, "smb", "smb2"),                   # its version digit dropped, beyond the 20,000
 ])
 def test_loose_likenesses_hold_the_young(default: TyposquatRule, eco: Ecosystem, name: str,
                                          target: str) -> None:
@@ -82,6 +88,31 @@ def test_loose_likenesses_hold_the_young(default: TyposquatRule, eco: Ecosystem,
     assert verdict.decision in (Decision.HOLD, Decision.BLOCK), verdict
     if verdict.decision is Decision.HOLD:
         assert verdict.target == target, verdict
+
+
+@pytest.mark.parametrize(("eco", "name"), [
+    (NPM, "wb3cor"), (NPM, "ether-multcal"), (PYPI, "fairsequence"), (PYPI, "smb"),
+    (PYPI, "liblxml3"), (NPM, "smb")])
+def test_the_deep_shapes_never_stop_an_old_project(default: TyposquatRule, eco: Ecosystem,
+                                                  name: str) -> None:
+    """The deep likenesses are looked for only in young projects: an old one, or one of
+    unknown age, passes whatever its name resembles."""
+    assert decide(default, eco, name, YOUNG).decision is Decision.HOLD  # type: ignore[union-attr]
+    for project in (OLD, UNKNOWN, None):
+        verdict = decide(default, eco, name, project)
+        assert verdict is None or not verdict.blocks, (name, project, verdict)
+
+
+@pytest.mark.parametrize(("eco", "name"), [
+    (PYPI, "fairseq-tools"),   # the plugin form: whole words beside another
+    (PYPI, "sm"),              # too short to drop a marker from
+    (NPM, "wbcor"),            # under six letters: too short for the ratio row
+    (NPM, "@evil/ether-multcal"),  # a scoped name: left out of the long names' row
+])
+def test_near_misses_of_the_new_shapes_pass_young(default: TyposquatRule, eco: Ecosystem,
+                                                  name: str) -> None:
+    verdict = decide(default, eco, name, YOUNG)
+    assert verdict is None or not verdict.blocks, verdict
 
 
 def test_an_old_look_alike_with_many_releases_is_allowed_and_recorded(
