@@ -64,14 +64,21 @@ async def _warm(client: TestClient, path: str, **headers: str) -> None:
     raise AssertionError(f"{path} never answered from the memo")
 
 
+async def _warm_wheel(fake_pypi: FakePyPI,
+                      make_proxy: ProxyFactory) -> tuple[TestClient, str, bytes]:
+    """A proxy whose memo answers a wheel's path, that path and the wheel's bytes."""
+    dist = fake_pypi.add_wheel("demo", "1.0")
+    client = await make_proxy(upstream=fake_pypi)
+    path = f"/pypi/files/demo/{dist.filename}"
+    await _warm(client, path)
+    return client, path, dist.data
+
+
 class TestPrepared:
     async def test_a_held_blob_and_a_page_are_written_from_their_kept_heads(
             self, fake_pypi: FakePyPI, make_proxy: ProxyFactory,
             serialized: list[str]) -> None:
-        dist = fake_pypi.add_wheel("demo", "1.0")
-        client = await make_proxy(upstream=fake_pypi)
-        path = f"/pypi/files/demo/{dist.filename}"
-        await _warm(client, path)
+        client, path, _ = await _warm_wheel(fake_pypi, make_proxy)
         await _warm(client, "/pypi/simple/demo/")
         memo = client.server.app[SERVICES].warm
         for target in (path, "/pypi/simple/demo/"):
@@ -91,10 +98,7 @@ class TestPrepared:
     async def test_head_http10_and_close_take_aiohttps_path(
             self, fake_pypi: FakePyPI, make_proxy: ProxyFactory,
             serialized: list[str]) -> None:
-        dist = fake_pypi.add_wheel("demo", "1.0")
-        client = await make_proxy(upstream=fake_pypi)
-        path = f"/pypi/files/demo/{dist.filename}"
-        await _warm(client, path)
+        client, path, data = await _warm_wheel(fake_pypi, make_proxy)
         host = f"{client.server.host}:{client.server.port}"
         memo = client.server.app[SERVICES].warm
         for request, connection in (
@@ -111,7 +115,7 @@ class TestPrepared:
             assert len(serialized) == 1  # aiohttp's own head
             assert head["status"].split(" ")[1] == "200"
             assert head.get("Connection") == connection
-            assert head["Content-Length"] == str(len(dist.data))
+            assert head["Content-Length"] == str(len(data))
             assert answer.lower().count(b"\r\nx-request-id: ") == 1
             body = answer.split(b"\r\n\r\n", 1)[1]
-            assert body == (b"" if request.startswith("HEAD") else dist.data)
+            assert body == (b"" if request.startswith("HEAD") else data)

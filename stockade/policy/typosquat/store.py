@@ -488,10 +488,7 @@ def load_or_build(ecosystem: Ecosystem, names: Iterable[str], *,
         return build()
     def load(data: mmap.mmap, source: Source) -> NameIndex:
         return loads(data, source, rebuild=rebuild)
-    found = _from_places(name, load)
-    if found is None and _built_elsewhere():
-        found = _from_places(name, load)
-    return build() if found is None else found
+    return _mapped_or_built(name, load, build)
 
 
 def load_or_build_loose(ecosystem: Ecosystem, names: tuple[str, ...]) -> LooseIndex:
@@ -520,10 +517,17 @@ def load_or_build_loose(ecosystem: Ecosystem, names: tuple[str, ...]) -> LooseIn
         return rebuild()
     def load(data: mmap.mmap, source: Source) -> LooseIndex:
         return loads_loose(data, source, rebuild=damaged)
+    return _mapped_or_built(name, load, rebuild)
+
+
+def _mapped_or_built(name: str, load: Callable[[mmap.mmap, Source], T],
+                     build: Callable[[], T]) -> T:
+    """The index file ``name`` mapped and loaded from the first place that has it (read
+    again once another process has built it meanwhile), else ``build()``."""
     found = _from_places(name, load)
     if found is None and _built_elsewhere():
         found = _from_places(name, load)
-    return rebuild() if found is None else found
+    return build() if found is None else found
 
 
 def dumps_loose(index: LooseIndex) -> bytes:
