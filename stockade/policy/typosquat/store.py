@@ -482,13 +482,7 @@ def load_or_build(ecosystem: Ecosystem, names: Iterable[str], *,
             _write(where, where / name, dumps(index))
         return index
 
-    def rebuild() -> NameIndex:
-        logger.warning("the name index file %s does not match its checksum: building "
-                       "the index anew", name)
-        return build()
-    def load(data: mmap.mmap, source: Source) -> NameIndex:
-        return loads(data, source, rebuild=rebuild)
-    return _mapped_or_built(name, load, build)
+    return _mapped_or_built(name, "name", loads, build)
 
 
 def load_or_build_loose(ecosystem: Ecosystem, names: tuple[str, ...]) -> LooseIndex:
@@ -511,19 +505,23 @@ def load_or_build_loose(ecosystem: Ecosystem, names: tuple[str, ...]) -> LooseIn
         _write(where, where / name, data)
         return index
 
-    def damaged() -> LooseIndex:
-        logger.warning("the loose index file %s does not match its checksum: building "
-                       "the index anew", name)
-        return rebuild()
-    def load(data: mmap.mmap, source: Source) -> LooseIndex:
-        return loads_loose(data, source, rebuild=damaged)
-    return _mapped_or_built(name, load, rebuild)
+    return _mapped_or_built(name, "loose", loads_loose, rebuild)
 
 
-def _mapped_or_built(name: str, load: Callable[[mmap.mmap, Source], T],
+def _mapped_or_built(name: str, kind: str,
+                     loader: Callable[[mmap.mmap, Source, Callable[[], T]], T],
                      build: Callable[[], T]) -> T:
-    """The index file ``name`` mapped and loaded from the first place that has it (read
-    again once another process has built it meanwhile), else ``build()``."""
+    """The ``kind`` index file ``name`` mapped and loaded (``loader``) from the first
+    place that has it (read again once another process has built it meanwhile), else
+    ``build()``; a table found damaged at first use is answered from ``build()``."""
+    def damaged() -> T:
+        logger.warning("the %s index file %s does not match its checksum: building "
+                       "the index anew", kind, name)
+        return build()
+
+    def load(data: mmap.mmap, source: Source) -> T:
+        return loader(data, source, damaged)
+
     found = _from_places(name, load)
     if found is None and _built_elsewhere():
         found = _from_places(name, load)
