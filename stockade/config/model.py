@@ -131,8 +131,9 @@ class ServerSettings(_Frozen):
     # rendered documents, small blobs, the warm memo, parsed documents, estimated);
     # past it the cache holding the most for its own bound drops its least recently
     # used entries. Each cache's own bound still applies (0: nothing held in memory).
-    # The default keeps a worker (some 70 MiB of its own: code, the policy's name
-    # indexes) under 100 MiB RSS under a varied load.
+    # A worker holds some 70 MiB of its own (code, the policy's name indexes) besides;
+    # under a wide load, what the interpreter's allocator keeps after the churn adds
+    # more than this (README: "One memory budget per worker").
     memory_budget_bytes: int = Field(default=16 * 1024**2, ge=0)
     # Seconds a warm artifact request's outcome (its decisions' facts, the metadata
     # versions, the stored blob) is reused by identical requests; each is still
