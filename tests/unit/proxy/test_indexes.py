@@ -48,12 +48,20 @@ def test_a_second_start_waits_for_the_first_and_builds_nothing(
     assert len(wanted) == len(Ecosystem) * len(indexes.KINDS)
     left = list(wanted)
     monkeypatch.setattr(indexes, "missing", lambda: list(left))
+    tried: list[bool] = []
+    locked = indexes._locked
+
+    def trying(lock: Any, deadline: float) -> bool:
+        tried.append(True)
+        return locked(lock, deadline)
+
+    monkeypatch.setattr(indexes, "_locked", trying)
     with (cache / ".build.lock").open("ab") as held:  # the first start, building
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
         second = threading.Thread(target=indexes.build_outside)
         second.start()
-        time.sleep(0.2)
-        assert second.is_alive()  # waiting for the lock
+        _poll(lambda: tried)  # at the lock, which it cannot have while it is held
+        assert second.is_alive()
         left.clear()  # the first start's files are written
     second.join(timeout=30)
     assert not second.is_alive()

@@ -34,29 +34,13 @@ from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest
 from stockade.storage.filesystem import FilesystemBlobStore
 from stockade.storage.refs import RefStore
+from testbed.fakes.response import BytesResponse
 
 URL = "http://up.example/files/demo-1.0.tar.gz"
+
 DATA = os.urandom(300_000)
 BURST = 20
 DEADLINE_S = 10.0
-
-
-@dataclass
-class _Response:
-    data: bytes
-
-    @property
-    def content_length(self) -> int:
-        return len(self.data)
-
-    @property
-    def framed(self) -> bool:
-        return True
-
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        for start in range(0, len(self.data), 16_384):
-            await asyncio.sleep(0)
-            yield self.data[start:start + 16_384]
 
 
 @dataclass
@@ -70,10 +54,10 @@ class FakeUpstream:
     data: bytes = DATA
 
     @asynccontextmanager
-    async def get(self, url: str, *, headers: Any = None) -> AsyncIterator[_Response]:
+    async def get(self, url: str, *, headers: Any = None) -> AsyncIterator[BytesResponse]:
         self.calls += 1
         await asyncio.sleep(0.05)
-        yield _Response(self.data)
+        yield BytesResponse(self.data)
 
 
 class GatedRecords(RefStore):

@@ -29,32 +29,13 @@ from stockade.proxy.upstream import Upstream
 from stockade.storage.digest import Digest
 from stockade.storage.filesystem import FilesystemBlobStore
 from stockade.storage.refs import RefStore
+from testbed.fakes.response import BytesResponse
 
 URL = "http://up.example/files/demo-1.0.tar.gz"
+
 DATA = b"artifact bytes " * 10_000
 REQUESTS = 20
 
-
-@dataclass
-class _Response:
-    headers: CIMultiDictProxy[str]
-    data: bytes
-    status: int = 200
-    read: bool = False
-
-    @property
-    def content_length(self) -> int:
-        return len(self.data)
-
-    @property
-    def framed(self) -> bool:
-        return True
-
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        self.read = True
-        for start in range(0, len(self.data), 16_384):
-            await asyncio.sleep(0)
-            yield self.data[start:start + 16_384]
 
 
 @dataclass
@@ -67,16 +48,16 @@ class FakeUpstream:
     name: str = "up"
     offline: bool = False
     internal: bool = False
-    responses: list[_Response] = field(default_factory=list)
+    responses: list[BytesResponse] = field(default_factory=list)
     calls: int = 0
 
     @asynccontextmanager
-    async def get(self, url: str, *, headers: Any = None) -> AsyncIterator[_Response]:
+    async def get(self, url: str, *, headers: Any = None) -> AsyncIterator[BytesResponse]:
         self.calls += 1
         await asyncio.sleep(0.01)  # the other requests arrive meanwhile
         if self.status != 200:
             raise UpstreamStatusError("no", upstream=self.name, upstream_status=self.status)
-        response = _Response(CIMultiDictProxy(CIMultiDict({"X-Digest": self.digest})), DATA)
+        response = BytesResponse(DATA, CIMultiDictProxy(CIMultiDict({"X-Digest": self.digest})))
         self.responses.append(response)
         yield response
 
