@@ -41,9 +41,6 @@ READ_CHUNK = 256 * 1024  # bytes
 _TOUCH_EVERY_S = 3600.0  # persist last use at most hourly per blob
 RESCAN_S = 30.0  # with a size limit, the folder is re-read at most this often ...
 RESCAN_SHARE = 0.05  # ... and reading it takes at most this share of a thread's time
-# A blob this small is read on the event loop: from the page cache that costs some
-# microseconds, a thread hop tens of them (a warm small file dropped from memory).
-_ON_LOOP_BYTES = 64 * 1024
 
 
 def _open_read(path: Path, start: int) -> tuple[BinaryIO | None, bytes]:
@@ -206,15 +203,11 @@ class FilesystemBlobStore:
         return self.blob_path(sha256) if sha256 in self._index else None
 
     async def read(self, sha256: str, start: int = 0) -> AsyncIterator[bytes]:
-        # Opened and first read at once: a small blob on the loop, another in one
-        # thread hop, not one per open, seek, read and close.
-        path = self.blob_path(sha256)
-        entry = self._index.get(sha256)
+        # Opened and first read in one thread hop, not one per open, seek, read and
+        # close: a small blob is read whole in it. Never on the event loop: a slow or
+        # network disk would hold every request up.
         try:
-            if entry is not None and entry[0] <= _ON_LOOP_BYTES:
-                handle, chunk = _open_read(path, start)
-            else:
-                handle, chunk = await asyncio.to_thread(_open_read, path, start)
+            handle, chunk = await asyncio.to_thread(_open_read, self.blob_path(sha256), start)
         except FileNotFoundError as exc:
             self._forget(sha256)
             raise BlobNotFoundError(f"blob {sha256} is not stored") from exc
