@@ -321,7 +321,7 @@ class TyposquatRule:
         match = index.lookalike(norm, normalized=True)
         if match is None:
             return None
-        if tiered.borderline(match.technique,
+        if tiered.borderline(ecosystem, match.technique,
                              index.names.get(normalize(ecosystem, match.target))):
             return match
         return self._refusal(name, match)
