@@ -281,6 +281,11 @@ def test_npm_shapes_that_refuse_real_names_are_decided_in_the_loose_tier(
     alone = decide(default, NPM, name, None)
     assert alone is not None and alone.decision is Decision.BLOCK
     assert alone.reason.endswith(f'({technique}); did you mean "{target}"?')
+    # the packument's name gate: every version is decided on its facts next
+    gate = Facts(upstream="public", project_follows=True)
+    assert default.evaluate(PackageRef(NPM, name), gate) is None
+    strong = default.evaluate(PackageRef(NPM, "lodahs"), gate)  # a strong shape still refuses
+    assert strong is not None and strong.decision is Decision.BLOCK
 
 
 @pytest.mark.parametrize(("eco", "name", "target"), [
