@@ -185,6 +185,10 @@ class Facts:
     # What the project is (age, releases, owners, summary, repository); None: a
     # decision on the name alone, before any metadata was read.
     project: ProjectFacts | None = None
+    # A name decided before its metadata is read, where every version is then decided on
+    # the project's facts (an npm packument): a look-alike the loose tier decides is
+    # left to those decisions rather than refused on the name alone.
+    project_follows: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,9 +89,11 @@ def canonical(eco: Ecosystem, name: str) -> str:
     return normalize(eco, name) if eco is Ecosystem.PYPI else name
 
 
-def base_facts(upstreams: Route[Upstream]) -> Facts:
-    """What routing alone knows of a name: its upstream, and whether it is internal."""
-    return Facts(upstream=upstreams.owner.name, internal=upstreams.internal)
+def base_facts(upstreams: Route[Upstream], *, project_follows: bool = False) -> Facts:
+    """What routing alone knows of a name: its upstream, and whether it is internal
+    (``project_follows``: every version is then decided on the project's facts)."""
+    return Facts(upstream=upstreams.owner.name, internal=upstreams.internal,
+                 project_follows=project_follows)
 
 
 class Admission:
@@ -150,22 +152,25 @@ class Admission:
     # -- deciding -----------------------------------------------------------------
 
     async def decide_name(
-        self, eco: Ecosystem, name: str, who: Caller
+        self, eco: Ecosystem, name: str, who: Caller, *, project_follows: bool = False
     ) -> tuple[Route[Upstream], Verdict]:
         """Route and decide a name, counting and recording a refusal."""
         upstreams = self.route(eco, name)
-        verdict = await self.gate.decide(PackageRef(eco, name), base_facts(upstreams),
+        facts = base_facts(upstreams, project_follows=project_follows)
+        verdict = await self.gate.decide(PackageRef(eco, name), facts,
                                          client=who.client, request_id=who.request_id,
                                          identity=who.identity, team=who.team)
         return upstreams, verdict
 
-    async def admit_name(self, eco: Ecosystem, name: str, who: Caller) -> Route[Upstream]:
-        """Route a name and let it in.
+    async def admit_name(self, eco: Ecosystem, name: str, who: Caller, *,
+                         project_follows: bool = False) -> Route[Upstream]:
+        """Route a name and let it in (``project_follows``: as ``base_facts``).
 
         Raises:
             RefusedError: the policy refuses the name.
         """
-        upstreams, verdict = await self.decide_name(eco, name, who)
+        upstreams, verdict = await self.decide_name(eco, name, who,
+                                                    project_follows=project_follows)
         if verdict.blocks:
             raise RefusedError(verdict)
         return upstreams

@@ -102,6 +102,40 @@ async def test_npm_hold_its_reason_and_an_approval(aiohttp_client: Any, tmp_path
     assert held_records
 
 
+async def test_npm_separator_variant_held_young_and_recorded_old(
+        aiohttp_client: Any, tmp_path: Path) -> None:
+    """A strong npm shape decided in the loose tier (a separator changed): a young
+    project is held with the loose tier's sentence, an established one is served and
+    recorded as a look-alike."""
+    registry = await FakeNpm().start()
+    try:
+        two_days = _stamp(timedelta(days=2, hours=1))
+        registry.publish("code-mirror", "1.0.0", time=two_days)
+        registry.created["code-mirror"] = two_days
+        registry.publish("react-router-dev", "1.0.0", time=_stamp(timedelta(days=800)))
+        for i in range(1, 5):
+            registry.publish("react-router-dev", f"1.{i}.0", time=_stamp(timedelta(days=700 - i)))
+        registry.created["react-router-dev"] = _stamp(timedelta(days=800))
+        config = _config(tmp_path, npm=registry.url)
+        client = await aiohttp_client(make_app(load_settings(config, environ={})))
+
+        held = await client.get("/npm/code-mirror")
+        assert held.status == 403
+        error = (await held.json())["error"]
+        assert error.startswith('Blocked by stockade: "code-mirror" resembles "codemirror" '
+                                "and is new (first release 2 days ago, 1 release); held until ")
+        old = await client.get("/npm/react-router-dev")
+        assert old.status == 200
+        assert len((await old.json())["versions"]) == 5
+    finally:
+        await registry.stop()
+    records = _log(config)
+    assert any(r["name"] == "code-mirror" and r["decision"] == "hold" for r in records)
+    warned = [r for r in records if r["name"] == "react-router-dev"]
+    assert warned and all(r["decision"] == "warn" for r in warned)
+    assert """resembles "react-router" (added affix 'dev'): allowed""" in warned[0]["reason"]
+
+
 async def test_pypi_hold_is_refused_at_the_file_download(aiohttp_client: Any,
                                                         tmp_path: Path) -> None:
     index = await FakePyPI().start()

@@ -187,7 +187,9 @@ class TyposquatRule:
         project = facts.project
         if project is None:  # the name alone: the strong tier as it always was
             strong = self._verdicts[ref.ecosystem](ref.name)
-            return self._refusal(ref.name, strong) if isinstance(strong, Match) else strong
+            if isinstance(strong, Match):  # borderline: refused unless facts follow
+                return None if facts.project_follows else self._refusal(ref.name, strong)
+            return strong
         # With facts: the strong look-up and the quick likenesses (at any age) of a name,
         # kept together, so that a version asked again costs one look-up as without them.
         name = ref.name
@@ -321,7 +323,7 @@ class TyposquatRule:
         match = index.lookalike(norm, normalized=True)
         if match is None:
             return None
-        if tiered.borderline(match.technique,
+        if tiered.borderline(ecosystem, match.technique,
                              index.names.get(normalize(ecosystem, match.target))):
             return match
         return self._refusal(name, match)

@@ -220,7 +220,9 @@ async def packument(request: web.Request) -> web.StreamResponse:
     name = _name(request)
     svc = services(request)
     who = caller(request)
-    upstreams = await svc.admission.admit_name(ECO, name, who)
+    # every version is decided on the packument's facts next (a look-alike held or
+    # allowed on its age), so the name alone does not refuse what the loose tier decides
+    upstreams = await svc.admission.admit_name(ECO, name, who, project_follows=True)
     abbreviated = docs.CORGI in request.headers.get("Accept", "")
     answer = await _answer(request, upstreams, name, abbreviated=abbreviated)
     if answer.refusal is not None:
@@ -333,7 +335,7 @@ async def version_doc(request: web.Request) -> web.StreamResponse:
         raise BadRequestError(f"{spec!r} is not a valid version or tag")
     adm = services(request).admission
     who = caller(request)
-    upstreams = await adm.admit_name(ECO, name, who)
+    upstreams = await adm.admit_name(ECO, name, who, project_follows=True)  # as packument
     rendered, index, doc, _, _ = await _rendered(request, upstreams, name, abbreviated=False)
 
     async def manifest() -> bytes | None:

@@ -253,6 +253,53 @@ def test_borderline_strong_matches_are_decided_in_the_loose_tier(
     assert strong is not None and strong.decision is Decision.BLOCK
 
 
+@pytest.mark.parametrize(("name", "target", "technique"), [
+    ("code-mirror", "codemirror", "separator variant"),
+    ("jest-reporters", "@jest/reporters", "scope confusion"),
+    ("read-png", "read-pkg", "one edit"),
+    ("npm-run-batch", "npm-run-path", "2 edits"),
+    ("url-parser", "uri-parser", "confusable characters"),
+    ("react-movable", "react-moveable", "dropped letter"),
+    ("radix", "radix3", "dropped version digit"),
+    ("next-cli", "next", "added affix 'cli'"),
+    ("url-lib", "url", "added affix 'lib'"),
+    ("react-router-dev", "react-router", "added affix 'dev'"),
+    ("axios-sdk", "axios", "added affix 'sdk'"),
+])
+def test_npm_shapes_that_refuse_real_names_are_decided_in_the_loose_tier(
+        default: TyposquatRule, name: str, target: str, technique: str) -> None:
+    # an npm document always carries its project's age: young, held; old, allowed and
+    # recorded; the name alone is refused as before
+    held = decide(default, NPM, name, YOUNG)
+    assert held is not None and held.decision is Decision.HOLD and held.target == target
+    assert held.reason.startswith(f'"{name}" resembles "{target}" and is new (first release')
+    assert held.until == YOUNG.first_release + timedelta(days=30)  # type: ignore[operator]
+    old = decide(default, NPM, name, OLD)
+    assert old is not None and old.decision is Decision.WARN and not old.blocks
+    assert old.reason == f'"{name}" resembles "{target}" ({technique}): allowed (first ' \
+                         "release 900 days ago, 40 releases)"
+    alone = decide(default, NPM, name, None)
+    assert alone is not None and alone.decision is Decision.BLOCK
+    assert alone.reason.endswith(f'({technique}); did you mean "{target}"?')
+    # the packument's name gate: every version is decided on its facts next
+    gate = Facts(upstream="public", project_follows=True)
+    assert default.evaluate(PackageRef(NPM, name), gate) is None
+    strong = default.evaluate(PackageRef(NPM, "lodahs"), gate)  # a strong shape still refuses
+    assert strong is not None and strong.decision is Decision.BLOCK
+
+
+@pytest.mark.parametrize(("eco", "name", "target"), [
+    (PYPI, "beautiful-soup4", "beautifulsoup4"),  # a separator variant: PyPI keeps it strong
+    (PYPI, "request", "requests"),                # a dropped letter
+    (NPM, "lodahs", "lodash"),                    # swapped letters: npm keeps it strong
+    (NPM, "expresss", "express"),                 # a repeated letter
+])
+def test_the_other_strong_shapes_are_refused_at_any_age(
+        default: TyposquatRule, eco: Ecosystem, name: str, target: str) -> None:
+    old = decide(default, eco, name, OLD)
+    assert old is not None and old.decision is Decision.BLOCK and old.target == target
+
+
 def test_the_targets_own_namespace_or_scope_is_cleared(default: TyposquatRule) -> None:
     maven = Ecosystem.MAVEN
     held = decide(default, maven, "slf4j:slf4j-api", YOUNG)  # another owner's namespace
