@@ -65,6 +65,7 @@ class NameIndex:
         self._stripped: Mapping[str, tuple[str, str]] = {}
         self._edits = EditIndex(ecosystem, names_, skeletons)
         self._slips = SlipIndex(ecosystem, names_)
+        self._last: tuple[str, str, str | None] = ("", "", None)  # see ``last``
         adding = _Adding(self, names_, skeletons)
         for rank, raw in itertools.chain(((0, n) for n in first), enumerate(names)):
             adding.add(normalize(ecosystem, raw), rank)
@@ -119,6 +120,7 @@ class NameIndex:
         index._stripped = {**base._stripped, **own._stripped}
         index._combo_parts = base._combo_parts | own._combo_parts
         index._groups, index._artifacts = None, {}
+        index._last = ("", "", None)
         index._edits = own._edits.over(base._edits, index.names, index._skeletons, hidden)
         index._slips = own._slips.over(base._slips, index.names,
                                        frozenset(base._skeletons[s] for s in hidden),
@@ -138,6 +140,14 @@ class NameIndex:
                 del self._artifacts[artifact]
             else:
                 self._artifacts[artifact] = coordinate
+
+    @property
+    def last(self) -> tuple[str, str, str | None]:
+        """The last name ``lookalike`` compared, normalised, its skeleton and the name
+        holding that skeleton (None: none): the loose tier's quick search of the same
+        name reads them rather than making them again (one tuple: a thread reads all
+        of it or none; a caller checks the name is its own)."""
+        return self._last
 
     @property
     def edits(self) -> EditIndex:
@@ -184,6 +194,7 @@ class NameIndex:
     def _lookalike(self, norm: str) -> Match | None:
         skel = skeleton(self.ecosystem, norm)
         exact = self._skeletons.get(skel)
+        self._last = (norm, skel, exact)
         if exact is not None and exact != norm:
             technique = self._exact_technique(norm, exact)
             limit = {"separator variant": SEPARATOR_MAX_RANK,
