@@ -186,7 +186,9 @@ class TyposquatRule:
         return _index(ecosystem, tuple(extra), shipped)
 
     def _is_allowed(self, ecosystem: Ecosystem, norm: str) -> bool:
-        patterns = self._allowed.get(ecosystem) or ()
+        patterns = self._allowed.get(ecosystem)
+        if not patterns:  # most policies allow none: no generator made per name
+            return False
         return any(fnmatch.fnmatchcase(norm, p) for p in patterns)
 
     def evaluate(self, ref: PackageRef, facts: Facts) -> Verdict | None:
