@@ -22,9 +22,15 @@ def normalize(ecosystem: Ecosystem, name: str) -> str:
     """The form two names are compared in (idempotent)."""
     name = name.strip()
     if ecosystem is Ecosystem.PYPI:
-        return _PEP503.sub("-", name).lower()
+        # most names hold no run the pattern would change (no ``_`` or ``.``, no ``--``):
+        # three tests in C, not the pattern's pass (a third of the time, on every name)
+        if "_" in name or "." in name or "--" in name:
+            name = _PEP503.sub("-", name)
+        return name.lower()
     if ecosystem is Ecosystem.NPM:
-        return name.replace("%2f", "/").replace("%2F", "/").lower()
+        if "%" in name:
+            name = name.replace("%2f", "/").replace("%2F", "/")
+        return name.lower()
     return name.lower()
 
 

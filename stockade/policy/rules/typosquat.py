@@ -121,6 +121,11 @@ class TyposquatRule:
         self._pairs: dict[Ecosystem, dict[str, tuple[Verdict | Match | None,
                                                      Match | None]]] = {
             eco: {} for eco in Ecosystem}
+        # the loose index that shares the strong one's look-ups (the shipped lists, with
+        # no names of the policy's own: ``_quick``), by ecosystem
+        self._sharing: dict[Ecosystem, LooseIndex] = {}
+        # the last name the strong tier compared: (ecosystem, name, normalised)
+        self._last: tuple[Ecosystem | None, str, str] = (None, "", "")
 
     def prepare(self) -> None:
         """Build every ecosystem's index now rather than at the first decision."""
@@ -145,7 +150,12 @@ class TyposquatRule:
                 # the shipped lists' strong index (``_build``'s, or the base under the
                 # policy's own names) files their one-edit neighbours too: the loose
                 # tier reads a name's from its look-up (``LooseIndex.share_one_edit``)
-                whole.share_one_edit(_shipped_index(ecosystem, popular(ecosystem)).edits)
+                shipped_index = _shipped_index(ecosystem, popular(ecosystem))
+                if whole.share_one_edit(shipped_index.edits) and not extra \
+                        and index is shipped_index:
+                    # the strong tier's look-up is of the same names: the quick loose
+                    # search reads its skeleton too (``_quick``)
+                    self._sharing[ecosystem] = whole
             found = (LooseIndex(ecosystem, extra, listed), whole) if extra else (whole,)
             self._loose_indexes[ecosystem] = found
         return found
@@ -176,7 +186,9 @@ class TyposquatRule:
         return _index(ecosystem, tuple(extra), shipped)
 
     def _is_allowed(self, ecosystem: Ecosystem, norm: str) -> bool:
-        patterns = self._allowed.get(ecosystem) or ()
+        patterns = self._allowed.get(ecosystem)
+        if not patterns:  # most policies allow none: no generator made per name
+            return False
         return any(fnmatch.fnmatchcase(norm, p) for p in patterns)
 
     def evaluate(self, ref: PackageRef, facts: Facts) -> Verdict | None:
@@ -199,8 +211,7 @@ class TyposquatRule:
             strong = self._verdicts[ref.ecosystem](name)
             # the quick likenesses asked here, not through their cache: the pair is
             # what is kept of them (a second cache costs a first sight its filling)
-            pair = (strong, None if strong is not None else
-                    self._loose_match(ref.ecosystem, name, deep=False))
+            pair = (strong, None if strong is not None else self._quick(ref.ecosystem, name))
             if len(pairs) >= _CACHE_MAX:
                 pairs.clear()
             pairs[name] = pair
@@ -297,6 +308,21 @@ class TyposquatRule:
                 return None if not deep and self._left_alone(ecosystem, norm) else found
         return None
 
+    def _quick(self, ecosystem: Ecosystem, name: str) -> Match | None:
+        """``_loose_match(ecosystem, name, deep=False)``, right after the strong tier
+        found nothing for ``name``: where the loose index shares the strong one's
+        look-ups and the strong tier has just compared ``name`` (a first sight), its
+        normalised name, skeleton and skeleton's holder are read, not made again."""
+        whole = self._sharing.get(ecosystem)
+        last = self._last
+        if whole is not None and last[0] is ecosystem and last[1] == name:
+            norm = last[2]
+            seen = self.index(ecosystem).last
+            if seen[0] == norm:
+                found = whole.quick_after(norm, seen[1], seen[2])
+                return None if found is None or self._left_alone(ecosystem, norm) else found
+        return self._loose_match(ecosystem, name, deep=False)
+
     def _left_alone(self, ecosystem: Ecosystem, norm: str) -> bool:
         """True for an allowed name, and a protected one itself."""
         return self._is_allowed(ecosystem, norm) or norm in self.index(ecosystem).names
@@ -317,6 +343,7 @@ class TyposquatRule:
         """A strong match's refusal; the match itself where it is borderline (decided
         in the loose tier: ``tiers.borderline``)."""
         norm = normalize(ecosystem, name)
+        self._last = (ecosystem, name, norm)
         if self._is_allowed(ecosystem, norm):
             return None
         index = self.index(ecosystem)

@@ -65,6 +65,7 @@ class NameIndex:
         self._stripped: Mapping[str, tuple[str, str]] = {}
         self._edits = EditIndex(ecosystem, names_, skeletons)
         self._slips = SlipIndex(ecosystem, names_)
+        self._last: tuple[str, str, str | None] = ("", "", None)  # see ``last``
         adding = _Adding(self, names_, skeletons)
         for rank, raw in itertools.chain(((0, n) for n in first), enumerate(names)):
             adding.add(normalize(ecosystem, raw), rank)
@@ -119,6 +120,7 @@ class NameIndex:
         index._stripped = {**base._stripped, **own._stripped}
         index._combo_parts = base._combo_parts | own._combo_parts
         index._groups, index._artifacts = None, {}
+        index._last = ("", "", None)
         index._edits = own._edits.over(base._edits, index.names, index._skeletons, hidden)
         index._slips = own._slips.over(base._slips, index.names,
                                        frozenset(base._skeletons[s] for s in hidden),
@@ -140,6 +142,14 @@ class NameIndex:
                 self._artifacts[artifact] = coordinate
 
     @property
+    def last(self) -> tuple[str, str, str | None]:
+        """The last name ``lookalike`` compared, normalised, its skeleton and the name
+        holding that skeleton (None: none): the loose tier's quick search of the same
+        name reads them rather than making them again (one tuple: a thread reads all
+        of it or none; a caller checks the name is its own)."""
+        return self._last
+
+    @property
     def edits(self) -> EditIndex:
         """The edit look-ups (``edits``): the loose tier shares their deletions."""
         return self._edits
@@ -152,10 +162,15 @@ class NameIndex:
         below the POPULAR_RANK most installed is itself checked against those above:
         bots keep some copies fetched often (``loadsh``)."""
         norm = name if normalized else normalize(self.ecosystem, name)
-        rank = self.names.get(norm)
+        skel = skeleton(self.ecosystem, norm)
+        exact = self._skeletons.get(skel)
+        self._last = (norm, skel, exact)
+        # a listed name's skeleton is held (by it or a better-ranked name): where none
+        # holds it, the name is not listed, and the list is not asked
+        rank = None if exact is None else self.names.get(norm)
         if rank is not None and rank < POPULAR_RANK:
             return None
-        match = self._lookalike(norm)
+        match = self._lookalike(norm, skel, exact)
         if rank is not None and match is not None and (
                 match.target == norm or self.names[match.target] >= POPULAR_RANK):
             return None
@@ -170,7 +185,9 @@ class NameIndex:
         if match is not None and maven_owner(group) == maven_owner(match.target):
             return None  # one verified namespace has one owner, who does not squat itself
         if match is None and self._groups is not None and group not in self._groups.names:
-            found = self._groups._lookalike(group)
+            groups = self._groups
+            held = skeleton(self.ecosystem, group)
+            found = groups._lookalike(group, held, groups._skeletons.get(held))
             if found is not None and maven_owner(group) != maven_owner(found.target):
                 return Match(found.target, f"groupId look-alike: {found.technique}")
         if match is None and personal(group):
@@ -181,27 +198,28 @@ class NameIndex:
                 return Match(target, "its artifactId under a personal namespace")
         return match
 
-    def _lookalike(self, norm: str) -> Match | None:
-        skel = skeleton(self.ecosystem, norm)
-        exact = self._skeletons.get(skel)
+    def _lookalike(self, norm: str, skel: str, exact: str | None) -> Match | None:
+        """The checks in order, on ``norm``'s skeleton ``skel`` and the name holding it
+        (``exact``; None: none)."""
         if exact is not None and exact != norm:
             technique = self._exact_technique(norm, exact)
             limit = {"separator variant": SEPARATOR_MAX_RANK,
                      "scope confusion": SCOPE_MAX_RANK}.get(technique)
             if limit is None or self.names[exact] < limit:
                 return Match(exact, technique)
-        folded = self._look_alike_pairs(skel) if len(skel) >= MIN_FUZZY else None
+        folded = self._look_alike_pairs(skel, exact) if len(skel) >= MIN_FUZZY else None
         if folded is not None and folded not in (norm, exact):
             return Match(folded, "confusable characters")
         return self._affix(skel) or self._variant(skel) or self._edits.fuzzy(skel, norm) \
             or self._combo(norm) or self._dropped(skel) or self._slips.slip(norm, skel) \
             or self._slips.slipped_word(norm) or self._edits.swapped(skel)
 
-    def _look_alike_pairs(self, skel: str) -> str | None:
+    def _look_alike_pairs(self, skel: str, exact: str | None) -> str | None:
         """The best-ranked name whose skeleton, with look-alike pairs folded (rn -> m),
-        is ``skel``'s so folded."""
+        is ``skel``'s so folded (``exact``: the name holding ``skel``, read already)."""
         folded = fold_pairs(skel)
-        pair, plain = self._folded.get(folded), self._skeletons.get(folded)
+        pair = self._folded.get(folded)
+        plain = exact if folded == skel else self._skeletons.get(folded)
         if pair is None or plain is None:
             return pair or plain
         return min(pair, plain, key=self.names.__getitem__)
@@ -240,8 +258,9 @@ class NameIndex:
 
     def _variant(self, skel: str) -> Match | None:
         """A language marker moved or changed on the same core; a version digit dropped."""
-        found = [t for core in cores(skel, MARKERS[self.ecosystem])
-                 if (t := self._cores.get(core)) is not None]
+        marked = cores(skel, MARKERS[self.ecosystem])
+        found = [t for core in marked if (t := self._cores.get(core)) is not None] \
+            if marked else None  # most names carry no marker: no list made
         if found:
             return Match(min(found, key=self.names.__getitem__), "changed affix")
         target = self._digitless.get(skel)

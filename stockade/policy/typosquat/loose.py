@@ -251,6 +251,22 @@ class LooseIndex:
                 or self._unversioned(skel)
         return found
 
+    def quick_after(self, norm: str, skel: str, exact: str | None) -> Match | None:
+        """``match(norm, deep=False)`` where the strong index this one shares its one
+        edit with (``share_one_edit``: the same ranked names) has just compared ``norm``:
+        its skeleton ``skel`` and ``exact``, the name holding that skeleton there (None:
+        none), which is this index's too. Nothing is made or looked up again but the one
+        edit's answer, which the strong tier's look-up kept."""
+        if self._neighbours is None:
+            raise ValueError("an index that shares nothing with a strong one")
+        if norm in self._listed or not skel:
+            return None
+        found = None
+        if exact is not None and exact != norm:
+            scoped = self.ecosystem is Ecosystem.NPM and ("/" in norm) != ("/" in exact)
+            found = Match(exact, "flattened scope" if scoped else "separator variant")
+        return found or self._suffix(skel, norm) or self._one_edit(skel)
+
     def _target(self, skel: str) -> str:
         return self._names[skel]
 
@@ -275,6 +291,10 @@ class LooseIndex:
         return self._ranks[skel]
 
     def _suffix(self, skel: str, norm: str) -> Match | None:
+        # a digit last (or before a last newline, as ``$`` reads it): what the pattern
+        # needs, tested first (most names lack it)
+        if not norm[-1:].isdigit() and not norm.endswith("\n"):
+            return None
         found = _SUFFIX.match(norm)
         if found is None:
             return None

@@ -84,6 +84,7 @@ _SHARED_EDITS = ("_ecosystem", "_names", "_skeletons")
 _SHARED_SLIPS = ("_ecosystem", "_names")
 _LAYERS = ("_base", "_hidden")  # set on a layered index only, never kept
 _EDITS_DERIVED = ("_last",)  # the last look-up's answer (``EditIndex.neighbours``): never kept
+_INDEX_DERIVED = ("_last",)  # the last name compared (``NameIndex.last``): never kept
 # Index files kept per kind and ecosystem, the last used (see ``_write``).
 _KEPT = 3
 # bump when the layout of the state below changes (5: the edit deletions hold the
@@ -245,7 +246,8 @@ def _state(index: NameIndex, tables: list[bytes], at: int) -> dict[str, Any]:
     """``index``'s plain attributes, and where its packed tables are: each appended to
     ``tables``, the first at offset ``at`` in the file."""
     held = vars(index)
-    expected = {"ecosystem", "_edits", "_slips", "_groups", *_INDEX, *_INDEX_TABLES}
+    expected = {"ecosystem", "_edits", "_slips", "_groups", *_INDEX, *_INDEX_TABLES,
+                *_INDEX_DERIVED}
     if set(held) != expected \
             or set(vars(index._edits)) != {*_EDITS, *_EDIT_TABLES, *_SHARED_EDITS, *_LAYERS,
                                           *_EDITS_DERIVED} \
@@ -277,6 +279,7 @@ def _restore(state: dict[str, Any], tables: dict[str, Any]) -> NameIndex:
     """The index of ``state``, its packed ``tables`` (by name) read already."""
     index = NameIndex.__new__(NameIndex)
     index.ecosystem = Ecosystem(state["ecosystem"])
+    index._last = ("", "", None)
     for name in _INDEX:
         setattr(index, name, state[name])
     if set(tables) - {"groups"} != set(_TABLES):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 
 import pytest
 from hypothesis import assume, given, settings
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from stockade.policy.model import Ecosystem, Facts, Mode, PackageRef
 from stockade.policy.names import normalize
 from stockade.policy.rules.typosquat import DependencyConfusionRule, TyposquatRule, popular
-from stockade.policy.typosquat import POPULAR_RANK, skeleton
+from stockade.policy.typosquat import POPULAR_RANK, Match, NameIndex, skeleton
 
 E = Ecosystem
 RULE = TyposquatRule()
@@ -204,6 +205,15 @@ def test_normalise_is_idempotent(name: str) -> None:
         assert normalize(eco, once) == once
 
 
+@given(st.text(alphabet="aB-_.%2fF/ ", min_size=1, max_size=12))
+def test_normalise_is_pep_503_and_npm_s_escaped_scope(name: str) -> None:
+    # runs of separators (``--`` too) and escaped slashes, which the tests before the
+    # pattern skip it for
+    assert normalize(Ecosystem.PYPI, name) == re.sub(r"[-_.]+", "-", name.strip()).lower()
+    assert normalize(Ecosystem.NPM, name) == \
+        name.strip().replace("%2f", "/").replace("%2F", "/").lower()
+
+
 @given(names)
 def test_skeleton_ignores_normalisation(name: str) -> None:
     for eco in Ecosystem:
@@ -314,3 +324,30 @@ def test_shipped_lists_are_one_name_a_line(ecosystem: Ecosystem) -> None:
     text = resources.files("stockade.policy.data").joinpath(
         f"popular-{ecosystem.value}.txt").read_text(encoding="utf-8")
     assert popular(ecosystem) == tuple(text.splitlines())
+
+
+def test_a_name_whose_skeleton_none_holds_is_not_looked_up_in_the_list() -> None:
+    index = NameIndex(Ecosystem.PYPI, ("requests", "flask", "numpy"))
+    asked: list[str] = []
+    listed = index.names
+
+    class Counted(Mapping[str, int]):
+        def get(self, key: str, default: int | None = None) -> int | None:  # type: ignore[override]
+            asked.append(key)
+            return listed.get(key, default)
+
+        def __getitem__(self, key: str) -> int:
+            return listed[key]
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(listed)
+
+        def __len__(self) -> int:
+            return len(listed)
+
+    index.names = Counted()
+    assert index.lookalike("zqxv-unheard-of") is None
+    assert asked == []  # no listed name has its skeleton: it is not listed
+    assert index.lookalike("Flask") is None  # its own skeleton: asked, and listed
+    assert asked == ["flask"]
+    assert index.lookalike("reqeusts") == Match("requests", "swapped letters")

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+import stockade.policy.rules.typosquat as typosquat_rule
+import stockade.policy.typosquat.loose as loose_module
 from stockade.policy.model import Ecosystem, Facts, PackageRef, ProjectFacts
 from stockade.policy.rules.typosquat import TyposquatRule, _normalized
 from stockade.policy.typosquat import NameIndex
@@ -63,6 +65,7 @@ def test_the_rule_shares_them_and_decides_alike(
         own = copy.copy(whole)
         own._neighbours = None
         apart._loose_indexes[eco] = (*apart.loose_index(eco)[:-1], own)
+        apart._sharing.clear()  # nor the strong tier's skeleton: the loose search's own
         found = 0
         for probe in _probes(_normalized(eco), rng, 600):
             ref = PackageRef(eco, probe)
@@ -70,3 +73,35 @@ def test_the_rule_shares_them_and_decides_alike(
             assert rule.evaluate(ref, old) == want, probe
             found += want is not None and "resembles" in want.reason
         assert found > 20  # the probes do reach the loose tier's one edit
+
+
+@pytest.mark.parametrize(("eco", "unlike", "suffixed"), [
+    (Ecosystem.PYPI, "zqxv-unheard-of-thing", "flask-sqlalchemy-3"),
+    (Ecosystem.NPM, "zqxv-unheard-of-thing", "lodash-4")])
+def test_a_first_sight_with_facts_makes_the_name_s_forms_once(
+        eco: Ecosystem, unlike: str, suffixed: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    rule = TyposquatRule(now=lambda: NOW)
+    rule.prepare()
+    old = Facts(upstream="public", project=ProjectFacts(NOW - timedelta(days=730), 40))
+    made = {"normalize": 0, "skeleton": 0}
+
+    def counted(module: object, name: str) -> None:
+        real = getattr(module, name)
+
+        def count(*args: object) -> object:
+            made[name] += 1
+            return real(*args)
+        monkeypatch.setattr(module, name, count)
+    counted(typosquat_rule, "normalize")
+    counted(loose_module, "skeleton")
+    # the strong tier finds nothing for either; the quick loose search finds the second
+    for name, resembles in ((unlike, False), (suffixed, True)):
+        made.update(normalize=0, skeleton=0)
+        verdict = rule.evaluate(PackageRef(eco, name), old)
+        assert (verdict is not None and "resembles" in verdict.reason) is resembles, name
+        # the strong tier's normalisation only, and no skeleton of the name again (the
+        # version suffix's base is one: the part before the version)
+        assert made == {"normalize": 1, "skeleton": int(resembles)}, name
+        made.update(normalize=0, skeleton=0)
+        assert rule.evaluate(PackageRef(eco, name), old) == verdict  # asked again
+        assert made["skeleton"] == 0, name
