@@ -289,6 +289,8 @@ class ArtifactPipeline:
             store, max_bytes=verify_on_read_max_bytes, trust_s=verify_on_read_trust_s,
             on_hashed=lambda ok: metrics.blob_verifications.labels(
                 "read", "ok" if ok else "mismatch").inc())
+        if hot is not None:
+            hot.on_verified = self._verifier.hashed
         self._read_only = read_only  # why storage cannot be written: nothing is fetched
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -343,11 +345,15 @@ class ArtifactPipeline:
         return None if self._hot is None else self._hot.get(info.sha256)
 
     async def _still_intact(self, source: ArtifactSource, info: BlobInfo) -> bool:
-        """Blobs ``hotblobs`` takes are read whole, hashed and held; other small blobs
-        are re-hashed (off the loop, and only when their file may have changed); of
-        larger ones, only that they are still there is checked."""
+        """Blobs ``hotblobs`` takes are read whole, hashed and held, and once dropped
+        from memory served from their file while it is the file they hashed from
+        (within the trust window); other small blobs are re-hashed (off the loop, and
+        only when their file may have changed); of larger ones, only that they are
+        still there is checked."""
         path = self._store.local_path(info.sha256)
         if self._hot is not None and path is not None and self._hot.takes(info.size):
+            if self._verifier.trusted(info.sha256, path):
+                return True  # served from the file: no read into memory, no hash
             try:
                 if await self._hot.load(self._store, info.sha256, path) is not None:
                     return True
