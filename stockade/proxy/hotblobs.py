@@ -9,9 +9,9 @@ on disk is still caught and fetched again.
 
 Each blob read and hashed here (or held from a fill) is told to ``on_verified``
 with its file's identity: once dropped from memory, a blob whose file is still
-that one is served from the file (the read verifier trusts it for
-``storage.verify_on_read_trust_s``) rather than read into memory and hashed again,
-so a churn of many different blobs neither grows the heap nor re-hashes them.
+that one is read for the one answer without a hash and not held (the read
+verifier trusts it for ``storage.verify_on_read_trust_s``), so a churn of many
+different blobs neither grows the heap nor re-hashes them.
 
 Bytes come in only through ``load``, which reads the blob through the
 ``BlobStore`` protocol and hashes it on the way: the bytes held are the ones that

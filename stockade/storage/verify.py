@@ -58,6 +58,23 @@ def file_mark(path: Path) -> FileMark | None:
         return None
 
 
+def read_marked(path: Path, mark: FileMark) -> bytes | None:
+    """The whole file at ``path`` when it is the file of ``mark``, unchanged before
+    and after the read (on the open descriptor: a file replaced meanwhile is not
+    read); None otherwise, or when it is gone (blocking: run it in a thread).
+    """
+    try:
+        with path.open("rb") as handle:
+            if _mark(os.fstat(handle.fileno())) != mark:
+                return None
+            body = handle.read()
+            if _mark(os.fstat(handle.fileno())) != mark:
+                return None
+    except OSError:
+        return None
+    return body
+
+
 def hash_file(path: Path) -> str:
     """The sha256 of a file (blocking: run it in a thread).
 
@@ -114,14 +131,16 @@ class ReadVerifier:
         # sha256 -> (the file's mark when it hashed right, when)
         self._trusted: LRUCache[str, tuple[FileMark, float]] = LRUCache(_TRUSTED_MAX)
 
-    def trusted(self, sha256: str, path: Path) -> bool:
-        """True when the file at ``path`` is the very file last hashed to ``sha256``,
-        unchanged, and within ``trust_s`` of that hash: it may be served from the file
-        without reading it (one ``stat``, on the caller's thread)."""
+    async def read_trusted(self, sha256: str, path: Path) -> bytes | None:
+        """The bytes of the file at ``path`` when it is the very file last hashed to
+        ``sha256``, unchanged, within ``trust_s`` of that hash: read in one thread hop,
+        not hashed. None when it is not (hash it, then), or changed meanwhile."""
         entry = self._trusted.get(sha256)
         if entry is None or self._clock() - entry[1] >= self._trust_s:
-            return False
-        return file_mark(path) == entry[0]
+            return None
+        if file_mark(path) != entry[0]:  # changed: no thread hop for nothing
+            return None
+        return await asyncio.to_thread(read_marked, path, entry[0])
 
     def hashed(self, sha256: str, mark: FileMark) -> None:
         """Remember that the file of mark ``mark`` hashed to ``sha256`` just now (read

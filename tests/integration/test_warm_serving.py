@@ -103,7 +103,7 @@ class TestMemoryBlobs:
         assert len(reads) == 1
         assert _upstream_asked(fake_pypi, dist) == 1
 
-    async def test_a_blob_dropped_from_memory_is_served_from_its_file_unread(
+    async def test_a_blob_dropped_from_memory_is_read_from_its_file_without_a_hash(
             self, fake_pypi: FakePyPI, make_proxy: ProxyFactory, tmp_path: Path,
             monkeypatch: pytest.MonkeyPatch) -> None:
         first, second = fake_pypi.add_wheel("demo", "1.0"), fake_pypi.add_wheel("demo", "2.0")
@@ -117,8 +117,8 @@ class TestMemoryBlobs:
             status, body, headers = await _get(client, _file_path(first))
             assert (status, body) == (200, first.data)
             assert headers["X-Stockade-Cache"] == "hit"
-        # Its file is the one its fill hashed: sent from there, not read into memory
-        # and hashed again.
+        # Its file is the one its fill hashed: read from there as it is, not read
+        # through the store and hashed into memory again.
         assert reads == []
         [blob] = [p for p in blobs(tmp_path) if p.name == hashlib.sha256(first.data).hexdigest()]
         st = blob.stat()
