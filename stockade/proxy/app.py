@@ -363,7 +363,7 @@ def _services(
             hot=hot_blobs(settings, budget), accel=accel(settings),
             locks=fetch_locks(settings),
             verify_on_read_trust_s=settings.storage.verify_on_read_trust_s,
-            read_only=read_only,
+            read_only=read_only, budget=budget,
         )
         rehasher = make_rehasher(settings, store, metrics)
         rendered_root, private = root / "rendered", None

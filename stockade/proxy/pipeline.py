@@ -41,6 +41,7 @@ from stockade.proxy.blobresponse import (
     entity_tag,
     memory_response,
 )
+from stockade.proxy.budget import BudgetedLRU, MemoryBudget
 from stockade.proxy.errors import (
     IntegrityError,
     NotCachedError,
@@ -64,7 +65,13 @@ from stockade.storage.errors import (
 )
 from stockade.storage.protocol import BlobInfo, BlobStore, BlobWriter
 from stockade.storage.records import RecordStore
-from stockade.storage.verify import BlobState, ReadVerifier
+from stockade.storage.verify import (
+    TRUSTED_ENTRY_BYTES,
+    TRUSTED_MAX,
+    BlobState,
+    ReadVerifier,
+    Trusted,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -277,6 +284,7 @@ class ArtifactPipeline:
         locks: FileLocks | None = None,
         verify_on_read_trust_s: float = 0.0,
         read_only: str | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self._locks = locks  # one fill per artifact across worker processes
         self._store = store
@@ -287,8 +295,14 @@ class ArtifactPipeline:
         self._max_bytes = max_artifact_bytes
         self._hot = hot
         self._accel = accel
+        # the files hashed right, remembered: weighed with the process's other caches
+        # (every small blob served is remembered, not only those the memory drops)
+        trusted: Trusted | None = None if budget is None else BudgetedLRU(
+            TRUSTED_MAX * TRUSTED_ENTRY_BYTES, lambda _entry: TRUSTED_ENTRY_BYTES, budget,
+            "trusted files")
         self._verifier = ReadVerifier(
             store, max_bytes=verify_on_read_max_bytes, trust_s=verify_on_read_trust_s,
+            trusted=trusted,
             on_hashed=lambda ok: metrics.blob_verifications.labels(
                 "read", "ok" if ok else "mismatch").inc())
         if hot is not None:

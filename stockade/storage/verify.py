@@ -19,7 +19,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 
 from cachetools import LRUCache
@@ -31,10 +31,14 @@ from stockade.storage.protocol import BlobInfo, BlobStore
 logger = logging.getLogger(__name__)
 
 HASH_CHUNK = 1024 * 1024  # bytes read per hashing step
-_TRUSTED_MAX = 200_000  # blobs whose last hash is remembered (about 40 MB)
+TRUSTED_MAX = 200_000  # blobs whose last hash is remembered, by default
+TRUSTED_ENTRY_BYTES = 500  # what one remembered hash holds (its key, mark and time)
+
 
 # What identifies a file's content without reading it: any write changes one of them.
 FileMark = tuple[int, int, int, int, int]
+# sha256 -> (the file's mark when it hashed right, when)
+Trusted = MutableMapping[str, tuple[FileMark, float]]
 
 
 class BlobState(enum.Enum):
@@ -121,6 +125,7 @@ class ReadVerifier:
     """Checks a blob before it is served, hashing it only when it may have changed."""
 
     def __init__(self, store: BlobStore, *, max_bytes: int, trust_s: float,
+                 trusted: Trusted | None = None,
                  on_hashed: Callable[[bool], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
@@ -128,8 +133,9 @@ class ReadVerifier:
         self._trust_s = trust_s
         self._on_hashed = on_hashed
         self._clock = clock
-        # sha256 -> (the file's mark when it hashed right, when)
-        self._trusted: LRUCache[str, tuple[FileMark, float]] = LRUCache(_TRUSTED_MAX)
+        # the hashes remembered: a caller's bounded map (a process's memory budget
+        # weighs it with its other caches), or at most TRUSTED_MAX of them
+        self._trusted: Trusted = LRUCache(TRUSTED_MAX) if trusted is None else trusted
 
     async def read_trusted(self, sha256: str, path: Path) -> bytes | None:
         """The bytes of the file at ``path`` when it is the very file last hashed to
