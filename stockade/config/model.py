@@ -39,7 +39,9 @@ class MemoryBlobSettings(_Frozen):
 
     A blob is taken in when it is first served warm (its bytes hashed as they are
     read); each later request checks the file's identity (inode, size, mtime,
-    ctime) with one ``stat``, so a blob changed on disk is still caught.
+    ctime) with one ``stat``, so a blob changed on disk is still caught. Once
+    dropped, a blob is read for each answer without a hash, and not held, while
+    that identity holds (within ``storage.verify_on_read_trust_s``).
     """
 
     # Bytes of blobs held in memory per process, least recently used dropped first

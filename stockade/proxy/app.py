@@ -37,6 +37,7 @@ from stockade.proxy.decisionlog import DecisionLog
 from stockade.proxy.dispatch import keep_routes
 from stockade.proxy.firstseen import FirstSeen
 from stockade.proxy.gate import Gate, PolicyEngine
+from stockade.proxy.heaptrim import HeapTrim
 from stockade.proxy.hotblobs import HotBlobs
 from stockade.proxy.metacache import MetadataCache
 from stockade.proxy.metadocs import MetadataRecords
@@ -354,6 +355,7 @@ def _services(
         await store.open()
         # what this process's in-memory caches hold together
         budget = MemoryBudget(settings.server.memory_budget_bytes)
+        trim = HeapTrim(budget)  # what the caches shed goes back to the system
         pipeline = ArtifactPipeline(
             store, open_records(settings, store, ARTIFACT_REFS), metrics,
             max_artifact_bytes=settings.storage.max_artifact_bytes,
@@ -361,7 +363,7 @@ def _services(
             hot=hot_blobs(settings, budget), accel=accel(settings),
             locks=fetch_locks(settings),
             verify_on_read_trust_s=settings.storage.verify_on_read_trust_s,
-            read_only=read_only,
+            read_only=read_only, budget=budget,
         )
         rehasher = make_rehasher(settings, store, metrics)
         rendered_root, private = root / "rendered", None
@@ -445,6 +447,7 @@ def _services(
             await reloader.close()
             await provenance.close()
             await pipeline.close()
+            await trim.close()
             await rendered.close()
             await decisions.close()
             await admission.metacache.close()

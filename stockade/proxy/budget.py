@@ -59,7 +59,10 @@ class Account:
     def release(self, size: int) -> None:
         """Count ``size`` bytes no longer held."""
         self.used -= size
-        self._budget.used -= size
+        budget = self._budget
+        budget.used -= size
+        if budget.on_release is not None:
+            budget.on_release(size)
 
 
 class MemoryBudget:
@@ -70,6 +73,8 @@ class MemoryBudget:
         self.used = 0
         self._accounts: list[Account] = []
         self._shedding = False
+        # told of the bytes each entry dropped gave back (``heaptrim``)
+        self.on_release: Callable[[int], None] | None = None
 
     def account(self, name: str, bound: int, shed: Callable[[], bool]) -> Account:
         """A cache's account: ``bound`` its own limit in bytes, ``shed`` drops its least

@@ -42,6 +42,7 @@ try:
     from stockade.proxy.listening import Listener, bind, serve_worker
     from stockade.proxy.provenance.checker import import_verifiers
     from stockade.proxy.reloader import file_stamps
+    from stockade.proxy.rendered import bound_heap
     from stockade.proxy.serving import (
         ClientLimits,
         ConnectionGuard,
@@ -89,6 +90,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _setup_logging(settings)
+    # Before any thread allocates: a thread that allocated before keeps a heap of
+    # its own for life, beside the one every later thread shares.
+    bound_heap()
     count = worker_count(settings.server.workers)
     # a first start: the typosquat index files built by child processes, so that no
     # serving process holds the build's objects; then mapped as on any later start

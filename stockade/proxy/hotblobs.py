@@ -7,6 +7,12 @@ read, no hash; a file whose identity changed (rewritten, replaced, removed) is
 dropped here and the caller verifies it from storage as before, so a blob changed
 on disk is still caught and fetched again.
 
+Each blob read and hashed here (or held from a fill) is told to ``on_verified``
+with its file's identity: once dropped from memory, a blob whose file is still
+that one is read for the one answer without a hash and not held (the read
+verifier trusts it for ``storage.verify_on_read_trust_s``), so a churn of many
+different blobs neither grows the heap nor re-hashes them.
+
 Bytes come in only through ``load``, which reads the blob through the
 ``BlobStore`` protocol and hashes it on the way: the bytes held are the ones that
 hashed to the digest. Deciding whether a request may have them is the admission
@@ -18,32 +24,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from stockade.proxy.budget import MemoryBudget, unbounded
 from stockade.storage.protocol import BlobStore
+from stockade.storage.verify import FileMark, file_mark
 
 logger = logging.getLogger(__name__)
 
-# (st_ino, st_size, st_mtime_ns, st_ctime_ns): any write through the file system
-# moves ctime, which no one can set back.
-Identity = tuple[int, int, int, int]
+# The file's identity (size, mtime, ctime, inode, device): any write through the
+# file system moves ctime, which no one can set back.
+Identity = FileMark
 
 
 def file_identity(path: Path) -> Identity | None:
-    """The identity of the file at ``path``, or None when it is gone.
-
-    One ``stat`` of a cached inode takes about a microsecond: it runs on the loop,
-    where a thread hop would cost tens of microseconds.
-    """
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    """The identity of the file at ``path``, or None when it is gone (one ``stat``, on
+    the loop, where a thread hop would cost tens of microseconds)."""
+    return file_mark(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,9 @@ class HotBlobs:
         # the read of each blob under way: requests asking at once share it, rather
         # than each reading and hashing the same bytes
         self._loading: dict[str, asyncio.Task[bytes | None]] = {}
+        # told of each blob whose bytes hashed right, read from the file of that
+        # identity unchanged meanwhile (the read verifier, which then trusts the file)
+        self.on_verified: Callable[[str, Identity], None] | None = None
 
     def takes(self, size: int) -> bool:
         """True when a blob of ``size`` bytes may be held."""
@@ -115,7 +118,10 @@ class HotBlobs:
         """Hold ``body``, bytes just hashed to ``sha256`` (a fill's, verified as they
         were stored), as read from the file at ``path``, stored just now."""
         identity = file_identity(path)
-        if identity is not None and identity[1] == len(body) and self.takes(len(body)):
+        if identity is None or identity[0] != len(body):
+            return
+        self._verified(sha256, identity)
+        if self.takes(len(body)):
             self._hold(sha256, _Held(body, path, identity))
 
     async def _load(self, store: BlobStore, sha256: str, path: Path) -> bytes | None:
@@ -130,9 +136,15 @@ class HotBlobs:
             return None
         body = b"".join(parts)
         self.loads += 1
-        if before is not None and before == file_identity(path) and self.takes(len(body)):
-            self._hold(sha256, _Held(body, path, before))
+        if before is not None and before == file_identity(path):
+            self._verified(sha256, before)
+            if self.takes(len(body)):
+                self._hold(sha256, _Held(body, path, before))
         return body
+
+    def _verified(self, sha256: str, identity: Identity) -> None:
+        if self.on_verified is not None:
+            self.on_verified(sha256, identity)
 
     def drop(self, sha256: str) -> None:
         """Forget a blob's bytes."""

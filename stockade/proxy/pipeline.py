@@ -41,6 +41,7 @@ from stockade.proxy.blobresponse import (
     entity_tag,
     memory_response,
 )
+from stockade.proxy.budget import BudgetedLRU, MemoryBudget
 from stockade.proxy.errors import (
     IntegrityError,
     NotCachedError,
@@ -64,7 +65,13 @@ from stockade.storage.errors import (
 )
 from stockade.storage.protocol import BlobInfo, BlobStore, BlobWriter
 from stockade.storage.records import RecordStore
-from stockade.storage.verify import BlobState, ReadVerifier
+from stockade.storage.verify import (
+    TRUSTED_ENTRY_BYTES,
+    TRUSTED_MAX,
+    BlobState,
+    ReadVerifier,
+    Trusted,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +125,8 @@ class StoredArtifact:
 
     info: BlobInfo
     record: Mapping[str, Any]
+    # its verified bytes, where checking it read them (held in memory or not)
+    body: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +284,7 @@ class ArtifactPipeline:
         locks: FileLocks | None = None,
         verify_on_read_trust_s: float = 0.0,
         read_only: str | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self._locks = locks  # one fill per artifact across worker processes
         self._store = store
@@ -285,10 +295,18 @@ class ArtifactPipeline:
         self._max_bytes = max_artifact_bytes
         self._hot = hot
         self._accel = accel
+        # the files hashed right, remembered: weighed with the process's other caches
+        # (every small blob served is remembered, not only those the memory drops)
+        trusted: Trusted | None = None if budget is None else BudgetedLRU(
+            TRUSTED_MAX * TRUSTED_ENTRY_BYTES, lambda _entry: TRUSTED_ENTRY_BYTES, budget,
+            "trusted files")
         self._verifier = ReadVerifier(
             store, max_bytes=verify_on_read_max_bytes, trust_s=verify_on_read_trust_s,
+            trusted=trusted,
             on_hashed=lambda ok: metrics.blob_verifications.labels(
                 "read", "ok" if ok else "mismatch").inc())
+        if hot is not None:
+            hot.on_verified = self._verifier.hashed
         self._read_only = read_only  # why storage cannot be written: nothing is fetched
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -333,32 +351,41 @@ class ArtifactPipeline:
         if info is None:
             return None
         # Bytes held in memory were hashed when read, from this very file.
-        if self._held(info) is None and not await self._still_intact(source, info):
+        intact, body = await self.still_held(source, info)
+        if not intact:
             return None
         return StoredArtifact(BlobInfo(sha256, info.size, {**recorded, **by_alg, "sha256": sha256}),
-                              record)
+                              record, body)
 
     def _held(self, info: BlobInfo) -> bytes | None:
         """The verified bytes ``hotblobs`` holds for ``info``, if its file is unchanged."""
         return None if self._hot is None else self._hot.get(info.sha256)
 
-    async def _still_intact(self, source: ArtifactSource, info: BlobInfo) -> bool:
-        """Blobs ``hotblobs`` takes are read whole, hashed and held; other small blobs
-        are re-hashed (off the loop, and only when their file may have changed); of
-        larger ones, only that they are still there is checked."""
+    async def _still_intact(self, source: ArtifactSource,
+                            info: BlobInfo) -> tuple[bool, bytes | None]:
+        """Blobs ``hotblobs`` takes are read whole, hashed and held; once dropped from
+        memory, read again without a hash while their file is the one they hashed
+        from (within the trust window), and not held: the bytes are answered and
+        freed. Other small blobs are re-hashed (off the loop, and only when their file
+        may have changed); of larger ones, only that they are still there is checked.
+        Returns whether it may be served, and the verified bytes where they were read."""
         path = self._store.local_path(info.sha256)
         if self._hot is not None and path is not None and self._hot.takes(info.size):
+            body = await self._verifier.read_trusted(info.sha256, path)
+            if body is not None:
+                return True, body
             try:
-                if await self._hot.load(self._store, info.sha256, path) is not None:
-                    return True
+                body = await self._hot.load(self._store, info.sha256, path)
             except BlobNotFoundError:
                 logger.warning("stored %s (blob %s) was removed from storage; fetching it "
                                "again", source.filename, info.sha256)
-                return False
+                return False, None
+            if body is not None:
+                return True, body
             logger.warning("stored %s (blob %s) no longer matches its digest; "
                            "deleting it and fetching it again", source.filename, info.sha256)
             await self._store.delete(info.sha256)
-            return False
+            return False, None
         state = await self._verifier.check(info)
         if state is BlobState.CHANGED:
             logger.warning("stored %s (blob %s) no longer matches its digest; "
@@ -367,7 +394,7 @@ class ArtifactPipeline:
         elif state is BlobState.GONE:
             logger.warning("stored %s (blob %s) was removed from storage; fetching it again",
                            source.filename, info.sha256)
-        return state is BlobState.INTACT
+        return state is BlobState.INTACT, None
 
     def respond(
         self, request: web.Request, source: ArtifactSource, stored: StoredArtifact
@@ -376,7 +403,7 @@ class ArtifactPipeline:
         taken = note()
         if taken is not None:
             taken.answered(source, stored.info, False)
-        return self._from_store(request, source, stored.info, "cache")
+        return self._from_store(request, source, stored.info, "cache", stored.body)
 
     async def still_stored(self, source: ArtifactSource, info: BlobInfo) -> bool:
         """Whether ``info``, found stored for ``source`` by an earlier request, may
@@ -386,12 +413,13 @@ class ArtifactPipeline:
 
     async def still_held(self, source: ArtifactSource,
                          info: BlobInfo) -> tuple[bool, bytes | None]:
-        """``still_stored``, and the bytes held in memory it found unchanged (None: not
-        held), for ``answer_stored`` to answer with rather than look them up again."""
+        """``still_stored``, and the verified bytes it found (held in memory, or read
+        to check them; None: not read), for ``answer_stored`` to answer with rather
+        than look them up or read them again."""
         held = self._held(info)
         if held is not None:
             return True, held
-        return await self._still_intact(source, info), None
+        return await self._still_intact(source, info)
 
     def answer_stored(self, request: web.Request, source: ArtifactSource, info: BlobInfo,
                       recorded: bool, held: bytes | None = None, *,
@@ -496,13 +524,14 @@ class ArtifactPipeline:
 
     async def serve(self, request: web.Request, source: ArtifactSource) -> web.StreamResponse:
         """Answer a GET or HEAD (with or without Range) for one artifact."""
-        info = await self.lookup(source)
+        found = await self.stored(source)
         taken = note()
-        if info is not None:
+        if found is not None:
+            info = found.info
             if taken is not None:
                 taken.answered(source, info, True)
             self._served(request, source, info)
-            return self._from_store(request, source, info, "cache")
+            return self._from_store(request, source, info, "cache", found.body)
         if taken is not None:
             taken.spoil()  # fetched: the next request finds it stored
         if request.method == "HEAD" or request.http_range.start is not None:

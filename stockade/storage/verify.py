@@ -19,7 +19,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 
 from cachetools import LRUCache
@@ -31,10 +31,14 @@ from stockade.storage.protocol import BlobInfo, BlobStore
 logger = logging.getLogger(__name__)
 
 HASH_CHUNK = 1024 * 1024  # bytes read per hashing step
-_TRUSTED_MAX = 200_000  # blobs whose last hash is remembered (about 40 MB)
+TRUSTED_MAX = 200_000  # blobs whose last hash is remembered, by default
+TRUSTED_ENTRY_BYTES = 500  # what one remembered hash holds (its key, mark and time)
+
 
 # What identifies a file's content without reading it: any write changes one of them.
 FileMark = tuple[int, int, int, int, int]
+# sha256 -> (the file's mark when it hashed right, when)
+Trusted = MutableMapping[str, tuple[FileMark, float]]
 
 
 class BlobState(enum.Enum):
@@ -47,6 +51,32 @@ class BlobState(enum.Enum):
 
 def _mark(st: os.stat_result) -> FileMark:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def file_mark(path: Path) -> FileMark | None:
+    """The mark of the file at ``path``, or None when it is gone: one ``stat`` of a
+    cached inode, about a microsecond, cheaper on the event loop than a thread hop."""
+    try:
+        return _mark(os.stat(path))
+    except OSError:
+        return None
+
+
+def read_marked(path: Path, mark: FileMark) -> bytes | None:
+    """The whole file at ``path`` when it is the file of ``mark``, unchanged before
+    and after the read (on the open descriptor: a file replaced meanwhile is not
+    read); None otherwise, or when it is gone (blocking: run it in a thread).
+    """
+    try:
+        with path.open("rb") as handle:
+            if _mark(os.fstat(handle.fileno())) != mark:
+                return None
+            body = handle.read()
+            if _mark(os.fstat(handle.fileno())) != mark:
+                return None
+    except OSError:
+        return None
+    return body
 
 
 def hash_file(path: Path) -> str:
@@ -95,6 +125,7 @@ class ReadVerifier:
     """Checks a blob before it is served, hashing it only when it may have changed."""
 
     def __init__(self, store: BlobStore, *, max_bytes: int, trust_s: float,
+                 trusted: Trusted | None = None,
                  on_hashed: Callable[[bool], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
@@ -102,8 +133,26 @@ class ReadVerifier:
         self._trust_s = trust_s
         self._on_hashed = on_hashed
         self._clock = clock
-        # sha256 -> (the file's mark when it hashed right, when)
-        self._trusted: LRUCache[str, tuple[FileMark, float]] = LRUCache(_TRUSTED_MAX)
+        # the hashes remembered: a caller's bounded map (a process's memory budget
+        # weighs it with its other caches), or at most TRUSTED_MAX of them
+        self._trusted: Trusted = LRUCache(TRUSTED_MAX) if trusted is None else trusted
+
+    async def read_trusted(self, sha256: str, path: Path) -> bytes | None:
+        """The bytes of the file at ``path`` when it is the very file last hashed to
+        ``sha256``, unchanged, within ``trust_s`` of that hash: read in one thread hop,
+        not hashed. None when it is not (hash it, then), or changed meanwhile."""
+        entry = self._trusted.get(sha256)
+        if entry is None or self._clock() - entry[1] >= self._trust_s:
+            return None
+        if file_mark(path) != entry[0]:  # changed: no thread hop for nothing
+            return None
+        return await asyncio.to_thread(read_marked, path, entry[0])
+
+    def hashed(self, sha256: str, mark: FileMark) -> None:
+        """Remember that the file of mark ``mark`` hashed to ``sha256`` just now (read
+        and hashed elsewhere, as ``hotblobs`` does), the file unchanged meanwhile."""
+        if self._trust_s > 0:
+            self._trusted[sha256] = (mark, self._clock())
 
     async def check(self, info: BlobInfo) -> BlobState:
         """Whether the stored blob ``info`` may be served (nothing is removed here)."""

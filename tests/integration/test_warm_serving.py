@@ -10,6 +10,7 @@ decision as ever.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -101,6 +102,34 @@ class TestMemoryBlobs:
             assert (await _get(client, _file_path(dist)))[1] == dist.data
         assert len(reads) == 1
         assert _upstream_asked(fake_pypi, dist) == 1
+
+    async def test_a_blob_dropped_from_memory_is_read_from_its_file_without_a_hash(
+            self, fake_pypi: FakePyPI, make_proxy: ProxyFactory, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        first, second = fake_pypi.add_wheel("demo", "1.0"), fake_pypi.add_wheel("demo", "2.0")
+        room = max(len(first.data), len(second.data))  # one blob held at a time
+        client = await make_proxy(upstream=fake_pypi,
+                                  server={"memory_blobs": {"max_bytes": room}})
+        for dist in (first, second):  # fetched, verified and held; the first dropped
+            assert (await _get(client, _file_path(dist)))[1] == dist.data
+        reads = _count_reads(client, monkeypatch)
+        for _ in range(3):
+            status, body, headers = await _get(client, _file_path(first))
+            assert (status, body) == (200, first.data)
+            assert headers["X-Stockade-Cache"] == "hit"
+        # Its file is the one its fill hashed: read from there as it is, not read
+        # through the store and hashed into memory again.
+        assert reads == []
+        [blob] = [p for p in blobs(tmp_path) if p.name == hashlib.sha256(first.data).hexdigest()]
+        st = blob.stat()
+        # Other bytes of the same size, the old mtime put back (ctime still moves);
+        # then the file cut short: neither is served.
+        for changed in (first.data[:-1] + bytes([first.data[-1] ^ 1]), first.data[:-1]):
+            blob.write_bytes(changed)
+            os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+            assert (await _get(client, _file_path(first)))[1] == first.data
+        assert _upstream_asked(fake_pypi, first) == 3
+        assert blob.read_bytes() == first.data
 
     async def test_range_head_and_entity_tag_from_memory(
             self, fake_pypi: FakePyPI, make_proxy: ProxyFactory) -> None:

@@ -1,0 +1,79 @@
+"""Giving the heap's free pages back once the in-memory caches have shed a lot.
+
+Owns when a serving process calls ``malloc_trim`` (``rendered.release_memory``)
+outside work on large documents: after the caches of its ``MemoryBudget``
+together dropped a quarter of the budget (at least 1 MiB: entries shed,
+replaced or expired) since the last trim, at most once every
+``min_interval_s``, in a thread (the call walks the heap; the event loop goes on
+meanwhile). The bytes the caches drop are freed to the heap, which keeps the
+pages they sat on, scattered among live ones, so under a churn of more entries
+than the budget holds the process grew past what its caches count; the trim
+returns the free pages inside the heap as well as at its top. Nothing is done
+on a hit, and a drop only adds to a count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from stockade.proxy.budget import MemoryBudget
+from stockade.proxy.rendered import release_memory
+
+logger = logging.getLogger(__name__)
+
+_MIN_AFTER = 1024 * 1024  # bytes shed before a trim, for a small budget
+
+
+class HeapTrim:
+    """Trims the heap after ``budget``'s caches shed enough (see the module docstring)."""
+
+    def __init__(self, budget: MemoryBudget, *, min_interval_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._after = max(budget.max_bytes // 4, _MIN_AFTER)
+        self._interval = min_interval_s
+        self._clock = clock
+        self._dropped = 0  # bytes dropped since the last trim began
+        self._last = -min_interval_s  # when the last trim began
+        self._later: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.trims = 0  # trims done (tests count them)
+        budget.on_release = self.released
+
+    def released(self, size: int) -> None:
+        """Count ``size`` bytes the caches gave back; trim (or plan one) past the mark."""
+        self._dropped += size
+        if self._dropped < self._after or self._later is not None or self._task is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # outside a server (a command's run): nothing to trim for
+            return
+        wait = self._last + self._interval - self._clock()
+        if wait > 0:
+            self._later = loop.call_later(wait, self._start)
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        self._later = None
+        self._dropped = 0
+        self._last = self._clock()
+        self._task = asyncio.get_running_loop().create_task(self._trim())
+
+    async def _trim(self) -> None:
+        try:
+            await asyncio.to_thread(release_memory)
+            self.trims += 1
+        finally:
+            self._task = None
+
+    async def close(self) -> None:
+        """Cancel a planned trim; wait for one under way."""
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        if self._task is not None:
+            await self._task

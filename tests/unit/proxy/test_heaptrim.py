@@ -1,0 +1,66 @@
+"""The heap given back once the caches of a memory budget dropped a quarter of it:
+in a thread, at most once per interval, and nothing for a few small drops."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from stockade.proxy import heaptrim
+from stockade.proxy.budget import BudgetedLRU, MemoryBudget
+from stockade.proxy.heaptrim import HeapTrim
+
+MIB = 1024 * 1024
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def trims(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The threads each trim ran in."""
+    ran: list[str] = []
+    monkeypatch.setattr(heaptrim, "release_memory",
+                        lambda: ran.append(threading.current_thread().name))
+    return ran
+
+
+async def test_the_heap_is_trimmed_off_the_loop_once_a_quarter_was_dropped(
+        trims: list[str]) -> None:
+    budget = MemoryBudget(4 * MIB)  # a trim after 1 MiB dropped
+    trim = HeapTrim(budget, min_interval_s=0.0)
+    cache: BudgetedLRU[int, bytes] = BudgetedLRU(4 * MIB, len, budget, "blobs")
+    for n in range(3):
+        cache[n] = bytes(300 * 1024)
+    del cache[0], cache[1]  # 600 KiB dropped: not yet
+    await asyncio.sleep(0.05)
+    assert trims == [] and trim.trims == 0
+    for n in range(3, 20):  # past the budget: the oldest are shed
+        cache[n] = bytes(300 * 1024)
+    await _until(lambda: trim.trims == 1)
+    assert "MainThread" not in trims
+    await trim.close()
+
+
+async def test_trims_are_at_most_one_per_interval(trims: list[str]) -> None:
+    now = [100.0]
+    budget = MemoryBudget(4 * MIB)
+    trim = HeapTrim(budget, min_interval_s=60.0, clock=lambda: now[0])
+    account = budget.account("blobs", 4 * MIB, lambda: False)
+    account.charge(3 * MIB)
+    account.release(2 * MIB)
+    await _until(lambda: trim.trims == 1)
+    account.charge(3 * MIB)
+    account.release(3 * MIB)  # within the interval: planned for its end, not run now
+    await asyncio.sleep(0.05)
+    assert trim.trims == 1
+    await trim.close()  # the planned trim is cancelled
+    assert len(trims) == 1
