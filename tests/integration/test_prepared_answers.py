@@ -11,9 +11,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiohttp import http_writer
+from aiohttp import http_writer, web
 from aiohttp.test_utils import TestClient
 
+from stockade.proxy.prepared import PreparedResponse, prepared_head
 from stockade.proxy.state import SERVICES
 from testbed.fakes.pypi_upstream import FakePyPI
 from tests.conftest import ProxyFactory
@@ -119,3 +120,39 @@ class TestPrepared:
             assert answer.lower().count(b"\r\nx-request-id: ") == 1
             body = answer.split(b"\r\n\r\n", 1)[1]
             assert body == (b"" if request.startswith("HEAD") else data)
+
+
+class TestPreparedResponse:
+    """A ``PreparedResponse`` is a ``web.Response`` in all but how its head is written."""
+
+    def test_holds_what_a_response_would(self) -> None:
+        head = prepared_head((("Content-Type", "application/octet-stream"),
+                              ("ETag", '"abc"')), 5)
+        assert head is not None
+        response = PreparedResponse(head, b"hello")
+        plain = web.Response(body=b"hello", headers=head.headers)
+        assert (response.status, response.reason, response.body) == \
+            (plain.status, plain.reason, plain.body)
+        assert response.headers == plain.headers
+        assert response.content_type == "application/octet-stream"
+        response.headers["X-Added"] = "1"  # each answer's headers its own
+        assert "X-Added" not in head.headers
+        assert "X-Added" not in PreparedResponse(head, b"hello").headers
+
+    async def test_compressed_on_aiohttps_path(self, aiohttp_client: Any) -> None:
+        body = b"stockade " * 1000
+        head = prepared_head((("Content-Type", "text/plain"),), len(body))
+        assert head is not None
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            response = PreparedResponse(head, body)
+            response.enable_compression()
+            return response
+
+        app = web.Application()
+        app.router.add_get("/", handler)
+        client = await aiohttp_client(app)
+        resp = await client.get("/", headers={"Accept-Encoding": "gzip"})
+        assert resp.status == 200
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert await resp.read() == body

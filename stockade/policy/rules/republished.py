@@ -20,6 +20,7 @@ from stockade.policy.rules.provenance import cap
 
 # strongest first: the first algorithm both sides know names the change
 _ORDER = ("sha512", "sha256", "blake2b_256", "sha1", "md5")
+_NAMED = frozenset(_ORDER)  # names already in their one form
 
 
 def _algorithm(name: str) -> str:
@@ -36,8 +37,8 @@ def changed_digest(admitted: Mapping[str, str],
                    now: Mapping[str, str]) -> tuple[str, str, str] | None:
     """(algorithm, admitted, now) of the strongest algorithm whose values differ, or
     None when every algorithm both sides know agrees (or they share none)."""
-    if admitted == now:  # the usual case, decided per warm request: nothing can differ
-        return None
+    if admitted == now or _agrees(admitted, now):  # the usual case, decided per warm
+        return None  # request: nothing can differ
     before, after = _canonical(admitted), _canonical(now)
     shared = [a for a in _ORDER if a in before and a in after]
     shared += sorted(a for a in before.keys() & after.keys() if a not in _ORDER)
@@ -45,6 +46,17 @@ def changed_digest(admitted: Mapping[str, str],
         if before[algorithm] != after[algorithm]:
             return algorithm, before[algorithm], after[algorithm]
     return None
+
+
+def _agrees(admitted: Mapping[str, str], now: Mapping[str, str]) -> bool:
+    """Whether both sides name every algorithm in its one form and each one they share
+    has the same value as it is: ``changed_digest`` finds no change then, without
+    building both canonical maps (an npm tarball is admitted with a sha256 its
+    packument does not publish: the two maps differ by that key on every request)."""
+    if not (_NAMED.issuperset(admitted) and _NAMED.issuperset(now)):
+        return False
+    get = admitted.get
+    return all(get(algorithm, value) == value for algorithm, value in now.items())
 
 
 @dataclass
