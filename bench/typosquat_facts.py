@@ -50,7 +50,7 @@ from bench.policy_bench import DATA, lesser_names
 from stockade.policy.engine import Engine, build_engine
 from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, ProjectFacts
 from stockade.policy.names import normalize
-from stockade.policy.rules.typosquat import TyposquatRule, _normalized, popular
+from stockade.policy.rules.typosquat import TyposquatRule, popular
 from stockade.policy.typosquat.loose import SHAPES, LooseIndex, Shapes
 
 csv.field_size_limit(sys.maxsize)
@@ -111,7 +111,7 @@ def recall(engine: Engine, now: datetime) -> None:
 
 @functools.cache
 def _shipped(ecosystem: Ecosystem) -> frozenset[str]:
-    return frozenset(_normalized(ecosystem))
+    return frozenset(popular(ecosystem))
 
 
 def tuning_half(name: str) -> int:
@@ -324,11 +324,11 @@ def shapes_table(engine: Engine, samples: dict[Ecosystem, list[str]],
             lesser = samples[eco][:npm_n]
             what = f"{len(lesser)} lesser-known (as if young)"
         lesser = [n for n in lesser if unrefused(n)]
-        names = set(_normalized(eco))
+        names = set(popular(eco))
         print(f"(4) {eco.value}: the loose tier's catches among {len(squats)} labelled squats "
               f"the strong tier does not refuse, and its holds among {what} names")
         for label, shapes in _variants(SHAPES[eco]):
-            index = LooseIndex(eco, _normalized(eco), names, shapes)
+            index = LooseIndex(eco, popular(eco), names, shapes)
 
             def hit(name: str, index: LooseIndex = index, eco: Ecosystem = eco) -> bool:
                 return index.match(normalize(eco, name), deep=True) is not None

@@ -39,14 +39,15 @@ from stockade.policy.typosquat import Match, NameIndex, skeleton
 from stockade.policy.typosquat import summaries as shipped_summaries
 from stockade.policy.typosquat import tiers as tiered
 from stockade.policy.typosquat.loose import LooseIndex
-from stockade.policy.typosquat.store import load_or_build, load_or_build_loose
+from stockade.policy.typosquat.store import forget_joined, load_or_build, load_or_build_loose
 
 _CACHE_MAX = 32768  # verdicts kept per ecosystem
 
 
 @functools.cache
 def popular(ecosystem: Ecosystem) -> tuple[str, ...]:
-    """The shipped popular names of ``ecosystem``, most popular first."""
+    """The shipped popular names of ``ecosystem``, most popular first (kept until
+    ``release_lists``: a start reads them for the index files' keys, then maps them)."""
     text = resources.files("stockade.policy.data").joinpath(
         f"popular-{ecosystem.value}.txt").read_text(encoding="utf-8")
     # one name a line, and no name holds a space: split at once rather than line by
@@ -54,24 +55,48 @@ def popular(ecosystem: Ecosystem) -> tuple[str, ...]:
     return tuple(text.split())
 
 
+def release_lists() -> None:
+    """Let go of the shipped lists' names (some 140,000 strings, 10 MiB in every
+    process) once their indexes are built or mapped: the indexes hold them packed.
+    Nothing keyed by the lists holds them (``SHIPPED`` stands for them)."""
+    popular.cache_clear()
+    forget_joined()
+
+
+# The shipped lists, as the key of the caches below: a key that is the names' tuple
+# would hold its 140,000 strings for the life of the process.
+SHIPPED = None
+
+
+def _listed(ecosystem: Ecosystem, names: tuple[str, ...] | None) -> tuple[str, ...]:
+    return popular(ecosystem) if names is None else names
+
+
+def _again(ecosystem: Ecosystem,
+           names: tuple[str, ...] | None) -> Callable[[], tuple[str, ...]] | None:
+    """The shipped names read anew, where an index of them must be built after all."""
+    return functools.partial(popular, ecosystem) if names is None else None
+
+
 @functools.lru_cache(maxsize=16)
 def _index(ecosystem: Ecosystem, protected: tuple[str, ...],
-           shipped: tuple[str, ...]) -> NameIndex:
-    """The shipped names with the policy's own ranked first: the shipped index built
-    once per process (or read from its file), the policy's names in a small one of
-    their own looked up first (``NameIndex.over``), so a policy with other names of its
-    own (a reload, a team, a tenant) builds only those. Maven's lists are short: built
-    whole."""
+           shipped: tuple[str, ...] | None) -> NameIndex:
+    """The shipped names (``SHIPPED``: the shipped lists) with the policy's own ranked
+    first: the shipped index built once per process (or read from its file), the
+    policy's names in a small one of their own looked up first (``NameIndex.over``),
+    so a policy with other names of its own (a reload, a team, a tenant) builds only
+    those. Maven's lists are short: built whole."""
     if not protected:
         return _shipped_index(ecosystem, shipped)
     if ecosystem is Ecosystem.MAVEN:
-        return NameIndex(ecosystem, shipped, first=protected)
+        return NameIndex(ecosystem, _listed(ecosystem, shipped), first=protected)
     return NameIndex.over(_shipped_index(ecosystem, shipped), protected)
 
 
 @functools.lru_cache(maxsize=8)
-def _shipped_index(ecosystem: Ecosystem, shipped: tuple[str, ...]) -> NameIndex:
-    return load_or_build(ecosystem, shipped)  # from its file if kept
+def _shipped_index(ecosystem: Ecosystem, shipped: tuple[str, ...] | None) -> NameIndex:
+    return load_or_build(ecosystem, _listed(ecosystem, shipped),  # from its file if kept
+                         again=_again(ecosystem, shipped))
 
 
 @dataclass
@@ -132,6 +157,7 @@ class TyposquatRule:
         for ecosystem in Ecosystem:
             self.index(ecosystem)
             self.loose_index(ecosystem)
+        release_lists()
 
     def loose_index(self, ecosystem: Ecosystem) -> tuple[LooseIndex, ...]:
         """The loose search: the policy's own names, then the shipped lists (built
@@ -139,7 +165,9 @@ class TyposquatRule:
         found = self._loose_indexes.get(ecosystem)
         if found is None:
             index = self.index(ecosystem)
-            shipped = _normalized(ecosystem) if self.popular is None else tuple(
+            # the shipped names are written normalised (``scripts/build_popular.py``
+            # writes them so, and a test holds every shipped name to it)
+            shipped = SHIPPED if self.popular is None else tuple(
                 normalize(ecosystem, n) for n in self.popular.get(ecosystem, ()))
             extra = tuple(normalize(ecosystem, n) for n in (
                 *self.protected.get(ecosystem, ()),
@@ -150,7 +178,7 @@ class TyposquatRule:
                 # the shipped lists' strong index (``_build``'s, or the base under the
                 # policy's own names) files their one-edit neighbours too: the loose
                 # tier reads a name's from its look-up (``LooseIndex.share_one_edit``)
-                shipped_index = _shipped_index(ecosystem, popular(ecosystem))
+                shipped_index = _shipped_index(ecosystem, SHIPPED)
                 if whole.share_one_edit(shipped_index.edits) and not extra \
                         and index is shipped_index:
                     # the strong tier's look-up is of the same names: the quick loose
@@ -181,8 +209,7 @@ class TyposquatRule:
     def _build(self, ecosystem: Ecosystem) -> NameIndex:
         extra = [*self.protected.get(ecosystem, ()),
                  *(n for n in self.internal.get(ecosystem, ()) if "*" not in n)]
-        shipped = tuple(popular(ecosystem)) if self.popular is None else tuple(
-            self.popular.get(ecosystem, ()))
+        shipped = SHIPPED if self.popular is None else tuple(self.popular.get(ecosystem, ()))
         return _index(ecosystem, tuple(extra), shipped)
 
     def _is_allowed(self, ecosystem: Ecosystem, norm: str) -> bool:
@@ -261,9 +288,8 @@ class TyposquatRule:
                 return None
         if tiered.same_owner(eco, ref.name, match.target):
             return None  # the target's own namespace or scope: cleared
-        prints = shipped_summaries.shipped(eco) if project.summary else {}
-        outcome = tiered.loose(eco, project, match.target, prints.get(match.target, 0), now,
-                               self.tiers)
+        target_print = self._summary_print(eco, match.target) if project.summary else 0
+        outcome = tiered.loose(eco, project, match.target, target_print, now, self.tiers)
         if outcome.decision is Decision.ALLOW:
             outcome = tiered.Outcome(Decision.WARN, outcome.why)  # allowed, and recorded
         if outcome.decision is Decision.WARN:
@@ -280,6 +306,13 @@ class TyposquatRule:
                 kept_for.clear()
             kept_for[ref.name] = (project, window[0], window[1], verdict)
         return verdict
+
+    def _summary_print(self, ecosystem: Ecosystem, target: str) -> int:
+        """The fingerprint of the shipped summary of ``target`` (0: none)."""
+        if self.popular is None:  # its place in the shipped list, from the mapped index
+            rank = _shipped_index(ecosystem, SHIPPED).names.get(target)
+            return shipped_summaries.ranked(ecosystem, rank)
+        return shipped_summaries.shipped(ecosystem).get(target, 0)
 
     def resembles(self, ecosystem: Ecosystem, name: str) -> bool:
         """True when ``name`` is only a loose look-alike: the proxy then gathers the
@@ -361,18 +394,12 @@ class TyposquatRule:
                        f'({match.technique}); did you mean "{match.target}"?', match.target)
 
 
-def _normalized(ecosystem: Ecosystem) -> tuple[str, ...]:
-    """The shipped names, normalised: as they are written (``scripts/build_popular.py``
-    writes them so, and a test holds every shipped name to it), so a start does not
-    normalise some 140,000 names again."""
-    return popular(ecosystem)
-
-
 @functools.lru_cache(maxsize=16)
-def _loose(ecosystem: Ecosystem, ranked: tuple[str, ...]) -> LooseIndex:
-    """The loose index of ``ranked`` names (shared across reloads, as the strong one;
-    read from its file if kept)."""
-    return load_or_build_loose(ecosystem, ranked)
+def _loose(ecosystem: Ecosystem, ranked: tuple[str, ...] | None) -> LooseIndex:
+    """The loose index of ``ranked`` names (``SHIPPED``: the shipped lists; shared
+    across reloads, as the strong one; read from its file if kept)."""
+    return load_or_build_loose(ecosystem, _listed(ecosystem, ranked),
+                               again=_again(ecosystem, ranked))
 
 
 def _stem(ecosystem: Ecosystem, pattern: str) -> str | None:

@@ -229,6 +229,12 @@ _last_joined: list[tuple[tuple[str, ...], bytes]] = []  # the names last joined,
 _last_lock = threading.Lock()
 
 
+def forget_joined() -> None:
+    """Let go of the names last joined (``_joined``) and their bytes."""
+    with _last_lock:
+        _last_joined.clear()
+
+
 def _joined(names: tuple[str, ...]) -> bytes:
     """``names``, each followed by a newline, encoded. The strong and the loose index
     of an ecosystem are keyed by the same shipped names: joined once, not twice (the
@@ -470,34 +476,58 @@ def _uncached(fileno: int) -> None:
 
 
 def load_or_build(ecosystem: Ecosystem, names: Iterable[str], *,
-                  first: Iterable[str] = ()) -> NameIndex:
+                  first: Iterable[str] = (),
+                  again: Callable[[], tuple[str, ...]] | None = None) -> NameIndex:
     """``NameIndex(ecosystem, names, first=first)``, read from its file when one was
-    written for these names and this detector, else built (and its file written)."""
+    written for these names and this detector, else built (and its file written).
+    ``again`` gives the names anew, where a table found damaged must be built: the
+    index mapped then does not hold ``names`` for the life of the process."""
     names, first = tuple(names), tuple(first)
     where = folder()
     if where is None and prebuilt() is None:
         return NameIndex(ecosystem, names, first=first)
     name = names_file(ecosystem, names, first)
+    return _mapped_or_built(name, "name", loads,
+                            _name_builder(ecosystem, _names_anew(names, again), first,
+                                          where, name))
 
+
+def _names_anew(names: tuple[str, ...],
+                again: Callable[[], tuple[str, ...]] | None) -> Callable[[], tuple[str, ...]]:
+    if again is not None:
+        return again
+    return lambda: names
+
+
+def _name_builder(ecosystem: Ecosystem, names: Callable[[], tuple[str, ...]],
+                  first: tuple[str, ...], where: Path | None,
+                  name: str) -> Callable[[], NameIndex]:
     def build() -> NameIndex:
-        index = NameIndex(ecosystem, names, first=first)
+        index = NameIndex(ecosystem, names(), first=first)
         if where is not None:
             _write(where, where / name, dumps(index))
         return index
 
-    return _mapped_or_built(name, "name", loads, build)
+    return build
 
 
-def load_or_build_loose(ecosystem: Ecosystem, names: tuple[str, ...]) -> LooseIndex:
+def load_or_build_loose(ecosystem: Ecosystem, names: tuple[str, ...], *,
+                        again: Callable[[], tuple[str, ...]] | None = None) -> LooseIndex:
     """``LooseIndex(ecosystem, names)``, mapped from its file when one was written for
-    these names, these shapes and this detector, else built (and its file written)."""
+    these names, these shapes and this detector, else built (and its file written;
+    ``again`` as ``load_or_build`` takes it)."""
     where = folder()
     if where is None and prebuilt() is None:
         return LooseIndex(ecosystem, names)
     name = loose_file(ecosystem, names)
+    return _mapped_or_built(name, "loose", loads_loose,
+                            _loose_builder(ecosystem, _names_anew(names, again), where, name))
 
+
+def _loose_builder(ecosystem: Ecosystem, names: Callable[[], tuple[str, ...]],
+                   where: Path | None, name: str) -> Callable[[], LooseIndex]:
     def rebuild() -> LooseIndex:
-        index = LooseIndex(ecosystem, names)
+        index = LooseIndex(ecosystem, names())
         if where is None:
             return index
         try:
@@ -508,7 +538,7 @@ def load_or_build_loose(ecosystem: Ecosystem, names: tuple[str, ...]) -> LooseIn
         _write(where, where / name, data)
         return index
 
-    return _mapped_or_built(name, "loose", loads_loose, rebuild)
+    return rebuild
 
 
 def _mapped_or_built(name: str, kind: str,

@@ -44,13 +44,27 @@ def encode(fingerprints: list[int]) -> bytes:
 
 
 @functools.cache
+def _prints(ecosystem: Ecosystem) -> bytes:
+    """The shipped fingerprints of ``ecosystem``: four bytes a listed name, in order."""
+    data = resources.files("stockade.policy.data").joinpath(f"summaries-{ecosystem.value}.bin")
+    return data.read_bytes() if data.is_file() else b""
+
+
+def ranked(ecosystem: Ecosystem, rank: int | None) -> int:
+    """The fingerprint of the summary of the shipped name at ``rank`` (its place in
+    ``popular-<ecosystem>.txt``); 0 for none. A look-up in the file's bytes, where a
+    dict of every listed name would hold some 8 MiB in every process."""
+    raw = _prints(ecosystem)
+    if rank is None or not 0 <= rank < len(raw) // 4:
+        return 0
+    return int.from_bytes(raw[4 * rank:4 * rank + 4], "little")
+
+
 def shipped(ecosystem: Ecosystem) -> dict[str, int]:
-    """Name (as listed) -> fingerprint of its summary, for the shipped popular list."""
+    """Name (as listed) -> fingerprint of its summary, for the shipped popular list
+    (made anew at each call: for tools and rules over lists of their own)."""
     from stockade.policy.rules.typosquat import popular
 
-    data = resources.files("stockade.policy.data").joinpath(f"summaries-{ecosystem.value}.bin")
-    if not data.is_file():
-        return {}
-    raw = data.read_bytes()
+    raw = _prints(ecosystem)
     prints = [int.from_bytes(raw[i:i + 4], "little") for i in range(0, len(raw) - 3, 4)]
     return {name: f for name, f in zip(popular(ecosystem), prints, strict=False) if f}

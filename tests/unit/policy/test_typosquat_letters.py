@@ -14,7 +14,7 @@ from rapidfuzz.distance import DamerauLevenshtein
 
 from stockade.policy.model import Ecosystem
 from stockade.policy.names import normalize
-from stockade.policy.rules.typosquat import _loose, _normalized
+from stockade.policy.rules.typosquat import _loose, popular
 from stockade.policy.typosquat import contained
 from stockade.policy.typosquat.compare import Match, technique_of
 from stockade.policy.typosquat.contained import CONTAINED_LONGEST, Contained, _sits
@@ -190,7 +190,7 @@ def test_the_shipped_indexes_answer_as_the_plain_search(ecosystem: Ecosystem) ->
     """Over the labelled squats, edits of the most installed names and random names,
     the bounded ratio and two-edit searches name the same target, the same way."""
     rng = random.Random(5)  # noqa: S311 - test data, not secrets
-    ranked = _normalized(ecosystem)
+    ranked = popular(ecosystem)
     index = _loose(ecosystem, ranked)
     with LABELLED.open(newline="") as fh:
         names = [r["name"] for r in csv.DictReader(fh, delimiter="\t")

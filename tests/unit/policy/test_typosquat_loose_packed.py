@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from stockade.policy.model import Ecosystem
-from stockade.policy.rules.typosquat import _normalized
+from stockade.policy.rules.typosquat import popular
 from stockade.policy.typosquat import store
 from stockade.policy.typosquat.loose import LooseIndex
 from stockade.policy.typosquat.packed import _Packed
@@ -75,7 +75,7 @@ def _probes(names: tuple[str, ...], rng: random.Random, count: int) -> list[str]
 def test_packed_index_finds_what_its_dicts_find(eco: Ecosystem, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STOCKADE_INDEX_CACHE", str(tmp_path))
-    names = _normalized(eco)
+    names = popular(eco)
     built = store.load_or_build_loose(eco, names)  # built, and its file written
     mapped = store.load_or_build_loose(eco, names)  # the file mapped
     assert mapped is not built and next(tmp_path.glob(f"loose-{eco.value}-*.packed"))

@@ -12,7 +12,7 @@ import pytest
 import stockade.policy.rules.typosquat as typosquat_rule
 import stockade.policy.typosquat.loose as loose_module
 from stockade.policy.model import Ecosystem, Facts, PackageRef, ProjectFacts
-from stockade.policy.rules.typosquat import TyposquatRule, _normalized
+from stockade.policy.rules.typosquat import TyposquatRule, popular
 from stockade.policy.typosquat import NameIndex
 from stockade.policy.typosquat.loose import LooseIndex
 from tests.unit.policy.test_typosquat_loose_packed import _probes
@@ -27,7 +27,7 @@ def _held(value: str | tuple[str, ...]) -> tuple[str, ...]:
 @pytest.mark.parametrize("eco", [Ecosystem.PYPI, Ecosystem.NPM])
 def test_the_edit_deletions_hold_the_loose_one_edit_neighbours(eco: Ecosystem) -> None:
     # past the edits' reach (20,000), with short names beyond SHORT_EDIT_RANK in it
-    names = _normalized(eco)[:24_000]
+    names = popular(eco)[:24_000]
     strong = NameIndex(eco, names).edits
     loose = LooseIndex(eco, names)
     one = dict(loose._one.items())
@@ -67,7 +67,7 @@ def test_the_rule_shares_them_and_decides_alike(
         apart._loose_indexes[eco] = (*apart.loose_index(eco)[:-1], own)
         apart._sharing.clear()  # nor the strong tier's skeleton: the loose search's own
         found = 0
-        for probe in _probes(_normalized(eco), rng, 600):
+        for probe in _probes(popular(eco), rng, 600):
             ref = PackageRef(eco, probe)
             want = apart.evaluate(ref, old)
             assert rule.evaluate(ref, old) == want, probe

@@ -400,3 +400,26 @@ def test_threads_reading_a_table_first_at_once_all_get_its_answers(
             thread.join()
         assert answers == [expected] * 8
         assert not unchecked(loaded.names)
+
+
+def test_a_damaged_table_is_built_from_the_names_given_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mapped index holds a way to read its names again, not the names: a table
+    found damaged is built from what ``again`` gives."""
+    monkeypatch.setenv("STOCKADE_INDEX_CACHE", str(tmp_path))
+    asked: list[int] = []
+
+    def again() -> tuple[str, ...]:
+        asked.append(1)
+        return tuple(LISTS[E.PYPI])
+
+    store.load_or_build(E.PYPI, LISTS[E.PYPI])
+    (path,) = tmp_path.glob("names-pypi-*.packed")
+    at, size = _spans(path, store._MAGIC)["_deletes"]
+    _flip(path, at + size - 16)
+    loaded = store.load_or_build(E.PYPI, LISTS[E.PYPI], again=again)
+    assert asked == []  # mapped: the names are not asked for
+    built = NameIndex(E.PYPI, LISTS[E.PYPI])
+    assert [loaded.lookalike(n) for n in PROBES[E.PYPI]] == \
+        [built.lookalike(n) for n in PROBES[E.PYPI]]
+    assert asked == [1]  # the damaged table's first use built the index anew
