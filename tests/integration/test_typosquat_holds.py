@@ -203,3 +203,26 @@ async def test_pypi_summary_and_repository_are_asked_for_look_alikes_only(
         assert index.count("/pypi/plain-thing/json") == 0  # not a look-alike: never asked
     finally:
         await index.stop()
+
+
+async def test_pypi_json_api_leaves_a_loose_tier_name_to_its_facts(
+        aiohttp_client: Any, tmp_path: Path) -> None:
+    """Poetry resolves from the JSON API: a name the loose tier decides (two popular
+    names joined) is decided there on the project's facts, as pip's page and file
+    downloads decide it, not refused on the name alone."""
+    index = await FakePyPI().start()
+    try:
+        for i in range(6):  # old, many releases: allowed and recorded
+            index.add_wheel("django-pydantic", f"1.{i}", upload_time=_stamp(timedelta(days=900)))
+        config = _config(tmp_path, pypi=index.url)
+        client = await aiohttp_client(make_app(load_settings(config, environ={})))
+        found = await client.get("/pypi/pypi/django-pydantic/json")
+        assert found.status == 200, await found.text()
+        assert len((await found.json())["releases"]) == 6
+        # a strong match is still refused there on its name
+        assert (await client.get("/pypi/pypi/reqeusts/json")).status == 403
+    finally:
+        await index.stop()
+    recorded = [r for r in _log(config) if r["name"] == "django-pydantic"]
+    assert recorded and {r["decision"] for r in recorded} == {"warn"}
+    assert 'resembles "pydantic"' in recorded[0]["reason"]

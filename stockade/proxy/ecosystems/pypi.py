@@ -393,7 +393,9 @@ async def json_api(request: web.Request) -> web.StreamResponse:
         raise BadRequestError(f"{version!r} is not a valid version")
     adm = services(request).admission
     who = caller(request)
-    upstreams = await adm.admit_name(ECO, name, who)
+    # Its versions are decided on the project's facts below: a look-alike the loose
+    # tier decides is left to them, as the simple page leaves it to its files.
+    upstreams = await adm.admit_name(ECO, name, who, project_follows=True)
     upstream = upstreams.owner
     # The versions policy refuses are decided on the project page, as for pip.
     project, page_doc = await _project(adm, upstream, name)
