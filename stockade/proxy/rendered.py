@@ -65,10 +65,14 @@ T = TypeVar("T")
 _IN_MEMORY_MAX = 1024 * 1024  # bytes: documents this small are kept in memory too
 LARGE_BYTES = 4 * 1024 * 1024  # bytes of input from which work takes a render slot
 _PR_SET_PDEATHSIG = 1  # prctl(2)
-_M_MMAP_THRESHOLD = -3  # mallopt(3)
+_M_TRIM_THRESHOLD = -1  # mallopt(3)
+_M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 # Allocations from this size on are mapped on their own, and unmapped when freed.
 _MMAP_THRESHOLD = 1024 * 1024
+# Free memory at the heap's top kept for the next allocations up to this size (a
+# trim by ``release_memory`` gives it back).
+_TRIM_THRESHOLD = 2 * 1024 * 1024
 # Added to the niceness of pool processes: rendering a large document keeps a core
 # busy for seconds, and a serving process waiting for that core holds every request
 # it has (a warm request's wait for the processor was most of its 99th percentile
@@ -410,10 +414,17 @@ def bound_heap() -> None:
     32 MiB): the next 20 MB bodies then come from the heap, which keeps what it
     grew to. Setting the threshold fixes it. And one heap (arena) for every thread
     of the process. glibc only; elsewhere nothing.
+
+    Setting it also fixes the heap's trim threshold, at 128 KiB: every free that left
+    that much at the heap's top gave it back, and the next request's near-megabyte
+    send buffer faulted its pages in anew (some 250 page faults a request: a warm
+    ~1 MB file cost twice the CPU). The top now keeps up to ``_TRIM_THRESHOLD``; the
+    caches' sheds trim it (``heaptrim``).
     """
     libc = _libc()
     if libc is not None:
         libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
         # One heap for every thread: glibc gives each thread that allocates a heap of
         # its own (up to eight per core), and the bytes a pool thread read and a cache
         # still holds pin it. Python allocates holding the interpreter lock, so the
