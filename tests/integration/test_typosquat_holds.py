@@ -49,16 +49,22 @@ async def _until(check: Any, what: str) -> None:
         await asyncio.sleep(0.02)
 
 
+def _young_and_old(registry: FakeNpm, young: str, old: str, *, releases: int) -> None:
+    """``young`` first published two days ago (one release), ``old`` 800 days ago
+    with ``releases`` releases."""
+    two_days = _stamp(timedelta(days=2, hours=1))
+    registry.publish(young, "1.0.0", time=two_days)
+    registry.created[young] = two_days
+    registry.publish(old, "1.0.0", time=_stamp(timedelta(days=800)))
+    for i in range(1, releases):
+        registry.publish(old, f"1.{i}.0", time=_stamp(timedelta(days=700 - i)))
+    registry.created[old] = _stamp(timedelta(days=800))
+
+
 async def test_npm_hold_its_reason_and_an_approval(aiohttp_client: Any, tmp_path: Path) -> None:
     registry = await FakeNpm().start()
     try:
-        two_days = _stamp(timedelta(days=2, hours=1))
-        registry.publish("axios-2", "1.0.0", time=two_days)
-        registry.created["axios-2"] = two_days
-        registry.publish("axios-3", "1.0.0", time=_stamp(timedelta(days=800)))
-        for i in range(1, 6):
-            registry.publish("axios-3", f"1.{i}.0", time=_stamp(timedelta(days=700 - i)))
-        registry.created["axios-3"] = _stamp(timedelta(days=800))
+        _young_and_old(registry, "axios-2", "axios-3", releases=6)
         config = _config(tmp_path, npm=registry.url)
         client = await aiohttp_client(make_app(load_settings(config, environ={})))
         gate = client.app[SERVICES].gate
@@ -109,13 +115,7 @@ async def test_npm_separator_variant_held_young_and_recorded_old(
     recorded as a look-alike."""
     registry = await FakeNpm().start()
     try:
-        two_days = _stamp(timedelta(days=2, hours=1))
-        registry.publish("code-mirror", "1.0.0", time=two_days)
-        registry.created["code-mirror"] = two_days
-        registry.publish("react-router-dev", "1.0.0", time=_stamp(timedelta(days=800)))
-        for i in range(1, 5):
-            registry.publish("react-router-dev", f"1.{i}.0", time=_stamp(timedelta(days=700 - i)))
-        registry.created["react-router-dev"] = _stamp(timedelta(days=800))
+        _young_and_old(registry, "code-mirror", "react-router-dev", releases=5)
         config = _config(tmp_path, npm=registry.url)
         client = await aiohttp_client(make_app(load_settings(config, environ={})))
 
