@@ -24,12 +24,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stockade.proxy.budget import MemoryBudget, unbounded
+from stockade.proxy.budget import BudgetedLRU, MemoryBudget, unbounded
 from stockade.storage.protocol import BlobStore
 from stockade.storage.verify import FileMark, file_mark
 
@@ -59,10 +58,10 @@ class HotBlobs:
     def __init__(self, max_bytes: int, max_blob_bytes: int,
                  budget: MemoryBudget | None = None) -> None:
         self.max_bytes = max_bytes
-        self._account = (budget or unbounded()).account("blobs", max_bytes, self._shed)
         self.max_blob_bytes = min(max_blob_bytes, max_bytes)
-        self._held: OrderedDict[str, _Held] = OrderedDict()  # least recently used first
-        self.used_bytes = 0
+        # least recently used first, its bytes charged to the process's budget
+        self._held: BudgetedLRU[str, _Held] = BudgetedLRU(
+            max_bytes, _weight, budget or unbounded(), "blobs")
         self.loads = 0  # blobs read and hashed into memory (tests count them)
         # the read of each blob under way: requests asking at once share it, rather
         # than each reading and hashing the same bytes
@@ -73,7 +72,12 @@ class HotBlobs:
 
     def takes(self, size: int) -> bool:
         """True when a blob of ``size`` bytes may be held."""
-        return 0 < size <= self.max_blob_bytes and self._account.takes(size)
+        return 0 < size <= self.max_blob_bytes and self._held.account.takes(size)
+
+    @property
+    def used_bytes(self) -> int:
+        """The bytes of the blobs held."""
+        return int(self._held.currsize)
 
     def get(self, sha256: str) -> bytes | None:
         """The verified bytes of ``sha256`` when held and its file is still the one
@@ -86,7 +90,6 @@ class HotBlobs:
                         "verifying it again", sha256)
             self.drop(sha256)
             return None
-        self._held.move_to_end(sha256)
         return held.body
 
     async def load(self, store: BlobStore, sha256: str, path: Path) -> bytes | None:
@@ -148,24 +151,11 @@ class HotBlobs:
 
     def drop(self, sha256: str) -> None:
         """Forget a blob's bytes."""
-        held = self._held.pop(sha256, None)
-        if held is not None:
-            self.used_bytes -= len(held.body)
-            self._account.release(len(held.body))
+        self._held.pop(sha256, None)
 
     def _hold(self, sha256: str, held: _Held) -> None:
-        self.drop(sha256)
-        self._held[sha256] = held
-        self.used_bytes += len(held.body)
-        self._account.charge(len(held.body))  # past the budget, some cache sheds
-        while self.used_bytes > self.max_bytes and self._shed():
-            pass
+        self._held[sha256] = held  # past the budget, some cache sheds
 
-    def _shed(self) -> bool:
-        """Forget the least recently used blob; False when none is held."""
-        if not self._held:
-            return False
-        _, victim = self._held.popitem(last=False)
-        self.used_bytes -= len(victim.body)
-        self._account.release(len(victim.body))
-        return True
+
+def _weight(held: _Held) -> int:
+    return len(held.body)

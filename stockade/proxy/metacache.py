@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from stockade.proxy.budget import MemoryBudget, unbounded
+from stockade.proxy.budget import BudgetedLRU, MemoryBudget, unbounded
 from stockade.proxy.errors import NotCachedError, UpstreamError, UpstreamStatusError
 from stockade.proxy.metadocs import (
     CachedDoc,
@@ -80,15 +79,14 @@ class MetadataCache:
         self._metrics = metrics
         self._max_doc_bytes = max_doc_bytes
         self._memory_bytes = memory_bytes
-        # the documents' bodies held, counted with the process's other caches
-        self._account = (budget or unbounded()).account("metadata", memory_bytes,
-                                                        self._shed)
         self._offline = offline
         # Per ecosystem: how long an upstream 404 is believed before asking again.
         self._negative_ttl_s = dict(negative_ttl_s or {})
         self._clock = clock
-        self._memory: OrderedDict[str, CachedDoc] = OrderedDict()
-        self._memory_used = 0
+        # the documents' bodies held, least recently used first, counted with the
+        # process's other caches
+        self._memory: BudgetedLRU[str, CachedDoc] = BudgetedLRU(
+            memory_bytes, _body_bytes, budget or unbounded(), "metadata")
         self._missing: LRUCache[str, Missing] = LRUCache(_NEGATIVES_IN_MEMORY)
         self._large: LRUCache[str, CachedDoc] = LRUCache(_LARGE_RECORDS)  # without bodies
         # one refresh per document across worker processes, with ``locks``
@@ -384,7 +382,6 @@ class MetadataCache:
     async def _load(self, key: str, *, body: bool = True) -> CachedDoc | Missing | None:
         doc = self._memory.get(key)
         if doc is not None:
-            self._memory.move_to_end(key)
             return doc  # kept as a hit already: no copy per warm request
         missing = self._missing.get(key)
         if missing is not None:
@@ -415,7 +412,7 @@ class MetadataCache:
         return doc
 
     def _too_large(self, length: int) -> bool:
-        return length > self._memory_bytes // 4 or not self._account.takes(length)
+        return length > self._memory_bytes // 4 or not self._memory.account.takes(length)
 
     async def _store_missing(self, missing: Missing) -> None:
         self._forget(missing.key)
@@ -437,20 +434,8 @@ class MetadataCache:
         self._remember(doc)
 
     def _forget(self, key: str) -> None:
-        old = self._memory.pop(key, None)
-        if old is not None:
-            self._memory_used -= len(old.body)
-            self._account.release(len(old.body))
+        self._memory.pop(key, None)
         self._large.pop(key, None)
-
-    def _shed(self) -> bool:
-        """Keep the least recently used document on disk only; False when none is held."""
-        if not self._memory:
-            return False
-        _, evicted = self._memory.popitem(last=False)
-        self._memory_used -= len(evicted.body)
-        self._account.release(len(evicted.body))
-        return True
 
     def _remember(self, doc: CachedDoc) -> None:
         self._forget(doc.key)
@@ -462,12 +447,9 @@ class MetadataCache:
             # its body is read from disk, and only by a caller that needs it
             self._large[doc.key] = without_body(doc)
             return
+        # past its bound or the budget, the least recently used are kept on disk only
         self._memory[doc.key] = doc if doc.result is CacheResult.HIT else replace(
             doc, result=CacheResult.HIT)
-        self._memory_used += len(doc.body)
-        self._account.charge(len(doc.body))  # past the budget, some cache sheds
-        while self._memory_used > self._memory_bytes and self._shed():
-            pass
 
     @property
     def held(self) -> int:
@@ -477,8 +459,6 @@ class MetadataCache:
     def forget_all(self) -> None:
         """Drop every document held in memory (a purge elsewhere: read them again)."""
         self._memory.clear()
-        self._account.release(self._memory_used)
-        self._memory_used = 0
         self._missing.clear()
         self._large.clear()
         self.epoch += 1
@@ -486,3 +466,7 @@ class MetadataCache:
     async def close(self) -> None:
         """Stop any refresh still running."""
         await self._flight.cancel_all()
+
+
+def _body_bytes(doc: CachedDoc) -> int:
+    return len(doc.body)

@@ -49,8 +49,8 @@ async def test_re_deciding_after_a_policy_swap_shares_the_budget(
     client = await make_proxy(upstream=fake_pypi, server={"memory_budget_bytes": 4096})
     serving = client.server.app[SERVICES].admission
     offline = client.server.app[REEVALUATOR]._admission
-    assert offline.metacache._account._budget is serving.metacache._account._budget
-    assert offline._parsed.account._budget is serving.metacache._account._budget
+    assert offline.metacache._memory.account._budget is serving.metacache._memory.account._budget
+    assert offline._parsed.account._budget is serving.metacache._memory.account._budget
 
 
 async def test_the_files_trusted_without_a_hash_are_weighed_in_the_budget(
@@ -61,7 +61,7 @@ async def test_the_files_trusted_without_a_hash_are_weighed_in_the_budget(
     client = await make_proxy(upstream=fake_pypi, server={"memory_budget_bytes": 64 * 1024})
     for name, dist in dists.items():
         assert (await _serve(client, name, dist))[1] == dist.data
-    budget = client.server.app[SERVICES].admission.metacache._account._budget
+    budget = client.server.app[SERVICES].admission.metacache._memory.account._budget
     usage = budget.usage()
     assert usage["trusted files"] > 0
     assert sum(usage.values()) <= budget.max_bytes
