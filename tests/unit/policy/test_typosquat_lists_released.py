@@ -16,6 +16,8 @@ from stockade.policy.rules import typosquat
 from stockade.policy.rules.typosquat import TyposquatRule, popular
 from stockade.policy.typosquat import summaries
 
+# each test builds the shipped lists' indexes into an empty folder (a first start)
+pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture
 def kept_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -17,7 +17,7 @@ from stockade.proxy.heaptrim import HeapTrim
 MIB = 1024 * 1024
 
 
-async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+async def _until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "not reached in time"
