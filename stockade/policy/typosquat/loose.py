@@ -261,17 +261,16 @@ class LooseIndex:
             raise ValueError("an index that shares nothing with a strong one")
         if norm in self._listed or not skel:
             return None
-        found = None
-        if exact is not None and exact != norm:
-            scoped = self.ecosystem is Ecosystem.NPM and ("/" in norm) != ("/" in exact)
-            found = Match(exact, "flattened scope" if scoped else "separator variant")
-        return found or self._suffix(skel, norm) or self._one_edit(skel)
+        return self._same_as(norm, exact) or self._suffix(skel, norm) or self._one_edit(skel)
 
     def _target(self, skel: str) -> str:
         return self._names[skel]
 
     def _same(self, norm: str, skel: str) -> Match | None:
-        target = self._names.get(skel)
+        return self._same_as(norm, self._names.get(skel))
+
+    def _same_as(self, norm: str, target: str | None) -> Match | None:
+        """``norm`` against ``target``, the name holding its skeleton (None: none)."""
         if target is None or target == norm:
             return None
         scoped = self.ecosystem is Ecosystem.NPM and ("/" in norm) != ("/" in target)
