@@ -182,7 +182,7 @@ class RenderedCache:
         """Start empty: rendered files are derived and may belong to an old policy.
         Large documents' bodies are then mapped on their own in this (the serving)
         process: each is given back when freed (``bound_heap``)."""
-        bound_heap()  # before this process's threads allocate
+        bound_heap()  # set first thing by `stockade serve`; here for an app made otherwise
         await asyncio.to_thread(self._reset)
 
     def _reset(self) -> None:
