@@ -134,8 +134,8 @@ class FastPath:
         """Answer ``parsed`` on ``protocol``'s connection, or do nothing and say so
         (False: aiohttp is then given the request)."""
         memo = self._memo_of(self._app)
-        if memo is None or not idle(protocol):
-            return False
+        if memo is None or not idle(protocol) or self._app.on_response_prepare:
+            return False  # (a hook on each answer's head: aiohttp's path calls it)
         match = memo.route(parsed.path)
         host = parsed.headers.get("Host")
         if match is None or host is None or host_problem(host) is not None:

@@ -113,9 +113,9 @@ class Server:
         out = {}
         for family in registry.collect():
             for sample in family.samples:
-                if sample.name.endswith(("_sum", "_bucket", "_created")):
-                    continue
-                if "process" in sample.name or "seconds" in sample.name and "count" not in sample.name:
+                name = sample.name
+                timing = "seconds" in name and not name.endswith("_count")
+                if name.endswith(("_sum", "_bucket", "_created")) or "process" in name or timing:
                     continue
                 out[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
         return out
