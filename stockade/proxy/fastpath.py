@@ -1,9 +1,9 @@
 """The connection's fast path: a warm memo's hit answered below aiohttp's request
 machinery (``server.fast_path``).
 
-Owns ``parse`` (one chunk of bytes read as exactly one plain request: a GET in
+Owns ``parse`` (one chunk of bytes read as exactly one plain request: a GET or HEAD in
 HTTP/1.1, origin-form, no body, nothing that changes how the connection goes on;
-anything else is None) and ``FastPath``, which answers such a request where aiohttp's
+anything else is None) and ``FastPath``, which answers such a GET where aiohttp's
 protocol is idle (waiting for a request, none queued or in flight, the transport's
 buffer empty) and the warm memo answered a GET of the same raw path before. The
 request is made as aiohttp makes it (its ``Request``, with the route the router
@@ -41,9 +41,9 @@ from stockade.proxy.warmmemo import WarmMemo, hot_route
 
 MAX_BYTES = 16 * 1024  # a request longer than this is aiohttp's
 MAX_FIELDS = 64
-# The request line: a GET of an origin-form target of path characters (no query, no
-# fragment), in HTTP/1.1, single spaces, CRLF.
-_REQUEST_LINE = re.compile(rb"GET (/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*) HTTP/1\.1\r\n")
+# The request line: a GET (or a HEAD, read whole but left to aiohttp) of an origin-form
+# target of path characters (no query, no fragment), in HTTP/1.1, single spaces, CRLF.
+_REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*) HTTP/1\.1\r\n")
 # A header field: a token, a colon, a value of visible ASCII with single spaces inside,
 # optional blanks around it, CRLF (no obs-fold, no control, no other byte).
 _FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*"
@@ -57,16 +57,18 @@ _RULED: dict[bytes, bytes | None] = {
 
 
 class Parsed(NamedTuple):
-    """A plain GET: its raw path and header fields, as aiohttp's parser gives them."""
+    """A plain GET or HEAD: its raw path and header fields, as aiohttp's parser gives
+    them."""
 
+    method: str
     path: str
     headers: CIMultiDictProxy[str]
     raw_headers: tuple[tuple[bytes, bytes], ...]
 
 
 def parse(data: bytes) -> Parsed | None:
-    """``data`` as exactly one complete plain GET (see the module docstring); None
-    where it is anything else or more, or less."""
+    """``data`` as exactly one complete plain GET or HEAD (see the module docstring);
+    None where it is anything else or more, or less."""
     if len(data) > MAX_BYTES or not data.endswith(b"\r\n\r\n"):
         return None
     line = _REQUEST_LINE.match(data)
@@ -92,7 +94,8 @@ def parse(data: bytes) -> Parsed | None:
         return None
     headers = CIMultiDict((name.decode("ascii"), value.decode("ascii"))
                           for name, value in raw)
-    return Parsed(line.group(1).decode("ascii"), CIMultiDictProxy(headers), tuple(raw))
+    return Parsed(line.group(1).decode("ascii"), line.group(2).decode("ascii"),
+                  CIMultiDictProxy(headers), tuple(raw))
 
 
 def idle(protocol: web.RequestHandler) -> bool:
@@ -134,7 +137,8 @@ class FastPath:
         """Answer ``parsed`` on ``protocol``'s connection, or do nothing and say so
         (False: aiohttp is then given the request)."""
         memo = self._memo_of(self._app)
-        if memo is None or not idle(protocol) or self._app.on_response_prepare:
+        if (parsed.method != "GET" or memo is None or not idle(protocol)
+                or self._app.on_response_prepare):
             return False  # (a hook on each answer's head: aiohttp's path calls it)
         match = memo.route(parsed.path)
         host = parsed.headers.get("Host")

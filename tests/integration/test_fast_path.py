@@ -27,6 +27,7 @@ from stockade.proxy.fastpath import FastPath
 from stockade.proxy.serving import ClientLimits, ConnectionGuard, GuardedSite
 from stockade.proxy.state import SERVICES
 from stockade.proxy.tokens import Role, create_token, revoke_token
+from testbed.fakes.npm_upstream import FakeNpm
 from testbed.fakes.policy import FakeEngine
 from testbed.fakes.pypi_upstream import Dist, FakePyPI
 
@@ -242,6 +243,33 @@ class TestSameAnswer:
                 == {k: v for k, v in slow_line.items() if k not in _LOG_PER_REQUEST})
         assert quick_delta == slow_delta
 
+    @pytest.mark.parametrize(("path", "extra"), [
+        ("/npm/demo", ""),
+        ("/npm/demo", "Accept: application/vnd.npm.install-v1+json\r\n"),
+        ("/npm/@acme%2fdemo", ""),
+        ("/npm/demo/-/demo-1.0.0.tgz", ""),
+        ("/npm/@acme/demo/-/demo-1.0.0.tgz", ""),
+    ])
+    async def test_npm_is_answered_as_the_slow_path_answers_it(
+            self, start: Start, npm_registry: FakeNpm, path: str, extra: str) -> None:
+        npm_registry.publish("demo", "1.0.0")
+        npm_registry.publish("@acme/demo", "1.0.0")
+        server = await start(npm={"upstreams": [{"name": "npmjs", "url": npm_registry.url}],
+                                  "cache": {"metadata_ttl_s": 300}})
+        conn = await server.connect(fast=False)
+        for _ in range(3):  # fetched, rendered or stored, remembered
+            assert (await conn.get(path, extra)).status == 200
+        conn.close()
+        slow, slow_line, slow_delta, slow_fast = await _one(server, path, extra, fast=False)
+        quick, quick_line, quick_delta, quick_fast = await _one(server, path, extra,
+                                                                fast=True)
+        assert (slow_fast, quick_fast) == (0, 1)
+        assert quick.status == 200
+        assert quick.same() == slow.same()
+        assert ({k: v for k, v in quick_line.items() if k not in _LOG_PER_REQUEST}
+                == {k: v for k, v in slow_line.items() if k not in _LOG_PER_REQUEST})
+        assert quick_delta == slow_delta
+
     async def test_keep_alive_requests_are_answered_in_turn(
             self, start: Start, fake_pypi: FakePyPI) -> None:
         dist = fake_pypi.add_wheel("demo", "1.0")
@@ -252,6 +280,12 @@ class TestSameAnswer:
             response = await conn.get(_path(dist))
             assert (response.status, response.body) == (200, dist.data)
         assert server.fast.answered == 5
+        # aiohttp's answers between them, on the same connection, in turn
+        head = await conn.get(_path(dist), method="HEAD")
+        assert (head.status, head.header("Content-Length")) == (200, str(len(dist.data)))
+        assert (await conn.get("/pypi/simple/demo/")).status == 200
+        assert (await conn.get(_path(dist))).body == dist.data
+        assert server.fast.answered == 6
         conn.close()
 
 
