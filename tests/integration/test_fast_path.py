@@ -203,7 +203,8 @@ async def _one(server: Server, path: str, extra: str = "", *, fast: bool,
 
 class TestSameAnswer:
     @pytest.mark.parametrize("extra", ["", "User-Agent: pip/24.0\r\nAccept: */*\r\n",
-                                       "X-Request-Id: abc-123\r\n"])
+                                       "X-Request-Id: abc-123\r\n",
+                                       "Connection: keep-alive\r\nContent-Length: 0\r\n"])
     async def test_an_artifact_is_answered_as_the_slow_path_answers_it(
             self, start: Start, fake_pypi: FakePyPI, extra: str) -> None:
         dist = fake_pypi.add_wheel("demo", "1.0")
