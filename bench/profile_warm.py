@@ -8,7 +8,8 @@ Starts the static upstream over ``bench.serving_tree``'s tree and one stockade
 warms the case (``--case``: ``"simple page"``, ``"packument, full"``, ``"27 KB npm
 tarball"``...; the 22 KB wheel by default), runs ``wrk -t1 -c16`` on it, stops the
 server and prints the cumulative time of the request's parts as shares of aiohttp's
-``_handle_request`` (profiled times are inflated; read the shares), then the 25
+``_handle_request`` and, for requests the connection's fast path answered, of
+``FastPath.take`` (profiled times are inflated; read the shares), then the 25
 functions with the most time of their own. Needs ``wrk`` on PATH.
 """
 
@@ -50,6 +51,22 @@ PARTS = (
     ("    of which the access log (accesslog.JsonAccessLogger.log)", "accesslog.py", "log"),
     ("    of which a memo answer's head (prepared.PreparedResponse._start)", "prepared.py",
      "_start"),
+)
+
+# The same for a request the connection's fast path answered (``server.fast_path``), as
+# shares of ``FastPath.take``.
+FAST_PARTS = (
+    ("the whole request (fastpath.FastPath.take)", "fastpath.py", "take"),
+    ("  reading it (fastpath.parse)", "fastpath.py", "parse"),
+    ("  aiohttp's Request made (web_app._make_request)", "web_app.py", "_make_request"),
+    ("  the access check (auth.AccessCheck.admits)", "auth.py", "admits"),
+    ("  the memo's answer (warmmemo.WarmMemo.answer_now)", "warmmemo.py", "answer_now"),
+    ("    the blob held (pipeline.held_prepared)", "pipeline.py", "held_prepared"),
+    ("    its blob's answer (pipeline.answer_stored)", "pipeline.py", "answer_stored"),
+    ("  counted (responses.request_counter's count)", "responses.py", "count"),
+    ("  the head (prepared.PreparedResponse.head_now)", "prepared.py", "head_now"),
+    ("  the access log (accesslog.JsonAccessLogger.log)", "accesslog.py", "log"),
+    ("  the write (transport.write)", "selector_events.py", "write"),
 )
 
 
@@ -114,11 +131,14 @@ def main() -> None:
                 break
             time.sleep(0.1)
         stats = pstats.Stats(str(profile))
-        whole, requests = _cumulative(stats, "web_protocol.py", "_handle_request")
-        print(f"\n{case.label}, {requests:,} requests profiled; cumulative time per part:")
-        for label, file_end, function in PARTS:
-            seconds, calls = _cumulative(stats, file_end, function)
-            print(f"{label:60} {seconds / whole:6.1%}  ({calls:,} calls)")
+        for parts in (PARTS, FAST_PARTS):
+            whole, requests = _cumulative(stats, parts[0][1], parts[0][2])
+            if not requests:
+                continue
+            print(f"\n{case.label}, {requests:,} requests profiled; cumulative time per part:")
+            for label, file_end, function in parts:
+                seconds, calls = _cumulative(stats, file_end, function)
+                print(f"{label:60} {seconds / whole:6.1%}  ({calls:,} calls)")
         print()
         stats.sort_stats("tottime").print_stats(25)
 

@@ -141,6 +141,9 @@ class ServerSettings(_Frozen):
     # versions, the stored blob) is reused by identical requests; each is still
     # decided by the policy in force and its blob checked (0: off; README).
     warm_memo_s: float = Field(default=1.0, ge=0, le=60)
+    # A warm memo's hit on an idle kept-alive connection answered below aiohttp's
+    # request handling, with the same answer, log line and metrics (README).
+    fast_path: bool = True
     # Opt-in: let a front server (nginx) send stored artifacts' bytes; null: off.
     accel_redirect: AccelRedirectSettings | None = None
 

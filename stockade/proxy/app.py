@@ -27,7 +27,7 @@ from stockade.proxy import routes, ui
 from stockade.proxy.admission import Admission, Workers
 from stockade.proxy.affected import Reevaluator
 from stockade.proxy.approvals_log import record_new, seen_path
-from stockade.proxy.auth import TOKENS, TokenWatcher, make_access_check
+from stockade.proxy.auth import ACCESS, TOKENS, TokenWatcher, make_access_check
 from stockade.proxy.budget import MemoryBudget
 from stockade.proxy.bundlepull import BundlePuller
 from stockade.proxy.checkpoint import key_from_env
@@ -257,7 +257,8 @@ def make_rehasher(settings: Settings, store: BlobStore, metrics: Metrics) -> Reh
                     max_bytes_per_s=storage.rehash_max_bytes_per_s, on_checked=counted)
 
 
-def _warm_memo(app: web.Application) -> WarmMemo | None:
+def warm_memo_of(app: web.Application) -> WarmMemo | None:
+    """The application's warm memo, once its services are up and where it has one."""
     svc = app.get(SERVICES)
     return None if svc is None else svc.warm
 
@@ -284,12 +285,13 @@ def make_app(
     notifications, the scheduled OSV sync); of several workers, only the first."""
     metrics = Metrics()
     tokens = TokenWatcher(settings.auth.tokens, check_s=settings.auth.reload_check_s)
+    access = make_access_check(settings.auth, tokens, metrics)
     app = web.Application(
         client_max_size=settings.server.client_max_size_bytes,
-        middlewares=[make_middleware(
-            metrics, access=make_access_check(settings.auth, tokens, metrics),
-            stage=make_warm_stage(_warm_memo))],
+        middlewares=[make_middleware(metrics, access=access,
+                                     stage=make_warm_stage(warm_memo_of))],
     )
+    app[ACCESS] = access
     keep_routes(app)
     app[METRICS] = metrics
     app[TOKENS] = tokens

@@ -27,7 +27,7 @@ import contextlib
 import enum
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import hdrs, web
@@ -200,46 +200,81 @@ def _unauthorized(request: web.Request, group: Group, sentence: str) -> web.Resp
     return response
 
 
-AccessCheck = Callable[[web.Request], web.Response | None]
+class AccessCheck:
+    """The access check ``responses.make_middleware`` runs before each handler
+    (``__call__``: the 401 or 403 a request gets, or None when it may go on, its
+    identity then set), and the same decision for the connection's fast path
+    (``admits``), which counts nothing and leaves a refusal to the former."""
+
+    def __init__(self, settings: AuthSettings, watcher: TokenWatcher,
+                 metrics: Metrics) -> None:
+        self._settings = settings
+        self._watcher = watcher
+        self._metrics = metrics
+        # whether each group takes anonymous requests (settings are frozen: read once)
+        self._anonymous = {group: bool(getattr(settings.anonymous, group.value))
+                           for group in Group}
+
+    def _decide(self, request: web.Request) -> tuple[Group | None, str | None,
+                                                       TokenEntry | None]:
+        """(group, why it is refused or None, the token's entry where one is valid)."""
+        group = group_of(request)
+        if group is None:
+            return None, None, None
+        # Without a tokens file there is nothing to check a credential against: it is
+        # ignored, so clients configured with credentials for something else still work.
+        token = presented_token(request) if self._settings.tokens is not None else None
+        if token is None:
+            return group, None if self._anonymous[group] else "missing", None
+        entry = self._watcher.tokens.check(token)
+        if entry is None:
+            return group, "invalid", None
+        # a valid token never gets less than no token: the role matters where the
+        # group takes no anonymous requests
+        if not self._anonymous[group] and not entry.roles & _ROLES[group]:
+            return group, "role", entry
+        return group, None, entry
+
+    def _let_in(self, request: web.Request, entry: TokenEntry | None) -> None:
+        if entry is not None:
+            set_identity(request, identity_of_entry(entry))
+            request[ROLES] = entry.roles
+
+    def admits(self, request: web.Request) -> bool:
+        """Whether ``__call__`` lets ``request`` go on (its identity then set as there);
+        nothing is counted."""
+        _, why, entry = self._decide(request)
+        if why is not None:
+            return False
+        self._let_in(request, entry)
+        return True
+
+    def __call__(self, request: web.Request) -> web.Response | None:
+        group, why, entry = self._decide(request)
+        if why is None:
+            self._let_in(request, entry)
+            return None
+        assert group is not None
+        self._metrics.auth_refusals.labels(group.value, why).inc()
+        if why == "missing":
+            return _unauthorized(request, group, f"stockade: a token is required for "
+                                 f"{group.value} (see the README, Access)")
+        if why == "invalid":
+            return _unauthorized(request, group,
+                                 "stockade: the token is not valid (unknown, revoked or "
+                                 "malformed)")
+        assert entry is not None
+        return error_response(request, 403, f"stockade: token {entry.name!r} may not "
+                              f"use {group.value} (roles: {', '.join(sorted(entry.roles))})")
+
+
+ACCESS = web.AppKey("access", AccessCheck)
 
 
 def make_access_check(settings: AuthSettings, watcher: TokenWatcher,
                       metrics: Metrics) -> AccessCheck:
-    """The access check ``responses.make_middleware`` runs before each handler: the
-    401 or 403 a request gets, or None when it may go on (its identity then set)."""
-    # whether each group takes anonymous requests (settings are frozen: read once)
-    anonymous = {group: bool(getattr(settings.anonymous, group.value)) for group in Group}
-
-    def check(request: web.Request) -> web.Response | None:
-        group = group_of(request)
-        if group is None:
-            return None
-        # Without a tokens file there is nothing to check a credential against: it is
-        # ignored, so clients configured with credentials for something else still work.
-        token = presented_token(request) if settings.tokens is not None else None
-        if token is None:
-            if anonymous[group]:
-                return None
-            metrics.auth_refusals.labels(group.value, "missing").inc()
-            return _unauthorized(request, group, f"stockade: a token is required for "
-                                 f"{group.value} (see the README, Access)")
-        entry = watcher.tokens.check(token)
-        if entry is None:
-            metrics.auth_refusals.labels(group.value, "invalid").inc()
-            return _unauthorized(request, group,
-                                 "stockade: the token is not valid (unknown, revoked or "
-                                 "malformed)")
-        # a valid token never gets less than no token: the role matters where the
-        # group takes no anonymous requests
-        if not anonymous[group] and not entry.roles & _ROLES[group]:
-            metrics.auth_refusals.labels(group.value, "role").inc()
-            return error_response(request, 403, f"stockade: token {entry.name!r} may not "
-                                  f"use {group.value} (roles: {', '.join(sorted(entry.roles))})")
-        set_identity(request, identity_of_entry(entry))
-        request[ROLES] = entry.roles
-        return None
-
-    return check
+    """The access check ``responses.make_middleware`` runs before each handler."""
+    return AccessCheck(settings, watcher, metrics)
 
 
 def require_admin(request: web.Request) -> Identity:

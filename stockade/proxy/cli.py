@@ -36,8 +36,15 @@ try:
     from stockade.proxy import cache_cli, fleet_cli, indexes, policy_cli, token_cli
     from stockade.proxy.accesslog import BufferedLineHandler, JsonAccessLogger, JsonFormatter
     from stockade.proxy.adminactions import PEERS, Peers
-    from stockade.proxy.app import EngineFactory, app_metrics, load_engine, make_app
+    from stockade.proxy.app import (
+        EngineFactory,
+        app_metrics,
+        load_engine,
+        make_app,
+        warm_memo_of,
+    )
     from stockade.proxy.clientcounts import SharedClientCounts, SharedConnectionGuard
+    from stockade.proxy.fastpath import FastPath
     from stockade.proxy.gate import PolicyEngine
     from stockade.proxy.listening import Listener, bind, serve_worker
     from stockade.proxy.provenance.checker import import_verifiers
@@ -174,9 +181,12 @@ def _runner(settings: Settings, counts: SharedClientCounts | None = None,
     limits = ClientLimits(header_timeout_s=server.header_timeout_s,
                           send_timeout_s=server.send_timeout_s,
                           max_connections_per_client=server.max_connections_per_client)
-    if counts is not None:  # one worker of several: a client's limit spans them all
-        return runner, SharedConnectionGuard(limits, app_metrics(app), counts, worker)
-    return runner, ConnectionGuard(limits, app_metrics(app))
+    guard = (SharedConnectionGuard(limits, app_metrics(app), counts, worker)
+             if counts is not None  # one worker of several: a client's limit spans them all
+             else ConnectionGuard(limits, app_metrics(app)))
+    if server.fast_path:
+        guard.fast = FastPath(app, memo_of=warm_memo_of, metrics=app_metrics(app))
+    return runner, guard
 
 
 

@@ -430,16 +430,32 @@ class ArtifactPipeline:
         ``stored_headers`` made for it before)."""
         if recorded:
             self._served(request, source, info)
-        if (headers is not None and held is not None and self._accel is None
-                and hdrs.RANGE not in request.headers
-                and hdrs.IF_NONE_MATCH not in request.headers):
+        if self._whole_from_memory(request, headers, held):
             # the whole blob from memory, as memory_response answers it, headers made
+            assert headers is not None
+            assert held is not None
             self._count_bytes(request, source.ecosystem, "cache", info.size)
             if headers.prepared is not None:
                 return PreparedResponse(headers.prepared, held)
             return web.Response(body=held, headers=headers.whole)
         return self._from_store(request, source, info, "cache", held,
                                 None if headers is None else headers.stored)
+
+    def _whole_from_memory(self, request: web.BaseRequest, headers: StoredHeaders | None,
+                           held: bytes | None) -> bool:
+        return (headers is not None and held is not None and self._accel is None
+                and hdrs.RANGE not in request.headers
+                and hdrs.IF_NONE_MATCH not in request.headers)
+
+    def held_prepared(self, request: web.BaseRequest, info: BlobInfo,
+                      headers: StoredHeaders | None) -> bytes | None:
+        """The bytes ``still_held`` would find for ``info`` without a coroutine (held in
+        memory, their file unchanged), where ``answer_stored`` would answer ``request``
+        with them and ``headers`` as a ``PreparedResponse``; else None."""
+        if headers is None or headers.prepared is None:
+            return None
+        held = self._held(info)
+        return held if self._whole_from_memory(request, headers, held) else None
 
     def stored_headers(self, source: ArtifactSource, info: BlobInfo) -> StoredHeaders:
         """The headers of an answer from storage for ``source``, stored as ``info``:

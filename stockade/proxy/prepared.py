@@ -52,6 +52,14 @@ def prepared_head(headers: Iterable[tuple[str, str]], length: int) -> PreparedHe
     return PreparedHead(items, CIMultiDict(items), "".join(lines).encode("ascii"), length)
 
 
+def head_bytes(head: PreparedHead, request_id_line: bytes) -> bytes:
+    """The status line and header lines of a 200 with ``head``, its ``Date`` now and
+    ``request_id_line`` (``X-Request-Id: ...\\r\\n``, or b""), up to the body."""
+    return b"".join((_STATUS_LINE, head.lines, b"Date: ",
+                     rfc822_formatted_time().encode("ascii"), b"\r\n", request_id_line,
+                     b"\r\n"))
+
+
 def _version(headers: CIMultiDict[str]) -> int:
     """A number that changes with every change of ``headers``."""
     return getversion(headers)  # type: ignore[arg-type]  # (its stub takes object values)
@@ -101,11 +109,20 @@ class PreparedResponse(web.Response):
         self._keep_alive = True
         writer.length = head.length
         # what writer.write_headers leaves: the head, written with the body at write_eof
-        writer._headers_buf = b"".join((
-            _STATUS_LINE, head.lines, b"Date: ", rfc822_formatted_time().encode("ascii"),
-            b"\r\n", line, b"\r\n"))
+        writer._headers_buf = head_bytes(head, line)
         writer._headers_written = False
         return writer
+
+    def head_now(self) -> bytes | None:
+        """The status line and header lines of this answer to a plain GET on a kept-alive
+        HTTP/1.1 connection, as ``_start`` would write them; None where ``_start`` would
+        take aiohttp's path (a header changed, the request id cannot be written)."""
+        line = self._request_id_line()
+        if (line is None or self.status != 200 or self._compression or self._cookies
+                or self._chunked or not isinstance(self._body, bytes)
+                or len(self._body) != self._head.length):
+            return None
+        return head_bytes(self._head, line)
 
     def _request_id_line(self) -> bytes | None:
         """The request id's header line (b"" without one) where the headers are still

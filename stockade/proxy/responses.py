@@ -145,16 +145,13 @@ Access = Callable[[web.Request], web.StreamResponse | None]
 Stage = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
-def make_middleware(metrics: Metrics, *, access: Access | None = None,
-                    stage: Stage | None = None) -> Middleware:
-    """Request id, error rendering and request metrics for every route; inside them,
-    ``access`` (an answer refusing the request, or None to go on: ``auth``) and
-    ``stage`` (called with the handler in its place: the warm memo). One middleware,
-    not three: each middleware level cost a warm request a coroutine and aiohttp's
-    wrapper, and they read the same route and caller."""
+Counter = Callable[[web.Request, int, float | None], None]
 
+
+def request_counter(metrics: Metrics) -> Counter:
+    """What counts a request's answer in ``metrics`` (by route and status, and its
+    duration since ``started``, a ``perf_counter`` time, where given)."""
     # labels() takes a lock and checks its arguments each call: the children are
-    # kept per (route name, status), a handful per route.
     # kept per (route name, status), a handful per route; counted through the tally.
     children: dict[tuple[str | None, int], tuple[Any, Any]] = {}
     tally = metrics.tally
@@ -170,11 +167,29 @@ def make_middleware(metrics: Metrics, *, access: Access | None = None,
         if started is not None:
             tally.observe(pair[1], time.perf_counter() - started)
 
+    return count
+
+
+def request_id_for(request: web.BaseRequest) -> str:
+    """The id of ``request``: the client's ``X-Request-Id`` where it is a safe one, else
+    a new one."""
+    incoming = request.headers.get("X-Request-Id")
+    return (incoming if incoming is not None and _SAFE_ID.match(incoming)
+            else _new_request_id())
+
+
+def make_middleware(metrics: Metrics, *, access: Access | None = None,
+                    stage: Stage | None = None) -> Middleware:
+    """Request id, error rendering and request metrics for every route; inside them,
+    ``access`` (an answer refusing the request, or None to go on: ``auth``) and
+    ``stage`` (called with the handler in its place: the warm memo). One middleware,
+    not three: each middleware level cost a warm request a coroutine and aiohttp's
+    wrapper, and they read the same route and caller."""
+    count = request_counter(metrics)
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        incoming = request.headers.get("X-Request-Id")
-        request_id = (incoming if incoming is not None and _SAFE_ID.match(incoming)
-                      else _new_request_id())
+        request_id = request_id_for(request)
         request[REQUEST_ID] = request_id
         started = time.perf_counter()
         response: web.StreamResponse

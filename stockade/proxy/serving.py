@@ -30,10 +30,14 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from stockade.proxy.metrics import Metrics
+
+if TYPE_CHECKING:
+    from stockade.proxy.fastpath import FastPath
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,8 @@ class ConnectionGuard:
         self.limits = limits
         self._metrics = metrics
         self._open: dict[str, int] = {}
+        # answers a warm memo's hits below aiohttp's request machinery (``fastpath``)
+        self.fast: FastPath | None = None
 
     def open_connections(self, client: str | None = None) -> int:
         """Connections open now, from ``client`` or from anyone."""
@@ -109,6 +115,8 @@ class _Guarded(asyncio.Protocol):
         self._tail = b""
         self._header_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
+        # the fast path, until a read is not exactly one plain request
+        self._fast = guard.fast if isinstance(inner, web.RequestHandler) else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -140,6 +148,14 @@ class _Guarded(asyncio.Protocol):
                 self._header_timer.cancel()
                 self._header_timer = None
             self._tail = seen[-3:]
+        fast = self._fast
+        if fast is not None:
+            assert isinstance(self._inner, web.RequestHandler)
+            taken = fast.take(self._inner, data)
+            if taken:
+                return
+            if taken is None:  # aiohttp may hold part of a request from now on
+                self._fast = None
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:

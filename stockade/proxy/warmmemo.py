@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 from cachetools import LRUCache
 
 from stockade.policy.model import Decision, Facts, PackageRef
@@ -62,6 +63,7 @@ from stockade.storage.protocol import BlobInfo
 MEMO_BYTES = 16 * 1024 * 1024
 ENTRY_BYTES = 2048
 PAGE_MAX_BYTES = 512 * 1024
+ROUTES_MAX = 4096  # raw paths whose matched route is kept for the fast path
 # The routes whose GET and HEAD answer one stored artifact.
 ARTIFACT_ROUTES = frozenset({
     "pypi:artifact", "npm:tarball", "npm:tarball-scoped", "npm:root-tarball",
@@ -76,6 +78,13 @@ _READS = frozenset({"GET", "HEAD"})
 # Headers aiohttp sets on each answer itself.
 _OWN_HEADERS = frozenset({"content-length", "date", "server"})
 Key = tuple[str | None, ...]
+
+
+def hot_route(name: str | None) -> bool | None:
+    """Whether the route named ``name`` answers a page (True) or an artifact (False)
+    the memo remembers; None for any other route."""
+    return _HOT_ROUTES.get(name)
+
 _HANDLERS = Callable[[web.Request], Any]
 
 
@@ -109,6 +118,8 @@ class WarmMemo:
         self._entries: LRUCache[Key, WarmHit] = BudgetedLRU(
             max_bytes, _size, budget or unbounded(), "warm memo")
         self.hits = 0  # requests answered from an entry (tests read it)
+        # the route matched for the raw path of a GET remembered (``route``)
+        self._routes: LRUCache[str, UrlMappingMatchInfo] = LRUCache(ROUTES_MAX)
 
     def now(self) -> float:
         """The metadata cache's clock, which entries' validity is read on."""
@@ -121,6 +132,15 @@ class WarmMemo:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self._entries
+
+    def remember_route(self, request: web.Request) -> None:
+        """Keep what the router matched for ``request`` under its raw path (``route``)."""
+        match = request.match_info
+        if isinstance(match, UrlMappingMatchInfo):
+            self._routes[request.raw_path] = match
 
     def key(self, request: web.Request, who: Caller, page: bool = False) -> Key:
         revision = self._gate.engine_for(who.team).revision
@@ -188,17 +208,8 @@ class WarmMemo:
         Raises:
             RefusedError: the policy in force refuses it now.
         """
-        hit = self._entries.get(key)
+        hit = self._good(key)
         if hit is None:
-            return None
-        metacache = self._metacache
-        if metacache.before_get is not None:
-            metacache.before_get()  # another worker's purge
-        stale = self.now() >= hit.until or metacache.epoch != hit.epoch
-        for _, document, version in hit.documents:
-            stale = stale or metacache.current(document) != version
-        if stale:
-            self._entries.pop(key, None)
             return None
         held = None
         if hit.source is not None and hit.info is not None:
@@ -244,6 +255,61 @@ class WarmMemo:
         assert hit.info is not None
         return self._pipeline.answer_stored(request, hit.source, hit.info, hit.recorded, held,
                                             headers=hit.headers)
+
+    def _good(self, key: Key) -> WarmHit | None:
+        """The entry under ``key`` while it may still be answered from (a stale one is
+        dropped)."""
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        metacache = self._metacache
+        if metacache.before_get is not None:
+            metacache.before_get()  # another worker's purge
+        stale = self.now() >= hit.until or metacache.epoch != hit.epoch
+        for _, document, version in hit.documents:
+            stale = stale or metacache.current(document) != version
+        if stale:
+            self._entries.pop(key, None)
+            return None
+        return hit
+
+    def answer_now(self, request: web.Request, key: Key, who: Caller) -> PreparedResponse | None:
+        """``answer`` where it takes no coroutine and answers with a ``PreparedResponse``
+        (every decision an ALLOW, the blob held in memory, a page's 200); else None,
+        nothing counted or recorded, for ``answer`` to serve it (the connection's fast
+        path: ``fastpath``)."""
+        hit = self._good(key)
+        if hit is None:
+            return None
+        if hit.page is not None:
+            body: bytes | None = hit.page[0] if hit.prepared is not None else None
+        else:
+            assert hit.info is not None
+            body = self._pipeline.held_prepared(request, hit.info, hit.headers)
+        if body is None:
+            return None
+        gate = self._gate
+        engine = gate.engine_for(who.team)
+        verdicts = [(engine.decide(ref, facts), ref) for ref, facts in hit.decisions]
+        if any(verdict.decision is not Decision.ALLOW for verdict, _ in verdicts):
+            return None  # counted, recorded and refused the slow way
+        self._count_documents(hit)
+        for verdict, ref in verdicts:
+            gate.count_allowed(verdict, ref)
+        self.hits += 1
+        if hit.prepared is not None:
+            return PreparedResponse(hit.prepared, body)
+        assert hit.source is not None
+        assert hit.info is not None
+        response = self._pipeline.answer_stored(request, hit.source, hit.info, hit.recorded,
+                                                body, headers=hit.headers)
+        assert type(response) is PreparedResponse  # (held_prepared said so)
+        return response
+
+    def route(self, raw_path: str) -> UrlMappingMatchInfo | None:
+        """What the application's router matched for a GET of ``raw_path`` answered
+        from this memo before (the fast path answers only those)."""
+        return self._routes.get(raw_path)
 
     def _count_documents(self, hit: WarmHit) -> None:
         for eco, _, _ in hit.documents:
@@ -296,6 +362,8 @@ def make_warm_stage(memo_of: Callable[[web.Application], WarmMemo | None]) -> Wa
             memo.remember_page(key, taken, epoch, started, response)
         else:
             memo.remember(key, taken, epoch, started)
+        if request.method == "GET" and key in memo:
+            memo.remember_route(request)
         return response
 
     return stage
