@@ -20,6 +20,7 @@ connection's limits (``serving``).
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -38,6 +39,8 @@ from stockade.proxy.auth import ACCESS
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.responses import REQUEST_ID, host_problem, request_counter, request_id_for
 from stockade.proxy.warmmemo import WarmMemo, hot_route
+
+logger = logging.getLogger(__name__)
 
 MAX_BYTES = 16 * 1024  # a request longer than this is aiohttp's
 MAX_FIELDS = 64
@@ -121,6 +124,7 @@ class FastPath:
         self._count = request_counter(metrics)
         self._access = app[ACCESS]
         self.answered = 0  # requests answered here (tests read it)
+        self.broken = False  # an answer failed before its write: aiohttp's from then on
 
     def take(self, protocol: web.RequestHandler, data: bytes) -> bool | None:
         """Answer the request that ``data``, all the bytes of one read, is on
@@ -128,10 +132,24 @@ class FastPath:
         aiohttp is to be given ``data``; None, the same, where ``data`` is not exactly
         one plain request (aiohttp may then hold part of a request: the connection is
         aiohttp's from then on)."""
+        if self.broken:
+            return False
         parsed = parse(data)
         if parsed is None:
             return None
-        return self.answer(protocol, parsed)
+        written = self.answered
+        try:
+            return self.answer(protocol, parsed)
+        except Exception:
+            if self.answered != written:  # answered; what failed came after the write
+                logger.exception("fast path: failed after answering %s", parsed.path)
+                return True
+            # (aiohttp's internals this reads changed, say): the request and every one
+            # after it served the slow way, never a connection dropped or a 500
+            logger.exception("fast path: failed before answering %s; turned off in this "
+                             "process", parsed.path)
+            self.broken = True
+            return False
 
     def answer(self, protocol: web.RequestHandler, parsed: Parsed) -> bool:
         """Answer ``parsed`` on ``protocol``'s connection, or do nothing and say so
@@ -176,8 +194,8 @@ class FastPath:
         assert isinstance(body, bytes)
         transport = protocol.transport
         assert transport is not None
+        self.answered += 1  # (before the write: ``take`` reads it)
         transport.write(head + body)
-        self.answered += 1
         response._body_length = len(head) + len(body)  # as aiohttp's writer counts it
         if start is not None:
             protocol.log_access(request, response, start)

@@ -389,6 +389,28 @@ class TestFallbacks:
         assert await conn.closed()
         conn.close()
 
+    async def test_a_failure_before_the_write_leaves_the_request_to_aiohttp(
+            self, start: Start, fake_pypi: FakePyPI, monkeypatch: pytest.MonkeyPatch
+            ) -> None:
+        """An aiohttp whose internals the fast path reads differently (here: reading
+        the protocol's state raises) costs the fast path, not a request or a 500."""
+        import stockade.proxy.fastpath as fastpath
+
+        def changed(protocol: web.RequestHandler) -> bool:
+            raise AttributeError("'RequestHandler' object has no attribute '_waiter'")
+
+        dist = fake_pypi.add_wheel("demo", "1.0")
+        server = await start()
+        await _warm(server, _path(dist))
+        monkeypatch.setattr(fastpath, "idle", changed)
+        conn = await server.connect()
+        for _ in range(2):
+            response = await conn.get(_path(dist))
+            assert (response.status, response.body) == (200, dist.data)
+        conn.close()
+        assert server.fast.broken
+        assert server.fast.answered == 0
+
     async def test_off_by_config(self, tmp_path: Path, fake_pypi: FakePyPI) -> None:
         from stockade.proxy.cli import _runner
 
