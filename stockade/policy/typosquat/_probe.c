@@ -348,6 +348,7 @@ static PyTypeObject ProbeType = {
 static PyObject *
 module_crc32(PyObject *module, PyObject *data)
 {
+    (void)module;
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -365,6 +366,7 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef probe_module = {
     PyModuleDef_HEAD_INIT, "_probe",
     "The packed tables' look-up loops in C (see packed.py).", -1, module_methods,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC
