@@ -19,6 +19,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
 
+# A C compiler for the packed tables' look-ups (stockade/policy/typosquat/_probe.c,
+# built by setup.py into stockade's wheel): this stage only, the runtime stage gets
+# the built module (checked below: the image is not made with the Python loops
+# alone). Unpinned: Debian's security updates replace a pinned version.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first, read from pyproject.toml alone: this layer is rebuilt when
 # they change, not on every source edit.
 COPY pyproject.toml README.md ./
@@ -28,6 +37,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && pip wheel --wheel-dir /wheels --requirement /tmp/requirements.txt
 
 # Then the source, built into stockade's own wheel.
+COPY setup.py ./
 COPY stockade ./stockade
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip wheel --no-deps --wheel-dir /wheels .
@@ -53,7 +63,8 @@ RUN groupadd --system --gid 10001 stockade \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv --without-pip /opt/stockade \
  && pip --python /opt/stockade/bin/python install --no-index --no-cache-dir \
-        --find-links /wheels /wheels/stockade-*.whl
+        --find-links /wheels /wheels/stockade-*.whl \
+ && python -c 'import sys; from stockade.policy.typosquat import packed; sys.exit(packed.NATIVE is None)'
 
 # The typosquat index files of the installed lists, built once here (as root,
 # read-only to the server): a new pod maps them at its first start instead of

@@ -24,7 +24,9 @@ import site
 import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,7 +196,7 @@ def _build_wheel(context: Path, wheels: Path) -> Path:
         source = REPO / entry
         if source.is_dir():
             shutil.copytree(source, context / entry,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
         else:
             shutil.copy2(source, context / entry)
     result = subprocess.run(  # noqa: S603
@@ -273,6 +275,10 @@ def test_dockerfile_steps_replayed_as_a_non_root_uid(public_dir: Path, tmp_path:
     context, wheels = tmp_path / "context", tmp_path / "wheels"
     context.mkdir()
     wheel = _build_wheel(context, wheels)
+    if shutil.which((sysconfig.get_config_var("CC") or "cc").split()[0]):
+        # the build stage has a compiler: the packed tables' C look-ups are in the wheel
+        assert any(n.startswith("stockade/policy/typosquat/_probe.") and n.endswith(".so")
+                   for n in zipfile.ZipFile(wheel).namelist())
 
     # Runtime stage: the venv (root-owned, read-only to the uid), the config, the volume.
     bin_dir = _install(python, public_dir / "opt" / "stockade", wheel)

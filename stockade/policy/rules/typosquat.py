@@ -148,7 +148,8 @@ class TyposquatRule:
             eco: {} for eco in Ecosystem}
         # the loose index that shares the strong one's look-ups (the shipped lists, with
         # no names of the policy's own: ``_quick``), by ecosystem
-        self._sharing: dict[Ecosystem, LooseIndex] = {}
+        # the loose index sharing the strong one's look-ups, with that strong index
+        self._sharing: dict[Ecosystem, tuple[LooseIndex, NameIndex]] = {}
         # the last name the strong tier compared: (ecosystem, name, normalised)
         self._last: tuple[Ecosystem | None, str, str] = (None, "", "")
 
@@ -183,7 +184,7 @@ class TyposquatRule:
                         and index is shipped_index:
                     # the strong tier's look-up is of the same names: the quick loose
                     # search reads its skeleton too (``_quick``)
-                    self._sharing[ecosystem] = whole
+                    self._sharing[ecosystem] = (whole, index)
             found = (LooseIndex(ecosystem, extra, listed), whole) if extra else (whole,)
             self._loose_indexes[ecosystem] = found
         return found
@@ -346,11 +347,12 @@ class TyposquatRule:
         found nothing for ``name``: where the loose index shares the strong one's
         look-ups and the strong tier has just compared ``name`` (a first sight), its
         normalised name, skeleton and skeleton's holder are read, not made again."""
-        whole = self._sharing.get(ecosystem)
+        sharing = self._sharing.get(ecosystem)
         last = self._last
-        if whole is not None and last[0] is ecosystem and last[1] == name:
+        if sharing is not None and last[0] is ecosystem and last[1] == name:
             norm = last[2]
-            seen = self.index(ecosystem).last
+            whole, index = sharing  # read here: a first sight with facts asks this each time
+            seen = index.last
             if seen[0] == norm:
                 found = whole.quick_after(norm, seen[1], seen[2])
                 return None if found is None or self._left_alone(ecosystem, norm) else found

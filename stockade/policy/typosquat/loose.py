@@ -257,11 +257,20 @@ class LooseIndex:
         its skeleton ``skel`` and ``exact``, the name holding that skeleton there (None:
         none), which is this index's too. Nothing is made or looked up again but the one
         edit's answer, which the strong tier's look-up kept."""
-        if self._neighbours is None:
+        neighbours = self._neighbours
+        if neighbours is None:
             raise ValueError("an index that shares nothing with a strong one")
         if norm in self._listed or not skel:
             return None
-        return self._same_as(norm, exact) or self._suffix(skel, norm) or self._one_edit(skel)
+        # each likeness's first test made here (most names pass none of them): a first
+        # sight with facts costs little more than one on the name alone
+        if exact is not None and exact != norm:
+            return self._same_as(norm, exact)
+        if norm[-1:].isdigit() or norm.endswith("\n"):
+            found = self._suffix(skel, norm)
+            if found is not None:
+                return found
+        return self._one_edit(skel) if neighbours(skel) else None
 
     def _target(self, skel: str) -> str:
         return self._names[skel]

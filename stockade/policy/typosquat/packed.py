@@ -8,6 +8,8 @@ byte a slot, eight bits of a one-bit filter by the hash's top three bits, ends m
 look-ups of an absent key at its first test (a name's deletions are mostly absent). Nothing
 is made per name when a table is opened: over a file mapped read-only, every process
 that maps it shares its pages (a dict of str is ~100 bytes a name in each process).
+The look-up loops run in C (``_probe``, over the same buffers) where that module was
+built, and in Python where it was not: both answer the same entries.
 
 Four kinds: ``Ranks`` (name -> rank), ``Strings`` (key -> one name), ``Names``
 (key -> a name, or a tuple of them: the dict's ``str | tuple`` as it was built) and
@@ -27,7 +29,11 @@ import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from mmap import mmap
-from typing import Any, Generic, TypeVar, overload
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+if TYPE_CHECKING:
+    from stockade.policy.typosquat._probe import Probe
 
 # magic, kind, entries, slots, blob length: the arrays follow (slots, each slot's
 # filter byte, starts, key ends, ranks), then the blob
@@ -36,6 +42,20 @@ _MAGIC = b"STKPACK2"
 _RANKS, _STRINGS, _NAMES, _LISTS = 1, 2, 3, 4
 _MEMO = 4096
 _ONE, _MANY = 0, 1  # the byte after a key: one name follows, or several joined by NUL
+_PROBE_ABI = 1  # what ``_probe.Probe``'s methods take and answer: a build of another is unused
+
+
+def _native() -> ModuleType | None:
+    """The C look-ups (``_probe``), or None where they were not built (no compiler when
+    installed) or were built for another ABI (a stale build): the Python loops run."""
+    try:
+        from stockade.policy.typosquat import _probe
+    except ImportError:
+        return None
+    return _probe if getattr(_probe, "ABI", None) == _PROBE_ABI else None
+
+
+NATIVE = _native()  # a module, or None (tests set it to None to run the Python loops)
 
 Key = str | bytes
 V = TypeVar("V")
@@ -55,9 +75,9 @@ class _Packed(Mapping[str, V], Generic[V]):
 
     _KIND = 0
     __slots__ = ("_at", "_blob", "_check", "_count", "_ends", "_filter", "_memo", "_offset",
-                 "_ranks", "_size", "_slots", "_starts", "_width")
-    _LAYOUT = ("_at", "_blob", "_count", "_ends", "_filter", "_offset", "_ranks", "_size",
-               "_slots", "_starts", "_width")  # what a table's bytes make
+                 "_probe", "_ranks", "_size", "_slots", "_starts", "_width")
+    _LAYOUT = ("_at", "_blob", "_count", "_ends", "_filter", "_offset", "_probe", "_ranks",
+               "_size", "_slots", "_starts", "_width")  # what a table's bytes make
     _count: int
     _width: int
     _at: int
@@ -88,6 +108,9 @@ class _Packed(Mapping[str, V], Generic[V]):
         # reaches are read again and again (bounded: emptied when full)
         self._memo: dict[Key, V] = {}
         self._check: Check | None = None
+        # the C look-ups over the same buffers (None: the Python loops below)
+        self._probe: Probe | None = None if NATIVE is None else NATIVE.Probe(
+            self._slots, self._filter, self._starts, self._ends, buffer, at, width, count)
 
     @classmethod
     def pack(cls, items: Iterable[tuple[Key, V]]) -> bytes:
@@ -125,6 +148,8 @@ class _Packed(Mapping[str, V], Generic[V]):
     def _find(self, raw: bytes) -> int:
         """The entry of the key ``raw``, or -1 (``get`` and ``found`` hold it inline:
         a call is a tenth of a look-up's time)."""
+        if self._probe is not None:
+            return int(self._probe.find(raw))
         width = self._width
         if not width:
             return -1
@@ -159,6 +184,16 @@ class _Packed(Mapping[str, V], Generic[V]):
         found = self._memo.get(key)
         if found is not None:
             return found
+        probe = self._probe
+        if probe is not None:
+            number = probe.find(key)
+            if number < 0:
+                return default
+            found = self._value(number)
+            if len(self._memo) >= _MEMO:
+                self._memo.clear()
+            self._memo[key] = found
+            return found
         width = self._width
         if not width:
             return default
@@ -189,6 +224,8 @@ class _Packed(Mapping[str, V], Generic[V]):
     def found(self, keys: Iterable[str]) -> list[V]:
         """The values of those of ``keys`` the table holds: ``get`` of each, in one
         loop (a name's dozen one-letter deletions, most of them held by none)."""
+        if self._probe is not None:
+            return [self._value(entry) for entry in self._probe.found(keys)]
         width = self._width
         out: list[V] = []
         if not width:
@@ -218,6 +255,11 @@ class _Packed(Mapping[str, V], Generic[V]):
         less each letter, then ``word``. An ASCII word's deletions are made as bytes
         (what a look-up hashes) and each once, a run of one letter deleted at its first
         (every deletion within it leaves the same), with no set to build."""
+        probe = self._probe
+        if probe is not None:
+            entries = probe.deletions(word)
+            if entries is not None:
+                return [self._value(entry) for entry in entries]
         width = self._width
         out: list[V] = []
         if not width:
@@ -253,6 +295,8 @@ class _Packed(Mapping[str, V], Generic[V]):
     def found_with(self, keys: Iterable[str]) -> list[tuple[str, V]]:
         """Each of ``keys`` the table holds, with its value, in their order: ``found``
         where the caller needs to know which keys were found (a name's slips)."""
+        if self._probe is not None:
+            return [(key, self._value(entry)) for key, entry in self._probe.found_with(keys)]
         width = self._width
         out: list[tuple[str, V]] = []
         if not width:

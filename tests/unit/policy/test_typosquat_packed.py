@@ -1,9 +1,11 @@
 """The typosquat index's packed tables: each answers as the dict it was packed from,
-over bytes in memory and over the index file mapped read-only."""
+over bytes in memory and over the index file mapped read-only, with the C look-ups
+(where built) and with the Python loops alike (every test runs with each)."""
 
 from __future__ import annotations
 
 import mmap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,9 +13,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stockade.policy.model import Ecosystem
-from stockade.policy.typosquat import NameIndex, store
+from stockade.policy.typosquat import NameIndex, packed, store
 from stockade.policy.typosquat.forms import deletions
 from stockade.policy.typosquat.packed import Layered, Lists, Names, Ranks, Strings
+
+
+@pytest.fixture(scope="module", autouse=True, params=["native", "python"])
+def _look_ups(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tables made in a test look up with the C module, then with the Python loops."""
+    if request.param == "native" and packed.NATIVE is None:
+        pytest.skip("the C look-ups are not built here")
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "python":
+            patch.setattr(packed, "NATIVE", None)
+        yield
+
 
 # any text a name may hold: non-ASCII, lone surrogates (as a list file may carry), empty
 TEXT = st.text(st.characters(blacklist_characters="\0"), max_size=12)
