@@ -2,8 +2,9 @@
 pypi-attestations), the web page's templates (jinja2), the SBOM writer (cyclonedx), TUF,
 the version orderings (univers), the SPDX expressions' parser (license-expression) and
 the confusable characters' tables (read only for a name with a character that does not
-fold to ASCII otherwise) wait for their first use,
-so a server that never uses them never pays for them."""
+fold to ASCII otherwise), OpenPGP (pysequoia, for Maven signatures only) and the
+process pool's modules (multiprocessing, for large documents only) wait for their
+first use, so a server that never uses them never pays for them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 LAZY = {"sigstore", "sigstore_models", "cryptography", "pypi_attestations", "jinja2",
         "cyclonedx", "tuf", "securesystemslib", "univers", "confusable_homoglyphs",
-        "license_expression", "boolean"}
+        "license_expression", "boolean", "pysequoia", "multiprocessing"}
 
 _SERVE = """
 import asyncio, json, sys, urllib.request
