@@ -50,7 +50,8 @@ def resident_anonymous() -> int | None:
 
 
 class HeapTrim:
-    """Trims the heap after ``budget``'s caches shed enough (see the module docstring)."""
+    """Trims the heap after ``budget``'s caches shed enough, or (once ``watch`` is
+    called) the process grew as much (see the module docstring)."""
 
     def __init__(self, budget: MemoryBudget, *, min_interval_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
