@@ -72,7 +72,9 @@ def _caches() -> dict[str, Any]:
             entry = {"entries": len(obj._held), "bytes": obj.used_bytes,
                      "loads": obj.loads}  # blobs read and hashed: the misses
         elif kind == "MetadataCache":
-            entry = {"entries": len(obj._memory), "bytes": obj._memory_used,
+            memory = obj._memory  # a budgeted LRU (its currsize), or a count of its own
+            entry = {"entries": len(memory),
+                     "bytes": getattr(obj, "_memory_used", getattr(memory, "currsize", None)),
                      "large_records": len(obj._large), "missing": len(obj._missing)}
         elif kind == "RenderedCache":
             entry = {"entries": len(obj._entries), "bytes": obj._memory_used,

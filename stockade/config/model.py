@@ -135,8 +135,9 @@ class ServerSettings(_Frozen):
     # used entries. Each cache's own bound still applies (0: nothing held in memory).
     # A worker holds some 70 MiB of its own (code, the policy's name indexes) besides;
     # under a wide load, what the interpreter's allocator keeps after the churn adds
-    # more than this (README: "One memory budget per worker").
-    memory_budget_bytes: int = Field(default=16 * 1024**2, ge=0)
+    # more than this (README: "One memory budget per worker"). 8 MiB keeps one worker
+    # within 100 MiB under a load of many different small files.
+    memory_budget_bytes: int = Field(default=8 * 1024**2, ge=0)
     # Seconds a warm artifact request's outcome (its decisions' facts, the metadata
     # versions, the stored blob) is reused by identical requests; each is still
     # decided by the policy in force and its blob checked (0: off; README).

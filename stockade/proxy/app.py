@@ -358,6 +358,7 @@ def _services(
         # what this process's in-memory caches hold together
         budget = MemoryBudget(settings.server.memory_budget_bytes)
         trim = HeapTrim(budget)  # what the caches shed goes back to the system
+        trim.watch()  # and what the process grew by otherwise
         pipeline = ArtifactPipeline(
             store, open_records(settings, store, ARTIFACT_REFS), metrics,
             max_artifact_bytes=settings.storage.max_artifact_bytes,

@@ -33,7 +33,7 @@ try:
     from stockade import __version__
     from stockade.config.load import ConfigError, load_settings
     from stockade.config.model import Settings
-    from stockade.proxy import cache_cli, fleet_cli, indexes, policy_cli, token_cli
+    from stockade.proxy import indexes
     from stockade.proxy.accesslog import BufferedLineHandler, JsonAccessLogger, JsonFormatter
     from stockade.proxy.adminactions import PEERS, Peers
     from stockade.proxy.app import (
@@ -269,6 +269,8 @@ def _supervise(settings: Settings, count: int) -> None:
 def _cache_verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _setup_logging(settings)
+    from stockade.proxy import cache_cli  # not imported by `serve`: see _parser
+
     return cache_cli.verify(settings)
 
 
@@ -288,7 +290,9 @@ def _index_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(*, serve_only: bool = False) -> argparse.ArgumentParser:
+    """The command's parser; with ``serve_only``, without the maintenance commands,
+    whose modules a serving process (each worker) would otherwise hold, some 1 MiB."""
     parser = argparse.ArgumentParser(
         prog="stockade", description="A caching proxy mirror that enforces supply-chain policy."
     )
@@ -301,6 +305,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (default 8080)")
     serve.add_argument("--storage", help="storage directory (default ./stockade-data)")
     serve.set_defaults(func=_serve)
+    if serve_only:
+        return parser
 
     cache = sub.add_parser("cache", help="inspect and maintain the artifact cache")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
@@ -320,6 +326,8 @@ def _parser() -> argparse.ArgumentParser:
         "$STOCKADE_INDEX_CACHE or $XDG_CACHE_HOME/stockade)")
     index_build.set_defaults(func=_index_build)
 
+    from stockade.proxy import fleet_cli, policy_cli, token_cli
+
     policy_cli.add_subcommands(sub)
     fleet_cli.add_subcommands(sub)
     token_cli.add_subcommands(sub)
@@ -328,7 +336,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stockade`` console script."""
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(serve_only=list(argv[:1]) == ["serve"]).parse_args(argv)
     try:
         code: int = args.func(args)
     except ConfigError as exc:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import mmap
-import multiprocessing
 import struct
 
 from stockade.proxy.metrics import Metrics
@@ -36,6 +35,8 @@ class SharedClientCounts:
         self._row = struct.Struct(f"=16s{workers}H")
         self._slots = slots
         self._table = mmap.mmap(-1, slots * self._row.size)  # MAP_SHARED: seen after fork
+        import multiprocessing  # here: a single process (no supervisor) never needs it
+
         self._lock = multiprocessing.get_context("fork").Lock()
 
     def _read(self, slot: int) -> tuple[bytes, list[int]]:

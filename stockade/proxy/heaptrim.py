@@ -10,12 +10,22 @@ pages they sat on, scattered among live ones, so under a churn of more entries
 than the budget holds the process grew past what its caches count; the trim
 returns the free pages inside the heap as well as at its top. Nothing is done
 on a hit, and a drop only adds to a count.
+
+Not every growth is a cache's: a blob read for one answer, a connection's send
+buffer, a document parsed and let go are freed with nothing shed, and a churn of
+them left the heap grown by several MiB that no drop would ever trim. So, once
+``watch`` is called, the process's resident anonymous memory is also read once
+every ``min_interval_s`` (one read of ``/proc/self/statm``, on the loop) and the
+heap trimmed when it grew by the same quarter of the budget since the lowest
+level seen after the last trim: under a steady load at most once an interval, and
+once when a load ends, not per request. Where ``/proc`` is missing nothing is read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -25,13 +35,27 @@ from stockade.proxy.rendered import release_memory
 logger = logging.getLogger(__name__)
 
 _MIN_AFTER = 1024 * 1024  # bytes shed before a trim, for a small budget
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_anonymous() -> int | None:
+    """Bytes of this process's resident pages that no file backs (the heap, the
+    interpreter's arenas); None where ``/proc`` is missing."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            fields = statm.read().split()
+    except OSError:
+        return None
+    return (int(fields[1]) - int(fields[2])) * _PAGE  # resident less file-backed
 
 
 class HeapTrim:
-    """Trims the heap after ``budget``'s caches shed enough (see the module docstring)."""
+    """Trims the heap after ``budget``'s caches shed enough, or (once ``watch`` is
+    called) the process grew as much (see the module docstring)."""
 
     def __init__(self, budget: MemoryBudget, *, min_interval_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 resident: Callable[[], int | None] = resident_anonymous) -> None:
         self._after = max(budget.max_bytes // 4, _MIN_AFTER)
         self._interval = min_interval_s
         self._clock = clock
@@ -39,8 +63,29 @@ class HeapTrim:
         self._last = -min_interval_s  # when the last trim began
         self._later: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        self._resident = resident
+        self._floor: int | None = None  # the lowest resident level since the last trim
+        self._watching: asyncio.TimerHandle | None = None
         self.trims = 0  # trims done (tests count them)
         budget.on_release = self.released
+
+    def watch(self) -> None:
+        """Read the resident level once an interval from now on, and trim when it
+        grew past the mark (see the module docstring). In the serving process."""
+        self._floor = self._resident()
+        if self._floor is not None and self._watching is None:
+            self._watching = asyncio.get_running_loop().call_later(self._interval, self._look)
+
+    def _look(self) -> None:
+        self._watching = asyncio.get_running_loop().call_later(self._interval, self._look)
+        level = self._resident()
+        if level is None or self._floor is None:
+            return
+        if level < self._floor:
+            self._floor = level
+        elif (level - self._floor >= self._after and self._later is None
+              and self._task is None and self._clock() - self._last >= self._interval):
+            self._start()
 
     def released(self, size: int) -> None:
         """Count ``size`` bytes the caches gave back; trim (or plan one) past the mark."""
@@ -67,11 +112,16 @@ class HeapTrim:
         try:
             await asyncio.to_thread(release_memory)
             self.trims += 1
+            if self._floor is not None:
+                self._floor = self._resident()  # growth is counted from here again
         finally:
             self._task = None
 
     async def close(self) -> None:
-        """Cancel a planned trim; wait for one under way."""
+        """Stop watching; cancel a planned trim; wait for one under way."""
+        if self._watching is not None:
+            self._watching.cancel()
+            self._watching = None
         if self._later is not None:
             self._later.cancel()
             self._later = None

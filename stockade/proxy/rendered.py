@@ -35,14 +35,12 @@ import functools
 import gzip
 import hashlib
 import logging
-import multiprocessing
 import os
 import shutil
 import signal
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -56,6 +54,8 @@ from stockade.proxy.singleflight import SingleFlight
 from stockade.proxy.successions import Successions
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor, ProcessPoolExecutor
+
     from stockade.proxy.pipeline import Accel
 
 logger = logging.getLogger(__name__)
@@ -215,6 +215,11 @@ class RenderedCache:
         return self._pool
 
     def _start_pool(self) -> ProcessPoolExecutor:
+        # Imported here: a process that never renders a large document (most never
+        # do) does not hold the process pool's modules (some 2 MiB).
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         # spawn: forking a process that runs threads and an event loop is unsafe.
         pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_die_with_parent, initargs=(os.getpid(),))

@@ -9,17 +9,22 @@ signed). Synchronous and free of I/O: bytes in, a ``ProvenanceResult`` out.
 Results: ``verified``; ``missing`` (no ``.asc``); ``mismatch`` (signed by a key the
 keyring does not hold: someone else signed it); ``invalid`` (not a signature, or
 one by a listed key that does not verify over these bytes).
+
+``pysequoia`` is imported on the first key file or signature read, not with this
+module: only Maven signature checks use it, and its library costs a serving process
+some 3 MiB that a proxy with no ``pgp_keys`` would hold for nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-import pysequoia
-from pysequoia.packet import PacketPile
+from typing import TYPE_CHECKING
 
 from stockade.policy.model import ProvenanceKind, ProvenanceResult, ProvenanceStatus
+
+if TYPE_CHECKING:
+    import pysequoia
 
 S = ProvenanceStatus
 
@@ -51,6 +56,8 @@ def load_keyring(armored: Iterable[bytes]) -> PgpKeyring:
     Raises:
         PgpKeyError: a file holds no certificate, or one that cannot be read.
     """
+    import pysequoia  # on first use: see the module docstring
+
     certs: list[pysequoia.Cert] = []
     ids: set[str] = set()
     for index, data in enumerate(armored):
@@ -69,6 +76,8 @@ def load_keyring(armored: Iterable[bytes]) -> PgpKeyring:
 
 def _key_ids(cert: pysequoia.Cert) -> set[str]:
     """Fingerprints and key ids of the primary key and every subkey."""
+    from pysequoia.packet import PacketPile  # on first use: see the module docstring
+
     ids = {cert.fingerprint.lower()}
     for packet in PacketPile.from_bytes(bytes(cert)):
         fingerprint, key_id = packet.fingerprint, packet.key_id
@@ -84,6 +93,8 @@ def verify_detached(data: bytes, signature: bytes | None,
     """Check ``signature`` (an ``.asc``) over ``data`` against ``keyring``."""
     if signature is None:
         return _result(S.MISSING, "no OpenPGP signature (.asc)")
+    import pysequoia  # on first use: see the module docstring
+
     try:
         sig = pysequoia.Sig.from_bytes(signature)
     except (RuntimeError, ValueError) as exc:

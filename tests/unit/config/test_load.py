@@ -15,6 +15,8 @@ def test_defaults_match_the_contract() -> None:
     assert settings.pypi.upstreams[0].file_hosts == ("files.pythonhosted.org",)
     assert [u.url for u in settings.npm.upstreams] == ["https://registry.npmjs.org/"]
     assert [u.url for u in settings.maven.upstreams] == ["https://repo.maven.apache.org/maven2/"]
+    # a worker's caches together: one worker stays within 100 MiB RSS (README)
+    assert settings.server.memory_budget_bytes == 8 * 1024**2
 
 
 def test_yaml_env_and_flags_in_that_order(tmp_path: Path) -> None:

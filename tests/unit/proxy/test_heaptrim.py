@@ -64,3 +64,49 @@ async def test_trims_are_at_most_one_per_interval(trims: list[str]) -> None:
     assert trim.trims == 1
     await trim.close()  # the planned trim is cancelled
     assert len(trims) == 1
+
+
+async def test_a_process_grown_by_a_quarter_of_the_budget_is_trimmed_once(
+        trims: list[str]) -> None:
+    """Memory freed with nothing shed (a blob read for one answer, a send buffer):
+    the resident level's growth since the last trim starts one, off the loop."""
+    level = [50 * MIB]
+    budget = MemoryBudget(8 * MIB)  # the mark: 2 MiB
+    trim = HeapTrim(budget, min_interval_s=0.01, resident=lambda: level[0])
+    trim.watch()
+    level[0] += MIB  # under the mark: looked at, not trimmed
+    await asyncio.sleep(0.1)
+    assert trim.trims == 0
+    level[0] += 2 * MIB
+    await _until(lambda: trim.trims == 1)
+    assert "MainThread" not in trims
+    await asyncio.sleep(0.1)  # the level after the trim is the new floor: no second
+    assert trim.trims == 1
+    level[0] -= 4 * MIB  # shrank: growth counts from the lowest level seen
+    await asyncio.sleep(0.1)
+    level[0] += 2 * MIB
+    await _until(lambda: trim.trims == 2)
+    await trim.close()
+    level[0] += 8 * MIB  # no longer watched
+    await asyncio.sleep(0.1)
+    assert trim.trims == 2 and len(trims) == 2
+
+
+async def test_nothing_is_watched_where_the_level_cannot_be_read(
+        trims: list[str]) -> None:
+    trim = HeapTrim(MemoryBudget(4 * MIB), min_interval_s=0.01, resident=lambda: None)
+    trim.watch()
+    await asyncio.sleep(0.1)
+    assert trims == [] and trim._watching is None
+    await trim.close()
+
+
+def test_the_resident_level_is_read_from_the_process() -> None:
+    level = heaptrim.resident_anonymous()
+    assert level is not None and level > 0
+    held = bytearray(32 * MIB)  # touched: resident
+    for at in range(0, len(held), 4096):
+        held[at] = 1
+    grown = heaptrim.resident_anonymous()
+    assert grown is not None and grown - level >= 16 * MIB
+    del held

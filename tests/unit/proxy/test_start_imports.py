@@ -2,8 +2,9 @@
 pypi-attestations), the web page's templates (jinja2), the SBOM writer (cyclonedx), TUF,
 the version orderings (univers), the SPDX expressions' parser (license-expression) and
 the confusable characters' tables (read only for a name with a character that does not
-fold to ASCII otherwise) wait for their first use,
-so a server that never uses them never pays for them."""
+fold to ASCII otherwise), OpenPGP (pysequoia, for Maven signatures only) and the
+process pool's modules (multiprocessing, for large documents only) wait for their
+first use, so a server that never uses them never pays for them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 LAZY = {"sigstore", "sigstore_models", "cryptography", "pypi_attestations", "jinja2",
         "cyclonedx", "tuf", "securesystemslib", "univers", "confusable_homoglyphs",
-        "license_expression", "boolean"}
+        "license_expression", "boolean", "pysequoia", "multiprocessing"}
 
 _SERVE = """
 import asyncio, json, sys, urllib.request
@@ -179,3 +180,25 @@ def test_the_command_imports_its_modules_without_collector_passes(tmp_path: Path
     assert isinstance(passes, list)
     young, middle, old = passes
     assert (young <= 2, middle, old, found["enabled"]) == (True, 0, 0, True), found
+
+
+_SERVE_COMMAND = """
+import json, sys
+from stockade.proxy.cli import main
+
+code = main(["serve", "--config", sys.argv[1]])  # a file that is not there: 2, at once
+serving = sorted(m for m in sys.modules if m.endswith("_cli"))
+try:
+    main(["token", "--help"])
+except SystemExit:
+    pass
+print(json.dumps({"code": code, "serving": serving,
+                  "after": sorted(m for m in sys.modules if m.endswith("_cli"))}))
+"""
+
+
+def test_serve_imports_none_of_the_maintenance_commands(tmp_path: Path) -> None:
+    found = _loaded_by(_SERVE_COMMAND, str(tmp_path / "absent.yaml"), tmp_path=tmp_path)
+    assert found["code"] == 2
+    assert found["serving"] == []  # each worker would hold them for nothing
+    assert "stockade.proxy.token_cli" in found["after"]  # another command has them
