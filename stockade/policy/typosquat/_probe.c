@@ -207,26 +207,28 @@ probe_find(Probe *self, PyObject *key)
     return found == -2 ? NULL : PyLong_FromSsize_t(found);
 }
 
-/* found(keys): the entries of those of ``keys`` (an iterable of str or bytes) held,
- * in their order. */
+/* The entries of those of ``keys`` (an iterable of str or bytes) held, in their
+ * order: each an int, or with ``paired`` a (key, entry) tuple. */
 static PyObject *
-probe_found(Probe *self, PyObject *keys)
+collect(Probe *self, PyObject *keys, int paired)
 {
     PyObject *out = PyList_New(0), *iterator = PyObject_GetIter(keys), *key;
     if (!out || !iterator)
         goto fail;
     while ((key = PyIter_Next(iterator))) {
         Py_ssize_t found = find_key(self, key);
+        PyObject *item = NULL;
+        if (found >= 0)
+            item = paired ? Py_BuildValue("(On)", key, found) : PyLong_FromSsize_t(found);
         Py_DECREF(key);
         if (found == -2)
             goto fail;
         if (found >= 0) {
-            PyObject *entry = PyLong_FromSsize_t(found);
-            if (!entry || PyList_Append(out, entry) < 0) {
-                Py_XDECREF(entry);
+            if (!item || PyList_Append(out, item) < 0) {
+                Py_XDECREF(item);
                 goto fail;
             }
-            Py_DECREF(entry);
+            Py_DECREF(item);
         }
     }
     if (PyErr_Occurred())
@@ -239,38 +241,18 @@ fail:
     return NULL;
 }
 
+/* found(keys): the entries of those of ``keys`` held, in their order. */
+static PyObject *
+probe_found(Probe *self, PyObject *keys)
+{
+    return collect(self, keys, 0);
+}
+
 /* found_with(keys): (key, entry) of those of ``keys`` held, in their order. */
 static PyObject *
 probe_found_with(Probe *self, PyObject *keys)
 {
-    PyObject *out = PyList_New(0), *iterator = PyObject_GetIter(keys), *key;
-    if (!out || !iterator)
-        goto fail;
-    while ((key = PyIter_Next(iterator))) {
-        Py_ssize_t found = find_key(self, key);
-        if (found == -2) {
-            Py_DECREF(key);
-            goto fail;
-        }
-        if (found >= 0) {
-            PyObject *pair = Py_BuildValue("(On)", key, found);
-            if (!pair || PyList_Append(out, pair) < 0) {
-                Py_XDECREF(pair);
-                Py_DECREF(key);
-                goto fail;
-            }
-            Py_DECREF(pair);
-        }
-        Py_DECREF(key);
-    }
-    if (PyErr_Occurred())
-        goto fail;
-    Py_DECREF(iterator);
-    return out;
-fail:
-    Py_XDECREF(iterator);
-    Py_XDECREF(out);
-    return NULL;
+    return collect(self, keys, 1);
 }
 
 /* deletions(word): the entries of an ASCII ``word``'s one-letter deletions held, then
