@@ -185,6 +185,14 @@ async def _warm(server: Server, path: str) -> None:
     conn.close()
 
 
+async def _warmed(start: Start, fake_pypi: FakePyPI) -> tuple[Dist, Server]:
+    """A server with one wheel, ``demo`` 1.0, warmed (``_warm``)."""
+    dist = fake_pypi.add_wheel("demo", "1.0")
+    server = await start()
+    await _warm(server, _path(dist))
+    return dist, server
+
+
 async def _one(server: Server, path: str, extra: str = "", *, fast: bool,
                method: str = "GET") -> tuple[Response, dict[str, Any], dict[Any, float], int]:
     """One request on a fresh connection: its answer, access line, metrics' changes
@@ -201,29 +209,35 @@ async def _one(server: Server, path: str, extra: str = "", *, fast: bool,
     return response, line, _delta(before, server.samples()), server.fast.answered - answered
 
 
+async def _both(server: Server, path: str, extra: str = ""
+                ) -> tuple[Response, dict[str, Any], dict[Any, float]]:
+    """The same request the slow way, then the fast way, each on a fresh connection:
+    the fast one's answer, access line and metrics' changes, once checked the same as
+    the slow one's (but for what differs per request)."""
+    slow, slow_line, slow_delta, slow_fast = await _one(server, path, extra, fast=False)
+    quick, quick_line, quick_delta, quick_fast = await _one(server, path, extra, fast=True)
+    assert (slow_fast, quick_fast) == (0, 1)
+    assert quick.status == 200
+    assert quick.same() == slow.same()
+    assert ({k: v for k, v in quick_line.items() if k not in _LOG_PER_REQUEST}
+            == {k: v for k, v in slow_line.items() if k not in _LOG_PER_REQUEST})
+    assert quick_delta == slow_delta
+    return quick, quick_line, quick_delta
+
+
 class TestSameAnswer:
     @pytest.mark.parametrize("extra", ["", "User-Agent: pip/24.0\r\nAccept: */*\r\n",
                                        "X-Request-Id: abc-123\r\n",
                                        "Connection: keep-alive\r\nContent-Length: 0\r\n"])
     async def test_an_artifact_is_answered_as_the_slow_path_answers_it(
             self, start: Start, fake_pypi: FakePyPI, extra: str) -> None:
-        dist = fake_pypi.add_wheel("demo", "1.0")
-        server = await start()
-        await _warm(server, _path(dist))
-        slow, slow_line, slow_delta, slow_fast = await _one(server, _path(dist), extra,
-                                                            fast=False)
-        quick, quick_line, quick_delta, quick_fast = await _one(server, _path(dist), extra,
-                                                                fast=True)
-        assert (slow_fast, quick_fast) == (0, 1)
-        assert quick.same() == slow.same()
+        dist, server = await _warmed(start, fake_pypi)
+        quick, quick_line, quick_delta = await _both(server, _path(dist), extra)
         assert quick.body == dist.data
         assert quick.header("Date") and quick.header("X-Request-Id")
         if "X-Request-Id" in extra:
             assert quick.header("X-Request-Id") == "abc-123"
         assert quick_line["request_id"] == quick.header("X-Request-Id")
-        same = {k: v for k, v in slow_line.items() if k not in _LOG_PER_REQUEST}
-        assert {k: v for k, v in quick_line.items() if k not in _LOG_PER_REQUEST} == same
-        assert quick_delta == slow_delta
         counted = {name for name, _ in quick_delta}
         assert {"stockade_requests_total", "stockade_bytes_served_total"} <= counted
         assert server.served[-2:] == [(dist.filename, "127.0.0.1", "GET")] * 2
@@ -233,16 +247,7 @@ class TestSameAnswer:
         fake_pypi.add_wheel("demo", "1.0")
         server = await start()
         await _warm(server, "/pypi/simple/demo/")
-        slow, slow_line, slow_delta, slow_fast = await _one(server, "/pypi/simple/demo/",
-                                                            fast=False)
-        quick, quick_line, quick_delta, quick_fast = await _one(server, "/pypi/simple/demo/",
-                                                                fast=True)
-        assert (slow_fast, quick_fast) == (0, 1)
-        assert quick.status == 200
-        assert quick.same() == slow.same()
-        assert ({k: v for k, v in quick_line.items() if k not in _LOG_PER_REQUEST}
-                == {k: v for k, v in slow_line.items() if k not in _LOG_PER_REQUEST})
-        assert quick_delta == slow_delta
+        await _both(server, "/pypi/simple/demo/")
 
     @pytest.mark.parametrize(("path", "extra"), [
         ("/npm/demo", ""),
@@ -261,21 +266,11 @@ class TestSameAnswer:
         for _ in range(3):  # fetched, rendered or stored, remembered
             assert (await conn.get(path, extra)).status == 200
         conn.close()
-        slow, slow_line, slow_delta, slow_fast = await _one(server, path, extra, fast=False)
-        quick, quick_line, quick_delta, quick_fast = await _one(server, path, extra,
-                                                                fast=True)
-        assert (slow_fast, quick_fast) == (0, 1)
-        assert quick.status == 200
-        assert quick.same() == slow.same()
-        assert ({k: v for k, v in quick_line.items() if k not in _LOG_PER_REQUEST}
-                == {k: v for k, v in slow_line.items() if k not in _LOG_PER_REQUEST})
-        assert quick_delta == slow_delta
+        await _both(server, path, extra)
 
     async def test_keep_alive_requests_are_answered_in_turn(
             self, start: Start, fake_pypi: FakePyPI) -> None:
-        dist = fake_pypi.add_wheel("demo", "1.0")
-        server = await start()
-        await _warm(server, _path(dist))
+        dist, server = await _warmed(start, fake_pypi)
         conn = await server.connect()
         for _ in range(5):
             response = await conn.get(_path(dist))
@@ -321,9 +316,7 @@ class TestFallbacks:
     @pytest.mark.parametrize("template", _FALLBACKS)
     async def test_a_request_it_is_not_sure_of_is_aiohttps(
             self, start: Start, fake_pypi: FakePyPI, template: str) -> None:
-        dist = fake_pypi.add_wheel("demo", "1.0")
-        server = await start()
-        await _warm(server, _path(dist))
+        dist, server = await _warmed(start, fake_pypi)
         answers = []
         for fast in (False, True):
             conn = await server.connect(fast=fast)
@@ -352,9 +345,7 @@ class TestFallbacks:
 
     async def test_a_request_sent_in_pieces_is_answered(
             self, start: Start, fake_pypi: FakePyPI) -> None:
-        dist = fake_pypi.add_wheel("demo", "1.0")
-        server = await start()
-        await _warm(server, _path(dist))
+        dist, server = await _warmed(start, fake_pypi)
         conn = await server.connect()
         request = f"GET {_path(dist)} HTTP/1.1\r\nHost: t\r\nX-A: GET / HTTP/1.1\r\n\r\n"
         for piece in (request[:20], request[20:40], request[40:]):
@@ -366,9 +357,7 @@ class TestFallbacks:
     async def test_a_cut_request_then_a_whole_one_is_not_mistaken(
             self, start: Start, fake_pypi: FakePyPI) -> None:
         """A read that looks like a whole request after a partial one is its tail."""
-        dist = fake_pypi.add_wheel("demo", "1.0")
-        server = await start()
-        await _warm(server, _path(dist))
+        dist, server = await _warmed(start, fake_pypi)
         conn = await server.connect()
         await conn.send(b"GET /pypi/simple/other/ HTTP/1.1\r\nX-A: ")
         await asyncio.sleep(0.2)
@@ -380,9 +369,7 @@ class TestFallbacks:
 
     async def test_connection_close_is_honoured(
             self, start: Start, fake_pypi: FakePyPI) -> None:
-        dist = fake_pypi.add_wheel("demo", "1.0")
-        server = await start()
-        await _warm(server, _path(dist))
+        dist, server = await _warmed(start, fake_pypi)
         conn = await server.connect()
         response = await conn.get(_path(dist), "Connection: close\r\n")
         assert (response.status, response.body) == (200, dist.data)
@@ -399,9 +386,7 @@ class TestFallbacks:
         def changed(protocol: web.RequestHandler) -> bool:
             raise AttributeError("'RequestHandler' object has no attribute '_waiter'")
 
-        dist = fake_pypi.add_wheel("demo", "1.0")
-        server = await start()
-        await _warm(server, _path(dist))
+        dist, server = await _warmed(start, fake_pypi)
         monkeypatch.setattr(fastpath, "idle", changed)
         conn = await server.connect()
         for _ in range(2):
@@ -427,9 +412,7 @@ class TestFallbacks:
 class TestDecidedPerRequest:
     async def test_a_version_refused_since_is_refused(
             self, start: Start, fake_pypi: FakePyPI, engine: FakeEngine) -> None:
-        dist = fake_pypi.add_wheel("demo", "1.0")
-        server = await start()
-        await _warm(server, _path(dist))
+        dist, server = await _warmed(start, fake_pypi)
         engine.blocked_versions.add(("demo", "1.0"))
         conn = await server.connect()
         response = await conn.get(_path(dist))
@@ -440,9 +423,7 @@ class TestDecidedPerRequest:
 
     async def test_a_purge_between_two_requests_is_seen(
             self, start: Start, fake_pypi: FakePyPI) -> None:
-        dist = fake_pypi.add_wheel("demo", "1.0")
-        server = await start()
-        await _warm(server, _path(dist))
+        dist, server = await _warmed(start, fake_pypi)
         conn = await server.connect()
         assert (await conn.get(_path(dist))).body == dist.data
         assert server.fast.answered == 1
