@@ -17,8 +17,12 @@ them left the heap grown by several MiB that no drop would ever trim. So, once
 ``watch`` is called, the process's resident anonymous memory is also read once
 every ``min_interval_s`` (one read of ``/proc/self/statm``, on the loop) and the
 heap trimmed when it grew by the same quarter of the budget since the lowest
-level seen after the last trim: under a steady load at most once an interval, and
-once when a load ends, not per request. Where ``/proc`` is missing nothing is read.
+level seen after the last trim: once when a load ends, not per request. Under a
+steady load the heap grows back after each trim (its working set, not waste), so each
+such trim doubles the time before the next may start (up to ``_BACK_OFF`` intervals:
+a trim holds the allocator's lock for milliseconds, and the pages it gives back are
+faulted in again); a look that finds no growth after that time sets it back to one
+interval. Where ``/proc`` is missing nothing is read.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from stockade.proxy.rendered import release_memory
 logger = logging.getLogger(__name__)
 
 _MIN_AFTER = 1024 * 1024  # bytes shed before a trim, for a small budget
+_BACK_OFF = 64  # the longest wait between growth trims, in intervals
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -66,6 +71,7 @@ class HeapTrim:
         self._resident = resident
         self._floor: int | None = None  # the lowest resident level since the last trim
         self._watching: asyncio.TimerHandle | None = None
+        self._gap = min_interval_s  # the least time from one trim to a growth trim
         self.trims = 0  # trims done (tests count them)
         budget.on_release = self.released
 
@@ -83,8 +89,12 @@ class HeapTrim:
             return
         if level < self._floor:
             self._floor = level
-        elif (level - self._floor >= self._after and self._later is None
-              and self._task is None and self._clock() - self._last >= self._interval):
+        since = self._clock() - self._last
+        if level - self._floor < self._after:
+            if since >= self._gap:
+                self._gap = self._interval  # no growth back: the load's churn ended
+        elif self._later is None and self._task is None and since >= self._gap:
+            self._gap = min(self._gap * 2, self._interval * _BACK_OFF)
             self._start()
 
     def released(self, size: int) -> None:

@@ -92,6 +92,37 @@ async def test_a_process_grown_by_a_quarter_of_the_budget_is_trimmed_once(
     assert trim.trims == 2 and len(trims) == 2
 
 
+async def test_a_heap_that_grows_back_after_each_trim_is_trimmed_ever_less_often(
+        trims: list[str]) -> None:
+    """A steady load's working set grows back after every trim: each growth trim
+    doubles the wait before the next; a quiet look after that wait sets it back."""
+    now, level = [0.0], [50 * MIB]
+    budget = MemoryBudget(8 * MIB)  # the mark: 2 MiB
+    trim = HeapTrim(budget, min_interval_s=1.0, clock=lambda: now[0],
+                    resident=lambda: level[0])  # (a trim gives nothing back here)
+    trim.watch()
+    at: list[float] = []
+
+    async def look(grow: int) -> None:
+        now[0] += 1.0
+        level[0] += grow
+        before = trim.trims
+        trim._look()  # (the loop's own look is an interval of real time away)
+        await _until(lambda: trim._task is None)
+        if trim.trims != before:
+            at.append(now[0])
+
+    for _ in range(15):
+        await look(3 * MIB)
+    assert at == [1.0, 3.0, 7.0, 15.0]
+    for _ in range(16):
+        await look(0)  # the load ended: quiet for the whole wait
+    await look(3 * MIB)
+    assert at == [1.0, 3.0, 7.0, 15.0, 32.0]  # the wait is one interval again
+    await trim.close()
+    assert len(trims) == 5
+
+
 async def test_nothing_is_watched_where_the_level_cannot_be_read(
         trims: list[str]) -> None:
     trim = HeapTrim(MemoryBudget(4 * MIB), min_interval_s=0.01, resident=lambda: None)
