@@ -27,7 +27,7 @@ from stockade.proxy import routes, ui
 from stockade.proxy.admission import Admission, Workers
 from stockade.proxy.affected import Reevaluator
 from stockade.proxy.approvals_log import record_new, seen_path
-from stockade.proxy.auth import ACCESS, TOKENS, TokenWatcher, make_access_check
+from stockade.proxy.auth import ACCESS, TOKENS, AccessCheck, TokenWatcher
 from stockade.proxy.budget import MemoryBudget
 from stockade.proxy.bundlepull import BundlePuller
 from stockade.proxy.checkpoint import key_from_env
@@ -285,7 +285,7 @@ def make_app(
     notifications, the scheduled OSV sync); of several workers, only the first."""
     metrics = Metrics()
     tokens = TokenWatcher(settings.auth.tokens, check_s=settings.auth.reload_check_s)
-    access = make_access_check(settings.auth, tokens, metrics)
+    access = AccessCheck(settings.auth, tokens, metrics)
     app = web.Application(
         client_max_size=settings.server.client_max_size_bytes,
         middlewares=[make_middleware(metrics, access=access,

@@ -271,12 +271,6 @@ class AccessCheck:
 ACCESS = web.AppKey("access", AccessCheck)
 
 
-def make_access_check(settings: AuthSettings, watcher: TokenWatcher,
-                      metrics: Metrics) -> AccessCheck:
-    """The access check ``responses.make_middleware`` runs before each handler."""
-    return AccessCheck(settings, watcher, metrics)
-
-
 def require_admin(request: web.Request) -> Identity:
     """The caller, who must hold an admin token (for admin actions in handlers).
 

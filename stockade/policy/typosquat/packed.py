@@ -187,13 +187,7 @@ class _Packed(Mapping[str, V], Generic[V]):
         probe = self._probe
         if probe is not None:
             number = probe.find(key)
-            if number < 0:
-                return default
-            found = self._value(number)
-            if len(self._memo) >= _MEMO:
-                self._memo.clear()
-            self._memo[key] = found
-            return found
+            return default if number < 0 else self._remember(key, number)
         width = self._width
         if not width:
             return default
@@ -213,13 +207,17 @@ class _Packed(Mapping[str, V], Generic[V]):
                 entry: int = (held & 0xFFFFFFFF) - 1
                 if self._blob[self._at + self._starts[entry]:
                               self._at + self._ends[entry]] == raw:
-                    found = self._value(entry)
-                    if len(self._memo) >= _MEMO:
-                        self._memo.clear()
-                    self._memo[key] = found
-                    return found
+                    return self._remember(key, entry)
             slot = slot + 1 if slot + 1 < width else 0
         return default
+
+    def _remember(self, key: Key, entry: int) -> V:
+        """The value of ``entry``, found for ``key``, kept in the memo (``get``)."""
+        found = self._value(entry)
+        if len(self._memo) >= _MEMO:
+            self._memo.clear()
+        self._memo[key] = found
+        return found
 
     def found(self, keys: Iterable[str]) -> list[V]:
         """The values of those of ``keys`` the table holds: ``get`` of each, in one
