@@ -42,6 +42,7 @@ from stockade.policy.typosquat.loose import LooseIndex
 from stockade.policy.typosquat.store import forget_joined, load_or_build, load_or_build_loose
 
 _CACHE_MAX = 32768  # verdicts kept per ecosystem
+_NEITHER: tuple[None, None] = (None, None)  # no strong verdict, no quick likeness
 
 
 @functools.cache
@@ -143,9 +144,9 @@ class TyposquatRule:
         self._outcomes: dict[Ecosystem, dict[str, tuple[
             ProjectFacts, datetime, datetime, Verdict | None]]] = {
             eco: {} for eco in Ecosystem}
-        self._pairs: dict[Ecosystem, dict[str, tuple[Verdict | Match | None,
-                                                     Match | None]]] = {
-            eco: {} for eco in Ecosystem}
+        # a name's strong verdict and quick likeness, kept together (``_pair``)
+        self._pairs = {eco: functools.lru_cache(maxsize=_CACHE_MAX)(
+            functools.partial(self._pair, eco)) for eco in Ecosystem}
         # the loose index that shares the strong one's look-ups (the shipped lists, with
         # no names of the policy's own: ``_quick``), by ecosystem
         # the loose index sharing the strong one's look-ups, with that strong index
@@ -232,18 +233,7 @@ class TyposquatRule:
             return strong
         # With facts: the strong look-up and the quick likenesses (at any age) of a name,
         # kept together, so that a version asked again costs one look-up as without them.
-        name = ref.name
-        pairs = self._pairs[ref.ecosystem]
-        pair = pairs.get(name)
-        if pair is None:
-            strong = self._verdicts[ref.ecosystem](name)
-            # the quick likenesses asked here, not through their cache: the pair is
-            # what is kept of them (a second cache costs a first sight its filling)
-            pair = (strong, None if strong is not None else self._quick(ref.ecosystem, name))
-            if len(pairs) >= _CACHE_MAX:
-                pairs.clear()
-            pairs[name] = pair
-        strong, match = pair
+        strong, match = self._pairs[ref.ecosystem](ref.name)
         if strong is None:
             if match is None:
                 count = project.releases
@@ -342,21 +332,29 @@ class TyposquatRule:
                 return None if not deep and self._left_alone(ecosystem, norm) else found
         return None
 
-    def _quick(self, ecosystem: Ecosystem, name: str) -> Match | None:
-        """``_loose_match(ecosystem, name, deep=False)``, right after the strong tier
-        found nothing for ``name``: where the loose index shares the strong one's
-        look-ups and the strong tier has just compared ``name`` (a first sight), its
-        normalised name, skeleton and skeleton's holder are read, not made again."""
-        sharing = self._sharing.get(ecosystem)
+    def _pair(self, ecosystem: Ecosystem, name: str) -> tuple[Verdict | Match | None,
+                                                               Match | None]:
+        """A name's strong verdict and, where it has none, its quick likeness (kept by
+        ``_pairs``, by name).
+
+        The quick likenesses are asked here, not through their cache: the pair is what
+        is kept of them (a second cache costs a first sight its filling). Where the loose
+        index shares the strong one's look-ups and the strong tier has just compared
+        ``name`` (a first sight), its normalised name, skeleton and skeleton's holder are
+        read, not made again."""
+        strong = self._verdicts[ecosystem](name)
+        if strong is not None:
+            return strong, None
         last = self._last
-        if sharing is not None and last[0] is ecosystem and last[1] == name:
-            norm = last[2]
-            whole, index = sharing  # read here: a first sight with facts asks this each time
-            seen = index.last
-            if seen[0] == norm:
-                found = whole.quick_after(norm, seen[1], seen[2])
-                return None if found is None or self._left_alone(ecosystem, norm) else found
-        return self._loose_match(ecosystem, name, deep=False)
+        sharing = self._sharing.get(ecosystem)
+        if sharing is not None and last[1] == name and last[0] is ecosystem \
+                and (seen := sharing[1].last)[0] == last[2]:
+            match = sharing[0].quick_after(last[2], seen[1], seen[2])
+            if match is not None and self._left_alone(ecosystem, last[2]):
+                match = None
+        else:
+            match = self._loose_match(ecosystem, name, deep=False)
+        return _NEITHER if match is None else (None, match)
 
     def _left_alone(self, ecosystem: Ecosystem, norm: str) -> bool:
         """True for an allowed name, and a protected one itself."""
@@ -372,7 +370,7 @@ class TyposquatRule:
         for kept in self._outcomes.values():
             kept.clear()
         for pairs in self._pairs.values():
-            pairs.clear()
+            pairs.cache_clear()
 
     def _decide(self, ecosystem: Ecosystem, name: str) -> Verdict | Match | None:
         """A strong match's refusal; the match itself where it is borderline (decided

@@ -75,9 +75,9 @@ class EditIndex:
         self._base: EditIndex | None = None
         self._hidden: Set[str] = frozenset()
         # the last skeleton ``neighbours`` looked up and what it found: the strong
-        # tier's look-up, read again by the loose tier's one edit (one tuple: a
-        # thread reads both halves or neither)
-        self._last: tuple[str, list[str | tuple[str, ...]]] = ("", [])
+        # tier's look-up, read again by the loose tier's quick search (one tuple: a
+        # thread reads both halves or neither; a reader checks the skeleton is its own)
+        self.kept: tuple[str, list[str | tuple[str, ...]]] = ("", [])
 
     def over(self, base: EditIndex, names: Mapping[str, int], skeletons: Mapping[str, str],
              hidden: Set[str]) -> EditIndex:
@@ -212,13 +212,13 @@ class EditIndex:
         one, a tuple where several (this index's own, not its base's). The last
         skeleton's answer is kept: the loose tier asks for the one the strong tier
         just did (the list is shared: read it, never change it)."""
-        last = self._last
-        if last[0] == skel and skel:
-            return last[1]
+        kept = self.kept
+        if kept[0] == skel and skel:
+            return kept[1]
         deletes = self._deletes
         found = deletes.found_deletions(skel) if isinstance(deletes, Names) \
             else self._found(deletions(skel))
-        self._last = (skel, found)
+        self.kept = (skel, found)
         return found
 
     def _found(self, variants: set[str]) -> list[str | tuple[str, ...]]:

@@ -65,7 +65,12 @@ class NameIndex:
         self._stripped: Mapping[str, tuple[str, str]] = {}
         self._edits = EditIndex(ecosystem, names_, skeletons)
         self._slips = SlipIndex(ecosystem, names_)
-        self._last: tuple[str, str, str | None] = ("", "", None)  # see ``last``
+        # the last name ``lookalike`` compared, normalised, its skeleton and the name
+        # holding that skeleton (None: none): the loose tier's quick search of the same
+        # name reads them rather than making them again (one tuple: a thread reads all
+        # of it or none; a reader checks the name is its own). An attribute, not a
+        # property: a first sight with facts reads it each time.
+        self.last: tuple[str, str, str | None] = ("", "", None)
         adding = _Adding(self, names_, skeletons)
         for rank, raw in itertools.chain(((0, n) for n in first), enumerate(names)):
             adding.add(normalize(ecosystem, raw), rank)
@@ -120,7 +125,7 @@ class NameIndex:
         index._stripped = {**base._stripped, **own._stripped}
         index._combo_parts = base._combo_parts | own._combo_parts
         index._groups, index._artifacts = None, {}
-        index._last = ("", "", None)
+        index.last = ("", "", None)
         index._edits = own._edits.over(base._edits, index.names, index._skeletons, hidden)
         index._slips = own._slips.over(base._slips, index.names,
                                        frozenset(base._skeletons[s] for s in hidden),
@@ -142,14 +147,6 @@ class NameIndex:
                 self._artifacts[artifact] = coordinate
 
     @property
-    def last(self) -> tuple[str, str, str | None]:
-        """The last name ``lookalike`` compared, normalised, its skeleton and the name
-        holding that skeleton (None: none): the loose tier's quick search of the same
-        name reads them rather than making them again (one tuple: a thread reads all
-        of it or none; a caller checks the name is its own)."""
-        return self._last
-
-    @property
     def edits(self) -> EditIndex:
         """The edit look-ups (``edits``): the loose tier shares their deletions."""
         return self._edits
@@ -164,7 +161,7 @@ class NameIndex:
         norm = name if normalized else normalize(self.ecosystem, name)
         skel = skeleton(self.ecosystem, norm)
         exact = self._skeletons.get(skel)
-        self._last = (norm, skel, exact)
+        self.last = (norm, skel, exact)
         # a listed name's skeleton is held (by it or a better-ranked name): where none
         # holds it, the name is not listed, and the list is not asked
         rank = None if exact is None else self.names.get(norm)

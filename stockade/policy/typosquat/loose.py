@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rapidfuzz import fuzz, process
@@ -214,9 +214,9 @@ class LooseIndex:
         # the protected names that carry a marker, by their cores (``_marker``): derived
         self._marked: Marked | None = None
         self._versioned: Versioned | None = None  # ... with a version digit: derived
-        # the strong index's deletion look-up, where it holds the same one-edit
+        # the strong index's edit look-ups, where they hold the same one-edit
         # neighbours as ``_one`` (``share_one_edit``): never kept
-        self._neighbours: Callable[[str], list[str | tuple[str, ...]]] | None = None
+        self._shared: EditIndex | None = None
 
     def share_one_edit(self, edits: EditIndex) -> bool:
         """Read one edit's neighbours from ``edits`` (the strong index of the same
@@ -228,7 +228,7 @@ class LooseIndex:
         if edits.ecosystem is not self.ecosystem or edits.layered \
                 or EDIT_MAX_RANK[self.ecosystem] != ONE_EDIT_RANK or MIN_FUZZY != ONE_EDIT_MIN:
             return False
-        self._neighbours = edits.neighbours
+        self._shared = edits
         return True
 
     def match(self, norm: str, *, deep: bool, quick: bool = True) -> Match | None:
@@ -257,20 +257,24 @@ class LooseIndex:
         its skeleton ``skel`` and ``exact``, the name holding that skeleton there (None:
         none), which is this index's too. Nothing is made or looked up again but the one
         edit's answer, which the strong tier's look-up kept."""
-        neighbours = self._neighbours
-        if neighbours is None:
+        shared = self._shared
+        if shared is None:
             raise ValueError("an index that shares nothing with a strong one")
-        if norm in self._listed or not skel:
+        if not skel or norm in self._listed:
             return None
         # each likeness's first test made here (most names pass none of them): a first
         # sight with facts costs little more than one on the name alone
         if exact is not None and exact != norm:
             return self._same_as(norm, exact)
-        if norm[-1:].isdigit() or norm.endswith("\n"):
-            found = self._suffix(skel, norm)
-            if found is not None:
-                return found
-        return self._one_edit(skel) if neighbours(skel) else None
+        last = norm[-1]  # (``norm`` has a skeleton: it is not empty)
+        if (last.isdigit() or last == "\n") and \
+                (found := self._suffix(skel, norm)) is not None:
+            return found
+        # the strong tier's answer for ``skel``, read where it kept it
+        kept = shared.kept
+        if kept[1] if kept[0] == skel else shared.neighbours(skel):
+            return self._one_edit(skel)
+        return None
 
     def _target(self, skel: str) -> str:
         return self._names[skel]
@@ -287,8 +291,9 @@ class LooseIndex:
 
     def _one_edit(self, skel: str) -> Match | None:
         best: str | None = None
-        shared = self._neighbours
-        for others in self._one.found(deletions(skel)) if shared is None else shared(skel):
+        shared = self._shared
+        for others in self._one.found(deletions(skel)) if shared is None \
+                else shared.neighbours(skel):
             for other in (others,) if isinstance(others, str) else others:
                 if other != skel and (best is None or self._rank(other) < self._rank(best)) \
                         and DamerauLevenshtein.distance(skel, other, score_cutoff=1) <= 1:

@@ -83,8 +83,8 @@ _SLIP_TABLES = ("_slips",)
 _SHARED_EDITS = ("_ecosystem", "_names", "_skeletons")
 _SHARED_SLIPS = ("_ecosystem", "_names")
 _LAYERS = ("_base", "_hidden")  # set on a layered index only, never kept
-_EDITS_DERIVED = ("_last",)  # the last look-up's answer (``EditIndex.neighbours``): never kept
-_INDEX_DERIVED = ("_last",)  # the last name compared (``NameIndex.last``): never kept
+_EDITS_DERIVED = ("kept",)  # the last look-up's answer (``EditIndex.neighbours``): never kept
+_INDEX_DERIVED = ("last",)  # the last name compared (``NameIndex.last``): never kept
 # Index files kept per kind and ecosystem, the last used (see ``_write``).
 _KEPT = 3
 # bump when the layout of the state below changes (5: the edit deletions hold the
@@ -103,7 +103,7 @@ _LOOSE_TABLES: dict[str, type[_Packed[Any]]] = {
     "_anagrams": Strings, "_dropped": Strings}
 _LOOSE_PLAIN = ("ecosystem", "shapes", "_listed", "_longest")
 # made from the tables as they are used: never kept
-_LOOSE_DERIVED = ("_bounds", "_contained", "_joined", "_neighbours", "_marked", "_versioned")
+_LOOSE_DERIVED = ("_bounds", "_contained", "_joined", "_shared", "_marked", "_versioned")
 
 
 def folder() -> Path | None:
@@ -285,7 +285,7 @@ def _restore(state: dict[str, Any], tables: dict[str, Any]) -> NameIndex:
     """The index of ``state``, its packed ``tables`` (by name) read already."""
     index = NameIndex.__new__(NameIndex)
     index.ecosystem = Ecosystem(state["ecosystem"])
-    index._last = ("", "", None)
+    index.last = ("", "", None)
     for name in _INDEX:
         setattr(index, name, state[name])
     if set(tables) - {"groups"} != set(_TABLES):
@@ -595,7 +595,7 @@ def loads_loose(data: bytes | mmap.mmap, source: Source | None = None,
     index._listed = ()
     index._longest = int(state["_longest"])
     index._bounds, index._contained, index._joined = {}, None, None
-    index._neighbours = None
+    index._shared = None
     index._marked = index._versioned = None
     if set(state["tables"]) != set(_LOOSE_TABLES):
         raise ValueError("a loose index file without its tables")

@@ -59,11 +59,11 @@ def test_the_rule_shares_them_and_decides_alike(
     rng = random.Random(9)  # noqa: S311 - test data, not secrets
     for eco in (Ecosystem.PYPI, Ecosystem.NPM):
         *_, whole = rule.loose_index(eco)
-        assert whole._neighbours is not None
+        assert whole._shared is not None
         # the same rule reading the loose tier's own table: its answers are the reference
         apart = TyposquatRule(protected=protected, now=lambda: NOW)
         own = copy.copy(whole)
-        own._neighbours = None
+        own._shared = None
         apart._loose_indexes[eco] = (*apart.loose_index(eco)[:-1], own)
         apart._sharing.clear()  # nor the strong tier's skeleton: the loose search's own
         found = 0
