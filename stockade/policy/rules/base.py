@@ -41,20 +41,26 @@ class Entry:
         return ref.version is not None and self.versions.contains(ref.version)
 
 
+# read once: an enum member is read through its class's metaclass, in Python
+_AUDIT = Mode.AUDIT
+_HELD_BACK = frozenset({Decision.BLOCK, Decision.HOLD})
+
+
 def finding(rule: str, mode: Mode, decision: Decision, reason: str,
             target: str | None = None, *,
             evidence: tuple[tuple[str, str], ...] = (),
             until: datetime | None = None) -> Verdict:
     """A verdict of ``rule``; in audit mode a refusal is recorded but does not refuse."""
     return Verdict(decision, rule, reason, target,
-                   audit_only=mode is Mode.AUDIT and decision in (Decision.BLOCK,
-                                                                  Decision.HOLD),
+                   audit_only=mode is _AUDIT and decision in _HELD_BACK,
                    evidence=evidence, until=until)
 
 
 def human(delta: timedelta) -> str:
     """``3 days``, ``5 hours``, ``12 minutes``: how long, as a person says it."""
-    seconds = max(0, int(delta.total_seconds()))
+    # whole seconds, as ``int(delta.total_seconds())`` (a timedelta keeps its seconds
+    # and microseconds positive: this is their floor, the same for any positive delta)
+    seconds = max(0, delta.days * 86400 + delta.seconds)
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size:
             count = seconds // size

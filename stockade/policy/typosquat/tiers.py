@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from stockade.policy.model import Decision, Ecosystem, ProjectFacts
@@ -61,9 +62,10 @@ class Tiers:
     strong_on_missing: Decision = Decision.BLOCK
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What the facts make of a look-alike: a decision, the sentence's tail, a lift date."""
+class Outcome(NamedTuple):
+    """What the facts make of a look-alike: a decision, the sentence's tail, a lift date
+    (a named tuple: made at each look-alike's first sight, and a frozen dataclass's
+    fields are set one call each)."""
 
     decision: Decision
     why: str
@@ -103,6 +105,7 @@ def young(project: ProjectFacts, now: datetime, tiers: Tiers) -> bool | None:
     return few and now - project.first_release < tiers.young
 
 
+_DAY = timedelta(days=1)
 _ALWAYS = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
 
 
@@ -116,10 +119,11 @@ def unchanged(project: ProjectFacts, now: datetime,
     if first is None:
         return _ALWAYS
     age = now - first
-    if age < timedelta(days=1):
+    if age < _DAY:
         return None
-    days = age // timedelta(days=1)
-    start, end = first + timedelta(days=days), first + timedelta(days=days + 1)
+    days = age.days  # whole days (a timedelta's days are its floor)
+    start = first + _DAY * days
+    end = start + _DAY
     turns = first + tiers.young  # where it stops being young
     if now < turns:
         end = min(end, turns)

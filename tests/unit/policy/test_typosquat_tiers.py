@@ -6,14 +6,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stockade.policy.approvals import approve
 from stockade.policy.engine import Engine
 from stockade.policy.file import PolicyError, parse_policy
 from stockade.policy.model import Decision, Ecosystem, Facts, PackageRef, ProjectFacts
+from stockade.policy.rules.base import human
 from stockade.policy.rules.typosquat import TyposquatRule
 from stockade.policy.typosquat.summaries import fingerprint, shipped
-from stockade.policy.typosquat.tiers import Tiers
+from stockade.policy.typosquat.tiers import Tiers, newness, unchanged, young
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 PYPI, NPM = Ecosystem.PYPI, Ecosystem.NPM
@@ -344,3 +347,39 @@ def test_a_policy_reload_or_a_cleared_cache_forgets_the_kept_verdicts() -> None:
     strict.tiers = Tiers(young=timedelta(days=1))
     strict.clear_cache()
     assert decide(strict, PYPI, "flasksuperthing", YOUNG) == verdict
+
+
+@settings(max_examples=300, deadline=None)
+@given(age=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=4000)),
+       releases=st.sampled_from([None, 1, 3, 4, 40]))
+def test_the_span_a_verdict_is_kept_for_is_the_widest_it_stays_the_same(
+        age: timedelta, releases: int | None) -> None:
+    """``unchanged``: over its span the loose tier's sentence and the project's youth
+    are those of ``now``; a microsecond outside it, one of them differs."""
+    project = ProjectFacts(first_release=NOW - age, releases=releases)
+    tiers = Tiers()
+    span = unchanged(project, NOW, tiers)
+    if age < timedelta(days=1):
+        assert span is None  # the sentence counts hours and minutes there
+        return
+    assert span is not None
+    start, end = span
+    assert start <= NOW < end
+
+    def said(at: datetime) -> tuple[str, bool | None]:
+        return newness(project, at), young(project, at, tiers)
+
+    tick = timedelta(microseconds=1)
+    assert said(start) == said(NOW) == said(end - tick)
+    assert said(start - tick) != said(NOW)
+    assert said(end) != said(NOW)
+
+
+def test_how_long_is_said_in_whole_units_and_never_below_nothing() -> None:
+    assert human(timedelta(days=2, hours=23)) == "2 days"
+    assert human(timedelta(days=1)) == "1 day"
+    assert human(timedelta(hours=5, minutes=59, seconds=59, microseconds=999999)) == "5 hours"
+    assert human(timedelta(minutes=1)) == "1 minute"
+    assert human(timedelta(seconds=59, microseconds=999999)) == "59 seconds"
+    assert human(timedelta(microseconds=-1)) == "0 seconds"
+    assert human(timedelta(days=-3)) == "0 seconds"
