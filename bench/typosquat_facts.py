@@ -18,14 +18,16 @@ Prints, for the default policy (the shipped lists):
       document always carries them; the loose tier allows and records there) and on
       names alone (as policy_bench (d)); its loose tier's holds cannot be measured
       here, only their worst case (young facts for every name);
-  (3) speed on one core (CPU time of this process, best of three passes): decisions a
-      second on names alone, with old facts (2 years, 40 releases: most requests) and
-      with young facts (the deep loose search runs), over the labelled set and the
-      lesser-known samples of both ecosystems, at first sight (every cache emptied
-      before the pass) and asked again (a second pass), and the ratio of each to names
-      alone measured in the same run; and a version's decision as the proxy makes it
-      (no name cache), with old facts against names alone, by the engine and by the
-      typosquat rule alone, timed in turn over 21 rounds (``--speed``: (3) only);
+  (3) speed on one core (CPU time of this process, best of five passes, the kinds'
+      passes taken in turn and the median of the five rounds' ratios beside the best
+      times' ratio): decisions a second on names alone, with old facts (2 years, 40
+      releases: most requests) and with young facts (the deep loose search runs),
+      over the labelled set and the lesser-known samples of both ecosystems, at
+      first sight (every cache emptied before the pass) and asked again (a second
+      pass), and the ratio of each to names alone measured in the same run; and a
+      version's decision as the proxy makes it (no name cache), with old facts
+      against names alone, by the engine and by the typosquat rule alone, timed in
+      turn over 21 rounds (``--speed``: (3) only);
   (4) with --shapes, instead: each deep shape of the loose tier left out in turn, with
       the labelled squats it catches (tuning and held-out halves) and the lesser-known
       names it holds, so that each shape's worth is seen in one run.
@@ -210,30 +212,41 @@ def young_share(engine: Engine, sample: list[str], now: datetime) -> None:
           f"({held / len(sample):.2%}) held or refused")
 
 
-def speed(engine: Engine, refs: list[PackageRef], now: datetime) -> None:
+def speed(engine: Engine, refs: list[PackageRef], now: datetime, rounds: int = 5) -> None:
+    """Each kind's passes taken in turn, ``rounds`` times, the order turning each round,
+    so that a shared machine's drift falls on every kind alike: the best time of each,
+    and the median of the rounds' ratios to names alone."""
     kinds = {"names alone": Facts(upstream="public"), "old facts": old(now),
              "young facts": young(now)}
-    cold: dict[str, float] = {}
-    warm: dict[str, float] = {}
-    for label, facts in kinds.items():
-        first, again = [], []
-        for _ in range(3):
+    first: dict[str, list[float]] = {label: [] for label in kinds}
+    again: dict[str, list[float]] = {label: [] for label in kinds}
+    labels = list(kinds)
+    for i in range(rounds):
+        for label in labels[i % len(labels):] + labels[:i % len(labels)]:
+            facts = kinds[label]
             engine.clear_cache()
             start = time.process_time()
             for ref in refs:
                 engine.decide(ref, facts)
-            first.append(time.process_time() - start)
+            first[label].append(time.process_time() - start)
             start = time.process_time()
             for ref in refs:
                 engine.decide(ref, facts)
-            again.append(time.process_time() - start)
-        cold[label], warm[label] = min(first), min(again)
+            again[label].append(time.process_time() - start)
     versions_speed(engine, refs, kinds["names alone"], kinds["old facts"])
     for label in kinds:
-        print(f"(3) {label}: first sight {len(refs) / cold[label]:,.0f} decisions/s on one "
-              f"core (time / names alone {cold[label] / cold['names alone']:.3f}); asked "
-              f"again {len(refs) / warm[label]:,.0f}/s (time / names alone "
-              f"{warm[label] / warm['names alone']:.3f})")
+        cold, warm = min(first[label]), min(again[label])
+        print(f"(3) {label}: first sight {len(refs) / cold:,.0f} decisions/s on one "
+              f"core (time / names alone {cold / min(first['names alone']):.3f}, median of "
+              f"{rounds} rounds {_median_ratio(first[label], first['names alone']):.3f}); "
+              f"asked again {len(refs) / warm:,.0f}/s (time / names alone "
+              f"{warm / min(again['names alone']):.3f})")
+
+
+def _median_ratio(times: list[float], alone: list[float]) -> float:
+    """The median of the rounds' ratios of ``times`` to ``alone``, round by round."""
+    ratios = sorted(a / b for a, b in zip(times, alone, strict=True))
+    return ratios[len(ratios) // 2]
 
 
 def versions_speed(engine: Engine, refs: list[PackageRef], alone: Facts, facts: Facts,
