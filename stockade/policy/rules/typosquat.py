@@ -349,7 +349,7 @@ class TyposquatRule:
         sharing = self._sharing.get(ecosystem)
         if sharing is not None and last[1] == name and last[0] is ecosystem \
                 and (seen := sharing[1].last)[0] == last[2]:
-            match = sharing[0].quick_after(last[2], seen[1], seen[2])
+            match = sharing[0].quick_after(seen)
             if match is not None and self._left_alone(ecosystem, last[2]):
                 match = None
         else:

@@ -225,7 +225,7 @@ class LooseIndex:
         (``EditIndex.neighbours``), so a name's first sight probes one table, not two.
         Only where both file the same names (their ranks and lengths alike); True when
         shared."""
-        if edits.ecosystem is not self.ecosystem or edits.layered \
+        if edits.ecosystem is not self.ecosystem or edits.layered or self._listed \
                 or EDIT_MAX_RANK[self.ecosystem] != ONE_EDIT_RANK or MIN_FUZZY != ONE_EDIT_MIN:
             return False
         self._shared = edits
@@ -251,16 +251,18 @@ class LooseIndex:
                 or self._unversioned(skel)
         return found
 
-    def quick_after(self, norm: str, skel: str, exact: str | None) -> Match | None:
+    def quick_after(self, seen: tuple[str, str, str | None]) -> Match | None:
         """``match(norm, deep=False)`` where the strong index this one shares its one
-        edit with (``share_one_edit``: the same ranked names) has just compared ``norm``:
-        its skeleton ``skel`` and ``exact``, the name holding that skeleton there (None:
+        edit with (``share_one_edit``: the same ranked names, and none listed here) has
+        just compared ``norm``: ``seen`` is what it kept of it (``NameIndex.last``), the
+        normalised name, its skeleton and the name holding that skeleton there (None:
         none), which is this index's too. Nothing is made or looked up again but the one
         edit's answer, which the strong tier's look-up kept."""
         shared = self._shared
         if shared is None:
             raise ValueError("an index that shares nothing with a strong one")
-        if not skel or norm in self._listed:
+        norm, skel, exact = seen
+        if not skel:
             return None
         # each likeness's first test made here (most names pass none of them): a first
         # sight with facts costs little more than one on the name alone
