@@ -159,29 +159,39 @@ class ServedLog:
                 self._pending[:0] = batch[: self._max_pending - len(self._pending)]
 
     def _write(self, batch: list[Served | tuple[Any, ...]]) -> None:
-        # Each entry as the object of its fields in order, encoded by orjson (``asdict``
-        # deep-copied each entry first: the batch's writes took a tenth of a warm
-        # request's time; a Served made of queued fields, twice what this costs).
-        lines = [(entry[0], orjson.dumps(dict(zip(_FIELDS, entry, strict=True))))
-                 if isinstance(entry, tuple) else (entry.time, orjson.dumps(entry))
-                 for entry in batch]
         if self._folder is None:
-            for _, line in lines:
-                served_logger.info("%s", line.decode())
+            for entry in batch:
+                served_logger.info("%s", _encoded(entry).decode())
             return
-        by_day: dict[str, list[bytes]] = {}
-        for at, line in lines:
-            by_day.setdefault(_day(at), []).append(line)
-        for day, day_lines in by_day.items():
-            fd = os.open(self._folder / f"{day}.jsonl",
+        # Each day's lines appended to one buffer as they are made: a batch's lines
+        # kept as bytes objects until joined cost 3.4 us an entry, made and freed one
+        # by one 1.1 (``asdict`` deep-copied each entry before that: the batch's writes
+        # took a tenth of a warm request's time).
+        by_day: dict[int, bytearray] = {}
+        last, lines = -1, bytearray()
+        for entry in batch:
+            days = int((entry[0] if isinstance(entry, tuple) else entry.time) // 86400)
+            if days != last:
+                last, lines = days, by_day.setdefault(days, bytearray())
+            lines += _encoded(entry, orjson.OPT_APPEND_NEWLINE)
+        for days, day_lines in by_day.items():
+            fd = os.open(self._folder / f"{_utc_day(days)}.jsonl",
                          os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
             try:
                 size = os.fstat(fd).st_size
                 # a torn last line (a crash mid-write) must not swallow this batch's first
-                lead = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
-                os.write(fd, lead + b"\n".join(day_lines) + b"\n")
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    day_lines[:0] = b"\n"
+                os.write(fd, day_lines)
             finally:
                 os.close(fd)
+
+
+def _encoded(entry: Served | tuple[Any, ...], option: int = 0) -> bytes:
+    """One record's line: the object of its fields in order, encoded by orjson."""
+    if isinstance(entry, tuple):
+        return orjson.dumps(dict(zip(_FIELDS, entry, strict=True)), option=option)
+    return orjson.dumps(entry, option=option)
 
 
 def prune(folder: Path, keep_from: str) -> int:

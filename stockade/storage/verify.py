@@ -53,7 +53,7 @@ def _mark(st: os.stat_result) -> FileMark:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
-def file_mark(path: Path) -> FileMark | None:
+def file_mark(path: Path | bytes) -> FileMark | None:
     """The mark of the file at ``path``, or None when it is gone: one ``stat`` of a
     cached inode, about a microsecond, cheaper on the event loop than a thread hop."""
     try:

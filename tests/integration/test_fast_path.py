@@ -10,6 +10,7 @@ which a test client's server does not use), raw sockets, every wait bounded.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -455,4 +456,34 @@ class TestDecidedPerRequest:
         response = await conn.get(_path(dist), auth + "\r\n")
         assert response.status == 401
         assert server.fast.answered == 1
+        conn.close()
+
+    @pytest.mark.parametrize("how", ["rewritten", "replaced", "removed"])
+    async def test_a_held_blob_changed_on_disk_between_two_requests_is_not_served(
+            self, start: Start, fake_pypi: FakePyPI, how: str) -> None:
+        """The held bytes' file is checked per request: rewritten in place with other
+        bytes of its size, replaced by another file, or removed, the next request is
+        not answered from memory (the slow path checks the file and fetches it
+        again)."""
+        dist, server = await _warmed(start, fake_pypi)
+        conn = await server.connect()
+        assert (await conn.get(_path(dist))).body == dist.data
+        assert server.fast.answered == 1
+        store = server.app[SERVICES].pipeline._store
+        path = store.local_path(hashlib.sha256(dist.data).hexdigest())
+        assert path is not None
+        other = bytes(len(dist.data))  # the same size, other bytes
+        if how == "rewritten":
+            path.chmod(0o644)
+            path.write_bytes(other)
+        elif how == "replaced":
+            spare = path.with_name("spare")
+            spare.write_bytes(other)
+            spare.replace(path)
+        else:
+            path.unlink()
+        response = await conn.get(_path(dist))
+        assert response.status == 200
+        assert response.body == dist.data  # not the held copy unchecked, not ``other``
+        assert server.fast.answered == 1  # the slow way
         conn.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,7 +16,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from stockade.proxy.errors import UpstreamUnavailableError
 from stockade.proxy.metacache import MetadataCache
-from stockade.proxy.metadocs import CacheResult
+from stockade.proxy.metadocs import CachedDoc, CacheResult
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.upstream import Upstream
 from stockade.storage.refs import RefStore
@@ -184,3 +184,17 @@ async def test_a_failed_revalidation_still_follows_stale_if_error(tmp_path: Path
     clock.now += 3600
     with pytest.raises(UpstreamUnavailableError):
         await cache.get("npm", up, URL, **OPTS)
+
+
+def test_a_version_once_read_is_not_carried_to_a_changed_copy() -> None:
+    """The version is made once per document and kept: a copy with other bytes (or
+    first seen at another time) made from one whose version was read has its own."""
+    doc = CachedDoc(key="k", url=URL, body=b"one", content_type="t", fetched_at=1.0,
+                    changed_at=1.0, digest="a" * 64)
+    first = doc.version
+    assert doc.version == first
+    assert replace(doc, result=CacheResult.STALE).version == first
+    assert replace(doc, fetched_at=2.0).version == first  # the same bytes, kept
+    assert replace(doc, body=b"three", digest="b" * 64).version != first
+    assert replace(doc, changed_at=2.0).version != first
+    assert replace(doc, changed_at=None, fetched_at=5.0).version != first

@@ -44,6 +44,25 @@ async def test_entries_are_written_in_batches_and_read_back_by_range(tmp_path: P
     assert got == [T0 + 10, T0 + DAY]
 
 
+async def test_a_batch_crossing_days_back_and_forth_keeps_each_days_order(
+        tmp_path: Path) -> None:
+    """Entries of two days interleaved in one batch (queued fields and ``Served``
+    alike) each go to their day's file, in the order they were noted."""
+    log = ServedLog(tmp_path / "served", Metrics(), flush_s=3600)
+    await log.open()
+    noted = [T0, T0 + DAY, T0 + 1, T0 + DAY + 1, T0 + 2]
+    for i, at in enumerate(noted):
+        served = entry(at, name=f"p{i}")
+        log.note(dataclasses.astuple(served) if i % 2 else served)
+    await log.close()
+    for day, times in (("2026-05-28", [T0, T0 + 1, T0 + 2]),
+                       ("2026-05-29", [T0 + DAY, T0 + DAY + 1])):
+        lines = (tmp_path / "served" / f"{day}.jsonl").read_bytes().splitlines()
+        assert [orjson.loads(line)["time"] for line in lines] == times
+    assert [e.name for e in read_served(tmp_path / "served", since=0)] == [
+        "p0", "p2", "p4", "p1", "p3"]
+
+
 async def test_a_torn_line_is_skipped(tmp_path: Path) -> None:
     log = ServedLog(tmp_path / "served", Metrics())
     await log.open()
