@@ -399,10 +399,12 @@ class ArtifactPipeline:
     def respond(
         self, request: web.Request, source: ArtifactSource, stored: StoredArtifact
     ) -> web.StreamResponse:
-        """Answer a GET or HEAD from a stored artifact ``stored`` found for ``source``."""
+        """Answer a GET or HEAD from a stored artifact ``stored`` found for ``source``
+        (a GET recorded as served, as ``serve`` records it)."""
         taken = note()
         if taken is not None:
-            taken.answered(source, stored.info, False)
+            taken.answered(source, stored.info, True)
+        self._served(request, source, stored.info)
         return self._from_store(request, source, stored.info, "cache", stored.body)
 
     async def still_stored(self, source: ArtifactSource, info: BlobInfo) -> bool:

@@ -7,10 +7,12 @@ import asyncio
 import hashlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from stockade.policy.model import Facts, PackageRef, Verdict
+from stockade.proxy.state import SERVICES
 from testbed.fakes.maven_upstream import FakeMaven
 from testbed.fakes.policy import FakeEngine
 from tests.integration.outage_support import (
@@ -37,6 +39,28 @@ class FactsEngine(FakeEngine):
 
 
 class TestMavenWarmPath:
+    async def test_every_get_of_an_artifact_is_recorded_as_served(
+            self, central_repo: FakeMaven, proxy_for: ProxyFor) -> None:
+        """Cold, warm from its record and warm from the memo, each GET of the jar is an
+        entry of the served-artifacts record (``stockade inventory``, who is affected),
+        as a wheel's or a tarball's is; a HEAD or a checksum file is none."""
+        client = await proxy_for(maven=central(central_repo))
+        pipeline = client.app[SERVICES].pipeline
+        noted = pipeline.on_served
+        assert noted is not None
+        served: list[str] = []
+
+        def noting(request: Any, source: Any, info: Any) -> None:
+            served.append(source.filename)
+            noted(request, source, info)
+
+        pipeline.on_served = noting
+        for _ in range(4):
+            assert await status(client, f"/maven/{JAR}") == 200
+        assert (await client.head(f"/maven/{JAR}")).status == 200
+        assert await status(client, f"/maven/{JAR}.sha1") == 200
+        assert served == [Path(JAR).name] * 4
+
     async def test_cached_artifact_asks_nobody(self, central_repo: FakeMaven,
                                                proxy_for: ProxyFor) -> None:
         # Every remembered 404 (of .sha512 and .sha256) has expired: a warm request
