@@ -12,21 +12,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from aiohttp import web
 
 from stockade.config.load import load_settings
-from stockade.config.model import Settings
+from stockade.config.model import Settings, TlsSettings
 from stockade.proxy.accesslog import JsonAccessLogger
 from stockade.proxy.app import app_metrics, make_app, warm_memo_of
 from stockade.proxy.auth import TOKENS
 from stockade.proxy.fastpath import FastPath
 from stockade.proxy.serving import ClientLimits, ConnectionGuard, GuardedSite
 from stockade.proxy.state import SERVICES
+from stockade.proxy.tls import server_context
 from stockade.proxy.tokens import Role, create_token, revoke_token
 from testbed.fakes.npm_upstream import FakeNpm
 from testbed.fakes.policy import FakeEngine
@@ -98,14 +101,15 @@ class Captured(logging.Handler):
 
 class Server:
     def __init__(self, app: web.Application, guard: ConnectionGuard, fast: FastPath,
-                 port: int, log: Captured) -> None:
+                 port: int, log: Captured, tls: ssl.SSLContext | None = None) -> None:
         self.app, self.guard, self.fast, self.port, self.log = app, guard, fast, port, log
+        self.tls = tls  # the client's context, where the server listens with TLS
         self.served: list[tuple[Any, ...]] = []
 
     async def connect(self, *, fast: bool = True) -> Connection:
         """A connection with the fast path, or without it (the slow path)."""
         self.guard.fast = self.fast if fast else None
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port, ssl=self.tls)
         return Connection(reader, writer)
 
     def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -139,7 +143,9 @@ async def start(tmp_path: Path, engine: FakeEngine, fake_pypi: FakePyPI
     logger.addHandler(captured)
     level, logger.level = logger.level, logging.INFO
 
-    async def starting(**extra: Any) -> Server:
+    async def starting(*, tls: bool = False, **extra: Any) -> Server:
+        """A server; with ``tls``, listening with stockade's TLS context (a test CA's
+        certificate for 127.0.0.1)."""
         settings: Settings = load_settings(None, environ={}, overrides={
             "storage": {"path": str(tmp_path / "data")},
             "pypi": {"upstreams": [{"name": "pypi", "url": fake_pypi.url, "retries": 0}],
@@ -153,9 +159,18 @@ async def start(tmp_path: Path, engine: FakeEngine, fake_pypi: FakePyPI
         runners.append(runner)
         guard = ConnectionGuard(ClientLimits(30, 30, None), app_metrics(app))
         fast = FastPath(app, memo_of=warm_memo_of, metrics=app_metrics(app))
-        site = GuardedSite(runner, "127.0.0.1", 0, guard=guard)
+        listening, client = None, None
+        if tls:
+            ca = trustme.CA()
+            leaf = ca.issue_cert("127.0.0.1")
+            leaf.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "tls.pem"))
+            listening = server_context(TlsSettings(cert=tmp_path / "tls.pem",
+                                                   key=tmp_path / "tls.pem"))
+            client = ssl.create_default_context()
+            ca.configure_trust(client)
+        site = GuardedSite(runner, "127.0.0.1", 0, guard=guard, ssl_context=listening)
         await site.start()
-        server = Server(app, guard, fast, site.port, captured)
+        server = Server(app, guard, fast, site.port, captured, client)
         pipeline = app[SERVICES].pipeline
         noted = pipeline.on_served
         assert noted is not None
@@ -242,6 +257,31 @@ class TestSameAnswer:
         counted = {name for name, _ in quick_delta}
         assert {"stockade_requests_total", "stockade_bytes_served_total"} <= counted
         assert server.served[-2:] == [(dist.filename, "127.0.0.1", "GET")] * 2
+
+    async def test_over_tls_a_connection_s_later_requests_take_the_fast_path(
+            self, start: Start, fake_pypi: FakePyPI) -> None:
+        """TLS hands the protocol the decrypted bytes and takes its write through the
+        TLS transport. A connection's first request comes with the handshake's end,
+        before aiohttp's request loop has started and while the session tickets wait
+        to be sent: aiohttp answers it. Each later one on the connection is answered
+        by the fast path, the same answer."""
+        dist = fake_pypi.add_wheel("demo", "1.0")
+        server = await start(tls=True)
+        for path in (_path(dist), "/pypi/simple/demo/"):
+            await _warm(server, path)
+            conn = await server.connect()
+            assert conn.writer.transport.get_extra_info("ssl_object") is not None
+            answered = server.fast.answered
+            slow = await conn.get(path)
+            assert server.fast.answered == answered
+            for n in range(1, 4):
+                quick = await conn.get(path)
+                assert server.fast.answered == answered + n
+                assert quick.status == 200
+                assert quick.same() == slow.same()
+            if path == _path(dist):
+                assert quick.body == dist.data
+            conn.close()
 
     async def test_a_project_page_is_answered_as_the_slow_path_answers_it(
             self, start: Start, fake_pypi: FakePyPI) -> None:
