@@ -147,9 +147,8 @@ class TyposquatRule:
         # a name's strong verdict and quick likeness, kept together (``_pair``)
         self._pairs = {eco: functools.lru_cache(maxsize=_CACHE_MAX)(
             functools.partial(self._pair, eco)) for eco in Ecosystem}
-        # the loose index that shares the strong one's look-ups (the shipped lists, with
-        # no names of the policy's own: ``_quick``), by ecosystem
-        # the loose index sharing the strong one's look-ups, with that strong index
+        # the loose index sharing the strong one's look-ups (the shipped lists, with no
+        # names of the policy's own: ``_pair``), with that strong index, by ecosystem
         self._sharing: dict[Ecosystem, tuple[LooseIndex, NameIndex]] = {}
         # the last name the strong tier compared: (ecosystem, name, normalised)
         self._last: tuple[Ecosystem | None, str, str] = (None, "", "")
@@ -184,7 +183,7 @@ class TyposquatRule:
                 if whole.share_one_edit(shipped_index.edits) and not extra \
                         and index is shipped_index:
                     # the strong tier's look-up is of the same names: the quick loose
-                    # search reads its skeleton too (``_quick``)
+                    # search reads its skeleton too (``_pair``)
                     self._sharing[ecosystem] = (whole, index)
             found = (LooseIndex(ecosystem, extra, listed), whole) if extra else (whole,)
             self._loose_indexes[ecosystem] = found
