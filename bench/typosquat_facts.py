@@ -47,6 +47,7 @@ import random
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -252,27 +253,41 @@ def _median_ratio(times: list[float], alone: list[float]) -> float:
     return ratios[len(ratios) // 2]
 
 
-def first_sight_pair(engine: Engine, refs: list[PackageRef], alone: Facts, facts: Facts,
-                     rounds: int = 21) -> None:
-    """The first sight with old facts against the first sight on the name alone, the
-    issue's target, as ``versions_speed`` times a version's: the two passes in turn,
-    ``rounds`` times each, alternating which goes first, every cache emptied before
-    each; the ratio of the best times, and the median of each round's ratio."""
+def in_turn(run: Callable[[Facts], None], alone: Facts, facts: Facts,
+            rounds: int) -> tuple[float, float, float]:
+    """``run`` (one timed pass) with ``facts`` and with ``alone`` in turn, ``rounds``
+    times each, alternating which goes first, so that a shared machine's drift falls on
+    both: the best time of each, and the median of the rounds' ratios of the first to
+    the second."""
     times: dict[bool, list[float]] = {True: [], False: []}
     for i in range(rounds):
         for with_facts in ((True, False) if i % 2 else (False, True)):
-            fact = facts if with_facts else alone
-            engine.clear_cache()
             start = time.process_time()
-            for ref in refs:
-                engine.decide(ref, fact)
+            run(facts if with_facts else alone)
             times[with_facts].append(time.process_time() - start)
-    best = {k: min(v) for k, v in times.items()}
-    ratios = sorted(a / b for a, b in zip(times[True], times[False], strict=True))
-    print(f"(3) a first sight, old facts against names alone, in turn: "
-          f"{len(refs) / best[True]:,.0f}/s with old facts, {len(refs) / best[False]:,.0f}/s "
-          f"on names alone (time ratio {best[True] / best[False]:.3f}; median of {rounds} "
-          f"rounds {ratios[len(ratios) // 2]:.3f}; target <= 1.05)")
+    return min(times[True]), min(times[False]), _median_ratio(times[True], times[False])
+
+
+def _pair_line(what: str, count: int, best: tuple[float, float, float], without: str,
+               rounds: int) -> str:
+    with_facts, alone, median = best
+    return (f"(3) {what}: {count / with_facts:,.0f}/s with old facts, {count / alone:,.0f}/s "
+            f"{without} (time ratio {with_facts / alone:.3f}; median of {rounds} rounds "
+            f"{median:.3f}; target <= 1.05)")
+
+
+def first_sight_pair(engine: Engine, refs: list[PackageRef], alone: Facts, facts: Facts,
+                     rounds: int = 21) -> None:
+    """The first sight with old facts against the first sight on the name alone, the
+    issue's target, timed ``in_turn`` as a version's is (every cache emptied before
+    each pass)."""
+    def first_sight(fact: Facts) -> None:
+        engine.clear_cache()
+        for ref in refs:
+            engine.decide(ref, fact)
+
+    print(_pair_line("a first sight, old facts against names alone, in turn", len(refs),
+                     in_turn(first_sight, alone, facts, rounds), "on names alone", rounds))
 
 
 def versions_speed(engine: Engine, refs: list[PackageRef], alone: Facts, facts: Facts,
@@ -280,10 +295,7 @@ def versions_speed(engine: Engine, refs: list[PackageRef], alone: Facts, facts: 
     """A version's decision with old facts against names alone, as the proxy makes
     them (every version of a document decided on the facts read from it: no name cache
     is used, with or without a project's facts), by the engine and by the typosquat
-    rule alone (no engine): where a gap between the two lies. The two are timed in
-    turn, ``rounds`` times each, alternating which goes first, so that a shared
-    machine's drift falls on both; the ratio of the best times, and the median of each
-    round's ratio."""
+    rule alone (no engine): where a gap between the two lies; timed ``in_turn``."""
     versions = [PackageRef(r.ecosystem, r.name, "1.0.0") for r in refs]
     rule = next(r for r in engine.rules if isinstance(r, TyposquatRule))
     engine.clear_cache()
@@ -292,21 +304,13 @@ def versions_speed(engine: Engine, refs: list[PackageRef], alone: Facts, facts: 
         engine.decide(ref, facts)
     for label, decide in (("the engine", engine.decide), ("the typosquat rule alone",
                                                           rule.evaluate)):
-        times: dict[bool, list[float]] = {True: [], False: []}
-        for i in range(rounds):
-            for with_facts in ((True, False) if i % 2 else (False, True)):
-                fact = facts if with_facts else alone
-                start = time.process_time()
-                for ref in versions:
-                    decide(ref, fact)
-                times[with_facts].append(time.process_time() - start)
-        best = {k: min(v) for k, v in times.items()}
-        ratios = sorted(a / b for a, b in zip(times[True], times[False], strict=True))
-        print(f"(3) a version's decision, as the proxy makes them, by {label}: "
-              f"{len(versions) / best[True]:,.0f}/s with old facts, "
-              f"{len(versions) / best[False]:,.0f}/s without a project's facts (time "
-              f"ratio {best[True] / best[False]:.3f}; median of {rounds} rounds "
-              f"{ratios[len(ratios) // 2]:.3f}; target <= 1.05)")
+        def each(fact: Facts, decide: Callable[[PackageRef, Facts], object] = decide) -> None:
+            for ref in versions:
+                decide(ref, fact)
+
+        print(_pair_line(f"a version's decision, as the proxy makes them, by {label}",
+                         len(versions), in_turn(each, alone, facts, rounds),
+                         "without a project's facts", rounds))
 
 
 def _variants(shapes: Shapes) -> list[tuple[str, Shapes]]:
