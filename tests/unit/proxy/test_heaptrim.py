@@ -4,6 +4,7 @@ in a thread, at most once per interval, and nothing for a few small drops."""
 from __future__ import annotations
 
 import asyncio
+import mmap
 import threading
 import time
 from collections.abc import Callable
@@ -135,9 +136,13 @@ async def test_nothing_is_watched_where_the_level_cannot_be_read(
 def test_the_resident_level_is_read_from_the_process() -> None:
     level = heaptrim.resident_anonymous()
     assert level is not None and level > 0
-    held = bytearray(32 * MIB)  # touched: resident
-    for at in range(0, len(held), 4096):
-        held[at] = 1
-    grown = heaptrim.resident_anonymous()
-    assert grown is not None and grown - level >= 16 * MIB
-    del held
+    # fresh private anonymous pages, touched: resident (a bytearray could be carved
+    # from heap the process freed earlier and still holds, resident already)
+    held = mmap.mmap(-1, 32 * MIB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        for at in range(0, len(held), 4096):
+            held[at] = 1
+        grown = heaptrim.resident_anonymous()
+        assert grown is not None and grown - level >= 16 * MIB
+    finally:
+        held.close()
