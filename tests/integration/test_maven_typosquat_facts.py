@@ -65,6 +65,7 @@ async def test_a_young_maven_look_alike_is_held_an_old_one_allowed(
         assert not any("org/slf4j/slf4j-api-2" in p for p in asked)
     finally:
         await fake.stop()
+    await client.close()  # the decision log's writer writes out what is queued on close
     path = decision_log_path(load_settings(config, environ={}))
     records = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     held_records = [r for r in records if r["name"] == "slf4j:slf4j-api"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,25 @@ def _config(tmp_path: Path, *, npm: str | None = None, pypi: str | None = None) 
 
 
 def _log(config: Path) -> list[dict[str, Any]]:
+    """The decision log's whole lines so far (none before its first batch is written)."""
     path = decision_log_path(load_settings(config, environ={}))
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line.strip()]
+
+
+async def _logged(config: Path, check: Callable[[list[dict[str, Any]]], bool],
+                  what: str) -> list[dict[str, Any]]:
+    """The decision log's records once ``check`` holds of them: the log is written off
+    the request path, in batches, and may trail the answers on a busy machine."""
+    records: list[dict[str, Any]] = []
+
+    def ready() -> bool:
+        records[:] = _log(config)
+        return check(records)
+
+    await _until(ready, what)
+    return records
 
 
 async def _until(check: Any, what: str) -> None:
@@ -94,7 +112,8 @@ async def test_npm_hold_its_reason_and_an_approval(aiohttp_client: Any, tmp_path
         assert (await client.get("/npm/axios-2/-/axios-2-1.0.0.tgz")).status == 200
     finally:
         await registry.stop()
-    records = _log(config)
+    records = await _logged(config, lambda rs: any(
+        r["client"] == "stockade approve" for r in rs), "the approval was never logged")
     approval = [r for r in records if r["client"] == "stockade approve"]
     assert len(approval) == 1
     assert approval[0]["name"] == "axios-2" and approval[0]["decision"] == "allow"
@@ -129,7 +148,8 @@ async def test_npm_separator_variant_held_young_and_recorded_old(
         assert len((await old.json())["versions"]) == 5
     finally:
         await registry.stop()
-    records = _log(config)
+    records = await _logged(config, lambda rs: {"code-mirror", "react-router-dev"} <= {
+        r["name"] for r in rs}, "the hold and the look-alike were never logged")
     assert any(r["name"] == "code-mirror" and r["decision"] == "hold" for r in records)
     warned = [r for r in records if r["name"] == "react-router-dev"]
     assert warned and all(r["decision"] == "warn" for r in warned)
@@ -171,7 +191,9 @@ async def test_pypi_html_only_page_leaves_the_age_unknown(aiohttp_client: Any,
         assert (await client.get(f"/pypi/files/flask-cors-2/{wheel.filename}")).status == 200
     finally:
         await index.stop()
-    warned = [r for r in _log(config) if r["name"] == "flask-cors-2"]
+    records = await _logged(config, lambda rs: any(r["name"] == "flask-cors-2" for r in rs),
+                            "the look-alike was never logged")
+    warned = [r for r in records if r["name"] == "flask-cors-2"]
     assert warned and warned[0]["decision"] == "warn"
     assert "its age is unknown" in warned[0]["reason"]
 
@@ -223,6 +245,8 @@ async def test_pypi_json_api_leaves_a_loose_tier_name_to_its_facts(
         assert (await client.get("/pypi/pypi/reqeusts/json")).status == 403
     finally:
         await index.stop()
-    recorded = [r for r in _log(config) if r["name"] == "django-pydantic"]
+    records = await _logged(config, lambda rs: any(
+        r["name"] == "django-pydantic" for r in rs), "the look-alike was never logged")
+    recorded = [r for r in records if r["name"] == "django-pydantic"]
     assert recorded and {r["decision"] for r in recorded} == {"warn"}
     assert 'resembles "pydantic"' in recorded[0]["reason"]
