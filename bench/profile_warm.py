@@ -57,7 +57,7 @@ PARTS = (
 # shares of ``FastPath.take``.
 FAST_PARTS = (
     ("the whole request (fastpath.FastPath.take)", "fastpath.py", "take"),
-    ("  reading it (fastpath.parse)", "fastpath.py", "parse"),
+    ("  reading it (fastpath.Reader.read)", "fastpath.py", "read"),
     ("  aiohttp's Request made (web_app._make_request)", "web_app.py", "_make_request"),
     ("  the access check (auth.AccessCheck.admits)", "auth.py", "admits"),
     ("  the memo's answer (warmmemo.WarmMemo.answer_now)", "warmmemo.py", "answer_now"),

@@ -240,6 +240,18 @@ class AccessCheck:
             set_identity(request, identity_of_entry(entry))
             request[ROLES] = entry.roles
 
+    def lets_in_anonymous(self, route: str | None) -> bool:
+        """Whether a request with no credential (no ``Authorization``) for the named
+        route, one outside ``/_stockade/``, is let in: what ``admits`` decides for it,
+        without the request (the connection's fast path asks once per request)."""
+        if route is None:
+            return True
+        try:
+            group = _GROUPS[route]
+        except KeyError:
+            group = _GROUPS[route] = _group_of_route(route)
+        return group is None or self._anonymous[group]
+
     def admits(self, request: web.Request) -> bool:
         """Whether ``__call__`` lets ``request`` go on (its identity then set as there);
         nothing is counted."""

@@ -1,12 +1,12 @@
 """The connection's fast path: a warm memo's hit answered below aiohttp's request
 machinery (``server.fast_path``).
 
-Owns ``parse`` (one chunk of bytes read as exactly one plain request: a GET or HEAD in
-HTTP/1.1, origin-form, no body, nothing that changes how the connection goes on;
-anything else is None) and ``FastPath``, which answers such a GET where aiohttp's
-protocol is idle (waiting for a request, none queued or in flight, the transport's
-buffer empty) and the warm memo answered a GET of the same raw path before. The
-request is made as aiohttp makes it (its ``Request``, with the route the router
+Owns ``Reader`` (one chunk of bytes read as exactly one plain request by aiohttp's
+own parser: a GET or HEAD in HTTP/1.1, origin-form, no body, nothing that changes how
+the connection goes on; anything else is None) and ``FastPath``, which answers such a
+GET where aiohttp's protocol is idle (waiting for a request, none queued or in flight,
+the transport's buffer empty) and the warm memo answered a GET of the same raw path
+before. The request is made as aiohttp makes it (its ``Request``, with the route the router
 matched for that path), then given what the middleware gives it (its request id, the
 ``Host`` check, the access check), answered by the memo where it can be without a
 coroutine (``WarmMemo.answer_now``: every decision made and counted, the blob's file
@@ -20,19 +20,18 @@ connection's limits (``serving``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable
-from typing import NamedTuple
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http import HttpVersion11
-from aiohttp.http_parser import RawRequestMessage
+from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.http_writer import StreamWriter
 from aiohttp.streams import EMPTY_PAYLOAD
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
+from aiohttp.web_protocol import RequestPayloadError
 
 from stockade.proxy.admission import caller
 from stockade.proxy.auth import ACCESS
@@ -44,62 +43,72 @@ logger = logging.getLogger(__name__)
 
 MAX_BYTES = 16 * 1024  # a request longer than this is aiohttp's
 MAX_FIELDS = 64
-# The request line: a GET (or a HEAD, read whole but left to aiohttp) of an origin-form
-# target of path characters (no query, no fragment), in HTTP/1.1, single spaces, CRLF.
-_REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*) HTTP/1\.1\r\n")
-# A header field: a token, a colon, a value of visible ASCII with single spaces inside,
-# optional blanks around it, CRLF (no obs-fold, no control, no other byte).
-_FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*"
-                    rb"((?:[\x21-\x7e]+ )*[\x21-\x7e]+)?[ \t]*\r\n")
 # Fields that make a request something else than one plain GET with no body, each with
 # the one value it may have (None: none).
 _RULED: dict[bytes, bytes | None] = {
     b"content-length": b"0", b"transfer-encoding": None, b"expect": None,
     b"upgrade": None, b"connection": b"keep-alive", b"content-encoding": None,
 }
+_END = b"\r\n\r\n"
 
 
-class Parsed(NamedTuple):
-    """A plain GET or HEAD: its raw path and header fields, as aiohttp's parser gives
-    them."""
+class Reader:
+    """Reads a chunk of bytes as exactly one plain GET or HEAD (see the module
+    docstring) with aiohttp's own request parser, set as the server's protocol sets
+    its own (aiohttp's defaults): what is taken is what aiohttp's path would have read,
+    with nothing of the connection's parser touched. One per process; a parser left
+    mid-message (a body, an error) is replaced."""
 
-    method: str
-    path: str
-    headers: CIMultiDictProxy[str]
-    raw_headers: tuple[tuple[bytes, bytes], ...]
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._parser = self._new()
 
+    def _new(self) -> HttpRequestParser:
+        # (a protocol of its own: a request with a body makes its payload reader here,
+        # never on a connection's protocol)
+        return HttpRequestParser(BaseProtocol(self._loop), self._loop, 2**16,
+                                 max_line_size=8190, max_field_size=8190, max_headers=128,
+                                 payload_exception=RequestPayloadError)
 
-def parse(data: bytes) -> Parsed | None:
-    """``data`` as exactly one complete plain GET or HEAD (see the module docstring);
-    None where it is anything else or more, or less."""
-    if len(data) > MAX_BYTES or not data.endswith(b"\r\n\r\n"):
-        return None
-    line = _REQUEST_LINE.match(data)
-    if line is None:
-        return None
-    pos, end = line.end(), len(data) - 2
-    raw: list[tuple[bytes, bytes]] = []
-    seen: set[bytes] = set()
-    while pos < end:
-        field = _FIELD.match(data, pos)
-        if field is None or len(raw) == MAX_FIELDS:
+    def read(self, data: bytes) -> RawRequestMessage | None:
+        """``data`` as exactly one complete plain GET or HEAD; None where it is anything
+        else or more, or less."""
+        # (one end of the head, at the end: nothing after it, no request in pieces)
+        if (len(data) > MAX_BYTES or data.find(_END) != len(data) - 4
+                or not data.isascii()):
             return None
-        name, value = field.group(1), field.group(2) or b""
-        lower = name.lower()
-        if lower in seen:
+        try:
+            messages, upgraded, _ = self._parser.feed_data(data)
+        except Exception:  # noqa: BLE001 - any refusal of aiohttp's: its path answers it
+            self._parser = self._new()
+            return None
+        if upgraded or len(messages) != 1 or messages[0][1] is not EMPTY_PAYLOAD:
+            self._parser = self._new()
+            return None
+        message = messages[0][0]
+        if (message.should_close or message.version != HttpVersion11 or message.upgrade
+                or message.chunked or message.compression is not None):
+            self._parser = self._new()  # (whatever it reads next, a fresh one reads)
+            return None
+        raw = message.raw_headers
+        path = message.path
+        if (message.method not in _READS or len(raw) > MAX_FIELDS
+                or not path.startswith("/") or "?" in path or "#" in path):
+            return None
+        names = set()
+        for name, value in raw:
+            lower = name.lower()
+            rule = _RULED.get(lower, _FREE)
+            if rule is not _FREE and value.lower() != rule:
+                return None
+            names.add(lower)
+        if len(names) != len(raw):
             return None  # repeated: aiohttp refuses some, joins none
-        seen.add(lower)
-        if lower in _RULED and value.lower() != _RULED[lower]:
-            return None
-        raw.append((name, value))
-        pos = field.end()
-    if pos != end or b"host" not in seen:  # (aiohttp refuses HTTP/1.1 without one)
-        return None
-    # (from a list: a generator cost CIMultiDict twice the time, 1.0 us to 0.5)
-    headers = CIMultiDict([(name.decode("ascii"), value.decode("ascii"))
-                           for name, value in raw])
-    return Parsed(line.group(1).decode("ascii"), line.group(2).decode("ascii"),
-                  CIMultiDictProxy(headers), tuple(raw))
+        return message
+
+
+_FREE = b""  # (no field's one value)
+_READS = frozenset({"GET", "HEAD"})
 
 
 def idle(protocol: web.RequestHandler) -> bool:
@@ -126,6 +135,7 @@ class FastPath:
         self._access = app[ACCESS]
         self.answered = 0  # requests answered here (tests read it)
         self.broken = False  # an answer failed before its write: aiohttp's from then on
+        self._reader: Reader | None = None  # made on the loop, at the first read
 
     def take(self, protocol: web.RequestHandler, data: bytes) -> bool | None:
         """Answer the request that ``data``, all the bytes of one read, is on
@@ -135,39 +145,39 @@ class FastPath:
         aiohttp's from then on)."""
         if self.broken:
             return False
-        parsed = parse(data)
-        if parsed is None:
+        reader = self._reader
+        if reader is None:
+            reader = self._reader = Reader(protocol._loop)
+        message = reader.read(data)
+        if message is None:
             return None
         written = self.answered
         try:
-            return self.answer(protocol, parsed)
+            return self.answer(protocol, message)
         except Exception:
             if self.answered != written:  # answered; what failed came after the write
-                logger.exception("fast path: failed after answering %s", parsed.path)
+                logger.exception("fast path: failed after answering %s", message.path)
                 return True
             # (aiohttp's internals this reads changed, say): the request and every one
             # after it served the slow way, never a connection dropped or a 500
             logger.exception("fast path: failed before answering %s; turned off in this "
-                             "process", parsed.path)
+                             "process", message.path)
             self.broken = True
             return False
 
-    def answer(self, protocol: web.RequestHandler, parsed: Parsed) -> bool:
-        """Answer ``parsed`` on ``protocol``'s connection, or do nothing and say so
+    def answer(self, protocol: web.RequestHandler, message: RawRequestMessage) -> bool:
+        """Answer ``message`` on ``protocol``'s connection, or do nothing and say so
         (False: aiohttp is then given the request)."""
         memo = self._memo_of(self._app)
-        if (parsed.method != "GET" or memo is None or not idle(protocol)
+        if (message.method != "GET" or memo is None or not idle(protocol)
                 or self._app.on_response_prepare):
             return False  # (a hook on each answer's head: aiohttp's path calls it)
-        match = memo.route(parsed.path)
-        host = parsed.headers.get("Host")
+        match = memo.route(message.path)
+        host = message.headers.get("Host")
         if match is None or host is None or host_problem(host) is not None:
             return False
         loop = protocol._loop
         start = loop.time() if protocol._logging_enabled else None
-        message = RawRequestMessage(
-            "GET", parsed.path, HttpVersion11, parsed.headers, parsed.raw_headers, False,
-            None, False, False, URL.build(path=parsed.path, encoded=True))
         factory = protocol._request_factory
         assert factory is not None
         task = protocol._task_handler
@@ -180,8 +190,14 @@ class FastPath:
         request_id = request_id_for(request)
         request[REQUEST_ID] = request_id
         started = time.perf_counter()
-        page = hot_route(match.route.name)
-        if page is None or not self._access.admits(request):
+        route = match.route.name
+        page = hot_route(route)
+        if page is None:
+            return False
+        # (no credential and a route open to all: nothing for the check to read or set)
+        if ((hdrs.AUTHORIZATION in message.headers
+             or not self._access.lets_in_anonymous(route))
+                and not self._access.admits(request)):
             return False
         who = caller(request)
         response = memo.answer_now(request, memo.key(request, who, page), who)
@@ -198,8 +214,9 @@ class FastPath:
         self.answered += 1  # (before the write: ``take`` reads it)
         transport.write(head + body)
         response._body_length = len(head) + len(body)  # as aiohttp's writer counts it
-        if start is not None:
-            protocol.log_access(request, response, start)
+        log = protocol.access_logger
+        if start is not None and log is not None:  # (protocol.log_access, one call less)
+            log.log(request, response, loop.time() - start)
         _kept_alive(protocol)
         return True
 

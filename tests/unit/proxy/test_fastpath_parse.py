@@ -1,5 +1,6 @@
 """The fast path's reading of a request: whatever it takes, aiohttp's own parser reads
-as exactly that one request with nothing left over; what it is not sure of, it leaves."""
+as exactly that one request with nothing left over; what it is not sure of, it leaves,
+and what it read before never changes how it reads the next."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from yarl import URL
 
-from stockade.proxy.fastpath import parse
+from stockade.proxy.fastpath import Reader
 
 _PATH = "/pypi/files/demo/demo-1.0-py3-none-any.whl"
 
@@ -32,8 +33,17 @@ def _aiohttp_reads(data: bytes) -> list[tuple[object, object]] | None:
     return list(messages)
 
 
+_PLAIN = f"GET {_PATH} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+
+
 async def _same_as_aiohttp(data: bytes) -> None:
-    parsed = parse(data)
+    reader = Reader(asyncio.get_running_loop())
+    parsed = reader.read(data)
+    # whatever it was, a plain request after it is read whole and alone
+    after = reader.read(_PLAIN)
+    assert after is not None
+    assert after.path == _PATH
+    assert list(after.headers.items()) == [("Host", "t")]
     if parsed is None:
         return
     messages = _aiohttp_reads(data)
@@ -43,9 +53,10 @@ async def _same_as_aiohttp(data: bytes) -> None:
     assert message.method == parsed.method
     assert message.version == (1, 1)
     assert message.path == parsed.path
-    assert message.url == URL.build(path=parsed.path, encoded=True)
+    assert parsed.url == URL.build(path=parsed.path, encoded=True)
+    assert message.url == parsed.url
     assert list(message.headers.items()) == list(parsed.headers.items())
-    assert tuple(message.raw_headers) == parsed.raw_headers
+    assert tuple(message.raw_headers) == tuple(parsed.raw_headers)
     assert not message.should_close
     assert not message.upgrade
     assert not message.chunked
@@ -106,5 +117,25 @@ async def test_any_bytes_it_takes_aiohttp_reads_alike(tail: bytes) -> None:
     ("GET /a?b=1 HTTP/1.1\r\nHost: t\r\n\r\n", False),  # a query
     ("GET / HTTP/1.1\nHost: t\n\n", False),  # bare LF
 ])
-def test_table(data: str, taken: bool) -> None:
-    assert (parse(data.encode("latin-1")) is not None) is taken
+async def test_table(data: str, taken: bool) -> None:
+    reader = Reader(asyncio.get_running_loop())
+    assert (reader.read(data.encode("latin-1")) is not None) is taken
+    assert reader.read(_PLAIN) is not None  # (the reader reads on, whatever it was)
+
+
+async def test_one_reader_reads_on_after_what_it_left() -> None:
+    """Requests it left mid-way (a body to come, a refusal, pipelined requests) leave
+    nothing behind in its parser: each next plain request is read alone."""
+    reader = Reader(asyncio.get_running_loop())
+    for left in (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n",
+                 b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nHost: t\r\nHost: u\r\n\r\n",
+                 b"GET / HTTP/1.0\r\n\r\n", b"BREW / HTTP/1.1\r\nHost: t\r\n\r\n"):
+        assert reader.read(left) is None, left
+        message = reader.read(_PLAIN)
+        assert message is not None, left
+        assert (message.method, message.path) == ("GET", _PATH)
