@@ -32,7 +32,7 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from stockade.proxy.identity import identity_of
+from stockade.proxy.identity import Identity, identity_of
 from stockade.proxy.responses import request_id_of
 
 _ACCESS_MESSAGE = "%s %s %s %s"
@@ -112,29 +112,35 @@ class JsonAccessLogger(AbstractAccessLogger):
     """One JSON object per request on the ``stockade.access`` logger."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        if not self.logger.isEnabledFor(logging.INFO):
+        if self.logger.isEnabledFor(logging.INFO):
+            self.log_fields(_fields(request, response, time))
+
+    def log_fields(self, fields: dict[str, Any]) -> None:
+        """Log the access line of ``fields`` (``access_fields``' dict), where the access
+        logger is enabled (what ``log`` does once it has read them from the request:
+        the connection's fast path gives them itself)."""
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
             return
-        sink = direct_sink(self.logger)
+        sink = direct_sink(logger)
         if sink is not None:  # the server's own set-up: the line made at once
-            sink.add_line(self._line(request, response, time), logging.INFO)
+            sink.add_line(self._line(fields), logging.INFO)
             return
-        record = _fields(request, response, time)
         # The fields travel as a dict: the JSON formatter encodes the line once;
         # a plain formatter prints the short message.
-        self.logger.handle(self._record(
-            (record["remote"], record["method"], record["path"], record["status"]), record))
+        logger.handle(self._record(
+            (fields["remote"], fields["method"], fields["path"], fields["status"]), fields))
 
-    def _line(self, request: web.BaseRequest, response: web.StreamResponse,
-              time: float) -> str:
-        """What ``JsonFormatter`` makes of the record ``log`` would make, made at once:
-        the fields after the time the same on each line of a process made once."""
+    def _line(self, fields: dict[str, Any]) -> str:
+        """What ``JsonFormatter`` makes of the record ``log_fields`` would make, made at
+        once: the fields after the time the same on each line of a process made once."""
         where = (self.logger.name, _PID.value)
         middle = _MIDDLES.get(where)
         if middle is None:
             middle = _MIDDLES[where] = json_line(
                 {"level": "INFO", "logger": where[0], "pid": where[1]})[1:-1]
         return "".join(('{"time":"', utc_time(time_now()), '",', middle, ",",
-                        json_line(_fields(request, response, time))[1:]))
+                        json_line(fields)[1:]))
 
     def _record(self, args: tuple[Any, ...], access: dict[str, Any]) -> logging.LogRecord:
         """The record ``Logger.info`` would make, without its walk up the stack for the
@@ -293,17 +299,26 @@ def _forget_ref(ref: weakref.ref[BufferedLineHandler]) -> None:
 def _fields(request: web.BaseRequest, response: web.StreamResponse,
             time: float) -> dict[str, Any]:
     """An access line's own fields, in their order."""
-    who = identity_of(request)
+    # (the path as the client sent it: the parsed URL's path_qs is rebuilt by yarl)
+    return access_fields(request_id_of(request), request.remote, request.method,
+                         request.raw_path, response, time,
+                         request.headers.get("User-Agent", ""), identity_of(request))
+
+
+def access_fields(request_id: str, remote: str | None, method: str, path: str,
+                  response: web.StreamResponse, time: float, user_agent: str,
+                  who: Identity | None) -> dict[str, Any]:
+    """The access line's own fields, in their order, of an answer ``response`` given in
+    ``time`` seconds (``who``: the caller's identity, None when anonymous)."""
     return {
-        "request_id": request_id_of(request),
-        "remote": request.remote,
-        "method": request.method,
-        # as the client sent it: the parsed URL's path_qs is rebuilt by yarl each time
-        "path": request.raw_path,
+        "request_id": request_id,
+        "remote": remote,
+        "method": method,
+        "path": path,
         "status": response.status,
         "bytes": response.body_length,
         "duration_s": round(time, 6),
-        "user_agent": request.headers.get("User-Agent", ""),
+        "user_agent": user_agent,
         "cache": response.headers.get("X-Stockade-Cache", ""),
         # who asked, by the token's name and team; never the token (null: anonymous)
         "identity": who.name if who is not None else None,

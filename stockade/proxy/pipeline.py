@@ -51,6 +51,7 @@ from stockade.proxy.errors import (
     UpstreamStatusError,
 )
 from stockade.proxy.hotblobs import HotBlobs
+from stockade.proxy.identity import Identity, identity_of
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.prepared import PreparedHead, PreparedResponse
 from stockade.proxy.singleflight import FileLocks
@@ -311,7 +312,10 @@ class ArtifactPipeline:
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Told of each artifact a GET was answered with (the served-artifacts record).
-        self.on_served: Callable[[web.Request, ArtifactSource, BlobInfo], None] | None = None
+        # told of each artifact sent to a GET: (the client's address, its identity or
+        # None when anonymous, what was sent)
+        self.on_served: Callable[[str, Identity | None, ArtifactSource, BlobInfo],
+                                 None] | None = None
 
     @property
     def accel(self) -> Accel | None:
@@ -454,10 +458,26 @@ class ArtifactPipeline:
         """The bytes ``still_held`` would find for ``info`` without a coroutine (held in
         memory, their file unchanged), where ``answer_stored`` would answer ``request``
         with them and ``headers`` as a ``PreparedResponse``; else None."""
-        if headers is None or headers.prepared is None:
+        if hdrs.RANGE in request.headers or hdrs.IF_NONE_MATCH in request.headers:
             return None
-        held = self._held(info)
-        return held if self._whole_from_memory(request, headers, held) else None
+        return self.held_plain(info, headers)
+
+    def held_plain(self, info: BlobInfo, headers: StoredHeaders | None) -> bytes | None:
+        """``held_prepared`` for a GET without ``Range`` or ``If-None-Match``."""
+        if headers is None or headers.prepared is None or self._accel is not None:
+            return None
+        return self._held(info)
+
+    def answer_plain(self, source: ArtifactSource, info: BlobInfo, recorded: bool,
+                     held: bytes, headers: StoredHeaders, client: str) -> PreparedResponse:
+        """``answer_stored`` for an anonymous GET from ``client`` without ``Range`` or
+        ``If-None-Match``, with the bytes ``held_plain`` found (so ``headers`` are
+        prepared): what the connection's fast path answers without a request."""
+        assert headers.prepared is not None
+        if recorded and self.on_served is not None:
+            self.on_served(client, None, source, info)
+        self._count_get_bytes(source.ecosystem, "cache", info.size)
+        return PreparedResponse(headers.prepared, held)
 
     def stored_headers(self, source: ArtifactSource, info: BlobInfo) -> StoredHeaders:
         """The headers of an answer from storage for ``source``, stored as ``info``:
@@ -472,12 +492,15 @@ class ArtifactPipeline:
 
     def _count_bytes(self, request: web.Request, ecosystem: str, origin: str,
                      size: int) -> None:
+        if request.method != "HEAD":
+            self._count_get_bytes(ecosystem, origin, size)
+
+    def _count_get_bytes(self, ecosystem: str, origin: str, size: int) -> None:
         counter = self._bytes_served.get((ecosystem, origin))
         if counter is None:
             counter = self._bytes_served[ecosystem, origin] = \
                 self._metrics.bytes_served.labels(ecosystem, origin)
-        if request.method != "HEAD":
-            self._metrics.tally.inc(counter, size)
+        self._metrics.tally.inc(counter, size)
 
     async def admitted(self, source: ArtifactSource) -> dict[str, str] | None:
         """The digests of the file stockade admitted before under ``source.key``
@@ -565,7 +588,7 @@ class ArtifactPipeline:
 
     def _served(self, request: web.Request, source: ArtifactSource, info: BlobInfo) -> None:
         if self.on_served is not None and request.method == "GET":
-            self.on_served(request, source, info)
+            self.on_served(request.remote or "", identity_of(request), source, info)
 
     def _from_store(
         self, request: web.Request, source: ArtifactSource, info: BlobInfo, origin: str,

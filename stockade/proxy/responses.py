@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -146,18 +146,29 @@ Stage = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 Counter = Callable[[web.Request, int, float | None], None]
+RouteCounter = Callable[[str | None, int, float | None], None]
 
 
 def request_counter(metrics: Metrics) -> Counter:
     """What counts a request's answer in ``metrics`` (by route and status, and its
     duration since ``started``, a ``perf_counter`` time, where given)."""
+    count_route = route_counter(metrics)
+
+    def count(request: web.Request, status: int, started: float | None) -> None:
+        count_route(request.match_info.route.name, status, started)
+
+    return count
+
+
+def route_counter(metrics: Metrics) -> RouteCounter:
+    """``request_counter``'s count, by the name of the request's route (the
+    connection's fast path knows it without a request)."""
     # labels() takes a lock and checks its arguments each call: the children are
     # kept per (route name, status), a handful per route; counted through the tally.
     children: dict[tuple[str | None, int], tuple[Any, Any]] = {}
     tally = metrics.tally
 
-    def count(request: web.Request, status: int, started: float | None) -> None:
-        name = request.match_info.route.name
+    def count(name: str | None, status: int, started: float | None) -> None:
         pair = children.get((name, status))
         if pair is None:
             eco, kind = _labels(name)
@@ -173,7 +184,12 @@ def request_counter(metrics: Metrics) -> Counter:
 def request_id_for(request: web.BaseRequest) -> str:
     """The id of ``request``: the client's ``X-Request-Id`` where it is a safe one, else
     a new one."""
-    incoming = request.headers.get("X-Request-Id")
+    return request_id_from(request.headers)
+
+
+def request_id_from(headers: Mapping[str, str]) -> str:
+    """``request_id_for`` a request with ``headers``."""
+    incoming = headers.get("X-Request-Id")
     return (incoming if incoming is not None and _SAFE_ID.match(incoming)
             else _new_request_id())
 

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from stockade.proxy.identity import identity_of
+from stockade.proxy.identity import Identity, identity_of
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.pipeline import ArtifactSource
 from stockade.storage.protocol import BlobInfo
@@ -235,13 +235,15 @@ def window_start(seconds: float) -> float:
 _SIDE_FILES = (".metadata", ".sha1", ".md5", ".sha256", ".sha512", ".asc")
 
 
-def recorder(log: ServedLog) -> Callable[[web.Request, ArtifactSource, BlobInfo], None]:
+def recorder(log: ServedLog) -> Callable[[str, Identity | None, ArtifactSource, BlobInfo],
+                                         None]:
     """The pipeline's ``on_served`` hook writing to ``log``."""
-    def note(request: web.Request, source: ArtifactSource, info: BlobInfo) -> None:
+    def note(client: str, who: Identity | None, source: ArtifactSource,
+             info: BlobInfo) -> None:
         if source.name is None or source.filename.endswith(_SIDE_FILES):
             return
-        who = identity_of(request)  # as Served.of, its fields only
+        # (as Served.of, its fields only)
         log.note((time.time(), source.ecosystem.value, source.name, source.version,
-                  source.filename, info.sha256, request.remote or "",
+                  source.filename, info.sha256, client,
                   who.name if who else None, who.team if who else None))
     return note

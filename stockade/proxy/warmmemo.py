@@ -288,15 +288,8 @@ class WarmMemo:
             body = self._pipeline.held_prepared(request, hit.info, hit.headers)
         if body is None:
             return None
-        gate = self._gate
-        engine = gate.engine_for(who.team)
-        verdicts = [(engine.decide(ref, facts), ref) for ref, facts in hit.decisions]
-        if any(verdict.decision is not Decision.ALLOW for verdict, _ in verdicts):
+        if not self._allowed_now(hit, who.team):
             return None  # counted, recorded and refused the slow way
-        self._count_documents(hit)
-        for verdict, ref in verdicts:
-            gate.count_allowed(verdict, ref)
-        self.hits += 1
         if hit.prepared is not None:
             return PreparedResponse(hit.prepared, body)
         assert hit.source is not None
@@ -305,6 +298,38 @@ class WarmMemo:
                                                 body, headers=hit.headers)
         assert type(response) is PreparedResponse  # (held_prepared said so)
         return response
+
+    def answer_plain(self, raw_path: str, client: str) -> PreparedResponse | None:
+        """``answer_now`` for an anonymous GET of an artifact's ``raw_path`` from
+        ``client``, without ``Range`` or ``If-None-Match``: what the connection's fast
+        path answers without making a request (the same decisions, counts, checks and
+        record); None where ``answer_now`` would not answer (nothing counted)."""
+        hit = self._good((raw_path, None, self._gate.engine_for(None).revision))
+        if hit is None or hit.page is not None or hit.info is None:
+            return None
+        headers = hit.headers
+        body = self._pipeline.held_plain(hit.info, headers)
+        if body is None or not self._allowed_now(hit, None):
+            return None
+        assert hit.source is not None
+        assert headers is not None  # (held_plain found the bytes: prepared headers)
+        return self._pipeline.answer_plain(hit.source, hit.info, hit.recorded, body,
+                                           headers, client)
+
+    def _allowed_now(self, hit: WarmHit, team: str | None) -> bool:
+        """Whether the policy in force for ``team`` allows each of ``hit``'s decisions
+        now; where it does, they and the documents used are counted, and the hit."""
+        gate = self._gate
+        engine = gate.engine_for(team)
+        verdicts = [(engine.decide(ref, facts), ref) for ref, facts in hit.decisions]
+        for verdict, _ in verdicts:
+            if verdict.decision is not Decision.ALLOW:
+                return False
+        self._count_documents(hit)
+        for verdict, ref in verdicts:
+            gate.count_allowed(verdict, ref)
+        self.hits += 1
+        return True
 
     def route(self, raw_path: str) -> UrlMappingMatchInfo | None:
         """What the application's router matched for a GET of ``raw_path`` answered

@@ -175,9 +175,9 @@ async def start(tmp_path: Path, engine: FakeEngine, fake_pypi: FakePyPI
         noted = pipeline.on_served
         assert noted is not None
 
-        def recording(request: web.Request, source: Any, info: Any) -> None:
-            server.served.append((source.filename, request.remote, request.method))
-            noted(request, source, info)
+        def recording(client: str, who: Any, source: Any, info: Any) -> None:
+            server.served.append((source.filename, client, who))
+            noted(client, who, source, info)
 
         pipeline.on_served = recording
         return server
@@ -256,7 +256,7 @@ class TestSameAnswer:
         assert quick_line["request_id"] == quick.header("X-Request-Id")
         counted = {name for name, _ in quick_delta}
         assert {"stockade_requests_total", "stockade_bytes_served_total"} <= counted
-        assert server.served[-2:] == [(dist.filename, "127.0.0.1", "GET")] * 2
+        assert server.served[-2:] == [(dist.filename, "127.0.0.1", None)] * 2
 
     async def test_over_tls_a_connection_s_later_requests_take_the_fast_path(
             self, start: Start, fake_pypi: FakePyPI) -> None:

@@ -50,9 +50,9 @@ class TestMavenWarmPath:
         assert noted is not None
         served: list[str] = []
 
-        def noting(request: Any, source: Any, info: Any) -> None:
+        def noting(client: str, who: Any, source: Any, info: Any) -> None:
             served.append(source.filename)
-            noted(request, source, info)
+            noted(client, who, source, info)
 
         pipeline.on_served = noting
         for _ in range(4):

@@ -203,9 +203,9 @@ class TestAccounting:
         on_served = pipeline.on_served
         assert on_served is not None
 
-        def noting(request: Any, source: Any, info: BlobInfo) -> None:
+        def noting(client: str, who: Any, source: Any, info: BlobInfo) -> None:
             served.append(info)
-            on_served(request, source, info)
+            on_served(client, who, source, info)
 
         pipeline.on_served = noting
         before = _counters(await (await client.get("/metrics")).text())

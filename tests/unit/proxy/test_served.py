@@ -16,7 +16,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from stockade.policy.model import Ecosystem
 from stockade.proxy.affected import served_artifacts
-from stockade.proxy.identity import Identity, set_identity
+from stockade.proxy.identity import Identity, identity_of, set_identity
 from stockade.proxy.metrics import Metrics
 from stockade.proxy.served import Served, ServedLog, read_served, recorder
 from stockade.storage.protocol import BlobInfo
@@ -128,7 +128,8 @@ async def test_without_a_folder_each_record_is_one_logged_line(
 @pytest.mark.parametrize("who", [None, Identity("ci-bot", "payments")])
 async def test_the_recorder_writes_what_served_of_makes(
         tmp_path: Path, who: Identity | None) -> None:
-    """The pipeline's hook queues the fields alone; the record written is the one
+    """The pipeline's hook queues the fields alone (the client's address and identity
+    as the pipeline reads them from the request); the record written is the one
     ``Served.of`` makes of the request."""
     log = ServedLog(tmp_path / "served", Metrics(), flush_s=3600)
     await log.open()
@@ -139,7 +140,8 @@ async def test_the_recorder_writes_what_served_of_makes(
     source = SimpleNamespace(ecosystem=Ecosystem.NPM, name="left-pad", version="1.3.0",
                              filename="left-pad-1.3.0.tgz")
     before = time.time()
-    recorder(log)(request, source, BlobInfo("0" * 64, 3))  # type: ignore[arg-type]
+    recorder(log)(request.remote or "", identity_of(request), source,  # type: ignore[arg-type]
+                  BlobInfo("0" * 64, 3))
     await log.close()
     (written,) = read_served(tmp_path / "served", since=0)
     made = Served.of(request, ecosystem="npm", name="left-pad", version="1.3.0",
