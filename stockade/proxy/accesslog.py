@@ -301,25 +301,27 @@ def _fields(request: web.BaseRequest, response: web.StreamResponse,
     """An access line's own fields, in their order."""
     # (the path as the client sent it: the parsed URL's path_qs is rebuilt by yarl)
     return access_fields(request_id_of(request), request.remote, request.method,
-                         request.raw_path, response, time,
-                         request.headers.get("User-Agent", ""), identity_of(request))
+                         request.raw_path, response.status, response.body_length, time,
+                         request.headers.get("User-Agent", ""),
+                         response.headers.get("X-Stockade-Cache", ""), identity_of(request))
 
 
 def access_fields(request_id: str, remote: str | None, method: str, path: str,
-                  response: web.StreamResponse, time: float, user_agent: str,
+                  status: int, sent: int, time: float, user_agent: str, cache: str,
                   who: Identity | None) -> dict[str, Any]:
-    """The access line's own fields, in their order, of an answer ``response`` given in
-    ``time`` seconds (``who``: the caller's identity, None when anonymous)."""
+    """The access line's own fields, in their order, of an answer of ``sent`` bytes
+    given in ``time`` seconds (``cache``: its ``X-Stockade-Cache``; ``who``: the
+    caller's identity, None when anonymous)."""
     return {
         "request_id": request_id,
         "remote": remote,
         "method": method,
         "path": path,
-        "status": response.status,
-        "bytes": response.body_length,
+        "status": status,
+        "bytes": sent,
         "duration_s": round(time, 6),
         "user_agent": user_agent,
-        "cache": response.headers.get("X-Stockade-Cache", ""),
+        "cache": cache,
         # who asked, by the token's name and team; never the token (null: anonymous)
         "identity": who.name if who is not None else None,
         "team": who.team if who is not None else None,

@@ -37,6 +37,7 @@ from stockade.proxy.accesslog import JsonAccessLogger, access_fields
 from stockade.proxy.admission import caller
 from stockade.proxy.auth import ACCESS
 from stockade.proxy.metrics import Metrics
+from stockade.proxy.prepared import plain_head
 from stockade.proxy.responses import (
     REQUEST_ID,
     host_problem,
@@ -247,25 +248,24 @@ class FastPath:
         peer = protocol.peername  # (as Request.remote reads it)
         remote = (None if peer is None
                   else str(peer[0]) if isinstance(peer, (list, tuple)) else str(peer))
-        response = memo.answer_plain(message.path, remote or "")
-        if response is None:
+        answer = memo.answer_plain(message.path, remote or "")
+        if answer is None:
             return False
-        response.request_id = request_id
-        head = response.head_now()
-        assert head is not None  # (a safe request id, the head's own headers)
-        self._count_route(route, response.status, started)
-        body = response.body
-        assert isinstance(body, bytes)
+        prepared, body = answer
+        # (the PreparedResponse's head: a safe request id, its own headers, a 200)
+        head = plain_head(prepared, request_id)
+        self._count_route(route, 200, started)
         transport = protocol.transport
         assert transport is not None
         self.answered += 1  # (before the write: ``take`` reads it)
         transport.write(head + body)
-        response._body_length = len(head) + len(body)  # as aiohttp's writer counts it
         log = protocol.access_logger
         if start is not None and isinstance(log, JsonAccessLogger):
+            # (the bytes as aiohttp's writer counts them)
             log.log_fields(access_fields(
-                request_id, remote, "GET", message.path, response,
-                protocol._loop.time() - start, message.headers.get("User-Agent", ""), None))
+                request_id, remote, "GET", message.path, 200, len(head) + len(body),
+                protocol._loop.time() - start, message.headers.get("User-Agent", ""),
+                prepared.headers.get("X-Stockade-Cache", ""), None))
         _kept_alive(protocol)
         return True
 

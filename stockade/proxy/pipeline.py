@@ -463,21 +463,24 @@ class ArtifactPipeline:
         return self.held_plain(info, headers)
 
     def held_plain(self, info: BlobInfo, headers: StoredHeaders | None) -> bytes | None:
-        """``held_prepared`` for a GET without ``Range`` or ``If-None-Match``."""
+        """``held_prepared`` for a GET without ``Range`` or ``If-None-Match`` (bytes of
+        the length the prepared head says, or None)."""
         if headers is None or headers.prepared is None or self._accel is not None:
             return None
-        return self._held(info)
+        held = self._held(info)
+        return held if held is not None and len(held) == headers.prepared.length else None
 
     def answer_plain(self, source: ArtifactSource, info: BlobInfo, recorded: bool,
-                     held: bytes, headers: StoredHeaders, client: str) -> PreparedResponse:
+                     headers: StoredHeaders, client: str) -> PreparedHead:
         """``answer_stored`` for an anonymous GET from ``client`` without ``Range`` or
-        ``If-None-Match``, with the bytes ``held_plain`` found (so ``headers`` are
-        prepared): what the connection's fast path answers without a request."""
+        ``If-None-Match``, once ``held_plain`` found the bytes (so ``headers`` are
+        prepared): recorded and counted as it does, the answer's head to send with
+        them (what the connection's fast path answers without a request)."""
         assert headers.prepared is not None
         if recorded and self.on_served is not None:
             self.on_served(client, None, source, info)
         self._count_get_bytes(source.ecosystem, "cache", info.size)
-        return PreparedResponse(headers.prepared, held)
+        return headers.prepared
 
     def stored_headers(self, source: ArtifactSource, info: BlobInfo) -> StoredHeaders:
         """The headers of an answer from storage for ``source``, stored as ``info``:

@@ -25,6 +25,7 @@ from multidict import CIMultiDict, getversion
 
 _STATUS_LINE = b"HTTP/1.1 200 OK\r\n"
 _REQUEST_ID = "X-Request-Id"
+_REQUEST_ID_NAME = b"X-Request-Id: "
 # what aiohttp sets on an answer itself
 _AIOHTTPS = frozenset({"content-length", "date", "server", "connection",
                        "transfer-encoding", "set-cookie"})
@@ -50,6 +51,13 @@ def prepared_head(headers: Iterable[tuple[str, str]], length: int) -> PreparedHe
     if not all(_writable(line[:-2]) for line in lines):
         return None
     return PreparedHead(items, CIMultiDict(items), "".join(lines).encode("ascii"), length)
+
+
+def plain_head(head: PreparedHead, request_id: str) -> bytes:
+    """``head_bytes`` with the request id ``request_id``, one of ``responses``' safe
+    ids (letters, digits, ``._-``: written as it is)."""
+    return head_bytes(head, b"".join((_REQUEST_ID_NAME, request_id.encode("ascii"),
+                                      b"\r\n")))
 
 
 def head_bytes(head: PreparedHead, request_id_line: bytes) -> bytes:

@@ -299,11 +299,12 @@ class WarmMemo:
         assert type(response) is PreparedResponse  # (held_prepared said so)
         return response
 
-    def answer_plain(self, raw_path: str, client: str) -> PreparedResponse | None:
+    def answer_plain(self, raw_path: str, client: str) -> tuple[PreparedHead, bytes] | None:
         """``answer_now`` for an anonymous GET of an artifact's ``raw_path`` from
         ``client``, without ``Range`` or ``If-None-Match``: what the connection's fast
         path answers without making a request (the same decisions, counts, checks and
-        record); None where ``answer_now`` would not answer (nothing counted)."""
+        record), as the prepared head and the body of the ``PreparedResponse`` it would
+        be; None where ``answer_now`` would not answer (nothing counted)."""
         hit = self._good((raw_path, None, self._gate.engine_for(None).revision))
         if hit is None or hit.page is not None or hit.info is None:
             return None
@@ -313,8 +314,8 @@ class WarmMemo:
             return None
         assert hit.source is not None
         assert headers is not None  # (held_plain found the bytes: prepared headers)
-        return self._pipeline.answer_plain(hit.source, hit.info, hit.recorded, body,
-                                           headers, client)
+        return self._pipeline.answer_plain(hit.source, hit.info, hit.recorded, headers,
+                                           client), body
 
     def _allowed_now(self, hit: WarmHit, team: str | None) -> bool:
         """Whether the policy in force for ``team`` allows each of ``hit``'s decisions
