@@ -6,13 +6,17 @@ own parser: a GET or HEAD in HTTP/1.1, origin-form, no body, nothing that change
 the connection goes on; anything else is None) and ``FastPath``, which answers such a
 GET where aiohttp's protocol is idle (waiting for a request, none queued or in flight,
 the transport's buffer empty) and the warm memo answered a GET of the same raw path
-before. The request is made as aiohttp makes it (its ``Request``, with the route the router
-matched for that path), then given what the middleware gives it (its request id, the
-``Host`` check, the access check), answered by the memo where it can be without a
+before. The request is made as aiohttp makes it (its ``Request``, with the route the
+router matched for that path), then given what the middleware gives it (its request id,
+the ``Host`` check, the access check), answered by the memo where it can be without a
 coroutine (``WarmMemo.answer_now``: every decision made and counted, the blob's file
 checked, the served-artifacts record), counted, written with one ``transport.write``
-and logged, with the functions the slow path calls. A request the fast path cannot
-answer so goes to aiohttp untouched: the caller's business (``serving``).
+and logged, with the functions the slow path calls. An anonymous GET of an artifact
+(no ``Authorization``, ``Range`` or ``If-None-Match``, on a route open to all) needs
+nothing of a ``Request`` that its message does not say: it is answered without one
+(``WarmMemo.answer_plain``), with the same decisions, checks, record, counts and
+access line. A request the fast path cannot answer so goes to aiohttp untouched: the
+caller's business (``serving``).
 
 Not the answer's making (``warmmemo``, ``pipeline``, ``prepared``), nor the
 connection's limits (``serving``).
