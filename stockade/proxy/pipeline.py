@@ -311,9 +311,8 @@ class ArtifactPipeline:
         self._read_only = read_only  # why storage cannot be written: nothing is fetched
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        # Told of each artifact a GET was answered with (the served-artifacts record).
-        # told of each artifact sent to a GET: (the client's address, its identity or
-        # None when anonymous, what was sent)
+        # Told of each artifact a GET was answered with (the served-artifacts record):
+        # the client's address, its identity (None: anonymous), what was sent.
         self.on_served: Callable[[str, Identity | None, ArtifactSource, BlobInfo],
                                  None] | None = None
 
