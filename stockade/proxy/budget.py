@@ -19,6 +19,7 @@ only adding an entry may shed.
 
 from __future__ import annotations
 
+import collections
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -111,7 +112,33 @@ def unbounded() -> MemoryBudget:
     return MemoryBudget(sys.maxsize)
 
 
-class BudgetedLRU(LRUCache[K, V]):
+class QuickLRU(LRUCache[K, V]):
+    """A ``cachetools.LRUCache`` whose ``get`` is one call: cachetools' own makes five
+    Python calls a hit (its membership test, ``__getitem__`` twice, the order's move),
+    and a warm request makes four of them. It reads the cache's own dict and order,
+    where this cachetools version has them; elsewhere it is cachetools' ``get``."""
+
+    def __init__(self, maxsize: int, getsizeof: Callable[[V], int] | None = None) -> None:
+        super().__init__(maxsize, getsizeof=getsizeof)
+        # (cachetools' private attributes: both there, or the quick way is off)
+        own = vars(self)
+        data, order = own.get("_Cache__data"), own.get("_LRUCache__order")
+        self._quick = ((data, order) if isinstance(data, dict)
+                       and isinstance(order, collections.OrderedDict) else None)
+
+    def get(self, key: K, default: V | None = None) -> V | None:  # type: ignore[override]
+        quick = self._quick
+        if quick is None:
+            return super().get(key, default)
+        try:
+            value: V = quick[0][key]
+        except KeyError:
+            return default
+        quick[1].move_to_end(key)
+        return value
+
+
+class BudgetedLRU(QuickLRU[K, V]):
     """A ``cachetools.LRUCache`` weighed by ``getsizeof`` that charges what it holds to
     a budget's account, and sheds its least recently used entry when asked."""
 

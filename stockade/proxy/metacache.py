@@ -32,7 +32,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from stockade.proxy.budget import BudgetedLRU, MemoryBudget, unbounded
+from stockade.proxy.budget import BudgetedLRU, MemoryBudget, QuickLRU, unbounded
 from stockade.proxy.errors import NotCachedError, UpstreamError, UpstreamStatusError
 from stockade.proxy.metadocs import (
     CachedDoc,
@@ -88,7 +88,7 @@ class MetadataCache:
         self._memory: BudgetedLRU[str, CachedDoc] = BudgetedLRU(
             memory_bytes, _body_bytes, budget or unbounded(), "metadata")
         self._missing: LRUCache[str, Missing] = LRUCache(_NEGATIVES_IN_MEMORY)
-        self._large: LRUCache[str, CachedDoc] = LRUCache(_LARGE_RECORDS)  # without bodies
+        self._large: QuickLRU[str, CachedDoc] = QuickLRU(_LARGE_RECORDS)  # without bodies
         # one refresh per document across worker processes, with ``locks``
         self._flight: SingleFlight[str, CachedDoc] = SingleFlight(locks)
         self._counters: dict[tuple[str, CacheResult], Any] = {}

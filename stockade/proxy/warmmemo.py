@@ -47,7 +47,7 @@ from cachetools import LRUCache
 
 from stockade.policy.model import Decision, Facts, PackageRef
 from stockade.proxy.admission import Caller, caller
-from stockade.proxy.budget import BudgetedLRU, MemoryBudget, unbounded
+from stockade.proxy.budget import BudgetedLRU, MemoryBudget, QuickLRU, unbounded
 from stockade.proxy.errors import RefusedError
 from stockade.proxy.gate import Gate
 from stockade.proxy.metacache import MetadataCache
@@ -119,7 +119,7 @@ class WarmMemo:
             max_bytes, _size, budget or unbounded(), "warm memo")
         self.hits = 0  # requests answered from an entry (tests read it)
         # the route matched for the raw path of a GET remembered (``route``)
-        self._routes: LRUCache[str, UrlMappingMatchInfo] = LRUCache(ROUTES_MAX)
+        self._routes: QuickLRU[str, UrlMappingMatchInfo] = QuickLRU(ROUTES_MAX)
 
     def now(self) -> float:
         """The metadata cache's clock, which entries' validity is read on."""
